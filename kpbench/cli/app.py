@@ -1,0 +1,23 @@
+"""The typer app and its sub-groups. Command modules register themselves on these objects."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="kpbench",
+    help="Evaluate and benchmark COCO keypoint (human pose) models: COCO AP, score thresholds, speed tables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="COCO data: download and check.", no_args_is_help=True)
+config_app = typer.Typer(help="Run configs (TOML): show merged settings.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+
+def echo_err(message: str) -> None:
+    """Print one line on stderr."""
+    typer.echo(message, err=True)

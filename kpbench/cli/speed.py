@@ -1,0 +1,1 @@
+"""Commands registered on the kpbench app (filled in by its issue)."""

@@ -1,0 +1,255 @@
+"""Settings for the long-running commands, and TOML run configs that hold them.
+
+A config file has one table per command: ``[run]``, ``[speed]`` and ``[thresholds]``. Each key is the option
+name with ``-`` written as ``_`` (``--min-size`` is ``min_size``). Precedence, lowest first: the defaults
+below, the config file, then options given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpbench.errors import KpbenchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 has no tomllib
+    import tomli as tomllib
+
+WEIGHTS_NAMES = ("COCO_V1", "COCO_LEGACY", "none")
+DTYPES = ("fp32", "fp16", "bf16")
+IOU_TYPES = ("keypoints", "bbox")
+
+
+def _opt(default: Any, help: str, **checks: Any) -> Any:
+    """A dataclass field with its help text and validation rules (choices, min, max) as metadata."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class RunSettings:
+    """Everything `kpbench run` needs: data, model, protocol and output."""
+
+    coco_root: str | None = _opt(None, "COCO root holding annotations/ and <split>/ (or $KPBENCH_COCO_ROOT)")
+    split: str = _opt("val2017", "COCO split", choices=("val2017", "train2017"))
+    images: str = _opt("all", "'all' (the protocol) or 'with-persons'", choices=("all", "with-persons"))
+    limit: int | None = _opt(None, "run on the first N selected images only", min=1)
+    image_ids: list[int] | None = _opt(None, "run on these image ids only", min=0)
+    download: bool = _opt(False, "download whatever is missing from the COCO root first")
+    weights: str = _opt("COCO_V1", "COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path")
+    min_size: int = _opt(800, "the transform's short side (model default 800)", min=1)
+    max_size: int = _opt(1333, "the transform's long-side cap (model default 1333)", min=1)
+    box_score_thresh: float = _opt(0.05, "the model's box score threshold (0.05 is the AP setting)", min=0.0, max=1.0)
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    batch_size: int = _opt(1, "images per model call (1 is the protocol)", min=1)
+    workers: int = _opt(2, "DataLoader worker processes", min=0)
+    dtype: str = _opt("fp32", "fp32, or fp16/bf16 through autocast", choices=DTYPES)
+    seed: int = _opt(0, "seed for random weights (--weights none)", min=0)
+    out: str | None = _opt(None, "run directory (default results/run-<timestamp>)")
+
+
+@dataclass
+class SpeedSettings:
+    """Everything `kpbench speed` needs: sizes, variants, timing loop and output."""
+
+    coco_root: str | None = _opt(None, "COCO root with real images (or $KPBENCH_COCO_ROOT)")
+    split: str = _opt("val2017", "COCO split", choices=("val2017", "train2017"))
+    num_images: int = _opt(8, "how many images with people to time on (chosen deterministically)", min=1)
+    synthetic: bool = _opt(False, "time on random images instead of COCO (flagged in every row)")
+    weights: str = _opt("COCO_V1", "COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path")
+    seed: int = _opt(0, "seed for random weights and synthetic images", min=0)
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    sizes: list[int] = _opt([320, 480, 640, 800, 1024], "short sides; max_size = round(s*1333/800)", min=1)
+    warmup: int = _opt(10, "untimed calls before timing, per size and variant", min=0)
+    iters: int = _opt(50, "timed calls per size and variant", min=1)
+    dtypes: list[str] = _opt(["fp32"], "dtype variants (fp16/bf16 through autocast)", choices=DTYPES)
+    batch_sizes: list[int] = _opt([1], "batch-size variants", min=1)
+    channels_last: bool = _opt(False, "add a channels-last variant")
+    cudnn_benchmark: bool = _opt(False, "add a cudnn.benchmark variant")
+    compile: bool = _opt(False, "add a torch.compile variant")
+    box_score_thresh: float = _opt(0.05, "the model's box score threshold (0.9 is the tutorial's)", min=0.0, max=1.0)
+    accuracy: int = _opt(0, "also evaluate AP on this many images per size and variant (0: off)", min=0)
+    out: str = _opt("results/speed", "folder for <device-slug>-<timestamp>.csv and its manifest")
+
+
+@dataclass
+class ThresholdSettings:
+    """Everything `kpbench thresholds` needs besides its inputs."""
+
+    iou_type: str = _opt("keypoints", "keypoints or bbox", choices=IOU_TYPES)
+    thresholds: list[float] = _opt(
+        [round(i * 0.05, 2) for i in range(20)], "person-score thresholds", min=0.0, max=1.0
+    )
+    kp_thresholds: list[float] = _opt([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "keypoint-score thresholds (logits)")
+    person_thresh: float = _opt(0.9, "person score above which keypoints are analysed", min=0.0, max=1.0)
+
+
+SECTIONS: dict[str, type] = {"run": RunSettings, "speed": SpeedSettings, "thresholds": ThresholdSettings}
+
+
+@dataclass
+class LoadedConfig:
+    """A parsed and validated config file: its tables, path and content hash."""
+
+    path: str | None
+    sha256: str | None
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    """Whether a TOML value fits a field type (int is accepted where float is expected)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, arg) for arg in typing.get_args(tp) if arg is not type(None))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_check_type(v, item) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _check_value(where: str, key: str, value: Any, meta: dict[str, Any]) -> None:
+    """Range and choice checks; list values are checked element by element."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise KpbenchError(f"{where}: '{key}' is an empty list")
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, float) and not math.isfinite(item):
+            raise KpbenchError(f"{where}: '{key}' must be finite, got {item}")
+        if "choices" in meta and item not in meta["choices"]:
+            raise KpbenchError(f"{where}: '{key}' must be one of {', '.join(meta['choices'])}, got {item!r}")
+        if "min" in meta and item < meta["min"]:
+            raise KpbenchError(f"{where}: '{key}' must be >= {meta['min']}, got {item}")
+        if "max" in meta and item > meta["max"]:
+            raise KpbenchError(f"{where}: '{key}' must be <= {meta['max']}, got {item}")
+
+
+def validate_table(where: str, section: str, table: dict[str, Any]) -> dict[str, Any]:
+    """Validate one table of settings for `section`; returns the values, floats coerced where ints were given."""
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    clean: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise KpbenchError(f"{where}: unknown key '{key}' in [{section}]{_suggest(key, fields)}")
+        tp = hints[key]
+        if not _check_type(value, tp):
+            raise KpbenchError(
+                f"{where}: '{key}' in [{section}] must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+            )
+        _check_value(f"{where}: [{section}]", key, value, dict(fields[key].metadata))
+        if isinstance(value, int) and not isinstance(value, bool) and float in typing.get_args(tp) + (tp,):
+            value = float(value)
+        if isinstance(value, list) and typing.get_args(tp) and typing.get_args(tp)[0] is float:
+            value = [float(v) for v in value]
+        clean[key] = value
+    return clean
+
+
+def load_config(path: str | Path | None) -> LoadedConfig:
+    """Read and validate a TOML config; `None` gives an empty config (defaults only)."""
+    if path is None:
+        return LoadedConfig(path=None, sha256=None)
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise KpbenchError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KpbenchError(f"{p}: not valid TOML ({exc})") from None
+    tables: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise KpbenchError(
+                f"{p}: unknown table [{section}]{_suggest(section, SECTIONS)}; "
+                f"expected {', '.join(f'[{s}]' for s in SECTIONS)}"
+            )
+        if not isinstance(table, dict):
+            raise KpbenchError(f"{p}: '{section}' must be a table like [{section}]")
+        tables[section] = validate_table(str(p), section, table)
+    return LoadedConfig(path=str(p), sha256=hashlib.sha256(raw).hexdigest(), tables=tables)
+
+
+T = typing.TypeVar("T")
+
+
+def merge_settings(cls: type[T], config: LoadedConfig | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Defaults, then the config file's table for this command, then command-line overrides (None = not given)."""
+    section = next(name for name, c in SECTIONS.items() if c is cls)
+    values: dict[str, Any] = dict(config.tables.get(section, {})) if config else {}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(validate_table("command line", section, given))
+    return cls(**values)
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """A plain dict of a settings dataclass, for manifests and `config show`."""
+    return dataclasses.asdict(settings)
+
+
+def parse_list(text: str | None, item_type: type, option: str) -> list[Any] | None:
+    """Parse a comma-separated option value ("320,480") into a list; None stays None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise KpbenchError(f"{option}: empty list")
+    try:
+        return [item_type(p) for p in parts]
+    except ValueError:
+        raise KpbenchError(f"{option}: cannot read {text!r} as a comma-separated list of {item_type.__name__}") from None
+
+
+def to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """Write settings tables as TOML (None values, which TOML cannot hold, become comments)."""
+    lines: list[str] = []
+    for section, table in tables.items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if value is None:
+                lines.append(f"# {key} = (not set)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,146 @@
+"""The detections cache of a run directory, and its conversion to COCO results files.
+
+The cache is JSON Lines, one line per finished image, appended and flushed as each image finishes, so a crash
+loses at most the images in flight. A line looks like::
+
+    {"image_id": 139, "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...],
+     "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...]}
+
+Boxes are xyxy in original image pixels; keypoints are the model's (x, y, visibility) and keypoint scores are
+heatmap logits, not probabilities. A torn last line (a crash mid-write) is ignored and cut off on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from kpbench.errors import KpbenchError
+from kpbench.schema import NUM_KEYPOINTS
+
+
+@dataclass
+class ImageDetections:
+    """All detections of one image, as arrays (N detections)."""
+
+    image_id: int
+    boxes: np.ndarray  # (N, 4) float64, xyxy
+    scores: np.ndarray  # (N,) float64
+    labels: np.ndarray  # (N,) int64
+    keypoints: np.ndarray  # (N, 17, 3) float64: x, y, visibility
+    keypoint_scores: np.ndarray  # (N, 17) float64 logits
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-able cache line for this image."""
+        return {
+            "image_id": int(self.image_id),
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "labels": self.labels.tolist(),
+            "keypoints": self.keypoints.tolist(),
+            "keypoint_scores": self.keypoint_scores.tolist(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ImageDetections:
+        """Parse one cache line (already JSON-decoded)."""
+        n = len(record["scores"])
+        return cls(
+            image_id=int(record["image_id"]),
+            boxes=np.asarray(record["boxes"], dtype=np.float64).reshape(n, 4),
+            scores=np.asarray(record["scores"], dtype=np.float64).reshape(n),
+            labels=np.asarray(record["labels"], dtype=np.int64).reshape(n),
+            keypoints=np.asarray(record["keypoints"], dtype=np.float64).reshape(n, NUM_KEYPOINTS, 3),
+            keypoint_scores=np.asarray(record["keypoint_scores"], dtype=np.float64).reshape(n, NUM_KEYPOINTS),
+        )
+
+    @classmethod
+    def from_model_output(cls, image_id: int, output: dict[str, Any]) -> ImageDetections:
+        """From one element of torchvision Keypoint R-CNN's output list (tensors on any device)."""
+
+        def arr(key: str, dtype: Any) -> np.ndarray:
+            return output[key].detach().float().cpu().numpy().astype(dtype)
+
+        return cls(
+            image_id=int(image_id),
+            boxes=arr("boxes", np.float64).reshape(-1, 4),
+            scores=arr("scores", np.float64).reshape(-1),
+            labels=output["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
+            keypoints=arr("keypoints", np.float64).reshape(-1, NUM_KEYPOINTS, 3),
+            keypoint_scores=arr("keypoints_scores", np.float64).reshape(-1, NUM_KEYPOINTS),
+        )
+
+
+def append_detections(fh: IO[str], dets: ImageDetections) -> None:
+    """Append one image's line to an open cache file and make it durable."""
+    fh.write(json.dumps(dets.to_record(), separators=(",", ":")) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
+    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise KpbenchError(f"{path}: detections cache not found (is this a run directory made by `kpbench run`?)")
+    with path.open("r", encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.endswith("\n"):
+            return  # torn tail from an interrupted write: the image will be redone on resume
+        try:
+            yield ImageDetections.from_record(json.loads(line))
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
+
+
+def read_cache(path: str | Path) -> dict[int, ImageDetections]:
+    """All cached images by id (the last line wins if an image appears twice)."""
+    return {d.image_id: d for d in iter_cache(path)}
+
+
+def truncate_torn_tail(path: str | Path) -> None:
+    """Cut an incomplete last line off the cache so appending continues on a clean line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def to_coco_results(images: Iterable[ImageDetections]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """COCO keypoint and bbox results, torchvision's convention.
+
+    Keypoint results carry the box score and no `bbox` (pycocotools would take the area from it); keypoints are
+    the model's (x, y, v) unchanged. Box results are xywh.
+    """
+    keypoint_results: list[dict[str, Any]] = []
+    bbox_results: list[dict[str, Any]] = []
+    for det in images:
+        for i in range(len(det)):
+            x1, y1, x2, y2 = det.boxes[i].tolist()
+            score = float(det.scores[i])
+            category = int(det.labels[i])
+            keypoint_results.append(
+                {
+                    "image_id": det.image_id,
+                    "category_id": category,
+                    "keypoints": det.keypoints[i].reshape(-1).tolist(),
+                    "score": score,
+                }
+            )
+            bbox_results.append(
+                {"image_id": det.image_id, "category_id": category, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+            )
+    return keypoint_results, bbox_results

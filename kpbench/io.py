@@ -1,0 +1,101 @@
+"""Atomic file writes and table rendering (table, JSON, CSV, Markdown) shared by every stage."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TABLE_FORMATS = ("table", "json", "csv", "markdown")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Atomically write JSON (floats at full precision, NaN refused)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def _cell(value: Any, precision: int | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{precision}f}" if precision is not None else repr(value)
+    return str(value)
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV with full-precision floats (repr), so that numbers survive a round trip."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c), None) for c in columns])
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, precision: int = 3) -> str:
+    """A GitHub-flavoured Markdown table with rounded floats."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c), precision) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_text_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, precision: int = 3) -> str:
+    """An aligned plain-text table for the terminal."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    cells = [[_cell(row.get(c), precision) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    out += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(out) + "\n"
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> str:
+    """Render rows in one of TABLE_FORMATS ("json" gives a list of objects)."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return to_csv(rows, columns)
+    if fmt == "markdown":
+        return to_markdown(rows, columns)
+    return to_text_table(rows, columns)
+
+
+def write_table_files(out_dir: str | Path, stem: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> list[Path]:
+    """Write `<stem>.csv` and `<stem>.md` into out_dir; returns the paths."""
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md"]
+    atomic_write_text(paths[0], to_csv(rows, columns))
+    atomic_write_text(paths[1], to_markdown(rows, columns))
+    return paths
