@@ -166,7 +166,7 @@ def validate_table(where: str, section: str, table: dict[str, Any]) -> dict[str,
                 f"{where}: '{key}' in [{section}] must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
             )
         _check_value(f"{where}: [{section}]", key, value, dict(fields[key].metadata))
-        if isinstance(value, int) and not isinstance(value, bool) and float in typing.get_args(tp) + (tp,):
+        if isinstance(value, int) and not isinstance(value, bool) and float in (*typing.get_args(tp), tp):
             value = float(value)
         if isinstance(value, list) and typing.get_args(tp) and typing.get_args(tp)[0] is float:
             value = [float(v) for v in value]

@@ -1,0 +1,226 @@
+"""COCO evaluation as data: stats, precision/recall arrays and per-image matches, from pycocotools or hotcoco.
+
+pycocotools is the reference and the default; its numbers are returned unchanged (its printing is silenced by
+redirecting stdout, not by patching its code). Inputs are validated first (see `kpbench.cocofiles`), so a bad
+file fails with a clear message instead of a crash or a silently wrong AP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_text, to_csv, to_markdown, write_json
+from kpbench.schema import stat_names
+
+BACKENDS = ("pycocotools", "hotcoco")
+
+
+@dataclass
+class EvalParams:
+    """The COCOeval parameters the arrays are indexed by."""
+
+    iou_type: str
+    iou_thresholds: np.ndarray  # (T,)
+    recall_thresholds: np.ndarray  # (R,)
+    area_ranges: list[list[float]]  # (A,) [lo, hi]
+    area_labels: list[str]  # (A,)
+    max_dets: list[int]  # (M,)
+    image_ids: list[int]
+    category_ids: list[int]
+
+
+@dataclass
+class ImageEval:
+    """COCOeval's matching for one (category, area range, image): what a threshold sweep re-accumulates.
+
+    Detections are sorted by descending score (stable) and cut to the largest maxDet, as COCOeval does.
+    `dt_ids` are the results' 1-based positions in the results list (pycocotools' loadRes numbering).
+    `dt_matches[t, d]` is the GT annotation id detection d matched at IoU/OKS threshold t (0: none).
+    """
+
+    image_id: int
+    category_id: int
+    area_index: int
+    dt_ids: np.ndarray  # (D,)
+    dt_scores: np.ndarray  # (D,)
+    dt_matches: np.ndarray  # (T, D) matched GT id, 0 for none
+    dt_ignore: np.ndarray  # (T, D) bool
+    gt_ids: np.ndarray  # (G,)
+    gt_matches: np.ndarray  # (T, G) matched detection id, 0 for none
+    gt_ignore: np.ndarray  # (G,) bool
+
+
+@dataclass
+class EvalResult:
+    """Everything one COCO evaluation produced."""
+
+    iou_type: str
+    backend: str
+    stats: dict[str, float]
+    precision: np.ndarray  # (T, R, K, A, M); -1 where there is no GT
+    recall: np.ndarray  # (T, K, A, M)
+    scores: np.ndarray  # (T, R, K, A, M)
+    params: EvalParams
+    image_evals: list[ImageEval] | None  # None for backends that do not expose pycocotools' matching
+    num_images: int
+    num_gt: int
+    num_results: int
+    notes: list[str] = field(default_factory=list)
+
+    def stats_list(self) -> list[float]:
+        """The stats in COCO's summary order."""
+        return [self.stats[name] for name in stat_names(self.iou_type)]
+
+
+def _empty_results(coco_gt: Any, coco_cls: Any) -> Any:
+    """A results object with no detections (pycocotools' loadRes crashes on an empty list)."""
+    empty = coco_cls()
+    empty.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
+                     "annotations": []}
+    empty.createIndex()
+    return empty
+
+
+def _image_evals_from_pycocotools(eval_imgs: list[dict[str, Any] | None], params: Any) -> list[ImageEval]:
+    area_index = {tuple(rng): i for i, rng in enumerate(params.areaRng)}
+    out = []
+    for e in eval_imgs:
+        if e is None:
+            continue
+        out.append(
+            ImageEval(
+                image_id=e["image_id"],
+                category_id=e["category_id"],
+                area_index=area_index[tuple(e["aRng"])],
+                dt_ids=np.asarray(e["dtIds"], dtype=np.int64),
+                dt_scores=np.asarray(e["dtScores"], dtype=np.float64),
+                dt_matches=np.asarray(e["dtMatches"]).reshape(len(params.iouThrs), -1),
+                dt_ignore=np.asarray(e["dtIgnore"], dtype=bool).reshape(len(params.iouThrs), -1),
+                gt_ids=np.asarray(e["gtIds"], dtype=np.int64),
+                gt_matches=np.asarray(e["gtMatches"]).reshape(len(params.iouThrs), -1),
+                gt_ignore=np.asarray(e["gtIgnore"], dtype=bool),
+            )
+        )
+    return out
+
+
+def _run_pycocotools(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, list[ImageEval]]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt.dataset
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(res.results) if res.results else _empty_results(coco_gt, COCO)
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev, _image_evals_from_pycocotools(ev.evalImgs, ev.params)
+
+
+def _run_hotcoco(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, None]:
+    try:
+        import hotcoco
+    except ImportError:
+        raise KpbenchError(
+            "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
+        ) from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = hotcoco.COCO(gt.dataset)
+        coco_dt = coco_gt.loadRes(res.results) if res.results else hotcoco.COCO({**gt.dataset, "annotations": []})
+        ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev, None
+
+
+def evaluate(
+    gt: str | Path | dict[str, Any] | GroundTruth,
+    results: str | Path | list[dict[str, Any]] | Results,
+    iou_type: str = "keypoints",
+    backend: str = "pycocotools",
+) -> EvalResult:
+    """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
+
+    `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
+    Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
+    """
+    if backend not in BACKENDS:
+        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    gt_data = load_ground_truth(gt, iou_type)
+    res = load_results(results, gt_data, iou_type)
+    runner = _run_pycocotools if backend == "pycocotools" else _run_hotcoco
+    ev, image_evals = runner(gt_data, res, iou_type)
+    p = ev.params
+    names = stat_names(iou_type)
+    stats = [float(s) for s in ev.stats]
+    if len(stats) != len(names):
+        raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
+    return EvalResult(
+        iou_type=iou_type,
+        backend=backend,
+        stats=dict(zip(names, stats)),
+        precision=np.asarray(ev.eval["precision"]),
+        recall=np.asarray(ev.eval["recall"]),
+        scores=np.asarray(ev.eval["scores"]),
+        params=EvalParams(
+            iou_type=iou_type,
+            iou_thresholds=np.asarray(p.iouThrs, dtype=np.float64),
+            recall_thresholds=np.asarray(p.recThrs, dtype=np.float64),
+            area_ranges=[list(map(float, r)) for r in p.areaRng],
+            area_labels=list(p.areaRngLbl),
+            max_dets=[int(m) for m in p.maxDets],
+            image_ids=[int(i) for i in p.imgIds],
+            category_ids=[int(c) for c in p.catIds],
+        ),
+        image_evals=image_evals,
+        num_images=len(gt_data.dataset["images"]),
+        num_gt=len(gt_data.dataset["annotations"]),
+        num_results=len(res.results),
+        notes=[*gt_data.notes, *res.notes],
+    )
+
+
+def metrics_rows(results: dict[str, EvalResult]) -> list[dict[str, Any]]:
+    """Long-format rows (iou_type, stat, value) for CSV and Markdown."""
+    return [
+        {"iou_type": iou_type, "stat": name, "value": value}
+        for iou_type, result in results.items()
+        for name, value in result.stats.items()
+    ]
+
+
+def metrics_json(results: dict[str, EvalResult]) -> dict[str, dict[str, float]]:
+    """{"keypoints": {"AP": ..., ...}, "bbox": {...}} at full precision."""
+    return {iou_type: dict(result.stats) for iou_type, result in results.items()}
+
+
+def write_metrics(out_dir: str | Path, results: dict[str, EvalResult]) -> list[Path]:
+    """Write metrics.csv, metrics.md and metrics.json into out_dir (atomically); returns the paths."""
+    out = Path(out_dir)
+    rows = metrics_rows(results)
+    paths = [out / "metrics.csv", out / "metrics.md", out / "metrics.json"]
+    atomic_write_text(paths[0], to_csv(rows))
+    atomic_write_text(paths[1], format_stats_markdown(results))
+    write_json(paths[2], metrics_json(results))
+    return paths
+
+
+def format_stats_markdown(results: dict[str, EvalResult]) -> str:
+    """One Markdown table per iou type: stat names as columns, values in percent with one decimal."""
+    parts = []
+    for iou_type, result in results.items():
+        row = {name: f"{100 * value:.1f}" if value >= 0 else "n/a" for name, value in result.stats.items()}
+        parts.append(f"### {iou_type} ({result.backend})\n\n" + to_markdown([row]))
+    return "\n".join(parts)
