@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ def _finite_array(values: list[Any], width: int | None, where: str, name: str, k
 
 
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
+    required = set(keys)
+    # Fast path: one C-level subset test per record; the slow loop below only runs to word the error.
+    if all(type(rec) is dict and required <= rec.keys() for rec in records):
+        return
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise KpbenchError(f"{where}: {kind} {i} is a {type(rec).__name__}, expected an object")
@@ -97,10 +102,11 @@ def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: s
             raise KpbenchError(f"{where}: {kind} {i}{ident} has no '{missing[0]}'")
 
 
-def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints") -> GroundTruth:
+def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", copy: bool = True) -> GroundTruth:
     """Check a parsed GT dataset; renumber an annotation id 0 (which pycocotools mis-scores) with a warning.
 
-    Returns a GroundTruth holding a shallow copy, so the caller's dict is never changed.
+    With `copy` (the default) the GroundTruth holds copies of the annotation records, so neither the renumbering
+    nor pycocotools (which adds keys to them) changes the caller's data. Loaders of files we parsed skip it.
     """
     if iou_type not in IOU_TYPES:
         raise KpbenchError(f"--iou-type: must be keypoints or bbox, got {iou_type!r}")
@@ -114,7 +120,7 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints") -
     needed = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
     if iou_type == "keypoints":
         needed += ("keypoints", "num_keypoints")
-    annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]]
+    annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
     _require_keys(annotations, needed, source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
@@ -165,23 +171,25 @@ def load_ground_truth(gt: str | Path | dict[str, Any] | GroundTruth, iou_type: s
         return gt
     if isinstance(gt, dict):
         return validate_ground_truth(gt, "ground truth", iou_type)
-    return validate_ground_truth(read_json(gt), str(gt), iou_type)
+    return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False)
 
 
-def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "keypoints") -> Results:
-    """Check a parsed results list against its ground truth; returns shallow copies of the records."""
+def validate_results(
+    data: Any, source: str, gt: GroundTruth, iou_type: str = "keypoints", copy: bool = True
+) -> Results:
+    """Check a parsed results list against its ground truth; with `copy`, the records are copied (see above)."""
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         raise KpbenchError(f"{source}: this is a ground-truth file (it has 'annotations'); expected a results list")
     if not isinstance(data, list):
         raise KpbenchError(f"{source}: results must be a JSON list of detections, got {type(data).__name__}")
-    results = [dict(r) if isinstance(r, dict) else r for r in data]
+    results = [dict(r) if isinstance(r, dict) else r for r in data] if copy else data
     notes: list[str] = []
     if not results:
         notes.append(f"{source}: no detections; every AP and AR is 0")
         return Results(results=results, source=source, notes=notes)
     geometry = "keypoints" if iou_type == "keypoints" else "bbox"
     _require_keys(results, ("image_id", "category_id", "score", geometry), source, "result")
-    scores = _finite_array([r["score"] for r in results], None, source, "score", "result")
+    _finite_array([r["score"] for r in results], None, source, "score", "result")
     if iou_type == "keypoints":
         _finite_array([r["keypoints"] for r in results], 3 * NUM_KEYPOINTS, source, "keypoints", "result")
     else:
@@ -191,15 +199,17 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
             raise KpbenchError(f"{source}: result {i}: 'bbox' has a negative width or height (expected x, y, w, h)")
     image_ids = {img["id"] for img in gt.dataset["images"]}
     category_ids = {cat["id"] for cat in gt.dataset["categories"]}
-    per_image: dict[Any, int] = {}
-    for i, r in enumerate(results):
-        if r["image_id"] not in image_ids:
-            raise KpbenchError(f"{source}: result {i}: image_id {r['image_id']!r} is not in the ground truth ({gt.source})")
-        if r["category_id"] not in category_ids:
+    result_images = [r["image_id"] for r in results]
+    for field_name, values, known in (
+        ("image_id", result_images, image_ids),
+        ("category_id", [r["category_id"] for r in results], category_ids),
+    ):
+        unknown = set(values) - known
+        if unknown:
+            i = next(i for i, v in enumerate(values) if v in unknown)
             raise KpbenchError(
-                f"{source}: result {i}: category_id {r['category_id']!r} is not in the ground truth ({gt.source})"
+                f"{source}: result {i}: {field_name} {values[i]!r} is not in the ground truth ({gt.source})"
             )
-        per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
     if iou_type == "keypoints":
         # loadRes picks its branch from the first record: with a non-empty 'bbox' there, every detection's
         # area comes from its box; without, from its keypoints' extent (and any other 'bbox' is overwritten).
@@ -216,13 +226,12 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
                 "carry no bbox)"
             )
             warnings.warn(msg, KpbenchWarning, stacklevel=3)
-        crowded = sum(1 for n in per_image.values() if n > KEYPOINT_MAX_DETS)
+        crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
             notes.append(
                 f"{crowded} image(s) have more than {KEYPOINT_MAX_DETS} detections; COCO keypoint evaluation keeps "
                 f"only the top {KEYPOINT_MAX_DETS} by score per image (maxDets is hard-coded in pycocotools)"
             )
-    del scores
     return Results(results=results, source=source, notes=notes)
 
 
@@ -234,4 +243,4 @@ def load_results(
         return results
     if isinstance(results, list):
         return validate_results(results, "results", gt, iou_type)
-    return validate_results(read_json(results), str(results), gt, iou_type)
+    return validate_results(read_json(results), str(results), gt, iou_type, copy=False)

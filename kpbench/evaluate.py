@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results
+from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results, read_json
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text, to_csv, to_markdown, write_json
 from kpbench.schema import stat_names
@@ -118,9 +118,10 @@ def _run_pycocotools(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any,
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = gt.dataset
+        coco_gt.dataset = gt.dataset if isinstance(gt.dataset, dict) else read_json(gt.dataset)
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(res.results) if res.results else _empty_results(coco_gt, COCO)
+        results = res.results if isinstance(res.results, list) else read_json(res.results)
+        coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt, COCO)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
@@ -136,8 +137,14 @@ def _run_hotcoco(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, Non
             "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
         ) from None
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = hotcoco.COCO(gt.dataset)
-        coco_dt = coco_gt.loadRes(res.results) if res.results else hotcoco.COCO({**gt.dataset, "annotations": []})
+        # Unvalidated inputs arrive as paths, which hotcoco parses itself (much faster than Python's json).
+        coco_gt = hotcoco.COCO(gt.dataset if isinstance(gt.dataset, dict) else str(gt.dataset))
+        if isinstance(res.results, Path):
+            coco_dt = coco_gt.loadRes(str(res.results))
+        elif res.results:
+            coco_dt = coco_gt.loadRes(res.results)
+        else:
+            coco_dt = hotcoco.COCO({**gt.dataset, "annotations": []})
         ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
@@ -150,16 +157,25 @@ def evaluate(
     results: str | Path | list[dict[str, Any]] | Results,
     iou_type: str = "keypoints",
     backend: str = "pycocotools",
+    validate: bool = True,
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
     `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
     Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
+    `validate=False` hands files to the backend unchecked: faster with hotcoco, which then parses the JSON
+    itself, but a bad file may crash the backend or be scored silently wrong (e.g. GT id 0 in pycocotools).
     """
     if backend not in BACKENDS:
         raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    gt_data = load_ground_truth(gt, iou_type)
-    res = load_results(results, gt_data, iou_type)
+    if iou_type not in ("keypoints", "bbox"):
+        raise KpbenchError(f"--iou-type: must be keypoints or bbox, got {iou_type!r}")
+    if validate or not isinstance(gt, (str, Path)) or not isinstance(results, (str, Path)):
+        gt_data = load_ground_truth(gt, iou_type)
+        res = load_results(results, gt_data, iou_type)
+    else:
+        gt_data = GroundTruth(dataset=Path(gt), source=str(gt), notes=["input checks skipped (validate=False)"])  # type: ignore[arg-type]
+        res = Results(results=Path(results), source=str(results))  # type: ignore[arg-type]
     runner = _run_pycocotools if backend == "pycocotools" else _run_hotcoco
     ev, image_evals = runner(gt_data, res, iou_type)
     p = ev.params
@@ -185,9 +201,9 @@ def evaluate(
             category_ids=[int(c) for c in p.catIds],
         ),
         image_evals=image_evals,
-        num_images=len(gt_data.dataset["images"]),
-        num_gt=len(gt_data.dataset["annotations"]),
-        num_results=len(res.results),
+        num_images=len(p.imgIds),
+        num_gt=len(ev.cocoGt.getAnnIds()),
+        num_results=len(ev.cocoDt.getAnnIds()),
         notes=[*gt_data.notes, *res.notes],
     )
 

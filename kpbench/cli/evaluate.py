@@ -20,6 +20,9 @@ def evaluate_command(
     backend: Annotated[str, typer.Option(help="pycocotools (reference) or hotcoco (fast, optional).")] = "pycocotools",
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
     out: Annotated[Path | None, typer.Option(help="Also write metrics.csv, metrics.md and metrics.json here.")] = None,
+    validate: Annotated[
+        bool, typer.Option(help="Check the inputs first (--no-validate hands the files to the backend unchecked).")
+    ] = True,
     run: Annotated[
         Path | None, typer.Option(help="Re-evaluate a run directory from its cached detections (no model needed).")
     ] = None,
@@ -43,7 +46,7 @@ def evaluate_command(
     else:
         if gt_json is None or results_json is None:
             raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
-        results = {iou_type: evaluate(gt_json, results_json, iou_type=iou_type, backend=backend)}
+        results = {iou_type: evaluate(gt_json, results_json, iou_type=iou_type, backend=backend, validate=validate)}
         out_dir = out
     for result in results.values():
         for note in result.notes:
