@@ -1,1 +1,162 @@
-"""Commands registered on the kpbench app (filled in by its issue)."""
+"""`kpbench draw`, `kpbench plot` and `kpbench keypoints`: skeleton overlays, figures, per-keypoint breakdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpbench.cli.app import app, echo_err
+from kpbench.errors import KpbenchError
+
+
+def _one_run_dir(paths: list[Path], what: str) -> Path | None:
+    """The run directory when `paths` is one existing folder; None when they are files; an error otherwise."""
+    for path in paths:
+        if not path.exists():
+            raise KpbenchError(f"{path}: no such run directory or {what}")
+    dirs = [p for p in paths if p.is_dir()]
+    if not dirs:
+        return None
+    if len(paths) > 1:
+        raise KpbenchError(f"{dirs[0]}: give one run directory, or {what} only (not both, not several folders)")
+    return dirs[0]
+
+
+@app.command("draw")
+def draw_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A run directory, or image files to run the model on.",
+            show_default=False,
+        ),
+    ],
+    image_ids: Annotated[str | None, typer.Option(help="Run dir: draw these image ids (comma-separated).")] = None,
+    top: Annotated[int, typer.Option(help="Run dir: without --image-ids, draw the N highest-scoring images.")] = 8,
+    score_thresh: Annotated[float, typer.Option(help="Draw persons whose box score is above this.")] = 0.9,
+    kp_thresh: Annotated[
+        float, typer.Option(help="Draw keypoints whose score (a logit) is above this; a limb needs both ends above it.")
+    ] = 2.0,
+    gt: Annotated[bool, typer.Option("--gt", help="Add a ground-truth panel beside each image.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder [default: RUN_DIR/draw, or ./draw for image files].", show_default=False),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Image files: COCO_V1 (default), COCO_LEGACY, none or a checkpoint path.", show_default=False
+        ),
+    ] = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="Image files with --gt: a COCO annotation JSON (images matched by file name).")
+    ] = None,
+    min_size: Annotated[
+        int | None,
+        typer.Option(help="Image files: the model's input size (short side) [default: 800].", show_default=False),
+    ] = None,
+    max_size: Annotated[
+        int | None,
+        typer.Option(help="Image files: the long-side cap [default: min_size*1333/800].", show_default=False),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Image files: auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Draw keypoints and skeletons as PNG files: a run's cached detections, or a model run on image files.
+
+    A person is drawn when its score is above --score-thresh; a keypoint when its logit is above --kp-thresh;
+    a limb when both its ends are. One colour per person.
+    """
+    from kpbench.config import parse_list
+    from kpbench.draw import DRAW_DIR, draw_image_files, draw_run_images
+
+    run_dir = _one_run_dir(paths, "image file")
+    if run_dir is not None:
+        for option, value in (
+            ("--weights", weights),
+            ("--annotations", annotations),
+            ("--min-size", min_size),
+            ("--max-size", max_size),
+        ):
+            if value is not None:
+                raise KpbenchError(f"{option}: only for image files (a run directory draws its cached detections)")
+        ids = parse_list(image_ids, int, "--image-ids")
+        written = draw_run_images(
+            run_dir, image_ids=ids, top_n=top, score_thresh=score_thresh, kp_thresh=kp_thresh, gt=gt, out=out
+        )
+    else:
+        if image_ids is not None:
+            raise KpbenchError("--image-ids: only for a run directory (image files are drawn as given)")
+        if gt and annotations is None:
+            raise KpbenchError("--gt: image files need --annotations COCO_JSON to find their ground truth")
+        if annotations is not None and not gt:
+            raise KpbenchError("--annotations: only used with --gt")
+        for option, value in (("--min-size", min_size), ("--max-size", max_size)):
+            if value is not None and value < 1:
+                raise KpbenchError(f"{option}: must be >= 1, got {value}")
+        written = draw_image_files(
+            paths,
+            weights=weights or "COCO_V1",
+            score_thresh=score_thresh,
+            kp_thresh=kp_thresh,
+            out=out or Path(DRAW_DIR),
+            annotations=annotations,
+            min_size=min_size,
+            max_size=max_size,
+            device=device,
+        )
+    for path in written:
+        echo_err(f"wrote {path}")
+
+
+@app.command("plot")
+def plot_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="A run directory, or `kpbench speed` CSV files.", show_default=False),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Speed CSVs: output folder [default: the first CSV's folder].", show_default=False),
+    ] = None,
+) -> None:
+    """Write figures: for a run directory, PR curves (keypoints and boxes) and threshold curves; for speed
+    CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS."""
+    from kpbench.plots import plot_run, plot_speed
+
+    run_dir = _one_run_dir(paths, "speed CSV")
+    if run_dir is not None:
+        if out is not None:
+            raise KpbenchError("--out: only for speed CSVs (a run's figures go into its directory)")
+        written = plot_run(run_dir)
+    else:
+        written = plot_speed(paths, out)
+    for path in written:
+        echo_err(f"wrote {path}")
+
+
+@app.command("keypoints")
+def keypoints_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `kpbench run`.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
+) -> None:
+    """Per-keypoint breakdown of the detections matched at OKS >= 0.5: per joint, the number of labelled GT
+    keypoints, mean similarity, fractions >= 0.5 and >= 0.75, and the median error / sqrt(GT area).
+
+    Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
+    """
+    from kpbench.io import TABLE_FORMATS, render
+    from kpbench.keypoint_breakdown import COLUMNS, STEM, keypoints_for_run
+
+    if fmt not in TABLE_FORMATS:
+        raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    if not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: run directory not found")
+    rows = keypoints_for_run(run_dir)
+    if fmt == "json":
+        # JSON has no NaN: an empty row's statistics become null.
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows]
+    typer.echo(render(rows, fmt, COLUMNS), nl=False)
+    for ext in ("csv", "md", "png"):
+        echo_err(f"wrote {run_dir / f'{STEM}.{ext}'}")

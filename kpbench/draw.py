@@ -1,0 +1,403 @@
+"""Skeleton overlays: keypoints and limbs drawn on images, from a run's cached detections or a model run.
+
+Rules (those of the Keypoint R-CNN tutorial this project started from):
+
+- a person is drawn when its box score is above `score_thresh` (default 0.9);
+- a keypoint is drawn when its score, a heatmap *logit* (not a probability), is above `kp_thresh` (default 2);
+- a limb (a COCO skeleton link) is drawn only when both its ends pass: its score is the lower of the two.
+
+Each person gets one colour; line width and keypoint radius grow with the image (`line_width`). Ground truth is
+drawn with the same rules, a GT keypoint passing when it is labelled (v > 0). Drawing uses PIL only (no OpenCV);
+torch is imported only to run a model on image files (`draw_image_files`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kpbench.detections import ImageDetections
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_bytes
+from kpbench.schema import LIMBS, NUM_KEYPOINTS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_SCORE_THRESH = 0.9
+DEFAULT_KP_THRESH = 2.0
+DEFAULT_TOP_N = 8
+DRAW_DIR = "draw"
+
+# Distinct, saturated colours (Trubetskoy's "20 distinct colours", the ones that read well on photos); person i
+# gets PALETTE[i % len(PALETTE)] in order of descending score.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+)  # fmt: skip
+
+_LIMB_INDEX = np.array(LIMBS, dtype=np.int64)  # (L, 2)
+
+
+def line_width(height: int, width: int) -> int:
+    """Limb width in pixels for an image: 1 px per 200 px of the shorter side, at least 1."""
+    return max(1, round(min(height, width) / 200))
+
+
+def keypoint_radius(height: int, width: int) -> int:
+    """Keypoint dot radius in pixels: twice the limb width, so joints stand out from limbs."""
+    return 2 * line_width(height, width)
+
+
+def limb_scores(keypoint_scores: np.ndarray) -> np.ndarray:
+    """(N, L) score of every limb of every person: the lower of its two keypoint scores (N, 17)."""
+    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
+    return np.minimum(scores[:, _LIMB_INDEX[:, 0]], scores[:, _LIMB_INDEX[:, 1]])
+
+
+def passing(
+    keypoint_scores: np.ndarray,
+    scores: np.ndarray | None = None,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    kp_thresh: float = DEFAULT_KP_THRESH,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which persons (N,), keypoints (N, 17) and limbs (N, L) are drawn; thresholds are strict ("above").
+
+    With `scores` None every person passes. Keypoints and limbs of a person that fails are all False.
+    """
+    kp = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
+    persons = np.ones(len(kp), dtype=bool) if scores is None else np.asarray(scores, dtype=np.float64) > score_thresh
+    keypoints = (kp > kp_thresh) & persons[:, None]
+    limbs = (limb_scores(kp) > kp_thresh) & persons[:, None]
+    return persons, keypoints, limbs
+
+
+def _to_pil(image: Any) -> tuple[Image.Image, str]:
+    """A PIL RGB image and the input's kind: "pil", "torch" (uint8 CHW tensor) or "numpy" (uint8 HWC array)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB"), "pil"
+    if type(image).__module__.startswith("torch"):  # no torch import just to check a type
+        array = image.detach().cpu().permute(1, 2, 0).numpy()
+        kind = "torch"
+    else:
+        array = np.asarray(image)
+        kind = "numpy"
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise KpbenchError(
+            f"image: expected uint8 RGB, a (3, H, W) tensor or an (H, W, 3) array, got {array.dtype} {array.shape}"
+        )
+    return Image.fromarray(np.ascontiguousarray(array), "RGB"), kind
+
+
+def _from_pil(image: Image.Image, kind: str) -> Any:
+    if kind == "pil":
+        return image
+    array = np.asarray(image, dtype=np.uint8).copy()
+    if kind == "torch":
+        import torch
+
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return array
+
+
+def _draw_on(
+    canvas: Image.Image,
+    keypoints: np.ndarray,
+    kp_mask: np.ndarray,
+    limb_mask: np.ndarray,
+    order: Sequence[int],
+    colors: Sequence[tuple[int, int, int]],
+) -> None:
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    width = line_width(canvas.height, canvas.width)
+    radius = keypoint_radius(canvas.height, canvas.width)
+    outline = max(1, width // 2)
+    for rank, person in enumerate(order):
+        color = tuple(colors[rank % len(colors)])
+        xy = keypoints[person, :, :2]
+        for limb, (a, b) in enumerate(LIMBS):
+            if limb_mask[person, limb]:
+                draw.line([tuple(xy[a]), tuple(xy[b])], fill=color, width=width)
+        for k in range(NUM_KEYPOINTS):
+            if kp_mask[person, k]:
+                x, y = xy[k]
+                # A dark rim keeps a dot visible where its colour is close to the background.
+                draw.ellipse(
+                    [x - radius, y - radius, x + radius, y + radius], fill=color, outline=(0, 0, 0), width=outline
+                )
+
+
+def draw_skeletons(
+    image: Any,
+    keypoints: np.ndarray,
+    keypoint_scores: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    kp_thresh: float = DEFAULT_KP_THRESH,
+    colors: Sequence[tuple[int, int, int]] = PALETTE,
+) -> Any:
+    """Draw persons' keypoints and limbs on a copy of `image`; returns the same kind as given.
+
+    `image`: a uint8 RGB torch tensor (3, H, W) (torchvision's layout), a uint8 numpy array (H, W, 3) or a PIL
+    image. `keypoints` (N, 17, 2 or 3) in image pixels; `keypoint_scores` (N, 17) logits (None: all pass);
+    `scores` (N,) person scores (None: all persons drawn). Persons are coloured by descending score.
+    """
+    canvas, kind = _to_pil(image)
+    canvas = canvas.copy()
+    kps = np.asarray(keypoints, dtype=np.float64)
+    kps = kps.reshape(-1, NUM_KEYPOINTS, kps.shape[-1]) if kps.size else np.zeros((0, NUM_KEYPOINTS, 3))
+    kp_scores = np.full(kps.shape[:2], np.inf) if keypoint_scores is None else np.asarray(keypoint_scores)
+    persons, kp_mask, limb_mask = passing(kp_scores, scores, score_thresh, kp_thresh)
+    by_score = (
+        np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if scores is not None else range(len(kps))
+    )
+    _draw_on(canvas, kps, kp_mask, limb_mask, [int(i) for i in by_score if persons[i]], colors)
+    return _from_pil(canvas, kind)
+
+
+def draw_detections(
+    image: Any,
+    dets: ImageDetections,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    kp_thresh: float = DEFAULT_KP_THRESH,
+) -> Any:
+    """`draw_skeletons` for one image's cached detections."""
+    return draw_skeletons(image, dets.keypoints, dets.keypoint_scores, dets.scores, score_thresh, kp_thresh)
+
+
+def draw_ground_truth(image: Any, annotations: Sequence[dict[str, Any]]) -> Any:
+    """Draw COCO GT persons (their labelled keypoints, v > 0, and the limbs whose two ends are labelled)."""
+    anns = [a for a in annotations if a.get("keypoints") and not a.get("iscrowd")]
+    kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    labelled = np.where(kps[..., 2] > 0, np.inf, -np.inf)
+    return draw_skeletons(image, kps, labelled, None, kp_thresh=0.0)
+
+
+def side_by_side(left: Image.Image, right: Image.Image, labels: tuple[str, str] | None = None) -> Image.Image:
+    """Two equal-sized images beside each other with a white gap, each optionally labelled in its corner."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    gap = 2 * line_width(left.height, left.width)
+    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width + gap, 0))
+    if labels:
+        size = max(10, min(left.height, left.width) // 25)
+        try:
+            font: Any = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+            font = ImageFont.load_default()
+        draw = ImageDraw.Draw(out)
+        for x0, text in ((0, labels[0]), (left.width + gap, labels[1])):
+            box = draw.textbbox((x0 + size // 2, size // 2), text, font=font)
+            pad = max(2, size // 5)
+            draw.rectangle([box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad], fill=(0, 0, 0))
+            draw.text((x0 + size // 2, size // 2), text, fill=(255, 255, 255), font=font)
+    return out
+
+
+def _save_png(image: Image.Image, path: Path) -> Path:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise KpbenchError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            # No EXIF rotation: the model and the COCO annotations both use the stored pixel orientation.
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise KpbenchError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _render(
+    image: Image.Image,
+    dets: ImageDetections,
+    gt_annotations: Sequence[dict[str, Any]] | None,
+    score_thresh: float,
+    kp_thresh: float,
+) -> Image.Image:
+    drawn = draw_detections(image, dets, score_thresh, kp_thresh)
+    if gt_annotations is None:
+        return drawn
+    return side_by_side(drawn, draw_ground_truth(image, gt_annotations), labels=("detections", "ground truth"))
+
+
+def _check_thresholds(score_thresh: float, kp_thresh: float) -> None:
+    if not np.isfinite(score_thresh):
+        raise KpbenchError(f"--score-thresh: must be a finite number, got {score_thresh}")
+    if not np.isfinite(kp_thresh):
+        raise KpbenchError(f"--kp-thresh: must be a finite number (a logit), got {kp_thresh}")
+
+
+def top_images(detections: dict[int, ImageDetections], n: int, score_thresh: float = DEFAULT_SCORE_THRESH) -> list[int]:
+    """The `n` image ids whose best person score is highest (more persons above `score_thresh`, then the
+    lower id, break ties)."""
+
+    def key(image_id: int) -> tuple[float, int, int]:
+        scores = detections[image_id].scores
+        best = float(scores.max()) if len(scores) else -np.inf
+        return (-best, -int((scores > score_thresh).sum()), image_id)
+
+    return sorted(detections, key=key)[:n]
+
+
+def draw_run_images(
+    run_dir: str | Path,
+    image_ids: Sequence[int] | None = None,
+    top_n: int = DEFAULT_TOP_N,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    kp_thresh: float = DEFAULT_KP_THRESH,
+    gt: bool = False,
+    out: str | Path | None = None,
+) -> list[Path]:
+    """Draw a run's cached detections on its images; writes `<image_id>.png` files and returns their paths.
+
+    `image_ids` picks the images (each must be in the run), else the `top_n` highest-scoring ones. With `gt`,
+    each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
+    defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
+    """
+    from kpbench.rundir import ground_truth_path, image_paths, read_manifest
+    from kpbench.runeval import read_run_detections
+
+    _check_thresholds(score_thresh, kp_thresh)
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: run directory not found")
+    manifest = read_manifest(run_dir)
+    run_ids = [int(i) for i in manifest.get("image_ids", [])]
+    cached = read_run_detections(run_dir)
+    if image_ids is not None:
+        known = set(run_ids) or set(cached)
+        for image_id in image_ids:
+            if int(image_id) not in known:
+                raise KpbenchError(f"{run_dir}: image id {image_id} is not in this run (it has {len(known)} images)")
+            if int(image_id) not in cached:
+                raise KpbenchError(
+                    f"{run_dir}: image id {image_id} has no cached detections yet (the run is incomplete; "
+                    "re-run the same `kpbench run` command to finish it)"
+                )
+        chosen = [int(i) for i in image_ids]
+    else:
+        if top_n < 1:
+            raise KpbenchError(f"--top: must be >= 1, got {top_n}")
+        if not cached:
+            raise KpbenchError(f"{run_dir}: no cached detections to draw (has `kpbench run` processed any image?)")
+        chosen = top_images(cached, top_n, score_thresh)
+    gt_by_image: dict[int, list[dict[str, Any]]] = {}
+    if gt:
+        gt_path = ground_truth_path(run_dir)
+        if not gt_path.is_file():
+            raise KpbenchError(f"{gt_path}: missing from the run directory, needed by --gt")
+        for ann in json.loads(gt_path.read_text(encoding="utf-8"))["annotations"]:
+            gt_by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    paths = image_paths(run_dir)
+    out_dir = Path(out) if out is not None else run_dir / DRAW_DIR
+    written = []
+    for image_id in chosen:
+        if image_id not in paths:
+            raise KpbenchError(f"{run_dir}: image id {image_id} has no entry in ground_truth.json (no file name)")
+        image = _open_rgb(paths[image_id])
+        drawn = _render(image, cached[image_id], gt_by_image.get(image_id, []) if gt else None, score_thresh, kp_thresh)
+        written.append(_save_png(drawn, out_dir / f"{image_id}.png"))
+    return written
+
+
+def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """GT annotations keyed by image file name (basename), from a COCO annotation file."""
+    from kpbench.cocofiles import read_json
+
+    data = read_json(annotations_json)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise KpbenchError(f"{annotations_json}: not a COCO annotation file (no 'images' list)")
+    names = {int(img["id"]): Path(str(img.get("file_name", ""))).name for img in data["images"]}
+    by_file: dict[str, list[dict[str, Any]]] = {name: [] for name in names.values()}
+    for ann in data.get("annotations", []):
+        name = names.get(int(ann["image_id"]))
+        if name is not None:
+            by_file[name].append(ann)
+    return by_file
+
+
+def _unique_png_names(paths: Sequence[Path]) -> list[str]:
+    """`<stem>.png` per input, with `-2`, `-3` ... added where stems repeat (a.jpg and a.png, or two folders)."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        names.append(f"{path.stem}.png" if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}.png")
+    return names
+
+
+def draw_image_files(
+    paths: Sequence[str | Path],
+    weights: str = "COCO_V1",
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    kp_thresh: float = DEFAULT_KP_THRESH,
+    out: str | Path = DRAW_DIR,
+    annotations: str | Path | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> list[Path]:
+    """Run Keypoint R-CNN on image files and draw its persons; writes `<stem>.png` files into `out`.
+
+    `weights`: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path. With `annotations` (a COCO
+    annotation JSON), each file also gets a ground-truth panel, matched to its image record by file name.
+    """
+    import torch
+
+    from kpbench.data import read_image_rgb_uint8, to_float_image
+    from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, build_model, resolve_device
+
+    _check_thresholds(score_thresh, kp_thresh)
+    files = [Path(p) for p in paths]
+    if not files:
+        raise KpbenchError("draw: no image files given")
+    for path in files:
+        if not path.is_file():
+            raise KpbenchError(f"{path}: image file not found")
+    by_file = _annotations_by_file(annotations) if annotations is not None else None
+    if by_file is not None:
+        for path in files:
+            if path.name not in by_file:
+                raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
+    dev = resolve_device(device)
+    model, _ = build_model(
+        weights,
+        min_size=min_size or DEFAULT_MIN_SIZE,
+        max_size=max_size or (round(min_size * DEFAULT_MAX_SIZE / DEFAULT_MIN_SIZE) if min_size else DEFAULT_MAX_SIZE),
+        # Persons at or below the drawing threshold are never drawn: letting the model drop them (it keeps
+        # scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
+        box_score_thresh=min(max(score_thresh, 0.0), 1.0),
+        seed=seed,
+    )
+    model.to(dev)
+    out_dir = Path(out)
+    written = []
+    for path, name in zip(files, _unique_png_names(files)):
+        image = read_image_rgb_uint8(path)
+        with torch.inference_mode():
+            output = model([to_float_image(image.to(dev))])[0]
+        dets = ImageDetections.from_model_output(0, output)
+        pil, _ = _to_pil(image)
+        drawn = _render(pil, dets, by_file[path.name] if by_file is not None else None, score_thresh, kp_thresh)
+        written.append(_save_png(drawn, out_dir / name))
+    return written

@@ -1,0 +1,263 @@
+"""Per-keypoint breakdown: which joints lose the most, measured on the detections COCOeval matched.
+
+Pairs: every (detection, GT person) pair that COCOeval's own matching (pycocotools' evaluateImg) made at
+OKS >= 0.50, area range "all", within the top 20 detections per image; pairs with an ignored GT (crowd, or no
+labelled keypoints) are left out. For each pair, only the GT keypoints labelled in COCO (v > 0, "visible" in this
+report; exactly the terms OKS averages over) count. Per keypoint type, over those keypoints:
+
+- ``n``: how many there are;
+- ``mean_similarity``: the mean keypoint similarity ks = exp(-d^2 / (2 s^2 k^2)), d the Euclidean distance in
+  pixels between the predicted and the GT keypoint, s^2 the GT person's `area` and k = 2 sigma the keypoint's
+  COCO constant (the per-keypoint term of OKS, from `kpbench.oks.keypoint_similarity`);
+- ``frac_ks_50`` and ``frac_ks_75``: the fraction with ks >= 0.50 and with ks >= 0.75;
+- ``median_error``: the median of d / sqrt(area), the distance normalised by the person's scale s =
+  sqrt(GT area), the scale OKS uses (0.1 means a tenth of the person's scale).
+
+The "all" row pools every keypoint of every pair (it is not the mean of the 17 rows). An empty row (no matched
+keypoint of that type) has n = 0 and NaN statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_text, to_csv, to_markdown
+from kpbench.oks import keypoint_similarity
+from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
+
+if TYPE_CHECKING:
+    from kpbench.cocofiles import GroundTruth, Results
+    from kpbench.evaluate import EvalResult
+
+COLUMNS: tuple[str, ...] = ("keypoint", "n", "mean_similarity", "frac_ks_50", "frac_ks_75", "median_error")
+MATCH_OKS = 0.5
+STEM = "keypoints"
+
+MARKDOWN_NOTE = """\
+Detections matched to a GT person by COCOeval at OKS >= 0.50 (area "all", top 20 per image; crowd and
+unlabelled GT excluded); per keypoint type, over the GT keypoints labelled in COCO (v > 0):
+
+- `n`: number of such GT keypoints;
+- `mean_similarity`: mean keypoint similarity exp(-d² / (2 area k²)), the per-keypoint term of OKS
+  (d: pixel distance between prediction and GT, area: the GT person's area, k = 2 sigma);
+- `frac_ks_50`, `frac_ks_75`: fraction with similarity >= 0.50 and >= 0.75;
+- `median_error`: median of d / sqrt(area), the error in units of the person's scale.
+
+The `all` row pools all keypoints of all matched pairs.
+"""
+
+
+def matched_pairs(eval_result: EvalResult, oks: float = MATCH_OKS) -> list[tuple[int, int]]:
+    """(detection id, GT annotation id) of every match COCOeval made at OKS threshold `oks`, area "all".
+
+    Detection ids are pycocotools' 1-based positions in the results list. Matches to ignored GT are dropped.
+    """
+    if eval_result.iou_type != "keypoints":
+        raise KpbenchError(f"per-keypoint breakdown needs a keypoints evaluation, got {eval_result.iou_type!r}")
+    if eval_result.image_evals is None:
+        raise KpbenchError(
+            f"per-keypoint breakdown needs COCOeval's matching, which the {eval_result.backend} backend does not "
+            "expose (use --backend pycocotools)"
+        )
+    params = eval_result.params
+    hits = np.flatnonzero(np.isclose(params.iou_thresholds, oks))
+    if not len(hits):
+        raise KpbenchError(f"OKS threshold {oks} is not among the evaluated thresholds")
+    t = int(hits[0])
+    area_all = params.area_labels.index("all")
+    pairs = []
+    for ev in eval_result.image_evals:
+        if ev.area_index != area_all:
+            continue
+        ignored_gt = {int(g) for g, ign in zip(ev.gt_ids, ev.gt_ignore) if ign}
+        for d, dt_id in enumerate(ev.dt_ids):
+            gt_id = int(ev.dt_matches[t, d])
+            if gt_id == 0 or gt_id in ignored_gt or ev.dt_ignore[t, d]:
+                continue
+            pairs.append((int(dt_id), gt_id))
+    return pairs
+
+
+def _stats(name: str, similarity: np.ndarray, error: np.ndarray) -> dict[str, Any]:
+    n = int(similarity.size)
+    if n == 0:
+        return {
+            "keypoint": name,
+            "n": 0,
+            "mean_similarity": math.nan,
+            "frac_ks_50": math.nan,
+            "frac_ks_75": math.nan,
+            "median_error": math.nan,
+        }
+    return {
+        "keypoint": name,
+        "n": n,
+        "mean_similarity": float(np.mean(similarity)),
+        "frac_ks_50": float(np.mean(similarity >= 0.5)),
+        "frac_ks_75": float(np.mean(similarity >= 0.75)),
+        "median_error": float(np.median(error)),
+    }
+
+
+def keypoint_breakdown(
+    eval_result: EvalResult,
+    gt: str | Path | dict[str, Any] | GroundTruth,
+    results: str | Path | list[dict[str, Any]] | Results,
+) -> list[dict[str, Any]]:
+    """The per-keypoint table (17 rows in COCO order, then "all") for one keypoints evaluation.
+
+    `gt` and `results` must be what `eval_result` was computed from (paths, parsed data or validated objects).
+    """
+    from kpbench.cocofiles import load_ground_truth, load_results
+
+    with warnings.catch_warnings():
+        # evaluate() has already warned about these inputs (e.g. a renumbered id 0); loading them again
+        # renumbers the same way, so the matched ids still agree.
+        warnings.simplefilter("ignore")
+        gt_data = load_ground_truth(gt, "keypoints")
+        res = load_results(results, gt_data, "keypoints").results
+    if len(res) != eval_result.num_results:
+        raise KpbenchError(
+            f"results: {len(res)} detections, but the evaluation saw {eval_result.num_results} (not the same file?)"
+        )
+    anns = {a["id"]: a for a in gt_data.dataset["annotations"]}
+    pairs = matched_pairs(eval_result)
+    if pairs:
+        gt_kps = np.array([anns[g]["keypoints"] for _, g in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+        dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+        areas = np.array([anns[g]["area"] for _, g in pairs], dtype=np.float64)
+        boxes = np.array([anns[g]["bbox"] for _, g in pairs], dtype=np.float64)
+        # keypoint_similarity computes a (D, G, 17) grid; one call per pair keeps it (1, 1, 17) instead of a
+        # (P, P, 17) grid that would need gigabytes on val2017.
+        similarity = np.stack(
+            [
+                keypoint_similarity(gt_kps[i : i + 1], boxes[i], areas[i], dt_kps[i : i + 1])[0][0, 0]
+                for i in range(len(pairs))
+            ]
+        )
+        error = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1)) / np.sqrt(areas)[:, None]
+        visible = gt_kps[..., 2] > 0
+    else:
+        similarity = error = np.zeros((0, NUM_KEYPOINTS))
+        visible = np.zeros((0, NUM_KEYPOINTS), dtype=bool)
+    rows = [
+        _stats(name, similarity[visible[:, k], k], error[visible[:, k], k]) for k, name in enumerate(KEYPOINT_NAMES)
+    ]
+    rows.append(_stats("all", similarity[visible], error[visible]))
+    return rows
+
+
+def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG."""
+    from kpbench.plots import new_figure, save_figure
+
+    body = [r for r in rows if r["keypoint"] != "all"]
+    pooled = next((r for r in rows if r["keypoint"] == "all"), None)
+    names = [r["keypoint"].replace("_", " ") for r in body]
+    y = np.arange(len(body))
+    fig = new_figure(10, 6)
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    height = 0.27
+    for offset, key, label, color in (
+        (-height, "mean_similarity", "mean similarity", "#1f77b4"),
+        (0.0, "frac_ks_50", "similarity >= 0.50", "#2ca02c"),
+        (height, "frac_ks_75", "similarity >= 0.75", "#ff7f0e"),
+    ):
+        left.barh(y + offset, [_num(r[key]) for r in body], height=height, label=label, color=color)
+        if pooled is not None and not math.isnan(_num(pooled[key])):
+            left.axvline(_num(pooled[key]), color=color, linestyle="--", linewidth=1)
+    left.set_xlim(0, 1)
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlabel("keypoint similarity (dashed: all keypoints)")
+    left.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=8, frameon=False)
+    right.barh(y, [_num(r["median_error"]) for r in body], color="#d62728")
+    if pooled is not None and not math.isnan(_num(pooled["median_error"])):
+        right.axvline(_num(pooled["median_error"]), color="black", linestyle="--", linewidth=1)
+    right.set_xlabel("median error / sqrt(GT area)")
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+    n = pooled["n"] if pooled is not None else sum(int(r["n"]) for r in body)
+    fig.suptitle(title or f"Per-keypoint accuracy of matched detections (OKS >= 0.5, {n} GT keypoints)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def write_keypoint_breakdown(out_dir: str | Path, rows: Sequence[dict[str, Any]], plot: bool = True) -> list[Path]:
+    """Write keypoints.csv, keypoints.md (the table and its definitions) and keypoints.png into out_dir."""
+    out = Path(out_dir)
+    paths = [out / f"{STEM}.csv", out / f"{STEM}.md"]
+    atomic_write_text(paths[0], to_csv(rows, COLUMNS))
+    atomic_write_text(paths[1], "## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows, COLUMNS))
+    if plot:
+        paths.append(plot_keypoint_breakdown(rows, out / f"{STEM}.png"))
+    return paths
+
+
+def keypoints_for_run(
+    run_dir: str | Path, eval_result: EvalResult | None = None, write: bool = True
+) -> list[dict[str, Any]]:
+    """The breakdown of a run directory, written as RUN_DIR/keypoints.csv/.md/.png (unless `write` is False).
+
+    Uses the run's ground_truth.json and keypoints_results.json (made from the detections cache when absent).
+    `eval_result`, when given, must be the keypoints evaluation of those files (saves evaluating again, as
+    `kpbench run` does); without one, or with one from a backend that exposes no matching (hotcoco), the run is
+    evaluated here with pycocotools.
+    """
+    from kpbench.evaluate import evaluate
+    from kpbench.rundir import ground_truth_path, keypoint_results_path, read_manifest
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: run directory not found")
+    manifest = read_manifest(run_dir)
+    gt_path = ground_truth_path(run_dir)
+    if not gt_path.is_file():
+        raise KpbenchError(f"{gt_path}: missing from the run directory (re-run the same `kpbench run` command)")
+    results = _run_keypoint_results(run_dir, manifest, keypoint_results_path(run_dir))
+    gt = json.loads(gt_path.read_text(encoding="utf-8"))
+    if eval_result is None or eval_result.image_evals is None:
+        # Also when given a hotcoco evaluation: only pycocotools exposes the per-image matching used here.
+        eval_result = evaluate(gt, results, iou_type="keypoints")
+    rows = keypoint_breakdown(eval_result, gt, results)
+    if write:
+        write_keypoint_breakdown(run_dir, rows)
+    return rows
+
+
+def _run_keypoint_results(run_dir: Path, manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The run's keypoint results: its results file, else the cache converted as `kpbench evaluate --run` does."""
+    if path.is_file():
+        from kpbench.cocofiles import read_json
+
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise KpbenchError(f"{path}: not a COCO results list")
+        return data
+    from kpbench.detections import to_coco_results
+    from kpbench.runeval import read_run_detections
+
+    cached = read_run_detections(run_dir)
+    ids = [int(i) for i in manifest.get("image_ids", [])]
+    missing = [i for i in ids if i not in cached]
+    if missing:
+        raise KpbenchError(
+            f"{run_dir}: run incomplete, {len(ids) - len(missing)} of {len(ids)} images have detections "
+            "(re-run the same `kpbench run` command to finish it)"
+        )
+    return to_coco_results(cached[i] for i in sorted(ids))[0]

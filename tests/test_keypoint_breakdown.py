@@ -1,0 +1,189 @@
+"""Per-keypoint breakdown: equal to a direct computation on a hand-built case; files; `kpbench keypoints`."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_draw import assert_one_line_error, kpbench, make_run_dir
+from test_plots import png_size
+
+from kpbench.errors import KpbenchError
+from kpbench.evaluate import evaluate
+from kpbench.keypoint_breakdown import COLUMNS, keypoint_breakdown, keypoints_for_run, matched_pairs
+from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, SIGMAS
+from kpbench.synthetic import PERSON_CATEGORY
+
+ANGLES = np.linspace(0, 2 * np.pi, NUM_KEYPOINTS, endpoint=False)
+
+
+def gt_person(
+    ann_id: int, image_id: int, x: float, y: float, side: float, visibility: list[int] | None = None, **extra: object
+) -> dict:
+    """A GT person in the box (x, y, side, side) with area side^2 and keypoints on a 4 x 5 grid inside it."""
+    grid = np.array([[x + side * (0.2 + 0.15 * (k % 4)), y + side * (0.1 + 0.2 * (k // 4))] for k in range(17)])
+    v = np.array(visibility if visibility is not None else [2] * NUM_KEYPOINTS)
+    kps = np.concatenate([grid * (v[:, None] > 0), v[:, None]], axis=1)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "num_keypoints": int((v > 0).sum()),
+        "bbox": [x, y, side, side],
+        "area": side * side,
+        "keypoints": kps.reshape(-1).tolist(),
+        **extra,
+    }
+
+
+def detection(image_id: int, gt: dict, distances: np.ndarray, score: float, shift: float = 0.0) -> dict:
+    """A detection whose keypoint k lies `distances[k]` pixels from the GT keypoint (at angle ANGLES[k])."""
+    kps = np.array(gt["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
+    if gt["num_keypoints"] == 0:
+        kps[:, :2] = [gt["bbox"][0] + gt["bbox"][2] / 2, gt["bbox"][1] + gt["bbox"][3] / 2]
+    xy = kps[:, :2] + distances[:, None] * np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1) + shift
+    return {
+        "image_id": image_id,
+        "category_id": 1,
+        "score": score,
+        "keypoints": np.concatenate([xy, np.ones((NUM_KEYPOINTS, 1))], axis=1).reshape(-1).tolist(),
+    }
+
+
+@pytest.fixture()
+def case() -> tuple[dict, list, list[tuple[dict, dict]]]:
+    """GT, results and the (GT, detection) pairs COCOeval must match at OKS 0.5.
+
+    Matched: A (area 100^2; keypoint 3 unlabelled, keypoint 4 labelled but hidden, v=1), B (50^2) and F (80^2).
+    Not counted: a lower-scored duplicate of A, a detection on a crowd region, one on a GT without labelled
+    keypoints, a far-away false positive, and a GT nobody detected.
+    """
+    vis_a = [2] * NUM_KEYPOINTS
+    vis_a[3], vis_a[4] = 0, 1
+    a = gt_person(1, 1, 10, 10, 100, vis_a)
+    b = gt_person(2, 1, 300, 200, 50)
+    crowd = gt_person(3, 2, 0, 0, 120, [0] * NUM_KEYPOINTS, iscrowd=1)
+    unlabelled = gt_person(4, 2, 200, 0, 60, [0] * NUM_KEYPOINTS)
+    f = gt_person(5, 2, 40, 200, 80)
+    missed = gt_person(6, 2, 300, 300, 70)
+    gt = {
+        "images": [{"id": 1, "width": 400, "height": 400}, {"id": 2, "width": 400, "height": 400}],
+        "annotations": [a, b, crowd, unlabelled, f, missed],
+        "categories": [PERSON_CATEGORY],
+    }
+    k = np.arange(NUM_KEYPOINTS, dtype=np.float64)
+    det_a = detection(1, a, 0.6 * k, 0.9)
+    det_b = detection(1, b, 0.25 * (NUM_KEYPOINTS - k), 0.8)
+    det_f = detection(2, f, np.where(k % 2 == 0, 1.0, 3.5), 0.7)
+    results = [
+        detection(1, a, 2.0 + 0.3 * k, 0.5),  # duplicate of A: A is taken by the 0.9 detection
+        det_a,
+        detection(2, crowd, np.zeros(NUM_KEYPOINTS), 0.95),
+        det_b,
+        detection(2, unlabelled, np.zeros(NUM_KEYPOINTS), 0.85),
+        det_f,
+        detection(1, b, np.zeros(NUM_KEYPOINTS), 0.6, shift=-290.0),  # far from everyone
+    ]
+    return gt, results, [(a, det_a), (b, det_b), (f, det_f)]
+
+
+def direct(pairs: list[tuple[dict, dict]]) -> list[dict]:
+    """The table computed straight from the definitions, pair by pair, keypoint by keypoint."""
+    sims: dict[int, list[float]] = {k: [] for k in range(NUM_KEYPOINTS)}
+    errs: dict[int, list[float]] = {k: [] for k in range(NUM_KEYPOINTS)}
+    for g, d in pairs:
+        for k in range(NUM_KEYPOINTS):
+            gx, gy, v = g["keypoints"][3 * k : 3 * k + 3]
+            if v <= 0:
+                continue
+            dx, dy = d["keypoints"][3 * k] - gx, d["keypoints"][3 * k + 1] - gy
+            sims[k].append(math.exp(-(dx * dx + dy * dy) / (2 * g["area"] * (2 * SIGMAS[k]) ** 2)))
+            errs[k].append(math.hypot(dx, dy) / math.sqrt(g["area"]))
+
+    def row(name: str, s: list[float], e: list[float]) -> dict:
+        return {
+            "keypoint": name,
+            "n": len(s),
+            "mean_similarity": sum(s) / len(s),
+            "frac_ks_50": sum(x >= 0.5 for x in s) / len(s),
+            "frac_ks_75": sum(x >= 0.75 for x in s) / len(s),
+            "median_error": float(np.median(e)),
+        }
+
+    rows = [row(KEYPOINT_NAMES[k], sims[k], errs[k]) for k in range(NUM_KEYPOINTS)]
+    rows.append(row("all", [x for k in sims for x in sims[k]], [x for k in errs for x in errs[k]]))
+    return rows
+
+
+def test_equals_direct_computation(case) -> None:
+    gt, results, pairs = case
+    result = evaluate(gt, results)
+    assert sorted(matched_pairs(result)) == [(2, 1), (4, 2), (6, 5)]  # detection ids are 1-based positions
+    rows = keypoint_breakdown(result, gt, results)
+    expected = direct(pairs)
+    assert [r["keypoint"] for r in rows] == [*KEYPOINT_NAMES, "all"]
+    assert [r["n"] for r in rows] == [3, 3, 3, 2, 3, *[3] * 12, 50]
+    for got, want in zip(rows, expected):
+        assert list(got) == list(COLUMNS)
+        for key in COLUMNS[1:]:
+            assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-15), (got["keypoint"], key)
+    # The case spreads the values out: a test of a constant would prove little.
+    sims = [r["mean_similarity"] for r in rows[:17]]
+    assert min(sims) < 0.7 and max(sims) > 0.95
+    assert 0 < rows[-1]["frac_ks_75"] < rows[-1]["frac_ks_50"] < 1
+
+
+def test_no_match_gives_nan_rows(case) -> None:
+    gt, results, _ = case
+    far = [
+        dict(r, keypoints=[v + 1000.0 if i % 3 != 2 else v for i, v in enumerate(r["keypoints"])]) for r in results[:2]
+    ]
+    rows = keypoint_breakdown(evaluate(gt, far), gt, far)
+    assert all(r["n"] == 0 and math.isnan(r["mean_similarity"]) for r in rows)
+
+
+def test_needs_pycocotools_matching(case) -> None:
+    gt, results, _ = case
+    result = dataclasses.replace(evaluate(gt, results), image_evals=None, backend="hotcoco")
+    with pytest.raises(KpbenchError, match="--backend pycocotools"):
+        keypoint_breakdown(result, gt, results)
+    with pytest.raises(KpbenchError, match="not the same file"):
+        keypoint_breakdown(evaluate(gt, results), gt, results[:3])
+
+
+def test_run_dir_files_and_cli(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path)
+    rows = keypoints_for_run(run.path)
+    # Each GT is its detection moved by (3, 3): every error is 3*sqrt(2) / sqrt(area).
+    areas = [a["area"] for a in run.gt["annotations"]]
+    assert rows[-1]["n"] == 17 * len(areas) == 34
+    errors = sorted(3 * math.sqrt(2) / math.sqrt(a) for a in areas)
+    assert rows[-1]["median_error"] == pytest.approx(sum(errors) / 2, rel=1e-12)
+    assert rows[0]["mean_similarity"] == pytest.approx(
+        np.mean([math.exp(-18 / (2 * a * (2 * SIGMAS[0]) ** 2)) for a in areas]), rel=1e-12
+    )
+    with (run.path / "keypoints.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["keypoint"] for r in table] == [*KEYPOINT_NAMES, "all"]
+    assert float(table[-1]["mean_similarity"]) == rows[-1]["mean_similarity"]  # full precision in the CSV
+    md = (run.path / "keypoints.md").read_text()
+    assert "sqrt(area)" in md and "| left_wrist |" in md
+    assert png_size(run.path / "keypoints.png") == (1000, 600)
+
+    # An evaluation without matching (hotcoco's) is redone with pycocotools rather than refused.
+    no_matches = dataclasses.replace(
+        evaluate(run.gt, json.loads((run.path / "keypoints_results.json").read_text())), image_evals=None
+    )
+    assert keypoints_for_run(run.path, no_matches, write=False) == rows
+
+    proc = kpbench("keypoints", run.path, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == rows
+    assert_one_line_error(kpbench("keypoints", tmp_path / "missing"), "missing", "run directory not found")
+    assert_one_line_error(kpbench("keypoints", tmp_path), str(tmp_path), "not a run directory")

@@ -1,0 +1,164 @@
+"""Figures: PR curve data equals COCO's AP, every file is a PNG of the stated size, `kpbench plot` and its errors."""
+
+from __future__ import annotations
+
+import csv
+import struct
+from pathlib import Path
+
+import pytest
+from test_draw import assert_one_line_error, kpbench, make_run_dir
+
+from kpbench.errors import KpbenchError
+from kpbench.evaluate import evaluate
+from kpbench.plots import plot_pr_curves, plot_run, plot_speed, pr_curves, read_speed_rows
+from kpbench.synthetic import make_synthetic_coco
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, after checking the PNG signature; PIL then decodes all of it."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    with Image.open(path) as img:
+        img.load()  # a truncated or corrupt file fails here
+        assert img.size == (width, height)
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[dict, list]:
+    return make_synthetic_coco(num_images=12, seed=3)
+
+
+def test_pr_curve_means_are_coco_ap(synthetic) -> None:
+    gt, results = synthetic
+    result = evaluate(gt, results)
+    curves = pr_curves(result)
+    assert list(curves) == ["OKS 0.50", "OKS 0.75", "mean OKS 0.50:0.95"]
+    for (label, (recall, precision)), stat in zip(curves.items(), ("AP50", "AP75", "AP")):
+        assert recall.shape == precision.shape == (101,)
+        assert recall[0] == 0.0 and recall[-1] == 1.0
+        assert precision.mean() == pytest.approx(result.stats[stat], abs=1e-12), label
+    assert 0 < result.stats["AP"] < result.stats["AP50"] < 1  # a curve worth drawing
+
+
+def test_pr_curves_png_sizes(synthetic, tmp_path: Path) -> None:
+    gt, results = synthetic
+    kp = evaluate(gt, results)
+    boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.8} for a in gt["annotations"]]
+    bbox = evaluate(gt, boxes, iou_type="bbox")
+    assert png_size(plot_pr_curves(kp, tmp_path / "one.png")) == (500, 400)
+    assert png_size(plot_pr_curves({"keypoints": kp, "bbox": bbox}, tmp_path / "two.png")) == (1000, 400)
+    assert list(pr_curves(bbox)) == ["IoU 0.50", "IoU 0.75", "mean IoU 0.50:0.95"]
+    # No GT at all: empty curves, still a valid file.
+    empty = evaluate({**gt, "annotations": []}, results)
+    assert all(p.size == 0 for _, p in pr_curves(empty).values())
+    assert png_size(plot_pr_curves(empty, tmp_path / "empty.png")) == (500, 400)
+
+
+def test_plot_run_and_threshold_curves(tmp_path: Path) -> None:
+    from kpbench.thresholds import CURVES_FILE, thresholds_for_run, write_threshold_files
+
+    run = make_run_dir(tmp_path).path
+    written = plot_run(run)
+    assert written == [run / "pr_curves.png"]
+    assert png_size(written[0]) == (1000, 400)
+    # With a threshold sweep in the run, its curves are redrawn from the CSV files.
+    report = thresholds_for_run(run)
+    write_threshold_files(run, report.person, report.keypoint, plot=False)
+    written = plot_run(run)
+    assert written == [run / "pr_curves.png", run / CURVES_FILE]
+    width, height = png_size(written[1])
+    assert width > 0 and height > 0
+
+
+def write_speed_csv(path: Path, rows: list[dict]) -> Path:
+    columns = ["device_name", "size", "variant", "fps", "median_ms", "status", "kp_AP", "error"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    return path
+
+
+def speed_rows(device: str, variant: str, fps: list[float], ap: list[float] | None = None) -> list[dict]:
+    sizes = [320, 480, 640, 800]
+    return [
+        {
+            "device_name": device,
+            "size": s,
+            "variant": variant,
+            "fps": f,
+            "median_ms": 1000 / f,
+            "status": "ok",
+            "kp_AP": "" if ap is None else ap[i],
+        }
+        for i, (s, f) in enumerate(zip(sizes, fps))
+    ]
+
+
+def test_plot_speed(tmp_path: Path) -> None:
+    h100 = write_speed_csv(
+        tmp_path / "h100.csv",
+        [
+            *speed_rows("NVIDIA H100", "fp32-bs1", [40.0, 31.0, 24.0, 19.0], ap=[0.52, 0.60, 0.63, 0.65]),
+            *speed_rows("NVIDIA H100", "fp16-bs1", [70.0, 55.0, 41.0, 33.0]),
+            {
+                "device_name": "NVIDIA H100",
+                "size": 800,
+                "variant": "fp32-bs1-compile",
+                "fps": "",
+                "status": "failed",
+                "error": "compile failed",
+            },
+        ],
+    )
+    cpu = write_speed_csv(tmp_path / "cpu.csv", speed_rows("AMD EPYC", "fp32-bs1", [2.1, 1.2, 0.8, 0.5]))
+    rows = read_speed_rows([h100, cpu])
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}  # the failed row is left out
+    assert rows[0]["size"] == 320 and rows[0]["kp_AP"] == 0.52 and rows[4]["kp_AP"] is None
+    out = tmp_path / "figs"
+    written = plot_speed([h100, cpu], out)
+    assert written == [out / "speed_fps.png", out / "speed_ap_fps.png"]
+    assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
+    # Without any measured AP, only the FPS figure; the default folder is the first CSV's.
+    assert plot_speed([cpu]) == [tmp_path / "speed_fps.png"]
+    with pytest.raises(KpbenchError, match="not a `kpbench speed` CSV"):
+        plot_speed([_write(tmp_path / "bad.csv", "a,b\n1,2\n")])
+    with pytest.raises(KpbenchError, match="no successful speed rows"):
+        plot_speed([write_speed_csv(tmp_path / "failed.csv", [{"device_name": "x", "size": 1, "status": "failed"}])])
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_cli_plot(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path).path
+    proc = kpbench("plot", run)
+    assert proc.returncode == 0, proc.stderr
+    assert png_size(run / "pr_curves.png") == (1000, 400)
+    csv_path = write_speed_csv(tmp_path / "s.csv", speed_rows("GPU", "fp32-bs1", [4.0, 3.0, 2.0, 1.0]))
+    proc = kpbench("plot", csv_path, "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert png_size(tmp_path / "o" / "speed_fps.png") == (800, 500)
+    assert_one_line_error(kpbench("plot", tmp_path / "missing"), "missing", "no such run directory")
+    assert_one_line_error(kpbench("plot", run, "--out", tmp_path), "--out")
+
+
+def test_no_matplotlib_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kpbench.plots, kpbench.draw, kpbench.keypoint_breakdown, kpbench.cli.visual\n"
+        "print(sorted(m for m in ('torch', 'matplotlib', 'PIL') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
