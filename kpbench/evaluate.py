@@ -74,6 +74,7 @@ class EvalResult:
     num_gt: int
     num_results: int
     notes: list[str] = field(default_factory=list)
+    result_scores: np.ndarray | None = None  # (N,) every result's score, in results order (for threshold sweeps)
 
     def stats_list(self) -> list[float]:
         """The stats in COCO's summary order."""
@@ -205,6 +206,7 @@ def evaluate(
         num_gt=len(ev.cocoGt.getAnnIds()),
         num_results=len(ev.cocoDt.getAnnIds()),
         notes=[*gt_data.notes, *res.notes],
+        result_scores=np.asarray([r["score"] for r in res.results], dtype=np.float64),
     )
 
 

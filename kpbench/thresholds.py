@@ -1,0 +1,573 @@
+"""Score-threshold sweeps from one COCO evaluation: what each person-score and keypoint-score threshold costs.
+
+Person-score thresholds. Dropping every detection with score < t before COCOeval removes a suffix of each
+image's score-sorted detections. COCOeval matches greedily in score order and keeps each image's top maxDet by
+score, so the detections that remain keep exactly the matches they had. Merged over images and sorted by score
+(a stable sort), they also form a prefix of the full run's merged list. So one evaluation pass gives every
+threshold: we re-accumulate COCOeval's precision/recall from the per-image matches on the prefix of scores >= t.
+The float operations are the ones COCOeval does, in the same order, so the 10 (or 12) stats equal a full
+pycocotools run on the filtered results bit for bit (tests/test_thresholds.py checks it).
+
+Keypoint-score thresholds. For the persons matched at OKS >= 0.5 with a confident person score, each keypoint
+counts as shown when its predicted logit is > t and as correct when its own similarity
+exp(-d^2 / (2 s^2 k^2)) is >= 0.5. Keypoint logits exist only in a run directory's detections cache.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results, read_json, validate_ground_truth
+from kpbench.config import ThresholdSettings
+from kpbench.errors import KpbenchError
+from kpbench.evaluate import EvalResult, ImageEval, evaluate
+from kpbench.io import atomic_write_bytes, write_table_files
+from kpbench.oks import keypoint_similarity
+from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
+
+PERSON_STEM = "thresholds_person"
+KEYPOINT_STEM = "thresholds_keypoint"
+CURVES_FILE = "threshold_curves.png"
+# The two operating points reported per person-score threshold: (column suffix, OKS/IoU threshold).
+OPERATING_POINTS: tuple[tuple[str, float], ...] = (("50", 0.5), ("75", 0.75))
+# A keypoint counts as correct when its own similarity reaches this (the loosest COCO OKS threshold).
+KEYPOINT_CORRECT_SIMILARITY = 0.5
+# Persons whose keypoints are analysed are matched at this OKS threshold.
+KEYPOINT_MATCH_OKS = 0.5
+NEEDS_RUN_DIR = (
+    "keypoint-score thresholds need a run directory: keypoint scores (logits) exist only in its detections "
+    "cache, not in a COCO results file"
+)
+
+
+def person_columns(iou_type: str) -> list[str]:
+    """Column order of the person-score rows."""
+    ops = [f"{name}_{suffix}" for suffix, _ in OPERATING_POINTS
+           for name in ("tp", "fp", "fn", "precision", "recall", "f1")]
+    return ["threshold", *stat_names(iou_type), "kept", "kept_per_image", *ops, "best_f1"]
+
+
+KEYPOINT_COLUMNS = ["threshold", "keypoint", "visible", "shown", "correct", "precision", "recall"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def check_person_thresholds(values: Sequence[float], option: str = "thresholds") -> list[float]:
+    """Sorted, de-duplicated person-score thresholds; empty, non-finite or outside [0, 1] is a KpbenchError."""
+    values = [float(v) for v in values]
+    if not values:
+        raise KpbenchError(f"{option}: empty list; give at least one threshold, e.g. 0.5,0.7,0.9")
+    for v in values:
+        if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+            raise KpbenchError(f"{option}: {v} is outside [0, 1] (person scores are probabilities)")
+    return sorted(set(values))
+
+
+def check_keypoint_thresholds(values: Sequence[float], option: str = "kp_thresholds") -> list[float]:
+    """Sorted, de-duplicated keypoint-score thresholds (logits, any finite value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise KpbenchError(f"{option}: empty list; give at least one logit threshold, e.g. 0,2,4")
+    for v in values:
+        if not math.isfinite(v):
+            raise KpbenchError(f"{option}: {v} is not a finite number")
+    return sorted(set(values))
+
+
+def check_person_thresh(value: float, option: str = "person_thresh") -> float:
+    """A person-score threshold in [0, 1]."""
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise KpbenchError(f"{option}: {value} is outside [0, 1] (person scores are probabilities)")
+    return value
+
+
+def _need_matches(result: EvalResult) -> list[ImageEval]:
+    if result.image_evals is None:
+        raise KpbenchError(
+            f"threshold sweeps need per-image matches, which the {result.backend} backend does not expose; "
+            "evaluate with backend='pycocotools'"
+        )
+    return result.image_evals
+
+
+def _iou_index(result: EvalResult, value: float) -> int:
+    # The same comparison COCOeval's summarize() uses to pick AP50/AP75.
+    found = np.where(value == result.params.iou_thresholds)[0]
+    if len(found) == 0:
+        raise KpbenchError(f"the evaluation has no IoU/OKS threshold {value} (thresholds: {result.params.iou_thresholds})")
+    return int(found[0])
+
+
+def _area_all(result: EvalResult) -> int:
+    return result.params.area_labels.index("all")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Person-score thresholds: COCOeval's accumulate and summarize on score prefixes
+
+
+@dataclass
+class _Slice:
+    """One (category, area range, maxDet) cell of COCOeval's accumulation, merged over images once.
+
+    Every array is over the merged detections in COCOeval's order: descending score, ties in image order
+    then in each image's order (a stable mergesort). A threshold keeps the prefix of scores >= t.
+    """
+
+    k: int
+    a: int
+    m: int
+    neg_scores: np.ndarray  # (N,) ascending (scores negated), for searchsorted
+    tp_count: np.ndarray  # (T, N) cumulative matched-and-not-ignored count
+    fp_count: np.ndarray  # (T, N) cumulative unmatched-and-not-ignored count
+    recall: np.ndarray  # (T, N) tp / npig, as COCOeval computes it
+    precision: np.ndarray  # (T, N) tp / (tp + fp + eps), before COCOeval makes it monotone
+    recall_index: np.ndarray  # (T, R) where each recall threshold falls in the full `recall` row
+    num_gt: int  # non-ignored GT (COCOeval's npig)
+
+    def kept(self, threshold: float) -> int:
+        """How many of the merged detections have score >= threshold (a prefix)."""
+        return int(np.searchsorted(self.neg_scores, -threshold, side="right"))
+
+
+def _build_slices(result: EvalResult) -> list[_Slice]:
+    """Merge the per-image matches once per (category, area, maxDet), as COCOeval's accumulate does."""
+    image_evals = _need_matches(result)
+    p = result.params
+    recall_thresholds = p.recall_thresholds
+    groups: dict[tuple[int, int], list[ImageEval]] = {}
+    for e in image_evals:  # evalImgs order: category, area, image; keeping it keeps COCOeval's tie order
+        groups.setdefault((e.category_id, e.area_index), []).append(e)
+    slices = []
+    for (category_id, a), evals in groups.items():
+        k = p.category_ids.index(category_id)
+        gt_ignore = np.concatenate([e.gt_ignore for e in evals])
+        npig = int(np.count_nonzero(gt_ignore == 0))
+        if npig == 0:
+            continue  # COCOeval leaves -1 here, at every threshold
+        for m, max_det in enumerate(p.max_dets):
+            scores = np.concatenate([e.dt_scores[:max_det] for e in evals])
+            order = np.argsort(-scores, kind="mergesort")
+            matched = np.concatenate([e.dt_matches[:, :max_det] for e in evals], axis=1)[:, order]
+            ignored = np.concatenate([e.dt_ignore[:, :max_det] for e in evals], axis=1)[:, order]
+            tps = np.logical_and(matched, np.logical_not(ignored))
+            fps = np.logical_and(np.logical_not(matched), np.logical_not(ignored))
+            tp_count = np.cumsum(tps, axis=1)
+            fp_count = np.cumsum(fps, axis=1)
+            # Same dtype and operation order as COCOeval, so that every value is the same double.
+            tp_sum = tp_count.astype(dtype=float)
+            fp_sum = fp_count.astype(dtype=float)
+            rc = tp_sum / npig
+            pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+            recall_index = np.stack([np.searchsorted(row, recall_thresholds, side="left") for row in rc])
+            slices.append(_Slice(k, a, m, -scores[order], tp_count, fp_count, rc, pr, recall_index, npig))
+    return slices
+
+
+def _accumulate(slices: list[_Slice], result: EvalResult, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's precision (T, R, K, A, M) and recall (T, K, A, M) for the detections with score >= threshold."""
+    p = result.params
+    t_count, r_count = len(p.iou_thresholds), len(p.recall_thresholds)
+    shape = (t_count, r_count, len(p.category_ids), len(p.area_ranges), len(p.max_dets))
+    precision = -np.ones(shape)
+    recall = -np.ones((t_count, *shape[2:]))
+    for s in slices:
+        n = s.kept(threshold)
+        if n == 0:
+            # COCOeval with no detections: recall 0, and precision stays at its zeros.
+            precision[:, :, s.k, s.a, s.m] = 0.0
+            recall[:, s.k, s.a, s.m] = 0.0
+            continue
+        # Precision made monotone from the right over the prefix only (the running max is exact: no arithmetic).
+        envelope = np.maximum.accumulate(s.precision[:, :n][:, ::-1], axis=1)[:, ::-1]
+        # searchsorted in the prefix equals the full row's index, capped at n; COCOeval leaves 0 past the end.
+        inside = s.recall_index < n
+        sampled = np.take_along_axis(envelope, np.where(inside, s.recall_index, 0), axis=1)
+        precision[:, :, s.k, s.a, s.m] = np.where(inside, sampled, 0.0)
+        recall[:, s.k, s.a, s.m] = s.recall[:, n - 1]
+    return precision, recall
+
+
+def _stat_specs(result: EvalResult) -> list[tuple[bool, float | None, str, int]]:
+    """(is AP, IoU threshold or None, area label, maxDets) of each summary stat, in COCO's order."""
+    if result.iou_type == "keypoints":
+        md = 20  # pycocotools' summarize() hard-codes 20 for keypoints
+        return [(True, None, "all", md), (True, 0.5, "all", md), (True, 0.75, "all", md), (True, None, "medium", md),
+                (True, None, "large", md), (False, None, "all", md), (False, 0.5, "all", md),
+                (False, 0.75, "all", md), (False, None, "medium", md), (False, None, "large", md)]
+    m0, m1, m2 = result.params.max_dets[:3]
+    return [(True, None, "all", m2), (True, 0.5, "all", m2), (True, 0.75, "all", m2), (True, None, "small", m2),
+            (True, None, "medium", m2), (True, None, "large", m2), (False, None, "all", m0), (False, None, "all", m1),
+            (False, None, "all", m2), (False, None, "small", m2), (False, None, "medium", m2),
+            (False, None, "large", m2)]
+
+
+def _summarize(precision: np.ndarray, recall: np.ndarray, result: EvalResult) -> list[float]:
+    """COCOeval's summary stats from the arrays: the mean over the cells that are not -1 (same selection order)."""
+    p = result.params
+    stats = []
+    for is_ap, iou, area, max_det in _stat_specs(result):
+        aind = [i for i, label in enumerate(p.area_labels) if label == area]
+        mind = [i for i, m in enumerate(p.max_dets) if m == max_det]
+        s = precision if is_ap else recall
+        if iou is not None:
+            s = s[np.where(iou == p.iou_thresholds)[0]]
+        s = s[:, :, :, aind, mind] if is_ap else s[:, :, aind, mind]
+        valid = s[s > -1]
+        stats.append(float(np.mean(valid)) if len(valid) else -1.0)
+    return stats
+
+
+def _ratio(num: float, den: float) -> float | None:
+    # An undefined ratio (0/0) is None: null in JSON, an empty cell in CSV, a gap in plots.
+    return num / den if den else None
+
+
+def sweep_person_thresholds(
+    result: EvalResult, thresholds: Sequence[float] | None = None, scores: Sequence[float] | None = None
+) -> list[dict[str, Any]]:
+    """One row per person-score threshold t (ascending): the COCO stats exactly as if every detection with
+    score < t had been removed before COCOeval, and operating points at OKS/IoU 0.50 and 0.75.
+
+    `result` must come from the pycocotools backend (it needs the per-image matches). `scores` are every
+    result's score, for the `kept` count; by default `result.result_scores`.
+
+    Columns (see `person_columns`): threshold; the stat names; `kept` (detections with score >= t, before COCO's
+    per-image top-maxDet cut) and `kept_per_image`; per operating point X in (50, 75), over the kept detections
+    that COCOeval evaluates (area "all", largest maxDet): `tp_X` (matched, not ignored), `fp_X` (unmatched, not
+    ignored; matches to crowd or unlabelled GT are neither), `fn_X` (non-ignored GT minus TP), `precision_X`,
+    `recall_X`, `f1_X` (None where 0/0); `best_f1`, True on the one row with the highest f1_50 (the lowest
+    threshold among equals).
+    """
+    thresholds = check_person_thresholds(ThresholdSettings().thresholds if thresholds is None else thresholds)
+    if scores is None and result.result_scores is None:
+        raise KpbenchError("sweep_person_thresholds: pass `scores` (every result's score) to count kept detections")
+    all_scores = np.asarray(result.result_scores if scores is None else scores, dtype=np.float64)
+    slices = _build_slices(result)
+    p = result.params
+    names = stat_names(result.iou_type)
+    area = _area_all(result)
+    last_m = len(p.max_dets) - 1
+    op_slices = [s for s in slices if s.a == area and s.m == last_m]
+    op_index = [(suffix, _iou_index(result, iou)) for suffix, iou in OPERATING_POINTS]
+    num_gt = sum(s.num_gt for s in op_slices)
+    sorted_scores = np.sort(all_scores)
+    rows: list[dict[str, Any]] = []
+    for t in thresholds:
+        precision, recall = _accumulate(slices, result, t)
+        row: dict[str, Any] = {"threshold": t, **dict(zip(names, _summarize(precision, recall, result)))}
+        kept = len(sorted_scores) - int(np.searchsorted(sorted_scores, t, side="left"))
+        row["kept"] = kept
+        row["kept_per_image"] = kept / len(p.image_ids) if p.image_ids else 0.0
+        for suffix, ti in op_index:
+            tp = fp = 0
+            for s in op_slices:
+                n = s.kept(t)
+                if n:
+                    tp += int(s.tp_count[ti, n - 1])
+                    fp += int(s.fp_count[ti, n - 1])
+            fn = num_gt - tp
+            row[f"tp_{suffix}"], row[f"fp_{suffix}"], row[f"fn_{suffix}"] = tp, fp, fn
+            row[f"precision_{suffix}"] = _ratio(tp, tp + fp)
+            row[f"recall_{suffix}"] = _ratio(tp, num_gt)
+            row[f"f1_{suffix}"] = _ratio(2 * tp, 2 * tp + fp + fn)  # harmonic mean of precision and recall
+        rows.append(row)
+    f1s = [r["f1_50"] for r in rows]
+    best = max((f for f in f1s if f is not None), default=None)
+    for r in rows:
+        r["best_f1"] = False
+    if best is not None:
+        rows[f1s.index(best)]["best_f1"] = True
+    columns = person_columns(result.iou_type)
+    return [{c: r[c] for c in columns} for r in rows]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keypoint-score thresholds
+
+
+def sweep_keypoint_thresholds(
+    result: EvalResult,
+    gt: GroundTruth | dict[str, Any] | str | Path,
+    results: Results | list[dict[str, Any]],
+    keypoint_scores: np.ndarray | Sequence[Sequence[float]],
+    thresholds: Sequence[float] | None = None,
+    person_thresh: float = 0.9,
+) -> list[dict[str, Any]]:
+    """Rows (threshold, keypoint, visible, shown, correct, precision, recall) per keypoint-score threshold t,
+    for the 17 keypoints and "all".
+
+    Persons: the detections of the keypoints evaluation `result` matched at OKS >= 0.5 to a non-ignored GT
+    (area "all", within COCO's top 20 per image) whose person score is > `person_thresh`. `results` is the
+    results list that was evaluated and `keypoint_scores` (N, 17) its keypoint logits, row i for result i.
+    Per keypoint of those persons: visible = GT labelled (v > 0); shown = visible and logit > t; correct = shown
+    and similarity >= 0.5; precision = correct / shown; recall = correct / visible (None where 0/0). Keypoints
+    the GT did not label cannot be judged and are left out of every column.
+    """
+    if result.iou_type != "keypoints":
+        raise KpbenchError("sweep_keypoint_thresholds: needs the keypoints (OKS) evaluation, not bbox")
+    thresholds = check_keypoint_thresholds(ThresholdSettings().kp_thresholds if thresholds is None else thresholds)
+    person_thresh = check_person_thresh(person_thresh)
+    gt_data = load_ground_truth(gt, "keypoints")
+    records = results.results if isinstance(results, Results) else results
+    kp_scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
+    if len(kp_scores) != len(records):
+        raise KpbenchError(
+            f"keypoint scores: {len(kp_scores)} rows for {len(records)} results; they must be aligned one to one"
+        )
+    image_evals = _need_matches(result)
+    ti = _iou_index(result, KEYPOINT_MATCH_OKS)
+    area = _area_all(result)
+    annotations = {a["id"]: a for a in gt_data.dataset["annotations"]}
+    similarity_parts, labelled_parts, score_parts = [], [], []
+    for e in image_evals:
+        if e.area_index != area:
+            continue
+        take = (e.dt_matches[ti] != 0) & ~e.dt_ignore[ti] & (e.dt_scores > person_thresh)
+        if not take.any():
+            continue
+        dt_index = e.dt_ids[take] - 1  # pycocotools numbers results from 1 in list order
+        gts = [annotations[int(g)] for g in e.dt_matches[ti][take]]
+        sim, _ = keypoint_similarity(
+            [g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts],
+            [records[i]["keypoints"] for i in dt_index],
+        )
+        pairs = np.arange(len(gts))
+        similarity_parts.append(sim[pairs, pairs])  # detection i with its own GT i
+        labelled_parts.append(np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64) > 0)
+        score_parts.append(kp_scores[dt_index])
+    if similarity_parts:
+        similarity = np.concatenate(similarity_parts)
+        labelled = np.concatenate(labelled_parts)
+        logits = np.concatenate(score_parts)
+    else:
+        similarity = np.zeros((0, NUM_KEYPOINTS))
+        labelled = np.zeros((0, NUM_KEYPOINTS), dtype=bool)
+        logits = np.zeros((0, NUM_KEYPOINTS))
+    close = similarity >= KEYPOINT_CORRECT_SIMILARITY
+    visible = labelled.sum(axis=0)
+    rows: list[dict[str, Any]] = []
+    for t in thresholds:
+        shown = labelled & (logits > t)
+        correct = shown & close
+        shown_n, correct_n = shown.sum(axis=0), correct.sum(axis=0)
+        per_keypoint = [(name, int(visible[j]), int(shown_n[j]), int(correct_n[j])) for j, name in enumerate(KEYPOINT_NAMES)]
+        per_keypoint.append(("all", int(visible.sum()), int(shown_n.sum()), int(correct_n.sum())))
+        for name, vis, sho, cor in per_keypoint:
+            rows.append({"threshold": t, "keypoint": name, "visible": vis, "shown": sho, "correct": cor,
+                         "precision": _ratio(cor, sho), "recall": _ratio(cor, vis)})
+    return rows
+
+
+def count_keypoint_persons(result: EvalResult, person_thresh: float) -> int:
+    """How many persons the keypoint-score rows are about (matched at OKS 0.5, score > person_thresh)."""
+    ti = _iou_index(result, KEYPOINT_MATCH_OKS)
+    area = _area_all(result)
+    return sum(
+        int(((e.dt_matches[ti] != 0) & ~e.dt_ignore[ti] & (e.dt_scores > person_thresh)).sum())
+        for e in _need_matches(result)
+        if e.area_index == area
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Whole reports from files or a run directory
+
+
+@dataclass
+class ThresholdReport:
+    """The two sweeps and what they were computed from."""
+
+    iou_type: str
+    person: list[dict[str, Any]]
+    keypoint: list[dict[str, Any]]  # empty without a run directory
+    settings: ThresholdSettings
+    num_images: int
+    num_gt: int
+    num_results: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """{"person": [...], "keypoint": [...]}; undefined ratios are None (JSON null)."""
+        return {"person": self.person, "keypoint": self.keypoint}
+
+
+def _settings(settings: ThresholdSettings | None) -> ThresholdSettings:
+    settings = settings or ThresholdSettings()
+    if settings.iou_type not in ("keypoints", "bbox"):
+        raise KpbenchError(f"iou_type: must be keypoints or bbox, got {settings.iou_type!r}")
+    check_person_thresholds(settings.thresholds)
+    check_keypoint_thresholds(settings.kp_thresholds)
+    check_person_thresh(settings.person_thresh)
+    return settings
+
+
+def _scores(results: Results) -> np.ndarray:
+    return np.asarray([r["score"] for r in results.results], dtype=np.float64)
+
+
+def thresholds_for_files(
+    gt: str | Path | dict[str, Any] | GroundTruth,
+    results: str | Path | list[dict[str, Any]] | Results,
+    settings: ThresholdSettings | None = None,
+) -> ThresholdReport:
+    """Person-score sweep of a GT file and a results file (one pycocotools pass). The keypoint-score sweep needs a
+    run directory, so its rows are empty and a note says so."""
+    settings = _settings(settings)
+    gt_data = load_ground_truth(gt, settings.iou_type)
+    res = load_results(results, gt_data, settings.iou_type)
+    result = evaluate(gt_data, res, iou_type=settings.iou_type, backend="pycocotools")
+    person = sweep_person_thresholds(result, settings.thresholds, scores=_scores(res))
+    return ThresholdReport(
+        iou_type=settings.iou_type, person=person, keypoint=[], settings=settings, num_images=result.num_images,
+        num_gt=result.num_gt, num_results=result.num_results, notes=[*result.notes, NEEDS_RUN_DIR],
+    )
+
+
+def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None = None) -> ThresholdReport:
+    """Both sweeps for a run directory, from its detections cache and ground_truth.json (no model needed).
+
+    The results are rebuilt from the cache in the order `kpbench run` writes them, so that result i is cache
+    detection i and its keypoint logits are known. The keypoint-score sweep always uses the keypoints (OKS)
+    evaluation; with iou_type "bbox" that is a second evaluation pass.
+    """
+    from kpbench.detections import to_coco_results
+    from kpbench.rundir import ground_truth_path, read_manifest
+    from kpbench.runeval import read_run_detections
+
+    settings = _settings(settings)
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: run directory not found")
+    manifest = read_manifest(run_dir)
+    if not isinstance(manifest.get("image_ids"), list):
+        raise KpbenchError(f"{run_dir}: the manifest lists no 'image_ids' (was the run started by `kpbench run`?)")
+    image_ids = sorted(int(i) for i in manifest["image_ids"])
+    cached = read_run_detections(run_dir)
+    missing = [i for i in image_ids if i not in cached]
+    if missing:
+        raise KpbenchError(
+            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
+            "(re-run the same `kpbench run` command to finish it)"
+        )
+    gt_path = ground_truth_path(run_dir)
+    if not gt_path.is_file():
+        raise KpbenchError(f"{gt_path}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
+    ordered = [cached[i] for i in image_ids]
+    keypoint_results, bbox_results = to_coco_results(ordered)
+    kp_scores = (np.concatenate([d.keypoint_scores for d in ordered]) if ordered
+                 else np.zeros((0, NUM_KEYPOINTS)))
+    gt_json = read_json(gt_path)
+    gt_kp = validate_ground_truth(gt_json, str(gt_path), "keypoints")
+    kp_res = load_results(keypoint_results, gt_kp, "keypoints")
+    kp_result = evaluate(gt_kp, kp_res, iou_type="keypoints", backend="pycocotools")
+    if settings.iou_type == "keypoints":
+        result, res = kp_result, kp_res
+    else:
+        gt_box = validate_ground_truth(gt_json, str(gt_path), "bbox")
+        res = load_results(bbox_results, gt_box, "bbox")
+        result = evaluate(gt_box, res, iou_type="bbox", backend="pycocotools")
+    person = sweep_person_thresholds(result, settings.thresholds, scores=_scores(res))
+    keypoint = sweep_keypoint_thresholds(
+        kp_result, gt_kp, kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
+    )
+    persons = count_keypoint_persons(kp_result, settings.person_thresh)
+    notes = [*result.notes, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
+             f"with person score > {settings.person_thresh}"]
+    return ThresholdReport(
+        iou_type=settings.iou_type, person=person, keypoint=keypoint, settings=settings,
+        num_images=result.num_images, num_gt=result.num_gt, num_results=result.num_results,
+        notes=list(dict.fromkeys(notes)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files and plots
+
+
+def plot_threshold_curves(
+    rows: Sequence[dict[str, Any]], path: str | Path, keypoint_rows: Sequence[dict[str, Any]] | None = None
+) -> Path:
+    """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
+    threshold, the best-F1 threshold marked; with keypoint rows, a second panel for the "all" keypoint row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def values(key: str, source: Sequence[dict[str, Any]]) -> list[float]:
+        return [math.nan if r[key] is None else float(r[key]) for r in source]
+
+    panels = 2 if keypoint_rows else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
+    ax = axes[0][0]
+    ts = values("threshold", rows)
+    ap = values("AP", rows)
+    ax.plot(ts, [math.nan if v < 0 else v for v in ap], "k-o", ms=3, label="AP")
+    for key, color in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
+        ax.plot(ts, values(f"{key}_50", rows), "-", color=color, label=f"{key} @0.50")
+        ax.plot(ts, values(f"{key}_75", rows), "--", color=color, label=f"{key} @0.75")
+    best = [r for r in rows if r.get("best_f1")]
+    if best:
+        ax.axvline(best[0]["threshold"], color="tab:green", lw=0.8, alpha=0.6)
+        ax.annotate(f"best F1 @ {best[0]['threshold']:g}", (best[0]["threshold"], 0.02), fontsize=8, rotation=90,
+                    ha="right", va="bottom")
+    ax.set(xlabel="person-score threshold", ylabel="value", ylim=(0, 1.02), title="Person-score thresholds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if keypoint_rows:
+        kx = axes[0][1]
+        overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
+        kts = values("threshold", overall)
+        kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
+        kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
+        kx.set(xlabel="keypoint-score threshold (logit)", ylabel="value", ylim=(0, 1.02),
+               title="Keypoint-score thresholds (all keypoints)")
+        kx.grid(alpha=0.3)
+        kx.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_threshold_files(
+    out_dir: str | Path,
+    person_rows: Sequence[dict[str, Any]],
+    keypoint_rows: Sequence[dict[str, Any]] = (),
+    plot: bool = True,
+) -> list[Path]:
+    """Write thresholds_person.csv/.md, thresholds_keypoint.csv/.md (when there are keypoint rows) and
+    threshold_curves.png into out_dir, atomically; returns the paths."""
+    out_dir = Path(out_dir)
+    paths = write_table_files(out_dir, PERSON_STEM, person_rows)
+    if keypoint_rows:
+        paths += write_table_files(out_dir, KEYPOINT_STEM, keypoint_rows, KEYPOINT_COLUMNS)
+    if plot and person_rows:
+        paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None))
+    return paths
+
+
+def keypoint_pivot(keypoint_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A compact view for the terminal: one row per keypoint, recall and precision per threshold as columns."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in keypoint_rows:
+        row = out.setdefault(r["keypoint"], {"keypoint": r["keypoint"], "visible": r["visible"]})
+        t = f"{r['threshold']:g}"
+        # "-" where the ratio is undefined (nothing visible, or nothing shown).
+        row[f"R>{t}"] = "-" if r["recall"] is None else r["recall"]
+        row[f"P>{t}"] = "-" if r["precision"] is None else r["precision"]
+    return list(out.values())
