@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
+from kpbench.schema import PERSON_CATEGORY_ID
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +28,10 @@ def resolve_coco_root(root: str | Path | None) -> Path:
         )
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise KpbenchError(f"{path}: COCO root not found (`kpbench data download --root {path}` fetches val2017)")
+        raise KpbenchError(
+            f"{path}: COCO root not found (`kpbench data download --root {path}` fetches val2017, "
+            "or add --download to `kpbench run`)"
+        )
     return path
 
 
@@ -40,6 +47,92 @@ def image_path(root: Path, split: str, file_name: str) -> Path:
 
 def read_image_rgb(path: str | Path) -> torch.Tensor:
     """Decode an image file as an RGB float tensor (3, H, W) in [0, 1] (never BGR: the model expects RGB)."""
+    return to_float_image(read_image_rgb_uint8(path))
+
+
+IMAGE_SETS = ("all", "with-persons")
+_GET_DATA_HINT = "`kpbench data download --root {root}` or `kpbench run --download` fetches it"
+
+
+def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
+    """Parse ROOT/annotations/person_keypoints_<split>.json; a missing or broken file says how to get it."""
+    path = annotation_path(root, split)
+    if not path.is_file():
+        raise KpbenchError(f"{path}: annotation file not found ({_GET_DATA_HINT.format(root=root)})")
+    try:
+        with path.open("rb") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KpbenchError(f"{path}: cannot read the annotation file ({exc}); delete it and download it again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+        data.get("annotations"), list
+    ):
+        raise KpbenchError(f"{path}: not a COCO annotation file (no 'images' and 'annotations' lists)")
+    return data
+
+
+def select_image_ids(
+    gt: dict[str, Any],
+    images: str = "all",
+    limit: int | None = None,
+    image_ids: Sequence[int] | None = None,
+) -> list[int]:
+    """The evaluated image ids, ascending: all images (the protocol) or those with a person annotation,
+    then only `image_ids` if given, then the first `limit`."""
+    if images not in IMAGE_SETS:
+        raise KpbenchError(f"--images: must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
+    ids = sorted({int(img["id"]) for img in gt["images"]})
+    if images == "with-persons":
+        # Any person annotation counts, crowd regions included: the image shows people.
+        with_persons = {int(a["image_id"]) for a in gt["annotations"] if a.get("category_id", 1) == PERSON_CATEGORY_ID}
+        ids = [i for i in ids if i in with_persons]
+    if image_ids is not None:
+        known = set(ids)
+        missing = [i for i in image_ids if i not in known]
+        if missing:
+            where = "the annotation file" if images == "all" else "the images with persons"
+            shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise KpbenchError(f"--image-ids: {shown} not in {where}")
+        wanted = set(image_ids)
+        ids = [i for i in ids if i in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise KpbenchError(f"--limit: must be >= 1, got {limit}")
+        ids = ids[:limit]
+    if not ids:
+        raise KpbenchError("no images selected (the annotation file lists none that match --images)")
+    return ids
+
+
+def restrict_ground_truth(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, Any]:
+    """The annotation file restricted to `image_ids`: their image records (ascending id), their annotations
+    (file order), and every other top-level key (info, licenses, categories) unchanged."""
+    wanted = set(image_ids)
+    out = dict(gt)
+    out["images"] = sorted((img for img in gt["images"] if int(img["id"]) in wanted), key=lambda img: int(img["id"]))
+    out["annotations"] = [a for a in gt["annotations"] if int(a["image_id"]) in wanted]
+    return out
+
+
+def image_files(root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[int]) -> list[Path]:
+    """The image file of each id (from its `file_name`); every missing file is a clear error up front, so a
+    long run does not stop at image 4000."""
+    by_id = {int(img["id"]): img for img in gt["images"]}
+    paths = [image_path(root, split, str(by_id[i].get("file_name", f"{i:012d}.jpg"))) for i in image_ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        folder = root / split
+        if not folder.is_dir():
+            raise KpbenchError(f"{folder}: image folder not found ({_GET_DATA_HINT.format(root=root)})")
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise KpbenchError(
+            f"{missing[0]}: image file not found{more} ({_GET_DATA_HINT.format(root=root)}; it skips what is present)"
+        )
+    return paths
+
+
+def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
+    """Decode an image file as an RGB uint8 tensor (3, H, W): grey, CMYK and alpha images become 3-channel RGB."""
     import torch
     from torchvision.io import ImageReadMode, decode_image
 
@@ -48,7 +141,67 @@ def read_image_rgb(path: str | Path) -> torch.Tensor:
         raise KpbenchError(f"{path}: image file not found")
     try:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        image = decode_image(data, mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of torchcodec; they are still the reference here.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision are deprecated")
+            return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise KpbenchError(f"{path}: cannot decode image ({str(exc).splitlines()[0]})") from None
+
+
+def to_float_image(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) to float in [0, 1], the model's input; the same op on every device, so results match."""
     return image.float().div_(255.0)
+
+
+class CocoImages:
+    """A map-style dataset over image files: item i is (image_id, uint8 RGB tensor (3, H, W)).
+
+    Images stay uint8 until they reach the device (4x less to copy; `to_float_image` there). A plain class,
+    not a torch Dataset subclass, so that importing this module does not import torch; DataLoader only needs
+    `__len__` and `__getitem__`.
+    """
+
+    def __init__(self, image_ids: Sequence[int], paths: Sequence[Path]) -> None:
+        if len(image_ids) != len(paths):
+            raise ValueError("image_ids and paths differ in length")
+        self.image_ids = [int(i) for i in image_ids]
+        self.paths = [Path(p) for p in paths]
+
+    @classmethod
+    def from_annotations(cls, root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[int]) -> CocoImages:
+        """The images of `image_ids` under ROOT/<split>, checked to exist."""
+        return cls(image_ids, image_files(root, split, gt, image_ids))
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        return self.image_ids[index], read_image_rgb_uint8(self.paths[index])
+
+
+def collate_images(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], list[torch.Tensor]]:
+    """Keep images as a list: they differ in size, and the model pads them itself."""
+    return [image_id for image_id, _ in batch], [image for _, image in batch]
+
+
+def make_loader(
+    dataset: CocoImages, batches: Sequence[Sequence[int]], workers: int = 2, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding (image_ids, uint8 images) for the given batches of dataset indices, in order.
+
+    Batches are fixed up front (not by the loader), so that resumed and distributed runs feed the model the
+    very same batches as an uninterrupted single-process run.
+    """
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_sampler=[list(b) for b in batches],
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        # A few batches in flight per worker keep the device fed without holding many decoded images.
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )

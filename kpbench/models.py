@@ -26,8 +26,10 @@ PUBLISHED_AP: dict[str, dict[str, float]] = {
 }
 DEFAULT_MIN_SIZE = 800
 DEFAULT_MAX_SIZE = 1333
-# The sha256 prefix torchvision puts in the COCO_V1 file name; a checkpoint with this hash needs eps 0.
-_COCO_V1_SHA_PREFIX = "fc266e95"
+# The sha256 prefixes torchvision puts in the weight file names (keypointrcnn_resnet50_fpn_coco-<prefix>.pth): a
+# checkpoint with one of these hashes is that published file. COCO_V1 also needs FrozenBatchNorm eps 0.
+NAMED_WEIGHTS_SHA_PREFIX: dict[str, str] = {"COCO_V1": "fc266e95", "COCO_LEGACY": "9f466800"}
+_COCO_V1_SHA_PREFIX = NAMED_WEIGHTS_SHA_PREFIX["COCO_V1"]
 
 
 @dataclass
@@ -41,6 +43,19 @@ class ModelInfo:
     frozen_bn_eps: float | None = None
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def published_weights_name(info: ModelInfo | dict[str, Any]) -> str | None:
+    """The named torchvision weights a model was loaded with (also a checkpoint file that is one), else None."""
+    get = info.get if isinstance(info, dict) else lambda key: getattr(info, key)
+    if get("source") == "torchvision" and get("weights") in NAMED_WEIGHTS:
+        return str(get("weights"))
+    sha = get("checkpoint_sha256")
+    if get("source") == "checkpoint" and sha:
+        for name, prefix in NAMED_WEIGHTS_SHA_PREFIX.items():
+            if str(sha).startswith(prefix):
+                return name
+    return None
 
 
 def weights_cache_path(name: str) -> Path:
@@ -117,8 +132,10 @@ def build_model(
     `weights` is "COCO_V1", "COCO_LEGACY", "none" (random, seeded with `seed`) or a checkpoint path.
     """
     import torch
-    from torchvision.models._utils import overwrite_eps
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+    # overwrite_eps lives in the detection package's _utils (torchvision.models._utils has no such name).
+    from torchvision.models.detection._utils import overwrite_eps
 
     kwargs: dict[str, Any] = {"box_score_thresh": box_score_thresh, "min_size": min_size, "max_size": max_size}
     if weights in NAMED_WEIGHTS:

@@ -1,0 +1,154 @@
+"""The run directory: its file layout, the manifest, and where its images live.
+
+A run directory is self-describing: every later command (evaluate, thresholds, draw, plots) reads only it.
+
+    manifest.json            what made the run (config, environment, protocol, timings, image ids)
+    detections.jsonl         the detections cache, one line per finished image (see kpbench.detections)
+    detections.rank<R>.jsonl a rank's shard during a distributed run (merged into detections.jsonl)
+    ground_truth.json        the annotation file restricted to the evaluated images
+    keypoints_results.json   COCO results, keypoints (box score, no bbox), in image-id order
+    bbox_results.json        COCO results, boxes (xywh), in image-id order
+    metrics.csv/.md/.json    keypoint and box stats
+
+No torch here: this module is imported by commands that never run a model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from kpbench.data import image_path
+from kpbench.errors import KpbenchError
+from kpbench.io import write_json
+
+RUN_VERSION = 1
+MANIFEST = "manifest.json"
+DETECTIONS = "detections.jsonl"
+KEYPOINT_RESULTS = "keypoints_results.json"
+BBOX_RESULTS = "bbox_results.json"
+GROUND_TRUTH = "ground_truth.json"
+METRICS_STEM = "metrics"
+SHARD_GLOB = "detections.rank*.jsonl"
+_SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
+METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
+# Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
+RUN_FILES = (MANIFEST, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
+
+
+def manifest_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/manifest.json"""
+    return Path(run_dir) / MANIFEST
+
+
+def detections_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/detections.jsonl, the merged detections cache."""
+    return Path(run_dir) / DETECTIONS
+
+
+def shard_path(run_dir: str | Path, rank: int) -> Path:
+    """RUN_DIR/detections.rank<R>.jsonl, one rank's cache during a distributed run."""
+    return Path(run_dir) / f"detections.rank{rank}.jsonl"
+
+
+def shard_paths(run_dir: str | Path) -> list[Path]:
+    """The rank shards present, by rank."""
+    found = []
+    for path in Path(run_dir).glob(SHARD_GLOB):
+        match = _SHARD_RE.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def ground_truth_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/ground_truth.json, the GT of exactly the evaluated images."""
+    return Path(run_dir) / GROUND_TRUTH
+
+
+def keypoint_results_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/keypoints_results.json"""
+    return Path(run_dir) / KEYPOINT_RESULTS
+
+
+def bbox_results_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/bbox_results.json"""
+    return Path(run_dir) / BBOX_RESULTS
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` holds a manifest.json."""
+    return manifest_path(path).is_file()
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """Parse RUN_DIR/manifest.json; a folder without one is not a run directory."""
+    run_dir = Path(run_dir)
+    path = manifest_path(run_dir)
+    if not path.is_file():
+        raise KpbenchError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KpbenchError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or "kpbench_run_version" not in manifest:
+        raise KpbenchError(f"{path}: not a kpbench run manifest (no 'kpbench_run_version')")
+    if manifest["kpbench_run_version"] != RUN_VERSION:
+        raise KpbenchError(
+            f"{path}: run format version {manifest['kpbench_run_version']!r}; this kpbench reads version {RUN_VERSION}"
+        )
+    return manifest
+
+
+def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write RUN_DIR/manifest.json atomically (readers see the old or the new one, never half)."""
+    path = manifest_path(run_dir)
+    write_json(path, manifest)
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _file_names(gt_path: str, _mtime_ns: int) -> dict[int, str]:
+    with open(gt_path, "rb") as fh:
+        gt = json.load(fh)
+    return {int(img["id"]): str(img.get("file_name", f"{int(img['id']):012d}.jpg")) for img in gt["images"]}
+
+
+def image_paths(run_dir: str | Path) -> dict[int, Path]:
+    """Every evaluated image's file, by id, from the manifest's coco_root/split and the GT's file names."""
+    manifest = read_manifest(run_dir)
+    gt = ground_truth_path(run_dir)
+    if not gt.is_file():
+        raise KpbenchError(f"{gt}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
+    names = _file_names(str(gt.resolve()), gt.stat().st_mtime_ns)
+    root = Path(manifest["coco_root"])
+    return {image_id: image_path(root, manifest["split"], name) for image_id, name in names.items()}
+
+
+def image_path_for(run_dir: str | Path, image_id: int) -> Path:
+    """The image file of one evaluated image (it may no longer exist if the COCO root moved)."""
+    paths = image_paths(run_dir)
+    if int(image_id) not in paths:
+        raise KpbenchError(f"image id {image_id}: not among the images of run {run_dir}")
+    return paths[int(image_id)]
+
+
+def default_run_dir(base: str | Path = "results", now: float | None = None) -> Path:
+    """results/run-<YYYYmmdd-HHMMSS> (local time), the default --out."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return Path(base) / f"run-{stamp}"
+
+
+def clear_run_files(run_dir: str | Path) -> list[Path]:
+    """Delete what `kpbench run` wrote in RUN_DIR (for --overwrite); other files are left alone."""
+    run_dir = Path(run_dir)
+    removed = []
+    for path in [*(run_dir / name for name in RUN_FILES), *shard_paths(run_dir)]:
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed

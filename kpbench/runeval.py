@@ -1,0 +1,224 @@
+"""Evaluating a run directory from its detections cache, without the model (and without importing torch).
+
+cache -> keypoints_results.json + bbox_results.json (image-id order) -> COCOeval (keypoints and bbox) ->
+metrics.csv/.md/.json -> a summary that compares with the published AP when the protocol matches it.
+
+The protocol and its deviations are also described here, so that the summary and the manifest agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kpbench.detections import ImageDetections, iter_cache, to_coco_results
+from kpbench.errors import KpbenchError
+from kpbench.io import to_text_table, write_json
+from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
+from kpbench.rundir import (
+    bbox_results_path,
+    detections_path,
+    ground_truth_path,
+    keypoint_results_path,
+    read_manifest,
+    shard_paths,
+    write_manifest,
+)
+
+if TYPE_CHECKING:
+    from kpbench.evaluate import EvalResult
+
+VAL2017_IMAGES = 5000
+# The protocol torchvision's published AP was measured with (its detection reference scripts, batch 1 per GPU).
+PUBLISHED_PROTOCOL: dict[str, Any] = {
+    "split": "val2017",
+    "images": "all",
+    "num_images": VAL2017_IMAGES,
+    "min_size": DEFAULT_MIN_SIZE,
+    "max_size": DEFAULT_MAX_SIZE,
+    "box_score_thresh": 0.05,
+    "batch_size": 1,
+    "dtype": "fp32",
+}
+IOU_TYPES = ("keypoints", "bbox")
+
+
+def describe_protocol(
+    config: dict[str, Any], model: dict[str, Any], num_images: int, file_images: int
+) -> tuple[dict[str, Any], list[str], dict[str, float] | None]:
+    """The protocol a run used, its deviations from the published one, and the published AP of its weights.
+
+    `config` is the run's settings dict, `model` its ModelInfo as a dict, `num_images` the evaluated images and
+    `file_images` the images listed in the annotation file. Deviations are short strings; none means the run's
+    AP is comparable with the published AP.
+    """
+    published_name = published_weights_name(model)
+    protocol: dict[str, Any] = {
+        "split": config["split"],
+        "images": config["images"],
+        "limit": config.get("limit"),
+        "image_ids_given": config.get("image_ids") is not None,
+        "num_images": num_images,
+        "annotation_file_images": file_images,
+        "min_size": config["min_size"],
+        "max_size": config["max_size"],
+        "box_score_thresh": config["box_score_thresh"],
+        "batch_size": config["batch_size"],
+        "dtype": config["dtype"],
+        "weights": model.get("weights"),
+        "weights_source": model.get("source"),
+        "published_weights": published_name,
+        "keypoint_results": "box score as the person score, no bbox field (torchvision's convention)",
+        "evaluation": "COCOeval: keypoints (OKS, maxDets 20) and bbox (IoU, maxDets 1/10/100)",
+    }
+    deviations: list[str] = []
+    if config["split"] != PUBLISHED_PROTOCOL["split"]:
+        deviations.append(f"split {config['split']} (published: val2017)")
+    chosen = []
+    if config["images"] != "all":
+        chosen.append(f"--images {config['images']}")
+    if config.get("image_ids") is not None:
+        chosen.append("--image-ids")
+    if config.get("limit") is not None:
+        chosen.append(f"--limit {config['limit']}")
+    if chosen:
+        deviations.append(f"image subset: {num_images} of {file_images} images ({', '.join(chosen)})")
+    if config["split"] == "val2017" and file_images != VAL2017_IMAGES:
+        deviations.append(f"the annotation file lists {file_images} images, not the {VAL2017_IMAGES} of val2017")
+    for key, label in (("min_size", "min_size"), ("max_size", "max_size"), ("box_score_thresh", "box_score_thresh"),
+                       ("batch_size", "batch_size")):
+        if config[key] != PUBLISHED_PROTOCOL[key]:
+            deviations.append(f"{label} {config[key]} (published: {PUBLISHED_PROTOCOL[key]})")
+    if config["dtype"] != "fp32":
+        deviations.append(f"dtype {config['dtype']} through autocast (published: fp32)")
+    if model.get("source") == "random":
+        deviations.append(f"no weights: random initialisation (--weights none, seed {model.get('seed')})")
+    elif published_name is None:
+        deviations.append(f"weights {model.get('weights')}: not a published torchvision file, no published AP")
+    published = dict(PUBLISHED_AP[published_name]) if published_name else None
+    return protocol, deviations, published
+
+
+def read_run_detections(run_dir: str | Path) -> dict[int, ImageDetections]:
+    """Every cached image of a run by id: the merged cache, then any rank shards left by an interrupted
+    distributed run (a torn last line is skipped)."""
+    run_dir = Path(run_dir)
+    found: dict[int, ImageDetections] = {}
+    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.is_file()]
+    for path in paths:
+        for det in iter_cache(path):
+            found[det.image_id] = det
+    return found
+
+
+def write_results_files(
+    run_dir: str | Path, detections: Iterable[ImageDetections]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write keypoints_results.json and bbox_results.json (COCO results format) in the order given; returns both.
+
+    Compact JSON with full-precision floats: the same detections always give the same bytes.
+    """
+    keypoint_results, bbox_results = to_coco_results(detections)
+    write_json(keypoint_results_path(run_dir), keypoint_results, indent=None)
+    write_json(bbox_results_path(run_dir), bbox_results, indent=None)
+    return keypoint_results, bbox_results
+
+
+def evaluate_run(run_dir: str | Path, backend: str = "pycocotools", write: bool = True) -> dict[str, EvalResult]:
+    """Evaluate a finished run from its cache: writes the results JSONs and metrics files, records the stats
+    in the manifest, and returns {"keypoints": EvalResult, "bbox": EvalResult}.
+
+    Reads only the run directory (manifest, cache, ground_truth.json); the model is not needed.
+    """
+    from kpbench.evaluate import evaluate, metrics_json, write_metrics
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    started = time.perf_counter()
+    image_ids = [int(i) for i in manifest["image_ids"]]
+    cached = read_run_detections(run_dir)
+    missing = [i for i in image_ids if i not in cached]
+    if missing:
+        raise KpbenchError(
+            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
+            "(re-run the same `kpbench run` command to finish it)"
+        )
+    gt = ground_truth_path(run_dir)
+    if not gt.is_file():
+        raise KpbenchError(f"{gt}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
+    ordered = [cached[i] for i in sorted(image_ids)]
+    if write:
+        keypoint_results, bbox_results = write_results_files(run_dir, ordered)
+    else:
+        keypoint_results, bbox_results = to_coco_results(ordered)
+    results = {
+        "keypoints": evaluate(gt, keypoint_results, iou_type="keypoints", backend=backend),
+        "bbox": evaluate(gt, bbox_results, iou_type="bbox", backend=backend),
+    }
+    if write:
+        write_metrics(run_dir, results)
+        manifest = read_manifest(run_dir)
+        manifest["evaluation"] = {
+            "backend": backend,
+            "seconds": round(time.perf_counter() - started, 3),
+            "num_detections": len(bbox_results),
+            "stats": metrics_json(results),
+            "notes": sorted({note for r in results.values() for note in r.notes}),
+        }
+        write_manifest(run_dir, manifest)
+    return results
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}" if value >= 0 else "n/a"
+
+
+def stats_table(results: dict[str, EvalResult]) -> str:
+    """A plain-text table: one row per iou type, stats in percent (COCO's -1 for "no GT" shown as n/a)."""
+    lines = []
+    for iou_type, result in results.items():
+        row = {"": iou_type, **{name: _pct(value) for name, value in result.stats.items()}}
+        lines.append(to_text_table([row]))
+    return "\n".join(lines)
+
+
+def summary_text(manifest: dict[str, Any], results: dict[str, EvalResult], run_dir: str | Path | None = None) -> str:
+    """What `kpbench run` prints at the end: the stats, then the published AP comparison when the protocol
+    matches, else the list of deviations that make the numbers incomparable."""
+    deviations: Sequence[str] = manifest.get("deviations") or []
+    published = manifest.get("published")
+    weights = (manifest.get("protocol") or {}).get("published_weights") or (manifest.get("model") or {}).get("weights")
+    num_images = len(manifest.get("image_ids", []))
+    where = f"run {run_dir}" if run_dir is not None else "run"
+    lines = [
+        f"{where}: {num_images} images, weights {weights}, "
+        f"device {(manifest.get('environment') or {}).get('device', '?')}",
+        stats_table(results).rstrip("\n"),
+        "",
+    ]
+    kp_ap = results["keypoints"].stats["AP"] if "keypoints" in results else None
+    box_ap = results["bbox"].stats["AP"] if "bbox" in results else None
+    if published and not deviations:
+        lines.append(f"Published protocol matched; comparison with torchvision's published AP for {weights}:")
+        for label, ours, theirs in (("keypoint AP", kp_ap, published.get("kp_AP")),
+                                    ("box AP", box_ap, published.get("box_AP"))):
+            if ours is None or theirs is None:
+                continue
+            lines.append(f"  {label:<12} {100 * ours:5.1f}  published {theirs:5.1f}  difference {100 * ours - theirs:+.1f}")
+    else:
+        if published:
+            lines.append(
+                f"Not comparable with the published AP of {weights} (kp {published.get('kp_AP')}, "
+                f"box {published.get('box_AP')}): the run deviates from the protocol:"
+            )
+        else:
+            lines.append("No published AP to compare with; deviations from the published protocol:")
+        lines.extend(f"  - {d}" for d in deviations)
+    return "\n".join(lines) + "\n"
+
+
+def summarize_run(run_dir: str | Path, results: dict[str, EvalResult]) -> str:
+    """`summary_text` for a run directory (reads its manifest)."""
+    return summary_text(read_manifest(run_dir), results, run_dir)

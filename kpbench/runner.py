@@ -1,0 +1,634 @@
+"""`kpbench run`: Keypoint R-CNN over a COCO split into a cached, resumable run directory.
+
+One session of a run goes:
+
+1. plan (rank 0, read-only): COCO root, annotations, image selection, image files, the run directory's state
+   (new, resumable, or made with another config), and which images are already cached;
+2. build the model (every rank), then commit (rank 0): --overwrite deletes the old files, leftover rank shards
+   are merged, ground_truth.json and manifest.json (status "running") are written;
+3. the loop: fixed batches of the id-sorted image list; a rank runs every world_size-th pending batch and
+   appends each finished image to its cache file (flushed per image) from a writer thread;
+4. rank 0 merges the shards into detections.jsonl in image-id order, writes the manifest (status "complete")
+   and evaluates from the cache (kpbench.runeval).
+
+Batches are fixed over the whole image list, so a resumed or distributed run feeds the model exactly the batches
+an uninterrupted single-process run does, and its detections (and results files) come out byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import queue
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kpbench.config import LoadedConfig, RunSettings, settings_dict
+from kpbench.data import (
+    COCO_ROOT_ENV,
+    CocoImages,
+    annotation_path,
+    image_files,
+    load_annotations,
+    make_loader,
+    resolve_coco_root,
+    restrict_ground_truth,
+    select_image_ids,
+    to_float_image,
+)
+from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_text, write_json
+from kpbench.rundir import (
+    RUN_VERSION,
+    clear_run_files,
+    default_run_dir,
+    detections_path,
+    ground_truth_path,
+    is_run_dir,
+    read_manifest,
+    shard_path,
+    shard_paths,
+    write_manifest,
+)
+from kpbench.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from kpbench.evaluate import EvalResult
+
+# Settings that cannot change a single detection: a run may be resumed with other values of these.
+RESUME_IGNORED = ("out", "workers", "download")
+_DIST_TIMEOUT = datetime.timedelta(hours=4)
+
+
+@dataclass
+class DistInfo:
+    """This process's place in a torch.distributed job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+@dataclass
+class RunPlan:
+    """What rank 0 decided before the loop; sent to the other ranks as is."""
+
+    run_dir: str
+    coco_root: str
+    split: str
+    annotation_file: dict[str, Any]
+    image_ids: list[int]
+    paths: list[str]
+    file_images: int
+    done: list[int]
+    state: str  # "new", "resume" or "overwrite"
+    previous: dict[str, Any] | None = None  # the manifest being resumed
+
+
+@dataclass
+class RunOutcome:
+    """What a session did. Only the main rank (rank 0) has results and a summary."""
+
+    run_dir: Path
+    is_main: bool
+    processed: int = 0  # images run through the model in this session, all ranks
+    resumed_from: int = 0  # images already cached when the session started
+    results: dict[str, EvalResult] | None = None
+    summary: str | None = None
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- distributed helpers -------------------------------------------------------------------------------------
+
+
+def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the torch.distributed job torchrun started (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA, where each
+    rank takes the GPU of its LOCAL_RANK. Without WORLD_SIZE (or with 1) it is a single process."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return DistInfo(), device
+    import torch.distributed as tdist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise KpbenchError(
+                f"--device {device}: rank {rank} needs GPU {local_rank} but only {torch.cuda.device_count()} are visible"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend=backend, timeout=_DIST_TIMEOUT)
+    return DistInfo(rank=tdist.get_rank(), world_size=tdist.get_world_size(), local_rank=local_rank, backend=backend), device
+
+
+def shutdown_distributed(dist: DistInfo) -> None:
+    """Leave the process group a distributed run joined (idempotent; a no-op for a single process)."""
+    if not dist.distributed:
+        return
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def _broadcast(dist: DistInfo, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not dist.distributed:
+        return obj
+    import torch.distributed as tdist
+
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(dist: DistInfo, obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (also a barrier)."""
+    if not dist.distributed:
+        return [obj]
+    import torch.distributed as tdist
+
+    out: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def _agree(dist: DistInfo, error: str | None) -> None:
+    """A barrier that fails on every rank if any rank failed, so that no rank waits forever for a dead one."""
+    errors = _gather(dist, error)
+    if errors[dist.rank]:
+        raise KpbenchError(errors[dist.rank])
+    for rank, message in enumerate(errors):
+        if message:
+            raise KpbenchError(f"rank {rank} failed: {message}")
+
+
+def _attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    try:
+        return fn(), None
+    except KpbenchError as exc:
+        return None, str(exc)
+
+
+# --- planning (rank 0, read-only) ----------------------------------------------------------------------------
+
+
+def _coco_root(settings: RunSettings) -> Path:
+    if settings.download:
+        value = settings.coco_root if settings.coco_root is not None else os.environ.get(COCO_ROOT_ENV)
+        if value is None:
+            raise KpbenchError(f"--download: needs --coco-root DIR (or ${COCO_ROOT_ENV}) to download into")
+        try:
+            from kpbench.download import ensure_coco
+        except ImportError:
+            raise KpbenchError("--download: this kpbench has no downloader (kpbench.download is missing)") from None
+        ensure_coco(Path(value).expanduser(), settings.split)
+    return resolve_coco_root(settings.coco_root)
+
+
+def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str) -> dict[str, Any]:
+    """The settings that must match for a run directory to be continued: the config minus RESUME_IGNORED,
+    with the resolved COCO root and the device type (so "auto" and "cuda" on a GPU machine agree)."""
+    fp = {k: v for k, v in config.items() if k not in RESUME_IGNORED}
+    fp["coco_root"] = str(coco_root)
+    fp["device"] = device_type
+    return fp
+
+
+def _check_resumable(run_dir: Path, previous: dict[str, Any], fingerprint: dict[str, Any], image_ids: list[int]) -> None:
+    old_device = (previous.get("environment") or {}).get("device", "cpu").split(":")[0]
+    old = resume_fingerprint(previous.get("config") or {}, previous.get("coco_root", ""), old_device)
+    diffs = [f"{k}: {old.get(k)!r} there, {fingerprint.get(k)!r} now" for k in sorted(set(old) | set(fingerprint))
+             if old.get(k) != fingerprint.get(k)]
+    if not diffs and [int(i) for i in previous.get("image_ids", [])] != image_ids:
+        diffs.append("image_ids: the selected images differ (has the annotation file changed?)")
+    if diffs:
+        raise KpbenchError(
+            f"{run_dir}: made with a different config ({'; '.join(diffs)}); "
+            "use another --out, or pass --overwrite to start it again"
+        )
+
+
+def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, now: float | None = None) -> RunPlan:
+    """Rank 0's checks before anything is written: data, selection, image files and the run directory."""
+    root = _coco_root(settings)
+    split = settings.split
+    gt = load_annotations(root, split)
+    image_ids = select_image_ids(gt, settings.images, settings.limit, settings.image_ids)
+    paths = image_files(root, split, gt, image_ids)
+    run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
+    ann = {"path": str(annotation_path(root, split).resolve()),
+           "sha256": file_sha256(annotation_path(root, split))}
+    plan = RunPlan(
+        run_dir=str(run_dir), coco_root=str(root.resolve()), split=split, annotation_file=ann, image_ids=image_ids,
+        paths=[str(p) for p in paths], file_images=len(gt["images"]), done=[], state="new",
+    )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: --out exists and is not a directory")
+    if overwrite:
+        plan.state = "overwrite" if run_dir.exists() else "new"
+        return plan
+    if is_run_dir(run_dir):
+        previous = read_manifest(run_dir)
+        fingerprint = resume_fingerprint(settings_dict(settings), plan.coco_root, device_type)
+        _check_resumable(run_dir, previous, fingerprint, image_ids)
+        wanted = set(image_ids)
+        plan.done = sorted(i for i in read_run_detections(run_dir) if i in wanted)
+        plan.state = "resume"
+        plan.previous = previous
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise KpbenchError(
+            f"{run_dir}: exists and is not a kpbench run directory (no manifest.json); "
+            "choose another --out, or pass --overwrite to write the run files into it"
+        )
+    return plan
+
+
+def fixed_batches(image_ids: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches of indices into the id-sorted image list; the same for every session and rank."""
+    n = len(image_ids)
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+
+
+def pending_batches(image_ids: Sequence[int], batch_size: int, done: set[int]) -> list[list[int]]:
+    """The fixed batches with at least one image not yet cached (a partly cached batch is run whole, so that
+    its images are padded together exactly as in an uninterrupted run; only the missing ones are appended)."""
+    return [b for b in fixed_batches(image_ids, batch_size) if any(image_ids[i] not in done for i in b)]
+
+
+# --- committing (rank 0) -------------------------------------------------------------------------------------
+
+
+def write_canonical_cache(run_dir: Path, image_ids: Sequence[int]) -> int:
+    """Merge detections.jsonl and any rank shards into detections.jsonl, one line per selected image in id
+    order (atomically), and delete the shards; returns the number of images cached."""
+    for path in [detections_path(run_dir), *shard_paths(run_dir)]:
+        truncate_torn_tail(path)
+    cached = read_run_detections(run_dir) if detections_path(run_dir).is_file() or shard_paths(run_dir) else {}
+    lines = [
+        json.dumps(cached[i].to_record(), separators=(",", ":")) + "\n" for i in sorted(set(image_ids)) if i in cached
+    ]
+    atomic_write_text(detections_path(run_dir), "".join(lines))
+    for shard in shard_paths(run_dir):
+        shard.unlink()
+    return len(lines)
+
+
+def _base_manifest(
+    settings: RunSettings,
+    plan: RunPlan,
+    model_info: dict[str, Any],
+    environment: dict[str, Any],
+    dist: DistInfo,
+    config: LoadedConfig | None,
+    command_line: Sequence[str] | None,
+) -> dict[str, Any]:
+    config_dict = settings_dict(settings)
+    protocol, deviations, published = describe_protocol(config_dict, model_info, len(plan.image_ids), plan.file_images)
+    previous = plan.previous or {}
+    argv = list(command_line) if command_line is not None else ["kpbench", *sys.argv[1:]]
+    if dist.distributed and argv[:1] == ["kpbench"]:
+        # Each rank sees only its own argv; record how the job was started (one node assumed).
+        argv = ["torchrun", f"--nproc_per_node={dist.world_size}", "-m", *argv]
+    return {
+        "kpbench_run_version": RUN_VERSION,
+        "status": "running",
+        "created_at": previous.get("created_at", _now()),
+        "updated_at": _now(),
+        "command_line": shlex.join(argv),
+        "config": config_dict,
+        "config_file": {"path": config.path, "sha256": config.sha256} if config and config.path else None,
+        "coco_root": plan.coco_root,
+        "split": plan.split,
+        "annotation_file": {**plan.annotation_file, "images": plan.file_images},
+        "num_images": len(plan.image_ids),
+        "image_ids": plan.image_ids,
+        "environment": environment,
+        "distributed": {"world_size": dist.world_size, "backend": dist.backend},
+        "model": model_info,
+        "protocol": protocol,
+        "deviations": deviations,
+        "published": published,
+        "timings": previous.get("timings") or {"sessions": []},
+        "backbone_shapes": previous.get("backbone_shapes") or {"calls": 0, "distinct": []},
+    }
+
+
+def _commit(plan: RunPlan, manifest: dict[str, Any]) -> None:
+    run_dir = Path(plan.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if plan.state == "overwrite":
+        clear_run_files(run_dir)
+    if plan.state == "resume":
+        write_canonical_cache(run_dir, plan.image_ids)
+    else:
+        atomic_write_text(detections_path(run_dir), "")
+    gt = load_annotations(Path(plan.coco_root), plan.split)
+    write_json(ground_truth_path(run_dir), restrict_ground_truth(gt, plan.image_ids), indent=None)
+    write_manifest(run_dir, manifest)
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+
+class _CacheWriter:
+    """Appends finished images to a cache file from a thread, so JSON encoding and fsync overlap the model."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("a", encoding="utf-8")
+        self._queue: queue.Queue[ImageDetections | None] = queue.Queue(maxsize=256)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="kpbench-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    append_detections(self._fh, item)
+                except BaseException as exc:  # reported to the main thread on the next put/close
+                    self._error = exc
+
+    def put(self, dets: ImageDetections) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(dets)
+
+    def close(self) -> None:
+        """Wait for every queued image to be written (also on Ctrl-C, so nothing finished is lost)."""
+        self._queue.put(None)
+        self._thread.join()
+        self._fh.close()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
+class _LoopStats:
+    rank: int
+    images: int = 0
+    loop_s: float = 0.0
+    model_s: float = 0.0
+    shapes: dict[str, int] = field(default_factory=dict)
+
+
+def _run_loop(
+    model: torch.nn.Module,
+    device: torch.device,
+    settings: RunSettings,
+    plan: RunPlan,
+    batches: list[list[int]],
+    out_path: Path,
+    dist: DistInfo,
+    progress: bool,
+) -> _LoopStats:
+    import torch
+    from tqdm import tqdm
+
+    from kpbench.models import autocast, record_backbone_shapes
+
+    done = set(plan.done)
+    dataset = CocoImages(plan.image_ids, [Path(p) for p in plan.paths])
+    stats = _LoopStats(rank=dist.rank)
+    total = sum(len(b) for b in batches)
+    if not batches:
+        return stats
+    cuda = device.type == "cuda"
+    loader = make_loader(dataset, batches, workers=settings.workers, pin_memory=cuda)
+    writer = _CacheWriter(out_path)
+    desc = f"rank {dist.rank}/{dist.world_size}" if dist.distributed else "kpbench run"
+    bar = tqdm(total=total, unit="img", desc=desc, disable=not (progress and dist.is_main), smoothing=0.05,
+               dynamic_ncols=True, file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode(), record_backbone_shapes(model) as shapes:
+            for ids, images in loader:
+                inputs = [to_float_image(img.to(device, non_blocking=cuda)) for img in images]
+                t0 = time.perf_counter()
+                with autocast(device, settings.dtype):
+                    outputs = model(inputs)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                stats.model_s += time.perf_counter() - t0
+                for image_id, output in zip(ids, outputs):
+                    if image_id not in done:
+                        writer.put(ImageDetections.from_model_output(image_id, output))
+                stats.images += len(ids)
+                bar.update(len(ids))
+    finally:
+        bar.close()
+        writer.close()
+    stats.loop_s = time.perf_counter() - started
+    for shape in shapes:
+        key = "x".join(str(s) for s in shape)
+        stats.shapes[key] = stats.shapes.get(key, 0) + 1
+    return stats
+
+
+def _merge_shapes(previous: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """Backbone input shapes (N, C, H, W after the transform's resize and padding), with call counts."""
+    merged: dict[str, int] = {"x".join(str(v) for v in d["shape"]): int(d["calls"]) for d in previous.get("distinct", [])}
+    for key, n in counts.items():
+        merged[key] = merged.get(key, 0) + n
+    distinct = sorted(([int(v) for v in k.split("x")], n) for k, n in merged.items())
+    out: dict[str, Any] = {"calls": sum(merged.values()), "distinct": [{"shape": s, "calls": n} for s, n in distinct]}
+    if distinct:
+        out["min_hw"] = [min(s[2] for s, _ in distinct), min(s[3] for s, _ in distinct)]
+        out["max_hw"] = [max(s[2] for s, _ in distinct), max(s[3] for s, _ in distinct)]
+    return out
+
+
+def _timings(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over every session of the run: wall per image includes decoding and caching, model-only does not
+    (in a distributed run model time is summed over ranks, so it is per image per device)."""
+    images = sum(s["images"] for s in sessions)
+    loop_s = sum(s["loop_s"] for s in sessions)
+    model_s = sum(s["model_s"] for s in sessions)
+    return {
+        "total_s": round(sum(s.get("total_s", 0.0) for s in sessions), 3),
+        "images": images,
+        "loop_s": round(loop_s, 3),
+        "model_s": round(model_s, 3),
+        "per_image_s": round(loop_s / images, 5) if images else None,
+        "model_per_image_s": round(model_s / images, 5) if images else None,
+        "images_per_s": round(images / loop_s, 3) if loop_s > 0 else None,
+        "sessions": sessions,
+    }
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+
+def run(
+    settings: RunSettings,
+    *,
+    overwrite: bool = False,
+    config: LoadedConfig | None = None,
+    command_line: Sequence[str] | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+    backend: str = "pycocotools",
+) -> RunOutcome:
+    """Run Keypoint R-CNN over the selected COCO images into a run directory, resuming where it stopped, then
+    evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the images are sharded over the ranks."""
+    from kpbench.models import resolve_device
+
+    session_start = time.perf_counter()
+    started_at = _now()
+    dist, device = init_distributed(resolve_device(settings.device))
+    try:
+        return _run(settings, dist, device, overwrite, config, command_line, progress, evaluate, backend,
+                    session_start, started_at)
+    finally:
+        shutdown_distributed(dist)
+
+
+def _run(
+    settings: RunSettings,
+    dist: DistInfo,
+    device: torch.device,
+    overwrite: bool,
+    config: LoadedConfig | None,
+    command_line: Sequence[str] | None,
+    progress: bool,
+    evaluate: bool,
+    backend: str,
+    session_start: float,
+    started_at: str,
+) -> RunOutcome:
+    from kpbench.environment import capture_environment
+    from kpbench.models import build_model
+
+    # 1. Plan on rank 0; every rank gets the same plan (or the same error).
+    plan, error = _attempt(lambda: plan_run(settings, device.type, overwrite)) if dist.is_main else (None, None)
+    plan, error = _broadcast(dist, (plan, error))
+    if error:
+        raise KpbenchError(error if dist.is_main else f"rank 0 failed: {error}")
+    assert plan is not None
+    run_dir = Path(plan.run_dir)
+    done = set(plan.done)
+    batches = pending_batches(plan.image_ids, settings.batch_size, done)
+
+    # 2. The model (skipped when everything is cached: a finished run is only re-evaluated).
+    model, model_info, error = None, None, None
+    if batches:
+        built, error = _attempt(
+            lambda: build_model(settings.weights, min_size=settings.min_size, max_size=settings.max_size,
+                                box_score_thresh=settings.box_score_thresh, seed=settings.seed)
+        )
+        if built is not None:
+            model, info = built
+            model_info = dataclasses.asdict(info)
+            model = model.to(device)
+            old_sha = ((plan.previous or {}).get("model") or {}).get("checkpoint_sha256")
+            if plan.state == "resume" and old_sha and old_sha != model_info.get("checkpoint_sha256"):
+                error = (f"{settings.weights}: the checkpoint changed since this run started (sha256 {old_sha[:12]}... "
+                         "there); use another --out, or pass --overwrite")
+    elif plan.previous:
+        model_info = plan.previous["model"]
+    if dist.is_main and error is None:
+        environment = capture_environment(device)
+        manifest = _base_manifest(settings, plan, model_info or {}, environment, dist, config, command_line)
+        _, error = _attempt(lambda: _commit(plan, manifest))
+    _agree(dist, error)
+
+    # 3. The loop: every world_size-th pending batch, into this rank's cache file.
+    mine = batches[dist.rank :: dist.world_size]
+    out_path = shard_path(run_dir, dist.rank) if dist.distributed else detections_path(run_dir)
+    stats = _LoopStats(rank=dist.rank)
+    if model is not None:
+        stats = _run_loop(model, device, settings, plan, mine, out_path, dist, progress)
+    all_stats = _gather(dist, dataclasses.asdict(stats))
+    # Every shard is complete: leave the process group now, so that the other ranks can exit while rank 0
+    # merges and evaluates (which can take a minute on val2017).
+    shutdown_distributed(dist)
+    if not dist.is_main:
+        return RunOutcome(run_dir=run_dir, is_main=False, processed=stats.images, resumed_from=len(done))
+
+    # 4. Rank 0: merge, record, evaluate.
+    cached = write_canonical_cache(run_dir, plan.image_ids)
+    if cached != len(plan.image_ids):
+        raise KpbenchError(
+            f"{run_dir}: {len(plan.image_ids) - cached} of {len(plan.image_ids)} images have no detections after the "
+            "run (did a rank fail?); re-run the same command to finish them"
+        )
+    manifest = read_manifest(run_dir)
+    counts: dict[str, int] = {}
+    for s in all_stats:
+        for key, n in s["shapes"].items():
+            counts[key] = counts.get(key, 0) + n
+    manifest["backbone_shapes"] = _merge_shapes(manifest.get("backbone_shapes") or {}, counts)
+    session = {
+        "started_at": started_at,
+        "state": plan.state,
+        "world_size": dist.world_size,
+        "device": manifest["environment"].get("device"),
+        "device_name": manifest["environment"].get("device_name"),
+        "images_cached_before": len(done),
+        "images": sum(s["images"] for s in all_stats),
+        "loop_s": round(max(s["loop_s"] for s in all_stats), 3),
+        "model_s": round(sum(s["model_s"] for s in all_stats), 3),
+        "per_rank": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "shapes"}
+                     for s in all_stats] if dist.distributed else None,
+    }
+    sessions = [*(manifest.get("timings") or {}).get("sessions", []), session]
+    session["total_s"] = round(time.perf_counter() - session_start, 3)
+    manifest["timings"] = _timings(sessions)
+    manifest["status"] = "complete"
+    manifest["updated_at"] = _now()
+    write_manifest(run_dir, manifest)
+
+    outcome = RunOutcome(run_dir=run_dir, is_main=True, processed=session["images"], resumed_from=len(done))
+    if evaluate:
+        outcome.results = evaluate_run(run_dir, backend=backend)
+        manifest = read_manifest(run_dir)
+        session["total_s"] = round(time.perf_counter() - session_start, 3)
+        manifest["timings"] = _timings(sessions)
+        write_manifest(run_dir, manifest)
+        outcome.summary = summary_text(manifest, outcome.results, run_dir)
+    outcome.manifest = manifest
+    return outcome
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed (the annotation file's goes into the manifest)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,306 @@
+"""`kpbench run` end to end with random weights on a few small images: the run directory, resume after SIGKILL,
+a 2-process torchrun run, and every error message. Each model call takes about a second on one CPU thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
+
+from kpbench import rundir
+from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+
+# Small and fast: 160 px short side, and a high box threshold so that few boxes reach the keypoint head.
+FAST = ["--weights", "none", "--min-size", "160", "--max-size", "267", "--box-score-thresh", "0.3", "--no-progress"]
+RESULT_FILES = ("keypoints_results.json", "bbox_results.json", "detections.jsonl", "ground_truth.json", "metrics.json")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same floating-point sums
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Run the kpbench CLI in this process (as the console script does); returns (exit code, stdout, stderr)."""
+    from kpbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["kpbench", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def kpbench_proc(*args: object, launcher: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    command = [*launcher, "-m", "kpbench", *map(str, args)] if launcher else [sys.executable, "-m", "kpbench", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --- in process: the run directory of a run on the real sample ------------------------------------------------
+
+
+@requires_shared
+def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nweights = "none"\nmin_size = 320\nmax_size = 533\nbox_score_thresh = 0.3\nworkers = 0\n')
+    out = tmp_path / "run"
+    code, stdout, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+                            "--image-ids", "802,139", "--out", out, "--no-progress")
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([*rundir.RUN_FILES])
+
+    # The cache: one line per image, in id order, the model's raw output.
+    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in cache] == [139, 802]
+    n = sum(len(r["scores"]) for r in cache)
+    assert n > 0 and all(s >= 0.3 for r in cache for s in r["scores"])
+    assert all(len(k) == 17 and len(k[0]) == 3 for r in cache for k in r["keypoints"])
+    assert all(len(s) == 17 for r in cache for s in r["keypoint_scores"])
+
+    # The results files: COCO results format, image-id order, keypoint results with the box score and no bbox.
+    kp = load(out / "keypoints_results.json")
+    box = load(out / "bbox_results.json")
+    assert len(kp) == len(box) == n
+    assert [r["image_id"] for r in kp] == sorted(r["image_id"] for r in kp)
+    assert all(set(r) == {"image_id", "category_id", "keypoints", "score"} and len(r["keypoints"]) == 51 for r in kp)
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} and r["bbox"][2] >= 0 and r["bbox"][3] >= 0
+               for r in box)
+    assert [r["score"] for r in kp] == [r["score"] for r in box] == [s for r in cache for s in r["scores"]]
+    x1, y1, x2, y2 = cache[0]["boxes"][0]
+    assert box[0]["bbox"] == [x1, y1, x2 - x1, y2 - y1]
+
+    # ground_truth.json: exactly the two images and their annotations.
+    gt = load(out / "ground_truth.json")
+    assert [img["id"] for img in gt["images"]] == [139, 802]
+    assert {a["image_id"] for a in gt["annotations"]} == {139} and len(gt["annotations"]) == 2
+
+    # Metrics: both iou types, equal to a bare pycocotools run on the written files.
+    metrics = load(out / "metrics.json")
+    assert list(metrics["keypoints"]) == list(KEYPOINT_STAT_NAMES) and list(metrics["bbox"]) == list(BBOX_STAT_NAMES)
+    for iou_type, results in (("keypoints", kp), ("bbox", box)):
+        direct = pycocotools_eval(gt, results, iou_type)
+        assert list(metrics[iou_type].values()) == [float(s) for s in direct.stats]
+    assert (out / "metrics.csv").read_text().splitlines()[0] == "iou_type,stat,value"
+
+    # The manifest.
+    m = rundir.read_manifest(out)
+    assert m["status"] == "complete" and m["kpbench_run_version"] == 1
+    assert m["image_ids"] == [139, 802] and m["num_images"] == 2 and m["split"] == "val2017"
+    assert m["coco_root"] == str(COCO_SAMPLE.resolve())
+    assert m["config"]["min_size"] == 320 and m["config"]["image_ids"] == [802, 139] and m["config"]["workers"] == 0
+    assert m["config_file"]["path"] == str(config) and len(m["config_file"]["sha256"]) == 64
+    assert m["command_line"].startswith("kpbench run --config ")
+    assert m["model"]["source"] == "random" and m["model"]["seed"] == 0
+    assert m["published"] is None
+    assert m["deviations"] == [
+        "image subset: 2 of 35 images (--image-ids)",
+        "the annotation file lists 35 images, not the 5000 of val2017",
+        "min_size 320 (published: 800)",
+        "max_size 533 (published: 1333)",
+        "box_score_thresh 0.3 (published: 0.05)",
+        "no weights: random initialisation (--weights none, seed 0)",
+    ]
+    env = m["environment"]
+    assert env["torch"] and env["torchvision"] and env["python"] and env["device"] == "cpu" and env["cpu"]
+    t = m["timings"]
+    assert t["images"] == 2 and 0 < t["model_s"] <= t["loop_s"] <= t["total_s"]
+    assert t["per_image_s"] == pytest.approx(t["loop_s"] / 2, rel=1e-3)
+    # 640x426 -> 320x480 (a multiple of 32 already); 424x640 -> 483x320 -> padded to 512x320
+    assert m["backbone_shapes"]["distinct"] == [{"shape": [1, 3, 320, 480], "calls": 1},
+                                                {"shape": [1, 3, 512, 320], "calls": 1}]
+    assert m["evaluation"]["stats"] == metrics
+
+    # The printed summary lists the deviations instead of comparing with the published AP.
+    assert stdout.startswith(f"run {out}: 2 images, weights none, device cpu")
+    assert "No published AP to compare with" in stdout and "  - min_size 320 (published: 800)" in stdout
+
+    # Re-running the finished run re-evaluates from the cache (no model) and writes identical files.
+    before = {name: (out / name).read_bytes() for name in RESULT_FILES}
+    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+                       "--image-ids", "802,139", "--out", out, "--no-progress", "--workers", "2")
+    assert code == 0 and "resumed: 2 images were already cached, 0 run now" in err
+    assert {name: (out / name).read_bytes() for name in RESULT_FILES} == before
+
+    # Another config refuses to resume; --overwrite starts again.
+    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+                       "--image-ids", "802", "--out", out, "--no-progress")
+    assert code == 2
+    assert err == (f"error: {out}: made with a different config (image_ids: [802, 139] there, [802] now); "
+                   "use another --out, or pass --overwrite to start it again\n")
+    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+                       "--image-ids", "802", "--out", out, "--no-progress", "--overwrite")
+    assert code == 0, err
+    assert rundir.read_manifest(out)["image_ids"] == [802]
+    assert [json.loads(line)["image_id"] for line in (out / "detections.jsonl").read_text().splitlines()] == [802]
+
+
+# --- subprocesses: SIGKILL and resume, torchrun -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(synthetic_coco_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted single-process run over the first 3 synthetic images (in this process: one torch import
+    less; one thread, like the OMP_NUM_THREADS=1 subprocesses, so that the sums are the same)."""
+    import torch
+
+    from kpbench.config import RunSettings, merge_settings
+    from kpbench.runner import run
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference") / "run"
+    overrides = {"coco_root": str(synthetic_coco_root), "weights": "none", "min_size": 160, "max_size": 267,
+                 "box_score_thresh": 0.3, "limit": 3, "workers": 0, "out": str(out)}
+    outcome = run(merge_settings(RunSettings, None, overrides), progress=False)
+    assert outcome.processed == 3 and outcome.results is not None
+    return out
+
+
+def _same_files(a: Path, b: Path) -> None:
+    for name in RESULT_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_sigkill_then_resume_gives_identical_results(
+    reference_run: Path, synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "1", "--out", out)
+    proc = kpbench_proc(*args)
+    cache = out / "detections.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.is_file() and cache.read_bytes().count(b"\n") >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    lines = cache.read_bytes().count(b"\n")
+    assert 1 <= lines < 3 and rundir.read_manifest(out)["status"] == "running"
+    assert not (out / "keypoints_results.json").exists()
+
+    code, _, err = cli(monkeypatch, capsys, *args)  # resumed in this process (one torch import less)
+    assert code == 0, err
+    assert f"resumed: {lines} images were already cached, {3 - lines} run now" in err
+    _same_files(reference_run, out)
+    m = rundir.read_manifest(out)
+    assert m["status"] == "complete" and m["timings"]["sessions"][-1]["images_cached_before"] == lines
+
+
+def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    proc = kpbench_proc("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out,
+                        launcher=torchrun)
+    stdout, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert stdout.count("run directory:") == 1  # only rank 0 reports
+    _same_files(reference_run, out)
+    assert not list(out.glob("detections.rank*.jsonl"))
+    m = rundir.read_manifest(out)
+    assert m["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert m["command_line"].startswith("torchrun --nproc_per_node=2 -m kpbench run --coco-root ")
+    session = m["timings"]["sessions"][-1]
+    assert [r["images"] for r in session["per_rank"]] == [2, 1] and session["images"] == 3
+
+
+# --- error messages (exit 2, one line, no traceback) ---------------------------------------------------------
+
+
+def test_error_messages(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path, synthetic_coco_root: Path) -> None:
+    monkeypatch.delenv("KPBENCH_COCO_ROOT", raising=False)
+    out = tmp_path / "out"
+
+    def error(*args: object) -> str:
+        code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--out", out, *args)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        return err[len("error: ") : -1]
+
+    assert error() == ("no COCO root given: pass --coco-root DIR or set KPBENCH_COCO_ROOT "
+                       "(`kpbench data download --root DIR` fetches val2017)")
+    missing = tmp_path / "nowhere"
+    assert error("--coco-root", missing) == (f"{missing}: COCO root not found (`kpbench data download --root {missing}` "
+                                             "fetches val2017, or add --download to `kpbench run`)")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert error("--coco-root", empty) == (
+        f"{empty}/annotations/person_keypoints_val2017.json: annotation file not found "
+        f"(`kpbench data download --root {empty}` or `kpbench run --download` fetches it)"
+    )
+    partial = tmp_path / "partial"
+    (partial / "val2017").mkdir(parents=True)
+    (partial / "annotations").symlink_to(synthetic_coco_root / "annotations")
+    (partial / "val2017" / "000000000139.jpg").symlink_to(synthetic_coco_root / "val2017" / "000000000139.jpg")
+    assert error("--coco-root", partial) == (
+        f"{partial}/val2017/000000000785.jpg: image file not found and 2 more "
+        f"(`kpbench data download --root {partial}` or `kpbench run --download` fetches it; it skips what is present)"
+    )
+    root = ("--coco-root", synthetic_coco_root)
+    assert error(*root, "--image-ids", "139,5") == "--image-ids: 5 not in the annotation file"
+    assert error(*root, "--image-ids", "13x") == "--image-ids: cannot read '13x' as a comma-separated list of int"
+    assert error(*root, "--images", "people") == ("command line: [run]: 'images' must be one of all, with-persons, "
+                                                 "got 'people'")
+    assert error(*root, "--device", "tpu") == "--device: unknown device 'tpu' (auto, cpu, cuda or cuda:N)"
+    assert error(*root, "--weights", tmp_path / "w.pth") == (
+        f"{tmp_path / 'w.pth'}: checkpoint file not found (--weights takes COCO_V1, COCO_LEGACY, none or a path)"
+    )
+    (tmp_path / "bad.pth").write_bytes(b"garbage")
+    assert error(*root, "--weights", tmp_path / "bad.pth").startswith(f"{tmp_path / 'bad.pth'}: unreadable checkpoint")
+    not_a_run = tmp_path / "notes"
+    not_a_run.mkdir()
+    (not_a_run / "a.txt").write_text("x")
+    code, _, err = cli(monkeypatch, capsys, "run", *FAST, *root, "--out", not_a_run)
+    assert code == 2 and err == (f"error: {not_a_run}: exists and is not a kpbench run directory (no manifest.json); "
+                                 "choose another --out, or pass --overwrite to write the run files into it\n")
+    assert not out.exists()  # nothing is written before the checks pass
+
+
+def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path, synthetic_coco_root: Path) -> None:
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    # An empty cache and no network, even on machines that have one (torch.hub downloads through its urlopen).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    code, _, err = cli(monkeypatch, capsys, "run", "--coco-root", synthetic_coco_root, "--weights", "COCO_V1",
+                       "--out", tmp_path / "out", "--no-progress")
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"
+    assert code == 2
+    assert f"error: cannot load COCO_V1 weights: {expected} is not cached" in err
+    assert err.rstrip().endswith("put the file there, or pass a local checkpoint with --weights PATH")
+    assert not (tmp_path / "out").exists()
+
+
+def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+    import kpbench.download
+    from kpbench.errors import KpbenchError
+
+    calls = []
+
+    def fake_ensure_coco(root: Path, split: str = "val2017", base_url: str | None = None) -> None:
+        calls.append((root, split))
+        raise KpbenchError("download stopped by the test")
+
+    monkeypatch.setattr(kpbench.download, "ensure_coco", fake_ensure_coco)
+    code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--download", "--coco-root", tmp_path / "coco", "--out",
+                       tmp_path / "out")
+    assert code == 2 and err == "error: download stopped by the test\n"
+    assert calls == [(tmp_path / "coco", "val2017")]
+    monkeypatch.delenv("KPBENCH_COCO_ROOT", raising=False)
+    code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--download", "--out", tmp_path / "out")
+    assert err == "error: --download: needs --coco-root DIR (or $KPBENCH_COCO_ROOT) to download into\n"
