@@ -162,6 +162,21 @@ def plot_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = Non
     return written
 
 
+def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:
+    """Everything `kpbench run` writes after its metrics, from the run directory alone: the threshold sweep
+    (thresholds_*.csv/.md, threshold_curves.png), the per-keypoint breakdown (keypoints.csv/.md/.png) and the
+    PR curves (pr_curves.png). `results` is the run's evaluation, to save evaluating again."""
+    from kpbench.keypoint_breakdown import keypoints_for_run
+    from kpbench.thresholds import thresholds_for_run, write_threshold_files
+
+    run_dir = Path(run_dir)
+    report = thresholds_for_run(run_dir)
+    written = write_threshold_files(run_dir, report.person, report.keypoint, plot=False)
+    keypoints_for_run(run_dir, results.get("keypoints") if results else None)
+    written += [run_dir / f"keypoints.{ext}" for ext in ("csv", "md", "png")]
+    return written + plot_run(run_dir, results)
+
+
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps")
 
 

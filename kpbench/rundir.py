@@ -38,6 +38,11 @@ _SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
 METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
 # Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
 RUN_FILES = (MANIFEST, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
+# What the analysis after a run adds (kpbench.thresholds, kpbench.keypoint_breakdown, kpbench.plots name them).
+ANALYSIS_FILES = (
+    "thresholds_person.csv", "thresholds_person.md", "thresholds_keypoint.csv", "thresholds_keypoint.md",
+    "threshold_curves.png", "keypoints.csv", "keypoints.md", "keypoints.png", "pr_curves.png",
+)
 
 
 def manifest_path(run_dir: str | Path) -> Path:
@@ -147,7 +152,7 @@ def clear_run_files(run_dir: str | Path) -> list[Path]:
     """Delete what `kpbench run` wrote in RUN_DIR (for --overwrite); other files are left alone."""
     run_dir = Path(run_dir)
     removed = []
-    for path in [*(run_dir / name for name in RUN_FILES), *shard_paths(run_dir)]:
+    for path in [*(run_dir / name for name in (*RUN_FILES, *ANALYSIS_FILES)), *shard_paths(run_dir)]:
         if path.is_file():
             path.unlink()
             removed.append(path)

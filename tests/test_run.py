@@ -58,7 +58,12 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
                             "--image-ids", "802,139", "--out", out, "--no-progress")
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([*rundir.RUN_FILES])
+    assert names == sorted([*rundir.RUN_FILES, *rundir.ANALYSIS_FILES])
+    person_rows = (out / "thresholds_person.csv").read_text().splitlines()
+    assert person_rows[0].startswith("threshold,AP,AP50") and len(person_rows) == 1 + 20
+    assert (out / "keypoints.csv").read_text().splitlines()[-1].startswith("all,")
+    assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in rundir.ANALYSIS_FILES
+               if name.endswith(".png"))
 
     # The cache: one line per image, in id order, the model's raw output.
     cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
@@ -304,3 +309,29 @@ def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.delenv("KPBENCH_COCO_ROOT", raising=False)
     code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--download", "--out", tmp_path / "out")
     assert err == "error: --download: needs --coco-root DIR (or $KPBENCH_COCO_ROOT) to download into\n"
+
+
+def test_evaluate_run_dir_without_the_model(reference_run: Path, tmp_path: Path) -> None:
+    """`kpbench evaluate --run DIR` re-scores the cache: same metrics, same files, and torch is never imported."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, run_dir)
+    metrics_before = (run_dir / "metrics.json").read_bytes()
+    (run_dir / "keypoints_results.json").unlink()  # rebuilt from the cache
+    code = (
+        "import sys\n"
+        "from kpbench.cli import main\n"
+        f"sys.argv = ['kpbench', 'evaluate', '--run', {str(run_dir)!r}, '--format', 'json']\n"
+        "try:\n    main()\n"
+        "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "NO-TORCH"
+    printed = json.loads("\n".join(lines[:-1]))
+    assert printed == json.loads(metrics_before)
+    assert (run_dir / "metrics.json").read_bytes() == metrics_before
+    assert (run_dir / "keypoints_results.json").read_bytes() == (reference_run / "keypoints_results.json").read_bytes()

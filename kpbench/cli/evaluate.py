@@ -39,10 +39,12 @@ def evaluate_command(
     if run is not None:
         if gt_json is not None or results_json is not None:
             raise KpbenchError("--run: give either a run directory or GT_JSON RESULTS_JSON, not both")
-        from kpbench.runeval import evaluate_run
+        from kpbench.runeval import evaluate_run, summarize_run
 
-        results = evaluate_run(run, backend=backend)
-        out_dir = out or run
+        results = evaluate_run(run, backend=backend)  # rewrites the run's results JSONs and metrics files
+        if fmt == "table":
+            typer.echo(summarize_run(run, results), nl=False)
+        out_dir = out
     else:
         if gt_json is None or results_json is None:
             raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
@@ -54,7 +56,7 @@ def evaluate_command(
     if fmt == "json":
         payload = metrics_json(results)
         typer.echo(json.dumps(payload[iou_type] if len(payload) == 1 else payload, indent=2))
-    elif fmt == "table":
+    elif fmt == "table" and run is None:
         for kind, result in results.items():
             typer.echo(f"{kind} ({result.backend}): {result.num_results} detections, {result.num_gt} GT, "
                        f"{result.num_images} images")

@@ -50,6 +50,13 @@ def run_command(
     ] = False,
     backend: Annotated[str, typer.Option("--backend", help="Evaluator: pycocotools (reference) or hotcoco.")] = "pycocotools",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar on stderr.")] = True,
+    analysis: Annotated[
+        bool,
+        typer.Option(
+            "--analysis/--no-analysis",
+            help="After evaluating, also write the threshold sweep, the per-keypoint breakdown and the plots.",
+        ),
+    ] = True,
 ) -> None:
     """Run Keypoint R-CNN over COCO, cache every detection in a run directory, and evaluate keypoint and box AP.
 
@@ -90,6 +97,10 @@ def run_command(
     if outcome.results is not None:
         for note in sorted({n for r in outcome.results.values() for n in r.notes}):
             echo_err(f"note: {note}")
+    if outcome.results is not None and analysis:
+        from kpbench.plots import analyse_run
+
+        analyse_run(outcome.run_dir, outcome.results)
     if outcome.summary:
         typer.echo(outcome.summary, nl=False)
     typer.echo(f"run directory: {outcome.run_dir}")
