@@ -1,1 +1,147 @@
-"""Commands registered on the kpbench app (filled in by its issue)."""
+"""`kpbench speed` (inference-speed tables per device) and `kpbench report` (merging result files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpbench.cli.app import app, echo_err
+from kpbench.errors import KpbenchError
+
+# Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
+# kpbench.config.SpeedSettings.
+
+
+@app.command("speed")
+def speed_command(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file whose [speed] table sets any option below.")] = None,
+    coco_root: Annotated[
+        str | None, typer.Option("--coco-root", help="COCO root with real images [default: $KPBENCH_COCO_ROOT].")
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="COCO split [default: val2017].")] = None,
+    num_images: Annotated[
+        int | None, typer.Option("--num-images", help="Images with people to cycle through, lowest ids first [default: 8].")
+    ] = None,
+    synthetic: Annotated[
+        bool | None,
+        typer.Option("--synthetic/--no-synthetic", help="Random 480x640 images instead of COCO (flagged in every row)."),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of random weights and synthetic images [default: 0].")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    sizes: Annotated[
+        str | None, typer.Option("--sizes", help="Short sides for the model's transform [default: 320,480,640,800,1024].")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed calls per size and variant [default: 10].")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", help="Timed calls per size and variant [default: 50].")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="dtype variants: fp32,fp16,bf16 (autocast) [default: fp32].")] = None,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", help="Batch-size variants, e.g. 1,4 [default: 1].")] = None,
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last", help="Add channels-last variants.")
+    ] = None,
+    cudnn_benchmark: Annotated[
+        bool | None, typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="Add cudnn.benchmark variants (CUDA).")
+    ] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="Add torch.compile variants (backbone compiled).")
+    ] = None,
+    box_score_thresh: Annotated[
+        float | None,
+        typer.Option("--box-score-thresh", help="The model's box score threshold [default: 0.05; the tutorial used 0.9]."),
+    ] = None,
+    accuracy: Annotated[
+        int | None, typer.Option("--accuracy", help="Also evaluate keypoint and box AP on N images per row [default: 0].")
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder [default: results/speed].")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar on stderr.")] = True,
+) -> None:
+    """Time Keypoint R-CNN per input size and variant on this device; write a CSV, a JSON manifest and Markdown.
+
+    Each size is applied through the model's own transform (min_size=s, max_size=round(s*1333/800)). The model
+    time covers model(images) between two synchronisations: transform and post-processing included,
+    decoding and copying to the device excluded (timed separately).
+    """
+    from kpbench.config import SpeedSettings, load_config, merge_settings, parse_list
+    from kpbench.io import to_text_table
+    from kpbench.speed import run_speed
+
+    loaded = load_config(config)
+    overrides = {
+        "coco_root": coco_root,
+        "split": split,
+        "num_images": num_images,
+        "synthetic": synthetic,
+        "weights": weights,
+        "seed": seed,
+        "device": device,
+        "sizes": parse_list(sizes, int, "--sizes"),
+        "warmup": warmup,
+        "iters": iters,
+        "dtypes": parse_list(dtype, str, "--dtype"),
+        "batch_sizes": parse_list(batch_size, int, "--batch-size"),
+        "channels_last": channels_last,
+        "cudnn_benchmark": cudnn_benchmark,
+        "compile": compile,
+        "box_score_thresh": box_score_thresh,
+        "accuracy": accuracy,
+        "out": out,
+    }
+    settings = merge_settings(SpeedSettings, loaded, overrides)
+    result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
+    env = result.manifest["environment"]
+    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "fps", "dets_per_image"]
+    columns += ["peak_mem_allocated_mib"] if str(env.get("device", "")).startswith("cuda") else ["peak_rss_mib"]
+    if settings.accuracy:
+        columns += ["kp_AP", "box_AP"]
+    columns += ["status"]
+    source = "SYNTHETIC images" if settings.synthetic else f"{settings.num_images} COCO images"
+    typer.echo(f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings.warmup}, iters {settings.iters}")
+    typer.echo(to_text_table(result.rows, columns, precision=2), nl=False)
+    for path in (result.csv_path, result.manifest_path, result.markdown_path):
+        echo_err(f"wrote {path}")
+
+
+@app.command("report")
+def report_command(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or folders (searched recursively) [default: results/speed for speed, results otherwise]."),
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="speed (speed CSVs), run (run directories) or thresholds.")] = "speed",
+    fmt: Annotated[str, typer.Option("--format", help="markdown, csv or json.")] = "markdown",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of stdout (csv: the speed pivot goes to <stem>.pivot.csv).")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", help="thresholds: statistics to put side by side [default: AP,AR,precision_50,recall_50,f1_50,kept]."),
+    ] = None,
+) -> None:
+    """Merge result files from many machines or runs into one table.
+
+    speed: one row per GPU x size x variant (FPS, median and p90 ms, padded shape, memory, AP when measured),
+    plus a pivot of GPU x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
+    deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
+    """
+    from kpbench.config import parse_list
+    from kpbench.report import FORMATS, build_report, render_report, write_report
+
+    if fmt not in FORMATS:
+        raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    options = {}
+    if columns is not None:
+        if kind != "thresholds":
+            raise KpbenchError("--columns: only applies to --kind thresholds")
+        options["stats"] = parse_list(columns, str, "--columns")
+    tables = build_report(kind, paths, **options)
+    if out is not None:
+        for path in write_report(kind, tables, fmt, out):
+            echo_err(f"wrote {path}")
+        return
+    texts = render_report(kind, tables, fmt)
+    # Several CSV tables on stdout are separated by one blank line.
+    typer.echo("\n".join(texts.values()), nl=False)

@@ -1,0 +1,373 @@
+"""Merging result files from many machines and runs into pandas tables (`kpbench report`).
+
+Three kinds:
+
+- ``speed``: speed CSVs written by `kpbench speed` (see `kpbench.speed` for their columns), from any number of
+  machines. `speed_table` gives one row per GPU x size x variant with FPS, median and p90 ms, padded shapes,
+  peak memory and AP when measured; `speed_pivot` gives GPU (x variant) rows and one FPS column per size.
+- ``run``: run directories written by `kpbench run` (``manifest.json`` + ``metrics.json``): one row each, with
+  weights, input size, dtype, keypoint AP/AR, box AP, the published AP of the weights and the deviations from
+  the published protocol.
+- ``thresholds``: ``thresholds_person.csv`` of several runs, side by side (one row per threshold, one column per
+  run and statistic).
+
+AP values are on the 0-1 scale everywhere (published AP, which torchvision gives in percent, is divided by 100).
+A directory argument is searched recursively: for speed CSVs that have their ``kpbench-speed`` JSON manifest
+beside them (so a merged table written into the same folder is not read back), for run directories
+(``manifest.json``) and for ``thresholds_person.csv``. A file argument is taken as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kpbench.errors import KpbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+KINDS = ("speed", "run", "thresholds")
+FORMATS = ("markdown", "csv", "json")
+DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results"}
+
+SPEED_REQUIRED = ("device_name", "size", "variant", "fps", "median_ms", "p90_ms", "status")
+SPEED_TABLE_COLUMNS = (
+    "gpu", "size", "variant", "fps", "median_ms", "p90_ms", "padded_shapes", "memory_mib", "memory",
+    "dets_per_image", "synthetic", "kp_AP", "box_AP", "status", "error", "source",
+)  # fmt: skip
+RUN_COLUMNS = (
+    "run", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh", "num_images",
+    "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "published_kp_AP", "published_box_AP", "deviations",
+    "status",
+)  # fmt: skip
+THRESHOLDS_FILE = "thresholds_person.csv"
+THRESHOLD_DEFAULT_STATS = ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")
+
+
+def _pd() -> Any:
+    import pandas as pd
+
+    return pd
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paths
+
+
+def _existing(paths: Sequence[str | Path]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise KpbenchError(f"{p}: no such file or directory")
+        out.append(p)
+    return out
+
+
+def _is_speed_csv(path: Path) -> bool:
+    manifest = path.with_suffix(".json")
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def find_speed_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Speed CSVs: files as given, directories searched for CSVs with a kpbench-speed manifest beside them."""
+    found: list[Path] = []
+    for p in _existing(paths):
+        if p.is_dir():
+            found += [c for c in sorted(p.rglob("*.csv")) if _is_speed_csv(c)]
+        else:
+            found.append(p)
+    if not found:
+        raise KpbenchError(f"{', '.join(map(str, paths))}: no speed CSV found (written by `kpbench speed`)")
+    return list(dict.fromkeys(found))
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories: a directory with manifest.json, or every such directory below a directory."""
+    found: list[Path] = []
+    for p in _existing(paths):
+        if p.is_file():
+            p = p.parent if p.name == "manifest.json" else p
+        if (p / "manifest.json").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += [m.parent for m in sorted(p.rglob("manifest.json"))]
+        else:
+            raise KpbenchError(f"{p}: not a run directory (no manifest.json)")
+    if not found:
+        raise KpbenchError(f"{', '.join(map(str, paths))}: no run directory found (manifest.json written by `kpbench run`)")
+    return list(dict.fromkeys(found))
+
+
+def find_threshold_files(paths: Sequence[str | Path]) -> list[Path]:
+    """thresholds_person.csv files: files as given, directories searched for that name."""
+    found: list[Path] = []
+    for p in _existing(paths):
+        found += sorted(p.rglob(THRESHOLDS_FILE)) if p.is_dir() else [p]
+    if not found:
+        raise KpbenchError(f"{', '.join(map(str, paths))}: no {THRESHOLDS_FILE} found (written by `kpbench thresholds`)")
+    return list(dict.fromkeys(found))
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    pd = _pd()
+    try:
+        df = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise KpbenchError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(missing)}; is this the right --kind?")
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Speed
+
+
+def read_speed_files(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """All rows of the speed CSVs found in `paths`, with a `source` column (the file name)."""
+    pd = _pd()
+    frames = []
+    for path in find_speed_files(paths):
+        df = _read_csv(path, SPEED_REQUIRED)
+        df["source"] = path.name
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _gpu_labels(df: pd.DataFrame) -> pd.Series:
+    """The device name, suffixed with the source file where two files would otherwise collide."""
+    label = df["device_name"].astype(str)
+    per_key = df.groupby([label, df["variant"], df["size"]])["source"].transform("nunique")
+    clash = set(label[per_key > 1])
+    return label.where(~label.isin(clash), label + " [" + df["source"].astype(str) + "]")
+
+
+def _memory(row: Any) -> tuple[float, str]:
+    if str(row.get("device", "")).startswith("cuda"):
+        return row.get("peak_mem_allocated_mib"), "cuda max allocated"
+    scope = row.get("rss_scope")
+    return row.get("peak_rss_mib"), f"rss peak ({scope})" if isinstance(scope, str) else "rss peak"
+
+
+def speed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per GPU x size x variant: FPS, median/p90 ms, padded shapes, memory, AP when measured, status."""
+    pd = _pd()
+    df = df.copy()
+    df["gpu"] = _gpu_labels(df)
+    mem = [_memory(r) for r in df.to_dict("records")]
+    df["memory_mib"] = [m[0] for m in mem]
+    df["memory"] = [m[1] if not pd.isna(m[0]) else None for m in mem]
+    for col in SPEED_TABLE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    keep = [c for c in SPEED_TABLE_COLUMNS if c not in ("kp_AP", "box_AP", "error") or df[c].notna().any()]
+    out = df[keep].sort_values(["gpu", "variant", "size"], kind="stable").reset_index(drop=True)
+    return out
+
+
+def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
+    """FPS with one row per GPU, variant and image source, and one column "fps@<size>" per size.
+
+    Failed or skipped rows give empty cells; the `synthetic` column keeps random-image rows apart.
+    """
+    pd = _pd()
+    df = df.copy()
+    df["gpu"] = _gpu_labels(df)
+    df["synthetic"] = df["synthetic"].fillna(False).astype(bool) if "synthetic" in df else False
+    keys = ["gpu", "variant", "synthetic"]
+    ok = df[df["status"] == "ok"]
+    pivot = ok.pivot_table(index=keys, columns="size", values="fps", aggfunc="first") if len(ok) else None
+    index = pd.MultiIndex.from_frame(df[keys].drop_duplicates().sort_values(keys, kind="stable"))
+    sizes = sorted(df["size"].unique())
+    if pivot is None:
+        pivot = pd.DataFrame(index=index, columns=sizes, dtype=float)
+    pivot = pivot.reindex(index=index, columns=sizes)
+    pivot.columns = [f"fps@{int(c)}" for c in pivot.columns]
+    return pivot.reset_index()
+
+
+def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+    """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`."""
+    df = read_speed_files(paths)
+    return {"table": speed_table(df), "pivot": speed_pivot(df)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KpbenchError(f"{path}: not readable JSON ({exc})") from None
+
+
+def run_row(run_dir: str | Path) -> dict[str, Any]:
+    """One row for a run directory: settings, metrics (0-1), published AP (0-1) and deviations."""
+    run_dir = Path(run_dir)
+    manifest = _read_json(run_dir / "manifest.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise KpbenchError(f"{run_dir / 'manifest.json'}: not a `kpbench run` manifest (no 'config' table)")
+    config = manifest["config"]
+    env = manifest.get("environment") or {}
+    published = manifest.get("published") or {}
+    deviations = manifest.get("deviations") or []
+    row: dict[str, Any] = {
+        "run": run_dir.name,
+        "weights": config.get("weights"),
+        "device_name": env.get("device_name"),
+        "size": config.get("min_size"),
+        "max_size": config.get("max_size"),
+        "dtype": config.get("dtype"),
+        "batch_size": config.get("batch_size"),
+        "box_score_thresh": config.get("box_score_thresh"),
+        "num_images": manifest.get("num_images", len(manifest.get("image_ids") or []) or None),
+        # torchvision publishes AP in percent; the metrics are 0-1.
+        "published_kp_AP": published.get("kp_AP") / 100 if published.get("kp_AP") is not None else None,
+        "published_box_AP": published.get("box_AP") / 100 if published.get("box_AP") is not None else None,
+        "deviations": "; ".join(deviations) if deviations else "none",
+    }
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        metrics = _read_json(metrics_file)
+        kp = metrics.get("keypoints") or {} if isinstance(metrics, dict) else {}
+        box = metrics.get("bbox") or {} if isinstance(metrics, dict) else {}
+        row.update(kp_AP=kp.get("AP"), kp_AP50=kp.get("AP50"), kp_AP75=kp.get("AP75"), kp_AR=kp.get("AR"))
+        row.update(box_AP=box.get("AP"), status="ok")
+    else:
+        row["status"] = f"no metrics.json ({manifest.get('status', 'unfinished')})"
+    return {c: row.get(c) for c in RUN_COLUMNS}
+
+
+def run_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per run directory found in `paths` (see `run_row`)."""
+    pd = _pd()
+    dirs = find_run_dirs(paths)
+    rows = [run_row(d) for d in dirs]
+    # Two runs with the same folder name (from different machines) are told apart by their parent folder.
+    names = [r["run"] for r in rows]
+    for r, d in zip(rows, dirs, strict=True):
+        if names.count(r["run"]) > 1:
+            r["run"] = f"{d.parent.name}/{d.name}"
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Thresholds
+
+
+def _threshold_label(path: Path) -> str:
+    return path.parent.name if path.name == THRESHOLDS_FILE else path.stem
+
+
+def thresholds_table(paths: Sequence[str | Path], stats: Sequence[str] | None = None) -> pd.DataFrame:
+    """The person-threshold tables side by side: one row per threshold, columns "<run>:<stat>".
+
+    Without `stats`, those of THRESHOLD_DEFAULT_STATS that a file has (box sweeps have AR1/AR10/AR100, not AR).
+    """
+    pd = _pd()
+    files = find_threshold_files(paths)
+    labels = [_threshold_label(f) for f in files]
+    if len(set(labels)) < len(labels):
+        labels = [f"{f.parent.parent.name}/{lab}" for f, lab in zip(files, labels, strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [str(f) for f in files]
+    merged: pd.DataFrame | None = None
+    for path, label in zip(files, labels, strict=True):
+        df = _read_csv(path, ("threshold", *(stats or ())))
+        if df["threshold"].duplicated().any():
+            raise KpbenchError(f"{path}: the same threshold appears twice")
+        chosen = list(stats) if stats else [s for s in THRESHOLD_DEFAULT_STATS if s in df.columns]
+        # Thresholds are read from text; round so that 0.30000000000000004 and 0.3 line up across files.
+        df = df.assign(threshold=df["threshold"].round(6))[["threshold", *chosen]]
+        # Counts (kept, tp_50, ...) stay integers when the outer join below leaves holes.
+        df = df.astype({c: "Int64" for c in chosen if pd.api.types.is_integer_dtype(df[c])})
+        df = df.rename(columns={s: f"{label}:{s}" for s in chosen})
+        merged = df if merged is None else merged.merge(df, on="threshold", how="outer")
+    assert merged is not None
+    return merged.sort_values("threshold").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows with NaN as None (empty cells, JSON null) and numpy scalars as Python ones."""
+    pd = _pd()
+    out = []
+    for rec in df.to_dict("records"):
+        row = {}
+        for k, v in rec.items():
+            if v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+                v = None
+            elif hasattr(v, "item"):
+                v = v.item()
+            row[str(k)] = v
+        out.append(row)
+    return out
+
+
+def build_report(kind: str, paths: Sequence[str | Path] | None = None, **options: Any) -> dict[str, pd.DataFrame]:
+    """The named tables of one report kind ({"table", "pivot"} for speed, {"table"} otherwise)."""
+    if kind not in KINDS:
+        raise KpbenchError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
+    if kind == "speed":
+        return speed_report(paths)
+    if kind == "run":
+        return {"table": run_table(paths)}
+    return {"table": thresholds_table(paths, **options)}
+
+
+TITLES = {
+    ("speed", "table"): "Speed: GPU x size x variant",
+    ("speed", "pivot"): "Speed: FPS (images/s) per GPU and size",
+    ("run", "table"): "Runs",
+    ("thresholds", "table"): "Person-score thresholds",
+}
+
+
+def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[str, str]:
+    """Text per table for `fmt`: markdown gives one document (key "report"), csv one text per table, json one
+    document {table name: rows}."""
+    from kpbench.io import to_csv, to_markdown
+
+    if fmt not in FORMATS:
+        raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        doc = {name: _records(df) for name, df in tables.items()}
+        return {"report": json.dumps(doc, indent=2, allow_nan=False) + "\n"}
+    if fmt == "csv":
+        return {name: to_csv(_records(df), [str(c) for c in df.columns]) for name, df in tables.items()}
+    parts = []
+    for name, df in tables.items():
+        parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(_records(df), [str(c) for c in df.columns])]
+    if kind == "speed":
+        from kpbench.speed import TIMING_DEFINITION
+
+        parts += ["## What was timed", "", TIMING_DEFINITION]
+    return {"report": "\n".join(parts)}
+
+
+def write_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str, out: str | Path) -> list[Path]:
+    """Write the report to `out` (csv with several tables: `out` for the first, `<stem>.<name>.csv` for the rest)."""
+    from kpbench.io import atomic_write_text
+
+    texts = render_report(kind, tables, fmt)
+    out = Path(out)
+    written = []
+    for i, (name, text) in enumerate(texts.items()):
+        path = out if i == 0 else out.with_name(f"{out.stem}.{name}{out.suffix}")
+        atomic_write_text(path, text)
+        written.append(path)
+    return written

@@ -1,0 +1,302 @@
+"""`kpbench report`: merging speed CSVs from several machines, run directories and threshold tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from kpbench.errors import KpbenchError
+from kpbench.report import build_report, run_table, speed_pivot, speed_report, speed_table, thresholds_table
+from kpbench.speed import SPEED_COLUMNS, SpeedRun, write_speed_files
+
+H100 = "NVIDIA H100 80GB HBM3"
+A10G = "NVIDIA A10G"
+
+
+def speed_row(device_name: str, size: int, variant: str, fps: float | None, **extra: Any) -> dict[str, Any]:
+    """A speed CSV row as `kpbench speed` writes it on CUDA (median = 1000/fps, p90 = 1.1 x median)."""
+    row: dict[str, Any] = dict.fromkeys(SPEED_COLUMNS)
+    dtype, bs = variant.split("-")[:2]
+    row.update(
+        timestamp="2026-01-01T00:00:00Z", device="cuda:0", device_name=device_name, gpu_count=1, size=size,
+        max_size=round(size * 1333 / 800), variant=variant, dtype=dtype, batch_size=int(bs[2:]), synthetic=False,
+        num_images=8, weights="COCO_V1", box_score_thresh=0.05, warmup=10, iters=50, status="ok",
+    )  # fmt: skip
+    if fps is not None:
+        median = 1000.0 / fps
+        row.update(fps=fps, mean_ms=median, median_ms=median, p90_ms=median * 1.1, padded_shapes=f"1x3x{size}x{size}",
+                   peak_mem_allocated_mib=size * 2.0, peak_mem_reserved_mib=size * 3.0, dets_per_image=4.5)  # fmt: skip
+    row.update(extra)
+    return row
+
+
+def write_device(out: Path, device_name: str, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as one `kpbench speed` output (CSV + manifest + Markdown) into `out`; returns the CSV."""
+    manifest = {"kind": "kpbench-speed", "version": 1, "created": "2026-01-01T00:00:00Z", "settings": {"weights": "x"},
+                "environment": {"device_name": device_name, "device": "cuda:0"}, "images": {"source": "coco"}}  # fmt: skip
+    result = write_speed_files(out, SpeedRun(rows=rows, manifest=manifest), device_name=device_name)
+    assert result.csv_path is not None
+    return result.csv_path
+
+
+@pytest.fixture()
+def two_devices(tmp_path: Path) -> tuple[Path, Path]:
+    h100 = [
+        speed_row(H100, 320, "fp32-bs1", 40.0),
+        speed_row(H100, 640, "fp32-bs1", 25.0),
+        speed_row(H100, 320, "fp16-bs1", 50.0),
+        speed_row(H100, 640, "fp16-bs1", 32.0),
+    ]
+    a10g = [
+        speed_row(A10G, 320, "fp32-bs1", 16.0),
+        speed_row(A10G, 640, "fp32-bs1", 8.0),
+        speed_row(A10G, 320, "fp16-bs1", 20.0),
+        speed_row(A10G, 640, "fp16-bs1", None, status="failed", error="OutOfMemoryError: CUDA out of memory"),
+    ]
+    return write_device(tmp_path / "machine-a", H100, h100), write_device(tmp_path / "machine-b", A10G, a10g)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from kpbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["kpbench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# speed
+
+
+def test_speed_merge_per_gpu_table_and_pivot(two_devices: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = two_devices
+    assert a.name.startswith("nvidia-h100-80gb-hbm3-") and b.name.startswith("nvidia-a10g-")
+    tables = speed_report([tmp_path])  # both machines' folders, found through their manifests
+    table = tables["table"]
+    assert list(table.columns) == [
+        "gpu", "size", "variant", "fps", "median_ms", "p90_ms", "padded_shapes", "memory_mib", "memory",
+        "dets_per_image", "synthetic", "status", "error", "source",
+    ]  # fmt: skip  (no AP columns: nothing measured them)
+    assert list(zip(table["gpu"], table["variant"], table["size"], strict=True)) == [
+        (A10G, "fp16-bs1", 320), (A10G, "fp16-bs1", 640), (A10G, "fp32-bs1", 320), (A10G, "fp32-bs1", 640),
+        (H100, "fp16-bs1", 320), (H100, "fp16-bs1", 640), (H100, "fp32-bs1", 320), (H100, "fp32-bs1", 640),
+    ]  # fmt: skip
+    h100_640 = table[(table["gpu"] == H100) & (table["size"] == 640) & (table["variant"] == "fp32-bs1")].iloc[0]
+    assert h100_640["fps"] == 25.0 and h100_640["median_ms"] == 40.0 and h100_640["p90_ms"] == pytest.approx(44.0)
+    assert h100_640["padded_shapes"] == "1x3x640x640" and h100_640["memory_mib"] == 1280.0
+    assert h100_640["memory"] == "cuda max allocated" and h100_640["source"] == a.name
+    oom = table.iloc[1]
+    assert oom["status"] == "failed" and oom["error"] == "OutOfMemoryError: CUDA out of memory"
+    assert math.isnan(oom["fps"])
+
+    expected = pd.DataFrame(
+        {
+            "gpu": [A10G, A10G, H100, H100],
+            "variant": ["fp16-bs1", "fp32-bs1", "fp16-bs1", "fp32-bs1"],
+            "synthetic": [False] * 4,
+            "fps@320": [20.0, 16.0, 50.0, 40.0],
+            "fps@640": [float("nan"), 8.0, 32.0, 25.0],
+        }
+    )
+    pd.testing.assert_frame_equal(tables["pivot"], expected)
+
+
+def test_same_gpu_model_on_two_machines_stays_apart(tmp_path: Path) -> None:
+    a = write_device(tmp_path / "a", H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
+    b = write_device(tmp_path / "b", H100, [speed_row(H100, 320, "fp32-bs1", 38.0)])
+    pivot = speed_pivot(pd.concat([pd.read_csv(a).assign(source="a.csv"), pd.read_csv(b).assign(source="b.csv")]))
+    assert list(pivot["gpu"]) == [f"{H100} [a.csv]", f"{H100} [b.csv]"]
+    assert list(pivot["fps@320"]) == [40.0, 38.0]
+
+
+def test_ap_columns_appear_when_measured(tmp_path: Path) -> None:
+    write_device(tmp_path, H100, [speed_row(H100, 320, "fp32-bs1", 40.0, kp_AP=0.61, box_AP=0.52, accuracy_images=8)])
+    table = speed_report([tmp_path])["table"]
+    assert table.loc[0, "kp_AP"] == 0.61 and table.loc[0, "box_AP"] == 0.52
+    assert "error" not in table.columns  # no row failed
+
+
+def test_speed_table_from_real_speed_columns_keeps_cpu_memory(tmp_path: Path) -> None:
+    row = speed_row("AMD EPYC", 64, "fp32-bs1", 2.0, device="cpu", peak_mem_allocated_mib=None,
+                    peak_mem_reserved_mib=None, peak_rss_mib=900.5, rss_scope="row")  # fmt: skip
+    table = speed_table(pd.read_csv(write_device(tmp_path, "AMD EPYC", [row])).assign(source="x"))
+    assert table.loc[0, "memory_mib"] == 900.5 and table.loc[0, "memory"] == "rss peak (row)"
+
+
+def test_cli_report_speed_formats_and_out(
+    two_devices: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = two_devices
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(a), str(b), "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"table", "pivot"} and len(doc["table"]) == 8
+    assert doc["pivot"][0] == {"gpu": A10G, "variant": "fp16-bs1", "synthetic": False, "fps@320": 20.0, "fps@640": None}
+
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(a), str(b))
+    assert code == 0 and "## Speed: FPS (images/s) per GPU and size" in out and "## What was timed" in out
+    assert f"| {H100} | fp32-bs1 | False | 40.000 | 25.000 |" in out
+
+    merged = a.parent / "merged.csv"  # written beside a speed file: must not be read back as one
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--format", "csv", "--out", str(merged))
+    assert code == 0 and out == "" and f"wrote {merged}" in err
+    with merged.open(newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 8
+    pivot_lines = (a.parent / "merged.pivot.csv").read_text().splitlines()
+    assert pivot_lines[0] == "gpu,variant,synthetic,fps@320,fps@640"
+    assert pivot_lines[1] == f"{A10G},fp16-bs1,False,20.0,"
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--format", "json")
+    assert len(json.loads(out)["table"]) == 8
+
+
+# --------------------------------------------------------------------------------------------------------------
+# run
+
+
+def write_run(path: Path, weights: str, min_size: int, kp: dict[str, float] | None, deviations: list[str],
+              published: dict[str, float] | None) -> Path:  # fmt: skip
+    path.mkdir(parents=True)
+    manifest = {
+        "config": {"weights": weights, "min_size": min_size, "max_size": round(min_size * 1333 / 800), "dtype": "fp32",
+                   "batch_size": 1, "box_score_thresh": 0.05},
+        "model": {"weights": weights}, "environment": {"device_name": H100}, "num_images": 5000,
+        "deviations": deviations, "published": published, "status": "complete" if kp else "running",
+    }  # fmt: skip
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    if kp is not None:
+        box = {"AP": kp["AP"] - 0.1, "AP50": 0.8}
+        (path / "metrics.json").write_text(json.dumps({"keypoints": kp, "bbox": box}))
+    return path
+
+
+def test_run_table_rows(tmp_path: Path) -> None:
+    kp = {"AP": 0.652, "AP50": 0.86, "AP75": 0.71, "APm": 0.6, "APl": 0.74, "AR": 0.71}
+    write_run(tmp_path / "run-a", "COCO_V1", 800, kp, [], {"kp_AP": 65.0, "box_AP": 54.6})
+    write_run(tmp_path / "run-b", "COCO_LEGACY", 640, {**kp, "AP": 0.58}, ["min_size 640 (published: 800)"], None)
+    write_run(tmp_path / "run-c", "none", 800, None, ["no weights"], None)
+    table = run_table([tmp_path])
+    assert list(table["run"]) == ["run-a", "run-b", "run-c"]
+    a, b, c = (table.iloc[i] for i in range(3))
+    assert (a["weights"], a["size"], a["max_size"], a["dtype"], a["device_name"]) == ("COCO_V1", 800, 1333, "fp32", H100)
+    assert (a["kp_AP"], a["kp_AP50"], a["kp_AR"], a["box_AP"]) == (0.652, 0.86, 0.71, pytest.approx(0.552))
+    assert a["published_kp_AP"] == pytest.approx(0.65) and a["published_box_AP"] == pytest.approx(0.546)
+    assert a["deviations"] == "none" and a["status"] == "ok"
+    assert b["size"] == 640 and b["kp_AP"] == 0.58 and b["deviations"] == "min_size 640 (published: 800)"
+    assert b["published_kp_AP"] is None or math.isnan(b["published_kp_AP"])
+    assert c["status"] == "no metrics.json (running)" and (c["kp_AP"] is None or math.isnan(c["kp_AP"]))
+
+
+def test_cli_report_run_markdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    kp = {"AP": 0.652, "AP50": 0.86, "AP75": 0.71, "AR": 0.71}
+    run = write_run(tmp_path / "run-a", "COCO_V1", 800, kp, [], {"kp_AP": 65.0, "box_AP": 54.6})
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(run), "--kind", "run")
+    assert code == 0, err
+    assert out.startswith("## Runs\n") and f"| run-a | COCO_V1 | {H100} | 800 | 1333 | fp32 | 1 | 0.050 |" in out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# thresholds
+
+THRESHOLD_COLUMNS = ["threshold", "AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl", "kept"]
+THRESHOLD_COLUMNS += [f"{m}_{t}" for t in (50, 75) for m in ("tp", "fp", "fn", "precision", "recall", "f1")]
+THRESHOLD_COLUMNS += ["best_f1"]
+
+
+def write_thresholds(run_dir: Path, thresholds: list[float], ap: list[float]) -> Path:
+    run_dir.mkdir(parents=True)
+    rows = []
+    for t, a in zip(thresholds, ap, strict=True):
+        row = dict.fromkeys(THRESHOLD_COLUMNS, 0.5)
+        row.update(threshold=t, AP=a, AR=a + 0.1, kept=round(1000 * (1 - t)), f1_50=a / 2, best_f1=False)
+        rows.append(row)
+    path = run_dir / "thresholds_person.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, THRESHOLD_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_thresholds_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    write_thresholds(tmp_path / "run-a", [0.0, 0.1 + 0.2, 0.5], [0.65, 0.64, 0.60])  # 0.30000000000000004
+    write_thresholds(tmp_path / "run-b", [0.0, 0.3, 0.9], [0.58, 0.57, 0.40])
+    table = thresholds_table([tmp_path], stats=["AP", "kept"])
+    assert list(table.columns) == ["threshold", "run-a:AP", "run-a:kept", "run-b:AP", "run-b:kept"]
+    assert list(table["threshold"]) == [0.0, 0.3, 0.5, 0.9]
+    assert list(table["run-a:AP"].fillna(-1)) == [0.65, 0.64, 0.60, -1]
+    assert list(table["run-b:AP"].fillna(-1)) == [0.58, 0.57, -1, 0.40]
+    assert list(table["run-b:kept"].fillna(-1)) == [1000, 700, -1, 100]
+    assert str(table["run-b:kept"].dtype) == "Int64"  # counts stay integers where a run lacks a threshold
+
+    default = thresholds_table([tmp_path / "run-a" / "thresholds_person.csv", tmp_path / "run-b"])
+    assert list(default.columns[1:7]) == [f"run-a:{s}" for s in ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")]
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--kind", "thresholds", "--columns", "AP",
+                             "--format", "csv")  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines() == ["threshold,run-a:AP,run-b:AP", "0.0,0.65,0.58", "0.3,0.64,0.57", "0.5,0.6,", "0.9,,0.4"]
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--kind", "thresholds", "--columns", "kept",
+                             "--format", "json")  # fmt: skip
+    assert json.loads(out)["table"][3] == {"threshold": 0.9, "run-a:kept": None, "run-b:kept": 100}
+
+    # A box sweep has AR1/AR10/AR100 instead of AR: the defaults it lacks are left out, not an error.
+    box = tmp_path / "box" / "thresholds_person.csv"
+    box.parent.mkdir()
+    pd.read_csv(tmp_path / "run-b" / "thresholds_person.csv").drop(columns=["AR"]).to_csv(box, index=False)
+    mixed = thresholds_table([tmp_path / "run-a", box])
+    assert [c for c in mixed.columns if c.startswith("box:")] == [
+        f"box:{s}" for s in ("AP", "precision_50", "recall_50", "f1_50", "kept")
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/nonexistent/speed"], "/nonexistent/speed: no such file or directory"),
+        (["--kind", "plots"], "--kind: must be one of speed, run, thresholds"),
+        (["--format", "xlsx"], "--format: must be one of markdown, csv, json"),
+        (["--columns", "AP"], "--columns: only applies to --kind thresholds"),
+    ],
+)
+def test_cli_report_errors_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    write_device(tmp_path, H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
+    monkeypatch.chdir(tmp_path)
+    paths = [] if args[0].startswith("/") else [str(tmp_path)]
+    code, _, err = run_cli(monkeypatch, capsys, "report", *paths, *args)
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(KpbenchError, match=r"bad.csv: missing column\(s\) device_name, size"):
+        build_report("speed", [bad])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KpbenchError, match="no speed CSV found"):
+        build_report("speed", [tmp_path / "empty"])
+    with pytest.raises(KpbenchError, match="no run directory found"):
+        build_report("run", [tmp_path / "empty"])
+    thr = write_thresholds(tmp_path / "r", [0.1], [0.5])
+    with pytest.raises(KpbenchError, match="missing column"):
+        thresholds_table([thr], stats=["AP", "nope"])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    with pytest.raises(KpbenchError, match=r"manifest\.json: not readable JSON"):
+        run_table([tmp_path / "broken"])

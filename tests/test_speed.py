@@ -1,0 +1,436 @@
+"""`kpbench speed`: the timing loop, variants, rows, files and the command line.
+
+Real Keypoint R-CNN runs use random weights, tiny sizes and few calls (CPU). Accuracy plumbing is checked with
+an "oracle" model that answers each image with its own ground truth, so AP must come out exactly 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kpbench.config import SpeedSettings, settings_dict
+from kpbench.environment import device_slug
+from kpbench.errors import KpbenchError
+from kpbench.models import ModelInfo
+from kpbench.speed import (
+    SPEED_COLUMNS,
+    TIMING_DEFINITION,
+    Variant,
+    build_variants,
+    format_shapes,
+    make_batches,
+    run_speed,
+    select_person_images,
+    summarize_ms,
+    time_model,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers: a tiny COCO root, an oracle model, CSV reading
+
+
+def _person(ann_id: int, image_id: int, box: list[float], num_keypoints: int = 17, iscrowd: int = 0) -> dict[str, Any]:
+    x, y, w, h = box
+    kps: list[float] = []
+    for k in range(17):
+        if num_keypoints:
+            kps += [x + w * ((k % 4) + 0.5) / 4, y + h * ((k // 4) + 0.5) / 5, 2]
+        else:
+            kps += [0, 0, 0]
+    return {
+        "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": iscrowd,
+        "num_keypoints": num_keypoints if not iscrowd else 0, "bbox": box, "area": w * h, "keypoints": kps,
+        "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+    }  # fmt: skip
+
+
+def make_coco_root(root: Path) -> Path:
+    """5 PNG images of different sizes; only ids 10 and 30 have a non-crowd person with keypoints."""
+    from torchvision.io import write_png
+
+    from kpbench.schema import COCO_SKELETON, KEYPOINT_NAMES
+
+    # (id, height, width): listed out of id order on purpose.
+    images = [(30, 60, 80), (10, 80, 60), (20, 50, 90), (40, 70, 70), (5, 64, 64)]
+    annotations = [
+        _person(1, 30, [10.0, 5.0, 40.0, 50.0]),
+        _person(2, 10, [5.0, 10.0, 30.0, 60.0]),
+        _person(3, 10, [40.0, 40.0, 10.0, 20.0], num_keypoints=0),
+        _person(4, 40, [0.0, 0.0, 60.0, 60.0], iscrowd=1),
+        _person(5, 5, [5.0, 5.0, 20.0, 20.0], num_keypoints=0),
+    ]
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    gen = torch.Generator().manual_seed(0)
+    records = []
+    for image_id, h, w in images:
+        name = f"{image_id:012d}.png"
+        write_png(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8), str(root / "val2017" / name))
+        records.append({"id": image_id, "file_name": name, "height": h, "width": w})
+    gt = {
+        "images": records,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(KEYPOINT_NAMES),
+                        "skeleton": [list(p) for p in COCO_SKELETON]}],
+    }  # fmt: skip
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(gt))
+    return root
+
+
+class OracleModel(torch.nn.Module):
+    """Keypoint R-CNN's interface (transform, backbone, output dicts) answering each image with its GT.
+
+    Images are recognised by their (height, width). Persons with keypoints score 1.0, those without 0.5, so in
+    keypoint evaluation they rank below every true match and AP stays 1; unknown images get no detection.
+    """
+
+    def __init__(self, gt: dict[str, Any]) -> None:
+        super().__init__()
+        from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+        self.transform = GeneralizedRCNNTransform(800, 1333, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        self.backbone = torch.nn.Identity()
+        self.by_hw = {(im["height"], im["width"]): im["id"] for im in gt["images"]}
+        self.anns = [a for a in gt["annotations"] if not a["iscrowd"]]
+        self.calls = 0
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.calls += 1
+        batch, _ = self.transform(images)
+        self.backbone(batch.tensors)
+        outputs = []
+        for image in images:
+            image_id = self.by_hw.get(tuple(image.shape[-2:]))
+            anns = [a for a in self.anns if a["image_id"] == image_id]
+            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+            outputs.append(
+                {
+                    "boxes": boxes,
+                    "scores": torch.tensor([1.0 if a["num_keypoints"] else 0.5 for a in anns]),
+                    "labels": torch.ones(len(anns), dtype=torch.int64),
+                    "keypoints": torch.tensor([a["keypoints"] for a in anns]).reshape(-1, 17, 3),
+                    "keypoints_scores": torch.zeros(len(anns), 17),
+                }
+            )
+        return outputs
+
+
+def use_oracle(monkeypatch: pytest.MonkeyPatch, gt: dict[str, Any]) -> OracleModel:
+    model = OracleModel(gt)
+    monkeypatch.setattr("kpbench.models.build_model", lambda weights, **kw: (model, ModelInfo("oracle", "test")))
+    return model
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+TIMING_COLUMNS = ("cold_ms", "mean_ms", "std_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "fps")
+
+
+def check_ok_row(row: dict[str, str]) -> None:
+    """Every timing column of an ok CPU row is a consistent positive number; CUDA-only columns are empty."""
+    assert row["status"] == "ok" and row["error"] == ""
+    v = {c: float(row[c]) for c in TIMING_COLUMNS}
+    assert all(math.isfinite(x) and x >= 0 for x in v.values())
+    assert v["min_ms"] <= v["median_ms"] <= v["p90_ms"] <= v["p99_ms"] <= v["max_ms"]
+    assert v["min_ms"] <= v["mean_ms"] <= v["max_ms"] and v["cold_ms"] > 0
+    assert v["fps"] == pytest.approx(int(row["batch_size"]) * 1000 / v["mean_ms"])
+    assert float(row["preprocess_ms"]) > 0 and float(row["dets_per_image"]) >= 0
+    assert float(row["peak_rss_mib"]) > 50 and row["rss_scope"] in ("row", "process")
+    assert row["gpu_mean_ms"] == row["gpu_median_ms"] == row["peak_mem_allocated_mib"] == ""
+    assert int(row["max_size"]) == round(int(row["size"]) * 1333 / 800)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Units
+
+
+def test_summarize_ms_exact() -> None:
+    s = summarize_ms([4.0, 1.0, 10.0, 2.0, 3.0])
+    assert s["mean_ms"] == 4.0 and s["median_ms"] == 3.0 and s["min_ms"] == 1.0 and s["max_ms"] == 10.0
+    assert s["std_ms"] == pytest.approx(math.sqrt(12.5))  # sample std: sum of squares 50 over n-1 = 4
+    assert s["p90_ms"] == pytest.approx(7.6) and s["p99_ms"] == pytest.approx(9.76)  # linear interpolation
+    assert summarize_ms([5.0])["std_ms"] == 0.0
+
+
+def test_variants_grid_and_labels() -> None:
+    vs = build_variants(["fp32", "fp16"], [1, 4], channels_last=True, compile=True)
+    labels = [v.label for v in vs]
+    assert labels[:4] == ["fp32-bs1", "fp32-bs4", "fp16-bs1", "fp16-bs4"]
+    assert labels[4:8] == ["fp32-bs1-channels_last", "fp32-bs4-channels_last", "fp16-bs1-channels_last",
+                           "fp16-bs4-channels_last"]  # fmt: skip
+    assert labels[8:] == ["fp32-bs1-compile", "fp32-bs4-compile", "fp16-bs1-compile", "fp16-bs4-compile"]
+    assert len(set(labels)) == 12
+    assert [v.label for v in build_variants(["fp32"], [1])] == ["fp32-bs1"]
+
+
+def test_batches_cycle_through_every_image() -> None:
+    assert make_batches(["a", "b", "c"], 2) == [["a", "b"], ["c", "a"], ["b", "c"]]
+    assert make_batches(["a", "b", "c", "d"], 2) == [["a", "b"], ["c", "d"]]
+    assert format_shapes([(1, 3, 64, 96), (1, 3, 96, 64), (1, 3, 64, 96)]) == "1x3x64x96;1x3x96x64"
+
+
+class SlowWarmupModel:
+    """Sleeps 60 ms on its first `slow_calls` calls; call k returns k detections per image."""
+
+    def __init__(self, slow_calls: int) -> None:
+        self.slow_calls = slow_calls
+        self.calls = 0
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.calls += 1
+        if self.calls <= self.slow_calls:
+            time.sleep(0.06)
+        return [{"boxes": torch.zeros(self.calls, 4)} for _ in images]
+
+
+def test_warmup_and_cold_calls_are_not_in_the_stats() -> None:
+    model = SlowWarmupModel(slow_calls=1 + 3)  # the cold call and the 3 warm-up calls are slow
+    batches = [[torch.zeros(3, 4, 4), torch.zeros(3, 4, 4)]]
+    result = time_model(model, batches, CPU, warmup=3, iters=4)
+    assert model.calls == result.calls == 1 + 3 + 4
+    assert len(result.times_ms) == 4 and result.gpu_times_ms is None
+    assert result.cold_ms >= 60
+    assert max(result.times_ms) < 30  # any warm-up call in the stats would be >= 60 ms
+    # Detections are counted over the timed calls 5..8 only, 2 images each.
+    assert result.images_timed == 8 and result.detections_timed == 2 * (5 + 6 + 7 + 8)
+
+
+def test_select_person_images_is_deterministic(tmp_path: Path) -> None:
+    gt = json.loads((make_coco_root(tmp_path / "coco") / "annotations" / "person_keypoints_val2017.json").read_text())
+    assert [im["id"] for im in select_person_images(gt, 5)] == [10, 30]  # no crowd-only, kp-less or empty image
+    assert [im["id"] for im in select_person_images(gt, 1)] == [10]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real Keypoint R-CNN (random weights)
+
+
+def test_real_model_rows_shapes_variants_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.models as models
+
+    backbone_calls: list[tuple[int, ...]] = []
+    real_build = models.build_model
+
+    def counting_build(*args: Any, **kwargs: Any) -> Any:
+        model, info = real_build(*args, **kwargs)
+        model.backbone.register_forward_pre_hook(lambda _m, a: backbone_calls.append(tuple(a[0].shape)))
+        return model, info
+
+    class CompilerMissing(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> None:
+            raise RuntimeError("inductor: no working C++ compiler found")
+
+    monkeypatch.setattr(models, "build_model", counting_build)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: CompilerMissing())
+    settings = SpeedSettings(
+        synthetic=True, num_images=1, weights="none", sizes=[64, 96], warmup=0, iters=2, box_score_thresh=0.9,
+        channels_last=True, cudnn_benchmark=True, compile=True, out=str(tmp_path / "speed"),
+    )  # fmt: skip
+    result = run_speed(settings, progress=False)
+
+    # Each working row made exactly 1 cold + 2 timed backbone calls; the failing compiled backbone never reached
+    # the real one.
+    assert len(backbone_calls) == 2 * 2 * (1 + 2)
+    header, rows = read_csv(result.csv_path)
+    assert header == list(SPEED_COLUMNS)
+    assert [(r["variant"], r["size"], r["status"]) for r in rows] == [
+        ("fp32-bs1", "64", "ok"), ("fp32-bs1", "96", "ok"),
+        ("fp32-bs1-channels_last", "64", "ok"), ("fp32-bs1-channels_last", "96", "ok"),
+        ("fp32-bs1-cudnn_benchmark", "64", "skipped"), ("fp32-bs1-cudnn_benchmark", "96", "skipped"),
+        ("fp32-bs1-compile", "64", "failed"), ("fp32-bs1-compile", "96", "failed"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r["synthetic"] == "True" and r["device"] == "cpu" and int(r["torch_threads"]) >= 1
+        assert r["warmup"] == "0" and r["iters"] == "2" and r["box_score_thresh"] == "0.9"
+        if r["status"] == "ok":
+            check_ok_row(r)
+    # The transform really resized: a 480x640 image at short side 64 is 64x85 (padded 64x96), at 96 it is 96x128.
+    assert [r["padded_shapes"] for r in rows[:4]] == ["1x3x64x96", "1x3x96x128"] * 2
+    assert sorted(set(backbone_calls)) == [(1, 3, 64, 96), (1, 3, 96, 128)]
+    assert rows[4]["error"] == "cudnn.benchmark applies to CUDA devices only" and rows[4]["mean_ms"] == ""
+    assert rows[6]["error"] == "RuntimeError: inductor: no working C++ compiler found" and rows[6]["fps"] == ""
+
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["kind"] == "kpbench-speed" and manifest["settings"] == settings_dict(settings)
+    assert manifest["images"]["source"] == "synthetic" and manifest["model"]["source"] == "random"
+    env = manifest["environment"]
+    for key in ("device_name", "gpus", "gpu_count", "cuda", "cudnn", "torch", "torchvision", "python", "kpbench",
+                "cpu", "torch_threads", "os"):  # fmt: skip
+        assert key in env
+    assert re.fullmatch(re.escape(device_slug(env["device_name"])) + r"-\d{8}T\d{6}Z\.csv", result.csv_path.name)
+    assert result.csv_path.with_suffix(".json") == result.manifest_path
+    md = result.markdown_path.read_text()
+    assert TIMING_DEFINITION in md and "synthetic" in md and "| fp32-bs1-compile | 96 |" in md
+
+
+@pytest.mark.skipif(not COCO_SAMPLE.is_dir(), reason=f"real COCO sample not found at {COCO_SAMPLE}")
+def test_real_coco_images_and_accuracy(tmp_path: Path) -> None:
+    gt = json.loads((COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json").read_text())
+    expected = sorted(
+        {a["image_id"] for a in gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0}
+    )[:2]
+    settings = SpeedSettings(
+        coco_root=str(COCO_SAMPLE), num_images=2, weights="none", sizes=[64], warmup=0, iters=2,
+        box_score_thresh=0.3, accuracy=1, out=str(tmp_path),
+    )  # fmt: skip
+    result = run_speed(settings, progress=False)
+    assert result.manifest["images"]["image_ids"] == expected == [139, 785]
+    assert result.manifest["images"]["accuracy_image_ids"] == [139]
+    (row,) = read_csv(result.csv_path)[1]
+    check_ok_row(row)
+    assert row["synthetic"] == "False" and row["num_images"] == "2" and row["accuracy_images"] == "1"
+    assert row["padded_shapes"] == "1x3x64x96"  # 426x640 and 425x640 both give 64x96 at short side 64
+    assert 0.0 <= float(row["kp_AP"]) <= 1.0 and 0.0 <= float(row["box_AP"]) <= 1.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Accuracy and the command line, with the oracle model
+
+
+def test_accuracy_columns_are_real_ap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    gt = json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text())
+    oracle = use_oracle(monkeypatch, gt)
+    settings = SpeedSettings(
+        coco_root=str(root), num_images=2, weights="oracle", sizes=[64, 128], warmup=2, iters=3, accuracy=2,
+        batch_sizes=[1, 2], out=str(tmp_path / "speed"),
+    )  # fmt: skip
+    result = run_speed(settings, progress=False)
+    # Per row: 1 cold + 2 warm-up + 3 timed calls, then the accuracy pass over 2 images in batches.
+    assert oracle.calls == 2 * (6 + 2) + 2 * (6 + 1)
+    _, rows = read_csv(result.csv_path)
+    assert [(r["variant"], r["size"]) for r in rows] == [
+        ("fp32-bs1", "64"), ("fp32-bs1", "128"), ("fp32-bs2", "64"), ("fp32-bs2", "128"),
+    ]
+    for r in rows:
+        check_ok_row(r)
+        assert float(r["kp_AP"]) == 1.0 and float(r["box_AP"]) == 1.0 and r["accuracy_images"] == "2"
+    # Image 10 (80x60) then 30 (60x80); at 64 they become 85x64 and 64x85, padded to multiples of 32.
+    assert rows[0]["padded_shapes"] == "1x3x96x64;1x3x64x96"
+    assert rows[1]["padded_shapes"] == "1x3x192x128;1x3x128x192"
+    assert rows[2]["padded_shapes"] == "2x3x96x96"  # a batch pads both images to the larger size
+    # dets per image: image 10 has 2 persons, image 30 has 1 (the crowd region is not a detection).
+    # Calls alternate 10, 30, 10, ...: the timed calls (4th to 6th) see 30, 10, 30.
+    assert float(rows[0]["dets_per_image"]) == pytest.approx((1 + 2 + 1) / 3)
+    assert float(rows[2]["dets_per_image"]) == pytest.approx(1.5)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from kpbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["kpbench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_speed_with_config_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    config = tmp_path / "speed.toml"
+    config.write_text(f'[speed]\ncoco_root = "{root}"\nsizes = [64, 96]\niters = 5\nwarmup = 3\nnum_images = 2\n')
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(
+        monkeypatch, capsys, "speed", "--config", str(config), "--sizes", "96,64", "--warmup", "0",
+        "--batch-size", "1,2", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, stderr
+    (csv_path,) = out.glob("*.csv")
+    manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    assert manifest["config_path"] == str(config)
+    assert manifest["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+    s = manifest["settings"]
+    assert (s["sizes"], s["warmup"], s["iters"], s["batch_sizes"]) == ([96, 64], 0, 5, [1, 2])  # CLI wins
+    _, rows = read_csv(csv_path)
+    assert [(r["variant"], r["size"]) for r in rows] == [
+        ("fp32-bs1", "96"), ("fp32-bs1", "64"), ("fp32-bs2", "96"), ("fp32-bs2", "64"),
+    ]
+    assert "fp32-bs2" in stdout and "median_ms" in stdout and f"wrote {csv_path}" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sizes", "64,abc"], "--sizes: cannot read '64,abc'"),
+        (["--dtype", "fp8"], "'dtypes' must be one of fp32, fp16, bf16"),
+        (["--synthetic", "--accuracy", "2"], "--accuracy: needs real COCO images"),
+        (["--num-images", "3"], "--num-images 3: "),
+        (["--accuracy", "4", "--num-images", "1"], "--accuracy 4: "),
+        (["--coco-root", "/nonexistent/coco"], "/nonexistent/coco: COCO root not found"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_cli_speed_user_errors_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    use_oracle(monkeypatch, {"images": [], "annotations": []})
+    code, _, stderr = run_cli(monkeypatch, capsys, "speed", "--coco-root", str(root), *args, "--out", str(tmp_path))
+    assert code == 2
+    assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_missing_accuracy_image_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    (root / "val2017" / "000000000030.png").unlink()
+    use_oracle(monkeypatch, {"images": [], "annotations": []})
+    settings = SpeedSettings(coco_root=str(root), num_images=1, accuracy=2, out=str(tmp_path / "speed"))
+    with pytest.raises(KpbenchError, match=r"--accuracy 2: .*000000000030\.png: image file not found \(1 missing\)"):
+        run_speed(settings, progress=False)
+
+
+def test_failed_variant_does_not_stop_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    gt = json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text())
+    use_oracle(monkeypatch, gt)
+    real_autocast = torch.autocast
+
+    def no_fp16(device_type: str, dtype: torch.dtype, **kw: Any) -> Any:
+        if dtype == torch.float16:
+            raise RuntimeError("fp16 autocast is not supported on this device")
+        return real_autocast(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", no_fp16)
+    settings = SpeedSettings(
+        coco_root=str(root), num_images=1, weights="oracle", sizes=[64], warmup=0, iters=1, dtypes=["fp16", "bf16"],
+        out=str(tmp_path / "speed"),
+    )  # fmt: skip
+    rows = run_speed(settings, progress=False).rows
+    assert [(r["variant"], r["status"]) for r in rows] == [("fp16-bs1", "failed"), ("bf16-bs1", "ok")]
+    assert rows[0]["error"] == "RuntimeError: fp16 autocast is not supported on this device"
+    assert rows[0]["mean_ms"] is None and rows[1]["mean_ms"] > 0
+
+
+def test_variant_label_and_missing_annotations() -> None:
+    assert Variant("bf16", 4, channels_last=True, cudnn_benchmark=True).label == "bf16-bs4-channels_last-cudnn_benchmark"
+    with pytest.raises(KpbenchError):
+        from kpbench.speed import load_ground_truth
+
+        load_ground_truth(Path("/nonexistent/person_keypoints_val2017.json"))
