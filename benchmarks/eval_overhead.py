@@ -2,8 +2,8 @@
 
 On the same images, device, weights and input size, it times:
 
-- bare: `model([image])` over images already decoded and on the device (one warm-up pass first), the fastest
-  the model can go;
+- bare: a freshly built model's `model([image])` over images already decoded and on the device, the fastest
+  the model can go (one untimed pass first warms the process: CUDA context, cuDNN, allocator);
 - run:  `kpbench.runner.run` (the code behind `kpbench run`) into a fresh run directory, evaluation off: data
   loading in worker processes, host-to-device copies, caching every detection. Its images/s is the loop's
   (the manifest's timings.images_per_s), as the progress bar shows it; model building is reported apart.
@@ -52,25 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     from kpbench.config import RunSettings
     from kpbench.data import image_files, load_annotations, read_image_rgb, resolve_coco_root, select_image_ids
     from kpbench.environment import capture_environment
-    from kpbench.models import autocast, build_model, resolve_device
+    from kpbench.models import autocast, build_model, default_max_size, resolve_device
     from kpbench.runner import run
 
-    max_size = args.max_size or round(args.min_size * 1333 / 800)
+    max_size = args.max_size or default_max_size(args.min_size)
     device = resolve_device(args.device)
     root = resolve_coco_root(args.coco_root)
     gt = load_annotations(root, args.split)
     ids = select_image_ids(gt, "all", args.num_images)
     paths = image_files(root, args.split, gt, ids)
     images = [read_image_rgb(p).to(device) for p in paths]
-    model, _ = build_model(args.weights, min_size=args.min_size, max_size=max_size,
-                           box_score_thresh=args.box_score_thresh, seed=0)
-    model = model.to(device)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     def bare_pass() -> float:
+        """A freshly built model over the images, like the run (whose loop includes its model's first call)."""
+        model, _ = build_model(args.weights, min_size=args.min_size, max_size=max_size,
+                               box_score_thresh=args.box_score_thresh, seed=0)
+        model = model.to(device)
         sync()
         start = time.perf_counter()
         with torch.inference_mode(), autocast(device, args.dtype):
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         return len(images) / (time.perf_counter() - start)
 
-    bare_pass()  # warm-up: CUDA context, kernels, allocator
+    bare_pass()  # warm-up of the process: CUDA context, cuDNN, kernels, the allocator, the page cache
     bare, runs, walls, model_share = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="kpbench-overhead-") as tmp:
         for repeat in range(args.repeats):

@@ -16,10 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from kpbench.config import IOU_TYPES
 from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
 
-IOU_TYPES = ("keypoints", "bbox")
+
+def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
+    """`iou_type` if it is one of IOU_TYPES, else a KpbenchError naming the option."""
+    if iou_type not in IOU_TYPES:
+        raise KpbenchError(f"{option}: must be keypoints or bbox, got {iou_type!r}")
+    return iou_type
 
 
 @dataclass
@@ -37,7 +43,7 @@ class GroundTruth:
 
 @dataclass
 class Results:
-    """A validated COCO results list and where it came from."""
+    """A validated COCO results list (the records as given, in order) and where it came from."""
 
     results: list[dict[str, Any]]
     source: str
@@ -60,17 +66,27 @@ def read_json(path: str | Path) -> Any:
         raise KpbenchError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number (Python int, float or bool, as pycocotools does arithmetic on all three)."""
+    return isinstance(value, (int, float))
+
+
 def _finite_array(values: list[Any], width: int | None, where: str, name: str, kind: str) -> np.ndarray:
-    """Stack per-record numeric lists into a float array; locate the first bad record for the message."""
+    """Stack per-record numbers (width None) or numeric lists of `width` into a float array.
+
+    Strings are refused although numpy would parse them: pycocotools would not ("0.5" as a score crashes its
+    sort). The first bad record is located only when the fast whole-array check fails, to word the message.
+    """
     try:
-        arr = np.asarray(values, dtype=np.float64)
-        ok_shape = arr.ndim == (1 if width is None else 2) and (width is None or arr.shape[1] == width)
-    except (ValueError, TypeError):
-        ok_shape = False
-    if not ok_shape:
+        arr = np.asarray(values)
+        ok = arr.dtype.kind in "biuf" and arr.ndim == (1 if width is None else 2)
+        ok = ok and (width is None or arr.shape[1] == width)
+    except (ValueError, TypeError):  # ragged lists
+        ok = False
+    if not ok:
         for i, v in enumerate(values):
             if width is None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                if not _is_number(v):
                     raise KpbenchError(f"{where}: {kind} {i}: '{name}' must be a number, got {v!r}")
             else:
                 if not isinstance(v, list):
@@ -78,14 +94,30 @@ def _finite_array(values: list[Any], width: int | None, where: str, name: str, k
                 if len(v) != width:
                     hint = f" (3 x {NUM_KEYPOINTS} keypoints)" if name == "keypoints" else ""
                     raise KpbenchError(f"{where}: {kind} {i}: '{name}' has {len(v)} values, expected {width}{hint}")
-                if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
-                    raise KpbenchError(f"{where}: {kind} {i}: '{name}' holds a non-number")
-        raise KpbenchError(f"{where}: '{name}' values are not numeric")  # pragma: no cover - defensive
+                bad = [x for x in v if not _is_number(x)]
+                if bad:
+                    raise KpbenchError(f"{where}: {kind} {i}: '{name}' holds a non-number ({bad[0]!r})")
+        arr = np.asarray(values, dtype=object)  # every value is a number: ints too large for int64, say
+    arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
         raise KpbenchError(f"{where}: {kind} {i}: '{name}' holds NaN or infinity")
     return arr
+
+
+# pycocotools stores matched GT ids in float64 arrays (COCOeval's dtMatches): larger ids would not survive.
+_MAX_ID = 2**53
+
+
+def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, kind: str) -> None:
+    """Every record's `key` is a JSON integer below 2**53 (COCO's ids; kpbench looks matches up by them)."""
+    for i, rec in enumerate(records):
+        value = rec[key]
+        if type(value) is not int or not -_MAX_ID < value < _MAX_ID:
+            raise KpbenchError(
+                f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {value!r}"
+            )
 
 
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
@@ -108,8 +140,7 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
     With `copy` (the default) the GroundTruth holds copies of the annotation records, so neither the renumbering
     nor pycocotools (which adds keys to them) changes the caller's data. Loaders of files we parsed skip it.
     """
-    if iou_type not in IOU_TYPES:
-        raise KpbenchError(f"--iou-type: must be keypoints or bbox, got {iou_type!r}")
+    check_iou_type(iou_type)
     if not isinstance(data, dict):
         raise KpbenchError(f"{source}: ground truth must be a JSON object with 'images', got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
@@ -117,15 +148,21 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
             raise KpbenchError(f"{source}: ground truth has no '{key}' list")
     _require_keys(data["images"], ("id",), source, "image")
     _require_keys(data["categories"], ("id",), source, "category")
+    _require_integer_ids(data["images"], "id", source, "image")
+    _require_integer_ids(data["categories"], "id", source, "category")
     needed = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
     if iou_type == "keypoints":
         needed += ("keypoints", "num_keypoints")
     annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
     _require_keys(annotations, needed, source, "annotation")
+    _require_integer_ids(annotations, "id", source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
+        # pycocotools tests these for truth ("0" would make a crowd) and calls int() on iscrowd.
+        _finite_array([a["iscrowd"] for a in annotations], None, source, "iscrowd", "annotation")
         if iou_type == "keypoints":
+            _finite_array([a["num_keypoints"] for a in annotations], None, source, "num_keypoints", "annotation")
             _finite_array([a["keypoints"] for a in annotations], 3 * NUM_KEYPOINTS, source, "keypoints", "annotation")
     image_ids = {img["id"] for img in data["images"]}
     for i, ann in enumerate(annotations):
@@ -133,12 +170,13 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
             raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {ann['image_id']}, not in 'images'")
     notes: list[str] = []
     ids = [a["id"] for a in annotations]
-    if len(set(ids)) != len(ids):
+    unique_ids = set(ids)
+    if len(unique_ids) != len(ids):
         raise KpbenchError(f"{source}: annotation ids are not unique (pycocotools would mix their matches up)")
-    if 0 in set(ids):
+    if 0 in unique_ids:
         # pycocotools stores "unmatched" as GT id 0, so a detection matched to GT id 0 counts as unmatched
         # (a false positive) and the GT as missed. We renumber it rather than refuse: the ids are arbitrary.
-        new_id = max(i for i in ids if isinstance(i, int)) + 1
+        new_id = max(unique_ids) + 1
         for ann in annotations:
             if ann["id"] == 0:
                 ann["id"] = new_id
@@ -174,15 +212,21 @@ def load_ground_truth(gt: str | Path | dict[str, Any] | GroundTruth, iou_type: s
     return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False)
 
 
-def validate_results(
-    data: Any, source: str, gt: GroundTruth, iou_type: str = "keypoints", copy: bool = True
-) -> Results:
-    """Check a parsed results list against its ground truth; with `copy`, the records are copied (see above)."""
+def loadres_takes_box(record: dict[str, Any]) -> bool:
+    """Whether pycocotools' loadRes, given `record` first, reads the file as box results: it then takes every
+    detection's area from its 'bbox' (its exact test: a 'bbox' key whose value is not [])."""
+    return "bbox" in record and record["bbox"] != []
+
+
+def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "keypoints") -> Results:
+    """Check a parsed results list against its ground truth. The records are the caller's, unchanged (kpbench
+    hands pycocotools copies, since its loadRes adds keys to them)."""
+    check_iou_type(iou_type)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         raise KpbenchError(f"{source}: this is a ground-truth file (it has 'annotations'); expected a results list")
     if not isinstance(data, list):
         raise KpbenchError(f"{source}: results must be a JSON list of detections, got {type(data).__name__}")
-    results = [dict(r) if isinstance(r, dict) else r for r in data] if copy else data
+    results = data
     notes: list[str] = []
     if not results:
         notes.append(f"{source}: no detections; every AP and AR is 0")
@@ -193,10 +237,7 @@ def validate_results(
     if iou_type == "keypoints":
         _finite_array([r["keypoints"] for r in results], 3 * NUM_KEYPOINTS, source, "keypoints", "result")
     else:
-        boxes = _finite_array([r["bbox"] for r in results], 4, source, "bbox", "result")
-        if (boxes[:, 2:] < 0).any():
-            i = int(np.argwhere((boxes[:, 2:] < 0).any(axis=1))[0][0])
-            raise KpbenchError(f"{source}: result {i}: 'bbox' has a negative width or height (expected x, y, w, h)")
+        _check_boxes(results, source)
     image_ids = {img["id"] for img in gt.dataset["images"]}
     category_ids = {cat["id"] for cat in gt.dataset["categories"]}
     result_images = [r["image_id"] for r in results]
@@ -210,22 +251,11 @@ def validate_results(
             raise KpbenchError(
                 f"{source}: result {i}: {field_name} {values[i]!r} is not in the ground truth ({gt.source})"
             )
+    # loadRes picks how to read the whole file from its first record, in this order.
+    if "caption" in results[0]:
+        raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")
     if iou_type == "keypoints":
-        # loadRes picks its branch from the first record: with a non-empty 'bbox' there, every detection's
-        # area comes from its box; without, from its keypoints' extent (and any other 'bbox' is overwritten).
-        if results[0].get("bbox"):
-            missing = next((i for i, r in enumerate(results) if not r.get("bbox")), None)
-            if missing is not None:
-                raise KpbenchError(
-                    f"{source}: result 0 has a 'bbox' but result {missing} has none; pycocotools would crash "
-                    "(drop 'bbox' from keypoint results, as torchvision does)"
-                )
-            msg = (
-                f"{source}: keypoint results carry a 'bbox'; pycocotools then takes each detection's area from "
-                "the box instead of the keypoints' extent, which changes APm and APl (torchvision's results "
-                "carry no bbox)"
-            )
-            warnings.warn(msg, KpbenchWarning, stacklevel=3)
+        notes += _check_keypoint_result_boxes(results, source)
         crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
             notes.append(
@@ -233,6 +263,48 @@ def validate_results(
                 f"only the top {KEYPOINT_MAX_DETS} by score per image (maxDets is hard-coded in pycocotools)"
             )
     return Results(results=results, source=source, notes=notes)
+
+
+def _check_boxes(results: list[dict[str, Any]], source: str) -> None:
+    """Every result's 'bbox' is 4 finite numbers, x, y, w, h with w, h >= 0."""
+    boxes = _finite_array([r["bbox"] for r in results], 4, source, "bbox", "result")
+    negative = (boxes[:, 2:] < 0).any(axis=1)
+    if negative.any():
+        i = int(np.argmax(negative))
+        raise KpbenchError(f"{source}: result {i}: 'bbox' has a negative width or height (expected x, y, w, h)")
+
+
+def _check_keypoint_result_boxes(results: list[dict[str, Any]], source: str) -> list[str]:
+    """Keypoint results and their optional 'bbox': what pycocotools' loadRes will make of them (notes)."""
+    if loadres_takes_box(results[0]):
+        # Every detection's area then comes from its box: each needs one, or pycocotools crashes.
+        _check_boxes(results[:1], source)
+        missing = next((i for i, r in enumerate(results) if not loadres_takes_box(r)), None)
+        if missing is not None:
+            raise KpbenchError(
+                f"{source}: result 0 has a 'bbox' but result {missing} has none; pycocotools would crash "
+                "(drop 'bbox' from keypoint results, as torchvision does)"
+            )
+        _check_boxes(results, source)
+        msg = (
+            f"{source}: keypoint results carry a 'bbox'; pycocotools then takes each detection's area from "
+            "the box instead of the keypoints' extent, which changes APm and APl (torchvision's results "
+            "carry no bbox)"
+        )
+        warnings.warn(msg, KpbenchWarning, stacklevel=4)
+        return []
+    if "segmentation" in results[0]:
+        raise KpbenchError(
+            f"{source}: result 0 has a 'segmentation' and no 'bbox'; pycocotools would read the file as "
+            "segmentation results (drop 'segmentation' from keypoint results)"
+        )
+    boxed = sum(1 for r in results if loadres_takes_box(r))
+    if boxed:
+        return [
+            f"{source}: {boxed} result(s) carry a 'bbox' but result 0 does not; pycocotools then ignores every "
+            "'bbox' and takes each detection's area from its keypoints' extent"
+        ]
+    return []
 
 
 def load_results(
@@ -243,4 +315,4 @@ def load_results(
         return results
     if isinstance(results, list):
         return validate_results(results, "results", gt, iou_type)
-    return validate_results(read_json(results), str(results), gt, iou_type, copy=False)
+    return validate_results(read_json(results), str(results), gt, iou_type)

@@ -45,11 +45,6 @@ def image_path(root: Path, split: str, file_name: str) -> Path:
     return root / split / file_name
 
 
-def read_image_rgb(path: str | Path) -> torch.Tensor:
-    """Decode an image file as an RGB float tensor (3, H, W) in [0, 1] (never BGR: the model expects RGB)."""
-    return to_float_image(read_image_rgb_uint8(path))
-
-
 IMAGE_SETS = ("all", "with-persons")
 _GET_DATA_HINT = "`kpbench data download --root {root}` or `kpbench run --download` fetches it"
 
@@ -147,6 +142,11 @@ def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
             return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise KpbenchError(f"{path}: cannot decode image ({str(exc).splitlines()[0]})") from None
+
+
+def read_image_rgb(path: str | Path) -> torch.Tensor:
+    """Decode an image file as an RGB float tensor (3, H, W) in [0, 1] (never BGR: the model expects RGB)."""
+    return to_float_image(read_image_rgb_uint8(path))
 
 
 def to_float_image(image: torch.Tensor) -> torch.Tensor:

@@ -93,14 +93,13 @@ def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
     if not path.is_file():
         raise KpbenchError(f"{path}: detections cache not found (is this a run directory made by `kpbench run`?)")
     with path.open("r", encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.endswith("\n"):
-            return  # torn tail from an interrupted write: the image will be redone on resume
-        try:
-            yield ImageDetections.from_record(json.loads(line))
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-            raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
+        for number, line in enumerate(fh, start=1):  # line by line: val2017's cache can be hundreds of MB
+            if not line.endswith("\n"):
+                return  # only the last line can lack its newline: a torn tail, redone on resume
+            try:
+                yield ImageDetections.from_record(json.loads(line))
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+                raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
 
 
 def read_cache(path: str | Path) -> dict[int, ImageDetections]:

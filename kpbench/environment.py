@@ -23,16 +23,23 @@ def cpu_model() -> str:
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The git commit of the kpbench checkout (with "-dirty" if modified), or None outside git."""
-    here = Path(path or Path(__file__).resolve().parent)
+    """The git commit of the kpbench checkout (with "-dirty" if modified), or None outside git.
+
+    `path` is a file of the checkout (default: this module). A kpbench installed into a virtual environment
+    that lies inside some other git repository is not tracked by that repository, and gives None rather than
+    that repository's commit.
+    """
+    file = Path(path or __file__).resolve()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=file.parent, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
-            timeout=5, check=True,
-        ).stdout.strip()
+        git("ls-files", "--error-unmatch", "--", file.name)
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit

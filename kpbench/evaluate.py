@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results, read_json
+from kpbench.cocofiles import (
+    GroundTruth,
+    Results,
+    check_iou_type,
+    load_ground_truth,
+    load_results,
+    loadres_takes_box,
+    read_json,
+)
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text, to_csv, to_markdown, write_json
 from kpbench.schema import stat_names
@@ -74,7 +82,11 @@ class EvalResult:
     num_gt: int
     num_results: int
     notes: list[str] = field(default_factory=list)
-    result_scores: np.ndarray | None = None  # (N,) every result's score, in results order (for threshold sweeps)
+    # For threshold sweeps, in results order (None when the results were not parsed in Python: hotcoco, unchecked):
+    result_scores: np.ndarray | None = None  # (N,) every result's score
+    # (N,) keypoint results only: which carry a 'bbox' that pycocotools' loadRes would use if that result came
+    # first (it reads the whole file by its first record; see kpbench.cocofiles.loadres_takes_box).
+    result_has_bbox: np.ndarray | None = None
 
     def stats_list(self) -> list[float]:
         """The stats in COCO's summary order."""
@@ -113,16 +125,16 @@ def _image_evals_from_pycocotools(eval_imgs: list[dict[str, Any] | None], params
     return out
 
 
-def _run_pycocotools(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, list[ImageEval]]:
+def _run_pycocotools(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> tuple[Any, list[ImageEval]]:
+    """COCOeval on a parsed GT dataset and results list; the result records are copied (loadRes adds keys)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = gt.dataset if isinstance(gt.dataset, dict) else read_json(gt.dataset)
+        coco_gt.dataset = gt
         coco_gt.createIndex()
-        results = res.results if isinstance(res.results, list) else read_json(res.results)
-        coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt, COCO)
+        coco_dt = coco_gt.loadRes([dict(r) for r in results]) if results else _empty_results(coco_gt, COCO)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
@@ -130,7 +142,10 @@ def _run_pycocotools(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any,
     return ev, _image_evals_from_pycocotools(ev.evalImgs, ev.params)
 
 
-def _run_hotcoco(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, None]:
+def _run_hotcoco(
+    gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str
+) -> tuple[Any, None]:
+    """hotcoco's COCOeval; paths (unchecked inputs) are parsed by hotcoco itself, much faster than Python's json."""
     try:
         import hotcoco
     except ImportError:
@@ -138,19 +153,21 @@ def _run_hotcoco(gt: GroundTruth, res: Results, iou_type: str) -> tuple[Any, Non
             "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
         ) from None
     with contextlib.redirect_stdout(io.StringIO()):
-        # Unvalidated inputs arrive as paths, which hotcoco parses itself (much faster than Python's json).
-        coco_gt = hotcoco.COCO(gt.dataset if isinstance(gt.dataset, dict) else str(gt.dataset))
-        if isinstance(res.results, Path):
-            coco_dt = coco_gt.loadRes(str(res.results))
-        elif res.results:
-            coco_dt = coco_gt.loadRes(res.results)
+        coco_gt = hotcoco.COCO(str(gt) if isinstance(gt, Path) else gt)
+        if isinstance(results, Path):
+            coco_dt = coco_gt.loadRes(str(results))
+        elif results:
+            coco_dt = coco_gt.loadRes(results)
         else:
-            coco_dt = hotcoco.COCO({**gt.dataset, "annotations": []})
+            coco_dt = hotcoco.COCO({**gt, "annotations": []})
         ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev, None
+
+
+UNCHECKED_NOTE = "input checks skipped (validate=False)"
 
 
 def evaluate(
@@ -164,21 +181,43 @@ def evaluate(
 
     `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
     Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
-    `validate=False` hands files to the backend unchecked: faster with hotcoco, which then parses the JSON
-    itself, but a bad file may crash the backend or be scored silently wrong (e.g. GT id 0 in pycocotools).
+    `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
+    faster with hotcoco, which then parses the JSON itself, but a file pycocotools mis-scores is scored as it
+    does (e.g. GT id 0), and one it cannot read fails with the backend's own message.
     """
     if backend not in BACKENDS:
         raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if iou_type not in ("keypoints", "bbox"):
-        raise KpbenchError(f"--iou-type: must be keypoints or bbox, got {iou_type!r}")
-    if validate or not isinstance(gt, (str, Path)) or not isinstance(results, (str, Path)):
+    check_iou_type(iou_type)
+    checked = validate or not isinstance(gt, (str, Path)) or not isinstance(results, (str, Path))
+    gt_input: dict[str, Any] | Path
+    res_input: list[dict[str, Any]] | Path
+    if checked:
         gt_data = load_ground_truth(gt, iou_type)
         res = load_results(results, gt_data, iou_type)
+        gt_input, res_input, notes = gt_data.dataset, res.results, [*gt_data.notes, *res.notes]
+    elif backend == "hotcoco":
+        gt_input, res_input, notes = Path(gt), Path(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
     else:
-        gt_data = GroundTruth(dataset=Path(gt), source=str(gt), notes=["input checks skipped (validate=False)"])  # type: ignore[arg-type]
-        res = Results(results=Path(results), source=str(results))  # type: ignore[arg-type]
+        gt_input, res_input, notes = read_json(gt), read_json(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
+    records = res_input if isinstance(res_input, list) else None
     runner = _run_pycocotools if backend == "pycocotools" else _run_hotcoco
-    ev, image_evals = runner(gt_data, res, iou_type)
+    try:
+        ev, image_evals = runner(gt_input, res_input, iou_type)  # type: ignore[arg-type]
+        # What the threshold sweeps need besides the matches (the backend has read every record by now).
+        result_scores = None if records is None else np.asarray([r["score"] for r in records], dtype=np.float64)
+        has_bbox = (
+            np.fromiter((loadres_takes_box(r) for r in records), dtype=bool, count=len(records))
+            if records is not None and iou_type == "keypoints" else None
+        )
+    except KpbenchError:
+        raise
+    except Exception as exc:
+        if checked:
+            raise  # a checked input that fails is a bug, worth its traceback
+        raise KpbenchError(
+            f"{gt} / {results}: {backend} failed on the unchecked input ({type(exc).__name__}: {exc}); "
+            "evaluate with input checks on (without --no-validate) for a clear message"
+        ) from None
     p = ev.params
     names = stat_names(iou_type)
     stats = [float(s) for s in ev.stats]
@@ -205,9 +244,65 @@ def evaluate(
         num_images=len(p.imgIds),
         num_gt=len(ev.cocoGt.getAnnIds()),
         num_results=len(ev.cocoDt.getAnnIds()),
-        notes=[*gt_data.notes, *res.notes],
-        result_scores=np.asarray([r["score"] for r in res.results], dtype=np.float64),
+        notes=notes,
+        result_scores=result_scores,
+        result_has_bbox=has_bbox,
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# COCOeval's matching, for the analyses built on it (threshold sweeps, per-keypoint breakdown)
+
+
+def require_image_evals(result: EvalResult, purpose: str) -> list[ImageEval]:
+    """The per-image matches of `result`; a KpbenchError saying why `purpose` needs them when the backend kept none."""
+    if result.image_evals is None:
+        raise KpbenchError(
+            f"{purpose} needs COCOeval's per-image matches, which the {result.backend} backend does not expose; "
+            "use --backend pycocotools (backend='pycocotools')"
+        )
+    return result.image_evals
+
+
+def iou_threshold_index(result: EvalResult, value: float) -> int:
+    """The index of IoU/OKS threshold `value`, found as COCOeval's summarize() finds AP50 and AP75 (==)."""
+    found = np.flatnonzero(value == result.params.iou_thresholds)
+    if len(found) == 0:
+        raise KpbenchError(
+            f"the evaluation has no IoU/OKS threshold {value} (thresholds: {result.params.iou_thresholds.tolist()})"
+        )
+    return int(found[0])
+
+
+@dataclass
+class MatchedPairs:
+    """Detections COCOeval matched to a non-ignored GT at one IoU/OKS threshold (area "all", each image's top
+    maxDet by score), in evalImgs order. Matches to crowd regions or to unlabelled GT persons are left out."""
+
+    dt_ids: np.ndarray  # (P,) pycocotools' 1-based positions in the results list
+    gt_ids: np.ndarray  # (P,) GT annotation ids
+    scores: np.ndarray  # (P,) the detections' scores
+
+
+def matched_pairs(result: EvalResult, iou_threshold: float, purpose: str) -> MatchedPairs:
+    """Every (detection, GT) pair COCOeval's own matching made at `iou_threshold` (see MatchedPairs)."""
+    image_evals = require_image_evals(result, purpose)
+    t = iou_threshold_index(result, iou_threshold)
+    area_all = result.params.area_labels.index("all")
+    dt_ids, gt_ids, scores = [], [], []
+    for e in image_evals:
+        if e.area_index != area_all:
+            continue
+        # A match to an ignored GT sets dtIgnore, so "matched and not ignored" is a match to a counted GT.
+        take = (e.dt_matches[t] != 0) & ~e.dt_ignore[t]
+        if take.any():
+            dt_ids.append(e.dt_ids[take])
+            gt_ids.append(e.dt_matches[t][take])
+            scores.append(e.dt_scores[take])
+    if not dt_ids:
+        return MatchedPairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    # GT ids are integers below 2**53 (checked on input), so the float64 match array holds them exactly.
+    return MatchedPairs(np.concatenate(dt_ids), np.concatenate(gt_ids).astype(np.int64), np.concatenate(scores))
 
 
 def metrics_rows(results: dict[str, EvalResult]) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ report; exactly the terms OKS averages over) count. Per keypoint type, over thos
   COCO constant (the per-keypoint term of OKS, from `kpbench.oks.keypoint_similarity`);
 - ``frac_ks_50`` and ``frac_ks_75``: the fraction with ks >= 0.50 and with ks >= 0.75;
 - ``median_error``: the median of d / sqrt(area), the distance normalised by the person's scale s =
-  sqrt(GT area), the scale OKS uses (0.1 means a tenth of the person's scale).
+  sqrt(GT area), the scale OKS uses (0.1 means a tenth of the person's scale). A GT person of area 0 has no
+  scale: its keypoints count in the other columns only.
 
 The "all" row pools every keypoint of every pair (it is not the mean of the 17 rows). An empty row (no matched
 keypoint of that type) has n = 0 and NaN statistics.
@@ -19,7 +20,6 @@ keypoint of that type) has n = 0 and NaN statistics.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,7 +30,7 @@ import numpy as np
 
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text, to_csv, to_markdown
-from kpbench.oks import keypoint_similarity
+from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 if TYPE_CHECKING:
@@ -60,34 +60,18 @@ def matched_pairs(eval_result: EvalResult, oks: float = MATCH_OKS) -> list[tuple
 
     Detection ids are pycocotools' 1-based positions in the results list. Matches to ignored GT are dropped.
     """
+    from kpbench.evaluate import matched_pairs as coco_matches
+
     if eval_result.iou_type != "keypoints":
         raise KpbenchError(f"per-keypoint breakdown needs a keypoints evaluation, got {eval_result.iou_type!r}")
-    if eval_result.image_evals is None:
-        raise KpbenchError(
-            f"per-keypoint breakdown needs COCOeval's matching, which the {eval_result.backend} backend does not "
-            "expose (use --backend pycocotools)"
-        )
-    params = eval_result.params
-    hits = np.flatnonzero(np.isclose(params.iou_thresholds, oks))
-    if not len(hits):
-        raise KpbenchError(f"OKS threshold {oks} is not among the evaluated thresholds")
-    t = int(hits[0])
-    area_all = params.area_labels.index("all")
-    pairs = []
-    for ev in eval_result.image_evals:
-        if ev.area_index != area_all:
-            continue
-        ignored_gt = {int(g) for g, ign in zip(ev.gt_ids, ev.gt_ignore) if ign}
-        for d, dt_id in enumerate(ev.dt_ids):
-            gt_id = int(ev.dt_matches[t, d])
-            if gt_id == 0 or gt_id in ignored_gt or ev.dt_ignore[t, d]:
-                continue
-            pairs.append((int(dt_id), gt_id))
-    return pairs
+    pairs = coco_matches(eval_result, oks, "the per-keypoint breakdown")
+    return list(zip(pairs.dt_ids.tolist(), pairs.gt_ids.tolist()))
 
 
 def _stats(name: str, similarity: np.ndarray, error: np.ndarray) -> dict[str, Any]:
+    """One row of the table from the similarities and normalised errors of one keypoint type (or all)."""
     n = int(similarity.size)
+    scaled = error[~np.isnan(error)]  # NaN marks the keypoints of GT persons of area 0: no scale to divide by
     if n == 0:
         return {
             "keypoint": name,
@@ -103,7 +87,7 @@ def _stats(name: str, similarity: np.ndarray, error: np.ndarray) -> dict[str, An
         "mean_similarity": float(np.mean(similarity)),
         "frac_ks_50": float(np.mean(similarity >= 0.5)),
         "frac_ks_75": float(np.mean(similarity >= 0.75)),
-        "median_error": float(np.median(error)),
+        "median_error": float(np.median(scaled)) if scaled.size else math.nan,
     }
 
 
@@ -130,24 +114,16 @@ def keypoint_breakdown(
         )
     anns = {a["id"]: a for a in gt_data.dataset["annotations"]}
     pairs = matched_pairs(eval_result)
-    if pairs:
-        gt_kps = np.array([anns[g]["keypoints"] for _, g in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
-        dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
-        areas = np.array([anns[g]["area"] for _, g in pairs], dtype=np.float64)
-        boxes = np.array([anns[g]["bbox"] for _, g in pairs], dtype=np.float64)
-        # keypoint_similarity computes a (D, G, 17) grid; one call per pair keeps it (1, 1, 17) instead of a
-        # (P, P, 17) grid that would need gigabytes on val2017.
-        similarity = np.stack(
-            [
-                keypoint_similarity(gt_kps[i : i + 1], boxes[i], areas[i], dt_kps[i : i + 1])[0][0, 0]
-                for i in range(len(pairs))
-            ]
-        )
-        error = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1)) / np.sqrt(areas)[:, None]
-        visible = gt_kps[..., 2] > 0
-    else:
-        similarity = error = np.zeros((0, NUM_KEYPOINTS))
-        visible = np.zeros((0, NUM_KEYPOINTS), dtype=bool)
+    gts = [anns[g] for _, g in pairs]
+    gt_kps = np.array([g["keypoints"] for g in gts], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    areas = np.array([g["area"] for g in gts], dtype=np.float64)
+    boxes = np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4)
+    similarity, _ = paired_keypoint_similarity(gt_kps, boxes, areas, dt_kps)
+    distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
+    scale = np.sqrt(areas)[:, None]
+    error = np.divide(distance, scale, out=np.full(distance.shape, np.nan), where=scale > 0)
+    visible = gt_kps[..., 2] > 0
     rows = [
         _stats(name, similarity[visible[:, k], k], error[visible[:, k], k]) for k, name in enumerate(KEYPOINT_NAMES)
     ]
@@ -219,18 +195,18 @@ def keypoints_for_run(
     `kpbench run` does); without one, or with one from a backend that exposes no matching (hotcoco), the run is
     evaluated here with pycocotools.
     """
+    from kpbench.cocofiles import load_results
     from kpbench.evaluate import evaluate
-    from kpbench.rundir import ground_truth_path, keypoint_results_path, read_manifest
+    from kpbench.rundir import keypoint_results_path, read_manifest
+    from kpbench.runeval import load_run_ground_truth
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    manifest = read_manifest(run_dir)
-    gt_path = ground_truth_path(run_dir)
-    if not gt_path.is_file():
-        raise KpbenchError(f"{gt_path}: missing from the run directory (re-run the same `kpbench run` command)")
-    results = _run_keypoint_results(run_dir, manifest, keypoint_results_path(run_dir))
-    gt = json.loads(gt_path.read_text(encoding="utf-8"))
+    read_manifest(run_dir)  # a clear error for a folder that is not a run
+    gt = load_run_ground_truth(run_dir, ["keypoints"])["keypoints"]
+    path = keypoint_results_path(run_dir)
+    results = load_results(path if path.is_file() else _cached_keypoint_results(run_dir), gt, "keypoints")
     if eval_result is None or eval_result.image_evals is None:
         # Also when given a hotcoco evaluation: only pycocotools exposes the per-image matching used here.
         eval_result = evaluate(gt, results, iou_type="keypoints")
@@ -240,24 +216,9 @@ def keypoints_for_run(
     return rows
 
 
-def _run_keypoint_results(run_dir: Path, manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """The run's keypoint results: its results file, else the cache converted as `kpbench evaluate --run` does."""
-    if path.is_file():
-        from kpbench.cocofiles import read_json
-
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise KpbenchError(f"{path}: not a COCO results list")
-        return data
+def _cached_keypoint_results(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's keypoint results made from its detections cache, as `kpbench evaluate --run` makes them."""
     from kpbench.detections import to_coco_results
-    from kpbench.runeval import read_run_detections
+    from kpbench.runeval import finished_run_detections
 
-    cached = read_run_detections(run_dir)
-    ids = [int(i) for i in manifest.get("image_ids", [])]
-    missing = [i for i in ids if i not in cached]
-    if missing:
-        raise KpbenchError(
-            f"{run_dir}: run incomplete, {len(ids) - len(missing)} of {len(ids)} images have detections "
-            "(re-run the same `kpbench run` command to finish it)"
-        )
-    return to_coco_results(cached[i] for i in sorted(ids))[0]
+    return to_coco_results(finished_run_detections(run_dir))[0]

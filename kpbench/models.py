@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,6 @@ class ModelInfo:
     checkpoint_sha256: str | None = None
     frozen_bn_eps: float | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def published_weights_name(info: ModelInfo | dict[str, Any]) -> str | None:
@@ -67,15 +66,22 @@ def weights_cache_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB chunks: checkpoints here, the annotation file in a run manifest."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def default_max_size(min_size: int) -> int:
+    """The long-side cap that keeps torchvision's 800:1333 ratio for a short side: round(min_size * 1333 / 800)."""
+    return round(min_size * DEFAULT_MAX_SIZE / DEFAULT_MIN_SIZE)
+
+
 def _build_named(name: str, **kwargs: Any) -> torch.nn.Module:
+    """torchvision's builder with named weights (its cache, hash check and COCO_V1 eps); offline is a clear error."""
     from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, keypointrcnn_resnet50_fpn
 
     cached = weights_cache_path(name)
@@ -83,8 +89,9 @@ def _build_named(name: str, **kwargs: Any) -> torch.nn.Module:
         return keypointrcnn_resnet50_fpn(weights=KeypointRCNN_ResNet50_FPN_Weights[name], **kwargs)
     except Exception as exc:  # network errors, a truncated cache file, a hash mismatch
         state = "is present but could not be loaded" if cached.exists() else "is not cached"
+        reason = (str(exc).strip().splitlines() or [""])[0]
         raise KpbenchError(
-            f"cannot load {name} weights: {cached} {state} and the download failed ({type(exc).__name__}: {exc}); "
+            f"cannot load {name} weights: {cached} {state} and the download failed ({type(exc).__name__}: {reason}); "
             f"put the file there, or pass a local checkpoint with --weights PATH"
         ) from None
 
@@ -119,6 +126,24 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def _load_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load every tensor of `state` into `model`, exactly; a mismatch is one short line, not torch's key list."""
+    not_ours = f"{path}: not a Keypoint R-CNN ResNet-50-FPN checkpoint"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape (another number of classes or keypoints)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+        raise KpbenchError(f"{not_ours} ({detail})") from None
+    problems = [
+        f"{len(keys)} {what} key(s), such as {keys[0]!r}"
+        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
+    if problems:
+        raise KpbenchError(f"{not_ours} ({'; '.join(problems)})")
+
+
 def build_model(
     weights: str = "COCO_V1",
     *,
@@ -149,12 +174,8 @@ def build_model(
         path = Path(weights)
         state = load_checkpoint_state(path)
         model = _frozen_bn_model(**kwargs)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise KpbenchError(f"{path}: not a Keypoint R-CNN ResNet-50-FPN checkpoint ({first})") from None
-        sha = _sha256(path)
+        _load_state(model, state, path)
+        sha = file_sha256(path)
         # torchvision's builder sets FrozenBatchNorm eps to 0 for COCO_V1, whose training used eps 0; do the
         # same when the checkpoint is that file (recognised by its hash), keep the default eps otherwise.
         eps = 0.0 if sha.startswith(_COCO_V1_SHA_PREFIX) else 1e-5
@@ -170,20 +191,24 @@ def build_model(
 def set_input_size(model: torch.nn.Module, min_size: int, max_size: int | None = None) -> None:
     """Set the size the model's own transform resizes to: short side `min_size`, long side at most `max_size`.
 
-    With no max_size, it keeps torchvision's 800:1333 ratio: round(min_size * 1333 / 800).
+    With no max_size, it keeps torchvision's 800:1333 ratio (`default_max_size`).
     """
     if max_size is None:
-        max_size = round(min_size * DEFAULT_MAX_SIZE / DEFAULT_MIN_SIZE)
+        max_size = default_max_size(min_size)
     model.transform.min_size = (int(min_size),)
     model.transform.max_size = int(max_size)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" picks cuda when available; "cuda" without a GPU is a clear error."""
+    """"auto" picks cuda when available; "cuda" without a GPU is a clear error.
+
+    A CUDA device always comes back with its index ("cuda" is the current device, usually cuda:0), so that
+    synchronisation, CUDA events and memory statistics all name the same GPU.
+    """
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -193,6 +218,8 @@ def resolve_device(device: str = "auto") -> torch.device:
             raise KpbenchError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise KpbenchError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":
         raise KpbenchError(f"--device: unsupported device {device!r} (auto, cpu, cuda or cuda:N)")
     return dev
@@ -206,6 +233,15 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
         return contextlib.nullcontext()
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     return torch.autocast(device_type=device.type, dtype=torch_dtype)
+
+
+def check_dtype(device: torch.device, dtype: str) -> None:
+    """Fail early, as a user error, where the device cannot autocast to `dtype` (bf16 on a GPU without it)."""
+    try:
+        autocast(device, dtype)
+    except RuntimeError as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise KpbenchError(f"--dtype {dtype}: not available on {device} ({reason})") from None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,33 @@ def _as_keypoints(rows: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     return arr.reshape(len(arr), NUM_KEYPOINTS, 3) if arr.size else np.zeros((len(arr), NUM_KEYPOINTS, 3))
 
 
+def _exponents(
+    gt_keypoints: np.ndarray, gt_boxes: np.ndarray, gt_areas: np.ndarray, dt_keypoints: np.ndarray, sigmas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exponent e (..., K) and the mask of counted terms, for GT and detection arrays that broadcast together:
+    gt_keypoints (..., K, 3), gt_boxes (..., 4) xywh, gt_areas (...), dt_keypoints (..., K, 3)."""
+    variances = (sigmas * 2) ** 2
+    xg, yg, vg = gt_keypoints[..., 0], gt_keypoints[..., 1], gt_keypoints[..., 2]
+    xd, yd = dt_keypoints[..., 0], dt_keypoints[..., 1]
+    labelled = vg > 0
+    has_labels = labelled.any(axis=-1, keepdims=True)
+
+    # GTs without labelled keypoints: distance to the box enlarged by one box size on every side.
+    x0 = (gt_boxes[..., 0] - gt_boxes[..., 2])[..., None]
+    x1 = (gt_boxes[..., 0] + gt_boxes[..., 2] * 2)[..., None]
+    y0 = (gt_boxes[..., 1] - gt_boxes[..., 3])[..., None]
+    y1 = (gt_boxes[..., 1] + gt_boxes[..., 3] * 2)[..., None]
+    zero = np.zeros(())
+    box_dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
+    box_dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
+    dx = np.where(has_labels, xd - xg, box_dx)
+    dy = np.where(has_labels, yd - yg, box_dy)
+
+    e = (dx**2 + dy**2) / variances / (gt_areas[..., None] + np.spacing(1)) / 2
+    counts = np.where(has_labels, labelled, True)
+    return e, np.broadcast_to(counts, e.shape)
+
+
 def keypoint_errors(
     gt_keypoints: np.ndarray,
     gt_boxes: np.ndarray,
@@ -36,42 +63,37 @@ def keypoint_errors(
 
     gt_keypoints: (G, K, 3); gt_boxes: (G, 4) xywh; gt_areas: (G,); dt_keypoints: (D, K, 3).
     """
-    variances = (sigmas * 2) ** 2
-    xg, yg, vg = gt_keypoints[..., 0], gt_keypoints[..., 1], gt_keypoints[..., 2]  # (G, K)
-    xd, yd = dt_keypoints[..., 0][:, None, :], dt_keypoints[..., 1][:, None, :]  # (D, 1, K)
-    labelled = vg > 0  # (G, K)
-    has_labels = labelled.any(axis=1)  # (G,)
+    return _exponents(gt_keypoints[None], gt_boxes[None], gt_areas[None], dt_keypoints[:, None], sigmas)
 
-    dx = xd - xg[None]
-    dy = yd - yg[None]
-    # GTs without labelled keypoints: distance to the box enlarged by one box size on every side.
-    x0 = (gt_boxes[:, 0] - gt_boxes[:, 2])[None, :, None]
-    x1 = (gt_boxes[:, 0] + gt_boxes[:, 2] * 2)[None, :, None]
-    y0 = (gt_boxes[:, 1] - gt_boxes[:, 3])[None, :, None]
-    y1 = (gt_boxes[:, 1] + gt_boxes[:, 3] * 2)[None, :, None]
-    zero = np.zeros(())
-    box_dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
-    box_dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-    unlabelled = ~has_labels[None, :, None]
-    dx = np.where(unlabelled, box_dx, dx)
-    dy = np.where(unlabelled, box_dy, dy)
 
-    e = (dx**2 + dy**2) / variances / (gt_areas[None, :, None] + np.spacing(1)) / 2
-    counts = np.where(has_labels[:, None], labelled, True)  # (G, K)
-    return e, np.broadcast_to(counts[None], e.shape)
+def _inputs(
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        _as_keypoints(gt_keypoints),
+        np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4),
+        np.asarray(gt_areas, dtype=np.float64).reshape(-1),
+        _as_keypoints(dt_keypoints),
+    )
 
 
 def keypoint_similarity(
     gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = SIGMAS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-keypoint similarity exp(-e) as (D, G, K), and the mask of terms OKS averages over."""
-    e, counts = keypoint_errors(
-        _as_keypoints(gt_keypoints),
-        np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4),
-        np.asarray(gt_areas, dtype=np.float64).reshape(-1),
-        _as_keypoints(dt_keypoints),
-        sigmas,
-    )
+    e, counts = keypoint_errors(*_inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints), sigmas)
+    return np.exp(-e), counts
+
+
+def paired_keypoint_similarity(
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = SIGMAS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-keypoint similarity (P, K) of detection i with GT i (P aligned pairs, e.g. COCOeval's matches), and
+    the mask of terms OKS averages over: the diagonal of `keypoint_similarity` without its (P, P, K) grid."""
+    gt_kps, boxes, areas, dt_kps = _inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints)
+    if len(gt_kps) != len(dt_kps):
+        raise ValueError(f"{len(gt_kps)} GT persons and {len(dt_kps)} detections: pairs must align one to one")
+    e, counts = _exponents(gt_kps, boxes, areas, dt_kps, sigmas)
     return np.exp(-e), counts
 
 

@@ -239,8 +239,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         metrics = _read_json(metrics_file)
-        kp = metrics.get("keypoints") or {} if isinstance(metrics, dict) else {}
-        box = metrics.get("bbox") or {} if isinstance(metrics, dict) else {}
+        kp = (metrics.get("keypoints") or {}) if isinstance(metrics, dict) else {}
+        box = (metrics.get("bbox") or {}) if isinstance(metrics, dict) else {}
         row.update(kp_AP=kp.get("AP"), kp_AP50=kp.get("AP50"), kp_AP75=kp.get("AP75"), kp_AR=kp.get("AR"))
         row.update(box_AP=box.get("AP"), status="ok")
     else:
@@ -317,16 +317,23 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def build_report(kind: str, paths: Sequence[str | Path] | None = None, **options: Any) -> dict[str, pd.DataFrame]:
-    """The named tables of one report kind ({"table", "pivot"} for speed, {"table"} otherwise)."""
+def build_report(
+    kind: str, paths: Sequence[str | Path] | None = None, stats: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The named tables of one report kind ({"table", "pivot"} for speed, {"table"} otherwise).
+
+    `paths` default to DEFAULT_PATHS[kind]; `stats` picks the thresholds statistics (thresholds only).
+    """
     if kind not in KINDS:
         raise KpbenchError(f"--kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if stats is not None and kind != "thresholds":
+        raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
     if kind == "speed":
         return speed_report(paths)
     if kind == "run":
         return {"table": run_table(paths)}
-    return {"table": thresholds_table(paths, **options)}
+    return {"table": thresholds_table(paths, stats)}
 
 
 TITLES = {

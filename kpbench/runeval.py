@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kpbench.cocofiles import IOU_TYPES
 from kpbench.detections import ImageDetections, iter_cache, to_coco_results
 from kpbench.errors import KpbenchError
 from kpbench.io import to_text_table, write_json
@@ -28,6 +29,7 @@ from kpbench.rundir import (
 )
 
 if TYPE_CHECKING:
+    from kpbench.cocofiles import GroundTruth
     from kpbench.evaluate import EvalResult
 
 VAL2017_IMAGES = 5000
@@ -42,7 +44,6 @@ PUBLISHED_PROTOCOL: dict[str, Any] = {
     "batch_size": 1,
     "dtype": "fp32",
 }
-IOU_TYPES = ("keypoints", "bbox")
 
 
 def describe_protocol(
@@ -113,6 +114,41 @@ def read_run_detections(run_dir: str | Path) -> dict[int, ImageDetections]:
     return found
 
 
+def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[ImageDetections]:
+    """The cached detections of every image the run's manifest lists, in image-id order: the order `kpbench run`
+    writes its results files in, so that result i of `to_coco_results` is detection i of this list.
+
+    A manifest without image ids, or an image without cached detections, is a KpbenchError.
+    """
+    run_dir = Path(run_dir)
+    if manifest is None:
+        manifest = read_manifest(run_dir)
+    listed = manifest.get("image_ids")
+    if not isinstance(listed, list) or not all(type(i) is int for i in listed):
+        raise KpbenchError(f"{run_dir}: the manifest lists no 'image_ids' (was the run started by `kpbench run`?)")
+    image_ids = sorted(listed)
+    cached = read_run_detections(run_dir)
+    missing = [i for i in image_ids if i not in cached]
+    if missing:
+        raise KpbenchError(
+            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
+            "(re-run the same `kpbench run` command to finish it)"
+        )
+    return [cached[i] for i in image_ids]
+
+
+def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TYPES) -> dict[str, GroundTruth]:
+    """The run's ground_truth.json, parsed once and validated for each iou type ({iou_type: GroundTruth}, each
+    with its own annotation records, since pycocotools adds keys to them); a KpbenchError when it is missing."""
+    from kpbench.cocofiles import read_json, validate_ground_truth
+
+    path = ground_truth_path(run_dir)
+    if not path.is_file():
+        raise KpbenchError(f"{path}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
+    data = read_json(path)
+    return {iou_type: validate_ground_truth(data, str(path), iou_type) for iou_type in iou_types}
+
+
 def write_results_files(
     run_dir: str | Path, detections: Iterable[ImageDetections]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -135,27 +171,16 @@ def evaluate_run(run_dir: str | Path, backend: str = "pycocotools", write: bool 
     from kpbench.evaluate import evaluate, metrics_json, write_metrics
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
     started = time.perf_counter()
-    image_ids = [int(i) for i in manifest["image_ids"]]
-    cached = read_run_detections(run_dir)
-    missing = [i for i in image_ids if i not in cached]
-    if missing:
-        raise KpbenchError(
-            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
-            "(re-run the same `kpbench run` command to finish it)"
-        )
-    gt = ground_truth_path(run_dir)
-    if not gt.is_file():
-        raise KpbenchError(f"{gt}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
-    ordered = [cached[i] for i in sorted(image_ids)]
+    ordered = finished_run_detections(run_dir)
+    gt = load_run_ground_truth(run_dir)
     if write:
         keypoint_results, bbox_results = write_results_files(run_dir, ordered)
     else:
         keypoint_results, bbox_results = to_coco_results(ordered)
     results = {
-        "keypoints": evaluate(gt, keypoint_results, iou_type="keypoints", backend=backend),
-        "bbox": evaluate(gt, bbox_results, iou_type="bbox", backend=backend),
+        "keypoints": evaluate(gt["keypoints"], keypoint_results, iou_type="keypoints", backend=backend),
+        "bbox": evaluate(gt["bbox"], bbox_results, iou_type="bbox", backend=backend),
     }
     if write:
         write_metrics(run_dir, results)

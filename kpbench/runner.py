@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
+import importlib.util
 import json
 import os
 import queue
@@ -120,6 +120,7 @@ class RunOutcome:
 
 
 def _now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -128,11 +129,16 @@ def _now() -> str:
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the torch.distributed job torchrun started (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA, where each
-    rank takes the GPU of its LOCAL_RANK. Without WORLD_SIZE (or with 1) it is a single process."""
+    rank takes the GPU of its LOCAL_RANK. Without WORLD_SIZE (or with 1) it is a single process.
+
+    On CUDA the chosen GPU also becomes the current device, so that nothing (pinned-memory threads, the
+    collectives) touches another GPU."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         return DistInfo(), device
     import torch.distributed as tdist
 
@@ -196,6 +202,7 @@ def _agree(dist: DistInfo, error: str | None) -> None:
 
 
 def _attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    """(fn(), None), or (None, message) for a user error, so that ranks can agree on failures."""
     try:
         return fn(), None
     except KpbenchError as exc:
@@ -206,16 +213,25 @@ def _attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
 
 
 def _coco_root(settings: RunSettings) -> Path:
+    """The COCO root, after downloading what is missing of it with --download."""
     if settings.download:
+        from kpbench.download import ensure_coco
+
         value = settings.coco_root if settings.coco_root is not None else os.environ.get(COCO_ROOT_ENV)
         if value is None:
             raise KpbenchError(f"--download: needs --coco-root DIR (or ${COCO_ROOT_ENV}) to download into")
-        try:
-            from kpbench.download import ensure_coco
-        except ImportError:
-            raise KpbenchError("--download: this kpbench has no downloader (kpbench.download is missing)") from None
         ensure_coco(Path(value).expanduser(), settings.split)
     return resolve_coco_root(settings.coco_root)
+
+
+def check_backend(backend: str) -> None:
+    """Fail before the run, not after hours of it, on an unknown or uninstalled evaluation backend."""
+    from kpbench.evaluate import BACKENDS
+
+    if backend not in BACKENDS:
+        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "hotcoco" and importlib.util.find_spec("hotcoco") is None:
+        raise KpbenchError("--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)")
 
 
 def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str) -> dict[str, Any]:
@@ -228,6 +244,7 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
 
 
 def _check_resumable(run_dir: Path, previous: dict[str, Any], fingerprint: dict[str, Any], image_ids: list[int]) -> None:
+    """Refuse to continue a run directory made with other settings or another image list."""
     old_device = (previous.get("environment") or {}).get("device", "cpu").split(":")[0]
     old = resume_fingerprint(previous.get("config") or {}, previous.get("coco_root", ""), old_device)
     diffs = [f"{k}: {old.get(k)!r} there, {fingerprint.get(k)!r} now" for k in sorted(set(old) | set(fingerprint))
@@ -243,6 +260,8 @@ def _check_resumable(run_dir: Path, previous: dict[str, Any], fingerprint: dict[
 
 def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, now: float | None = None) -> RunPlan:
     """Rank 0's checks before anything is written: data, selection, image files and the run directory."""
+    from kpbench.models import file_sha256
+
     root = _coco_root(settings)
     split = settings.split
     gt = load_annotations(root, split)
@@ -296,7 +315,7 @@ def write_canonical_cache(run_dir: Path, image_ids: Sequence[int]) -> int:
     order (atomically), and delete the shards; returns the number of images cached."""
     for path in [detections_path(run_dir), *shard_paths(run_dir)]:
         truncate_torn_tail(path)
-    cached = read_run_detections(run_dir) if detections_path(run_dir).is_file() or shard_paths(run_dir) else {}
+    cached = read_run_detections(run_dir)
     lines = [
         json.dumps(cached[i].to_record(), separators=(",", ":")) + "\n" for i in sorted(set(image_ids)) if i in cached
     ]
@@ -315,6 +334,7 @@ def _base_manifest(
     config: LoadedConfig | None,
     command_line: Sequence[str] | None,
 ) -> dict[str, Any]:
+    """The manifest written before the loop (status "running"); timings and shapes carry over on resume."""
     config_dict = settings_dict(settings)
     protocol, deviations, published = describe_protocol(config_dict, model_info, len(plan.image_ids), plan.file_images)
     previous = plan.previous or {}
@@ -347,17 +367,21 @@ def _base_manifest(
 
 
 def _commit(plan: RunPlan, manifest: dict[str, Any]) -> None:
+    """Rank 0's writes before the loop: clear (--overwrite) or merge (resume) the cache, GT, manifest."""
     run_dir = Path(plan.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if plan.state == "overwrite":
-        clear_run_files(run_dir)
-    if plan.state == "resume":
-        write_canonical_cache(run_dir, plan.image_ids)
-    else:
-        atomic_write_text(detections_path(run_dir), "")
-    gt = load_annotations(Path(plan.coco_root), plan.split)
-    write_json(ground_truth_path(run_dir), restrict_ground_truth(gt, plan.image_ids), indent=None)
-    write_manifest(run_dir, manifest)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if plan.state == "overwrite":
+            clear_run_files(run_dir)
+        if plan.state == "resume":
+            write_canonical_cache(run_dir, plan.image_ids)
+        else:
+            atomic_write_text(detections_path(run_dir), "")
+        gt = load_annotations(Path(plan.coco_root), plan.split)
+        write_json(ground_truth_path(run_dir), restrict_ground_truth(gt, plan.image_ids), indent=None)
+        write_manifest(run_dir, manifest)
+    except OSError as exc:  # a read-only or full disk, a file where a folder should be
+        raise KpbenchError(f"{exc.filename or run_dir}: cannot write the run directory ({exc.strerror or exc})") from None
 
 
 # --- the loop ------------------------------------------------------------------------------------------------
@@ -400,6 +424,8 @@ class _CacheWriter:
 
 @dataclass
 class _LoopStats:
+    """One rank's loop: images run, wall and model seconds, and backbone input shapes ("1x3x800x1216": calls)."""
+
     rank: int
     images: int = 0
     loop_s: float = 0.0
@@ -417,17 +443,18 @@ def _run_loop(
     dist: DistInfo,
     progress: bool,
 ) -> _LoopStats:
+    """Run the model over `batches` (this rank's), appending each not-yet-cached image to `out_path`."""
     import torch
     from tqdm import tqdm
 
     from kpbench.models import autocast, record_backbone_shapes
 
-    done = set(plan.done)
-    dataset = CocoImages(plan.image_ids, [Path(p) for p in plan.paths])
     stats = _LoopStats(rank=dist.rank)
-    total = sum(len(b) for b in batches)
     if not batches:
         return stats
+    done = set(plan.done)
+    dataset = CocoImages(plan.image_ids, [Path(p) for p in plan.paths])
+    total = sum(len(b) for b in batches)
     cuda = device.type == "cuda"
     loader = make_loader(dataset, batches, workers=settings.workers, pin_memory=cuda)
     writer = _CacheWriter(out_path)
@@ -439,6 +466,8 @@ def _run_loop(
         with torch.inference_mode(), record_backbone_shapes(model) as shapes:
             for ids, images in loader:
                 inputs = [to_float_image(img.to(device, non_blocking=cuda)) for img in images]
+                if cuda:
+                    torch.cuda.synchronize(device)  # the copies above are not model time
                 t0 = time.perf_counter()
                 with autocast(device, settings.dtype):
                     outputs = model(inputs)
@@ -506,12 +535,15 @@ def run(
 ) -> RunOutcome:
     """Run Keypoint R-CNN over the selected COCO images into a run directory, resuming where it stopped, then
     evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the images are sharded over the ranks."""
-    from kpbench.models import resolve_device
+    from kpbench.models import check_dtype, resolve_device
 
     session_start = time.perf_counter()
     started_at = _now()
+    if evaluate:
+        check_backend(backend)
     dist, device = init_distributed(resolve_device(settings.device))
     try:
+        check_dtype(device, settings.dtype)
         return _run(settings, dist, device, overwrite, config, command_line, progress, evaluate, backend,
                     session_start, started_at)
     finally:
@@ -531,6 +563,7 @@ def _run(
     session_start: float,
     started_at: str,
 ) -> RunOutcome:
+    """`run` once the process knows its rank and device: plan, build, commit, loop, merge, evaluate."""
     from kpbench.environment import capture_environment
     from kpbench.models import build_model
 
@@ -623,12 +656,3 @@ def _run(
         outcome.summary = summary_text(manifest, outcome.results, run_dir)
     outcome.manifest = manifest
     return outcome
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed (the annotation file's goes into the manifest)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -14,7 +14,8 @@ What is timed (also written beside the numbers, see `TIMING_DEFINITION`):
 
 Variants: the grid ``dtypes x batch_sizes`` is the baseline; each of ``--channels-last``,
 ``--cudnn-benchmark`` and ``--compile`` adds a copy of that grid with only that option on, so each option is
-compared against the same baseline. ``--compile`` compiles the backbone (ResNet-50-FPN) with torch.compile;
+compared against the same baseline. ``--channels-last`` puts the weights and the padded batch entering the
+backbone in channels-last memory format. ``--compile`` compiles the backbone (ResNet-50-FPN) with torch.compile;
 the RPN and RoI heads, whose NMS is data dependent, stay eager. A variant that does not apply to the device
 (cudnn.benchmark on CPU) gives rows with status "skipped"; a variant that raises gives rows with status
 "failed" and the reason in ``error``. Neither stops the table.
@@ -42,7 +43,7 @@ size, max_size        the transform's min_size (short side) and max_size
 variant               readable label, e.g. "fp32-bs1", "fp16-bs4-channels_last"
 dtype                 fp32, or fp16 / bf16 through autocast
 batch_size            images per model call
-channels_last         model weights in channels-last memory format
+channels_last         model weights and backbone input in channels-last memory format
 cudnn_benchmark       torch.backends.cudnn.benchmark on
 compile               backbone compiled with torch.compile
 synthetic             True when the images were random (detections drive post-processing time)
@@ -82,12 +83,13 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
+from kpbench.models import default_max_size
 
 if TYPE_CHECKING:
     import torch
@@ -240,6 +242,9 @@ def time_model(
     if iters < 1 or warmup < 0:
         raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
     cuda = device.type == "cuda"
+    # The model's kernels run on the current stream of its own device; the events must be recorded there too
+    # (Event.record() without a stream would use the current device's, which need not be `device`).
+    stream = torch.cuda.current_stream(device) if cuda else None
     times: list[float] = []
     gpu_times: list[float] | None = [] if cuda else None
     images = detections = 0
@@ -266,10 +271,10 @@ def time_model(
             _sync(device)
             t0 = time.perf_counter()
             if cuda:
-                start.record()
+                start.record(stream)
             outputs = model(images_in)
             if cuda:
-                end.record()
+                end.record(stream)
             _sync(device)
             t1 = time.perf_counter()
             calls += 1
@@ -335,19 +340,6 @@ def peak_memory(device: torch.device, rss_scope: str | None) -> dict[str, Any]:
 # Images
 
 
-def load_ground_truth(path: Path) -> dict[str, Any]:
-    """Read a COCO person-keypoints annotation file as a dict."""
-    if not path.is_file():
-        raise KpbenchError(f"{path}: annotation file not found (`kpbench data download` fetches it)")
-    try:
-        gt = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise KpbenchError(f"{path}: not a readable COCO annotation file ({exc})") from None
-    if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or not isinstance(gt.get("annotations"), list):
-        raise KpbenchError(f"{path}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
-    return gt
-
-
 def select_person_images(gt: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """The first `n` images, by ascending id, with a non-crowd person annotation that has keypoints.
 
@@ -360,15 +352,6 @@ def select_person_images(gt: dict[str, Any], n: int) -> list[dict[str, Any]]:
     }
     records = sorted((im for im in gt["images"] if im["id"] in with_people), key=lambda im: im["id"])
     return records[:n]
-
-
-def gt_subset(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, Any]:
-    """The GT restricted to `image_ids` (images and their annotations), so AP is over those images only."""
-    ids = set(image_ids)
-    subset = {k: v for k, v in gt.items() if k not in ("images", "annotations")}
-    subset["images"] = [im for im in gt["images"] if im["id"] in ids]
-    subset["annotations"] = [a for a in gt["annotations"] if a["image_id"] in ids]
-    return subset
 
 
 def load_images(
@@ -431,13 +414,17 @@ def apply_variant(model: Any, variant: Variant, device: torch.device) -> Iterato
 
     old_benchmark = torch.backends.cudnn.benchmark
     backbone = model.backbone
+    input_hook = None
     try:
         if variant.cudnn_benchmark:
             if device.type != "cuda":
                 raise VariantSkipped("cudnn.benchmark applies to CUDA devices only")
             torch.backends.cudnn.benchmark = True
         if variant.channels_last:
+            # Weights and the input: the transform pads the images into a new NCHW batch, which is converted
+            # where it enters the backbone (inside the timed call, as it would be in deployment).
             model.to(memory_format=torch.channels_last)
+            input_hook = backbone.register_forward_pre_hook(_to_channels_last)
         if variant.compile:
             # The backbone holds most of the FLOPs and has static control flow; the heads' NMS is data dependent
             # and would only add graph breaks.
@@ -445,12 +432,21 @@ def apply_variant(model: Any, variant: Variant, device: torch.device) -> Iterato
         yield
     finally:
         model.backbone = backbone
+        if input_hook is not None:
+            input_hook.remove()
         if variant.channels_last:
             model.to(memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = old_benchmark
         if variant.compile:
             with contextlib.suppress(Exception):
                 torch._dynamo.reset()
+
+
+def _to_channels_last(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the batch tensor (N, C, H, W) in channels-last memory format."""
+    import torch
+
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
 def _error_text(exc: BaseException) -> str:
@@ -495,27 +491,31 @@ def evaluate_accuracy(
     gt: dict[str, Any],
     device: torch.device,
     variant: Variant,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Keypoint and box AP of the model (as set up now) on the images at `paths`, in the variant's dtype and batch.
 
     Images are decoded batch by batch; `image_ids` are their COCO ids and `gt` the full annotation dict.
     """
     import torch
+    from tqdm import tqdm
 
-    from kpbench.data import read_image_rgb
+    from kpbench.data import read_image_rgb, restrict_ground_truth
     from kpbench.detections import ImageDetections, to_coco_results
     from kpbench.evaluate import evaluate  # lazy: the timing path never needs the evaluation stack
     from kpbench.models import autocast
 
     dets = []
+    starts = range(0, len(paths), variant.batch_size)
+    bar = tqdm(starts, desc="accuracy", unit="batch", leave=False, disable=not progress, file=sys.stderr)
     with torch.inference_mode(), autocast(device, variant.dtype):
-        for start in range(0, len(paths), variant.batch_size):
+        for start in bar:
             batch = [read_image_rgb(p).to(device) for p in paths[start : start + variant.batch_size]]
             outputs = model(batch)
             ids = image_ids[start : start + variant.batch_size]
             dets += [ImageDetections.from_model_output(i, o) for i, o in zip(ids, outputs, strict=True)]
     kp_results, box_results = to_coco_results(dets)
-    subset = gt_subset(gt, image_ids)
+    subset = restrict_ground_truth(gt, image_ids)
     out: dict[str, float] = {}
     for key, results, iou_type in (("kp_AP", kp_results, "keypoints"), ("box_AP", box_results, "bbox")):
         out[key] = float(evaluate(subset, results, iou_type=iou_type).stats["AP"])  # 0-1; no detections: 0
@@ -531,17 +531,17 @@ class SpeedRun:
     csv_path: Path | None = None
     manifest_path: Path | None = None
     markdown_path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _base_row(
     stamp: str, env_cols: dict[str, Any], settings: SpeedSettings, size: int, variant: Variant, synthetic: bool,
     num_images: int,
 ) -> dict[str, Any]:
+    """A row with the environment and settings filled in and every measurement empty."""
     row: dict[str, Any] = dict.fromkeys(SPEED_COLUMNS)
     row.update(timestamp=stamp, **env_cols)
     row.update(
-        weights=settings.weights, size=size, max_size=round(size * 1333 / 800), variant=variant.label,
+        weights=settings.weights, size=size, max_size=default_max_size(size), variant=variant.label,
         dtype=variant.dtype, batch_size=variant.batch_size, channels_last=variant.channels_last,
         cudnn_benchmark=variant.cudnn_benchmark, compile=variant.compile, synthetic=synthetic,
         num_images=num_images, box_score_thresh=settings.box_score_thresh, warmup=settings.warmup,
@@ -567,9 +567,9 @@ def run_speed(
     from tqdm import tqdm
 
     from kpbench.config import settings_dict
-    from kpbench.data import annotation_path, image_path, resolve_coco_root
+    from kpbench.data import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.environment import capture_environment
-    from kpbench.models import build_model, resolve_device, set_input_size
+    from kpbench.models import build_model, resolve_device
 
     # A size or variant given twice would give two rows with the same key.
     settings = dataclasses.replace(
@@ -581,6 +581,8 @@ def run_speed(
     started = datetime.now(timezone.utc)
     stamp = started.isoformat(timespec="seconds").replace("+00:00", "Z")
     device = resolve_device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # empty_cache and anything else that uses the current device
 
     # Images first: a bad COCO root should fail before the model is built.
     gt: dict[str, Any] | None = None
@@ -593,7 +595,7 @@ def run_speed(
     else:
         root = resolve_coco_root(settings.coco_root)
         ann = annotation_path(root, settings.split)
-        gt = load_ground_truth(ann)
+        gt = load_annotations(root, settings.split)
         wanted = max(settings.num_images, settings.accuracy)
         records = select_person_images(gt, wanted)
         if len(records) < wanted:
@@ -615,10 +617,16 @@ def run_speed(
             "selection": "ascending image id, >=1 non-crowd person annotation with keypoints",
         }  # fmt: skip
 
+    if write:  # an unwritable --out must fail now, not after the whole table has been timed
+        try:
+            Path(settings.out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KpbenchError(f"--out {settings.out}: cannot create the folder ({exc.strerror or exc})") from None
+
     env = capture_environment(device)
     env_cols = environment_columns(env)
     model, info = build_model(
-        settings.weights, min_size=settings.sizes[0], max_size=round(settings.sizes[0] * 1333 / 800),
+        settings.weights, min_size=settings.sizes[0], max_size=default_max_size(settings.sizes[0]),
         box_score_thresh=settings.box_score_thresh, seed=settings.seed,
     )
     model.to(device)
@@ -643,7 +651,7 @@ def run_speed(
                             )
                             if settings.accuracy:
                                 assert gt is not None
-                                row.update(evaluate_accuracy(model, acc_paths, acc_ids, gt, device, variant))
+                                row.update(evaluate_accuracy(model, acc_paths, acc_ids, gt, device, variant, progress))
                                 row["accuracy_images"] = len(acc_ids)
                             row["status"] = "ok"
                         # Inputs were checked above, so anything raised here (even a KpbenchError from validating
@@ -662,7 +670,6 @@ def run_speed(
                 _fill_unrun(rows, bar, stamp, env_cols, settings, variant, len(images), "failed", _error_text(exc))
     finally:
         bar.close()
-    set_input_size(model, settings.sizes[0])
 
     manifest = {
         "kind": MANIFEST_KIND,
@@ -689,6 +696,7 @@ def _measure_row(
     model: Any, batches: list[list[Any]], device: torch.device, settings: SpeedSettings, variant: Variant,
     size: int, preprocess_ms: float,
 ) -> dict[str, Any]:
+    """Time one size of one variant (the model already in the variant's state): the measured columns of its row."""
     from kpbench.models import record_backbone_shapes, set_input_size
 
     set_input_size(model, size)
@@ -728,7 +736,24 @@ def _fill_unrun(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Files
+# Files and the terminal
+
+
+def terminal_summary(result: SpeedRun) -> str:
+    """What `kpbench speed` prints: one header line, then the main columns of every row."""
+    from kpbench.io import to_text_table
+
+    env = result.manifest["environment"]
+    settings = result.manifest["settings"]
+    cuda = str(env.get("device", "")).startswith("cuda")
+    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "fps", "dets_per_image"]
+    columns += ["peak_mem_allocated_mib"] if cuda else ["peak_rss_mib"]
+    columns += ["kp_AP", "box_AP"] if settings["accuracy"] else []
+    columns += ["status"]
+    source = "SYNTHETIC images" if settings["synthetic"] else f"{settings['num_images']} COCO images"
+    header = (f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings['warmup']}, "
+              f"iters {settings['iters']}")
+    return header + "\n" + to_text_table(result.rows, columns, precision=2)
 
 
 def speed_markdown(result: SpeedRun) -> str:

@@ -8,6 +8,7 @@ are rounded so that ties occur, which is where evaluators tend to disagree.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -100,7 +101,7 @@ def make_synthetic_coco(
         "info": {"description": "kpbench synthetic COCO keypoints", "seed": seed},
         "images": images,
         "annotations": annotations,
-        "categories": [PERSON_CATEGORY],
+        "categories": [copy.deepcopy(PERSON_CATEGORY)],  # a copy: callers may edit their GT
     }
     return gt, results
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.cocofiles import GroundTruth, Results, load_ground_truth, load_results, read_json, validate_ground_truth
+from kpbench.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth, load_results
 from kpbench.config import ThresholdSettings
-from kpbench.errors import KpbenchError
-from kpbench.evaluate import EvalResult, ImageEval, evaluate
+from kpbench.errors import KpbenchError, KpbenchWarning
+from kpbench.evaluate import (
+    EvalResult,
+    ImageEval,
+    MatchedPairs,
+    evaluate,
+    iou_threshold_index,
+    matched_pairs,
+    require_image_evals,
+)
 from kpbench.io import atomic_write_bytes, write_table_files
-from kpbench.oks import keypoint_similarity
+from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
 
 PERSON_STEM = "thresholds_person"
 KEYPOINT_STEM = "thresholds_keypoint"
 CURVES_FILE = "threshold_curves.png"
+CURVES_DPI = 120  # 780 x 540 pixels with one panel, 1560 x 540 with two
 # The two operating points reported per person-score threshold: (column suffix, OKS/IoU threshold).
 OPERATING_POINTS: tuple[tuple[str, float], ...] = (("50", 0.5), ("75", 0.75))
 # A keypoint counts as correct when its own similarity reaches this (the loosest COCO OKS threshold).
@@ -91,21 +101,7 @@ def check_person_thresh(value: float, option: str = "person_thresh") -> float:
     return value
 
 
-def _need_matches(result: EvalResult) -> list[ImageEval]:
-    if result.image_evals is None:
-        raise KpbenchError(
-            f"threshold sweeps need per-image matches, which the {result.backend} backend does not expose; "
-            "evaluate with backend='pycocotools'"
-        )
-    return result.image_evals
-
-
-def _iou_index(result: EvalResult, value: float) -> int:
-    # The same comparison COCOeval's summarize() uses to pick AP50/AP75.
-    found = np.where(value == result.params.iou_thresholds)[0]
-    if len(found) == 0:
-        raise KpbenchError(f"the evaluation has no IoU/OKS threshold {value} (thresholds: {result.params.iou_thresholds})")
-    return int(found[0])
+SWEEP = "a threshold sweep"
 
 
 def _area_all(result: EvalResult) -> int:
@@ -142,7 +138,7 @@ class _Slice:
 
 def _build_slices(result: EvalResult) -> list[_Slice]:
     """Merge the per-image matches once per (category, area, maxDet), as COCOeval's accumulate does."""
-    image_evals = _need_matches(result)
+    image_evals = require_image_evals(result, SWEEP)
     p = result.params
     recall_thresholds = p.recall_thresholds
     groups: dict[tuple[int, int], list[ImageEval]] = {}
@@ -228,6 +224,37 @@ def _summarize(precision: np.ndarray, recall: np.ndarray, result: EvalResult) ->
     return stats
 
 
+def box_area_thresholds(result: EvalResult, thresholds: Sequence[float]) -> list[float]:
+    """The thresholds whose rows a pycocotools run on the filtered keypoint results would not reproduce.
+
+    pycocotools' loadRes reads the whole results file by its first record: when that one carries a 'bbox', every
+    detection's area comes from its box. In a file whose result 0 has no 'bbox' but later ones do, filtering can
+    make a boxed result the first: pycocotools would then take the areas from the boxes (which moves the medium
+    and large stats) or crash where a result has none. The sweep keeps the areas of the evaluation it re-accumulates.
+    """
+    has_bbox, scores = result.result_has_bbox, result.result_scores
+    if has_bbox is None or scores is None or not has_bbox.any() or has_bbox[0]:
+        return []
+    boxed_first = []
+    for t in thresholds:
+        kept = np.flatnonzero(scores >= t)
+        if len(kept) and has_bbox[kept[0]]:
+            boxed_first.append(t)
+    return boxed_first
+
+
+def _warn_box_areas(result: EvalResult, thresholds: Sequence[float]) -> None:
+    affected = box_area_thresholds(result, thresholds)
+    if affected:
+        msg = (
+            f"person-score thresholds {', '.join(f'{t:g}' for t in affected)}: the first result kept carries a "
+            "'bbox' that result 0 lacks, so pycocotools on the filtered file would take every area from the boxes "
+            "(or crash); these rows keep the keypoint-extent areas of the full evaluation, and their medium/large "
+            "stats can differ (drop 'bbox' from keypoint results, or give every result one)"
+        )
+        warnings.warn(msg, KpbenchWarning, stacklevel=3)
+
+
 def _ratio(num: float, den: float) -> float | None:
     # An undefined ratio (0/0) is None: null in JSON, an empty cell in CSV, a gap in plots.
     return num / den if den else None
@@ -254,12 +281,13 @@ def sweep_person_thresholds(
         raise KpbenchError("sweep_person_thresholds: pass `scores` (every result's score) to count kept detections")
     all_scores = np.asarray(result.result_scores if scores is None else scores, dtype=np.float64)
     slices = _build_slices(result)
+    _warn_box_areas(result, thresholds)
     p = result.params
     names = stat_names(result.iou_type)
     area = _area_all(result)
     last_m = len(p.max_dets) - 1
     op_slices = [s for s in slices if s.a == area and s.m == last_m]
-    op_index = [(suffix, _iou_index(result, iou)) for suffix, iou in OPERATING_POINTS]
+    op_index = [(suffix, iou_threshold_index(result, iou)) for suffix, iou in OPERATING_POINTS]
     num_gt = sum(s.num_gt for s in op_slices)
     sorted_scores = np.sort(all_scores)
     rows: list[dict[str, Any]] = []
@@ -325,35 +353,16 @@ def sweep_keypoint_thresholds(
         raise KpbenchError(
             f"keypoint scores: {len(kp_scores)} rows for {len(records)} results; they must be aligned one to one"
         )
-    image_evals = _need_matches(result)
-    ti = _iou_index(result, KEYPOINT_MATCH_OKS)
-    area = _area_all(result)
+    pairs = _keypoint_persons(result, person_thresh)
     annotations = {a["id"]: a for a in gt_data.dataset["annotations"]}
-    similarity_parts, labelled_parts, score_parts = [], [], []
-    for e in image_evals:
-        if e.area_index != area:
-            continue
-        take = (e.dt_matches[ti] != 0) & ~e.dt_ignore[ti] & (e.dt_scores > person_thresh)
-        if not take.any():
-            continue
-        dt_index = e.dt_ids[take] - 1  # pycocotools numbers results from 1 in list order
-        gts = [annotations[int(g)] for g in e.dt_matches[ti][take]]
-        sim, _ = keypoint_similarity(
-            [g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts],
-            [records[i]["keypoints"] for i in dt_index],
-        )
-        pairs = np.arange(len(gts))
-        similarity_parts.append(sim[pairs, pairs])  # detection i with its own GT i
-        labelled_parts.append(np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64) > 0)
-        score_parts.append(kp_scores[dt_index])
-    if similarity_parts:
-        similarity = np.concatenate(similarity_parts)
-        labelled = np.concatenate(labelled_parts)
-        logits = np.concatenate(score_parts)
-    else:
-        similarity = np.zeros((0, NUM_KEYPOINTS))
-        labelled = np.zeros((0, NUM_KEYPOINTS), dtype=bool)
-        logits = np.zeros((0, NUM_KEYPOINTS))
+    gts = [annotations[g] for g in pairs.gt_ids.tolist()]
+    dt_index = pairs.dt_ids - 1  # pycocotools numbers results from 1 in list order
+    similarity, _ = paired_keypoint_similarity(
+        [g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts],
+        [records[i]["keypoints"] for i in dt_index],
+    )
+    labelled = np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64).reshape(-1, NUM_KEYPOINTS) > 0
+    logits = kp_scores[dt_index]
     close = similarity >= KEYPOINT_CORRECT_SIMILARITY
     visible = labelled.sum(axis=0)
     rows: list[dict[str, Any]] = []
@@ -369,15 +378,16 @@ def sweep_keypoint_thresholds(
     return rows
 
 
+def _keypoint_persons(result: EvalResult, person_thresh: float) -> MatchedPairs:
+    """COCOeval's matches at OKS 0.5 whose person score is > person_thresh."""
+    pairs = matched_pairs(result, KEYPOINT_MATCH_OKS, "a keypoint-score sweep")
+    keep = pairs.scores > person_thresh
+    return MatchedPairs(pairs.dt_ids[keep], pairs.gt_ids[keep], pairs.scores[keep])
+
+
 def count_keypoint_persons(result: EvalResult, person_thresh: float) -> int:
     """How many persons the keypoint-score rows are about (matched at OKS 0.5, score > person_thresh)."""
-    ti = _iou_index(result, KEYPOINT_MATCH_OKS)
-    area = _area_all(result)
-    return sum(
-        int(((e.dt_matches[ti] != 0) & ~e.dt_ignore[ti] & (e.dt_scores > person_thresh)).sum())
-        for e in _need_matches(result)
-        if e.area_index == area
-    )
+    return len(_keypoint_persons(result, person_thresh).dt_ids)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -404,16 +414,11 @@ class ThresholdReport:
 
 def _settings(settings: ThresholdSettings | None) -> ThresholdSettings:
     settings = settings or ThresholdSettings()
-    if settings.iou_type not in ("keypoints", "bbox"):
-        raise KpbenchError(f"iou_type: must be keypoints or bbox, got {settings.iou_type!r}")
+    check_iou_type(settings.iou_type, "iou_type")
     check_person_thresholds(settings.thresholds)
     check_keypoint_thresholds(settings.kp_thresholds)
     check_person_thresh(settings.person_thresh)
     return settings
-
-
-def _scores(results: Results) -> np.ndarray:
-    return np.asarray([r["score"] for r in results.results], dtype=np.float64)
 
 
 def thresholds_for_files(
@@ -424,10 +429,8 @@ def thresholds_for_files(
     """Person-score sweep of a GT file and a results file (one pycocotools pass). The keypoint-score sweep needs a
     run directory, so its rows are empty and a note says so."""
     settings = _settings(settings)
-    gt_data = load_ground_truth(gt, settings.iou_type)
-    res = load_results(results, gt_data, settings.iou_type)
-    result = evaluate(gt_data, res, iou_type=settings.iou_type, backend="pycocotools")
-    person = sweep_person_thresholds(result, settings.thresholds, scores=_scores(res))
+    result = evaluate(gt, results, iou_type=settings.iou_type, backend="pycocotools")
+    person = sweep_person_thresholds(result, settings.thresholds)
     return ThresholdReport(
         iou_type=settings.iou_type, person=person, keypoint=[], settings=settings, num_images=result.num_images,
         num_gt=result.num_gt, num_results=result.num_results, notes=[*result.notes, NEEDS_RUN_DIR],
@@ -442,44 +445,25 @@ def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None =
     evaluation; with iou_type "bbox" that is a second evaluation pass.
     """
     from kpbench.detections import to_coco_results
-    from kpbench.rundir import ground_truth_path, read_manifest
-    from kpbench.runeval import read_run_detections
+    from kpbench.runeval import finished_run_detections, load_run_ground_truth
 
     settings = _settings(settings)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    manifest = read_manifest(run_dir)
-    if not isinstance(manifest.get("image_ids"), list):
-        raise KpbenchError(f"{run_dir}: the manifest lists no 'image_ids' (was the run started by `kpbench run`?)")
-    image_ids = sorted(int(i) for i in manifest["image_ids"])
-    cached = read_run_detections(run_dir)
-    missing = [i for i in image_ids if i not in cached]
-    if missing:
-        raise KpbenchError(
-            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
-            "(re-run the same `kpbench run` command to finish it)"
-        )
-    gt_path = ground_truth_path(run_dir)
-    if not gt_path.is_file():
-        raise KpbenchError(f"{gt_path}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
-    ordered = [cached[i] for i in image_ids]
+    ordered = finished_run_detections(run_dir)
+    gt = load_run_ground_truth(run_dir, ["keypoints"] if settings.iou_type == "keypoints" else IOU_TYPES)
     keypoint_results, bbox_results = to_coco_results(ordered)
-    kp_scores = (np.concatenate([d.keypoint_scores for d in ordered]) if ordered
-                 else np.zeros((0, NUM_KEYPOINTS)))
-    gt_json = read_json(gt_path)
-    gt_kp = validate_ground_truth(gt_json, str(gt_path), "keypoints")
-    kp_res = load_results(keypoint_results, gt_kp, "keypoints")
-    kp_result = evaluate(gt_kp, kp_res, iou_type="keypoints", backend="pycocotools")
+    kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, NUM_KEYPOINTS))
+    kp_res = load_results(keypoint_results, gt["keypoints"], "keypoints")
+    kp_result = evaluate(gt["keypoints"], kp_res, iou_type="keypoints", backend="pycocotools")
     if settings.iou_type == "keypoints":
-        result, res = kp_result, kp_res
+        result = kp_result
     else:
-        gt_box = validate_ground_truth(gt_json, str(gt_path), "bbox")
-        res = load_results(bbox_results, gt_box, "bbox")
-        result = evaluate(gt_box, res, iou_type="bbox", backend="pycocotools")
-    person = sweep_person_thresholds(result, settings.thresholds, scores=_scores(res))
+        result = evaluate(gt["bbox"], bbox_results, iou_type="bbox", backend="pycocotools")
+    person = sweep_person_thresholds(result, settings.thresholds)
     keypoint = sweep_keypoint_thresholds(
-        kp_result, gt_kp, kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
+        kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
     )
     persons = count_keypoint_persons(kp_result, settings.person_thresh)
     notes = [*result.notes, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
@@ -500,16 +484,17 @@ def plot_threshold_curves(
 ) -> Path:
     """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
     threshold, the best-F1 threshold marked; with keypoint rows, a second panel for the "all" keypoint row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     def values(key: str, source: Sequence[dict[str, Any]]) -> list[float]:
         return [math.nan if r[key] is None else float(r[key]) for r in source]
 
     panels = 2 if keypoint_rows else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
+    fig = Figure(figsize=(6.5 * panels, 4.5), dpi=CURVES_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)
     ax = axes[0][0]
     ts = values("threshold", rows)
     ap = values("AP", rows)
@@ -537,8 +522,7 @@ def plot_threshold_curves(
         kx.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=CURVES_DPI)
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path

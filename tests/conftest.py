@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,25 @@ def build_synthetic_coco_root(
 def synthetic_coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny COCO val2017 root (4 JPEGs, ids 139, 785, 2500, 4000; 4000 has no person). Treat it as read-only."""
     return build_synthetic_coco_root(tmp_path_factory.mktemp("synthetic_coco"))
+
+
+# --- run_cli: the kpbench console script, in this process --------------------------------------------------------
+
+
+@pytest.fixture()
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """`run_cli(*args)` runs `kpbench ARGS` as the console script does (KpbenchError -> exit 2) and returns
+    (exit code, stdout, stderr)."""
+    from kpbench.cli import main
+
+    def invoke(*args: object) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["kpbench", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

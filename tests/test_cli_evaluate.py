@@ -75,6 +75,25 @@ def test_bbox_iou_type(tmp_path: Path) -> None:
     assert stats["AP"] == 1.0  # perfect boxes (crowd regions are ignored)
 
 
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_no_validate_gives_the_same_numbers(files, backend: str) -> None:
+    from kpbench.evaluate import evaluate
+
+    gt_path, res_path, gt, results = files
+    proc = kpbench("evaluate", gt_path, res_path, "--format", "json", "--no-validate", "--backend", backend)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == evaluate(gt, results).stats  # exact
+    assert "note: input checks skipped" in proc.stderr
+
+
+def test_no_validate_bad_file_is_one_line(files, tmp_path: Path) -> None:
+    gt_path, *_ = files
+    res_path = tmp_path / "dict.json"
+    res_path.write_text(json.dumps({"image_id": 1}))
+    proc = kpbench("evaluate", gt_path, res_path, "--no-validate")
+    assert_one_line_error(proc, "dict.json", "pycocotools failed on the unchecked input", "without --no-validate")
+
+
 def bad(tmp_path: Path, gt: object, results: object) -> subprocess.CompletedProcess[str]:
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(gt if isinstance(gt, str) else json.dumps(gt))
@@ -141,6 +160,21 @@ def test_gt_missing_field(tmp_path: Path, good, field: str) -> None:
     gt = json.loads(json.dumps(good[0]))
     del gt["annotations"][0][field]
     assert_one_line_error(bad(tmp_path, gt, good[1]), "gt.json", "annotation 0", f"has no '{field}'")
+
+
+def test_string_score(tmp_path: Path, good) -> None:
+    results = [dict(r) for r in good[1]]
+    results[2]["score"] = "0.75"
+    assert_one_line_error(bad(tmp_path, good[0], results), "res.json", "result 2", "'score' must be a number")
+
+
+def test_gt_ids_and_flags_must_be_numbers(tmp_path: Path, good) -> None:
+    gt = json.loads(json.dumps(good[0]))
+    gt["annotations"][1]["id"] = "a1"
+    assert_one_line_error(bad(tmp_path, gt, good[1]), "gt.json", "annotation 1", "'id' must be an integer")
+    gt = json.loads(json.dumps(good[0]))
+    gt["annotations"][0]["iscrowd"] = None
+    assert_one_line_error(bad(tmp_path, gt, good[1]), "gt.json", "annotation 0", "'iscrowd' must be a number")
 
 
 def test_gt_id_zero_warns_and_succeeds(tmp_path: Path, good) -> None:

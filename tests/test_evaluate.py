@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import random
+import warnings
+from typing import Any
 
 import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
 
+from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.evaluate import evaluate, write_metrics
 from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES, SIGMAS
-from kpbench.synthetic import make_synthetic_coco
+from kpbench.synthetic import PERSON_CATEGORY, make_synthetic_coco
+
+
+def precision_hash(precision: np.ndarray) -> str:
+    """The short precision-array hash of the fixtures' expected_stats.json (sha256 of the raw doubles)."""
+    return hashlib.sha256(np.ascontiguousarray(precision, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+def varied_scene(seed: int, iou_type: str = "keypoints") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Synthetic data with what the plain generator lacks: a second keypoint category (COCOeval evaluates each
+    category on its own, useCats=1), GT persons of area 0, images without any annotation, images without
+    results, results in shuffled order (ties are broken by image order, not file order), scores with one decimal
+    (many ties across images) and, for boxes, some zero-width detections."""
+    rng = np.random.default_rng(seed)
+    gt, results = make_synthetic_coco(num_images=25, seed=seed, score_decimals=1)
+    gt["categories"].append(dict(PERSON_CATEGORY, id=3, name="other"))
+    gt["images"] += [{"id": 1000 + i, "width": 640, "height": 480} for i in range(3)]
+    for ann in gt["annotations"]:
+        ann["category_id"] = 3 if rng.random() < 0.2 else 1
+        ann["area"] = 0.0 if rng.random() < 0.05 else ann["area"]
+    results = [dict(r, category_id=int(rng.choice([1, 3], p=[0.8, 0.2]))) for r in results if r["image_id"] % 7]
+    random.Random(seed).shuffle(results)
+    if iou_type == "bbox":
+        boxes = []
+        for r in results:
+            pts = np.array(r["keypoints"]).reshape(17, 3)[:, :2]
+            (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+            width = 0.0 if rng.random() < 0.05 else float(x1 - x0)
+            boxes.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                          "bbox": [float(x0), float(y0), width, float(y1 - y0)]})
+        results = boxes
+    return gt, results
 
 
 def assert_parity(gt: dict, results: list, iou_type: str = "keypoints", backend: str = "pycocotools") -> None:
@@ -45,21 +81,22 @@ def test_parity_fce(backend: str) -> None:
 
 @requires_shared
 @pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
-def test_parity_xtcocoapi(backend: str) -> None:
-    gt, dt = load(XTCOCO / "example_coco_val.json"), load(XTCOCO / "example_coco_preds.json")
+@pytest.mark.parametrize(
+    ("gt_file", "dt_file", "expected_at"),
+    [
+        (XTCOCO / "example_coco_val.json", XTCOCO / "example_coco_preds.json", ("measured_here", "pycocotools")),
+        (EDGE / "synth_gt.json", EDGE / "synth_dt.json", ("synth", "pycocotools")),
+    ],
+    ids=["xtcocoapi", "synthetic_edgecases"],
+)
+def test_parity_measured_fixtures(gt_file, dt_file, expected_at: tuple[str, str], backend: str) -> None:
+    """The fixtures' recorded pycocotools stats and precision hash (expected_stats.json), from either backend."""
+    gt, dt = load(gt_file), load(dt_file)
     assert_parity(gt, dt, backend=backend)
-    expected = load(XTCOCO / "expected_stats.json")
-    assert evaluate(gt, dt).stats["AP"] == 0.8608896054440609
-    assert "AP" in str(expected)
-
-
-@requires_shared
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
-def test_parity_synthetic_edgecases(backend: str) -> None:
-    gt, dt = load(EDGE / "synth_gt.json"), load(EDGE / "synth_dt.json")
-    assert_parity(gt, dt, backend=backend)
-    expected = load(EDGE / "expected_stats.json")["synth"]["pycocotools"]["stats"]
-    assert evaluate(gt, dt, backend=backend).stats_list() == expected
+    expected = load(gt_file.parent / "expected_stats.json")[expected_at[0]][expected_at[1]]
+    result = evaluate(gt, dt, backend=backend)
+    assert result.stats_list() == expected["stats"]
+    assert precision_hash(result.precision) == expected["precision_sha256"]
 
 
 def jittered_detections(gt: dict, seed: int = 0) -> list[dict]:
@@ -113,6 +150,17 @@ def test_parity_generated(seed: int, backend: str) -> None:
     assert_parity(gt, results, backend=backend)
 
 
+@pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_parity_varied_scene(iou_type: str, backend: str) -> None:
+    gt, results = varied_scene(seed=4, iou_type=iou_type)
+    assert_parity(gt, results, iou_type=iou_type, backend=backend)
+    result = evaluate(gt, results, iou_type=iou_type)
+    assert result.params.category_ids == [1, 3] and result.precision.shape[2] == 2
+    assert result.num_images == len(gt["images"]) == 28
+    assert 0.05 < result.stats["AP"] < 0.9  # both categories contribute a real curve
+
+
 def test_generated_data_has_every_case() -> None:
     gt, results = make_synthetic_coco(num_images=300, seed=0)
     anns = gt["annotations"]
@@ -130,11 +178,16 @@ def test_image_evals_match_pycocotools_evalimgs() -> None:
     ref = [e for e in reference.evalImgs if e is not None]
     assert ours.image_evals is not None and len(ours.image_evals) == len(ref)
     for mine, theirs in zip(ours.image_evals, ref, strict=True):
-        assert mine.image_id == theirs["image_id"]
+        assert (mine.image_id, mine.category_id) == (theirs["image_id"], theirs["category_id"])
+        assert ours.params.area_ranges[mine.area_index] == theirs["aRng"]
         assert mine.dt_ids.tolist() == list(theirs["dtIds"])
+        assert mine.dt_scores.tolist() == list(theirs["dtScores"])
         assert np.array_equal(mine.dt_matches, theirs["dtMatches"])
         assert np.array_equal(mine.dt_ignore, theirs["dtIgnore"])
+        assert mine.gt_ids.tolist() == list(theirs["gtIds"])
+        assert np.array_equal(mine.gt_matches, theirs["gtMatches"])
         assert np.array_equal(mine.gt_ignore, np.asarray(theirs["gtIgnore"], dtype=bool))
+    assert any(e.dt_matches.any() for e in ours.image_evals)  # matches happened
 
 
 def test_empty_results_give_zero() -> None:
@@ -159,7 +212,24 @@ def test_gt_id_zero_is_renumbered_and_scored_right() -> None:
         result = evaluate(gt, perfect)
     assert result.stats["AP"] == 1.0 and result.stats["AR"] == 1.0
     assert gt["annotations"][0]["id"] == 0  # the caller's data is untouched
-    del results
+    # The new id is the largest + 1, so it cannot collide; the other ids keep their values.
+    largest = max(a["id"] for a in gt["annotations"])
+    matched = {int(g) for e in result.image_evals or [] for g in e.gt_ids}
+    assert largest + 1 in matched and 0 not in matched and len(results) > 0
+
+
+def test_inputs_are_not_changed_and_results_can_be_reused() -> None:
+    from kpbench.cocofiles import load_ground_truth, load_results
+
+    gt, results = make_synthetic_coco(num_images=6, seed=1)
+    before = copy.deepcopy(results)
+    first = evaluate(gt, results)
+    assert results == before  # pycocotools' loadRes adds id/area/bbox to the records it gets: they are copies
+    gt_data = load_ground_truth(gt)
+    res = load_results(results, gt_data)
+    again = [evaluate(gt_data, res), evaluate(gt_data, res)]
+    assert [r.stats_list() for r in again] == [first.stats_list()] * 2
+    assert not again[1].result_has_bbox.any()  # still read as results without a bbox
 
 
 @requires_shared
@@ -211,3 +281,104 @@ def test_write_metrics_files(tmp_path) -> None:
     assert csv_lines[0] == "iou_type,stat,value"
     assert csv_lines[1] == f"keypoints,AP,{result.stats['AP']!r}"
     assert "| AP |" in (tmp_path / "metrics.md").read_text()
+
+
+def test_unchecked_files_give_the_same_numbers(tmp_path) -> None:
+    import json
+
+    gt, results = make_synthetic_coco(num_images=10, seed=3)
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    checked = evaluate(gt_path, res_path)
+    for backend in ("pycocotools", "hotcoco"):
+        unchecked = evaluate(gt_path, res_path, backend=backend, validate=False)
+        assert unchecked.stats == checked.stats
+        assert np.array_equal(unchecked.precision, checked.precision)
+        assert unchecked.notes == ["input checks skipped (validate=False)"]
+    assert np.array_equal(evaluate(gt_path, res_path, validate=False).result_scores, checked.result_scores)
+    # A file the backend cannot read is still a one-line KpbenchError, pointing at the checks.
+    res_path.write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(KpbenchError, match=r"failed on the unchecked input.*without --no-validate"):
+        evaluate(gt_path, res_path, validate=False)
+
+
+def _gt_with(change: Any) -> tuple[dict, list]:
+    gt, results = make_synthetic_coco(num_images=3, seed=2)
+    change(gt)
+    return gt, results
+
+
+def _results_with(change: Any) -> tuple[dict, list]:
+    gt, results = make_synthetic_coco(num_images=3, seed=2)
+    results = [dict(r) for r in results]
+    change(results)
+    return gt, results
+
+
+def _set(records_key: str | None, index: int, field: str, value: Any) -> Any:
+    """A change that sets data[records_key][index][field] (data[index][field] for a results list)."""
+
+    def change(data: Any) -> None:
+        (data[records_key] if records_key else data)[index][field] = value
+
+    return change
+
+
+def _boxed(index: int, box: Any) -> Any:
+    """A change that gives every keypoint result a bbox (so pycocotools reads them all), result `index` `box`."""
+
+    def change(results: list[dict]) -> None:
+        for r in results:
+            r["bbox"] = [1.0, 2.0, 30.0, 40.0]
+        results[index]["bbox"] = box
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        # pycocotools would crash on these (sorting by -score, int(iscrowd), None[0], a short box) ...
+        (lambda: _results_with(_set(None, 1, "score", "0.9")), ["result 1", "'score' must be a number", "'0.9'"]),
+        (lambda: _gt_with(_set("annotations", 2, "iscrowd", None)), ["annotation 2", "'iscrowd' must be a number"]),
+        (lambda: _results_with(_set(None, 0, "bbox", None)), ["result 0", "'bbox' must be a list"]),
+        (lambda: _results_with(_boxed(2, [1, 2])), ["result 2", "'bbox' has 2 values, expected 4"]),
+        (lambda: _results_with(_set(None, 0, "caption", "a person")), ["result 0", "'caption'"]),
+        (lambda: _results_with(_set(None, 0, "segmentation", [[0, 0, 1, 1]])), ["result 0", "'segmentation'"]),
+        # ... or change the numbers silently ("0" is a true crowd flag; NaN is never 0) ...
+        (lambda: _gt_with(_set("annotations", 0, "iscrowd", "0")), ["annotation 0", "'iscrowd' must be a number"]),
+        (lambda: _gt_with(_set("annotations", 1, "num_keypoints", float("nan"))),
+         ["annotation 1", "'num_keypoints' holds NaN"]),
+        (lambda: _results_with(_boxed(1, [1, 2, float("inf"), 4])), ["result 1", "'bbox' holds NaN or infinity"]),
+        # ... or break the matching by id that the sweeps and the breakdown rely on.
+        (lambda: _gt_with(_set("annotations", 1, "id", 4.5)), ["annotation 1", "'id' must be an integer", "4.5"]),
+        (lambda: _gt_with(_set("annotations", 0, "id", 2**60)), ["annotation 0", "below 2**53"]),
+        (lambda: _gt_with(_set("images", 0, "id", "000139")), ["image 0", "'id' must be an integer"]),
+        (lambda: _gt_with(_set("categories", 0, "id", "person")), ["category 0", "'id' must be an integer"]),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::kpbench.errors.KpbenchWarning")  # keypoint results with a bbox warn
+def test_bad_inputs_are_named(make: Any, fragments: list[str]) -> None:
+    gt, results = make()
+    with pytest.raises(KpbenchError) as info:
+        evaluate(gt, results)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_keypoint_results_with_some_boxes() -> None:
+    """Result 0 without a bbox: pycocotools ignores the later boxes. Same numbers, and a note says so."""
+    gt, results = make_synthetic_coco(num_images=8, seed=3)
+    results = [dict(r) for r in results]
+    for r in results[1::3]:
+        r["bbox"] = [0.0, 0.0, 5.0, 5.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KpbenchWarning)  # a note, not a warning: the numbers are pycocotools'
+        result = evaluate(gt, results)
+    assert result.stats_list() == [float(s) for s in pycocotools_eval(gt, results).stats]
+    assert result.stats == evaluate(gt, [{k: v for k, v in r.items() if k != "bbox"} for r in results]).stats
+    assert any(f"{len(results[1::3])} result(s) carry a 'bbox' but result 0 does not" in n for n in result.notes)
+    assert result.result_has_bbox.tolist() == [i % 3 == 1 for i in range(len(results))]

@@ -187,3 +187,34 @@ def test_run_dir_files_and_cli(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == rows
     assert_one_line_error(kpbench("keypoints", tmp_path / "missing"), "missing", "run directory not found")
     assert_one_line_error(kpbench("keypoints", tmp_path), str(tmp_path), "not a run directory")
+
+
+def test_run_dir_without_results_file_and_bad_inputs(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path)
+    rows = keypoints_for_run(run.path, write=False)
+    # Without keypoints_results.json the results are rebuilt from the cache: the same table.
+    (run.path / "keypoints_results.json").unlink()
+    assert keypoints_for_run(run.path, write=False) == rows
+    # A bad results file or GT is named in a one-line error.
+    (run.path / "keypoints_results.json").write_text('{"not": "a list"}')
+    with pytest.raises(KpbenchError, match=r"keypoints_results\.json: results must be a JSON list"):
+        keypoints_for_run(run.path, write=False)
+    (run.path / "keypoints_results.json").unlink()
+    (run.path / "ground_truth.json").write_text("{broken")
+    with pytest.raises(KpbenchError, match=r"ground_truth\.json: not valid JSON"):
+        keypoints_for_run(run.path, write=False)
+
+
+def test_gt_of_area_zero_has_no_scaled_error(case) -> None:
+    gt, results, pairs = case
+    gt = json.loads(json.dumps(gt))
+    gt["annotations"][1]["area"] = 0.0  # B: only an exact detection still matches it (OKS 1)
+    b = gt["annotations"][1]
+    results = [*results[:3], detection(1, b, np.zeros(NUM_KEYPOINTS), 0.8), *results[4:]]
+    result = evaluate(gt, results)
+    assert sorted(matched_pairs(result)) == [(2, 1), (4, 2), (6, 5)]
+    rows = keypoint_breakdown(result, gt, results)
+    a_f = direct([pairs[0], pairs[2]])  # A and F: B has no scale to divide its errors by
+    assert rows[-1]["n"] == 50 and rows[-1]["frac_ks_75"] > a_f[-1]["frac_ks_75"]  # B counts, at similarity 1
+    assert rows[-1]["median_error"] == pytest.approx(a_f[-1]["median_error"], rel=1e-12)
+    assert all(math.isfinite(r["median_error"]) for r in rows)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
 
-from kpbench.oks import compute_oks, compute_oks_for_annotations, keypoint_similarity
+from kpbench.oks import compute_oks, compute_oks_for_annotations, keypoint_similarity, paired_keypoint_similarity
 from kpbench.synthetic import make_synthetic_coco
 
 
@@ -86,3 +86,19 @@ def test_only_labelled_keypoints_count() -> None:
 
 def test_empty_inputs() -> None:
     assert compute_oks(np.zeros((0, 51)), np.zeros((0, 4)), np.zeros(0), np.zeros((3, 51))).shape == (3, 0)
+
+
+def test_paired_similarity_is_the_grid_diagonal() -> None:
+    gt, results = make_synthetic_coco(num_images=10, seed=2, labelled_fraction=0.5)
+    gts = gt["annotations"][:12]  # labelled and unlabelled persons
+    dts = results[:12]
+    assert any(g["num_keypoints"] == 0 for g in gts) and any(g["num_keypoints"] > 0 for g in gts)
+    args = ([g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts])
+    grid, grid_counts = keypoint_similarity(*args, [d["keypoints"] for d in dts])
+    pairs, counts = paired_keypoint_similarity(*args, [d["keypoints"] for d in dts])
+    index = np.arange(12)
+    assert pairs.shape == (12, 17)
+    assert np.array_equal(pairs, grid[index, index]) and np.array_equal(counts, grid_counts[index, index])
+    assert pairs.min() < 0.5 < pairs.max() <= 1  # spread out, not a constant
+    with pytest.raises(ValueError, match="align one to one"):
+        paired_keypoint_similarity(*args, [d["keypoints"] for d in dts[:3]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from kpbench.errors import KpbenchError
 from kpbench.report import build_report, run_table, speed_pivot, speed_report, speed_table, thresholds_table
 from kpbench.speed import SPEED_COLUMNS, SpeedRun, write_speed_files
 
+RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 H100 = "NVIDIA H100 80GB HBM3"
 A10G = "NVIDIA A10G"
 
@@ -61,19 +62,6 @@ def two_devices(tmp_path: Path) -> tuple[Path, Path]:
         speed_row(A10G, 640, "fp16-bs1", None, status="failed", error="OutOfMemoryError: CUDA out of memory"),
     ]
     return write_device(tmp_path / "machine-a", H100, h100), write_device(tmp_path / "machine-b", A10G, a10g)
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from kpbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["kpbench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -136,28 +124,28 @@ def test_speed_table_from_real_speed_columns_keeps_cpu_memory(tmp_path: Path) ->
 
 
 def test_cli_report_speed_formats_and_out(
-    two_devices: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    two_devices: tuple[Path, Path], tmp_path: Path, run_cli: RunCli
 ) -> None:
     a, b = two_devices
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(a), str(b), "--format", "json")
+    code, out, err = run_cli("report", str(a), str(b), "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
     assert set(doc) == {"table", "pivot"} and len(doc["table"]) == 8
     assert doc["pivot"][0] == {"gpu": A10G, "variant": "fp16-bs1", "synthetic": False, "fps@320": 20.0, "fps@640": None}
 
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(a), str(b))
+    code, out, err = run_cli("report", str(a), str(b))
     assert code == 0 and "## Speed: FPS (images/s) per GPU and size" in out and "## What was timed" in out
     assert f"| {H100} | fp32-bs1 | False | 40.000 | 25.000 |" in out
 
     merged = a.parent / "merged.csv"  # written beside a speed file: must not be read back as one
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--format", "csv", "--out", str(merged))
+    code, out, err = run_cli("report", str(tmp_path), "--format", "csv", "--out", str(merged))
     assert code == 0 and out == "" and f"wrote {merged}" in err
     with merged.open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 8
     pivot_lines = (a.parent / "merged.pivot.csv").read_text().splitlines()
     assert pivot_lines[0] == "gpu,variant,synthetic,fps@320,fps@640"
     assert pivot_lines[1] == f"{A10G},fp16-bs1,False,20.0,"
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--format", "json")
+    code, out, err = run_cli("report", str(tmp_path), "--format", "json")
     assert len(json.loads(out)["table"]) == 8
 
 
@@ -198,10 +186,10 @@ def test_run_table_rows(tmp_path: Path) -> None:
     assert c["status"] == "no metrics.json (running)" and (c["kp_AP"] is None or math.isnan(c["kp_AP"]))
 
 
-def test_cli_report_run_markdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report_run_markdown(tmp_path: Path, run_cli: RunCli) -> None:
     kp = {"AP": 0.652, "AP50": 0.86, "AP75": 0.71, "AR": 0.71}
     run = write_run(tmp_path / "run-a", "COCO_V1", 800, kp, [], {"kp_AP": 65.0, "box_AP": 54.6})
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(run), "--kind", "run")
+    code, out, err = run_cli("report", str(run), "--kind", "run")
     assert code == 0, err
     assert out.startswith("## Runs\n") and f"| run-a | COCO_V1 | {H100} | 800 | 1333 | fp32 | 1 | 0.050 |" in out
 
@@ -229,7 +217,7 @@ def write_thresholds(run_dir: Path, thresholds: list[float], ap: list[float]) ->
     return path
 
 
-def test_thresholds_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_thresholds_side_by_side(tmp_path: Path, run_cli: RunCli) -> None:
     write_thresholds(tmp_path / "run-a", [0.0, 0.1 + 0.2, 0.5], [0.65, 0.64, 0.60])  # 0.30000000000000004
     write_thresholds(tmp_path / "run-b", [0.0, 0.3, 0.9], [0.58, 0.57, 0.40])
     table = thresholds_table([tmp_path], stats=["AP", "kept"])
@@ -242,11 +230,11 @@ def test_thresholds_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     default = thresholds_table([tmp_path / "run-a" / "thresholds_person.csv", tmp_path / "run-b"])
     assert list(default.columns[1:7]) == [f"run-a:{s}" for s in ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")]
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--kind", "thresholds", "--columns", "AP",
+    code, out, err = run_cli("report", str(tmp_path), "--kind", "thresholds", "--columns", "AP",
                              "--format", "csv")  # fmt: skip
     assert code == 0, err
     assert out.splitlines() == ["threshold,run-a:AP,run-b:AP", "0.0,0.65,0.58", "0.3,0.64,0.57", "0.5,0.6,", "0.9,,0.4"]
-    code, out, err = run_cli(monkeypatch, capsys, "report", str(tmp_path), "--kind", "thresholds", "--columns", "kept",
+    code, out, err = run_cli("report", str(tmp_path), "--kind", "thresholds", "--columns", "kept",
                              "--format", "json")  # fmt: skip
     assert json.loads(out)["table"][3] == {"threshold": 0.9, "run-a:kept": None, "run-b:kept": 100}
 
@@ -274,12 +262,12 @@ def test_thresholds_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ],
 )
 def test_cli_report_errors_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, args: list[str], message: str
 ) -> None:
     write_device(tmp_path, H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
     monkeypatch.chdir(tmp_path)
     paths = [] if args[0].startswith("/") else [str(tmp_path)]
-    code, _, err = run_cli(monkeypatch, capsys, "report", *paths, *args)
+    code, _, err = run_cli("report", *paths, *args)
     assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
 
 

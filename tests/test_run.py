@@ -5,33 +5,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
 
 from kpbench import rundir
+from kpbench.errors import KpbenchError
 from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 
+RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 # Small and fast: 160 px short side, and a high box threshold so that few boxes reach the keypoint head.
 FAST = ["--weights", "none", "--min-size", "160", "--max-size", "267", "--box-score-thresh", "0.3", "--no-progress"]
 RESULT_FILES = ("keypoints_results.json", "bbox_results.json", "detections.jsonl", "ground_truth.json", "metrics.json")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same floating-point sums
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """Run the kpbench CLI in this process (as the console script does); returns (exit code, stdout, stderr)."""
-    from kpbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["kpbench", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def kpbench_proc(*args: object, launcher: tuple[str, ...] = ()) -> subprocess.Popen[str]:
@@ -50,11 +44,11 @@ def _one_thread() -> None:
 
 
 @requires_shared
-def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
     config = tmp_path / "run.toml"
     config.write_text('[run]\nweights = "none"\nmin_size = 320\nmax_size = 533\nbox_score_thresh = 0.3\nworkers = 0\n')
     out = tmp_path / "run"
-    code, stdout, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+    code, stdout, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                             "--image-ids", "802,139", "--out", out, "--no-progress")
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
@@ -132,18 +126,18 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
 
     # Re-running the finished run re-evaluates from the cache (no model) and writes identical files.
     before = {name: (out / name).read_bytes() for name in RESULT_FILES}
-    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+    code, _, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                        "--image-ids", "802,139", "--out", out, "--no-progress", "--workers", "2")
     assert code == 0 and "resumed: 2 images were already cached, 0 run now" in err
     assert {name: (out / name).read_bytes() for name in RESULT_FILES} == before
 
     # Another config refuses to resume; --overwrite starts again.
-    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+    code, _, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                        "--image-ids", "802", "--out", out, "--no-progress")
     assert code == 2
     assert err == (f"error: {out}: made with a different config (image_ids: [802, 139] there, [802] now); "
                    "use another --out, or pass --overwrite to start it again\n")
-    code, _, err = cli(monkeypatch, capsys, "run", "--config", config, "--coco-root", COCO_SAMPLE,
+    code, _, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                        "--image-ids", "802", "--out", out, "--no-progress", "--overwrite")
     assert code == 0, err
     assert rundir.read_manifest(out)["image_ids"] == [802]
@@ -177,7 +171,7 @@ def _same_files(a: Path, b: Path) -> None:
 
 
 def test_sigkill_then_resume_gives_identical_results(
-    reference_run: Path, synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    reference_run: Path, synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "1", "--out", out)
@@ -195,7 +189,7 @@ def test_sigkill_then_resume_gives_identical_results(
     assert 1 <= lines < 3 and rundir.read_manifest(out)["status"] == "running"
     assert not (out / "keypoints_results.json").exists()
 
-    code, _, err = cli(monkeypatch, capsys, *args)  # resumed in this process (one torch import less)
+    code, _, err = run_cli(*args)  # resumed in this process (one torch import less)
     assert code == 0, err
     assert f"resumed: {lines} images were already cached, {3 - lines} run now" in err
     _same_files(reference_run, out)
@@ -223,12 +217,12 @@ def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthe
 # --- error messages (exit 2, one line, no traceback) ---------------------------------------------------------
 
 
-def test_error_messages(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path, synthetic_coco_root: Path) -> None:
+def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path, synthetic_coco_root: Path) -> None:
     monkeypatch.delenv("KPBENCH_COCO_ROOT", raising=False)
     out = tmp_path / "out"
 
     def error(*args: object) -> str:
-        code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--out", out, *args)
+        code, _, err = run_cli("run", *FAST, "--out", out, *args)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
         return err[len("error: ") : -1]
 
@@ -257,6 +251,7 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path,
     assert error(*root, "--images", "people") == ("command line: [run]: 'images' must be one of all, with-persons, "
                                                  "got 'people'")
     assert error(*root, "--device", "tpu") == "--device: unknown device 'tpu' (auto, cpu, cuda or cuda:N)"
+    assert error(*root, "--backend", "coco") == "--backend: must be one of pycocotools, hotcoco, got 'coco'"
     assert error(*root, "--weights", tmp_path / "w.pth") == (
         f"{tmp_path / 'w.pth'}: checkpoint file not found (--weights takes COCO_V1, COCO_LEGACY, none or a path)"
     )
@@ -265,13 +260,21 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path,
     not_a_run = tmp_path / "notes"
     not_a_run.mkdir()
     (not_a_run / "a.txt").write_text("x")
-    code, _, err = cli(monkeypatch, capsys, "run", *FAST, *root, "--out", not_a_run)
+    code, _, err = run_cli("run", *FAST, *root, "--out", not_a_run)
     assert code == 2 and err == (f"error: {not_a_run}: exists and is not a kpbench run directory (no manifest.json); "
                                  "choose another --out, or pass --overwrite to write the run files into it\n")
+    import torch
+
+    def no_bf16(device_type: str, dtype: torch.dtype, **kwargs: object) -> None:
+        raise RuntimeError("Current CUDA Device does not support bfloat16. Please switch dtype to float16.")
+
+    monkeypatch.setattr(torch, "autocast", no_bf16)
+    assert error(*root, "--dtype", "bf16") == ("--dtype bf16: not available on cpu (Current CUDA Device does not "
+                                               "support bfloat16. Please switch dtype to float16.)")
     assert not out.exists()  # nothing is written before the checks pass
 
 
-def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path, synthetic_coco_root: Path) -> None:
+def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path, synthetic_coco_root: Path) -> None:
     import urllib.error
 
     import torch.hub
@@ -282,7 +285,7 @@ def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, capsys, tm
     # An empty cache and no network, even on machines that have one (torch.hub downloads through its urlopen).
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "urlopen", offline)
-    code, _, err = cli(monkeypatch, capsys, "run", "--coco-root", synthetic_coco_root, "--weights", "COCO_V1",
+    code, _, err = run_cli("run", "--coco-root", synthetic_coco_root, "--weights", "COCO_V1",
                        "--out", tmp_path / "out", "--no-progress")
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"
     assert code == 2
@@ -291,7 +294,7 @@ def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, capsys, tm
     assert not (tmp_path / "out").exists()
 
 
-def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path) -> None:
     import kpbench.download
     from kpbench.errors import KpbenchError
 
@@ -302,12 +305,12 @@ def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, c
         raise KpbenchError("download stopped by the test")
 
     monkeypatch.setattr(kpbench.download, "ensure_coco", fake_ensure_coco)
-    code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--download", "--coco-root", tmp_path / "coco", "--out",
+    code, _, err = run_cli("run", *FAST, "--download", "--coco-root", tmp_path / "coco", "--out",
                        tmp_path / "out")
     assert code == 2 and err == "error: download stopped by the test\n"
     assert calls == [(tmp_path / "coco", "val2017")]
     monkeypatch.delenv("KPBENCH_COCO_ROOT", raising=False)
-    code, _, err = cli(monkeypatch, capsys, "run", *FAST, "--download", "--out", tmp_path / "out")
+    code, _, err = run_cli("run", *FAST, "--download", "--out", tmp_path / "out")
     assert err == "error: --download: needs --coco-root DIR (or $KPBENCH_COCO_ROOT) to download into\n"
 
 
@@ -335,3 +338,91 @@ def test_evaluate_run_dir_without_the_model(reference_run: Path, tmp_path: Path)
     assert printed == json.loads(metrics_before)
     assert (run_dir / "metrics.json").read_bytes() == metrics_before
     assert (run_dir / "keypoints_results.json").read_bytes() == (reference_run / "keypoints_results.json").read_bytes()
+
+
+# --- the model: named weights, checkpoints, input size, device (no model call) -----------------------------------
+
+
+def test_published_constants_match_torchvision() -> None:
+    """The AP and file hashes kpbench keeps (to stay torch-free where it reads them) are torchvision's own."""
+    from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights
+
+    from kpbench.models import NAMED_WEIGHTS, NAMED_WEIGHTS_SHA_PREFIX, PUBLISHED_AP, weights_cache_path
+
+    for name in NAMED_WEIGHTS:
+        weights = KeypointRCNN_ResNet50_FPN_Weights[name]
+        metrics = weights.meta["_metrics"]["COCO-val2017"]
+        assert PUBLISHED_AP[name] == {"box_AP": metrics["box_map"], "kp_AP": metrics["kp_map"]}
+        assert weights.url.endswith(f"-{NAMED_WEIGHTS_SHA_PREFIX[name]}.pth")
+        assert weights_cache_path(name).name == weights.url.rsplit("/", 1)[1]
+
+
+def test_checkpoint_file_and_coco_v1_recognised_by_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A {"model": state_dict} checkpoint loads exactly, with FrozenBatchNorm; when its sha256 is COCO_V1's the
+    eps becomes 0 as torchvision's builder does, and the run compares with COCO_V1's published AP."""
+    import torch
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    import kpbench.models as models
+    from kpbench.models import build_model, file_sha256, published_weights_name
+
+    with torch.device("meta"):  # the layout only: no weight initialisation
+        layout = models._frozen_bn_model().state_dict()
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()}
+    marker = "roi_heads.keypoint_predictor.kps_score_lowres.bias"
+    state[marker] = torch.arange(17, dtype=torch.float32)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": state, "epoch": 25}, path)
+    sha = file_sha256(path)
+    monkeypatch.setattr(models, "_COCO_V1_SHA_PREFIX", sha[:8])
+    monkeypatch.setitem(models.NAMED_WEIGHTS_SHA_PREFIX, "COCO_V1", sha[:8])
+
+    model, info = build_model(str(path), min_size=320, max_size=533, box_score_thresh=0.3)
+    assert torch.equal(model.state_dict()[marker], state[marker]) and not model.training
+    assert (info.source, info.checkpoint_sha256, info.frozen_bn_eps) == ("checkpoint", sha, 0.0)
+    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert frozen and all(m.eps == 0.0 for m in frozen)
+    assert published_weights_name(info) == "COCO_V1"
+    assert (model.transform.min_size, model.transform.max_size, model.roi_heads.score_thresh) == ((320,), 533, 0.3)
+
+    # Another model's state dict: one short line, not torch's list of hundreds of keys.
+    other = {"module.backbone.weight": torch.zeros(1), "roi_heads.keypoint_predictor.kps_score_lowres.bias": torch.zeros(3)}
+    with pytest.raises(KpbenchError) as info:
+        models._load_state(model, other, path)
+    assert str(info.value) == (f"{path}: not a Keypoint R-CNN ResNet-50-FPN checkpoint (size mismatch for "
+                               f"{marker}: copying a param with shape torch.Size([3]) from checkpoint, the shape in "
+                               "current model is torch.Size([17]).)")
+    del other[marker]
+    with pytest.raises(KpbenchError, match=rf"^{re.escape(str(path))}: not a Keypoint R-CNN ResNet-50-FPN checkpoint "
+                                           rf"\(\d+ missing key\(s\), such as 'backbone\.body\.conv1\.weight'; 1 unexpected "
+                                           r"key\(s\), such as 'module\.backbone\.weight'\)$"):
+        models._load_state(model, other, path)
+    with pytest.raises(KpbenchError, match=r"not a state dict nor a checkpoint dict"):
+        models.load_checkpoint_state(_save(tmp_path / "list.pth", [1, 2]))
+    with pytest.raises(KpbenchError, match=r"not a state dict nor a checkpoint dict"):
+        models.load_checkpoint_state(_save(tmp_path / "opt.pth", {"optimizer": {"lr": 0.1}}))
+
+
+def _save(path: Path, obj: object) -> Path:
+    import torch
+
+    torch.save(obj, path)
+    return path
+
+
+def test_input_size_and_device() -> None:
+    import torch
+
+    from kpbench.models import default_max_size, resolve_device, set_input_size
+
+    assert [default_max_size(s) for s in (800, 320, 512, 160)] == [1333, 533, 853, 267]
+    model = SimpleNamespace(transform=SimpleNamespace(min_size=(800,), max_size=1333))
+    set_input_size(model, 480)  # type: ignore[arg-type]
+    assert (model.transform.min_size, model.transform.max_size) == ((480,), 800)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").index == torch.cuda.current_device()  # always an explicit GPU
+    else:
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(KpbenchError, match=r"^--device cuda: CUDA is not available on this machine"):
+            resolve_device("cuda")

@@ -58,6 +58,23 @@ def test_layout_paths_and_clearing(tmp_path: Path, synthetic_coco_root: Path) ->
     assert rundir.default_run_dir("results", now=0).name.startswith("run-19")
 
 
+def test_git_commit_only_of_a_checkout_that_tracks_the_file(tmp_path: Path) -> None:
+    """A kpbench installed into a venv inside another repository must not record that repository's commit."""
+    from kpbench.environment import git_commit
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "tracked.py").write_text("x = 1\n")
+    (tmp_path / "venv_file.py").write_text("y = 2\n")  # like site-packages/kpbench/environment.py
+    subprocess.run([*git, "add", "tracked.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path / "tracked.py") == head
+    assert git_commit(tmp_path / "venv_file.py") is None
+    (tmp_path / "tracked.py").write_text("x = 3\n")
+    assert git_commit(tmp_path / "tracked.py") == f"{head}-dirty"
+
+
 def test_library_modules_do_not_import_torch() -> None:
     code = ("import sys, kpbench.rundir, kpbench.runeval, kpbench.runner, kpbench.data, kpbench.cli.run; "
             "assert 'torch' not in sys.modules, 'torch imported'")
@@ -212,3 +229,29 @@ def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: 
     with pytest.raises(KpbenchError, match=r"device: 'cpu' there, 'cuda' now"):
         plan_run(same, "cuda")
     assert plan_run(other, "cpu", overwrite=True).state == "overwrite"
+
+
+def test_canonical_cache_merges_shards_in_id_order_and_drops_torn_tails(tmp_path: Path) -> None:
+    """What a resumed or distributed run does before and after its loop: one clean line per image, by id."""
+    from kpbench.detections import read_cache
+    from kpbench.runner import write_canonical_cache
+
+    def dets(image_id: int, score: float) -> ImageDetections:
+        return ImageDetections(image_id=image_id, boxes=np.zeros((1, 4)), scores=np.array([score]),
+                               labels=np.ones(1, np.int64), keypoints=np.zeros((1, 17, 3)),
+                               keypoint_scores=np.zeros((1, 17)))
+
+    with rundir.detections_path(tmp_path).open("w") as fh:
+        for image_id in (30, 10):
+            append_detections(fh, dets(image_id, 0.5))
+        fh.write('{"image_id": 20, "sco')  # killed mid-write
+    with rundir.shard_path(tmp_path, 1).open("w") as fh:
+        append_detections(fh, dets(40, 0.7))
+        append_detections(fh, dets(10, 0.5))  # written twice (a batch redone after a kill): the same detections
+        fh.write('{"image_id": 50')
+    assert write_canonical_cache(tmp_path, [50, 40, 30, 20, 10]) == 3
+    lines = rundir.detections_path(tmp_path).read_text().splitlines()
+    assert [json.loads(line)["image_id"] for line in lines] == [10, 30, 40]
+    assert rundir.shard_paths(tmp_path) == [] and set(read_cache(rundir.detections_path(tmp_path))) == {10, 30, 40}
+    before = rundir.detections_path(tmp_path).read_bytes()
+    assert write_canonical_cache(tmp_path, [10, 30, 40]) == 3 and rundir.detections_path(tmp_path).read_bytes() == before

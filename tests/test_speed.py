@@ -11,13 +11,14 @@ import hashlib
 import json
 import math
 import re
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from kpdata import COCO_SAMPLE, requires_shared
 
 from kpbench.config import SpeedSettings, settings_dict
 from kpbench.environment import device_slug
@@ -36,8 +37,7 @@ from kpbench.speed import (
     time_model,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"
+RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 CPU = torch.device("cpu")
 
 
@@ -283,7 +283,7 @@ def test_real_model_rows_shapes_variants_and_files(tmp_path: Path, monkeypatch: 
     assert TIMING_DEFINITION in md and "synthetic" in md and "| fp32-bs1-compile | 96 |" in md
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.is_dir(), reason=f"real COCO sample not found at {COCO_SAMPLE}")
+@requires_shared
 def test_real_coco_images_and_accuracy(tmp_path: Path) -> None:
     gt = json.loads((COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json").read_text())
     expected = sorted(
@@ -335,21 +335,8 @@ def test_accuracy_columns_are_real_ap(tmp_path: Path, monkeypatch: pytest.Monkey
     assert float(rows[2]["dets_per_image"]) == pytest.approx(1.5)
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from kpbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["kpbench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_speed_with_config_and_overrides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
     root = make_coco_root(tmp_path / "coco")
     use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
@@ -357,7 +344,7 @@ def test_cli_speed_with_config_and_overrides(
     config.write_text(f'[speed]\ncoco_root = "{root}"\nsizes = [64, 96]\niters = 5\nwarmup = 3\nnum_images = 2\n')
     out = tmp_path / "out"
     code, stdout, stderr = run_cli(
-        monkeypatch, capsys, "speed", "--config", str(config), "--sizes", "96,64", "--warmup", "0",
+        "speed", "--config", str(config), "--sizes", "96,64", "--warmup", "0",
         "--batch-size", "1,2", "--out", str(out), "--no-progress",
     )  # fmt: skip
     assert code == 0, stderr
@@ -387,11 +374,12 @@ def test_cli_speed_with_config_and_overrides(
     ],
 )
 def test_cli_speed_user_errors_exit_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, args: list[str],
+    message: str,
 ) -> None:
     root = make_coco_root(tmp_path / "coco")
     use_oracle(monkeypatch, {"images": [], "annotations": []})
-    code, _, stderr = run_cli(monkeypatch, capsys, "speed", "--coco-root", str(root), *args, "--out", str(tmp_path))
+    code, _, stderr = run_cli("speed", "--coco-root", str(root), *args, "--out", str(tmp_path))
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
     assert not list(tmp_path.glob("*.csv"))
@@ -404,6 +392,16 @@ def test_missing_accuracy_image_is_a_user_error(tmp_path: Path, monkeypatch: pyt
     settings = SpeedSettings(coco_root=str(root), num_images=1, accuracy=2, out=str(tmp_path / "speed"))
     with pytest.raises(KpbenchError, match=r"--accuracy 2: .*000000000030\.png: image file not found \(1 missing\)"):
         run_speed(settings, progress=False)
+
+
+def test_unwritable_out_fails_before_timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, {"images": [], "annotations": []})
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "speed"
+    with pytest.raises(KpbenchError, match=rf"^--out {re.escape(str(out))}: cannot create the folder \(Not a directory\)$"):
+        run_speed(SpeedSettings(coco_root=str(root), num_images=1, out=str(out)), progress=False)
+    assert oracle.calls == 0
 
 
 def test_failed_variant_does_not_stop_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -428,9 +426,97 @@ def test_failed_variant_does_not_stop_the_table(tmp_path: Path, monkeypatch: pyt
     assert rows[0]["mean_ms"] is None and rows[1]["mean_ms"] > 0
 
 
-def test_variant_label_and_missing_annotations() -> None:
+def test_variant_label_and_missing_annotations(tmp_path: Path) -> None:
     assert Variant("bf16", 4, channels_last=True, cudnn_benchmark=True).label == "bf16-bs4-channels_last-cudnn_benchmark"
-    with pytest.raises(KpbenchError):
-        from kpbench.speed import load_ground_truth
+    (tmp_path / "coco").mkdir()
+    ann = tmp_path / "coco" / "annotations" / "person_keypoints_val2017.json"
+    with pytest.raises(KpbenchError, match=rf"^{re.escape(str(ann))}: annotation file not found \(`kpbench data download"):
+        run_speed(SpeedSettings(coco_root=str(tmp_path / "coco"), out=str(tmp_path / "speed")), progress=False)
+    assert not (tmp_path / "speed").exists()
 
-        load_ground_truth(Path("/nonexistent/person_keypoints_val2017.json"))
+
+# --------------------------------------------------------------------------------------------------------------
+# The CUDA paths, with torch.cuda replaced by recorders (the development machine has no GPU)
+
+
+def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """synchronize -> clock -> event -> model -> event -> synchronize -> clock, events on the stream of the
+    model's own GPU (cuda:1 here, which is not the current device), memory statistics of that GPU."""
+    import types
+
+    import kpbench.speed as speed
+
+    log: list[Any] = []
+    device = torch.device("cuda", 1)
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+
+        def record(self, stream: Any = None) -> None:
+            log.append(("record", stream))
+
+        def elapsed_time(self, end: Event) -> float:
+            return 2.5
+
+    def model(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        log.append("model")
+        return [{"boxes": torch.zeros(3, 4)} for _ in images]
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(speed, "time", types.SimpleNamespace(perf_counter=lambda: log.append("clock") or next(clock)))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: f"stream of {dev}")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: log.append(("sync", dev)))
+    result = time_model(model, [[torch.zeros(3, 4, 4)]], device, warmup=1, iters=2)
+
+    cold = [("sync", device), "clock", "model", ("sync", device), "clock"]
+    warmup = ["model", ("sync", device)]
+    timed = [("sync", device), "clock", ("record", "stream of cuda:1"), "model", ("record", "stream of cuda:1"),
+             ("sync", device), "clock"]  # fmt: skip
+    assert log == cold + warmup + timed + timed
+    assert result.gpu_times_ms == [2.5, 2.5] and result.times_ms == [1000.0, 1000.0]
+    assert result.detections_timed == 6 and result.images_timed == 2
+
+    calls: list[tuple[str, Any]] = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda dev=None: calls.append(("reset", dev)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda dev=None: calls.append(("allocated", dev)) or 2**21)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda dev=None: calls.append(("reserved", dev)) or 2**22)
+    assert speed.peak_memory(device, speed.reset_peak_memory(device)) == {
+        "peak_mem_allocated_mib": 2.0, "peak_mem_reserved_mib": 4.0,
+    }  # fmt: skip
+    assert calls == [("reset", device), ("allocated", device), ("reserved", device)]
+
+
+def test_apply_variant_sets_and_restores_the_model() -> None:
+    """channels_last converts the weights and the backbone's input; compile swaps the backbone; all undone after."""
+    from kpbench.speed import VariantSkipped, apply_variant
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 4, 3)
+
+    model = Tiny()
+    seen: list[bool] = []
+    model.backbone.register_forward_hook(
+        lambda _m, args, _out: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.zeros(1, 3, 8, 8)
+    channels_last = torch.channels_last
+    with apply_variant(model, Variant(channels_last=True), CPU):
+        assert model.backbone.weight.is_contiguous(memory_format=channels_last)
+        model.backbone(x)
+    model.backbone(x)
+    assert seen == [True, False]
+    assert model.backbone.weight.is_contiguous() and not model.backbone.weight.is_contiguous(memory_format=channels_last)
+
+    backbone = model.backbone
+    with apply_variant(model, Variant(compile=True), CPU):
+        assert model.backbone is not backbone
+    assert model.backbone is backbone
+
+    before = torch.backends.cudnn.benchmark
+    with pytest.raises(VariantSkipped, match="CUDA devices only"), apply_variant(model, Variant(cudnn_benchmark=True), CPU):
+        pass
+    assert torch.backends.cudnn.benchmark == before

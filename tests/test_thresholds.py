@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
+from test_evaluate import varied_scene
+from test_plots import png_size
 
 from kpbench.config import ThresholdSettings
 from kpbench.detections import ImageDetections, to_coco_results
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.evaluate import evaluate
 from kpbench.oks import compute_oks
 from kpbench.schema import stat_names
@@ -126,6 +130,39 @@ def test_synthetic_bbox_exact() -> None:
                         "bbox": np.abs(box).round(2).tolist()})
     rows = assert_sweep_exact(gt, results, thresholds_for(results), iou_type="bbox")
     assert list(rows[0])[: 1 + len(stat_names("bbox"))] == ["threshold", *stat_names("bbox")]
+
+
+@pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])
+def test_varied_scene_exact(iou_type: str) -> None:
+    # Two categories, area-0 GTs, images with no GT or no results, shuffled results, zero-width boxes.
+    gt, results = varied_scene(seed=5, iou_type=iou_type)
+    rows = assert_sweep_exact(gt, results, thresholds_for(results, extra=(0.25, 0.55, 0.85)), iou_type=iou_type)
+    assert rows[0]["AP"] > 0.02 and rows[-1]["kept"] < rows[0]["kept"]
+
+
+def test_boxes_after_result_0_warn_which_rows_are_not_exact() -> None:
+    """Result 0 has no bbox, later results do: pycocotools on a filtered file whose first result has a bbox
+    takes every area from the boxes, so the rows for those thresholds cannot be exact, and the sweep says so."""
+    gt, results = make_synthetic_coco(num_images=20, seed=1)
+    results = sorted(results, key=lambda r: r["score"])  # result 0 has the lowest score
+    for r in results[1:]:
+        r["bbox"] = [0.0, 0.0, 5.0, 5.0]  # tiny boxes: every detection "small" by its box
+    low, above_first = 0.0, float(np.nextafter(results[0]["score"], 2.0))
+    result = evaluate(gt, results)
+    with pytest.warns(KpbenchWarning, match=re.escape(f"thresholds {above_first:g}: the first result kept carries")):
+        rows = sweep_person_thresholds(result, [low, above_first])
+    assert [rows[0][n] for n in stat_names("keypoints")] == reference_stats(gt, results, low)
+    assert rows[1]["APl"] != reference_stats(gt, results, above_first)[4]  # why the warning is needed
+    # Without boxes, or with a box on every result, every row is exact and nothing is said.
+    for case in ([{k: v for k, v in r.items() if k != "bbox"} for r in results],
+                 [dict(r, bbox=[0.0, 0.0, 5.0, 5.0]) for r in results]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KpbenchWarning)  # "keypoint results carry a 'bbox'"
+            evaluated = evaluate(gt, case)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", KpbenchWarning)
+            exact_rows = sweep_person_thresholds(evaluated, [low, above_first])
+        assert [exact_rows[1][n] for n in stat_names("keypoints")] == reference_stats(gt, case, above_first)
 
 
 def test_top20_cut_is_respected() -> None:
@@ -336,7 +373,40 @@ def test_bare_results_file_says_keypoints_need_run_dir(tmp_path: Path) -> None:
     assert report.keypoint == [] and any("need a run directory" in n for n in report.notes)
     paths = write_threshold_files(tmp_path, report.person, report.keypoint)
     assert sorted(p.name for p in paths) == ["threshold_curves.png", "thresholds_person.csv", "thresholds_person.md"]
-    assert (tmp_path / "threshold_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png_size(tmp_path / "threshold_curves.png") == (780, 540)  # one panel at 120 dpi
+
+
+def test_curves_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """The plot uses its own Agg canvas: the caller's backend stays, and pyplot is never imported."""
+    gt, results, logits = keypoint_case()
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    report = thresholds_for_run(run)
+    (tmp_path / "rows.json").write_text(json.dumps(report.to_json()))
+    code = (
+        "import json, sys, matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "from kpbench.thresholds import plot_threshold_curves\n"
+        f"rows = json.load(open({str(tmp_path / 'rows.json')!r}))\n"
+        f"plot_threshold_curves(rows['person'], {str(tmp_path / 'curves.png')!r}, rows['keypoint'])\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "False"]
+    assert png_size(tmp_path / "curves.png") == (1560, 540)  # two panels
+
+
+def test_incomplete_run_is_refused(tmp_path: Path) -> None:
+    gt, results, logits = keypoint_case()
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "image_ids": [*manifest["image_ids"], 99]}))
+    with pytest.raises(KpbenchError, match="run incomplete, 2 of 3 images have detections"):
+        thresholds_for_run(run)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "ground_truth.json").unlink()
+    with pytest.raises(KpbenchError, match=r"ground_truth\.json: missing from the run directory"):
+        thresholds_for_run(run)
 
 
 def synthetic_run(tmp_path: Path, num_images: int = 25) -> tuple[Path, dict, list[dict]]:
@@ -418,6 +488,29 @@ def test_cli_files_table_and_formats(tmp_path: Path) -> None:
     payload = json.loads(kpbench("thresholds", "--gt", gt_path, "--results", res_path, "--format", "json",
                                  "--thresholds", "0.95").stdout)
     assert payload["keypoint"] == [] and payload["person"][0]["precision_50"] is None  # null, valid JSON
+
+
+def test_cli_bbox_sweep_is_exact(tmp_path: Path) -> None:
+    gt, kp_results = make_synthetic_coco(num_images=15, seed=8, score_decimals=1)
+    results = []
+    for r in kp_results:
+        pts = np.array(r["keypoints"]).reshape(17, 3)[:, :2]
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        results.append({"image_id": r["image_id"], "category_id": 1, "score": r["score"],
+                        "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)]})
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    proc = kpbench("thresholds", "--gt", gt_path, "--results", res_path, "--iou-type", "bbox",
+                   "--thresholds", "0,0.3,0.6,0.9", "--format", "json", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["person"]
+    assert list(rows[0]) == person_columns("bbox")
+    for row in rows:
+        assert [row[n] for n in stat_names("bbox")] == reference_stats(gt, results, row["threshold"], "bbox")
+    assert rows[0]["AP"] > 0.1 and rows[0]["kept"] == len(results)
+    header = (tmp_path / "out" / "thresholds_person.csv").read_text().splitlines()[0]
+    assert header == ",".join(person_columns("bbox"))
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,9 @@ def evaluate_command(
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
     out: Annotated[Path | None, typer.Option(help="Also write metrics.csv, metrics.md and metrics.json here.")] = None,
     validate: Annotated[
-        bool, typer.Option(help="Check the inputs first (--no-validate hands the files to the backend unchecked).")
+        bool,
+        typer.Option(help="Check the inputs first (--no-validate hands the files to the backend unchecked; "
+                          "not with --run, whose inputs are always checked)."),
     ] = True,
     run: Annotated[
         Path | None, typer.Option(help="Re-evaluate a run directory from its cached detections (no model needed).")
@@ -44,12 +46,10 @@ def evaluate_command(
         results = evaluate_run(run, backend=backend)  # rewrites the run's results JSONs and metrics files
         if fmt == "table":
             typer.echo(summarize_run(run, results), nl=False)
-        out_dir = out
     else:
         if gt_json is None or results_json is None:
             raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
         results = {iou_type: evaluate(gt_json, results_json, iou_type=iou_type, backend=backend, validate=validate)}
-        out_dir = out
     for result in results.values():
         for note in result.notes:
             echo_err(f"note: {note}")
@@ -63,6 +63,6 @@ def evaluate_command(
             typer.echo(render([{k: round(v, 4) for k, v in result.stats.items()}], "table"))
     else:
         typer.echo(render(metrics_rows(results), fmt), nl=False)
-    if out_dir is not None:
-        for path in write_metrics(out_dir, results):
+    if out is not None:
+        for path in write_metrics(out, results):
             echo_err(f"wrote {path}")

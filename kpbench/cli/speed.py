@@ -66,8 +66,7 @@ def speed_command(
     decoding and copying to the device excluded (timed separately).
     """
     from kpbench.config import SpeedSettings, load_config, merge_settings, parse_list
-    from kpbench.io import to_text_table
-    from kpbench.speed import run_speed
+    from kpbench.speed import run_speed, terminal_summary
 
     loaded = load_config(config)
     overrides = {
@@ -92,15 +91,7 @@ def speed_command(
     }
     settings = merge_settings(SpeedSettings, loaded, overrides)
     result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
-    env = result.manifest["environment"]
-    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "fps", "dets_per_image"]
-    columns += ["peak_mem_allocated_mib"] if str(env.get("device", "")).startswith("cuda") else ["peak_rss_mib"]
-    if settings.accuracy:
-        columns += ["kp_AP", "box_AP"]
-    columns += ["status"]
-    source = "SYNTHETIC images" if settings.synthetic else f"{settings.num_images} COCO images"
-    typer.echo(f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings.warmup}, iters {settings.iters}")
-    typer.echo(to_text_table(result.rows, columns, precision=2), nl=False)
+    typer.echo(terminal_summary(result), nl=False)
     for path in (result.csv_path, result.manifest_path, result.markdown_path):
         echo_err(f"wrote {path}")
 
@@ -132,12 +123,7 @@ def report_command(
 
     if fmt not in FORMATS:
         raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    options = {}
-    if columns is not None:
-        if kind != "thresholds":
-            raise KpbenchError("--columns: only applies to --kind thresholds")
-        options["stats"] = parse_list(columns, str, "--columns")
-    tables = build_report(kind, paths, **options)
+    tables = build_report(kind, paths, stats=parse_list(columns, str, "--columns"))
     if out is not None:
         for path in write_report(kind, tables, fmt, out):
             echo_err(f"wrote {path}")

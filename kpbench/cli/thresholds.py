@@ -47,6 +47,7 @@ def thresholds_command(
 
     --format json prints {"person": [...], "keypoint": [...]}. The keypoint-score part needs a run directory.
     """
+    from kpbench.cocofiles import check_iou_type
     from kpbench.config import ThresholdSettings, load_config, merge_settings, parse_list
     from kpbench.io import TABLE_FORMATS
     from kpbench.thresholds import (
@@ -77,8 +78,8 @@ def thresholds_command(
         check_keypoint_thresholds(kp_list, "--kp-thresholds")
     if person_thresh is not None:
         check_person_thresh(person_thresh, "--person-thresh")
-    if iou_type is not None and iou_type not in ("keypoints", "bbox"):
-        raise KpbenchError(f"--iou-type: must be keypoints or bbox, got {iou_type!r}")
+    if iou_type is not None:
+        check_iou_type(iou_type)
     overrides = {"iou_type": iou_type, "thresholds": person_list, "kp_thresholds": kp_list, "person_thresh": person_thresh}
     settings = merge_settings(ThresholdSettings, load_config(config), overrides)
 
