@@ -28,6 +28,7 @@ from typing import IO, NamedTuple
 
 from kpbench.data import annotation_path
 from kpbench.errors import KpbenchError
+from kpbench.io import file_digest
 
 OFFICIAL_BASE_URL = "http://images.cocodataset.org"
 BASE_URL_ENV = "KPBENCH_COCO_BASE_URL"
@@ -68,12 +69,8 @@ def resolve_base_url(base_url: str | None) -> str:
 
 
 def file_md5(path: Path) -> str:
-    """The md5 (hex) of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The md5 (hex) of a file."""
+    return file_digest(path, "md5")
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]

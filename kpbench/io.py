@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from kpbench.errors import KpbenchError
 
 TABLE_FORMATS = ("table", "json", "csv", "markdown")
 
@@ -41,6 +44,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file (sha256, md5, ...), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create an output folder (and its parents) or fail with one line naming the option and the problem."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KpbenchError(f"{option} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KpbenchError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK):
+        raise KpbenchError(f"{option} {path}: the folder is not writable")
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

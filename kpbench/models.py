@@ -6,7 +6,6 @@ torch and torchvision are imported inside the functions, so that importing this 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
+from kpbench.io import file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -67,12 +67,8 @@ def weights_cache_path(name: str) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The sha256 (hex) of a file, read in 1 MiB chunks: checkpoints here, the annotation file in a run manifest."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The sha256 (hex) of a file: checkpoints here, the annotation file in a run manifest."""
+    return file_digest(path, "sha256")
 
 
 def default_max_size(min_size: int) -> int:

@@ -21,3 +21,20 @@ app.add_typer(config_app, name="config")
 def echo_err(message: str) -> None:
     """Print one line on stderr."""
     typer.echo(message, err=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from kpbench import __version__
+
+        typer.echo(f"kpbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print kpbench's version and exit."
+    ),
+) -> None:
+    """Evaluate and benchmark COCO keypoint (human pose) models: COCO AP, score thresholds, speed tables."""
