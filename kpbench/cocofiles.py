@@ -7,6 +7,7 @@ the record and the field.
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from collections import Counter
@@ -67,20 +68,29 @@ def read_json(path: str | Path) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    """A JSON number (Python int, float or bool, as pycocotools does arithmetic on all three)."""
-    return isinstance(value, (int, float))
+    """A JSON number: a Python int or float, not a bool (JSON's true/false are not numbers, although Python and
+    numpy would silently read them as 1 and 0)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _holds_bool(values: list[Any], nested: bool) -> bool:
+    """Whether any value (or, `nested`, any item of any list) is a bool: one C-level pass over the types."""
+    flat = itertools.chain.from_iterable(v for v in values if isinstance(v, (list, tuple))) if nested else values
+    return bool in set(map(type, flat))
 
 
 def _finite_array(values: list[Any], width: int | None, where: str, name: str, kind: str) -> np.ndarray:
     """Stack per-record numbers (width None) or numeric lists of `width` into a float array.
 
     Strings are refused although numpy would parse them: pycocotools would not ("0.5" as a score crashes its
-    sort). The first bad record is located only when the fast whole-array check fails, to word the message.
+    sort). So are bools (JSON true/false), which numpy would read as 1 and 0. The first bad record is located
+    only when the fast whole-array check fails, to word the message.
     """
     try:
         arr = np.asarray(values)
-        ok = arr.dtype.kind in "biuf" and arr.ndim == (1 if width is None else 2)
+        ok = arr.dtype.kind in "iuf" and arr.ndim == (1 if width is None else 2)
         ok = ok and (width is None or arr.shape[1] == width)
+        ok = ok and not _holds_bool(values, nested=width is not None)
     except (ValueError, TypeError):  # ragged lists
         ok = False
     if not ok:
@@ -120,6 +130,16 @@ def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, ki
             )
 
 
+def _refuse_bool_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where: str, kind: str) -> None:
+    """References to other records' ids (image_id, category_id) are looked up by value, and True == 1 in Python:
+    a JSON true would silently refer to id 1. Refuse it."""
+    for key in keys:
+        values = [rec[key] for rec in records]
+        if bool in set(map(type, values)):
+            i = next(i for i, v in enumerate(values) if isinstance(v, bool))
+            raise KpbenchError(f"{where}: {kind} {i}: '{key}' must be an integer id, got {values[i]!r}")
+
+
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
     required = set(keys)
     # Fast path: one C-level subset test per record; the slow loop below only runs to word the error.
@@ -132,6 +152,20 @@ def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: s
         if missing:
             ident = f" (id {rec['id']})" if "id" in rec else ""
             raise KpbenchError(f"{where}: {kind} {i}{ident} has no '{missing[0]}'")
+
+
+def _refuse_duplicate_ids(records: list[dict[str, Any]], where: str, kind: str) -> None:
+    """Ids are unique: pycocotools indexes records by id, so a second record with an id silently replaces the first."""
+    ids = [rec["id"] for rec in records]
+    if len(set(ids)) == len(ids):
+        return
+    first: dict[int, int] = {}
+    for i, value in enumerate(ids):
+        if value in first:
+            raise KpbenchError(
+                f"{where}: {kind} {i}: duplicate {kind} id {value} (also {kind} {first[value]}); ids must be unique"
+            )
+        first[value] = i
 
 
 def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", copy: bool = True) -> GroundTruth:
@@ -150,12 +184,14 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
     _require_keys(data["categories"], ("id",), source, "category")
     _require_integer_ids(data["images"], "id", source, "image")
     _require_integer_ids(data["categories"], "id", source, "category")
+    _refuse_duplicate_ids(data["images"], source, "image")
     needed = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
     if iou_type == "keypoints":
         needed += ("keypoints", "num_keypoints")
     annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
     _require_keys(annotations, needed, source, "annotation")
     _require_integer_ids(annotations, "id", source, "annotation")
+    _refuse_bool_refs(annotations, ("image_id", "category_id"), source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
@@ -233,6 +269,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         return Results(results=results, source=source, notes=notes)
     geometry = "keypoints" if iou_type == "keypoints" else "bbox"
     _require_keys(results, ("image_id", "category_id", "score", geometry), source, "result")
+    _refuse_bool_refs(results, ("image_id", "category_id"), source, "result")
     _finite_array([r["score"] for r in results], None, source, "score", "result")
     if iou_type == "keypoints":
         _finite_array([r["keypoints"] for r in results], 3 * NUM_KEYPOINTS, source, "keypoints", "result")
@@ -251,6 +288,17 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
             raise KpbenchError(
                 f"{source}: result {i}: {field_name} {values[i]!r} is not in the ground truth ({gt.source})"
             )
+    covered = set(result_images)
+    if len(covered) < len(image_ids):
+        # Only the GT that COCOeval counts: not crowd, and (for keypoints) with labelled keypoints.
+        missed = sum(
+            1 for a in gt.dataset["annotations"]
+            if a["image_id"] not in covered and not a["iscrowd"] and (iou_type == "bbox" or a.get("num_keypoints", 0) > 0)
+        )
+        notes.append(
+            f"results cover {len(covered)} of {len(image_ids)} GT images; COCOeval scores every GT image, so "
+            f"missing images count as misses ({missed} GT person(s) in the uncovered images)"
+        )
     # loadRes picks how to read the whole file from its first record, in this order.
     if "caption" in results[0]:
         raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")

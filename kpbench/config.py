@@ -73,8 +73,8 @@ class SpeedSettings:
     sizes: list[int] = _opt([320, 480, 640, 800, 1024], "short sides; max_size = round(s*1333/800)", min=1)
     warmup: int = _opt(10, "untimed calls before timing, per size and variant", min=0)
     iters: int = _opt(50, "timed calls per size and variant", min=1)
-    dtypes: list[str] = _opt(["fp32"], "dtype variants (fp16/bf16 through autocast)", choices=DTYPES)
-    batch_sizes: list[int] = _opt([1], "batch-size variants", min=1)
+    dtype: list[str] = _opt(["fp32"], "dtype variants (fp16/bf16 through autocast)", choices=DTYPES)
+    batch_size: list[int] = _opt([1], "batch-size variants", min=1)
     channels_last: bool = _opt(False, "add a channels-last variant")
     cudnn_benchmark: bool = _opt(False, "add a cudnn.benchmark variant")
     compile: bool = _opt(False, "add a torch.compile variant")
@@ -133,45 +133,87 @@ def _check_type(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _check_value(where: str, key: str, value: Any, meta: dict[str, Any]) -> None:
-    """Range and choice checks; list values are checked element by element."""
+def option_name(key: str) -> str:
+    """The command-line option of a settings key: `min_size` is `--min-size`."""
+    return "--" + key.replace("_", "-")
+
+
+# Keys that were renamed so that every key is its option's name; an old config gets a one-line hint.
+RENAMED_KEYS: dict[str, dict[str, str]] = {"speed": {"dtypes": "dtype", "batch_sizes": "batch_size"}}
+
+
+def _check_value(subject: str, value: Any, meta: dict[str, Any]) -> None:
+    """Range and choice checks; list values are checked element by element. `subject` starts the message:
+    "FILE: [run]: 'min_size'" for a config file, "--min-size:" for the command line."""
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
-        raise KpbenchError(f"{where}: '{key}' is an empty list")
+        raise KpbenchError(f"{subject} is an empty list")
     for item in items:
         if item is None:
             continue
         if isinstance(item, float) and not math.isfinite(item):
-            raise KpbenchError(f"{where}: '{key}' must be finite, got {item}")
+            raise KpbenchError(f"{subject} must be finite, got {item}")
         if "choices" in meta and item not in meta["choices"]:
-            raise KpbenchError(f"{where}: '{key}' must be one of {', '.join(meta['choices'])}, got {item!r}")
+            raise KpbenchError(f"{subject} must be one of {', '.join(meta['choices'])}, got {item!r}")
         if "min" in meta and item < meta["min"]:
-            raise KpbenchError(f"{where}: '{key}' must be >= {meta['min']}, got {item}")
+            raise KpbenchError(f"{subject} must be >= {meta['min']}, got {item}")
         if "max" in meta and item > meta["max"]:
-            raise KpbenchError(f"{where}: '{key}' must be <= {meta['max']}, got {item}")
+            raise KpbenchError(f"{subject} must be <= {meta['max']}, got {item}")
+
+
+COMMAND_LINE = "command line"
 
 
 def validate_table(where: str, section: str, table: dict[str, Any]) -> dict[str, Any]:
-    """Validate one table of settings for `section`; returns the values, floats coerced where ints were given."""
+    """Validate one table of settings for `section`; returns the values, floats coerced where ints were given.
+
+    `where` is the config file's path, or COMMAND_LINE for options given on the command line: their errors
+    then name the option (`--dtype: must be one of ...`) instead of the config key.
+    """
     cls = SECTIONS[section]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    cli = where == COMMAND_LINE
     clean: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
-            raise KpbenchError(f"{where}: unknown key '{key}' in [{section}]{_suggest(key, fields)}")
+            renamed = RENAMED_KEYS.get(section, {}).get(key)
+            hint = f" (renamed to '{renamed}', the option's name)" if renamed else _suggest(key, fields)
+            raise KpbenchError(f"{where}: unknown key '{key}' in [{section}]{hint}")
         tp = hints[key]
+        subject = f"{option_name(key)}:" if cli else f"{where}: [{section}]: '{key}'"
         if not _check_type(value, tp):
-            raise KpbenchError(
-                f"{where}: '{key}' in [{section}] must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
-            )
-        _check_value(f"{where}: [{section}]", key, value, dict(fields[key].metadata))
+            raise KpbenchError(f"{subject} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        _check_value(subject, value, dict(fields[key].metadata))
         if isinstance(value, int) and not isinstance(value, bool) and float in (*typing.get_args(tp), tp):
             value = float(value)
         if isinstance(value, list) and typing.get_args(tp) and typing.get_args(tp)[0] is float:
             value = [float(v) for v in value]
         clean[key] = value
     return clean
+
+
+def check_settings(settings: Any, sources: dict[str, str] | None = None) -> None:
+    """Checks across settings (each value alone was checked by `validate_table`): max_size >= min_size.
+
+    `sources` maps a key to where its value came from ("command line", a config path); a key not in it is
+    a default. Without `sources` (settings built in Python) the message names only the options.
+    """
+    if not isinstance(settings, RunSettings) or settings.max_size >= settings.min_size:
+        return
+
+    def name(key: str) -> str:
+        value = getattr(settings, key)
+        where = sources.get(key, "") if sources is not None else COMMAND_LINE
+        if where == COMMAND_LINE:
+            return f"{option_name(key)} {value}"
+        if where:
+            return f"{option_name(key)} {value} ('{key}' in {where})"
+        return f"{option_name(key)} {value} (the default)"
+
+    raise KpbenchError(
+        f"{name('max_size')} is smaller than {name('min_size')}: the long-side cap must be at least the short side"
+    )
 
 
 def load_config(path: str | Path | None) -> LoadedConfig:
@@ -204,12 +246,18 @@ T = typing.TypeVar("T")
 
 
 def merge_settings(cls: type[T], config: LoadedConfig | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Defaults, then the config file's table for this command, then command-line overrides (None = not given)."""
+    """Defaults, then the config file's table for this command, then command-line overrides (None = not given).
+
+    Errors in an override name its option (`--min-size: must be >= 1, got 0`)."""
     section = next(name for name, c in SECTIONS.items() if c is cls)
     values: dict[str, Any] = dict(config.tables.get(section, {})) if config else {}
+    sources = dict.fromkeys(values, config.path or "the config") if config else {}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values.update(validate_table("command line", section, given))
-    return cls(**values)
+    values.update(validate_table(COMMAND_LINE, section, given))
+    sources.update(dict.fromkeys(given, COMMAND_LINE))
+    settings = cls(**values)
+    check_settings(settings, sources)
+    return settings
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

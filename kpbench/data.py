@@ -121,7 +121,8 @@ def image_files(root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[
             raise KpbenchError(f"{folder}: image folder not found ({_GET_DATA_HINT.format(root=root)})")
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise KpbenchError(
-            f"{missing[0]}: image file not found{more} ({_GET_DATA_HINT.format(root=root)}; it skips what is present)"
+            f"{missing[0]}: image file not found{more} (`kpbench data download --root {root}` or `kpbench run "
+            f"--download` extracts the missing images again from {split}.zip)"
         )
     return paths
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
 import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -64,8 +66,18 @@ def archive_url(base_url: str, name: str) -> str:
 
 
 def resolve_base_url(base_url: str | None) -> str:
-    """The base URL from the argument, else $KPBENCH_COCO_BASE_URL, else the official COCO server."""
-    return base_url or os.environ.get(BASE_URL_ENV) or OFFICIAL_BASE_URL
+    """The base URL from the argument, else $KPBENCH_COCO_BASE_URL, else the official COCO server; only http and
+    https URLs with a host are accepted (a one-line error names where a bad one came from)."""
+    if base_url:
+        value, source = base_url, "--base-url"
+    elif os.environ.get(BASE_URL_ENV):
+        value, source = os.environ[BASE_URL_ENV], f"${BASE_URL_ENV}"
+    else:
+        return OFFICIAL_BASE_URL
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise KpbenchError(f"{source} {value!r}: not an http:// or https:// URL (e.g. {OFFICIAL_BASE_URL})")
+    return value
 
 
 def file_md5(path: Path) -> str:
@@ -232,30 +244,95 @@ def _chunks(response: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+LOCK_NAME = ".kpbench-download.lock"
+
+
 @contextlib.contextmanager
 def _root_lock(root: Path) -> Iterator[None]:
-    """Serialise concurrent downloads into one root (e.g. several ranks started with --download)."""
+    """Serialise concurrent downloads into one root (e.g. several ranks started with --download).
+
+    The lock file is deleted on the way out, while still locked. A process that was waiting on it then holds a
+    lock on a deleted file, so after locking, each process checks that the file it locked is still the one at
+    the path, and tries again otherwise.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: no lock, concurrent downloads there are the caller's problem
         yield
         return
-    try:
-        fh = open(root / ".kpbench-download.lock", "a")  # noqa: SIM115  (closed below)
-    except OSError as exc:
-        raise KpbenchError(f"{root}: cannot write into the COCO root ({exc.strerror})") from None
-    with fh:
+    path = root / LOCK_NAME
+    while True:
+        try:
+            fh = open(path, "a")  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise KpbenchError(f"{root}: cannot write into the COCO root ({exc.strerror})") from None
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # the holder before us deleted it: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def first_missing_parent(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet: what `mkdir(parents=True)`
+    would create first, so that a failed command can remove what it created. None when `path` exists."""
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+def remove_empty_dirs(path: Path, top: Path | None) -> None:
+    """Remove `path` and its parents up to `top` (from `first_missing_parent`) while they are empty folders."""
+    if top is None:
+        return
+    current = Path(os.path.abspath(path))
+    top = Path(os.path.abspath(top))
+    while True:
+        try:
+            current.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            return
+        if current == top or top not in current.parents:
+            return
+        current = current.parent
+
+
+def missing_images(root: Path, split: str) -> list[str]:
+    """The image files listed in ROOT/annotations/person_keypoints_<split>.json that ROOT/<split>/ lacks, sorted
+    (none when the annotation file is absent or unreadable: there is nothing to compare with)."""
+    ann = annotation_path(root, split)
+    if not ann.is_file():
+        return []
+    try:
+        with ann.open("rb") as fh:
+            images = json.load(fh).get("images", [])
+        names = {str(img.get("file_name") or f"{int(img['id']):012d}.jpg") for img in images}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return []  # `kpbench run` reports a broken annotation file itself
+    folder = root / split
+    present = set(os.listdir(folder)) if folder.is_dir() else set()
+    return sorted(names - present)
 
 
 def images_present(root: Path, split: str) -> bool:
-    """Whether ROOT/<split> is a non-empty folder (it only appears by a rename once extraction is complete)."""
+    """Whether ROOT/<split> is a non-empty folder (it only appears by a rename once extraction is complete) that
+    holds every image the annotation file lists (a deleted image makes it incomplete)."""
     folder = root / split
-    return folder.is_dir() and any(folder.iterdir())
+    return folder.is_dir() and any(folder.iterdir()) and not missing_images(root, split)
 
 
 def _extract_members(
@@ -332,6 +409,32 @@ def extract_images(archive: Path, root: Path, split: str, progress: bool = True)
     return target
 
 
+def extract_missing_images(
+    archive: Path, root: Path, split: str, names: list[str], progress: bool = True
+) -> list[Path]:
+    """Extract the images `names` (file names under <split>/) of `archive` into the existing ROOT/<split>, each
+    through a temporary folder and a rename, so that no image ever appears half-written. Returns the files."""
+    target = root / split
+    with _open_zip(archive) as zf:
+        wanted = {f"{split}/{name}" for name in names}
+        members = [m for m in zf.infolist() if m.filename in wanted]
+        absent = sorted(wanted - {m.filename for m in members})
+        if absent:
+            more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
+            raise KpbenchError(f"{archive}: has no {absent[0]}{more}, which the annotation file lists")
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{split}.extract-"))
+        written = []
+        try:
+            _extract_members(archive, members, zf, tmp, progress)
+            for member in members:
+                os.replace(tmp / member.filename, root / member.filename)
+                written.append(root / member.filename)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    assert all(p.parent == target for p in written)
+    return written
+
+
 def _clean_stale(root: Path, split: str) -> None:
     """Remove temporary extraction folders left by a crashed run (safe: we hold the root lock)."""
     for prefix in (".annotations.extract-", f".{split}.extract-"):
@@ -351,7 +454,8 @@ def ensure_coco(
 ) -> None:
     """Download and extract what is missing of COCO `split` under `root`; a no-op when all is there.
 
-    Needs ROOT/annotations/person_keypoints_<split>.json and ROOT/<split>/. `files` maps archive names
+    Needs ROOT/annotations/person_keypoints_<split>.json and ROOT/<split>/ with every image that file lists:
+    images missing from an existing folder are extracted again from `<split>.zip`. `files` maps archive names
     (`annotations_trainval2017.zip`, `<split>.zip`) to their (size, md5); it defaults to the official
     values. `base_url` defaults to $KPBENCH_COCO_BASE_URL, then the official server. Archives are deleted
     after extraction unless `keep_archives`. `log` receives one line per step.
@@ -359,43 +463,68 @@ def ensure_coco(
     if split not in SPLITS:
         raise KpbenchError(f"{split}: unknown COCO split (choose from {', '.join(SPLITS)})")
     say = log or (lambda _message: None)
+    base = resolve_base_url(base_url)
     root = Path(root).expanduser()
+    manifest = dict(OFFICIAL_FILES if files is None else files)
+    images_archive = f"{split}.zip"
+    ann_json = annotation_path(root, split)
+    if ann_json.is_file() and images_present(root, split):
+        say(f"COCO {split} already present in {root}")
+        return
+    for name, needed in ((ANNOTATIONS_ARCHIVE, not ann_json.is_file()), (images_archive, not images_present(root, split))):
+        if needed and name not in manifest:
+            raise KpbenchError(f"{name}: no expected size/md5 given for this archive")
+
+    created = first_missing_parent(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise KpbenchError(f"{root}: cannot create the COCO root ({exc.strerror})") from None
-    manifest = dict(OFFICIAL_FILES if files is None else files)
-    base = resolve_base_url(base_url)
-
-    ann_json = annotation_path(root, split)
-    steps = [name for name, done in ((ANNOTATIONS_ARCHIVE, ann_json.is_file()),
-                                     (f"{split}.zip", images_present(root, split))) if not done]
-    if not steps:
-        say(f"COCO {split} already present in {root}")
-        return
-    for name in steps:
-        if name not in manifest:
-            raise KpbenchError(f"{name}: no expected size/md5 given for this archive")
-
-    with _root_lock(root):
-        _clean_stale(root, split)
-        for name in steps:
-            is_annotations = name == ANNOTATIONS_ARCHIVE
-            # Another process may have finished this step while we waited for the lock.
-            if ann_json.is_file() if is_annotations else images_present(root, split):
-                continue
-            spec = FileSpec(*manifest[name])
-            url = archive_url(base, name)
-            archive = root / name
-            say(f"downloading {url} -> {archive}")
-            download_file(url, archive, spec.size, spec.md5, progress=progress, timeout=timeout)
-            say(f"extracting {archive}")
-            if is_annotations:
+    try:
+        with _root_lock(root):
+            _clean_stale(root, split)
+            # Each step is checked again under the lock: another process may have done it while we waited.
+            if not ann_json.is_file():
+                archive = _fetch_archive(ANNOTATIONS_ARCHIVE, root, base, manifest, progress, timeout, say)
                 extract_annotations(archive, root, progress)
                 if not ann_json.is_file():
                     raise KpbenchError(f"{archive}: has no {ann_json.relative_to(root).as_posix()}")
-            else:
-                extract_images(archive, root, split, progress)
-            if not keep_archives:
-                archive.unlink()
+                _done_with(archive, keep_archives)
+            folder = root / split
+            has_images = folder.is_dir() and any(folder.iterdir())
+            missing = missing_images(root, split) if has_images else []
+            if not has_images or missing:
+                if missing:
+                    say(f"{folder}: {len(missing)} image(s) listed in {ann_json.name} are missing, such as "
+                        f"{missing[0]}; extracting them from {images_archive}")
+                archive = _fetch_archive(images_archive, root, base, manifest, progress, timeout, say)
+                if missing:
+                    extract_missing_images(archive, root, split, missing, progress)
+                else:
+                    extract_images(archive, root, split, progress)
+                _done_with(archive, keep_archives)
+    except BaseException:
+        remove_empty_dirs(root, created)  # a root this call created and left empty goes again
+        raise
     say(f"COCO {split} ready in {root}")
+
+
+def _fetch_archive(
+    name: str, root: Path, base: str, manifest: Mapping[str, FileSpec | tuple[int | None, str | None]],
+    progress: bool, timeout: float, say: Callable[[str], None],
+) -> Path:
+    """Download archive `name` into ROOT (a verified copy already there is reused), checking size and md5."""
+    if name not in manifest:
+        raise KpbenchError(f"{name}: no expected size/md5 given for this archive")
+    spec = FileSpec(*manifest[name])
+    url = archive_url(base, name)
+    archive = root / name
+    say(f"downloading {url} -> {archive}")
+    download_file(url, archive, spec.size, spec.md5, progress=progress, timeout=timeout)
+    say(f"extracting {archive}")
+    return archive
+
+
+def _done_with(archive: Path, keep: bool) -> None:
+    if not keep:
+        archive.unlink()

@@ -2,7 +2,8 @@
 
 Rules (those of the Keypoint R-CNN tutorial this project started from):
 
-- a person is drawn when its box score is above `score_thresh` (default 0.9);
+- a person is drawn when its box score is above `score_thresh` (default 0.9; a probability, so in [0, 1]); an
+  output panel where nobody is above it is labelled "0 persons above 0.9";
 - a keypoint is drawn when its score, a heatmap *logit* (not a probability), is above `kp_thresh` (default 2);
 - a limb (a COCO skeleton link) is drawn only when both its ends pass: its score is the lower of the two.
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from kpbench.detections import ImageDetections
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_bytes
+from kpbench.io import atomic_write_bytes, ensure_output_dir
 from kpbench.schema import LIMBS, NUM_KEYPOINTS
 
 if TYPE_CHECKING:
@@ -183,26 +184,41 @@ def draw_ground_truth(image: Any, annotations: Sequence[dict[str, Any]]) -> Any:
     return draw_skeletons(image, kps, labelled, None, kp_thresh=0.0)
 
 
+def _draw_label(canvas: Image.Image, x0: int, text: str, reference: tuple[int, int]) -> None:
+    """White text on a black box in the top-left corner of the panel starting at x0 (sized by `reference`, the
+    panel's height and width)."""
+    from PIL import ImageDraw, ImageFont
+
+    size = max(10, min(reference) // 25)
+    try:
+        font: Any = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(canvas)
+    box = draw.textbbox((x0 + size // 2, size // 2), text, font=font)
+    pad = max(2, size // 5)
+    draw.rectangle([box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad], fill=(0, 0, 0))
+    draw.text((x0 + size // 2, size // 2), text, fill=(255, 255, 255), font=font)
+
+
+def label_image(image: Image.Image, text: str) -> Image.Image:
+    """A copy of a PIL image with `text` in its top-left corner (white on black), as side_by_side labels panels."""
+    out = image.copy()
+    _draw_label(out, 0, text, (image.height, image.width))
+    return out
+
+
 def side_by_side(left: Image.Image, right: Image.Image, labels: tuple[str, str] | None = None) -> Image.Image:
     """Two equal-sized images beside each other with a white gap, each optionally labelled in its corner."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image
 
     gap = 2 * line_width(left.height, left.width)
     out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
     out.paste(left, (0, 0))
     out.paste(right, (left.width + gap, 0))
     if labels:
-        size = max(10, min(left.height, left.width) // 25)
-        try:
-            font: Any = ImageFont.load_default(size=size)
-        except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
-            font = ImageFont.load_default()
-        draw = ImageDraw.Draw(out)
         for x0, text in ((0, labels[0]), (left.width + gap, labels[1])):
-            box = draw.textbbox((x0 + size // 2, size // 2), text, font=font)
-            pad = max(2, size // 5)
-            draw.rectangle([box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad], fill=(0, 0, 0))
-            draw.text((x0 + size // 2, size // 2), text, fill=(255, 255, 255), font=font)
+            _draw_label(out, x0, text, (left.height, left.width))
     return out
 
 
@@ -226,6 +242,11 @@ def _open_rgb(path: Path) -> Image.Image:
         raise KpbenchError(f"{path}: cannot decode image ({exc})") from None
 
 
+def nobody_label(score_thresh: float) -> str:
+    """The label of a panel where no person's score is above the threshold (so nothing is drawn on it)."""
+    return f"0 persons above {score_thresh:g}"
+
+
 def _render(
     image: Image.Image,
     dets: ImageDetections,
@@ -233,15 +254,23 @@ def _render(
     score_thresh: float,
     kp_thresh: float,
 ) -> Image.Image:
+    """One output file: the detections drawn (labelled when nobody passes the threshold, so that an unchanged
+    photo is not mistaken for a failure), and the ground truth beside them when given."""
     drawn = draw_detections(image, dets, score_thresh, kp_thresh)
+    nobody = not (np.asarray(dets.scores) > score_thresh).any()
     if gt_annotations is None:
-        return drawn
-    return side_by_side(drawn, draw_ground_truth(image, gt_annotations), labels=("detections", "ground truth"))
+        return label_image(drawn, nobody_label(score_thresh)) if nobody else drawn
+    left = f"detections: {nobody_label(score_thresh)}" if nobody else "detections"
+    return side_by_side(drawn, draw_ground_truth(image, gt_annotations), labels=(left, "ground truth"))
 
 
 def _check_thresholds(score_thresh: float, kp_thresh: float) -> None:
-    if not np.isfinite(score_thresh):
-        raise KpbenchError(f"--score-thresh: must be a finite number, got {score_thresh}")
+    """A person-score threshold is a probability in [0, 1] (as in `kpbench thresholds`); a keypoint threshold is a
+    logit, any finite value."""
+    if not np.isfinite(score_thresh) or not 0.0 <= score_thresh <= 1.0:
+        raise KpbenchError(
+            f"--score-thresh: {score_thresh} is outside [0, 1] (person scores are probabilities)"
+        )
     if not np.isfinite(kp_thresh):
         raise KpbenchError(f"--kp-thresh: must be a finite number (a logit), got {kp_thresh}")
 
@@ -308,7 +337,7 @@ def draw_run_images(
         for ann in json.loads(gt_path.read_text(encoding="utf-8"))["annotations"]:
             gt_by_image.setdefault(int(ann["image_id"]), []).append(ann)
     paths = image_paths(run_dir)
-    out_dir = Path(out) if out is not None else run_dir / DRAW_DIR
+    out_dir = ensure_output_dir(out, "--out") if out is not None else ensure_output_dir(run_dir / DRAW_DIR, "output folder")
     written = []
     for image_id in chosen:
         if image_id not in paths:
@@ -365,7 +394,7 @@ def draw_image_files(
     import torch
 
     from kpbench.data import read_image_rgb_uint8, to_float_image
-    from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, build_model, resolve_device
+    from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, build_model, default_max_size, resolve_device
 
     _check_thresholds(score_thresh, kp_thresh)
     files = [Path(p) for p in paths]
@@ -379,18 +408,18 @@ def draw_image_files(
         for path in files:
             if path.name not in by_file:
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
+    out_dir = ensure_output_dir(out, "--out")  # before building the model: a bad folder fails at once
     dev = resolve_device(device)
     model, _ = build_model(
         weights,
         min_size=min_size or DEFAULT_MIN_SIZE,
-        max_size=max_size or (round(min_size * DEFAULT_MAX_SIZE / DEFAULT_MIN_SIZE) if min_size else DEFAULT_MAX_SIZE),
+        max_size=max_size or (default_max_size(min_size) if min_size else DEFAULT_MAX_SIZE),
         # Persons at or below the drawing threshold are never drawn: letting the model drop them (it keeps
         # scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
-        box_score_thresh=min(max(score_thresh, 0.0), 1.0),
+        box_score_thresh=score_thresh,
         seed=seed,
     )
     model.to(dev)
-    out_dir = Path(out)
     written = []
     for path, name in zip(files, _unique_png_names(files)):
         image = read_image_rgb_uint8(path)

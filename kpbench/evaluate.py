@@ -8,6 +8,7 @@ file fails with a clear message instead of a crash or a silently wrong AP.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,24 @@ from kpbench.cocofiles import (
     read_json,
 )
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_text, to_csv, to_markdown, write_json
+from kpbench.io import atomic_write_text, to_csv, to_markdown, to_text_table, write_json
 from kpbench.schema import stat_names
 
 BACKENDS = ("pycocotools", "hotcoco")
+HOTCOCO_MISSING = "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it is one of BACKENDS and installed, else the one KpbenchError that says so.
+
+    hotcoco is optional: it is looked up (importlib.util.find_spec), not imported, so that a long run can check its
+    evaluation backend before it starts without paying for the import.
+    """
+    if backend not in BACKENDS:
+        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "hotcoco" and importlib.util.find_spec("hotcoco") is None:
+        raise KpbenchError(HOTCOCO_MISSING)
+    return backend
 
 
 @dataclass
@@ -148,10 +163,8 @@ def _run_hotcoco(
     """hotcoco's COCOeval; paths (unchecked inputs) are parsed by hotcoco itself, much faster than Python's json."""
     try:
         import hotcoco
-    except ImportError:
-        raise KpbenchError(
-            "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
-        ) from None
+    except ImportError:  # check_backend found it, but it does not import (a broken install)
+        raise KpbenchError(HOTCOCO_MISSING) from None
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = hotcoco.COCO(str(gt) if isinstance(gt, Path) else gt)
         if isinstance(results, Path):
@@ -185,8 +198,7 @@ def evaluate(
     faster with hotcoco, which then parses the JSON itself, but a file pycocotools mis-scores is scored as it
     does (e.g. GT id 0), and one it cannot read fails with the backend's own message.
     """
-    if backend not in BACKENDS:
-        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_backend(backend)
     check_iou_type(iou_type)
     checked = validate or not isinstance(gt, (str, Path)) or not isinstance(results, (str, Path))
     gt_input: dict[str, Any] | Path
@@ -305,8 +317,21 @@ def matched_pairs(result: EvalResult, iou_threshold: float, purpose: str) -> Mat
     return MatchedPairs(np.concatenate(dt_ids), np.concatenate(gt_ids).astype(np.int64), np.concatenate(scores))
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Output. One scale per kind of output: what people read (the terminal table, Markdown) shows percent with one
+# decimal and "n/a" for COCO's -1 ("no GT in that area range"); what programs read (JSON, CSV) keeps COCO's
+# fractions at full precision, -1 included.
+
+PERCENT_NOTE = "COCO stats in percent; n/a where COCO has no GT in that area range"
+
+
+def percent(value: float) -> str:
+    """A COCO stat for people: percent with one decimal (0.6493 -> "64.9"), COCO's -1 as "n/a"."""
+    return f"{100 * value:.1f}" if value >= 0 else "n/a"
+
+
 def metrics_rows(results: dict[str, EvalResult]) -> list[dict[str, Any]]:
-    """Long-format rows (iou_type, stat, value) for CSV and Markdown."""
+    """Long-format rows (iou_type, stat, value) with full-precision fractions, for CSV."""
     return [
         {"iou_type": iou_type, "stat": name, "value": value}
         for iou_type, result in results.items()
@@ -315,12 +340,13 @@ def metrics_rows(results: dict[str, EvalResult]) -> list[dict[str, Any]]:
 
 
 def metrics_json(results: dict[str, EvalResult]) -> dict[str, dict[str, float]]:
-    """{"keypoints": {"AP": ..., ...}, "bbox": {...}} at full precision."""
+    """{"keypoints": {"AP": ..., ...}, "bbox": {...}}: fractions at full precision (-1 where COCO gives -1)."""
     return {iou_type: dict(result.stats) for iou_type, result in results.items()}
 
 
 def write_metrics(out_dir: str | Path, results: dict[str, EvalResult]) -> list[Path]:
-    """Write metrics.csv, metrics.md and metrics.json into out_dir (atomically); returns the paths."""
+    """Write metrics.csv (fractions), metrics.md (percent) and metrics.json (fractions, nested by iou type) into
+    out_dir (atomically); returns the paths."""
     out = Path(out_dir)
     rows = metrics_rows(results)
     paths = [out / "metrics.csv", out / "metrics.md", out / "metrics.json"]
@@ -331,9 +357,22 @@ def write_metrics(out_dir: str | Path, results: dict[str, EvalResult]) -> list[P
 
 
 def format_stats_markdown(results: dict[str, EvalResult]) -> str:
-    """One Markdown table per iou type: stat names as columns, values in percent with one decimal."""
+    """One Markdown table per iou type: stat names as columns, values in percent with one decimal (n/a for -1).
+    This is metrics.md, and what `kpbench evaluate --format markdown` prints."""
     parts = []
     for iou_type, result in results.items():
-        row = {name: f"{100 * value:.1f}" if value >= 0 else "n/a" for name, value in result.stats.items()}
+        row = {name: percent(value) for name, value in result.stats.items()}
         parts.append(f"### {iou_type} ({result.backend})\n\n" + to_markdown([row]))
-    return "\n".join(parts)
+    return "\n".join(parts) + f"\n{PERCENT_NOTE}. metrics.json and metrics.csv hold COCO's fractions.\n"
+
+
+def format_stats_table(results: dict[str, EvalResult]) -> str:
+    """The terminal view of `kpbench evaluate`: per iou type, what was evaluated, then the stats in percent."""
+    parts = []
+    for iou_type, result in results.items():
+        parts.append(
+            f"{iou_type} ({result.backend}): {result.num_results} detections, {result.num_gt} GT, "
+            f"{result.num_images} images\n"
+            + to_text_table([{name: percent(value) for name, value in result.stats.items()}])
+        )
+    return "\n".join(parts) + f"{PERCENT_NOTE}.\n"

@@ -34,6 +34,8 @@ from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from kpbench.cocofiles import GroundTruth, Results
     from kpbench.evaluate import EvalResult
 
@@ -131,12 +133,16 @@ def keypoint_breakdown(
     return rows
 
 
-def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG."""
-    from kpbench.plots import new_figure, save_figure
+NO_MATCHED_PERSONS = "no matched persons"
+
+
+def keypoint_breakdown_figure(rows: Sequence[dict[str, Any]], title: str | None = None) -> Figure:
+    """The figure of `plot_keypoint_breakdown` (1000x600 pixels, Agg canvas)."""
+    from kpbench.plots import new_figure
 
     body = [r for r in rows if r["keypoint"] != "all"]
     pooled = next((r for r in rows if r["keypoint"] == "all"), None)
+    n = int(pooled["n"]) if pooled is not None else sum(int(r["n"]) for r in body)
     names = [r["keypoint"].replace("_", " ") for r in body]
     y = np.arange(len(body))
     fig = new_figure(10, 6)
@@ -161,10 +167,23 @@ def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, ti
     right.set_xlabel("median error / sqrt(GT area)")
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
-    n = pooled["n"] if pooled is not None else sum(int(r["n"]) for r in body)
+    if n == 0:
+        # Nothing matched at OKS >= 0.5: every bar is NaN. Say so instead of leaving two empty axes.
+        right.set_xlim(0, 1)
+        for ax in (left, right):
+            ax.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(OKS >= {MATCH_OKS})", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=12, color="0.35")
     fig.suptitle(title or f"Per-keypoint accuracy of matched detections (OKS >= 0.5, {n} GT keypoints)")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG.
+    With no matched keypoint at all, both panels say "no matched persons"."""
+    from kpbench.plots import save_figure
+
+    return save_figure(keypoint_breakdown_figure(rows, title), path)
 
 
 def _num(value: Any) -> float:
@@ -190,35 +209,27 @@ def keypoints_for_run(
 ) -> list[dict[str, Any]]:
     """The breakdown of a run directory, written as RUN_DIR/keypoints.csv/.md/.png (unless `write` is False).
 
-    Uses the run's ground_truth.json and keypoints_results.json (made from the detections cache when absent).
-    `eval_result`, when given, must be the keypoints evaluation of those files (saves evaluating again, as
-    `kpbench run` does); without one, or with one from a backend that exposes no matching (hotcoco), the run is
-    evaluated here with pycocotools.
+    Like `kpbench evaluate --run` and `kpbench thresholds`, it scores the run from its detections cache (every
+    image the manifest lists must be cached: an incomplete run is an error, never a stale keypoints_results.json)
+    and its ground_truth.json. `eval_result`, when given, must be the keypoints evaluation of those results (saves
+    evaluating again, as `kpbench run` does); without one, or with one from a backend that exposes no matching
+    (hotcoco), the run is evaluated here with pycocotools.
     """
-    from kpbench.cocofiles import load_results
     from kpbench.evaluate import evaluate
-    from kpbench.rundir import keypoint_results_path, read_manifest
-    from kpbench.runeval import load_run_ground_truth
+    from kpbench.rundir import read_manifest
+    from kpbench.runeval import finished_run_detections, load_run_ground_truth, run_results
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    read_manifest(run_dir)  # a clear error for a folder that is not a run
-    gt = load_run_ground_truth(run_dir, ["keypoints"])["keypoints"]
-    path = keypoint_results_path(run_dir)
-    results = load_results(path if path.is_file() else _cached_keypoint_results(run_dir), gt, "keypoints")
+    manifest = read_manifest(run_dir)  # a clear error for a folder that is not a run
+    ordered = finished_run_detections(run_dir, manifest)
+    gt = load_run_ground_truth(run_dir, ["keypoints"])
+    results = run_results(run_dir, ordered, gt)["keypoints"]
     if eval_result is None or eval_result.image_evals is None:
         # Also when given a hotcoco evaluation: only pycocotools exposes the per-image matching used here.
-        eval_result = evaluate(gt, results, iou_type="keypoints")
-    rows = keypoint_breakdown(eval_result, gt, results)
+        eval_result = evaluate(gt["keypoints"], results, iou_type="keypoints")
+    rows = keypoint_breakdown(eval_result, gt["keypoints"], results)
     if write:
         write_keypoint_breakdown(run_dir, rows)
     return rows
-
-
-def _cached_keypoint_results(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's keypoint results made from its detections cache, as `kpbench evaluate --run` makes them."""
-    from kpbench.detections import to_coco_results
-    from kpbench.runeval import finished_run_detections
-
-    return to_coco_results(finished_run_detections(run_dir))[0]

@@ -6,7 +6,10 @@ torch and torchvision are imported inside the functions, so that importing this 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,20 +107,93 @@ def _frozen_bn_model(**kwargs: Any) -> torch.nn.Module:
     return KeypointRCNN(backbone, num_classes=2, num_keypoints=17, **kwargs)
 
 
+_WEIGHTS_CHOICES = "--weights takes COCO_V1, COCO_LEGACY, none or a path"
+# What a torch.save file starts with: a zip archive (the format since torch 1.6) or a pickle of protocol 2 to 5
+# (the legacy format).
+_ZIP_MAGIC = b"PK\x03\x04"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def canonical_weights(weights: str) -> str:
+    """The canonical spelling of `weights`: named weights and "none" match case-insensitively ("coco_v1" is
+    COCO_V1) unless a file of that name exists; anything else is a checkpoint path, returned as given."""
+    if weights in NAMED_WEIGHTS or weights == "none":
+        return weights
+    by_lower = {name.lower(): name for name in (*NAMED_WEIGHTS, "none")}
+    if weights.lower() in by_lower and not Path(weights).exists():
+        return by_lower[weights.lower()]
+    return weights
+
+
+def check_weights(weights: str) -> str:
+    """Cheap checks of --weights before anything heavy (no torch import): returns the canonical name, or, for a
+    path, fails in one line when it is missing, a directory, empty or not a torch.save file."""
+    weights = canonical_weights(weights)
+    if weights not in NAMED_WEIGHTS and weights != "none":
+        _check_checkpoint_file(Path(weights))
+    return weights
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """One line for a checkpoint path that is missing, a directory, unreadable, empty or not a torch.save file."""
+    if path.is_dir():
+        raise KpbenchError(f"{path}: is a directory, expected a checkpoint file ({_WEIGHTS_CHOICES})")
+    if not path.is_file():
+        raise KpbenchError(f"{path}: checkpoint file not found{_weights_suggestion(str(path))} ({_WEIGHTS_CHOICES})")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if not head:
+        raise KpbenchError(f"{path}: empty file, not a checkpoint")
+    if not (head.startswith(_ZIP_MAGIC) or (head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5)):
+        raise KpbenchError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip or pickle file)")
+
+
+def _weights_suggestion(weights: str) -> str:
+    """"; did you mean COCO_V1?" for a --weights value close to a named one (coco-v1, COCO_V2, ...), else ""."""
+    names = {name.lower(): name for name in NAMED_WEIGHTS}
+    close = difflib.get_close_matches(weights.lower(), list(names), n=1, cutoff=0.7)
+    return f"; did you mean {names[close[0]]}?" if close else ""
+
+
+def _load_error(exc: Exception) -> str:
+    """torch.load's error in one short line: no ANSI colours, no advice on weights_only, the first sentence."""
+    text = _ANSI.sub("", str(exc))
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # the actual reason hides after several paragraphs of advice
+        text = text.split(marker, 1)[1]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].rstrip(".")
+    text = f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
+    if marker in str(exc):
+        text += "; kpbench loads checkpoints with weights_only=True: tensors and plain data only"
+    return text
+
+
 def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """Read a state dict, or a checkpoint dict with a `model` key, from a file."""
+    """Read a state dict, or a checkpoint dict with a `model` key, from a file.
+
+    Loaded with weights_only=True (no pickled code runs). A checkpoint of torchvision's reference training
+    script also holds its argparse.Namespace of arguments, which is allowed as data.
+    """
+    import argparse
+
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise KpbenchError(f"{path}: checkpoint file not found (--weights takes COCO_V1, COCO_LEGACY, none or a path)")
+    _check_checkpoint_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # A pickle protocol other than 2 only draws a warning from the weights-only unpickler.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise KpbenchError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise KpbenchError(f"{path}: unreadable checkpoint ({_load_error(exc)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
-    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(hasattr(v, "shape") for v in obj.values()):
         raise KpbenchError(f"{path}: not a state dict nor a checkpoint dict with a 'model' state dict")
     return obj
 
@@ -150,8 +226,11 @@ def build_model(
 ) -> tuple[torch.nn.Module, ModelInfo]:
     """Build Keypoint R-CNN in eval mode on the CPU, with the given weights and transform size.
 
-    `weights` is "COCO_V1", "COCO_LEGACY", "none" (random, seeded with `seed`) or a checkpoint path.
+    `weights` is "COCO_V1", "COCO_LEGACY", "none" (random, seeded with `seed`; names match case-insensitively)
+    or a checkpoint path.
     """
+    weights = check_weights(weights)  # before the heavy imports: a bad path fails at once
+
     import torch
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
@@ -162,7 +241,7 @@ def build_model(
     if weights in NAMED_WEIGHTS:
         model = _build_named(weights, **kwargs)
         info = ModelInfo(weights=weights, source="torchvision", frozen_bn_eps=0.0 if weights == "COCO_V1" else 1e-5)
-    elif weights.lower() == "none":
+    elif weights == "none":
         torch.manual_seed(seed)
         model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kwargs)
         info = ModelInfo(weights="none", source="random", seed=seed)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_bytes
+from kpbench.io import atomic_write_bytes, ensure_output_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -209,27 +209,45 @@ def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[s
     return {key: sorted(group, key=lambda r: r["size"]) for key, group in sorted(out.items())}
 
 
+# Line styles for many series: colour i % 10 with marker i % 7 (7 and 10 are coprime, so the pair repeats only
+# after 70 series) and the line style changing every 10 series, so that 12 or more lines stay distinguishable.
+_COLORS = tuple(f"C{i}" for i in range(10))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def series_styles(keys: Sequence[Any]) -> dict[Any, dict[str, str]]:
+    """A distinct {color, marker, linestyle} per series key, in the order given (unique for up to 70 series)."""
+    return {
+        key: {"color": _COLORS[i % 10], "marker": _MARKERS[i % 7], "linestyle": _LINESTYLES[(i // 10) % 4]}
+        for i, key in enumerate(keys)
+    }
+
+
 def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
     """From `kpbench speed` CSVs: speed_fps.png (FPS against input size, one line per device and variant) and,
     where accuracy was measured, speed_ap_fps.png (keypoint AP against FPS, points labelled by size).
 
     Both are 800 x 500 PNGs in `out_dir` (default: the first CSV's folder). Failed and skipped rows are left out.
+    Each device and variant gets its own colour, marker and line style (`series_styles`), the same in both.
     """
     rows = read_speed_rows(csv_paths)
-    out = Path(out_dir) if out_dir is not None else Path(csv_paths[0]).parent
+    if out_dir is not None:
+        out = ensure_output_dir(out_dir, "--out")
+    else:
+        out = ensure_output_dir(Path(csv_paths[0]).parent, "output folder")
     series = _series(rows)
     written = []
 
     fig = new_figure(*SPEED_SIZE)
     ax = fig.subplots()
-    color = {key: f"C{i % 10}" for i, key in enumerate(series)}  # the same series, the same colour in both
+    style = series_styles(list(series))  # the same series, the same style in both figures
     for (device, variant), group in series.items():
         ax.plot(
             [r["size"] for r in group],
             [r["fps"] for r in group],
-            "o-",
-            color=color[device, variant],
             label=f"{device} | {variant}",
+            **style[device, variant],
         )
     ax.set_xlabel("input size (short side, pixels)")
     ax.set_ylabel("images per second")
@@ -253,7 +271,7 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
         for (device, variant), group in measured.items():
             fps = [r["fps"] for r in group]
             ap = [100 * r["kp_AP"] for r in group]  # kpbench stores AP as a fraction; percent reads like COCO's
-            ax.plot(fps, ap, "o-", color=color[device, variant], label=f"{device} | {variant}")
+            ax.plot(fps, ap, label=f"{device} | {variant}", **style[device, variant])
             for x, y, r in zip(fps, ap, group):
                 ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel("images per second")

@@ -3,8 +3,10 @@
 Three kinds:
 
 - ``speed``: speed CSVs written by `kpbench speed` (see `kpbench.speed` for their columns), from any number of
-  machines. `speed_table` gives one row per GPU x size x variant with FPS, median and p90 ms, padded shapes,
-  peak memory and AP when measured; `speed_pivot` gives GPU (x variant) rows and one FPS column per size.
+  machines. `speed_table` gives one row per device x size x variant (and box score threshold and image source,
+  which change the time) with FPS, median and p90 ms, padded shapes, peak memory and AP when measured;
+  `speed_pivot` gives one row per device, variant, threshold and image source and one FPS column per size. The
+  `device` column holds the device's name: the GPU model on CUDA, the CPU model on a CPU.
 - ``run``: run directories written by `kpbench run` (``manifest.json`` + ``metrics.json``): one row each, with
   weights, input size, dtype, keypoint AP/AR, box AP, the published AP of the weights and the deviations from
   the published protocol.
@@ -12,13 +14,15 @@ Three kinds:
   run and statistic).
 
 AP values are on the 0-1 scale everywhere (published AP, which torchvision gives in percent, is divided by 100).
-A directory argument is searched recursively: for speed CSVs that have their ``kpbench-speed`` JSON manifest
-beside them (so a merged table written into the same folder is not read back), for run directories
-(``manifest.json``) and for ``thresholds_person.csv``. A file argument is taken as it is.
+A directory argument is searched recursively: for speed CSVs (a ``kpbench-speed`` JSON manifest beside them, or
+a header with the columns `kpbench speed` writes, such as ``timestamp`` and ``device_name``, which a merged table
+written into the same folder lacks), for run directories (``manifest.json``) and for ``thresholds_person.csv``.
+A file argument is taken as it is.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
@@ -35,9 +39,13 @@ FORMATS = ("markdown", "csv", "json")
 DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results"}
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps", "median_ms", "p90_ms", "status")
+# A CSV in a searched folder without a manifest beside it counts as a speed CSV when its header has these.
+SPEED_HEADER = ("timestamp", "device", *SPEED_REQUIRED)
+# What tells two speed rows of one device, size and variant apart (besides the file they come from).
+SPEED_IDENTITY = ("box_score_thresh", "synthetic")
 SPEED_TABLE_COLUMNS = (
-    "gpu", "size", "variant", "fps", "median_ms", "p90_ms", "padded_shapes", "memory_mib", "memory",
-    "dets_per_image", "synthetic", "kp_AP", "box_AP", "status", "error", "source",
+    "device", "size", "variant", "box_score_thresh", "synthetic", "fps", "median_ms", "p90_ms", "padded_shapes",
+    "memory_mib", "memory", "dets_per_image", "kp_AP", "box_AP", "status", "error", "source",
 )  # fmt: skip
 RUN_COLUMNS = (
     "run", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh", "num_images",
@@ -68,15 +76,24 @@ def _existing(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _is_speed_csv(path: Path) -> bool:
+    """Whether a CSV found in a folder is a `kpbench speed` table: its manifest says so, or (the manifest was
+    not copied along) its header has the columns only such a table has."""
     manifest = path.with_suffix(".json")
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed"
+        if json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed":
+            return True
     except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
+    return set(SPEED_HEADER) <= set(header)
 
 
 def find_speed_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Speed CSVs: files as given, directories searched for CSVs with a kpbench-speed manifest beside them."""
+    """Speed CSVs: files as given, directories searched for CSVs that are `kpbench speed` tables (`_is_speed_csv`)."""
     found: list[Path] = []
     for p in _existing(paths):
         if p.is_dir():
@@ -142,10 +159,27 @@ def read_speed_files(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _gpu_labels(df: pd.DataFrame) -> pd.Series:
-    """The device name, suffixed with the source file where two files would otherwise collide."""
+def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the identity columns filled (old CSVs may lack them) and `memory_mib`/`memory` computed from the
+    raw `device` ("cpu", "cuda:0"), then `device` replaced by the device label (`_device_labels`)."""
+    pd = _pd()
+    df = df.copy()
+    df["synthetic"] = df["synthetic"].fillna(False).astype(bool) if "synthetic" in df else False
+    if "box_score_thresh" not in df:
+        df["box_score_thresh"] = float("nan")
+    mem = [_memory(r) for r in df.to_dict("records")]
+    df["memory_mib"] = [m[0] for m in mem]
+    df["memory"] = [m[1] if not pd.isna(m[0]) else None for m in mem]
+    df["device"] = _device_labels(df)
+    return df
+
+
+def _device_labels(df: pd.DataFrame) -> pd.Series:
+    """The device name (GPU model, or CPU model on a CPU), suffixed with the source file where two files would
+    otherwise give the same row (same device, variant, size, box score threshold and image source)."""
     label = df["device_name"].astype(str)
-    per_key = df.groupby([label, df["variant"], df["size"]])["source"].transform("nunique")
+    keys = [label, df["variant"], df["size"], *(df[c].astype(str) for c in SPEED_IDENTITY)]
+    per_key = df.groupby(keys)["source"].transform("nunique")
     clash = set(label[per_key > 1])
     return label.where(~label.isin(clash), label + " [" + df["source"].astype(str) + "]")
 
@@ -158,31 +192,29 @@ def _memory(row: Any) -> tuple[float, str]:
 
 
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per GPU x size x variant: FPS, median/p90 ms, padded shapes, memory, AP when measured, status."""
-    pd = _pd()
-    df = df.copy()
-    df["gpu"] = _gpu_labels(df)
-    mem = [_memory(r) for r in df.to_dict("records")]
-    df["memory_mib"] = [m[0] for m in mem]
-    df["memory"] = [m[1] if not pd.isna(m[0]) else None for m in mem]
+    """One row per device x size x variant x box score threshold x image source: FPS, median/p90 ms, padded
+    shapes, memory, AP when measured, status."""
+    df = _prepare_speed(df)
     for col in SPEED_TABLE_COLUMNS:
         if col not in df.columns:
             df[col] = None
     keep = [c for c in SPEED_TABLE_COLUMNS if c not in ("kp_AP", "box_AP", "error") or df[c].notna().any()]
-    out = df[keep].sort_values(["gpu", "variant", "size"], kind="stable").reset_index(drop=True)
-    return out
+    order = ["device", "variant", *SPEED_IDENTITY, "size"]
+    return df[keep].sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
-    """FPS with one row per GPU, variant and image source, and one column "fps@<size>" per size.
+    """FPS with one row per device, variant, box score threshold and image source, and one column "fps@<size>"
+    per size.
 
-    Failed or skipped rows give empty cells; the `synthetic` column keeps random-image rows apart.
+    Failed or skipped rows give empty cells; `box_score_thresh` and `synthetic` keep rows measured with other
+    settings apart (fewer detections, or random images, change the time).
     """
     pd = _pd()
-    df = df.copy()
-    df["gpu"] = _gpu_labels(df)
-    df["synthetic"] = df["synthetic"].fillna(False).astype(bool) if "synthetic" in df else False
-    keys = ["gpu", "variant", "synthetic"]
+    df = _prepare_speed(df)
+    keys = ["device", "variant", *SPEED_IDENTITY]
+    # pivot_table drops rows with a NaN key: a threshold missing from a CSV is -1 here, and empty again below.
+    df["box_score_thresh"] = df["box_score_thresh"].astype(float).fillna(-1.0)
     ok = df[df["status"] == "ok"]
     pivot = ok.pivot_table(index=keys, columns="size", values="fps", aggfunc="first") if len(ok) else None
     index = pd.MultiIndex.from_frame(df[keys].drop_duplicates().sort_values(keys, kind="stable"))
@@ -191,7 +223,9 @@ def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
         pivot = pd.DataFrame(index=index, columns=sizes, dtype=float)
     pivot = pivot.reindex(index=index, columns=sizes)
     pivot.columns = [f"fps@{int(c)}" for c in pivot.columns]
-    return pivot.reset_index()
+    out = pivot.reset_index()
+    out["box_score_thresh"] = out["box_score_thresh"].where(out["box_score_thresh"] >= 0)
+    return out
 
 
 def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
@@ -242,10 +276,35 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         kp = (metrics.get("keypoints") or {}) if isinstance(metrics, dict) else {}
         box = (metrics.get("bbox") or {}) if isinstance(metrics, dict) else {}
         row.update(kp_AP=kp.get("AP"), kp_AP50=kp.get("AP50"), kp_AP75=kp.get("AP75"), kp_AR=kp.get("AR"))
-        row.update(box_AP=box.get("AP"), status="ok")
-    else:
-        row["status"] = f"no metrics.json ({manifest.get('status', 'unfinished')})"
+        row.update(box_AP=box.get("AP"))
+    row["status"] = run_status(run_dir, manifest, row["num_images"])
     return {c: row.get(c) for c in RUN_COLUMNS}
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def run_status(run_dir: Path, manifest: dict[str, Any], num_images: int | None) -> str:
+    """"ok" for a finished, evaluated run whose cache is all there; otherwise "incomplete (why)" or
+    "not evaluated (no metrics.json)"."""
+    status = manifest.get("status", "unfinished")
+    cache = run_dir / "detections.jsonl"
+    if status != "complete":
+        cached = _count_lines(cache) if cache.is_file() else 0
+        of = f" of {num_images}" if num_images else ""
+        return f"incomplete ({status}: {cached}{of} images cached)"
+    if not cache.is_file():
+        return "incomplete (detections.jsonl missing)"
+    if num_images and (cached := _count_lines(cache)) != num_images:
+        return f"incomplete (detections.jsonl has {cached} of {num_images} images)"
+    if not (run_dir / "metrics.json").is_file():
+        return "not evaluated (no metrics.json)"
+    return "ok"
 
 
 def run_table(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -337,8 +396,8 @@ def build_report(
 
 
 TITLES = {
-    ("speed", "table"): "Speed: GPU x size x variant",
-    ("speed", "pivot"): "Speed: FPS (images/s) per GPU and size",
+    ("speed", "table"): "Speed: device x size x variant",
+    ("speed", "pivot"): "Speed: FPS (images/s) per device and size",
     ("run", "table"): "Runs",
     ("thresholds", "table"): "Person-score thresholds",
 }
@@ -366,15 +425,30 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
     return {"report": "\n".join(parts)}
 
 
+def check_report_out(out: str | Path) -> Path:
+    """`--out FILE` of `kpbench report`: not a folder, and its folder exists or can be made and is writable
+    (a one-line error otherwise)."""
+    from kpbench.io import ensure_output_dir
+
+    out = Path(out)
+    if out.is_dir():
+        raise KpbenchError(f"--out {out}: is a directory, expected a file name (such as {out / 'report.md'})")
+    ensure_output_dir(out.parent, f"--out {out}: folder")
+    return out
+
+
 def write_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str, out: str | Path) -> list[Path]:
     """Write the report to `out` (csv with several tables: `out` for the first, `<stem>.<name>.csv` for the rest)."""
     from kpbench.io import atomic_write_text
 
+    out = check_report_out(out)
     texts = render_report(kind, tables, fmt)
-    out = Path(out)
     written = []
     for i, (name, text) in enumerate(texts.items()):
         path = out if i == 0 else out.with_name(f"{out.stem}.{name}{out.suffix}")
-        atomic_write_text(path, text)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise KpbenchError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
         written.append(path)
     return written

@@ -9,9 +9,11 @@ The protocol and its deviations are also described here, so that the summary and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from kpbench.cocofiles import IOU_TYPES
 from kpbench.detections import ImageDetections, iter_cache, to_coco_results
@@ -23,13 +25,14 @@ from kpbench.rundir import (
     detections_path,
     ground_truth_path,
     keypoint_results_path,
+    manifest_path,
     read_manifest,
     shard_paths,
     write_manifest,
 )
 
 if TYPE_CHECKING:
-    from kpbench.cocofiles import GroundTruth
+    from kpbench.cocofiles import GroundTruth, Results
     from kpbench.evaluate import EvalResult
 
 VAL2017_IMAGES = 5000
@@ -53,7 +56,8 @@ def describe_protocol(
 
     `config` is the run's settings dict, `model` its ModelInfo as a dict, `num_images` the evaluated images and
     `file_images` the images listed in the annotation file. Deviations are short strings; none means the run's
-    AP is comparable with the published AP.
+    AP is comparable with the published AP. An image selection (--images, --image-ids, --limit) is a deviation
+    only when it leaves out images of the annotation file.
     """
     published_name = published_weights_name(model)
     protocol: dict[str, Any] = {
@@ -84,8 +88,10 @@ def describe_protocol(
         chosen.append("--image-ids")
     if config.get("limit") is not None:
         chosen.append(f"--limit {config['limit']}")
-    if chosen:
-        deviations.append(f"image subset: {num_images} of {file_images} images ({', '.join(chosen)})")
+    # A selection that keeps every image (--limit 5000 of 5000, --image-ids naming them all) is no subset.
+    if num_images < file_images:
+        how = f" ({', '.join(chosen)})" if chosen else ""
+        deviations.append(f"image subset: {num_images} of {file_images} images{how}")
     if config["split"] == "val2017" and file_images != VAL2017_IMAGES:
         deviations.append(f"the annotation file lists {file_images} images, not the {VAL2017_IMAGES} of val2017")
     for key, label in (("min_size", "min_size"), ("max_size", "max_size"), ("box_score_thresh", "box_score_thresh"),
@@ -149,12 +155,60 @@ def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TY
     return {iou_type: validate_ground_truth(data, str(path), iou_type) for iou_type in iou_types}
 
 
+def _cache_file_holding(run_dir: Path, image_id: int) -> Path:
+    """The cache file whose line for `image_id` read_run_detections kept (the last file that has it)."""
+    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.is_file()]
+    for path in reversed(paths):
+        if any(det.image_id == image_id for det in iter_cache(path)):
+            return path
+    return detections_path(run_dir)
+
+
+def check_finite_detections(run_dir: str | Path, detections: Sequence[ImageDetections]) -> None:
+    """Every score, box and keypoint that goes into the results files is finite; otherwise a KpbenchError naming
+    the cache file, the image id, the detection and its position in the rebuilt results (JSON has no NaN, and
+    COCOeval would score it silently wrong)."""
+    position = 0
+    for det in detections:
+        if not len(det):
+            continue
+        for name, values in (("keypoints", det.keypoints), ("score", det.scores), ("bbox", det.boxes)):
+            finite = np.isfinite(np.asarray(values, dtype=np.float64).reshape(len(det), -1)).all(axis=1)
+            if not finite.all():
+                j = int(np.argmin(finite))
+                cache = _cache_file_holding(Path(run_dir), det.image_id)
+                raise KpbenchError(
+                    f"{cache}: image {det.image_id}, detection {j} (result {position + j} of the rebuilt results): "
+                    f"'{name}' holds NaN or infinity; the cache is damaged or the model gave non-finite outputs "
+                    "(redo the run with `kpbench run ... --overwrite`)"
+                )
+        position += len(det)
+
+
+def run_results(
+    run_dir: str | Path, detections: Sequence[ImageDetections], gt: dict[str, GroundTruth]
+) -> dict[str, Results]:
+    """The run's COCO results rebuilt from its cache (image-id order: result i is detection i of `detections`),
+    checked as any results file is, for each iou type of `gt` ({iou_type: GroundTruth}, from load_run_ground_truth).
+
+    `kpbench evaluate --run`, `kpbench thresholds` and `kpbench keypoints` all score a run through this function.
+    """
+    from kpbench.cocofiles import validate_results
+
+    check_finite_detections(run_dir, detections)
+    keypoint_results, bbox_results = to_coco_results(detections)
+    source = f"results rebuilt from {detections_path(run_dir)}"
+    by_type = {"keypoints": keypoint_results, "bbox": bbox_results}
+    return {iou_type: validate_results(by_type[iou_type], source, g, iou_type) for iou_type, g in gt.items()}
+
+
 def write_results_files(
     run_dir: str | Path, detections: Iterable[ImageDetections]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Write keypoints_results.json and bbox_results.json (COCO results format) in the order given; returns both.
 
-    Compact JSON with full-precision floats: the same detections always give the same bytes.
+    Compact JSON with full-precision floats: the same detections always give the same bytes. The caller checks
+    the detections first (`run_results`): JSON cannot hold NaN.
     """
     keypoint_results, bbox_results = to_coco_results(detections)
     write_json(keypoint_results_path(run_dir), keypoint_results, indent=None)
@@ -162,51 +216,62 @@ def write_results_files(
     return keypoint_results, bbox_results
 
 
-def evaluate_run(run_dir: str | Path, backend: str = "pycocotools", write: bool = True) -> dict[str, EvalResult]:
-    """Evaluate a finished run from its cache: writes the results JSONs and metrics files, records the stats
-    in the manifest, and returns {"keypoints": EvalResult, "bbox": EvalResult}.
+def evaluate_run(
+    run_dir: str | Path,
+    backend: str = "pycocotools",
+    write: bool = True,
+    on_write: Callable[[Path], None] | None = None,
+) -> dict[str, EvalResult]:
+    """Evaluate a finished run from its cache; returns {"keypoints": EvalResult, "bbox": EvalResult}.
 
-    Reads only the run directory (manifest, cache, ground_truth.json); the model is not needed.
+    The results are rebuilt from the cache, checked and evaluated before anything is written. With `write` (the
+    default) it then rewrites the run's keypoints_results.json, bbox_results.json and metrics.csv/.md/.json, and records the
+    stats in the manifest; `on_write` is called with each path written. Reads only the run directory (manifest,
+    cache, ground_truth.json); the model is not needed.
     """
-    from kpbench.evaluate import evaluate, metrics_json, write_metrics
+    from kpbench.evaluate import check_backend, evaluate, metrics_json, write_metrics
 
     run_dir = Path(run_dir)
+    check_backend(backend)
     started = time.perf_counter()
     ordered = finished_run_detections(run_dir)
     gt = load_run_ground_truth(run_dir)
-    if write:
-        keypoint_results, bbox_results = write_results_files(run_dir, ordered)
-    else:
-        keypoint_results, bbox_results = to_coco_results(ordered)
+    checked = run_results(run_dir, ordered, gt)
     results = {
-        "keypoints": evaluate(gt["keypoints"], keypoint_results, iou_type="keypoints", backend=backend),
-        "bbox": evaluate(gt["bbox"], bbox_results, iou_type="bbox", backend=backend),
+        iou_type: evaluate(gt[iou_type], checked[iou_type], iou_type=iou_type, backend=backend)
+        for iou_type in IOU_TYPES
     }
+    written: list[Path] = []
     if write:
-        write_metrics(run_dir, results)
+        write_json(keypoint_results_path(run_dir), checked["keypoints"].results, indent=None)
+        write_json(bbox_results_path(run_dir), checked["bbox"].results, indent=None)
+        written += [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
+        written += write_metrics(run_dir, results)
         manifest = read_manifest(run_dir)
         manifest["evaluation"] = {
             "backend": backend,
             "seconds": round(time.perf_counter() - started, 3),
-            "num_detections": len(bbox_results),
+            "num_detections": len(checked["bbox"].results),
             "stats": metrics_json(results),
             "notes": sorted({note for r in results.values() for note in r.notes}),
         }
         write_manifest(run_dir, manifest)
+        written.append(manifest_path(run_dir))
+    if on_write is not None:
+        for path in written:
+            on_write(path)
     return results
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}" if value >= 0 else "n/a"
-
-
 def stats_table(results: dict[str, EvalResult]) -> str:
-    """A plain-text table: one row per iou type, stats in percent (COCO's -1 for "no GT" shown as n/a)."""
+    """A plain-text table: one row per iou type, stats in percent with one decimal (COCO's -1, "no GT", as n/a)."""
+    from kpbench.evaluate import PERCENT_NOTE, percent
+
     lines = []
     for iou_type, result in results.items():
-        row = {"": iou_type, **{name: _pct(value) for name, value in result.stats.items()}}
+        row = {"": iou_type, **{name: percent(value) for name, value in result.stats.items()}}
         lines.append(to_text_table([row]))
-    return "\n".join(lines)
+    return "\n".join(lines) + f"({PERCENT_NOTE})\n"
 
 
 def summary_text(manifest: dict[str, Any], results: dict[str, EvalResult], run_dir: str | Path | None = None) -> str:

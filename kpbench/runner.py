@@ -2,14 +2,19 @@
 
 One session of a run goes:
 
-1. plan (rank 0, read-only): COCO root, annotations, image selection, image files, the run directory's state
-   (new, resumable, or made with another config), and which images are already cached;
+1. plan (rank 0, read-only but for creating the --out folder): COCO root, annotations, image selection, image
+   files, the run directory's state (new, resumable, or made with another config), and which images are already
+   cached;
 2. build the model (every rank), then commit (rank 0): --overwrite deletes the old files, leftover rank shards
    are merged, ground_truth.json and manifest.json (status "running") are written;
 3. the loop: fixed batches of the id-sorted image list; a rank runs every world_size-th pending batch and
    appends each finished image to its cache file (flushed per image) from a writer thread;
 4. rank 0 merges the shards into detections.jsonl in image-id order, writes the manifest (status "complete")
    and evaluates from the cache (kpbench.runeval).
+
+A failure before step 2 has written anything removes the --out folder again if step 1 created it. Ctrl-C
+during the loop keeps every finished image, marks the manifest "interrupted" and raises `RunInterrupted`,
+whose message says how many images are cached; the same command resumes.
 
 Batches are fixed over the whole image list, so a resumed or distributed run feeds the model exactly the batches
 an uninterrupted single-process run does, and its detections (and results files) come out byte-identical.
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.config import LoadedConfig, RunSettings, settings_dict
+from kpbench.config import LoadedConfig, RunSettings, check_settings, settings_dict
 from kpbench.data import (
     COCO_ROOT_ENV,
     CocoImages,
@@ -46,8 +51,9 @@ from kpbench.data import (
     to_float_image,
 )
 from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
+from kpbench.download import first_missing_parent, remove_empty_dirs
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_text, write_json
+from kpbench.io import atomic_write_text, ensure_output_dir, write_json
 from kpbench.rundir import (
     RUN_VERSION,
     clear_run_files,
@@ -104,6 +110,19 @@ class RunPlan:
     done: list[int]
     state: str  # "new", "resume" or "overwrite"
     previous: dict[str, Any] | None = None  # the manifest being resumed
+    created_out: str | None = None  # the outermost folder of run_dir that planning created (removed on failure)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after the run directory was set up: what is cached stays, and the manifest says
+    "interrupted". `str()` is the one line to print."""
+
+    def __init__(self, run_dir: Path, cached: int, total: int, message: str | None = None) -> None:
+        self.run_dir, self.cached, self.total = run_dir, cached, total
+        super().__init__(
+            message or f"interrupted: {cached} of {total} images cached in {run_dir}; run the same command again "
+            "to resume"
+        )
 
 
 @dataclass
@@ -274,8 +293,11 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
         run_dir=str(run_dir), coco_root=str(root.resolve()), split=split, annotation_file=ann, image_ids=image_ids,
         paths=[str(p) for p in paths], file_images=len(gt["images"]), done=[], state="new",
     )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise KpbenchError(f"{run_dir}: --out exists and is not a directory")
+    # A folder that cannot be made (a file is there, /proc/x, no permission) fails here, before the model is
+    # built. A folder made here is removed again if the run fails before writing into it.
+    created = first_missing_parent(run_dir)
+    ensure_output_dir(run_dir, "--out")
+    plan.created_out = str(created) if created is not None else None
     if overwrite:
         plan.state = "overwrite" if run_dir.exists() else "new"
         return plan
@@ -523,6 +545,104 @@ def _timings(sessions: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the command ---------------------------------------------------------------------------------------------
 
 
+def _prepare(
+    settings: RunSettings,
+    dist: DistInfo,
+    device: torch.device,
+    plan: RunPlan,
+    batches: list[list[int]],
+    config: LoadedConfig | None,
+    command_line: Sequence[str] | None,
+) -> torch.nn.Module | None:
+    """Step 2: the model on every rank (skipped when everything is cached: a finished run is only re-evaluated),
+    then rank 0's writes before the loop; every rank fails if one does."""
+    from kpbench.environment import capture_environment
+    from kpbench.models import build_model
+
+    model, model_info, error = None, None, None
+    if batches:
+        built, error = _attempt(
+            lambda: build_model(settings.weights, min_size=settings.min_size, max_size=settings.max_size,
+                                box_score_thresh=settings.box_score_thresh, seed=settings.seed)
+        )
+        if built is not None:
+            model, info = built
+            model_info = dataclasses.asdict(info)
+            model = model.to(device)
+            old_sha = ((plan.previous or {}).get("model") or {}).get("checkpoint_sha256")
+            if plan.state == "resume" and old_sha and old_sha != model_info.get("checkpoint_sha256"):
+                error = (f"{settings.weights}: the checkpoint changed since this run started (sha256 {old_sha[:12]}... "
+                         "there); use another --out, or pass --overwrite")
+    elif plan.previous:
+        model_info = plan.previous["model"]
+    if dist.is_main and error is None:
+        environment = capture_environment(device)
+        manifest = _base_manifest(settings, plan, model_info or {}, environment, dist, config, command_line)
+        _, error = _attempt(lambda: _commit(plan, manifest))
+    _agree(dist, error)
+    return model
+
+
+def _loop_and_merge(
+    model: torch.nn.Module | None,
+    device: torch.device,
+    settings: RunSettings,
+    plan: RunPlan,
+    batches: list[list[int]],
+    dist: DistInfo,
+    progress: bool,
+) -> tuple[_LoopStats, list[dict[str, Any]]]:
+    """Step 3, the loop (every world_size-th pending batch into this rank's cache file), then rank 0 merges the
+    shards into detections.jsonl. Returns this rank's stats and every rank's."""
+    run_dir = Path(plan.run_dir)
+    mine = batches[dist.rank :: dist.world_size]
+    out_path = shard_path(run_dir, dist.rank) if dist.distributed else detections_path(run_dir)
+    stats = _LoopStats(rank=dist.rank)
+    if model is not None:
+        stats = _run_loop(model, device, settings, plan, mine, out_path, dist, progress)
+    all_stats = _gather(dist, dataclasses.asdict(stats))
+    # Every shard is complete: leave the process group now, so that the other ranks can exit while rank 0
+    # merges and evaluates (which can take a minute on val2017).
+    shutdown_distributed(dist)
+    if dist.is_main:
+        cached = write_canonical_cache(run_dir, plan.image_ids)
+        if cached != len(plan.image_ids):
+            raise KpbenchError(
+                f"{run_dir}: {len(plan.image_ids) - cached} of {len(plan.image_ids)} images have no detections after "
+                "the run (did a rank fail?); re-run the same command to finish them"
+            )
+    return stats, all_stats
+
+
+def count_cached_lines(run_dir: Path) -> int:
+    """Finished images in the cache files (detections.jsonl and rank shards): complete lines, without parsing."""
+    total = 0
+    for path in [detections_path(run_dir), *shard_paths(run_dir)]:
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    total += chunk.count(b"\n")
+        except OSError:
+            continue
+    return total
+
+
+def _interrupted(run_dir: Path, plan: RunPlan) -> RunInterrupted:
+    """After Ctrl-C on rank 0: mark the manifest "interrupted" (atomically; the cache stays as it is, and the
+    same command resumes it) and say how far the run got."""
+    total = len(plan.image_ids)
+    cached = min(count_cached_lines(run_dir), total)
+    try:
+        manifest = read_manifest(run_dir)
+        if manifest.get("status") == "running":
+            manifest["status"] = "interrupted"
+            manifest["updated_at"] = _now()
+            write_manifest(run_dir, manifest)
+    except (KpbenchError, OSError):
+        pass  # the message below matters more than the status field
+    return RunInterrupted(run_dir, cached, total)
+
+
 def run(
     settings: RunSettings,
     *,
@@ -535,10 +655,13 @@ def run(
 ) -> RunOutcome:
     """Run Keypoint R-CNN over the selected COCO images into a run directory, resuming where it stopped, then
     evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the images are sharded over the ranks."""
-    from kpbench.models import check_dtype, resolve_device
+    from kpbench.models import check_dtype, check_weights, resolve_device
 
     session_start = time.perf_counter()
     started_at = _now()
+    # Cheap checks first (no torch yet): sizes, the weights' name or file, the backend.
+    check_settings(settings)
+    settings = dataclasses.replace(settings, weights=check_weights(settings.weights))  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)
     dist, device = init_distributed(resolve_device(settings.device))
@@ -564,9 +687,6 @@ def _run(
     started_at: str,
 ) -> RunOutcome:
     """`run` once the process knows its rank and device: plan, build, commit, loop, merge, evaluate."""
-    from kpbench.environment import capture_environment
-    from kpbench.models import build_model
-
     # 1. Plan on rank 0; every rank gets the same plan (or the same error).
     plan, error = _attempt(lambda: plan_run(settings, device.type, overwrite)) if dist.is_main else (None, None)
     plan, error = _broadcast(dist, (plan, error))
@@ -577,49 +697,24 @@ def _run(
     done = set(plan.done)
     batches = pending_batches(plan.image_ids, settings.batch_size, done)
 
-    # 2. The model (skipped when everything is cached: a finished run is only re-evaluated).
-    model, model_info, error = None, None, None
-    if batches:
-        built, error = _attempt(
-            lambda: build_model(settings.weights, min_size=settings.min_size, max_size=settings.max_size,
-                                box_score_thresh=settings.box_score_thresh, seed=settings.seed)
-        )
-        if built is not None:
-            model, info = built
-            model_info = dataclasses.asdict(info)
-            model = model.to(device)
-            old_sha = ((plan.previous or {}).get("model") or {}).get("checkpoint_sha256")
-            if plan.state == "resume" and old_sha and old_sha != model_info.get("checkpoint_sha256"):
-                error = (f"{settings.weights}: the checkpoint changed since this run started (sha256 {old_sha[:12]}... "
-                         "there); use another --out, or pass --overwrite")
-    elif plan.previous:
-        model_info = plan.previous["model"]
-    if dist.is_main and error is None:
-        environment = capture_environment(device)
-        manifest = _base_manifest(settings, plan, model_info or {}, environment, dist, config, command_line)
-        _, error = _attempt(lambda: _commit(plan, manifest))
-    _agree(dist, error)
+    # 2. The model and rank 0's writes; 3. the loop and the merge.
+    try:
+        model = _prepare(settings, dist, device, plan, batches, config, command_line)
+    except BaseException:
+        if dist.is_main and plan.created_out:
+            remove_empty_dirs(run_dir, Path(plan.created_out))  # nothing was written: leave no empty folder
+        raise
 
-    # 3. The loop: every world_size-th pending batch, into this rank's cache file.
-    mine = batches[dist.rank :: dist.world_size]
-    out_path = shard_path(run_dir, dist.rank) if dist.distributed else detections_path(run_dir)
-    stats = _LoopStats(rank=dist.rank)
-    if model is not None:
-        stats = _run_loop(model, device, settings, plan, mine, out_path, dist, progress)
-    all_stats = _gather(dist, dataclasses.asdict(stats))
-    # Every shard is complete: leave the process group now, so that the other ranks can exit while rank 0
-    # merges and evaluates (which can take a minute on val2017).
-    shutdown_distributed(dist)
+    try:
+        stats, all_stats = _loop_and_merge(model, device, settings, plan, batches, dist, progress)
+    except KeyboardInterrupt:
+        if not dist.is_main:
+            raise
+        raise _interrupted(run_dir, plan) from None
     if not dist.is_main:
         return RunOutcome(run_dir=run_dir, is_main=False, processed=stats.images, resumed_from=len(done))
 
-    # 4. Rank 0: merge, record, evaluate.
-    cached = write_canonical_cache(run_dir, plan.image_ids)
-    if cached != len(plan.image_ids):
-        raise KpbenchError(
-            f"{run_dir}: {len(plan.image_ids) - cached} of {len(plan.image_ids)} images have no detections after the "
-            "run (did a rank fail?); re-run the same command to finish them"
-        )
+    # 4. Rank 0: record, evaluate.
     manifest = read_manifest(run_dir)
     counts: dict[str, int] = {}
     for s in all_stats:
@@ -648,7 +743,12 @@ def _run(
 
     outcome = RunOutcome(run_dir=run_dir, is_main=True, processed=session["images"], resumed_from=len(done))
     if evaluate:
-        outcome.results = evaluate_run(run_dir, backend=backend)
+        try:
+            outcome.results = evaluate_run(run_dir, backend=backend)
+        except KeyboardInterrupt:
+            n = len(plan.image_ids)
+            raise RunInterrupted(run_dir, n, n, f"interrupted while evaluating: all {n} images are cached in "
+                                 f"{run_dir}; run the same command again to evaluate them") from None
         manifest = read_manifest(run_dir)
         session["total_s"] = round(time.perf_counter() - session_start, 3)
         manifest["timings"] = _timings(sessions)

@@ -12,7 +12,7 @@ What is timed (also written beside the numbers, see `TIMING_DEFINITION`):
 - Per (size, variant): one *cold* call (the first at that size, reported on its own), then ``warmup`` untimed
   calls, then ``iters`` timed calls. Calls cycle through the images; a batch of B takes B consecutive ones.
 
-Variants: the grid ``dtypes x batch_sizes`` is the baseline; each of ``--channels-last``,
+Variants: the grid ``dtype x batch_size`` (the lists of `--dtype` and `--batch-size`) is the baseline; each of ``--channels-last``,
 ``--cudnn-benchmark`` and ``--compile`` adds a copy of that grid with only that option on, so each option is
 compared against the same baseline. ``--channels-last`` puts the weights and the padded batch entering the
 backbone in channels-last memory format. ``--compile`` compiles the backbone (ResNet-50-FPN) with torch.compile;
@@ -569,12 +569,13 @@ def run_speed(
     from kpbench.config import settings_dict
     from kpbench.data import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.environment import capture_environment
-    from kpbench.models import build_model, resolve_device
+    from kpbench.io import ensure_output_dir
+    from kpbench.models import build_model, check_weights, resolve_device
 
-    # A size or variant given twice would give two rows with the same key.
+    # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
     settings = dataclasses.replace(
-        settings, sizes=list(dict.fromkeys(settings.sizes)), dtypes=list(dict.fromkeys(settings.dtypes)),
-        batch_sizes=list(dict.fromkeys(settings.batch_sizes)),
+        settings, sizes=list(dict.fromkeys(settings.sizes)), dtype=list(dict.fromkeys(settings.dtype)),
+        batch_size=list(dict.fromkeys(settings.batch_size)), weights=check_weights(settings.weights),
     )
     if settings.accuracy and settings.synthetic:
         raise KpbenchError("--accuracy: needs real COCO images and annotations, not --synthetic")
@@ -618,10 +619,7 @@ def run_speed(
         }  # fmt: skip
 
     if write:  # an unwritable --out must fail now, not after the whole table has been timed
-        try:
-            Path(settings.out).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise KpbenchError(f"--out {settings.out}: cannot create the folder ({exc.strerror or exc})") from None
+        ensure_output_dir(settings.out, "--out")
 
     env = capture_environment(device)
     env_cols = environment_columns(env)
@@ -631,12 +629,13 @@ def run_speed(
     )
     model.to(device)
     variants = build_variants(
-        settings.dtypes, settings.batch_sizes, channels_last=settings.channels_last,
+        settings.dtype, settings.batch_size, channels_last=settings.channels_last,
         cudnn_benchmark=settings.cudnn_benchmark, compile=settings.compile,
     )
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(variants) * len(settings.sizes), disable=not progress, unit="row", file=sys.stderr)
+    interrupted = False
     try:
         for variant in variants:
             batches = make_batches(images, variant.batch_size)
@@ -668,6 +667,8 @@ def run_speed(
                 _fill_unrun(rows, bar, stamp, env_cols, settings, variant, len(images), "skipped", str(exc))
             except Exception as exc:  # setting the variant up (or restoring) failed
                 _fill_unrun(rows, bar, stamp, env_cols, settings, variant, len(images), "failed", _error_text(exc))
+    except KeyboardInterrupt:  # Ctrl-C: keep the finished rows (written below, marked incomplete)
+        interrupted = True
     finally:
         bar.close()
 
@@ -682,14 +683,31 @@ def run_speed(
         "model": dataclasses.asdict(info),
         "images": images_info,
         "variants": [v.label for v in variants],
+        # False when Ctrl-C stopped the table: the rows are those finished before it.
+        "complete": not interrupted,
+        "rows": len(rows),
+        "rows_planned": len(variants) * len(settings.sizes),
         "preprocess_ms": preprocess_ms,
         "timing_definition": TIMING_DEFINITION,
         "columns": list(SPEED_COLUMNS),
     }
     result = SpeedRun(rows=rows, manifest=manifest)
-    if write:
+    if write and (rows or not interrupted):
         write_speed_files(settings.out, result, device_name=str(env.get("device_name") or device.type), started=started)
+    if interrupted:
+        raise SpeedInterrupted(result)
     return result
+
+
+class SpeedInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_speed`: `result` holds the rows finished before it (and the paths they were written to,
+    with the manifest's "complete" false). `str()` is the one line to print."""
+
+    def __init__(self, result: SpeedRun) -> None:
+        self.result = result
+        m = result.manifest
+        where = f"written to {result.csv_path}" if result.csv_path else "nothing written"
+        super().__init__(f"interrupted: {m['rows']} of {m['rows_planned']} rows finished ({where})")
 
 
 def _measure_row(

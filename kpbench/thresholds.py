@@ -21,11 +21,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth, load_results
+from kpbench.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth
 from kpbench.config import ThresholdSettings
 from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.evaluate import (
@@ -37,9 +37,12 @@ from kpbench.evaluate import (
     matched_pairs,
     require_image_evals,
 )
-from kpbench.io import atomic_write_bytes, write_table_files
+from kpbench.io import atomic_write_bytes, atomic_write_text, to_csv, to_markdown, write_table_files
 from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PERSON_STEM = "thresholds_person"
 KEYPOINT_STEM = "thresholds_keypoint"
@@ -274,7 +277,7 @@ def sweep_person_thresholds(
     that COCOeval evaluates (area "all", largest maxDet): `tp_X` (matched, not ignored), `fp_X` (unmatched, not
     ignored; matches to crowd or unlabelled GT are neither), `fn_X` (non-ignored GT minus TP), `precision_X`,
     `recall_X`, `f1_X` (None where 0/0); `best_f1`, True on the one row with the highest f1_50 (the lowest
-    threshold among equals).
+    threshold among equals), and on no row when every f1_50 is 0 or undefined (no detection matched).
     """
     thresholds = check_person_thresholds(ThresholdSettings().thresholds if thresholds is None else thresholds)
     if scores is None and result.result_scores is None:
@@ -314,7 +317,7 @@ def sweep_person_thresholds(
     best = max((f for f in f1s if f is not None), default=None)
     for r in rows:
         r["best_f1"] = False
-    if best is not None:
+    if best:  # no row is "best" when every F1 is 0 (nothing matched) or undefined
         rows[f1s.index(best)]["best_f1"] = True
     columns = person_columns(result.iou_type)
     return [{c: r[c] for c in columns} for r in rows]
@@ -444,8 +447,7 @@ def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None =
     detection i and its keypoint logits are known. The keypoint-score sweep always uses the keypoints (OKS)
     evaluation; with iou_type "bbox" that is a second evaluation pass.
     """
-    from kpbench.detections import to_coco_results
-    from kpbench.runeval import finished_run_detections, load_run_ground_truth
+    from kpbench.runeval import finished_run_detections, load_run_ground_truth, run_results
 
     settings = _settings(settings)
     run_dir = Path(run_dir)
@@ -453,14 +455,14 @@ def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None =
         raise KpbenchError(f"{run_dir}: run directory not found")
     ordered = finished_run_detections(run_dir)
     gt = load_run_ground_truth(run_dir, ["keypoints"] if settings.iou_type == "keypoints" else IOU_TYPES)
-    keypoint_results, bbox_results = to_coco_results(ordered)
+    checked = run_results(run_dir, ordered, gt)
     kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, NUM_KEYPOINTS))
-    kp_res = load_results(keypoint_results, gt["keypoints"], "keypoints")
+    kp_res = checked["keypoints"]
     kp_result = evaluate(gt["keypoints"], kp_res, iou_type="keypoints", backend="pycocotools")
     if settings.iou_type == "keypoints":
         result = kp_result
     else:
-        result = evaluate(gt["bbox"], bbox_results, iou_type="bbox", backend="pycocotools")
+        result = evaluate(gt["bbox"], checked["bbox"], iou_type="bbox", backend="pycocotools")
     person = sweep_person_thresholds(result, settings.thresholds)
     keypoint = sweep_keypoint_thresholds(
         kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
@@ -479,12 +481,13 @@ def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None =
 # Files and plots
 
 
-def plot_threshold_curves(
-    rows: Sequence[dict[str, Any]], path: str | Path, keypoint_rows: Sequence[dict[str, Any]] | None = None
-) -> Path:
-    """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
-    threshold, the best-F1 threshold marked; with keypoint rows, a second panel for the "all" keypoint row."""
-    # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
+NO_MATCHED_PERSONS = "no matched persons"
+
+
+def threshold_curves_figure(
+    rows: Sequence[dict[str, Any]], keypoint_rows: Sequence[dict[str, Any]] | None = None
+) -> Figure:
+    """The figure of `plot_threshold_curves`, on its own Agg canvas (no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -514,13 +517,31 @@ def plot_threshold_curves(
         kx = axes[0][1]
         overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
         kts = values("threshold", overall)
-        kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
-        kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
         kx.set(xlabel="keypoint-score threshold (logit)", ylabel="value", ylim=(0, 1.02),
                title="Keypoint-score thresholds (all keypoints)")
+        if kts and min(kts) < max(kts):
+            kx.set_xlim(min(kts), max(kts))
         kx.grid(alpha=0.3)
-        kx.legend(fontsize=8)
+        if all(not r["visible"] for r in overall):
+            # No person matched at OKS >= 0.5 above the person threshold: say so instead of an empty axis.
+            kx.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(at OKS >= {KEYPOINT_MATCH_OKS} with a score above --person-thresh)",
+                    transform=kx.transAxes, ha="center", va="center", fontsize=11, color="0.35")
+        else:
+            kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
+            kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
+            kx.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_threshold_curves(
+    rows: Sequence[dict[str, Any]], path: str | Path, keypoint_rows: Sequence[dict[str, Any]] | None = None
+) -> Path:
+    """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
+    threshold, the best-F1 threshold marked (when there is one); with keypoint rows, a second panel for the "all"
+    keypoint row, or the words "no matched persons" when no person was matched."""
+    # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
+    fig = threshold_curves_figure(rows, keypoint_rows)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CURVES_DPI)
     path = Path(path)
@@ -535,14 +556,43 @@ def write_threshold_files(
     plot: bool = True,
 ) -> list[Path]:
     """Write thresholds_person.csv/.md, thresholds_keypoint.csv/.md (when there are keypoint rows) and
-    threshold_curves.png into out_dir, atomically; returns the paths."""
+    threshold_curves.png into out_dir, atomically; returns the paths. The CSV files hold the rows as they are
+    (fractions at full precision); thresholds_person.md shows the COCO stats in percent (see `person_markdown`)."""
     out_dir = Path(out_dir)
-    paths = write_table_files(out_dir, PERSON_STEM, person_rows)
+    paths = [out_dir / f"{PERSON_STEM}.csv", out_dir / f"{PERSON_STEM}.md"]
+    atomic_write_text(paths[0], to_csv(person_rows))
+    atomic_write_text(paths[1], person_markdown(person_rows))
     if keypoint_rows:
         paths += write_table_files(out_dir, KEYPOINT_STEM, keypoint_rows, KEYPOINT_COLUMNS)
     if plot and person_rows:
         paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None))
     return paths
+
+
+PERSON_TABLE_NOTE = (
+    "COCO stats (AP ... AR) in percent, n/a where COCO gives -1; precision, recall and F1 as fractions"
+)
+
+
+def stat_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The COCO stat columns (AP, AP50, ..., AR...) of person-score rows, in their order."""
+    names = {*stat_names("keypoints"), *stat_names("bbox")}
+    return [c for c in (rows[0] if rows else ()) if c in names]
+
+
+def person_rows_in_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Person-score rows as tables for people show them: the COCO stats as percent strings with one decimal
+    ("n/a" for COCO's -1); counts, precision, recall and F1 unchanged. CSV and JSON keep the rows as they are."""
+    from kpbench.evaluate import percent
+
+    columns = stat_columns(rows)
+    return [{**r, **{c: percent(r[c]) for c in columns}} for r in rows]
+
+
+def person_markdown(rows: Sequence[dict[str, Any]], heading: str | None = None) -> str:
+    """thresholds_person.md (and `kpbench thresholds --format markdown`): the rows in percent, with a note."""
+    text = f"### {heading}\n\n" if heading else ""
+    return text + f"{PERSON_TABLE_NOTE}.\n\n" + to_markdown(person_rows_in_percent(rows))
 
 
 def keypoint_pivot(keypoint_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

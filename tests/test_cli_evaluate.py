@@ -8,16 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from kpdata import FCE, load, requires_shared
+from kpdata import FCE, assert_one_line_error, kpbench, load, make_run_dir, requires_shared
 
 from kpbench.schema import KEYPOINT_STAT_NAMES
 from kpbench.synthetic import make_synthetic_coco
-
-
-def kpbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kpbench", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
 
 
 @pytest.fixture()
@@ -50,7 +44,8 @@ def test_out_dir_files_and_formats(files, tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())["keypoints"]
     assert set(metrics) == set(KEYPOINT_STAT_NAMES)
     md = kpbench("evaluate", gt_path, res_path, "--format", "markdown")
-    assert md.stdout.startswith("| iou_type | stat | value |")
+    assert md.stdout == (out / "metrics.md").read_text()  # --format markdown prints metrics.md
+    assert md.stdout.startswith("### keypoints (pycocotools)\n\n| AP | AP50 |")
     table = kpbench("evaluate", gt_path, res_path)
     assert "AP50" in table.stdout and table.returncode == 0
 
@@ -99,15 +94,6 @@ def bad(tmp_path: Path, gt: object, results: object) -> subprocess.CompletedProc
     gt_path.write_text(gt if isinstance(gt, str) else json.dumps(gt))
     res_path.write_text(results if isinstance(results, str) else json.dumps(results))
     return kpbench("evaluate", gt_path, res_path)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture()
@@ -253,3 +239,106 @@ def test_evaluate_run_does_not_import_torch(files) -> None:
 def test_console_script_and_module_help() -> None:
     proc = kpbench("--help")
     assert proc.returncode == 0 and "evaluate" in proc.stdout
+
+
+# --- fixes of the QA pass ---------------------------------------------------------------------------------------
+
+
+def test_unusable_out_is_one_line(files, tmp_path: Path, run_cli) -> None:
+    gt_path, res_path, *_ = files
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert_one_line_error(run_cli("evaluate", gt_path, res_path, "--out", a_file), "--out", "exists and is not a directory")
+    assert_one_line_error(run_cli("evaluate", gt_path, res_path, "--out", "/proc/x"), "--out /proc/x", "cannot create")
+    assert a_file.read_text() == "keep me"
+
+
+def test_one_ap_scale_per_kind_of_output(files, tmp_path: Path, run_cli) -> None:
+    """Percent with one decimal and n/a for -1 where people read (table, markdown); COCO's fractions, -1 kept,
+    where programs read (json, csv)."""
+    from kpbench.evaluate import evaluate
+
+    gt_path, res_path, gt, results = files
+    gt = json.loads(json.dumps(gt))
+    for ann in gt["annotations"]:
+        ann["area"] = max(ann["area"], 96.0**2 + 1)  # every person large: APm and ARm are COCO's -1
+    gt_path.write_text(json.dumps(gt))
+    stats = evaluate(gt, results).stats
+    assert stats["APm"] == -1.0 and 0 < stats["AP"] < 1
+    code, out, err = run_cli("evaluate", gt_path, res_path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out) == stats  # fractions, full precision, -1 kept
+    code, out, _ = run_cli("evaluate", gt_path, res_path, "--format", "csv")
+    assert code == 0
+    assert f"keypoints,AP,{stats['AP']!r}" in out.splitlines() and "keypoints,APm,-1.0" in out.splitlines()
+    code, out, _ = run_cli("evaluate", gt_path, res_path)
+    header, values = out.splitlines()[1:3]
+    cells = dict(zip(header.split(), values.split()))
+    assert cells["AP"] == f"{100 * stats['AP']:.1f}" and cells["APm"] == "n/a" and "-1" not in out
+    assert "percent" in out
+    code, out, _ = run_cli("evaluate", gt_path, res_path, "--format", "markdown")
+    assert code == 0
+    assert f"| {100 * stats['AP']:.1f} |" in out and "| n/a |" in out and "-1" not in out
+
+
+def test_run_dir_prints_what_it_rewrites_and_help_says_so(tmp_path: Path, run_cli) -> None:
+    run = make_run_dir(tmp_path).path
+    cache = run / "detections.jsonl"
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    records[2] = {"image_id": 1000, **{k: [] for k in ("boxes", "scores", "labels", "keypoints", "keypoint_scores")}}
+    cache.write_text("".join(json.dumps(r) + "\n" for r in records))  # an image without detections is fine
+    code, out, err = run_cli("evaluate", "--run", run, "--format", "json")
+    assert code == 0, err
+    assert len(json.loads((run / "bbox_results.json").read_text())) == 3
+    wrote = [line.removeprefix("wrote ") for line in err.splitlines() if line.startswith("wrote ")]
+    names = ["keypoints_results.json", "bbox_results.json", "metrics.csv", "metrics.md", "metrics.json", "manifest.json"]
+    assert wrote == [str(run / name) for name in names]
+    assert json.loads(out) == json.loads((run / "metrics.json").read_text())  # both iou types, nested
+    code, out, _ = run_cli("evaluate", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "rewrites the run's keypoints_results.json, bbox_results.json, metrics.csv/.md/.json" in flat
+    assert "nested by iou type" in flat and "flat object" in flat
+
+
+def test_run_dir_iou_type_picks_what_is_shown(tmp_path: Path, run_cli) -> None:
+    run = make_run_dir(tmp_path).path
+    code, out, err = run_cli("evaluate", "--run", run, "--iou-type", "bbox", "--format", "json")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads(out) == metrics["bbox"]  # flat, as for files
+    assert set(metrics) == {"keypoints", "bbox"}  # the run's metrics still hold both
+    code, out, _ = run_cli("evaluate", "--run", run, "--iou-type", "keypoints", "--format", "csv")
+    assert {line.split(",")[0] for line in out.splitlines()[1:]} == {"keypoints"}
+    code, out, _ = run_cli("evaluate", "--run", run, "--iou-type", "bbox")
+    lines = out.splitlines()
+    assert any(line.split()[:1] == ["bbox"] for line in lines)
+    assert not any(line.split()[:1] == ["keypoints"] for line in lines)
+    code, out, _ = run_cli("evaluate", "--run", run)
+    assert {"keypoints", "bbox"} <= {line.split()[0] for line in out.splitlines() if line.split()}
+    assert_one_line_error(run_cli("evaluate", "--run", run, "--iou-type", "segm"), "--iou-type")
+
+
+def test_run_dir_with_nan_in_the_cache_is_one_line_and_writes_nothing(tmp_path: Path, run_cli) -> None:
+    run = make_run_dir(tmp_path).path
+    cache = run / "detections.jsonl"
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [r["image_id"] for r in records] == [7, 42, 1000]
+    records[1]["keypoints"][1][3][0] = float("nan")  # image 42, detection 1: result 2 of the rebuilt results
+    cache.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, out, err = run_cli("evaluate", "--run", run)
+    assert_one_line_error(
+        (code, out, err), str(cache), "image 42, detection 1 (result 2 of the rebuilt results): 'keypoints' holds NaN"
+    )
+    assert "wrote" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_unknown_or_missing_backend_fails_before_the_work(tmp_path: Path, run_cli, monkeypatch) -> None:
+    run = make_run_dir(tmp_path).path
+    before = (run / "manifest.json").read_bytes()
+    monkeypatch.setitem(sys.modules, "hotcoco", None)
+    assert_one_line_error(run_cli("evaluate", "--run", run, "--backend", "hotcoco"), "hotcoco is not installed")
+    assert_one_line_error(run_cli("evaluate", "--run", run, "--backend", "x"), "--backend: must be one of")
+    assert (run / "manifest.json").read_bytes() == before

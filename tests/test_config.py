@@ -94,9 +94,43 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
-def test_bad_override_names_the_command_line() -> None:
-    with pytest.raises(KpbenchError, match="command line: \\[run\\]: 'min_size' must be >= 1"):
+def test_bad_override_names_the_option() -> None:
+    """A command-line value's error names the option (--min-size), not the config key or "command line"."""
+    with pytest.raises(KpbenchError) as info:
         merge_settings(RunSettings, None, {"min_size": 0})
+    assert str(info.value) == "--min-size: must be >= 1, got 0"
+    with pytest.raises(KpbenchError) as info:
+        merge_settings(SpeedSettings, None, {"dtype": ["fp32", "fp64"]})
+    assert str(info.value) == "--dtype: must be one of fp32, fp16, bf16, got 'fp64'"
+    with pytest.raises(KpbenchError) as info:
+        merge_settings(SpeedSettings, None, {"box_score_thresh": 1.5})
+    assert str(info.value) == "--box-score-thresh: must be <= 1.0, got 1.5"
+
+
+def test_speed_keys_are_the_option_names(tmp_path: Path) -> None:
+    """[speed] keys are the options' names: `dtype` and `batch_size` (lists), as --dtype and --batch-size."""
+    config = load_config(write(tmp_path, '[speed]\ndtype = ["fp32", "bf16"]\nbatch_size = [1, 4]\n'))
+    merged = merge_settings(SpeedSettings, config)
+    assert (merged.dtype, merged.batch_size) == (["fp32", "bf16"], [1, 4])
+    assert merge_settings(SpeedSettings, config, {"dtype": ["fp16"]}).dtype == ["fp16"]  # the option wins
+    fields = set(settings_dict(merged))
+    assert "dtypes" not in fields and "batch_sizes" not in fields
+    with pytest.raises(KpbenchError, match=r"unknown key 'dtypes' in \[speed\] \(renamed to 'dtype'"):
+        load_config(write(tmp_path, '[speed]\ndtypes = ["fp32"]\n'))
+
+
+def test_max_size_below_min_size_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(KpbenchError) as info:
+        merge_settings(RunSettings, None, {"min_size": 512, "max_size": 256})
+    assert str(info.value) == ("--max-size 256 is smaller than --min-size 512: the long-side cap must be at least "
+                               "the short side")
+    path = write(tmp_path, "[run]\nmax_size = 400\n")
+    with pytest.raises(KpbenchError) as info:
+        merge_settings(RunSettings, load_config(path), {"min_size": 512})
+    assert str(info.value).startswith(f"--max-size 400 ('max_size' in {path}) is smaller than --min-size 512")
+    with pytest.raises(KpbenchError, match=r"^--max-size 1333 \(the default\) is smaller than --min-size 1400"):
+        merge_settings(RunSettings, None, {"min_size": 1400})
+    assert merge_settings(RunSettings, None, {"min_size": 512, "max_size": 512}).max_size == 512  # equal is fine
 
 
 def test_parse_list() -> None:

@@ -161,8 +161,8 @@ def test_ensure_coco_full_download(tmp_path: Path, server: _Server, manifest: di
     dl.ensure_coco(root, "val2017", base_url=server.url, files=manifest, progress=False, log=lines.append)
     _assert_layout(root)
     assert not (root / "annotations" / "instances_val2017.json").exists()
-    # No archives, partial files or temporary folders are left behind.
-    assert sorted(p.name for p in root.iterdir() if p.name != ".kpbench-download.lock") == ["annotations", "val2017"]
+    # No archives, partial files, temporary folders or lock file are left behind.
+    assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
     assert lines[-1].startswith("COCO val2017 ready")
 
     # Idempotent: a second call makes no request.
@@ -376,3 +376,119 @@ def test_socket_timeout(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/zips/val2017.zip"
         with pytest.raises(KpbenchError, match=r"cannot connect \(timed out\)"):
             dl.download_file(url, tmp_path / "val2017.zip", progress=False, timeout=0.3)
+
+
+# --- fixes: bad base URLs, the lock file, an empty root, images deleted after extraction --------------------------
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://example.org/coco", "file:///data/coco", "http://"])
+def test_base_url_must_be_http(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from kpbench.cli import main
+
+    root = tmp_path / "coco"
+    monkeypatch.setattr(sys, "argv", ["kpbench", "data", "download", "--root", str(root), "--base-url", url,
+                                      "--no-progress"])  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == (
+        f"error: --base-url {url!r}: not an http:// or https:// URL (e.g. http://images.cocodataset.org)\n"
+    )
+    assert not root.exists()  # nothing was created for a download that could not start
+    monkeypatch.setenv(dl.BASE_URL_ENV, url)
+    with pytest.raises(KpbenchError, match=rf"^\${dl.BASE_URL_ENV} "):
+        dl.ensure_coco(root, progress=False)
+
+
+def test_failed_download_leaves_no_lock_and_no_empty_root(
+    tmp_path: Path, server: _Server, manifest: dict[str, dl.FileSpec]
+) -> None:
+    root = tmp_path / "new" / "coco"
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(KpbenchError, match="cannot connect"):
+        dl.ensure_coco(root, base_url=url, progress=False, timeout=5)
+    assert not (tmp_path / "new").exists()  # the root and the parent this call made are gone again
+
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(KpbenchError, match="HTTP 404"):
+        dl.ensure_coco(existing, base_url=server.url + "/nothing-here", progress=False)
+    assert existing.is_dir() and not any(existing.iterdir())  # a root the user made stays, without a lock file
+
+    server.cut_after = 100  # an interrupted download keeps its .part (to resume), and with it the root
+    with pytest.raises(KpbenchError, match="run again to resume"):
+        dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
+    assert [p.name for p in root.iterdir()] == [f"{dl.ANNOTATIONS_ARCHIVE}.part"]
+
+
+def test_lock_is_exclusive_across_deletion(tmp_path: Path) -> None:
+    """The lock file is deleted on release; a process that waited on the deleted file locks the new one."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    order = ctx.Queue()
+
+    def hold(name: str) -> None:
+        with dl._root_lock(tmp_path):
+            order.put(f"{name}+")
+            import time
+
+            time.sleep(0.2)
+            order.put(f"{name}-")
+
+    procs = [ctx.Process(target=hold, args=(str(i),)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    events = [order.get(timeout=5) for _ in range(6)]
+    for i in range(0, 6, 2):  # never two holders at once: each + is followed by its own -
+        assert events[i].endswith("+") and events[i + 1] == events[i][:-1] + "-", events
+    assert not (tmp_path / dl.LOCK_NAME).exists()
+
+
+def test_deleted_images_are_extracted_again(
+    tmp_path: Path, server: _Server, manifest: dict[str, dl.FileSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image deleted from a complete ROOT/val2017 makes it incomplete: the archive is fetched again and only
+    the missing image is extracted (the others are left as they are), as the `kpbench run` hint promises."""
+    root = tmp_path / "coco"
+    dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
+    kept = root / "val2017" / IMAGE_NAMES[1]
+    kept_inode = kept.stat().st_ino
+    (root / "val2017" / IMAGE_NAMES[0]).unlink()
+    assert dl.missing_images(root, "val2017") == [IMAGE_NAMES[0]] and not dl.images_present(root, "val2017")
+
+    count = len(server.requests)
+    lines: list[str] = []
+    dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False, log=lines.append)
+    assert [path for path, _ in server.requests[count:]] == ["/zips/val2017.zip"]
+    _assert_layout(root)
+    assert kept.stat().st_ino == kept_inode
+    assert any("1 image(s) listed in person_keypoints_val2017.json are missing" in line for line in lines)
+    assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
+
+    # The same through `kpbench run`'s hint: the error says to download, and the download fixes it.
+    from kpbench.data import image_files, load_annotations
+
+    (root / "val2017" / IMAGE_NAMES[1]).unlink()
+    gt = load_annotations(root)
+    with pytest.raises(KpbenchError, match=r"extracts the missing images again from val2017\.zip"):
+        image_files(root, "val2017", gt, [139, 785])
+    dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
+    assert len(image_files(root, "val2017", gt, [139, 785])) == 2
+
+
+def test_image_listed_but_absent_from_the_archive(
+    tmp_path: Path, server: _Server, manifest: dict[str, dl.FileSpec]
+) -> None:
+    root = tmp_path / "coco"
+    dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    gt = json.loads(ann.read_text())
+    gt["images"].append({"id": 5, "file_name": "000000000005.jpg", "width": 8, "height": 6})
+    ann.write_text(json.dumps(gt))
+    with pytest.raises(KpbenchError, match=r"val2017\.zip: has no val2017/000000000005\.jpg, which the annotation"):
+        dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
+    assert not list(root.glob(".val2017.extract-*")) and not (root / dl.LOCK_NAME).exists()

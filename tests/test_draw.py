@@ -1,22 +1,19 @@
 """Skeleton overlays: pass/fail rules, pixels, file sizes, the `kpbench draw` command and its errors.
 
-Every image here is generated (no COCO photo). `make_run_dir` builds a small run directory by hand, as `kpbench
-run` would leave it; the plot and keypoint tests use it too.
+Every image here is generated (no COCO photo). `kpdata.make_run_dir` builds a small run directory by hand, as
+`kpbench run` would leave it; the plot and keypoint tests use it too.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kpdata import TEMPLATE, RunDir, assert_one_line_error, make_run_dir, person
 from PIL import Image
 
-from kpbench.detections import ImageDetections, append_detections, to_coco_results
 from kpbench.draw import (
     draw_run_images,
     draw_skeletons,
@@ -27,125 +24,7 @@ from kpbench.draw import (
     top_images,
 )
 from kpbench.errors import KpbenchError
-from kpbench.rundir import RUN_VERSION
 from kpbench.schema import LIMBS, NUM_KEYPOINTS
-from kpbench.synthetic import PERSON_CATEGORY
-
-BACKGROUND = (90, 110, 130)
-# A person drawn on a 200 x 160 image lives in x, y within [20, 90] x [20, 140]; x >= 120 stays empty.
-_TEMPLATE = np.array(
-    [[55, 25], [50, 22], [60, 22], [45, 25], [65, 25], [40, 45], [70, 45], [32, 70], [78, 70], [28, 90],
-     [82, 90], [45, 95], [65, 95], [45, 115], [65, 115], [45, 135], [65, 135]], dtype=np.float64,
-)  # fmt: skip
-
-
-def kpbench(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kpbench", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
-def person(offset: tuple[float, float] = (0.0, 0.0), low: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoints (17, 3) of the template person shifted by `offset`, and logits (17,) with `low` below 2."""
-    xy = _TEMPLATE + np.asarray(offset)
-    logits = np.full(NUM_KEYPOINTS, 6.0)
-    logits[list(low)] = 0.5
-    return np.concatenate([xy, np.ones((NUM_KEYPOINTS, 1))], axis=1), logits
-
-
-def detections(image_id: int, persons: list[tuple[np.ndarray, np.ndarray, float]]) -> ImageDetections:
-    kps = np.array([p[0] for p in persons]).reshape(-1, NUM_KEYPOINTS, 3)
-    boxes = np.array([[*p[0][:, :2].min(0) - 5, *p[0][:, :2].max(0) + 5] for p in persons]).reshape(-1, 4)
-    return ImageDetections(
-        image_id=image_id,
-        boxes=boxes,
-        scores=np.array([p[2] for p in persons], dtype=np.float64),
-        labels=np.ones(len(persons), dtype=np.int64),
-        keypoints=kps,
-        keypoint_scores=np.array([p[1] for p in persons]).reshape(-1, NUM_KEYPOINTS),
-    )
-
-
-@dataclass
-class RunDir:
-    path: Path
-    images: dict[int, Path]  # image id -> source file
-    dets: dict[int, ImageDetections]
-    gt: dict
-
-
-def make_run_dir(root: Path) -> RunDir:
-    """A finished run over 3 generated images (ids 7, 42, 1000), with GT, cache, results and manifest.
-
-    Image 42 (200 x 160 PNG): a person at 0.98 (left and right wrist logits below 2) and one at 0.5 (not drawn).
-    Image 7 (240 x 180 JPEG): one person at 0.95, shifted by (100, 20). Image 1000 (180 x 120 PNG): one at 0.3.
-    """
-    coco_root, split = root / "coco", "val2017"
-    (coco_root / split).mkdir(parents=True)
-    run = root / "run"
-    run.mkdir()
-    specs = {
-        42: ((200, 160), "png", [(*person(low=(9, 10)), 0.98), (*person(offset=(100, 0)), 0.5)]),
-        7: ((240, 180), "jpg", [(*person(offset=(100, 20)), 0.95)]),
-        1000: ((180, 120), "png", [(*person(offset=(60, -20)), 0.3)]),
-    }
-    images, dets, records, annotations = {}, {}, [], []
-    for image_id, ((width, height), ext, persons) in specs.items():
-        name = f"{image_id:012d}.{ext}"
-        pixels = np.empty((height, width, 3), dtype=np.uint8)
-        pixels[:] = BACKGROUND
-        pixels[:, : width // 2, 0] = 60  # two tones, so that a drawn pixel is compared with a real background
-        Image.fromarray(pixels, "RGB").save(coco_root / split / name)
-        images[image_id] = coco_root / split / name
-        records.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        dets[image_id] = detections(image_id, persons)
-        for kps, _, score in persons:
-            if score < 0.9:
-                continue
-            gt_kps = kps.copy()
-            gt_kps[:, :2] += 3.0  # GT a few pixels off the detection
-            gt_kps[:, 2] = 2
-            x0, y0 = gt_kps[:, :2].min(0) - 5
-            x1, y1 = gt_kps[:, :2].max(0) + 5
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "iscrowd": 0,
-                    "num_keypoints": NUM_KEYPOINTS,
-                    "keypoints": gt_kps.reshape(-1).tolist(),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "area": float((x1 - x0) * (y1 - y0) * 0.6),
-                }
-            )
-    gt = {"images": sorted(records, key=lambda r: r["id"]), "annotations": annotations, "categories": [PERSON_CATEGORY]}
-    (run / "ground_truth.json").write_text(json.dumps(gt))
-    ids = sorted(specs)
-    with (run / "detections.jsonl").open("w") as fh:
-        for image_id in ids:
-            append_detections(fh, dets[image_id])
-    keypoint_results, bbox_results = to_coco_results(dets[i] for i in ids)
-    (run / "keypoints_results.json").write_text(json.dumps(keypoint_results))
-    (run / "bbox_results.json").write_text(json.dumps(bbox_results))
-    manifest = {
-        "kpbench_run_version": RUN_VERSION,
-        "coco_root": str(coco_root),
-        "split": split,
-        "image_ids": ids,
-        "config": {"weights": "none", "min_size": 800, "max_size": 1333},
-    }
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    return RunDir(run, images, dets, gt)
 
 
 @pytest.fixture()
@@ -231,18 +110,22 @@ def test_draw_run_images_pixels_and_sizes(run_dir: RunDir, tmp_path: Path) -> No
     drawn, source = rgb(written[0]), rgb(run_dir.images[42])
     diff = (drawn != source).any(axis=2)
     for k in (0, 5, 16):  # passing keypoints of the 0.98 person
-        x, y = _TEMPLATE[k].astype(int)
+        x, y = TEMPLATE[k].astype(int)
         assert diff[y, x], k
     for k in (9, 10):  # its wrists (logit 0.5) are not drawn, nor the limbs that end there
-        x, y = _TEMPLATE[k].astype(int)
+        x, y = TEMPLATE[k].astype(int)
         assert not diff[y, x], k
     assert not diff[:, 120:].any()  # the 0.5 person (x >= 120) is not drawn; nothing else is there
     assert diff.sum() > 200
     # Image 7: its person is shifted by (100, 20); the left part stays as it was.
     diff7 = (rgb(written[1]) != rgb(run_dir.images[7])).any(axis=2)
     assert diff7[25 + 20, 55 + 100] and not diff7[:, :110].any()
-    # Image 1000: nobody above 0.9, the file equals the source.
-    assert (rgb(written[2]) == rgb(run_dir.images[1000])).all()
+    # Image 1000: nobody above 0.9. No skeleton; only the label "0 persons above 0.9" (white on black) in the
+    # top-left corner, so that the unchanged photo is not taken for a failure.
+    diff1000 = (rgb(written[2]) != rgb(run_dir.images[1000])).any(axis=2)
+    ys, xs = np.nonzero(diff1000)
+    assert len(ys) > 50 and ys.max() < 25 and xs.min() < 10
+    assert (rgb(written[2])[:25] == 0).all(axis=2).any()  # the label's black box
 
 
 def test_draw_run_images_top_n_and_gt_panel(run_dir: RunDir, tmp_path: Path) -> None:
@@ -255,7 +138,7 @@ def test_draw_run_images_top_n_and_gt_panel(run_dir: RunDir, tmp_path: Path) -> 
     assert (panel[:, 200 : 200 + gap] == 255).all()  # the white gap
     right = panel[:, 200 + gap :]
     # The GT person is the detection shifted by 3 px, with all 17 keypoints labelled: the wrists appear.
-    x, y = (_TEMPLATE[9] + 3).astype(int)
+    x, y = (TEMPLATE[9] + 3).astype(int)
     assert (right[y, x] != source[y, x]).any()
     assert (right[100:, 150:] == source[100:, 150:]).all()  # bottom right: no person, no label
 
@@ -270,22 +153,56 @@ def test_unknown_image_id_and_missing_run_dir(run_dir: RunDir, tmp_path: Path) -
         draw_run_images(tmp_path / "empty")
 
 
-def test_cli_draw(run_dir: RunDir, tmp_path: Path) -> None:
-    proc = kpbench("draw", run_dir.path, "--image-ids", "7,42", "--score-thresh", "0.4", "--out", tmp_path / "o")
-    assert proc.returncode == 0, proc.stderr
+def test_cli_draw(run_dir: RunDir, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("draw", run_dir.path, "--image-ids", "7,42", "--score-thresh", "0.4", "--out", tmp_path / "o")
+    assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["42.png", "7.png"]
     diff = (rgb(tmp_path / "o" / "42.png") != rgb(run_dir.images[42])).any(axis=2)
     assert diff[:, 120:].any()  # with --score-thresh 0.4 the 0.5 person is drawn too
-    assert "wrote" in proc.stderr
+    assert "wrote" in err
 
     assert_one_line_error(
-        kpbench("draw", run_dir.path, "--image-ids", "123"),
+        run_cli("draw", run_dir.path, "--image-ids", "123"),
         str(run_dir.path),
         "image id 123 is not in this run (it has 3 images)",
     )
-    assert_one_line_error(kpbench("draw", tmp_path / "missing"), "missing", "no such run directory")
-    assert_one_line_error(kpbench("draw", run_dir.path, "--weights", "none"), "--weights")
-    assert_one_line_error(kpbench("draw", run_dir.images[42], "--gt"), "--gt", "--annotations")
+    assert_one_line_error(run_cli("draw", tmp_path / "missing"), "missing", "no such run directory")
+    assert_one_line_error(run_cli("draw", run_dir.path, "--weights", "none"), "--weights")
+    assert_one_line_error(run_cli("draw", run_dir.images[42], "--gt"), "--gt", "--annotations")
+
+
+@pytest.mark.parametrize("value", ["2", "-0.1", "1.5", "nan"])
+def test_cli_draw_refuses_person_thresholds_outside_0_1(run_dir: RunDir, run_cli, value: str) -> None:
+    """A person score is a probability: --score-thresh 2 used to draw nothing, silently."""
+    assert_one_line_error(run_cli("draw", run_dir.path, "--score-thresh", value), "--score-thresh", "outside [0, 1]")
+    assert not (run_dir.path / "draw").exists()
+    with pytest.raises(KpbenchError, match="--score-thresh"):
+        draw_run_images(run_dir.path, score_thresh=float(value))
+    # --kp-thresh is a logit: any finite value is fine.
+    assert draw_run_images(run_dir.path, image_ids=[7], score_thresh=1.0, kp_thresh=-50.0)
+
+
+def test_cli_draw_unusable_out_is_one_line(run_dir: RunDir, tmp_path: Path, run_cli) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(run_cli("draw", run_dir.path, "--out", a_file), "--out", "exists and is not a directory")
+    assert_one_line_error(run_cli("draw", run_dir.path, "--out", "/proc/x"), "--out /proc/x", "cannot create")
+    # The default folder, RUN_DIR/draw, taken by a file.
+    (run_dir.path / "draw").write_text("")
+    assert_one_line_error(run_cli("draw", run_dir.path), "draw", "exists and is not a directory")
+
+
+def test_gt_panel_of_an_image_with_nobody_above_the_threshold_is_labelled(run_dir: RunDir, tmp_path: Path) -> None:
+    (written,) = draw_run_images(run_dir.path, image_ids=[1000], gt=True, out=tmp_path)
+    panel, source = rgb(written), rgb(run_dir.images[1000])
+    left = panel[:, :180]
+    diff = (left != source).any(axis=2)
+    ys, _ = np.nonzero(diff)
+    assert len(ys) and ys.max() < 25  # the label only: "detections: 0 persons above 0.9"
+    # Labelled the same way with a person above the threshold, but shorter ("detections"): fewer pixels.
+    (other,) = draw_run_images(run_dir.path, image_ids=[1000], gt=True, score_thresh=0.2, out=tmp_path / "low")
+    short = (rgb(other)[:25, :80] != source[:25, :80]).any(axis=2)  # the 0.3 person lies at x >= 86
+    assert 0 < short.sum() < diff[:25, :80].sum()
 
 
 # --- image files through the model ----------------------------------------------------------------------------
@@ -312,3 +229,28 @@ def test_draw_image_files_gt_needs_a_matching_record(run_dir: RunDir, tmp_path: 
         draw_image_files([run_dir.images[42]], weights="none", annotations=gt_json)
     with pytest.raises(KpbenchError, match="image file not found"):
         draw_image_files([tmp_path / "nope.jpg"], weights="none")
+
+
+def test_image_files_take_the_long_side_cap_from_models(run_dir: RunDir, tmp_path: Path, monkeypatch) -> None:
+    """One definition of "max_size for a short side": kpbench.models.default_max_size (draw used to compute it)."""
+    pytest.importorskip("torch")
+    import kpbench.models
+
+    seen = {}
+
+    def fake_build_model(weights, **kwargs):
+        seen.update(kwargs)
+        raise KpbenchError("stop: the model is not needed here")
+
+    monkeypatch.setattr(kpbench.models, "default_max_size", lambda min_size: 1000 + min_size)
+    monkeypatch.setattr(kpbench.models, "build_model", fake_build_model)
+    from kpbench.draw import draw_image_files
+
+    with pytest.raises(KpbenchError, match="stop"):
+        draw_image_files([run_dir.images[42]], weights="none", out=tmp_path / "d", min_size=320, score_thresh=0.7)
+    assert seen["min_size"] == 320 and seen["max_size"] == 1320 and seen["box_score_thresh"] == 0.7
+    with pytest.raises(KpbenchError, match="--score-thresh"):
+        draw_image_files([run_dir.images[42]], weights="none", out=tmp_path / "d", score_thresh=1.5)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KpbenchError, match=r"--out .*exists and is not a directory"):
+        draw_image_files([run_dir.images[42]], weights="none", out=tmp_path / "file")

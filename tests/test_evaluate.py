@@ -336,6 +336,21 @@ def _boxed(index: int, box: Any) -> Any:
     return change
 
 
+def _keypoint_value(index: int, position: int, value: Any) -> Any:
+    def change(results: list[dict]) -> None:
+        results[index]["keypoints"] = [*results[index]["keypoints"]]
+        results[index]["keypoints"][position] = value
+
+    return change
+
+
+def _duplicate_image(index: int, like: int) -> Any:
+    def change(gt: dict) -> None:
+        gt["images"][index] = dict(gt["images"][index], id=gt["images"][like]["id"])
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("make", "fragments"),
     [
@@ -356,6 +371,20 @@ def _boxed(index: int, box: Any) -> Any:
         (lambda: _gt_with(_set("annotations", 0, "id", 2**60)), ["annotation 0", "below 2**53"]),
         (lambda: _gt_with(_set("images", 0, "id", "000139")), ["image 0", "'id' must be an integer"]),
         (lambda: _gt_with(_set("categories", 0, "id", "person")), ["category 0", "'id' must be an integer"]),
+        # JSON true/false are not numbers, although Python and numpy read them as 1 and 0.
+        (lambda: _results_with(_set(None, 1, "score", True)), ["result 1", "'score' must be a number", "True"]),
+        (lambda: _results_with(_set(None, 0, "score", False)), ["result 0", "'score' must be a number", "False"]),
+        (lambda: _results_with(_keypoint_value(2, 5, True)), ["result 2", "'keypoints' holds a non-number (True)"]),
+        (lambda: _results_with(_set(None, 1, "image_id", True)), ["result 1", "'image_id' must be an integer id"]),
+        (lambda: _results_with(_set(None, 0, "category_id", True)), ["result 0", "'category_id' must be an integer"]),
+        (lambda: _results_with(_boxed(1, [1, 2, True, 4])), ["result 1", "'bbox' holds a non-number (True)"]),
+        (lambda: _gt_with(_set("annotations", 1, "iscrowd", False)), ["annotation 1", "'iscrowd' must be a number"]),
+        (lambda: _gt_with(_set("annotations", 0, "area", True)), ["annotation 0", "'area' must be a number"]),
+        (lambda: _gt_with(_set("annotations", 2, "num_keypoints", True)), ["annotation 2", "'num_keypoints'"]),
+        (lambda: _gt_with(_set("annotations", 0, "image_id", True)), ["annotation 0", "'image_id' must be an integer"]),
+        (lambda: _gt_with(_set("images", 0, "id", True)), ["image 0", "'id' must be an integer"]),
+        # Two image records with one id: pycocotools keeps the last one silently.
+        (lambda: _gt_with(_duplicate_image(2, 0)), ["image 2", "duplicate image id", "also image 0"]),
     ],
 )
 @pytest.mark.filterwarnings("ignore::kpbench.errors.KpbenchWarning")  # keypoint results with a bbox warn
@@ -382,3 +411,59 @@ def test_keypoint_results_with_some_boxes() -> None:
     assert result.stats == evaluate(gt, [{k: v for k, v in r.items() if k != "bbox"} for r in results]).stats
     assert any(f"{len(results[1::3])} result(s) carry a 'bbox' but result 0 does not" in n for n in result.notes)
     assert result.result_has_bbox.tolist() == [i % 3 == 1 for i in range(len(results))]
+
+
+def test_bool_scores_used_to_be_scored_as_1(tmp_path) -> None:
+    """`"score": true` was read as 1.0 by numpy and scored; every record true made a bool array, also accepted."""
+    gt, results = make_synthetic_coco(num_images=3, seed=2)
+    for records in ([dict(r, score=True) for r in results], [dict(results[0], score=True), *results[1:]]):
+        with pytest.raises(KpbenchError, match="'score' must be a number, got True"):
+            evaluate(gt, records)
+
+
+def test_results_covering_some_gt_images_get_a_note() -> None:
+    gt, results = make_synthetic_coco(num_images=6, seed=2)
+    ids = sorted({r["image_id"] for r in results})
+    assert len(ids) == 6
+    kept = [r for r in results if r["image_id"] in ids[:4]]
+    missed = sum(
+        1 for a in gt["annotations"] if a["image_id"] in ids[4:] and not a["iscrowd"] and a["num_keypoints"] > 0
+    )
+    note = (
+        "results cover 4 of 6 GT images; COCOeval scores every GT image, so missing images count as misses "
+        f"({missed} GT person(s) in the uncovered images)"
+    )
+    assert note in evaluate(gt, kept).notes
+    assert not [n for n in evaluate(gt, results).notes if "results cover" in n]  # all covered: no note
+    assert not [n for n in evaluate(gt, []).notes if "results cover" in n]  # none: the "no detections" note
+
+
+def test_check_backend() -> None:
+    import sys
+
+    from kpbench.evaluate import check_backend
+
+    assert check_backend("pycocotools") == "pycocotools"
+    with pytest.raises(KpbenchError, match=r"^--backend: must be one of pycocotools, hotcoco, got 'coco'$"):
+        check_backend("coco")
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setitem(sys.modules, "hotcoco", None)  # as if not installed (find_spec then finds nothing)
+        with pytest.raises(KpbenchError, match=r"^--backend hotcoco: hotcoco is not installed \(pip install"):
+            check_backend("hotcoco")
+    finally:
+        mp.undo()
+
+
+def test_describe_protocol_counts_a_selection_of_every_image_as_no_subset() -> None:
+    """--limit 5000 on 5000 images, or --image-ids naming them all, used to be the deviation "image subset: 5000 of
+    5000 images", and the summary then refused to compare with the published AP."""
+    from kpbench.config import RunSettings, settings_dict
+    from kpbench.runeval import describe_protocol
+
+    v1 = {"weights": "COCO_V1", "source": "torchvision", "checkpoint_sha256": None, "seed": None}
+    for changes in ({"limit": 5000}, {"limit": 6000}, {"image_ids": list(range(5000))}, {"images": "with-persons"}):
+        _, deviations, published = describe_protocol(settings_dict(RunSettings(**changes)), v1, 5000, 5000)
+        assert deviations == [] and published == {"box_AP": 54.6, "kp_AP": 65.0}, changes
+    _, deviations, _ = describe_protocol(settings_dict(RunSettings(limit=4999)), v1, 4999, 5000)
+    assert deviations == ["image subset: 4999 of 5000 images (--limit 4999)"]

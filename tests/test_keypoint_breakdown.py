@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_draw import assert_one_line_error, kpbench, make_run_dir
-from test_plots import png_size
+from kpdata import assert_one_line_error, kpbench, make_run_dir, png_size
 
 from kpbench.errors import KpbenchError
 from kpbench.evaluate import evaluate
@@ -189,20 +188,61 @@ def test_run_dir_files_and_cli(tmp_path: Path) -> None:
     assert_one_line_error(kpbench("keypoints", tmp_path), str(tmp_path), "not a run directory")
 
 
-def test_run_dir_without_results_file_and_bad_inputs(tmp_path: Path) -> None:
+def test_run_dir_is_scored_from_its_cache_and_bad_inputs(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path)
     rows = keypoints_for_run(run.path, write=False)
-    # Without keypoints_results.json the results are rebuilt from the cache: the same table.
+    # The results are rebuilt from the cache, as `kpbench evaluate --run` does: keypoints_results.json, missing
+    # or stale, plays no part.
     (run.path / "keypoints_results.json").unlink()
     assert keypoints_for_run(run.path, write=False) == rows
-    # A bad results file or GT is named in a one-line error.
     (run.path / "keypoints_results.json").write_text('{"not": "a list"}')
-    with pytest.raises(KpbenchError, match=r"keypoints_results\.json: results must be a JSON list"):
-        keypoints_for_run(run.path, write=False)
-    (run.path / "keypoints_results.json").unlink()
+    assert keypoints_for_run(run.path, write=False) == rows
+    # A bad GT is named in a one-line error.
     (run.path / "ground_truth.json").write_text("{broken")
     with pytest.raises(KpbenchError, match=r"ground_truth\.json: not valid JSON"):
         keypoints_for_run(run.path, write=False)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "shortened"])
+def test_incomplete_run_is_refused_like_evaluate_run(tmp_path: Path, run_cli, damage: str) -> None:
+    """With the cache deleted or cut short, `kpbench keypoints` used to report from the stale
+    keypoints_results.json with exit 0. It now fails as `kpbench evaluate --run` and `kpbench thresholds` do."""
+    run = make_run_dir(tmp_path)
+    cache = run.path / "detections.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    if damage == "deleted":
+        cache.unlink()
+        expected = "run incomplete, 0 of 3 images have detections"
+    elif damage == "truncated":  # a torn last line, as a killed run leaves it
+        cache.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+        expected = "run incomplete, 2 of 3 images have detections"
+    else:
+        cache.write_text(lines[0])
+        expected = "run incomplete, 1 of 3 images have detections"
+    assert (run.path / "keypoints_results.json").is_file()  # the stale file is there, and must not be used
+    with pytest.raises(KpbenchError, match=expected):
+        keypoints_for_run(run.path, write=False)
+    assert_one_line_error(run_cli("keypoints", run.path), str(run.path), expected, "re-run the same `kpbench run`")
+    assert_one_line_error(run_cli("evaluate", "--run", run.path), expected)
+    assert_one_line_error(run_cli("thresholds", run.path), expected)
+    assert not (run.path / "keypoints.csv").exists()
+
+
+def test_no_matched_person_says_so_in_the_figure(case, tmp_path: Path) -> None:
+    """Nothing matched: the figure used to be two empty axes (the right one spanning -0.04 to 0.04)."""
+    from kpbench.keypoint_breakdown import NO_MATCHED_PERSONS, keypoint_breakdown_figure, plot_keypoint_breakdown
+
+    gt, results, _ = case
+    far = [dict(r, keypoints=[v + 1000.0 if i % 3 != 2 else v for i, v in enumerate(r["keypoints"])]) for r in results]
+    rows = keypoint_breakdown(evaluate(gt, far), gt, far)
+    fig = keypoint_breakdown_figure(rows)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert sum(NO_MATCHED_PERSONS in t for t in texts) == 2
+    assert fig.axes[1].get_xlim() == (0.0, 1.0)
+    assert png_size(plot_keypoint_breakdown(rows, tmp_path / "k.png")) == (1000, 600)
+    # With matches, no such text.
+    matched = keypoint_breakdown_figure(keypoint_breakdown(evaluate(gt, results), gt, results))
+    assert not [t for ax in matched.axes for t in ax.texts if NO_MATCHED_PERSONS in t.get_text()]
 
 
 def test_gt_of_area_zero_has_no_scaled_error(case) -> None:

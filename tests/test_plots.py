@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import csv
-import struct
 from pathlib import Path
 
 import pytest
-from test_draw import assert_one_line_error, kpbench, make_run_dir
+from kpdata import assert_one_line_error, make_run_dir, png_size
 
 from kpbench.errors import KpbenchError
 from kpbench.evaluate import evaluate
 from kpbench.plots import plot_pr_curves, plot_run, plot_speed, pr_curves, read_speed_rows
 from kpbench.synthetic import make_synthetic_coco
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the IHDR chunk, after checking the PNG signature; PIL then decodes all of it."""
-    from PIL import Image
-
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    assert data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    with Image.open(path) as img:
-        img.load()  # a truncated or corrupt file fails here
-        assert img.size == (width, height)
-    return width, height
 
 
 @pytest.fixture(scope="module")
@@ -139,17 +124,54 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_cli_plot(tmp_path: Path) -> None:
+def test_cli_plot(tmp_path: Path, run_cli) -> None:
     run = make_run_dir(tmp_path).path
-    proc = kpbench("plot", run)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = run_cli("plot", run)
+    assert code == 0, err
     assert png_size(run / "pr_curves.png") == (1000, 400)
     csv_path = write_speed_csv(tmp_path / "s.csv", speed_rows("GPU", "fp32-bs1", [4.0, 3.0, 2.0, 1.0]))
-    proc = kpbench("plot", csv_path, "--out", tmp_path / "o")
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = run_cli("plot", csv_path, "--out", tmp_path / "o")
+    assert code == 0, err
     assert png_size(tmp_path / "o" / "speed_fps.png") == (800, 500)
-    assert_one_line_error(kpbench("plot", tmp_path / "missing"), "missing", "no such run directory")
-    assert_one_line_error(kpbench("plot", run, "--out", tmp_path), "--out")
+    assert_one_line_error(run_cli("plot", tmp_path / "missing"), "missing", "no such run directory")
+    assert_one_line_error(run_cli("plot", run, "--out", tmp_path), "--out")
+
+
+def test_cli_plot_unusable_out_is_one_line(tmp_path: Path, run_cli) -> None:
+    csv_path = write_speed_csv(tmp_path / "s.csv", speed_rows("GPU", "fp32-bs1", [4.0, 3.0, 2.0, 1.0]))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(run_cli("plot", csv_path, "--out", a_file), "--out", "a_file", "not a directory")
+    assert_one_line_error(run_cli("plot", csv_path, "--out", "/proc/x"), "--out /proc/x", "cannot create")
+    assert a_file.read_text() == ""
+
+
+def test_speed_plot_keeps_12_series_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """matplotlib's default cycle has 10 colours: series 11 and 12 used to look like series 1 and 2."""
+    import kpbench.plots
+    from kpbench.plots import series_styles
+
+    assert len({tuple(s.values()) for s in series_styles(list(range(70))).values()}) == 70
+    figures = []
+    save = kpbench.plots.save_figure
+    monkeypatch.setattr(kpbench.plots, "save_figure", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    rows = [
+        r for i in range(12)
+        for r in speed_rows(f"GPU {i:02d}", "fp32-bs1", [40.0 + i, 30.0 + i, 20.0 + i, 10.0 + i], ap=[0.5] * 4)
+    ]
+    written = plot_speed([write_speed_csv(tmp_path / "many.csv", rows)], tmp_path)
+    assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
+    for fig in figures:  # speed_fps.png and speed_ap_fps.png
+        lines = fig.axes[0].get_lines()
+        looks = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines]
+        assert len(lines) == 12 and len(set(looks)) == 12
+    # The same series has the same look in both figures.
+    assert [line.get_label() for line in figures[0].axes[0].get_lines()] == [
+        line.get_label() for line in figures[1].axes[0].get_lines()
+    ]
+    assert [(line.get_color(), line.get_marker()) for line in figures[0].axes[0].get_lines()] == [
+        (line.get_color(), line.get_marker()) for line in figures[1].axes[0].get_lines()
+    ]
 
 
 def test_no_matplotlib_at_import() -> None:

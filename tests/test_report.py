@@ -74,14 +74,14 @@ def test_speed_merge_per_gpu_table_and_pivot(two_devices: tuple[Path, Path], tmp
     tables = speed_report([tmp_path])  # both machines' folders, found through their manifests
     table = tables["table"]
     assert list(table.columns) == [
-        "gpu", "size", "variant", "fps", "median_ms", "p90_ms", "padded_shapes", "memory_mib", "memory",
-        "dets_per_image", "synthetic", "status", "error", "source",
+        "device", "size", "variant", "box_score_thresh", "synthetic", "fps", "median_ms", "p90_ms", "padded_shapes",
+        "memory_mib", "memory", "dets_per_image", "status", "error", "source",
     ]  # fmt: skip  (no AP columns: nothing measured them)
-    assert list(zip(table["gpu"], table["variant"], table["size"], strict=True)) == [
+    assert list(zip(table["device"], table["variant"], table["size"], strict=True)) == [
         (A10G, "fp16-bs1", 320), (A10G, "fp16-bs1", 640), (A10G, "fp32-bs1", 320), (A10G, "fp32-bs1", 640),
         (H100, "fp16-bs1", 320), (H100, "fp16-bs1", 640), (H100, "fp32-bs1", 320), (H100, "fp32-bs1", 640),
     ]  # fmt: skip
-    h100_640 = table[(table["gpu"] == H100) & (table["size"] == 640) & (table["variant"] == "fp32-bs1")].iloc[0]
+    h100_640 = table[(table["device"] == H100) & (table["size"] == 640) & (table["variant"] == "fp32-bs1")].iloc[0]
     assert h100_640["fps"] == 25.0 and h100_640["median_ms"] == 40.0 and h100_640["p90_ms"] == pytest.approx(44.0)
     assert h100_640["padded_shapes"] == "1x3x640x640" and h100_640["memory_mib"] == 1280.0
     assert h100_640["memory"] == "cuda max allocated" and h100_640["source"] == a.name
@@ -91,8 +91,9 @@ def test_speed_merge_per_gpu_table_and_pivot(two_devices: tuple[Path, Path], tmp
 
     expected = pd.DataFrame(
         {
-            "gpu": [A10G, A10G, H100, H100],
+            "device": [A10G, A10G, H100, H100],
             "variant": ["fp16-bs1", "fp32-bs1", "fp16-bs1", "fp32-bs1"],
+            "box_score_thresh": [0.05] * 4,
             "synthetic": [False] * 4,
             "fps@320": [20.0, 16.0, 50.0, 40.0],
             "fps@640": [float("nan"), 8.0, 32.0, 25.0],
@@ -105,7 +106,7 @@ def test_same_gpu_model_on_two_machines_stays_apart(tmp_path: Path) -> None:
     a = write_device(tmp_path / "a", H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
     b = write_device(tmp_path / "b", H100, [speed_row(H100, 320, "fp32-bs1", 38.0)])
     pivot = speed_pivot(pd.concat([pd.read_csv(a).assign(source="a.csv"), pd.read_csv(b).assign(source="b.csv")]))
-    assert list(pivot["gpu"]) == [f"{H100} [a.csv]", f"{H100} [b.csv]"]
+    assert list(pivot["device"]) == [f"{H100} [a.csv]", f"{H100} [b.csv]"]
     assert list(pivot["fps@320"]) == [40.0, 38.0]
 
 
@@ -123,6 +124,57 @@ def test_speed_table_from_real_speed_columns_keeps_cpu_memory(tmp_path: Path) ->
     assert table.loc[0, "memory_mib"] == 900.5 and table.loc[0, "memory"] == "rss peak (row)"
 
 
+def test_cpu_rows_name_the_device_not_a_gpu(tmp_path: Path) -> None:
+    """On a CPU the table's `device` column is the CPU's name (there is no `gpu` column to mislead)."""
+    row = speed_row("AMD EPYC 7R13", 64, "fp32-bs1", 2.0, device="cpu", peak_rss_mib=900.5, rss_scope="row")
+    tables = speed_report([write_device(tmp_path, "AMD EPYC 7R13", [row])])
+    assert "gpu" not in tables["table"].columns and "gpu" not in tables["pivot"].columns
+    assert list(tables["table"]["device"]) == list(tables["pivot"]["device"]) == ["AMD EPYC 7R13"]
+
+
+def test_speed_csv_without_its_manifest_is_still_found(tmp_path: Path) -> None:
+    """A speed CSV copied without its .json (found by its header) is merged; other CSVs in the folder are not."""
+    csv_path = write_device(tmp_path / "copied", H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
+    csv_path.with_suffix(".json").unlink()
+    write_device(tmp_path / "full", A10G, [speed_row(A10G, 320, "fp32-bs1", 16.0)])
+    (tmp_path / "full" / "notes.csv").write_text("size,fps\n320,1.0\n")  # not a speed table
+    table = speed_report([tmp_path])["table"]
+    assert sorted(table["device"]) == [A10G, H100]
+    assert set(table["source"]) == {csv_path.name, next((tmp_path / "full").glob("nvidia-a10g-*.csv")).name}
+
+
+def test_other_thresholds_and_synthetic_images_are_not_merged(tmp_path: Path) -> None:
+    """Rows of one device and variant measured at box_score_thresh 0.05 and 0.9, or on synthetic images, are
+    separate rows and pivot lines (they time different amounts of post-processing)."""
+    a = write_device(tmp_path / "a", H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
+    b = write_device(tmp_path / "b", H100, [speed_row(H100, 320, "fp32-bs1", 55.0, box_score_thresh=0.9)])
+    c = write_device(tmp_path / "c", H100, [speed_row(H100, 320, "fp32-bs1", 60.0, synthetic=True)])
+    tables = speed_report([a, b, c])
+    pivot = tables["pivot"]
+    assert list(pivot["device"]) == [H100] * 3  # told apart by their settings, not by file name
+    assert list(zip(pivot["box_score_thresh"], pivot["synthetic"], pivot["fps@320"], strict=True)) == [
+        (0.05, False, 40.0), (0.05, True, 60.0), (0.9, False, 55.0),
+    ]  # fmt: skip
+    table = tables["table"]
+    assert list(zip(table["box_score_thresh"], table["synthetic"], table["fps"], strict=True)) == [
+        (0.05, False, 40.0), (0.05, True, 60.0), (0.9, False, 55.0),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["file-parent", "directory", "proc"])
+def test_cli_report_unusable_out_is_one_line(
+    two_devices: tuple[Path, Path], tmp_path: Path, run_cli: RunCli, target: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    out = {"file-parent": blocker / "report.md", "directory": tmp_path, "proc": Path("/proc/kpbench-x/report.md")}[target]
+    code, stdout, err = run_cli("report", str(tmp_path), "--out", str(out))
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and err.startswith(f"error: --out {out}: "), err
+    expected = {"file-parent": "exists and is not a directory", "directory": "is a directory, expected a file name",
+                "proc": "cannot create the folder"}[target]  # fmt: skip
+    assert expected in err
+
+
 def test_cli_report_speed_formats_and_out(
     two_devices: tuple[Path, Path], tmp_path: Path, run_cli: RunCli
 ) -> None:
@@ -131,11 +183,12 @@ def test_cli_report_speed_formats_and_out(
     assert code == 0, err
     doc = json.loads(out)
     assert set(doc) == {"table", "pivot"} and len(doc["table"]) == 8
-    assert doc["pivot"][0] == {"gpu": A10G, "variant": "fp16-bs1", "synthetic": False, "fps@320": 20.0, "fps@640": None}
+    assert doc["pivot"][0] == {"device": A10G, "variant": "fp16-bs1", "box_score_thresh": 0.05, "synthetic": False,
+                               "fps@320": 20.0, "fps@640": None}  # fmt: skip
 
     code, out, err = run_cli("report", str(a), str(b))
-    assert code == 0 and "## Speed: FPS (images/s) per GPU and size" in out and "## What was timed" in out
-    assert f"| {H100} | fp32-bs1 | False | 40.000 | 25.000 |" in out
+    assert code == 0 and "## Speed: FPS (images/s) per device and size" in out and "## What was timed" in out
+    assert f"| {H100} | fp32-bs1 | 0.050 | False | 40.000 | 25.000 |" in out
 
     merged = a.parent / "merged.csv"  # written beside a speed file: must not be read back as one
     code, out, err = run_cli("report", str(tmp_path), "--format", "csv", "--out", str(merged))
@@ -143,8 +196,8 @@ def test_cli_report_speed_formats_and_out(
     with merged.open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 8
     pivot_lines = (a.parent / "merged.pivot.csv").read_text().splitlines()
-    assert pivot_lines[0] == "gpu,variant,synthetic,fps@320,fps@640"
-    assert pivot_lines[1] == f"{A10G},fp16-bs1,False,20.0,"
+    assert pivot_lines[0] == "device,variant,box_score_thresh,synthetic,fps@320,fps@640"
+    assert pivot_lines[1] == f"{A10G},fp16-bs1,0.05,False,20.0,"
     code, out, err = run_cli("report", str(tmp_path), "--format", "json")
     assert len(json.loads(out)["table"]) == 8
 
@@ -154,7 +207,9 @@ def test_cli_report_speed_formats_and_out(
 
 
 def write_run(path: Path, weights: str, min_size: int, kp: dict[str, float] | None, deviations: list[str],
-              published: dict[str, float] | None) -> Path:  # fmt: skip
+              published: dict[str, float] | None, cached: int | None = None) -> Path:  # fmt: skip
+    """A run directory: manifest, metrics (when `kp`), and a cache of `cached` images (default: all 5000 when
+    evaluated, 12 when still running)."""
     path.mkdir(parents=True)
     manifest = {
         "config": {"weights": weights, "min_size": min_size, "max_size": round(min_size * 1333 / 800), "dtype": "fp32",
@@ -163,6 +218,7 @@ def write_run(path: Path, weights: str, min_size: int, kp: dict[str, float] | No
         "deviations": deviations, "published": published, "status": "complete" if kp else "running",
     }  # fmt: skip
     (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "detections.jsonl").write_text('{"image_id": 1}\n' * (cached if cached is not None else 5000 if kp else 12))
     if kp is not None:
         box = {"AP": kp["AP"] - 0.1, "AP50": 0.8}
         (path / "metrics.json").write_text(json.dumps({"keypoints": kp, "bbox": box}))
@@ -183,7 +239,27 @@ def test_run_table_rows(tmp_path: Path) -> None:
     assert a["deviations"] == "none" and a["status"] == "ok"
     assert b["size"] == 640 and b["kp_AP"] == 0.58 and b["deviations"] == "min_size 640 (published: 800)"
     assert b["published_kp_AP"] is None or math.isnan(b["published_kp_AP"])
-    assert c["status"] == "no metrics.json (running)" and (c["kp_AP"] is None or math.isnan(c["kp_AP"]))
+    assert c["status"] == "incomplete (running: 12 of 5000 images cached)"
+    assert c["kp_AP"] is None or math.isnan(c["kp_AP"])
+
+
+def test_run_whose_cache_is_gone_or_short_is_not_ok(tmp_path: Path) -> None:
+    """An evaluated run whose detections.jsonl was deleted (or lost images) is listed as incomplete, not ok."""
+    kp = {"AP": 0.652, "AP50": 0.86, "AP75": 0.71, "AR": 0.71}
+    gone = write_run(tmp_path / "run-gone", "COCO_V1", 800, kp, [], None)
+    (gone / "detections.jsonl").unlink()
+    write_run(tmp_path / "run-short", "COCO_V1", 800, kp, [], None, cached=4999)
+    unevaluated = write_run(tmp_path / "run-uneval", "COCO_V1", 800, kp, [], None)
+    (unevaluated / "metrics.json").unlink()
+    interrupted = write_run(tmp_path / "run-int", "COCO_V1", 800, None, [], None, cached=7)
+    manifest = json.loads((interrupted / "manifest.json").read_text())
+    (interrupted / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    table = run_table([tmp_path]).set_index("run")
+    assert table.loc["run-gone", "status"] == "incomplete (detections.jsonl missing)"
+    assert table.loc["run-gone", "kp_AP"] == 0.652  # the metrics it had are still shown
+    assert table.loc["run-short", "status"] == "incomplete (detections.jsonl has 4999 of 5000 images)"
+    assert table.loc["run-uneval", "status"] == "not evaluated (no metrics.json)"
+    assert table.loc["run-int", "status"] == "incomplete (interrupted: 7 of 5000 images cached)"
 
 
 def test_cli_report_run_markdown(tmp_path: Path, run_cli: RunCli) -> None:

@@ -197,6 +197,42 @@ def test_sigkill_then_resume_gives_identical_results(
     assert m["status"] == "complete" and m["timings"]["sessions"][-1]["images_cached_before"] == lines
 
 
+def test_ctrl_c_marks_the_run_interrupted_and_resumes(
+    reference_run: Path, synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    """Ctrl-C after the first image: one line says how far it got, exit 130, the manifest says "interrupted";
+    the same command resumes to the uninterrupted results. (`--weights NONE` is recorded as "none", so the
+    resume with "none" matches it.)"""
+    from kpbench.detections import ImageDetections
+
+    real = ImageDetections.from_model_output.__func__  # type: ignore[attr-defined]
+    calls = 0
+
+    def interrupt_second(cls: type, image_id: int, output: object) -> ImageDetections:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real(cls, image_id, output)
+
+    out = tmp_path / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
+    monkeypatch.setattr(ImageDetections, "from_model_output", classmethod(interrupt_second))
+    code, stdout, err = run_cli(*args, "--weights", "NONE")
+    assert code == 130 and stdout == ""
+    assert err == f"interrupted: 1 of 3 images cached in {out}; run the same command again to resume\n"
+    m = rundir.read_manifest(out)
+    assert m["status"] == "interrupted" and m["config"]["weights"] == "none"
+    assert (out / "detections.jsonl").read_bytes().count(b"\n") == 1
+
+    monkeypatch.undo()
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "resumed: 1 images were already cached, 2 run now" in err
+    _same_files(reference_run, out)
+    assert rundir.read_manifest(out)["status"] == "complete"
+
+
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
@@ -243,20 +279,43 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_pa
     (partial / "val2017" / "000000000139.jpg").symlink_to(synthetic_coco_root / "val2017" / "000000000139.jpg")
     assert error("--coco-root", partial) == (
         f"{partial}/val2017/000000000785.jpg: image file not found and 2 more "
-        f"(`kpbench data download --root {partial}` or `kpbench run --download` fetches it; it skips what is present)"
+        f"(`kpbench data download --root {partial}` or `kpbench run --download` extracts the missing images again "
+        "from val2017.zip)"
     )
     root = ("--coco-root", synthetic_coco_root)
     assert error(*root, "--image-ids", "139,5") == "--image-ids: 5 not in the annotation file"
     assert error(*root, "--image-ids", "13x") == "--image-ids: cannot read '13x' as a comma-separated list of int"
-    assert error(*root, "--images", "people") == ("command line: [run]: 'images' must be one of all, with-persons, "
-                                                 "got 'people'")
+    assert error(*root, "--images", "people") == "--images: must be one of all, with-persons, got 'people'"
+    assert error(*root, "--min-size", "512", "--max-size", "256") == (
+        "--max-size 256 is smaller than --min-size 512: the long-side cap must be at least the short side"
+    )
     assert error(*root, "--device", "tpu") == "--device: unknown device 'tpu' (auto, cpu, cuda or cuda:N)"
     assert error(*root, "--backend", "coco") == "--backend: must be one of pycocotools, hotcoco, got 'coco'"
     assert error(*root, "--weights", tmp_path / "w.pth") == (
         f"{tmp_path / 'w.pth'}: checkpoint file not found (--weights takes COCO_V1, COCO_LEGACY, none or a path)"
     )
     (tmp_path / "bad.pth").write_bytes(b"garbage")
-    assert error(*root, "--weights", tmp_path / "bad.pth").startswith(f"{tmp_path / 'bad.pth'}: unreadable checkpoint")
+    assert error(*root, "--weights", tmp_path / "bad.pth") == (
+        f"{tmp_path / 'bad.pth'}: not a PyTorch checkpoint (torch.save writes a zip or pickle file)"
+    )
+    (tmp_path / "empty.pth").write_bytes(b"")
+    assert error(*root, "--weights", tmp_path / "empty.pth") == f"{tmp_path / 'empty.pth'}: empty file, not a checkpoint"
+    assert error(*root, "--weights", tmp_path) == (
+        f"{tmp_path}: is a directory, expected a checkpoint file (--weights takes COCO_V1, COCO_LEGACY, none or a path)"
+    )
+    assert error(*root, "--weights", "COCO_V2") == (
+        "COCO_V2: checkpoint file not found; did you mean COCO_V1? (--weights takes COCO_V1, COCO_LEGACY, none or a "
+        "path)"
+    )
+    # The weights are checked first, before the COCO root is even looked at (a bad path fails at once).
+    assert error("--coco-root", missing, "--weights", tmp_path / "empty.pth").endswith("empty file, not a checkpoint")
+    # An unusable --out is one line too (and nothing is left behind).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code, _, err = run_cli("run", *FAST, *root, "--out", blocker)
+    assert code == 2 and err == f"error: --out {blocker}: exists and is not a directory\n"
+    code, _, err = run_cli("run", *FAST, *root, "--out", "/proc/kpbench-x")
+    assert code == 2 and err.startswith("error: --out /proc/kpbench-x: cannot create the folder (") and err.count("\n") == 1
     not_a_run = tmp_path / "notes"
     not_a_run.mkdir()
     (not_a_run / "a.txt").write_text("x")
@@ -285,13 +344,14 @@ def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, run_cli: R
     # An empty cache and no network, even on machines that have one (torch.hub downloads through its urlopen).
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "urlopen", offline)
-    code, _, err = run_cli("run", "--coco-root", synthetic_coco_root, "--weights", "COCO_V1",
-                       "--out", tmp_path / "out", "--no-progress")
+    # Named weights match case-insensitively: coco_v1 is COCO_V1.
+    code, _, err = run_cli("run", "--coco-root", synthetic_coco_root, "--weights", "coco_v1",
+                       "--out", tmp_path / "out" / "run", "--no-progress")
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"
     assert code == 2
     assert f"error: cannot load COCO_V1 weights: {expected} is not cached" in err
     assert err.rstrip().endswith("put the file there, or pass a local checkpoint with --weights PATH")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # the folders planning made for --out are removed again
 
 
 def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path) -> None:
@@ -372,7 +432,11 @@ def test_checkpoint_file_and_coco_v1_recognised_by_hash(tmp_path: Path, monkeypa
     marker = "roi_heads.keypoint_predictor.kps_score_lowres.bias"
     state[marker] = torch.arange(17, dtype=torch.float32)
     path = tmp_path / "checkpoint.pth"
-    torch.save({"model": state, "epoch": 25}, path)
+    # Saved as torchvision's references/detection/train.py does: its argparse.Namespace of arguments included.
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.02, "params": [0]}]},
+                "lr_scheduler": {"milestones": __import__("collections").Counter({36: 1}), "last_epoch": 25},
+                "args": __import__("argparse").Namespace(model="keypointrcnn_resnet50_fpn", lr=0.02, amp=False),
+                "epoch": 25}, path)  # fmt: skip
     sha = file_sha256(path)
     monkeypatch.setattr(models, "_COCO_V1_SHA_PREFIX", sha[:8])
     monkeypatch.setitem(models.NAMED_WEIGHTS_SHA_PREFIX, "COCO_V1", sha[:8])

@@ -210,7 +210,9 @@ def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: 
     settings = merge_settings(RunSettings, None, base)
     plan = plan_run(settings, "cpu")
     assert plan.state == "new" and plan.image_ids == [139, 785, 2500, 4000] and plan.done == [] and plan.file_images == 4
-    out.mkdir()
+    # Planning makes the --out folder (so that an unusable one fails before the model is built) and says so, so
+    # that a run failing before it writes anything can remove it again.
+    assert out.is_dir() and not any(out.iterdir()) and plan.created_out == str(out)
     rundir.write_manifest(out, {
         "kpbench_run_version": 1, "config": settings_dict(settings), "coco_root": plan.coco_root,
         "environment": {"device": "cpu"}, "image_ids": plan.image_ids, "model": {},

@@ -312,8 +312,8 @@ def test_accuracy_columns_are_real_ap(tmp_path: Path, monkeypatch: pytest.Monkey
     gt = json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text())
     oracle = use_oracle(monkeypatch, gt)
     settings = SpeedSettings(
-        coco_root=str(root), num_images=2, weights="oracle", sizes=[64, 128], warmup=2, iters=3, accuracy=2,
-        batch_sizes=[1, 2], out=str(tmp_path / "speed"),
+        coco_root=str(root), num_images=2, weights="none", sizes=[64, 128], warmup=2, iters=3, accuracy=2,
+        batch_size=[1, 2], out=str(tmp_path / "speed"),
     )  # fmt: skip
     result = run_speed(settings, progress=False)
     # Per row: 1 cold + 2 warm-up + 3 timed calls, then the accuracy pass over 2 images in batches.
@@ -353,19 +353,23 @@ def test_cli_speed_with_config_and_overrides(
     assert manifest["config_path"] == str(config)
     assert manifest["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
     s = manifest["settings"]
-    assert (s["sizes"], s["warmup"], s["iters"], s["batch_sizes"]) == ([96, 64], 0, 5, [1, 2])  # CLI wins
+    assert (s["sizes"], s["warmup"], s["iters"], s["batch_size"]) == ([96, 64], 0, 5, [1, 2])  # CLI wins
     _, rows = read_csv(csv_path)
     assert [(r["variant"], r["size"]) for r in rows] == [
         ("fp32-bs1", "96"), ("fp32-bs1", "64"), ("fp32-bs2", "96"), ("fp32-bs2", "64"),
     ]
     assert "fp32-bs2" in stdout and "median_ms" in stdout and f"wrote {csv_path}" in stderr
+    assert manifest["complete"] is True and manifest["rows"] == manifest["rows_planned"] == 4
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--sizes", "64,abc"], "--sizes: cannot read '64,abc'"),
-        (["--dtype", "fp8"], "'dtypes' must be one of fp32, fp16, bf16"),
+        (["--dtype", "fp8"], "error: --dtype: must be one of fp32, fp16, bf16, got 'fp8'\n"),
+        (["--dtype", "fp32,fp64"], "error: --dtype: must be one of fp32, fp16, bf16, got 'fp64'\n"),
+        (["--batch-size", "1,0"], "error: --batch-size: must be >= 1, got 0\n"),
+        (["--weights", "/nonexistent/w.pth"], "error: /nonexistent/w.pth: checkpoint file not found"),
         (["--synthetic", "--accuracy", "2"], "--accuracy: needs real COCO images"),
         (["--num-images", "3"], "--num-images 3: "),
         (["--accuracy", "4", "--num-images", "1"], "--accuracy 4: "),
@@ -383,6 +387,65 @@ def test_cli_speed_user_errors_exit_2(
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
     assert not list(tmp_path.glob("*.csv"))
+
+
+def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
+    """Ctrl-C in the third row: the two finished rows are written (CSV, manifest with "complete": false, Markdown),
+    one line says so, and the exit code is 130."""
+    import kpbench.speed as speed
+
+    root = make_coco_root(tmp_path / "coco")
+    use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    real_measure = speed._measure_row
+    calls = 0
+
+    def interrupt_third(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(speed, "_measure_row", interrupt_third)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("speed", "--coco-root", root, "--num-images", "1", "--sizes", "64,96",
+                                   "--batch-size", "1,2", "--warmup", "0", "--iters", "1", "--out", out,
+                                   "--no-progress")  # fmt: skip
+    (csv_path,) = out.glob("*.csv")
+    assert code == 130
+    assert stderr == f"interrupted: 2 of 4 rows finished (written to {csv_path})\n"
+    _, rows = read_csv(csv_path)
+    assert [(r["variant"], r["size"], r["status"]) for r in rows] == [("fp32-bs1", "64", "ok"), ("fp32-bs1", "96", "ok")]
+    manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    assert (manifest["complete"], manifest["rows"], manifest["rows_planned"]) == (False, 2, 4)
+    assert csv_path.with_suffix(".md").is_file() and "fp32-bs1" in stdout
+
+
+@pytest.mark.parametrize("target", ["file", "proc"])
+def test_unusable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, target: str) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, {"images": [], "annotations": []})
+    out = tmp_path / "a-file" if target == "file" else Path("/proc/kpbench-x")
+    if target == "file":
+        out.write_text("")
+    code, _, stderr = run_cli("speed", "--coco-root", root, "--num-images", "1", "--out", out, "--no-progress")
+    reason = "exists and is not a directory" if target == "file" else "cannot create the folder"
+    assert code == 2 and stderr.startswith(f"error: --out {out}: {reason}") and stderr.count("\n") == 1, stderr
+    assert oracle.calls == 0
+
+
+def test_bad_weights_fail_before_the_images_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    import kpbench.speed as speed
+
+    loads: list[Any] = []
+    monkeypatch.setattr(speed, "load_images", lambda *a, **kw: loads.append(a))
+    root = make_coco_root(tmp_path / "coco")
+    code, _, stderr = run_cli("speed", "--coco-root", root, "--weights", tmp_path, "--out", tmp_path / "out")
+    assert code == 2 and stderr == (f"error: {tmp_path}: is a directory, expected a checkpoint file (--weights takes "
+                                    "COCO_V1, COCO_LEGACY, none or a path)\n")  # fmt: skip
+    assert loads == [] and not (tmp_path / "out").exists()
 
 
 def test_missing_accuracy_image_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -417,7 +480,7 @@ def test_failed_variant_does_not_stop_the_table(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(torch, "autocast", no_fp16)
     settings = SpeedSettings(
-        coco_root=str(root), num_images=1, weights="oracle", sizes=[64], warmup=0, iters=1, dtypes=["fp16", "bf16"],
+        coco_root=str(root), num_images=1, weights="none", sizes=[64], warmup=0, iters=1, dtype=["fp16", "bf16"],
         out=str(tmp_path / "speed"),
     )  # fmt: skip
     rows = run_speed(settings, progress=False).rows

@@ -15,9 +15,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
+from kpdata import (
+    COCO_SAMPLE,
+    EDGE,
+    FCE,
+    XTCOCO,
+    assert_one_line_error,
+    kpbench,
+    load,
+    png_size,
+    pycocotools_eval,
+    requires_shared,
+)
 from test_evaluate import varied_scene
-from test_plots import png_size
 
 from kpbench.config import ThresholdSettings
 from kpbench.detections import ImageDetections, to_coco_results
@@ -28,8 +38,10 @@ from kpbench.schema import stat_names
 from kpbench.synthetic import make_synthetic_coco
 from kpbench.thresholds import (
     KEYPOINT_COLUMNS,
+    NO_MATCHED_PERSONS,
     person_columns,
     sweep_person_thresholds,
+    threshold_curves_figure,
     thresholds_for_files,
     thresholds_for_run,
     write_threshold_files,
@@ -444,11 +456,6 @@ def test_run_dir_matches_files(tmp_path: Path) -> None:
 # The command line
 
 
-def kpbench(*args: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kpbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_cli_run_dir_json_and_files(tmp_path: Path) -> None:
     run, *_ = synthetic_run(tmp_path, num_images=12)
     config = tmp_path / "t.toml"
@@ -564,3 +571,135 @@ def test_cli_stays_light(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("False")
 
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixes of the QA pass: empty results, machine-readable CSV, threshold lists, output folders, NaN in the cache
+
+
+def test_no_best_f1_row_when_nothing_matches(tmp_path: Path) -> None:
+    """With every F1 = 0 the sweep used to mark threshold 0 as the best."""
+    gt, results = hand_case()
+    background = [results[3]]  # d4 matches nobody
+    rows = sweep_person_thresholds(evaluate(gt, background), [0.0, 0.5, 0.7])
+    assert [r["f1_50"] for r in rows] == [0.0, 0.0, 0.0]
+    assert not any(r["best_f1"] for r in rows)
+    # Thresholds above every score: F1 is 0 (nothing kept, 3 GT missed); no best row either.
+    rows = sweep_person_thresholds(evaluate(gt, results), [0.95, 0.99])
+    assert [r["f1_50"] for r in rows] == [0.0, 0.0] and not any(r["best_f1"] for r in rows)
+    write_threshold_files(tmp_path, rows)
+    assert "best F1" not in "".join(t.get_text() for t in threshold_curves_figure(rows).axes[0].texts)
+
+
+def test_keypoint_panel_says_no_matched_persons(tmp_path: Path) -> None:
+    gt, results, logits = keypoint_case()
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    report = thresholds_for_run(run, ThresholdSettings(person_thresh=0.99))  # nobody scores above 0.99
+    assert all(r["visible"] == 0 for r in report.keypoint)
+    fig = threshold_curves_figure(report.person, report.keypoint)
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert any(NO_MATCHED_PERSONS in t for t in texts) and not fig.axes[1].get_lines()
+    assert fig.axes[1].get_xlim() == (-1.0, 5.0)  # the thresholds, not matplotlib's +-0.04 around nothing
+    write_threshold_files(tmp_path / "out", report.person, report.keypoint)
+    assert png_size(tmp_path / "out" / "threshold_curves.png") == (1560, 540)
+    # With matched persons the panel has its curves and no such text.
+    fig = threshold_curves_figure(report.person, thresholds_for_run(run).keypoint)
+    assert len(fig.axes[1].get_lines()) == 2 and not fig.axes[1].texts
+
+
+def test_cli_csv_is_one_table(tmp_path: Path, run_cli) -> None:
+    import csv
+    import io
+
+    run, *_ = synthetic_run(tmp_path, num_images=6)
+    code, out, err = run_cli("thresholds", run, "--format", "csv", "--thresholds", "0.2,0.6", "--kp-thresholds", "0,2")
+    assert code == 0, err
+    assert "\n\n" not in out  # one table: no blank line, one header
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == person_columns("keypoints") and [float(r["threshold"]) for r in rows] == [0.2, 0.6]
+    code, out, err = run_cli("thresholds", run, "--format", "csv", "--table", "keypoint", "--kp-thresholds", "0,2")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == KEYPOINT_COLUMNS and len(rows) == 2 * 18
+    # Markdown and table can show one table too; json always has both.
+    code, out, _ = run_cli("thresholds", run, "--format", "markdown", "--table", "keypoint", "--kp-thresholds", "0")
+    assert "Keypoint-score" in out and "Person-score" not in out
+    code, out, _ = run_cli("thresholds", run, "--table", "person", "--thresholds", "0.5")
+    assert "Person-score" in out and "Keypoint-score" not in out
+    assert_one_line_error(run_cli("thresholds", run, "--table", "both"), "--table", "person, keypoint")
+    assert_one_line_error(run_cli("thresholds", run, "--format", "json", "--table", "person"), "--table", "json")
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(hand_case()[0]))
+    res_path.write_text(json.dumps(hand_case()[1]))
+    assert_one_line_error(
+        run_cli("thresholds", "--gt", gt_path, "--results", res_path, "--format", "csv", "--table", "keypoint"),
+        "--table keypoint", "RUN_DIR",
+    )
+
+
+@pytest.mark.parametrize("value", ["0.5,,0.7", "0.5,0.7,", ",0.5"])
+def test_cli_empty_threshold_item_is_an_error(tmp_path: Path, run_cli, value: str) -> None:
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(hand_case()[0]))
+    res_path.write_text(json.dumps(hand_case()[1]))
+    for option in ("--thresholds", "--kp-thresholds"):
+        assert_one_line_error(
+            run_cli("thresholds", "--gt", gt_path, "--results", res_path, option, value), option, "empty item"
+        )
+
+
+def test_cli_notes_a_reordered_threshold_list(tmp_path: Path, run_cli) -> None:
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(hand_case()[0]))
+    res_path.write_text(json.dumps(hand_case()[1]))
+    code, out, err = run_cli("thresholds", "--gt", gt_path, "--results", res_path, "--thresholds", "0.9,0.1,0.5,0.1",
+                             "--format", "json")
+    assert code == 0, err
+    assert [r["threshold"] for r in json.loads(out)["person"]] == [0.1, 0.5, 0.9]
+    assert "note: --thresholds: using 0.1,0.5,0.9 (sorted, duplicates removed)" in err
+    code, out, err = run_cli("thresholds", "--gt", gt_path, "--results", res_path, "--thresholds", "0.1,0.5",
+                             "--format", "json")
+    assert code == 0 and "sorted" not in err
+    config = tmp_path / "t.toml"
+    config.write_text("[thresholds]\nthresholds = [0.5, 0.2]\n")
+    code, _, err = run_cli("thresholds", "--gt", gt_path, "--results", res_path, "--config", config, "--format", "json")
+    assert code == 0 and f"note: thresholds [thresholds] in {config}: using 0.2,0.5" in err
+
+
+def test_cli_unusable_out_is_one_line(tmp_path: Path, run_cli) -> None:
+    gt, results, logits = keypoint_case()
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(run_cli("thresholds", run, "--out", a_file), "--out", "exists and is not a directory")
+    assert_one_line_error(run_cli("thresholds", run, "--out", "/proc/x"), "--out /proc/x", "cannot create")
+
+
+def test_ap_in_percent_in_tables_for_people_fractions_in_csv_and_json(tmp_path: Path, run_cli) -> None:
+    gt, results = hand_case()
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    args = ("thresholds", "--gt", gt_path, "--results", res_path, "--thresholds", "0,0.95")
+    rows = json.loads(run_cli(*args, "--format", "json")[1])["person"]
+    ap = rows[0]["AP"]
+    assert 0 < ap < 1 and rows[0]["APm"] == -1.0  # every person here is large: no medium GT, COCO's -1
+    csv_lines = run_cli(*args, "--format", "csv")[1].splitlines()
+    assert csv_lines[1].startswith(f"0.0,{ap!r},") and ",-1.0," in csv_lines[1]
+    table = run_cli(*args)[1]
+    assert f"{100 * ap:.1f}" in table and "AP" in table and "percent" in table
+    md = run_cli(*args, "--format", "markdown", "--out", tmp_path / "out")[1]
+    row = next(line for line in md.splitlines() if line.startswith("| 0.000 |"))
+    assert row.startswith(f"| 0.000 | {100 * ap:.1f} |") and "| n/a |" in row
+    assert "| 0.500 |" in row  # precision_50 stays a fraction
+    assert (tmp_path / "out" / "thresholds_person.md").read_text() == md.split("\n", 2)[2]
+
+
+def test_nan_in_the_cache_names_the_file_and_the_image(tmp_path: Path, run_cli) -> None:
+    gt, results, logits = keypoint_case()
+    results[3]["keypoints"][4] = float("nan")  # image 7, its second detection: result 3 of the rebuilt results
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    message = "detections.jsonl: image 7, detection 1 (result 3 of the rebuilt results): 'keypoints' holds NaN"
+    with pytest.raises(KpbenchError, match=re.escape(message)):
+        thresholds_for_run(run)
+    assert_one_line_error(run_cli("thresholds", run), str(run / "detections.jsonl"), message)

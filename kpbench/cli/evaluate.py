@@ -16,9 +16,17 @@ from kpbench.errors import KpbenchError
 def evaluate_command(
     gt_json: Annotated[Path | None, typer.Argument(help="COCO ground-truth JSON (person_keypoints_val2017.json).")] = None,
     results_json: Annotated[Path | None, typer.Argument(help="COCO results JSON (a list of detections).")] = None,
-    iou_type: Annotated[str, typer.Option(help="keypoints (OKS) or bbox (IoU).")] = "keypoints",
+    iou_type: Annotated[
+        str | None,
+        typer.Option(
+            help="keypoints (OKS) or bbox (IoU) [default: keypoints; with --run, both are shown].", show_default=False
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option(help="pycocotools (reference) or hotcoco (fast, optional).")] = "pycocotools",
-    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="table or markdown (percent), json or csv (fractions at full precision)."),
+    ] = "table",
     out: Annotated[Path | None, typer.Option(help="Also write metrics.csv, metrics.md and metrics.json here.")] = None,
     validate: Annotated[
         bool,
@@ -26,43 +34,76 @@ def evaluate_command(
                           "not with --run, whose inputs are always checked)."),
     ] = True,
     run: Annotated[
-        Path | None, typer.Option(help="Re-evaluate a run directory from its cached detections (no model needed).")
+        Path | None,
+        typer.Option(
+            help="Re-evaluate a run directory from its cached detections (no model needed). Rewrites the run's "
+                 "keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and manifest.json."
+        ),
     ] = None,
 ) -> None:
     """Evaluate COCO keypoint or box results against ground truth, exactly as pycocotools does.
 
-    Prints the summary stats; --format json prints one object whose keys are the stat names.
+    Prints the summary stats. table and markdown (meant for people) show them in percent with one decimal, n/a
+    where COCO gives -1 (no GT in that area range); --format markdown prints what metrics.md holds. json and csv
+    keep COCO's fractions at full precision, -1 included.
+
+    --format json prints one flat object whose keys are the stat names ({"AP": ..., "AP50": ...}) for one iou
+    type. With --run and no --iou-type it prints both, nested by iou type ({"keypoints": {...}, "bbox": {...}}),
+    which is the layout of metrics.json (always nested, also for one iou type).
+
+    --run DIR rebuilds the run's results from its detections cache, checks them, and rewrites the run's
+    keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and the evaluation record in manifest.json
+    (each file is listed on stderr as "wrote PATH"). It evaluates both iou types; --iou-type picks the one shown.
     """
-    from kpbench.evaluate import evaluate, metrics_json, metrics_rows, write_metrics
-    from kpbench.io import TABLE_FORMATS, render
+    from kpbench.cocofiles import check_iou_type
+    from kpbench.evaluate import (
+        check_backend,
+        evaluate,
+        format_stats_markdown,
+        format_stats_table,
+        metrics_json,
+        metrics_rows,
+        write_metrics,
+    )
+    from kpbench.io import TABLE_FORMATS, ensure_output_dir, to_csv
 
     if fmt not in TABLE_FORMATS:
         raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    if iou_type is not None:
+        check_iou_type(iou_type)
+    check_backend(backend)
     if run is not None:
         if gt_json is not None or results_json is not None:
             raise KpbenchError("--run: give either a run directory or GT_JSON RESULTS_JSON, not both")
+    elif gt_json is None or results_json is None:
+        raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
+    if out is not None:
+        ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
+
+    if run is not None:
         from kpbench.runeval import evaluate_run, summarize_run
 
-        results = evaluate_run(run, backend=backend)  # rewrites the run's results JSONs and metrics files
-        if fmt == "table":
-            typer.echo(summarize_run(run, results), nl=False)
+        results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"))
+        shown = results if iou_type is None else {iou_type: results[iou_type]}
     else:
-        if gt_json is None or results_json is None:
-            raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
-        results = {iou_type: evaluate(gt_json, results_json, iou_type=iou_type, backend=backend, validate=validate)}
-    for result in results.values():
+        assert gt_json is not None and results_json is not None
+        kind = iou_type or "keypoints"
+        results = {kind: evaluate(gt_json, results_json, iou_type=kind, backend=backend, validate=validate)}
+        shown = results
+    for result in shown.values():
         for note in result.notes:
             echo_err(f"note: {note}")
     if fmt == "json":
-        payload = metrics_json(results)
-        typer.echo(json.dumps(payload[iou_type] if len(payload) == 1 else payload, indent=2))
-    elif fmt == "table" and run is None:
-        for kind, result in results.items():
-            typer.echo(f"{kind} ({result.backend}): {result.num_results} detections, {result.num_gt} GT, "
-                       f"{result.num_images} images")
-            typer.echo(render([{k: round(v, 4) for k, v in result.stats.items()}], "table"))
+        payload = metrics_json(shown)
+        typer.echo(json.dumps(next(iter(payload.values())) if len(payload) == 1 else payload, indent=2))
+    elif fmt == "csv":
+        typer.echo(to_csv(metrics_rows(shown)), nl=False)
+    elif fmt == "markdown":
+        typer.echo(format_stats_markdown(shown), nl=False)
+    elif run is not None:
+        typer.echo(summarize_run(run, shown), nl=False)
     else:
-        typer.echo(render(metrics_rows(results), fmt), nl=False)
+        typer.echo(format_stats_table(shown), nl=False)
     if out is not None:
         for path in write_metrics(out, results):
             echo_err(f"wrote {path}")

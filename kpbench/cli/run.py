@@ -16,7 +16,14 @@ from kpbench.cli.app import app, echo_err
 
 @app.command("run")
 def run_command(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file whose [run] table sets any option below.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file whose [run] table sets the options below (key = option name with _ for -), except "
+            "--overwrite, --backend, --progress and --analysis; options given on the command line win.",
+        ),
+    ] = None,
     coco_root: Annotated[
         str | None, typer.Option("--coco-root", help="COCO root: annotations/ and SPLIT/ [default: $KPBENCH_COCO_ROOT].")
     ] = None,
@@ -64,7 +71,7 @@ def run_command(
     ...` the images are sharded over the ranks and rank 0 merges and evaluates.
     """
     from kpbench.config import RunSettings, load_config, merge_settings, parse_list
-    from kpbench.runner import run
+    from kpbench.runner import RunInterrupted, run
 
     loaded = load_config(config)
     overrides = {
@@ -86,10 +93,17 @@ def run_command(
         "out": out,
     }
     settings = merge_settings(RunSettings, loaded, overrides)
-    outcome = run(
-        settings, overwrite=overwrite, config=loaded, command_line=["kpbench", *sys.argv[1:]], progress=progress,
-        backend=backend,
-    )
+    try:
+        outcome = run(
+            settings, overwrite=overwrite, config=loaded, command_line=["kpbench", *sys.argv[1:]], progress=progress,
+            backend=backend,
+        )
+    except RunInterrupted as exc:  # Ctrl-C: say what is cached and how to go on
+        echo_err(str(exc))
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before the run directory was set up (typer would exit 130 silently)
+        echo_err("interrupted")
+        raise typer.Exit(130) from None
     if not outcome.is_main:
         return  # other ranks of a distributed run stay quiet; rank 0 reports
     if outcome.resumed_from:

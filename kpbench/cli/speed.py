@@ -16,7 +16,14 @@ from kpbench.errors import KpbenchError
 
 @app.command("speed")
 def speed_command(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file whose [speed] table sets any option below.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file whose [speed] table sets the options below (key = option name with _ for -), except "
+            "--progress; options given on the command line win.",
+        ),
+    ] = None,
     coco_root: Annotated[
         str | None, typer.Option("--coco-root", help="COCO root with real images [default: $KPBENCH_COCO_ROOT].")
     ] = None,
@@ -66,7 +73,7 @@ def speed_command(
     decoding and copying to the device excluded (timed separately).
     """
     from kpbench.config import SpeedSettings, load_config, merge_settings, parse_list
-    from kpbench.speed import run_speed, terminal_summary
+    from kpbench.speed import SpeedInterrupted, run_speed, terminal_summary
 
     loaded = load_config(config)
     overrides = {
@@ -80,8 +87,8 @@ def speed_command(
         "sizes": parse_list(sizes, int, "--sizes"),
         "warmup": warmup,
         "iters": iters,
-        "dtypes": parse_list(dtype, str, "--dtype"),
-        "batch_sizes": parse_list(batch_size, int, "--batch-size"),
+        "dtype": parse_list(dtype, str, "--dtype"),
+        "batch_size": parse_list(batch_size, int, "--batch-size"),
         "channels_last": channels_last,
         "cudnn_benchmark": cudnn_benchmark,
         "compile": compile,
@@ -90,7 +97,16 @@ def speed_command(
         "out": out,
     }
     settings = merge_settings(SpeedSettings, loaded, overrides)
-    result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
+    try:
+        result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
+    except SpeedInterrupted as exc:  # Ctrl-C: the finished rows were written, marked incomplete
+        if exc.result.rows:
+            typer.echo(terminal_summary(exc.result), nl=False)
+        echo_err(str(exc))
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before any row was timed (typer would exit 130 silently)
+        echo_err("interrupted: no row was finished, nothing written")
+        raise typer.Exit(130) from None
     typer.echo(terminal_summary(result), nl=False)
     for path in (result.csv_path, result.manifest_path, result.markdown_path):
         echo_err(f"wrote {path}")
@@ -114,15 +130,17 @@ def report_command(
 ) -> None:
     """Merge result files from many machines or runs into one table.
 
-    speed: one row per GPU x size x variant (FPS, median and p90 ms, padded shape, memory, AP when measured),
-    plus a pivot of GPU x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
+    speed: one row per device x size x variant (FPS, median and p90 ms, padded shape, memory, AP when measured;
+    other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
     deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
     """
     from kpbench.config import parse_list
-    from kpbench.report import FORMATS, build_report, render_report, write_report
+    from kpbench.report import FORMATS, build_report, check_report_out, render_report, write_report
 
     if fmt not in FORMATS:
         raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if out is not None:
+        check_report_out(out)  # before reading anything
     tables = build_report(kind, paths, stats=parse_list(columns, str, "--columns"))
     if out is not None:
         for path in write_report(kind, tables, fmt, out):

@@ -37,7 +37,17 @@ def thresholds_command(
     person_thresh: Annotated[
         float | None, typer.Option("--person-thresh", help="Keypoint rows use persons scored above this [default: 0.9].")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", help="table or markdown (AP/AR in percent), csv (one table) or json (both).")
+    ] = "table",
+    table: Annotated[
+        str | None,
+        typer.Option(
+            "--table",
+            help="person or keypoint: the table to print [default: person for csv; both for table and markdown].",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the CSV/Markdown tables and threshold_curves.png here [default: RUN_DIR].")
     ] = None,
@@ -45,11 +55,18 @@ def thresholds_command(
     """Compare person-score thresholds (exact COCO AP/AR and TP/FP/FN per threshold) and keypoint-score thresholds
     (per-keypoint precision and recall), from one COCOeval pass instead of one per threshold.
 
-    --format json prints {"person": [...], "keypoint": [...]}. The keypoint-score part needs a run directory.
+    Threshold lists are comma-separated numbers without empty items; they are used sorted and without duplicates
+    (a note says so when that changed the list). best_f1 marks the threshold with the highest F1 at OKS/IoU 0.50
+    (the lowest among equals), and no threshold when every F1 is 0 or undefined.
+
+    --format csv prints one CSV table, the person table unless --table keypoint (which needs a run directory);
+    --format json prints both as {"person": [...], "keypoint": [...]}. table and markdown show the COCO stats (AP,
+    AR, ...) in percent with one decimal, n/a where COCO gives -1; csv and json keep fractions at full precision.
+    The keypoint-score part needs a run directory.
     """
     from kpbench.cocofiles import check_iou_type
-    from kpbench.config import ThresholdSettings, load_config, merge_settings, parse_list
-    from kpbench.io import TABLE_FORMATS
+    from kpbench.config import ThresholdSettings, load_config, merge_settings
+    from kpbench.io import TABLE_FORMATS, ensure_output_dir
     from kpbench.thresholds import (
         check_keypoint_thresholds,
         check_person_thresh,
@@ -61,6 +78,10 @@ def thresholds_command(
 
     if fmt not in TABLE_FORMATS:
         raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    if table is not None and table not in TABLES:
+        raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
+    if table is not None and fmt == "json":
+        raise KpbenchError("--table: not with --format json, which prints both tables")
     if run_dir is not None and (gt is not None or results is not None):
         raise KpbenchError("thresholds: give either RUN_DIR or --gt GT --results RESULTS, not both")
     if run_dir is None and (gt is None or results is None):
@@ -70,8 +91,8 @@ def thresholds_command(
     if run_dir is not None and not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: not a directory (for a results file, use --gt GT --results RESULTS)")
     # Check the options here so that the message names the option (merge_settings would say "command line").
-    person_list = parse_list(thresholds, float, "--thresholds")
-    kp_list = parse_list(kp_thresholds, float, "--kp-thresholds")
+    person_list = _parse_thresholds(thresholds, "--thresholds")
+    kp_list = _parse_thresholds(kp_thresholds, "--kp-thresholds")
     if person_list is not None:
         check_person_thresholds(person_list, "--thresholds")
     if kp_list is not None:
@@ -80,8 +101,21 @@ def thresholds_command(
         check_person_thresh(person_thresh, "--person-thresh")
     if iou_type is not None:
         check_iou_type(iou_type)
+    if table == "keypoint" and run_dir is None:
+        raise KpbenchError("--table keypoint: keypoint-score rows need RUN_DIR (results files carry no keypoint scores)")
+    if out is not None:
+        ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
     overrides = {"iou_type": iou_type, "thresholds": person_list, "kp_thresholds": kp_list, "person_thresh": person_thresh}
     settings = merge_settings(ThresholdSettings, load_config(config), overrides)
+    from_config = f"[thresholds] in {config}"
+    for values, checker, option, key in (
+        (settings.thresholds, check_person_thresholds, "--thresholds", "thresholds"),
+        (settings.kp_thresholds, check_keypoint_thresholds, "--kp-thresholds", "kp_thresholds"),
+    ):
+        used = checker(values, option)
+        if [float(v) for v in values] != used:
+            where = option if overrides[key] is not None else f"{key} {from_config}"
+            echo_err(f"note: {where}: using {','.join(f'{v:g}' for v in used)} (sorted, duplicates removed)")
 
     if run_dir is not None:
         report = thresholds_for_run(run_dir, settings)
@@ -96,30 +130,49 @@ def thresholds_command(
     if fmt == "json":
         typer.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     elif fmt == "table":
-        typer.echo(_text_report(report), nl=False)
+        typer.echo(_text_report(report, table), nl=False)
+    elif fmt == "csv":
+        typer.echo(_csv_report(report, table or "person"), nl=False)
     else:
-        typer.echo(_tables_report(report, fmt), nl=False)
+        typer.echo(_markdown_report(report, table), nl=False)
     if out_dir is not None:
         for path in write_threshold_files(out_dir, report.person, report.keypoint):
             echo_err(f"wrote {path}")
 
 
-def _text_report(report: Any) -> str:
-    """The terminal view: a compact person table (best F1 starred) and the keypoint table pivoted by threshold."""
+TABLES = ("person", "keypoint")
+
+
+def _parse_thresholds(text: str | None, option: str) -> list[float] | None:
+    """A comma-separated threshold list; an empty item ("0.5,,0.7", a trailing comma) is an error, not skipped."""
+    from kpbench.config import parse_list
+
+    if text is not None:
+        items = [item.strip() for item in text.split(",")]
+        if any(items) and not all(items):
+            raise KpbenchError(f"{option}: empty item in {text!r}; give numbers separated by single commas")
+    return parse_list(text, float, option)
+
+
+def _text_report(report: Any, table: str | None = None) -> str:
+    """The terminal view: a compact person table (COCO stats in percent, best F1 starred) and the keypoint table
+    pivoted by threshold; `table` picks one of them."""
     from kpbench.io import to_text_table
-    from kpbench.thresholds import keypoint_pivot
+    from kpbench.thresholds import PERSON_TABLE_NOTE, keypoint_pivot, person_rows_in_percent
 
     names = ["AP", "AP50", "AP75", "AR"] if report.iou_type == "keypoints" else ["AP", "AP50", "AP75", "AR100"]
     columns = ["threshold", *names, "kept", "kept_per_image", "tp_50", "fp_50", "fn_50", "precision_50",
                "recall_50", "f1_50", "f1_75", "best"]
-    rows = [{**r, "best": "*" if r["best_f1"] else ""} for r in report.person]
-    parts = [
-        f"Person-score thresholds ({report.iou_type}; {report.num_results} detections, {report.num_gt} GT, "
-        f"{report.num_images} images; TP/FP/FN at 0.50 over the detections COCOeval keeps per image; "
-        "* best F1 at 0.50)",
-        to_text_table(rows, columns),
-    ]
-    if report.keypoint:
+    rows = [{**r, "best": "*" if r["best_f1"] else ""} for r in person_rows_in_percent(report.person)]
+    parts = []
+    if table in (None, "person"):
+        parts += [
+            f"Person-score thresholds ({report.iou_type}; {report.num_results} detections, {report.num_gt} GT, "
+            f"{report.num_images} images; TP/FP/FN at 0.50 over the detections COCOeval keeps per image; "
+            f"* best F1 at 0.50; {PERSON_TABLE_NOTE})",
+            to_text_table(rows, columns),
+        ]
+    if report.keypoint and table in (None, "keypoint"):
         parts += [
             f"Keypoint-score thresholds (persons matched at OKS >= 0.5 with score > {report.settings.person_thresh}; "
             "R = recall over GT-labelled, P = precision where GT is labelled)",
@@ -128,15 +181,22 @@ def _text_report(report: Any) -> str:
     return "\n".join(parts)
 
 
-def _tables_report(report: Any, fmt: str) -> str:
-    """Both tables as CSV (separated by a blank line) or as Markdown (under headings)."""
-    from kpbench.io import to_csv, to_markdown
+def _csv_report(report: Any, table: str) -> str:
+    """One table as CSV (fractions at full precision): machine-readable, one header line."""
+    from kpbench.io import to_csv
     from kpbench.thresholds import KEYPOINT_COLUMNS
 
-    if fmt == "csv":
-        text = to_csv(report.person)
-        return text + ("\n" + to_csv(report.keypoint, KEYPOINT_COLUMNS) if report.keypoint else "")
-    text = f"### Person-score thresholds ({report.iou_type})\n\n" + to_markdown(report.person)
-    if report.keypoint:
-        text += "\n### Keypoint-score thresholds\n\n" + to_markdown(report.keypoint, KEYPOINT_COLUMNS)
-    return text
+    return to_csv(report.person) if table == "person" else to_csv(report.keypoint, KEYPOINT_COLUMNS)
+
+
+def _markdown_report(report: Any, table: str | None) -> str:
+    """The tables as Markdown under headings (the person table as thresholds_person.md shows it)."""
+    from kpbench.io import to_markdown
+    from kpbench.thresholds import KEYPOINT_COLUMNS, person_markdown
+
+    parts = []
+    if table in (None, "person"):
+        parts.append(person_markdown(report.person, f"Person-score thresholds ({report.iou_type})"))
+    if report.keypoint and table in (None, "keypoint"):
+        parts.append("### Keypoint-score thresholds\n\n" + to_markdown(report.keypoint, KEYPOINT_COLUMNS))
+    return "\n".join(parts)

@@ -35,7 +35,9 @@ def draw_command(
     ],
     image_ids: Annotated[str | None, typer.Option(help="Run dir: draw these image ids (comma-separated).")] = None,
     top: Annotated[int, typer.Option(help="Run dir: without --image-ids, draw the N highest-scoring images.")] = 8,
-    score_thresh: Annotated[float, typer.Option(help="Draw persons whose box score is above this.")] = 0.9,
+    score_thresh: Annotated[
+        float, typer.Option(help="Draw persons whose box score is above this (a probability, in [0, 1]).")
+    ] = 0.9,
     kp_thresh: Annotated[
         float, typer.Option(help="Draw keypoints whose score (a logit) is above this; a limb needs both ends above it.")
     ] = 2.0,
@@ -66,7 +68,8 @@ def draw_command(
     """Draw keypoints and skeletons as PNG files: a run's cached detections, or a model run on image files.
 
     A person is drawn when its score is above --score-thresh; a keypoint when its logit is above --kp-thresh;
-    a limb when both its ends are. One colour per person.
+    a limb when both its ends are. One colour per person. An image with nobody above --score-thresh is labelled
+    so ("0 persons above 0.9").
     """
     from kpbench.config import parse_list
     from kpbench.draw import DRAW_DIR, draw_image_files, draw_run_images
@@ -144,6 +147,7 @@ def keypoints_command(
     """Per-keypoint breakdown of the detections matched at OKS >= 0.5: per joint, the number of labelled GT
     keypoints, mean similarity, fractions >= 0.5 and >= 0.75, and the median error / sqrt(GT area).
 
+    Scores the run from its detections cache, like `kpbench evaluate --run` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
     from kpbench.io import TABLE_FORMATS, render
