@@ -269,9 +269,11 @@ def parse_list(text: str | None, item_type: type, option: str) -> list[Any] | No
     """Parse a comma-separated option value ("320,480") into a list; None stays None."""
     if text is None:
         return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
         raise KpbenchError(f"{option}: empty list")
+    if not all(parts):
+        raise KpbenchError(f"{option}: empty item in {text!r} (write values separated by single commas)")
     try:
         return [item_type(p) for p in parts]
     except ValueError:

@@ -202,10 +202,21 @@ def read_speed_rows(csv_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _variant_label(row: dict[str, Any]) -> str:
+    """The variant, plus what else changes the timing: a non-default box threshold, synthetic images."""
+    label = str(row["variant"])
+    threshold = row.get("box_score_thresh")
+    if isinstance(threshold, (int, float)) and threshold != 0.05:
+        label += f" thr{threshold:g}"
+    if row.get("synthetic") in (True, "True", "true", 1):
+        label += " synthetic"
+    return label
+
+
 def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        out.setdefault((str(row["device_name"]), str(row["variant"])), []).append(row)
+        out.setdefault((str(row["device_name"]), _variant_label(row)), []).append(row)
     return {key: sorted(group, key=lambda r: r["size"]) for key, group in sorted(out.items())}
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
+from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -403,6 +404,19 @@ TITLES = {
 }
 
 
+def _is_ap_column(column: str) -> bool:
+    """An AP/AR stat column: "AP", "kp_AP50", "published_box_AP", "run-1:ARl" (not "precision_50")."""
+    stat = column.rsplit(":", 1)[-1].rsplit("_", 1)[-1]
+    return stat in KEYPOINT_STAT_NAMES or stat in BBOX_STAT_NAMES
+
+
+def _percent_cell(column: str, value: Any) -> Any:
+    """Tables for people show AP/AR in percent with one decimal, and n/a for COCOeval's -1 (CSV/JSON keep 0-1)."""
+    if not _is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value
+    return "n/a" if value < 0 else f"{100 * value:.1f}"
+
+
 def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[str, str]:
     """Text per table for `fmt`: markdown gives one document (key "report"), csv one text per table, json one
     document {table name: rows}."""
@@ -417,7 +431,10 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
         return {name: to_csv(_records(df), [str(c) for c in df.columns]) for name, df in tables.items()}
     parts = []
     for name, df in tables.items():
-        parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(_records(df), [str(c) for c in df.columns])]
+        records = [{k: _percent_cell(k, v) for k, v in row.items()} for row in _records(df)]
+        parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
+    if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
+        parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
     if kind == "speed":
         from kpbench.speed import TIMING_DEFINITION
 

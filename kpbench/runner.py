@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import os
 import queue
@@ -53,6 +52,7 @@ from kpbench.data import (
 from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.download import first_missing_parent, remove_empty_dirs
 from kpbench.errors import KpbenchError
+from kpbench.evaluate import check_backend
 from kpbench.io import atomic_write_text, ensure_output_dir, write_json
 from kpbench.rundir import (
     RUN_VERSION,
@@ -241,16 +241,6 @@ def _coco_root(settings: RunSettings) -> Path:
             raise KpbenchError(f"--download: needs --coco-root DIR (or ${COCO_ROOT_ENV}) to download into")
         ensure_coco(Path(value).expanduser(), settings.split)
     return resolve_coco_root(settings.coco_root)
-
-
-def check_backend(backend: str) -> None:
-    """Fail before the run, not after hours of it, on an unknown or uninstalled evaluation backend."""
-    from kpbench.evaluate import BACKENDS
-
-    if backend not in BACKENDS:
-        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "hotcoco" and importlib.util.find_spec("hotcoco") is None:
-        raise KpbenchError("--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)")
 
 
 def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str) -> dict[str, Any]:
@@ -663,7 +653,7 @@ def run(
     check_settings(settings)
     settings = dataclasses.replace(settings, weights=check_weights(settings.weights))  # "coco_v1" is COCO_V1
     if evaluate:
-        check_backend(backend)
+        check_backend(backend)  # fail before the run, not after hours of it
     dist, device = init_distributed(resolve_device(settings.device))
     try:
         check_dtype(device, settings.dtype)

@@ -138,6 +138,8 @@ def test_parse_list() -> None:
     assert parse_list(None, int, "--sizes") is None
     with pytest.raises(KpbenchError, match="--sizes: empty list"):
         parse_list(" , ", int, "--sizes")
+    with pytest.raises(KpbenchError, match="--sizes: empty item in '320,,640'"):
+        parse_list("320,,640", int, "--sizes")
     with pytest.raises(KpbenchError, match="--sizes: cannot read"):
         parse_list("320,abc", int, "--sizes")
 

@@ -169,6 +169,10 @@ def test_cli_draw(run_dir: RunDir, tmp_path: Path, run_cli) -> None:
     assert_one_line_error(run_cli("draw", tmp_path / "missing"), "missing", "no such run directory")
     assert_one_line_error(run_cli("draw", run_dir.path, "--weights", "none"), "--weights")
     assert_one_line_error(run_cli("draw", run_dir.images[42], "--gt"), "--gt", "--annotations")
+    assert_one_line_error(
+        run_cli("draw", run_dir.images[42], "--min-size", "512", "--max-size", "256"),
+        "--max-size 256 is smaller than --min-size 512",
+    )
 
 
 @pytest.mark.parametrize("value", ["2", "-0.1", "1.5", "nan"])

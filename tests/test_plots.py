@@ -184,3 +184,18 @@ def test_no_matplotlib_at_import() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_speed_series_keep_thresholds_and_synthetic_apart() -> None:
+    from kpbench.plots import _series
+
+    base = {"device_name": "H100", "variant": "fp32-bs1", "size": 320, "fps": 10.0}
+    rows = [
+        dict(base, box_score_thresh=0.05, synthetic=False),
+        dict(base, box_score_thresh=0.9, synthetic=False),
+        dict(base, box_score_thresh=0.05, synthetic=True),
+        dict(base, size=480, box_score_thresh=0.05, synthetic=False),
+    ]
+    series = _series(rows)
+    assert sorted(series) == [("H100", "fp32-bs1"), ("H100", "fp32-bs1 synthetic"), ("H100", "fp32-bs1 thr0.9")]
+    assert [r["size"] for r in series["H100", "fp32-bs1"]] == [320, 480]

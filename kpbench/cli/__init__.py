@@ -31,9 +31,6 @@ def main() -> None:
     except KpbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 __all__ = ["app", "main"]

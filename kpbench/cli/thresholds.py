@@ -23,7 +23,7 @@ def thresholds_command(
     gt: Annotated[Path | None, typer.Option("--gt", help="COCO ground-truth JSON (with --results, instead of RUN_DIR).")] = None,
     results: Annotated[Path | None, typer.Option("--results", help="COCO results JSON (with --gt).")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file whose [thresholds] table sets any option below.")
+        Path | None, typer.Option("--config", help="TOML file whose [thresholds] table sets --iou-type, --thresholds, --kp-thresholds and --person-thresh.")
     ] = None,
     iou_type: Annotated[
         str | None, typer.Option("--iou-type", help="keypoints (OKS) or bbox (IoU) for the person-score rows [default: keypoints].")

@@ -98,6 +98,9 @@ def draw_command(
         for option, value in (("--min-size", min_size), ("--max-size", max_size)):
             if value is not None and value < 1:
                 raise KpbenchError(f"{option}: must be >= 1, got {value}")
+        if min_size is not None and max_size is not None and max_size < min_size:
+            raise KpbenchError(f"--max-size {max_size} is smaller than --min-size {min_size}: the long-side cap "
+                               "must be at least the short side")
         written = draw_image_files(
             paths,
             weights=weights or "COCO_V1",
