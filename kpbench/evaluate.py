@@ -140,8 +140,11 @@ def _image_evals_from_pycocotools(eval_imgs: list[dict[str, Any] | None], params
     return out
 
 
-def _run_pycocotools(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> tuple[Any, list[ImageEval]]:
-    """COCOeval on a parsed GT dataset and results list; the result records are copied (loadRes adds keys)."""
+def _run_pycocotools(
+    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, copy_records: bool = True
+) -> tuple[Any, list[ImageEval]]:
+    """COCOeval on a parsed GT dataset and results list. loadRes adds keys to the result records, so they are
+    copied unless `copy_records` is False (records parsed here from a file, which nobody else holds)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -149,7 +152,8 @@ def _run_pycocotools(gt: dict[str, Any], results: list[dict[str, Any]], iou_type
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes([dict(r) for r in results]) if results else _empty_results(coco_gt, COCO)
+        records = [dict(r) for r in results] if copy_records else results
+        coco_dt = coco_gt.loadRes(records) if records else _empty_results(coco_gt, COCO)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
@@ -212,15 +216,19 @@ def evaluate(
     else:
         gt_input, res_input, notes = read_json(gt), read_json(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
     records = res_input if isinstance(res_input, list) else None
-    runner = _run_pycocotools if backend == "pycocotools" else _run_hotcoco
     try:
-        ev, image_evals = runner(gt_input, res_input, iou_type)  # type: ignore[arg-type]
-        # What the threshold sweeps need besides the matches (the backend has read every record by now).
+        # What the threshold sweeps need besides the matches, read before pycocotools adds its keys (a `bbox`).
         result_scores = None if records is None else np.asarray([r["score"] for r in records], dtype=np.float64)
         has_bbox = (
             np.fromiter((loadres_takes_box(r) for r in records), dtype=bool, count=len(records))
             if records is not None and iou_type == "keypoints" else None
         )
+        if backend == "pycocotools":
+            # Records parsed here from a results file are ours alone, so pycocotools may add its keys to them.
+            owned = isinstance(results, (str, Path))
+            ev, image_evals = _run_pycocotools(gt_input, res_input, iou_type, copy_records=not owned)  # type: ignore[arg-type]
+        else:
+            ev, image_evals = _run_hotcoco(gt_input, res_input, iou_type)  # type: ignore[arg-type]
     except KpbenchError:
         raise
     except Exception as exc:

@@ -467,3 +467,19 @@ def test_describe_protocol_counts_a_selection_of_every_image_as_no_subset() -> N
         assert deviations == [] and published == {"box_AP": 54.6, "kp_AP": 65.0}, changes
     _, deviations, _ = describe_protocol(settings_dict(RunSettings(limit=4999)), v1, 4999, 5000)
     assert deviations == ["image subset: 4999 of 5000 images (--limit 4999)"]
+
+
+def test_file_inputs_record_scores_and_boxes_before_pycocotools_adds_keys(tmp_path) -> None:
+    """Records parsed from files are not copied for pycocotools, which adds a `bbox` to each; the sweep's inputs
+    must be read before that."""
+    import json
+
+    gt, results = make_synthetic_coco(num_images=6, seed=4)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    from_files = evaluate(tmp_path / "gt.json", tmp_path / "res.json")
+    from_lists = evaluate(gt, results)
+    assert from_files.result_has_bbox is not None and not from_files.result_has_bbox.any()
+    assert from_files.result_scores.tolist() == [r["score"] for r in results]
+    assert from_files.stats == from_lists.stats
+    assert "bbox" not in results[0]  # the caller's lists are untouched
