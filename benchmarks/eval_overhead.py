@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-size", type=int, default=None, help="default: round(min_size * 1333 / 800)")
     p.add_argument("--box-score-thresh", type=float, default=0.05)
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the run")
+    # On a CPU device the workers compete with the model for cores: keep half of them for the model.
+    default_workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+    p.add_argument("--workers", type=int, default=default_workers, help="DataLoader workers of the run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p.parse_args(argv)
