@@ -18,6 +18,13 @@ from kpbench.errors import KpbenchError
 TABLE_FORMATS = ("table", "json", "csv", "markdown")
 
 
+def check_format(fmt: str, formats: Sequence[str] = TABLE_FORMATS) -> str:
+    """`fmt` if it is one of `formats`, else the KpbenchError that names --format and the choices."""
+    if fmt not in formats:
+        raise KpbenchError(f"--format: must be one of {', '.join(formats)}, got {fmt!r}")
+    return fmt
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -170,7 +170,7 @@ def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = 
     from kpbench.thresholds import thresholds_for_run, write_threshold_files
 
     run_dir = Path(run_dir)
-    report = thresholds_for_run(run_dir)
+    report = thresholds_for_run(run_dir, results=results)
     written = write_threshold_files(run_dir, report.person, report.keypoint, plot=False)
     keypoints_for_run(run_dir, results.get("keypoints") if results else None)
     written += [run_dir / f"keypoints.{ext}" for ext in ("csv", "md", "png")]

@@ -9,7 +9,7 @@ The protocol and its deviations are also described here, so that the summary and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,20 +200,6 @@ def run_results(
     source = f"results rebuilt from {detections_path(run_dir)}"
     by_type = {"keypoints": keypoint_results, "bbox": bbox_results}
     return {iou_type: validate_results(by_type[iou_type], source, g, iou_type) for iou_type, g in gt.items()}
-
-
-def write_results_files(
-    run_dir: str | Path, detections: Iterable[ImageDetections]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write keypoints_results.json and bbox_results.json (COCO results format) in the order given; returns both.
-
-    Compact JSON with full-precision floats: the same detections always give the same bytes. The caller checks
-    the detections first (`run_results`): JSON cannot hold NaN.
-    """
-    keypoint_results, bbox_results = to_coco_results(detections)
-    write_json(keypoint_results_path(run_dir), keypoint_results, indent=None)
-    write_json(bbox_results_path(run_dir), bbox_results, indent=None)
-    return keypoint_results, bbox_results
 
 
 def evaluate_run(

@@ -16,9 +16,10 @@ exp(-d^2 / (2 s^2 k^2)) is >= 0.5. Keypoint logits exist only in a run directory
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from kpbench.evaluate import (
     matched_pairs,
     require_image_evals,
 )
-from kpbench.io import atomic_write_bytes, atomic_write_text, to_csv, to_markdown, write_table_files
+from kpbench.io import atomic_write_bytes, atomic_write_text, to_csv, to_markdown, to_text_table, write_table_files
 from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
 
@@ -440,12 +441,16 @@ def thresholds_for_files(
     )
 
 
-def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None = None) -> ThresholdReport:
+def thresholds_for_run(
+    run_dir: str | Path, settings: ThresholdSettings | None = None, results: Mapping[str, EvalResult] | None = None
+) -> ThresholdReport:
     """Both sweeps for a run directory, from its detections cache and ground_truth.json (no model needed).
 
     The results are rebuilt from the cache in the order `kpbench run` writes them, so that result i is cache
     detection i and its keypoint logits are known. The keypoint-score sweep always uses the keypoints (OKS)
-    evaluation; with iou_type "bbox" that is a second evaluation pass.
+    evaluation; with iou_type "bbox" that is a second evaluation pass. `results` ({iou_type: EvalResult}, as
+    `evaluate_run` returns), when given, must be the run's own evaluations: those with pycocotools' matches are
+    used instead of evaluating again (as `kpbench run` does); the others are evaluated here with pycocotools.
     """
     from kpbench.runeval import finished_run_detections, load_run_ground_truth, run_results
 
@@ -458,11 +463,15 @@ def thresholds_for_run(run_dir: str | Path, settings: ThresholdSettings | None =
     checked = run_results(run_dir, ordered, gt)
     kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, NUM_KEYPOINTS))
     kp_res = checked["keypoints"]
-    kp_result = evaluate(gt["keypoints"], kp_res, iou_type="keypoints", backend="pycocotools")
-    if settings.iou_type == "keypoints":
-        result = kp_result
-    else:
-        result = evaluate(gt["bbox"], checked["bbox"], iou_type="bbox", backend="pycocotools")
+
+    def evaluation(iou_type: str) -> EvalResult:
+        given = (results or {}).get(iou_type)
+        if given is not None and given.image_evals is not None:  # hotcoco exposes no matches: evaluate again
+            return given
+        return evaluate(gt[iou_type], checked[iou_type], iou_type=iou_type, backend="pycocotools")
+
+    kp_result = evaluation("keypoints")
+    result = kp_result if settings.iou_type == "keypoints" else evaluation("bbox")
     person = sweep_person_thresholds(result, settings.thresholds)
     keypoint = sweep_keypoint_thresholds(
         kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
@@ -605,3 +614,58 @@ def keypoint_pivot(keypoint_rows: Sequence[dict[str, Any]]) -> list[dict[str, An
         row[f"R>{t}"] = "-" if r["recall"] is None else r["recall"]
         row[f"P>{t}"] = "-" if r["precision"] is None else r["precision"]
     return list(out.values())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# `kpbench thresholds` output
+
+
+def format_report(report: ThresholdReport, fmt: str, table: str | None = None) -> str:
+    """What `kpbench thresholds --format FMT [--table TABLE]` prints: json (both tables), csv (one table, the
+    person table unless `table` is "keypoint"), markdown or table (both, or the one `table` names)."""
+    if fmt == "json":
+        return json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return _csv_report(report, table or "person")
+    if fmt == "markdown":
+        return _markdown_report(report, table)
+    return _text_report(report, table)
+
+
+def _text_report(report: ThresholdReport, table: str | None = None) -> str:
+    """The terminal view: a compact person table (COCO stats in percent, best F1 starred) and the keypoint table
+    pivoted by threshold; `table` picks one of them."""
+    names = ["AP", "AP50", "AP75", "AR"] if report.iou_type == "keypoints" else ["AP", "AP50", "AP75", "AR100"]
+    columns = ["threshold", *names, "kept", "kept_per_image", "tp_50", "fp_50", "fn_50", "precision_50",
+               "recall_50", "f1_50", "f1_75", "best"]
+    rows = [{**r, "best": "*" if r["best_f1"] else ""} for r in person_rows_in_percent(report.person)]
+    parts = []
+    if table in (None, "person"):
+        parts += [
+            f"Person-score thresholds ({report.iou_type}; {report.num_results} detections, {report.num_gt} GT, "
+            f"{report.num_images} images; TP/FP/FN at 0.50 over the detections COCOeval keeps per image; "
+            f"* best F1 at 0.50; {PERSON_TABLE_NOTE})",
+            to_text_table(rows, columns),
+        ]
+    if report.keypoint and table in (None, "keypoint"):
+        parts += [
+            f"Keypoint-score thresholds (persons matched at OKS >= 0.5 with score > {report.settings.person_thresh}; "
+            "R = recall over GT-labelled, P = precision where GT is labelled)",
+            to_text_table(keypoint_pivot(report.keypoint), precision=2),
+        ]
+    return "\n".join(parts)
+
+
+def _csv_report(report: ThresholdReport, table: str) -> str:
+    """One table as CSV (fractions at full precision): machine-readable, one header line."""
+    return to_csv(report.person) if table == "person" else to_csv(report.keypoint, KEYPOINT_COLUMNS)
+
+
+def _markdown_report(report: ThresholdReport, table: str | None) -> str:
+    """The tables as Markdown under headings (the person table as thresholds_person.md shows it)."""
+    parts = []
+    if table in (None, "person"):
+        parts.append(person_markdown(report.person, f"Person-score thresholds ({report.iou_type})"))
+    if report.keypoint and table in (None, "keypoint"):
+        parts.append("### Keypoint-score thresholds\n\n" + to_markdown(report.keypoint, KEYPOINT_COLUMNS))
+    return "\n".join(parts)

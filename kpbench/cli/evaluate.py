@@ -65,10 +65,9 @@ def evaluate_command(
         metrics_rows,
         write_metrics,
     )
-    from kpbench.io import TABLE_FORMATS, ensure_output_dir, to_csv
+    from kpbench.io import check_format, ensure_output_dir, to_csv
 
-    if fmt not in TABLE_FORMATS:
-        raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if iou_type is not None:
         check_iou_type(iou_type)
     check_backend(backend)

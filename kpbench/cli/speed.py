@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from kpbench.cli.app import app, echo_err
-from kpbench.errors import KpbenchError
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
 # kpbench.config.SpeedSettings.
@@ -135,10 +134,10 @@ def report_command(
     deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
     """
     from kpbench.config import parse_list
+    from kpbench.io import check_format
     from kpbench.report import FORMATS, build_report, check_report_out, render_report, write_report
 
-    if fmt not in FORMATS:
-        raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt, FORMATS)
     if out is not None:
         check_report_out(out)  # before reading anything
     tables = build_report(kind, paths, stats=parse_list(columns, str, "--columns"))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -66,18 +65,18 @@ def thresholds_command(
     """
     from kpbench.cocofiles import check_iou_type
     from kpbench.config import ThresholdSettings, load_config, merge_settings
-    from kpbench.io import TABLE_FORMATS, ensure_output_dir
+    from kpbench.io import check_format, ensure_output_dir
     from kpbench.thresholds import (
         check_keypoint_thresholds,
         check_person_thresh,
         check_person_thresholds,
+        format_report,
         thresholds_for_files,
         thresholds_for_run,
         write_threshold_files,
     )
 
-    if fmt not in TABLE_FORMATS:
-        raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if table is not None and table not in TABLES:
         raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
     if table is not None and fmt == "json":
@@ -127,14 +126,7 @@ def thresholds_command(
     for note in report.notes:
         echo_err(f"note: {note}")
 
-    if fmt == "json":
-        typer.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
-    elif fmt == "table":
-        typer.echo(_text_report(report, table), nl=False)
-    elif fmt == "csv":
-        typer.echo(_csv_report(report, table or "person"), nl=False)
-    else:
-        typer.echo(_markdown_report(report, table), nl=False)
+    typer.echo(format_report(report, fmt, table), nl=False)
     if out_dir is not None:
         for path in write_threshold_files(out_dir, report.person, report.keypoint):
             echo_err(f"wrote {path}")
@@ -152,51 +144,3 @@ def _parse_thresholds(text: str | None, option: str) -> list[float] | None:
         if any(items) and not all(items):
             raise KpbenchError(f"{option}: empty item in {text!r}; give numbers separated by single commas")
     return parse_list(text, float, option)
-
-
-def _text_report(report: Any, table: str | None = None) -> str:
-    """The terminal view: a compact person table (COCO stats in percent, best F1 starred) and the keypoint table
-    pivoted by threshold; `table` picks one of them."""
-    from kpbench.io import to_text_table
-    from kpbench.thresholds import PERSON_TABLE_NOTE, keypoint_pivot, person_rows_in_percent
-
-    names = ["AP", "AP50", "AP75", "AR"] if report.iou_type == "keypoints" else ["AP", "AP50", "AP75", "AR100"]
-    columns = ["threshold", *names, "kept", "kept_per_image", "tp_50", "fp_50", "fn_50", "precision_50",
-               "recall_50", "f1_50", "f1_75", "best"]
-    rows = [{**r, "best": "*" if r["best_f1"] else ""} for r in person_rows_in_percent(report.person)]
-    parts = []
-    if table in (None, "person"):
-        parts += [
-            f"Person-score thresholds ({report.iou_type}; {report.num_results} detections, {report.num_gt} GT, "
-            f"{report.num_images} images; TP/FP/FN at 0.50 over the detections COCOeval keeps per image; "
-            f"* best F1 at 0.50; {PERSON_TABLE_NOTE})",
-            to_text_table(rows, columns),
-        ]
-    if report.keypoint and table in (None, "keypoint"):
-        parts += [
-            f"Keypoint-score thresholds (persons matched at OKS >= 0.5 with score > {report.settings.person_thresh}; "
-            "R = recall over GT-labelled, P = precision where GT is labelled)",
-            to_text_table(keypoint_pivot(report.keypoint), precision=2),
-        ]
-    return "\n".join(parts)
-
-
-def _csv_report(report: Any, table: str) -> str:
-    """One table as CSV (fractions at full precision): machine-readable, one header line."""
-    from kpbench.io import to_csv
-    from kpbench.thresholds import KEYPOINT_COLUMNS
-
-    return to_csv(report.person) if table == "person" else to_csv(report.keypoint, KEYPOINT_COLUMNS)
-
-
-def _markdown_report(report: Any, table: str | None) -> str:
-    """The tables as Markdown under headings (the person table as thresholds_person.md shows it)."""
-    from kpbench.io import to_markdown
-    from kpbench.thresholds import KEYPOINT_COLUMNS, person_markdown
-
-    parts = []
-    if table in (None, "person"):
-        parts.append(person_markdown(report.person, f"Person-score thresholds ({report.iou_type})"))
-    if report.keypoint and table in (None, "keypoint"):
-        parts.append("### Keypoint-score thresholds\n\n" + to_markdown(report.keypoint, KEYPOINT_COLUMNS))
-    return "\n".join(parts)

@@ -153,11 +153,10 @@ def keypoints_command(
     Scores the run from its detections cache, like `kpbench evaluate --run` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
-    from kpbench.io import TABLE_FORMATS, render
+    from kpbench.io import check_format, render
     from kpbench.keypoint_breakdown import COLUMNS, STEM, keypoints_for_run
 
-    if fmt not in TABLE_FORMATS:
-        raise KpbenchError(f"--format: must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
     rows = keypoints_for_run(run_dir)
