@@ -90,8 +90,8 @@ def _cell(value: Any, precision: int | None) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
+        if math.isnan(value):  # an undefined statistic: "n/a" for people, "nan" where programs read it back
+            return "nan" if precision is None else "n/a"
         return f"{value:.{precision}f}" if precision is not None else repr(value)
     return str(value)
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 
 if TYPE_CHECKING:
@@ -126,10 +127,17 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 def find_threshold_files(paths: Sequence[str | Path]) -> list[Path]:
     """thresholds_person.csv files: files as given, directories searched for that name."""
     found: list[Path] = []
+    empty: list[Path] = []
     for p in _existing(paths):
-        found += sorted(p.rglob(THRESHOLDS_FILE)) if p.is_dir() else [p]
+        files = sorted(p.rglob(THRESHOLDS_FILE)) if p.is_dir() else [p]
+        if not files:
+            empty.append(p)
+        found += files
     if not found:
         raise KpbenchError(f"{', '.join(map(str, paths))}: no {THRESHOLDS_FILE} found (written by `kpbench thresholds`)")
+    for p in empty:  # several folders given, some without a sweep: say so rather than drop them silently
+        warnings.warn(f"{p}: no {THRESHOLDS_FILE} found (run `kpbench thresholds {p}`); left out", KpbenchWarning,
+                      stacklevel=2)
     return list(dict.fromkeys(found))
 
 

@@ -547,7 +547,7 @@ def _prepare(
     """Step 2: the model on every rank (skipped when everything is cached: a finished run is only re-evaluated),
     then rank 0's writes before the loop; every rank fails if one does."""
     from kpbench.environment import capture_environment
-    from kpbench.models import build_model
+    from kpbench.models import build_model, file_sha256
 
     model, model_info, error = None, None, None
     if batches:
@@ -565,6 +565,12 @@ def _prepare(
                          "there); use another --out, or pass --overwrite")
     elif plan.previous:
         model_info = plan.previous["model"]
+        # Nothing to run, but a checkpoint replaced at the same path must not pass for the one that was run.
+        old_sha = (model_info or {}).get("checkpoint_sha256")
+        path = Path(settings.weights)
+        if old_sha and path.is_file() and file_sha256(path) != old_sha:
+            error = (f"{settings.weights}: the checkpoint changed since this run was made (sha256 {old_sha[:12]}... "
+                     "there); use another --out, or pass --overwrite")
     if dist.is_main and error is None:
         environment = capture_environment(device)
         manifest = _base_manifest(settings, plan, model_info or {}, environment, dist, config, command_line)

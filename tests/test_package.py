@@ -25,3 +25,11 @@ def test_version_matches_metadata() -> None:
     from importlib.metadata import version
 
     assert kpbench.__version__ == version("kpbench")
+
+
+def test_undefined_values_read_n_a_for_people_and_nan_for_programs() -> None:
+    from kpbench.io import render
+
+    rows = [{"keypoint": "nose", "n": 0, "mean_similarity": float("nan")}]
+    assert "n/a" in render(rows, "table") and "n/a" in render(rows, "markdown")
+    assert render(rows, "csv").splitlines()[1] == "nose,0,nan"

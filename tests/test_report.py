@@ -369,3 +369,13 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
     with pytest.raises(KpbenchError, match=r"manifest\.json: not readable JSON"):
         run_table([tmp_path / "broken"])
+
+
+def test_thresholds_warns_about_runs_without_a_sweep(tmp_path: Path, run_cli: RunCli) -> None:
+    write_thresholds(tmp_path / "run-a", [0.0, 0.5], [0.65, 0.60])
+    (tmp_path / "run-b").mkdir()  # a run made with --no-analysis: no thresholds_person.csv
+    with pytest.warns(UserWarning, match=r"run-b: no thresholds_person\.csv found .*left out"):
+        table = thresholds_table([tmp_path / "run-a", tmp_path / "run-b"], stats=["AP"])
+    assert list(table.columns) == ["threshold", "run-a:AP"]
+    code, out, err = run_cli("report", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--kind", "thresholds")
+    assert code == 0 and "run-a:AP" in out and "warning:" in err and "run-b: no thresholds_person.csv found" in err

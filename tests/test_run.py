@@ -490,3 +490,28 @@ def test_input_size_and_device() -> None:
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(KpbenchError, match=r"^--device cuda: CUDA is not available on this machine"):
             resolve_device("cuda")
+
+
+def test_replaced_checkpoint_is_refused_on_a_finished_run(tmp_path: Path, synthetic_coco_root: Path) -> None:
+    """Re-running a finished run only re-evaluates; a checkpoint replaced at the same path must not pass for the
+    one whose detections are cached."""
+    import torch
+
+    import kpbench.models as models
+    from kpbench.config import RunSettings, merge_settings
+    from kpbench.runner import run
+
+    with torch.device("meta"):
+        layout = models._frozen_bn_model().state_dict()
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()}
+    path = tmp_path / "model.pth"
+    torch.save(state, path)
+    overrides = {"coco_root": str(synthetic_coco_root), "weights": str(path), "min_size": 96, "max_size": 160,
+                 "limit": 1, "workers": 0, "out": str(tmp_path / "run")}
+    settings = merge_settings(RunSettings, None, overrides)
+    assert run(settings, progress=False).processed == 1
+    assert run(settings, progress=False).processed == 0  # finished: re-evaluated from the cache only
+    state["roi_heads.keypoint_predictor.kps_score_lowres.bias"] += 1.0
+    torch.save(state, path)
+    with pytest.raises(KpbenchError, match=r"model\.pth: the checkpoint changed since this run was made"):
+        run(settings, progress=False)

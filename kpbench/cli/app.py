@@ -12,7 +12,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="COCO data: download and check.", no_args_is_help=True)
+data_app = typer.Typer(help="COCO data: download what is missing.", no_args_is_help=True)
 config_app = typer.Typer(help="Run configs (TOML): show merged settings.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
