@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from _timing import best_time
 
 from kpbench.evaluate import evaluate
 from kpbench.synthetic import make_synthetic_coco
@@ -50,15 +51,6 @@ def bare_hotcoco(gt_path: Path, res_path: Path) -> list[float]:
         ev.accumulate()
         ev.summarize()
     return list(ev.stats)
-
-
-def best_time(fn: Callable[[], list[float]], repeat: int) -> tuple[float, list[float]]:
-    best, stats = float("inf"), []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        stats = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, stats
 
 
 def main() -> None:

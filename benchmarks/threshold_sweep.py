@@ -19,22 +19,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-from typing import Any
+
+from _timing import best_time
 
 from kpbench.config import ThresholdSettings
 from kpbench.evaluate import evaluate
 from kpbench.synthetic import make_synthetic_coco
 from kpbench.thresholds import sweep_person_thresholds, thresholds_for_files
-
-
-def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, value
 
 
 def main() -> None:
