@@ -108,7 +108,11 @@ def _finite_array(values: list[Any], width: int | None, where: str, name: str, k
                 if bad:
                     raise KpbenchError(f"{where}: {kind} {i}: '{name}' holds a non-number ({bad[0]!r})")
         arr = np.asarray(values, dtype=object)  # every value is a number: ints too large for int64, say
-    arr = arr.astype(np.float64)
+    try:
+        arr = arr.astype(np.float64)
+    except OverflowError:  # a JSON integer beyond float64 (over 308 digits), which no coordinate needs
+        arr = np.asarray([_as_float_or_inf(v) for v in (values if width is None else itertools.chain(*values))])
+        arr = arr.reshape(len(values), -1) if width is not None else arr
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
@@ -116,15 +120,22 @@ def _finite_array(values: list[Any], width: int | None, where: str, name: str, k
     return arr
 
 
+def _as_float_or_inf(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
+
+
 # pycocotools stores matched GT ids in float64 arrays (COCOeval's dtMatches): larger ids would not survive.
-_MAX_ID = 2**53
+MAX_COCO_ID = 2**53
 
 
 def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, kind: str) -> None:
     """Every record's `key` is a JSON integer below 2**53 (COCO's ids; kpbench looks matches up by them)."""
     for i, rec in enumerate(records):
         value = rec[key]
-        if type(value) is not int or not -_MAX_ID < value < _MAX_ID:
+        if type(value) is not int or not -MAX_COCO_ID < value < MAX_COCO_ID:
             raise KpbenchError(
                 f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {value!r}"
             )
@@ -166,6 +177,34 @@ def _refuse_duplicate_ids(records: list[dict[str, Any]], where: str, kind: str) 
                 f"{where}: {kind} {i}: duplicate {kind} id {value} (also {kind} {first[value]}); ids must be unique"
             )
         first[value] = i
+
+
+# The notes checks attach to a validation (shared with kpbench.fastcheck, which must word them identically).
+
+
+def unlabelled_note(count: int) -> str:
+    return (
+        f"{count} GT person(s) have no labelled keypoints: COCOeval ignores them, and a detection "
+        "whose OKS to their doubled box region passes a threshold matches one and is ignored too (neither TP nor FP)"
+    )
+
+
+def empty_results_note(source: str) -> str:
+    return f"{source}: no detections; every AP and AR is 0"
+
+
+def coverage_note(covered: int, total: int, missed: int) -> str:
+    return (
+        f"results cover {covered} of {total} GT images; COCOeval scores every GT image, so "
+        f"missing images count as misses ({missed} GT person(s) in the uncovered images)"
+    )
+
+
+def crowded_images_note(count: int) -> str:
+    return (
+        f"{count} image(s) have more than {KEYPOINT_MAX_DETS} detections; COCO keypoint evaluation keeps "
+        f"only the top {KEYPOINT_MAX_DETS} by score per image (maxDets is hard-coded in pycocotools)"
+    )
 
 
 def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", copy: bool = True) -> GroundTruth:
@@ -230,10 +269,7 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
                 )
         unlabelled = sum(1 for a in annotations if not a["iscrowd"] and a["num_keypoints"] == 0)
         if unlabelled:
-            notes.append(
-                f"{unlabelled} GT person(s) have no labelled keypoints: COCOeval ignores them, and a detection "
-                "whose OKS to their doubled box region passes a threshold matches one and is ignored too (neither TP nor FP)"
-            )
+            notes.append(unlabelled_note(unlabelled))
     dataset = dict(data)
     dataset["annotations"] = annotations
     return GroundTruth(dataset=dataset, source=source, notes=notes)
@@ -265,7 +301,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
     results = data
     notes: list[str] = []
     if not results:
-        notes.append(f"{source}: no detections; every AP and AR is 0")
+        notes.append(empty_results_note(source))
         return Results(results=results, source=source, notes=notes)
     geometry = "keypoints" if iou_type == "keypoints" else "bbox"
     _require_keys(results, ("image_id", "category_id", "score", geometry), source, "result")
@@ -295,10 +331,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
             1 for a in gt.dataset["annotations"]
             if a["image_id"] not in covered and not a["iscrowd"] and (iou_type == "bbox" or a.get("num_keypoints", 0) > 0)
         )
-        notes.append(
-            f"results cover {len(covered)} of {len(image_ids)} GT images; COCOeval scores every GT image, so "
-            f"missing images count as misses ({missed} GT person(s) in the uncovered images)"
-        )
+        notes.append(coverage_note(len(covered), len(image_ids), missed))
     # loadRes picks how to read the whole file from its first record, in this order.
     if "caption" in results[0]:
         raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")
@@ -306,10 +339,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         notes += _check_keypoint_result_boxes(results, source)
         crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
-            notes.append(
-                f"{crowded} image(s) have more than {KEYPOINT_MAX_DETS} detections; COCO keypoint evaluation keeps "
-                f"only the top {KEYPOINT_MAX_DETS} by score per image (maxDets is hard-coded in pycocotools)"
-            )
+            notes.append(crowded_images_note(crowded))
     return Results(results=results, source=source, notes=notes)
 
 

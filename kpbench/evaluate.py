@@ -164,7 +164,7 @@ def _run_pycocotools(
 def _run_hotcoco(
     gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str
 ) -> tuple[Any, None]:
-    """hotcoco's COCOeval; paths (unchecked inputs) are parsed by hotcoco itself, much faster than Python's json."""
+    """hotcoco's COCOeval; paths (unchecked, or checked by kpbench.fastcheck) are parsed by hotcoco itself, in Rust."""
     try:
         import hotcoco
     except ImportError:  # check_backend found it, but it does not import (a broken install)
@@ -187,24 +187,50 @@ def _run_hotcoco(
 UNCHECKED_NOTE = "input checks skipped (validate=False)"
 
 
-def evaluate(
+@dataclass
+class _BackendRun:
+    """One backend's COCOeval after it ran, with what kpbench read from the inputs on the way."""
+
+    ev: Any
+    image_evals: list[ImageEval] | None
+    notes: list[str]
+    result_scores: np.ndarray | None
+    result_has_bbox: np.ndarray | None
+
+
+def _hotcoco_on_checked_files(gt: Path, results: Path, iou_type: str) -> _BackendRun | None:
+    """hotcoco on two files it parses itself, checked by `kpbench.fastcheck` (msgspec) rather than as Python dicts.
+
+    None when msgspec is not installed or the files are not proven clean; the caller then runs the full checks,
+    which word the error (or the warning) and evaluate the parsed data.
+    """
+    try:
+        from kpbench import fastcheck
+    except ImportError:  # msgspec is optional (kpbench[fast])
+        return None
+    checked = fastcheck.check_files(gt, results, iou_type)
+    if checked is None:
+        return None
+    try:
+        ev, _ = _run_hotcoco(gt, results, iou_type)
+    except KpbenchError:
+        raise
+    except Exception:  # hotcoco's parser refused a value inside a keypoint list: the full checks word it
+        return None
+    if ev.cocoGt.load_warnings or ev.cocoDt.load_warnings:
+        return None
+    has_bbox = np.zeros(len(checked.result_scores), dtype=bool) if iou_type == "keypoints" else None
+    return _BackendRun(ev, None, checked.notes, checked.result_scores, has_bbox)
+
+
+def _run_backend(
     gt: str | Path | dict[str, Any] | GroundTruth,
     results: str | Path | list[dict[str, Any]] | Results,
-    iou_type: str = "keypoints",
-    backend: str = "pycocotools",
-    validate: bool = True,
-) -> EvalResult:
-    """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
-
-    `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
-    Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
-    `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
-    faster with hotcoco, which then parses the JSON itself, but a file pycocotools mis-scores is scored as it
-    does (e.g. GT id 0), and one it cannot read fails with the backend's own message.
-    """
-    check_backend(backend)
-    check_iou_type(iou_type)
-    checked = validate or not isinstance(gt, (str, Path)) or not isinstance(results, (str, Path))
+    iou_type: str,
+    backend: str,
+    checked: bool,
+) -> _BackendRun:
+    """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
     gt_input: dict[str, Any] | Path
     res_input: list[dict[str, Any]] | Path
     if checked:
@@ -238,6 +264,35 @@ def evaluate(
             f"{gt} / {results}: {backend} failed on the unchecked input ({type(exc).__name__}: {exc}); "
             "evaluate with input checks on (without --no-validate) for a clear message"
         ) from None
+    return _BackendRun(ev, image_evals, notes, result_scores, has_bbox)
+
+
+def evaluate(
+    gt: str | Path | dict[str, Any] | GroundTruth,
+    results: str | Path | list[dict[str, Any]] | Results,
+    iou_type: str = "keypoints",
+    backend: str = "pycocotools",
+    validate: bool = True,
+) -> EvalResult:
+    """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
+
+    `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
+    Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
+    With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
+    `kpbench.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
+    `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
+    a file pycocotools mis-scores is then scored as it does (e.g. GT id 0), and one it cannot read fails with the
+    backend's own message.
+    """
+    check_backend(backend)
+    check_iou_type(iou_type)
+    two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
+    run = None
+    if backend == "hotcoco" and validate and two_files:
+        run = _hotcoco_on_checked_files(Path(gt), Path(results), iou_type)  # type: ignore[arg-type]
+    if run is None:
+        run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files)
+    ev = run.ev
     p = ev.params
     names = stat_names(iou_type)
     stats = [float(s) for s in ev.stats]
@@ -260,13 +315,13 @@ def evaluate(
             image_ids=[int(i) for i in p.imgIds],
             category_ids=[int(c) for c in p.catIds],
         ),
-        image_evals=image_evals,
+        image_evals=run.image_evals,
         num_images=len(p.imgIds),
         num_gt=len(ev.cocoGt.getAnnIds()),
         num_results=len(ev.cocoDt.getAnnIds()),
-        notes=notes,
-        result_scores=result_scores,
-        result_has_bbox=has_bbox,
+        notes=run.notes,
+        result_scores=run.result_scores,
+        result_has_bbox=run.result_has_bbox,
     )
 
 

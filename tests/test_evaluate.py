@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
+from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, jittered_detections, load, pycocotools_eval, requires_shared
 
 from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.evaluate import evaluate, write_metrics
@@ -97,27 +97,6 @@ def test_parity_measured_fixtures(gt_file, dt_file, expected_at: tuple[str, str]
     result = evaluate(gt, dt, backend=backend)
     assert result.stats_list() == expected["stats"]
     assert precision_hash(result.precision) == expected["precision_sha256"]
-
-
-def jittered_detections(gt: dict, seed: int = 0) -> list[dict]:
-    """Deterministic detections from GT: every labelled person, jittered, plus a false positive per image."""
-    rng = np.random.default_rng(seed)
-    results = []
-    for ann in gt["annotations"]:
-        if ann["iscrowd"] or ann["num_keypoints"] == 0:
-            continue
-        kps = np.array(ann["keypoints"], dtype=float).reshape(17, 3)
-        x, y, w, h = ann["bbox"]
-        pts = np.where(kps[:, 2:] > 0, kps[:, :2], [x + w / 2, y + h / 2])
-        pts = pts + rng.normal(0, 1, pts.shape) * 0.04 * np.sqrt(ann["area"]) * rng.uniform(0.2, 2)
-        flat = np.concatenate([pts, np.ones((17, 1))], axis=1).reshape(-1)
-        results.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": flat.round(2).tolist(),
-                        "score": round(float(rng.uniform(0.3, 1.0)), 2)})
-    for img in gt["images"]:
-        flat = np.concatenate([rng.uniform(0, 200, (17, 2)), np.ones((17, 1))], axis=1).reshape(-1)
-        results.append({"image_id": img["id"], "category_id": 1, "keypoints": flat.round(2).tolist(),
-                        "score": round(float(rng.uniform(0, 0.5)), 2)})
-    return results
 
 
 @requires_shared

@@ -1,0 +1,284 @@
+"""kpbench.fastcheck, hotcoco's dict-free input checks: the same verdict, notes and numbers as the full checks.
+
+Every case runs `evaluate(gt_path, results_path, backend="hotcoco")` twice, with the fast path and with it switched
+off, and requires the same outcome: the same one-line error, or the same stats, notes, warnings and scores. Each
+case also states which way the fast path went: "fast" (proved clean, hotcoco parsed the files), "hotcoco" (proved
+clean except for a value inside a keypoint list, which hotcoco's parser refused: the full checks word it) or
+"full" (not proved: the full checks ran). A case that silently took another way fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kpdata import COCO_SAMPLE, FCE, XTCOCO, jittered_detections, load, requires_shared
+
+import kpbench
+import kpbench.evaluate as evaluate_module
+from kpbench import fastcheck
+from kpbench.errors import KpbenchError
+from kpbench.evaluate import evaluate
+from kpbench.synthetic import make_synthetic_coco
+
+SENTINEL = 424242.5  # a value no generated file holds: replaced by a raw JSON token in the file text
+
+
+def _run(gt_path: Path, res_path: Path, iou_type: str) -> tuple[str, Any]:
+    """("error", message) or ("ok", (stats, notes, warnings, scores, has_bbox)) of one hotcoco evaluation."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = evaluate(gt_path, res_path, iou_type=iou_type, backend="hotcoco")
+        except KpbenchError as exc:
+            return "error", str(exc)
+    scores = None if result.result_scores is None else result.result_scores.tolist()
+    has_bbox = None if result.result_has_bbox is None else result.result_has_bbox.tolist()
+    return "ok", (result.stats, result.notes, [str(w.message) for w in caught], scores, has_bbox)
+
+
+def _way(gt_path: Path, res_path: Path, iou_type: str) -> str:
+    """Which way `evaluate` takes: "fast", "hotcoco" (its parser refuses the proved files) or "full"."""
+    if fastcheck.check_files(gt_path, res_path, iou_type) is None:
+        return "full"
+    import hotcoco
+
+    try:
+        hotcoco.COCO(str(gt_path)).loadRes(str(res_path))
+    except Exception:
+        return "hotcoco"
+    return "fast"
+
+
+def assert_same_as_full_checks(
+    tmp_path: Path, gt: Any, results: Any, way: str, iou_type: str = "keypoints", monkeypatch: Any = None
+) -> tuple[str, Any]:
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(gt if isinstance(gt, str) else json.dumps(gt))
+    res_path.write_text(results if isinstance(results, str) else json.dumps(results))
+    assert _way(gt_path, res_path, iou_type) == way
+    fast = _run(gt_path, res_path, iou_type)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate_module, "_hotcoco_on_checked_files", lambda *args: None)
+        full = _run(gt_path, res_path, iou_type)
+    assert fast == full
+    return fast
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[dict, list]:
+    return make_synthetic_coco(num_images=6, detections_per_person=2.5, seed=3)
+
+
+def _results(change: Callable[[list[dict]], Any]) -> Callable[[dict, list], tuple[Any, Any]]:
+    def make(gt: dict, results: list) -> tuple[Any, Any]:
+        results = copy.deepcopy(results)
+        change(results)
+        return gt, results
+
+    return make
+
+
+def _gt(change: Callable[[dict], Any]) -> Callable[[dict, list], tuple[Any, Any]]:
+    def make(gt: dict, results: list) -> tuple[Any, Any]:
+        gt = copy.deepcopy(gt)
+        change(gt)
+        return gt, results
+
+    return make
+
+
+def _result_token(field: str, token: str, index: int = 1, position: int | None = None) -> Callable:
+    """Result `index`'s `field` (or its keypoint `position`) written as the raw JSON `token`."""
+
+    def make(gt: dict, results: list) -> tuple[Any, Any]:
+        results = copy.deepcopy(results)
+        if position is None:
+            results[index][field] = SENTINEL
+        else:
+            results[index][field][position] = SENTINEL
+        return gt, json.dumps(results).replace(str(SENTINEL), token)
+
+    return make
+
+
+def _gt_token(field: str, token: str, index: int = 1, position: int | None = None) -> Callable:
+    def make(gt: dict, results: list) -> tuple[Any, Any]:
+        gt = copy.deepcopy(gt)
+        if position is None:
+            gt["annotations"][index][field] = SENTINEL
+        else:
+            gt["annotations"][index][field][position] = SENTINEL
+        return json.dumps(gt).replace(str(SENTINEL), token), results
+
+    return make
+
+
+def _pop(records: str, field: str, index: int = 1) -> Callable:
+    if records == "results":
+        return _results(lambda r: r[index].pop(field))
+    return _gt(lambda g: g["annotations"][index].pop(field))
+
+
+def _update(records: str, index: int, **fields: Any) -> Callable:
+    if records == "results":
+        return _results(lambda r: r[index].update(fields))
+    return _gt(lambda g: g["annotations"][index].update(fields))
+
+
+HUGE_INT = "9" * 400  # beyond float64: infinity for pycocotools, "out of range" for hotcoco
+
+# name: (make the files, the way evaluate takes, the expected outcome: None for a plain success, else a
+# fragment of the error message, or of a WARNING or a NOTE attached to the success)
+CASES: dict[str, tuple[Callable, str, str | None]] = {
+    # Clean files: the fast path proves them and words the same notes.
+    "clean": (lambda gt, r: (gt, r), "fast", "NOTE GT person(s) have no labelled keypoints"),
+    "no detections": (lambda gt, r: (gt, []), "fast", "NOTE res.json: no detections; every AP and AR is 0"),
+    "some images without detections": (
+        lambda gt, r: (gt, [x for x in r if x["image_id"] != 1]), "fast", "NOTE results cover 5 of 6 GT images"
+    ),
+    "crowded image": (
+        _results(lambda r: r.extend([dict(r[-1], score=0.01)] * 25)), "fast", "NOTE 1 image(s) have more than 20"
+    ),
+    "large finite numbers": (_result_token("keypoints", "1e308", position=0), "fast", None),
+    "unknown extra fields": (_results(lambda r: r[0].update(note="x,y", id=7)), "fast", None),
+    # Refused by hotcoco's parser after the fast checks passed: the full checks word the error.
+    "keypoint string": (_result_token("keypoints", '"5"', position=3), "hotcoco", "result 1: 'keypoints' holds a non-number ('5')"),
+    "keypoint bool": (_result_token("keypoints", "true", position=3), "hotcoco", "result 1: 'keypoints' holds a non-number (True)"),
+    "keypoint null": (_result_token("keypoints", "null", position=3), "hotcoco", "result 1: 'keypoints' holds a non-number (None)"),
+    "keypoint nested list": (_result_token("keypoints", "[1, 2]", position=3), "full", "result 1: 'keypoints' holds a non-number ([1, 2])"),  # 52 commas
+    "keypoint out of range": (_result_token("keypoints", "1e999", position=3), "hotcoco", "result 1: 'keypoints' holds NaN or infinity"),
+    "keypoint huge integer": (_result_token("keypoints", HUGE_INT, position=3), "hotcoco", "result 1: 'keypoints' holds NaN or infinity"),
+    "gt keypoint string": (_gt_token("keypoints", '"5"', position=3), "hotcoco", "annotation 1: 'keypoints' holds a non-number ('5')"),
+    "gt keypoint huge integer": (_gt_token("keypoints", HUGE_INT, position=3), "hotcoco", "annotation 1: 'keypoints' holds NaN or infinity"),
+    # Not proved: the full checks run (errors, warnings, repairs, forms msgspec's strict types refuse).
+    "not json": (lambda gt, r: (gt, "[{not json"), "full", 'res.json: not valid JSON'),
+    "results are an object": (lambda gt, r: (gt, {"a": 1}), "full", 'results must be a JSON list of detections, got dict'),
+    "results are a gt file": (lambda gt, r: (gt, gt), "full", 'this is a ground-truth file'),
+    "gt is a list": (lambda gt, r: ([1, 2], r), "full", 'gt.json: ground truth must be a JSON object'),
+    "keypoint NaN": (_result_token("keypoints", "NaN", position=3), "full", "result 1: 'keypoints' holds NaN or infinity"),
+    "keypoint Infinity": (_result_token("keypoints", "Infinity", position=3), "full", "result 1: 'keypoints' holds NaN or infinity"),
+    "48 keypoint values": (_results(lambda r: r[1].update(keypoints=r[1]["keypoints"][:48])), "full", "result 1: 'keypoints' has 48 values, expected 51"),
+    "54 keypoint values": (_results(lambda r: r[1].update(keypoints=r[1]["keypoints"] + [1, 1, 1])), "full", "result 1: 'keypoints' has 54 values, expected 51"),
+    "keypoints missing": (_pop("results", "keypoints"), "full", "result 1 has no 'keypoints'"),
+    "keypoints null": (_update("results", 1, keypoints=None), "full", "result 1: 'keypoints' must be a list, got NoneType"),
+    "score missing": (_pop("results", "score"), "full", "result 1 has no 'score'"),
+    "score null": (_update("results", 1, score=None), "full", "result 1: 'score' must be a number, got None"),
+    "score string": (_update("results", 1, score="0.5"), "full", "result 1: 'score' must be a number, got '0.5'"),
+    "score bool": (_update("results", 1, score=True), "full", "result 1: 'score' must be a number, got True"),
+    "score NaN": (_result_token("score", "NaN"), "full", "result 1: 'score' holds NaN or infinity"),
+    "score out of range": (_result_token("score", "1e999"), "full", "result 1: 'score' holds NaN or infinity"),
+    "unknown image": (_update("results", 1, image_id=999999), "full", 'result 1: image_id 999999 is not in the ground truth'),
+    "unknown category": (_update("results", 1, category_id=7), "full", 'result 1: category_id 7 is not in the ground truth'),
+    "image id written as a float": (_result_token("image_id", "1.0"), "full", None),
+    "image id bool": (_update("results", 1, image_id=True), "full", "result 1: 'image_id' must be an integer id, got True"),
+    "bbox on every result": (_results(lambda r: [x.update(bbox=[1, 2, 3, 4]) for x in r]), "full", "WARNING keypoint results carry a 'bbox'"),
+    "bbox on a later result": (_update("results", 1, bbox=[1, 2, 3, 4]), "full", "NOTE 1 result(s) carry a 'bbox' but result 0 does not"),
+    "segmentation first": (_update("results", 0, segmentation=[[1, 2, 3, 4, 5, 6]]), "full", "result 0 has a 'segmentation' and no 'bbox'"),
+    "caption first": (_update("results", 0, caption="a person"), "full", "result 0 has a 'caption'"),
+    "gt without num_keypoints": (_pop("gt", "num_keypoints"), "full", "annotation 1 (id 2) has no 'num_keypoints'"),
+    "gt without area": (_pop("gt", "area"), "full", "annotation 1 (id 2) has no 'area'"),
+    "gt without iscrowd": (_pop("gt", "iscrowd"), "full", "annotation 1 (id 2) has no 'iscrowd'"),
+    "gt area null": (_update("gt", 1, area=None), "full", "annotation 1: 'area' must be a number, got None"),
+    "gt iscrowd bool": (_update("gt", 1, iscrowd=True), "full", "annotation 1: 'iscrowd' must be a number, got True"),
+    "gt 48 keypoint values": (_gt(lambda g: g["annotations"][1].update(keypoints=[0] * 48)), "full", "annotation 1: 'keypoints' has 48 values, expected 51"),
+    "gt annotation id 0": (_update("gt", 1, id=0), "full", 'WARNING annotation id 0 renumbered'),
+    "gt duplicate annotation ids": (_gt(lambda g: g["annotations"][2].update(id=g["annotations"][1]["id"])), "full", 'annotation ids are not unique'),
+    "gt duplicate image ids": (_gt(lambda g: g["images"][2].update(id=g["images"][1]["id"])), "full", 'image 2: duplicate image id 2'),
+    "gt annotation of an unknown image": (_update("gt", 1, image_id=999999), "full", "refers to image 999999, not in 'images'"),
+    "gt annotation id too large": (_update("gt", 1, id=2**53), "full", "'id' must be an integer (as COCO ids are) below 2**53"),
+    "gt category with 16 keypoint names": (_gt(lambda g: g["categories"][0].update(keypoints=["a"] * 16)), "full", 'category 1 has 16 keypoints, expected 17'),
+    "gt category with no keypoint names": (_gt(lambda g: g["categories"][0].update(keypoints=[])), "full", 'category 1 has 0 keypoints, expected 17'),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_same_outcome_as_the_full_checks(name: str, scene, tmp_path: Path) -> None:
+    make, way, expected = CASES[name]
+    gt, results = make(*scene)
+    outcome, detail = assert_same_as_full_checks(tmp_path, gt, results, way)
+    if expected is None:
+        assert outcome == "ok"
+    elif expected.startswith(("WARNING ", "NOTE ")):
+        kind, fragment = expected.split(" ", 1)
+        assert outcome == "ok"
+        _stats, notes, caught, *_ = detail
+        assert any(fragment in text for text in (caught if kind == "WARNING" else notes)), detail
+    else:
+        assert outcome == "error" and expected in detail
+
+
+def test_clean_notes_are_worded_by_the_full_checks(scene, tmp_path: Path) -> None:
+    gt, results = scene
+    crowded = [x for x in results if x["image_id"] != 1] + [dict(results[-1], score=0.01)] * 25
+    _, (_stats, notes, caught, scores, has_bbox) = assert_same_as_full_checks(tmp_path, gt, crowded, "fast")
+    assert [n.split(":")[0].split(";")[0] for n in notes] == [
+        notes[0].split(":")[0],  # the unlabelled GT persons
+        f"results cover {len(gt['images']) - 1} of {len(gt['images'])} GT images",
+        "1 image(s) have more than 20 detections",
+    ]
+    assert caught == [] and scores == [x["score"] for x in crowded] and has_bbox == [False] * len(crowded)
+
+
+def test_bbox_results(scene, tmp_path: Path) -> None:
+    gt, _ = scene
+    boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9} for a in gt["annotations"]]
+    _, (stats, *_rest) = assert_same_as_full_checks(tmp_path, gt, boxes, "fast", iou_type="bbox")
+    assert stats["AP"] == 1.0
+    boxes[1]["bbox"] = [1, 2, -3, 4]  # negative width: msgspec's bound refuses it, the full checks word it
+    outcome, message = assert_same_as_full_checks(tmp_path, gt, boxes, "full", iou_type="bbox")
+    assert outcome == "error" and "negative width or height" in message
+
+
+def test_without_msgspec_the_full_checks_run(scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gt, results = scene
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    expected = _run(gt_path, res_path, "keypoints")
+    monkeypatch.delattr(kpbench, "fastcheck", raising=False)
+    monkeypatch.setitem(sys.modules, "kpbench.fastcheck", None)  # `from kpbench import fastcheck` raises
+    calls: list[Any] = []
+    real = evaluate_module._run_backend
+    monkeypatch.setattr(evaluate_module, "_run_backend", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert _run(gt_path, res_path, "keypoints") == expected
+    assert len(calls) == 1  # the full checks ran
+
+
+def test_check_files_returns_the_full_checks_notes(scene, tmp_path: Path) -> None:
+    from kpbench.cocofiles import load_ground_truth, load_results
+
+    gt, results = scene
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results[3:]))
+    checked = fastcheck.check_files(gt_path, res_path)
+    full_gt = load_ground_truth(gt_path)
+    full = load_results(res_path, full_gt)
+    assert checked is not None
+    assert checked.notes == [*full_gt.notes, *full.notes] and len(checked.notes) == 2
+    assert np.array_equal(checked.result_scores, [r["score"] for r in results[3:]])
+
+
+@requires_shared
+@pytest.mark.parametrize(
+    ("gt_file", "results", "way"),
+    [
+        (COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json", "jittered", "fast"),
+        (XTCOCO / "example_coco_val.json", XTCOCO / "example_coco_preds.json", "fast"),
+        (FCE / "gt_dataset.json", FCE / "dt_dataset.json", "full"),  # its results carry a bbox: a warning
+    ],
+    ids=["val2017_sample", "xtcocoapi", "fce"],
+)
+def test_real_fixtures(gt_file: Path, results: Any, way: str, tmp_path: Path) -> None:
+    gt = load(gt_file)
+    detections = jittered_detections(gt) if results == "jittered" else load(results)
+    outcome, _ = assert_same_as_full_checks(tmp_path, gt, detections, way)
+    assert outcome == "ok"
