@@ -61,6 +61,7 @@ from kpbench.rundir import (
     detections_path,
     ground_truth_path,
     is_run_dir,
+    manifest_path,
     read_manifest,
     shard_path,
     shard_paths,
@@ -393,7 +394,21 @@ def _commit(plan: RunPlan, manifest: dict[str, Any]) -> None:
         write_json(ground_truth_path(run_dir), restrict_ground_truth(gt, plan.image_ids), indent=None)
         write_manifest(run_dir, manifest)
     except OSError as exc:  # a read-only or full disk, a file where a folder should be
+        _forget_new_run(plan)
         raise KpbenchError(f"{exc.filename or run_dir}: cannot write the run directory ({exc.strerror or exc})") from None
+    except BaseException:  # Ctrl-C while the first files are written
+        _forget_new_run(plan)
+        raise
+
+
+def _forget_new_run(plan: RunPlan) -> None:
+    """Remove what a new run wrote before its manifest: a folder with a cache but no manifest is not a run
+    directory, and the next run would refuse it. (A resumed run keeps its files; an --overwrite is asked again.)"""
+    if plan.state != "new":
+        return
+    run_dir = Path(plan.run_dir)
+    for path in (manifest_path(run_dir), detections_path(run_dir), ground_truth_path(run_dir)):
+        path.unlink(missing_ok=True)
 
 
 # --- the loop ------------------------------------------------------------------------------------------------

@@ -233,6 +233,28 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     assert rundir.read_manifest(out)["status"] == "complete"
 
 
+def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_half_run(
+    synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    """Ctrl-C after the cache and GT files of a new run are written but before its manifest: they are removed
+    with the folder, so that the same command starts afresh instead of refusing a folder without a manifest."""
+    import kpbench.runner
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "runs" / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "1", "--workers", "0", "--out", out)
+    monkeypatch.setattr(kpbench.runner, "write_manifest", interrupt)
+    code, _, _ = run_cli(*args)
+    assert code == 130
+    assert not (tmp_path / "runs").exists()  # the folders the run created went too
+    monkeypatch.undo()
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert rundir.read_manifest(out)["status"] == "complete"
+
+
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
