@@ -198,11 +198,14 @@ class _BackendRun:
     result_has_bbox: np.ndarray | None
 
 
-def _hotcoco_on_checked_files(gt: Path, results: Path, iou_type: str) -> _BackendRun | None:
+def _hotcoco_on_checked_files(gt: str | Path, results: str | Path, iou_type: str) -> _BackendRun | None:
     """hotcoco on two files it parses itself, checked by `kpbench.fastcheck` (msgspec) rather than as Python dicts.
 
-    None when msgspec is not installed or the files are not proven clean; the caller then runs the full checks,
-    which word the error (or the warning) and evaluate the parsed data.
+    None when msgspec is not installed, the files are not proven clean, or hotcoco's parser refuses them; the
+    caller then runs the full checks, which word the error (or the warning) and evaluate the parsed data.
+    hotcoco's own load warnings (printed by hotcoco) are not a reason to fall back: the two that mean changed data,
+    non-finite numbers made null and ids unknown to the GT, cannot occur in files the checks proved, and the
+    others (a category without a name, say) are printed the same on the full path.
     """
     try:
         from kpbench import fastcheck
@@ -212,15 +215,20 @@ def _hotcoco_on_checked_files(gt: Path, results: Path, iou_type: str) -> _Backen
     if checked is None:
         return None
     try:
-        ev, _ = _run_hotcoco(gt, results, iou_type)
+        ev, _ = _run_hotcoco(Path(gt), Path(results), iou_type)
     except KpbenchError:
         raise
-    except Exception:  # hotcoco's parser refused a value inside a keypoint list: the full checks word it
-        return None
-    if ev.cocoGt.load_warnings or ev.cocoDt.load_warnings:
+    except Exception:  # hotcoco refused the files (a non-number in a keypoint list, a duplicate field, ...)
         return None
     has_bbox = np.zeros(len(checked.result_scores), dtype=bool) if iou_type == "keypoints" else None
     return _BackendRun(ev, None, checked.notes, checked.result_scores, has_bbox)
+
+
+def _input_name(value: object, kind: str) -> str:
+    """A file's path, a checked input's source, or `kind` for data passed in memory (for messages)."""
+    if isinstance(value, (str, Path)):
+        return str(value)
+    return str(getattr(value, "source", kind))
 
 
 def _run_backend(
@@ -258,8 +266,14 @@ def _run_backend(
     except KpbenchError:
         raise
     except Exception as exc:
+        if checked and backend == "hotcoco":
+            # hotcoco is stricter than pycocotools in places (a negative id, num_keypoints 3.5, iscrowd 0.5).
+            raise KpbenchError(
+                f"{_input_name(gt, 'ground truth')} / {_input_name(results, 'results')}: hotcoco refused input that "
+                f"pycocotools accepts ({type(exc).__name__}: {exc}); evaluate with --backend pycocotools"
+            ) from None
         if checked:
-            raise  # a checked input that fails is a bug, worth its traceback
+            raise  # a checked input that pycocotools fails on is a bug, worth its traceback
         raise KpbenchError(
             f"{gt} / {results}: {backend} failed on the unchecked input ({type(exc).__name__}: {exc}); "
             "evaluate with input checks on (without --no-validate) for a clear message"
@@ -289,7 +303,7 @@ def evaluate(
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
     run = None
     if backend == "hotcoco" and validate and two_files:
-        run = _hotcoco_on_checked_files(Path(gt), Path(results), iou_type)  # type: ignore[arg-type]
+        run = _hotcoco_on_checked_files(gt, results, iou_type)  # type: ignore[arg-type]
     if run is None:
         run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files)
     ev = run.ev

@@ -1,20 +1,23 @@
 """Input checks for two files handed to hotcoco unparsed: the verdict of `kpbench.cocofiles`, without dicts.
 
 hotcoco reads COCO JSON in Rust far faster than Python's json module builds dicts: at val2017 scale, parsing and
-checking the dicts takes 1.6 s, hotcoco's whole evaluation 0.1 s. This module reaches the full checks' verdict
+checking the dicts takes 1.3 s, hotcoco's whole evaluation 0.1 s. This module reaches the full checks' verdict
 another way:
 
-- msgspec decodes each file in C into typed records: ids must be JSON integers below 2**53; scores, areas and boxes
-  finite numbers (NaN fails every bound, a bool or a string is refused); the required fields present;
+- msgspec decodes each file in C into typed records: ids (`id`) must be JSON integers below 2**53, `image_id` and
+  `category_id` JSON integers; scores, boxes, areas, `iscrowd` and `num_keypoints` finite numbers (NaN fails
+  every bound, a bool or a string is refused); the required fields present;
 - each keypoint list stays raw JSON text (no float objects) and must hold exactly 3 x 17 - 1 commas;
 - hotcoco's own parser then refuses anything but a finite number inside a keypoint list (a string, bool, null,
   NaN, nested list or out-of-range number is an error there), so those commas separate 51 numbers.
 
 `check_files` returns what the full checks would attach (their notes), or None whenever it cannot prove that the
 full checks would pass silently: any error, but also every case they warn about or repair (an annotation id 0,
-keypoint results that carry a bbox) or accept in a form msgspec's strict types refuse (an id written as 1.0). The
-caller then runs the full checks, which word the message. So the wording lives in one place, and the fast path can
-only ever be slower than the full checks, never different.
+keypoint results that carry a bbox) or accept in a form msgspec's strict types refuse (an id written as 1.0, a
+file in UTF-16). The caller then runs the full checks, which word the message, and so it does when hotcoco's
+parser refuses a file. The wording lives in one place, and the fast path can only ever be slower than the full
+checks, never different, for every file Python's json module can parse. (It cannot parse nesting about 1000
+levels deep; such a file, if its deep part lies in a field kpbench does not read, is scored here.)
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
 CocoId = Annotated[int, Meta(gt=-MAX_COCO_ID, lt=MAX_COCO_ID)]
 KEYPOINT_LIST_COMMAS = 3 * NUM_KEYPOINTS - 1
 
-# gc=False: these records hold no references to other containers, and untracked objects decode faster.
+# gc=False: no record can be part of a reference cycle, and untracked objects decode faster.
 
 
 class _Image(Struct, gc=False):
@@ -111,8 +114,13 @@ class CheckedFiles:
 
 def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
     try:
-        return decoder.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError):  # msgspec.ValidationError is a DecodeError
+        data = path.read_bytes()
+        if not data.isascii():
+            # msgspec and hotcoco skip the bytes of fields they do not read; Python's json module refuses a file
+            # with invalid UTF-8 anywhere.
+            data.decode("utf-8")
+        return decoder.decode(data)
+    except (OSError, UnicodeDecodeError, RecursionError, msgspec.DecodeError):  # ValidationError is a DecodeError
         return None
 
 
@@ -122,8 +130,7 @@ def _keypoint_lists_hold_51_values(raw_lists: list[Raw]) -> bool:
     return set(map(bytes.count, map(bytes, raw_lists), repeat(b","))) <= {KEYPOINT_LIST_COMMAS}
 
 
-def _check_ground_truth(gt: _GroundTruth, iou_type: str) -> list[str] | None:
-    image_ids = {img.id for img in gt.images}
+def _check_ground_truth(gt: _GroundTruth, image_ids: set[int], iou_type: str) -> list[str] | None:
     if len(image_ids) != len(gt.images):
         return None
     annotations = gt.annotations
@@ -147,12 +154,14 @@ def _check_ground_truth(gt: _GroundTruth, iou_type: str) -> list[str] | None:
 
 def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "keypoints") -> CheckedFiles | None:
     """The notes `kpbench.cocofiles` would attach to these two files, or None when this cannot prove that its
-    checks pass silently (the caller then runs them). Valid only if hotcoco's parser then accepts the files."""
+    checks pass silently (the caller then runs them). Valid only if hotcoco's parser then accepts the files.
+    The notes name the files as given (as the full checks do)."""
     check_iou_type(iou_type)
     gt = _decode(Path(gt_path), _GT_DECODER)
     if not isinstance(gt, _GroundTruth):
         return None
-    gt_notes = _check_ground_truth(gt, iou_type)
+    image_ids = {img.id for img in gt.images}
+    gt_notes = _check_ground_truth(gt, image_ids, iou_type)
     if gt_notes is None:
         return None
     results = _decode(Path(results_path), _RESULT_DECODERS[iou_type])
@@ -162,7 +171,7 @@ def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "
         return CheckedFiles(notes=[*gt_notes, empty_results_note(str(results_path))], result_scores=np.zeros(0))
 
     result_images = list(map(attrgetter("image_id"), results))
-    if not set(result_images) <= {img.id for img in gt.images}:
+    if not set(result_images) <= image_ids:
         return None
     if not set(map(attrgetter("category_id"), results)) <= {cat.id for cat in gt.categories}:
         return None

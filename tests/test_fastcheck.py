@@ -10,6 +10,7 @@ clean except for a value inside a keypoint list, which hotcoco's parser refused:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import warnings
@@ -25,51 +26,80 @@ import kpbench
 import kpbench.evaluate as evaluate_module
 from kpbench import fastcheck
 from kpbench.errors import KpbenchError
-from kpbench.evaluate import evaluate
+from kpbench.evaluate import EvalResult, evaluate
 from kpbench.synthetic import make_synthetic_coco
 
 SENTINEL = 424242.5  # a value no generated file holds: replaced by a raw JSON token in the file text
 
 
-def _run(gt_path: Path, res_path: Path, iou_type: str) -> tuple[str, Any]:
-    """("error", message) or ("ok", (stats, notes, warnings, scores, has_bbox)) of one hotcoco evaluation."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = evaluate(gt_path, res_path, iou_type=iou_type, backend="hotcoco")
-        except KpbenchError as exc:
-            return "error", str(exc)
-    scores = None if result.result_scores is None else result.result_scores.tolist()
-    has_bbox = None if result.result_has_bbox is None else result.result_has_bbox.tolist()
-    return "ok", (result.stats, result.notes, [str(w.message) for w in caught], scores, has_bbox)
+def _write(path: Path, content: Any) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
 
 
-def _way(gt_path: Path, res_path: Path, iou_type: str) -> str:
-    """Which way `evaluate` takes: "fast", "hotcoco" (its parser refuses the proved files) or "full"."""
-    if fastcheck.check_files(gt_path, res_path, iou_type) is None:
-        return "full"
-    import hotcoco
-
-    try:
-        hotcoco.COCO(str(gt_path)).loadRes(str(res_path))
-    except Exception:
-        return "hotcoco"
-    return "fast"
+def _comparable(result: EvalResult) -> dict[str, Any]:
+    """Every field of an EvalResult as plain data (arrays as lists), for exact comparison."""
+    plain = dataclasses.asdict(result)
+    return json.loads(json.dumps(plain, default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a)))
 
 
-def assert_same_as_full_checks(
-    tmp_path: Path, gt: Any, results: Any, way: str, iou_type: str = "keypoints", monkeypatch: Any = None
-) -> tuple[str, Any]:
-    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
-    gt_path.write_text(gt if isinstance(gt, str) else json.dumps(gt))
-    res_path.write_text(results if isinstance(results, str) else json.dumps(results))
-    assert _way(gt_path, res_path, iou_type) == way
-    fast = _run(gt_path, res_path, iou_type)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaluate_module, "_hotcoco_on_checked_files", lambda *args: None)
-        full = _run(gt_path, res_path, iou_type)
-    assert fast == full
-    return fast
+class Checker:
+    """Runs one hotcoco evaluation of two files with the fast path and without it, and records which way the
+    fast one went ("fast", "hotcoco" or "full", as in the module docstring) by watching the calls it made."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+        self.capfd, self.proved, self.ran = capfd, None, None
+        real_check, real_fast = fastcheck.check_files, evaluate_module._hotcoco_on_checked_files
+
+        def check_files(*args: Any, **kwargs: Any) -> Any:
+            self.proved = real_check(*args, **kwargs)
+            return self.proved
+
+        def hotcoco_on_checked_files(*args: Any, **kwargs: Any) -> Any:
+            self.ran = real_fast(*args, **kwargs)
+            return self.ran
+
+        monkeypatch.setattr(fastcheck, "check_files", check_files)
+        monkeypatch.setattr(evaluate_module, "_hotcoco_on_checked_files", hotcoco_on_checked_files)
+
+    def outcome(self, gt: str | Path, results: str | Path, iou_type: str) -> tuple[str, Any, str]:
+        """("error", message, stderr) or ("ok", comparable result + "warnings", stderr)."""
+        self.capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = evaluate(gt, results, iou_type=iou_type, backend="hotcoco")
+            except KpbenchError as exc:
+                return "error", str(exc), self.capfd.readouterr().err
+        detail = {**_comparable(result), "warnings": [str(w.message) for w in caught]}
+        return "ok", detail, self.capfd.readouterr().err
+
+    def way(self) -> str:
+        if self.proved is None:
+            return "full"
+        return "hotcoco" if self.ran is None else "fast"
+
+    def same_as_full_checks(
+        self, tmp_path: Path, gt: Any, results: Any, way: str, iou_type: str = "keypoints"
+    ) -> tuple[str, Any]:
+        """Write the files, evaluate them both ways, require the same outcome and stderr and the stated way."""
+        gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results)
+        self.proved = self.ran = None
+        fast = self.outcome(gt_path, res_path, iou_type)
+        assert self.way() == way
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(evaluate_module, "_hotcoco_on_checked_files", lambda *args: None)
+            full = self.outcome(gt_path, res_path, iou_type)
+        assert fast == full
+        return fast[0], fast[1]
+
+
+@pytest.fixture()
+def checker(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Checker:
+    return Checker(monkeypatch, capfd)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +178,14 @@ CASES: dict[str, tuple[Callable, str, str | None]] = {
         _results(lambda r: r.extend([dict(r[-1], score=0.01)] * 25)), "fast", "NOTE 1 image(s) have more than 20"
     ),
     "large finite numbers": (_result_token("keypoints", "1e308", position=0), "fast", None),
+    "a 4301-digit integer in a field nobody reads": (
+        lambda gt, r: (json.dumps({**gt, "extra": SENTINEL}).replace(str(SENTINEL), "9" * 4301), r), "fast", None
+    ),
+    "invalid UTF-8 in a field nobody reads": (
+        lambda gt, r: (json.dumps({**gt, "extra": SENTINEL}).encode().replace(str(SENTINEL).encode(), b'"Jos\xe9"'), r),
+        "full",
+        "gt.json: not valid JSON",
+    ),
     "unknown extra fields": (_results(lambda r: r[0].update(note="x,y", id=7)), "fast", None),
     # Refused by hotcoco's parser after the fast checks passed: the full checks word the error.
     "keypoint string": (_result_token("keypoints", '"5"', position=3), "hotcoco", "result 1: 'keypoints' holds a non-number ('5')"),
@@ -200,65 +238,95 @@ CASES: dict[str, tuple[Callable, str, str | None]] = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_same_outcome_as_the_full_checks(name: str, scene, tmp_path: Path) -> None:
+def test_same_outcome_as_the_full_checks(name: str, scene, tmp_path: Path, checker: Checker) -> None:
     make, way, expected = CASES[name]
     gt, results = make(*scene)
-    outcome, detail = assert_same_as_full_checks(tmp_path, gt, results, way)
+    outcome, detail = checker.same_as_full_checks(tmp_path, gt, results, way)
     if expected is None:
         assert outcome == "ok"
     elif expected.startswith(("WARNING ", "NOTE ")):
         kind, fragment = expected.split(" ", 1)
         assert outcome == "ok"
-        _stats, notes, caught, *_ = detail
-        assert any(fragment in text for text in (caught if kind == "WARNING" else notes)), detail
+        texts = detail["warnings"] if kind == "WARNING" else detail["notes"]
+        assert any(fragment in text for text in texts), detail
     else:
         assert outcome == "error" and expected in detail
 
 
-def test_clean_notes_are_worded_by_the_full_checks(scene, tmp_path: Path) -> None:
+def test_clean_notes_are_worded_by_the_full_checks(scene, tmp_path: Path, checker: Checker) -> None:
     gt, results = scene
     crowded = [x for x in results if x["image_id"] != 1] + [dict(results[-1], score=0.01)] * 25
-    _, (_stats, notes, caught, scores, has_bbox) = assert_same_as_full_checks(tmp_path, gt, crowded, "fast")
-    assert [n.split(":")[0].split(";")[0] for n in notes] == [
-        notes[0].split(":")[0],  # the unlabelled GT persons
+    _, detail = checker.same_as_full_checks(tmp_path, gt, crowded, "fast")
+    assert [n.split(":")[0].split(";")[0] for n in detail["notes"]] == [
+        detail["notes"][0].split(":")[0],  # the unlabelled GT persons
         f"results cover {len(gt['images']) - 1} of {len(gt['images'])} GT images",
         "1 image(s) have more than 20 detections",
     ]
-    assert caught == [] and scores == [x["score"] for x in crowded] and has_bbox == [False] * len(crowded)
+    assert detail["warnings"] == [] and detail["result_scores"] == [x["score"] for x in crowded]
+    assert detail["result_has_bbox"] == [False] * len(crowded)
 
 
-def test_bbox_results(scene, tmp_path: Path) -> None:
+def test_bbox_results(scene, tmp_path: Path, checker: Checker) -> None:
     gt, _ = scene
     boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9} for a in gt["annotations"]]
-    _, (stats, *_rest) = assert_same_as_full_checks(tmp_path, gt, boxes, "fast", iou_type="bbox")
-    assert stats["AP"] == 1.0
+    _, detail = checker.same_as_full_checks(tmp_path, gt, boxes, "fast", iou_type="bbox")
+    assert detail["stats"]["AP"] == 1.0
     boxes[1]["bbox"] = [1, 2, -3, 4]  # negative width: msgspec's bound refuses it, the full checks word it
-    outcome, message = assert_same_as_full_checks(tmp_path, gt, boxes, "full", iou_type="bbox")
+    outcome, message = checker.same_as_full_checks(tmp_path, gt, boxes, "full", iou_type="bbox")
     assert outcome == "error" and "negative width or height" in message
 
 
-def test_without_msgspec_the_full_checks_run(scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notes_name_the_files_as_given(scene, tmp_path: Path, checker: Checker, monkeypatch) -> None:
+    gt, _ = scene
+    _write(tmp_path / "gt.json", gt)
+    _write(tmp_path / "res.json", [])
+    monkeypatch.chdir(tmp_path)
+    outcome, detail, _ = checker.outcome("./gt.json", f"{tmp_path}//res.json", "keypoints")
+    assert checker.way() == "fast" and outcome == "ok"
+    assert detail["notes"][-1].startswith(f"{tmp_path}//res.json: no detections")
+
+
+def test_hotcoco_remarks_are_printed_once(scene, tmp_path: Path, checker: Checker) -> None:
+    """hotcoco prints its own load warnings (here: a category without a name) itself; the fast path does not
+    fall back on them, so they are printed once, as on the full path."""
     gt, results = scene
-    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
-    gt_path.write_text(json.dumps(gt))
-    res_path.write_text(json.dumps(results))
-    expected = _run(gt_path, res_path, "keypoints")
+    gt = copy.deepcopy(gt)
+    del gt["categories"][0]["name"]
+    outcome, _ = checker.same_as_full_checks(tmp_path, gt, results, "fast")
+    _, _, stderr = checker.outcome(tmp_path / "gt.json", tmp_path / "res.json", "keypoints")
+    assert outcome == "ok" and stderr.count("without a name") == 1
+
+
+def test_input_hotcoco_refuses_but_pycocotools_accepts(scene, tmp_path: Path, checker: Checker) -> None:
+    """A negative annotation id passes the checks (pycocotools takes it) but not hotcoco's parser: one line."""
+    gt, results = scene
+    gt = copy.deepcopy(gt)
+    gt["annotations"][1]["id"] = -5
+    outcome, message = checker.same_as_full_checks(tmp_path, gt, results, "hotcoco")
+    assert outcome == "error" and "hotcoco refused input that pycocotools accepts" in message
+    assert "--backend pycocotools" in message and "\n" not in message
+    assert evaluate(tmp_path / "gt.json", tmp_path / "res.json").stats  # the default backend scores it
+
+
+def test_without_msgspec_the_full_checks_run(
+    scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checker: Checker
+) -> None:
+    gt, results = scene
+    gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results)
+    expected = checker.outcome(gt_path, res_path, "keypoints")
+    assert checker.way() == "fast"
     monkeypatch.delattr(kpbench, "fastcheck", raising=False)
     monkeypatch.setitem(sys.modules, "kpbench.fastcheck", None)  # `from kpbench import fastcheck` raises
-    calls: list[Any] = []
-    real = evaluate_module._run_backend
-    monkeypatch.setattr(evaluate_module, "_run_backend", lambda *a, **k: calls.append(a) or real(*a, **k))
-    assert _run(gt_path, res_path, "keypoints") == expected
-    assert len(calls) == 1  # the full checks ran
+    checker.proved = checker.ran = None
+    assert checker.outcome(gt_path, res_path, "keypoints") == expected
+    assert checker.way() == "full"
 
 
 def test_check_files_returns_the_full_checks_notes(scene, tmp_path: Path) -> None:
     from kpbench.cocofiles import load_ground_truth, load_results
 
     gt, results = scene
-    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
-    gt_path.write_text(json.dumps(gt))
-    res_path.write_text(json.dumps(results[3:]))
+    gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results[3:])
     checked = fastcheck.check_files(gt_path, res_path)
     full_gt = load_ground_truth(gt_path)
     full = load_results(res_path, full_gt)
@@ -277,8 +345,8 @@ def test_check_files_returns_the_full_checks_notes(scene, tmp_path: Path) -> Non
     ],
     ids=["val2017_sample", "xtcocoapi", "fce"],
 )
-def test_real_fixtures(gt_file: Path, results: Any, way: str, tmp_path: Path) -> None:
+def test_real_fixtures(gt_file: Path, results: Any, way: str, tmp_path: Path, checker: Checker) -> None:
     gt = load(gt_file)
     detections = jittered_detections(gt) if results == "jittered" else load(results)
-    outcome, _ = assert_same_as_full_checks(tmp_path, gt, detections, way)
+    outcome, _ = checker.same_as_full_checks(tmp_path, gt, detections, way)
     assert outcome == "ok"
