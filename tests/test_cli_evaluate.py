@@ -126,6 +126,19 @@ def test_wrong_keypoint_count(tmp_path: Path, good) -> None:
     assert_one_line_error(bad(tmp_path, good[0], results), "result 1", "'keypoints' has 48 values, expected 51")
 
 
+def test_hotcoco_backend_words_bad_input_the_same(tmp_path: Path, good) -> None:
+    """With --backend hotcoco the files are checked without Python dicts (kpbench.fastcheck) and read by hotcoco;
+    what it cannot prove clean, or hotcoco refuses, gets the same one-line message as the default backend."""
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(good[0]))
+    for results, fragments in [
+        ([dict(good[1][0], keypoints=good[1][0]["keypoints"][:48])], ("result 0", "'keypoints' has 48 values")),
+        ([dict(good[1][0], keypoints=["5", *good[1][0]["keypoints"][1:]])], ("result 0", "holds a non-number ('5')")),
+    ]:
+        res_path.write_text(json.dumps(results))
+        assert_one_line_error(kpbench("evaluate", gt_path, res_path, "--backend", "hotcoco"), *fragments)
+
+
 def test_nan_and_infinity(tmp_path: Path, good) -> None:
     results = [dict(r) for r in good[1]]
     results[2]["keypoints"] = [*results[2]["keypoints"][:-1], float("nan")]
