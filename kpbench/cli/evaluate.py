@@ -22,7 +22,7 @@ def evaluate_command(
             help="keypoints (OKS) or bbox (IoU) [default: keypoints; with --run, both are shown].", show_default=False
         ),
     ] = None,
-    backend: Annotated[str, typer.Option(help="pycocotools (reference) or hotcoco (fast, optional).")] = "pycocotools",
+    backend: Annotated[str, typer.Option(help="pycocotools (reference) or hotcoco (fast, optional: pip install 'kpbench[fast]', which adds msgspec for fast input checks).")] = "pycocotools",
     fmt: Annotated[
         str,
         typer.Option("--format", help="table or markdown (percent), json or csv (fractions at full precision)."),
