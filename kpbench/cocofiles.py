@@ -161,14 +161,21 @@ def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, ki
             )
 
 
-def _refuse_bool_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where: str, kind: str) -> None:
-    """References to other records' ids (image_id, category_id) are looked up by value, and True == 1 in Python:
-    a JSON true would silently refer to id 1. Refuse it."""
+def _is_id_value(value: Any) -> bool:
+    """An integer, or a float that equals one (1.0: pycocotools finds it, since 1.0 == 1 and hash(1.0) == hash(1)).
+    Not a bool: True == 1 in Python, so a JSON true would silently refer to id 1."""
+    return type(value) is int or (type(value) is float and value.is_integer())
+
+
+def _require_id_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where: str, kind: str) -> None:
+    """References to other records' ids (image_id, category_id) are integer ids."""
     for key in keys:
         values = [rec[key] for rec in records]
-        if bool in set(map(type, values)):
-            i = next(i for i, v in enumerate(values) if isinstance(v, bool))
-            raise KpbenchError(f"{where}: {kind} {i}: '{key}' must be an integer id, got {values[i]!r}")
+        if set(map(type, values)) <= {int}:  # the usual case, in one C-level pass
+            continue
+        bad = next((i for i, v in enumerate(values) if not _is_id_value(v)), None)
+        if bad is not None:
+            raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {values[bad]!r}")
 
 
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
@@ -250,7 +257,7 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
     annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
     _require_keys(annotations, needed, source, "annotation")
     _require_integer_ids(annotations, "id", source, "annotation")
-    _refuse_bool_refs(annotations, ("image_id", "category_id"), source, "annotation")
+    _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
@@ -260,14 +267,18 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
             _finite_array([a["num_keypoints"] for a in annotations], None, source, "num_keypoints", "annotation")
             _finite_array([a["keypoints"] for a in annotations], 3 * NUM_KEYPOINTS, source, "keypoints", "annotation")
     image_ids = {img["id"] for img in data["images"]}
+    category_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(annotations):
         if ann["image_id"] not in image_ids:
             raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {ann['image_id']}, not in 'images'")
+        if ann["category_id"] not in category_ids:
+            raise KpbenchError(
+                f"{source}: annotation {i} (id {ann['id']}) refers to category {ann['category_id']}, not in 'categories' "
+                "(pycocotools would leave it out of every score)"
+            )
     notes: list[str] = []
-    ids = [a["id"] for a in annotations]
-    unique_ids = set(ids)
-    if len(unique_ids) != len(ids):
-        raise KpbenchError(f"{source}: annotation ids are not unique (pycocotools would mix their matches up)")
+    _refuse_duplicate_ids(annotations, source, "annotation")
+    unique_ids = {a["id"] for a in annotations}
     if 0 in unique_ids:
         # pycocotools stores "unmatched" as GT id 0, so a detection matched to GT id 0 counts as unmatched
         # (a false positive) and the GT as missed. We renumber it rather than refuse: the ids are arbitrary.
@@ -283,6 +294,8 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
     if iou_type == "keypoints":
         for cat in data["categories"]:
             names = cat.get("keypoints")
+            if names is not None and not isinstance(names, list):
+                raise KpbenchError(f"{source}: category {cat['id']}: 'keypoints' must be a list of keypoint names")
             if names is not None and len(names) != NUM_KEYPOINTS:
                 raise KpbenchError(
                     f"{source}: category {cat['id']} has {len(names)} keypoints, expected {NUM_KEYPOINTS} (COCO persons)"
@@ -325,7 +338,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         return Results(results=results, source=source, notes=notes)
     geometry = "keypoints" if iou_type == "keypoints" else "bbox"
     _require_keys(results, ("image_id", "category_id", "score", geometry), source, "result")
-    _refuse_bool_refs(results, ("image_id", "category_id"), source, "result")
+    _require_id_refs(results, ("image_id", "category_id"), source, "result")
     _finite_array([r["score"] for r in results], None, source, "score", "result")
     if iou_type == "keypoints":
         _finite_array([r["keypoints"] for r in results], 3 * NUM_KEYPOINTS, source, "keypoints", "result")

@@ -26,7 +26,7 @@ from kpbench.cocofiles import (
     read_json,
 )
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_text, to_csv, to_markdown, to_text_table, write_json
+from kpbench.io import atomic_write_files, json_text, to_csv, to_markdown, to_text_table
 from kpbench.schema import stat_names
 
 BACKENDS = ("pycocotools", "hotcoco")
@@ -425,12 +425,11 @@ def write_metrics(out_dir: str | Path, results: dict[str, EvalResult]) -> list[P
     """Write metrics.csv (fractions), metrics.md (percent) and metrics.json (fractions, nested by iou type) into
     out_dir (atomically); returns the paths."""
     out = Path(out_dir)
-    rows = metrics_rows(results)
-    paths = [out / "metrics.csv", out / "metrics.md", out / "metrics.json"]
-    atomic_write_text(paths[0], to_csv(rows))
-    atomic_write_text(paths[1], format_stats_markdown(results))
-    write_json(paths[2], metrics_json(results))
-    return paths
+    return atomic_write_files({
+        out / "metrics.csv": to_csv(metrics_rows(results)),
+        out / "metrics.md": format_stats_markdown(results),
+        out / "metrics.json": json_text(metrics_json(results)),
+    })
 
 
 def format_stats_markdown(results: dict[str, EvalResult]) -> str:

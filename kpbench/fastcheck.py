@@ -139,6 +139,8 @@ def _check_ground_truth(gt: _GroundTruth, image_ids: set[int], iou_type: str) ->
         return None
     if not set(map(attrgetter("image_id"), annotations)) <= image_ids:
         return None
+    if not set(map(attrgetter("category_id"), annotations)) <= {cat.id for cat in gt.categories}:
+        return None
     if iou_type == "bbox":
         return []
     if any(isinstance(cat.keypoints, list) and len(cat.keypoints) != NUM_KEYPOINTS for cat in gt.categories):

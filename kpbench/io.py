@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +36,38 @@ _UMASK = _umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a file so that readers see the old or the new content, never a half-written one. A file that cannot
+    be written (a folder in its place, no permission, a full disk) is a KpbenchError naming it."""
+    atomic_write_files({path: data})
+
+
+def atomic_write_files(files: Mapping[str | Path, bytes | str]) -> list[Path]:
+    """Write several files (str as UTF-8) as one: each goes to a temporary file beside its target first, and the
+    targets are replaced only when every temporary file is written. A failure before that leaves every old file
+    as it was (only a failing os.replace, which is all but impossible then, could leave some replaced)."""
+    staged: list[tuple[str, Path]] = []
     try:
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for target, data in files.items():
+            path = Path(target)
+            if path.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise KpbenchError(f"{exc.filename or next(iter(files))}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+    return [path for _, path in staged]
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
@@ -81,9 +98,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """JSON as kpbench writes it: floats at full precision, NaN refused, a final newline."""
+    return json.dumps(obj, indent=indent, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    """Atomically write JSON (floats at full precision, NaN refused)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+    """Atomically write JSON (see `json_text`)."""
+    atomic_write_text(path, json_text(obj, indent))
 
 
 def _cell(value: Any, precision: int | None) -> str:
@@ -135,12 +157,3 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
     if fmt == "markdown":
         return to_markdown(rows, columns)
     return to_text_table(rows, columns)
-
-
-def write_table_files(out_dir: str | Path, stem: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> list[Path]:
-    """Write `<stem>.csv` and `<stem>.md` into out_dir; returns the paths."""
-    out_dir = Path(out_dir)
-    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md"]
-    atomic_write_text(paths[0], to_csv(rows, columns))
-    atomic_write_text(paths[1], to_markdown(rows, columns))
-    return paths

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_text, to_csv, to_markdown
+from kpbench.io import atomic_write_files, to_csv, to_markdown
 from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
 
@@ -196,9 +196,10 @@ def _num(value: Any) -> float:
 def write_keypoint_breakdown(out_dir: str | Path, rows: Sequence[dict[str, Any]], plot: bool = True) -> list[Path]:
     """Write keypoints.csv, keypoints.md (the table and its definitions) and keypoints.png into out_dir."""
     out = Path(out_dir)
-    paths = [out / f"{STEM}.csv", out / f"{STEM}.md"]
-    atomic_write_text(paths[0], to_csv(rows, COLUMNS))
-    atomic_write_text(paths[1], "## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows, COLUMNS))
+    paths = atomic_write_files({
+        out / f"{STEM}.csv": to_csv(rows, COLUMNS),
+        out / f"{STEM}.md": "## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows, COLUMNS),
+    })
     if plot:
         paths.append(plot_keypoint_breakdown(rows, out / f"{STEM}.png"))
     return paths

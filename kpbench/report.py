@@ -464,16 +464,13 @@ def check_report_out(out: str | Path) -> Path:
 
 def write_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str, out: str | Path) -> list[Path]:
     """Write the report to `out` (csv with several tables: `out` for the first, `<stem>.<name>.csv` for the rest)."""
-    from kpbench.io import atomic_write_text
+    from kpbench.io import atomic_write_files
 
     out = check_report_out(out)
     texts = render_report(kind, tables, fmt)
-    written = []
-    for i, (name, text) in enumerate(texts.items()):
-        path = out if i == 0 else out.with_name(f"{out.stem}.{name}{out.suffix}")
-        try:
-            atomic_write_text(path, text)
-        except OSError as exc:
-            raise KpbenchError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
-        written.append(path)
-    return written
+    files = {(out if i == 0 else out.with_name(f"{out.stem}.{name}{out.suffix}")): text
+             for i, (name, text) in enumerate(texts.items())}
+    try:
+        return atomic_write_files(files)
+    except KpbenchError as exc:
+        raise KpbenchError(f"--out {exc}") from None

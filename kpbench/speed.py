@@ -809,7 +809,7 @@ def write_speed_files(
 ) -> SpeedRun:
     """Write <out>/<device-slug>-<timestamp>.csv, .json and .md atomically; fills the paths into `result`."""
     from kpbench.environment import device_slug
-    from kpbench.io import atomic_write_text, to_csv, write_json
+    from kpbench.io import atomic_write_files, json_text, to_csv
 
     out = Path(out_dir)
     stamp = (started or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
@@ -820,9 +820,11 @@ def write_speed_files(
         stem = f"{device_slug(device_name)}-{stamp}-{n}"
     result.csv_path, result.manifest_path, result.markdown_path = (out / f"{stem}{e}" for e in (".csv", ".json", ".md"))
     result.manifest["files"] = {"csv": result.csv_path.name, "markdown": result.markdown_path.name}
-    atomic_write_text(result.csv_path, to_csv(result.rows, SPEED_COLUMNS))
-    write_json(result.manifest_path, _json_safe(result.manifest))
-    atomic_write_text(result.markdown_path, speed_markdown(result))
+    atomic_write_files({
+        result.csv_path: to_csv(result.rows, SPEED_COLUMNS),
+        result.manifest_path: json_text(_json_safe(result.manifest)),
+        result.markdown_path: speed_markdown(result),
+    })
     return result
 
 

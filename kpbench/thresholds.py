@@ -38,7 +38,7 @@ from kpbench.evaluate import (
     matched_pairs,
     require_image_evals,
 )
-from kpbench.io import atomic_write_bytes, atomic_write_text, to_csv, to_markdown, to_text_table, write_table_files
+from kpbench.io import atomic_write_bytes, atomic_write_files, to_csv, to_markdown, to_text_table
 from kpbench.oks import paired_keypoint_similarity
 from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
 
@@ -568,11 +568,11 @@ def write_threshold_files(
     threshold_curves.png into out_dir, atomically; returns the paths. The CSV files hold the rows as they are
     (fractions at full precision); thresholds_person.md shows the COCO stats in percent (see `person_markdown`)."""
     out_dir = Path(out_dir)
-    paths = [out_dir / f"{PERSON_STEM}.csv", out_dir / f"{PERSON_STEM}.md"]
-    atomic_write_text(paths[0], to_csv(person_rows))
-    atomic_write_text(paths[1], person_markdown(person_rows))
+    files = {out_dir / f"{PERSON_STEM}.csv": to_csv(person_rows), out_dir / f"{PERSON_STEM}.md": person_markdown(person_rows)}
     if keypoint_rows:
-        paths += write_table_files(out_dir, KEYPOINT_STEM, keypoint_rows, KEYPOINT_COLUMNS)
+        files[out_dir / f"{KEYPOINT_STEM}.csv"] = to_csv(keypoint_rows, KEYPOINT_COLUMNS)
+        files[out_dir / f"{KEYPOINT_STEM}.md"] = to_markdown(keypoint_rows, KEYPOINT_COLUMNS)
+    paths = atomic_write_files(files)
     if plot and person_rows:
         paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None))
     return paths

@@ -266,6 +266,18 @@ def test_unusable_out_is_one_line(files, tmp_path: Path, run_cli) -> None:
     assert a_file.read_text() == "keep me"
 
 
+def test_out_files_are_written_together_or_not_at_all(files, tmp_path: Path, run_cli) -> None:
+    """A folder where metrics.md should go: one line naming it, and metrics.csv is left as it was (the three
+    files are staged first and replaced together)."""
+    gt_path, res_path, *_ = files
+    out = tmp_path / "out"
+    (out / "metrics.md").mkdir(parents=True)
+    (out / "metrics.csv").write_text("old")
+    assert_one_line_error(run_cli("evaluate", gt_path, res_path, "--out", out), "metrics.md", "Is a directory")
+    assert (out / "metrics.csv").read_text() == "old" and not (out / "metrics.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.md"]  # no temporary file left
+
+
 def test_one_ap_scale_per_kind_of_output(files, tmp_path: Path, run_cli) -> None:
     """Percent with one decimal and n/a for -1 where people read (table, markdown); COCO's fractions, -1 kept,
     where programs read (json, csv)."""

@@ -228,8 +228,16 @@ CASES: dict[str, tuple[Callable, str, str | None]] = {
     "gt iscrowd bool": (_update("gt", 1, iscrowd=True), "full", "annotation 1: 'iscrowd' must be a number, got True"),
     "gt 48 keypoint values": (_gt(lambda g: g["annotations"][1].update(keypoints=[0] * 48)), "full", "annotation 1: 'keypoints' has 48 values, expected 51"),
     "gt annotation id 0": (_update("gt", 1, id=0), "full", 'WARNING annotation id 0 renumbered'),
-    "gt duplicate annotation ids": (_gt(lambda g: g["annotations"][2].update(id=g["annotations"][1]["id"])), "full", 'annotation ids are not unique'),
+    "gt duplicate annotation ids": (_gt(lambda g: g["annotations"][2].update(id=g["annotations"][1]["id"])), "full", 'annotation 2: duplicate annotation id 2 (also annotation 1)'),
     "gt duplicate image ids": (_gt(lambda g: g["images"][2].update(id=g["images"][1]["id"])), "full", 'image 2: duplicate image id 2'),
+    "gt annotation of an unknown category": (
+        _update("gt", 1, category_id=7), "full", "annotation 1 (id 2) refers to category 7, not in 'categories'"
+    ),
+    "gt annotation category as a list": (_update("gt", 1, category_id=[1]), "full", "'category_id' must be an integer id"),
+    "result image id as a list": (_update("results", 1, image_id=[1]), "full", "result 1: 'image_id' must be an integer id"),
+    "gt category keypoints not a list": (
+        _gt(lambda g: g["categories"][0].update(keypoints=5)), "full", "category 1: 'keypoints' must be a list"
+    ),
     "gt annotation of an unknown image": (_update("gt", 1, image_id=999999), "full", "refers to image 999999, not in 'images'"),
     "gt annotation id too large": (_update("gt", 1, id=2**53), "full", "'id' must be an integer (as COCO ids are) below 2**53"),
     "gt category with 16 keypoint names": (_gt(lambda g: g["categories"][0].update(keypoints=["a"] * 16)), "full", 'category 1 has 16 keypoints, expected 17'),
