@@ -217,7 +217,7 @@ def unlabelled_note(count: int) -> str:
 
 
 def empty_results_note(source: str) -> str:
-    return f"{source}: no detections; every AP and AR is 0"
+    return f"{source}: no detections; AP and AR are 0 (-1 where the GT has no person to find)"
 
 
 def coverage_note(covered: int, total: int, missed: int) -> str:

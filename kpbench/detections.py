@@ -90,15 +90,18 @@ def append_detections(fh: IO[str], dets: ImageDetections) -> None:
 def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
     """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error."""
     path = Path(path)
+    if path.is_dir():
+        raise KpbenchError(f"{path}: is a directory, expected the detections cache (a JSON-lines file)")
     if not path.is_file():
         raise KpbenchError(f"{path}: detections cache not found (is this a run directory made by `kpbench run`?)")
-    with path.open("r", encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):  # line by line: val2017's cache can be hundreds of MB
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 return  # only the last line can lack its newline: a torn tail, redone on resume
             try:
+                # json.loads reads UTF-8 bytes; bad bytes are a ValueError (UnicodeDecodeError) like bad JSON.
                 yield ImageDetections.from_record(json.loads(line))
-            except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            except (KeyError, ValueError, TypeError, OverflowError) as exc:
                 raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
 
 

@@ -163,6 +163,12 @@ def read_speed_files(paths: Sequence[str | Path]) -> pd.DataFrame:
     frames = []
     for path in find_speed_files(paths):
         df = _read_csv(path, SPEED_REQUIRED)
+        sizes = pd.to_numeric(df["size"], errors="coerce")
+        bad = sizes.isna() | (sizes <= 0)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise KpbenchError(f"{path}: row {row + 1}: 'size' must be a positive number, got {df['size'][row]!r}")
+        df["size"] = sizes
         df["source"] = path.name
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -254,16 +260,38 @@ def _read_json(path: Path) -> Any:
         raise KpbenchError(f"{path}: not readable JSON ({exc})") from None
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """A JSON object of a run's files (None: empty); anything else is a KpbenchError naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise KpbenchError(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One row for a run directory: settings, metrics (0-1), published AP (0-1) and deviations."""
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / "manifest.json")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
         raise KpbenchError(f"{run_dir / 'manifest.json'}: not a `kpbench run` manifest (no 'config' table)")
+    where = run_dir / "manifest.json"
     config = manifest["config"]
-    env = manifest.get("environment") or {}
-    published = manifest.get("published") or {}
+    env = _object(manifest.get("environment"), f"{where}: 'environment'")
+    published = _object(manifest.get("published"), f"{where}: 'published'")
+    for key in ("kp_AP", "box_AP"):
+        if published.get(key) is not None and not _is_number(published[key]):
+            raise KpbenchError(f"{where}: 'published.{key}' must be a number, got {published[key]!r}")
     deviations = manifest.get("deviations") or []
+    if not isinstance(deviations, list) or not all(isinstance(d, str) for d in deviations):
+        raise KpbenchError(f"{where}: 'deviations' must be a list of strings")
+    image_ids = manifest.get("image_ids") or []
+    if not isinstance(image_ids, list):
+        raise KpbenchError(f"{where}: 'image_ids' must be a list")
     row: dict[str, Any] = {
         "run": run_dir.name,
         "weights": config.get("weights"),
@@ -273,7 +301,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "dtype": config.get("dtype"),
         "batch_size": config.get("batch_size"),
         "box_score_thresh": config.get("box_score_thresh"),
-        "num_images": manifest.get("num_images", len(manifest.get("image_ids") or []) or None),
+        "num_images": manifest.get("num_images", len(image_ids) or None),
         # torchvision publishes AP in percent; the metrics are 0-1.
         "published_kp_AP": published.get("kp_AP") / 100 if published.get("kp_AP") is not None else None,
         "published_box_AP": published.get("box_AP") / 100 if published.get("box_AP") is not None else None,
@@ -281,9 +309,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     }
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        metrics = _read_json(metrics_file)
-        kp = (metrics.get("keypoints") or {}) if isinstance(metrics, dict) else {}
-        box = (metrics.get("bbox") or {}) if isinstance(metrics, dict) else {}
+        metrics = _object(_read_json(metrics_file), str(metrics_file))
+        kp = _object(metrics.get("keypoints"), f"{metrics_file}: 'keypoints'")
+        box = _object(metrics.get("bbox"), f"{metrics_file}: 'bbox'")
         row.update(kp_AP=kp.get("AP"), kp_AP50=kp.get("AP50"), kp_AP75=kp.get("AP75"), kp_AR=kp.get("AR"))
         row.update(box_AP=box.get("AP"))
     row["status"] = run_status(run_dir, manifest, row["num_images"])

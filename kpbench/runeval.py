@@ -113,7 +113,7 @@ def read_run_detections(run_dir: str | Path) -> dict[int, ImageDetections]:
     distributed run (a torn last line is skipped)."""
     run_dir = Path(run_dir)
     found: dict[int, ImageDetections] = {}
-    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.is_file()]
+    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.exists()]
     for path in paths:
         for det in iter_cache(path):
             found[det.image_id] = det
@@ -149,7 +149,7 @@ def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TY
     from kpbench.cocofiles import read_json, validate_ground_truth
 
     path = ground_truth_path(run_dir)
-    if not path.is_file():
+    if not path.exists():
         raise KpbenchError(f"{path}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
     data = read_json(path)
     return {iou_type: validate_ground_truth(data, str(path), iou_type) for iou_type in iou_types}

@@ -360,6 +360,38 @@ def test_run_dir_with_nan_in_the_cache_is_one_line_and_writes_nothing(tmp_path: 
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    ("damage", "fragments"),
+    [
+        ("bad utf-8", ("detections.jsonl: line 2 is not a valid detections record", "utf-8")),
+        ("huge label", ("detections.jsonl: line 2 is not a valid detections record",)),
+        ("cache is a folder", ("detections.jsonl: is a directory",)),
+        ("gt is a folder", ("ground_truth.json: is a directory",)),
+    ],
+)
+def test_damaged_run_dir_is_one_line(tmp_path: Path, run_cli, damage: str, fragments: tuple[str, ...]) -> None:
+    run = make_run_dir(tmp_path).path
+    cache, gt = run / "detections.jsonl", run / "ground_truth.json"
+    lines = cache.read_bytes().splitlines(keepends=True)
+    if damage == "bad utf-8":
+        cache.write_bytes(lines[0] + b'{"image_id": "\xff"}\n' + b"".join(lines[1:]))
+    elif damage == "huge label":
+        record = json.loads(lines[1])
+        record["labels"][0] = 2**70
+        cache.write_bytes(lines[0] + json.dumps(record).encode() + b"\n" + lines[2])
+    else:
+        target = cache if damage == "cache is a folder" else gt
+        target.unlink()
+        target.mkdir()
+    for command in (("evaluate", "--run", run), ("thresholds", run), ("keypoints", run)):
+        assert_one_line_error(run_cli(*command), *fragments)
+
+
+def test_no_validate_is_refused_with_run(tmp_path: Path, run_cli) -> None:
+    run = make_run_dir(tmp_path).path
+    assert_one_line_error(run_cli("evaluate", "--run", run, "--no-validate"), "--no-validate: not with --run")
+
+
 def test_unknown_or_missing_backend_fails_before_the_work(tmp_path: Path, run_cli, monkeypatch) -> None:
     run = make_run_dir(tmp_path).path
     before = (run / "manifest.json").read_bytes()

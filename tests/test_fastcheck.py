@@ -170,7 +170,7 @@ HUGE_INT = "9" * 400  # beyond float64: infinity for pycocotools, "out of range"
 CASES: dict[str, tuple[Callable, str, str | None]] = {
     # Clean files: the fast path proves them and words the same notes.
     "clean": (lambda gt, r: (gt, r), "fast", "NOTE GT person(s) have no labelled keypoints"),
-    "no detections": (lambda gt, r: (gt, []), "fast", "NOTE res.json: no detections; every AP and AR is 0"),
+    "no detections": (lambda gt, r: (gt, []), "fast", "NOTE res.json: no detections; AP and AR are 0"),
     "some images without detections": (
         lambda gt, r: (gt, [x for x in r if x["image_id"] != 1]), "fast", "NOTE results cover 5 of 6 GT images"
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,40 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
     with pytest.raises(KpbenchError, match=r"manifest\.json: not readable JSON"):
         run_table([tmp_path / "broken"])
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "message"),
+    [
+        ("manifest.json", {"environment": [1]}, "'environment' must be a JSON object, got list"),
+        ("manifest.json", {"published": {"kp_AP": "65"}}, "'published.kp_AP' must be a number, got '65'"),
+        ("manifest.json", {"deviations": "abc"}, "'deviations' must be a list of strings"),
+        ("manifest.json", {"image_ids": 5, "num_images": None}, "'image_ids' must be a list"),
+        ("metrics.json", {"keypoints": [1]}, "metrics.json: 'keypoints' must be a JSON object, got list"),
+    ],
+)
+def test_edited_run_files_are_user_errors(tmp_path: Path, file: str, change: dict, message: str) -> None:
+    run = write_run(tmp_path / "run", "COCO_V1", 800, {"AP": 0.6}, [], None)
+    path = run / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    if change.get("num_images", 0) is None:
+        data = json.loads(path.read_text())
+        del data["num_images"]
+        path.write_text(json.dumps(data))
+    with pytest.raises(KpbenchError, match=re.escape(message)):
+        run_table([run])
+
+
+@pytest.mark.parametrize("size", ["", "big"])
+def test_speed_csv_with_a_bad_size_is_a_user_error(tmp_path: Path, size: str) -> None:
+    csv = write_device(tmp_path, H100, [speed_row(H100, 320, "fp32-bs1", 40.0), speed_row(H100, 640, "fp32-bs1", 20.0)])
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("size")] = size
+    csv.write_text("\n".join([*lines[:2], ",".join(cells)]) + "\n")
+    with pytest.raises(KpbenchError, match=r"row 2: 'size' must be a positive number"):
+        build_report("speed", [tmp_path])
 
 
 def test_thresholds_warns_about_runs_without_a_sweep(tmp_path: Path, run_cli: RunCli) -> None:

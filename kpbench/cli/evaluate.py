@@ -74,6 +74,8 @@ def evaluate_command(
     if run is not None:
         if gt_json is not None or results_json is not None:
             raise KpbenchError("--run: give either a run directory or GT_JSON RESULTS_JSON, not both")
+        if not validate:
+            raise KpbenchError("--no-validate: not with --run (a run's results are rebuilt from its cache and always checked)")
     elif gt_json is None or results_json is None:
         raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
     if out is not None:
