@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,20 @@ def to_float_image(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255.0)
 
 
+@dataclass(frozen=True)
+class UnreadableImage:
+    """An image a dataset item could not decode, with the one-line message that says why."""
+
+    message: str
+
+
+def raise_unreadable(images: Sequence[Any]) -> None:
+    """Raise the KpbenchError of the first UnreadableImage of a batch, if any."""
+    for image in images:
+        if isinstance(image, UnreadableImage):
+            raise KpbenchError(image.message)
+
+
 class CocoImages:
     """A map-style dataset over image files: item i is (image_id, uint8 RGB tensor (3, H, W)).
 
@@ -177,8 +192,12 @@ class CocoImages:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        return self.image_ids[index], read_image_rgb_uint8(self.paths[index])
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | UnreadableImage]:
+        try:
+            return self.image_ids[index], read_image_rgb_uint8(self.paths[index])
+        except KpbenchError as exc:
+            # Returned, not raised: a DataLoader worker would wrap the error in its own traceback.
+            return self.image_ids[index], UnreadableImage(str(exc))
 
 
 def collate_images(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], list[torch.Tensor]]:

@@ -4,10 +4,12 @@ The cache is JSON Lines, one line per finished image, appended and flushed as ea
 loses at most the images in flight. A line looks like::
 
     {"image_id": 139, "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...],
-     "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...]}
+     "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...], "input_shape": [1, 3, 800, 1216]}
 
 Boxes are xyxy in original image pixels; keypoints are the model's (x, y, visibility) and keypoint scores are
-heatmap logits, not probabilities. A torn last line (a crash mid-write) is ignored and cut off on resume.
+heatmap logits, not probabilities. `input_shape` is the padded batch tensor (N, C, H, W) that reached the
+backbone with this image: kept per image, so that the run's record of shapes survives a crash (caches written
+before kpbench recorded it have none). A torn last line (a crash mid-write) is ignored and cut off on resume.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ class ImageDetections:
     labels: np.ndarray  # (N,) int64
     keypoints: np.ndarray  # (N, 17, 3) float64: x, y, visibility
     keypoint_scores: np.ndarray  # (N, 17) float64 logits
+    input_shape: tuple[int, ...] | None = None  # the padded batch (N, C, H, W) that reached the backbone
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-able cache line for this image."""
-        return {
+        record = {
             "image_id": int(self.image_id),
             "boxes": self.boxes.tolist(),
             "scores": self.scores.tolist(),
@@ -49,6 +52,9 @@ class ImageDetections:
             "keypoints": self.keypoints.tolist(),
             "keypoint_scores": self.keypoint_scores.tolist(),
         }
+        if self.input_shape is not None:
+            record["input_shape"] = [int(v) for v in self.input_shape]
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ImageDetections:
@@ -61,11 +67,15 @@ class ImageDetections:
             labels=np.asarray(record["labels"], dtype=np.int64).reshape(n),
             keypoints=np.asarray(record["keypoints"], dtype=np.float64).reshape(n, NUM_KEYPOINTS, 3),
             keypoint_scores=np.asarray(record["keypoint_scores"], dtype=np.float64).reshape(n, NUM_KEYPOINTS),
+            input_shape=_shape(record["input_shape"]) if record.get("input_shape") is not None else None,
         )
 
     @classmethod
-    def from_model_output(cls, image_id: int, output: dict[str, Any]) -> ImageDetections:
-        """From one element of torchvision Keypoint R-CNN's output list (tensors on any device)."""
+    def from_model_output(
+        cls, image_id: int, output: dict[str, Any], input_shape: tuple[int, ...] | None = None
+    ) -> ImageDetections:
+        """From one element of torchvision Keypoint R-CNN's output list (tensors on any device), and the padded
+        batch shape that reached the backbone."""
 
         def arr(key: str, dtype: Any) -> np.ndarray:
             return output[key].detach().float().cpu().numpy().astype(dtype)
@@ -77,7 +87,15 @@ class ImageDetections:
             labels=output["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
             keypoints=arr("keypoints", np.float64).reshape(-1, NUM_KEYPOINTS, 3),
             keypoint_scores=arr("keypoints_scores", np.float64).reshape(-1, NUM_KEYPOINTS),
+            input_shape=tuple(int(v) for v in input_shape) if input_shape is not None else None,
         )
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """A cache line's input_shape: four positive integers (N, C, H, W)."""
+    if not isinstance(value, list) or len(value) != 4 or not all(type(v) is int and v > 0 for v in value):
+        raise ValueError(f"input_shape must be 4 positive integers, got {value!r}")
+    return tuple(value)
 
 
 def append_detections(fh: IO[str], dets: ImageDetections) -> None:

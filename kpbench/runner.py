@@ -44,6 +44,7 @@ from kpbench.data import (
     image_files,
     load_annotations,
     make_loader,
+    raise_unreadable,
     resolve_coco_root,
     restrict_ground_truth,
     select_image_ids,
@@ -323,19 +324,41 @@ def pending_batches(image_ids: Sequence[int], batch_size: int, done: set[int]) -
 # --- committing (rank 0) -------------------------------------------------------------------------------------
 
 
-def write_canonical_cache(run_dir: Path, image_ids: Sequence[int]) -> int:
+def write_canonical_cache(run_dir: Path, image_ids: Sequence[int]) -> list[ImageDetections]:
     """Merge detections.jsonl and any rank shards into detections.jsonl, one line per selected image in id
-    order (atomically), and delete the shards; returns the number of images cached."""
+    order (atomically), and delete the shards; returns the cached images, in that order."""
     for path in [detections_path(run_dir), *shard_paths(run_dir)]:
         truncate_torn_tail(path)
     cached = read_run_detections(run_dir)
-    lines = [
-        json.dumps(cached[i].to_record(), separators=(",", ":")) + "\n" for i in sorted(set(image_ids)) if i in cached
-    ]
-    atomic_write_text(detections_path(run_dir), "".join(lines))
+    kept = [cached[i] for i in sorted(set(image_ids)) if i in cached]
+    atomic_write_text(detections_path(run_dir), "".join(json.dumps(d.to_record(), separators=(",", ":")) + "\n" for d in kept))
     for shard in shard_paths(run_dir):
         shard.unlink()
-    return len(lines)
+    return kept
+
+
+def backbone_shapes(calls: dict[tuple[int, ...], int]) -> dict[str, Any]:
+    """The manifest's record of backbone input shapes (N, C, H, W after the transform's resize and padding)."""
+    distinct = sorted(([int(v) for v in shape], n) for shape, n in calls.items())
+    out: dict[str, Any] = {"calls": sum(calls.values()), "distinct": [{"shape": s, "calls": n} for s, n in distinct]}
+    if distinct:
+        out["min_hw"] = [min(s[2] for s, _ in distinct), min(s[3] for s, _ in distinct)]
+        out["max_hw"] = [max(s[2] for s, _ in distinct), max(s[3] for s, _ in distinct)]
+    return out
+
+
+def cached_backbone_shapes(images: Sequence[ImageDetections]) -> dict[str, Any] | None:
+    """The backbone shapes of the model calls that the cached detections came from, read from the cache, which
+    keeps them through crashes and resumes (None when an image has none: a cache begun by an older kpbench).
+
+    A call of a batch of N images leaves N lines with its shape, so a shape's calls are its lines / N (rounded up:
+    a batch cut short by a crash and finished on resume counts once)."""
+    lines: dict[tuple[int, ...], int] = {}
+    for det in images:
+        if det.input_shape is None:
+            return None
+        lines[det.input_shape] = lines.get(det.input_shape, 0) + 1
+    return backbone_shapes({shape: -(-n // shape[0]) for shape, n in lines.items()})
 
 
 def _base_manifest(
@@ -418,7 +441,11 @@ class _CacheWriter:
     """Appends finished images to a cache file from a thread, so JSON encoding and fsync overlap the model."""
 
     def __init__(self, path: Path) -> None:
-        self._fh = path.open("a", encoding="utf-8")
+        self._path = path
+        try:
+            self._fh = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
         self._queue: queue.Queue[ImageDetections | None] = queue.Queue(maxsize=256)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="kpbench-cache-writer", daemon=True)
@@ -432,8 +459,16 @@ class _CacheWriter:
             if self._error is None:
                 try:
                     append_detections(self._fh, item)
-                except BaseException as exc:  # reported to the main thread on the next put/close
+                except OSError as exc:  # a full disk, say: reported to the main thread on the next put/close
+                    self._error = self._cannot_write(exc)
+                except BaseException as exc:
                     self._error = exc
+
+    def _cannot_write(self, exc: OSError) -> KpbenchError:
+        return KpbenchError(
+            f"{self._path}: cannot write the detections cache ({exc.strerror or exc}); the images cached so far "
+            "are kept: make room and run the same command again to resume"
+        )
 
     def put(self, dets: ImageDetections) -> None:
         if self._error is not None:
@@ -444,7 +479,10 @@ class _CacheWriter:
         """Wait for every queued image to be written (also on Ctrl-C, so nothing finished is lost)."""
         self._queue.put(None)
         self._thread.join()
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            self._error = self._error or self._cannot_write(exc)
         if self._error is not None:
             raise self._error
 
@@ -492,6 +530,7 @@ def _run_loop(
     try:
         with torch.inference_mode(), record_backbone_shapes(model) as shapes:
             for ids, images in loader:
+                raise_unreadable(images)
                 inputs = [to_float_image(img.to(device, non_blocking=cuda)) for img in images]
                 if cuda:
                     torch.cuda.synchronize(device)  # the copies above are not model time
@@ -501,9 +540,10 @@ def _run_loop(
                 if cuda:
                     torch.cuda.synchronize(device)
                 stats.model_s += time.perf_counter() - t0
+                shape = shapes[-1]  # this batch's padded tensor, as the backbone's hook saw it
                 for image_id, output in zip(ids, outputs):
                     if image_id not in done:
-                        writer.put(ImageDetections.from_model_output(image_id, output))
+                        writer.put(ImageDetections.from_model_output(image_id, output, input_shape=shape))
                 stats.images += len(ids)
                 bar.update(len(ids))
     finally:
@@ -517,16 +557,13 @@ def _run_loop(
 
 
 def _merge_shapes(previous: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-    """Backbone input shapes (N, C, H, W after the transform's resize and padding), with call counts."""
-    merged: dict[str, int] = {"x".join(str(v) for v in d["shape"]): int(d["calls"]) for d in previous.get("distinct", [])}
+    """The manifest's shapes plus this session's calls: for a cache begun by an older kpbench, whose lines do not
+    carry their shape (the calls of a session that crashed are then missing)."""
+    merged: dict[tuple[int, ...], int] = {tuple(int(v) for v in d["shape"]): int(d["calls"]) for d in previous.get("distinct", [])}
     for key, n in counts.items():
-        merged[key] = merged.get(key, 0) + n
-    distinct = sorted(([int(v) for v in k.split("x")], n) for k, n in merged.items())
-    out: dict[str, Any] = {"calls": sum(merged.values()), "distinct": [{"shape": s, "calls": n} for s, n in distinct]}
-    if distinct:
-        out["min_hw"] = [min(s[2] for s, _ in distinct), min(s[3] for s, _ in distinct)]
-        out["max_hw"] = [max(s[2] for s, _ in distinct), max(s[3] for s, _ in distinct)]
-    return out
+        shape = tuple(int(v) for v in key.split("x"))
+        merged[shape] = merged.get(shape, 0) + n
+    return backbone_shapes(merged)
 
 
 def _timings(sessions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -602,9 +639,10 @@ def _loop_and_merge(
     batches: list[list[int]],
     dist: DistInfo,
     progress: bool,
-) -> tuple[_LoopStats, list[dict[str, Any]]]:
+) -> tuple[_LoopStats, list[dict[str, Any]], dict[str, Any] | None]:
     """Step 3, the loop (every world_size-th pending batch into this rank's cache file), then rank 0 merges the
-    shards into detections.jsonl. Returns this rank's stats and every rank's."""
+    shards into detections.jsonl. Returns this rank's stats, every rank's, and (rank 0) the backbone shapes read
+    from the merged cache (`cached_backbone_shapes`)."""
     run_dir = Path(plan.run_dir)
     mine = batches[dist.rank :: dist.world_size]
     out_path = shard_path(run_dir, dist.rank) if dist.distributed else detections_path(run_dir)
@@ -615,14 +653,16 @@ def _loop_and_merge(
     # Every shard is complete: leave the process group now, so that the other ranks can exit while rank 0
     # merges and evaluates (which can take a minute on val2017).
     shutdown_distributed(dist)
+    shapes = None
     if dist.is_main:
         cached = write_canonical_cache(run_dir, plan.image_ids)
-        if cached != len(plan.image_ids):
+        if len(cached) != len(plan.image_ids):
             raise KpbenchError(
-                f"{run_dir}: {len(plan.image_ids) - cached} of {len(plan.image_ids)} images have no detections after "
-                "the run (did a rank fail?); re-run the same command to finish them"
+                f"{run_dir}: {len(plan.image_ids) - len(cached)} of {len(plan.image_ids)} images have no detections "
+                "after the run (did a rank fail?); re-run the same command to finish them"
             )
-    return stats, all_stats
+        shapes = cached_backbone_shapes(cached)
+    return stats, all_stats, shapes
 
 
 def count_cached_lines(run_dir: Path) -> int:
@@ -717,7 +757,7 @@ def _run(
         raise
 
     try:
-        stats, all_stats = _loop_and_merge(model, device, settings, plan, batches, dist, progress)
+        stats, all_stats, shapes = _loop_and_merge(model, device, settings, plan, batches, dist, progress)
     except KeyboardInterrupt:
         if not dist.is_main:
             raise
@@ -731,7 +771,7 @@ def _run(
     for s in all_stats:
         for key, n in s["shapes"].items():
             counts[key] = counts.get(key, 0) + n
-    manifest["backbone_shapes"] = _merge_shapes(manifest.get("backbone_shapes") or {}, counts)
+    manifest["backbone_shapes"] = shapes or _merge_shapes(manifest.get("backbone_shapes") or {}, counts)
     session = {
         "started_at": started_at,
         "state": plan.state,

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
+from kpdata import COCO_SAMPLE, assert_one_line_error, load, pycocotools_eval, requires_shared
 
 from kpbench import rundir
 from kpbench.errors import KpbenchError
@@ -195,6 +195,7 @@ def test_sigkill_then_resume_gives_identical_results(
     _same_files(reference_run, out)
     m = rundir.read_manifest(out)
     assert m["status"] == "complete" and m["timings"]["sessions"][-1]["images_cached_before"] == lines
+    assert m["backbone_shapes"] == rundir.read_manifest(reference_run)["backbone_shapes"]  # kept through SIGKILL
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_resumes(
@@ -208,12 +209,12 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     real = ImageDetections.from_model_output.__func__  # type: ignore[attr-defined]
     calls = 0
 
-    def interrupt_second(cls: type, image_id: int, output: object) -> ImageDetections:
+    def interrupt_second(cls: type, image_id: int, output: object, **kwargs: object) -> ImageDetections:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise KeyboardInterrupt
-        return real(cls, image_id, output)
+        return real(cls, image_id, output, **kwargs)
 
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
@@ -231,6 +232,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     assert "resumed: 1 images were already cached, 2 run now" in err
     _same_files(reference_run, out)
     assert rundir.read_manifest(out)["status"] == "complete"
+    # The shape of the image cached before Ctrl-C is kept in its cache line, so the record is complete.
+    shapes = rundir.read_manifest(out)["backbone_shapes"]
+    assert shapes == rundir.read_manifest(reference_run)["backbone_shapes"] and shapes["calls"] == 3
 
 
 def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_half_run(
@@ -253,6 +257,37 @@ def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_half_run(
     code, _, err = run_cli(*args)
     assert code == 0, err
     assert rundir.read_manifest(out)["status"] == "complete"
+
+
+def test_unreadable_image_in_a_worker_is_one_line(synthetic_coco_root: Path, tmp_path: Path, run_cli: RunCli) -> None:
+    """A DataLoader worker that cannot decode an image would raise inside its own traceback; the item carries the
+    one-line message to the main process instead."""
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco_root, root)
+    (root / "val2017" / "000000000785.jpg").write_bytes(b"x")
+    code, _, err = run_cli("run", "--coco-root", root, *FAST, "--limit", "2", "--workers", "2", "--out", tmp_path / "run")
+    assert_one_line_error((code, "", err), "000000000785.jpg: cannot decode image")
+
+
+def test_full_disk_during_the_loop_is_one_line_and_resumable(
+    synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    import kpbench.runner
+
+    def no_space(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "1", "--workers", "0", "--out", out)
+    monkeypatch.setattr(kpbench.runner, "append_detections", no_space)
+    code, _, err = run_cli(*args)
+    assert_one_line_error((code, "", err), "detections.jsonl: cannot write the detections cache (No space left")
+    assert rundir.read_manifest(out)["status"] == "running"
+    monkeypatch.undo()
+    code, _, err = run_cli(*args)
+    assert code == 0, err
 
 
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:

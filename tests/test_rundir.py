@@ -251,9 +251,9 @@ def test_canonical_cache_merges_shards_in_id_order_and_drops_torn_tails(tmp_path
         append_detections(fh, dets(40, 0.7))
         append_detections(fh, dets(10, 0.5))  # written twice (a batch redone after a kill): the same detections
         fh.write('{"image_id": 50')
-    assert write_canonical_cache(tmp_path, [50, 40, 30, 20, 10]) == 3
+    assert len(write_canonical_cache(tmp_path, [50, 40, 30, 20, 10])) == 3
     lines = rundir.detections_path(tmp_path).read_text().splitlines()
     assert [json.loads(line)["image_id"] for line in lines] == [10, 30, 40]
     assert rundir.shard_paths(tmp_path) == [] and set(read_cache(rundir.detections_path(tmp_path))) == {10, 30, 40}
     before = rundir.detections_path(tmp_path).read_bytes()
-    assert write_canonical_cache(tmp_path, [10, 30, 40]) == 3 and rundir.detections_path(tmp_path).read_bytes() == before
+    assert len(write_canonical_cache(tmp_path, [10, 30, 40])) == 3 and rundir.detections_path(tmp_path).read_bytes() == before
