@@ -8,8 +8,6 @@ the record and the field.
 from __future__ import annotations
 
 import itertools
-import json
-import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import numpy as np
 
 from kpbench.config import IOU_TYPES
 from kpbench.errors import KpbenchError, KpbenchWarning
+from kpbench.io import read_json
 from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
 
 
@@ -50,41 +49,6 @@ class Results:
     results: list[dict[str, Any]]
     source: str
     notes: list[str] = field(default_factory=list)
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing file or bad JSON is a one-line KpbenchError naming the file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KpbenchError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise KpbenchError(f"{path}: is a directory, expected a JSON file") from None
-    except OSError as exc:
-        raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return _parse_json(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KpbenchError(f"{path}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise KpbenchError(f"{path}: nested too deeply for Python's JSON parser") from None
-
-
-def _parse_json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise
-    except ValueError:
-        # Python refuses integers of over 4300 digits (sys.set_int_max_str_digits, a guard against slow int
-        # parsing). They are valid JSON, and msgspec and hotcoco read them: parse once more without the guard.
-        limit = sys.get_int_max_str_digits()
-        sys.set_int_max_str_digits(0)
-        try:
-            return json.loads(data)
-        finally:
-            sys.set_int_max_str_digits(limit)
 
 
 def _is_number(value: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import json
 import math
 import sys
 import types
@@ -28,6 +29,9 @@ else:  # pragma: no cover - Python 3.10 has no tomllib
 WEIGHTS_NAMES = ("COCO_V1", "COCO_LEGACY", "none")
 DTYPES = ("fp32", "fp16", "bf16")
 IOU_TYPES = ("keypoints", "bbox")
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
 
 
 def _opt(default: Any, help: str, **checks: Any) -> Any:
@@ -55,7 +59,7 @@ class RunSettings:
     batch_size: int = _opt(1, "images per model call (1 is the protocol)", min=1)
     workers: int = _opt(2, "DataLoader worker processes", min=0)
     dtype: str = _opt("fp32", "fp32, or fp16/bf16 through autocast", choices=DTYPES)
-    seed: int = _opt(0, "seed for random weights (--weights none)", min=0)
+    seed: int = _opt(0, "seed for random weights (--weights none)", min=0, max=MAX_SEED)
     out: str | None = _opt(None, "run directory (default results/run-<timestamp>)")
 
 
@@ -68,7 +72,7 @@ class SpeedSettings:
     num_images: int = _opt(8, "how many images with people to time on (chosen deterministically)", min=1)
     synthetic: bool = _opt(False, "time on random images instead of COCO (flagged in every row)")
     weights: str = _opt("COCO_V1", "COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path")
-    seed: int = _opt(0, "seed for random weights and synthetic images", min=0)
+    seed: int = _opt(0, "seed for random weights and synthetic images", min=0, max=MAX_SEED)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     sizes: list[int] = _opt([320, 480, 640, 800, 1024], "short sides; max_size = round(s*1333/800)", min=1)
     warmup: int = _opt(10, "untimed calls before timing, per size and variant", min=0)
@@ -194,11 +198,14 @@ def validate_table(where: str, section: str, table: dict[str, Any]) -> dict[str,
 
 
 def check_settings(settings: Any, sources: dict[str, str] | None = None) -> None:
-    """Checks across settings (each value alone was checked by `validate_table`): max_size >= min_size.
+    """Checks across settings (each value alone was checked by `validate_table`): max_size >= min_size, and
+    an --out that is not empty.
 
     `sources` maps a key to where its value came from ("command line", a config path); a key not in it is
     a default. Without `sources` (settings built in Python) the message names only the options.
     """
+    if getattr(settings, "out", None) == "":
+        raise KpbenchError("--out: an empty path (leave it out for the default folder)")
     if not isinstance(settings, RunSettings) or settings.max_size >= settings.min_size:
         return
 
@@ -301,5 +308,5 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    # A JSON string is a TOML basic string: the same escapes for quotes, backslashes and control characters.
+    return json.dumps(str(value), ensure_ascii=False)

@@ -64,6 +64,12 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
         data.get("annotations"), list
     ):
         raise KpbenchError(f"{path}: not a COCO annotation file (no 'images' and 'annotations' lists)")
+    # What selecting images needs (every other field is checked where the GT is evaluated).
+    for kind, key in (("images", "id"), ("annotations", "image_id")):
+        for i, record in enumerate(data[kind]):
+            if not isinstance(record, dict) or type(record.get(key)) is not int:
+                got = record.get(key) if isinstance(record, dict) else record
+                raise KpbenchError(f"{path}: {kind} entry {i}: '{key}' must be an integer id, got {got!r}")
     return data
 
 
@@ -141,9 +147,14 @@ def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of torchcodec; they are still the reference here.
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision are deprecated")
-            return decode_image(data, mode=ImageReadMode.RGB)
+            image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise KpbenchError(f"{path}: cannot decode image ({str(exc).splitlines()[0]})") from None
+    if image.dtype == torch.uint16:  # a 16-bit PNG: scale to 8 bits, rounding to nearest (x * 255 / 65535)
+        image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+    if image.dtype != torch.uint8:
+        raise KpbenchError(f"{path}: unsupported pixel type {image.dtype} (expected 8- or 16-bit RGB)")
+    return image
 
 
 def read_image_rgb(path: str | Path) -> torch.Tensor:

@@ -15,7 +15,6 @@ torch is imported only to run a model on image files (`draw_image_files`).
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,7 +301,7 @@ def draw_run_images(
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
     defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
     """
-    from kpbench.rundir import ground_truth_path, image_paths, read_manifest
+    from kpbench.rundir import image_paths, read_manifest
     from kpbench.runeval import read_run_detections
 
     _check_thresholds(score_thresh, kp_thresh)
@@ -331,10 +330,9 @@ def draw_run_images(
         chosen = top_images(cached, top_n, score_thresh)
     gt_by_image: dict[int, list[dict[str, Any]]] = {}
     if gt:
-        gt_path = ground_truth_path(run_dir)
-        if not gt_path.is_file():
-            raise KpbenchError(f"{gt_path}: missing from the run directory, needed by --gt")
-        for ann in json.loads(gt_path.read_text(encoding="utf-8"))["annotations"]:
+        from kpbench.runeval import load_run_ground_truth
+
+        for ann in load_run_ground_truth(run_dir, ("keypoints",))["keypoints"].dataset["annotations"]:
             gt_by_image.setdefault(int(ann["image_id"]), []).append(ann)
     paths = image_paths(run_dir)
     out_dir = ensure_output_dir(out, "--out") if out is not None else ensure_output_dir(run_dir / DRAW_DIR, "output folder")
@@ -350,14 +348,12 @@ def draw_run_images(
 
 def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
     """GT annotations keyed by image file name (basename), from a COCO annotation file."""
-    from kpbench.cocofiles import read_json
+    from kpbench.cocofiles import load_ground_truth
 
-    data = read_json(annotations_json)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise KpbenchError(f"{annotations_json}: not a COCO annotation file (no 'images' list)")
+    data = load_ground_truth(annotations_json).dataset
     names = {int(img["id"]): Path(str(img.get("file_name", ""))).name for img in data["images"]}
     by_file: dict[str, list[dict[str, Any]]] = {name: [] for name in names.values()}
-    for ann in data.get("annotations", []):
+    for ann in data["annotations"]:
         name = names.get(int(ann["image_id"]))
         if name is not None:
             by_file[name].append(ann)
@@ -365,12 +361,18 @@ def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[st
 
 
 def _unique_png_names(paths: Sequence[Path]) -> list[str]:
-    """`<stem>.png` per input, with `-2`, `-3` ... added where stems repeat (a.jpg and a.png, or two folders)."""
-    seen: dict[str, int] = {}
-    names = []
+    """`<stem>.png` per input, with `-2`, `-3` ... added where stems repeat (a.jpg and a.png, or two folders); a
+    suffix never takes another input's own name (a.jpg, a.png, a-2.jpg give a.png, a-3.png, a-2.png)."""
+    taken = {path.stem for path in paths}  # every natural name, so that a suffixed one never takes it
+    names: list[str] = []
+    used: set[str] = set()
     for path in paths:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        names.append(f"{path.stem}.png" if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}.png")
+        name, n = path.stem, 1
+        while name in used or (n > 1 and name in taken):
+            n += 1
+            name = f"{path.stem}-{n}"
+        used.add(name)
+        names.append(f"{name}.png")
     return names
 
 

@@ -23,10 +23,9 @@ from kpbench.cocofiles import (
     load_ground_truth,
     load_results,
     loadres_takes_box,
-    read_json,
 )
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_files, json_text, to_csv, to_markdown, to_text_table
+from kpbench.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
 from kpbench.schema import stat_names
 
 BACKENDS = ("pycocotools", "hotcoco")

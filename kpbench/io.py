@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,41 @@ def atomic_write_files(files: Mapping[str | Path, bytes | str]) -> list[Path]:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
     return [path for _, path in staged]
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing file or bad JSON is a one-line KpbenchError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KpbenchError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise KpbenchError(f"{path}: is a directory, expected a JSON file") from None
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return _parse_json(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KpbenchError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise KpbenchError(f"{path}: nested too deeply for Python's JSON parser") from None
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:
+        # Python refuses integers of over 4300 digits (sys.set_int_max_str_digits, a guard against slow int
+        # parsing). They are valid JSON, and msgspec and hotcoco read them: parse once more without the guard.
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            return json.loads(data)
+        finally:
+            sys.set_int_max_str_digits(limit)
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

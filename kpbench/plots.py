@@ -122,8 +122,16 @@ def read_csv_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise KpbenchError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [{k: _parse_cell(v or "") for k, v in row.items()} for row in csv.DictReader(fh)]
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for number, row in enumerate(csv.DictReader(fh), start=2):
+                if None in row:  # DictReader puts the cells beyond the header under the key None
+                    raise KpbenchError(f"{path}: line {number} has more cells than the header")
+                rows.append({k: _parse_cell(v or "") for k, v in row.items()})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KpbenchError(f"{path}: not a readable CSV file ({exc})") from None
+    return rows
 
 
 def plot_threshold_file(run_dir: str | Path) -> Path | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from kpbench.data import image_path
 from kpbench.errors import KpbenchError
-from kpbench.io import write_json
+from kpbench.io import read_json, write_json
 
 RUN_VERSION = 1
 MANIFEST = "manifest.json"
@@ -118,9 +118,11 @@ def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _file_names(gt_path: str, _mtime_ns: int) -> dict[int, str]:
-    with open(gt_path, "rb") as fh:
-        gt = json.load(fh)
-    return {int(img["id"]): str(img.get("file_name", f"{int(img['id']):012d}.jpg")) for img in gt["images"]}
+    gt = read_json(gt_path)
+    images = gt.get("images") if isinstance(gt, dict) else None
+    if not isinstance(images, list) or not all(isinstance(img, dict) and type(img.get("id")) is int for img in images):
+        raise KpbenchError(f"{gt_path}: not the run's ground truth (no 'images' list with integer ids)")
+    return {img["id"]: str(img.get("file_name", f"{img['id']:012d}.jpg")) for img in images}
 
 
 def image_paths(run_dir: str | Path) -> dict[int, Path]:

@@ -31,12 +31,14 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.config import LoadedConfig, RunSettings, check_settings, settings_dict
+from kpbench.cocofiles import validate_ground_truth
+from kpbench.config import IOU_TYPES, LoadedConfig, RunSettings, check_settings, settings_dict
 from kpbench.data import (
     COCO_ROOT_ENV,
     CocoImages,
@@ -52,7 +54,7 @@ from kpbench.data import (
 )
 from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.download import first_missing_parent, remove_empty_dirs
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.evaluate import check_backend
 from kpbench.io import atomic_write_text, ensure_output_dir, write_json
 from kpbench.rundir import (
@@ -278,6 +280,13 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
     gt = load_annotations(root, split)
     image_ids = select_image_ids(gt, settings.images, settings.limit, settings.image_ids)
     paths = image_files(root, split, gt, image_ids)
+    # The GT the run will be scored against, checked now rather than after the last image (its warnings and
+    # notes come with the evaluation).
+    selected_gt = restrict_ground_truth(gt, image_ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KpbenchWarning)
+        for iou_type in IOU_TYPES:
+            validate_ground_truth(selected_gt, str(annotation_path(root, split)), iou_type)
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
     ann = {"path": str(annotation_path(root, split).resolve()),
            "sha256": file_sha256(annotation_path(root, split))}

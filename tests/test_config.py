@@ -165,10 +165,11 @@ def test_reference_config_is_the_protocol() -> None:
 
 
 def test_toml_round_trip(tmp_path: Path) -> None:
-    tables = {"run": settings_dict(merge_settings(RunSettings, None, {"limit": 4, "out": 'a "b"'}))}
+    out = 'a "b"\\c\nd\te\x01é'  # quotes, a backslash, control characters, non-ASCII
+    tables = {"run": settings_dict(merge_settings(RunSettings, None, {"limit": 4, "out": out}))}
     path = write(tmp_path, to_toml(tables))
     merged = merge_settings(RunSettings, load_config(path))
-    assert merged.limit == 4 and merged.out == 'a "b"'
+    assert merged.limit == 4 and merged.out == out
 
 
 def test_config_show_cli(tmp_path: Path) -> None:
@@ -187,3 +188,10 @@ def test_config_show_cli(tmp_path: Path) -> None:
         [sys.executable, "-m", "kpbench", "config", "show", str(bad)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "did you mean 'iters'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cls", [RunSettings, SpeedSettings])
+def test_empty_out_is_refused(cls: type) -> None:
+    """--out "" used to fall back to the default folder silently."""
+    with pytest.raises(KpbenchError, match="--out: an empty path"):
+        merge_settings(cls, None, {"out": ""})

@@ -111,6 +111,21 @@ def test_decoding_is_rgb(tmp_path: Path, synthetic_coco_root: Path) -> None:
         read_image_rgb_uint8(bad)
 
 
+def test_16_bit_png_is_scaled_to_0_1(tmp_path: Path) -> None:
+    """torchvision decodes a 16-bit PNG as uint16: scaled to 8 bits (rounded), so the model still sees [0, 1]."""
+    from PIL import Image
+
+    values = np.array([[0, 128, 257, 32767], [32768, 65278, 65407, 65535]], dtype=np.uint16)
+    path = tmp_path / "grey16.png"
+    image16 = Image.new("I;16", (4, 2))
+    image16.putdata(values.reshape(-1).tolist())
+    image16.save(path)
+    image = read_image_rgb_uint8(path)
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    assert str(image.dtype) == "torch.uint8" and all(np.array_equal(image[c].numpy(), expected) for c in range(3))
+    assert float(read_image_rgb(path).max()) == 1.0
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_loader_yields_fixed_batches_in_order(synthetic_coco_root: Path, gt: dict, workers: int) -> None:
     ids = select_image_ids(gt)

@@ -196,6 +196,13 @@ def test_cli_draw_unusable_out_is_one_line(run_dir: RunDir, tmp_path: Path, run_
     assert_one_line_error(run_cli("draw", run_dir.path), "draw", "exists and is not a directory")
 
 
+@pytest.mark.parametrize("gt", [False, True])
+def test_cli_draw_with_a_damaged_ground_truth_is_one_line(run_dir: RunDir, run_cli, gt: bool) -> None:
+    (run_dir.path / "ground_truth.json").write_text("{")
+    args = ("draw", run_dir.path, "--top", "1", *(["--gt"] if gt else []))
+    assert_one_line_error(run_cli(*args), "ground_truth.json: not valid JSON")
+
+
 def test_gt_panel_of_an_image_with_nobody_above_the_threshold_is_labelled(run_dir: RunDir, tmp_path: Path) -> None:
     (written,) = draw_run_images(run_dir.path, image_ids=[1000], gt=True, out=tmp_path)
     panel, source = rgb(written), rgb(run_dir.images[1000])
@@ -228,11 +235,19 @@ def test_draw_image_files_gt_needs_a_matching_record(run_dir: RunDir, tmp_path: 
     from kpbench.draw import draw_image_files
 
     gt_json = tmp_path / "gt.json"
-    gt_json.write_text(json.dumps({**run_dir.gt, "images": [r for r in run_dir.gt["images"] if r["id"] != 42]}))
+    gt_json.write_text(json.dumps({**run_dir.gt, "images": [r for r in run_dir.gt["images"] if r["id"] != 42],
+                                   "annotations": [a for a in run_dir.gt["annotations"] if a["image_id"] != 42]}))
     with pytest.raises(KpbenchError, match=r"no image named '000000000042.png' in .*gt.json"):
         draw_image_files([run_dir.images[42]], weights="none", annotations=gt_json)
     with pytest.raises(KpbenchError, match="image file not found"):
         draw_image_files([tmp_path / "nope.jpg"], weights="none")
+
+
+def test_output_names_never_collide() -> None:
+    from kpbench.draw import _unique_png_names
+
+    names = _unique_png_names([Path("a.jpg"), Path("a.png"), Path("a-2.jpg"), Path("x/a.jpg")])
+    assert names == ["a.png", "a-3.png", "a-2.png", "a-4.png"]
 
 
 def test_image_files_take_the_long_side_cap_from_models(run_dir: RunDir, tmp_path: Path, monkeypatch) -> None:

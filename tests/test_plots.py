@@ -146,6 +146,15 @@ def test_cli_plot_unusable_out_is_one_line(tmp_path: Path, run_cli) -> None:
     assert a_file.read_text() == ""
 
 
+def test_cli_plot_unreadable_csv_is_one_line(tmp_path: Path, run_cli) -> None:
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(bytes(range(256)))
+    assert_one_line_error(run_cli("plot", binary), "bin.csv: not a readable CSV file")
+    ragged = write_speed_csv(tmp_path / "r.csv", speed_rows("GPU", "fp32-bs1", [4.0, 3.0]))
+    ragged.write_text(ragged.read_text() + "1,2,3," * 40 + "\n")
+    assert_one_line_error(run_cli("plot", ragged), "r.csv: line 4 has more cells than the header")
+
+
 def test_speed_plot_keeps_12_series_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """matplotlib's default cycle has 10 colours: series 11 and 12 used to look like series 1 and 2."""
     import kpbench.plots

@@ -390,6 +390,30 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_pa
     assert not out.exists()  # nothing is written before the checks pass
 
 
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (lambda gt: gt["images"][0].update(id="x"), ("images entry 0: 'id' must be an integer id, got 'x'",)),
+        (lambda gt: gt["annotations"][0].pop("image_id"), ("annotations entry 0: 'image_id' must be an integer id",)),
+        (lambda gt: gt["annotations"][0].pop("num_keypoints"), ("annotation 0", "has no 'num_keypoints'")),
+    ],
+)
+def test_bad_annotation_file_fails_before_the_model_runs(
+    synthetic_coco_root: Path, tmp_path: Path, run_cli: RunCli, change: Callable, fragments: tuple[str, ...]
+) -> None:
+    import shutil
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco_root, root)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    gt = json.loads(ann.read_text())
+    change(gt)
+    ann.write_text(json.dumps(gt))
+    code, _, err = run_cli("run", "--coco-root", root, *FAST, "--workers", "0", "--out", tmp_path / "run")
+    assert_one_line_error((code, "", err), str(ann), *fragments)
+    assert not (tmp_path / "run").exists()
+
+
 def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path, synthetic_coco_root: Path) -> None:
     import urllib.error
 

@@ -25,7 +25,7 @@ def download(
     ),
     keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep the .zip files after extraction."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars on stderr."),
-    timeout: float = typer.Option(60.0, "--timeout", min=1.0, help="Network timeout in seconds per socket read."),
+    timeout: float = typer.Option(60.0, "--timeout", min=1.0, max=86400.0, help="Network timeout in seconds per socket read."),
 ) -> None:
     """Download what is missing of COCO SPLIT into ROOT (resumable; checks size and md5; idempotent)."""
     from kpbench.download import ensure_coco
