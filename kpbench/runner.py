@@ -251,6 +251,8 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
     """The settings that must match for a run directory to be continued: the config minus RESUME_IGNORED,
     with the resolved COCO root and the device type (so "auto" and "cuda" on a GPU machine agree)."""
     fp = {k: v for k, v in config.items() if k not in RESUME_IGNORED}
+    if isinstance(fp.get("image_ids"), list):  # the images run are sorted by id: order and repeats do not matter
+        fp["image_ids"] = sorted({int(i) for i in fp["image_ids"]})
     fp["coco_root"] = str(coco_root)
     fp["device"] = device_type
     return fp

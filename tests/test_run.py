@@ -596,3 +596,11 @@ def test_replaced_checkpoint_is_refused_on_a_finished_run(tmp_path: Path, synthe
     torch.save(state, path)
     with pytest.raises(KpbenchError, match=r"model\.pth: the checkpoint changed since this run was made"):
         run(settings, progress=False)
+
+
+def test_resume_fingerprint_ignores_the_order_of_image_ids() -> None:
+    from kpbench.runner import resume_fingerprint
+
+    a = resume_fingerprint({"image_ids": [802, 139], "min_size": 320}, "/coco", "cpu")
+    assert a == resume_fingerprint({"image_ids": [139, 802, 139], "min_size": 320}, "/coco", "cpu")
+    assert a != resume_fingerprint({"image_ids": [139], "min_size": 320}, "/coco", "cpu")
