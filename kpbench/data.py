@@ -67,9 +67,10 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     # What selecting images needs (every other field is checked where the GT is evaluated).
     for kind, key in (("images", "id"), ("annotations", "image_id")):
         for i, record in enumerate(data[kind]):
-            if not isinstance(record, dict) or type(record.get(key)) is not int:
-                got = record.get(key) if isinstance(record, dict) else record
-                raise KpbenchError(f"{path}: {kind} entry {i}: '{key}' must be an integer id, got {got!r}")
+            value = record.get(key) if isinstance(record, dict) else record
+            # An integer, or a float that equals one (1.0), as the evaluation takes it; not a bool.
+            if not (type(value) is int or (type(value) is float and value.is_integer())):
+                raise KpbenchError(f"{path}: {kind} entry {i}: '{key}' must be an integer id, got {value!r}")
     return data
 
 
@@ -143,7 +144,11 @@ def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise KpbenchError(f"{path}: image file not found")
     try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    try:
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of torchcodec; they are still the reference here.
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision are deprecated")
@@ -211,7 +216,9 @@ class CocoImages:
             return self.image_ids[index], UnreadableImage(str(exc))
 
 
-def collate_images(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], list[torch.Tensor]]:
+def collate_images(
+    batch: list[tuple[int, torch.Tensor | UnreadableImage]],
+) -> tuple[list[int], list[torch.Tensor | UnreadableImage]]:
     """Keep images as a list: they differ in size, and the model pads them itself."""
     return [image_id for image_id, _ in batch], [image for _, image in batch]
 

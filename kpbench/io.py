@@ -45,30 +45,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_files(files: Mapping[str | Path, bytes | str]) -> list[Path]:
     """Write several files (str as UTF-8) as one: each goes to a temporary file beside its target first, and the
     targets are replaced only when every temporary file is written. A failure before that leaves every old file
-    as it was (only a failing os.replace, which is all but impossible then, could leave some replaced)."""
+    as it was (only a failing os.replace, which is all but impossible then, could leave some replaced). A file
+    that cannot be written (a folder in its place, no permission, a full disk) is a KpbenchError naming it."""
+    targets = {Path(target): data for target, data in files.items()}
     staged: list[tuple[str, Path]] = []
+    current = next(iter(targets), Path())
     try:
-        for target, data in files.items():
-            path = Path(target)
-            if path.is_dir():
-                raise IsADirectoryError(21, "Is a directory", str(path))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged.append((tmp, path))
-            # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
-            os.fchmod(fd, 0o666 & ~_UMASK)
+        for current, data in targets.items():
+            if current.is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=".tmp")
+            staged.append((tmp, current))
             with os.fdopen(fd, "wb") as fh:
+                # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
+                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
                 fh.write(data.encode("utf-8") if isinstance(data, str) else data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        for tmp, path in staged:
-            os.replace(tmp, path)
+        for tmp, current in staged:
+            os.replace(tmp, current)
     except OSError as exc:
-        raise KpbenchError(f"{exc.filename or next(iter(files))}: cannot write ({exc.strerror or exc})") from None
+        raise KpbenchError(f"{current}: cannot write ({exc.strerror or exc})") from None
     finally:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
-    return [path for _, path in staged]
+    return list(targets)
 
 
 def read_json(path: str | Path) -> Any:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.cocofiles import validate_ground_truth
-from kpbench.config import IOU_TYPES, LoadedConfig, RunSettings, check_settings, settings_dict
+from kpbench.config import LoadedConfig, RunSettings, check_settings, settings_dict
 from kpbench.data import (
     COCO_ROOT_ENV,
     CocoImages,
@@ -251,8 +251,9 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
     """The settings that must match for a run directory to be continued: the config minus RESUME_IGNORED,
     with the resolved COCO root and the device type (so "auto" and "cuda" on a GPU machine agree)."""
     fp = {k: v for k, v in config.items() if k not in RESUME_IGNORED}
-    if isinstance(fp.get("image_ids"), list):  # the images run are sorted by id: order and repeats do not matter
-        fp["image_ids"] = sorted({int(i) for i in fp["image_ids"]})
+    ids = fp.get("image_ids")
+    if isinstance(ids, list) and all(type(i) is int for i in ids):  # the images run are sorted by id: order and
+        fp["image_ids"] = sorted(set(ids))  # repeats do not matter
     fp["coco_root"] = str(coco_root)
     fp["device"] = device_type
     return fp
@@ -284,11 +285,10 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
     paths = image_files(root, split, gt, image_ids)
     # The GT the run will be scored against, checked now rather than after the last image (its warnings and
     # notes come with the evaluation).
-    selected_gt = restrict_ground_truth(gt, image_ids)
+    # (The keypoint checks cover the box ones.)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KpbenchWarning)
-        for iou_type in IOU_TYPES:
-            validate_ground_truth(selected_gt, str(annotation_path(root, split)), iou_type)
+        validate_ground_truth(restrict_ground_truth(gt, image_ids), str(annotation_path(root, split)), "keypoints")
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
     ann = {"path": str(annotation_path(root, split).resolve()),
            "sha256": file_sha256(annotation_path(root, split))}
@@ -362,14 +362,14 @@ def cached_backbone_shapes(images: Sequence[ImageDetections]) -> dict[str, Any] 
     """The backbone shapes of the model calls that the cached detections came from, read from the cache, which
     keeps them through crashes and resumes (None when an image has none: a cache begun by an older kpbench).
 
-    A call of a batch of N images leaves N lines with its shape, so a shape's calls are its lines / N (rounded up:
-    a batch cut short by a crash and finished on resume counts once)."""
+    A call of a batch of N images leaves N lines with its shape, so a shape's calls are its lines / N (a batch
+    cut short by a crash is run whole on resume, and only its missing images are appended: still N lines)."""
     lines: dict[tuple[int, ...], int] = {}
     for det in images:
         if det.input_shape is None:
             return None
         lines[det.input_shape] = lines.get(det.input_shape, 0) + 1
-    return backbone_shapes({shape: -(-n // shape[0]) for shape, n in lines.items()})
+    return backbone_shapes({shape: n // shape[0] for shape, n in lines.items()})
 
 
 def _base_manifest(

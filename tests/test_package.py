@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import kpbench
 
 
@@ -33,3 +35,44 @@ def test_undefined_values_read_n_a_for_people_and_nan_for_programs() -> None:
     rows = [{"keypoint": "nose", "n": 0, "mean_similarity": float("nan")}]
     assert "n/a" in render(rows, "table") and "n/a" in render(rows, "markdown")
     assert render(rows, "csv").splitlines()[1] == "nose,0,nan"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--limit", "abc"], "Invalid value for '--limit'"),
+        (["evaluate", "--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["speed", "--iters", "x"], "Invalid value for '--iters'"),
+    ],
+)
+def test_click_usage_errors_are_one_line(run_cli, args: list[str], fragment: str) -> None:
+    """click's own errors (a wrong option, a value of the wrong type) read like kpbench's: one line, exit 2."""
+    code, out, err = run_cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("error: ") and fragment in err and "--help)" in err
+
+
+def test_help_version_and_no_arguments(run_cli) -> None:
+    code, out, _ = run_cli("--help")
+    assert code == 0 and out.startswith("Usage: ") and "kpbench" in out.splitlines()[0]
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out == f"kpbench {kpbench.__version__}\n"
+    code, out, err = run_cli()
+    assert code == 2 and "Usage: " in out + err and "COMMAND" in out + err  # the help, as click shows it
+
+
+def test_atomic_write_files_names_the_file_that_failed(tmp_path) -> None:
+    from kpbench.errors import KpbenchError
+    from kpbench.io import atomic_write_files
+
+    (tmp_path / "first.txt").write_text("old")
+    (tmp_path / "second.txt").mkdir()
+    with pytest.raises(KpbenchError, match=r"second\.txt: cannot write \(Is a directory\)"):
+        atomic_write_files({tmp_path / "first.txt": "new", tmp_path / "second.txt": "new"})
+    assert (tmp_path / "first.txt").read_text() == "old"  # nothing replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.txt", "second.txt"]  # no temporary file left
+    # A temporary file that cannot be made beside its target (tests run as root, so /proc stands in for a
+    # read-only folder): the message names the target, not the temporary file.
+    with pytest.raises(KpbenchError, match=r"^/proc/kpbench-test\.txt: cannot write \("):
+        atomic_write_files({"/proc/kpbench-test.txt": "x"})

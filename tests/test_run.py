@@ -135,7 +135,7 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
     code, _, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                        "--image-ids", "802", "--out", out, "--no-progress")
     assert code == 2
-    assert err == (f"error: {out}: made with a different config (image_ids: [802, 139] there, [802] now); "
+    assert err == (f"error: {out}: made with a different config (image_ids: [139, 802] there, [802] now); "
                    "use another --out, or pass --overwrite to start it again\n")
     code, _, err = run_cli("run", "--config", config, "--coco-root", COCO_SAMPLE,
                        "--image-ids", "802", "--out", out, "--no-progress", "--overwrite")

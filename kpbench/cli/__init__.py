@@ -24,22 +24,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main() -> None:
-    """Entry point of the `kpbench` console script: bad input, ours or click's, is one `error:` line and exit 2."""
+    """Entry point of the `kpbench` console script. Bad input, ours or click's (an unknown option, "abc" for a
+    number), is one `error:` line on stderr and exit 2."""
     import typer
 
     warnings.showwarning = _show_warning
     try:
-        # Not standalone: click's own errors (an unknown option, "abc" for a number) come here to be worded.
+        # Not standalone, so that click's own errors come here to be worded.
         outcome = app(standalone_mode=False)
     except KpbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:  # Ctrl-C outside a command's own handling (a prompt, say)
-        sys.exit(130)
+    except typer.Abort:  # end of input at a prompt (Ctrl-C is typer.Exit(130), handled by click)
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except typer.TyperException as exc:  # click's exceptions, which typer vendors
         if type(exc).__name__ == "NoArgsIsHelpError":  # `kpbench` alone: the help, as click shows it
             exc.show()  # type: ignore[attr-defined]
-            sys.exit(0)
+            sys.exit(getattr(exc, "exit_code", 2))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

@@ -102,7 +102,7 @@ def run_command(
         echo_err(str(exc))
         raise typer.Exit(130) from None
     except KeyboardInterrupt:  # before the run directory was set up (typer would exit 130 silently)
-        echo_err("interrupted")
+        echo_err("interrupted before the run started")
         raise typer.Exit(130) from None
     if not outcome.is_main:
         return  # other ranks of a distributed run stay quiet; rank 0 reports
