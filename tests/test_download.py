@@ -425,24 +425,33 @@ def test_failed_download_leaves_no_lock_and_no_empty_root(
 def test_lock_is_exclusive_across_deletion(tmp_path: Path) -> None:
     """The lock file is deleted on release; a process that waited on the deleted file locks the new one."""
     import multiprocessing
+    import os
+    import time
 
+    log = tmp_path / "order.log"
     ctx = multiprocessing.get_context("fork")
-    order = ctx.Queue()
+
+    def note(event: str) -> None:
+        # Written before the next step, while the lock is held (a multiprocessing.Queue would deliver each
+        # process's events from its own feeder thread, in an order that need not be the order they happened).
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{event}\n".encode())
+        os.close(fd)
 
     def hold(name: str) -> None:
         with dl._root_lock(tmp_path):
-            order.put(f"{name}+")
-            import time
-
+            note(f"{name}+")
             time.sleep(0.2)
-            order.put(f"{name}-")
+            note(f"{name}-")
 
     procs = [ctx.Process(target=hold, args=(str(i),)) for i in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(20)
-    events = [order.get(timeout=5) for _ in range(6)]
+    assert all(p.exitcode == 0 for p in procs)
+    events = log.read_text().split()
+    assert len(events) == 6, events
     for i in range(0, 6, 2):  # never two holders at once: each + is followed by its own -
         assert events[i].endswith("+") and events[i + 1] == events[i][:-1] + "-", events
     assert not (tmp_path / dl.LOCK_NAME).exists()
