@@ -396,6 +396,7 @@ def draw_image_files(
     import torch
 
     from kpbench.data import read_image_rgb_uint8, to_float_image
+    from kpbench.download import first_missing_parent, remove_empty_dirs
     from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, build_model, default_max_size, resolve_device
 
     _check_thresholds(score_thresh, kp_thresh)
@@ -410,18 +411,23 @@ def draw_image_files(
         for path in files:
             if path.name not in by_file:
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
+    created = first_missing_parent(Path(out))
     out_dir = ensure_output_dir(out, "--out")  # before building the model: a bad folder fails at once
-    dev = resolve_device(device)
-    model, _ = build_model(
-        weights,
-        min_size=min_size or DEFAULT_MIN_SIZE,
-        max_size=max_size or (default_max_size(min_size) if min_size else DEFAULT_MAX_SIZE),
-        # Persons at or below the drawing threshold are never drawn: letting the model drop them (it keeps
-        # scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
-        box_score_thresh=score_thresh,
-        seed=seed,
-    )
-    model.to(dev)
+    try:
+        dev = resolve_device(device)
+        model, _ = build_model(
+            weights,
+            min_size=min_size or DEFAULT_MIN_SIZE,
+            max_size=max_size or (default_max_size(min_size) if min_size else DEFAULT_MAX_SIZE),
+            # Persons at or below the drawing threshold are never drawn: letting the model drop them (it keeps
+            # scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
+            box_score_thresh=score_thresh,
+            seed=seed,
+        )
+        model.to(dev)
+    except BaseException:
+        remove_empty_dirs(out_dir, created)  # a folder made for nothing (no model, a bad --device) goes again
+        raise
     written = []
     for path, name in zip(files, _unique_png_names(files)):
         image = read_image_rgb_uint8(path)

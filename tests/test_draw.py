@@ -230,6 +230,16 @@ def test_draw_image_files_with_random_weights(run_dir: RunDir, tmp_path: Path) -
     assert rgb(written[0]).shape == rgb(src).shape
 
 
+def test_draw_image_files_leaves_no_empty_folder_when_the_model_fails(run_dir: RunDir, tmp_path: Path) -> None:
+    from kpbench.draw import draw_image_files
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(KpbenchError, match=r"bad\.pth"):
+        draw_image_files([run_dir.images[42]], weights=str(bad), out=tmp_path / "new" / "d", device="cpu")
+    assert not (tmp_path / "new").exists()
+
+
 def test_draw_image_files_gt_needs_a_matching_record(run_dir: RunDir, tmp_path: Path) -> None:
     """Checked before the model is built: a file missing from --annotations, and a missing file."""
     from kpbench.draw import draw_image_files
