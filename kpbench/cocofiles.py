@@ -19,7 +19,7 @@ import numpy as np
 from kpbench.config import IOU_TYPES
 from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.io import read_json
-from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
+from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS, is_id_value
 
 
 def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
@@ -125,19 +125,13 @@ def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, ki
             )
 
 
-def _is_id_value(value: Any) -> bool:
-    """An integer, or a float that equals one (1.0: pycocotools finds it, since 1.0 == 1 and hash(1.0) == hash(1)).
-    Not a bool: True == 1 in Python, so a JSON true would silently refer to id 1."""
-    return type(value) is int or (type(value) is float and value.is_integer())
-
-
 def _require_id_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where: str, kind: str) -> None:
     """References to other records' ids (image_id, category_id) are integer ids."""
     for key in keys:
         values = [rec[key] for rec in records]
         if set(map(type, values)) <= {int}:  # the usual case, in one C-level pass
             continue
-        bad = next((i for i, v in enumerate(values) if not _is_id_value(v)), None)
+        bad = next((i for i, v in enumerate(values) if not is_id_value(v)), None)
         if bad is not None:
             raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {values[bad]!r}")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
-from kpbench.schema import PERSON_CATEGORY_ID
+from kpbench.schema import PERSON_CATEGORY_ID, is_id_value
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +68,7 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     for kind, key in (("images", "id"), ("annotations", "image_id")):
         for i, record in enumerate(data[kind]):
             value = record.get(key) if isinstance(record, dict) else record
-            # An integer, or a float that equals one (1.0), as the evaluation takes it; not a bool.
-            if not (type(value) is int or (type(value) is float and value.is_integer())):
+            if not is_id_value(value):  # as the evaluation takes ids
                 raise KpbenchError(f"{path}: {kind} entry {i}: '{key}' must be an integer id, got {value!r}")
     return data
 

@@ -58,3 +58,9 @@ BBOX_MAX_DETS: tuple[int, ...] = (1, 10, 100)
 def stat_names(iou_type: str) -> tuple[str, ...]:
     """The summary stat names for an iou type ("keypoints" or "bbox")."""
     return KEYPOINT_STAT_NAMES if iou_type == "keypoints" else BBOX_STAT_NAMES
+
+
+def is_id_value(value: object) -> bool:
+    """A COCO id reference as pycocotools finds it: an integer, or a float that equals one (1.0 == 1 and
+    hash(1.0) == hash(1)). Not a bool: True == 1 in Python, so a JSON true would silently refer to id 1."""
+    return type(value) is int or (type(value) is float and value.is_integer())
