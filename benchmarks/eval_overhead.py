@@ -4,7 +4,7 @@ On the same images, device, weights and input size, it times:
 
 - bare: a freshly built model's `model([image])` over images already decoded and on the device, the fastest
   the model can go (one untimed pass first warms the process: CUDA context, cuDNN, allocator);
-- run:  `kpbench.runner.run` (the code behind `kpbench run`) into a fresh run directory, evaluation off: data
+- run:  `kpbench.engine.runner.run` (the code behind `kpbench run`) into a fresh run directory, evaluation off: data
   loading in worker processes, host-to-device copies, caching every detection. Its images/s is the loop's
   (the manifest's timings.images_per_s), as the progress bar shows it; model building is reported apart.
 
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from kpbench.config import RunSettings
-    from kpbench.data import image_files, load_annotations, read_image_rgb, resolve_coco_root, select_image_ids
-    from kpbench.environment import capture_environment
-    from kpbench.models import autocast, build_model, default_max_size, resolve_device
-    from kpbench.runner import run
+    from kpbench.core.config import RunSettings
+    from kpbench.core.environment import capture_environment
+    from kpbench.data.coco import image_files, load_annotations, read_image_rgb, resolve_coco_root, select_image_ids
+    from kpbench.engine.runner import run
+    from kpbench.models.keypointrcnn import autocast, build_model, default_max_size, resolve_device
 
     max_size = args.max_size or default_max_size(args.min_size)
     device = resolve_device(args.device)

@@ -1,7 +1,7 @@
 """Evaluation speed at val2017 scale: bare pycocotools / hotcoco against `kpbench evaluate` on each backend.
 
 Generates 5000 images (~11,000 GT persons, 60% with keypoints, a few crowd regions) and ~50,000 keypoint
-detections with `kpbench.synthetic`, writes them as JSON files, then times each way of scoring the files,
+detections with `kpbench.data.synthetic`, writes them as JSON files, then times each way of scoring the files,
 best of --repeat rounds in which the cases take turns, all in this one process (plus the CLI end to end in a subprocess). Prints seconds and
 the ratios the project targets: kpbench/pycocotools <= 1.1 and kpbench-hotcoco/hotcoco <= 1.5.
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from _timing import best_times_interleaved
 
-from kpbench.cocofiles import load_ground_truth, load_results
-from kpbench.evaluate import evaluate
-from kpbench.fastcheck import check_files
-from kpbench.synthetic import make_synthetic_coco
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation.cocoeval import evaluate
+from kpbench.evaluation.cocofiles import load_ground_truth, load_results
+from kpbench.evaluation.fastcheck import check_files
 
 
 def hotcoco_with_dict_checks(gt_path: Path, res_path: Path) -> list[float]:

@@ -1,11 +1,11 @@
 """Cost of a 20-threshold person-score sweep at val2017 scale, in units of one COCO evaluation.
 
-Generates 5000 images with `kpbench.synthetic` (~11,000 GT persons and ~37,000 keypoint detections with the
+Generates 5000 images with `kpbench.data.synthetic` (~11,000 GT persons and ~37,000 keypoint detections with the
 default generator settings), then times, best of --repeat interleaved runs, all in this process:
 
-- one evaluation: `kpbench.evaluate.evaluate(gt, results)` (pycocotools backend: validation, evaluate,
+- one evaluation: `kpbench.evaluation.cocoeval.evaluate(gt, results)` (pycocotools backend: validation, evaluate,
   accumulate, summarize);
-- the sweep: `kpbench.thresholds.thresholds_for_files(gt, results)` with the 20 default thresholds 0, 0.05, ...,
+- the sweep: `kpbench.analysis.thresholds.thresholds_for_files(gt, results)` with the 20 default thresholds 0, 0.05, ...,
   0.95 (the same evaluation once, then re-accumulation per threshold).
 
 Prints both and their ratio (target <= 2; re-running COCOeval per threshold costs ~20). With --check N it also
@@ -22,10 +22,10 @@ import time
 
 from _timing import best_time
 
-from kpbench.config import ThresholdSettings
-from kpbench.evaluate import evaluate
-from kpbench.synthetic import make_synthetic_coco
-from kpbench.thresholds import sweep_person_thresholds, thresholds_for_files
+from kpbench.analysis.thresholds import sweep_person_thresholds, thresholds_for_files
+from kpbench.core.config import ThresholdSettings
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation.cocoeval import evaluate
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def build_synthetic_coco_root(
     with a few blocks). Returns ROOT."""
     from PIL import Image
 
-    from kpbench.schema import COCO_SKELETON, KEYPOINT_NAMES
+    from kpbench.core.schema import COCO_SKELETON, KEYPOINT_NAMES
 
     rng = np.random.default_rng(seed)
     (root / "annotations").mkdir(parents=True, exist_ok=True)

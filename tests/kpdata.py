@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kpbench.detections import ImageDetections, append_detections, to_coco_results
-from kpbench.rundir import RUN_VERSION
-from kpbench.schema import NUM_KEYPOINTS
-from kpbench.synthetic import PERSON_CATEGORY
+from kpbench.core.schema import NUM_KEYPOINTS
+from kpbench.data.synthetic import PERSON_CATEGORY
+from kpbench.engine.detections import ImageDetections, append_detections, to_coco_results
+from kpbench.engine.rundir import RUN_VERSION
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"

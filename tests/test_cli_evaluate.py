@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from kpdata import FCE, assert_one_line_error, kpbench, load, make_run_dir, requires_shared
 
-from kpbench.schema import KEYPOINT_STAT_NAMES
-from kpbench.synthetic import make_synthetic_coco
+from kpbench.core.schema import KEYPOINT_STAT_NAMES
+from kpbench.data.synthetic import make_synthetic_coco
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def files(tmp_path: Path) -> tuple[Path, Path, dict, list]:
 
 
 def test_json_output_is_exact(files) -> None:
-    from kpbench.evaluate import evaluate
+    from kpbench.evaluation.cocoeval import evaluate
 
     gt_path, res_path, gt, results = files
     proc = kpbench("evaluate", gt_path, res_path, "--format", "json")
@@ -72,7 +72,7 @@ def test_bbox_iou_type(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
 def test_no_validate_gives_the_same_numbers(files, backend: str) -> None:
-    from kpbench.evaluate import evaluate
+    from kpbench.evaluation.cocoeval import evaluate
 
     gt_path, res_path, gt, results = files
     proc = kpbench("evaluate", gt_path, res_path, "--format", "json", "--no-validate", "--backend", backend)
@@ -127,7 +127,7 @@ def test_wrong_keypoint_count(tmp_path: Path, good) -> None:
 
 
 def test_hotcoco_backend_words_bad_input_the_same(tmp_path: Path, good) -> None:
-    """With --backend hotcoco the files are checked without Python dicts (kpbench.fastcheck) and read by hotcoco;
+    """With --backend hotcoco the files are checked without Python dicts (kpbench.evaluation.fastcheck) and read by hotcoco;
     what it cannot prove clean, or hotcoco refuses, gets the same one-line message as the default backend."""
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(good[0]))
@@ -281,7 +281,7 @@ def test_out_files_are_written_together_or_not_at_all(files, tmp_path: Path, run
 def test_one_ap_scale_per_kind_of_output(files, tmp_path: Path, run_cli) -> None:
     """Percent with one decimal and n/a for -1 where people read (table, markdown); COCO's fractions, -1 kept,
     where programs read (json, csv)."""
-    from kpbench.evaluate import evaluate
+    from kpbench.evaluation.cocoeval import evaluate
 
     gt_path, res_path, gt, results = files
     gt = json.loads(json.dumps(gt))

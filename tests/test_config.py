@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kpbench.config import (
+from kpbench.core.config import (
     RunSettings,
     SpeedSettings,
     ThresholdSettings,
@@ -20,7 +20,7 @@ from kpbench.config import (
     settings_dict,
     to_toml,
 )
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 REPO = Path(__file__).resolve().parents[1]
 

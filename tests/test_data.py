@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, requires_shared
 
-from kpbench.data import (
+from kpbench.core.errors import KpbenchError
+from kpbench.data.coco import (
     COCO_ROOT_ENV,
     CocoImages,
     image_files,
@@ -21,7 +22,6 @@ from kpbench.data import (
     restrict_ground_truth,
     select_image_ids,
 )
-from kpbench.errors import KpbenchError
 
 
 @pytest.fixture()

@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from kpbench import download as dl
 from kpbench.cli import app
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
+from kpbench.data import download as dl
 
 IMAGE_NAMES = ("000000000139.jpg", "000000000785.jpg")
 
@@ -479,7 +479,7 @@ def test_deleted_images_are_extracted_again(
     assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
 
     # The same through `kpbench run`'s hint: the error says to download, and the download fixes it.
-    from kpbench.data import image_files, load_annotations
+    from kpbench.data.coco import image_files, load_annotations
 
     (root / "val2017" / IMAGE_NAMES[1]).unlink()
     gt = load_annotations(root)

@@ -14,7 +14,9 @@ import pytest
 from kpdata import TEMPLATE, RunDir, assert_one_line_error, make_run_dir, person
 from PIL import Image
 
-from kpbench.draw import (
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import LIMBS, NUM_KEYPOINTS
+from kpbench.report.draw import (
     draw_run_images,
     draw_skeletons,
     keypoint_radius,
@@ -23,8 +25,6 @@ from kpbench.draw import (
     passing,
     top_images,
 )
-from kpbench.errors import KpbenchError
-from kpbench.schema import LIMBS, NUM_KEYPOINTS
 
 
 @pytest.fixture()
@@ -222,7 +222,7 @@ def test_gt_panel_of_an_image_with_nobody_above_the_threshold_is_labelled(run_di
 @pytest.mark.slow
 def test_draw_image_files_with_random_weights(run_dir: RunDir, tmp_path: Path) -> None:
     """The one test that runs Keypoint R-CNN (random weights, input 128 px): a file of the source's size."""
-    from kpbench.draw import draw_image_files
+    from kpbench.report.draw import draw_image_files
 
     src = run_dir.images[42]
     written = draw_image_files([src], weights="none", out=tmp_path / "d", min_size=128, max_size=213, device="cpu")
@@ -231,7 +231,7 @@ def test_draw_image_files_with_random_weights(run_dir: RunDir, tmp_path: Path) -
 
 
 def test_draw_image_files_leaves_no_empty_folder_when_the_model_fails(run_dir: RunDir, tmp_path: Path) -> None:
-    from kpbench.draw import draw_image_files
+    from kpbench.report.draw import draw_image_files
 
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
@@ -242,7 +242,7 @@ def test_draw_image_files_leaves_no_empty_folder_when_the_model_fails(run_dir: R
 
 def test_draw_image_files_gt_needs_a_matching_record(run_dir: RunDir, tmp_path: Path) -> None:
     """Checked before the model is built: a file missing from --annotations, and a missing file."""
-    from kpbench.draw import draw_image_files
+    from kpbench.report.draw import draw_image_files
 
     gt_json = tmp_path / "gt.json"
     gt_json.write_text(json.dumps({**run_dir.gt, "images": [r for r in run_dir.gt["images"] if r["id"] != 42],
@@ -254,16 +254,16 @@ def test_draw_image_files_gt_needs_a_matching_record(run_dir: RunDir, tmp_path: 
 
 
 def test_output_names_never_collide() -> None:
-    from kpbench.draw import _unique_png_names
+    from kpbench.report.draw import _unique_png_names
 
     names = _unique_png_names([Path("a.jpg"), Path("a.png"), Path("a-2.jpg"), Path("x/a.jpg")])
     assert names == ["a.png", "a-3.png", "a-2.png", "a-4.png"]
 
 
 def test_image_files_take_the_long_side_cap_from_models(run_dir: RunDir, tmp_path: Path, monkeypatch) -> None:
-    """One definition of "max_size for a short side": kpbench.models.default_max_size (draw used to compute it)."""
+    """One definition of "max_size for a short side": kpbench.models.keypointrcnn.default_max_size (draw used to compute it)."""
     pytest.importorskip("torch")
-    import kpbench.models
+    import kpbench.models.keypointrcnn
 
     seen = {}
 
@@ -271,9 +271,9 @@ def test_image_files_take_the_long_side_cap_from_models(run_dir: RunDir, tmp_pat
         seen.update(kwargs)
         raise KpbenchError("stop: the model is not needed here")
 
-    monkeypatch.setattr(kpbench.models, "default_max_size", lambda min_size: 1000 + min_size)
-    monkeypatch.setattr(kpbench.models, "build_model", fake_build_model)
-    from kpbench.draw import draw_image_files
+    monkeypatch.setattr(kpbench.models.keypointrcnn, "default_max_size", lambda min_size: 1000 + min_size)
+    monkeypatch.setattr(kpbench.models.keypointrcnn, "build_model", fake_build_model)
+    from kpbench.report.draw import draw_image_files
 
     with pytest.raises(KpbenchError, match="stop"):
         draw_image_files([run_dir.images[42]], weights="none", out=tmp_path / "d", min_size=320, score_thresh=0.7)

@@ -1,4 +1,4 @@
-"""Parity of kpbench.evaluate with pycocotools (and hotcoco), bit for bit, on real and synthetic data."""
+"""Parity of kpbench.evaluation.cocoeval with pycocotools (and hotcoco), bit for bit, on real and synthetic data."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, jittered_detections, load, pycocotools_eval, requires_shared
 
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.evaluate import evaluate, write_metrics
-from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES, SIGMAS
-from kpbench.synthetic import PERSON_CATEGORY, make_synthetic_coco
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES, SIGMAS
+from kpbench.data.synthetic import PERSON_CATEGORY, make_synthetic_coco
+from kpbench.evaluation.cocoeval import evaluate, write_metrics
 
 
 def precision_hash(precision: np.ndarray) -> str:
@@ -198,7 +198,7 @@ def test_gt_id_zero_is_renumbered_and_scored_right() -> None:
 
 
 def test_inputs_are_not_changed_and_results_can_be_reused() -> None:
-    from kpbench.cocofiles import load_ground_truth, load_results
+    from kpbench.evaluation.cocofiles import load_ground_truth, load_results
 
     gt, results = make_synthetic_coco(num_images=6, seed=1)
     before = copy.deepcopy(results)
@@ -240,7 +240,7 @@ def test_max_dets_note() -> None:
 def test_hotcoco_missing_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from kpbench.errors import KpbenchError
+    from kpbench.core.errors import KpbenchError
 
     monkeypatch.setitem(sys.modules, "hotcoco", None)  # makes `import hotcoco` raise ImportError
     gt, results = make_synthetic_coco(num_images=2, seed=0)
@@ -366,7 +366,7 @@ def _duplicate_image(index: int, like: int) -> Any:
         (lambda: _gt_with(_duplicate_image(2, 0)), ["image 2", "duplicate image id", "also image 0"]),
     ],
 )
-@pytest.mark.filterwarnings("ignore::kpbench.errors.KpbenchWarning")  # keypoint results with a bbox warn
+@pytest.mark.filterwarnings("ignore::kpbench.core.errors.KpbenchWarning")  # keypoint results with a bbox warn
 def test_bad_inputs_are_named(make: Any, fragments: list[str]) -> None:
     gt, results = make()
     with pytest.raises(KpbenchError) as info:
@@ -420,7 +420,7 @@ def test_results_covering_some_gt_images_get_a_note() -> None:
 def test_check_backend() -> None:
     import sys
 
-    from kpbench.evaluate import check_backend
+    from kpbench.evaluation.cocoeval import check_backend
 
     assert check_backend("pycocotools") == "pycocotools"
     with pytest.raises(KpbenchError, match=r"^--backend: must be one of pycocotools, hotcoco, got 'coco'$"):
@@ -437,8 +437,8 @@ def test_check_backend() -> None:
 def test_describe_protocol_counts_a_selection_of_every_image_as_no_subset() -> None:
     """--limit 5000 on 5000 images, or --image-ids naming them all, used to be the deviation "image subset: 5000 of
     5000 images", and the summary then refused to compare with the published AP."""
-    from kpbench.config import RunSettings, settings_dict
-    from kpbench.runeval import describe_protocol
+    from kpbench.core.config import RunSettings, settings_dict
+    from kpbench.evaluation.runeval import describe_protocol
 
     v1 = {"weights": "COCO_V1", "source": "torchvision", "checkpoint_sha256": None, "seed": None}
     for changes in ({"limit": 5000}, {"limit": 6000}, {"image_ids": list(range(5000))}, {"images": "with-persons"}):

@@ -1,4 +1,4 @@
-"""kpbench.fastcheck, hotcoco's dict-free input checks: the same verdict, notes and numbers as the full checks.
+"""kpbench.evaluation.fastcheck, hotcoco's dict-free input checks: the same verdict, notes and numbers as the full checks.
 
 Every case runs `evaluate(gt_path, results_path, backend="hotcoco")` twice, with the fast path and with it switched
 off, and requires the same outcome: the same one-line error, or the same stats, notes, warnings and scores. Each
@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, FCE, XTCOCO, jittered_detections, load, requires_shared
 
-import kpbench
-import kpbench.evaluate as evaluate_module
-from kpbench import fastcheck
-from kpbench.errors import KpbenchError
-from kpbench.evaluate import EvalResult, evaluate
-from kpbench.synthetic import make_synthetic_coco
+import kpbench.evaluation
+import kpbench.evaluation.cocoeval as evaluate_module
+from kpbench.core.errors import KpbenchError
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation import fastcheck
+from kpbench.evaluation.cocoeval import EvalResult, evaluate
 
 SENTINEL = 424242.5  # a value no generated file holds: replaced by a raw JSON token in the file text
 
@@ -323,15 +323,15 @@ def test_without_msgspec_the_full_checks_run(
     gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results)
     expected = checker.outcome(gt_path, res_path, "keypoints")
     assert checker.way() == "fast"
-    monkeypatch.delattr(kpbench, "fastcheck", raising=False)
-    monkeypatch.setitem(sys.modules, "kpbench.fastcheck", None)  # `from kpbench import fastcheck` raises
+    monkeypatch.delattr(kpbench.evaluation, "fastcheck", raising=False)
+    monkeypatch.setitem(sys.modules, "kpbench.evaluation.fastcheck", None)  # `from kpbench.evaluation import fastcheck` raises
     checker.proved = checker.ran = None
     assert checker.outcome(gt_path, res_path, "keypoints") == expected
     assert checker.way() == "full"
 
 
 def test_check_files_returns_the_full_checks_notes(scene, tmp_path: Path) -> None:
-    from kpbench.cocofiles import load_ground_truth, load_results
+    from kpbench.evaluation.cocofiles import load_ground_truth, load_results
 
     gt, results = scene
     gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results[3:])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from kpdata import assert_one_line_error, kpbench, make_run_dir, png_size
 
-from kpbench.errors import KpbenchError
-from kpbench.evaluate import evaluate
-from kpbench.keypoint_breakdown import COLUMNS, keypoint_breakdown, keypoints_for_run, matched_pairs
-from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, SIGMAS
-from kpbench.synthetic import PERSON_CATEGORY
+from kpbench.analysis.breakdown import COLUMNS, keypoint_breakdown, keypoints_for_run, matched_pairs
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, SIGMAS
+from kpbench.data.synthetic import PERSON_CATEGORY
+from kpbench.evaluation.cocoeval import evaluate
 
 ANGLES = np.linspace(0, 2 * np.pi, NUM_KEYPOINTS, endpoint=False)
 
@@ -230,7 +230,7 @@ def test_incomplete_run_is_refused_like_evaluate_run(tmp_path: Path, run_cli, da
 
 def test_no_matched_person_says_so_in_the_figure(case, tmp_path: Path) -> None:
     """Nothing matched: the figure used to be two empty axes (the right one spanning -0.04 to 0.04)."""
-    from kpbench.keypoint_breakdown import NO_MATCHED_PERSONS, keypoint_breakdown_figure, plot_keypoint_breakdown
+    from kpbench.analysis.breakdown import NO_MATCHED_PERSONS, keypoint_breakdown_figure, plot_keypoint_breakdown
 
     gt, results, _ = case
     far = [dict(r, keypoints=[v + 1000.0 if i % 3 != 2 else v for i, v in enumerate(r["keypoints"])]) for r in results]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kpbench.errors import KpbenchError
-from kpbench.models import canonical_weights, check_weights, load_checkpoint_state
+from kpbench.core.errors import KpbenchError
+from kpbench.models.keypointrcnn import canonical_weights, check_weights, load_checkpoint_state
 
 CHOICES = "(--weights takes COCO_V1, COCO_LEGACY, none or a path)"
 

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, EDGE, FCE, XTCOCO, load, pycocotools_eval, requires_shared
 
-from kpbench.oks import compute_oks, compute_oks_for_annotations, keypoint_similarity, paired_keypoint_similarity
-from kpbench.synthetic import make_synthetic_coco
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation.oks import (
+    compute_oks,
+    compute_oks_for_annotations,
+    keypoint_similarity,
+    paired_keypoint_similarity,
+)
 
 
 def assert_oks_matches(gt: dict, results: list) -> int:

@@ -30,7 +30,7 @@ def test_version_matches_metadata() -> None:
 
 
 def test_undefined_values_read_n_a_for_people_and_nan_for_programs() -> None:
-    from kpbench.io import render
+    from kpbench.core.io import render
 
     rows = [{"keypoint": "nose", "n": 0, "mean_similarity": float("nan")}]
     assert "n/a" in render(rows, "table") and "n/a" in render(rows, "markdown")
@@ -63,8 +63,8 @@ def test_help_version_and_no_arguments(run_cli) -> None:
 
 
 def test_atomic_write_files_names_the_file_that_failed(tmp_path) -> None:
-    from kpbench.errors import KpbenchError
-    from kpbench.io import atomic_write_files
+    from kpbench.core.errors import KpbenchError
+    from kpbench.core.io import atomic_write_files
 
     (tmp_path / "first.txt").write_text("old")
     (tmp_path / "second.txt").mkdir()

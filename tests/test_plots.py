@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from kpdata import assert_one_line_error, make_run_dir, png_size
 
-from kpbench.errors import KpbenchError
-from kpbench.evaluate import evaluate
-from kpbench.plots import plot_pr_curves, plot_run, plot_speed, pr_curves, read_speed_rows
-from kpbench.synthetic import make_synthetic_coco
+from kpbench.core.errors import KpbenchError
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation.cocoeval import evaluate
+from kpbench.report.figures import plot_pr_curves, plot_run, plot_speed, pr_curves, read_speed_rows
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_pr_curves_png_sizes(synthetic, tmp_path: Path) -> None:
 
 
 def test_plot_run_and_threshold_curves(tmp_path: Path) -> None:
-    from kpbench.thresholds import CURVES_FILE, thresholds_for_run, write_threshold_files
+    from kpbench.analysis.thresholds import CURVES_FILE, thresholds_for_run, write_threshold_files
 
     run = make_run_dir(tmp_path).path
     written = plot_run(run)
@@ -157,13 +157,13 @@ def test_cli_plot_unreadable_csv_is_one_line(tmp_path: Path, run_cli) -> None:
 
 def test_speed_plot_keeps_12_series_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """matplotlib's default cycle has 10 colours: series 11 and 12 used to look like series 1 and 2."""
-    import kpbench.plots
-    from kpbench.plots import series_styles
+    import kpbench.report.figures
+    from kpbench.report.figures import series_styles
 
     assert len({tuple(s.values()) for s in series_styles(list(range(70))).values()}) == 70
     figures = []
-    save = kpbench.plots.save_figure
-    monkeypatch.setattr(kpbench.plots, "save_figure", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    save = kpbench.report.figures.save_figure
+    monkeypatch.setattr(kpbench.report.figures, "save_figure", lambda fig, path: (figures.append(fig), save(fig, path))[1])
     rows = [
         r for i in range(12)
         for r in speed_rows(f"GPU {i:02d}", "fp32-bs1", [40.0 + i, 30.0 + i, 20.0 + i, 10.0 + i], ap=[0.5] * 4)
@@ -188,7 +188,7 @@ def test_no_matplotlib_at_import() -> None:
     import sys
 
     code = (
-        "import sys, kpbench.plots, kpbench.draw, kpbench.keypoint_breakdown, kpbench.cli.visual\n"
+        "import sys, kpbench.report.figures, kpbench.report.draw, kpbench.analysis.breakdown, kpbench.cli.visual\n"
         "print(sorted(m for m in ('torch', 'matplotlib', 'PIL') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -196,7 +196,7 @@ def test_no_matplotlib_at_import() -> None:
 
 
 def test_speed_series_keep_thresholds_and_synthetic_apart() -> None:
-    from kpbench.plots import _series
+    from kpbench.report.figures import _series
 
     base = {"device_name": "H100", "variant": "fp32-bs1", "size": 320, "fps": 10.0}
     rows = [

@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from kpbench.errors import KpbenchError
-from kpbench.report import build_report, run_table, speed_pivot, speed_report, speed_table, thresholds_table
-from kpbench.speed import SPEED_COLUMNS, SpeedRun, write_speed_files
+from kpbench.core.errors import KpbenchError
+from kpbench.engine.speed import SPEED_COLUMNS, SpeedRun, write_speed_files
+from kpbench.report.tables import build_report, run_table, speed_pivot, speed_report, speed_table, thresholds_table
 
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 H100 = "NVIDIA H100 80GB HBM3"

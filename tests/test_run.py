@@ -17,9 +17,9 @@ from types import SimpleNamespace
 import pytest
 from kpdata import COCO_SAMPLE, assert_one_line_error, load, pycocotools_eval, requires_shared
 
-from kpbench import rundir
-from kpbench.errors import KpbenchError
-from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+from kpbench.engine import rundir
 
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 # Small and fast: 160 px short side, and a high box threshold so that few boxes reach the keypoint head.
@@ -153,8 +153,8 @@ def reference_run(synthetic_coco_root: Path, tmp_path_factory: pytest.TempPathFa
     less; one thread, like the OMP_NUM_THREADS=1 subprocesses, so that the sums are the same)."""
     import torch
 
-    from kpbench.config import RunSettings, merge_settings
-    from kpbench.runner import run
+    from kpbench.core.config import RunSettings, merge_settings
+    from kpbench.engine.runner import run
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference") / "run"
@@ -204,7 +204,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     """Ctrl-C after the first image: one line says how far it got, exit 130, the manifest says "interrupted";
     the same command resumes to the uninterrupted results. (`--weights NONE` is recorded as "none", so the
     resume with "none" matches it.)"""
-    from kpbench.detections import ImageDetections
+    from kpbench.engine.detections import ImageDetections
 
     real = ImageDetections.from_model_output.__func__  # type: ignore[attr-defined]
     calls = 0
@@ -242,14 +242,14 @@ def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_half_run(
 ) -> None:
     """Ctrl-C after the cache and GT files of a new run are written but before its manifest: they are removed
     with the folder, so that the same command starts afresh instead of refusing a folder without a manifest."""
-    import kpbench.runner
+    import kpbench.engine.runner
 
     def interrupt(*args: object) -> None:
         raise KeyboardInterrupt
 
     out = tmp_path / "runs" / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "1", "--workers", "0", "--out", out)
-    monkeypatch.setattr(kpbench.runner, "write_manifest", interrupt)
+    monkeypatch.setattr(kpbench.engine.runner, "write_manifest", interrupt)
     code, _, _ = run_cli(*args)
     assert code == 130
     assert not (tmp_path / "runs").exists()  # the folders the run created went too
@@ -274,14 +274,14 @@ def test_unreadable_image_in_a_worker_is_one_line(synthetic_coco_root: Path, tmp
 def test_full_disk_during_the_loop_is_one_line_and_resumable(
     synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
-    import kpbench.runner
+    import kpbench.engine.runner
 
     def no_space(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "1", "--workers", "0", "--out", out)
-    monkeypatch.setattr(kpbench.runner, "append_detections", no_space)
+    monkeypatch.setattr(kpbench.engine.runner, "append_detections", no_space)
     code, _, err = run_cli(*args)
     assert_one_line_error((code, "", err), "detections.jsonl: cannot write the detections cache (No space left")
     assert rundir.read_manifest(out)["status"] == "running"
@@ -436,8 +436,8 @@ def test_named_weights_offline_error(monkeypatch: pytest.MonkeyPatch, run_cli: R
 
 
 def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_path: Path) -> None:
-    import kpbench.download
-    from kpbench.errors import KpbenchError
+    import kpbench.data.download
+    from kpbench.core.errors import KpbenchError
 
     calls = []
 
@@ -445,7 +445,7 @@ def test_download_option_calls_the_downloader(monkeypatch: pytest.MonkeyPatch, r
         calls.append((root, split))
         raise KpbenchError("download stopped by the test")
 
-    monkeypatch.setattr(kpbench.download, "ensure_coco", fake_ensure_coco)
+    monkeypatch.setattr(kpbench.data.download, "ensure_coco", fake_ensure_coco)
     code, _, err = run_cli("run", *FAST, "--download", "--coco-root", tmp_path / "coco", "--out",
                        tmp_path / "out")
     assert code == 2 and err == "error: download stopped by the test\n"
@@ -488,7 +488,7 @@ def test_published_constants_match_torchvision() -> None:
     """The AP and file hashes kpbench keeps (to stay torch-free where it reads them) are torchvision's own."""
     from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights
 
-    from kpbench.models import NAMED_WEIGHTS, NAMED_WEIGHTS_SHA_PREFIX, PUBLISHED_AP, weights_cache_path
+    from kpbench.models.keypointrcnn import NAMED_WEIGHTS, NAMED_WEIGHTS_SHA_PREFIX, PUBLISHED_AP, weights_cache_path
 
     for name in NAMED_WEIGHTS:
         weights = KeypointRCNN_ResNet50_FPN_Weights[name]
@@ -504,8 +504,8 @@ def test_checkpoint_file_and_coco_v1_recognised_by_hash(tmp_path: Path, monkeypa
     import torch
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    import kpbench.models as models
-    from kpbench.models import build_model, file_sha256, published_weights_name
+    import kpbench.models.keypointrcnn as models
+    from kpbench.models.keypointrcnn import build_model, file_sha256, published_weights_name
 
     with torch.device("meta"):  # the layout only: no weight initialisation
         layout = models._frozen_bn_model().state_dict()
@@ -558,7 +558,7 @@ def _save(path: Path, obj: object) -> Path:
 def test_input_size_and_device() -> None:
     import torch
 
-    from kpbench.models import default_max_size, resolve_device, set_input_size
+    from kpbench.models.keypointrcnn import default_max_size, resolve_device, set_input_size
 
     assert [default_max_size(s) for s in (800, 320, 512, 160)] == [1333, 533, 853, 267]
     model = SimpleNamespace(transform=SimpleNamespace(min_size=(800,), max_size=1333))
@@ -578,9 +578,9 @@ def test_replaced_checkpoint_is_refused_on_a_finished_run(tmp_path: Path, synthe
     one whose detections are cached."""
     import torch
 
-    import kpbench.models as models
-    from kpbench.config import RunSettings, merge_settings
-    from kpbench.runner import run
+    import kpbench.models.keypointrcnn as models
+    from kpbench.core.config import RunSettings, merge_settings
+    from kpbench.engine.runner import run
 
     with torch.device("meta"):
         layout = models._frozen_bn_model().state_dict()
@@ -599,7 +599,7 @@ def test_replaced_checkpoint_is_refused_on_a_finished_run(tmp_path: Path, synthe
 
 
 def test_resume_fingerprint_ignores_the_order_of_image_ids() -> None:
-    from kpbench.runner import resume_fingerprint
+    from kpbench.engine.runner import resume_fingerprint
 
     a = resume_fingerprint({"image_ids": [802, 139], "min_size": 320}, "/coco", "cpu")
     assert a == resume_fingerprint({"image_ids": [139, 802, 139], "min_size": 320}, "/coco", "cpu")

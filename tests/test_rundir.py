@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
 
-from kpbench import rundir
-from kpbench.config import RunSettings, settings_dict
-from kpbench.data import load_annotations, restrict_ground_truth, select_image_ids
-from kpbench.detections import ImageDetections, append_detections
-from kpbench.errors import KpbenchError
-from kpbench.runeval import describe_protocol, evaluate_run, summary_text
-from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+from kpbench.core.config import RunSettings, settings_dict
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+from kpbench.data.coco import load_annotations, restrict_ground_truth, select_image_ids
+from kpbench.engine import rundir
+from kpbench.engine.detections import ImageDetections, append_detections
+from kpbench.evaluation.runeval import describe_protocol, evaluate_run, summary_text
 
 
 def _manifest(root: Path, image_ids: list[int], **extra: object) -> dict:
@@ -60,12 +60,12 @@ def test_layout_paths_and_clearing(tmp_path: Path, synthetic_coco_root: Path) ->
 
 def test_git_commit_only_of_a_checkout_that_tracks_the_file(tmp_path: Path) -> None:
     """A kpbench installed into a venv inside another repository must not record that repository's commit."""
-    from kpbench.environment import git_commit
+    from kpbench.core.environment import git_commit
 
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "tracked.py").write_text("x = 1\n")
-    (tmp_path / "venv_file.py").write_text("y = 2\n")  # like site-packages/kpbench/environment.py
+    (tmp_path / "venv_file.py").write_text("y = 2\n")  # like site-packages/kpbench/core/environment.py
     subprocess.run([*git, "add", "tracked.py"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
@@ -76,7 +76,7 @@ def test_git_commit_only_of_a_checkout_that_tracks_the_file(tmp_path: Path) -> N
 
 
 def test_library_modules_do_not_import_torch() -> None:
-    code = ("import sys, kpbench.rundir, kpbench.runeval, kpbench.runner, kpbench.data, kpbench.cli.run; "
+    code = ("import sys, kpbench.engine.rundir, kpbench.evaluation.runeval, kpbench.engine.runner, kpbench.data.coco, kpbench.cli.run; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -191,7 +191,7 @@ def test_evaluate_run_from_a_cache_of_the_ground_truth(tmp_path: Path) -> None:
 
 
 def test_batches_are_fixed_over_the_whole_image_list() -> None:
-    from kpbench.runner import fixed_batches, pending_batches
+    from kpbench.engine.runner import fixed_batches, pending_batches
 
     ids = [3, 5, 8, 13, 21]
     assert fixed_batches(ids, 2) == [[0, 1], [2, 3], [4]]
@@ -202,8 +202,8 @@ def test_batches_are_fixed_over_the_whole_image_list() -> None:
 
 
 def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: Path) -> None:
-    from kpbench.config import RunSettings, merge_settings
-    from kpbench.runner import plan_run
+    from kpbench.core.config import RunSettings, merge_settings
+    from kpbench.engine.runner import plan_run
 
     out = tmp_path / "run"
     base = {"coco_root": str(synthetic_coco_root), "weights": "none", "min_size": 160, "out": str(out)}
@@ -235,8 +235,8 @@ def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: 
 
 def test_canonical_cache_merges_shards_in_id_order_and_drops_torn_tails(tmp_path: Path) -> None:
     """What a resumed or distributed run does before and after its loop: one clean line per image, by id."""
-    from kpbench.detections import read_cache
-    from kpbench.runner import write_canonical_cache
+    from kpbench.engine.detections import read_cache
+    from kpbench.engine.runner import write_canonical_cache
 
     def dets(image_id: int, score: float) -> ImageDetections:
         return ImageDetections(image_id=image_id, boxes=np.zeros((1, 4)), scores=np.array([score]),

@@ -20,11 +20,10 @@ import pytest
 import torch
 from kpdata import COCO_SAMPLE, requires_shared
 
-from kpbench.config import SpeedSettings, settings_dict
-from kpbench.environment import device_slug
-from kpbench.errors import KpbenchError
-from kpbench.models import ModelInfo
-from kpbench.speed import (
+from kpbench.core.config import SpeedSettings, settings_dict
+from kpbench.core.environment import device_slug
+from kpbench.core.errors import KpbenchError
+from kpbench.engine.speed import (
     SPEED_COLUMNS,
     TIMING_DEFINITION,
     Variant,
@@ -36,6 +35,7 @@ from kpbench.speed import (
     summarize_ms,
     time_model,
 )
+from kpbench.models.keypointrcnn import ModelInfo
 
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 CPU = torch.device("cpu")
@@ -64,7 +64,7 @@ def make_coco_root(root: Path) -> Path:
     """5 PNG images of different sizes; only ids 10 and 30 have a non-crowd person with keypoints."""
     from torchvision.io import write_png
 
-    from kpbench.schema import COCO_SKELETON, KEYPOINT_NAMES
+    from kpbench.core.schema import COCO_SKELETON, KEYPOINT_NAMES
 
     # (id, height, width): listed out of id order on purpose.
     images = [(30, 60, 80), (10, 80, 60), (20, 50, 90), (40, 70, 70), (5, 64, 64)]
@@ -133,7 +133,7 @@ class OracleModel(torch.nn.Module):
 
 def use_oracle(monkeypatch: pytest.MonkeyPatch, gt: dict[str, Any]) -> OracleModel:
     model = OracleModel(gt)
-    monkeypatch.setattr("kpbench.models.build_model", lambda weights, **kw: (model, ModelInfo("oracle", "test")))
+    monkeypatch.setattr("kpbench.models.keypointrcnn.build_model", lambda weights, **kw: (model, ModelInfo("oracle", "test")))
     return model
 
 
@@ -226,7 +226,7 @@ def test_select_person_images_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_real_model_rows_shapes_variants_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kpbench.models as models
+    import kpbench.models.keypointrcnn as models
 
     backbone_calls: list[tuple[int, ...]] = []
     real_build = models.build_model
@@ -392,7 +392,7 @@ def test_cli_speed_user_errors_exit_2(
 def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
     """Ctrl-C in the third row: the two finished rows are written (CSV, manifest with "complete": false, Markdown),
     one line says so, and the exit code is 130."""
-    import kpbench.speed as speed
+    import kpbench.engine.speed as speed
 
     root = make_coco_root(tmp_path / "coco")
     use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
@@ -437,7 +437,7 @@ def test_unusable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_bad_weights_fail_before_the_images_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
-    import kpbench.speed as speed
+    import kpbench.engine.speed as speed
 
     loads: list[Any] = []
     monkeypatch.setattr(speed, "load_images", lambda *a, **kw: loads.append(a))
@@ -507,7 +507,7 @@ def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPa
     model's own GPU (cuda:1 here, which is not the current device), memory statistics of that GPU."""
     import types
 
-    import kpbench.speed as speed
+    import kpbench.engine.speed as speed
 
     log: list[Any] = []
     device = torch.device("cuda", 1)
@@ -553,7 +553,7 @@ def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPa
 
 def test_apply_variant_sets_and_restores_the_model() -> None:
     """channels_last converts the weights and the backbone's input; compile swaps the backbone; all undone after."""
-    from kpbench.speed import VariantSkipped, apply_variant
+    from kpbench.engine.speed import VariantSkipped, apply_variant
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

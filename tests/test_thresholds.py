@@ -29,14 +29,7 @@ from kpdata import (
 )
 from test_evaluate import varied_scene
 
-from kpbench.config import ThresholdSettings
-from kpbench.detections import ImageDetections, to_coco_results
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.evaluate import evaluate
-from kpbench.oks import compute_oks
-from kpbench.schema import stat_names
-from kpbench.synthetic import make_synthetic_coco
-from kpbench.thresholds import (
+from kpbench.analysis.thresholds import (
     KEYPOINT_COLUMNS,
     NO_MATCHED_PERSONS,
     person_columns,
@@ -46,6 +39,13 @@ from kpbench.thresholds import (
     thresholds_for_run,
     write_threshold_files,
 )
+from kpbench.core.config import ThresholdSettings
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.schema import stat_names
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.engine.detections import ImageDetections, to_coco_results
+from kpbench.evaluation.cocoeval import evaluate
+from kpbench.evaluation.oks import compute_oks
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
@@ -53,7 +53,7 @@ from kpbench.thresholds import (
 
 def reference_stats(gt: dict, results: list, threshold: float, iou_type: str = "keypoints") -> list[float]:
     """A full evaluation of the results with score >= threshold: bare pycocotools, or (no detection left, where
-    pycocotools' loadRes crashes) pycocotools' accumulate with an empty results set via kpbench.evaluate."""
+    pycocotools' loadRes crashes) pycocotools' accumulate with an empty results set via kpbench.evaluation.cocoeval."""
     kept = [r for r in results if r["score"] >= threshold]
     if not kept:
         return evaluate(gt, [], iou_type=iou_type).stats_list()
@@ -187,7 +187,7 @@ def test_top20_cut_is_respected() -> None:
 
 
 @requires_shared
-@pytest.mark.filterwarnings("ignore::kpbench.errors.KpbenchWarning")
+@pytest.mark.filterwarnings("ignore::kpbench.core.errors.KpbenchWarning")
 def test_real_fixtures_exact() -> None:
     # FCE: 128 detections on one image (the top-20 cut matters), every result carries a bbox.
     fce_gt, fce_dt = load(FCE / "gt_dataset.json"), load(FCE / "dt_dataset.json")
@@ -211,7 +211,7 @@ def test_real_val2017_sample_exact(iou_type: str) -> None:
 
 
 def test_default_thresholds_and_precision_arrays() -> None:
-    from kpbench.thresholds import _accumulate, _build_slices
+    from kpbench.analysis.thresholds import _accumulate, _build_slices
 
     gt, results = make_synthetic_coco(num_images=30, seed=5)
     result = evaluate(gt, results)
@@ -397,7 +397,7 @@ def test_curves_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     code = (
         "import json, sys, matplotlib\n"
         "matplotlib.use('svg')\n"
-        "from kpbench.thresholds import plot_threshold_curves\n"
+        "from kpbench.analysis.thresholds import plot_threshold_curves\n"
         f"rows = json.load(open({str(tmp_path / 'rows.json')!r}))\n"
         f"plot_threshold_curves(rows['person'], {str(tmp_path / 'curves.png')!r}, rows['keypoint'])\n"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
@@ -433,7 +433,7 @@ def test_run_dir_matches_files(tmp_path: Path) -> None:
     for iou_type in ("keypoints", "bbox"):
         settings = ThresholdSettings(iou_type=iou_type, thresholds=[0.0, 0.5, 0.9])
         from_run = thresholds_for_run(run, settings)
-        from kpbench.detections import read_cache
+        from kpbench.engine.detections import read_cache
 
         cache = read_cache(run / "detections.jsonl")
         kp_res, box_res = to_coco_results([cache[i] for i in sorted(cache)])

@@ -15,7 +15,7 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     visual,
 )
 from kpbench.cli.app import app
-from kpbench.errors import KpbenchError, KpbenchWarning
+from kpbench.core.errors import KpbenchError, KpbenchWarning
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]

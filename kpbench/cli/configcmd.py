@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kpbench.cli.app import config_app
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 
 @config_app.command("show")
@@ -18,7 +18,7 @@ def config_show(
     fmt: Annotated[str, typer.Option("--format", help="toml or json.")] = "toml",
 ) -> None:
     """Print every setting of [run], [speed] and [thresholds]: the file's values over the defaults."""
-    from kpbench.config import SECTIONS, load_config, merge_settings, settings_dict, to_toml
+    from kpbench.core.config import SECTIONS, load_config, merge_settings, settings_dict, to_toml
 
     if fmt not in ("toml", "json"):
         raise KpbenchError(f"--format: must be toml or json, got {fmt!r}")

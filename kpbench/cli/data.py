@@ -28,7 +28,7 @@ def download(
     timeout: float = typer.Option(60.0, "--timeout", min=1.0, max=86400.0, help="Network timeout in seconds per socket read."),
 ) -> None:
     """Download what is missing of COCO SPLIT into ROOT (resumable; checks size and md5; idempotent)."""
-    from kpbench.download import ensure_coco
+    from kpbench.data.download import ensure_coco
 
     ensure_coco(
         root, split, base_url=base_url, progress=progress, keep_archives=keep_archives, timeout=timeout, log=echo_err

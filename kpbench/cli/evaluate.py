@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kpbench.cli.app import app, echo_err
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 
 @app.command("evaluate")
@@ -55,8 +55,8 @@ def evaluate_command(
     keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and the evaluation record in manifest.json
     (each file is listed on stderr as "wrote PATH"). It evaluates both iou types; --iou-type picks the one shown.
     """
-    from kpbench.cocofiles import check_iou_type
-    from kpbench.evaluate import (
+    from kpbench.core.io import check_format, ensure_output_dir, to_csv
+    from kpbench.evaluation.cocoeval import (
         check_backend,
         evaluate,
         format_stats_markdown,
@@ -65,7 +65,7 @@ def evaluate_command(
         metrics_rows,
         write_metrics,
     )
-    from kpbench.io import check_format, ensure_output_dir, to_csv
+    from kpbench.evaluation.cocofiles import check_iou_type
 
     check_format(fmt)
     if iou_type is not None:
@@ -82,7 +82,7 @@ def evaluate_command(
         ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
 
     if run is not None:
-        from kpbench.runeval import evaluate_run, summarize_run
+        from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
         results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"))
         shown = results if iou_type is None else {iou_type: results[iou_type]}

@@ -11,7 +11,7 @@ import typer
 from kpbench.cli.app import app, echo_err
 
 # Every setting defaults to None ("not given"), so that a --config file can supply it; the real defaults live
-# in kpbench.config.RunSettings.
+# in kpbench.core.config.RunSettings.
 
 
 @app.command("run")
@@ -70,8 +70,8 @@ def run_command(
     Re-running the same command continues an interrupted run. Under `torchrun --nproc_per_node N -m kpbench run
     ...` the images are sharded over the ranks and rank 0 merges and evaluates.
     """
-    from kpbench.config import RunSettings, load_config, merge_settings, parse_list
-    from kpbench.runner import RunInterrupted, run
+    from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
+    from kpbench.engine.runner import RunInterrupted, run
 
     loaded = load_config(config)
     overrides = {
@@ -112,7 +112,7 @@ def run_command(
         for note in sorted({n for r in outcome.results.values() for n in r.notes}):
             echo_err(f"note: {note}")
     if outcome.results is not None and analysis:
-        from kpbench.plots import analyse_run
+        from kpbench.report.figures import analyse_run
 
         analyse_run(outcome.run_dir, outcome.results)
     if outcome.summary:

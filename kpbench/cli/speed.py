@@ -10,7 +10,7 @@ import typer
 from kpbench.cli.app import app, echo_err
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
-# kpbench.config.SpeedSettings.
+# kpbench.core.config.SpeedSettings.
 
 
 @app.command("speed")
@@ -71,8 +71,8 @@ def speed_command(
     time covers model(images) between two synchronisations: transform and post-processing included,
     decoding and copying to the device excluded (timed separately).
     """
-    from kpbench.config import SpeedSettings, load_config, merge_settings, parse_list
-    from kpbench.speed import SpeedInterrupted, run_speed, terminal_summary
+    from kpbench.core.config import SpeedSettings, load_config, merge_settings, parse_list
+    from kpbench.engine.speed import SpeedInterrupted, run_speed, terminal_summary
 
     loaded = load_config(config)
     overrides = {
@@ -133,9 +133,9 @@ def report_command(
     other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
     deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
     """
-    from kpbench.config import parse_list
-    from kpbench.io import check_format
-    from kpbench.report import FORMATS, build_report, check_report_out, render_report, write_report
+    from kpbench.core.config import parse_list
+    from kpbench.core.io import check_format
+    from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, write_report
 
     check_format(fmt, FORMATS)
     if out is not None:

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from kpbench.cli.app import app, echo_err
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
-# kpbench.config.ThresholdSettings.
+# kpbench.core.config.ThresholdSettings.
 
 
 @app.command("thresholds")
@@ -63,10 +63,7 @@ def thresholds_command(
     AR, ...) in percent with one decimal, n/a where COCO gives -1; csv and json keep fractions at full precision.
     The keypoint-score part needs a run directory.
     """
-    from kpbench.cocofiles import check_iou_type
-    from kpbench.config import ThresholdSettings, load_config, merge_settings
-    from kpbench.io import check_format, ensure_output_dir
-    from kpbench.thresholds import (
+    from kpbench.analysis.thresholds import (
         check_keypoint_thresholds,
         check_person_thresh,
         check_person_thresholds,
@@ -75,6 +72,9 @@ def thresholds_command(
         thresholds_for_run,
         write_threshold_files,
     )
+    from kpbench.core.config import ThresholdSettings, load_config, merge_settings
+    from kpbench.core.io import check_format, ensure_output_dir
+    from kpbench.evaluation.cocofiles import check_iou_type
 
     check_format(fmt)
     if table is not None and table not in TABLES:
@@ -137,7 +137,7 @@ TABLES = ("person", "keypoint")
 
 def _parse_thresholds(text: str | None, option: str) -> list[float] | None:
     """A comma-separated threshold list; an empty item ("0.5,,0.7", a trailing comma) is an error, not skipped."""
-    from kpbench.config import parse_list
+    from kpbench.core.config import parse_list
 
     if text is not None:
         items = [item.strip() for item in text.split(",")]

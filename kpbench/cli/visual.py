@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kpbench.cli.app import app, echo_err
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 
 def _one_run_dir(paths: list[Path], what: str) -> Path | None:
@@ -71,8 +71,8 @@ def draw_command(
     a limb when both its ends are. One colour per person. An image with nobody above --score-thresh is labelled
     so ("0 persons above 0.9").
     """
-    from kpbench.config import parse_list
-    from kpbench.draw import DRAW_DIR, draw_image_files, draw_run_images
+    from kpbench.core.config import parse_list
+    from kpbench.report.draw import DRAW_DIR, draw_image_files, draw_run_images
 
     run_dir = _one_run_dir(paths, "image file")
     if run_dir is not None:
@@ -129,7 +129,7 @@ def plot_command(
 ) -> None:
     """Write figures: for a run directory, PR curves (keypoints and boxes) and threshold curves; for speed
     CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS."""
-    from kpbench.plots import plot_run, plot_speed
+    from kpbench.report.figures import plot_run, plot_speed
 
     run_dir = _one_run_dir(paths, "speed CSV")
     if run_dir is not None:
@@ -153,8 +153,8 @@ def keypoints_command(
     Scores the run from its detections cache, like `kpbench evaluate --run` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
-    from kpbench.io import check_format, render
-    from kpbench.keypoint_breakdown import COLUMNS, STEM, keypoints_for_run
+    from kpbench.analysis.breakdown import COLUMNS, STEM, keypoints_for_run
+    from kpbench.core.io import check_format, render
 
     check_format(fmt)
     if not run_dir.is_dir():

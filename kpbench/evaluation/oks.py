@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.schema import NUM_KEYPOINTS, SIGMAS
+from kpbench.core.schema import NUM_KEYPOINTS, SIGMAS
 
 
 def _as_keypoints(rows: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:

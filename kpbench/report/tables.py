@@ -2,7 +2,7 @@
 
 Three kinds:
 
-- ``speed``: speed CSVs written by `kpbench speed` (see `kpbench.speed` for their columns), from any number of
+- ``speed``: speed CSVs written by `kpbench speed` (see `kpbench.engine.speed` for their columns), from any number of
   machines. `speed_table` gives one row per device x size x variant (and box score threshold and image source,
   which change the time) with FPS, median and p90 ms, padded shapes, peak memory and AP when measured;
   `speed_pivot` gives one row per device, variant, threshold and image source and one FPS column per size. The
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -456,7 +456,7 @@ def _percent_cell(column: str, value: Any) -> Any:
 def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[str, str]:
     """Text per table for `fmt`: markdown gives one document (key "report"), csv one text per table, json one
     document {table name: rows}."""
-    from kpbench.io import to_csv, to_markdown
+    from kpbench.core.io import to_csv, to_markdown
 
     if fmt not in FORMATS:
         raise KpbenchError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -472,7 +472,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
     if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
     if kind == "speed":
-        from kpbench.speed import TIMING_DEFINITION
+        from kpbench.engine.speed import TIMING_DEFINITION
 
         parts += ["## What was timed", "", TIMING_DEFINITION]
     return {"report": "\n".join(parts)}
@@ -481,7 +481,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
 def check_report_out(out: str | Path) -> Path:
     """`--out FILE` of `kpbench report`: not a folder, and its folder exists or can be made and is writable
     (a one-line error otherwise)."""
-    from kpbench.io import ensure_output_dir
+    from kpbench.core.io import ensure_output_dir
 
     out = Path(out)
     if out.is_dir():
@@ -492,7 +492,7 @@ def check_report_out(out: str | Path) -> Path:
 
 def write_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str, out: str | Path) -> list[Path]:
     """Write the report to `out` (csv with several tables: `out` for the first, `<stem>.<name>.csv` for the rest)."""
-    from kpbench.io import atomic_write_files
+    from kpbench.core.io import atomic_write_files
 
     out = check_report_out(out)
     texts = render_report(kind, tables, fmt)

@@ -1,7 +1,7 @@
 """COCO evaluation as data: stats, precision/recall arrays and per-image matches, from pycocotools or hotcoco.
 
 pycocotools is the reference and the default; its numbers are returned unchanged (its printing is silenced by
-redirecting stdout, not by patching its code). Inputs are validated first (see `kpbench.cocofiles`), so a bad
+redirecting stdout, not by patching its code). Inputs are validated first (see `kpbench.evaluation.cocofiles`), so a bad
 file fails with a clear message instead of a crash or a silently wrong AP.
 """
 
@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.cocofiles import (
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
+from kpbench.core.schema import stat_names
+from kpbench.evaluation.cocofiles import (
     GroundTruth,
     Results,
     check_iou_type,
@@ -24,9 +27,6 @@ from kpbench.cocofiles import (
     load_results,
     loadres_takes_box,
 )
-from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
-from kpbench.schema import stat_names
 
 BACKENDS = ("pycocotools", "hotcoco")
 HOTCOCO_MISSING = "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
@@ -99,7 +99,7 @@ class EvalResult:
     # For threshold sweeps, in results order (None when the results were not parsed in Python: hotcoco, unchecked):
     result_scores: np.ndarray | None = None  # (N,) every result's score
     # (N,) keypoint results only: which carry a 'bbox' that pycocotools' loadRes would use if that result came
-    # first (it reads the whole file by its first record; see kpbench.cocofiles.loadres_takes_box).
+    # first (it reads the whole file by its first record; see kpbench.evaluation.cocofiles.loadres_takes_box).
     result_has_bbox: np.ndarray | None = None
 
     def stats_list(self) -> list[float]:
@@ -163,7 +163,7 @@ def _run_pycocotools(
 def _run_hotcoco(
     gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str
 ) -> tuple[Any, None]:
-    """hotcoco's COCOeval; paths (unchecked, or checked by kpbench.fastcheck) are parsed by hotcoco itself, in Rust."""
+    """hotcoco's COCOeval; paths (unchecked, or checked by kpbench.evaluation.fastcheck) are parsed by hotcoco itself, in Rust."""
     try:
         import hotcoco
     except ImportError:  # check_backend found it, but it does not import (a broken install)
@@ -198,7 +198,7 @@ class _BackendRun:
 
 
 def _hotcoco_on_checked_files(gt: str | Path, results: str | Path, iou_type: str) -> _BackendRun | None:
-    """hotcoco on two files it parses itself, checked by `kpbench.fastcheck` (msgspec) rather than as Python dicts.
+    """hotcoco on two files it parses itself, checked by `kpbench.evaluation.fastcheck` (msgspec) rather than as Python dicts.
 
     None when msgspec is not installed, the files are not proven clean, or hotcoco's parser refuses them; the
     caller then runs the full checks, which word the error (or the warning) and evaluate the parsed data.
@@ -207,7 +207,7 @@ def _hotcoco_on_checked_files(gt: str | Path, results: str | Path, iou_type: str
     others (a category without a name, say) are printed the same on the full path.
     """
     try:
-        from kpbench import fastcheck
+        from kpbench.evaluation import fastcheck
     except ImportError:  # msgspec is optional (kpbench[fast])
         return None
     checked = fastcheck.check_files(gt, results, iou_type)
@@ -292,7 +292,7 @@ def evaluate(
     `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
     Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
     With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
-    `kpbench.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
+    `kpbench.evaluation.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
     `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
     a file pycocotools mis-scores is then scored as it does (e.g. GT id 0), and one it cannot read fails with the
     backend's own message.

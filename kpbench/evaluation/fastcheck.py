@@ -1,4 +1,4 @@
-"""Input checks for two files handed to hotcoco unparsed: the verdict of `kpbench.cocofiles`, without dicts.
+"""Input checks for two files handed to hotcoco unparsed: the verdict of `kpbench.evaluation.cocofiles`, without dicts.
 
 hotcoco reads COCO JSON in Rust far faster than Python's json module builds dicts: at val2017 scale, parsing and
 checking the dicts takes 1.3 s, hotcoco's whole evaluation 0.1 s. This module reaches the full checks' verdict
@@ -34,7 +34,8 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from kpbench.cocofiles import (
+from kpbench.core.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
+from kpbench.evaluation.cocofiles import (
     MAX_COCO_ID,
     check_iou_type,
     coverage_note,
@@ -42,7 +43,6 @@ from kpbench.cocofiles import (
     empty_results_note,
     unlabelled_note,
 )
-from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
 
 Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
@@ -155,7 +155,7 @@ def _check_ground_truth(gt: _GroundTruth, image_ids: set[int], iou_type: str) ->
 
 
 def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "keypoints") -> CheckedFiles | None:
-    """The notes `kpbench.cocofiles` would attach to these two files, or None when this cannot prove that its
+    """The notes `kpbench.evaluation.cocofiles` would attach to these two files, or None when this cannot prove that its
     checks pass silently (the caller then runs them). Valid only if hotcoco's parser then accepts the files.
     The notes name the files as given (as the full checks do)."""
     check_iou_type(iou_type)

@@ -8,7 +8,7 @@ report; exactly the terms OKS averages over) count. Per keypoint type, over thos
 - ``n``: how many there are;
 - ``mean_similarity``: the mean keypoint similarity ks = exp(-d^2 / (2 s^2 k^2)), d the Euclidean distance in
   pixels between the predicted and the GT keypoint, s^2 the GT person's `area` and k = 2 sigma the keypoint's
-  COCO constant (the per-keypoint term of OKS, from `kpbench.oks.keypoint_similarity`);
+  COCO constant (the per-keypoint term of OKS, from `kpbench.evaluation.oks.keypoint_similarity`);
 - ``frac_ks_50`` and ``frac_ks_75``: the fraction with ks >= 0.50 and with ks >= 0.75;
 - ``median_error``: the median of d / sqrt(area), the distance normalised by the person's scale s =
   sqrt(GT area), the scale OKS uses (0.1 means a tenth of the person's scale). A GT person of area 0 has no
@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_files, to_csv, to_markdown
-from kpbench.oks import paired_keypoint_similarity
-from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import atomic_write_files, to_csv, to_markdown
+from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
+from kpbench.evaluation.oks import paired_keypoint_similarity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kpbench.cocofiles import GroundTruth, Results
-    from kpbench.evaluate import EvalResult
+    from kpbench.evaluation.cocoeval import EvalResult
+    from kpbench.evaluation.cocofiles import GroundTruth, Results
 
 COLUMNS: tuple[str, ...] = ("keypoint", "n", "mean_similarity", "frac_ks_50", "frac_ks_75", "median_error")
 MATCH_OKS = 0.5
@@ -62,7 +62,7 @@ def matched_pairs(eval_result: EvalResult, oks: float = MATCH_OKS) -> list[tuple
 
     Detection ids are pycocotools' 1-based positions in the results list. Matches to ignored GT are dropped.
     """
-    from kpbench.evaluate import matched_pairs as coco_matches
+    from kpbench.evaluation.cocoeval import matched_pairs as coco_matches
 
     if eval_result.iou_type != "keypoints":
         raise KpbenchError(f"per-keypoint breakdown needs a keypoints evaluation, got {eval_result.iou_type!r}")
@@ -102,7 +102,7 @@ def keypoint_breakdown(
 
     `gt` and `results` must be what `eval_result` was computed from (paths, parsed data or validated objects).
     """
-    from kpbench.cocofiles import load_ground_truth, load_results
+    from kpbench.evaluation.cocofiles import load_ground_truth, load_results
 
     with warnings.catch_warnings():
         # evaluate() has already warned about these inputs (e.g. a renumbered id 0); loading them again
@@ -138,7 +138,7 @@ NO_MATCHED_PERSONS = "no matched persons"
 
 def keypoint_breakdown_figure(rows: Sequence[dict[str, Any]], title: str | None = None) -> Figure:
     """The figure of `plot_keypoint_breakdown` (1000x600 pixels, Agg canvas)."""
-    from kpbench.plots import new_figure
+    from kpbench.report.figures import new_figure
 
     body = [r for r in rows if r["keypoint"] != "all"]
     pooled = next((r for r in rows if r["keypoint"] == "all"), None)
@@ -181,7 +181,7 @@ def keypoint_breakdown_figure(rows: Sequence[dict[str, Any]], title: str | None 
 def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
     """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG.
     With no matched keypoint at all, both panels say "no matched persons"."""
-    from kpbench.plots import save_figure
+    from kpbench.report.figures import save_figure
 
     return save_figure(keypoint_breakdown_figure(rows, title), path)
 
@@ -216,9 +216,9 @@ def keypoints_for_run(
     evaluating again, as `kpbench run` does); without one, or with one from a backend that exposes no matching
     (hotcoco), the run is evaluated here with pycocotools.
     """
-    from kpbench.evaluate import evaluate
-    from kpbench.rundir import read_manifest
-    from kpbench.runeval import finished_run_detections, load_run_ground_truth, run_results
+    from kpbench.engine.rundir import read_manifest
+    from kpbench.evaluation.cocoeval import evaluate
+    from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

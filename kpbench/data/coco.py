@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.errors import KpbenchError
-from kpbench.schema import PERSON_CATEGORY_ID, is_id_value
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import PERSON_CATEGORY_ID, is_id_value
 
 if TYPE_CHECKING:
     import torch

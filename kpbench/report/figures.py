@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_bytes, ensure_output_dir
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import atomic_write_bytes, ensure_output_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kpbench.evaluate import EvalResult
+    from kpbench.evaluation.cocoeval import EvalResult
 
 DPI = 100
 PR_PANEL_SIZE = (5.0, 4.0)  # inches per panel: 500 x 400 pixels
@@ -137,7 +137,7 @@ def read_csv_rows(path: str | Path) -> list[dict[str, Any]]:
 def plot_threshold_file(run_dir: str | Path) -> Path | None:
     """Redraw RUN_DIR/threshold_curves.png from the sweep files `kpbench thresholds` wrote
     (thresholds_person.csv, and thresholds_keypoint.csv when present); None when the run has no sweep."""
-    from kpbench.thresholds import CURVES_FILE, KEYPOINT_STEM, PERSON_STEM, plot_threshold_curves
+    from kpbench.analysis.thresholds import CURVES_FILE, KEYPOINT_STEM, PERSON_STEM, plot_threshold_curves
 
     run_dir = Path(run_dir)
     person_csv, keypoint_csv = run_dir / f"{PERSON_STEM}.csv", run_dir / f"{KEYPOINT_STEM}.csv"
@@ -153,14 +153,14 @@ def plot_threshold_file(run_dir: str | Path) -> Path | None:
 def plot_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:
     """Every figure of a run directory: RUN_DIR/pr_curves.png (keypoints and boxes), and the threshold curves
     when the run has a threshold sweep. `results` ({"keypoints": ..., "bbox": ...}) saves evaluating again."""
-    from kpbench.rundir import read_manifest
+    from kpbench.engine.rundir import read_manifest
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
     read_manifest(run_dir)  # a clear error for a folder that is not a run
     if results is None:
-        from kpbench.runeval import evaluate_run
+        from kpbench.evaluation.runeval import evaluate_run
 
         results = evaluate_run(run_dir, write=False)
     written = [plot_pr_curves(results, run_dir / PR_FILE)]
@@ -174,8 +174,8 @@ def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = 
     """Everything `kpbench run` writes after its metrics, from the run directory alone: the threshold sweep
     (thresholds_*.csv/.md, threshold_curves.png), the per-keypoint breakdown (keypoints.csv/.md/.png) and the
     PR curves (pr_curves.png). `results` is the run's evaluation, to save evaluating again."""
-    from kpbench.keypoint_breakdown import keypoints_for_run
-    from kpbench.thresholds import thresholds_for_run, write_threshold_files
+    from kpbench.analysis.breakdown import keypoints_for_run
+    from kpbench.analysis.thresholds import thresholds_for_run, write_threshold_files
 
     run_dir = Path(run_dir)
     report = thresholds_for_run(run_dir, results=results)
@@ -307,14 +307,14 @@ def make_readme_figures(out_dir: str | Path = "docs/images", seed: int = 0) -> l
     """The README's figures, from synthetic data only (never a COCO photo): PR curves, the per-keypoint
     breakdown and a skeleton overlay on a generated canvas. Deterministic for a given seed.
 
-    python -c "from kpbench.plots import make_readme_figures; make_readme_figures('docs/images')"
+    python -c "from kpbench.report.figures import make_readme_figures; make_readme_figures('docs/images')"
     """
     from PIL import Image
 
-    from kpbench.draw import draw_ground_truth, draw_skeletons, side_by_side
-    from kpbench.evaluate import evaluate
-    from kpbench.keypoint_breakdown import keypoint_breakdown, plot_keypoint_breakdown
-    from kpbench.synthetic import make_synthetic_coco
+    from kpbench.analysis.breakdown import keypoint_breakdown, plot_keypoint_breakdown
+    from kpbench.data.synthetic import make_synthetic_coco
+    from kpbench.evaluation.cocoeval import evaluate
+    from kpbench.report.draw import draw_ground_truth, draw_skeletons, side_by_side
 
     out = Path(out_dir)
     gt, results = make_synthetic_coco(num_images=200, seed=seed)

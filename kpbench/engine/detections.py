@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from kpbench.errors import KpbenchError
-from kpbench.schema import NUM_KEYPOINTS
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import NUM_KEYPOINTS
 
 
 @dataclass

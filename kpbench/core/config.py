@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 if sys.version_info >= (3, 11):
     import tomllib

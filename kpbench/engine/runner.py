@@ -10,7 +10,7 @@ One session of a run goes:
 3. the loop: fixed batches of the id-sorted image list; a rank runs every world_size-th pending batch and
    appends each finished image to its cache file (flushed per image) from a writer thread;
 4. rank 0 merges the shards into detections.jsonl in image-id order, writes the manifest (status "complete")
-   and evaluates from the cache (kpbench.runeval).
+   and evaluates from the cache (kpbench.evaluation.runeval).
 
 A failure before step 2 has written anything removes the --out folder again if step 1 created it. Ctrl-C
 during the loop keeps every finished image, marks the manifest "interrupted" and raises `RunInterrupted`,
@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.cocofiles import validate_ground_truth
-from kpbench.config import LoadedConfig, RunSettings, check_settings, settings_dict
-from kpbench.data import (
+from kpbench.core.config import LoadedConfig, RunSettings, check_settings, settings_dict
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.io import atomic_write_text, ensure_output_dir, write_json
+from kpbench.data.coco import (
     COCO_ROOT_ENV,
     CocoImages,
     annotation_path,
@@ -52,12 +53,9 @@ from kpbench.data import (
     select_image_ids,
     to_float_image,
 )
-from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
-from kpbench.download import first_missing_parent, remove_empty_dirs
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.evaluate import check_backend
-from kpbench.io import atomic_write_text, ensure_output_dir, write_json
-from kpbench.rundir import (
+from kpbench.data.download import first_missing_parent, remove_empty_dirs
+from kpbench.engine.detections import ImageDetections, append_detections, truncate_torn_tail
+from kpbench.engine.rundir import (
     RUN_VERSION,
     clear_run_files,
     default_run_dir,
@@ -70,12 +68,14 @@ from kpbench.rundir import (
     shard_paths,
     write_manifest,
 )
-from kpbench.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
+from kpbench.evaluation.cocoeval import check_backend
+from kpbench.evaluation.cocofiles import validate_ground_truth
+from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
 
 if TYPE_CHECKING:
     import torch
 
-    from kpbench.evaluate import EvalResult
+    from kpbench.evaluation.cocoeval import EvalResult
 
 # Settings that cannot change a single detection: a run may be resumed with other values of these.
 RESUME_IGNORED = ("out", "workers", "download")
@@ -238,7 +238,7 @@ def _attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
 def _coco_root(settings: RunSettings) -> Path:
     """The COCO root, after downloading what is missing of it with --download."""
     if settings.download:
-        from kpbench.download import ensure_coco
+        from kpbench.data.download import ensure_coco
 
         value = settings.coco_root if settings.coco_root is not None else os.environ.get(COCO_ROOT_ENV)
         if value is None:
@@ -276,7 +276,7 @@ def _check_resumable(run_dir: Path, previous: dict[str, Any], fingerprint: dict[
 
 def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, now: float | None = None) -> RunPlan:
     """Rank 0's checks before anything is written: data, selection, image files and the run directory."""
-    from kpbench.models import file_sha256
+    from kpbench.models.keypointrcnn import file_sha256
 
     root = _coco_root(settings)
     split = settings.split
@@ -523,7 +523,7 @@ def _run_loop(
     import torch
     from tqdm import tqdm
 
-    from kpbench.models import autocast, record_backbone_shapes
+    from kpbench.models.keypointrcnn import autocast, record_backbone_shapes
 
     stats = _LoopStats(rank=dist.rank)
     if not batches:
@@ -609,8 +609,8 @@ def _prepare(
 ) -> torch.nn.Module | None:
     """Step 2: the model on every rank (skipped when everything is cached: a finished run is only re-evaluated),
     then rank 0's writes before the loop; every rank fails if one does."""
-    from kpbench.environment import capture_environment
-    from kpbench.models import build_model, file_sha256
+    from kpbench.core.environment import capture_environment
+    from kpbench.models.keypointrcnn import build_model, file_sha256
 
     model, model_info, error = None, None, None
     if batches:
@@ -717,7 +717,7 @@ def run(
 ) -> RunOutcome:
     """Run Keypoint R-CNN over the selected COCO images into a run directory, resuming where it stopped, then
     evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the images are sharded over the ranks."""
-    from kpbench.models import check_dtype, check_weights, resolve_device
+    from kpbench.models.keypointrcnn import check_dtype, check_weights, resolve_device
 
     session_start = time.perf_counter()
     started_at = _now()

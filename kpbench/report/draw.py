@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.detections import ImageDetections
-from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_bytes, ensure_output_dir
-from kpbench.schema import LIMBS, NUM_KEYPOINTS
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import atomic_write_bytes, ensure_output_dir
+from kpbench.core.schema import LIMBS, NUM_KEYPOINTS
+from kpbench.engine.detections import ImageDetections
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -301,8 +301,8 @@ def draw_run_images(
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
     defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
     """
-    from kpbench.rundir import image_paths, read_manifest
-    from kpbench.runeval import read_run_detections
+    from kpbench.engine.rundir import image_paths, read_manifest
+    from kpbench.evaluation.runeval import read_run_detections
 
     _check_thresholds(score_thresh, kp_thresh)
     run_dir = Path(run_dir)
@@ -330,7 +330,7 @@ def draw_run_images(
         chosen = top_images(cached, top_n, score_thresh)
     gt_by_image: dict[int, list[dict[str, Any]]] = {}
     if gt:
-        from kpbench.runeval import load_run_ground_truth
+        from kpbench.evaluation.runeval import load_run_ground_truth
 
         for ann in load_run_ground_truth(run_dir, ("keypoints",))["keypoints"].dataset["annotations"]:
             gt_by_image.setdefault(int(ann["image_id"]), []).append(ann)
@@ -348,7 +348,7 @@ def draw_run_images(
 
 def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
     """GT annotations keyed by image file name (basename), from a COCO annotation file."""
-    from kpbench.cocofiles import load_ground_truth
+    from kpbench.evaluation.cocofiles import load_ground_truth
 
     data = load_ground_truth(annotations_json).dataset
     names = {int(img["id"]): Path(str(img.get("file_name", ""))).name for img in data["images"]}
@@ -395,9 +395,15 @@ def draw_image_files(
     """
     import torch
 
-    from kpbench.data import read_image_rgb_uint8, to_float_image
-    from kpbench.download import first_missing_parent, remove_empty_dirs
-    from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, build_model, default_max_size, resolve_device
+    from kpbench.data.coco import read_image_rgb_uint8, to_float_image
+    from kpbench.data.download import first_missing_parent, remove_empty_dirs
+    from kpbench.models.keypointrcnn import (
+        DEFAULT_MAX_SIZE,
+        DEFAULT_MIN_SIZE,
+        build_model,
+        default_max_size,
+        resolve_device,
+    )
 
     _check_thresholds(score_thresh, kp_thresh)
     files = [Path(p) for p in paths]

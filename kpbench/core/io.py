@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kpbench.errors import KpbenchError
+from kpbench.core.errors import KpbenchError
 
 TABLE_FORMATS = ("table", "json", "csv", "markdown")
 

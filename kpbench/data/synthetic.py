@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.schema import COCO_SKELETON, KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY_ID, SIGMAS
+from kpbench.core.schema import COCO_SKELETON, KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY_ID, SIGMAS
 
 PERSON_CATEGORY: dict[str, Any] = {
     "id": PERSON_CATEGORY_ID,

@@ -3,7 +3,7 @@
 A run directory is self-describing: every later command (evaluate, thresholds, draw, plots) reads only it.
 
     manifest.json            what made the run (config, environment, protocol, timings, image ids)
-    detections.jsonl         the detections cache, one line per finished image (see kpbench.detections)
+    detections.jsonl         the detections cache, one line per finished image (see kpbench.engine.detections)
     detections.rank<R>.jsonl a rank's shard during a distributed run (merged into detections.jsonl)
     ground_truth.json        the annotation file restricted to the evaluated images
     keypoints_results.json   COCO results, keypoints (box score, no bbox), in image-id order
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kpbench.data import image_path
-from kpbench.errors import KpbenchError
-from kpbench.io import read_json, write_json
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import read_json, write_json
+from kpbench.data.coco import image_path
 
 RUN_VERSION = 1
 MANIFEST = "manifest.json"
@@ -38,7 +38,7 @@ _SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
 METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
 # Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
 RUN_FILES = (MANIFEST, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
-# What the analysis after a run adds (kpbench.thresholds, kpbench.keypoint_breakdown, kpbench.plots name them).
+# What the analysis after a run adds (kpbench.analysis.thresholds, kpbench.analysis.breakdown, kpbench.report.figures name them).
 ANALYSIS_FILES = (
     "thresholds_person.csv", "thresholds_person.md", "thresholds_keypoint.csv", "thresholds_keypoint.md",
     "threshold_curves.png", "keypoints.csv", "keypoints.md", "keypoints.png", "pr_curves.png",

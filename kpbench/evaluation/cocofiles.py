@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.config import IOU_TYPES
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.io import read_json
-from kpbench.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS, is_id_value
+from kpbench.core.config import IOU_TYPES
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.io import read_json
+from kpbench.core.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS, is_id_value
 
 
 def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
@@ -164,7 +164,7 @@ def _refuse_duplicate_ids(records: list[dict[str, Any]], where: str, kind: str) 
         first[value] = i
 
 
-# The notes checks attach to a validation (shared with kpbench.fastcheck, which must word them identically).
+# The notes checks attach to a validation (shared with kpbench.evaluation.fastcheck, which must word them identically).
 
 
 def unlabelled_note(count: int) -> str:

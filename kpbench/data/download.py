@@ -1,6 +1,6 @@
 """Downloading and extracting the COCO 2017 archives: resumable HTTP, size + md5 checks, atomic extraction.
 
-Layout produced under ROOT (what `kpbench.data` reads):
+Layout produced under ROOT (what `kpbench.data.coco` reads):
 
     ROOT/annotations/person_keypoints_<split>.json
     ROOT/<split>/<12-digit id>.jpg
@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from kpbench.data import annotation_path
-from kpbench.errors import KpbenchError
-from kpbench.io import file_digest
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import file_digest
+from kpbench.data.coco import annotation_path
 
 OFFICIAL_BASE_URL = "http://images.cocodataset.org"
 BASE_URL_ENV = "KPBENCH_COCO_BASE_URL"

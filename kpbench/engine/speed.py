@@ -65,7 +65,7 @@ peak_rss_mib          peak resident set size of the process (CPU only), see rss_
 rss_scope             "row": VmHWM reset before the row via /proc/self/clear_refs; "process": ru_maxrss,
                       the peak over the whole process lifetime (where VmHWM cannot be reset)
 accuracy_images       images evaluated for AP (0: --accuracy off)
-kp_AP, box_AP         COCO keypoint and box AP on those images, as returned by kpbench.evaluate
+kp_AP, box_AP         COCO keypoint and box AP on those images, as returned by kpbench.evaluation.cocoeval
 status                "ok", "failed" or "skipped"
 error                 why a row failed or was skipped
 ====================  ==============================================================================
@@ -88,13 +88,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.errors import KpbenchError
-from kpbench.models import default_max_size
+from kpbench.core.errors import KpbenchError
+from kpbench.models.keypointrcnn import default_max_size
 
 if TYPE_CHECKING:
     import torch
 
-    from kpbench.config import LoadedConfig, SpeedSettings
+    from kpbench.core.config import LoadedConfig, SpeedSettings
 
 MANIFEST_KIND = "kpbench-speed"
 MANIFEST_VERSION = 1
@@ -235,7 +235,7 @@ def time_model(
     """
     import torch
 
-    from kpbench.models import autocast
+    from kpbench.models.keypointrcnn import autocast
 
     if not batches:
         raise ValueError("no batches to time")
@@ -361,7 +361,7 @@ def load_images(
 
     Each image is loaded twice: the first load (disk cache, decoder set-up) is kept, the second is timed.
     """
-    from kpbench.data import image_path, read_image_rgb
+    from kpbench.data.coco import image_path, read_image_rgb
 
     paths = [image_path(root, split, r["file_name"]) for r in records]
     images = [read_image_rgb(p).to(device) for p in paths]
@@ -500,10 +500,10 @@ def evaluate_accuracy(
     import torch
     from tqdm import tqdm
 
-    from kpbench.data import read_image_rgb, restrict_ground_truth
-    from kpbench.detections import ImageDetections, to_coco_results
-    from kpbench.evaluate import evaluate  # lazy: the timing path never needs the evaluation stack
-    from kpbench.models import autocast
+    from kpbench.data.coco import read_image_rgb, restrict_ground_truth
+    from kpbench.engine.detections import ImageDetections, to_coco_results
+    from kpbench.evaluation.cocoeval import evaluate  # lazy: the timing path never needs the evaluation stack
+    from kpbench.models.keypointrcnn import autocast
 
     dets = []
     starts = range(0, len(paths), variant.batch_size)
@@ -566,11 +566,11 @@ def run_speed(
     import torch
     from tqdm import tqdm
 
-    from kpbench.config import settings_dict
-    from kpbench.data import annotation_path, image_path, load_annotations, resolve_coco_root
-    from kpbench.environment import capture_environment
-    from kpbench.io import ensure_output_dir
-    from kpbench.models import build_model, check_weights, resolve_device
+    from kpbench.core.config import settings_dict
+    from kpbench.core.environment import capture_environment
+    from kpbench.core.io import ensure_output_dir
+    from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
+    from kpbench.models.keypointrcnn import build_model, check_weights, resolve_device
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
     settings = dataclasses.replace(
@@ -715,7 +715,7 @@ def _measure_row(
     size: int, preprocess_ms: float,
 ) -> dict[str, Any]:
     """Time one size of one variant (the model already in the variant's state): the measured columns of its row."""
-    from kpbench.models import record_backbone_shapes, set_input_size
+    from kpbench.models.keypointrcnn import record_backbone_shapes, set_input_size
 
     set_input_size(model, size)
     rss_scope = reset_peak_memory(device)
@@ -759,7 +759,7 @@ def _fill_unrun(
 
 def terminal_summary(result: SpeedRun) -> str:
     """What `kpbench speed` prints: one header line, then the main columns of every row."""
-    from kpbench.io import to_text_table
+    from kpbench.core.io import to_text_table
 
     env = result.manifest["environment"]
     settings = result.manifest["settings"]
@@ -776,7 +776,7 @@ def terminal_summary(result: SpeedRun) -> str:
 
 def speed_markdown(result: SpeedRun) -> str:
     """The Markdown file: what was timed, environment, settings and the table."""
-    from kpbench.io import to_markdown
+    from kpbench.core.io import to_markdown
 
     m = result.manifest
     env = m["environment"]
@@ -808,8 +808,8 @@ def write_speed_files(
     out_dir: str | Path, result: SpeedRun, *, device_name: str, started: datetime | None = None
 ) -> SpeedRun:
     """Write <out>/<device-slug>-<timestamp>.csv, .json and .md atomically; fills the paths into `result`."""
-    from kpbench.environment import device_slug
-    from kpbench.io import atomic_write_files, json_text, to_csv
+    from kpbench.core.environment import device_slug
+    from kpbench.core.io import atomic_write_files, json_text, to_csv
 
     out = Path(out_dir)
     stamp = (started or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")

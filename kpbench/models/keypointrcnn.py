@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.errors import KpbenchError
-from kpbench.io import file_digest
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import file_digest
 
 if TYPE_CHECKING:
     import torch

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.cocofiles import IOU_TYPES
-from kpbench.detections import ImageDetections, iter_cache, to_coco_results
-from kpbench.errors import KpbenchError
-from kpbench.io import to_text_table, write_json
-from kpbench.models import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
-from kpbench.rundir import (
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import to_text_table, write_json
+from kpbench.engine.detections import ImageDetections, iter_cache, to_coco_results
+from kpbench.engine.rundir import (
     bbox_results_path,
     detections_path,
     ground_truth_path,
@@ -30,10 +28,12 @@ from kpbench.rundir import (
     shard_paths,
     write_manifest,
 )
+from kpbench.evaluation.cocofiles import IOU_TYPES
+from kpbench.models.keypointrcnn import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
 
 if TYPE_CHECKING:
-    from kpbench.cocofiles import GroundTruth, Results
-    from kpbench.evaluate import EvalResult
+    from kpbench.evaluation.cocoeval import EvalResult
+    from kpbench.evaluation.cocofiles import GroundTruth, Results
 
 VAL2017_IMAGES = 5000
 # The protocol torchvision's published AP was measured with (its detection reference scripts, batch 1 per GPU).
@@ -146,7 +146,7 @@ def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None
 def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TYPES) -> dict[str, GroundTruth]:
     """The run's ground_truth.json, parsed once and validated for each iou type ({iou_type: GroundTruth}, each
     with its own annotation records, since pycocotools adds keys to them); a KpbenchError when it is missing."""
-    from kpbench.cocofiles import read_json, validate_ground_truth
+    from kpbench.evaluation.cocofiles import read_json, validate_ground_truth
 
     path = ground_truth_path(run_dir)
     if not path.exists():
@@ -193,7 +193,7 @@ def run_results(
 
     `kpbench evaluate --run`, `kpbench thresholds` and `kpbench keypoints` all score a run through this function.
     """
-    from kpbench.cocofiles import validate_results
+    from kpbench.evaluation.cocofiles import validate_results
 
     check_finite_detections(run_dir, detections)
     keypoint_results, bbox_results = to_coco_results(detections)
@@ -215,7 +215,7 @@ def evaluate_run(
     stats in the manifest; `on_write` is called with each path written. Reads only the run directory (manifest,
     cache, ground_truth.json); the model is not needed.
     """
-    from kpbench.evaluate import check_backend, evaluate, metrics_json, write_metrics
+    from kpbench.evaluation.cocoeval import check_backend, evaluate, metrics_json, write_metrics
 
     run_dir = Path(run_dir)
     check_backend(backend)
@@ -251,7 +251,7 @@ def evaluate_run(
 
 def stats_table(results: dict[str, EvalResult]) -> str:
     """A plain-text table: one row per iou type, stats in percent with one decimal (COCO's -1, "no GT", as n/a)."""
-    from kpbench.evaluate import PERCENT_NOTE, percent
+    from kpbench.evaluation.cocoeval import PERCENT_NOTE, percent
 
     lines = []
     for iou_type, result in results.items():

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth
-from kpbench.config import ThresholdSettings
-from kpbench.errors import KpbenchError, KpbenchWarning
-from kpbench.evaluate import (
+from kpbench.core.config import ThresholdSettings
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.io import atomic_write_bytes, atomic_write_files, to_csv, to_markdown, to_text_table
+from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
+from kpbench.evaluation.cocoeval import (
     EvalResult,
     ImageEval,
     MatchedPairs,
@@ -38,9 +39,8 @@ from kpbench.evaluate import (
     matched_pairs,
     require_image_evals,
 )
-from kpbench.io import atomic_write_bytes, atomic_write_files, to_csv, to_markdown, to_text_table
-from kpbench.oks import paired_keypoint_similarity
-from kpbench.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
+from kpbench.evaluation.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth
+from kpbench.evaluation.oks import paired_keypoint_similarity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -452,7 +452,7 @@ def thresholds_for_run(
     `evaluate_run` returns), when given, must be the run's own evaluations: those with pycocotools' matches are
     used instead of evaluating again (as `kpbench run` does); the others are evaluated here with pycocotools.
     """
-    from kpbench.runeval import finished_run_detections, load_run_ground_truth, run_results
+    from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
 
     settings = _settings(settings)
     run_dir = Path(run_dir)
@@ -592,7 +592,7 @@ def stat_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 def person_rows_in_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Person-score rows as tables for people show them: the COCO stats as percent strings with one decimal
     ("n/a" for COCO's -1); counts, precision, recall and F1 unchanged. CSV and JSON keep the rows as they are."""
-    from kpbench.evaluate import percent
+    from kpbench.evaluation.cocoeval import percent
 
     columns = stat_columns(rows)
     return [{**r, **{c: percent(r[c]) for c in columns}} for r in rows]

@@ -1,0 +1,1 @@
+"""Shared core: errors, file I/O, settings, environment capture and keypoint schemas."""

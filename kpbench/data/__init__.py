@@ -1,0 +1,1 @@
+"""Data: COCO roots and image reading, downloads, synthetic COCO data."""

@@ -1,0 +1,1 @@
+"""Evaluation: COCO files and their checks, OKS, the COCOeval backends and run-directory scoring."""

@@ -1,0 +1,1 @@
+"""Models: the pose-model protocol, its registry and the adapters (Keypoint R-CNN, ...)."""

@@ -1,0 +1,1 @@
+"""Reports for people: speed and run tables, figures, and drawn detections."""
