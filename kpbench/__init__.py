@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "build_report": "kpbench.report.tables",
     "draw_run_images": "kpbench.report.draw",
     "draw_image_files": "kpbench.report.draw",
-    "plot_run": "kpbench.report.figures",
+    "plot_run": "kpbench.analysis.pipeline",
     "plot_speed": "kpbench.report.figures",
     "keypoints_for_run": "kpbench.analysis.breakdown",
     "make_synthetic_coco": "kpbench.data.synthetic",

@@ -19,8 +19,8 @@ import pytest
 
 from kpbench.core.schema import NUM_KEYPOINTS
 from kpbench.data.synthetic import PERSON_CATEGORY
-from kpbench.engine.detections import ImageDetections, append_detections, to_coco_results
-from kpbench.engine.rundir import RUN_VERSION
+from kpbench.runs.detections import ImageDetections, append_detections, to_coco_results
+from kpbench.runs.directory import RUN_VERSION
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"

@@ -230,7 +230,7 @@ def test_incomplete_run_is_refused_like_evaluate_run(tmp_path: Path, run_cli, da
 
 def test_no_matched_person_says_so_in_the_figure(case, tmp_path: Path) -> None:
     """Nothing matched: the figure used to be two empty axes (the right one spanning -0.04 to 0.04)."""
-    from kpbench.analysis.breakdown import NO_MATCHED_PERSONS, keypoint_breakdown_figure, plot_keypoint_breakdown
+    from kpbench.report.figures import NO_MATCHED_PERSONS, keypoint_breakdown_figure, plot_keypoint_breakdown
 
     gt, results, _ = case
     far = [dict(r, keypoints=[v + 1000.0 if i % 3 != 2 else v for i, v in enumerate(r["keypoints"])]) for r in results]

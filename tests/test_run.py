@@ -19,7 +19,7 @@ from kpdata import COCO_SAMPLE, assert_one_line_error, load, pycocotools_eval, r
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
-from kpbench.engine import rundir
+from kpbench.runs import directory as rundir
 
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 # Small and fast: 160 px short side, and a high box threshold so that few boxes reach the keypoint head.
@@ -204,7 +204,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     """Ctrl-C after the first image: one line says how far it got, exit 130, the manifest says "interrupted";
     the same command resumes to the uninterrupted results. (`--weights NONE` is recorded as "none", so the
     resume with "none" matches it.)"""
-    from kpbench.engine.detections import ImageDetections
+    from kpbench.runs.detections import ImageDetections
 
     real = ImageDetections.from_model_output.__func__  # type: ignore[attr-defined]
     calls = 0

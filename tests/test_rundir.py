@@ -16,9 +16,9 @@ from kpbench.core.config import RunSettings, settings_dict
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 from kpbench.data.coco import load_annotations, restrict_ground_truth, select_image_ids
-from kpbench.engine import rundir
-from kpbench.engine.detections import ImageDetections, append_detections
 from kpbench.evaluation.runeval import describe_protocol, evaluate_run, summary_text
+from kpbench.runs import directory as rundir
+from kpbench.runs.detections import ImageDetections, append_detections
 
 
 def _manifest(root: Path, image_ids: list[int], **extra: object) -> dict:
@@ -76,7 +76,7 @@ def test_git_commit_only_of_a_checkout_that_tracks_the_file(tmp_path: Path) -> N
 
 
 def test_library_modules_do_not_import_torch() -> None:
-    code = ("import sys, kpbench.engine.rundir, kpbench.evaluation.runeval, kpbench.engine.runner, kpbench.data.coco, kpbench.cli.run; "
+    code = ("import sys, kpbench.runs.directory, kpbench.evaluation.runeval, kpbench.engine.runner, kpbench.data.coco, kpbench.cli.run; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -235,8 +235,8 @@ def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: 
 
 def test_canonical_cache_merges_shards_in_id_order_and_drops_torn_tails(tmp_path: Path) -> None:
     """What a resumed or distributed run does before and after its loop: one clean line per image, by id."""
-    from kpbench.engine.detections import read_cache
     from kpbench.engine.runner import write_canonical_cache
+    from kpbench.runs.detections import read_cache
 
     def dets(image_id: int, score: float) -> ImageDetections:
         return ImageDetections(image_id=image_id, boxes=np.zeros((1, 4)), scores=np.array([score]),

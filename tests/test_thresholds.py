@@ -31,10 +31,8 @@ from test_evaluate import varied_scene
 
 from kpbench.analysis.thresholds import (
     KEYPOINT_COLUMNS,
-    NO_MATCHED_PERSONS,
     person_columns,
     sweep_person_thresholds,
-    threshold_curves_figure,
     thresholds_for_files,
     thresholds_for_run,
     write_threshold_files,
@@ -43,9 +41,10 @@ from kpbench.core.config import ThresholdSettings
 from kpbench.core.errors import KpbenchError, KpbenchWarning
 from kpbench.core.schema import stat_names
 from kpbench.data.synthetic import make_synthetic_coco
-from kpbench.engine.detections import ImageDetections, to_coco_results
 from kpbench.evaluation.cocoeval import evaluate
 from kpbench.evaluation.oks import compute_oks
+from kpbench.report.figures import NO_MATCHED_PERSONS, threshold_curves_figure
+from kpbench.runs.detections import ImageDetections, to_coco_results
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
@@ -397,7 +396,7 @@ def test_curves_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     code = (
         "import json, sys, matplotlib\n"
         "matplotlib.use('svg')\n"
-        "from kpbench.analysis.thresholds import plot_threshold_curves\n"
+        "from kpbench.report.figures import plot_threshold_curves\n"
         f"rows = json.load(open({str(tmp_path / 'rows.json')!r}))\n"
         f"plot_threshold_curves(rows['person'], {str(tmp_path / 'curves.png')!r}, rows['keypoint'])\n"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
@@ -433,7 +432,7 @@ def test_run_dir_matches_files(tmp_path: Path) -> None:
     for iou_type in ("keypoints", "bbox"):
         settings = ThresholdSettings(iou_type=iou_type, thresholds=[0.0, 0.5, 0.9])
         from_run = thresholds_for_run(run, settings)
-        from kpbench.engine.detections import read_cache
+        from kpbench.runs.detections import read_cache
 
         cache = read_cache(run / "detections.jsonl")
         kp_res, box_res = to_coco_results([cache[i] for i in sorted(cache)])

@@ -34,7 +34,6 @@ from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
 from kpbench.evaluation.oks import paired_keypoint_similarity
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from kpbench.evaluation.cocoeval import EvalResult
     from kpbench.evaluation.cocofiles import GroundTruth, Results
@@ -133,66 +132,6 @@ def keypoint_breakdown(
     return rows
 
 
-NO_MATCHED_PERSONS = "no matched persons"
-
-
-def keypoint_breakdown_figure(rows: Sequence[dict[str, Any]], title: str | None = None) -> Figure:
-    """The figure of `plot_keypoint_breakdown` (1000x600 pixels, Agg canvas)."""
-    from kpbench.report.figures import new_figure
-
-    body = [r for r in rows if r["keypoint"] != "all"]
-    pooled = next((r for r in rows if r["keypoint"] == "all"), None)
-    n = int(pooled["n"]) if pooled is not None else sum(int(r["n"]) for r in body)
-    names = [r["keypoint"].replace("_", " ") for r in body]
-    y = np.arange(len(body))
-    fig = new_figure(10, 6)
-    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
-    height = 0.27
-    for offset, key, label, color in (
-        (-height, "mean_similarity", "mean similarity", "#1f77b4"),
-        (0.0, "frac_ks_50", "similarity >= 0.50", "#2ca02c"),
-        (height, "frac_ks_75", "similarity >= 0.75", "#ff7f0e"),
-    ):
-        left.barh(y + offset, [_num(r[key]) for r in body], height=height, label=label, color=color)
-        if pooled is not None and not math.isnan(_num(pooled[key])):
-            left.axvline(_num(pooled[key]), color=color, linestyle="--", linewidth=1)
-    left.set_xlim(0, 1)
-    left.set_yticks(y, names)
-    left.invert_yaxis()
-    left.set_xlabel("keypoint similarity (dashed: all keypoints)")
-    left.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=8, frameon=False)
-    right.barh(y, [_num(r["median_error"]) for r in body], color="#d62728")
-    if pooled is not None and not math.isnan(_num(pooled["median_error"])):
-        right.axvline(_num(pooled["median_error"]), color="black", linestyle="--", linewidth=1)
-    right.set_xlabel("median error / sqrt(GT area)")
-    for ax in (left, right):
-        ax.grid(axis="x", alpha=0.3)
-    if n == 0:
-        # Nothing matched at OKS >= 0.5: every bar is NaN. Say so instead of leaving two empty axes.
-        right.set_xlim(0, 1)
-        for ax in (left, right):
-            ax.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(OKS >= {MATCH_OKS})", transform=ax.transAxes, ha="center",
-                    va="center", fontsize=12, color="0.35")
-    fig.suptitle(title or f"Per-keypoint accuracy of matched detections (OKS >= 0.5, {n} GT keypoints)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_keypoint_breakdown(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG.
-    With no matched keypoint at all, both panels say "no matched persons"."""
-    from kpbench.report.figures import save_figure
-
-    return save_figure(keypoint_breakdown_figure(rows, title), path)
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def write_keypoint_breakdown(out_dir: str | Path, rows: Sequence[dict[str, Any]], plot: bool = True) -> list[Path]:
     """Write keypoints.csv, keypoints.md (the table and its definitions) and keypoints.png into out_dir."""
     out = Path(out_dir)
@@ -201,7 +140,9 @@ def write_keypoint_breakdown(out_dir: str | Path, rows: Sequence[dict[str, Any]]
         out / f"{STEM}.md": "## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows, COLUMNS),
     })
     if plot:
-        paths.append(plot_keypoint_breakdown(rows, out / f"{STEM}.png"))
+        from kpbench.report.figures import plot_keypoint_breakdown
+
+        paths.append(plot_keypoint_breakdown(rows, out / f"{STEM}.png", match_oks=MATCH_OKS))
     return paths
 
 
@@ -216,9 +157,9 @@ def keypoints_for_run(
     evaluating again, as `kpbench run` does); without one, or with one from a backend that exposes no matching
     (hotcoco), the run is evaluated here with pycocotools.
     """
-    from kpbench.engine.rundir import read_manifest
     from kpbench.evaluation.cocoeval import evaluate
     from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
+    from kpbench.runs.directory import read_manifest
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -15,7 +15,6 @@ exp(-d^2 / (2 s^2 k^2)) is >= 0.5. Keypoint logits exist only in a run directory
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -28,7 +27,7 @@ import numpy as np
 
 from kpbench.core.config import ThresholdSettings
 from kpbench.core.errors import KpbenchError, KpbenchWarning
-from kpbench.core.io import atomic_write_bytes, atomic_write_files, to_csv, to_markdown, to_text_table
+from kpbench.core.io import atomic_write_files, to_csv, to_markdown, to_text_table
 from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
 from kpbench.evaluation.cocoeval import (
     EvalResult,
@@ -43,12 +42,11 @@ from kpbench.evaluation.cocofiles import IOU_TYPES, GroundTruth, Results, check_
 from kpbench.evaluation.oks import paired_keypoint_similarity
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 PERSON_STEM = "thresholds_person"
 KEYPOINT_STEM = "thresholds_keypoint"
 CURVES_FILE = "threshold_curves.png"
-CURVES_DPI = 120  # 780 x 540 pixels with one panel, 1560 x 540 with two
 # The two operating points reported per person-score threshold: (column suffix, OKS/IoU threshold).
 OPERATING_POINTS: tuple[tuple[str, float], ...] = (("50", 0.5), ("75", 0.75))
 # A keypoint counts as correct when its own similarity reaches this (the loosest COCO OKS threshold).
@@ -490,72 +488,6 @@ def thresholds_for_run(
 # Files and plots
 
 
-NO_MATCHED_PERSONS = "no matched persons"
-
-
-def threshold_curves_figure(
-    rows: Sequence[dict[str, Any]], keypoint_rows: Sequence[dict[str, Any]] | None = None
-) -> Figure:
-    """The figure of `plot_threshold_curves`, on its own Agg canvas (no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def values(key: str, source: Sequence[dict[str, Any]]) -> list[float]:
-        return [math.nan if r[key] is None else float(r[key]) for r in source]
-
-    panels = 2 if keypoint_rows else 1
-    fig = Figure(figsize=(6.5 * panels, 4.5), dpi=CURVES_DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False)
-    ax = axes[0][0]
-    ts = values("threshold", rows)
-    ap = values("AP", rows)
-    ax.plot(ts, [math.nan if v < 0 else v for v in ap], "k-o", ms=3, label="AP")
-    for key, color in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
-        ax.plot(ts, values(f"{key}_50", rows), "-", color=color, label=f"{key} @0.50")
-        ax.plot(ts, values(f"{key}_75", rows), "--", color=color, label=f"{key} @0.75")
-    best = [r for r in rows if r.get("best_f1")]
-    if best:
-        ax.axvline(best[0]["threshold"], color="tab:green", lw=0.8, alpha=0.6)
-        ax.annotate(f"best F1 @ {best[0]['threshold']:g}", (best[0]["threshold"], 0.02), fontsize=8, rotation=90,
-                    ha="right", va="bottom")
-    ax.set(xlabel="person-score threshold", ylabel="value", ylim=(0, 1.02), title="Person-score thresholds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    if keypoint_rows:
-        kx = axes[0][1]
-        overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
-        kts = values("threshold", overall)
-        kx.set(xlabel="keypoint-score threshold (logit)", ylabel="value", ylim=(0, 1.02),
-               title="Keypoint-score thresholds (all keypoints)")
-        if kts and min(kts) < max(kts):
-            kx.set_xlim(min(kts), max(kts))
-        kx.grid(alpha=0.3)
-        if all(not r["visible"] for r in overall):
-            # No person matched at OKS >= 0.5 above the person threshold: say so instead of an empty axis.
-            kx.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(at OKS >= {KEYPOINT_MATCH_OKS} with a score above --person-thresh)",
-                    transform=kx.transAxes, ha="center", va="center", fontsize=11, color="0.35")
-        else:
-            kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
-            kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
-            kx.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_threshold_curves(
-    rows: Sequence[dict[str, Any]], path: str | Path, keypoint_rows: Sequence[dict[str, Any]] | None = None
-) -> Path:
-    """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
-    threshold, the best-F1 threshold marked (when there is one); with keypoint rows, a second panel for the "all"
-    keypoint row, or the words "no matched persons" when no person was matched."""
-    # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
-    fig = threshold_curves_figure(rows, keypoint_rows)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=CURVES_DPI)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def write_threshold_files(
@@ -574,7 +506,9 @@ def write_threshold_files(
         files[out_dir / f"{KEYPOINT_STEM}.md"] = to_markdown(keypoint_rows, KEYPOINT_COLUMNS)
     paths = atomic_write_files(files)
     if plot and person_rows:
-        paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None))
+        from kpbench.report.figures import plot_threshold_curves
+
+        paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None, KEYPOINT_MATCH_OKS))
     return paths
 
 

@@ -112,7 +112,7 @@ def run_command(
         for note in sorted({n for r in outcome.results.values() for n in r.notes}):
             echo_err(f"note: {note}")
     if outcome.results is not None and analysis:
-        from kpbench.report.figures import analyse_run
+        from kpbench.analysis.pipeline import analyse_run
 
         analyse_run(outcome.run_dir, outcome.results)
     if outcome.summary:

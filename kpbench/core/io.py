@@ -195,3 +195,34 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
     if fmt == "markdown":
         return to_markdown(rows, columns)
     return to_text_table(rows, columns)
+
+
+def _parse_cell(value: str) -> Any:
+    """CSV text to int, float, bool or None (empty), else the string unchanged."""
+    if value == "":
+        return None
+    if value in ("True", "False"):
+        return value == "True"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, Any]]:
+    """A CSV file as a list of dicts, numbers parsed (empty cells become None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KpbenchError(f"{path}: file not found")
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for number, row in enumerate(csv.DictReader(fh), start=2):
+                if None in row:  # DictReader puts the cells beyond the header under the key None
+                    raise KpbenchError(f"{path}: line {number} has more cells than the header")
+                rows.append({k: _parse_cell(v or "") for k, v in row.items()})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KpbenchError(f"{path}: not a readable CSV file ({exc})") from None
+    return rows

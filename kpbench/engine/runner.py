@@ -54,8 +54,11 @@ from kpbench.data.coco import (
     to_float_image,
 )
 from kpbench.data.download import first_missing_parent, remove_empty_dirs
-from kpbench.engine.detections import ImageDetections, append_detections, truncate_torn_tail
-from kpbench.engine.rundir import (
+from kpbench.evaluation.cocoeval import check_backend
+from kpbench.evaluation.cocofiles import validate_ground_truth
+from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
+from kpbench.runs.detections import ImageDetections, append_detections, truncate_torn_tail
+from kpbench.runs.directory import (
     RUN_VERSION,
     clear_run_files,
     default_run_dir,
@@ -68,9 +71,6 @@ from kpbench.engine.rundir import (
     shard_paths,
     write_manifest,
 )
-from kpbench.evaluation.cocoeval import check_backend
-from kpbench.evaluation.cocofiles import validate_ground_truth
-from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
 
 if TYPE_CHECKING:
     import torch

@@ -501,9 +501,9 @@ def evaluate_accuracy(
     from tqdm import tqdm
 
     from kpbench.data.coco import read_image_rgb, restrict_ground_truth
-    from kpbench.engine.detections import ImageDetections, to_coco_results
     from kpbench.evaluation.cocoeval import evaluate  # lazy: the timing path never needs the evaluation stack
     from kpbench.models.keypointrcnn import autocast
+    from kpbench.runs.detections import ImageDetections, to_coco_results
 
     dets = []
     starts = range(0, len(paths), variant.batch_size)

@@ -17,8 +17,10 @@ import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import to_text_table, write_json
-from kpbench.engine.detections import ImageDetections, iter_cache, to_coco_results
-from kpbench.engine.rundir import (
+from kpbench.evaluation.cocofiles import IOU_TYPES
+from kpbench.models.keypointrcnn import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
+from kpbench.runs.detections import ImageDetections, iter_cache, to_coco_results
+from kpbench.runs.directory import (
     bbox_results_path,
     detections_path,
     ground_truth_path,
@@ -28,8 +30,6 @@ from kpbench.engine.rundir import (
     shard_paths,
     write_manifest,
 )
-from kpbench.evaluation.cocofiles import IOU_TYPES
-from kpbench.models.keypointrcnn import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
 
 if TYPE_CHECKING:
     from kpbench.evaluation.cocoeval import EvalResult

@@ -24,7 +24,7 @@ import numpy as np
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_bytes, ensure_output_dir
 from kpbench.core.schema import LIMBS, NUM_KEYPOINTS
-from kpbench.engine.detections import ImageDetections
+from kpbench.runs.detections import ImageDetections
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -301,8 +301,8 @@ def draw_run_images(
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
     defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
     """
-    from kpbench.engine.rundir import image_paths, read_manifest
     from kpbench.evaluation.runeval import read_run_detections
+    from kpbench.runs.directory import image_paths, read_manifest
 
     _check_thresholds(score_thresh, kp_thresh)
     run_dir = Path(run_dir)

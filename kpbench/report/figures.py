@@ -1,4 +1,5 @@
-"""matplotlib figures: PR curves of a run, its threshold curves, and speed against size and accuracy.
+"""Every matplotlib figure kpbench draws: PR curves, threshold curves, the per-keypoint breakdown, and speed
+against size and accuracy. A leaf module: it takes rows and arrays, and imports nothing from the stages.
 
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas: no pyplot, no global backend switch (a
 notebook's backend stays as it is), and nothing opens a window. Every figure has a fixed size in pixels (a fixed
@@ -8,7 +9,6 @@ matplotlib is imported inside the functions; importing this module is cheap.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_bytes, ensure_output_dir
+from kpbench.core.io import atomic_write_bytes, ensure_output_dir, read_csv_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,6 +33,8 @@ SPEED_FPS_FILE = "speed_fps.png"
 SPEED_AP_FILE = "speed_ap_fps.png"
 _MEASURE = {"keypoints": "OKS", "bbox": "IoU"}
 _TITLE = {"keypoints": "keypoints", "bbox": "boxes"}
+CURVES_DPI = 120  # 780 x 540 pixels with one panel, 1560 x 540 with two
+NO_MATCHED_PERSONS = "no matched persons"
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
@@ -101,88 +103,6 @@ def plot_pr_curves(results: EvalResult | Mapping[str, EvalResult], path: str | P
         ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def _parse_cell(value: str) -> Any:
-    """CSV text to int, float, bool or None (empty), else the string unchanged."""
-    if value == "":
-        return None
-    if value in ("True", "False"):
-        return value == "True"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
-def read_csv_rows(path: str | Path) -> list[dict[str, Any]]:
-    """A CSV file as a list of dicts, numbers parsed (empty cells become None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise KpbenchError(f"{path}: file not found")
-    rows = []
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for number, row in enumerate(csv.DictReader(fh), start=2):
-                if None in row:  # DictReader puts the cells beyond the header under the key None
-                    raise KpbenchError(f"{path}: line {number} has more cells than the header")
-                rows.append({k: _parse_cell(v or "") for k, v in row.items()})
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise KpbenchError(f"{path}: not a readable CSV file ({exc})") from None
-    return rows
-
-
-def plot_threshold_file(run_dir: str | Path) -> Path | None:
-    """Redraw RUN_DIR/threshold_curves.png from the sweep files `kpbench thresholds` wrote
-    (thresholds_person.csv, and thresholds_keypoint.csv when present); None when the run has no sweep."""
-    from kpbench.analysis.thresholds import CURVES_FILE, KEYPOINT_STEM, PERSON_STEM, plot_threshold_curves
-
-    run_dir = Path(run_dir)
-    person_csv, keypoint_csv = run_dir / f"{PERSON_STEM}.csv", run_dir / f"{KEYPOINT_STEM}.csv"
-    if not person_csv.is_file():
-        return None
-    person_rows = read_csv_rows(person_csv)
-    if not person_rows:
-        return None
-    keypoint_rows = read_csv_rows(keypoint_csv) if keypoint_csv.is_file() else None
-    return Path(plot_threshold_curves(person_rows, run_dir / CURVES_FILE, keypoint_rows or None))
-
-
-def plot_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:
-    """Every figure of a run directory: RUN_DIR/pr_curves.png (keypoints and boxes), and the threshold curves
-    when the run has a threshold sweep. `results` ({"keypoints": ..., "bbox": ...}) saves evaluating again."""
-    from kpbench.engine.rundir import read_manifest
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise KpbenchError(f"{run_dir}: run directory not found")
-    read_manifest(run_dir)  # a clear error for a folder that is not a run
-    if results is None:
-        from kpbench.evaluation.runeval import evaluate_run
-
-        results = evaluate_run(run_dir, write=False)
-    written = [plot_pr_curves(results, run_dir / PR_FILE)]
-    thresholds = plot_threshold_file(run_dir)
-    if thresholds is not None:
-        written.append(thresholds)
-    return written
-
-
-def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:
-    """Everything `kpbench run` writes after its metrics, from the run directory alone: the threshold sweep
-    (thresholds_*.csv/.md, threshold_curves.png), the per-keypoint breakdown (keypoints.csv/.md/.png) and the
-    PR curves (pr_curves.png). `results` is the run's evaluation, to save evaluating again."""
-    from kpbench.analysis.breakdown import keypoints_for_run
-    from kpbench.analysis.thresholds import thresholds_for_run, write_threshold_files
-
-    run_dir = Path(run_dir)
-    report = thresholds_for_run(run_dir, results=results)
-    written = write_threshold_files(run_dir, report.person, report.keypoint, plot=False)
-    keypoints_for_run(run_dir, results.get("keypoints") if results else None)
-    written += [run_dir / f"keypoints.{ext}" for ext in ("csv", "md", "png")]
-    return written + plot_run(run_dir, results)
 
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps")
@@ -303,48 +223,134 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
     return written
 
 
-def make_readme_figures(out_dir: str | Path = "docs/images", seed: int = 0) -> list[Path]:
-    """The README's figures, from synthetic data only (never a COCO photo): PR curves, the per-keypoint
-    breakdown and a skeleton overlay on a generated canvas. Deterministic for a given seed.
+# Per-keypoint breakdown
 
-    python -c "from kpbench.report.figures import make_readme_figures; make_readme_figures('docs/images')"
-    """
-    from PIL import Image
 
-    from kpbench.analysis.breakdown import keypoint_breakdown, plot_keypoint_breakdown
-    from kpbench.data.synthetic import make_synthetic_coco
-    from kpbench.evaluation.cocoeval import evaluate
-    from kpbench.report.draw import draw_ground_truth, draw_skeletons, side_by_side
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
-    out = Path(out_dir)
-    gt, results = make_synthetic_coco(num_images=200, seed=seed)
-    kp = evaluate(gt, results, iou_type="keypoints")
-    written = [plot_pr_curves(kp, out / "synthetic_pr_curves.png")]
-    rows = keypoint_breakdown(kp, gt, results)
-    written.append(
-        plot_keypoint_breakdown(rows, out / "synthetic_keypoints.png", title="Per-keypoint breakdown (synthetic data)")
-    )
 
-    # A skeleton overlay on a plain gradient: the image with the most labelled GT persons.
-    image_id = max(
-        (img["id"] for img in gt["images"]),
-        key=lambda i: sum(a["num_keypoints"] > 0 for a in gt["annotations"] if a["image_id"] == i),
-    )
-    width, height = gt["images"][0]["width"], gt["images"][0]["height"]
-    ramp = np.linspace(90, 200, width, dtype=np.float64)
-    canvas = np.stack(
-        [np.tile(ramp, (height, 1)), np.full((height, width), 150.0), np.tile(ramp[::-1], (height, 1))], axis=2
-    ).astype(np.uint8)
-    dets = [r for r in results if r["image_id"] == image_id]
-    rng = np.random.default_rng(seed)
-    kps = np.array([r["keypoints"] for r in dets], dtype=np.float64).reshape(-1, 17, 3)
-    logits = rng.normal(5.0, 2.5, kps.shape[:2])  # synthetic results carry no keypoint scores
-    scores = np.array([r["score"] for r in dets], dtype=np.float64)
-    left = Image.fromarray(draw_skeletons(canvas, kps, logits, scores, score_thresh=0.7))
-    right = Image.fromarray(draw_ground_truth(canvas, [a for a in gt["annotations"] if a["image_id"] == image_id]))
-    panel = side_by_side(left, right, labels=("detections (score > 0.7)", "ground truth"))
+def keypoint_breakdown_figure(
+    rows: Sequence[dict[str, Any]], title: str | None = None, match_oks: float = 0.5
+) -> Figure:
+    """The figure of `plot_keypoint_breakdown` (1000x600 pixels, Agg canvas)."""
+    body = [r for r in rows if r["keypoint"] != "all"]
+    pooled = next((r for r in rows if r["keypoint"] == "all"), None)
+    n = int(pooled["n"]) if pooled is not None else sum(int(r["n"]) for r in body)
+    names = [r["keypoint"].replace("_", " ") for r in body]
+    y = np.arange(len(body))
+    fig = new_figure(10, 6)
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    height = 0.27
+    for offset, key, label, color in (
+        (-height, "mean_similarity", "mean similarity", "#1f77b4"),
+        (0.0, "frac_ks_50", "similarity >= 0.50", "#2ca02c"),
+        (height, "frac_ks_75", "similarity >= 0.75", "#ff7f0e"),
+    ):
+        left.barh(y + offset, [_num(r[key]) for r in body], height=height, label=label, color=color)
+        if pooled is not None and not math.isnan(_num(pooled[key])):
+            left.axvline(_num(pooled[key]), color=color, linestyle="--", linewidth=1)
+    left.set_xlim(0, 1)
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlabel("keypoint similarity (dashed: all keypoints)")
+    left.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=8, frameon=False)
+    right.barh(y, [_num(r["median_error"]) for r in body], color="#d62728")
+    if pooled is not None and not math.isnan(_num(pooled["median_error"])):
+        right.axvline(_num(pooled["median_error"]), color="black", linestyle="--", linewidth=1)
+    right.set_xlabel("median error / sqrt(GT area)")
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+    if n == 0:
+        # Nothing matched at OKS >= 0.5: every bar is NaN. Say so instead of leaving two empty axes.
+        right.set_xlim(0, 1)
+        for ax in (left, right):
+            ax.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(OKS >= {match_oks:g})", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=12, color="0.35")
+    fig.suptitle(title or f"Per-keypoint accuracy of matched detections (OKS >= 0.5, {n} GT keypoints)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_keypoint_breakdown(
+    rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None, match_oks: float = 0.5
+) -> Path:
+    """A bar chart of the breakdown (similarity and fractions left, median normalised error right); 1000x600 PNG.
+    With no matched keypoint at all, both panels say "no matched persons"."""
+    return save_figure(keypoint_breakdown_figure(rows, title, match_oks), path)
+
+
+# Threshold sweeps
+
+
+def threshold_curves_figure(
+    rows: Sequence[dict[str, Any]],
+    keypoint_rows: Sequence[dict[str, Any]] | None = None,
+    match_oks: float = 0.5,
+) -> Figure:
+    """The figure of `plot_threshold_curves`, on its own Agg canvas (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def values(key: str, source: Sequence[dict[str, Any]]) -> list[float]:
+        return [math.nan if r[key] is None else float(r[key]) for r in source]
+
+    panels = 2 if keypoint_rows else 1
+    fig = Figure(figsize=(6.5 * panels, 4.5), dpi=CURVES_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)
+    ax = axes[0][0]
+    ts = values("threshold", rows)
+    ap = values("AP", rows)
+    ax.plot(ts, [math.nan if v < 0 else v for v in ap], "k-o", ms=3, label="AP")
+    for key, color in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
+        ax.plot(ts, values(f"{key}_50", rows), "-", color=color, label=f"{key} @0.50")
+        ax.plot(ts, values(f"{key}_75", rows), "--", color=color, label=f"{key} @0.75")
+    best = [r for r in rows if r.get("best_f1")]
+    if best:
+        ax.axvline(best[0]["threshold"], color="tab:green", lw=0.8, alpha=0.6)
+        ax.annotate(f"best F1 @ {best[0]['threshold']:g}", (best[0]["threshold"], 0.02), fontsize=8, rotation=90,
+                    ha="right", va="bottom")
+    ax.set(xlabel="person-score threshold", ylabel="value", ylim=(0, 1.02), title="Person-score thresholds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if keypoint_rows:
+        kx = axes[0][1]
+        overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
+        kts = values("threshold", overall)
+        kx.set(xlabel="keypoint-score threshold (logit)", ylabel="value", ylim=(0, 1.02),
+               title="Keypoint-score thresholds (all keypoints)")
+        if kts and min(kts) < max(kts):
+            kx.set_xlim(min(kts), max(kts))
+        kx.grid(alpha=0.3)
+        if all(not r["visible"] for r in overall):
+            # No person matched at OKS >= 0.5 above the person threshold: say so instead of an empty axis.
+            kx.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(at OKS >= {match_oks} with a score above --person-thresh)",
+                    transform=kx.transAxes, ha="center", va="center", fontsize=11, color="0.35")
+        else:
+            kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
+            kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
+            kx.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_curves(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    keypoint_rows: Sequence[dict[str, Any]] | None = None,
+    match_oks: float = 0.5,
+) -> Path:
+    """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
+    threshold, the best-F1 threshold marked (when there is one); with keypoint rows, a second panel for the "all"
+    keypoint row, or the words "no matched persons" when no person was matched."""
+    # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
+    fig = threshold_curves_figure(rows, keypoint_rows, match_oks)
     buf = io.BytesIO()
-    panel.save(buf, format="PNG")
-    atomic_write_bytes(out / "synthetic_skeletons.png", buf.getvalue())
-    written.append(out / "synthetic_skeletons.png")
-    return written
+    fig.savefig(buf, format="png", dpi=CURVES_DPI)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -3,7 +3,7 @@
 A run directory is self-describing: every later command (evaluate, thresholds, draw, plots) reads only it.
 
     manifest.json            what made the run (config, environment, protocol, timings, image ids)
-    detections.jsonl         the detections cache, one line per finished image (see kpbench.engine.detections)
+    detections.jsonl         the detections cache, one line per finished image (see kpbench.runs.detections)
     detections.rank<R>.jsonl a rank's shard during a distributed run (merged into detections.jsonl)
     ground_truth.json        the annotation file restricted to the evaluated images
     keypoints_results.json   COCO results, keypoints (box score, no bbox), in image-id order
