@@ -1,49 +1,20 @@
-"""COCO person-keypoint schema: names, skeleton, limbs, OKS sigmas and stat names."""
+"""Keypoint schemas: a keypoint set described as data (names, skeleton, flip pairs, OKS sigmas, category).
+
+A `KeypointSchema` is frozen and hashable. `COCO17` (COCO's 17 person keypoints) is built in; `get_schema(name)`
+looks a built-in up, and `KeypointSchema.from_category(category, sigmas)` reads one from a GT file's `categories`
+entry. Every stage takes its schema explicitly; outside this module nothing assumes 17 keypoints, category 1 or
+COCO's names.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-NUM_KEYPOINTS = len(KEYPOINT_NAMES)
-
-# COCO's `skeleton` exactly as in person_keypoints_*.json: 1-based keypoint index pairs.
-COCO_SKELETON: tuple[tuple[int, int], ...] = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
-    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
-
-# The same links 0-based, for drawing.
-LIMBS: tuple[tuple[int, int], ...] = tuple((a - 1, b - 1) for a, b in COCO_SKELETON)
-
-# Per-keypoint OKS constants from Ronchi & Perona (ICCV 2017) as used by COCO. pycocotools writes them as
-# literals divided by 10.0, which is not always the same double as the decimal literal (e.g. 1.07/10.0 !=
-# 0.107), so we compute them the same way to stay bit-exact.
-_SIGMA_LITERALS = (
-    0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89,
-)  # fmt: skip
-SIGMAS: np.ndarray = np.array(_SIGMA_LITERALS) / 10.0
-SIGMAS.setflags(write=False)
-
-PERSON_CATEGORY_ID = 1
+from kpbench.core.errors import KpbenchError
 
 KEYPOINT_STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 BBOX_STAT_NAMES: tuple[str, ...] = (
@@ -53,6 +24,202 @@ BBOX_STAT_NAMES: tuple[str, ...] = (
 # COCO keypoint evaluation keeps the top 20 detections per image (hard-coded in pycocotools' summarize()).
 KEYPOINT_MAX_DETS = 20
 BBOX_MAX_DETS: tuple[int, ...] = (1, 10, 100)
+
+
+def sigmas_as_pycocotools(literals: Sequence[float]) -> np.ndarray:
+    """Per-keypoint OKS sigmas computed as pycocotools computes COCO's: the literals (ten times the sigma) divided
+    by 10.0. That is not always the same double as the decimal literal (1.07/10.0 != 0.107), so schemas whose
+    published sigmas are written this way stay bit-exact. Read-only float64."""
+    sigmas = np.asarray(literals, dtype=np.float64) / 10.0
+    sigmas.setflags(write=False)
+    return sigmas
+
+
+def _flip_pairs(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """0-based (left, right) index pairs of names that differ only by a left/right prefix or suffix."""
+    index = {name: i for i, name in enumerate(names)}
+    pairs = []
+    for name, i in index.items():
+        for left, right in (("left_", "right_"), ("l_", "r_"), ("_left", "_right"), ("left", "right")):
+            if left in name:
+                other = name.replace(left, right, 1)
+                if other in index and other != name:
+                    pairs.append((i, index[other]))
+                    break
+    return tuple(sorted(set(pairs)))
+
+
+@dataclass(frozen=True, eq=True)
+class KeypointSchema:
+    """One keypoint set. `skeleton` holds 1-based index pairs as COCO files do; `limbs` gives them 0-based.
+    `sigmas` are the per-keypoint OKS constants (Ronchi & Perona, ICCV 2017; OKS uses k = 2 sigma)."""
+
+    name: str
+    keypoint_names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    sigmas: tuple[float, ...]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    category_id: int = 1
+    category_name: str = "person"
+    sigmas_source: str = ""
+    _sigma_array: np.ndarray = field(default=None, init=False, repr=False, compare=False, hash=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        k = len(self.keypoint_names)
+        if k == 0:
+            raise KpbenchError(f"keypoint schema {self.name!r}: no keypoints")
+        if len(self.sigmas) != k:
+            raise KpbenchError(f"keypoint schema {self.name!r}: {len(self.sigmas)} sigmas for {k} keypoints")
+        for a, b in self.skeleton:
+            if not (1 <= a <= k and 1 <= b <= k):
+                raise KpbenchError(f"keypoint schema {self.name!r}: skeleton link {[a, b]} is outside 1..{k}")
+        for a, b in self.flip_pairs:
+            if not (0 <= a < k and 0 <= b < k):
+                raise KpbenchError(f"keypoint schema {self.name!r}: flip pair {(a, b)} is outside 0..{k - 1}")
+        sigmas = np.asarray(self.sigmas, dtype=np.float64)
+        if not (np.isfinite(sigmas).all() and (sigmas > 0).all()):
+            raise KpbenchError(f"keypoint schema {self.name!r}: sigmas must be positive finite numbers")
+        sigmas.setflags(write=False)
+        object.__setattr__(self, "_sigma_array", sigmas)
+
+    @property
+    def num_keypoints(self) -> int:
+        """K, the number of keypoints."""
+        return len(self.keypoint_names)
+
+    @property
+    def sigma_array(self) -> np.ndarray:
+        """The sigmas as a read-only float64 array of shape (K,)."""
+        return self._sigma_array
+
+    @property
+    def limbs(self) -> tuple[tuple[int, int], ...]:
+        """The skeleton as 0-based index pairs, for drawing."""
+        return tuple((a - 1, b - 1) for a, b in self.skeleton)
+
+    @property
+    def result_length(self) -> int:
+        """The length of a result's flat `keypoints` list: 3K (x, y, v per keypoint)."""
+        return 3 * self.num_keypoints
+
+    def category(self) -> dict[str, Any]:
+        """The schema as a COCO `categories` entry."""
+        return {
+            "id": self.category_id, "name": self.category_name, "supercategory": self.category_name,
+            "keypoints": list(self.keypoint_names), "skeleton": [list(link) for link in self.skeleton],
+        }  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready description (what a manifest records)."""
+        return {
+            "name": self.name, "num_keypoints": self.num_keypoints, "keypoint_names": list(self.keypoint_names),
+            "skeleton": [list(s) for s in self.skeleton], "flip_pairs": [list(p) for p in self.flip_pairs],
+            "sigmas": [float(s) for s in self.sigma_array], "sigmas_source": self.sigmas_source,
+            "category_id": self.category_id, "category_name": self.category_name,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeypointSchema:
+        """The inverse of `to_json`; a built-in schema's name gives the built-in object itself when it matches."""
+        schema = cls(
+            name=str(data["name"]),
+            keypoint_names=tuple(data["keypoint_names"]),
+            skeleton=tuple((int(a), int(b)) for a, b in data.get("skeleton", ())),
+            sigmas=tuple(float(s) for s in data["sigmas"]),
+            flip_pairs=tuple((int(a), int(b)) for a, b in data.get("flip_pairs", ())),
+            category_id=int(data.get("category_id", 1)),
+            category_name=str(data.get("category_name", "person")),
+            sigmas_source=str(data.get("sigmas_source", "")),
+        )
+        builtin = BUILTIN_SCHEMAS.get(schema.name)
+        return builtin if builtin is not None and _same_content(builtin, schema) else schema
+
+    @classmethod
+    def from_category(
+        cls, category: Mapping[str, Any], sigmas: Sequence[float], name: str | None = None, sigmas_source: str = ""
+    ) -> KeypointSchema:
+        """A schema from a COCO `categories` entry (its `keypoints` and `skeleton`) plus per-keypoint sigmas.
+        Flip pairs are found from left/right names."""
+        names = category.get("keypoints")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise KpbenchError(f"category {category.get('id')!r}: `keypoints` must be a list of names")
+        skeleton = category.get("skeleton") or []
+        return cls(
+            name=name or str(category.get("name", "custom")),
+            keypoint_names=tuple(names),
+            skeleton=tuple((int(a), int(b)) for a, b in skeleton),
+            sigmas=tuple(float(s) for s in sigmas),
+            flip_pairs=_flip_pairs(names),
+            category_id=int(category.get("id", 1)),
+            category_name=str(category.get("name", "person")),
+            sigmas_source=sigmas_source,
+        )
+
+    def with_category_id(self, category_id: int) -> KeypointSchema:
+        """The same keypoint set under another category id."""
+        return self if category_id == self.category_id else _replace(self, category_id=category_id)
+
+    def matches_category(self, category: Mapping[str, Any]) -> bool:
+        """Whether a GT `categories` entry lists exactly this schema's keypoint names, in order."""
+        return tuple(category.get("keypoints") or ()) == self.keypoint_names
+
+
+def _replace(schema: KeypointSchema, **changes: Any) -> KeypointSchema:
+    import dataclasses
+
+    return dataclasses.replace(schema, **changes)
+
+
+def _same_content(a: KeypointSchema, b: KeypointSchema) -> bool:
+    return (a.keypoint_names, a.skeleton, a.category_id) == (b.keypoint_names, b.skeleton, b.category_id) and bool(
+        np.array_equal(a.sigma_array, b.sigma_array)
+    )
+
+
+# COCO's 17 person keypoints, exactly as in person_keypoints_*.json.
+_COCO_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)  # fmt: skip
+_COCO_SKELETON = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)  # fmt: skip
+# Ronchi & Perona (ICCV 2017) as used by COCO; written as pycocotools writes them (literals / 10.0).
+_COCO_SIGMA_LITERALS = (
+    0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89,
+)  # fmt: skip
+
+COCO17 = KeypointSchema(
+    name="coco17",
+    keypoint_names=_COCO_NAMES,
+    skeleton=_COCO_SKELETON,
+    sigmas=tuple(float(s) for s in sigmas_as_pycocotools(_COCO_SIGMA_LITERALS)),
+    flip_pairs=_flip_pairs(_COCO_NAMES),
+    category_id=1,
+    category_name="person",
+    sigmas_source="pycocotools COCOeval.computeOks (Ronchi & Perona, ICCV 2017)",
+)
+
+BUILTIN_SCHEMAS: dict[str, KeypointSchema] = {COCO17.name: COCO17}
+
+
+def get_schema(name: str) -> KeypointSchema:
+    """A built-in schema by name (`coco17`, ...)."""
+    schema = BUILTIN_SCHEMAS.get(name.lower())
+    if schema is None:
+        raise KpbenchError(f"unknown keypoint schema {name!r}; built in: {', '.join(sorted(BUILTIN_SCHEMAS))}")
+    return schema
+
+
+# COCO17's parts under their historical names, for code that only ever meant COCO persons.
+KEYPOINT_NAMES: tuple[str, ...] = COCO17.keypoint_names
+NUM_KEYPOINTS = COCO17.num_keypoints
+COCO_SKELETON: tuple[tuple[int, int], ...] = COCO17.skeleton
+LIMBS: tuple[tuple[int, int], ...] = COCO17.limbs
+SIGMAS: np.ndarray = COCO17.sigma_array
+PERSON_CATEGORY_ID = COCO17.category_id
 
 
 def stat_names(iou_type: str) -> tuple[str, ...]:
