@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.schema import PERSON_CATEGORY_ID, is_id_value
+from kpbench.core.schema import COCO17, is_id_value
 
 if TYPE_CHECKING:
     import torch
@@ -73,20 +73,31 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     return data
 
 
+def images_with_instances(gt: dict[str, Any], category_id: int, labelled: bool = False) -> set[int]:
+    """The ids of the images that show an instance of `category_id` (a person, for COCO): any annotation of it,
+    crowd regions included; with `labelled`, only non-crowd annotations with labelled keypoints count."""
+    return {
+        int(a["image_id"])
+        for a in gt["annotations"]
+        if a.get("category_id", category_id) == category_id
+        and (not labelled or (not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0))
+    }
+
+
 def select_image_ids(
     gt: dict[str, Any],
     images: str = "all",
     limit: int | None = None,
     image_ids: Sequence[int] | None = None,
+    category_id: int = COCO17.category_id,
 ) -> list[int]:
-    """The evaluated image ids, ascending: all images (the protocol) or those with a person annotation,
-    then only `image_ids` if given, then the first `limit`."""
+    """The evaluated image ids, ascending: all images (the protocol) or those with an annotation of
+    `category_id` (persons), then only `image_ids` if given, then the first `limit`."""
     if images not in IMAGE_SETS:
         raise KpbenchError(f"--images: must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
     ids = sorted({int(img["id"]) for img in gt["images"]})
     if images == "with-persons":
-        # Any person annotation counts, crowd regions included: the image shows people.
-        with_persons = {int(a["image_id"]) for a in gt["annotations"] if a.get("category_id", 1) == PERSON_CATEGORY_ID}
+        with_persons = images_with_instances(gt, category_id)
         ids = [i for i in ids if i in with_persons]
     if image_ids is not None:
         known = set(ids)

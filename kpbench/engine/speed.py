@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17
 from kpbench.models.keypointrcnn import default_max_size
 
 if TYPE_CHECKING:
@@ -340,16 +341,14 @@ def peak_memory(device: torch.device, rss_scope: str | None) -> dict[str, Any]:
 # Images
 
 
-def select_person_images(gt: dict[str, Any], n: int) -> list[dict[str, Any]]:
+def select_person_images(gt: dict[str, Any], n: int, category_id: int = COCO17.category_id) -> list[dict[str, Any]]:
     """The first `n` images, by ascending id, with a non-crowd person annotation that has keypoints.
 
     Deterministic; keypoints are required so that --accuracy has something to score on every chosen image.
     """
-    with_people = {
-        a["image_id"]
-        for a in gt["annotations"]
-        if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
-    }
+    from kpbench.data.coco import images_with_instances
+
+    with_people = images_with_instances(gt, category_id, labelled=True)
     records = sorted((im for im in gt["images"] if im["id"] in with_people), key=lambda im: im["id"])
     return records[:n]
 
