@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.errors import KpbenchError
+from kpbench.io import check_regular_file, out_of_memory, read_file_bytes
 from kpbench.schema import PERSON_CATEGORY_ID, is_id_value
 
 if TYPE_CHECKING:
@@ -53,13 +54,16 @@ _GET_DATA_HINT = "`kpbench data download --root {root}` or `kpbench run --downlo
 def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     """Parse ROOT/annotations/person_keypoints_<split>.json; a missing or broken file says how to get it."""
     path = annotation_path(root, split)
-    if not path.is_file():
+    if not path.exists():
         raise KpbenchError(f"{path}: annotation file not found ({_GET_DATA_HINT.format(root=root)})")
+    size = check_regular_file(path, "annotation file")
     try:
         with path.open("rb") as fh:
             data = json.load(fh)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KpbenchError(f"{path}: cannot read the annotation file ({exc}); delete it and download it again") from None
+    except MemoryError:
+        raise out_of_memory(path, size) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
         data.get("annotations"), list
     ):
@@ -140,20 +144,19 @@ def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
     path = Path(path)
-    if not path.is_file():
-        raise KpbenchError(f"{path}: image file not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise KpbenchError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    raw = read_file_bytes(path, "image file")
+    if not raw:  # torch.frombuffer refuses an empty buffer with a ValueError of its own
+        raise KpbenchError(f"{path}: cannot decode image (empty file)")
     try:
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of torchcodec; they are still the reference here.
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision are deprecated")
             image = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise KpbenchError(f"{path}: cannot decode image ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, ValueError) as exc:
+        raise KpbenchError(f"{path}: cannot decode image ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    except MemoryError:
+        raise out_of_memory(path, len(raw)) from None
     if image.dtype == torch.uint16:  # a 16-bit PNG: scale to 8 bits, rounding to nearest (x * 255 / 65535)
         image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
     if image.dtype != torch.uint8:

@@ -23,7 +23,7 @@ import numpy as np
 
 from kpbench.detections import ImageDetections
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_bytes, ensure_output_dir
+from kpbench.io import atomic_write_bytes, check_regular_file, ensure_output_dir
 from kpbench.schema import LIMBS, NUM_KEYPOINTS
 
 if TYPE_CHECKING:
@@ -231,8 +231,7 @@ def _save_png(image: Image.Image, path: Path) -> Path:
 def _open_rgb(path: Path) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise KpbenchError(f"{path}: image file not found")
+    check_regular_file(path, "image file")  # a FIFO would block PIL
     try:
         with Image.open(path) as img:
             # No EXIF rotation: the model and the COCO annotations both use the stored pixel orientation.
@@ -404,8 +403,7 @@ def draw_image_files(
     if not files:
         raise KpbenchError("draw: no image files given")
     for path in files:
-        if not path.is_file():
-            raise KpbenchError(f"{path}: image file not found")
+        check_regular_file(path, "image file")
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
         for path in files:

@@ -25,7 +25,7 @@ from kpbench.cocofiles import (
     loadres_takes_box,
 )
 from kpbench.errors import KpbenchError
-from kpbench.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
+from kpbench.io import atomic_write_files, check_regular_file, json_text, read_json, to_csv, to_markdown, to_text_table
 from kpbench.schema import stat_names
 
 BACKENDS = ("pycocotools", "hotcoco")
@@ -299,6 +299,9 @@ def evaluate(
     """
     check_backend(backend)
     check_iou_type(iou_type)
+    for value in (gt, results):
+        if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
+            check_regular_file(value, "JSON file")
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
     run = None
     if backend == "hotcoco" and validate and two_files:
