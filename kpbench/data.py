@@ -113,11 +113,23 @@ def select_image_ids(
 def restrict_ground_truth(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, Any]:
     """The annotation file restricted to `image_ids`: their image records (ascending id), their annotations
     (file order), and every other top-level key (info, licenses, categories) unchanged."""
-    wanted = set(image_ids)
+    positions = ground_truth_positions(gt, image_ids)
     out = dict(gt)
-    out["images"] = sorted((img for img in gt["images"] if int(img["id"]) in wanted), key=lambda img: int(img["id"]))
-    out["annotations"] = [a for a in gt["annotations"] if int(a["image_id"]) in wanted]
+    out["images"] = [gt["images"][i] for i in positions["image"]]
+    out["annotations"] = [gt["annotations"][i] for i in positions["annotation"]]
     return out
+
+
+def ground_truth_positions(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, list[int]]:
+    """Where in the annotation file each record `restrict_ground_truth` keeps comes from, in its order:
+    {"image": [index in gt["images"], ...], "annotation": [index in gt["annotations"], ...]} (so that a message
+    about the restricted GT can name the file's records)."""
+    wanted = set(image_ids)
+    images = [i for i, img in enumerate(gt["images"]) if int(img["id"]) in wanted]
+    return {
+        "image": sorted(images, key=lambda i: int(gt["images"][i]["id"])),  # stable: file order among equal ids
+        "annotation": [i for i, a in enumerate(gt["annotations"]) if int(a["image_id"]) in wanted],
+    }
 
 
 def image_files(root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[int]) -> list[Path]:

@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import sys
@@ -47,6 +48,7 @@ from kpbench.data import (
     COCO_ROOT_ENV,
     CocoImages,
     annotation_path,
+    ground_truth_positions,
     image_files,
     load_annotations,
     make_loader,
@@ -58,7 +60,7 @@ from kpbench.data import (
 )
 from kpbench.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.download import first_missing_parent, remove_empty_dirs
-from kpbench.errors import KpbenchError, KpbenchWarning
+from kpbench.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.evaluate import check_backend
 from kpbench.io import atomic_write_text, ensure_output_dir, write_json
 from kpbench.rundir import (
@@ -301,9 +303,14 @@ def plan_run(
     # The GT the run will be scored against, checked now rather than after the last image (its warnings and
     # notes come with the evaluation).
     # (The keypoint checks cover the box ones.)
+    source = str(annotation_path(root, split))
+    subset = restrict_ground_truth(gt, image_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KpbenchWarning)
-        validate_ground_truth(restrict_ground_truth(gt, image_ids), str(annotation_path(root, split)), "keypoints")
+        try:
+            validate_ground_truth(subset, source, "keypoints")
+        except KpbenchError as exc:
+            raise KpbenchError(_in_file_terms(str(exc), source, subset, ground_truth_positions(gt, image_ids))) from None
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
     ann = {"path": str(annotation_path(root, split).resolve()),
            "sha256": file_sha256(annotation_path(root, split))}
@@ -335,6 +342,31 @@ def plan_run(
             "choose another --out, or pass --overwrite to write the run files into it"
         )
     return plan
+
+
+_FIRST_RECORD = re.compile(r"^: (image|annotation) (\d+)")
+_OTHER_RECORD = re.compile(r"\(also (image|annotation) (\d+)\)")
+
+
+def _in_file_terms(message: str, source: str, subset: dict[str, Any], positions: dict[str, list[int]]) -> str:
+    """A message about the GT restricted to the run's images, naming records as the annotation file has them: by
+    their index in the file (not in the subset) and their id, as `kpbench evaluate` of the whole file would."""
+    if not message.startswith(source):
+        return message
+    tail = message[len(source):]
+
+    def first(match: re.Match[str]) -> str:
+        kind, index = match.group(1), int(match.group(2))
+        record = subset[f"{kind}s"][index]
+        rec_id = record.get("id") if isinstance(record, dict) else None
+        named = f"{kind} {positions[kind][index]}"
+        if type(rec_id) is int and f"id {shown(rec_id)}" not in tail:
+            named += f" (id {shown(rec_id)})"
+        return f": {named}"
+
+    tail = _FIRST_RECORD.sub(first, tail, count=1)
+    tail = _OTHER_RECORD.sub(lambda m: f"(also {m.group(1)} {positions[m.group(1)][int(m.group(2))]})", tail)
+    return source + tail
 
 
 def fixed_batches(image_ids: Sequence[int], batch_size: int) -> list[list[int]]:

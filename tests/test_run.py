@@ -665,3 +665,30 @@ def test_missing_coco_root_is_reported_before_torch_is_imported(tmp_path: Path) 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     assert proc.stdout == "NO-TORCH\n", proc.stderr
     assert proc.stderr.startswith(f"error: {tmp_path / 'nowhere'}: COCO root not found")
+
+
+@requires_shared
+@pytest.mark.parametrize(
+    ("change", "image_ids", "expected"),
+    [
+        (lambda gt: gt["annotations"][60]["keypoints"].__setitem__(4, float("nan")), "214753",
+         "annotation 60 (id 186932): 'keypoints' holds NaN or infinity"),
+        (lambda gt: gt["images"].append(dict(gt["images"][1])), "785",
+         "image 35: duplicate image id 785 (also image 1); ids must be unique"),
+    ],
+)
+def test_bad_gt_record_is_named_by_its_place_in_the_file(
+    tmp_path: Path, run_cli: RunCli, change: Callable, image_ids: str, expected: str
+) -> None:
+    """run checks only the selected images' GT, but names the records as the file has them (it used to give their
+    index in the selection: "annotation 0", "image 1")."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").symlink_to(COCO_SAMPLE / "val2017")
+    gt = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
+    change(gt)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    ann.write_text(json.dumps(gt))
+    code, _, err = run_cli("run", "--coco-root", root, *FAST, "--image-ids", image_ids, "--out", tmp_path / "run")
+    assert_one_line_error((code, "", err))
+    assert err == f"error: {ann}: {expected}\n"
