@@ -162,6 +162,18 @@ def ensure_output_dir(path: str | Path, option: str = "--out") -> Path:
         raise KpbenchError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
     if not os.access(path, os.W_OK):
         raise KpbenchError(f"{option} {path}: the folder is not writable")
+    # os.access cannot see a full disk (nor a folder root may not write into): write a little for real, so that
+    # a long job fails now rather than when it writes its results.
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".kpbench-probe-", suffix=".tmp")
+        try:
+            os.write(fd, b"kpbench\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise KpbenchError(f"{option} {path}: cannot write into the folder ({exc.strerror or exc})") from None
     return path
 
 

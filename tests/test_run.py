@@ -653,11 +653,12 @@ def test_resume_fingerprint_ignores_the_order_of_image_ids() -> None:
     assert a != resume_fingerprint({"image_ids": [139], "min_size": 320}, "/coco", "cpu")
 
 
-def test_missing_coco_root_is_reported_before_torch_is_imported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "speed"])
+def test_missing_coco_root_is_reported_before_torch_is_imported(tmp_path: Path, command: str) -> None:
     code = (
         "import sys\n"
         "from kpbench.cli import main\n"
-        f"sys.argv = ['kpbench', 'run', '--coco-root', {str(tmp_path / 'nowhere')!r}, '--weights', 'none']\n"
+        f"sys.argv = ['kpbench', {command!r}, '--coco-root', {str(tmp_path / 'nowhere')!r}, '--weights', 'none']\n"
         "try:\n    main()\n"
         "except SystemExit as e:\n    assert e.code == 2, e.code\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
