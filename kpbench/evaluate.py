@@ -147,7 +147,10 @@ def _run_pycocotools(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    # Inputs are checked finite, but keypoints far out (1e308 is valid JSON) overflow in pycocotools' arithmetic:
+    # computeOks squares them to inf (OKS 0, the right limit), and loadRes's area of a spread that is infinite one
+    # way and 0 the other is inf * 0. numpy's warnings about it would only be noise: the numbers are pycocotools'.
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(over="ignore", invalid="ignore"):
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()

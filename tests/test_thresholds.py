@@ -719,3 +719,22 @@ def test_numeric_strings_in_the_cache_are_refused(tmp_path: Path, run_cli, comma
     cache.write_text("".join(lines))
     assert_one_line_error(run_cli(*command.split(), run), f"error: {cache}: line 2 is not a valid detections record "
                           f"('scores' holds a non-number: {record['scores'][0]!r})")
+
+
+def test_keypoints_at_1e308_leak_no_numpy_warning(tmp_path: Path, run_cli) -> None:
+    """±1e308 is valid JSON and finite: scored as far off (OKS 0), without numpy's overflow warnings leaking."""
+    from kpdata import make_run_dir
+
+    run = make_run_dir(tmp_path).path
+    cache = run / "detections.jsonl"
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    for record in records:
+        record["keypoints"] = [[[1e308 if k % 2 else -1e308, -1e308, 1.0] for k in range(17)] for _ in record["keypoints"]]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for command in ("evaluate --run", "thresholds", "keypoints"):
+            code, _, err = run_cli(*command.split(), run, "--format", "json")
+            assert code == 0 and "Warning" not in err, (command, err)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["keypoints"]["AP"] == 0.0
