@@ -15,6 +15,7 @@ torch is imported only to run a model on image files (`draw_image_files`).
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.detections import ImageDetections
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, KpbenchWarning
 from kpbench.io import atomic_write_bytes, check_regular_file, ensure_output_dir
 from kpbench.schema import LIMBS, NUM_KEYPOINTS
 
@@ -309,7 +310,15 @@ def draw_run_images(
         raise KpbenchError(f"{run_dir}: run directory not found")
     manifest = read_manifest(run_dir)
     run_ids = [int(i) for i in manifest.get("image_ids", [])]
-    cached = read_run_detections(run_dir)
+    cached = _finite_only(run_dir, read_run_detections(run_dir))
+    if run_ids and not set(run_ids) <= set(cached):
+        # The other commands refuse an incomplete run; a drawing of what is there is still useful, but say so.
+        warnings.warn(
+            f"{run_dir}: run incomplete, {len(set(run_ids) & set(cached))} of {len(set(run_ids))} images have "
+            "detections; drawing from those (re-run the same `kpbench run` command to finish it)",
+            KpbenchWarning,
+            stacklevel=2,
+        )
     if image_ids is not None:
         known = set(run_ids) or set(cached)
         for image_id in image_ids:
@@ -343,6 +352,38 @@ def draw_run_images(
         drawn = _render(image, cached[image_id], gt_by_image.get(image_id, []) if gt else None, score_thresh, kp_thresh)
         written.append(_save_png(drawn, out_dir / f"{image_id}.png"))
     return written
+
+
+def _finite_only(run_dir: Path, cached: dict[int, ImageDetections]) -> dict[int, ImageDetections]:
+    """The cached detections without those holding NaN or infinity (which cannot be drawn), with one warning that
+    names the cache and the first of them. The scoring commands refuse such a cache instead."""
+    from kpbench.rundir import detections_path
+
+    out: dict[int, ImageDetections] = {}
+    bad: list[tuple[int, int]] = []  # (image id, detection)
+    for image_id in sorted(cached):
+        det = cached[image_id]
+        n = len(det)
+        finite = (np.isfinite(det.boxes).all(axis=1) & np.isfinite(det.scores)
+                  & np.isfinite(det.keypoints.reshape(n, -1)).all(axis=1) & np.isfinite(det.keypoint_scores).all(axis=1))
+        if finite.all():
+            out[image_id] = det
+            continue
+        bad += [(image_id, int(j)) for j in np.flatnonzero(~finite)]
+        out[image_id] = ImageDetections(
+            image_id=image_id, boxes=det.boxes[finite], scores=det.scores[finite], labels=det.labels[finite],
+            keypoints=det.keypoints[finite], keypoint_scores=det.keypoint_scores[finite], input_shape=det.input_shape,
+        )
+    if bad:
+        images = len({image_id for image_id, _ in bad})
+        warnings.warn(
+            f"{detections_path(run_dir)}: {len(bad)} detection(s) in {images} image(s) hold NaN or infinity (first: "
+            f"image {bad[0][0]}, detection {bad[0][1]}); they are not drawn (the cache is damaged or the model gave "
+            "non-finite outputs)",
+            KpbenchWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
