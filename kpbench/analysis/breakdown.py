@@ -123,7 +123,8 @@ def keypoint_breakdown(
     areas = np.array([g["area"] for g in gts], dtype=np.float64)
     boxes = np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4)
     similarity, _ = paired_keypoint_similarity(gt_kps, boxes, areas, dt_kps, schema.sigma_array)
-    distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
+    with np.errstate(over="ignore"):  # keypoints far out (1e308): an infinite error, rightly
+        distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
     scale = np.sqrt(areas)[:, None]
     error = np.divide(distance, scale, out=np.full(distance.shape, np.nan), where=scale > 0)
     visible = gt_kps[..., 2] > 0

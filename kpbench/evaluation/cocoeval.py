@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
+from kpbench.core.io import (
+    atomic_write_files,
+    check_regular_file,
+    json_text,
+    read_json,
+    to_csv,
+    to_markdown,
+    to_text_table,
+)
 from kpbench.core.schema import KeypointSchema, stat_names
 from kpbench.evaluation.backends import ImageEval, check_backend, get_backend
 from kpbench.evaluation.cocofiles import (
@@ -194,6 +202,9 @@ def evaluate(
     """
     check_backend(backend)
     check_iou_type(iou_type)
+    for value in (gt, results):
+        if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
+            check_regular_file(value, "JSON file")
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
     run = None
     if backend == "hotcoco" and validate and two_files:

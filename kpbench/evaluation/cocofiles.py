@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.config import IOU_TYPES
-from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import read_json
 from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, KeypointSchema, is_id_value
 
@@ -123,7 +123,7 @@ def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, ki
         value = rec[key]
         if type(value) is not int or not -MAX_COCO_ID < value < MAX_COCO_ID:
             raise KpbenchError(
-                f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {value!r}"
+                f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {shown(value)}"
             )
 
 
@@ -135,7 +135,7 @@ def _require_id_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where
             continue
         bad = next((i for i, v in enumerate(values) if not is_id_value(v)), None)
         if bad is not None:
-            raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {values[bad]!r}")
+            raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {shown(values[bad])}")
 
 
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
@@ -148,7 +148,7 @@ def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: s
             raise KpbenchError(f"{where}: {kind} {i} is a {type(rec).__name__}, expected an object")
         missing = [k for k in keys if k not in rec]
         if missing:
-            ident = f" (id {rec['id']})" if "id" in rec else ""
+            ident = f" (id {shown(rec['id'])})" if "id" in rec else ""
             raise KpbenchError(f"{where}: {kind} {i}{ident} has no '{missing[0]}'")
 
 
@@ -238,10 +238,10 @@ def validate_ground_truth(
     category_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(annotations):
         if ann["image_id"] not in image_ids:
-            raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {ann['image_id']}, not in 'images'")
+            raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {shown(ann['image_id'])}, not in 'images'")
         if ann["category_id"] not in category_ids:
             raise KpbenchError(
-                f"{source}: annotation {i} (id {ann['id']}) refers to category {ann['category_id']}, not in 'categories' "
+                f"{source}: annotation {i} (id {ann['id']}) refers to category {shown(ann['category_id'])}, not in 'categories' "
                 "(pycocotools would leave it out of every score)"
             )
     notes: list[str] = list(schema_notes)
@@ -384,7 +384,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         if unknown:
             i = next(i for i, v in enumerate(values) if v in unknown)
             raise KpbenchError(
-                f"{source}: result {i}: {field_name} {values[i]!r} is not in the ground truth ({gt.source})"
+                f"{source}: result {i}: {field_name} {shown(values[i])} is not in the ground truth ({gt.source})"
             )
     covered = set(result_images)
     if len(covered) < len(image_ids):

@@ -120,7 +120,8 @@ def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
             # with invalid UTF-8 anywhere.
             data.decode("utf-8")
         return decoder.decode(data)
-    except (OSError, UnicodeDecodeError, RecursionError, msgspec.DecodeError):  # ValidationError is a DecodeError
+    # ValidationError is a DecodeError; MemoryError is worded by the full checks, which name the file's size.
+    except (OSError, UnicodeDecodeError, RecursionError, MemoryError, msgspec.DecodeError):
         return None
 
 

@@ -47,10 +47,12 @@ def _exponents(
     zero = np.zeros(())
     box_dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
     box_dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-    dx = np.where(has_labels, xd - xg, box_dx)
-    dy = np.where(has_labels, yd - yg, box_dy)
-
-    e = (dx**2 + dy**2) / variances / (gt_areas[..., None] + np.spacing(1)) / 2
+    # Keypoints far out (1e308 is valid JSON) square to inf: e = inf is the right limit (similarity 0), so
+    # numpy's overflow warning would only be noise.
+    with np.errstate(over="ignore"):
+        dx = np.where(has_labels, xd - xg, box_dx)
+        dy = np.where(has_labels, yd - yg, box_dy)
+        e = (dx**2 + dy**2) / variances / (gt_areas[..., None] + np.spacing(1)) / 2
     counts = np.where(has_labels, labelled, True)
     return e, np.broadcast_to(counts, e.shape)
 

@@ -15,14 +15,15 @@ torch is imported only to run a model on image files (`draw_image_files`).
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_bytes, ensure_output_dir
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.io import atomic_write_bytes, check_regular_file, ensure_output_dir
 from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.runs.detections import ImageDetections
 
@@ -241,8 +242,7 @@ def _save_png(image: Image.Image, path: Path) -> Path:
 def _open_rgb(path: Path) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise KpbenchError(f"{path}: image file not found")
+    check_regular_file(path, "image file")  # a FIFO would block PIL
     try:
         with Image.open(path) as img:
             # No EXIF rotation: the model and the COCO annotations both use the stored pixel orientation.
@@ -321,8 +321,16 @@ def draw_run_images(
         raise KpbenchError(f"{run_dir}: run directory not found")
     manifest = read_manifest(run_dir)
     run_ids = [int(i) for i in manifest.get("image_ids", [])]
-    cached = read_run_detections(run_dir)
+    cached = _finite_only(run_dir, read_run_detections(run_dir))
     schema = run_schema(run_dir) or COCO17  # a version-1 run is COCO persons
+    if run_ids and not set(run_ids) <= set(cached):
+        # The other commands refuse an incomplete run; a drawing of what is there is still useful, but say so.
+        warnings.warn(
+            f"{run_dir}: run incomplete, {len(set(run_ids) & set(cached))} of {len(set(run_ids))} images have "
+            "detections; drawing from those (re-run the same `kpbench run` command to finish it)",
+            KpbenchWarning,
+            stacklevel=2,
+        )
     if image_ids is not None:
         known = set(run_ids) or set(cached)
         for image_id in image_ids:
@@ -357,6 +365,38 @@ def draw_run_images(
                         schema)
         written.append(_save_png(drawn, out_dir / f"{image_id}.png"))
     return written
+
+
+def _finite_only(run_dir: Path, cached: dict[int, ImageDetections]) -> dict[int, ImageDetections]:
+    """The cached detections without those holding NaN or infinity (which cannot be drawn), with one warning that
+    names the cache and the first of them. The scoring commands refuse such a cache instead."""
+    from kpbench.runs.directory import detections_path
+
+    out: dict[int, ImageDetections] = {}
+    bad: list[tuple[int, int]] = []  # (image id, detection)
+    for image_id in sorted(cached):
+        det = cached[image_id]
+        n = len(det)
+        finite = (np.isfinite(det.boxes).all(axis=1) & np.isfinite(det.scores)
+                  & np.isfinite(det.keypoints.reshape(n, -1)).all(axis=1) & np.isfinite(det.keypoint_scores).all(axis=1))
+        if finite.all():
+            out[image_id] = det
+            continue
+        bad += [(image_id, int(j)) for j in np.flatnonzero(~finite)]
+        out[image_id] = ImageDetections(
+            image_id=image_id, boxes=det.boxes[finite], scores=det.scores[finite], labels=det.labels[finite],
+            keypoints=det.keypoints[finite], keypoint_scores=det.keypoint_scores[finite], input_shape=det.input_shape,
+        )
+    if bad:
+        images = len({image_id for image_id, _ in bad})
+        warnings.warn(
+            f"{detections_path(run_dir)}: {len(bad)} detection(s) in {images} image(s) hold NaN or infinity (first: "
+            f"image {bad[0][0]}, detection {bad[0][1]}); they are not drawn (the cache is damaged or the model gave "
+            "non-finite outputs)",
+            KpbenchWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -423,8 +463,7 @@ def draw_image_files(
     if not files:
         raise KpbenchError("draw: no image files given")
     for path in files:
-        if not path.is_file():
-            raise KpbenchError(f"{path}: image file not found")
+        check_regular_file(path, "image file")
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
         for path in files:
