@@ -23,7 +23,7 @@ from kpbench.core.io import (
     to_markdown,
     to_text_table,
 )
-from kpbench.core.schema import KeypointSchema, stat_names
+from kpbench.core.schema import COCO17, KeypointSchema, stat_names
 from kpbench.evaluation.backends import ImageEval, check_backend, get_backend
 from kpbench.evaluation.cocofiles import (
     GroundTruth,
@@ -213,6 +213,9 @@ def evaluate(
         run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema)
     ev = run.ev
     p = ev.params
+    notes = list(run.notes)
+    if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
+        notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
     names = stat_names(iou_type)
     stats = [float(s) for s in ev.stats]
     if len(stats) != len(names):
@@ -238,7 +241,7 @@ def evaluate(
         num_images=len(p.imgIds),
         num_gt=len(ev.cocoGt.getAnnIds()),
         num_results=len(ev.cocoDt.getAnnIds()),
-        notes=run.notes,
+        notes=notes,
         result_scores=run.result_scores,
         result_has_bbox=run.result_has_bbox,
         schema=run.schema if iou_type == "keypoints" else None,
