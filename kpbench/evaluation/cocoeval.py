@@ -74,8 +74,8 @@ class EvalResult:
     schema: KeypointSchema | None = None
 
     def stats_list(self) -> list[float]:
-        """The stats in COCO's summary order."""
-        return [self.stats[name] for name in stat_names(self.iou_type)]
+        """The stats in their summary order (COCO's, or the schema's own protocol's, such as CrowdPose's)."""
+        return list(self.stats.values())
 
 
 UNCHECKED_NOTE = "input checks skipped (validate=False)"
@@ -91,6 +91,7 @@ class _BackendRun:
     result_scores: np.ndarray | None
     result_has_bbox: np.ndarray | None
     schema: KeypointSchema | None = None
+    protocol_stats: dict[str, float] | None = None  # a schema's own protocol's stats (CrowdPose), else COCOeval's
 
 
 def _hotcoco_on_checked_files(
@@ -160,6 +161,11 @@ def _run_backend(
         # Records parsed here from a results file are ours alone, so the backend may add its keys to them.
         owned = isinstance(results, (str, Path))
         sigmas = schema.sigma_array if schema is not None and iou_type == "keypoints" else None
+        if checked and iou_type == "keypoints" and schema is not None and schema.protocol == "crowdpose":
+            from kpbench.evaluation.crowdpose import crowd_stats
+
+            protocol_stats, ev, crowd_notes = crowd_stats(gt_data, res, backend)
+            return _BackendRun(ev, None, [*notes, *crowd_notes], result_scores, has_bbox, schema, protocol_stats)
         ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned)
     except KpbenchError:
         raise
@@ -216,14 +222,18 @@ def evaluate(
     notes = list(run.notes)
     if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
         notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
-    names = stat_names(iou_type)
-    stats = [float(s) for s in ev.stats]
-    if len(stats) != len(names):
-        raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
+    if run.protocol_stats is not None:
+        stat_dict = run.protocol_stats
+    else:
+        names = stat_names(iou_type)
+        stats = [float(s) for s in ev.stats]
+        if len(stats) != len(names):
+            raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
+        stat_dict = dict(zip(names, stats))
     return EvalResult(
         iou_type=iou_type,
         backend=backend,
-        stats=dict(zip(names, stats)),
+        stats=stat_dict,
         precision=np.asarray(ev.eval["precision"]),
         recall=np.asarray(ev.eval["recall"]),
         scores=np.asarray(ev.eval["scores"]),

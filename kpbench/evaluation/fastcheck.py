@@ -136,6 +136,8 @@ def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointS
     list has its length, else a built-in whose names one category lists exactly (one keypoint category only)."""
     named = [cat for cat in gt.categories if isinstance(cat.keypoints, list) and cat.keypoints]
     if schema is not None:
+        if schema.protocol != "coco":
+            return None
         return schema if all(len(cat.keypoints) == schema.num_keypoints for cat in named) else None  # type: ignore[arg-type]
     if len(named) != 1 or not {a.category_id for a in gt.annotations} <= {named[0].id}:
         return None
@@ -144,7 +146,8 @@ def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointS
     except msgspec.DecodeError:
         return None
     for builtin in BUILTIN_SCHEMAS.values():
-        if names == builtin.keypoint_names:
+        # A schema with its own protocol (CrowdPose) goes through the full checks, which run that protocol.
+        if names == builtin.keypoint_names and builtin.protocol == "coco":
             return builtin.with_category_id(named[0].id)
     return None
 
