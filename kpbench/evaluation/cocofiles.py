@@ -221,6 +221,8 @@ def validate_ground_truth(
     _refuse_duplicate_ids(data["images"], source, "image")
     annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
     _require_keys(annotations, ("id", "image_id", "category_id"), source, "annotation")
+    _require_integer_ids(annotations, "id", source, "annotation")
+    _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
     schema_notes: list[str] = []
     if iou_type == "keypoints":
         schema, schema_notes = resolve_schema(data["categories"], annotations, source, schema)
@@ -230,8 +232,6 @@ def validate_ground_truth(
     if iou_type == "keypoints":
         needed += ("keypoints", "num_keypoints")
     _require_keys(annotations, needed, source, "annotation")
-    _require_integer_ids(annotations, "id", source, "annotation")
-    _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         if box_area:
