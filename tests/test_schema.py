@@ -221,3 +221,29 @@ def test_crowdpose_on_the_command_line_and_without_crowd_index(tmp_path, run_cli
     del gt["images"][2]["crowdIndex"]
     with pytest.raises(KpbenchError, match=r"image 2 \(id \d+\) has no numeric 'crowdIndex'"):
         evaluate(gt, load(CROWDPOSE / "example_crowdpose_preds.json"))
+
+
+WHOLEBODY_FIXTURE = SHARED_DATA / "xtcocoapi_example_wholebody"
+
+
+@requires_shared
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_wholebody_by_part_equals_xtcocotools(backend: str) -> None:
+    from kpbench.evaluation.wholebody import WHOLEBODY_SIGMAS, evaluate_wholebody
+
+    expected = load(WHOLEBODY_FIXTURE / "expected_stats.json")
+    assert list(WHOLEBODY_SIGMAS) == expected["sigmas_133"]
+    parts = evaluate_wholebody(WHOLEBODY_FIXTURE / "example_wholebody_val.json",
+                               WHOLEBODY_FIXTURE / "example_wholebody_preds.json", backend=backend)
+    assert list(parts) == list(expected["stats"])  # body, foot, face, left hand, right hand, whole body
+    for part, result in parts.items():
+        assert result.stats_list() == expected["stats"][part], part
+    assert parts["keypoints_face"].schema.num_keypoints == 68
+    assert parts["keypoints_face"].notes[-1] == "face: 68 keypoints, ranked by 'score'"
+
+
+def test_wholebody_needs_every_part() -> None:
+    from kpbench.evaluation.wholebody import evaluate_wholebody
+
+    with pytest.raises(KpbenchError, match="not a COCO-WholeBody ground truth"):
+        evaluate_wholebody({"images": [], "annotations": [{"keypoints": []}], "categories": []}, [])
