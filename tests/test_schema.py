@@ -247,3 +247,24 @@ def test_wholebody_needs_every_part() -> None:
 
     with pytest.raises(KpbenchError, match="not a COCO-WholeBody ground truth"):
         evaluate_wholebody({"images": [], "annotations": [{"keypoints": []}], "categories": []}, [])
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_zero_scored_keypoint_results_get_a_note_and_xtcocotools_rule_on_request(scene, tmp_path, backend) -> None:
+    import json
+
+    gt, results = scene
+    zeroed = copy.deepcopy(results)
+    for r in zeroed[:3]:
+        r["keypoints"][2::3] = [0] * 5
+    kept = zeroed[3:]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(zeroed))
+    counted = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend=backend, schema=FIVE)
+    assert counted.stats_list() == [float(x) for x in _bare_pycocotools(gt, zeroed, FIVE.sigma_array).stats]
+    assert any(n.startswith("3 result(s) have every keypoint score at 0: pycocotools scores them") for n in counted.notes)
+    dropped = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend=backend, schema=FIVE,
+                       drop_zero_keypoint_results=True)
+    assert dropped.stats_list() == [float(x) for x in _bare_pycocotools(gt, kept, FIVE.sigma_array).stats]
+    assert dropped.num_results == len(kept)
+    assert any(n.startswith("3 result(s) with every keypoint score at 0 left out") for n in dropped.notes)

@@ -190,6 +190,23 @@ def coverage_note(covered: int, total: int, missed: int) -> str:
     )
 
 
+def is_zero_keypoint_result(keypoints: list[Any]) -> bool:
+    """Whether every keypoint score (each third value) of a result is <= 0: xtcocotools drops such results."""
+    return not any(v > 0 for v in keypoints[2::3])
+
+
+def count_zero_keypoint_results(keypoint_lists: Any) -> int:
+    """How many results have no keypoint with a score above 0."""
+    return sum(1 for kps in keypoint_lists if is_zero_keypoint_result(kps))
+
+
+def zero_keypoint_results_note(count: int) -> str:
+    return (
+        f"{count} result(s) have every keypoint score at 0: pycocotools scores them like any other result (this "
+        "evaluation does); xtcocotools drops them (drop_zero_keypoint_results=True, --drop-zero-keypoints)"
+    )
+
+
 def crowded_images_note(count: int) -> str:
     return (
         f"{count} image(s) have more than {KEYPOINT_MAX_DETS} detections; COCO keypoint evaluation keeps "
@@ -415,6 +432,9 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")
     if iou_type == "keypoints":
         notes += _check_keypoint_result_boxes(results, source)
+        zero = count_zero_keypoint_results(r["keypoints"] for r in results)
+        if zero:
+            notes.append(zero_keypoint_results_note(zero))
         crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
             notes.append(crowded_images_note(crowded))
