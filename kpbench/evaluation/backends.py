@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
+from kpbench.evaluation.settings import EvalSettings
 
 HOTCOCO_MISSING = "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
 
@@ -64,7 +65,7 @@ class EvaluationBackend(Protocol):
 
     def run(
         self, gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str,
-        sigmas: np.ndarray | None, copy_records: bool = True,
+        sigmas: np.ndarray | None, copy_records: bool = True, settings: EvalSettings | None = None,
     ) -> tuple[Any, list[ImageEval] | None]:
         """COCOeval after evaluate/accumulate/summarize, and the per-image matches (None if not exposed)."""
         ...
@@ -108,7 +109,7 @@ class PycocotoolsBackend:
 
     def run(
         self, gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str,
-        sigmas: np.ndarray | None, copy_records: bool = True,
+        sigmas: np.ndarray | None, copy_records: bool = True, settings: EvalSettings | None = None,
     ) -> tuple[Any, list[ImageEval] | None]:
         """loadRes adds keys to the result records, so they are copied unless `copy_records` is False (records
         parsed from a file, which nobody else holds)."""
@@ -129,6 +130,8 @@ class PycocotoolsBackend:
             ev = COCOeval(coco_gt, coco_dt, iou_type)
             if sigmas is not None and iou_type == "keypoints":
                 ev.params.kpt_oks_sigmas = np.array(sigmas, dtype=np.float64)
+            if settings is not None:
+                settings.apply(ev.params)
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
@@ -159,7 +162,7 @@ class HotcocoBackend:
 
     def run(
         self, gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str,
-        sigmas: np.ndarray | None, copy_records: bool = True,
+        sigmas: np.ndarray | None, copy_records: bool = True, settings: EvalSettings | None = None,
     ) -> tuple[Any, list[ImageEval] | None]:
         try:
             import hotcoco
@@ -176,10 +179,17 @@ class HotcocoBackend:
             ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
             if sigmas is not None and iou_type == "keypoints" and not _same_sigmas(ev.params.kpt_oks_sigmas, sigmas):
                 ev.params.kpt_oks_sigmas = [float(s) for s in sigmas]
+            if settings is not None:
+                params = ev.params
+                settings.apply(params)
+                params.iouThrs = [float(t) for t in params.iouThrs]  # hotcoco takes lists
+                ev.params = params
             with warnings.catch_warnings():
                 # Its warning that other sigmas are "no longer COCO keypoint AP": kpbench set them on purpose, and
                 # the evaluation's notes name the schema they come from.
                 warnings.filterwarnings("ignore", message="hotcoco: kpt_oks_sigmas differ")
+                # Likewise for other COCOeval parameters, which kpbench's own notes describe.
+                warnings.filterwarnings("ignore", message="hotcoco: (max_dets differ|use_cats is false)")
                 ev.evaluate()
                 ev.accumulate()
                 ev.summarize()

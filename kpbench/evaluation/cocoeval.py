@@ -33,6 +33,7 @@ from kpbench.evaluation.cocofiles import (
     load_results,
     loadres_takes_box,
 )
+from kpbench.evaluation.settings import DEFAULT_SETTINGS, EvalSettings, same_as_coco, settings_notes, summarize
 
 
 @dataclass
@@ -72,6 +73,7 @@ class EvalResult:
     result_has_bbox: np.ndarray | None = None
     # The keypoint set scored, whose sigmas the backend used (None for boxes).
     schema: KeypointSchema | None = None
+    settings: EvalSettings = DEFAULT_SETTINGS  # the COCOeval parameters used
 
     def stats_list(self) -> list[float]:
         """The stats in their summary order (COCO's, or the schema's own protocol's, such as CrowdPose's)."""
@@ -95,7 +97,8 @@ class _BackendRun:
 
 
 def _hotcoco_on_checked_files(
-    gt: str | Path, results: str | Path, iou_type: str, schema: KeypointSchema | None
+    gt: str | Path, results: str | Path, iou_type: str, schema: KeypointSchema | None,
+    settings: EvalSettings | None = None,
 ) -> _BackendRun | None:
     """hotcoco on two files it parses itself, checked by `kpbench.evaluation.fastcheck` (msgspec) rather than as Python dicts.
 
@@ -114,7 +117,7 @@ def _hotcoco_on_checked_files(
         return None
     sigmas = checked.schema.sigma_array if checked.schema is not None else None
     try:
-        ev, _ = get_backend("hotcoco").run(Path(gt), Path(results), iou_type, sigmas)
+        ev, _ = get_backend("hotcoco").run(Path(gt), Path(results), iou_type, sigmas, settings=settings)
     except KpbenchError:
         raise
     except Exception:  # hotcoco refused the files (a non-number in a keypoint list, a duplicate field, ...)
@@ -151,6 +154,7 @@ def _run_backend(
     checked: bool,
     schema: KeypointSchema | None,
     drop_zero_keypoints: bool = False,
+    settings: EvalSettings | None = None,
 ) -> _BackendRun:
     """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
     gt_input: dict[str, Any] | Path
@@ -180,9 +184,13 @@ def _run_backend(
         if checked and iou_type == "keypoints" and schema is not None and schema.protocol == "crowdpose":
             from kpbench.evaluation.crowdpose import crowd_stats
 
+            if settings is not None and not settings.is_default():
+                raise KpbenchError(f"{gt_data.source}: CrowdPose's protocol has fixed COCOeval parameters; "
+                                   "evaluate it without --max-dets/--area-ranges/--iou-thresholds/--use-cats")
             protocol_stats, ev, crowd_notes = crowd_stats(gt_data, res, backend)
             return _BackendRun(ev, None, [*notes, *crowd_notes], result_scores, has_bbox, schema, protocol_stats)
-        ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned)
+        ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned,
+                                                   settings=settings)
     except KpbenchError:
         raise
     except Exception as exc:
@@ -209,6 +217,7 @@ def evaluate(
     validate: bool = True,
     schema: KeypointSchema | None = None,
     drop_zero_keypoint_results: bool = False,
+    settings: EvalSettings | None = None,
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
@@ -219,6 +228,9 @@ def evaluate(
     Unchecked keypoint files (`validate=False`) are scored with `schema`, or the backend's built-in COCO sigmas.
     `drop_zero_keypoint_results` applies xtcocotools' rule (results whose keypoint scores are all 0 are left out);
     off by default, since pycocotools counts them, and a note says when there are any.
+    `settings` (`kpbench.evaluation.settings.EvalSettings`) sets COCOeval's maxDets, area ranges, thresholds and
+    useCats; both backends honour them, except useCats=0 for keypoints, which pycocotools' computeOks ignores (every
+    keypoint stat would be 0): hotcoco is then used, with a note, or the call is refused when it is not installed.
     With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
     `kpbench.evaluation.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
     `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
@@ -227,6 +239,17 @@ def evaluate(
     """
     check_backend(backend)
     check_iou_type(iou_type)
+    settings = settings or DEFAULT_SETTINGS
+    setting_notes = settings_notes(settings, iou_type)
+    if not settings.use_cats and iou_type == "keypoints" and backend == "pycocotools":
+        # pycocotools' computeOks reads the per-category dicts even with useCats=0 and finds them empty.
+        if get_backend("hotcoco").available():
+            backend = "hotcoco"
+            setting_notes.append("useCats=0 with keypoints: pycocotools' computeOks ignores it and would score every "
+                                 "keypoint stat 0; evaluated with hotcoco, which honours it")
+        else:
+            raise KpbenchError("--use-cats 0 with keypoints: pycocotools' computeOks ignores useCats and would score "
+                               "every keypoint stat 0; install hotcoco (pip install 'kpbench[fast]'), which honours it")
     for value in (gt, results):
         if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
             check_regular_file(value, "JSON file")
@@ -235,17 +258,21 @@ def evaluate(
     if drop_zero_keypoint_results and not validate:
         raise KpbenchError("drop_zero_keypoint_results needs the input checks (validate=True): it reads every result")
     if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results:
-        run = _hotcoco_on_checked_files(gt, results, iou_type, schema)  # type: ignore[arg-type]
+        run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)  # type: ignore[arg-type]
     if run is None:
         run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema,
-                           drop_zero_keypoints=drop_zero_keypoint_results)
+                           drop_zero_keypoints=drop_zero_keypoint_results, settings=settings)
     ev = run.ev
     p = ev.params
-    notes = list(run.notes)
+    notes = [*run.notes, *setting_notes]
     if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
         notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
     if run.protocol_stats is not None:
         stat_dict = run.protocol_stats
+    elif not same_as_coco(settings, iou_type):
+        # summarize() hard-codes COCO's parameters; computed here from the arrays, as it averages them.
+        stat_dict = summarize(np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
+                              [float(t) for t in p.iouThrs], list(p.areaRngLbl), [int(m) for m in p.maxDets], iou_type)
     else:
         names = stat_names(iou_type)
         stats = [float(s) for s in ev.stats]
@@ -277,6 +304,7 @@ def evaluate(
         result_scores=run.result_scores,
         result_has_bbox=run.result_has_bbox,
         schema=run.schema if iou_type == "keypoints" else None,
+        settings=settings,
     )
 
 
@@ -363,9 +391,14 @@ def metrics_rows(results: dict[str, EvalResult]) -> list[dict[str, Any]]:
     ]
 
 
-def metrics_json(results: dict[str, EvalResult]) -> dict[str, dict[str, float]]:
-    """{"keypoints": {"AP": ..., ...}, "bbox": {...}}: fractions at full precision (-1 where COCO gives -1)."""
-    return {iou_type: dict(result.stats) for iou_type, result in results.items()}
+def metrics_json(results: dict[str, EvalResult]) -> dict[str, Any]:
+    """{"keypoints": {"AP": ..., ...}, "bbox": {...}}: fractions at full precision (-1 where COCO gives -1). COCOeval
+    parameters other than COCO's are recorded under "params" ({iou_type: settings}); without it they are COCO's."""
+    out: dict[str, Any] = {iou_type: dict(result.stats) for iou_type, result in results.items()}
+    params = {t: r.settings.to_json() for t, r in results.items() if not r.settings.is_default()}
+    if params:
+        out["params"] = params
+    return out
 
 
 def write_metrics(out_dir: str | Path, results: dict[str, EvalResult]) -> list[Path]:
