@@ -1,0 +1,306 @@
+"""One self-contained HTML page per run, or per comparison of runs: `kpbench html RUN [RUN ...] --out report.html`.
+
+Everything is inline: CSS, the figures (PNG as data: URIs) and a few lines of plain JavaScript that sort a table
+when its header is clicked; the page reads the same without them, and fetches nothing from the network. It is
+built from the run directories' files alone (manifest.json, metrics.json, the threshold and per-keypoint tables,
+their figures), plus the worst images drawn from the detections cache when the images are on disk. A section whose
+data are missing is left out with a line that says how to make it.
+
+Numbers are shown as people read them (AP/AR in percent with one decimal, "n/a" for COCO's -1); each metric cell
+also carries the full-precision value in `data-value`, so that a program reading the page gets COCO's fractions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kpbench.core.errors import KpbenchError
+from kpbench.core.io import atomic_write_text, read_csv_rows, read_json
+
+WORST_IMAGES = 6
+# Columns of COCO stats in the sweep tables, shown in percent as the metrics are.
+_STAT_COLUMNS = frozenset({"AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "AR50", "AR75", "ARs", "ARm", "ARl",
+                           "AR1", "AR10", "AR100"})
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1.5rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.2rem;margin:2rem 0 .6rem;border-bottom:1px solid #ddd;
+padding-bottom:.2rem}h3{font-size:1.02rem;margin:1.2rem 0 .4rem}
+table{border-collapse:collapse;margin:.4rem 0 1rem;font-variant-numeric:tabular-nums}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e5e5e5;text-align:right}th{background:#f5f5f7;cursor:pointer}
+td:first-child,th:first-child{text-align:left}.missing{color:#86868b;font-style:italic}
+.kv td{text-align:left}.kv td:first-child{color:#555;white-space:nowrap}img{max-width:100%;height:auto;
+border:1px solid #eee}figure{margin:.5rem 0 1rem}figcaption{color:#555;font-size:.9rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.8rem}
+.wide{overflow-x:auto}ul.dev{margin:.2rem 0 .8rem 1.2rem;padding:0}code{font-size:.9em}
+@media print{body{max-width:none;padding:0;font-size:11pt}th{cursor:auto}h2{break-after:avoid}
+figure,table{break-inside:avoid}}
+"""
+# Click a header to sort by that column (numbers by data-value when present); the page works without it.
+_SORT_JS = """
+document.querySelectorAll("table.sortable th").forEach(function(th,col){th.addEventListener("click",function(){
+var body=th.closest("table").tBodies[0],rows=Array.from(body.rows),asc=th.dataset.asc!=="1";th.dataset.asc=asc?"1":"0";
+function key(r){var c=r.cells[col],v=c.dataset.value!==undefined?parseFloat(c.dataset.value):parseFloat(c.textContent);
+return isNaN(v)?c.textContent:v}rows.sort(function(a,b){var x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(asc?1:-1)});
+rows.forEach(function(r){body.appendChild(r)})})});
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def percent_text(value: float) -> str:
+    """An AP/AR for people: percent with one decimal; COCO's -1 as "n/a"."""
+    return "n/a" if value < 0 else f"{100 * value:.1f}"
+
+
+def _metric_cell(value: Any, run: str, iou_type: str, stat: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "<td>n/a</td>"
+    return (f'<td class="metric" data-run="{_e(run)}" data-iou-type="{_e(iou_type)}" data-stat="{_e(stat)}" '
+            f'data-value="{value!r}">{percent_text(float(value))}</td>')
+
+
+def _plain_cell(value: Any, column: str = "") -> str:
+    if column in _STAT_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td data-value="{value!r}">{percent_text(float(value))}</td>'
+    if isinstance(value, float):
+        shown = "" if math.isnan(value) else f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+        return f'<td data-value="{value!r}">{shown}</td>'
+    if value is None:
+        return "<td></td>"
+    return f"<td>{_e(value)}</td>"
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return ""
+    columns = list(columns or rows[0])
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(_plain_cell(r.get(c), c) for c in columns) + "</tr>" for r in rows)
+    return (f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _missing(text: str) -> str:
+    return f'<p class="missing">{_e(text)}</p>'
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    from kpbench.runs.directory import read_manifest
+
+    if not run_dir.is_dir():
+        raise KpbenchError(f"{run_dir}: run directory not found")
+    manifest = read_manifest(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.is_file() else None
+    if metrics is not None and not isinstance(metrics, dict):
+        raise KpbenchError(f"{metrics_path}: expected a JSON object of metrics by iou type")
+    return {"dir": run_dir, "name": run_dir.name, "manifest": manifest, "metrics": metrics}
+
+
+def _annotation_path(manifest: dict[str, Any]) -> str:
+    annotations = manifest.get("annotation_file")
+    return str(annotations.get("path", "")) if isinstance(annotations, dict) else str(annotations or "")
+
+
+def _model_section(run: dict[str, Any]) -> str:
+    m = run["manifest"]
+    model = m.get("model") if isinstance(m.get("model"), dict) else {}
+    protocol = m.get("protocol") if isinstance(m.get("protocol"), dict) else {}
+    rows = [
+        ("model", model.get("name") or model.get("spec") or "Keypoint R-CNN (torchvision)"),
+        ("weights", model.get("weights")),
+        ("weights sha256", model.get("checkpoint_sha256") or model.get("weights_sha256")),
+        ("dataset", f"{_annotation_path(m)} ({m.get('num_images', '?')} images)"),
+        ("input size", f"{protocol.get('min_size', '')} / {protocol.get('max_size', '')}"),
+        ("status", m.get("status")),
+        ("created", m.get("created_at")),
+    ]
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows if v not in (None, "", " / "))
+    deviations = m.get("deviations") or []
+    dev = ("<h3>Deviations from the published protocol</h3><ul class=\"dev\">"
+           + "".join(f"<li>{_e(d)}</li>" for d in deviations) + "</ul>") if deviations else \
+        "<p>The published protocol, without deviations.</p>"
+    return f'<table class="kv"><tbody>{body}</tbody></table>{dev}'
+
+
+def _metrics_section(run: dict[str, Any]) -> str:
+    metrics = run["metrics"]
+    if not metrics:
+        return _missing(f"No metrics.json: run `kpbench evaluate --run {run['dir']}` to score the run.")
+    published = run["manifest"].get("published") if isinstance(run["manifest"].get("published"), dict) else {}
+    parts = []
+    for iou_type, stats in metrics.items():
+        if not isinstance(stats, dict) or iou_type == "params":
+            continue
+        head = "".join(f"<th>{_e(s)}</th>" for s in stats)
+        row = "".join(_metric_cell(v, run["name"], iou_type, s) for s, v in stats.items())
+        ref = published.get("kp_AP" if iou_type == "keypoints" else "box_AP") if published else None
+        ref_line = f"<p>Published AP for these weights: {float(ref):.1f}.</p>" if isinstance(ref, (int, float)) else ""
+        parts.append(f"<h3>{_e(iou_type)}</h3><table><thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody>"
+                     f"</table>{ref_line}")
+    return "".join(parts) + "<p>AP and AR in percent; n/a where COCO has no ground truth in that range.</p>"
+
+
+def _csv_section(run_dir: Path, stem: str, figure: str, caption: str, how: str) -> str:
+    path = run_dir / f"{stem}.csv"
+    if not path.is_file():
+        return _missing(how)
+    out = _table(read_csv_rows(path))
+    if (run_dir / figure).is_file():
+        out += _image(run_dir / figure, caption)
+    return out
+
+
+def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, int]]:
+    """(image id, missed GT, unmatched confident detections) of the `n` images that lose the most at OKS 0.5:
+    GT persons COCOeval left unmatched plus detections scored above 0.5 it matched to nobody (area "all")."""
+    from kpbench.evaluation.cocoeval import iou_threshold_index
+    from kpbench.evaluation.runeval import evaluate_run
+
+    result = evaluate_run(run_dir, write=False)["keypoints"]
+    if result.image_evals is None:
+        return []
+    t = iou_threshold_index(result, 0.5)
+    area_all = result.params.area_labels.index("all")
+    losses = []
+    for e in result.image_evals:
+        if e.area_index != area_all:
+            continue
+        missed = int(((e.gt_matches[t] == 0) & ~e.gt_ignore).sum())
+        spurious = int(((e.dt_matches[t] == 0) & ~e.dt_ignore[t] & (e.dt_scores > 0.5)).sum())
+        if missed + spurious:
+            losses.append((e.image_id, missed, spurious))
+    losses.sort(key=lambda x: (-(x[1] + x[2]), x[0]))
+    return losses[:n]
+
+
+def _worst_section(run: dict[str, Any]) -> str:
+    from kpbench.report.draw import draw_run_images
+
+    run_dir = run["dir"]
+    try:
+        worst = worst_images(run_dir)
+    except KpbenchError as exc:
+        return _missing(f"Worst images left out: {exc}")
+    if not worst:
+        return _missing("No image loses a person or has a confident false positive at OKS 0.5.")
+    import tempfile
+
+    from PIL import Image
+
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            paths = draw_run_images(run_dir, image_ids=[w[0] for w in worst], gt=True, out=tmp, score_thresh=0.5)
+        except KpbenchError as exc:
+            return _missing(f"Worst images left out: {exc}")
+        for (image_id, missed, spurious), path in zip(worst, paths):
+            with Image.open(path) as im:
+                im.thumbnail((900, 900))
+                data = base64.b64encode(_png_bytes(im)).decode("ascii")
+            figures.append(f'<figure><img alt="image {image_id}" src="data:image/png;base64,{data}"><figcaption>'
+                           f"image {image_id}: {missed} missed, {spurious} false positive(s) above 0.5</figcaption>"
+                           "</figure>")
+    return ("<p>Detections scored above 0.5 (left) beside the ground truth (right), for the images that lose most "
+            "at OKS 0.5.</p>" + '<div class="grid">' + "".join(figures) + "</div>")
+
+
+def _speed_section(speed_csvs: Sequence[Path]) -> str:
+    if not speed_csvs:
+        return _missing("No speed table given: add `--speed results/speed/*.csv` (from `kpbench speed`).")
+    from kpbench.report.tables import speed_report
+
+    tables = speed_report(list(speed_csvs))
+    table = tables.get("table")
+    if table is None or table.empty:
+        return _missing("The speed files hold no rows.")
+    return _table(table.to_dict("records"))
+
+
+def _comparison_section(runs: Sequence[dict[str, Any]]) -> str:
+    stats = [("keypoints", s) for s in ("AP", "AP50", "AP75", "AR")] + [("bbox", s) for s in ("AP", "AP50")]
+    head = "<th>run</th>" + "".join(f"<th>{_e(t)} {_e(s)}</th>" for t, s in stats)
+    rows = []
+    for run in runs:
+        metrics = run["metrics"] or {}
+        cells = "".join(_metric_cell((metrics.get(t) or {}).get(s), run["name"], t, s) for t, s in stats)
+        rows.append(f"<tr><td>{_e(run['name'])}</td>{cells}</tr>")
+    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            + _missing("ΔAP confidence intervals: not computed for these runs (no comparison file in the runs)."))
+
+
+def _run_sections(run: dict[str, Any], with_images: bool) -> str:
+    d = run["dir"]
+    sections = [
+        ("Model, data and protocol", _model_section(run)),
+        ("Metrics", _metrics_section(run)),
+        ("Person-score thresholds", _csv_section(d, "thresholds_person", "threshold_curves.png", "threshold curves",
+                                                 f"No threshold sweep: run `kpbench thresholds {d}`.")),
+        ("Keypoint-score thresholds", _csv_section(d, "thresholds_keypoint", "", "",
+                                                   f"No keypoint-score sweep: run `kpbench thresholds {d}`.")),
+        ("Per-keypoint breakdown", _csv_section(d, "keypoints", "keypoints.png", "per-keypoint accuracy",
+                                                f"No breakdown: run `kpbench keypoints {d}`.")),
+        ("PR curves", _image(d / "pr_curves.png", "precision-recall curves") if (d / "pr_curves.png").is_file()
+         else _missing(f"No PR curves: run `kpbench plot {d}`.")),
+        ("Error analysis", _missing("No error analysis in this run directory (coco-analyze-style analysis is not "
+                                    "computed by this version of kpbench).")),
+    ]
+    if with_images:
+        sections.append(("Worst images", _worst_section(run)))
+    return "".join(f"<section><h2>{_e(title)}</h2>{body}</section>" for title, body in sections)
+
+
+def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] = (), images: bool = True) -> str:
+    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string."""
+    if not run_dirs:
+        raise KpbenchError("html: give at least one run directory (made by `kpbench run`)")
+    runs = [_read_run(Path(d)) for d in run_dirs]
+    title = f"kpbench: {runs[0]['name']}" if len(runs) == 1 else f"kpbench: {len(runs)} runs compared"
+    parts = [f"<h1>{_e(title)}</h1>"]
+    if len(runs) > 1:
+        parts.append(f"<section><h2>Comparison</h2>{_comparison_section(runs)}</section>")
+    for run in runs:
+        if len(runs) > 1:
+            parts.append(f"<h1>{_e(run['name'])}</h1>")
+        parts.append(_run_sections(run, images))
+    parts.append(f"<section><h2>Speed</h2>{_speed_section([Path(p) for p in speed_csvs])}</section>")
+    from kpbench import __version__
+
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{''.join(parts)}"
+            f"<footer><p class=\"missing\">Made by kpbench {_e(__version__)} from the run directories' files.</p>"
+            f"</footer><script>{_SORT_JS}</script></body></html>\n")
+
+
+def write_html(
+    run_dirs: Sequence[str | Path], out: str | Path, speed_csvs: Sequence[str | Path] = (), images: bool = True
+) -> Path:
+    """Write the report page atomically; returns its path."""
+    out = Path(out)
+    if out.is_dir():
+        raise KpbenchError(f"{out}: is a folder; --out takes the HTML file to write")
+    page = build_html(run_dirs, speed_csvs, images)
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,112 @@
+"""The HTML report: one self-contained page, rendered by a real browser (headless Chromium, when installed; .ci/run
+installs Debian's chromium), whose every metric shown equals the run's metrics.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from kpdata import make_run_dir
+
+from kpbench.core.errors import KpbenchError
+from kpbench.evaluation.runeval import evaluate_run
+from kpbench.report.html import build_html, percent_text, write_html
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+requires_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+
+
+class _Metrics(HTMLParser):
+    """The metric cells of a page: (iou type, stat, data-value, shown text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[str, str, str, str]] = []
+        self._open: dict[str, str] | None = None
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "td" and a.get("class") == "metric":
+            self._open = a
+        for key in ("src", "href"):
+            if key in a and not a[key].startswith("data:"):
+                self.external.append(a[key])
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.cells.append((self._open["data-iou-type"], self._open["data-stat"], self._open["data-value"], data))
+            self._open = None
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = make_run_dir(tmp_path_factory.mktemp("html")).path
+    # Move image 7's GT person 60 px: its detection (0.95) becomes a false positive and the person a miss.
+    gt_file = run / "ground_truth.json"
+    gt = json.loads(gt_file.read_text())
+    for ann in gt["annotations"]:
+        if ann["image_id"] == 7:
+            ann["keypoints"] = [v + 60 if i % 3 == 0 else v for i, v in enumerate(ann["keypoints"])]
+            ann["bbox"][0] += 60
+    gt_file.write_text(json.dumps(gt))
+    evaluate_run(run)  # writes metrics.json
+    return run
+
+
+def _check_numbers(page: str, run: Path) -> int:
+    metrics = json.loads((run / "metrics.json").read_text())
+    parser = _Metrics()
+    parser.feed(page)
+    assert parser.external == []  # nothing fetched: no script, stylesheet, font or image from anywhere
+    for iou_type, stat, value, shown in parser.cells:
+        assert float(value) == metrics[iou_type][stat]
+        assert shown == percent_text(metrics[iou_type][stat])
+    assert {(t, s) for t, s, _, _ in parser.cells} == {(t, s) for t, stats in metrics.items() for s in stats}
+    return len(parser.cells)
+
+
+def test_page_is_self_contained_and_shows_the_metrics(run_dir: Path, tmp_path: Path) -> None:
+    out = write_html([run_dir], tmp_path / "report.html")
+    page = out.read_text()
+    assert _check_numbers(page, run_dir) == 22  # 10 keypoint and 12 box stats
+    assert "<script>" in page and "http://" not in page and "https://" not in page
+    assert page.count("data:image/png;base64,") == 1  # the worst image, drawn from the run's own image file
+    assert "image 7: 1 missed, 1 false positive(s) above 0.5" in page
+    # Sections whose data are missing say how to make them.
+    assert f"No threshold sweep: run `kpbench thresholds {run_dir}`." in page
+
+
+def test_several_runs_get_a_comparison_table(run_dir: Path) -> None:
+    page = build_html([run_dir, run_dir], images=False)
+    assert "<h2>Comparison</h2>" in page and "ΔAP confidence intervals" in page
+
+
+def test_bad_input_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(KpbenchError, match="run directory not found"):
+        build_html([tmp_path / "nope"])
+    with pytest.raises(KpbenchError, match="give at least one run directory"):
+        build_html([])
+
+
+@requires_chromium
+def test_chromium_renders_it_and_its_dom_holds_the_run_numbers(run_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = write_html([run_dir], tmp_path / "report.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        colours = im.convert("L").getcolors(maxcolors=1 << 16)
+    assert colours is not None and len(colours) > 20  # text, tables and figures, not a blank page
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    assert _check_numbers(dom, run_dir) == 22
+    assert re.search(r"<h2>Metrics</h2>", dom)
