@@ -7,8 +7,9 @@ loses at most the images in flight. A line looks like::
      "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...], "input_shape": [1, 3, 800, 1216]}
 
 Boxes are xyxy in original image pixels; keypoints are the model's (x, y, visibility) and keypoint scores are
-heatmap logits, not probabilities. `input_shape` is the padded batch tensor (N, C, H, W) that reached the
-backbone with this image: kept per image, so that the run's record of shapes survives a crash (caches written
+the model's own (Keypoint R-CNN's are heatmap logits, not probabilities; the manifest's keypoint_score_kind
+says which). `input_shape` is the padded batch tensor (N, C, H, W) that reached the network with this image
+(models without a shape recorder leave it out): kept per image, so that the run's record of shapes survives a crash (caches written
 before kpbench recorded it have none). A torn last line (a crash mid-write) is ignored and cut off on resume.
 """
 
@@ -19,12 +20,15 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import NUM_KEYPOINTS
+
+if TYPE_CHECKING:
+    from kpbench.models.base import Predictions
 
 
 @dataclass
@@ -71,24 +75,53 @@ class ImageDetections:
         )
 
     @classmethod
-    def from_model_output(
-        cls, image_id: int, output: dict[str, Any], input_shape: tuple[int, ...] | None = None
+    def from_predictions(
+        cls,
+        image_id: int,
+        predictions: Predictions,
+        input_shape: tuple[int, ...] | None = None,
+        *,
+        num_keypoints: int | None = None,
+        category_id: int = 1,
     ) -> ImageDetections:
-        """From one element of torchvision Keypoint R-CNN's output list (tensors on any device), and the padded
-        batch shape that reached the backbone."""
-
-        def arr(key: str, dtype: Any) -> np.ndarray:
-            return output[key].detach().float().cpu().numpy().astype(dtype)
-
+        """From a model's Predictions of one image (numpy arrays or torch tensors on any device), and the padded
+        batch shape that reached the network. Labels default to `category_id`; a shape that does not fit
+        N detections of `num_keypoints` keypoints is a KpbenchError."""
+        scores = _host(predictions.scores, np.float64)
+        n = scores.size
+        k = num_keypoints
+        keypoints = _host(predictions.keypoints, np.float64)
+        if k is None:
+            k = keypoints.shape[1] if keypoints.ndim == 3 else NUM_KEYPOINTS
+        labels = (
+            np.full(n, category_id, dtype=np.int64) if predictions.labels is None
+            else _host(predictions.labels, np.int64, integer=True)
+        )  # fmt: skip
+        parts = {
+            "boxes": (_host(predictions.boxes, np.float64), (n, 4)), "scores": (scores, (n,)),
+            "labels": (labels, (n,)), "keypoints": (keypoints, (n, k, 3)),
+            "keypoint_scores": (_host(predictions.keypoint_scores, np.float64), (n, k)),
+        }  # fmt: skip
+        for name, (array, shape) in parts.items():
+            if array.size != int(np.prod(shape)):
+                raise KpbenchError(
+                    f"image {image_id}: predictions {name} has shape {tuple(array.shape)}, expected {shape} "
+                    f"({n} detections, {k} keypoints)"
+                )
         return cls(
             image_id=int(image_id),
-            boxes=arr("boxes", np.float64).reshape(-1, 4),
-            scores=arr("scores", np.float64).reshape(-1),
-            labels=output["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
-            keypoints=arr("keypoints", np.float64).reshape(-1, NUM_KEYPOINTS, 3),
-            keypoint_scores=arr("keypoints_scores", np.float64).reshape(-1, NUM_KEYPOINTS),
+            **{name: array.reshape(shape) for name, (array, shape) in parts.items()},
             input_shape=tuple(int(v) for v in input_shape) if input_shape is not None else None,
         )
+
+
+def _host(value: Any, dtype: Any, integer: bool = False) -> np.ndarray:
+    """A prediction array on the host: torch tensors go through float32 (or stay integer), as torchvision's
+    outputs always have, so that the cache lines are what they were when kpbench read torchvision directly."""
+    if hasattr(value, "detach"):
+        tensor = value.detach()
+        return (tensor if integer else tensor.float()).cpu().numpy().astype(dtype)
+    return np.asarray(value, dtype=dtype)
 
 
 def _shape(value: Any) -> tuple[int, ...]:
