@@ -1,0 +1,290 @@
+"""A model from outside kpbench: an adapter in a temporary file (`--model FILE.py:Class`), in a package on
+sys.path (`--model package.module:Class`) and behind an installed entry point (group `kpbench.models`), run
+end to end on the real sample with no kpbench file changed; and the errors of bad specs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kpdata import COCO_SAMPLE, pycocotools_eval, requires_shared
+
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17, KEYPOINT_STAT_NAMES
+from kpbench.models.registry import check_model_options, load_model, resolve_model
+
+RunCli = Callable[..., tuple[int, str, str]]
+KPBENCH = Path(__file__).resolve().parents[1] / "kpbench"
+ANNOTATIONS = COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json"
+DX, DY, PERSON_SCORE, KEYPOINT_PROBABILITY = 3.0, -2.0, 0.875, 0.75
+
+# The adapter a user would write: every labelled GT person of the image, keypoints and box shifted by (DX, DY)
+# pixels, person score 0.875, keypoint probability 0.75. It finds an image's GT by the sha256 of its pixels
+# (decoded once, as kpbench decodes them, from the folder and annotation file named by two variables).
+ADAPTER = textwrap.dedent(f'''
+    import hashlib, json, os
+    from pathlib import Path
+
+    import numpy as np
+
+    from kpbench.core.schema import COCO17
+    from kpbench.data.coco import read_image_rgb_uint8
+    from kpbench.models.base import ModelInfo, Predictions
+
+    DX, DY = {DX!r}, {DY!r}
+
+
+    def pixels_key(image):
+        return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+    class ShiftedGT:
+        schema = COCO17  # input_format is the default, "numpy": RGB uint8 (H, W, 3) arrays
+
+        def __init__(self):
+            gt = json.loads(Path(os.environ["SHIFTED_GT_ANNOTATIONS"]).read_text())
+            folder = Path(os.environ["SHIFTED_GT_IMAGES"])
+            self.people = {{}}
+            for record in gt["images"]:
+                path = folder / record["file_name"]
+                if path.is_file():
+                    key = pixels_key(read_image_rgb_uint8(path).permute(1, 2, 0).numpy())
+                    self.people[key] = [a for a in gt["annotations"]
+                                        if a["image_id"] == record["id"] and not a["iscrowd"] and a["num_keypoints"]]
+            self.sizes = []
+
+        def info(self):
+            return ModelInfo(weights=None, source="test", name="shifted-gt", keypoint_score_kind="probability")
+
+        def set_input_size(self, min_size, max_size):
+            self.sizes.append((min_size, max_size))
+
+        def predict(self, images):
+            out = []
+            for image in images:
+                people = self.people.get(pixels_key(image), [])
+                n = len(people)
+                kps = np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(n, 17, 3)
+                kps[:, :, 0] += DX
+                kps[:, :, 1] += DY
+                kps[:, :, 2] = 1.0
+                boxes = np.array([[x + DX, y + DY, x + w + DX, y + h + DY] for x, y, w, h in
+                                  (a["bbox"] for a in people)], dtype=np.float64).reshape(n, 4)
+                out.append(Predictions(boxes=boxes, scores=np.full(n, {PERSON_SCORE!r}), keypoints=kps,
+                                       keypoint_scores=np.full((n, 17), {KEYPOINT_PROBABILITY!r}),
+                                       keypoint_score_kind="probability"))
+            return out
+''')
+
+
+def _kpbench_digest() -> str:
+    """One sha256 over every file of the kpbench package (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(KPBENCH.rglob("*.py")):
+        digest.update(str(path.relative_to(KPBENCH)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture()
+def adapter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The adapter written to tmp_path/shifted_gt.py, pointed at the real sample; returns the file."""
+    monkeypatch.setenv("SHIFTED_GT_ANNOTATIONS", str(ANNOTATIONS))
+    monkeypatch.setenv("SHIFTED_GT_IMAGES", str(COCO_SAMPLE / "val2017"))
+    path = tmp_path / "plugins" / "shifted_gt.py"
+    path.parent.mkdir()
+    path.write_text(ADAPTER)
+    return path
+
+
+def _expected_results(image_ids: list[int]) -> list[dict]:
+    """The keypoint results the adapter must give, computed here from the GT: image-id order, GT order."""
+    gt = json.loads(ANNOTATIONS.read_text())
+    results = []
+    for image_id in sorted(image_ids):
+        for a in gt["annotations"]:
+            if a["image_id"] == image_id and not a["iscrowd"] and a["num_keypoints"]:
+                kps = []
+                for k in range(17):
+                    x, y, _ = a["keypoints"][3 * k : 3 * k + 3]
+                    kps += [float(x) + DX, float(y) + DY, 1.0]
+                results.append({"image_id": image_id, "category_id": 1, "keypoints": kps, "score": PERSON_SCORE})
+    return results
+
+
+@requires_shared
+def test_a_model_from_a_file_runs_end_to_end(adapter_env: Path, tmp_path: Path, run_cli: RunCli) -> None:
+    """`kpbench run --model FILE:Class` on 5 real images, then thresholds, keypoints, draw and speed on the
+    result, with no kpbench file changed; the keypoint AP is bare pycocotools' on the same predictions."""
+    before = _kpbench_digest()
+    spec = f"{adapter_env}:ShiftedGT"
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("run", "--model", spec, "--coco-root", COCO_SAMPLE, "--limit", "5", "--workers", "0",
+                                "--device", "cpu", "--out", out, "--no-progress", "--no-analysis")  # fmt: skip
+    assert code == 0, err
+    assert f"run directory: {out}" in stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == manifest["kpbench_run_version"] == 2
+    assert manifest["model_spec"] == {"spec": spec, "kind": "file", "target": spec}
+    assert manifest["schema"] == COCO17.to_json() and manifest["keypoint_score_kind"] == "probability"
+    assert manifest["config"]["model"] == spec and manifest["config"]["weights"] is None
+    assert manifest["model"]["name"] == "shifted-gt" and manifest["model"]["source"] == "test"
+    # A numpy model records no padded shapes: nothing reached a network kpbench could see.
+    assert manifest["backbone_shapes"] == {"calls": 0, "distinct": []}
+    image_ids = manifest["image_ids"]
+    assert len(image_ids) == 5
+
+    results = json.loads((out / "keypoints_results.json").read_text())
+    assert results == _expected_results(image_ids)
+    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [line["image_id"] for line in cache] == sorted(image_ids)
+    assert all("input_shape" not in line for line in cache)
+    assert {s for line in cache for row in line["keypoint_scores"] for s in row} <= {KEYPOINT_PROBABILITY}
+
+    gt = json.loads((out / "ground_truth.json").read_text())
+    bare = pycocotools_eval(gt, results, "keypoints")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [metrics["keypoints"][name] for name in KEYPOINT_STAT_NAMES] == [float(v) for v in bare.stats]
+    assert 0.5 < bare.stats[0] < 1.0  # shifted by a few pixels: good, not perfect
+
+    code, _, err = run_cli("thresholds", out, "--format", "json")
+    assert code == 0, err
+    code, _, err = run_cli("keypoints", out, "--format", "json")
+    assert code == 0, err
+    assert (out / "keypoints.csv").is_file()
+    code, _, err = run_cli("draw", out, "--top", "2", "--score-thresh", "0.5", "--out", tmp_path / "drawn")
+    assert code == 0, err
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 2
+    # Image files through the model itself.
+    code, _, err = run_cli("draw", COCO_SAMPLE / "val2017" / "000000000785.jpg", "--model", spec, "--device", "cpu",
+                           "--score-thresh", "0.5", "--out", tmp_path / "files")  # fmt: skip
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "files").glob("*.png")] == ["000000000785.png"]
+
+    code, _, err = run_cli("speed", "--model", spec, "--coco-root", COCO_SAMPLE, "--num-images", "2", "--sizes", "320",
+                           "--warmup", "0", "--iters", "2", "--accuracy", "3", "--device", "cpu",
+                           "--out", tmp_path / "speed", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    (csv_path,) = (tmp_path / "speed").glob("*.csv")
+    speed_manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    assert speed_manifest["model_spec"]["kind"] == "file" and speed_manifest["schema"]["name"] == "coco17"
+    import csv
+
+    (row,) = list(csv.DictReader(csv_path.open()))
+    assert row["status"] == "ok" and row["padded_shapes"] == "" and row["accuracy_images"] == "3"
+    acc_ids = speed_manifest["images"]["accuracy_image_ids"]
+    acc_gt = {**gt, "images": [], "annotations": []}
+    full = json.loads(ANNOTATIONS.read_text())
+    acc_gt["images"] = [im for im in full["images"] if im["id"] in acc_ids]
+    acc_gt["annotations"] = [a for a in full["annotations"] if a["image_id"] in acc_ids]
+    assert float(row["kp_AP"]) == float(pycocotools_eval(acc_gt, _expected_results(acc_ids), "keypoints").stats[0])
+    assert _kpbench_digest() == before
+
+
+@requires_shared
+def test_package_module_and_entry_point_specs(adapter_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             run_cli: RunCli) -> None:  # fmt: skip
+    """The same adapter as `package.module:Class` (a folder on sys.path) and as an installed entry point (a
+    dist-info folder on sys.path): both resolve to it, and a run through either gives the file run's cache."""
+    site = tmp_path / "site"
+    (site / "shiftpkg").mkdir(parents=True)
+    (site / "shiftpkg" / "__init__.py").write_text("")
+    (site / "shiftpkg" / "pose.py").write_text(ADAPTER)
+    dist = site / "shiftpkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shiftpkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[kpbench.models]\nshifted-gt = shiftpkg.pose:ShiftedGT\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    module_spec = resolve_model("shiftpkg.pose:ShiftedGT")
+    assert (module_spec.kind, module_spec.factory.__name__) == ("module", "ShiftedGT")
+    entry_spec = resolve_model("shifted-gt")
+    assert (entry_spec.kind, entry_spec.target, entry_spec.factory) == (
+        "entry_point", "shiftpkg.pose:ShiftedGT", module_spec.factory
+    )
+    common = ("--coco-root", COCO_SAMPLE, "--image-ids", "785,139", "--workers", "0", "--device", "cpu",
+              "--no-progress", "--no-analysis")  # fmt: skip
+    caches = []
+    for spec in (f"{adapter_env}:ShiftedGT", "shiftpkg.pose:ShiftedGT", "shifted-gt"):
+        out = tmp_path / f"run-{len(caches)}"
+        code, _, err = run_cli("run", "--model", spec, *common, "--out", out)
+        assert code == 0, err
+        assert json.loads((out / "manifest.json").read_text())["model_spec"]["spec"] == spec
+        caches.append((out / "detections.jsonl").read_bytes())
+    assert caches[0] == caches[1] == caches[2] and caches[0].count(b"\n") == 2
+
+
+def test_bad_specs_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
+    (tmp_path / "models.py").write_text(textwrap.dedent('''
+        from kpbench.core.schema import COCO17
+
+        class NoPredict:
+            schema = COCO17
+            def info(self):
+                return {}
+
+        class NoSchema:
+            def predict(self, images):
+                return []
+            def info(self):
+                return {}
+
+        class Fine:
+            schema = COCO17
+            def predict(self, images):
+                return []
+            def info(self):
+                return {"weights": None}
+    '''))
+    (tmp_path / "broken.py").write_text("def oops(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    file = tmp_path / "models.py"
+    cases = [
+        (f"{tmp_path}/nope.py:Model", f"--model {tmp_path}/nope.py:Model: {tmp_path}/nope.py: file not found"),
+        (f"{file}:Missing", f"--model {file}:Missing: no 'Missing' in {file}; it defines Fine, NoPredict, NoSchema"),
+        (f"{file}:NoPredict",
+         f"--model {file}:NoPredict: NoPredict is not a kpbench PoseModel (it has no predict(); see kpbench.models.base)"),
+        (f"{tmp_path}/broken.py:X", f"--model {tmp_path}/broken.py:X: {tmp_path}/broken.py failed to import (SyntaxError: "),
+        ("nosuchpkg.models:Model",
+         "--model nosuchpkg.models:Model: no module named 'nosuchpkg' (is it on PYTHONPATH or installed?)"),
+        ("models:Missing", f"--model models:Missing: no 'Missing' in {file}; it defines Fine, NoPredict, NoSchema"),
+        ("nosuch", "--model nosuch: unknown model; known: keypointrcnn"),
+        ("model.py", "--model model.py: unknown model (a file needs :Class, e.g. model.py:MyModel); known: keypointrcnn"),
+        (":Model", "--model :Model: expected FILE.py:Class or package.module:Class"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(KpbenchError) as info:
+            resolve_model(spec)
+        assert str(info.value).startswith(message), (spec, str(info.value))
+    with pytest.raises(KpbenchError, match=r"NoSchema is not a kpbench PoseModel \(it has no schema; "):
+        load_model(f"{file}:NoSchema")
+    with pytest.raises(KpbenchError, match=rf"^--weights: model {file}:Fine takes no weights"):
+        check_model_options(f"{file}:Fine", "w.pth")
+    fine = load_model(f"{file}:Fine", min_size=320, weights=None)  # options it does not declare are not passed
+    assert type(fine).__name__ == "Fine"
+    assert check_model_options("KeypointRCNN", None)[0].spec == "keypointrcnn"
+    assert check_model_options("keypointrcnn", "coco_v1")[1] == "COCO_V1"
+
+    # On the command line: one line, exit 2, before anything is read or written.
+    for command in (("run", "--coco-root", tmp_path), ("speed", "--coco-root", tmp_path), ("draw", file)):
+        code, stdout, err = run_cli(*command, "--model", f"{file}:NoPredict", "--out", tmp_path / "out")
+        assert code == 2 and stdout == "", command
+        assert err.startswith(f"error: --model {file}:NoPredict: NoPredict is not a kpbench PoseModel") and err.count("\n") == 1
+        assert not (tmp_path / "out").exists()
+
+
+def test_resolving_a_spec_imports_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "from kpbench.models.registry import check_model_options, resolve_model\n"
+        "resolve_model('keypointrcnn'); check_model_options('keypointrcnn', 'none')\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
