@@ -288,3 +288,80 @@ def test_resolving_a_spec_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+class _Fixed:
+    """A numpy model answering every image with what `answer(n_images)` gives."""
+
+    schema = COCO17
+
+    def __init__(self, answer: Callable[[int], object], kind: str = "logit") -> None:
+        self.answer, self.kind, self.seen = answer, kind, []
+
+    def info(self) -> dict:
+        return {"weights": None, "keypoint_score_kind": self.kind}
+
+    def predict(self, images: list) -> object:
+        self.seen.extend(images)
+        return self.answer(len(images))
+
+
+def _one_person(k: int = 17, kind: str = "logit"):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from kpbench.models.base import Predictions
+
+    return Predictions(np.array([[1.0, 2.0, 5.0, 9.0]]), np.array([0.5]), np.ones((1, k, 3)), np.zeros((1, k)), kind)
+
+
+def test_the_inference_loop_checks_what_a_model_returns() -> None:
+    import numpy as np
+    import torch
+
+    from kpbench.engine.inference import inference_on_dataset
+
+    image = torch.arange(2 * 3 * 3, dtype=torch.uint8).reshape(3, 2, 3)  # (3, H=2, W=3)
+    cpu = torch.device("cpu")
+    got = []
+    model = _Fixed(lambda n: [_one_person() for _ in range(n)])
+    stats = inference_on_dataset(model, [([7], [image])], cpu, got.append)
+    (batch,) = got
+    assert (stats.images, stats.calls, stats.shapes, batch.image_ids, batch.input_shape) == (1, 1, [], [7], None)
+    (det,) = batch.detections
+    assert det.image_id == 7 and det.labels.tolist() == [1] and det.keypoints.shape == (1, 17, 3)
+    assert det.boxes.tolist() == [[1.0, 2.0, 5.0, 9.0]] and det.boxes.dtype == np.float64
+    # A numpy model gets the decoded pixels as (H, W, 3) uint8.
+    (seen,) = model.seen
+    assert seen.dtype == np.uint8 and seen.shape == (2, 3, 3) and np.array_equal(seen, image.permute(1, 2, 0).numpy())
+
+    cases = [
+        (lambda n: [], r"^_Fixed\.predict: returned 0 items for 1 images \(one Predictions per image\)$"),
+        (lambda n: {"boxes": []}, r"^_Fixed\.predict: returned dict for 1 images"),
+        (lambda n: [{"boxes": []}], r"^_Fixed\.predict: returned a dict, expected kpbench\.models\.base\.Predictions$"),
+        (lambda n: [_one_person(16)],
+         r"^image 7: predictions keypoints has shape \(1, 16, 3\), expected \(1, 17, 3\) \(1 detections, 17 keypoints\)$"),
+        (lambda n: [_one_person(kind="probability")],
+         r"^_Fixed\.predict: keypoint_score_kind 'probability', but info\(\) declares 'logit'$"),
+    ]
+    for answer, message in cases:
+        with pytest.raises(KpbenchError, match=message):
+            inference_on_dataset(_Fixed(answer), [([7], [image])], cpu, got.append)
+    with pytest.raises(KpbenchError, match=r"keypoint_score_kind 'odds'; expected logit or probability"):
+        inference_on_dataset(_Fixed(lambda n: [], kind="odds"), [([7], [image])], cpu, got.append)
+
+
+def test_keypoint_rcnn_is_an_adapter_with_every_hook() -> None:
+    from kpbench.models.base import PoseModel
+    from kpbench.models.keypointrcnn import KeypointRCNNModel, ModelInfo
+
+    model = KeypointRCNNModel.from_module(object(), ModelInfo(weights="COCO_V1", source="torchvision"))
+    assert isinstance(model, PoseModel) and model.schema is COCO17 and model.input_format == "tensor"
+    for hook in ("to", "set_input_size", "record_input_shapes", "speed_variant"):
+        assert callable(getattr(model, hook)), hook
+    info = model.info()
+    assert (info.name, info.published, info.default_input_size, info.keypoint_score_kind) == (
+        "keypointrcnn_resnet50_fpn", {"box_AP": 54.6, "kp_AP": 65.0}, [800, 1333], "logit"
+    )
+    assert info.extra == {"weights_sha256_prefix": "fc266e95"}
+    assert model.speed_variant("fp8") is None
+    assert KeypointRCNNModel.check_weights(None) == "COCO_V1" and KeypointRCNNModel.check_weights("none") == "none"

@@ -376,8 +376,13 @@ def describe(info: ModelInfo) -> ModelInfo:
     """Keypoint R-CNN's ModelInfo with the model-level facts filled in: name, published AP of named weights (also
     a checkpoint that is one), protocol, default input size and keypoint score kind (heatmap logits)."""
     published_name = published_weights_name(info)
+    extra = dict(info.extra)
+    if info.source == "torchvision" and info.weights in NAMED_WEIGHTS_SHA_PREFIX:
+        # torchvision checks the file against this sha256 prefix, which its file name carries.
+        extra.setdefault("weights_sha256_prefix", NAMED_WEIGHTS_SHA_PREFIX[str(info.weights)])
     return replace(
         info,
+        extra=extra,
         name=info.name or MODEL_NAME,
         published=info.published or (dict(PUBLISHED_AP[published_name]) if published_name else None),
         protocol=info.protocol or (PUBLISHED_PROTOCOL_TEXT if published_name else None),
