@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +400,59 @@ def test_unknown_or_missing_backend_fails_before_the_work(tmp_path: Path, run_cl
     assert_one_line_error(run_cli("evaluate", "--run", run, "--backend", "hotcoco"), "hotcoco is not installed")
     assert_one_line_error(run_cli("evaluate", "--run", run, "--backend", "x"), "--backend: must be one of")
     assert (run / "manifest.json").read_bytes() == before
+
+
+# --- issue 12: input that used to crash or hang ----------------------------------------------------------------
+
+HUGE = "9" * 5001  # over Python's 4300-digit limit for int <-> str
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_huge_integer_ids_are_one_line(tmp_path: Path, good, run_cli, backend: str) -> None:
+    """A 5001-digit id is refused; its message shows its length (formatting the value itself would crash)."""
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    image_id = good[0]["images"][0]["id"]
+    gt_path.write_text(json.dumps(good[0]))
+    res_path.write_text(json.dumps([dict(good[1][0], image_id=-1)]).replace('"image_id": -1', f'"image_id": {HUGE}'))
+    assert_one_line_error(run_cli("evaluate", gt_path, res_path, "--backend", backend),
+                          f"error: {res_path}: result 0: image_id an integer of 5001 digits is not in the ground truth")
+    res_path.write_text(json.dumps(good[1]))
+    gt_path.write_text(json.dumps(good[0]).replace(f'"id": {image_id},', f'"id": {HUGE},', 1))
+    assert_one_line_error(run_cli("evaluate", gt_path, res_path, "--backend", backend),
+                          f"error: {gt_path}: image 0: 'id' must be an integer (as COCO ids are) below 2**53, got an "
+                          "integer of 5001 digits")
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("validate", ["--validate", "--no-validate"])
+def test_fifo_device_and_directory_are_refused_before_reading(
+    tmp_path: Path, good, run_cli, backend: str, validate: str
+) -> None:
+    """A FIFO with no writer would block forever and /dev/zero never end: both are refused before any read."""
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(good[0]))
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "is a FIFO (named pipe), not a regular file"), (Path("/dev/zero"), "is a character device, not a regular file"), (tmp_path, "is a directory")):
+        assert_one_line_error(run_cli("evaluate", gt_path, path, "--backend", backend, validate),
+                              f"error: {path}: {kind}")
+        assert_one_line_error(run_cli("evaluate", path, gt_path, "--backend", backend, validate),
+                              f"error: {path}: {kind}")
+
+
+def test_file_too_large_for_memory_is_one_line(tmp_path: Path, good) -> None:
+    """Under a 2 GB address-space limit, a 3 GB (sparse) file ends in one line naming it and its size."""
+    import resource
+
+    gt_path, big = tmp_path / "gt.json", tmp_path / "big.json"
+    gt_path.write_text(json.dumps(good[0]))
+    with big.open("wb") as fh:
+        fh.truncate(3 * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 10**9, 2 * 10**9))
+
+    for args in ((big, gt_path), (gt_path, big)):
+        proc = subprocess.run([sys.executable, "-m", "kpbench", "evaluate", *map(str, args)], capture_output=True,
+                              text=True, timeout=120, preexec_fn=limit)
+        assert_one_line_error(proc, f"error: {big}: not enough memory to read this 3,221,225,472-byte file")

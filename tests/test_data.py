@@ -141,3 +141,34 @@ def test_annotation_file_is_plain_json(synthetic_coco_root: Path) -> None:
     data = json.loads((synthetic_coco_root / "annotations" / "person_keypoints_val2017.json").read_text())
     assert len(data["images"]) == 4 and len(data["annotations"]) == 4
     assert all(a["num_keypoints"] == 17 for a in data["annotations"])
+
+
+def test_zero_byte_image_is_a_user_error(tmp_path: Path) -> None:
+    """torch.frombuffer refuses an empty buffer with a ValueError, which used to escape as a traceback."""
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(KpbenchError) as info:
+        read_image_rgb_uint8(empty)
+    assert str(info.value) == f"{empty}: cannot decode image (empty file)"
+
+
+@pytest.mark.parametrize("command", ["run", "draw", "speed"])
+def test_zero_byte_image_is_one_line_in_every_command(
+    synthetic_coco_root: Path, tmp_path: Path, run_cli, command: str
+) -> None:
+    import shutil
+
+    from kpdata import assert_one_line_error
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco_root, root)
+    image = root / "val2017" / "000000000785.jpg"
+    image.write_bytes(b"")
+    small = ("--weights", "none", "--min-size", "96", "--max-size", "160", "--no-progress")
+    args = {
+        "run": ("run", "--coco-root", root, *small, "--image-ids", "785", "--workers", "0", "--out", tmp_path / "run"),
+        "draw": ("draw", image, "--weights", "none", "--min-size", "96", "--out", tmp_path / "draw"),
+        "speed": ("speed", "--coco-root", root, *small[:2], "--sizes", "96", "--num-images", "2", "--out",
+                  tmp_path / "speed"),
+    }[command]
+    assert_one_line_error(run_cli(*args), f"error: {image}: cannot decode image (empty file)")

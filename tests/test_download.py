@@ -501,3 +501,20 @@ def test_image_listed_but_absent_from_the_archive(
     with pytest.raises(KpbenchError, match=r"val2017\.zip: has no val2017/000000000005\.jpg, which the annotation"):
         dl.ensure_coco(root, base_url=server.url, files=manifest, progress=False)
     assert not list(root.glob(".val2017.extract-*")) and not (root / dl.LOCK_NAME).exists()
+
+
+def test_offline_error_says_how_to_go_on(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without network, `run --download` and `data download` name --base-url and where to put the files by hand."""
+    base = f"http://127.0.0.1:{_closed_port()}"
+    root = tmp_path / "coco"
+    url = f"{base}/annotations/annotations_trainval2017.zip"
+    hint = ("; pass --base-url URL (or set $KPBENCH_COCO_BASE_URL) for a mirror, or place the files by hand: "
+            f"{root / 'annotations_trainval2017.zip'} (its size and md5 are checked, then it is extracted), or the "
+            f"extracted {root}/annotations/person_keypoints_*.json\n")
+    code, _, err = run_cli("data", "download", "--root", root, "--base-url", base, "--no-progress")
+    assert code == 2 and err.endswith(hint) and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(f"error: {url}: cannot connect (") and err.count("error:") == 1
+    monkeypatch.setenv("KPBENCH_COCO_BASE_URL", base)
+    code, _, err = run_cli("run", "--download", "--coco-root", root, "--weights", "none", "--out", tmp_path / "run")
+    assert code == 2 and err.startswith(f"error: {url}: cannot connect (") and err.endswith(hint), err
+    assert err.count("\n") == 1

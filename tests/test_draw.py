@@ -283,3 +283,24 @@ def test_image_files_take_the_long_side_cap_from_models(run_dir: RunDir, tmp_pat
     (tmp_path / "file").write_text("")
     with pytest.raises(KpbenchError, match=r"--out .*exists and is not a directory"):
         draw_image_files([run_dir.images[42]], weights="none", out=tmp_path / "file")
+
+
+def test_incomplete_or_non_finite_cache_is_drawn_with_a_warning(run_dir: RunDir, run_cli) -> None:
+    """The scoring commands refuse such a cache; draw draws what it can, and says what it left out (issue 12)."""
+    cache = run_dir.path / "detections.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    record = json.loads(lines[1])  # image 42: its 0.98 person gets a NaN keypoint
+    assert record["image_id"] == 42
+    record["keypoints"][0][3][0] = float("nan")
+    cache.write_text(lines[0] + json.dumps(record) + "\n")  # and image 1000 is not cached
+    code, _, err = run_cli("draw", run_dir.path, "--top", "8")
+    assert code == 0
+    draw = run_dir.path / "draw"
+    assert err.splitlines() == [
+        f"warning: {cache}: 1 detection(s) in 1 image(s) hold NaN or infinity (first: image 42, detection 0); they "
+        "are not drawn (the cache is damaged or the model gave non-finite outputs)",
+        f"warning: {run_dir.path}: run incomplete, 2 of 3 images have detections; drawing from those (re-run the "
+        "same `kpbench run` command to finish it)",
+        f"wrote {draw / '7.png'}",
+        f"wrote {draw / '42.png'}",
+    ]

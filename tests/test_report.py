@@ -403,7 +403,7 @@ def test_speed_csv_with_a_bad_size_is_a_user_error(tmp_path: Path, size: str) ->
     cells[header.index("size")] = size
     csv.write_text("\n".join([*lines[:2], ",".join(cells)]) + "\n")
     with pytest.raises(KpbenchError, match=r"row 2: 'size' must be a positive number"):
-        build_report("speed", [tmp_path])
+        build_report("speed", [csv])  # named: an error (found in a folder, it is left out with a warning)
 
 
 def test_thresholds_warns_about_runs_without_a_sweep(tmp_path: Path, run_cli: RunCli) -> None:
@@ -414,3 +414,77 @@ def test_thresholds_warns_about_runs_without_a_sweep(tmp_path: Path, run_cli: Ru
     assert list(table.columns) == ["threshold", "run-a:AP"]
     code, out, err = run_cli("report", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--kind", "thresholds")
     assert code == 0 and "run-a:AP" in out and "warning:" in err and "run-b: no thresholds_person.csv found" in err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# damaged files: named, an error; found in a folder, a warning naming it, and the rest is reported (issue 12)
+
+
+def test_damaged_speed_csvs_in_a_folder_are_warnings_and_named_ones_errors(tmp_path: Path, run_cli: RunCli) -> None:
+    good = write_device(tmp_path / "a", H100, [speed_row(H100, 320, "fp32-bs1", 40.0)])
+    torn = write_device(tmp_path / "b", A10G, [speed_row(A10G, 320, "fp32-bs1", 16.0), speed_row(A10G, 640, "fp32-bs1", 8.0)])
+    text = torn.read_text()
+    torn.write_text(text[: text.rindex(",ok,")])  # cut short while the last row was written
+    empty, binary = tmp_path / "empty.csv", tmp_path / "binary.csv"
+    empty.write_bytes(b"")
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    code, out, err = run_cli("report", tmp_path, "--format", "json")
+    assert code == 0 and "Traceback" not in err
+    assert [r["device"] for r in json.loads(out)["table"]] == [H100]  # the rest is reported
+    assert sorted(err.splitlines()) == sorted([
+        f"warning: {binary}: not a readable CSV (UnicodeDecodeError: 'utf-8' codec can't decode byte 0x89 in "
+        "position 0: invalid start byte); left out",
+        f"warning: {empty}: empty file, not a CSV; left out",
+        f"warning: {torn}: row 2: no end of line (a half-written row?); left out",
+    ])
+    assert_one_line(run_cli("report", torn), f"error: {torn}: row 2: no end of line (a half-written row?)")
+    assert_one_line(run_cli("report", empty), f"error: {empty}: empty file, not a CSV")
+    # A row with fewer fields than the header is never a row either (it used to become a row of blanks).
+    torn.write_text(text[: text.rindex(",ok,")] + "\n")
+    assert_one_line(run_cli("report", torn), f"error: {torn}: row 2: ")
+    assert "(a half-written row?)" in run_cli("report", torn)[2]
+    assert good.is_file()
+
+
+def test_a_broken_manifest_in_a_folder_is_a_warning_and_a_failed_run_shows_why(tmp_path: Path, run_cli: RunCli) -> None:
+    kp = {"AP": 0.652, "AP50": 0.86, "AP75": 0.71, "AR": 0.71}
+    write_run(tmp_path / "run-a", "COCO_V1", 800, kp, [], None)
+    failed = write_run(tmp_path / "run-f", "COCO_V1", 800, None, [], None, cached=3)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    reason = "/coco/val2017/000000000785.jpg: cannot decode image (empty file)"
+    (failed / "manifest.json").write_text(json.dumps({**manifest, "status": "failed", "error": reason}))
+    broken = tmp_path / "run-x" / "manifest.json"
+    broken.parent.mkdir()
+    broken.write_text('{"config": {')
+    code, out, err = run_cli("report", tmp_path, "--kind", "run", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)["table"]
+    assert [(r["run"], r["status"]) for r in rows] == [
+        ("run-a", "ok"), ("run-f", f"failed ({reason}; 3 of 5000 images cached)"),
+    ]
+    assert err == (f"warning: {broken}: not readable JSON (Expecting property name enclosed in double quotes: "
+                   "line 1 column 13 (char 12)); left out\n")
+    assert_one_line(run_cli("report", broken.parent, "--kind", "run"), f"error: {broken}: not readable JSON")
+    (tmp_path / "run-a" / "manifest.json").unlink()
+    (failed / "manifest.json").unlink()
+    code, _, err = run_cli("report", tmp_path, "--kind", "run")
+    assert code == 2 and err.splitlines() == [
+        f"warning: {broken}: not readable JSON (Expecting property name enclosed in double quotes: line 1 column 13 "
+        "(char 12)); left out",
+        f"error: {tmp_path}: no readable run directory (1 left out, see the warnings)",
+    ]
+
+
+def test_a_half_written_threshold_table_in_a_folder_is_a_warning(tmp_path: Path, run_cli: RunCli) -> None:
+    write_thresholds(tmp_path / "run-a", [0.0, 0.5], [0.65, 0.60])
+    torn = write_thresholds(tmp_path / "run-b", [0.0, 0.5], [0.58, 0.50])
+    torn.write_text(torn.read_text()[:-40])
+    code, out, err = run_cli("report", tmp_path, "--kind", "thresholds", "--columns", "AP", "--format", "csv")
+    assert code == 0 and out.splitlines() == ["threshold,run-a:AP", "0.0,0.65", "0.5,0.6"]
+    assert err == f"warning: {torn}: row 2: no end of line (a half-written row?); left out\n"
+    assert_one_line(run_cli("report", torn, "--kind", "thresholds"), f"error: {torn}: row 2: no end of line")
+
+
+def assert_one_line(result: tuple[int, str, str], start: str) -> None:
+    code, _, err = result
+    assert code == 2 and err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err, err

@@ -188,6 +188,8 @@ def test_sigkill_then_resume_gives_identical_results(
     lines = cache.read_bytes().count(b"\n")
     assert 1 <= lines < 3 and rundir.read_manifest(out)["status"] == "running"
     assert not (out / "keypoints_results.json").exists()
+    # The killed run's lock file stays, with its pid; the kernel released the lock itself, so it blocks nothing.
+    assert (out / rundir.LOCK).read_text() == f"{proc.pid}\n"
 
     code, _, err = run_cli(*args)  # resumed in this process (one torch import less)
     assert code == 0, err
@@ -196,6 +198,45 @@ def test_sigkill_then_resume_gives_identical_results(
     m = rundir.read_manifest(out)
     assert m["status"] == "complete" and m["timings"]["sessions"][-1]["images_cached_before"] == lines
     assert m["backbone_shapes"] == rundir.read_manifest(reference_run)["backbone_shapes"]  # kept through SIGKILL
+    assert not (out / rundir.LOCK).exists()
+
+
+def test_second_run_on_the_same_out_is_refused_and_sigterm_interrupts(
+    reference_run: Path, synthetic_coco_root: Path, tmp_path: Path, run_cli: RunCli
+) -> None:
+    """A second run on a run directory in use refuses at once, naming the first one's pid, and changes nothing
+    (two runs used to replace each other's cache and lose images). SIGTERM then stops the first run as Ctrl-C
+    does, and the resumed run gives the uninterrupted results, byte for byte."""
+    out = tmp_path / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
+    proc = kpbench_proc(*args)
+    cache = out / "detections.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.is_file() and cache.read_bytes().count(b"\n") >= 1:
+            proc.send_signal(signal.SIGSTOP)  # holds the lock, and stays where it is while the second run tries
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    try:
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        code, stdout, err = run_cli(*args)
+        assert_one_line_error((code, stdout, err), f"error: {out}: in use by another `kpbench run` (pid {proc.pid}); "
+                              "wait for it to finish (or stop it), or use another --out")
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    lines = cache.read_bytes().count(b"\n")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"interrupted: {lines} of 3 images cached in {out}; run the same command again to resume"
+    assert rundir.read_manifest(out)["status"] == "interrupted" and not (out / rundir.LOCK).exists()
+
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    _same_files(reference_run, out)
+    assert rundir.read_manifest(out)["status"] == "complete"
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_resumes(
@@ -269,6 +310,9 @@ def test_unreadable_image_in_a_worker_is_one_line(synthetic_coco_root: Path, tmp
     (root / "val2017" / "000000000785.jpg").write_bytes(b"x")
     code, _, err = run_cli("run", "--coco-root", root, *FAST, "--limit", "2", "--workers", "2", "--out", tmp_path / "run")
     assert_one_line_error((code, "", err), "000000000785.jpg: cannot decode image")
+    # The manifest says why the run stopped, instead of "running" forever.
+    manifest = rundir.read_manifest(tmp_path / "run")
+    assert (manifest["status"], manifest["error"]) == ("failed", err[len("error: "):].rstrip("\n"))
 
 
 def test_full_disk_during_the_loop_is_one_line_and_resumable(
@@ -284,10 +328,13 @@ def test_full_disk_during_the_loop_is_one_line_and_resumable(
     monkeypatch.setattr(kpbench.engine.runner, "append_detections", no_space)
     code, _, err = run_cli(*args)
     assert_one_line_error((code, "", err), "detections.jsonl: cannot write the detections cache (No space left")
-    assert rundir.read_manifest(out)["status"] == "running"
+    manifest = rundir.read_manifest(out)
+    assert (manifest["status"], manifest["error"]) == ("failed", err[len("error: "):].rstrip("\n"))
     monkeypatch.undo()
     code, _, err = run_cli(*args)
     assert code == 0, err
+    manifest = rundir.read_manifest(out)
+    assert manifest["status"] == "complete" and "error" not in manifest
 
 
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
@@ -604,3 +651,45 @@ def test_resume_fingerprint_ignores_the_order_of_image_ids() -> None:
     a = resume_fingerprint({"image_ids": [802, 139], "min_size": 320}, "/coco", "cpu")
     assert a == resume_fingerprint({"image_ids": [139, 802, 139], "min_size": 320}, "/coco", "cpu")
     assert a != resume_fingerprint({"image_ids": [139], "min_size": 320}, "/coco", "cpu")
+
+
+@pytest.mark.parametrize("command", ["run", "speed"])
+def test_missing_coco_root_is_reported_before_torch_is_imported(tmp_path: Path, command: str) -> None:
+    code = (
+        "import sys\n"
+        "from kpbench.cli import main\n"
+        f"sys.argv = ['kpbench', {command!r}, '--coco-root', {str(tmp_path / 'nowhere')!r}, '--weights', 'none']\n"
+        "try:\n    main()\n"
+        "except SystemExit as e:\n    assert e.code == 2, e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.stdout == "NO-TORCH\n", proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'nowhere'}: COCO root not found")
+
+
+@requires_shared
+@pytest.mark.parametrize(
+    ("change", "image_ids", "expected"),
+    [
+        (lambda gt: gt["annotations"][60]["keypoints"].__setitem__(4, float("nan")), "214753",
+         "annotation 60 (id 186932): 'keypoints' holds NaN or infinity"),
+        (lambda gt: gt["images"].append(dict(gt["images"][1])), "785",
+         "image 35: duplicate image id 785 (also image 1); ids must be unique"),
+    ],
+)
+def test_bad_gt_record_is_named_by_its_place_in_the_file(
+    tmp_path: Path, run_cli: RunCli, change: Callable, image_ids: str, expected: str
+) -> None:
+    """run checks only the selected images' GT, but names the records as the file has them (it used to give their
+    index in the selection: "annotation 0", "image 1")."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").symlink_to(COCO_SAMPLE / "val2017")
+    gt = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
+    change(gt)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    ann.write_text(json.dumps(gt))
+    code, _, err = run_cli("run", "--coco-root", root, *FAST, "--image-ids", image_ids, "--out", tmp_path / "run")
+    assert_one_line_error((code, "", err))
+    assert err == f"error: {ann}: {expected}\n"

@@ -485,7 +485,8 @@ def test_failed_variant_does_not_stop_the_table(tmp_path: Path, monkeypatch: pyt
         coco_root=str(root), num_images=1, weights="none", sizes=[64], warmup=0, iters=1, dtype=["fp16", "bf16"],
         out=str(tmp_path / "speed"),
     )  # fmt: skip
-    rows = run_speed(settings, progress=False).rows
+    with pytest.warns(UserWarning, match=r"^--dtype fp16 on a CPU: float16 autocast is very slow there"):
+        rows = run_speed(settings, progress=False).rows
     assert [(r["variant"], r["status"]) for r in rows] == [("fp16-bs1", "failed"), ("bf16-bs1", "ok")]
     assert rows[0]["error"] == "RuntimeError: fp16 autocast is not supported on this device"
     assert rows[0]["mean_ms"] is None and rows[1]["mean_ms"] > 0
@@ -596,3 +597,87 @@ def test_apply_variant_sets_and_restores_the_model() -> None:
         NoVariants(), Variant(compile=True), CPU
     ):
         pass
+
+# --------------------------------------------------------------------------------------------------------------
+# issue 12: where it writes is checked before timing; a table with no successful row fails; progress per call
+
+
+def test_full_disk_at_out_fails_before_timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.access says a full disk is writable: a small real write finds it, before the table is timed (and lost)."""
+    import kpbench.core.io
+
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, {"images": [], "annotations": []})
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kpbench.core.io.tempfile, "mkstemp", full)
+    out = tmp_path / "speed"
+    with pytest.raises(KpbenchError) as info:
+        run_speed(SpeedSettings(coco_root=str(root), num_images=1, sizes=[64], warmup=0, iters=1, out=str(out)),
+                  progress=False)
+    assert str(info.value) == f"--out {out}: cannot write into the folder (No space left on device)"
+    assert oracle.calls == 0
+
+
+def test_no_successful_row_is_an_error_after_writing_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    root = make_coco_root(tmp_path / "coco")
+    use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    real_autocast = torch.autocast
+
+    def no_fp16(device_type: str, dtype: torch.dtype, **kw: Any) -> Any:
+        if dtype == torch.float16:
+            raise RuntimeError("fp16 autocast is not supported on this device")
+        return real_autocast(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", no_fp16)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("speed", "--coco-root", root, "--num-images", "1", "--sizes", "64,96", "--dtype",
+                                   "fp16", "--warmup", "0", "--iters", "1", "--out", out, "--no-progress")
+    (csv_path,) = out.glob("*.csv")
+    assert code == 2 and stdout == ""
+    assert stderr.splitlines() == [
+        "warning: --dtype fp16 on a CPU: float16 autocast is very slow there (hundreds of times slower than fp32); "
+        "use fp32, or bf16 on a CPU that supports it",
+        "warning: fp16-bs1 size 64: failed: RuntimeError: fp16 autocast is not supported on this device",
+        "warning: fp16-bs1 size 96: failed: RuntimeError: fp16 autocast is not supported on this device",
+        "error: no row succeeded: all 2 failed or were skipped (first: fp16-bs1 size 64: RuntimeError: fp16 autocast "
+        f"is not supported on this device); the rows were written to {csv_path}",
+    ]
+    assert [r["status"] for r in read_csv(csv_path)[1]] == ["failed", "failed"]
+
+
+def test_progress_bar_moves_per_model_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar counts calls (cold + warm-up + timed) of every row, so that a long row shows progress too."""
+    import tqdm as tqdm_module
+
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    bars: list[dict[str, Any]] = []
+
+    class Bar:
+        def __init__(self, *args: Any, total: int = 0, **kwargs: Any) -> None:
+            self.n, self.seen = 0, []
+            bars.append({"total": total, "calls_when_updated": self.seen})
+
+        def update(self, n: int = 1) -> None:
+            self.n += n
+            self.seen.append((oracle.calls, self.n))
+
+        def set_postfix_str(self, text: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tqdm_module, "tqdm", Bar)
+    settings = SpeedSettings(coco_root=str(root), num_images=1, sizes=[64, 96], warmup=1, iters=2,
+                             out=str(tmp_path / "speed"))
+    run_speed(settings, progress=True)
+    (bar,) = bars
+    assert bar["total"] == 2 * (1 + 1 + 2)
+    # One step per call, as it is made; at the end of each row, a step of 0 (of what a failed row did not make).
+    assert bar["calls_when_updated"] == [(1, 1), (2, 2), (3, 3), (4, 4), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8), (8, 8)]

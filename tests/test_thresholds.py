@@ -702,3 +702,38 @@ def test_nan_in_the_cache_names_the_file_and_the_image(tmp_path: Path, run_cli) 
     with pytest.raises(KpbenchError, match=re.escape(message)):
         thresholds_for_run(run)
     assert_one_line_error(run_cli("thresholds", run), str(run / "detections.jsonl"), message)
+
+
+@pytest.mark.parametrize("command", ["thresholds", "evaluate --run", "keypoints"])
+def test_numeric_strings_in_the_cache_are_refused(tmp_path: Path, run_cli, command: str) -> None:
+    """A score of "0.98" in the cache is refused as evaluate refuses it in a results file (numpy would read it)."""
+    from kpdata import make_run_dir
+
+    run = make_run_dir(tmp_path).path
+    cache = run / "detections.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    record = json.loads(lines[1])
+    record["scores"][0] = str(record["scores"][0])
+    lines[1] = json.dumps(record) + "\n"
+    cache.write_text("".join(lines))
+    assert_one_line_error(run_cli(*command.split(), run), f"error: {cache}: line 2 is not a valid detections record "
+                          f"('scores' holds a non-number: {record['scores'][0]!r})")
+
+
+def test_keypoints_at_1e308_leak_no_numpy_warning(tmp_path: Path, run_cli) -> None:
+    """±1e308 is valid JSON and finite: scored as far off (OKS 0), without numpy's overflow warnings leaking."""
+    from kpdata import make_run_dir
+
+    run = make_run_dir(tmp_path).path
+    cache = run / "detections.jsonl"
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    for record in records:
+        record["keypoints"] = [[[1e308 if k % 2 else -1e308, -1e308, 1.0] for k in range(17)] for _ in record["keypoints"]]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for command in ("evaluate --run", "thresholds", "keypoints"):
+            code, _, err = run_cli(*command.split(), run, "--format", "json")
+            assert code == 0 and "Warning" not in err, (command, err)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["keypoints"]["AP"] == 0.0

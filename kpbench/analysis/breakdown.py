@@ -30,7 +30,6 @@ import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_files, to_csv, to_markdown
-from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS
 from kpbench.evaluation.oks import paired_keypoint_similarity
 
 if TYPE_CHECKING:
@@ -97,7 +96,8 @@ def keypoint_breakdown(
     gt: str | Path | dict[str, Any] | GroundTruth,
     results: str | Path | list[dict[str, Any]] | Results,
 ) -> list[dict[str, Any]]:
-    """The per-keypoint table (17 rows in COCO order, then "all") for one keypoints evaluation.
+    """The per-keypoint table (one row per keypoint of the evaluation's schema, in its order, then "all") for one
+    keypoints evaluation, with the schema's sigmas.
 
     `gt` and `results` must be what `eval_result` was computed from (paths, parsed data or validated objects).
     """
@@ -107,8 +107,10 @@ def keypoint_breakdown(
         # evaluate() has already warned about these inputs (e.g. a renumbered id 0); loading them again
         # renumbers the same way, so the matched ids still agree.
         warnings.simplefilter("ignore")
-        gt_data = load_ground_truth(gt, "keypoints")
+        gt_data = load_ground_truth(gt, "keypoints", eval_result.schema)
         res = load_results(results, gt_data, "keypoints").results
+    schema = gt_data.schema
+    assert schema is not None  # a keypoints GroundTruth always has one
     if len(res) != eval_result.num_results:
         raise KpbenchError(
             f"results: {len(res)} detections, but the evaluation saw {eval_result.num_results} (not the same file?)"
@@ -116,17 +118,18 @@ def keypoint_breakdown(
     anns = {a["id"]: a for a in gt_data.dataset["annotations"]}
     pairs = matched_pairs(eval_result)
     gts = [anns[g] for _, g in pairs]
-    gt_kps = np.array([g["keypoints"] for g in gts], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
-    dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    gt_kps = np.array([g["keypoints"] for g in gts], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
+    dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
     areas = np.array([g["area"] for g in gts], dtype=np.float64)
     boxes = np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4)
-    similarity, _ = paired_keypoint_similarity(gt_kps, boxes, areas, dt_kps)
-    distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
+    similarity, _ = paired_keypoint_similarity(gt_kps, boxes, areas, dt_kps, schema.sigma_array)
+    with np.errstate(over="ignore"):  # keypoints far out (1e308): an infinite error, rightly
+        distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
     scale = np.sqrt(areas)[:, None]
     error = np.divide(distance, scale, out=np.full(distance.shape, np.nan), where=scale > 0)
     visible = gt_kps[..., 2] > 0
     rows = [
-        _stats(name, similarity[visible[:, k], k], error[visible[:, k], k]) for k, name in enumerate(KEYPOINT_NAMES)
+        _stats(name, similarity[visible[:, k], k], error[visible[:, k], k]) for k, name in enumerate(schema.keypoint_names)
     ]
     rows.append(_stats("all", similarity[visible], error[visible]))
     return rows
@@ -168,8 +171,15 @@ def keypoints_for_run(
     ordered = finished_run_detections(run_dir, manifest)
     gt = load_run_ground_truth(run_dir, ["keypoints"])
     results = run_results(run_dir, ordered, gt)["keypoints"]
-    if eval_result is None or eval_result.image_evals is None:
-        # Also when given a hotcoco evaluation: only pycocotools exposes the per-image matching used here.
+    if eval_result is not None and eval_result.image_evals is None:
+        # Only pycocotools exposes the per-image matching used here: say so rather than switch in silence.
+        from kpbench.core.errors import KpbenchWarning
+        from kpbench.evaluation.cocoeval import pycocotools_for_matches_note
+
+        warnings.warn(pycocotools_for_matches_note("the per-keypoint breakdown", eval_result.backend), KpbenchWarning,
+                      stacklevel=2)
+        eval_result = None
+    if eval_result is None:
         eval_result = evaluate(gt["keypoints"], results, iou_type="keypoints")
     rows = keypoint_breakdown(eval_result, gt["keypoints"], results)
     if write:

@@ -28,7 +28,7 @@ import numpy as np
 from kpbench.core.config import ThresholdSettings
 from kpbench.core.errors import KpbenchError, KpbenchWarning
 from kpbench.core.io import atomic_write_files, to_csv, to_markdown, to_text_table
-from kpbench.core.schema import KEYPOINT_NAMES, NUM_KEYPOINTS, stat_names
+from kpbench.core.schema import stat_names
 from kpbench.evaluation.cocoeval import (
     EvalResult,
     ImageEval,
@@ -36,6 +36,7 @@ from kpbench.evaluation.cocoeval import (
     evaluate,
     iou_threshold_index,
     matched_pairs,
+    pycocotools_for_matches_note,
     require_image_evals,
 )
 from kpbench.evaluation.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth
@@ -335,11 +336,11 @@ def sweep_keypoint_thresholds(
     person_thresh: float = 0.9,
 ) -> list[dict[str, Any]]:
     """Rows (threshold, keypoint, visible, shown, correct, precision, recall) per keypoint-score threshold t,
-    for the 17 keypoints and "all".
+    for each keypoint of the evaluation's schema and "all".
 
     Persons: the detections of the keypoints evaluation `result` matched at OKS >= 0.5 to a non-ignored GT
     (area "all", within COCO's top 20 per image) whose person score is > `person_thresh`. `results` is the
-    results list that was evaluated and `keypoint_scores` (N, 17) its keypoint logits, row i for result i.
+    results list that was evaluated and `keypoint_scores` (N, K) its keypoint logits, row i for result i.
     Per keypoint of those persons: visible = GT labelled (v > 0); shown = visible and logit > t; correct = shown
     and similarity >= 0.5; precision = correct / shown; recall = correct / visible (None where 0/0). Keypoints
     the GT did not label cannot be judged and are left out of every column.
@@ -348,9 +349,11 @@ def sweep_keypoint_thresholds(
         raise KpbenchError("sweep_keypoint_thresholds: needs the keypoints (OKS) evaluation, not bbox")
     thresholds = check_keypoint_thresholds(ThresholdSettings().kp_thresholds if thresholds is None else thresholds)
     person_thresh = check_person_thresh(person_thresh)
-    gt_data = load_ground_truth(gt, "keypoints")
+    gt_data = load_ground_truth(gt, "keypoints", result.schema)
+    schema = gt_data.schema
+    assert schema is not None  # a keypoints GroundTruth always has one
     records = results.results if isinstance(results, Results) else results
-    kp_scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
+    kp_scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, schema.num_keypoints)
     if len(kp_scores) != len(records):
         raise KpbenchError(
             f"keypoint scores: {len(kp_scores)} rows for {len(records)} results; they must be aligned one to one"
@@ -361,9 +364,9 @@ def sweep_keypoint_thresholds(
     dt_index = pairs.dt_ids - 1  # pycocotools numbers results from 1 in list order
     similarity, _ = paired_keypoint_similarity(
         [g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts],
-        [records[i]["keypoints"] for i in dt_index],
+        [records[i]["keypoints"] for i in dt_index], schema.sigma_array,
     )
-    labelled = np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64).reshape(-1, NUM_KEYPOINTS) > 0
+    labelled = np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64).reshape(-1, schema.num_keypoints) > 0
     logits = kp_scores[dt_index]
     close = similarity >= KEYPOINT_CORRECT_SIMILARITY
     visible = labelled.sum(axis=0)
@@ -372,7 +375,7 @@ def sweep_keypoint_thresholds(
         shown = labelled & (logits > t)
         correct = shown & close
         shown_n, correct_n = shown.sum(axis=0), correct.sum(axis=0)
-        per_keypoint = [(name, int(visible[j]), int(shown_n[j]), int(correct_n[j])) for j, name in enumerate(KEYPOINT_NAMES)]
+        per_keypoint = [(name, int(visible[j]), int(shown_n[j]), int(correct_n[j])) for j, name in enumerate(schema.keypoint_names)]
         per_keypoint.append(("all", int(visible.sum()), int(shown_n.sum()), int(correct_n.sum())))
         for name, vis, sho, cor in per_keypoint:
             rows.append({"threshold": t, "keypoint": name, "visible": vis, "shown": sho, "correct": cor,
@@ -459,13 +462,18 @@ def thresholds_for_run(
     ordered = finished_run_detections(run_dir)
     gt = load_run_ground_truth(run_dir, ["keypoints"] if settings.iou_type == "keypoints" else IOU_TYPES)
     checked = run_results(run_dir, ordered, gt)
-    kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, NUM_KEYPOINTS))
+    num_keypoints = gt["keypoints"].schema.num_keypoints  # type: ignore[union-attr]
+    kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, num_keypoints))
     kp_res = checked["keypoints"]
+
+    switched: list[str] = []
 
     def evaluation(iou_type: str) -> EvalResult:
         given = (results or {}).get(iou_type)
-        if given is not None and given.image_evals is not None:  # hotcoco exposes no matches: evaluate again
+        if given is not None and given.image_evals is not None:
             return given
+        if given is not None:  # hotcoco exposes no matches: evaluate again, and say so
+            switched.append(pycocotools_for_matches_note("the threshold sweep", given.backend))
         return evaluate(gt[iou_type], checked[iou_type], iou_type=iou_type, backend="pycocotools")
 
     kp_result = evaluation("keypoints")
@@ -475,7 +483,7 @@ def thresholds_for_run(
         kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
     )
     persons = count_keypoint_persons(kp_result, settings.person_thresh)
-    notes = [*result.notes, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
+    notes = [*result.notes, *switched, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
              f"with person score > {settings.person_thresh}"]
     return ThresholdReport(
         iou_type=settings.iou_type, person=person, keypoint=keypoint, settings=settings,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.io import check_regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -234,6 +235,8 @@ def load_config(path: str | Path | None) -> LoadedConfig:
     if path is None:
         return LoadedConfig(path=None, sha256=None)
     p = Path(path)
+    if p.exists():
+        check_regular_file(p, "config file")  # before reading: a FIFO would block, /dev/zero never end
     try:
         raw = p.read_bytes()
     except OSError as exc:

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -73,23 +74,56 @@ def atomic_write_files(files: Mapping[str | Path, bytes | str]) -> list[Path]:
     return list(targets)
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: str | Path, what: str = "file") -> int:
+    """The size of `path` if it is a regular file (after symlinks); otherwise a one-line KpbenchError, before
+    anything is read: a FIFO would block forever, /dev/zero never end, and a directory cannot be read."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise KpbenchError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise KpbenchError(f"{path}: is a directory, expected a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+        raise KpbenchError(f"{path}: is {kind}, not a regular file; expected a {what}")
+    return info.st_size
+
+
+def out_of_memory(path: str | Path, size: int) -> KpbenchError:
+    """The one line for a file that does not fit in memory (read or parsed), naming it and its size."""
+    return KpbenchError(f"{path}: not enough memory to read this {size:,}-byte file")
+
+
+def read_file_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of a regular file (`check_regular_file`); unreadable or too large for memory is one line."""
+    size = check_regular_file(path, what)
+    try:
+        return Path(path).read_bytes()
+    except MemoryError:
+        raise out_of_memory(path, size) from None
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; a missing file or bad JSON is a one-line KpbenchError naming the file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KpbenchError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise KpbenchError(f"{path}: is a directory, expected a JSON file") from None
-    except OSError as exc:
-        raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_file_bytes(path, "JSON file")
     try:
         return _parse_json(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KpbenchError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
         raise KpbenchError(f"{path}: nested too deeply for Python's JSON parser") from None
+    except MemoryError:
+        raise out_of_memory(path, len(data)) from None
 
 
 def _parse_json(data: bytes) -> Any:
@@ -128,6 +162,18 @@ def ensure_output_dir(path: str | Path, option: str = "--out") -> Path:
         raise KpbenchError(f"{option} {path}: cannot create the folder ({exc.strerror or exc})") from None
     if not os.access(path, os.W_OK):
         raise KpbenchError(f"{option} {path}: the folder is not writable")
+    # os.access cannot see a full disk (nor a folder root may not write into): write a little for real, so that
+    # a long job fails now rather than when it writes its results.
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".kpbench-probe-", suffix=".tmp")
+        try:
+            os.write(fd, b"kpbench\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise KpbenchError(f"{option} {path}: cannot write into the folder ({exc.strerror or exc})") from None
     return path
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.schema import PERSON_CATEGORY_ID, is_id_value
+from kpbench.core.io import check_regular_file, out_of_memory, read_file_bytes
+from kpbench.core.schema import COCO17, is_id_value
 
 if TYPE_CHECKING:
     import torch
@@ -53,13 +54,16 @@ _GET_DATA_HINT = "`kpbench data download --root {root}` or `kpbench run --downlo
 def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     """Parse ROOT/annotations/person_keypoints_<split>.json; a missing or broken file says how to get it."""
     path = annotation_path(root, split)
-    if not path.is_file():
+    if not path.exists():
         raise KpbenchError(f"{path}: annotation file not found ({_GET_DATA_HINT.format(root=root)})")
+    size = check_regular_file(path, "annotation file")
     try:
         with path.open("rb") as fh:
             data = json.load(fh)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KpbenchError(f"{path}: cannot read the annotation file ({exc}); delete it and download it again") from None
+    except MemoryError:
+        raise out_of_memory(path, size) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
         data.get("annotations"), list
     ):
@@ -73,20 +77,31 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     return data
 
 
+def images_with_instances(gt: dict[str, Any], category_id: int, labelled: bool = False) -> set[int]:
+    """The ids of the images that show an instance of `category_id` (a person, for COCO): any annotation of it,
+    crowd regions included; with `labelled`, only non-crowd annotations with labelled keypoints count."""
+    return {
+        int(a["image_id"])
+        for a in gt["annotations"]
+        if a.get("category_id", category_id) == category_id
+        and (not labelled or (not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0))
+    }
+
+
 def select_image_ids(
     gt: dict[str, Any],
     images: str = "all",
     limit: int | None = None,
     image_ids: Sequence[int] | None = None,
+    category_id: int = COCO17.category_id,
 ) -> list[int]:
-    """The evaluated image ids, ascending: all images (the protocol) or those with a person annotation,
-    then only `image_ids` if given, then the first `limit`."""
+    """The evaluated image ids, ascending: all images (the protocol) or those with an annotation of
+    `category_id` (persons), then only `image_ids` if given, then the first `limit`."""
     if images not in IMAGE_SETS:
         raise KpbenchError(f"--images: must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
     ids = sorted({int(img["id"]) for img in gt["images"]})
     if images == "with-persons":
-        # Any person annotation counts, crowd regions included: the image shows people.
-        with_persons = {int(a["image_id"]) for a in gt["annotations"] if a.get("category_id", 1) == PERSON_CATEGORY_ID}
+        with_persons = images_with_instances(gt, category_id)
         ids = [i for i in ids if i in with_persons]
     if image_ids is not None:
         known = set(ids)
@@ -109,11 +124,23 @@ def select_image_ids(
 def restrict_ground_truth(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, Any]:
     """The annotation file restricted to `image_ids`: their image records (ascending id), their annotations
     (file order), and every other top-level key (info, licenses, categories) unchanged."""
-    wanted = set(image_ids)
+    positions = ground_truth_positions(gt, image_ids)
     out = dict(gt)
-    out["images"] = sorted((img for img in gt["images"] if int(img["id"]) in wanted), key=lambda img: int(img["id"]))
-    out["annotations"] = [a for a in gt["annotations"] if int(a["image_id"]) in wanted]
+    out["images"] = [gt["images"][i] for i in positions["image"]]
+    out["annotations"] = [gt["annotations"][i] for i in positions["annotation"]]
     return out
+
+
+def ground_truth_positions(gt: dict[str, Any], image_ids: Sequence[int]) -> dict[str, list[int]]:
+    """Where in the annotation file each record `restrict_ground_truth` keeps comes from, in its order:
+    {"image": [index in gt["images"], ...], "annotation": [index in gt["annotations"], ...]} (so that a message
+    about the restricted GT can name the file's records)."""
+    wanted = set(image_ids)
+    images = [i for i, img in enumerate(gt["images"]) if int(img["id"]) in wanted]
+    return {
+        "image": sorted(images, key=lambda i: int(gt["images"][i]["id"])),  # stable: file order among equal ids
+        "annotation": [i for i, a in enumerate(gt["annotations"]) if int(a["image_id"]) in wanted],
+    }
 
 
 def image_files(root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[int]) -> list[Path]:
@@ -140,20 +167,19 @@ def read_image_rgb_uint8(path: str | Path) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
     path = Path(path)
-    if not path.is_file():
-        raise KpbenchError(f"{path}: image file not found")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise KpbenchError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    raw = read_file_bytes(path, "image file")
+    if not raw:  # torch.frombuffer refuses an empty buffer with a ValueError of its own
+        raise KpbenchError(f"{path}: cannot decode image (empty file)")
     try:
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of torchcodec; they are still the reference here.
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchVision are deprecated")
             image = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise KpbenchError(f"{path}: cannot decode image ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, ValueError) as exc:
+        raise KpbenchError(f"{path}: cannot decode image ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    except MemoryError:
+        raise out_of_memory(path, len(raw)) from None
     if image.dtype == torch.uint16:  # a 16-bit PNG: scale to 8 bits, rounding to nearest (x * 255 / 65535)
         image = ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
     if image.dtype != torch.uint8:

@@ -120,6 +120,10 @@ def _verify(path: Path, expected_size: int | None, expected_md5: str | None, act
     raise KpbenchError(f"{bad}: {problem} (moved aside; delete it and run again to download afresh)")
 
 
+class CannotConnect(KpbenchError):
+    """The server could not be reached (no network, a wrong host): `ensure_coco` adds what to do instead."""
+
+
 def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
     """Open the URL, asking for bytes from `offset` on; network failures become one-line KpbenchErrors."""
     headers = {"User-Agent": "kpbench"}
@@ -133,9 +137,9 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
             raise  # the caller decides: already complete, or a stale .part
         raise KpbenchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise KpbenchError(f"{url}: cannot connect ({exc.reason})") from None
+        raise CannotConnect(f"{url}: cannot connect ({exc.reason})") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise KpbenchError(f"{url}: cannot connect ({exc or type(exc).__name__})") from None
+        raise CannotConnect(f"{url}: cannot connect ({exc or type(exc).__name__})") from None
 
 
 def download_file(
@@ -520,7 +524,15 @@ def _fetch_archive(
     url = archive_url(base, name)
     archive = root / name
     say(f"downloading {url} -> {archive}")
-    download_file(url, archive, spec.size, spec.md5, progress=progress, timeout=timeout)
+    try:
+        download_file(url, archive, spec.size, spec.md5, progress=progress, timeout=timeout)
+    except CannotConnect as exc:  # offline: say how to go on without this server
+        extracted = ("annotations/person_keypoints_*.json" if name == ANNOTATIONS_ARCHIVE
+                     else f"{name.removesuffix('.zip')}/*.jpg")
+        raise KpbenchError(
+            f"{exc}; pass --base-url URL (or set $KPBENCH_COCO_BASE_URL) for a mirror, or place the files by hand: "
+            f"{archive} (its size and md5 are checked, then it is extracted), or the extracted {root}/{extracted}"
+        ) from None
     say(f"extracting {archive}")
     return archive
 

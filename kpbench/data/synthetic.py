@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.core.schema import COCO_SKELETON, KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY_ID, SIGMAS
+from kpbench.core.schema import COCO17
 
 PERSON_CATEGORY: dict[str, Any] = {
-    "id": PERSON_CATEGORY_ID,
+    "id": COCO17.category_id,
     "name": "person",
     "supercategory": "person",
-    "keypoints": list(KEYPOINT_NAMES),
-    "skeleton": [list(pair) for pair in COCO_SKELETON],
+    "keypoints": list(COCO17.keypoint_names),
+    "skeleton": [list(pair) for pair in COCO17.skeleton],
 }
 
 # A rough upright pose in box-relative coordinates (x, y in [0, 1]) for the 17 COCO keypoints.
@@ -64,9 +64,9 @@ def make_synthetic_coco(
             area = round(w * h * float(rng.uniform(0.4, 0.7)), 2)
             crowd = bool(rng.random() < crowd_fraction)
             labelled = (not crowd) and rng.random() < labelled_fraction
-            points = _TEMPLATE * [w, h] + [x, y] + rng.normal(0, 0.03, (NUM_KEYPOINTS, 2)) * [w, h]
+            points = _TEMPLATE * [w, h] + [x, y] + rng.normal(0, 0.03, (COCO17.num_keypoints, 2)) * [w, h]
             points = np.round(points, 2)
-            visibility = np.where(rng.random(NUM_KEYPOINTS) < 0.8, 2, 0) if labelled else np.zeros(NUM_KEYPOINTS)
+            visibility = np.where(rng.random(COCO17.num_keypoints) < 0.8, 2, 0) if labelled else np.zeros(COCO17.num_keypoints)
             if labelled and not visibility.any():
                 visibility[0] = 2
             kps = np.concatenate([points * (visibility[:, None] > 0), visibility[:, None]], axis=1)
@@ -74,7 +74,7 @@ def make_synthetic_coco(
                 {
                     "id": next_ann_id,
                     "image_id": image_id,
-                    "category_id": PERSON_CATEGORY_ID,
+                    "category_id": COCO17.category_id,
                     "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
                     "area": area,
                     "iscrowd": int(crowd),
@@ -87,7 +87,7 @@ def make_synthetic_coco(
             if crowd:
                 continue
             for _ in range(rng.poisson(detections_per_person * 0.8)):
-                noise = rng.normal(0, 1, (NUM_KEYPOINTS, 2)) * (2 * SIGMAS[:, None]) * np.sqrt(area)
+                noise = rng.normal(0, 1, (COCO17.num_keypoints, 2)) * (2 * COCO17.sigma_array[:, None]) * np.sqrt(area)
                 jitter = float(rng.uniform(0.2, 2.5))
                 pred = points + noise * jitter
                 score = float(np.clip(1.0 - 0.3 * jitter + rng.normal(0, 0.1), 0.01, 1.0))
@@ -95,7 +95,7 @@ def make_synthetic_coco(
         for _ in range(rng.poisson(detections_per_person * 0.7)):
             bw, bh = rng.uniform(20, 150), rng.uniform(40, 250)
             bx, by = rng.uniform(0, width - bw), rng.uniform(0, height - bh)
-            pred = _TEMPLATE * [bw, bh] + [bx, by] + rng.normal(0, 5, (NUM_KEYPOINTS, 2))
+            pred = _TEMPLATE * [bw, bh] + [bx, by] + rng.normal(0, 5, (COCO17.num_keypoints, 2))
             results.append(_result(image_id, pred, float(rng.uniform(0.01, 0.6)), score_decimals))
     gt = {
         "info": {"description": "kpbench synthetic COCO keypoints", "seed": seed},
@@ -107,10 +107,10 @@ def make_synthetic_coco(
 
 
 def _result(image_id: int, points: np.ndarray, score: float, decimals: int) -> dict[str, Any]:
-    flat = np.concatenate([np.round(points, 2), np.ones((NUM_KEYPOINTS, 1))], axis=1).reshape(-1)
+    flat = np.concatenate([np.round(points, 2), np.ones((COCO17.num_keypoints, 1))], axis=1).reshape(-1)
     return {
         "image_id": image_id,
-        "category_id": PERSON_CATEGORY_ID,
+        "category_id": COCO17.category_id,
         "keypoints": [float(v) for v in flat],
         "score": round(score, decimals),
     }

@@ -14,7 +14,9 @@ One session of a run goes:
 4. rank 0 merges the shards into detections.jsonl in image-id order, writes the manifest (status "complete")
    and evaluates from the cache (kpbench.evaluation.runeval).
 
-A failure before step 2 has written anything removes the --out folder again if step 1 created it. Ctrl-C
+Rank 0 holds the run directory's lock (`kpbench.runs.directory.lock_run_dir`) from step 1 to the end, so a second run on
+the same directory refuses at once. A failure before step 2 has written anything removes the --out folder again
+if step 1 created it; a failure after it marks the manifest "failed", with the reason. Ctrl-C (or SIGTERM)
 during the loop keeps every finished image, marks the manifest "interrupted" and raises `RunInterrupted`,
 whose message says how many images are cached; the same command resumes.
 
@@ -24,28 +26,32 @@ an uninterrupted single-process run does, and its detections (and results files)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import queue
+import re
 import shlex
+import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.config import LoadedConfig, RunSettings, check_settings, settings_dict
-from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import atomic_write_text, ensure_output_dir, write_json
 from kpbench.data.coco import (
     COCO_ROOT_ENV,
     CocoImages,
     annotation_path,
+    ground_truth_positions,
     image_files,
     load_annotations,
     make_loader,
@@ -61,11 +67,13 @@ from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run
 from kpbench.runs.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.runs.directory import (
     FORMAT_VERSION,
+    LOCK,
     clear_run_files,
     default_run_dir,
     detections_path,
     ground_truth_path,
     is_run_dir,
+    lock_run_dir,
     manifest_path,
     read_manifest,
     run_format,
@@ -279,8 +287,17 @@ def _check_resumable(run_dir: Path, previous: dict[str, Any], fingerprint: dict[
         )
 
 
-def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, now: float | None = None) -> RunPlan:
-    """Rank 0's checks before anything is written: data, selection, image files and the run directory."""
+def plan_run(
+    settings: RunSettings,
+    device_type: str,
+    overwrite: bool = False,
+    now: float | None = None,
+    hold: contextlib.ExitStack | None = None,
+) -> RunPlan:
+    """Rank 0's checks before anything is written: data, selection, image files and the run directory.
+
+    With `hold`, the run directory's lock (`lock_run_dir`) is taken into it before the directory is looked at,
+    so that a second run on the same --out refuses at once."""
     from kpbench.models.keypointrcnn import file_sha256
 
     root = _coco_root(settings)
@@ -291,9 +308,14 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
     # The GT the run will be scored against, checked now rather than after the last image (its warnings and
     # notes come with the evaluation).
     # (The keypoint checks cover the box ones.)
+    source = str(annotation_path(root, split))
+    subset = restrict_ground_truth(gt, image_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KpbenchWarning)
-        validate_ground_truth(restrict_ground_truth(gt, image_ids), str(annotation_path(root, split)), "keypoints")
+        try:
+            validate_ground_truth(subset, source, "keypoints")
+        except KpbenchError as exc:
+            raise KpbenchError(_in_file_terms(str(exc), source, subset, ground_truth_positions(gt, image_ids))) from None
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
     ann = {"path": str(annotation_path(root, split).resolve()),
            "sha256": file_sha256(annotation_path(root, split))}
@@ -306,6 +328,8 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
     created = first_missing_parent(run_dir)
     ensure_output_dir(run_dir, "--out")
     plan.created_out = str(created) if created is not None else None
+    if hold is not None:
+        hold.enter_context(lock_run_dir(run_dir))
     if overwrite:
         plan.state = "overwrite" if run_dir.exists() else "new"
         return plan
@@ -317,12 +341,37 @@ def plan_run(settings: RunSettings, device_type: str, overwrite: bool = False, n
         plan.done = sorted(i for i in read_run_detections(run_dir) if i in wanted)
         plan.state = "resume"
         plan.previous = previous
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
+    elif run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise KpbenchError(
             f"{run_dir}: exists and is not a kpbench run directory (no manifest.json); "
             "choose another --out, or pass --overwrite to write the run files into it"
         )
     return plan
+
+
+_FIRST_RECORD = re.compile(r"^: (image|annotation) (\d+)")
+_OTHER_RECORD = re.compile(r"\(also (image|annotation) (\d+)\)")
+
+
+def _in_file_terms(message: str, source: str, subset: dict[str, Any], positions: dict[str, list[int]]) -> str:
+    """A message about the GT restricted to the run's images, naming records as the annotation file has them: by
+    their index in the file (not in the subset) and their id, as `kpbench evaluate` of the whole file would."""
+    if not message.startswith(source):
+        return message
+    tail = message[len(source):]
+
+    def first(match: re.Match[str]) -> str:
+        kind, index = match.group(1), int(match.group(2))
+        record = subset[f"{kind}s"][index]
+        rec_id = record.get("id") if isinstance(record, dict) else None
+        named = f"{kind} {positions[kind][index]}"
+        if type(rec_id) is int and f"id {shown(rec_id)}" not in tail:
+            named += f" (id {shown(rec_id)})"
+        return f": {named}"
+
+    tail = _FIRST_RECORD.sub(first, tail, count=1)
+    tail = _OTHER_RECORD.sub(lambda m: f"(also {m.group(1)} {positions[m.group(1)][int(m.group(2))]})", tail)
+    return source + tail
 
 
 def fixed_batches(image_ids: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -739,6 +788,40 @@ def _interrupted(run_dir: Path, plan: RunPlan) -> RunInterrupted:
     return RunInterrupted(run_dir, cached, total)
 
 
+def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+    """After an error on rank 0 once the manifest said "running": record status "failed" and the one-line reason,
+    so that the manifest does not say "running" forever (best effort: on a full disk the manifest may not be
+    writable either, and the error itself matters more)."""
+    reason = str(exc) if isinstance(exc, KpbenchError) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+    try:
+        manifest = read_manifest(run_dir)
+        manifest["status"] = "failed"
+        manifest["error"] = reason.strip()
+        manifest["updated_at"] = _now()
+        write_manifest(run_dir, manifest)
+    except (KpbenchError, OSError):
+        pass
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, a batch scheduler's time limit) raises KeyboardInterrupt, so that it takes Ctrl-C's path:
+    finished images kept, the manifest marked "interrupted", one line saying how to resume. (Python's default for
+    SIGTERM is to die at once, silently, with the manifest still saying "running".)"""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(
     settings: RunSettings,
     *,
@@ -764,13 +847,17 @@ def run(
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)  # fail before the run, not after hours of it
-    dist, device = init_distributed(resolve_device(settings.device))
-    try:
-        check_dtype(device, settings.dtype)
-        return _run(settings, dist, device, overwrite, config, command_line, progress, evaluate, backend,
-                    session_start, started_at)
-    finally:
-        shutdown_distributed(dist)
+    if not settings.download:
+        resolve_coco_root(settings.coco_root)  # a missing root is reported at once, before torch is imported
+    with _sigterm_as_ctrl_c():
+        dist, device = init_distributed(resolve_device(settings.device))
+        try:
+            check_dtype(device, settings.dtype)
+            with contextlib.ExitStack() as held:  # rank 0's lock on the run directory, for the whole session
+                return _run(settings, dist, device, overwrite, config, command_line, progress, evaluate, backend,
+                            session_start, started_at, held)
+        finally:
+            shutdown_distributed(dist)
 
 
 def _run(
@@ -785,10 +872,13 @@ def _run(
     backend: str,
     session_start: float,
     started_at: str,
+    held: contextlib.ExitStack,
 ) -> RunOutcome:
-    """`run` once the process knows its rank and device: plan, build, commit, loop, merge, evaluate."""
+    """`run` once the process knows its rank and device: plan, build, commit, loop, merge, evaluate. Rank 0
+    takes the run directory's lock into `held`."""
     # 1. Plan on rank 0; every rank gets the same plan (or the same error).
-    plan, error = _attempt(lambda: plan_run(settings, device.type, overwrite)) if dist.is_main else (None, None)
+    plan, error = (_attempt(lambda: plan_run(settings, device.type, overwrite, hold=held)) if dist.is_main
+                   else (None, None))
     plan, error = _broadcast(dist, (plan, error))
     if error:
         raise KpbenchError(error if dist.is_main else f"rank 0 failed: {error}")
@@ -802,15 +892,42 @@ def _run(
         model = _prepare(settings, dist, device, plan, batches, config, command_line)
     except BaseException:
         if dist.is_main and plan.created_out:
+            held.close()  # the lock file goes first
             remove_empty_dirs(run_dir, Path(plan.created_out))  # nothing was written: leave no empty folder
         raise
 
     try:
-        stats, all_stats, shapes = _loop_and_merge(model, device, settings, plan, batches, dist, progress)
+        return _loop_merge_and_evaluate(model, device, settings, plan, batches, dist, progress, evaluate, backend,
+                                        session_start, started_at)
+    except RunInterrupted:  # while evaluating: says so itself
+        raise
     except KeyboardInterrupt:
         if not dist.is_main:
             raise
         raise _interrupted(run_dir, plan) from None
+    except Exception as exc:  # an unreadable image, a full disk, a failed rank, a failed evaluation
+        if dist.is_main:
+            _mark_failed(run_dir, exc)
+        raise
+
+
+def _loop_merge_and_evaluate(
+    model: torch.nn.Module | None,
+    device: torch.device,
+    settings: RunSettings,
+    plan: RunPlan,
+    batches: list[list[int]],
+    dist: DistInfo,
+    progress: bool,
+    evaluate: bool,
+    backend: str,
+    session_start: float,
+    started_at: str,
+) -> RunOutcome:
+    """Steps 3 and 4: the loop and the merge, then (rank 0) the manifest's record and the evaluation."""
+    run_dir = Path(plan.run_dir)
+    done = set(plan.done)
+    stats, all_stats, shapes = _loop_and_merge(model, device, settings, plan, batches, dist, progress)
     if not dist.is_main:
         return RunOutcome(run_dir=run_dir, is_main=False, processed=stats.images, resumed_from=len(done))
 

@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17
 from kpbench.models.keypointrcnn import default_max_size
 
 if TYPE_CHECKING:
@@ -230,9 +231,11 @@ def time_model(
     warmup: int,
     iters: int,
     dtype: str = "fp32",
+    on_call: Callable[[], None] | None = None,
 ) -> TimingResult:
     """Time `model(batch)` (a PoseModel's `predict`): one cold call, `warmup` untimed calls, then `iters` timed
-    calls; `model` returns one Predictions per image.
+    calls; `model` returns one Predictions per image. `on_call` is called after each of them (outside the
+    clock), so that a progress bar moves during a long row.
 
     Calls cycle through `batches` (lists of images in the model's input format, already on `device`). Each timed call is
     synchronize -> perf_counter -> model -> synchronize -> perf_counter; on CUDA, CUDA events around the call
@@ -258,16 +261,22 @@ def time_model(
     def batch() -> list[Any]:
         return batches[calls % len(batches)]
 
+    def called() -> None:
+        nonlocal calls
+        calls += 1
+        if on_call is not None:
+            on_call()
+
     with torch.inference_mode(), autocast(device, dtype):
         _sync(device)
         t0 = time.perf_counter()
         model(batch())
         _sync(device)
         cold_ms = (time.perf_counter() - t0) * 1e3
-        calls += 1
+        called()
         for _ in range(warmup):
             model(batch())
-            calls += 1
+            called()
         _sync(device)
         for _ in range(iters):
             images_in = batch()
@@ -282,12 +291,12 @@ def time_model(
                 end.record(stream)
             _sync(device)
             t1 = time.perf_counter()
-            calls += 1
             times.append((t1 - t0) * 1e3)
             if gpu_times is not None:
                 gpu_times.append(float(start.elapsed_time(end)))
             images += len(images_in)
             detections += _count_detections(outputs)
+            called()
     return TimingResult(
         cold_ms=cold_ms, times_ms=times, gpu_times_ms=gpu_times, calls=calls, images_timed=images,
         detections_timed=detections,
@@ -345,16 +354,14 @@ def peak_memory(device: torch.device, rss_scope: str | None) -> dict[str, Any]:
 # Images
 
 
-def select_person_images(gt: dict[str, Any], n: int) -> list[dict[str, Any]]:
+def select_person_images(gt: dict[str, Any], n: int, category_id: int = COCO17.category_id) -> list[dict[str, Any]]:
     """The first `n` images, by ascending id, with a non-crowd person annotation that has keypoints.
 
     Deterministic; keypoints are required so that --accuracy has something to score on every chosen image.
     """
-    with_people = {
-        a["image_id"]
-        for a in gt["annotations"]
-        if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
-    }
+    from kpbench.data.coco import images_with_instances
+
+    with_people = images_with_instances(gt, category_id, labelled=True)
     records = sorted((im for im in gt["images"] if im["id"] in with_people), key=lambda im: im["id"])
     return records[:n]
 
@@ -567,18 +574,16 @@ def run_speed(
 ) -> SpeedRun:
     """Time the model over settings.sizes x variants and (if `write`) write the CSV, manifest and Markdown files.
 
-    User mistakes (no COCO root, too few images, --accuracy with --synthetic) raise KpbenchError before any
-    timing; a variant that fails gives rows with status "failed" instead of stopping.
+    User mistakes (no COCO root, too few images, --accuracy with --synthetic, an --out it cannot write into)
+    raise KpbenchError before any timing; a variant that fails gives rows with status "failed" instead of
+    stopping. When no row succeeded, the files are still written and `NoRowSucceeded` (a KpbenchError) is raised.
     """
-    import torch
-    from tqdm import tqdm
-
     from kpbench.core.config import settings_dict
     from kpbench.core.environment import capture_environment
     from kpbench.core.io import ensure_output_dir
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.models.base import model_info
-    from kpbench.models.keypointrcnn import resolve_device
+    from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
     from kpbench.models.registry import check_model_options, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
@@ -589,6 +594,10 @@ def run_speed(
     )
     if settings.accuracy and settings.synthetic:
         raise KpbenchError("--accuracy: needs real COCO images and annotations, not --synthetic")
+    root = None if settings.synthetic else resolve_coco_root(settings.coco_root)  # at once: before torch is imported
+    import torch
+    from tqdm import tqdm
+
     started = datetime.now(timezone.utc)
     stamp = started.isoformat(timespec="seconds").replace("+00:00", "Z")
     device = resolve_device(settings.device)
@@ -605,7 +614,7 @@ def run_speed(
         images_info = {"source": "synthetic", "count": settings.num_images, "shape_hw": [480, 640],
                        "seed": settings.seed}  # fmt: skip
     else:
-        root = resolve_coco_root(settings.coco_root)
+        assert root is not None
         ann = annotation_path(root, settings.split)
         gt = load_annotations(root, settings.split)
         wanted = max(settings.num_images, settings.accuracy)
@@ -654,9 +663,14 @@ def run_speed(
         settings.dtype, settings.batch_size, channels_last=settings.channels_last,
         cudnn_benchmark=settings.cudnn_benchmark, compile=settings.compile,
     )
+    for dtype in settings.dtype:
+        warn_slow_dtype(device, dtype)
 
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(variants) * len(settings.sizes), disable=not progress, unit="row", file=sys.stderr)
+    # The bar counts model calls, so that it moves during a row (a row at size 1024 on a CPU takes minutes).
+    calls_per_row = 1 + settings.warmup + settings.iters
+    bar = tqdm(total=len(variants) * len(settings.sizes) * calls_per_row, disable=not progress, unit="call",
+               file=sys.stderr)
     interrupted = False
     try:
         for variant in variants:
@@ -666,9 +680,11 @@ def run_speed(
                     for size in settings.sizes:
                         bar.set_postfix_str(f"{variant.label} size {size}")
                         row = _base_row(stamp, env_cols, settings, size, variant, settings.synthetic, len(images))
+                        row_start = bar.n
                         try:
                             row.update(
-                                _measure_row(model, batches, device, settings, variant, size, preprocess_ms)
+                                _measure_row(model, batches, device, settings, variant, size, preprocess_ms,
+                                             on_call=lambda: bar.update(1))
                             )
                             if settings.accuracy:
                                 assert gt is not None
@@ -682,7 +698,7 @@ def run_speed(
                             if device.type == "cuda":
                                 torch.cuda.empty_cache()
                         rows.append(row)
-                        bar.update(1)
+                        bar.update(row_start + calls_per_row - bar.n)  # the calls a failed row did not make
                         if log and row["status"] != "ok":
                             log(f"{variant.label} size {size}: {row['status']}: {row['error']}")
             except VariantSkipped as exc:
@@ -720,7 +736,23 @@ def run_speed(
         write_speed_files(settings.out, result, device_name=str(env.get("device_name") or device.type), started=started)
     if interrupted:
         raise SpeedInterrupted(result)
+    if rows and not any(row["status"] == "ok" for row in rows):
+        raise NoRowSucceeded(result)
     return result
+
+
+class NoRowSucceeded(KpbenchError):
+    """Every row of `run_speed` failed or was skipped (`--sizes 100000`, say): a table of errors is no speed table,
+    so the command fails, after writing it. `result` holds the rows."""
+
+    def __init__(self, result: SpeedRun) -> None:
+        self.result = result
+        first = result.rows[0]
+        where = f"; the rows were written to {result.csv_path}" if result.csv_path else ""
+        super().__init__(
+            f"no row succeeded: all {len(result.rows)} failed or were skipped (first: {first['variant']} size "
+            f"{first['size']}: {first['error']}){where}"
+        )
 
 
 class SpeedInterrupted(KeyboardInterrupt):
@@ -736,7 +768,7 @@ class SpeedInterrupted(KeyboardInterrupt):
 
 def _measure_row(
     model: Any, batches: list[list[Any]], device: torch.device, settings: SpeedSettings, variant: Variant,
-    size: int, preprocess_ms: float,
+    size: int, preprocess_ms: float, on_call: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Time one size of one variant (the model already in the variant's state): the measured columns of its row."""
     from kpbench.models.base import record_input_shapes, set_input_size
@@ -745,7 +777,8 @@ def _measure_row(
     rss_scope = reset_peak_memory(device)
     with record_input_shapes(model) as shapes:
         timing = time_model(
-            model.predict, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype
+            model.predict, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype,
+            on_call=on_call,
         )
     memory = peak_memory(device, rss_scope)
     stats = timing.stats()
@@ -776,7 +809,7 @@ def _fill_unrun(
         row = _base_row(stamp, env_cols, settings, size, variant, settings.synthetic, num_images)
         row.update(status=status, error=error)
         rows.append(row)
-        bar.update(1)
+        bar.update(1 + settings.warmup + settings.iters)
 
 
 # ----------------------------------------------------------------------------------------------------------

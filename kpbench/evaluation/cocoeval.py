@@ -7,9 +7,6 @@ file fails with a clear message instead of a crash or a silently wrong AP.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +14,17 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_files, json_text, read_json, to_csv, to_markdown, to_text_table
-from kpbench.core.schema import stat_names
+from kpbench.core.io import (
+    atomic_write_files,
+    check_regular_file,
+    json_text,
+    read_json,
+    to_csv,
+    to_markdown,
+    to_text_table,
+)
+from kpbench.core.schema import COCO17, KeypointSchema, stat_names
+from kpbench.evaluation.backends import ImageEval, check_backend, get_backend
 from kpbench.evaluation.cocofiles import (
     GroundTruth,
     Results,
@@ -27,22 +33,6 @@ from kpbench.evaluation.cocofiles import (
     load_results,
     loadres_takes_box,
 )
-
-BACKENDS = ("pycocotools", "hotcoco")
-HOTCOCO_MISSING = "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
-
-
-def check_backend(backend: str) -> str:
-    """`backend` if it is one of BACKENDS and installed, else the one KpbenchError that says so.
-
-    hotcoco is optional: it is looked up (importlib.util.find_spec), not imported, so that a long run can check its
-    evaluation backend before it starts without paying for the import.
-    """
-    if backend not in BACKENDS:
-        raise KpbenchError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "hotcoco" and importlib.util.find_spec("hotcoco") is None:
-        raise KpbenchError(HOTCOCO_MISSING)
-    return backend
 
 
 @dataclass
@@ -57,27 +47,6 @@ class EvalParams:
     max_dets: list[int]  # (M,)
     image_ids: list[int]
     category_ids: list[int]
-
-
-@dataclass
-class ImageEval:
-    """COCOeval's matching for one (category, area range, image): what a threshold sweep re-accumulates.
-
-    Detections are sorted by descending score (stable) and cut to the largest maxDet, as COCOeval does.
-    `dt_ids` are the results' 1-based positions in the results list (pycocotools' loadRes numbering).
-    `dt_matches[t, d]` is the GT annotation id detection d matched at IoU/OKS threshold t (0: none).
-    """
-
-    image_id: int
-    category_id: int
-    area_index: int
-    dt_ids: np.ndarray  # (D,)
-    dt_scores: np.ndarray  # (D,)
-    dt_matches: np.ndarray  # (T, D) matched GT id, 0 for none
-    dt_ignore: np.ndarray  # (T, D) bool
-    gt_ids: np.ndarray  # (G,)
-    gt_matches: np.ndarray  # (T, G) matched detection id, 0 for none
-    gt_ignore: np.ndarray  # (G,) bool
 
 
 @dataclass
@@ -101,86 +70,12 @@ class EvalResult:
     # (N,) keypoint results only: which carry a 'bbox' that pycocotools' loadRes would use if that result came
     # first (it reads the whole file by its first record; see kpbench.evaluation.cocofiles.loadres_takes_box).
     result_has_bbox: np.ndarray | None = None
+    # The keypoint set scored, whose sigmas the backend used (None for boxes).
+    schema: KeypointSchema | None = None
 
     def stats_list(self) -> list[float]:
         """The stats in COCO's summary order."""
         return [self.stats[name] for name in stat_names(self.iou_type)]
-
-
-def _empty_results(coco_gt: Any, coco_cls: Any) -> Any:
-    """A results object with no detections (pycocotools' loadRes crashes on an empty list)."""
-    empty = coco_cls()
-    empty.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
-                     "annotations": []}
-    empty.createIndex()
-    return empty
-
-
-def _image_evals_from_pycocotools(eval_imgs: list[dict[str, Any] | None], params: Any) -> list[ImageEval]:
-    area_index = {tuple(rng): i for i, rng in enumerate(params.areaRng)}
-    out = []
-    for e in eval_imgs:
-        if e is None:
-            continue
-        out.append(
-            ImageEval(
-                image_id=e["image_id"],
-                category_id=e["category_id"],
-                area_index=area_index[tuple(e["aRng"])],
-                dt_ids=np.asarray(e["dtIds"], dtype=np.int64),
-                dt_scores=np.asarray(e["dtScores"], dtype=np.float64),
-                dt_matches=np.asarray(e["dtMatches"]).reshape(len(params.iouThrs), -1),
-                dt_ignore=np.asarray(e["dtIgnore"], dtype=bool).reshape(len(params.iouThrs), -1),
-                gt_ids=np.asarray(e["gtIds"], dtype=np.int64),
-                gt_matches=np.asarray(e["gtMatches"]).reshape(len(params.iouThrs), -1),
-                gt_ignore=np.asarray(e["gtIgnore"], dtype=bool),
-            )
-        )
-    return out
-
-
-def _run_pycocotools(
-    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, copy_records: bool = True
-) -> tuple[Any, list[ImageEval]]:
-    """COCOeval on a parsed GT dataset and results list. loadRes adds keys to the result records, so they are
-    copied unless `copy_records` is False (records parsed here from a file, which nobody else holds)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        records = [dict(r) for r in results] if copy_records else results
-        coco_dt = coco_gt.loadRes(records) if records else _empty_results(coco_gt, COCO)
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev, _image_evals_from_pycocotools(ev.evalImgs, ev.params)
-
-
-def _run_hotcoco(
-    gt: dict[str, Any] | Path, results: list[dict[str, Any]] | Path, iou_type: str
-) -> tuple[Any, None]:
-    """hotcoco's COCOeval; paths (unchecked, or checked by kpbench.evaluation.fastcheck) are parsed by hotcoco itself, in Rust."""
-    try:
-        import hotcoco
-    except ImportError:  # check_backend found it, but it does not import (a broken install)
-        raise KpbenchError(HOTCOCO_MISSING) from None
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = hotcoco.COCO(str(gt) if isinstance(gt, Path) else gt)
-        if isinstance(results, Path):
-            coco_dt = coco_gt.loadRes(str(results))
-        elif results:
-            coco_dt = coco_gt.loadRes(results)
-        else:
-            coco_dt = hotcoco.COCO({**gt, "annotations": []})
-        ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev, None
 
 
 UNCHECKED_NOTE = "input checks skipped (validate=False)"
@@ -195,9 +90,12 @@ class _BackendRun:
     notes: list[str]
     result_scores: np.ndarray | None
     result_has_bbox: np.ndarray | None
+    schema: KeypointSchema | None = None
 
 
-def _hotcoco_on_checked_files(gt: str | Path, results: str | Path, iou_type: str) -> _BackendRun | None:
+def _hotcoco_on_checked_files(
+    gt: str | Path, results: str | Path, iou_type: str, schema: KeypointSchema | None
+) -> _BackendRun | None:
     """hotcoco on two files it parses itself, checked by `kpbench.evaluation.fastcheck` (msgspec) rather than as Python dicts.
 
     None when msgspec is not installed, the files are not proven clean, or hotcoco's parser refuses them; the
@@ -210,17 +108,18 @@ def _hotcoco_on_checked_files(gt: str | Path, results: str | Path, iou_type: str
         from kpbench.evaluation import fastcheck
     except ImportError:  # msgspec is optional (kpbench[fast])
         return None
-    checked = fastcheck.check_files(gt, results, iou_type)
+    checked = fastcheck.check_files(gt, results, iou_type, schema)
     if checked is None:
         return None
+    sigmas = checked.schema.sigma_array if checked.schema is not None else None
     try:
-        ev, _ = _run_hotcoco(Path(gt), Path(results), iou_type)
+        ev, _ = get_backend("hotcoco").run(Path(gt), Path(results), iou_type, sigmas)
     except KpbenchError:
         raise
     except Exception:  # hotcoco refused the files (a non-number in a keypoint list, a duplicate field, ...)
         return None
     has_bbox = np.zeros(len(checked.result_scores), dtype=bool) if iou_type == "keypoints" else None
-    return _BackendRun(ev, None, checked.notes, checked.result_scores, has_bbox)
+    return _BackendRun(ev, None, checked.notes, checked.result_scores, has_bbox, checked.schema)
 
 
 def _input_name(value: object, kind: str) -> str:
@@ -236,14 +135,16 @@ def _run_backend(
     iou_type: str,
     backend: str,
     checked: bool,
+    schema: KeypointSchema | None,
 ) -> _BackendRun:
     """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
     gt_input: dict[str, Any] | Path
     res_input: list[dict[str, Any]] | Path
     if checked:
-        gt_data = load_ground_truth(gt, iou_type)
+        gt_data = load_ground_truth(gt, iou_type, schema)
         res = load_results(results, gt_data, iou_type)
         gt_input, res_input, notes = gt_data.dataset, res.results, [*gt_data.notes, *res.notes]
+        schema = gt_data.schema
     elif backend == "hotcoco":
         gt_input, res_input, notes = Path(gt), Path(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
     else:
@@ -256,12 +157,10 @@ def _run_backend(
             np.fromiter((loadres_takes_box(r) for r in records), dtype=bool, count=len(records))
             if records is not None and iou_type == "keypoints" else None
         )
-        if backend == "pycocotools":
-            # Records parsed here from a results file are ours alone, so pycocotools may add its keys to them.
-            owned = isinstance(results, (str, Path))
-            ev, image_evals = _run_pycocotools(gt_input, res_input, iou_type, copy_records=not owned)  # type: ignore[arg-type]
-        else:
-            ev, image_evals = _run_hotcoco(gt_input, res_input, iou_type)  # type: ignore[arg-type]
+        # Records parsed here from a results file are ours alone, so the backend may add its keys to them.
+        owned = isinstance(results, (str, Path))
+        sigmas = schema.sigma_array if schema is not None and iou_type == "keypoints" else None
+        ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned)
     except KpbenchError:
         raise
     except Exception as exc:
@@ -277,7 +176,7 @@ def _run_backend(
             f"{gt} / {results}: {backend} failed on the unchecked input ({type(exc).__name__}: {exc}); "
             "evaluate with input checks on (without --no-validate) for a clear message"
         ) from None
-    return _BackendRun(ev, image_evals, notes, result_scores, has_bbox)
+    return _BackendRun(ev, image_evals, notes, result_scores, has_bbox, schema)
 
 
 def evaluate(
@@ -286,11 +185,15 @@ def evaluate(
     iou_type: str = "keypoints",
     backend: str = "pycocotools",
     validate: bool = True,
+    schema: KeypointSchema | None = None,
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
     `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
-    Keypoint evaluation uses COCO's 17 sigmas and maxDets 20; box evaluation maxDets 1/10/100.
+    Keypoint evaluation uses `schema`'s sigmas, set on the backend; without one, the schema the GT's keypoint
+    category names (coco17 for COCO persons; see `kpbench.evaluation.cocofiles.resolve_schema`). maxDets is 20
+    for keypoints, 1/10/100 for boxes.
+    Unchecked keypoint files (`validate=False`) are scored with `schema`, or the backend's built-in COCO sigmas.
     With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
     `kpbench.evaluation.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
     `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
@@ -299,14 +202,20 @@ def evaluate(
     """
     check_backend(backend)
     check_iou_type(iou_type)
+    for value in (gt, results):
+        if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
+            check_regular_file(value, "JSON file")
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
     run = None
     if backend == "hotcoco" and validate and two_files:
-        run = _hotcoco_on_checked_files(gt, results, iou_type)  # type: ignore[arg-type]
+        run = _hotcoco_on_checked_files(gt, results, iou_type, schema)  # type: ignore[arg-type]
     if run is None:
-        run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files)
+        run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema)
     ev = run.ev
     p = ev.params
+    notes = list(run.notes)
+    if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
+        notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
     names = stat_names(iou_type)
     stats = [float(s) for s in ev.stats]
     if len(stats) != len(names):
@@ -332,14 +241,21 @@ def evaluate(
         num_images=len(p.imgIds),
         num_gt=len(ev.cocoGt.getAnnIds()),
         num_results=len(ev.cocoDt.getAnnIds()),
-        notes=run.notes,
+        notes=notes,
         result_scores=run.result_scores,
         result_has_bbox=run.result_has_bbox,
+        schema=run.schema if iou_type == "keypoints" else None,
     )
 
 
 # --------------------------------------------------------------------------------------------------------------
 # COCOeval's matching, for the analyses built on it (threshold sweeps, per-keypoint breakdown)
+
+
+def pycocotools_for_matches_note(purpose: str, backend: str) -> str:
+    """What a command that needs per-image matches says when it evaluates with pycocotools instead of `backend`."""
+    return (f"{purpose} needs COCOeval's per-image matches, which {backend} does not expose: "
+            "evaluated again with pycocotools for it")
 
 
 def require_image_evals(result: EvalResult, purpose: str) -> list[ImageEval]:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.config import IOU_TYPES
-from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import read_json
-from kpbench.core.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS, is_id_value
+from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, KeypointSchema, is_id_value
 
 
 def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
@@ -36,6 +36,8 @@ class GroundTruth:
     dataset: dict[str, Any]
     source: str
     notes: list[str] = field(default_factory=list)
+    # The keypoint set its keypoint annotations follow (None for a GT validated for boxes only).
+    schema: KeypointSchema | None = None
 
     @property
     def image_ids(self) -> list[int]:
@@ -86,7 +88,7 @@ def _finite_array(values: list[Any], width: int | None, where: str, name: str, k
                 if not isinstance(v, list):
                     raise KpbenchError(f"{where}: {kind} {i}: '{name}' must be a list, got {type(v).__name__}")
                 if len(v) != width:
-                    hint = f" (3 x {NUM_KEYPOINTS} keypoints)" if name == "keypoints" else ""
+                    hint = f" (3 x {width // 3} keypoints)" if name == "keypoints" else ""
                     raise KpbenchError(f"{where}: {kind} {i}: '{name}' has {len(v)} values, expected {width}{hint}")
                 bad = [x for x in v if not _is_number(x)]
                 if bad:
@@ -121,7 +123,7 @@ def _require_integer_ids(records: list[dict[str, Any]], key: str, where: str, ki
         value = rec[key]
         if type(value) is not int or not -MAX_COCO_ID < value < MAX_COCO_ID:
             raise KpbenchError(
-                f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {value!r}"
+                f"{where}: {kind} {i}: '{key}' must be an integer (as COCO ids are) below 2**53, got {shown(value)}"
             )
 
 
@@ -133,7 +135,7 @@ def _require_id_refs(records: list[dict[str, Any]], keys: tuple[str, ...], where
             continue
         bad = next((i for i, v in enumerate(values) if not is_id_value(v)), None)
         if bad is not None:
-            raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {values[bad]!r}")
+            raise KpbenchError(f"{where}: {kind} {bad}: '{key}' must be an integer id, got {shown(values[bad])}")
 
 
 def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: str) -> None:
@@ -146,7 +148,7 @@ def _require_keys(records: list[Any], keys: tuple[str, ...], where: str, kind: s
             raise KpbenchError(f"{where}: {kind} {i} is a {type(rec).__name__}, expected an object")
         missing = [k for k in keys if k not in rec]
         if missing:
-            ident = f" (id {rec['id']})" if "id" in rec else ""
+            ident = f" (id {shown(rec['id'])})" if "id" in rec else ""
             raise KpbenchError(f"{where}: {kind} {i}{ident} has no '{missing[0]}'")
 
 
@@ -192,8 +194,13 @@ def crowded_images_note(count: int) -> str:
     )
 
 
-def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", copy: bool = True) -> GroundTruth:
+def validate_ground_truth(
+    data: Any, source: str, iou_type: str = "keypoints", copy: bool = True, schema: KeypointSchema | None = None
+) -> GroundTruth:
     """Check a parsed GT dataset; renumber an annotation id 0 (which pycocotools mis-scores) with a warning.
+
+    For keypoints, the GT's keypoint set is `schema` when given, else the one its keypoint category names (see
+    `resolve_schema`): its keypoint count decides the length of every keypoint list.
 
     With `copy` (the default) the GroundTruth holds copies of the annotation records, so neither the renumbering
     nor pycocotools (which adds keys to them) changes the caller's data. Loaders of files we parsed skip it.
@@ -216,6 +223,9 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
     _require_keys(annotations, needed, source, "annotation")
     _require_integer_ids(annotations, "id", source, "annotation")
     _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
+    schema_notes: list[str] = []
+    if iou_type == "keypoints":
+        schema, schema_notes = resolve_schema(data["categories"], annotations, source, schema)
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
@@ -223,18 +233,18 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
         _finite_array([a["iscrowd"] for a in annotations], None, source, "iscrowd", "annotation")
         if iou_type == "keypoints":
             _finite_array([a["num_keypoints"] for a in annotations], None, source, "num_keypoints", "annotation")
-            _finite_array([a["keypoints"] for a in annotations], 3 * NUM_KEYPOINTS, source, "keypoints", "annotation")
+            _finite_array([a["keypoints"] for a in annotations], schema.result_length, source, "keypoints", "annotation")  # type: ignore[union-attr]
     image_ids = {img["id"] for img in data["images"]}
     category_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(annotations):
         if ann["image_id"] not in image_ids:
-            raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {ann['image_id']}, not in 'images'")
+            raise KpbenchError(f"{source}: annotation {i} (id {ann['id']}) refers to image {shown(ann['image_id'])}, not in 'images'")
         if ann["category_id"] not in category_ids:
             raise KpbenchError(
-                f"{source}: annotation {i} (id {ann['id']}) refers to category {ann['category_id']}, not in 'categories' "
+                f"{source}: annotation {i} (id {ann['id']}) refers to category {shown(ann['category_id'])}, not in 'categories' "
                 "(pycocotools would leave it out of every score)"
             )
-    notes: list[str] = []
+    notes: list[str] = list(schema_notes)
     _refuse_duplicate_ids(annotations, source, "annotation")
     unique_ids = {a["id"] for a in annotations}
     if 0 in unique_ids:
@@ -250,29 +260,90 @@ def validate_ground_truth(data: Any, source: str, iou_type: str = "keypoints", c
         )
         warnings.warn(msg, KpbenchWarning, stacklevel=3)
     if iou_type == "keypoints":
-        for cat in data["categories"]:
-            names = cat.get("keypoints")
-            if names is not None and not isinstance(names, list):
-                raise KpbenchError(f"{source}: category {cat['id']}: 'keypoints' must be a list of keypoint names")
-            if names is not None and len(names) != NUM_KEYPOINTS:
-                raise KpbenchError(
-                    f"{source}: category {cat['id']} has {len(names)} keypoints, expected {NUM_KEYPOINTS} (COCO persons)"
-                )
         unlabelled = sum(1 for a in annotations if not a["iscrowd"] and a["num_keypoints"] == 0)
         if unlabelled:
             notes.append(unlabelled_note(unlabelled))
     dataset = dict(data)
     dataset["annotations"] = annotations
-    return GroundTruth(dataset=dataset, source=source, notes=notes)
+    return GroundTruth(dataset=dataset, source=source, notes=notes, schema=schema)
 
 
-def load_ground_truth(gt: str | Path | dict[str, Any] | GroundTruth, iou_type: str = "keypoints") -> GroundTruth:
-    """Load (from a path) or take (a parsed dict) COCO ground truth, validated."""
+def load_ground_truth(
+    gt: str | Path | dict[str, Any] | GroundTruth, iou_type: str = "keypoints", schema: KeypointSchema | None = None
+) -> GroundTruth:
+    """Load (from a path) or take (a parsed dict) COCO ground truth, validated (see `validate_ground_truth`)."""
     if isinstance(gt, GroundTruth):
+        if iou_type == "keypoints" and gt.schema is None:
+            return validate_ground_truth(gt.dataset, gt.source, iou_type, copy=False, schema=schema)
+        if schema is not None and gt.schema is not None and schema.num_keypoints != gt.schema.num_keypoints:
+            raise KpbenchError(f"{gt.source}: checked as {gt.schema.name} ({gt.schema.num_keypoints} keypoints), "
+                               f"not as {schema.name} ({schema.num_keypoints})")
         return gt
     if isinstance(gt, dict):
-        return validate_ground_truth(gt, "ground truth", iou_type)
-    return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False)
+        return validate_ground_truth(gt, "ground truth", iou_type, schema=schema)
+    return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False, schema=schema)
+
+
+def _category_label(cat: dict[str, Any]) -> str:
+    return f"category {cat['id']}"
+
+
+SCHEMA_HINT = (
+    "pass its keypoint schema with its sigmas (kpbench.KeypointSchema.from_category(category, sigmas), "
+    "evaluate(..., schema=...))"
+)
+
+
+def resolve_schema(
+    categories: list[dict[str, Any]], annotations: list[Any], source: str, schema: KeypointSchema | None = None
+) -> tuple[KeypointSchema, list[str]]:
+    """The keypoint schema a GT follows, and the notes that say how it was chosen.
+
+    The keypoint category is the one whose annotations carry keypoints (or, without annotations, the one that
+    lists keypoint names). Given `schema`, its keypoint count must match the category's names. Otherwise a
+    built-in schema whose names the category lists, in order, is taken. COCO's sigmas are never used in silence:
+    a person category of 17 keypoints under other names, or one that lists no names, is scored as coco17 with a
+    note; any other keypoint set without a schema is an error, since its sigmas decide the number.
+    """
+    used = {a["category_id"] for a in annotations if isinstance(a, dict) and "keypoints" in a}
+    keypoint_cats = [c for c in categories if c["id"] in used] or [c for c in categories if c.get("keypoints")]
+    for cat in keypoint_cats:
+        names = cat.get("keypoints")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise KpbenchError(f"{source}: {_category_label(cat)}: 'keypoints' must be a list of keypoint names")
+    named = [c for c in keypoint_cats if c.get("keypoints")]
+    if len({tuple(c["keypoints"]) for c in named}) > 1:
+        labels = ", ".join(f"{_category_label(c)}: {len(c['keypoints'])} keypoints" for c in named)
+        raise KpbenchError(f"{source}: several keypoint sets ({labels}); kpbench scores one keypoint set per evaluation")
+    category = named[0] if named else (keypoint_cats[0] if keypoint_cats else None)
+    category_id = category["id"] if category is not None else COCO17.category_id
+    names = tuple(category["keypoints"]) if category is not None and category.get("keypoints") else None
+    lengths = {len(a["keypoints"]) for a in annotations
+               if isinstance(a, dict) and isinstance(a.get("keypoints"), list) and a.get("category_id") == category_id}
+    if schema is not None:
+        if names is not None and len(names) != schema.num_keypoints:
+            raise KpbenchError(f"{source}: {_category_label(category)} has {len(names)} keypoints, but schema "  # type: ignore[arg-type]
+                               f"{schema.name} has {schema.num_keypoints}")
+        return schema.with_category_id(category_id), []
+    for builtin in BUILTIN_SCHEMAS.values():
+        if names == builtin.keypoint_names:
+            return builtin.with_category_id(category_id), []
+    label = _category_label(category) if category is not None else "the keypoint category"
+    is_person = category is None or category.get("name") in (None, "person")
+    if names is None and lengths <= {COCO17.result_length}:
+        return COCO17.with_category_id(category_id), [
+            f"{source}: {label} lists no keypoint names; scored as coco17 (COCO's 17 person keypoints and sigmas)"
+        ]
+    if names is not None and len(names) == COCO17.num_keypoints and is_person:
+        return COCO17.with_category_id(category_id), [
+            f"{source}: {label} names its 17 keypoints differently from COCO ({names[0]!r}, ...); scored with "
+            "COCO's person sigmas (coco17)"
+        ]
+    count = len(names) if names is not None else (next(iter(lengths)) // 3 if len(lengths) == 1 else "an unknown number of")
+    raise KpbenchError(
+        f"{source}: {label} has {count} keypoints that match no built-in keypoint schema "
+        f"({', '.join(BUILTIN_SCHEMAS)}), and kpbench has no sigmas for them; {SCHEMA_HINT}"
+    )
 
 
 def loadres_takes_box(record: dict[str, Any]) -> bool:
@@ -299,7 +370,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
     _require_id_refs(results, ("image_id", "category_id"), source, "result")
     _finite_array([r["score"] for r in results], None, source, "score", "result")
     if iou_type == "keypoints":
-        _finite_array([r["keypoints"] for r in results], 3 * NUM_KEYPOINTS, source, "keypoints", "result")
+        _finite_array([r["keypoints"] for r in results], (gt.schema or COCO17).result_length, source, "keypoints", "result")
     else:
         _check_boxes(results, source)
     image_ids = {img["id"] for img in gt.dataset["images"]}
@@ -313,7 +384,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         if unknown:
             i = next(i for i, v in enumerate(values) if v in unknown)
             raise KpbenchError(
-                f"{source}: result {i}: {field_name} {values[i]!r} is not in the ground truth ({gt.source})"
+                f"{source}: result {i}: {field_name} {shown(values[i])} is not in the ground truth ({gt.source})"
             )
     covered = set(result_images)
     if len(covered) < len(image_ids):

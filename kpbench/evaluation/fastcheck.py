@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from kpbench.core.schema import KEYPOINT_MAX_DETS, NUM_KEYPOINTS
+from kpbench.core.schema import BUILTIN_SCHEMAS, KEYPOINT_MAX_DETS, KeypointSchema
 from kpbench.evaluation.cocofiles import (
     MAX_COCO_ID,
     check_iou_type,
@@ -47,7 +47,6 @@ from kpbench.evaluation.cocofiles import (
 Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
 CocoId = Annotated[int, Meta(gt=-MAX_COCO_ID, lt=MAX_COCO_ID)]
-KEYPOINT_LIST_COMMAS = 3 * NUM_KEYPOINTS - 1
 
 # gc=False: no record can be part of a reference cycle, and untracked objects decode faster.
 
@@ -110,6 +109,7 @@ class CheckedFiles:
 
     notes: list[str]
     result_scores: np.ndarray  # (N,) every result's score, in file order
+    schema: KeypointSchema | None = None  # the keypoint set proved (None for boxes)
 
 
 def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
@@ -120,17 +120,38 @@ def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
             # with invalid UTF-8 anywhere.
             data.decode("utf-8")
         return decoder.decode(data)
-    except (OSError, UnicodeDecodeError, RecursionError, msgspec.DecodeError):  # ValidationError is a DecodeError
+    # ValidationError is a DecodeError; MemoryError is worded by the full checks, which name the file's size.
+    except (OSError, UnicodeDecodeError, RecursionError, MemoryError, msgspec.DecodeError):
         return None
 
 
-def _keypoint_lists_hold_51_values(raw_lists: list[Raw]) -> bool:
-    """Every raw JSON list holds exactly 51 comma-separated items (whether they are numbers, hotcoco checks)."""
+def _keypoint_lists_hold(raw_lists: list[Raw], length: int) -> bool:
+    """Every raw JSON list holds exactly `length` comma-separated items (whether they are numbers, hotcoco checks)."""
     # bytes(raw) copies ~0.4 kB; counting on the copy is still the cheapest per-list test msgspec allows.
-    return set(map(bytes.count, map(bytes, raw_lists), repeat(b","))) <= {KEYPOINT_LIST_COMMAS}
+    return set(map(bytes.count, map(bytes, raw_lists), repeat(b","))) <= {length - 1}
 
 
-def _check_ground_truth(gt: _GroundTruth, image_ids: set[int], iou_type: str) -> list[str] | None:
+def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointSchema | None:
+    """The schema the full checks would choose, when it needs no note: `schema` if every listed keypoint-name
+    list has its length, else a built-in whose names one category lists exactly (one keypoint category only)."""
+    named = [cat for cat in gt.categories if isinstance(cat.keypoints, list) and cat.keypoints]
+    if schema is not None:
+        return schema if all(len(cat.keypoints) == schema.num_keypoints for cat in named) else None  # type: ignore[arg-type]
+    if len(named) != 1 or not {a.category_id for a in gt.annotations} <= {named[0].id}:
+        return None
+    try:
+        names = tuple(msgspec.json.decode(bytes(raw), type=str) for raw in named[0].keypoints)  # type: ignore[union-attr]
+    except msgspec.DecodeError:
+        return None
+    for builtin in BUILTIN_SCHEMAS.values():
+        if names == builtin.keypoint_names:
+            return builtin.with_category_id(named[0].id)
+    return None
+
+
+def _check_ground_truth(
+    gt: _GroundTruth, image_ids: set[int], iou_type: str, schema: KeypointSchema | None
+) -> list[str] | None:
     if len(image_ids) != len(gt.images):
         return None
     annotations = gt.annotations
@@ -143,18 +164,20 @@ def _check_ground_truth(gt: _GroundTruth, image_ids: set[int], iou_type: str) ->
         return None
     if iou_type == "bbox":
         return []
-    if any(isinstance(cat.keypoints, list) and len(cat.keypoints) != NUM_KEYPOINTS for cat in gt.categories):
+    if schema is None:
         return None
     keypoints = list(map(attrgetter("keypoints"), annotations))
     if UNSET in keypoints or UNSET in map(attrgetter("num_keypoints"), annotations):
         return None
-    if not _keypoint_lists_hold_51_values(keypoints):
+    if not _keypoint_lists_hold(keypoints, schema.result_length):
         return None
     unlabelled = sum(1 for a in annotations if not a.iscrowd and a.num_keypoints == 0)
     return [unlabelled_note(unlabelled)] if unlabelled else []
 
 
-def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "keypoints") -> CheckedFiles | None:
+def check_files(
+    gt_path: str | Path, results_path: str | Path, iou_type: str = "keypoints", schema: KeypointSchema | None = None
+) -> CheckedFiles | None:
     """The notes `kpbench.evaluation.cocofiles` would attach to these two files, or None when this cannot prove that its
     checks pass silently (the caller then runs them). Valid only if hotcoco's parser then accepts the files.
     The notes name the files as given (as the full checks do)."""
@@ -163,14 +186,16 @@ def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "
     if not isinstance(gt, _GroundTruth):
         return None
     image_ids = {img.id for img in gt.images}
-    gt_notes = _check_ground_truth(gt, image_ids, iou_type)
+    proved = _proved_schema(gt, schema) if iou_type == "keypoints" else None
+    gt_notes = _check_ground_truth(gt, image_ids, iou_type, proved)
     if gt_notes is None:
         return None
     results = _decode(Path(results_path), _RESULT_DECODERS[iou_type])
     if not isinstance(results, list):
         return None
     if not results:
-        return CheckedFiles(notes=[*gt_notes, empty_results_note(str(results_path))], result_scores=np.zeros(0))
+        return CheckedFiles(notes=[*gt_notes, empty_results_note(str(results_path))], result_scores=np.zeros(0),
+                            schema=proved)
 
     result_images = list(map(attrgetter("image_id"), results))
     if not set(result_images) <= image_ids:
@@ -183,7 +208,7 @@ def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "
         # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
         if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
             return None
-        if not _keypoint_lists_hold_51_values(list(map(attrgetter("keypoints"), results))):
+        if not _keypoint_lists_hold(list(map(attrgetter("keypoints"), results)), proved.result_length):  # type: ignore[union-attr]
             return None
 
     notes = list(gt_notes)
@@ -199,4 +224,4 @@ def check_files(gt_path: str | Path, results_path: str | Path, iou_type: str = "
         if crowded:
             notes.append(crowded_images_note(crowded))
     scores = np.fromiter(map(attrgetter("score"), results), dtype=np.float64, count=len(results))
-    return CheckedFiles(notes=notes, result_scores=scores)
+    return CheckedFiles(notes=notes, result_scores=scores, schema=proved)

@@ -17,12 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from kpbench.core.schema import NUM_KEYPOINTS, SIGMAS
+from kpbench.core.schema import COCO17
+
+# Without sigmas, COCO's (coco17): these functions are pycocotools' computeOks, whose default that is.
+COCO_SIGMAS = COCO17.sigma_array
 
 
-def _as_keypoints(rows: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def _as_keypoints(rows: Sequence[Sequence[float]] | np.ndarray, num_keypoints: int) -> np.ndarray:
     arr = np.asarray(rows, dtype=np.float64)
-    return arr.reshape(len(arr), NUM_KEYPOINTS, 3) if arr.size else np.zeros((len(arr), NUM_KEYPOINTS, 3))
+    return arr.reshape(len(arr), num_keypoints, 3) if arr.size else np.zeros((len(arr), num_keypoints, 3))
 
 
 def _exponents(
@@ -44,10 +47,12 @@ def _exponents(
     zero = np.zeros(())
     box_dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
     box_dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-    dx = np.where(has_labels, xd - xg, box_dx)
-    dy = np.where(has_labels, yd - yg, box_dy)
-
-    e = (dx**2 + dy**2) / variances / (gt_areas[..., None] + np.spacing(1)) / 2
+    # Keypoints far out (1e308 is valid JSON) square to inf: e = inf is the right limit (similarity 0), so
+    # numpy's overflow warning would only be noise.
+    with np.errstate(over="ignore"):
+        dx = np.where(has_labels, xd - xg, box_dx)
+        dy = np.where(has_labels, yd - yg, box_dy)
+        e = (dx**2 + dy**2) / variances / (gt_areas[..., None] + np.spacing(1)) / 2
     counts = np.where(has_labels, labelled, True)
     return e, np.broadcast_to(counts, e.shape)
 
@@ -57,7 +62,7 @@ def keypoint_errors(
     gt_boxes: np.ndarray,
     gt_areas: np.ndarray,
     dt_keypoints: np.ndarray,
-    sigmas: np.ndarray = SIGMAS,
+    sigmas: np.ndarray = COCO_SIGMAS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exponent e (D, G, K) of every detection/GT/keypoint triple, and which terms count (D, G, K).
 
@@ -67,30 +72,30 @@ def keypoint_errors(
 
 
 def _inputs(
-    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, num_keypoints: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
-        _as_keypoints(gt_keypoints),
+        _as_keypoints(gt_keypoints, num_keypoints),
         np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4),
         np.asarray(gt_areas, dtype=np.float64).reshape(-1),
-        _as_keypoints(dt_keypoints),
+        _as_keypoints(dt_keypoints, num_keypoints),
     )
 
 
 def keypoint_similarity(
-    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = SIGMAS
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = COCO_SIGMAS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-keypoint similarity exp(-e) as (D, G, K), and the mask of terms OKS averages over."""
-    e, counts = keypoint_errors(*_inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints), sigmas)
+    e, counts = keypoint_errors(*_inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints, len(sigmas)), sigmas)
     return np.exp(-e), counts
 
 
 def paired_keypoint_similarity(
-    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = SIGMAS
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = COCO_SIGMAS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-keypoint similarity (P, K) of detection i with GT i (P aligned pairs, e.g. COCOeval's matches), and
     the mask of terms OKS averages over: the diagonal of `keypoint_similarity` without its (P, P, K) grid."""
-    gt_kps, boxes, areas, dt_kps = _inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints)
+    gt_kps, boxes, areas, dt_kps = _inputs(gt_keypoints, gt_boxes, gt_areas, dt_keypoints, len(sigmas))
     if len(gt_kps) != len(dt_kps):
         raise ValueError(f"{len(gt_kps)} GT persons and {len(dt_kps)} detections: pairs must align one to one")
     e, counts = _exponents(gt_kps, boxes, areas, dt_kps, sigmas)
@@ -98,7 +103,7 @@ def paired_keypoint_similarity(
 
 
 def compute_oks(
-    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = SIGMAS
+    gt_keypoints: Any, gt_boxes: Any, gt_areas: Any, dt_keypoints: Any, sigmas: np.ndarray = COCO_SIGMAS
 ) -> np.ndarray:
     """The OKS matrix (D, G) between D detections and G ground truths of one image (pycocotools' layout).
 
@@ -110,11 +115,14 @@ def compute_oks(
     return np.sum(np.where(counts, similarity, 0.0), axis=2) / counts.sum(axis=2)
 
 
-def compute_oks_for_annotations(gts: Sequence[dict[str, Any]], dts: Sequence[dict[str, Any]]) -> np.ndarray:
+def compute_oks_for_annotations(
+    gts: Sequence[dict[str, Any]], dts: Sequence[dict[str, Any]], sigmas: np.ndarray = COCO_SIGMAS
+) -> np.ndarray:
     """OKS (D, G) from COCO annotation and result dicts (as in a GT file and a results file)."""
     return compute_oks(
         [g["keypoints"] for g in gts],
         [g["bbox"] for g in gts],
         [g["area"] for g in gts],
         [d["keypoints"] for d in dts],
+        sigmas,
     )

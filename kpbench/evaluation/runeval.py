@@ -32,6 +32,7 @@ from kpbench.runs.directory import (
 )
 
 if TYPE_CHECKING:
+    from kpbench.core.schema import KeypointSchema
     from kpbench.evaluation.cocoeval import EvalResult
     from kpbench.evaluation.cocofiles import GroundTruth, Results
 
@@ -152,7 +153,26 @@ def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TY
     if not path.exists():
         raise KpbenchError(f"{path}: missing from the run directory (re-run the same `kpbench run` command to restore it)")
     data = read_json(path)
-    return {iou_type: validate_ground_truth(data, str(path), iou_type) for iou_type in iou_types}
+    schema = run_schema(run_dir)
+    return {iou_type: validate_ground_truth(data, str(path), iou_type, schema=schema) for iou_type in iou_types}
+
+
+def run_schema(run_dir: str | Path) -> KeypointSchema | None:
+    """The keypoint schema a run directory's manifest records (format 2), or None: a version-1 run (no schema
+    recorded) is COCO persons, which its ground truth's category names."""
+    from kpbench.core.io import read_json
+    from kpbench.core.schema import KeypointSchema
+
+    manifest_file = Path(run_dir) / "manifest.json"
+    if not manifest_file.is_file():
+        return None
+    recorded = read_json(manifest_file).get("schema") if manifest_file.is_file() else None
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        return KeypointSchema.from_json(recorded)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KpbenchError(f"{manifest_file}: 'schema' is not a keypoint schema ({type(exc).__name__}: {exc})") from None
 
 
 def _cache_file_holding(run_dir: Path, image_id: int) -> Path:

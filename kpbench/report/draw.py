@@ -15,15 +15,16 @@ torch is imported only to run a model on image files (`draw_image_files`).
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_bytes, ensure_output_dir
-from kpbench.core.schema import LIMBS, NUM_KEYPOINTS
+from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.io import atomic_write_bytes, check_regular_file, ensure_output_dir
+from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.runs.detections import ImageDetections
 
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
 )  # fmt: skip
 
-_LIMB_INDEX = np.array(LIMBS, dtype=np.int64)  # (L, 2)
-
-
 def line_width(height: int, width: int) -> int:
     """Limb width in pixels for an image: 1 px per 200 px of the shorter side, at least 1."""
     return max(1, round(min(height, width) / 200))
@@ -55,10 +53,15 @@ def keypoint_radius(height: int, width: int) -> int:
     return 2 * line_width(height, width)
 
 
-def limb_scores(keypoint_scores: np.ndarray) -> np.ndarray:
-    """(N, L) score of every limb of every person: the lower of its two keypoint scores (N, 17)."""
-    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
-    return np.minimum(scores[:, _LIMB_INDEX[:, 0]], scores[:, _LIMB_INDEX[:, 1]])
+def _limb_index(schema: KeypointSchema) -> np.ndarray:
+    return np.array(schema.limbs, dtype=np.int64).reshape(-1, 2)  # (L, 2)
+
+
+def limb_scores(keypoint_scores: np.ndarray, schema: KeypointSchema = COCO17) -> np.ndarray:
+    """(N, L) score of every limb of `schema` for every person: the lower of its two keypoint scores (N, K)."""
+    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, schema.num_keypoints)
+    index = _limb_index(schema)
+    return np.minimum(scores[:, index[:, 0]], scores[:, index[:, 1]])
 
 
 def passing(
@@ -66,15 +69,16 @@ def passing(
     scores: np.ndarray | None = None,
     score_thresh: float = DEFAULT_SCORE_THRESH,
     kp_thresh: float = DEFAULT_KP_THRESH,
+    schema: KeypointSchema = COCO17,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which persons (N,), keypoints (N, 17) and limbs (N, L) are drawn; thresholds are strict ("above").
+    """Which persons (N,), keypoints (N, K) and limbs (N, L) are drawn; thresholds are strict ("above").
 
     With `scores` None every person passes. Keypoints and limbs of a person that fails are all False.
     """
-    kp = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, NUM_KEYPOINTS)
+    kp = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, schema.num_keypoints)
     persons = np.ones(len(kp), dtype=bool) if scores is None else np.asarray(scores, dtype=np.float64) > score_thresh
     keypoints = (kp > kp_thresh) & persons[:, None]
-    limbs = (limb_scores(kp) > kp_thresh) & persons[:, None]
+    limbs = (limb_scores(kp, schema) > kp_thresh) & persons[:, None]
     return persons, keypoints, limbs
 
 
@@ -115,6 +119,7 @@ def _draw_on(
     limb_mask: np.ndarray,
     order: Sequence[int],
     colors: Sequence[tuple[int, int, int]],
+    schema: KeypointSchema,
 ) -> None:
     from PIL import ImageDraw
 
@@ -125,10 +130,10 @@ def _draw_on(
     for rank, person in enumerate(order):
         color = tuple(colors[rank % len(colors)])
         xy = keypoints[person, :, :2]
-        for limb, (a, b) in enumerate(LIMBS):
+        for limb, (a, b) in enumerate(schema.limbs):
             if limb_mask[person, limb]:
                 draw.line([tuple(xy[a]), tuple(xy[b])], fill=color, width=width)
-        for k in range(NUM_KEYPOINTS):
+        for k in range(schema.num_keypoints):
             if kp_mask[person, k]:
                 x, y = xy[k]
                 # A dark rim keeps a dot visible where its colour is close to the background.
@@ -145,23 +150,27 @@ def draw_skeletons(
     score_thresh: float = DEFAULT_SCORE_THRESH,
     kp_thresh: float = DEFAULT_KP_THRESH,
     colors: Sequence[tuple[int, int, int]] = PALETTE,
+    schema: KeypointSchema = COCO17,
 ) -> Any:
-    """Draw persons' keypoints and limbs on a copy of `image`; returns the same kind as given.
+    """Draw persons' keypoints and `schema`'s limbs on a copy of `image`; returns the same kind as given.
 
     `image`: a uint8 RGB torch tensor (3, H, W) (torchvision's layout), a uint8 numpy array (H, W, 3) or a PIL
-    image. `keypoints` (N, 17, 2 or 3) in image pixels; `keypoint_scores` (N, 17) logits (None: all pass);
+    image. `keypoints` (N, K, 2 or 3) in image pixels; `keypoint_scores` (N, K) (None: all pass);
     `scores` (N,) person scores (None: all persons drawn). Persons are coloured by descending score.
     """
     canvas, kind = _to_pil(image)
     canvas = canvas.copy()
+    k = schema.num_keypoints
     kps = np.asarray(keypoints, dtype=np.float64)
-    kps = kps.reshape(-1, NUM_KEYPOINTS, kps.shape[-1]) if kps.size else np.zeros((0, NUM_KEYPOINTS, 3))
+    if kps.size and kps.size % (k * kps.shape[-1]):
+        raise KpbenchError(f"draw: keypoints of shape {kps.shape} do not fit schema {schema.name} ({k} keypoints)")
+    kps = kps.reshape(-1, k, kps.shape[-1]) if kps.size else np.zeros((0, k, 3))
     kp_scores = np.full(kps.shape[:2], np.inf) if keypoint_scores is None else np.asarray(keypoint_scores)
-    persons, kp_mask, limb_mask = passing(kp_scores, scores, score_thresh, kp_thresh)
+    persons, kp_mask, limb_mask = passing(kp_scores, scores, score_thresh, kp_thresh, schema)
     by_score = (
         np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if scores is not None else range(len(kps))
     )
-    _draw_on(canvas, kps, kp_mask, limb_mask, [int(i) for i in by_score if persons[i]], colors)
+    _draw_on(canvas, kps, kp_mask, limb_mask, [int(i) for i in by_score if persons[i]], colors, schema)
     return _from_pil(canvas, kind)
 
 
@@ -170,17 +179,19 @@ def draw_detections(
     dets: ImageDetections,
     score_thresh: float = DEFAULT_SCORE_THRESH,
     kp_thresh: float = DEFAULT_KP_THRESH,
+    schema: KeypointSchema = COCO17,
 ) -> Any:
     """`draw_skeletons` for one image's cached detections."""
-    return draw_skeletons(image, dets.keypoints, dets.keypoint_scores, dets.scores, score_thresh, kp_thresh)
+    return draw_skeletons(image, dets.keypoints, dets.keypoint_scores, dets.scores, score_thresh, kp_thresh,
+                          schema=schema)
 
 
-def draw_ground_truth(image: Any, annotations: Sequence[dict[str, Any]]) -> Any:
-    """Draw COCO GT persons (their labelled keypoints, v > 0, and the limbs whose two ends are labelled)."""
+def draw_ground_truth(image: Any, annotations: Sequence[dict[str, Any]], schema: KeypointSchema = COCO17) -> Any:
+    """Draw GT instances (their labelled keypoints, v > 0, and the limbs whose two ends are labelled)."""
     anns = [a for a in annotations if a.get("keypoints") and not a.get("iscrowd")]
-    kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
     labelled = np.where(kps[..., 2] > 0, np.inf, -np.inf)
-    return draw_skeletons(image, kps, labelled, None, kp_thresh=0.0)
+    return draw_skeletons(image, kps, labelled, None, kp_thresh=0.0, schema=schema)
 
 
 def _draw_label(canvas: Image.Image, x0: int, text: str, reference: tuple[int, int]) -> None:
@@ -231,8 +242,7 @@ def _save_png(image: Image.Image, path: Path) -> Path:
 def _open_rgb(path: Path) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise KpbenchError(f"{path}: image file not found")
+    check_regular_file(path, "image file")  # a FIFO would block PIL
     try:
         with Image.open(path) as img:
             # No EXIF rotation: the model and the COCO annotations both use the stored pixel orientation.
@@ -252,15 +262,16 @@ def _render(
     gt_annotations: Sequence[dict[str, Any]] | None,
     score_thresh: float,
     kp_thresh: float,
+    schema: KeypointSchema = COCO17,
 ) -> Image.Image:
     """One output file: the detections drawn (labelled when nobody passes the threshold, so that an unchanged
     photo is not mistaken for a failure), and the ground truth beside them when given."""
-    drawn = draw_detections(image, dets, score_thresh, kp_thresh)
+    drawn = draw_detections(image, dets, score_thresh, kp_thresh, schema)
     nobody = not (np.asarray(dets.scores) > score_thresh).any()
     if gt_annotations is None:
         return label_image(drawn, nobody_label(score_thresh)) if nobody else drawn
     left = f"detections: {nobody_label(score_thresh)}" if nobody else "detections"
-    return side_by_side(drawn, draw_ground_truth(image, gt_annotations), labels=(left, "ground truth"))
+    return side_by_side(drawn, draw_ground_truth(image, gt_annotations, schema), labels=(left, "ground truth"))
 
 
 def _check_thresholds(score_thresh: float, kp_thresh: float) -> None:
@@ -301,7 +312,7 @@ def draw_run_images(
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
     defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
     """
-    from kpbench.evaluation.runeval import read_run_detections
+    from kpbench.evaluation.runeval import read_run_detections, run_schema
     from kpbench.runs.directory import image_paths, read_manifest
 
     _check_thresholds(score_thresh, kp_thresh)
@@ -310,7 +321,16 @@ def draw_run_images(
         raise KpbenchError(f"{run_dir}: run directory not found")
     manifest = read_manifest(run_dir)
     run_ids = [int(i) for i in manifest.get("image_ids", [])]
-    cached = read_run_detections(run_dir)
+    cached = _finite_only(run_dir, read_run_detections(run_dir))
+    schema = run_schema(run_dir) or COCO17  # a version-1 run is COCO persons
+    if run_ids and not set(run_ids) <= set(cached):
+        # The other commands refuse an incomplete run; a drawing of what is there is still useful, but say so.
+        warnings.warn(
+            f"{run_dir}: run incomplete, {len(set(run_ids) & set(cached))} of {len(set(run_ids))} images have "
+            "detections; drawing from those (re-run the same `kpbench run` command to finish it)",
+            KpbenchWarning,
+            stacklevel=2,
+        )
     if image_ids is not None:
         known = set(run_ids) or set(cached)
         for image_id in image_ids:
@@ -341,9 +361,42 @@ def draw_run_images(
         if image_id not in paths:
             raise KpbenchError(f"{run_dir}: image id {image_id} has no entry in ground_truth.json (no file name)")
         image = _open_rgb(paths[image_id])
-        drawn = _render(image, cached[image_id], gt_by_image.get(image_id, []) if gt else None, score_thresh, kp_thresh)
+        drawn = _render(image, cached[image_id], gt_by_image.get(image_id, []) if gt else None, score_thresh, kp_thresh,
+                        schema)
         written.append(_save_png(drawn, out_dir / f"{image_id}.png"))
     return written
+
+
+def _finite_only(run_dir: Path, cached: dict[int, ImageDetections]) -> dict[int, ImageDetections]:
+    """The cached detections without those holding NaN or infinity (which cannot be drawn), with one warning that
+    names the cache and the first of them. The scoring commands refuse such a cache instead."""
+    from kpbench.runs.directory import detections_path
+
+    out: dict[int, ImageDetections] = {}
+    bad: list[tuple[int, int]] = []  # (image id, detection)
+    for image_id in sorted(cached):
+        det = cached[image_id]
+        # (N, K, 3) keypoints reduced over their last two axes: reshape(0, -1) fails on an image without detections.
+        finite = (np.isfinite(det.boxes).all(axis=1) & np.isfinite(det.scores)
+                  & np.isfinite(det.keypoints).all(axis=(1, 2)) & np.isfinite(det.keypoint_scores).all(axis=1))
+        if finite.all():
+            out[image_id] = det
+            continue
+        bad += [(image_id, int(j)) for j in np.flatnonzero(~finite)]
+        out[image_id] = ImageDetections(
+            image_id=image_id, boxes=det.boxes[finite], scores=det.scores[finite], labels=det.labels[finite],
+            keypoints=det.keypoints[finite], keypoint_scores=det.keypoint_scores[finite], input_shape=det.input_shape,
+        )
+    if bad:
+        images = len({image_id for image_id, _ in bad})
+        warnings.warn(
+            f"{detections_path(run_dir)}: {len(bad)} detection(s) in {images} image(s) hold NaN or infinity (first: "
+            f"image {bad[0][0]}, detection {bad[0][1]}); they are not drawn (the cache is damaged or the model gave "
+            "non-finite outputs)",
+            KpbenchWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _annotations_by_file(annotations_json: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -407,8 +460,7 @@ def draw_image_files(
     if not files:
         raise KpbenchError("draw: no image files given")
     for path in files:
-        if not path.is_file():
-            raise KpbenchError(f"{path}: image file not found")
+        check_regular_file(path, "image file")
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
         for path in files:
@@ -445,7 +497,7 @@ def draw_image_files(
         path = files[index]
         pil, _ = _to_pil(decoded.pop(index))
         gt_anns = by_file[path.name] if by_file is not None else None
-        drawn = _render(pil, batch.detections[0], gt_anns, score_thresh, kp_thresh)
+        drawn = _render(pil, batch.detections[0], gt_anns, score_thresh, kp_thresh, pose_model.schema)
         written.append(_save_png(drawn, out_dir / names[index]))
 
     inference_on_dataset(pose_model, batches(), dev, render)

@@ -59,11 +59,13 @@ def pr_curves(result: EvalResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{label: (recall, precision)} at IoU/OKS 0.50, 0.75 and the mean over all thresholds (0.50:0.95).
 
     Taken from COCOeval's interpolated precision [T, R, K, A, M] at area "all", the largest maxDets and the
-    person category; the mean of a curve over its recall points is COCO's AP50, AP75 or AP. A curve is empty
+    schema's category; the mean of a curve over its recall points is COCO's AP50, AP75 or AP. A curve is empty
     when the evaluation had no GT (COCO's -1).
     """
     p = result.params
-    k = p.category_ids.index(1) if 1 in p.category_ids else 0
+    # The keypoint category the schema names; for boxes, the first category (a person GT has only that one).
+    category = result.schema.category_id if result.schema is not None else None
+    k = p.category_ids.index(category) if category in p.category_ids else 0
     a = p.area_labels.index("all")
     precision = np.asarray(result.precision)[:, :, k, a, -1]  # (T, R)
     recall = np.asarray(p.recall_thresholds, dtype=np.float64)

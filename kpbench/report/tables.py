@@ -18,11 +18,17 @@ A directory argument is searched recursively: for speed CSVs (a ``kpbench-speed`
 a header with the columns `kpbench speed` writes, such as ``timestamp`` and ``device_name``, which a merged table
 written into the same folder lacks), for run directories (``manifest.json``) and for ``thresholds_person.csv``.
 A file argument is taken as it is.
+
+Damaged input follows one rule: a file (or run directory) named on the command line that cannot be read is an
+error; a damaged one found while searching a folder is left out with a warning naming it and the reason, and the
+rest is reported. A row with fewer or more fields than the header, or a last row without its end of line (a file
+cut short while it was written), makes the file damaged: a half-written row is never a row.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -68,6 +74,15 @@ def _pd() -> Any:
 # Paths
 
 
+def _left_out(exc: KpbenchError) -> None:
+    """The warning for a damaged file found in a folder (its message names the file)."""
+    warnings.warn(f"{exc}; left out", KpbenchWarning, stacklevel=3)
+
+
+def _no_readable(paths: Sequence[str | Path], what: str, left_out: int) -> KpbenchError:
+    return KpbenchError(f"{', '.join(map(str, paths))}: no readable {what} ({left_out} left out, see the warnings)")
+
+
 def _existing(paths: Sequence[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -79,44 +94,57 @@ def _existing(paths: Sequence[str | Path]) -> list[Path]:
 
 def _is_speed_csv(path: Path) -> bool:
     """Whether a CSV found in a folder is a `kpbench speed` table: its manifest says so, or (the manifest was
-    not copied along) its header has the columns only such a table has."""
+    not copied along) its header has the columns only such a table has. A file that is not a readable text CSV
+    at all (empty, binary, not a regular file) is a KpbenchError naming it."""
+    from kpbench.core.io import check_regular_file
+
     manifest = path.with_suffix(".json")
     try:
-        if json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed":
+        if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed":
             return True
     except (OSError, ValueError, AttributeError):
         pass
+    check_regular_file(path, "CSV file")
     try:
         with path.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
+            header = next(csv.reader(fh), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KpbenchError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
+    if header is None:
+        raise KpbenchError(f"{path}: empty file, not a CSV")
     return set(SPEED_HEADER) <= set(header)
 
 
-def find_speed_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Speed CSVs: files as given, directories searched for CSVs that are `kpbench speed` tables (`_is_speed_csv`)."""
-    found: list[Path] = []
+def find_speed_files(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """Speed CSVs and whether each was named: files as given, directories searched for CSVs that are `kpbench
+    speed` tables (`_is_speed_csv`; a damaged CSV found there is left out with a warning)."""
+    found: list[tuple[Path, bool]] = []
     for p in _existing(paths):
-        if p.is_dir():
-            found += [c for c in sorted(p.rglob("*.csv")) if _is_speed_csv(c)]
-        else:
-            found.append(p)
+        if not p.is_dir():
+            found.append((p, True))
+            continue
+        for c in sorted(p.rglob("*.csv")):
+            try:
+                if _is_speed_csv(c):
+                    found.append((c, False))
+            except KpbenchError as exc:
+                _left_out(exc)
     if not found:
         raise KpbenchError(f"{', '.join(map(str, paths))}: no speed CSV found (written by `kpbench speed`)")
     return list(dict.fromkeys(found))
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories: a directory with manifest.json, or every such directory below a directory."""
-    found: list[Path] = []
+def find_run_dirs(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """Run directories and whether each was named: a directory with manifest.json, or every such directory below
+    a directory."""
+    found: list[tuple[Path, bool]] = []
     for p in _existing(paths):
         if p.is_file():
             p = p.parent if p.name == "manifest.json" else p
-        if (p / "manifest.json").is_file():
-            found.append(p)
+        if (p / "manifest.json").exists():
+            found.append((p, True))
         elif p.is_dir():
-            found += [m.parent for m in sorted(p.rglob("manifest.json"))]
+            found += [(m.parent, False) for m in sorted(p.rglob("manifest.json"))]
         else:
             raise KpbenchError(f"{p}: not a run directory (no manifest.json)")
     if not found:
@@ -124,12 +152,12 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def find_threshold_files(paths: Sequence[str | Path]) -> list[Path]:
-    """thresholds_person.csv files: files as given, directories searched for that name."""
-    found: list[Path] = []
+def find_threshold_files(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """thresholds_person.csv files and whether each was named: files as given, directories searched for that name."""
+    found: list[tuple[Path, bool]] = []
     empty: list[Path] = []
     for p in _existing(paths):
-        files = sorted(p.rglob(THRESHOLDS_FILE)) if p.is_dir() else [p]
+        files = [(f, False) for f in sorted(p.rglob(THRESHOLDS_FILE))] if p.is_dir() else [(p, True)]
         if not files:
             empty.append(p)
         found += files
@@ -141,11 +169,30 @@ def find_threshold_files(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def _check_rows(path: Path, text: str) -> None:
+    """A KpbenchError naming the first half-written row: one with another number of fields than the header, or a
+    last row without its end of line (kpbench writes every row whole, so that means the file was cut short)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise KpbenchError(f"{path}: empty file, not a CSV")
+    if not text.endswith(("\n", "\r")):
+        raise KpbenchError(f"{path}: row {len(rows) - 1}: no end of line (a half-written row?)")
+    for number, row in enumerate(rows[1:], start=1):
+        if row and len(row) != len(rows[0]):  # blank lines are skipped, as pandas does
+            raise KpbenchError(
+                f"{path}: row {number}: {len(row)} fields, the header has {len(rows[0])} (a half-written row?)"
+            )
+
+
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    from kpbench.core.io import read_file_bytes
+
     pd = _pd()
     try:
-        df = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        text = read_file_bytes(path, "CSV file").decode("utf-8")
+        _check_rows(path, text)
+        df = pd.read_csv(io.StringIO(text))
+    except (UnicodeDecodeError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise KpbenchError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -161,16 +208,25 @@ def read_speed_files(paths: Sequence[str | Path]) -> pd.DataFrame:
     """All rows of the speed CSVs found in `paths`, with a `source` column (the file name)."""
     pd = _pd()
     frames = []
-    for path in find_speed_files(paths):
-        df = _read_csv(path, SPEED_REQUIRED)
-        sizes = pd.to_numeric(df["size"], errors="coerce")
-        bad = sizes.isna() | (sizes <= 0)
-        if bad.any():
-            row = int(bad.to_numpy().argmax())
-            raise KpbenchError(f"{path}: row {row + 1}: 'size' must be a positive number, got {df['size'][row]!r}")
+    files = find_speed_files(paths)
+    for path, named in files:
+        try:
+            df = _read_csv(path, SPEED_REQUIRED)
+            sizes = pd.to_numeric(df["size"], errors="coerce")
+            bad = sizes.isna() | (sizes <= 0)
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                raise KpbenchError(f"{path}: row {row + 1}: 'size' must be a positive number, got {df['size'][row]!r}")
+        except KpbenchError as exc:
+            if named:
+                raise
+            _left_out(exc)
+            continue
         df["size"] = sizes
         df["source"] = path.name
         frames.append(df)
+    if not frames:
+        raise _no_readable(paths, "speed CSV", len(files))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -254,9 +310,11 @@ def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
 
 
 def _read_json(path: Path) -> Any:
+    from kpbench.core.io import read_file_bytes
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(read_file_bytes(path, "JSON file").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise KpbenchError(f"{path}: not readable JSON ({exc})") from None
 
 
@@ -334,6 +392,8 @@ def run_status(run_dir: Path, manifest: dict[str, Any], num_images: int | None) 
     if status != "complete":
         cached = _count_lines(cache) if cache.is_file() else 0
         of = f" of {num_images}" if num_images else ""
+        if status == "failed":  # the run stopped on an error, recorded in the manifest
+            return f"failed ({manifest.get('error') or 'no reason recorded'}; {cached}{of} images cached)"
         return f"incomplete ({status}: {cached}{of} images cached)"
     if not cache.is_file():
         return "incomplete (detections.jsonl missing)"
@@ -347,8 +407,19 @@ def run_status(run_dir: Path, manifest: dict[str, Any], num_images: int | None) 
 def run_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     """One row per run directory found in `paths` (see `run_row`)."""
     pd = _pd()
-    dirs = find_run_dirs(paths)
-    rows = [run_row(d) for d in dirs]
+    rows, dirs = [], []
+    found = find_run_dirs(paths)
+    for run_dir, named in found:
+        try:
+            rows.append(run_row(run_dir))
+        except KpbenchError as exc:
+            if named:
+                raise
+            _left_out(exc)
+            continue
+        dirs.append(run_dir)
+    if not rows:
+        raise _no_readable(paths, "run directory", len(found))
     # Two runs with the same folder name (from different machines) are told apart by their parent folder.
     names = [r["run"] for r in rows]
     for r, d in zip(rows, dirs, strict=True):
@@ -371,7 +442,22 @@ def thresholds_table(paths: Sequence[str | Path], stats: Sequence[str] | None = 
     Without `stats`, those of THRESHOLD_DEFAULT_STATS that a file has (box sweeps have AR1/AR10/AR100, not AR).
     """
     pd = _pd()
-    files = find_threshold_files(paths)
+    found = find_threshold_files(paths)
+    tables: dict[Path, pd.DataFrame] = {}
+    for path, named in found:
+        try:
+            df = _read_csv(path, ("threshold", *(stats or ())))
+            if df["threshold"].duplicated().any():
+                raise KpbenchError(f"{path}: the same threshold appears twice")
+        except KpbenchError as exc:
+            if named:
+                raise
+            _left_out(exc)
+            continue
+        tables[path] = df
+    if not tables:
+        raise _no_readable(paths, THRESHOLDS_FILE, len(found))
+    files = list(tables)
     labels = [_threshold_label(f) for f in files]
     if len(set(labels)) < len(labels):
         labels = [f"{f.parent.parent.name}/{lab}" for f, lab in zip(files, labels, strict=True)]
@@ -379,9 +465,7 @@ def thresholds_table(paths: Sequence[str | Path], stats: Sequence[str] | None = 
         labels = [str(f) for f in files]
     merged: pd.DataFrame | None = None
     for path, label in zip(files, labels, strict=True):
-        df = _read_csv(path, ("threshold", *(stats or ())))
-        if df["threshold"].duplicated().any():
-            raise KpbenchError(f"{path}: the same threshold appears twice")
+        df = tables[path]
         chosen = list(stats) if stats else [s for s in THRESHOLD_DEFAULT_STATS if s in df.columns]
         # Thresholds are read from text; round so that 0.30000000000000004 and 0.3 line up across files.
         df = df.assign(threshold=df["threshold"].round(6))[["threshold", *chosen]]

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpbench.core.errors import KpbenchError
+from kpbench.core.errors import KpbenchError, shown
 from kpbench.core.schema import NUM_KEYPOINTS
 
 if TYPE_CHECKING:
@@ -62,15 +62,16 @@ class ImageDetections:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ImageDetections:
-        """Parse one cache line (already JSON-decoded)."""
+        """Parse one cache line (already JSON-decoded). Every value must be a JSON number: numpy would read "0.5"
+        (and true) as one, where a results file with them is refused."""
         n = len(record["scores"])
         return cls(
             image_id=int(record["image_id"]),
-            boxes=np.asarray(record["boxes"], dtype=np.float64).reshape(n, 4),
-            scores=np.asarray(record["scores"], dtype=np.float64).reshape(n),
-            labels=np.asarray(record["labels"], dtype=np.int64).reshape(n),
-            keypoints=np.asarray(record["keypoints"], dtype=np.float64).reshape(n, NUM_KEYPOINTS, 3),
-            keypoint_scores=np.asarray(record["keypoint_scores"], dtype=np.float64).reshape(n, NUM_KEYPOINTS),
+            boxes=_numbers(record, "boxes", np.float64).reshape(n, 4),
+            scores=_numbers(record, "scores", np.float64).reshape(n),
+            labels=_numbers(record, "labels", np.int64).reshape(n),
+            keypoints=_numbers(record, "keypoints", np.float64).reshape(n, NUM_KEYPOINTS, 3),
+            keypoint_scores=_numbers(record, "keypoint_scores", np.float64).reshape(n, NUM_KEYPOINTS),
             input_shape=_shape(record["input_shape"]) if record.get("input_shape") is not None else None,
         )
 
@@ -122,6 +123,27 @@ def _host(value: Any, dtype: Any, integer: bool = False) -> np.ndarray:
         tensor = value.detach()
         return (tensor if integer else tensor.float()).cpu().numpy().astype(dtype)
     return np.asarray(value, dtype=dtype)
+
+
+def _numbers(record: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
+    """record[key] as an array of `dtype`; a ValueError unless it holds only JSON numbers (ints or floats)."""
+    values = np.asarray(record[key])
+    if values.dtype.kind in "iuf" or not values.size:
+        return values.astype(dtype)
+    # Strings ('U'), bools ('b'), None or ints beyond int64 ('O'): only the last may pass, found item by item.
+    bad = [v for v in _flat(record[key]) if type(v) not in (int, float)][:1]
+    if not bad:
+        return values.astype(dtype)
+    raise ValueError(f"'{key}' holds a non-number: {shown(bad[0])}")
+
+
+def _flat(value: Any) -> Iterator[Any]:
+    """The leaves of nested lists."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _flat(item)
+    else:
+        yield value
 
 
 def _shape(value: Any) -> tuple[int, ...]:

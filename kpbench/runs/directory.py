@@ -10,12 +10,13 @@ A run directory is self-describing: every later command (evaluate, thresholds, d
     keypoints_results.json   COCO results, keypoints (box score, no bbox), in image-id order
     bbox_results.json        COCO results, boxes (xywh), in image-id order
     metrics.csv/.md/.json    keypoint and box stats
+    .kpbench-run.lock        while a `kpbench run` uses the directory: its pid (see `lock_run_dir`)
 
 Format versions (the manifest's `format_version`, and `kpbench_run_version`, which format 1 already had):
 
 1. no model fields: every run was torchvision's Keypoint R-CNN, COCO's 17 person keypoints, logit scores;
-2. adds `model_spec` ({"spec", "kind", "target"} of --model), `schema` (`KeypointSchema.to_json()`) and `keypoint_score_kind`
-   ("logit" or "probability"). The detections cache is unchanged.
+2. adds `model_spec` ({"spec", "kind", "target"} of --model), `schema` (`KeypointSchema.to_json()`) and
+   `keypoint_score_kind` ("logit" or "probability"). The detections cache is unchanged.
 
 `run_format(manifest)` reads either as a `RunFormat`.
 
@@ -24,10 +25,13 @@ No torch here: this module is imported by commands that never run a model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,8 @@ BBOX_RESULTS = "bbox_results.json"
 GROUND_TRUTH = "ground_truth.json"
 METRICS_STEM = "metrics"
 SHARD_GLOB = "detections.rank*.jsonl"
+# Held (flock) by the `kpbench run` that is using the directory, with its pid inside; deleted when it ends.
+LOCK = ".kpbench-run.lock"
 _SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
 METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
 # Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
@@ -211,3 +217,59 @@ def clear_run_files(run_dir: str | Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path) -> Iterator[Path]:
+    """Hold RUN_DIR/.kpbench-run.lock for a run, or refuse at once, naming the pid of the run that holds it.
+
+    Two runs on one directory would each replace the cache the other appends to, losing images. The lock is an
+    flock, which the kernel releases when its process dies, so a lock file left by a killed run does not block
+    the next one. The file is deleted on the way out, while still locked; a process that opened it before then
+    holds a lock on a deleted file, so after locking, each process checks that its file is still the one at the
+    path, and tries again otherwise.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; concurrent runs there are the caller's problem
+        yield Path(run_dir) / LOCK
+        return
+    path = Path(run_dir) / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise KpbenchError(f"{path}: cannot create the run directory's lock ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise KpbenchError(
+                f"{run_dir}: in use by another `kpbench run` ({holder}); wait for it to finish (or stop it), "
+                "or use another --out"
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us deleted it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """"pid N" from a lock file (the holder writes it just after locking, so it can still be empty)."""
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"pid {text}" if text.isdigit() else "pid unknown"

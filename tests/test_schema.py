@@ -1,0 +1,187 @@
+"""Keypoint schemas: COCO17 as pycocotools has it, schemas from a GT category, and a 5-keypoint set scored end to
+end (evaluation on both backends, both sweeps, the breakdown, drawing) with its own sigmas, equal to bare
+pycocotools given the same sigmas."""
+
+from __future__ import annotations
+
+import copy
+import io
+from contextlib import redirect_stdout
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kpbench.analysis.breakdown import keypoint_breakdown
+from kpbench.analysis.thresholds import sweep_keypoint_thresholds, sweep_person_thresholds
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17, KeypointSchema, get_schema, sigmas_as_pycocotools
+from kpbench.evaluation.cocoeval import evaluate
+from kpbench.evaluation.cocofiles import load_ground_truth
+from kpbench.report.draw import draw_skeletons
+
+FIVE = KeypointSchema(
+    name="five",
+    keypoint_names=("head", "left_hand", "right_hand", "left_foot", "right_foot"),
+    skeleton=((1, 2), (1, 3), (1, 4), (1, 5)),
+    sigmas=(0.05, 0.08, 0.08, 0.1, 0.1),
+    flip_pairs=((1, 2), (3, 4)),
+    category_id=3,
+    category_name="robot",
+)
+
+
+def _five_keypoint_scene(seed: int = 0, images: int = 8) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A GT of robots with 5 keypoints (some unlabelled, one crowd region) and jittered detections with
+    duplicates and false positives; scores rounded so that ties occur."""
+    rng = np.random.default_rng(seed)
+    gt: dict[str, Any] = {"images": [], "annotations": [], "categories": [FIVE.category()]}
+    results: list[dict[str, Any]] = []
+    for image_id in range(1, images + 1):
+        gt["images"].append({"id": image_id, "width": 400, "height": 300})
+        for _ in range(int(rng.integers(1, 4))):
+            w, h = rng.uniform(30, 150), rng.uniform(40, 200)
+            x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
+            xy = np.stack([rng.uniform(x, x + w, 5), rng.uniform(y, y + h, 5)], axis=1)
+            v = np.where(rng.random(5) < 0.85, 2, 0)
+            crowd = int(rng.random() < 0.08)
+            kps = np.concatenate([np.round(xy, 2), v[:, None]], axis=1)
+            kps[v == 0, :2] = 0
+            gt["annotations"].append({
+                "id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": FIVE.category_id,
+                "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "area": round(w * h * 0.7, 2),
+                "iscrowd": crowd, "num_keypoints": int((v > 0).sum()), "keypoints": kps.reshape(-1).tolist(),
+            })  # fmt: skip
+            for _ in range(int(rng.integers(1, 3))):
+                noise = rng.normal(0, 1, (5, 2)) * np.array(FIVE.sigmas)[:, None] * 2 * np.sqrt(w * h * 0.7)
+                pred = np.concatenate([np.round(xy + noise, 2), np.ones((5, 1))], axis=1)
+                results.append({"image_id": image_id, "category_id": FIVE.category_id,
+                                "keypoints": pred.reshape(-1).tolist(), "score": round(float(rng.uniform(0.05, 1)), 2)})
+        fp = np.concatenate([rng.uniform(0, 300, (5, 2)).round(2), np.ones((5, 1))], axis=1)
+        results.append({"image_id": image_id, "category_id": FIVE.category_id, "keypoints": fp.reshape(-1).tolist(),
+                        "score": round(float(rng.uniform(0.05, 0.6)), 2)})
+    return gt, results
+
+
+def _bare_pycocotools(gt: dict, results: list, sigmas: np.ndarray) -> Any:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        ev.params.kpt_oks_sigmas = np.asarray(sigmas)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[dict, list]:
+    return _five_keypoint_scene()
+
+
+def test_coco17_is_pycocotools_own() -> None:
+    from pycocotools.cocoeval import Params
+
+    assert np.array_equal(COCO17.sigma_array, Params(iouType="keypoints").kpt_oks_sigmas)  # bit for bit
+    assert COCO17.num_keypoints == 17 and COCO17.category_id == 1 and get_schema("COCO17") is COCO17
+    assert COCO17.flip_pairs == ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+    assert COCO17.limbs[0] == (15, 13) and len(COCO17.limbs) == 19
+    assert KeypointSchema.from_json(COCO17.to_json()) is COCO17
+    assert not COCO17.sigma_array.flags.writeable
+    assert sigmas_as_pycocotools([1.07])[0] == 1.07 / 10.0 != 0.107
+
+
+def test_schema_from_a_category_finds_flip_pairs_and_checks_itself() -> None:
+    schema = KeypointSchema.from_category(FIVE.category(), FIVE.sigmas, name="five")
+    assert schema.flip_pairs == FIVE.flip_pairs and schema.skeleton == FIVE.skeleton and schema.category_id == 3
+    with pytest.raises(KpbenchError, match="4 sigmas for 5 keypoints"):
+        KeypointSchema.from_category(FIVE.category(), FIVE.sigmas[:4])
+    with pytest.raises(KpbenchError, match=r"skeleton link \[1, 6\] is outside 1..5"):
+        KeypointSchema("bad", FIVE.keypoint_names, ((1, 6),), FIVE.sigmas)
+    with pytest.raises(KpbenchError, match="sigmas must be positive"):
+        KeypointSchema("bad", FIVE.keypoint_names, (), (0.1, 0.1, 0.0, 0.1, 0.1))
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_five_keypoints_scored_with_their_own_sigmas(scene, backend: str) -> None:
+    gt, results = scene
+    result = evaluate(gt, results, backend=backend, schema=FIVE)
+    expected = _bare_pycocotools(gt, results, FIVE.sigma_array)
+    assert result.stats_list() == [float(s) for s in expected.stats]
+    assert result.schema == FIVE
+    # The sigmas decide the number: doubled sigmas give another AP, again pycocotools' own.
+    wide = KeypointSchema("wide", FIVE.keypoint_names, FIVE.skeleton, tuple(2 * s for s in FIVE.sigmas),
+                          category_id=3)
+    widened = evaluate(gt, results, backend=backend, schema=wide)
+    assert widened.stats_list() == [float(s) for s in _bare_pycocotools(gt, results, wide.sigma_array).stats]
+    assert widened.stats["AP"] > result.stats["AP"]
+
+
+def test_an_unknown_keypoint_set_without_sigmas_is_an_error(scene) -> None:
+    gt, results = scene
+    with pytest.raises(KpbenchError, match=r"category 3 has 5 keypoints that match no built-in keypoint schema "
+                                           r"\(coco17\), and kpbench has no sigmas for them; pass its keypoint schema"):
+        evaluate(gt, results)
+
+
+def test_seventeen_animal_keypoints_are_not_scored_with_human_sigmas() -> None:
+    """AP-10K has 17 keypoints too: the count alone must not pick COCO's person sigmas."""
+    names = ["left_eye", "right_eye", "nose", "neck", "root_of_tail", "left_shoulder", "left_elbow", "left_front_paw",
+             "right_shoulder", "right_elbow", "right_front_paw", "left_hip", "left_knee", "left_back_paw", "right_hip",
+             "right_knee", "right_back_paw"]
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "antelope", "keypoints": names}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 50,
+                           "iscrowd": 0, "num_keypoints": 1, "keypoints": [5, 5, 2] + [0] * 48}]}
+    with pytest.raises(KpbenchError, match=r"category 1 has 17 keypoints that match no built-in keypoint schema"):
+        load_ground_truth(gt)
+    # A person category under other names, or one without names, is COCO's set: scored so, with a note.
+    gt["categories"][0].update(name="person", keypoints=[f"k{i}" for i in range(17)])
+    loaded = load_ground_truth(gt)
+    assert loaded.schema == COCO17
+    assert loaded.notes[0] == ("ground truth: category 1 names its 17 keypoints differently from COCO ('k0', ...); "
+                               "scored with COCO's person sigmas (coco17)")
+    del gt["categories"][0]["keypoints"]
+    assert load_ground_truth(gt).notes[0] == ("ground truth: category 1 lists no keypoint names; scored as coco17 "
+                                             "(COCO's 17 person keypoints and sigmas)")
+
+
+def test_person_sweep_over_five_keypoints_equals_pycocotools_on_filtered_results(scene) -> None:
+    gt, results = scene
+    result = evaluate(gt, results, schema=FIVE)
+    rows = sweep_person_thresholds(result, [0.0, 0.3, 0.6, 0.9])
+    for row in rows:
+        kept = [r for r in results if r["score"] >= row["threshold"]]
+        expected = _bare_pycocotools(gt, kept, FIVE.sigma_array).stats
+        assert [row[name] for name in ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")] == [
+            float(s) for s in expected
+        ]
+
+
+def test_keypoint_sweep_and_breakdown_have_one_row_per_schema_keypoint(scene) -> None:
+    gt, results = scene
+    result = evaluate(gt, results, schema=FIVE)
+    rows = keypoint_breakdown(result, gt, results)
+    assert [r["keypoint"] for r in rows] == [*FIVE.keypoint_names, "all"]
+    assert rows[-1]["n"] == sum(r["n"] for r in rows[:-1]) > 0
+    logits = np.random.default_rng(1).normal(2, 2, (len(results), 5))
+    swept = sweep_keypoint_thresholds(result, gt, results, logits, thresholds=[-100.0, 2.0], person_thresh=0.0)
+    assert [r["keypoint"] for r in swept[:6]] == [*FIVE.keypoint_names, "all"]
+    everything = swept[:6]
+    # At a threshold below every logit, each labelled keypoint of a matched person is shown.
+    assert all(r["shown"] == r["visible"] for r in everything)
+    assert everything[-1]["visible"] == sum(r["visible"] for r in everything[:-1])
+
+
+def test_drawing_uses_the_schema_limbs() -> None:
+    canvas = np.zeros((60, 60, 3), dtype=np.uint8)
+    kps = np.array([[[30, 10, 2], [10, 30, 2], [50, 30, 2], [20, 55, 2], [40, 55, 2]]], dtype=np.float64)
+    drawn = draw_skeletons(canvas, kps, np.full((1, 5), 10.0), np.array([1.0]), schema=FIVE, colors=[(255, 0, 0)])
+    assert tuple(drawn[20, 20]) == (255, 0, 0)  # on the head-left hand limb (30,10)-(10,30)
+    assert tuple(drawn[30, 30]) == (0, 0, 0)  # between the hands: no limb joins them in this schema
+    with pytest.raises(KpbenchError, match=r"do not fit schema coco17 \(17 keypoints\)"):
+        draw_skeletons(canvas, kps, None, None)
