@@ -365,3 +365,102 @@ def test_keypoint_rcnn_is_an_adapter_with_every_hook() -> None:
     assert info.extra == {"weights_sha256_prefix": "fc266e95"}
     assert model.speed_variant("fp8") is None
     assert KeypointRCNNModel.check_weights(None) == "COCO_V1" and KeypointRCNNModel.check_weights("none") == "none"
+
+
+FIVE_ADAPTER = textwrap.dedent('''
+    import numpy as np
+
+    from kpbench.core.schema import KeypointSchema
+    from kpbench.models.base import ModelInfo, Predictions
+
+    FIVE = KeypointSchema(name="robot5", keypoint_names=("head", "left_hand", "right_hand", "left_foot", "right_foot"),
+                          skeleton=((1, 2), (1, 3), (1, 4), (1, 5)), sigmas=(0.05, 0.08, 0.08, 0.1, 0.1),
+                          category_id=3, category_name="robot")
+
+
+    class Robots:
+        """One robot per image with a fixed pose relative to the image size; keypoint scores are logits."""
+
+        schema = FIVE
+
+        def info(self):
+            return {"weights": None, "name": "robots"}
+
+        def predict(self, images):
+            out = []
+            for image in images:
+                h, w = image.shape[:2]
+                kps = np.array([[0.5 * w, 0.2 * h, 1], [0.25 * w, 0.5 * h, 1], [0.75 * w, 0.5 * h, 1],
+                                [0.375 * w, 0.875 * h, 1], [0.625 * w, 0.875 * h, 1]])
+                out.append(Predictions(np.array([[0.2 * w, 0.1 * h, 0.8 * w, 0.95 * h]]), np.array([0.75]),
+                                       kps[None], np.full((1, 5), 3.0), labels=np.array([3])))
+            return out
+''')
+
+
+def test_a_model_of_another_keypoint_set_runs_end_to_end(
+    synthetic_coco_root: Path, tmp_path: Path, run_cli: RunCli
+) -> None:
+    """A 5-keypoint model on a 5-keypoint GT: the GT is checked against the model's schema before the run, the
+    cache holds 5 keypoints per detection, AP is bare pycocotools' with the schema's sigmas, and thresholds,
+    keypoints and draw read the run."""
+    import shutil
+
+    import numpy as np
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_coco_root, root)
+    gt_path = root / "annotations" / "person_keypoints_val2017.json"
+    gt = json.loads(gt_path.read_text())
+    rng = np.random.default_rng(5)
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        kps = np.stack([x + rng.uniform(0, w, 5), y + rng.uniform(0, h, 5), np.full(5, 2.0)], axis=1)
+        a.update(category_id=3, keypoints=kps.round(2).reshape(-1).tolist(), num_keypoints=5)
+    gt["categories"] = [{"id": 3, "name": "robot", "supercategory": "robot",
+                         "keypoints": ["head", "left_hand", "right_hand", "left_foot", "right_foot"],
+                         "skeleton": [[1, 2], [1, 3], [1, 4], [1, 5]]}]  # fmt: skip
+    gt_path.write_text(json.dumps(gt))
+    adapter = tmp_path / "robots.py"
+    adapter.write_text(FIVE_ADAPTER)
+
+    out = tmp_path / "run"
+    code, _, err = run_cli("run", "--model", f"{adapter}:Robots", "--coco-root", root, "--workers", "0",
+                           "--device", "cpu", "--out", out, "--no-progress", "--no-analysis")  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"]["name"] == "robot5" and manifest["schema"]["num_keypoints"] == 5
+    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [len(line["keypoints"][0]) for line in cache] == [5] * 4 and {line["labels"][0] for line in cache} == {3}
+    results = json.loads((out / "keypoints_results.json").read_text())
+    assert len(results) == 4 and all(len(r["keypoints"]) == 15 and r["category_id"] == 3 for r in results)
+
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = json.loads((out / "ground_truth.json").read_text())
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints")
+        ev.params.kpt_oks_sigmas = np.array([0.05, 0.08, 0.08, 0.1, 0.1])
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [metrics["keypoints"][name] for name in KEYPOINT_STAT_NAMES] == [float(v) for v in ev.stats]
+
+    for command in (("thresholds", out), ("keypoints", out, "--format", "csv"),
+                    ("draw", out, "--top", "2", "--score-thresh", "0.5", "--out", tmp_path / "drawn")):  # fmt: skip
+        code, _, err = run_cli(*command)
+        assert code == 0, (command, err)
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 2
+
+    # The GT is checked against the model's keypoint set before anything runs: COCO persons are not robots.
+    code, _, err = run_cli("run", "--model", f"{adapter}:Robots", "--coco-root", synthetic_coco_root, "--workers",
+                           "0", "--device", "cpu", "--out", tmp_path / "wrong", "--no-progress")  # fmt: skip
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "wrong").exists()

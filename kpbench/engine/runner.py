@@ -299,6 +299,7 @@ def plan_run(
     With `hold`, the run directory's lock (`lock_run_dir`) is taken into it before the directory is looked at,
     so that a second run on the same --out refuses at once."""
     from kpbench.models.keypointrcnn import file_sha256
+    from kpbench.models.registry import declared_schema
 
     root = _coco_root(settings)
     split = settings.split
@@ -306,14 +307,14 @@ def plan_run(
     image_ids = select_image_ids(gt, settings.images, settings.limit, settings.image_ids)
     paths = image_files(root, split, gt, image_ids)
     # The GT the run will be scored against, checked now rather than after the last image (its warnings and
-    # notes come with the evaluation).
+    # notes come with the evaluation), against the keypoint set of the model (whose sigmas score it).
     # (The keypoint checks cover the box ones.)
     source = str(annotation_path(root, split))
     subset = restrict_ground_truth(gt, image_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KpbenchWarning)
         try:
-            validate_ground_truth(subset, source, "keypoints")
+            validate_ground_truth(subset, source, "keypoints", schema=declared_schema(settings.model))
         except KpbenchError as exc:
             raise KpbenchError(_in_file_terms(str(exc), source, subset, ground_truth_positions(gt, image_ids))) from None
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)

@@ -25,10 +25,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
 from kpbench.models.base import PoseModel
+
+if TYPE_CHECKING:
+    from kpbench.core.schema import KeypointSchema
 
 ENTRY_POINT_GROUP = "kpbench.models"
 DEFAULT_MODEL = "keypointrcnn"
@@ -209,6 +212,16 @@ def _entry_points() -> dict[str, Any]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, entry)
     return found
+
+
+def declared_schema(spec: str | ModelSpec | None) -> KeypointSchema | None:
+    """The keypoint schema a model's class declares as a class attribute (known before building the model, so
+    that the ground truth can be checked against it first), or None when it sets one only on its instances."""
+    from kpbench.core.schema import KeypointSchema
+
+    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    schema = getattr(resolved.factory, "schema", None)
+    return schema if isinstance(schema, KeypointSchema) else None
 
 
 def available_models() -> list[str]:

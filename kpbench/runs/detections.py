@@ -61,17 +61,18 @@ class ImageDetections:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> ImageDetections:
-        """Parse one cache line (already JSON-decoded). Every value must be a JSON number: numpy would read "0.5"
-        (and true) as one, where a results file with them is refused."""
+    def from_record(cls, record: dict[str, Any], num_keypoints: int = NUM_KEYPOINTS) -> ImageDetections:
+        """Parse one cache line (already JSON-decoded) of detections with `num_keypoints` keypoints. Every value
+        must be a JSON number: numpy would read "0.5" (and true) as one, where a results file with them is
+        refused."""
         n = len(record["scores"])
         return cls(
             image_id=int(record["image_id"]),
             boxes=_numbers(record, "boxes", np.float64).reshape(n, 4),
             scores=_numbers(record, "scores", np.float64).reshape(n),
             labels=_numbers(record, "labels", np.int64).reshape(n),
-            keypoints=_numbers(record, "keypoints", np.float64).reshape(n, NUM_KEYPOINTS, 3),
-            keypoint_scores=_numbers(record, "keypoint_scores", np.float64).reshape(n, NUM_KEYPOINTS),
+            keypoints=_numbers(record, "keypoints", np.float64).reshape(n, num_keypoints, 3),
+            keypoint_scores=_numbers(record, "keypoint_scores", np.float64).reshape(n, num_keypoints),
             input_shape=_shape(record["input_shape"]) if record.get("input_shape") is not None else None,
         )
 
@@ -160,9 +161,12 @@ def append_detections(fh: IO[str], dets: ImageDetections) -> None:
     os.fsync(fh.fileno())
 
 
-def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
-    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error."""
+def iter_cache(path: str | Path, num_keypoints: int | None = None) -> Iterator[ImageDetections]:
+    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error. Detections have
+    `num_keypoints` keypoints; by default, those of the schema in the manifest of the run directory that holds
+    the file (17 for a format-1 run, or a cache outside a run directory)."""
     path = Path(path)
+    k = num_keypoints if num_keypoints is not None else _run_keypoint_count(path.parent)
     if path.is_dir():
         raise KpbenchError(f"{path}: is a directory, expected the detections cache (a JSON-lines file)")
     if not path.is_file():
@@ -173,14 +177,26 @@ def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
                 return  # only the last line can lack its newline: a torn tail, redone on resume
             try:
                 # json.loads reads UTF-8 bytes; bad bytes are a ValueError (UnicodeDecodeError) like bad JSON.
-                yield ImageDetections.from_record(json.loads(line))
+                yield ImageDetections.from_record(json.loads(line), k)
             except (KeyError, ValueError, TypeError, OverflowError) as exc:
                 raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
 
 
-def read_cache(path: str | Path) -> dict[int, ImageDetections]:
+def read_cache(path: str | Path, num_keypoints: int | None = None) -> dict[int, ImageDetections]:
     """All cached images by id (the last line wins if an image appears twice)."""
-    return {d.image_id: d for d in iter_cache(path)}
+    return {d.image_id: d for d in iter_cache(path, num_keypoints)}
+
+
+def _run_keypoint_count(run_dir: Path) -> int:
+    """K of the schema a run directory's manifest records; 17 without one (format 1, or no run directory)."""
+    from kpbench.runs.directory import is_run_dir, read_manifest, run_format
+
+    if not is_run_dir(run_dir):
+        return NUM_KEYPOINTS
+    try:
+        return run_format(read_manifest(run_dir)).schema.num_keypoints
+    except KpbenchError:  # a damaged manifest is reported by the code that reads it for what it says
+        return NUM_KEYPOINTS
 
 
 def truncate_torn_tail(path: str | Path) -> None:
