@@ -386,6 +386,9 @@ FIVE_ADAPTER = textwrap.dedent('''
         def info(self):
             return {"weights": None, "name": "robots"}
 
+        def set_input_size(self, min_size, max_size):
+            pass  # it works at any size
+
         def predict(self, images):
             out = []
             for image in images:
@@ -435,29 +438,48 @@ def test_a_model_of_another_keypoint_set_runs_end_to_end(
     results = json.loads((out / "keypoints_results.json").read_text())
     assert len(results) == 4 and all(len(r["keypoints"]) == 15 and r["category_id"] == 3 for r in results)
 
-    import contextlib
-    import io
+    def bare_ap(gt: dict, results: list) -> list[float]:
+        import contextlib
+        import io
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = json.loads((out / "ground_truth.json").read_text())
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints")
-        ev.params.kpt_oks_sigmas = np.array([0.05, 0.08, 0.08, 0.1, 0.1])
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = json.loads(json.dumps(gt))
+            coco_gt.createIndex()
+            ev = COCOeval(coco_gt, coco_gt.loadRes(json.loads(json.dumps(results))), "keypoints")
+            ev.params.kpt_oks_sigmas = np.array([0.05, 0.08, 0.08, 0.1, 0.1])
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        return [float(v) for v in ev.stats]
+
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [metrics["keypoints"][name] for name in KEYPOINT_STAT_NAMES] == [float(v) for v in ev.stats]
+    run_gt = json.loads((out / "ground_truth.json").read_text())
+    assert [metrics["keypoints"][name] for name in KEYPOINT_STAT_NAMES] == bare_ap(run_gt, results)
 
     for command in (("thresholds", out), ("keypoints", out, "--format", "csv"),
                     ("draw", out, "--top", "2", "--score-thresh", "0.5", "--out", tmp_path / "drawn")):  # fmt: skip
         code, _, err = run_cli(*command)
         assert code == 0, (command, err)
     assert len(list((tmp_path / "drawn").glob("*.png"))) == 2
+
+    # speed --accuracy picks images with a robot and scores them with the robots' sigmas.
+    code, _, err = run_cli("speed", "--model", f"{adapter}:Robots", "--coco-root", root, "--num-images", "1",
+                           "--sizes", "64", "--warmup", "0", "--iters", "1", "--accuracy", "2", "--device", "cpu",
+                           "--out", tmp_path / "speed", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    (csv_path,) = (tmp_path / "speed").glob("*.csv")
+    import csv
+
+    (row,) = list(csv.DictReader(csv_path.open()))
+    acc_ids = json.loads(csv_path.with_suffix(".json").read_text())["images"]["accuracy_image_ids"]
+    assert acc_ids == [139, 785]  # the lowest ids with a robot
+    acc_gt = {**run_gt, "images": [i for i in run_gt["images"] if i["id"] in acc_ids],
+              "annotations": [a for a in run_gt["annotations"] if a["image_id"] in acc_ids]}  # fmt: skip
+    assert float(row["kp_AP"]) == bare_ap(acc_gt, [r for r in results if r["image_id"] in acc_ids])[0]
 
     # The GT is checked against the model's keypoint set before anything runs: COCO persons are not robots.
     code, _, err = run_cli("run", "--model", f"{adapter}:Robots", "--coco-root", synthetic_coco_root, "--workers",

@@ -532,7 +532,9 @@ def evaluate_accuracy(
     subset = restrict_ground_truth(gt, image_ids)
     out: dict[str, float] = {}
     for key, results, iou_type in (("kp_AP", kp_results, "keypoints"), ("box_AP", box_results, "bbox")):
-        out[key] = float(evaluate(subset, results, iou_type=iou_type).stats["AP"])  # 0-1; no detections: 0
+        # The model's keypoint set scores its keypoints (its sigmas), as `kpbench run` scores them.
+        schema = model.schema if iou_type == "keypoints" else None
+        out[key] = float(evaluate(subset, results, iou_type=iou_type, schema=schema).stats["AP"])  # no detections: 0
     return out
 
 
@@ -584,7 +586,7 @@ def run_speed(
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.models.base import model_info
     from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
-    from kpbench.models.registry import check_model_options, load_model
+    from kpbench.models.registry import check_model_options, declared_schema, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
     spec, weights = check_model_options(settings.model, settings.weights)
@@ -618,7 +620,9 @@ def run_speed(
         ann = annotation_path(root, settings.split)
         gt = load_annotations(root, settings.split)
         wanted = max(settings.num_images, settings.accuracy)
-        records = select_person_images(gt, wanted)
+        # Images with an instance of the model's category (a person for Keypoint R-CNN).
+        schema = declared_schema(spec)
+        records = select_person_images(gt, wanted, schema.category_id if schema is not None else COCO17.category_id)
         if len(records) < wanted:
             option = "--num-images" if settings.num_images >= settings.accuracy else "--accuracy"
             raise KpbenchError(
