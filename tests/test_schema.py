@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from kpdata import SHARED_DATA, load, requires_shared
 
 from kpbench.analysis.breakdown import keypoint_breakdown
 from kpbench.analysis.thresholds import sweep_keypoint_thresholds, sweep_person_thresholds
 from kpbench.core.errors import KpbenchError
-from kpbench.core.schema import COCO17, KeypointSchema, get_schema, sigmas_as_pycocotools
+from kpbench.core.schema import AP10K17, COCO17, CROWDPOSE14, KeypointSchema, get_schema, sigmas_as_pycocotools
 from kpbench.evaluation.cocoeval import evaluate
 from kpbench.evaluation.cocofiles import load_ground_truth
 from kpbench.report.draw import draw_skeletons
@@ -125,18 +126,26 @@ def test_five_keypoints_scored_with_their_own_sigmas(scene, backend: str) -> Non
 def test_an_unknown_keypoint_set_without_sigmas_is_an_error(scene) -> None:
     gt, results = scene
     with pytest.raises(KpbenchError, match=r"category 3 has 5 keypoints that match no built-in keypoint schema "
-                                           r"\(coco17\), and kpbench has no sigmas for them; pass its keypoint schema"):
+                                           r"\(coco17, crowdpose14, ap10k17\), and kpbench has no sigmas for them; "
+                                           r"pass its keypoint schema"):
         evaluate(gt, results)
 
 
 def test_seventeen_animal_keypoints_are_not_scored_with_human_sigmas() -> None:
-    """AP-10K has 17 keypoints too: the count alone must not pick COCO's person sigmas."""
-    names = ["left_eye", "right_eye", "nose", "neck", "root_of_tail", "left_shoulder", "left_elbow", "left_front_paw",
-             "right_shoulder", "right_elbow", "right_front_paw", "left_hip", "left_knee", "left_back_paw", "right_hip",
-             "right_knee", "right_back_paw"]
+    """AP-10K has 17 keypoints too: the count alone must not pick COCO's person sigmas. Its names pick its own
+    schema; 17 names that match no built-in schema are an error."""
+    names = list(AP10K17.keypoint_names)
     gt = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "antelope", "keypoints": names}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 50,
-                           "iscrowd": 0, "num_keypoints": 1, "keypoints": [5, 5, 2] + [0] * 48}]}
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000,
+                           "iscrowd": 0, "num_keypoints": 1, "keypoints": [0] * 18 + [50, 50, 2] + [0] * 30}]}
+    assert load_ground_truth(gt).schema == AP10K17
+    # The left elbow 300**0.5 px off: OKS 0.485 with AP-10K's sigma 0.072, 0.548 with COCO's 0.079 at index 6.
+    results = [{"image_id": 1, "category_id": 1, "score": 0.9, "keypoints": [0] * 18 + [50 + 300**0.5, 50, 1] + [0] * 30}]
+    result = evaluate(gt, results)
+    assert result.schema == AP10K17
+    assert result.stats_list() == [float(x) for x in _bare_pycocotools(gt, results, AP10K17.sigma_array).stats]
+    assert result.stats_list() != [float(x) for x in _bare_pycocotools(gt, results, COCO17.sigma_array).stats]
+    gt["categories"][0]["keypoints"] = [f"part_{i}" for i in range(17)]
     with pytest.raises(KpbenchError, match=r"category 1 has 17 keypoints that match no built-in keypoint schema"):
         load_ground_truth(gt)
     # A person category under other names, or one without names, is COCO's set: scored so, with a note.
@@ -185,3 +194,77 @@ def test_drawing_uses_the_schema_limbs() -> None:
     assert tuple(drawn[30, 30]) == (0, 0, 0)  # between the hands: no limb joins them in this schema
     with pytest.raises(KpbenchError, match=r"do not fit schema coco17 \(17 keypoints\)"):
         draw_skeletons(canvas, kps, None, None)
+
+
+CROWDPOSE = SHARED_DATA / "xtcocoapi_example_crowdpose"
+
+
+@requires_shared
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_crowdpose_equals_xtcocotools_keypoints_crowd(backend: str) -> None:
+    expected = load(CROWDPOSE / "expected_stats.json")
+    result = evaluate(CROWDPOSE / "example_crowdpose_val.json", CROWDPOSE / "example_crowdpose_preds.json",
+                      backend=backend)
+    assert result.schema == CROWDPOSE14
+    assert list(result.stats) == ["AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard"]
+    assert result.stats_list() == expected["stats"]  # all 9, exactly (AP 0.7877215935879303)
+    assert "10 annotation(s) have no 'area'; the OKS scale is the box's w * h * 0.53" in result.notes[0]
+
+
+@requires_shared
+def test_crowdpose_on_the_command_line_and_without_crowd_index(tmp_path, run_cli) -> None:
+    code, out, _ = run_cli("evaluate", CROWDPOSE / "example_crowdpose_val.json",
+                             CROWDPOSE / "example_crowdpose_preds.json", "--format", "json")
+    assert code == 0
+    assert list(__import__("json").loads(out).values()) == load(CROWDPOSE / "expected_stats.json")["stats"]
+    gt = load(CROWDPOSE / "example_crowdpose_val.json")
+    del gt["images"][2]["crowdIndex"]
+    with pytest.raises(KpbenchError, match=r"image 2 \(id \d+\) has no numeric 'crowdIndex'"):
+        evaluate(gt, load(CROWDPOSE / "example_crowdpose_preds.json"))
+
+
+WHOLEBODY_FIXTURE = SHARED_DATA / "xtcocoapi_example_wholebody"
+
+
+@requires_shared
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_wholebody_by_part_equals_xtcocotools(backend: str) -> None:
+    from kpbench.evaluation.wholebody import WHOLEBODY_SIGMAS, evaluate_wholebody
+
+    expected = load(WHOLEBODY_FIXTURE / "expected_stats.json")
+    assert list(WHOLEBODY_SIGMAS) == expected["sigmas_133"]
+    parts = evaluate_wholebody(WHOLEBODY_FIXTURE / "example_wholebody_val.json",
+                               WHOLEBODY_FIXTURE / "example_wholebody_preds.json", backend=backend)
+    assert list(parts) == list(expected["stats"])  # body, foot, face, left hand, right hand, whole body
+    for part, result in parts.items():
+        assert result.stats_list() == expected["stats"][part], part
+    assert parts["keypoints_face"].schema.num_keypoints == 68
+    assert parts["keypoints_face"].notes[-1] == "face: 68 keypoints, ranked by 'score'"
+
+
+def test_wholebody_needs_every_part() -> None:
+    from kpbench.evaluation.wholebody import evaluate_wholebody
+
+    with pytest.raises(KpbenchError, match="not a COCO-WholeBody ground truth"):
+        evaluate_wholebody({"images": [], "annotations": [{"keypoints": []}], "categories": []}, [])
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_zero_scored_keypoint_results_get_a_note_and_xtcocotools_rule_on_request(scene, tmp_path, backend) -> None:
+    import json
+
+    gt, results = scene
+    zeroed = copy.deepcopy(results)
+    for r in zeroed[:3]:
+        r["keypoints"][2::3] = [0] * 5
+    kept = zeroed[3:]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(zeroed))
+    counted = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend=backend, schema=FIVE)
+    assert counted.stats_list() == [float(x) for x in _bare_pycocotools(gt, zeroed, FIVE.sigma_array).stats]
+    assert any(n.startswith("3 result(s) have every keypoint score at 0: pycocotools scores them") for n in counted.notes)
+    dropped = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend=backend, schema=FIVE,
+                       drop_zero_keypoint_results=True)
+    assert dropped.stats_list() == [float(x) for x in _bare_pycocotools(gt, kept, FIVE.sigma_array).stats]
+    assert dropped.num_results == len(kept)
+    assert any(n.startswith("3 result(s) with every keypoint score at 0 left out") for n in dropped.notes)

@@ -62,6 +62,9 @@ class KeypointSchema:
     category_id: int = 1
     category_name: str = "person"
     sigmas_source: str = ""
+    # How the keypoint set is scored: "coco" (COCOeval's keypoints), or "crowdpose" (CrowdPose's protocol:
+    # AP easy/medium/hard by each image's crowdIndex, the OKS scale from the box when the GT has no area).
+    protocol: str = "coco"
     _sigma_array: np.ndarray = field(default=None, init=False, repr=False, compare=False, hash=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -115,7 +118,7 @@ class KeypointSchema:
             "name": self.name, "num_keypoints": self.num_keypoints, "keypoint_names": list(self.keypoint_names),
             "skeleton": [list(s) for s in self.skeleton], "flip_pairs": [list(p) for p in self.flip_pairs],
             "sigmas": [float(s) for s in self.sigma_array], "sigmas_source": self.sigmas_source,
-            "category_id": self.category_id, "category_name": self.category_name,
+            "category_id": self.category_id, "category_name": self.category_name, "protocol": self.protocol,
         }  # fmt: skip
 
     @classmethod
@@ -130,6 +133,7 @@ class KeypointSchema:
             category_id=int(data.get("category_id", 1)),
             category_name=str(data.get("category_name", "person")),
             sigmas_source=str(data.get("sigmas_source", "")),
+            protocol=str(data.get("protocol", "coco")),
         )
         builtin = BUILTIN_SCHEMAS.get(schema.name)
         return builtin if builtin is not None and _same_content(builtin, schema) else schema
@@ -202,7 +206,44 @@ COCO17 = KeypointSchema(
     sigmas_source="pycocotools COCOeval.computeOks (Ronchi & Perona, ICCV 2017)",
 )
 
-BUILTIN_SCHEMAS: dict[str, KeypointSchema] = {COCO17.name: COCO17}
+# CrowdPose (Li et al., CVPR 2019): COCO's 12 body joints, then head and neck; the sigmas as CrowdPose's and
+# xtcocotools' evaluation write them (COCO's body literals, head and neck as shoulders, divided by 10).
+_CROWDPOSE_NAMES = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
+)  # fmt: skip
+CROWDPOSE14 = KeypointSchema(
+    name="crowdpose14",
+    keypoint_names=_CROWDPOSE_NAMES,
+    skeleton=((13, 14), (14, 1), (14, 2), (1, 3), (3, 5), (2, 4), (4, 6), (1, 7), (2, 8), (7, 8), (7, 9), (9, 11),
+              (8, 10), (10, 12)),
+    sigmas=tuple(float(s) for s in sigmas_as_pycocotools(
+        (0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89, 0.79, 0.79))),
+    flip_pairs=_flip_pairs(_CROWDPOSE_NAMES),
+    sigmas_source="CrowdPose / xtcocotools keypoints_crowd ([.79, .79, .72, ..., .79, .79] / 10)",
+    protocol="crowdpose",
+)
+
+# AP-10K (Yu et al., NeurIPS 2021 Datasets and Benchmarks): 17 animal keypoints, its 54 species as categories;
+# the sigmas of mmpose's configs/_base_/datasets/ap10k.py, which its published numbers use.
+_AP10K_NAMES = (
+    "left_eye", "right_eye", "nose", "neck", "root_of_tail", "left_shoulder", "left_elbow", "left_front_paw",
+    "right_shoulder", "right_elbow", "right_front_paw", "left_hip", "left_knee", "left_back_paw", "right_hip",
+    "right_knee", "right_back_paw",
+)  # fmt: skip
+AP10K17 = KeypointSchema(
+    name="ap10k17",
+    keypoint_names=_AP10K_NAMES,
+    skeleton=((1, 2), (1, 3), (2, 3), (3, 4), (4, 5), (4, 6), (6, 7), (7, 8), (4, 9), (9, 10), (10, 11), (5, 12),
+              (12, 13), (13, 14), (5, 15), (15, 16), (16, 17)),
+    sigmas=(0.025, 0.025, 0.026, 0.035, 0.035, 0.079, 0.072, 0.062, 0.079, 0.072, 0.062, 0.107, 0.087, 0.089,
+            0.107, 0.087, 0.089),
+    flip_pairs=_flip_pairs(_AP10K_NAMES),
+    category_name="animal",
+    sigmas_source="mmpose configs/_base_/datasets/ap10k.py",
+)
+
+BUILTIN_SCHEMAS: dict[str, KeypointSchema] = {s.name: s for s in (COCO17, CROWDPOSE14, AP10K17)}
 
 
 def get_schema(name: str) -> KeypointSchema:

@@ -74,8 +74,8 @@ class EvalResult:
     schema: KeypointSchema | None = None
 
     def stats_list(self) -> list[float]:
-        """The stats in COCO's summary order."""
-        return [self.stats[name] for name in stat_names(self.iou_type)]
+        """The stats in their summary order (COCO's, or the schema's own protocol's, such as CrowdPose's)."""
+        return list(self.stats.values())
 
 
 UNCHECKED_NOTE = "input checks skipped (validate=False)"
@@ -91,6 +91,7 @@ class _BackendRun:
     result_scores: np.ndarray | None
     result_has_bbox: np.ndarray | None
     schema: KeypointSchema | None = None
+    protocol_stats: dict[str, float] | None = None  # a schema's own protocol's stats (CrowdPose), else COCOeval's
 
 
 def _hotcoco_on_checked_files(
@@ -129,6 +130,19 @@ def _input_name(value: object, kind: str) -> str:
     return str(getattr(value, "source", kind))
 
 
+def _without_zero_keypoint_results(res: Results) -> Results:
+    """xtcocotools' rule: results whose keypoint scores are all <= 0 are left out (its COCOeval skips them)."""
+    from kpbench.evaluation.cocofiles import is_zero_keypoint_result
+
+    kept = [r for r in res.results if not is_zero_keypoint_result(r["keypoints"])]
+    dropped = len(res.results) - len(kept)
+    notes = [n for n in res.notes if "every keypoint score at 0" not in n]
+    if dropped:
+        notes.append(f"{dropped} result(s) with every keypoint score at 0 left out, as xtcocotools does "
+                     "(drop_zero_keypoint_results=True)")
+    return Results(results=kept, source=res.source, notes=notes)
+
+
 def _run_backend(
     gt: str | Path | dict[str, Any] | GroundTruth,
     results: str | Path | list[dict[str, Any]] | Results,
@@ -136,6 +150,7 @@ def _run_backend(
     backend: str,
     checked: bool,
     schema: KeypointSchema | None,
+    drop_zero_keypoints: bool = False,
 ) -> _BackendRun:
     """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
     gt_input: dict[str, Any] | Path
@@ -143,6 +158,8 @@ def _run_backend(
     if checked:
         gt_data = load_ground_truth(gt, iou_type, schema)
         res = load_results(results, gt_data, iou_type)
+        if drop_zero_keypoints and iou_type == "keypoints":
+            res = _without_zero_keypoint_results(res)
         gt_input, res_input, notes = gt_data.dataset, res.results, [*gt_data.notes, *res.notes]
         schema = gt_data.schema
     elif backend == "hotcoco":
@@ -160,6 +177,11 @@ def _run_backend(
         # Records parsed here from a results file are ours alone, so the backend may add its keys to them.
         owned = isinstance(results, (str, Path))
         sigmas = schema.sigma_array if schema is not None and iou_type == "keypoints" else None
+        if checked and iou_type == "keypoints" and schema is not None and schema.protocol == "crowdpose":
+            from kpbench.evaluation.crowdpose import crowd_stats
+
+            protocol_stats, ev, crowd_notes = crowd_stats(gt_data, res, backend)
+            return _BackendRun(ev, None, [*notes, *crowd_notes], result_scores, has_bbox, schema, protocol_stats)
         ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned)
     except KpbenchError:
         raise
@@ -186,6 +208,7 @@ def evaluate(
     backend: str = "pycocotools",
     validate: bool = True,
     schema: KeypointSchema | None = None,
+    drop_zero_keypoint_results: bool = False,
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
@@ -194,6 +217,8 @@ def evaluate(
     category names (coco17 for COCO persons; see `kpbench.evaluation.cocofiles.resolve_schema`). maxDets is 20
     for keypoints, 1/10/100 for boxes.
     Unchecked keypoint files (`validate=False`) are scored with `schema`, or the backend's built-in COCO sigmas.
+    `drop_zero_keypoint_results` applies xtcocotools' rule (results whose keypoint scores are all 0 are left out);
+    off by default, since pycocotools counts them, and a note says when there are any.
     With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
     `kpbench.evaluation.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
     `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
@@ -207,23 +232,30 @@ def evaluate(
             check_regular_file(value, "JSON file")
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
     run = None
-    if backend == "hotcoco" and validate and two_files:
+    if drop_zero_keypoint_results and not validate:
+        raise KpbenchError("drop_zero_keypoint_results needs the input checks (validate=True): it reads every result")
+    if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results:
         run = _hotcoco_on_checked_files(gt, results, iou_type, schema)  # type: ignore[arg-type]
     if run is None:
-        run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema)
+        run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema,
+                           drop_zero_keypoints=drop_zero_keypoint_results)
     ev = run.ev
     p = ev.params
     notes = list(run.notes)
     if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
         notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
-    names = stat_names(iou_type)
-    stats = [float(s) for s in ev.stats]
-    if len(stats) != len(names):
-        raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
+    if run.protocol_stats is not None:
+        stat_dict = run.protocol_stats
+    else:
+        names = stat_names(iou_type)
+        stats = [float(s) for s in ev.stats]
+        if len(stats) != len(names):
+            raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
+        stat_dict = dict(zip(names, stats))
     return EvalResult(
         iou_type=iou_type,
         backend=backend,
-        stats=dict(zip(names, stats)),
+        stats=stat_dict,
         precision=np.asarray(ev.eval["precision"]),
         recall=np.asarray(ev.eval["recall"]),
         scores=np.asarray(ev.eval["scores"]),

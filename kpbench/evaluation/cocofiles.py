@@ -21,6 +21,9 @@ from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import read_json
 from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, KeypointSchema, is_id_value
 
+# CrowdPose's evaluation scales OKS by the box area times this (xtcocotools' keypoints_crowd with use_area=False).
+CROWDPOSE_BOX_AREA_FACTOR = 0.53
+
 
 def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
     """`iou_type` if it is one of IOU_TYPES, else a KpbenchError naming the option."""
@@ -187,6 +190,23 @@ def coverage_note(covered: int, total: int, missed: int) -> str:
     )
 
 
+def is_zero_keypoint_result(keypoints: list[Any]) -> bool:
+    """Whether every keypoint score (each third value) of a result is <= 0: xtcocotools drops such results."""
+    return not any(v > 0 for v in keypoints[2::3])
+
+
+def count_zero_keypoint_results(keypoint_lists: Any) -> int:
+    """How many results have no keypoint with a score above 0."""
+    return sum(1 for kps in keypoint_lists if is_zero_keypoint_result(kps))
+
+
+def zero_keypoint_results_note(count: int) -> str:
+    return (
+        f"{count} result(s) have every keypoint score at 0: pycocotools scores them like any other result (this "
+        "evaluation does); xtcocotools drops them (drop_zero_keypoint_results=True, --drop-zero-keypoints)"
+    )
+
+
 def crowded_images_note(count: int) -> str:
     return (
         f"{count} image(s) have more than {KEYPOINT_MAX_DETS} detections; COCO keypoint evaluation keeps "
@@ -216,18 +236,31 @@ def validate_ground_truth(
     _require_integer_ids(data["images"], "id", source, "image")
     _require_integer_ids(data["categories"], "id", source, "category")
     _refuse_duplicate_ids(data["images"], source, "image")
-    needed = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
-    if iou_type == "keypoints":
-        needed += ("keypoints", "num_keypoints")
     annotations = [dict(a) if isinstance(a, dict) else a for a in data["annotations"]] if copy else data["annotations"]
-    _require_keys(annotations, needed, source, "annotation")
+    _require_keys(annotations, ("id", "image_id", "category_id"), source, "annotation")
     _require_integer_ids(annotations, "id", source, "annotation")
     _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
     schema_notes: list[str] = []
     if iou_type == "keypoints":
         schema, schema_notes = resolve_schema(data["categories"], annotations, source, schema)
+    # CrowdPose's GT has no area: its evaluation takes the OKS scale from the box (filled in below).
+    box_area = iou_type == "keypoints" and schema.protocol == "crowdpose"  # type: ignore[union-attr]
+    needed = ("id", "image_id", "category_id", "bbox", *(() if box_area else ("area",)), "iscrowd")
+    if iou_type == "keypoints":
+        needed += ("keypoints", "num_keypoints")
+    _require_keys(annotations, needed, source, "annotation")
     if annotations:
         _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
+        if box_area:
+            missing = [a for a in annotations if "area" not in a]
+            for ann in missing:
+                w, h = ann["bbox"][2], ann["bbox"][3]
+                ann["area"] = w * h * CROWDPOSE_BOX_AREA_FACTOR
+            if missing:
+                schema_notes.append(
+                    f"{source}: {len(missing)} annotation(s) have no 'area'; the OKS scale is the box's "
+                    f"w * h * {CROWDPOSE_BOX_AREA_FACTOR}, as CrowdPose's evaluation takes it (xtcocotools use_area=False)"
+                )
         _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
         # pycocotools tests these for truth ("0" would make a crowd) and calls int() on iscrowd.
         _finite_array([a["iscrowd"] for a in annotations], None, source, "iscrowd", "annotation")
@@ -399,6 +432,9 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
         raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")
     if iou_type == "keypoints":
         notes += _check_keypoint_result_boxes(results, source)
+        zero = count_zero_keypoint_results(r["keypoints"] for r in results)
+        if zero:
+            notes.append(zero_keypoint_results_note(zero))
         crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
             notes.append(crowded_images_note(crowded))

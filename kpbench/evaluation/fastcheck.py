@@ -42,6 +42,7 @@ from kpbench.evaluation.cocofiles import (
     crowded_images_note,
     empty_results_note,
     unlabelled_note,
+    zero_keypoint_results_note,
 )
 
 Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
@@ -131,11 +132,34 @@ def _keypoint_lists_hold(raw_lists: list[Raw], length: int) -> bool:
     return set(map(bytes.count, map(bytes, raw_lists), repeat(b","))) <= {length - 1}
 
 
+def _is_zero_scored(values: object) -> bool:
+    """Whether a decoded keypoint list has every score (third value) <= 0. A value that is not a number is left to
+    hotcoco, whose refusal sends the file to the full checks."""
+    if not isinstance(values, list):
+        return False
+    scores = values[2::3]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores) and not any(v > 0 for v in scores)
+
+
+def _decoded(raw: Raw) -> object:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # a number out of range, say: hotcoco refuses it, and the full checks word it
+        return None
+
+
+def _count_zero_keypoint_lists(raw_lists: list[Raw]) -> int:
+    """How many raw keypoint lists have every score (third value) <= 0."""
+    return sum(map(_is_zero_scored, map(_decoded, raw_lists)))
+
+
 def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointSchema | None:
     """The schema the full checks would choose, when it needs no note: `schema` if every listed keypoint-name
     list has its length, else a built-in whose names one category lists exactly (one keypoint category only)."""
     named = [cat for cat in gt.categories if isinstance(cat.keypoints, list) and cat.keypoints]
     if schema is not None:
+        if schema.protocol != "coco":
+            return None
         return schema if all(len(cat.keypoints) == schema.num_keypoints for cat in named) else None  # type: ignore[arg-type]
     if len(named) != 1 or not {a.category_id for a in gt.annotations} <= {named[0].id}:
         return None
@@ -144,7 +168,8 @@ def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointS
     except msgspec.DecodeError:
         return None
     for builtin in BUILTIN_SCHEMAS.values():
-        if names == builtin.keypoint_names:
+        # A schema with its own protocol (CrowdPose) goes through the full checks, which run that protocol.
+        if names == builtin.keypoint_names and builtin.protocol == "coco":
             return builtin.with_category_id(named[0].id)
     return None
 
@@ -208,7 +233,8 @@ def check_files(
         # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
         if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
             return None
-        if not _keypoint_lists_hold(list(map(attrgetter("keypoints"), results)), proved.result_length):  # type: ignore[union-attr]
+        raw_lists = list(map(attrgetter("keypoints"), results))
+        if not _keypoint_lists_hold(raw_lists, proved.result_length):  # type: ignore[union-attr]
             return None
 
     notes = list(gt_notes)
@@ -220,6 +246,9 @@ def check_files(
         )
         notes.append(coverage_note(len(covered), len(gt.images), missed))
     if iou_type == "keypoints":
+        zero = _count_zero_keypoint_lists(raw_lists)
+        if zero:
+            notes.append(zero_keypoint_results_note(zero))
         crowded = sum(1 for n in Counter(result_images).values() if n > KEYPOINT_MAX_DETS)
         if crowded:
             notes.append(crowded_images_note(crowded))

@@ -1,0 +1,77 @@
+"""CrowdPose's evaluation protocol (Li et al., "CrowdPose: Efficient Crowded Scenes Pose Estimation and a New
+Benchmark", CVPR 2019), as xtcocotools' iouType "keypoints_crowd" computes it.
+
+- OKS with CrowdPose's 14 sigmas; the scale is the GT's area, or, as CrowdPose's files have none, its box
+  w * h * 0.53 (filled in when the GT is checked, see `kpbench.evaluation.cocofiles`).
+- AP, AP50, AP75, AR, AR50, AR75: COCOeval's keypoint stats at maxDets 20 over every image.
+- AP easy / medium / hard: the images are split by their `crowdIndex` (easy < 0.2 <= medium < 0.8 <= hard) and
+  each subset is evaluated on its own. Its number is the mean of COCOeval's whole precision array at area "all"
+  (every OKS threshold, recall point and maxDet, COCO's -1 "no GT" entries included, as the reference does),
+  rounded to 4 decimals as the reference rounds it. An empty subset gives -1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kpbench.core.errors import KpbenchError
+from kpbench.evaluation.cocofiles import GroundTruth, Results
+
+CROWD_STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+# crowdIndex bounds of the easy / medium / hard split (CrowdPose's evaluation script).
+CROWD_SPLIT = (0.2, 0.8)
+# The stats of COCOeval's 10 keypoint stats that CrowdPose reports (area ranges are not used there).
+_COCO_STAT_INDEX = (0, 1, 2, 5, 6, 7)
+
+
+def crowd_levels(gt: GroundTruth) -> dict[str, list[int]]:
+    """{"easy": ids, "medium": ids, "hard": ids} by each image's crowdIndex; a KpbenchError names an image without one."""
+    levels: dict[str, list[int]] = {"easy": [], "medium": [], "hard": []}
+    low, high = CROWD_SPLIT
+    for i, image in enumerate(gt.dataset["images"]):
+        index = image.get("crowdIndex")
+        if not isinstance(index, (int, float)) or isinstance(index, bool) or not np.isfinite(index):
+            raise KpbenchError(
+                f"{gt.source}: image {i} (id {image['id']}) has no numeric 'crowdIndex'; CrowdPose's AP easy/medium/"
+                "hard split the images by it"
+            )
+        levels["easy" if index < low else "medium" if index < high else "hard"].append(image["id"])
+    return levels
+
+
+def _subset(gt: GroundTruth, results: list[dict[str, Any]], image_ids: list[int]) -> tuple[dict[str, Any], list]:
+    wanted = set(image_ids)
+    dataset = {
+        **gt.dataset,
+        "images": [im for im in gt.dataset["images"] if im["id"] in wanted],
+        "annotations": [dict(a) for a in gt.dataset["annotations"] if a["image_id"] in wanted],
+    }
+    return dataset, [r for r in results if r["image_id"] in wanted]
+
+
+def crowd_stats(
+    gt: GroundTruth, results: Results, backend_name: str = "pycocotools"
+) -> tuple[dict[str, float], Any, list[str]]:
+    """The 9 CrowdPose stats, the backend's COCOeval over all images, and notes."""
+    from kpbench.evaluation.backends import get_backend
+
+    schema = gt.schema
+    if schema is None:
+        raise KpbenchError(f"{gt.source}: CrowdPose evaluation needs the keypoint schema")
+    backend = get_backend(backend_name)
+    levels = crowd_levels(gt)
+    records = results.results
+    ev, _ = backend.run(gt.dataset, records, "keypoints", schema.sigma_array)
+    stats = {name: float(ev.stats[i]) for name, i in zip(CROWD_STAT_NAMES, _COCO_STAT_INDEX)}
+    for level, ids in levels.items():
+        if not ids:
+            stats[f"AP_{level}"] = -1.0
+            continue
+        dataset, kept = _subset(gt, records, ids)
+        sub, _ = backend.run(dataset, kept, "keypoints", schema.sigma_array)
+        stats[f"AP_{level}"] = round(float(np.mean(np.asarray(sub.eval["precision"])[:, :, :, 0, :])), 4)
+    notes = [f"CrowdPose protocol: AP easy/medium/hard over {len(levels['easy'])}/{len(levels['medium'])}/"
+             f"{len(levels['hard'])} images by crowdIndex (< {CROWD_SPLIT[0]}, < {CROWD_SPLIT[1]}, the rest)"]
+    return {name: stats[name] for name in CROWD_STAT_NAMES}, ev, notes
