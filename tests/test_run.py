@@ -94,7 +94,7 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
 
     # The manifest.
     m = rundir.read_manifest(out)
-    assert m["status"] == "complete" and m["kpbench_run_version"] == 1
+    assert m["status"] == "complete" and m["kpbench_run_version"] == m["format_version"] == 2
     assert m["image_ids"] == [139, 802] and m["num_images"] == 2 and m["split"] == "val2017"
     assert m["coco_root"] == str(COCO_SAMPLE.resolve())
     assert m["config"]["min_size"] == 320 and m["config"]["image_ids"] == [802, 139] and m["config"]["workers"] == 0
@@ -247,7 +247,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     resume with "none" matches it.)"""
     from kpbench.runs.detections import ImageDetections
 
-    real = ImageDetections.from_model_output.__func__  # type: ignore[attr-defined]
+    real = ImageDetections.from_predictions.__func__  # type: ignore[attr-defined]
     calls = 0
 
     def interrupt_second(cls: type, image_id: int, output: object, **kwargs: object) -> ImageDetections:
@@ -259,7 +259,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
 
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
-    monkeypatch.setattr(ImageDetections, "from_model_output", classmethod(interrupt_second))
+    monkeypatch.setattr(ImageDetections, "from_predictions", classmethod(interrupt_second))
     code, stdout, err = run_cli(*args, "--weights", "NONE")
     assert code == 130 and stdout == ""
     assert err == f"interrupted: 1 of 3 images cached in {out}; run the same command again to resume\n"

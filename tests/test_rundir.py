@@ -33,7 +33,7 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(KpbenchError, match=r"manifest\.json: unreadable manifest"):
         rundir.read_manifest(tmp_path)
     rundir.write_manifest(tmp_path, {"kpbench_run_version": 99})
-    with pytest.raises(KpbenchError, match="run format version 99; this kpbench reads version 1"):
+    with pytest.raises(KpbenchError, match="run format version 99; this kpbench reads versions 1, 2"):
         rundir.read_manifest(tmp_path)
     rundir.write_manifest(tmp_path, {"kpbench_run_version": 1, "x": [1.5]})
     assert rundir.read_manifest(tmp_path) == {"kpbench_run_version": 1, "x": [1.5]}

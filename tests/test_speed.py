@@ -35,7 +35,8 @@ from kpbench.engine.speed import (
     summarize_ms,
     time_model,
 )
-from kpbench.models.keypointrcnn import ModelInfo
+from kpbench.models.base import Predictions
+from kpbench.models.keypointrcnn import KeypointRCNNModel, ModelInfo
 
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 CPU = torch.device("cpu")
@@ -200,7 +201,8 @@ class SlowWarmupModel:
         self.calls += 1
         if self.calls <= self.slow_calls:
             time.sleep(0.06)
-        return [{"boxes": torch.zeros(self.calls, 4)} for _ in images]
+        n = self.calls
+        return [Predictions(torch.zeros(n, 4), torch.zeros(n), torch.zeros(n, 17, 3), torch.zeros(n, 17)) for _ in images]
 
 
 def test_warmup_and_cold_calls_are_not_in_the_stats() -> None:
@@ -523,9 +525,9 @@ def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPa
         def elapsed_time(self, end: Event) -> float:
             return 2.5
 
-    def model(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def model(images: list[torch.Tensor]) -> list[Predictions]:
         log.append("model")
-        return [{"boxes": torch.zeros(3, 4)} for _ in images]
+        return [Predictions(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, 17, 3), torch.zeros(3, 17)) for _ in images]
 
     clock = iter(range(1000))
     monkeypatch.setattr(speed, "time", types.SimpleNamespace(perf_counter=lambda: log.append("clock") or next(clock)))
@@ -561,14 +563,17 @@ def test_apply_variant_sets_and_restores_the_model() -> None:
             super().__init__()
             self.backbone = torch.nn.Conv2d(3, 4, 3)
 
-    model = Tiny()
+    module = Tiny()
+    model = KeypointRCNNModel.from_module(module, ModelInfo("tiny", "test"))
     seen: list[bool] = []
-    model.backbone.register_forward_hook(
+    module.backbone.register_forward_hook(
         lambda _m, args, _out: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
     )
     x = torch.zeros(1, 3, 8, 8)
+    model_module = model
+    model = module  # what the variants change: the wrapped torchvision-like module
     channels_last = torch.channels_last
-    with apply_variant(model, Variant(channels_last=True), CPU):
+    with apply_variant(model_module, Variant(channels_last=True), CPU):
         assert model.backbone.weight.is_contiguous(memory_format=channels_last)
         model.backbone(x)
     model.backbone(x)
@@ -576,15 +581,22 @@ def test_apply_variant_sets_and_restores_the_model() -> None:
     assert model.backbone.weight.is_contiguous() and not model.backbone.weight.is_contiguous(memory_format=channels_last)
 
     backbone = model.backbone
-    with apply_variant(model, Variant(compile=True), CPU):
+    with apply_variant(model_module, Variant(compile=True), CPU):
         assert model.backbone is not backbone
     assert model.backbone is backbone
 
     before = torch.backends.cudnn.benchmark
-    with pytest.raises(VariantSkipped, match="CUDA devices only"), apply_variant(model, Variant(cudnn_benchmark=True), CPU):
+    with pytest.raises(VariantSkipped, match="CUDA devices only"), apply_variant(model_module, Variant(cudnn_benchmark=True), CPU):
         pass
     assert torch.backends.cudnn.benchmark == before
 
+    class NoVariants:  # a PoseModel without the speed_variant hook
+        pass
+
+    with pytest.raises(VariantSkipped, match=r"^NoVariants has no compile variant$"), apply_variant(
+        NoVariants(), Variant(compile=True), CPU
+    ):
+        pass
 
 # --------------------------------------------------------------------------------------------------------------
 # issue 12: where it writes is checked before timing; a table with no successful row fails; progress per call

@@ -36,6 +36,10 @@ def run_command(
     download: Annotated[
         bool | None, typer.Option("--download", help="Download whatever is missing from the COCO root first.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The pose model: keypointrcnn, FILE.py:Class, package.module:Class or an installed kpbench.models entry point [default: keypointrcnn]."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1].")
     ] = None,
@@ -81,6 +85,7 @@ def run_command(
         "limit": limit,
         "image_ids": parse_list(image_ids, int, "--image-ids"),
         "download": download,
+        "model": model,
         "weights": weights,
         "min_size": min_size,
         "max_size": max_size,

@@ -34,6 +34,10 @@ def speed_command(
         bool | None,
         typer.Option("--synthetic/--no-synthetic", help="Random 480x640 images instead of COCO (flagged in every row)."),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The pose model: keypointrcnn, FILE.py:Class, package.module:Class or an installed kpbench.models entry point [default: keypointrcnn]."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1].")
     ] = None,
@@ -80,6 +84,7 @@ def speed_command(
         "split": split,
         "num_images": num_images,
         "synthetic": synthetic,
+        "model": model,
         "weights": weights,
         "seed": seed,
         "device": device,

@@ -46,6 +46,15 @@ def draw_command(
         Path | None,
         typer.Option(help="Output folder [default: RUN_DIR/draw, or ./draw for image files].", show_default=False),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Image files: the pose model: keypointrcnn (default), FILE.py:Class, package.module:Class or an "
+            "installed kpbench.models entry point.",
+            show_default=False,
+        ),
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -77,6 +86,7 @@ def draw_command(
     run_dir = _one_run_dir(paths, "image file")
     if run_dir is not None:
         for option, value in (
+            ("--model", model),
             ("--weights", weights),
             ("--annotations", annotations),
             ("--min-size", min_size),
@@ -103,7 +113,8 @@ def draw_command(
                                "must be at least the short side")
         written = draw_image_files(
             paths,
-            weights=weights or "COCO_V1",
+            weights=weights,
+            model=model,
             score_thresh=score_thresh,
             kp_thresh=kp_thresh,
             out=out or Path(DRAW_DIR),

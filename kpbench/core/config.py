@@ -52,7 +52,10 @@ class RunSettings:
     limit: int | None = _opt(None, "run on the first N selected images only", min=1)
     image_ids: list[int] | None = _opt(None, "run on these image ids only", min=0)
     download: bool = _opt(False, "download whatever is missing from the COCO root first")
-    weights: str = _opt("COCO_V1", "COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path")
+    model: str = _opt("keypointrcnn", "the pose model: keypointrcnn, FILE.py:Class, package.module:Class or an "
+                      "installed kpbench.models entry point")
+    weights: str | None = _opt(None, "the model's weights (keypointrcnn: COCO_V1 when not given, COCO_LEGACY, none "
+                               "(random, seeded) or a checkpoint path)")
     min_size: int = _opt(800, "the transform's short side (model default 800)", min=1)
     max_size: int = _opt(1333, "the transform's long-side cap (model default 1333)", min=1)
     box_score_thresh: float = _opt(0.05, "the model's box score threshold (0.05 is the AP setting)", min=0.0, max=1.0)
@@ -72,7 +75,10 @@ class SpeedSettings:
     split: str = _opt("val2017", "COCO split", choices=("val2017", "train2017"))
     num_images: int = _opt(8, "how many images with people to time on (chosen deterministically)", min=1)
     synthetic: bool = _opt(False, "time on random images instead of COCO (flagged in every row)")
-    weights: str = _opt("COCO_V1", "COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path")
+    model: str = _opt("keypointrcnn", "the pose model: keypointrcnn, FILE.py:Class, package.module:Class or an "
+                      "installed kpbench.models entry point")
+    weights: str | None = _opt(None, "the model's weights (keypointrcnn: COCO_V1 when not given, COCO_LEGACY, none "
+                               "(random, seeded) or a checkpoint path)")
     seed: int = _opt(0, "seed for random weights and synthetic images", min=0, max=MAX_SEED)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     sizes: list[int] = _opt([320, 480, 640, 800, 1024], "short sides; max_size = round(s*1333/800)", min=1)

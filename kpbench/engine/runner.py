@@ -1,4 +1,5 @@
-"""`kpbench run`: Keypoint R-CNN over a COCO split into a cached, resumable run directory.
+"""`kpbench run`: a pose model (`--model`, Keypoint R-CNN by default) over a COCO split into a cached, resumable
+run directory.
 
 One session of a run goes:
 
@@ -7,8 +8,9 @@ One session of a run goes:
    cached;
 2. build the model (every rank), then commit (rank 0): --overwrite deletes the old files, leftover rank shards
    are merged, ground_truth.json and manifest.json (status "running") are written;
-3. the loop: fixed batches of the id-sorted image list; a rank runs every world_size-th pending batch and
-   appends each finished image to its cache file (flushed per image) from a writer thread;
+3. the loop (kpbench.engine.inference, the one inference loop): fixed batches of the id-sorted image list; a
+   rank runs every world_size-th pending batch and appends each finished image to its cache file (flushed per
+   image) from a writer thread;
 4. rank 0 merges the shards into detections.jsonl in image-id order, writes the manifest (status "complete")
    and evaluates from the cache (kpbench.evaluation.runeval).
 
@@ -57,7 +59,6 @@ from kpbench.data.coco import (
     resolve_coco_root,
     restrict_ground_truth,
     select_image_ids,
-    to_float_image,
 )
 from kpbench.data.download import first_missing_parent, remove_empty_dirs
 from kpbench.evaluation.cocoeval import check_backend
@@ -65,8 +66,8 @@ from kpbench.evaluation.cocofiles import validate_ground_truth
 from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
 from kpbench.runs.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.runs.directory import (
+    FORMAT_VERSION,
     LOCK,
-    RUN_VERSION,
     clear_run_files,
     default_run_dir,
     detections_path,
@@ -75,6 +76,7 @@ from kpbench.runs.directory import (
     lock_run_dir,
     manifest_path,
     read_manifest,
+    run_format,
     shard_path,
     shard_paths,
     write_manifest,
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
     import torch
 
     from kpbench.evaluation.cocoeval import EvalResult
+    from kpbench.models.base import PoseModel
 
 # Settings that cannot change a single detection: a run may be resumed with other values of these.
 RESUME_IGNORED = ("out", "workers", "download")
@@ -264,6 +267,8 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
         fp["image_ids"] = sorted(set(ids))  # repeats do not matter
     fp["coco_root"] = str(coco_root)
     fp["device"] = device_type
+    # Format-1 configs have no model: they were all made by Keypoint R-CNN.
+    fp["model"] = fp.get("model") or "keypointrcnn"
     return fp
 
 
@@ -294,6 +299,7 @@ def plan_run(
     With `hold`, the run directory's lock (`lock_run_dir`) is taken into it before the directory is looked at,
     so that a second run on the same --out refuses at once."""
     from kpbench.models.keypointrcnn import file_sha256
+    from kpbench.models.registry import declared_schema
 
     root = _coco_root(settings)
     split = settings.split
@@ -301,14 +307,14 @@ def plan_run(
     image_ids = select_image_ids(gt, settings.images, settings.limit, settings.image_ids)
     paths = image_files(root, split, gt, image_ids)
     # The GT the run will be scored against, checked now rather than after the last image (its warnings and
-    # notes come with the evaluation).
+    # notes come with the evaluation), against the keypoint set of the model (whose sigmas score it).
     # (The keypoint checks cover the box ones.)
     source = str(annotation_path(root, split))
     subset = restrict_ground_truth(gt, image_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KpbenchWarning)
         try:
-            validate_ground_truth(subset, source, "keypoints")
+            validate_ground_truth(subset, source, "keypoints", schema=declared_schema(settings.model))
         except KpbenchError as exc:
             raise KpbenchError(_in_file_terms(str(exc), source, subset, ground_truth_positions(gt, image_ids))) from None
     run_dir = Path(settings.out) if settings.out else default_run_dir(now=now)
@@ -425,12 +431,14 @@ def _base_manifest(
     settings: RunSettings,
     plan: RunPlan,
     model_info: dict[str, Any],
+    model_facts: dict[str, Any],
     environment: dict[str, Any],
     dist: DistInfo,
     config: LoadedConfig | None,
     command_line: Sequence[str] | None,
 ) -> dict[str, Any]:
-    """The manifest written before the loop (status "running"); timings and shapes carry over on resume."""
+    """The manifest written before the loop (status "running"); timings and shapes carry over on resume.
+    `model_facts` are the format-2 fields: model_spec, schema and keypoint_score_kind."""
     config_dict = settings_dict(settings)
     protocol, deviations, published = describe_protocol(config_dict, model_info, len(plan.image_ids), plan.file_images)
     previous = plan.previous or {}
@@ -439,7 +447,10 @@ def _base_manifest(
         # Each rank sees only its own argv; record how the job was started (one node assumed).
         argv = ["torchrun", f"--nproc_per_node={dist.world_size}", "-m", *argv]
     return {
-        "kpbench_run_version": RUN_VERSION,
+        # Both keys hold the format version: a kpbench that reads only format 1 checks kpbench_run_version and
+        # refuses a newer directory in one line instead of misreading it.
+        "kpbench_run_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION,
         "status": "running",
         "created_at": previous.get("created_at", _now()),
         "updated_at": _now(),
@@ -454,6 +465,7 @@ def _base_manifest(
         "environment": environment,
         "distributed": {"world_size": dist.world_size, "backend": dist.backend},
         "model": model_info,
+        **model_facts,
         "protocol": protocol,
         "deviations": deviations,
         "published": published,
@@ -559,7 +571,7 @@ class _LoopStats:
 
 
 def _run_loop(
-    model: torch.nn.Module,
+    model: PoseModel,
     device: torch.device,
     settings: RunSettings,
     plan: RunPlan,
@@ -568,11 +580,11 @@ def _run_loop(
     dist: DistInfo,
     progress: bool,
 ) -> _LoopStats:
-    """Run the model over `batches` (this rank's), appending each not-yet-cached image to `out_path`."""
-    import torch
+    """Run the model over `batches` (this rank's) through the inference loop, appending each not-yet-cached
+    image to `out_path`."""
     from tqdm import tqdm
 
-    from kpbench.models.keypointrcnn import autocast, record_backbone_shapes
+    from kpbench.engine.inference import BatchResult, inference_on_dataset
 
     stats = _LoopStats(rank=dist.rank)
     if not batches:
@@ -586,31 +598,30 @@ def _run_loop(
     desc = f"rank {dist.rank}/{dist.world_size}" if dist.distributed else "kpbench run"
     bar = tqdm(total=total, unit="img", desc=desc, disable=not (progress and dist.is_main), smoothing=0.05,
                dynamic_ncols=True, file=sys.stderr)
+
+    def checked(loader: Any) -> Any:
+        for ids, images in loader:
+            raise_unreadable(images)
+            yield ids, images
+
+    def finished(batch: BatchResult) -> None:
+        for det in batch.detections:
+            if det.image_id not in done:
+                writer.put(det)
+        bar.update(len(batch.image_ids))
+
     started = time.perf_counter()
     try:
-        with torch.inference_mode(), record_backbone_shapes(model) as shapes:
-            for ids, images in loader:
-                raise_unreadable(images)
-                inputs = [to_float_image(img.to(device, non_blocking=cuda)) for img in images]
-                if cuda:
-                    torch.cuda.synchronize(device)  # the copies above are not model time
-                t0 = time.perf_counter()
-                with autocast(device, settings.dtype):
-                    outputs = model(inputs)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                stats.model_s += time.perf_counter() - t0
-                shape = shapes[-1]  # this batch's padded tensor, as the backbone's hook saw it
-                for image_id, output in zip(ids, outputs):
-                    if image_id not in done:
-                        writer.put(ImageDetections.from_model_output(image_id, output, input_shape=shape))
-                stats.images += len(ids)
-                bar.update(len(ids))
+        result = inference_on_dataset(
+            model, checked(loader), device, finished, dtype=settings.dtype, non_blocking=True
+        )
     finally:
         bar.close()
         writer.close()
     stats.loop_s = time.perf_counter() - started
-    for shape in shapes:
+    stats.images = result.images
+    stats.model_s = result.model_s
+    for shape in result.shapes:
         key = "x".join(str(s) for s in shape)
         stats.shapes[key] = stats.shapes.get(key, 0) + 1
     return stats
@@ -647,6 +658,19 @@ def _timings(sessions: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the command ---------------------------------------------------------------------------------------------
 
 
+def _model_facts(model: PoseModel | None, plan: RunPlan, spec: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's format-2 model fields: from the model when it was built, else (a finished run, only
+    re-evaluated) from the manifest being resumed, which for a format-1 directory means Keypoint R-CNN's."""
+    from kpbench.models.base import model_info
+
+    if model is not None:
+        schema, kind = model.schema, model_info(model).keypoint_score_kind
+    else:
+        fmt = run_format(plan.previous or {})
+        schema, kind = fmt.schema, fmt.keypoint_score_kind
+    return {"model_spec": spec, "schema": schema.to_json(), "keypoint_score_kind": kind}
+
+
 def _prepare(
     settings: RunSettings,
     dist: DistInfo,
@@ -655,44 +679,55 @@ def _prepare(
     batches: list[list[int]],
     config: LoadedConfig | None,
     command_line: Sequence[str] | None,
-) -> torch.nn.Module | None:
+) -> PoseModel | None:
     """Step 2: the model on every rank (skipped when everything is cached: a finished run is only re-evaluated),
     then rank 0's writes before the loop; every rank fails if one does."""
     from kpbench.core.environment import capture_environment
-    from kpbench.models.keypointrcnn import build_model, file_sha256
+    from kpbench.models.base import model_info as checked_info
+    from kpbench.models.keypointrcnn import file_sha256
+    from kpbench.models.registry import load_model, resolve_model
 
-    model, model_info, error = None, None, None
-    if batches:
-        built, error = _attempt(
-            lambda: build_model(settings.weights, min_size=settings.min_size, max_size=settings.max_size,
-                                box_score_thresh=settings.box_score_thresh, seed=settings.seed)
-        )
-        if built is not None:
-            model, info = built
-            model_info = dataclasses.asdict(info)
-            model = model.to(device)
+    model: PoseModel | None = None
+    info: dict[str, Any] | None = None
+    error = None
+    spec, error = _attempt(lambda: resolve_model(settings.model))
+    if batches and error is None:
+
+        def build() -> tuple[PoseModel, dict[str, Any]]:
+            built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
+                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
+                               seed=settings.seed)
+            return built, checked_info(built).to_json()
+
+        result, error = _attempt(build)
+        if result is not None:
+            model, info = result
+            move = getattr(model, "to", None)
+            if move is not None:
+                move(device)
             old_sha = ((plan.previous or {}).get("model") or {}).get("checkpoint_sha256")
-            if plan.state == "resume" and old_sha and old_sha != model_info.get("checkpoint_sha256"):
+            if plan.state == "resume" and old_sha and old_sha != info.get("checkpoint_sha256"):
                 error = (f"{settings.weights}: the checkpoint changed since this run started (sha256 {old_sha[:12]}... "
                          "there); use another --out, or pass --overwrite")
-    elif plan.previous:
-        model_info = plan.previous["model"]
+    elif plan.previous and error is None:
+        info = plan.previous["model"]
         # Nothing to run, but a checkpoint replaced at the same path must not pass for the one that was run.
-        old_sha = (model_info or {}).get("checkpoint_sha256")
-        path = Path(settings.weights)
-        if old_sha and path.is_file() and file_sha256(path) != old_sha:
+        old_sha = (info or {}).get("checkpoint_sha256")
+        path = Path(settings.weights) if settings.weights else None
+        if old_sha and path is not None and path.is_file() and file_sha256(path) != old_sha:
             error = (f"{settings.weights}: the checkpoint changed since this run was made (sha256 {old_sha[:12]}... "
                      "there); use another --out, or pass --overwrite")
     if dist.is_main and error is None:
         environment = capture_environment(device)
-        manifest = _base_manifest(settings, plan, model_info or {}, environment, dist, config, command_line)
+        facts = _model_facts(model, plan, spec.to_json())
+        manifest = _base_manifest(settings, plan, info or {}, facts, environment, dist, config, command_line)
         _, error = _attempt(lambda: _commit(plan, manifest))
     _agree(dist, error)
     return model
 
 
 def _loop_and_merge(
-    model: torch.nn.Module | None,
+    model: PoseModel | None,
     device: torch.device,
     settings: RunSettings,
     plan: RunPlan,
@@ -798,15 +833,19 @@ def run(
     evaluate: bool = True,
     backend: str = "pycocotools",
 ) -> RunOutcome:
-    """Run Keypoint R-CNN over the selected COCO images into a run directory, resuming where it stopped, then
-    evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the images are sharded over the ranks."""
-    from kpbench.models.keypointrcnn import check_dtype, check_weights, resolve_device
+    """Run the model of settings.model (Keypoint R-CNN by default) over the selected COCO images into a run
+    directory, resuming where it stopped, then evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the
+    images are sharded over the ranks."""
+    from kpbench.models.keypointrcnn import check_dtype, resolve_device
+    from kpbench.models.registry import check_model_options
 
     session_start = time.perf_counter()
     started_at = _now()
-    # Cheap checks first (no torch yet): sizes, the weights' name or file, the backend.
+    # Cheap checks first (no torch yet for Keypoint R-CNN): sizes, the model spec, the weights' name or file,
+    # the backend.
     check_settings(settings)
-    settings = dataclasses.replace(settings, weights=check_weights(settings.weights))  # "coco_v1" is COCO_V1
+    spec, weights = check_model_options(settings.model, settings.weights)
+    settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)  # fail before the run, not after hours of it
     if not settings.download:

@@ -1,4 +1,7 @@
-"""Inference-speed tables: Keypoint R-CNN timed per input size and variant, one table per device.
+"""Inference-speed tables: a pose model (`--model`, Keypoint R-CNN by default) timed per input size and variant,
+one table per device. The model is driven only through its PoseModel interface and hooks (kpbench.models.base):
+`set_input_size` for the sizes, `record_input_shapes` for the padded shapes, `speed_variant` for channels-last
+and compile.
 
 What is timed (also written beside the numbers, see `TIMING_DEFINITION`):
 
@@ -17,7 +20,7 @@ Variants: the grid ``dtype x batch_size`` (the lists of `--dtype` and `--batch-s
 compared against the same baseline. ``--channels-last`` puts the weights and the padded batch entering the
 backbone in channels-last memory format. ``--compile`` compiles the backbone (ResNet-50-FPN) with torch.compile;
 the RPN and RoI heads, whose NMS is data dependent, stay eager. A variant that does not apply to the device
-(cudnn.benchmark on CPU) gives rows with status "skipped"; a variant that raises gives rows with status
+(cudnn.benchmark on CPU) or to the model (one without that `speed_variant`) gives rows with status "skipped"; a variant that raises gives rows with status
 "failed" and the reason in ``error``. Neither stops the table.
 
 Files written (``<out>/<device-slug>-<UTC timestamp>.*``): ``.csv`` (one row per size and variant),
@@ -215,8 +218,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _count_detections(outputs: Any) -> int:
-    # Shapes are host-side metadata, so this does not wait on the device (and it runs after the clock stops).
-    return sum(int(o["boxes"].shape[0]) for o in outputs)
+    # Predictions count from their shapes, host-side metadata, so this does not wait on the device (and it runs
+    # after the clock stops).
+    return sum(len(o) for o in outputs)
 
 
 def time_model(
@@ -229,10 +233,11 @@ def time_model(
     dtype: str = "fp32",
     on_call: Callable[[], None] | None = None,
 ) -> TimingResult:
-    """Time `model(batch)`: one cold call, `warmup` untimed calls, then `iters` timed calls; `on_call` is called
-    after each of them (outside the clock), so that a progress bar moves during a long row.
+    """Time `model(batch)` (a PoseModel's `predict`): one cold call, `warmup` untimed calls, then `iters` timed
+    calls; `model` returns one Predictions per image. `on_call` is called after each of them (outside the
+    clock), so that a progress bar moves during a long row.
 
-    Calls cycle through `batches` (lists of image tensors already on `device`). Each timed call is
+    Calls cycle through `batches` (lists of images in the model's input format, already on `device`). Each timed call is
     synchronize -> perf_counter -> model -> synchronize -> perf_counter; on CUDA, CUDA events around the call
     give the GPU time too. Runs in inference mode, under autocast for fp16/bf16.
     """
@@ -362,33 +367,44 @@ def select_person_images(gt: dict[str, Any], n: int, category_id: int = COCO17.c
 
 
 def load_images(
-    root: Path, split: str, records: Sequence[dict[str, Any]], device: torch.device
+    root: Path, split: str, records: Sequence[dict[str, Any]], device: torch.device, model: Any
 ) -> tuple[list[Any], float]:
-    """Decode images onto `device`; returns them and the mean preprocessing ms per image.
+    """Decode images into `model`'s input format (on `device` for a tensor model); returns them and the mean
+    preprocessing ms per image.
 
     Each image is loaded twice: the first load (disk cache, decoder set-up) is kept, the second is timed.
     """
-    from kpbench.data.coco import image_path, read_image_rgb
+    from kpbench.data.coco import image_path, read_image_rgb_uint8
+    from kpbench.engine.inference import prepare_images
 
     paths = [image_path(root, split, r["file_name"]) for r in records]
-    images = [read_image_rgb(p).to(device) for p in paths]
+    images = [prepare_images(model, [read_image_rgb_uint8(p)], device)[0] for p in paths]
     times = []
     for p in paths:
         _sync(device)
         t0 = time.perf_counter()
-        x = read_image_rgb(p).to(device)
+        x = prepare_images(model, [read_image_rgb_uint8(p)], device)
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
         del x
     return images, sum(times) / len(times)
 
 
-def synthetic_images(n: int, seed: int, device: torch.device, hw: tuple[int, int] = (480, 640)) -> tuple[list[Any], float]:
-    """`n` seeded random RGB images of a typical COCO size; returns them and the mean to-device ms per image."""
+def synthetic_images(
+    n: int, seed: int, device: torch.device, hw: tuple[int, int] = (480, 640), model: Any = None
+) -> tuple[list[Any], float]:
+    """`n` seeded random RGB images of a typical COCO size in `model`'s input format (float on `device` for a
+    tensor model or without a model; uint8 numpy otherwise); returns them and the mean to-device ms per image."""
     import torch
+
+    from kpbench.models.base import input_format
 
     gen = torch.Generator().manual_seed(seed)
     host = [torch.rand((3, *hw), generator=gen) for _ in range(n)]
+    if model is not None and input_format(model) == "numpy":
+        # The same random images, quantised as a decoded file would be.
+        arrays = [(x * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy() for x in host]
+        return arrays, 0.0
     images, times = [], []
     for x in host:
         _sync(device)
@@ -416,44 +432,30 @@ class VariantSkipped(Exception):
 
 @contextlib.contextmanager
 def apply_variant(model: Any, variant: Variant, device: torch.device) -> Iterator[None]:
-    """Put the model in the variant's state (memory format, cudnn.benchmark, compiled backbone), then restore."""
+    """Put the model in the variant's state, then restore it: cudnn.benchmark here (a global torch setting),
+    channels-last and compile through the model's `speed_variant` hook. A variant the device or the model does
+    not offer raises VariantSkipped."""
     import torch
+
+    from kpbench.models.base import model_name
 
     old_benchmark = torch.backends.cudnn.benchmark
-    backbone = model.backbone
-    input_hook = None
     try:
-        if variant.cudnn_benchmark:
-            if device.type != "cuda":
-                raise VariantSkipped("cudnn.benchmark applies to CUDA devices only")
-            torch.backends.cudnn.benchmark = True
-        if variant.channels_last:
-            # Weights and the input: the transform pads the images into a new NCHW batch, which is converted
-            # where it enters the backbone (inside the timed call, as it would be in deployment).
-            model.to(memory_format=torch.channels_last)
-            input_hook = backbone.register_forward_pre_hook(_to_channels_last)
-        if variant.compile:
-            # The backbone holds most of the FLOPs and has static control flow; the heads' NMS is data dependent
-            # and would only add graph breaks.
-            model.backbone = torch.compile(backbone)
-        yield
+        with contextlib.ExitStack() as stack:
+            if variant.cudnn_benchmark:
+                if device.type != "cuda":
+                    raise VariantSkipped("cudnn.benchmark applies to CUDA devices only")
+                torch.backends.cudnn.benchmark = True
+            for name in ("channels_last", "compile"):
+                if getattr(variant, name):
+                    hook = getattr(model, "speed_variant", None)
+                    state = hook(name) if hook is not None else None
+                    if state is None:
+                        raise VariantSkipped(f"{model_name(model)} has no {name} variant")
+                    stack.enter_context(state)
+            yield
     finally:
-        model.backbone = backbone
-        if input_hook is not None:
-            input_hook.remove()
-        if variant.channels_last:
-            model.to(memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = old_benchmark
-        if variant.compile:
-            with contextlib.suppress(Exception):
-                torch._dynamo.reset()
-
-
-def _to_channels_last(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Forward pre-hook: the batch tensor (N, C, H, W) in channels-last memory format."""
-    import torch
-
-    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
 def _error_text(exc: BaseException) -> str:
@@ -500,32 +502,39 @@ def evaluate_accuracy(
     variant: Variant,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Keypoint and box AP of the model (as set up now) on the images at `paths`, in the variant's dtype and batch.
+    """Keypoint and box AP of the model (as set up now) on the images at `paths`, in the variant's dtype and batch,
+    through the inference loop (kpbench.engine.inference).
 
     Images are decoded batch by batch; `image_ids` are their COCO ids and `gt` the full annotation dict.
     """
-    import torch
     from tqdm import tqdm
 
-    from kpbench.data.coco import read_image_rgb, restrict_ground_truth
+    from kpbench.data.coco import read_image_rgb_uint8, restrict_ground_truth
+    from kpbench.engine.inference import BatchResult, inference_on_dataset
     from kpbench.evaluation.cocoeval import evaluate  # lazy: the timing path never needs the evaluation stack
-    from kpbench.models.keypointrcnn import autocast
     from kpbench.runs.detections import ImageDetections, to_coco_results
 
-    dets = []
     starts = range(0, len(paths), variant.batch_size)
     bar = tqdm(starts, desc="accuracy", unit="batch", leave=False, disable=not progress, file=sys.stderr)
-    with torch.inference_mode(), autocast(device, variant.dtype):
+
+    def batches() -> Iterator[tuple[Sequence[int], list[Any]]]:
         for start in bar:
-            batch = [read_image_rgb(p).to(device) for p in paths[start : start + variant.batch_size]]
-            outputs = model(batch)
-            ids = image_ids[start : start + variant.batch_size]
-            dets += [ImageDetections.from_model_output(i, o) for i, o in zip(ids, outputs, strict=True)]
+            end = start + variant.batch_size
+            yield image_ids[start:end], [read_image_rgb_uint8(p) for p in paths[start:end]]
+
+    dets: list[ImageDetections] = []
+
+    def keep(batch: BatchResult) -> None:
+        dets.extend(batch.detections)
+
+    inference_on_dataset(model, batches(), device, keep, dtype=variant.dtype)
     kp_results, box_results = to_coco_results(dets)
     subset = restrict_ground_truth(gt, image_ids)
     out: dict[str, float] = {}
     for key, results, iou_type in (("kp_AP", kp_results, "keypoints"), ("box_AP", box_results, "bbox")):
-        out[key] = float(evaluate(subset, results, iou_type=iou_type).stats["AP"])  # 0-1; no detections: 0
+        # The model's keypoint set scores its keypoints (its sigmas), as `kpbench run` scores them.
+        schema = model.schema if iou_type == "keypoints" else None
+        out[key] = float(evaluate(subset, results, iou_type=iou_type, schema=schema).stats["AP"])  # no detections: 0
     return out
 
 
@@ -575,12 +584,15 @@ def run_speed(
     from kpbench.core.environment import capture_environment
     from kpbench.core.io import ensure_output_dir
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
-    from kpbench.models.keypointrcnn import build_model, check_weights, resolve_device, warn_slow_dtype
+    from kpbench.models.base import model_info
+    from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
+    from kpbench.models.registry import check_model_options, declared_schema, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
+    spec, weights = check_model_options(settings.model, settings.weights)
     settings = dataclasses.replace(
         settings, sizes=list(dict.fromkeys(settings.sizes)), dtype=list(dict.fromkeys(settings.dtype)),
-        batch_size=list(dict.fromkeys(settings.batch_size)), weights=check_weights(settings.weights),
+        batch_size=list(dict.fromkeys(settings.batch_size)), model=spec.spec, weights=weights,
     )
     if settings.accuracy and settings.synthetic:
         raise KpbenchError("--accuracy: needs real COCO images and annotations, not --synthetic")
@@ -599,21 +611,23 @@ def run_speed(
     images_info: dict[str, Any]
     acc_paths: list[Path] = []
     acc_ids: list[int] = []
+    records: list[dict[str, Any]] = []
     if settings.synthetic:
-        images, preprocess_ms = synthetic_images(settings.num_images, settings.seed, device)
-        images_info = {"source": "synthetic", "count": len(images), "shape_hw": [480, 640], "seed": settings.seed}
+        images_info = {"source": "synthetic", "count": settings.num_images, "shape_hw": [480, 640],
+                       "seed": settings.seed}  # fmt: skip
     else:
         assert root is not None
         ann = annotation_path(root, settings.split)
         gt = load_annotations(root, settings.split)
         wanted = max(settings.num_images, settings.accuracy)
-        records = select_person_images(gt, wanted)
+        # Images with an instance of the model's category (a person for Keypoint R-CNN).
+        schema = declared_schema(spec)
+        records = select_person_images(gt, wanted, schema.category_id if schema is not None else COCO17.category_id)
         if len(records) < wanted:
             option = "--num-images" if settings.num_images >= settings.accuracy else "--accuracy"
             raise KpbenchError(
                 f"{option} {wanted}: {ann} has only {len(records)} images with a keypoint-annotated person"
             )
-        images, preprocess_ms = load_images(root, settings.split, records[: settings.num_images], device)
         # Accuracy images are decoded batch by batch when evaluated, so --accuracy 5000 does not hold 5000
         # decoded images in memory.
         acc_paths = [image_path(root, settings.split, r["file_name"]) for r in records[: settings.accuracy]]
@@ -621,6 +635,11 @@ def run_speed(
         missing = [p for p in acc_paths if not p.is_file()]
         if missing:
             raise KpbenchError(f"--accuracy {settings.accuracy}: {missing[0]}: image file not found ({len(missing)} missing)")
+        timed = [image_path(root, settings.split, r["file_name"]) for r in records[: settings.num_images]]
+        missing = [p for p in timed if not p.is_file()]
+        if missing:  # the images are decoded once the model is built (into its input format): check them now
+            raise KpbenchError(f"--num-images {settings.num_images}: {missing[0]}: image file not found "
+                               f"({len(missing)} missing)")
         images_info = {
             "source": "coco", "coco_root": str(root), "split": settings.split, "annotations": str(ann),
             "image_ids": [r["id"] for r in records[: settings.num_images]], "accuracy_image_ids": acc_ids,
@@ -632,11 +651,18 @@ def run_speed(
 
     env = capture_environment(device)
     env_cols = environment_columns(env)
-    model, info = build_model(
-        settings.weights, min_size=settings.sizes[0], max_size=default_max_size(settings.sizes[0]),
+    model = load_model(
+        spec, weights=settings.weights, min_size=settings.sizes[0], max_size=default_max_size(settings.sizes[0]),
         box_score_thresh=settings.box_score_thresh, seed=settings.seed,
     )
-    model.to(device)
+    info = model_info(model)
+    move = getattr(model, "to", None)
+    if move is not None:
+        move(device)
+    if settings.synthetic:
+        images, preprocess_ms = synthetic_images(settings.num_images, settings.seed, device, model=model)
+    else:
+        images, preprocess_ms = load_images(root, settings.split, records[: settings.num_images], device, model)
     variants = build_variants(
         settings.dtype, settings.batch_size, channels_last=settings.channels_last,
         cudnn_benchmark=settings.cudnn_benchmark, compile=settings.compile,
@@ -696,7 +722,9 @@ def run_speed(
         "config_path": config.path if config else None,
         "config_sha256": config.sha256 if config else None,
         "environment": env,
-        "model": dataclasses.asdict(info),
+        "model": info.to_json(),
+        "model_spec": spec.to_json(),
+        "schema": model.schema.to_json(),
         "images": images_info,
         "variants": [v.label for v in variants],
         # False when Ctrl-C stopped the table: the rows are those finished before it.
@@ -747,17 +775,19 @@ def _measure_row(
     size: int, preprocess_ms: float, on_call: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Time one size of one variant (the model already in the variant's state): the measured columns of its row."""
-    from kpbench.models.keypointrcnn import record_backbone_shapes, set_input_size
+    from kpbench.models.base import record_input_shapes, set_input_size
 
-    set_input_size(model, size)
+    set_input_size(model, size, default_max_size(size))
     rss_scope = reset_peak_memory(device)
-    with record_backbone_shapes(model) as shapes:
-        timing = time_model(model, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype,
-                            on_call=on_call)
+    with record_input_shapes(model) as shapes:
+        timing = time_model(
+            model.predict, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype,
+            on_call=on_call,
+        )
     memory = peak_memory(device, rss_scope)
     stats = timing.stats()
     out: dict[str, Any] = {
-        "padded_shapes": format_shapes(shapes),
+        "padded_shapes": format_shapes(shapes) if shapes is not None else None,
         "cold_ms": timing.cold_ms,
         **stats,
         "fps": variant.batch_size * 1000.0 / stats["mean_ms"],

@@ -1,4 +1,6 @@
-"""Building torchvision's Keypoint R-CNN: named weights, checkpoints, random weights, input size, device, dtype.
+"""torchvision's Keypoint R-CNN as a kpbench pose model: `KeypointRCNNModel`, the one adapter (the only code
+that knows torchvision's output keys, its transform and its backbone), and what builds it: named weights,
+checkpoints, random weights, input size, device, dtype.
 
 torch and torchvision are imported inside the functions, so that importing this module stays cheap.
 """
@@ -10,13 +12,15 @@ import difflib
 import os
 import re
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError, KpbenchWarning
 from kpbench.core.io import file_digest
+from kpbench.core.schema import COCO17
+from kpbench.models.base import ModelInfo, Predictions
 
 if TYPE_CHECKING:
     import torch
@@ -35,16 +39,12 @@ NAMED_WEIGHTS_SHA_PREFIX: dict[str, str] = {"COCO_V1": "fc266e95", "COCO_LEGACY"
 _COCO_V1_SHA_PREFIX = NAMED_WEIGHTS_SHA_PREFIX["COCO_V1"]
 
 
-@dataclass
-class ModelInfo:
-    """What was loaded, for the run manifest."""
-
-    weights: str
-    source: str  # "torchvision", "checkpoint" or "random"
-    checkpoint_path: str | None = None
-    checkpoint_sha256: str | None = None
-    frozen_bn_eps: float | None = None
-    seed: int | None = None
+MODEL_NAME = "keypointrcnn_resnet50_fpn"
+PUBLISHED_PROTOCOL_TEXT = (
+    "COCO val2017 (5000 images), min_size 800, max_size 1333, box_score_thresh 0.05, batch 1, fp32; "
+    "torchvision's reference evaluation"
+)
+__all__ = ["KeypointRCNNModel", "ModelInfo", "build_model"]
 
 
 def published_weights_name(info: ModelInfo | dict[str, Any]) -> str | None:
@@ -346,3 +346,139 @@ def record_backbone_shapes(model: torch.nn.Module) -> Iterator[list[tuple[int, .
         yield shapes
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def _channels_last(model: torch.nn.Module) -> Iterator[None]:
+    """Weights and backbone input in channels-last memory format: the transform pads the images into a new NCHW
+    batch, which is converted where it enters the backbone (inside the timed call, as in deployment)."""
+    import torch
+
+    model.to(memory_format=torch.channels_last)
+    handle = model.backbone.register_forward_pre_hook(_to_channels_last)
+    try:
+        yield
+    finally:
+        handle.remove()
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _to_channels_last(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the batch tensor (N, C, H, W) in channels-last memory format."""
+    import torch
+
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+@contextlib.contextmanager
+def _compiled_backbone(model: torch.nn.Module) -> Iterator[None]:
+    """The backbone compiled with torch.compile: it holds most of the FLOPs and has static control flow; the
+    heads' NMS is data dependent and would only add graph breaks."""
+    import torch
+
+    backbone = model.backbone
+    try:
+        model.backbone = torch.compile(backbone)
+        yield
+    finally:
+        model.backbone = backbone
+        with contextlib.suppress(Exception):
+            torch._dynamo.reset()
+
+
+def describe(info: ModelInfo) -> ModelInfo:
+    """Keypoint R-CNN's ModelInfo with the model-level facts filled in: name, published AP of named weights (also
+    a checkpoint that is one), protocol, default input size and keypoint score kind (heatmap logits)."""
+    published_name = published_weights_name(info)
+    extra = dict(info.extra)
+    if info.source == "torchvision" and info.weights in NAMED_WEIGHTS_SHA_PREFIX:
+        # torchvision checks the file against this sha256 prefix, which its file name carries.
+        extra.setdefault("weights_sha256_prefix", NAMED_WEIGHTS_SHA_PREFIX[str(info.weights)])
+    return replace(
+        info,
+        extra=extra,
+        name=info.name or MODEL_NAME,
+        published=info.published or (dict(PUBLISHED_AP[published_name]) if published_name else None),
+        protocol=info.protocol or (PUBLISHED_PROTOCOL_TEXT if published_name else None),
+        default_input_size=info.default_input_size or [DEFAULT_MIN_SIZE, DEFAULT_MAX_SIZE],
+        keypoint_score_kind="logit",
+    )
+
+
+class KeypointRCNNModel:
+    """torchvision's Keypoint R-CNN ResNet-50-FPN as a kpbench PoseModel (see kpbench.models.base).
+
+    Takes float (3, H, W) tensors on its device (input_format "tensor") and resizes them with its own transform;
+    keypoint scores are heatmap logits. `module` is the torchvision model.
+    """
+
+    schema = COCO17
+    input_format = "tensor"
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        *,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        box_score_thresh: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        if max_size is None:
+            max_size = default_max_size(min_size) if min_size else DEFAULT_MAX_SIZE
+        module, info = build_model(
+            weights or "COCO_V1", min_size=min_size or DEFAULT_MIN_SIZE, max_size=max_size,
+            box_score_thresh=box_score_thresh, seed=seed,
+        )  # fmt: skip
+        self._setup(module, info)
+
+    @staticmethod
+    def check_weights(weights: str | None) -> str:
+        """The canonical --weights (COCO_V1 when none is given), checked without importing torch."""
+        return check_weights(weights or "COCO_V1")
+
+    @classmethod
+    def from_module(cls, module: Any, info: ModelInfo) -> KeypointRCNNModel:
+        """Wrap an already built model (anything with torchvision's transform, backbone and output dicts)."""
+        self = cls.__new__(cls)
+        self._setup(module, info)
+        return self
+
+    def _setup(self, module: Any, info: ModelInfo) -> None:
+        self.module = module
+        self._info = describe(info)
+
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def to(self, device: torch.device) -> KeypointRCNNModel:
+        self.module.to(device)
+        return self
+
+    def predict(self, images: Sequence[torch.Tensor]) -> list[Predictions]:
+        # torchvision's output keys are read here and nowhere else.
+        outputs = self.module(list(images))
+        return [
+            Predictions(
+                boxes=o["boxes"],
+                scores=o["scores"],
+                keypoints=o["keypoints"],
+                keypoint_scores=o["keypoints_scores"],
+                keypoint_score_kind="logit",
+                labels=o["labels"],
+            )
+            for o in outputs
+        ]
+
+    def set_input_size(self, min_size: int, max_size: int | None = None) -> None:
+        set_input_size(self.module, min_size, max_size)
+
+    def record_input_shapes(self) -> contextlib.AbstractContextManager[list[tuple[int, ...]]]:
+        return record_backbone_shapes(self.module)
+
+    def speed_variant(self, name: str) -> contextlib.AbstractContextManager[None] | None:
+        if name == "channels_last":
+            return _channels_last(self.module)
+        if name == "compile":
+            return _compiled_backbone(self.module)
+        return None

@@ -376,9 +376,9 @@ def _finite_only(run_dir: Path, cached: dict[int, ImageDetections]) -> dict[int,
     bad: list[tuple[int, int]] = []  # (image id, detection)
     for image_id in sorted(cached):
         det = cached[image_id]
-        n = len(det)
+        # (N, K, 3) keypoints reduced over their last two axes: reshape(0, -1) fails on an image without detections.
         finite = (np.isfinite(det.boxes).all(axis=1) & np.isfinite(det.scores)
-                  & np.isfinite(det.keypoints.reshape(n, -1)).all(axis=1) & np.isfinite(det.keypoint_scores).all(axis=1))
+                  & np.isfinite(det.keypoints).all(axis=(1, 2)) & np.isfinite(det.keypoint_scores).all(axis=1))
         if finite.all():
             out[image_id] = det
             continue
@@ -431,7 +431,7 @@ def _unique_png_names(paths: Sequence[Path]) -> list[str]:
 
 def draw_image_files(
     paths: Sequence[str | Path],
-    weights: str = "COCO_V1",
+    weights: str | None = None,
     score_thresh: float = DEFAULT_SCORE_THRESH,
     kp_thresh: float = DEFAULT_KP_THRESH,
     out: str | Path = DRAW_DIR,
@@ -440,23 +440,20 @@ def draw_image_files(
     max_size: int | None = None,
     device: str = "auto",
     seed: int = 0,
+    model: str | None = None,
 ) -> list[Path]:
-    """Run Keypoint R-CNN on image files and draw its persons; writes `<stem>.png` files into `out`.
+    """Run a pose model (`model`: a --model spec, Keypoint R-CNN by default) on image files through the inference
+    loop and draw its persons; writes `<stem>.png` files into `out`.
 
-    `weights`: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint path. With `annotations` (a COCO
-    annotation JSON), each file also gets a ground-truth panel, matched to its image record by file name.
+    `weights`: the model's weights (Keypoint R-CNN: COCO_V1 when not given, COCO_LEGACY, none (random, seeded)
+    or a checkpoint path). With `annotations` (a COCO annotation JSON), each file also gets a ground-truth
+    panel, matched to its image record by file name.
     """
-    import torch
-
-    from kpbench.data.coco import read_image_rgb_uint8, to_float_image
+    from kpbench.data.coco import read_image_rgb_uint8
     from kpbench.data.download import first_missing_parent, remove_empty_dirs
-    from kpbench.models.keypointrcnn import (
-        DEFAULT_MAX_SIZE,
-        DEFAULT_MIN_SIZE,
-        build_model,
-        default_max_size,
-        resolve_device,
-    )
+    from kpbench.engine.inference import BatchResult, inference_on_dataset
+    from kpbench.models.keypointrcnn import resolve_device
+    from kpbench.models.registry import check_model_options, load_model
 
     _check_thresholds(score_thresh, kp_thresh)
     files = [Path(p) for p in paths]
@@ -469,30 +466,39 @@ def draw_image_files(
         for path in files:
             if path.name not in by_file:
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
+    spec, weights = check_model_options(model, weights)
     created = first_missing_parent(Path(out))
     out_dir = ensure_output_dir(out, "--out")  # before building the model: a bad folder fails at once
     try:
         dev = resolve_device(device)
-        model, _ = build_model(
-            weights,
-            min_size=min_size or DEFAULT_MIN_SIZE,
-            max_size=max_size or (default_max_size(min_size) if min_size else DEFAULT_MAX_SIZE),
-            # Persons at or below the drawing threshold are never drawn: letting the model drop them (it keeps
-            # scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
-            box_score_thresh=score_thresh,
-            seed=seed,
-        )
-        model.to(dev)
+        pose_model = load_model(
+            spec, weights=weights, min_size=min_size, max_size=max_size,
+            # Persons at or below the drawing threshold are never drawn: letting the model drop them (Keypoint
+            # R-CNN keeps scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
+            box_score_thresh=score_thresh, seed=seed,
+        )  # fmt: skip
+        move = getattr(pose_model, "to", None)
+        if move is not None:
+            move(dev)
     except BaseException:
         remove_empty_dirs(out_dir, created)  # a folder made for nothing (no model, a bad --device) goes again
         raise
-    written = []
-    for path, name in zip(files, _unique_png_names(files)):
-        image = read_image_rgb_uint8(path)
-        with torch.inference_mode():
-            output = model([to_float_image(image.to(dev))])[0]
-        dets = ImageDetections.from_model_output(0, output)
-        pil, _ = _to_pil(image)
-        drawn = _render(pil, dets, by_file[path.name] if by_file is not None else None, score_thresh, kp_thresh)
-        written.append(_save_png(drawn, out_dir / name))
+    names = _unique_png_names(files)
+    decoded: dict[int, Any] = {}
+    written: list[Path] = []
+
+    def batches() -> Any:
+        for index, path in enumerate(files):  # one image per call, decoded as it is needed
+            decoded[index] = read_image_rgb_uint8(path)
+            yield [index], [decoded[index]]
+
+    def render(batch: BatchResult) -> None:
+        (index,) = batch.image_ids
+        path = files[index]
+        pil, _ = _to_pil(decoded.pop(index))
+        gt_anns = by_file[path.name] if by_file is not None else None
+        drawn = _render(pil, batch.detections[0], gt_anns, score_thresh, kp_thresh, pose_model.schema)
+        written.append(_save_png(drawn, out_dir / names[index]))
+
+    inference_on_dataset(pose_model, batches(), dev, render)
     return written

@@ -7,8 +7,9 @@ loses at most the images in flight. A line looks like::
      "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...], "input_shape": [1, 3, 800, 1216]}
 
 Boxes are xyxy in original image pixels; keypoints are the model's (x, y, visibility) and keypoint scores are
-heatmap logits, not probabilities. `input_shape` is the padded batch tensor (N, C, H, W) that reached the
-backbone with this image: kept per image, so that the run's record of shapes survives a crash (caches written
+the model's own (Keypoint R-CNN's are heatmap logits, not probabilities; the manifest's keypoint_score_kind
+says which). `input_shape` is the padded batch tensor (N, C, H, W) that reached the network with this image
+(models without a shape recorder leave it out): kept per image, so that the run's record of shapes survives a crash (caches written
 before kpbench recorded it have none). A torn last line (a crash mid-write) is ignored and cut off on resume.
 """
 
@@ -19,12 +20,15 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from kpbench.core.errors import KpbenchError, shown
 from kpbench.core.schema import NUM_KEYPOINTS
+
+if TYPE_CHECKING:
+    from kpbench.models.base import Predictions
 
 
 @dataclass
@@ -57,39 +61,69 @@ class ImageDetections:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> ImageDetections:
-        """Parse one cache line (already JSON-decoded). Every value must be a JSON number: numpy would read "0.5"
-        (and true) as one, where a results file with them is refused."""
+    def from_record(cls, record: dict[str, Any], num_keypoints: int = NUM_KEYPOINTS) -> ImageDetections:
+        """Parse one cache line (already JSON-decoded) of detections with `num_keypoints` keypoints. Every value
+        must be a JSON number: numpy would read "0.5" (and true) as one, where a results file with them is
+        refused."""
         n = len(record["scores"])
         return cls(
             image_id=int(record["image_id"]),
             boxes=_numbers(record, "boxes", np.float64).reshape(n, 4),
             scores=_numbers(record, "scores", np.float64).reshape(n),
             labels=_numbers(record, "labels", np.int64).reshape(n),
-            keypoints=_numbers(record, "keypoints", np.float64).reshape(n, NUM_KEYPOINTS, 3),
-            keypoint_scores=_numbers(record, "keypoint_scores", np.float64).reshape(n, NUM_KEYPOINTS),
+            keypoints=_numbers(record, "keypoints", np.float64).reshape(n, num_keypoints, 3),
+            keypoint_scores=_numbers(record, "keypoint_scores", np.float64).reshape(n, num_keypoints),
             input_shape=_shape(record["input_shape"]) if record.get("input_shape") is not None else None,
         )
 
     @classmethod
-    def from_model_output(
-        cls, image_id: int, output: dict[str, Any], input_shape: tuple[int, ...] | None = None
+    def from_predictions(
+        cls,
+        image_id: int,
+        predictions: Predictions,
+        input_shape: tuple[int, ...] | None = None,
+        *,
+        num_keypoints: int | None = None,
+        category_id: int = 1,
     ) -> ImageDetections:
-        """From one element of torchvision Keypoint R-CNN's output list (tensors on any device), and the padded
-        batch shape that reached the backbone."""
-
-        def arr(key: str, dtype: Any) -> np.ndarray:
-            return output[key].detach().float().cpu().numpy().astype(dtype)
-
+        """From a model's Predictions of one image (numpy arrays or torch tensors on any device), and the padded
+        batch shape that reached the network. Labels default to `category_id`; a shape that does not fit
+        N detections of `num_keypoints` keypoints is a KpbenchError."""
+        scores = _host(predictions.scores, np.float64)
+        n = scores.size
+        k = num_keypoints
+        keypoints = _host(predictions.keypoints, np.float64)
+        if k is None:
+            k = keypoints.shape[1] if keypoints.ndim == 3 else NUM_KEYPOINTS
+        labels = (
+            np.full(n, category_id, dtype=np.int64) if predictions.labels is None
+            else _host(predictions.labels, np.int64, integer=True)
+        )  # fmt: skip
+        parts = {
+            "boxes": (_host(predictions.boxes, np.float64), (n, 4)), "scores": (scores, (n,)),
+            "labels": (labels, (n,)), "keypoints": (keypoints, (n, k, 3)),
+            "keypoint_scores": (_host(predictions.keypoint_scores, np.float64), (n, k)),
+        }  # fmt: skip
+        for name, (array, shape) in parts.items():
+            if array.size != int(np.prod(shape)):
+                raise KpbenchError(
+                    f"image {image_id}: predictions {name} has shape {tuple(array.shape)}, expected {shape} "
+                    f"({n} detections, {k} keypoints)"
+                )
         return cls(
             image_id=int(image_id),
-            boxes=arr("boxes", np.float64).reshape(-1, 4),
-            scores=arr("scores", np.float64).reshape(-1),
-            labels=output["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
-            keypoints=arr("keypoints", np.float64).reshape(-1, NUM_KEYPOINTS, 3),
-            keypoint_scores=arr("keypoints_scores", np.float64).reshape(-1, NUM_KEYPOINTS),
+            **{name: array.reshape(shape) for name, (array, shape) in parts.items()},
             input_shape=tuple(int(v) for v in input_shape) if input_shape is not None else None,
         )
+
+
+def _host(value: Any, dtype: Any, integer: bool = False) -> np.ndarray:
+    """A prediction array on the host: torch tensors go through float32 (or stay integer), as torchvision's
+    outputs always have, so that the cache lines are what they were when kpbench read torchvision directly."""
+    if hasattr(value, "detach"):
+        tensor = value.detach()
+        return (tensor if integer else tensor.float()).cpu().numpy().astype(dtype)
+    return np.asarray(value, dtype=dtype)
 
 
 def _numbers(record: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
@@ -127,9 +161,12 @@ def append_detections(fh: IO[str], dets: ImageDetections) -> None:
     os.fsync(fh.fileno())
 
 
-def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
-    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error."""
+def iter_cache(path: str | Path, num_keypoints: int | None = None) -> Iterator[ImageDetections]:
+    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error. Detections have
+    `num_keypoints` keypoints; by default, those of the schema in the manifest of the run directory that holds
+    the file (17 for a format-1 run, or a cache outside a run directory)."""
     path = Path(path)
+    k = num_keypoints if num_keypoints is not None else _run_keypoint_count(path.parent)
     if path.is_dir():
         raise KpbenchError(f"{path}: is a directory, expected the detections cache (a JSON-lines file)")
     if not path.is_file():
@@ -140,14 +177,26 @@ def iter_cache(path: str | Path) -> Iterator[ImageDetections]:
                 return  # only the last line can lack its newline: a torn tail, redone on resume
             try:
                 # json.loads reads UTF-8 bytes; bad bytes are a ValueError (UnicodeDecodeError) like bad JSON.
-                yield ImageDetections.from_record(json.loads(line))
+                yield ImageDetections.from_record(json.loads(line), k)
             except (KeyError, ValueError, TypeError, OverflowError) as exc:
                 raise KpbenchError(f"{path}: line {number} is not a valid detections record ({exc})") from None
 
 
-def read_cache(path: str | Path) -> dict[int, ImageDetections]:
+def read_cache(path: str | Path, num_keypoints: int | None = None) -> dict[int, ImageDetections]:
     """All cached images by id (the last line wins if an image appears twice)."""
-    return {d.image_id: d for d in iter_cache(path)}
+    return {d.image_id: d for d in iter_cache(path, num_keypoints)}
+
+
+def _run_keypoint_count(run_dir: Path) -> int:
+    """K of the schema a run directory's manifest records; 17 without one (format 1, or no run directory)."""
+    from kpbench.runs.directory import is_run_dir, read_manifest, run_format
+
+    if not is_run_dir(run_dir):
+        return NUM_KEYPOINTS
+    try:
+        return run_format(read_manifest(run_dir)).schema.num_keypoints
+    except KpbenchError:  # a damaged manifest is reported by the code that reads it for what it says
+        return NUM_KEYPOINTS
 
 
 def truncate_torn_tail(path: str | Path) -> None:

@@ -2,7 +2,8 @@
 
 A run directory is self-describing: every later command (evaluate, thresholds, draw, plots) reads only it.
 
-    manifest.json            what made the run (config, environment, protocol, timings, image ids)
+    manifest.json            what made the run (format version, model, keypoint schema, config, environment,
+                             protocol, timings, image ids)
     detections.jsonl         the detections cache, one line per finished image (see kpbench.runs.detections)
     detections.rank<R>.jsonl a rank's shard during a distributed run (merged into detections.jsonl)
     ground_truth.json        the annotation file restricted to the evaluated images
@@ -10,6 +11,14 @@ A run directory is self-describing: every later command (evaluate, thresholds, d
     bbox_results.json        COCO results, boxes (xywh), in image-id order
     metrics.csv/.md/.json    keypoint and box stats
     .kpbench-run.lock        while a `kpbench run` uses the directory: its pid (see `lock_run_dir`)
+
+Format versions (the manifest's `format_version`, and `kpbench_run_version`, which format 1 already had):
+
+1. no model fields: every run was torchvision's Keypoint R-CNN, COCO's 17 person keypoints, logit scores;
+2. adds `model_spec` ({"spec", "kind", "target"} of --model), `schema` (`KeypointSchema.to_json()`) and
+   `keypoint_score_kind` ("logit" or "probability"). The detections cache is unchanged.
+
+`run_format(manifest)` reads either as a `RunFormat`.
 
 No torch here: this module is imported by commands that never run a model.
 """
@@ -23,14 +32,21 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import read_json, write_json
+from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.data.coco import image_path
 
-RUN_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+RUN_VERSION = FORMAT_VERSION  # the name format 1 had
+# What a format-1 run directory was made by.
+V1_MODEL_SPEC = "keypointrcnn"
+V1_KEYPOINT_SCORE_KIND = "logit"
 MANIFEST = "manifest.json"
 DETECTIONS = "detections.jsonl"
 KEYPOINT_RESULTS = "keypoints_results.json"
@@ -108,11 +124,47 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         raise KpbenchError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or "kpbench_run_version" not in manifest:
         raise KpbenchError(f"{path}: not a kpbench run manifest (no 'kpbench_run_version')")
-    if manifest["kpbench_run_version"] != RUN_VERSION:
+    version = manifest.get("format_version", manifest["kpbench_run_version"])
+    if type(version) is not int or version not in READ_VERSIONS:
         raise KpbenchError(
-            f"{path}: run format version {manifest['kpbench_run_version']!r}; this kpbench reads version {RUN_VERSION}"
+            f"{path}: run format version {version!r}; this kpbench reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
         )
     return manifest
+
+
+@dataclass(frozen=True)
+class RunFormat:
+    """What a run directory says about the model that made it, in any readable format version."""
+
+    version: int
+    model_spec: str
+    schema: KeypointSchema
+    keypoint_score_kind: str
+
+
+def run_format(manifest: dict[str, Any]) -> RunFormat:
+    """The format version, model spec, keypoint schema and keypoint score kind of a manifest (from
+    `read_manifest`). Fields a manifest lacks, as format 1 does, are format 1's: Keypoint R-CNN, coco17,
+    logits."""
+    version = int(manifest.get("format_version", manifest.get("kpbench_run_version", 1)))
+    schema_json = manifest.get("schema")
+    try:
+        schema = KeypointSchema.from_json(schema_json) if isinstance(schema_json, dict) else COCO17
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KpbenchError(f"manifest: unreadable keypoint schema ({type(exc).__name__}: {exc})") from None
+    spec = manifest.get("model_spec")
+    return RunFormat(
+        version=version,
+        model_spec=str((spec.get("spec") if isinstance(spec, dict) else spec) or V1_MODEL_SPEC),
+        schema=schema,
+        keypoint_score_kind=str(manifest.get("keypoint_score_kind") or V1_KEYPOINT_SCORE_KIND),
+    )
+
+
+def run_dir_format(run_dir: str | Path) -> RunFormat:
+    """`run_format` of RUN_DIR/manifest.json."""
+    return run_format(read_manifest(run_dir))
 
 
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:

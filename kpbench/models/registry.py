@@ -1,0 +1,234 @@
+"""`--model SPEC`: which pose model a command runs.
+
+A spec is one of
+
+- a built-in name: ``keypointrcnn`` (the default; ``--weights`` picks its weights);
+- ``FILE.py:Class``: a class in a Python file, imported from that path;
+- ``package.module:Class``: a class in an importable module (on sys.path / PYTHONPATH);
+- the name of an entry point in the group ``kpbench.models`` of an installed package (``[project.entry-points.
+  "kpbench.models"] mymodel = "mypkg.pose:MyModel"``).
+
+The class is called with the keyword options it declares among `MODEL_OPTIONS` (``weights``, ``min_size``,
+``max_size``, ``box_score_thresh``, ``seed``; all of them when it takes ``**kwargs``), and the object it
+returns must be a `kpbench.models.base.PoseModel`. A bad spec is one KpbenchError.
+
+No torch here: resolving a spec imports only what the spec names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kpbench.core.errors import KpbenchError
+from kpbench.models.base import PoseModel
+
+if TYPE_CHECKING:
+    from kpbench.core.schema import KeypointSchema
+
+ENTRY_POINT_GROUP = "kpbench.models"
+DEFAULT_MODEL = "keypointrcnn"
+BUILTIN_MODELS: dict[str, str] = {"keypointrcnn": "kpbench.models.keypointrcnn:KeypointRCNNModel"}
+MODEL_OPTIONS = ("weights", "min_size", "max_size", "box_score_thresh", "seed")
+_SPEC_FORMS = "keypointrcnn, FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved --model: the spec as recorded (built-in names in lower case), its kind and its factory."""
+
+    spec: str
+    kind: str  # "builtin", "file", "module" or "entry_point"
+    target: str  # "module:Class" (or "path.py:Class") that the factory came from
+    factory: Callable[..., Any]
+
+    @property
+    def builtin(self) -> bool:
+        return self.kind == "builtin"
+
+    def accepts(self, option: str) -> bool:
+        """Whether the factory takes keyword option `option`."""
+        return option in _accepted(self.factory, (option,))
+
+    def to_json(self) -> dict[str, str]:
+        """The manifest's record of the spec."""
+        return {"spec": self.spec, "kind": self.kind, "target": self.target}
+
+
+def resolve_model(spec: str | None) -> ModelSpec:
+    """The factory named by a --model spec (imports the file or module it names, nothing else)."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if not spec:
+        raise KpbenchError(f"--model: empty spec; give {_SPEC_FORMS}")
+    if spec.lower() in BUILTIN_MODELS:
+        target = BUILTIN_MODELS[spec.lower()]
+        module_name, attr = target.split(":")
+        return ModelSpec(spec.lower(), "builtin", target, _attribute(importlib.import_module(module_name), attr, spec))
+    if ":" in spec:
+        where, _, attr = spec.rpartition(":")
+        if not where or not attr:
+            raise KpbenchError(f"--model {spec}: expected FILE.py:Class or package.module:Class")
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            return ModelSpec(spec, "file", spec, _attribute(_import_file(Path(where), spec), attr, spec))
+        return ModelSpec(spec, "module", spec, _attribute(_import_module(where, spec), attr, spec))
+    entry = _entry_points().get(spec)
+    if entry is not None:
+        try:
+            factory = entry.load()
+        except Exception as exc:  # the plugin's own import failed: say which plugin and why, in one line
+            raise KpbenchError(f"--model {spec}: entry point {entry.value!r} failed to load ({_one_line(exc)})") from None
+        return ModelSpec(spec, "entry_point", str(entry.value), _check_factory(factory, spec))
+    installed = sorted(_entry_points())
+    known = ", ".join([*BUILTIN_MODELS, *installed])
+    hint = " (a file needs :Class, e.g. model.py:MyModel)" if spec.endswith(".py") else ""
+    raise KpbenchError(f"--model {spec}: unknown model{hint}; known: {known}; or give {_SPEC_FORMS}")
+
+
+def check_model_options(spec: str | ModelSpec | None, weights: str | None) -> tuple[ModelSpec, str | None]:
+    """Cheap checks before anything heavy: the resolved spec and the canonical weights. A factory with a
+    `check_weights(weights)` (Keypoint R-CNN: names, "none", a checkpoint file) checks and canonicalises them;
+    weights for a model that takes none are an error."""
+    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    check = getattr(resolved.factory, "check_weights", None)
+    if callable(check):
+        weights = check(weights)
+    if weights is not None and not resolved.accepts("weights"):
+        raise KpbenchError(f"--weights: model {resolved.spec} takes no weights (its constructor has no `weights`)")
+    return resolved, weights
+
+
+def load_model(spec: str | ModelSpec | None, **options: Any) -> PoseModel:
+    """Build the model of a spec, passing the options its factory declares (None values are not passed: the
+    model's own defaults apply). The result is checked to be a PoseModel."""
+    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown model options {unknown}; known: {MODEL_OPTIONS}")
+    accepted = _accepted(resolved.factory, tuple(given))
+    if "weights" in given and "weights" not in accepted:
+        raise KpbenchError(f"--weights: model {resolved.spec} takes no weights (its constructor has no `weights`)")
+    model = resolved.factory(**{k: v for k, v in given.items() if k in accepted})
+    return check_pose_model(model, resolved.spec)
+
+
+def check_pose_model(model: Any, spec: str) -> PoseModel:
+    """`model` itself when it has schema, predict() and info(); else a KpbenchError naming what is missing."""
+    from kpbench.core.schema import KeypointSchema
+
+    if not isinstance(model, PoseModel):
+        missing = [name for name in ("schema", "predict", "info") if not hasattr(model, name)]
+        raise KpbenchError(f"--model {spec}: {type(model).__name__} is not a kpbench PoseModel (it has no "
+                           f"{', '.join(missing)}; see kpbench.models.base)")
+    if not isinstance(model.schema, KeypointSchema):
+        raise KpbenchError(f"--model {spec}: its schema is a {type(model.schema).__name__}, not a KeypointSchema")
+    return model
+
+
+def _accepted(factory: Callable[..., Any], names: tuple[str, ...]) -> set[str]:
+    """The names among `names` that `factory` takes as keywords (all of them with **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: pass nothing
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return set(names)
+    keywords = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return set(names) & keywords
+
+
+def _import_file(path: Path, spec: str) -> Any:
+    """Import a Python file as a module of its own (named after its resolved path, so two files never clash)."""
+    if path.suffix != ".py":
+        raise KpbenchError(f"--model {spec}: {path} is not a .py file")
+    if not path.is_file():
+        raise KpbenchError(f"--model {spec}: {path}: file not found")
+    resolved = path.resolve()
+    name = f"kpbench_model_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
+    if module_spec is None or module_spec.loader is None:
+        raise KpbenchError(f"--model {spec}: {path}: cannot be imported")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look classes up by module name
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise KpbenchError(f"--model {spec}: {path} failed to import ({_one_line(exc)})") from exc
+    return module
+
+
+def _import_module(name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise KpbenchError(f"--model {spec}: no module named {exc.name!r} (is it on PYTHONPATH or installed?)") from None
+        raise KpbenchError(f"--model {spec}: module {name} failed to import ({_one_line(exc)})") from exc
+    except Exception as exc:
+        raise KpbenchError(f"--model {spec}: module {name} failed to import ({_one_line(exc)})") from exc
+
+
+def _attribute(module: Any, attr: str, spec: str) -> Callable[..., Any]:
+    """`module.attr` (dotted for nested classes), checked to be callable."""
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            classes = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")
+                             and getattr(v, "__module__", None) == module.__name__)
+            found = f"; it defines {', '.join(classes)}" if classes else ""
+            raise KpbenchError(f"--model {spec}: no {attr!r} in {getattr(module, '__file__', None) or module.__name__}{found}")
+        obj = getattr(obj, part)
+    return _check_factory(obj, spec)
+
+
+def _check_factory(obj: Any, spec: str) -> Callable[..., Any]:
+    """A class (or factory function) whose instances have predict() and info(); checked before building it, so a
+    wrong name fails before any heavy set-up."""
+    if not callable(obj):
+        raise KpbenchError(f"--model {spec}: {obj!r} is not a class")
+    if inspect.isclass(obj):
+        missing = [name for name in ("predict", "info") if not callable(getattr(obj, name, None))]
+        if missing:
+            raise KpbenchError(f"--model {spec}: {obj.__name__} is not a kpbench PoseModel (it has no "
+                               f"{', '.join(m + '()' for m in missing)}; see kpbench.models.base)")
+    return obj
+
+
+def _entry_points() -> dict[str, Any]:
+    """The installed `kpbench.models` entry points by name (the first one wins where two packages clash)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry)
+    return found
+
+
+def declared_schema(spec: str | ModelSpec | None) -> KeypointSchema | None:
+    """The keypoint schema a model's class declares as a class attribute (known before building the model, so
+    that the ground truth can be checked against it first), or None when it sets one only on its instances."""
+    from kpbench.core.schema import KeypointSchema
+
+    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    schema = getattr(resolved.factory, "schema", None)
+    return schema if isinstance(schema, KeypointSchema) else None
+
+
+def available_models() -> list[str]:
+    """The built-in names and the installed entry points, for help texts."""
+    return [*BUILTIN_MODELS, *sorted(_entry_points())]
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

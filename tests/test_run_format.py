@@ -1,0 +1,111 @@
+"""The run-directory format version: new manifests are format 2 (model spec, keypoint schema, keypoint score
+kind); format-1 directories, which have none of these, still read, as coco17 with Keypoint R-CNN and logits,
+and resume into format 2 with the same detections."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17, KeypointSchema
+from kpbench.runs import directory as rundir
+
+RunCli = Callable[..., tuple[int, str, str]]
+FAST = ["--weights", "none", "--min-size", "96", "--max-size", "160", "--box-score-thresh", "0.3", "--no-progress",
+        "--workers", "0", "--device", "cpu", "--no-analysis"]  # fmt: skip
+# What format 2 added to the manifest, and to its model record.
+V2_KEYS = ("format_version", "model_spec", "schema", "keypoint_score_kind")
+V2_MODEL_KEYS = ("name", "published", "protocol", "default_input_size", "keypoint_score_kind", "extra")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def as_format_1(run_dir: Path) -> dict:
+    """Rewrite a run's manifest as kpbench wrote it before format 2; returns it."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for key in V2_KEYS:
+        del manifest[key]
+    manifest["kpbench_run_version"] = 1
+    del manifest["config"]["model"]
+    for key in V2_MODEL_KEYS:
+        manifest["model"].pop(key, None)  # a re-evaluated format-1 run keeps its old record
+    rundir.write_manifest(run_dir, manifest)
+    return manifest
+
+
+def test_keypoint_rcnn_runs_are_format_2_and_format_1_still_reads(
+    tmp_path: Path, synthetic_coco_root: Path, run_cli: RunCli
+) -> None:
+    out = tmp_path / "run"
+    args = ("run", "--coco-root", synthetic_coco_root, "--limit", "3", *FAST, "--out", out)
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    manifest = rundir.read_manifest(out)
+    assert (manifest["format_version"], manifest["kpbench_run_version"]) == (2, 2)
+    assert manifest["model_spec"] == {
+        "spec": "keypointrcnn", "kind": "builtin", "target": "kpbench.models.keypointrcnn:KeypointRCNNModel"
+    }
+    assert manifest["schema"] == COCO17.to_json() and manifest["keypoint_score_kind"] == "logit"
+    assert manifest["config"]["model"] == "keypointrcnn" and manifest["config"]["weights"] == "none"
+    model = manifest["model"]
+    assert (model["name"], model["source"], model["published"], model["default_input_size"]) == (
+        "keypointrcnn_resnet50_fpn", "random", None, [800, 1333]
+    )
+    assert rundir.run_format(manifest) == rundir.RunFormat(2, "keypointrcnn", COCO17, "logit")
+    reference = {name: (out / name).read_bytes() for name in ("detections.jsonl", "keypoints_results.json",
+                                                              "bbox_results.json", "metrics.json")}  # fmt: skip
+
+    # Format 1: read as Keypoint R-CNN, coco17, logits; the commands that read a run still work.
+    v1 = as_format_1(out)
+    assert rundir.read_manifest(out) == v1
+    fmt = rundir.run_dir_format(out)
+    assert fmt == rundir.RunFormat(1, "keypointrcnn", COCO17, "logit") and fmt.schema is COCO17
+    for command in (("evaluate", "--run", out), ("thresholds", out), ("keypoints", out),
+                    ("draw", out, "--top", "1", "--out", tmp_path / "drawn")):  # fmt: skip
+        code, _, err = run_cli(*command)
+        assert code == 0, (command, err)
+
+    # A finished format-1 run is re-evaluated only (no model built) and upgraded to format 2.
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    upgraded = rundir.read_manifest(out)
+    assert {key: upgraded[key] for key in V2_KEYS} == {key: manifest[key] for key in V2_KEYS}
+    assert upgraded["timings"]["images"] == 3  # nothing was run again
+
+    # An unfinished format-1 run resumes into format 2 with the detections of the uninterrupted run.
+    as_format_1(out)
+    lines = (out / "detections.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "detections.jsonl").write_bytes(b"".join(lines[:1]))
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "resumed: 1 images were already cached, 2 run now" in err
+    assert {key: rundir.read_manifest(out)[key] for key in V2_KEYS} == {key: manifest[key] for key in V2_KEYS}
+    for name, data in reference.items():
+        assert (out / name).read_bytes() == data, name
+
+
+def test_run_format_reads_a_plugin_schema_and_refuses_unknown_versions(tmp_path: Path) -> None:
+    schema = KeypointSchema(name="tri", keypoint_names=("a", "b", "c"), skeleton=((1, 2), (2, 3)),
+                            sigmas=(0.1, 0.2, 0.3), category_id=7, category_name="thing")  # fmt: skip
+    manifest = {"kpbench_run_version": 2, "format_version": 2, "schema": schema.to_json(),
+                "model_spec": {"spec": "my.py:Tri", "kind": "file", "target": "my.py:Tri"},
+                "keypoint_score_kind": "probability"}  # fmt: skip
+    rundir.write_manifest(tmp_path, manifest)
+    assert rundir.run_dir_format(tmp_path) == rundir.RunFormat(2, "my.py:Tri", schema, "probability")
+    assert dataclasses.asdict(rundir.run_format({"kpbench_run_version": 1}))["model_spec"] == "keypointrcnn"
+    for version in (3, 0, "2"):
+        rundir.write_manifest(tmp_path, {"kpbench_run_version": 2, "format_version": version})
+        with pytest.raises(KpbenchError, match=rf"run format version {version!r}; this kpbench reads versions 1, 2$"):
+            rundir.read_manifest(tmp_path)
+    with pytest.raises(KpbenchError, match=r"^manifest: unreadable keypoint schema \(KeyError"):
+        rundir.run_format({"kpbench_run_version": 2, "schema": {"name": "x"}})
