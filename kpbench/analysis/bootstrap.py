@@ -1,0 +1,162 @@
+"""Confidence intervals for COCO AP/AR, and whether a difference between two runs is real.
+
+The image is the unit COCO samples, so the bootstrap resamples images with replacement (Efron & Tibshirani, "An
+Introduction to the Bootstrap", 1993): each replicate is COCOeval's accumulate and summarize over the resampled
+multiset of images, computed exactly from the evaluation's per-image matches (a repeated image's detections and
+GT count once per copy, in COCOeval's order), so no model or matching is rerun. The interval is the percentile
+interval of the replicates. `compare_runs` resamples the same images for both runs (a paired bootstrap), so the
+interval on ΔAP reflects the difference, not the spread of each AP on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpbench.core.errors import KpbenchError
+from kpbench.evaluation.cocoeval import EvalResult, ImageEval, iou_threshold_index, require_image_evals
+
+DEFAULT_REPLICATES = 1000
+DEFAULT_LEVEL = 0.95
+
+
+def _by_image(result: EvalResult, purpose: str) -> dict[int, list[ImageEval]]:
+    by_image: dict[int, list[ImageEval]] = {}
+    for e in require_image_evals(result, purpose):
+        by_image.setdefault(e.image_id, []).append(e)
+    return by_image
+
+
+def _replicate_stats(result: EvalResult, by_image: dict[int, list[ImageEval]], image_ids: np.ndarray) -> list[float]:
+    """COCOeval's stats over the multiset `image_ids` (evalImgs order: category, area, then image)."""
+    from kpbench.analysis.thresholds import _accumulate, _build_slices, _summarize
+
+    evals = [e for i in image_ids.tolist() for e in by_image.get(i, ())]
+    evals.sort(key=lambda e: (e.category_id, e.area_index))  # stable: images keep their resampled order
+    resampled = dataclasses.replace(result, image_evals=evals)
+    precision, recall = _accumulate(_build_slices(resampled), resampled, -np.inf)
+    return _summarize(precision, recall, resampled)
+
+
+def _check_default_parameters(result: EvalResult) -> None:
+    if not result.settings.is_default() or (result.schema is not None and result.schema.protocol != "coco"):
+        raise KpbenchError("the bootstrap resamples COCOeval's standard summary: evaluate with COCO's parameters")
+
+
+def bootstrap_samples(
+    result: EvalResult, replicates: int = DEFAULT_REPLICATES, seed: int = 0, image_draws: np.ndarray | None = None
+) -> np.ndarray:
+    """(replicates, stats) of COCOeval's stats over images resampled with replacement (seeded)."""
+    _check_default_parameters(result)
+    if replicates < 1:
+        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {replicates}")
+    by_image = _by_image(result, "the bootstrap")
+    ids = np.asarray(result.params.image_ids, dtype=np.int64)
+    draws = image_draws if image_draws is not None else draw_images(len(ids), replicates, seed)
+    # Sorting each replicate's draws keeps a repeated image's copies together, in COCOeval's image order.
+    return np.asarray([_replicate_stats(result, by_image, ids[np.sort(d)]) for d in draws])
+
+
+def draw_images(num_images: int, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, num_images) image indices drawn with replacement from a seeded generator."""
+    return np.random.default_rng(seed).integers(0, num_images, size=(replicates, num_images))
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    valid = samples[samples > -1] if samples.ndim == 1 else samples
+    if valid.size == 0:
+        return (-1.0, -1.0)
+    tail = (1 - level) / 2
+    low, high = np.quantile(valid, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(
+    result: EvalResult, replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL
+) -> list[dict[str, Any]]:
+    """One row per stat: its value, and the percentile interval of `replicates` image-bootstrap replicates."""
+    if not 0 < level < 1:
+        raise KpbenchError(f"--level: must be in (0, 1), got {level}")
+    samples = bootstrap_samples(result, replicates, seed)
+    rows = []
+    for j, (name, value) in enumerate(result.stats.items()):
+        low, high = _interval(samples[:, j], level)
+        rows.append({"stat": name, "value": value, "low": low, "high": high, "level": level,
+                     "replicates": replicates, "seed": seed})
+    return rows
+
+
+@dataclass
+class Comparison:
+    """Two evaluations of the same GT: the paired bootstrap on each Δstat, and the images that differ most."""
+
+    rows: list[dict[str, Any]]
+    images: list[dict[str, Any]]
+
+
+def _per_image_counts(result: EvalResult, score_thresh: float) -> dict[int, tuple[int, int]]:
+    """(true positives, false positives) per image at OKS/IoU 0.5, area "all", detections scored above the threshold."""
+    t = iou_threshold_index(result, 0.5)
+    area_all = result.params.area_labels.index("all")
+    counts: dict[int, tuple[int, int]] = {}
+    for e in require_image_evals(result, "compare"):
+        if e.area_index != area_all:
+            continue
+        confident = e.dt_scores > score_thresh
+        matched = (e.dt_matches[t] != 0) & ~e.dt_ignore[t] & confident
+        spurious = (e.dt_matches[t] == 0) & ~e.dt_ignore[t] & confident
+        tp, fp = counts.get(e.image_id, (0, 0))
+        counts[e.image_id] = (tp + int(matched.sum()), fp + int(spurious.sum()))
+    return counts
+
+
+def compare_results(
+    a: EvalResult, b: EvalResult, replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
+    top: int = 10, score_thresh: float = 0.5,
+) -> Comparison:
+    """Paired bootstrap of b - a on the same images; `top` images ranked by how much their counts at 0.5 differ."""
+    if a.iou_type != b.iou_type:
+        raise KpbenchError(f"compare: one evaluation is {a.iou_type}, the other {b.iou_type}")
+    if a.params.image_ids != b.params.image_ids:
+        raise KpbenchError("compare: the two evaluations cover different images; compare runs on the same GT")
+    draws = draw_images(len(a.params.image_ids), replicates, seed)
+    sa, sb = bootstrap_samples(a, replicates, seed, draws), bootstrap_samples(b, replicates, seed, draws)
+    rows = []
+    for j, name in enumerate(a.stats):
+        va, vb = a.stats[name], b.stats[name]
+        if va < 0 or vb < 0:
+            rows.append({"stat": name, "a": va, "b": vb, "delta": None, "low": None, "high": None})
+            continue
+        both = (sa[:, j] > -1) & (sb[:, j] > -1)
+        low, high = _interval((sb[both, j] - sa[both, j]), level) if both.any() else (None, None)
+        rows.append({"stat": name, "a": va, "b": vb, "delta": vb - va, "low": low, "high": high,
+                     "significant": bool(low is not None and (low > 0 or high < 0)), "level": level,
+                     "replicates": replicates, "seed": seed})
+    ca, cb = _per_image_counts(a, score_thresh), _per_image_counts(b, score_thresh)
+    images = []
+    for image_id in sorted(set(ca) | set(cb)):
+        (tpa, fpa), (tpb, fpb) = ca.get(image_id, (0, 0)), cb.get(image_id, (0, 0))
+        change = abs(tpb - tpa) + abs(fpb - fpa)
+        if change:
+            images.append({"image_id": image_id, "tp_a": tpa, "fp_a": fpa, "tp_b": tpb, "fp_b": fpb, "change": change})
+    images.sort(key=lambda r: (-r["change"], r["image_id"]))
+    return Comparison(rows=rows, images=images[:top])
+
+
+def compare_runs(
+    run_a: str | Path, run_b: str | Path, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
+    level: float = DEFAULT_LEVEL, iou_types: Sequence[str] = ("keypoints",),
+) -> dict[str, Comparison]:
+    """`compare_results` for two run directories on the same GT, per iou type, from their caches."""
+    from kpbench.evaluation.runeval import evaluate_run
+
+    ea, eb = evaluate_run(run_a, write=False), evaluate_run(run_b, write=False)
+    gt_a, gt_b = Path(run_a) / "ground_truth.json", Path(run_b) / "ground_truth.json"
+    if gt_a.read_bytes() != gt_b.read_bytes():
+        raise KpbenchError(f"{run_a} / {run_b}: the runs have different ground truth (ground_truth.json differs)")
+    return {t: compare_results(ea[t], eb[t], replicates, seed, level) for t in iou_types}
