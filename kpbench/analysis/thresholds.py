@@ -442,6 +442,29 @@ def thresholds_for_files(
     )
 
 
+# Keypoint-score thresholds for models whose keypoint scores are probabilities (YOLO-pose), not logits.
+PROBABILITY_KP_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def _thresholds_for_kind(settings: ThresholdSettings, kind: str) -> tuple[ThresholdSettings, list[str]]:
+    """Keypoint-score thresholds on the scale of the run's keypoint scores: logits (Keypoint R-CNN) take any value;
+    probabilities take [0, 1], and the default logit list becomes 0.1 ... 0.9."""
+    import dataclasses
+
+    if kind != "probability":
+        return settings, []
+    if settings.kp_thresholds == ThresholdSettings().kp_thresholds:
+        return dataclasses.replace(settings, kp_thresholds=list(PROBABILITY_KP_THRESHOLDS)), [
+            "keypoint scores are probabilities (the manifest's keypoint_score_kind): keypoint-score thresholds "
+            "0.1 ... 0.9"
+        ]
+    outside = [t for t in settings.kp_thresholds if not 0.0 <= t <= 1.0]
+    if outside:
+        raise KpbenchError(f"--kp-thresholds: {outside[0]} is outside [0, 1]; this run's keypoint scores are "
+                           "probabilities")
+    return settings, []
+
+
 def thresholds_for_run(
     run_dir: str | Path, settings: ThresholdSettings | None = None, results: Mapping[str, EvalResult] | None = None
 ) -> ThresholdReport:
@@ -454,11 +477,14 @@ def thresholds_for_run(
     used instead of evaluating again (as `kpbench run` does); the others are evaluated here with pycocotools.
     """
     from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
+    from kpbench.runs.directory import run_dir_format
 
     settings = _settings(settings)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
+    kind = run_dir_format(run_dir).keypoint_score_kind
+    settings, kind_notes = _thresholds_for_kind(settings, kind)
     ordered = finished_run_detections(run_dir)
     gt = load_run_ground_truth(run_dir, ["keypoints"] if settings.iou_type == "keypoints" else IOU_TYPES)
     checked = run_results(run_dir, ordered, gt)
@@ -483,7 +509,7 @@ def thresholds_for_run(
         kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
     )
     persons = count_keypoint_persons(kp_result, settings.person_thresh)
-    notes = [*result.notes, *switched, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
+    notes = [*result.notes, *switched, *kind_notes, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
              f"with person score > {settings.person_thresh}"]
     return ThresholdReport(
         iou_type=settings.iou_type, person=person, keypoint=keypoint, settings=settings,

@@ -50,6 +50,12 @@ PUBLISHED_PROTOCOL: dict[str, Any] = {
 }
 
 
+def _own_protocol(model: dict[str, Any]) -> bool:
+    """Whether a model's info states its own protocol (its `extra["protocol"]`), as the YOLO adapter does."""
+    extra = model.get("extra")
+    return isinstance(extra, dict) and isinstance(extra.get("protocol"), dict)
+
+
 def describe_protocol(
     config: dict[str, Any], model: dict[str, Any], num_images: int, file_images: int
 ) -> tuple[dict[str, Any], list[str], dict[str, float] | None]:
@@ -95,6 +101,20 @@ def describe_protocol(
         deviations.append(f"image subset: {num_images} of {file_images} images{how}")
     if config["split"] == "val2017" and file_images != VAL2017_IMAGES:
         deviations.append(f"the annotation file lists {file_images} images, not the {VAL2017_IMAGES} of val2017")
+    if config["dtype"] != "fp32" and _own_protocol(model):
+        deviations.append(f"dtype {config['dtype']} through autocast (published: fp32)")
+    if _own_protocol(model):
+        # A model that states its own protocol (YOLO-pose: Ultralytics' validation settings) lists its deviations;
+        # torchvision's transform sizes and box threshold are not its settings.
+        extra = model["extra"]
+        protocol = {k: v for k, v in protocol.items() if k not in ("min_size", "max_size", "box_score_thresh")}
+        protocol.update({"model": model.get("name"), "model_protocol": dict(extra["protocol"]),
+                         "published_protocol": model.get("protocol")})
+        if config["batch_size"] != 1:
+            deviations.append(f"batch_size {config['batch_size']} (published: 1)")
+        deviations += [str(d) for d in extra.get("deviations") or []]
+        published = model.get("published")
+        return protocol, deviations, dict(published) if isinstance(published, dict) else None
     for key, label in (("min_size", "min_size"), ("max_size", "max_size"), ("box_score_thresh", "box_score_thresh"),
                        ("batch_size", "batch_size")):
         if config[key] != PUBLISHED_PROTOCOL[key]:
@@ -160,19 +180,11 @@ def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TY
 def run_schema(run_dir: str | Path) -> KeypointSchema | None:
     """The keypoint schema a run directory's manifest records (format 2), or None: a version-1 run (no schema
     recorded) is COCO persons, which its ground truth's category names."""
-    from kpbench.core.io import read_json
-    from kpbench.core.schema import KeypointSchema
+    from kpbench.runs.directory import manifest_path, run_dir_format
 
-    manifest_file = Path(run_dir) / "manifest.json"
-    if not manifest_file.is_file():
+    if not manifest_path(run_dir).is_file() or "schema" not in read_manifest(run_dir):
         return None
-    recorded = read_json(manifest_file).get("schema") if manifest_file.is_file() else None
-    if not isinstance(recorded, dict):
-        return None
-    try:
-        return KeypointSchema.from_json(recorded)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KpbenchError(f"{manifest_file}: 'schema' is not a keypoint schema ({type(exc).__name__}: {exc})") from None
+    return run_dir_format(run_dir).schema
 
 
 def _cache_file_holding(run_dir: Path, image_id: int) -> Path:
@@ -297,7 +309,8 @@ def summary_text(manifest: dict[str, Any], results: dict[str, EvalResult], run_d
     kp_ap = results["keypoints"].stats["AP"] if "keypoints" in results else None
     box_ap = results["bbox"].stats["AP"] if "bbox" in results else None
     if published and not deviations:
-        lines.append(f"Published protocol matched; comparison with torchvision's published AP for {weights}:")
+        source = (manifest.get("protocol") or {}).get("published_protocol") or "torchvision's published AP"
+        lines.append(f"Published protocol matched; comparison with the published AP for {weights} ({source}):")
         for label, ours, theirs in (("keypoint AP", kp_ap, published.get("kp_AP")),
                                     ("box AP", box_ap, published.get("box_AP"))):
             if ours is None or theirs is None:
@@ -305,10 +318,10 @@ def summary_text(manifest: dict[str, Any], results: dict[str, EvalResult], run_d
             lines.append(f"  {label:<12} {100 * ours:5.1f}  published {theirs:5.1f}  difference {100 * ours - theirs:+.1f}")
     else:
         if published:
-            lines.append(
-                f"Not comparable with the published AP of {weights} (kp {published.get('kp_AP')}, "
-                f"box {published.get('box_AP')}): the run deviates from the protocol:"
-            )
+            shown = (f"kp {published.get('kp_AP')}, box {published.get('box_AP')}" if "box_AP" in published
+                     else ", ".join(f"{k} {v}" for k, v in published.items()))
+            lines.append(f"Not comparable with the published AP of {weights} ({shown}): the run deviates from the "
+                         "protocol:")
         else:
             lines.append("No published AP to compare with; deviations from the published protocol:")
         lines.extend(f"  - {d}" for d in deviations)

@@ -2,7 +2,8 @@
 
 A spec is one of
 
-- a built-in name: ``keypointrcnn`` (the default; ``--weights`` picks its weights);
+- a built-in name: ``keypointrcnn`` (the default; ``--weights`` picks its weights), or ``yolo`` / ``yolo:PATH.pt``
+  (YOLO-pose, the optional extra ``kpbench[yolo]``; without a path, the bundled yolo11n-pose.pt);
 - ``FILE.py:Class``: a class in a Python file, imported from that path;
 - ``package.module:Class``: a class in an importable module (on sys.path / PYTHONPATH);
 - the name of an entry point in the group ``kpbench.models`` of an installed package (``[project.entry-points.
@@ -37,7 +38,7 @@ ENTRY_POINT_GROUP = "kpbench.models"
 DEFAULT_MODEL = "keypointrcnn"
 BUILTIN_MODELS: dict[str, str] = {"keypointrcnn": "kpbench.models.keypointrcnn:KeypointRCNNModel"}
 MODEL_OPTIONS = ("weights", "min_size", "max_size", "box_score_thresh", "seed")
-_SPEC_FORMS = "keypointrcnn, FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
+_SPEC_FORMS = "keypointrcnn, yolo[:PATH.pt], FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,17 @@ def resolve_model(spec: str | None) -> ModelSpec:
         target = BUILTIN_MODELS[spec.lower()]
         module_name, attr = target.split(":")
         return ModelSpec(spec.lower(), "builtin", target, _attribute(importlib.import_module(module_name), attr, spec))
+    if spec.lower() == "yolo" or spec.lower().startswith("yolo:"):
+        # YOLO-pose: the bundled yolo11n-pose.pt, or the checkpoint after the colon (kpbench[yolo]).
+        import functools
+
+        from kpbench.models.yolo import YoloPoseModel
+
+        checkpoint = spec.partition(":")[2] or None
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise KpbenchError(f"--model {spec}: {checkpoint}: YOLO checkpoint not found")
+        factory = functools.partial(YoloPoseModel, weights=checkpoint) if checkpoint else YoloPoseModel
+        return ModelSpec(spec if checkpoint else "yolo", "builtin", "kpbench.models.yolo:YoloPoseModel", factory)
     if ":" in spec:
         where, _, attr = spec.rpartition(":")
         if not where or not attr:
@@ -86,7 +98,7 @@ def resolve_model(spec: str | None) -> ModelSpec:
             raise KpbenchError(f"--model {spec}: entry point {entry.value!r} failed to load ({_one_line(exc)})") from None
         return ModelSpec(spec, "entry_point", str(entry.value), _check_factory(factory, spec))
     installed = sorted(_entry_points())
-    known = ", ".join([*BUILTIN_MODELS, *installed])
+    known = ", ".join([*BUILTIN_MODELS, "yolo", *installed])
     hint = " (a file needs :Class, e.g. model.py:MyModel)" if spec.endswith(".py") else ""
     raise KpbenchError(f"--model {spec}: unknown model{hint}; known: {known}; or give {_SPEC_FORMS}")
 
@@ -226,7 +238,7 @@ def declared_schema(spec: str | ModelSpec | None) -> KeypointSchema | None:
 
 def available_models() -> list[str]:
     """The built-in names and the installed entry points, for help texts."""
-    return [*BUILTIN_MODELS, *sorted(_entry_points())]
+    return [*BUILTIN_MODELS, "yolo", *sorted(_entry_points())]
 
 
 def _one_line(exc: BaseException) -> str:

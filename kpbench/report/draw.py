@@ -274,6 +274,20 @@ def _render(
     return side_by_side(drawn, draw_ground_truth(image, gt_annotations, schema), labels=(left, "ground truth"))
 
 
+# The default keypoint threshold for models whose keypoint scores are probabilities (YOLO-pose).
+DEFAULT_KP_PROBABILITY_THRESH = 0.5
+
+
+def keypoint_threshold(kp_thresh: float | None, kind: str) -> float:
+    """The keypoint-score threshold on the scale of the scores: the given one (a probability must lie in [0, 1]),
+    else 2 for logits (Keypoint R-CNN) and 0.5 for probabilities."""
+    if kp_thresh is None:
+        return DEFAULT_KP_PROBABILITY_THRESH if kind == "probability" else DEFAULT_KP_THRESH
+    if kind == "probability" and not 0.0 <= kp_thresh <= 1.0:
+        raise KpbenchError(f"--kp-thresh: {kp_thresh} is outside [0, 1]; this model's keypoint scores are probabilities")
+    return kp_thresh
+
+
 def _check_thresholds(score_thresh: float, kp_thresh: float) -> None:
     """A person-score threshold is a probability in [0, 1] (as in `kpbench thresholds`); a keypoint threshold is a
     logit, any finite value."""
@@ -302,7 +316,7 @@ def draw_run_images(
     image_ids: Sequence[int] | None = None,
     top_n: int = DEFAULT_TOP_N,
     score_thresh: float = DEFAULT_SCORE_THRESH,
-    kp_thresh: float = DEFAULT_KP_THRESH,
+    kp_thresh: float | None = None,
     gt: bool = False,
     out: str | Path | None = None,
 ) -> list[Path]:
@@ -310,16 +324,18 @@ def draw_run_images(
 
     `image_ids` picks the images (each must be in the run), else the `top_n` highest-scoring ones. With `gt`,
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
-    defaults to RUN_DIR/draw. Reads only the run directory and its images; no model, no torch.
+    defaults to RUN_DIR/draw. `kp_thresh` is on the scale of the run's keypoint scores (`keypoint_threshold`).
+    Reads only the run directory and its images; no model, no torch.
     """
     from kpbench.evaluation.runeval import read_run_detections, run_schema
-    from kpbench.runs.directory import image_paths, read_manifest
+    from kpbench.runs.directory import image_paths, read_manifest, run_format
 
-    _check_thresholds(score_thresh, kp_thresh)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
     manifest = read_manifest(run_dir)
+    kp_thresh = keypoint_threshold(kp_thresh, run_format(manifest).keypoint_score_kind)
+    _check_thresholds(score_thresh, kp_thresh)
     run_ids = [int(i) for i in manifest.get("image_ids", [])]
     cached = _finite_only(run_dir, read_run_detections(run_dir))
     schema = run_schema(run_dir) or COCO17  # a version-1 run is COCO persons
@@ -433,7 +449,7 @@ def draw_image_files(
     paths: Sequence[str | Path],
     weights: str | None = None,
     score_thresh: float = DEFAULT_SCORE_THRESH,
-    kp_thresh: float = DEFAULT_KP_THRESH,
+    kp_thresh: float | None = None,
     out: str | Path = DRAW_DIR,
     annotations: str | Path | None = None,
     min_size: int | None = None,
@@ -455,7 +471,7 @@ def draw_image_files(
     from kpbench.models.keypointrcnn import resolve_device
     from kpbench.models.registry import check_model_options, load_model
 
-    _check_thresholds(score_thresh, kp_thresh)
+    _check_thresholds(score_thresh, DEFAULT_KP_THRESH if kp_thresh is None else kp_thresh)
     files = [Path(p) for p in paths]
     if not files:
         raise KpbenchError("draw: no image files given")
@@ -480,6 +496,9 @@ def draw_image_files(
         move = getattr(pose_model, "to", None)
         if move is not None:
             move(dev)
+        from kpbench.models.base import model_info
+
+        kp_thresh = keypoint_threshold(kp_thresh, model_info(pose_model).keypoint_score_kind)
     except BaseException:
         remove_empty_dirs(out_dir, created)  # a folder made for nothing (no model, a bad --device) goes again
         raise

