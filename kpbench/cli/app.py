@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from kpbench.cli.parsing import KpbenchGroup
+
 app = typer.Typer(
     name="kpbench",
+    cls=KpbenchGroup,
     help="Evaluate and benchmark COCO keypoint (human pose) models: COCO AP, score thresholds, speed tables.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="COCO data: download what is missing.", no_args_is_help=True)
-config_app = typer.Typer(help="Run configs (TOML): show merged settings.", no_args_is_help=True)
+data_app = typer.Typer(cls=KpbenchGroup, help="COCO data: download what is missing.", no_args_is_help=True)
+config_app = typer.Typer(cls=KpbenchGroup, help="Run configs (TOML): show merged settings.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
