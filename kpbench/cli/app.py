@@ -26,6 +26,25 @@ def echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+TORCH_MODULES = ("torch", "torchvision")
+TORCH_HINT = "pip install 'kpbench[torch]'"
+
+
+def missing_torch_message(what: str) -> str:
+    """The one line for a command that runs a model on an install without the torch extra."""
+    return f"{what} runs a model, which needs torch and torchvision (not installed): {TORCH_HINT}"
+
+
+def require_torch(what: str) -> None:
+    """Fail before any work when torch or torchvision is missing (found without importing them)."""
+    from importlib.util import find_spec
+
+    from kpbench.core.errors import KpbenchError
+
+    if any(find_spec(name) is None for name in TORCH_MODULES):
+        raise KpbenchError(missing_torch_message(what))
+
+
 def _print_version(value: bool) -> None:
     if value:
         from kpbench import __version__
