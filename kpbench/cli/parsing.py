@@ -1,15 +1,15 @@
 """Plain coercion of command-line values, so that a command costs little more than the library call it makes.
 
-Typer (0.29) coerces every parameter, given or not, through a pydantic TypeAdapter built on first use: importing
-pydantic and building the adapters costs about 0.1-0.4 s per command, more than a whole hotcoco evaluation of a
-small file. kpbench's parameters are plain: str, int, float, Path, list[Path] and bool flags. `KpbenchGroup`
+Typer 0.29 (not 0.27) coerces every parameter, given or not, through a pydantic TypeAdapter built on first use:
+importing pydantic and building the adapters cost about 0.1 s per command, as much as a whole hotcoco evaluation
+of a small file. kpbench's parameters are plain: str, int, float, Path, list[Path] and bool flags. `KpbenchGroup`
 gives those a plain coercion when a command is resolved, and leaves anything else (a range, a choice, a file, an
-unusual spelling of a number) to typer's own, which then also words the error. The results are the same values
+unusual spelling of a number) to typer's own, which then also words the error. The results are the values
 typer's adapters give: a number is read here only when it is spelled plainly ("12", "-0.5", "1e-3"), and a path
 goes through typer's own path checks.
 
-Only typer's private `_runtime_param` slot is used; where a typer release lacks it, typer's coercion runs
-unchanged (slower, never different).
+Only typer's private `_runtime_param` slot is used; with a typer that lacks it (or lacks typer._coercion),
+typer's coercion runs unchanged: slower, never different.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
 from typer.core import TyperGroup
+
+try:  # typer 0.29 coerces through pydantic; older releases (0.27) use click's types, which cost nothing to build
+    from typer._coercion import RuntimeParam, build_runtime_param
+except ImportError:  # pragma: no cover - depends on the installed typer
+    RuntimeParam = None  # type: ignore[assignment,misc]
 
 # Numbers spelled so that int()/float() and pydantic's lax mode agree; anything else goes to typer.
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -27,10 +31,10 @@ _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PLAIN_LEAVES = (str, int, float, bool, Path)
 
 
-class _PlainRuntimeParam(RuntimeParam):
+class _PlainRuntimeParam(RuntimeParam or object):  # type: ignore[misc]
     """Coerces plain values itself; hands the rest to typer's adapter, built only then."""
 
-    def __init__(self, descriptor: TypeDescriptor) -> None:
+    def __init__(self, descriptor: Any) -> None:
         super().__init__(parameter_info=descriptor.parameter_info, annotation=descriptor.annotation)
         object.__setattr__(self, "_descriptor", descriptor)  # a frozen dataclass
         object.__setattr__(self, "_typer", None)
@@ -65,7 +69,7 @@ class _PlainRuntimeParam(RuntimeParam):
         return self._fallback(value, param, ctx)
 
 
-def _is_plain(descriptor: TypeDescriptor) -> bool:
+def _is_plain(descriptor: Any) -> bool:
     info = descriptor.parameter_info
     if descriptor.is_file or descriptor.is_ranged or descriptor.is_choice or info.parser is not None:
         return False
@@ -79,7 +83,9 @@ def _is_plain(descriptor: TypeDescriptor) -> bool:
 
 
 def install_plain_coercion(params: list[Any]) -> None:
-    """Give each plain typer parameter the plain coercion (once; idempotent)."""
+    """Give each plain typer parameter the plain coercion (once; idempotent; nothing to do on older typers)."""
+    if RuntimeParam is None:
+        return
     for param in params:
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is None or getattr(param, "_runtime_param", ...) is not None:
