@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,11 @@ def test_pyproject_layers() -> None:
         ["--help"],
         ["evaluate", "--help"],
         ["evaluate", str(XTCOCO / "example_coco_val.json"), str(XTCOCO / "example_coco_preds.json"), "--format", "json"],
-        ["evaluate", "--backend", "hotcoco", "--no-validate", str(XTCOCO / "example_coco_val.json"),
-         str(XTCOCO / "example_coco_preds.json"), "--format", "json"],
+        pytest.param(
+            ["evaluate", "--backend", "hotcoco", "--no-validate", str(XTCOCO / "example_coco_val.json"),
+             str(XTCOCO / "example_coco_preds.json"), "--format", "json"],
+            marks=pytest.mark.skipif(find_spec("hotcoco") is None, reason="hotcoco not installed (kpbench[fast])"),
+        ),
     ],
     ids=["help", "evaluate-help", "evaluate", "evaluate-hotcoco-no-validate"],
 )
