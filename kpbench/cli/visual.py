@@ -147,7 +147,7 @@ def keypoints_command(
     """Per-keypoint breakdown of the detections matched at OKS >= 0.5: per joint, the number of labelled GT
     keypoints, mean similarity, fractions >= 0.5 and >= 0.75, and the median error / sqrt(GT area).
 
-    Scores the run from its detections cache, like `kpbench evaluate --run` (an incomplete run is an error).
+    Scores the run from its detections cache, like `kpbench evaluate RUN_DIR` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
     from kpbench.analysis.breakdown import COLUMNS, STEM, keypoints_for_run
