@@ -390,7 +390,8 @@ def test_damaged_run_dir_is_one_line(tmp_path: Path, run_cli, damage: str, fragm
 
 def test_no_validate_is_refused_with_run(tmp_path: Path, run_cli) -> None:
     run = make_run_dir(tmp_path).path
-    assert_one_line_error(run_cli("evaluate", "--run", run, "--no-validate"), "--no-validate: not with --run")
+    for args in ((run,), ("--run", run)):  # RUN_DIR, and its old spelling
+        assert_one_line_error(run_cli("evaluate", *args, "--no-validate"), "--no-validate: not for a run directory")
 
 
 def test_unknown_or_missing_backend_fails_before_the_work(tmp_path: Path, run_cli, monkeypatch) -> None:

@@ -72,7 +72,7 @@ def test_resolve_coco_root(monkeypatch: pytest.MonkeyPatch, synthetic_coco_root:
         resolve_coco_root(None)
     monkeypatch.setenv(COCO_ROOT_ENV, str(synthetic_coco_root))
     assert resolve_coco_root(None) == synthetic_coco_root
-    with pytest.raises(KpbenchError, match=r"COCO root not found \(`kpbench data download --root .*--download"):
+    with pytest.raises(KpbenchError, match=r"COCO root not found \(`kpbench data download --coco-root .*--download"):
         resolve_coco_root(tmp_path / "missing")
 
 

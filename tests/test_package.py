@@ -76,3 +76,63 @@ def test_atomic_write_files_names_the_file_that_failed(tmp_path) -> None:
     # read-only folder): the message names the target, not the temporary file.
     with pytest.raises(KpbenchError, match=r"^/proc/kpbench-test\.txt: cannot write \("):
         atomic_write_files({"/proc/kpbench-test.txt": "x"})
+
+
+def _fresh(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_from_kpbench_import_evaluate_gives_the_function_in_a_fresh_interpreter() -> None:
+    """The documented first line of the Python API: a function, which evaluates (not a module: TypeError)."""
+    code = (
+        "import json, types\n"
+        "from kpbench import evaluate\n"
+        "from kpbench.data.synthetic import make_synthetic_coco\n"
+        "assert isinstance(evaluate, types.FunctionType), type(evaluate)\n"
+        "gt, results = make_synthetic_coco(num_images=4, seed=0)\n"
+        "exact = [{**r, 'keypoints': a['keypoints'], 'score': 1.0} for a in gt['annotations'] if a['num_keypoints']"
+        " and not a['iscrowd'] for r in [{'image_id': a['image_id'], 'category_id': 1}]]\n"
+        "print(json.dumps(evaluate(gt, exact).stats['AP']))\n"
+    )
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == 1.0  # GT keypoints as detections: a perfect score
+
+
+def test_public_names_stay_what_they_are_after_every_submodule_import() -> None:
+    """`kpbench.evaluate` must not flip to a module once a submodule is imported (it used to, after the first
+    import of kpbench.evaluate the module). Every public name, before and after importing every submodule, is the
+    object its module defines, and none is a module."""
+    code = (
+        "import importlib, json, pkgutil, types\n"
+        "import kpbench\n"
+        "def names():\n"
+        "    out = {}\n"
+        "    for name, module in kpbench._EXPORTS.items():\n"
+        "        value = getattr(kpbench, name)\n"
+        "        ok = value is getattr(importlib.import_module(module), name) and not isinstance(value, types.ModuleType)\n"
+        "        out[name] = ok\n"
+        "    return out\n"
+        "before = names()\n"
+        "imported = []\n"
+        "for info in pkgutil.walk_packages(kpbench.__path__, 'kpbench.'):\n"
+        "    if info.name != 'kpbench.__main__':\n"
+        "        try:\n"
+        "            importlib.import_module(info.name)\n"
+        "        except ModuleNotFoundError as exc:  # an extra not installed (fastcheck needs msgspec)\n"
+        "            if exc.name.split('.')[0] not in ('msgspec', 'hotcoco', 'torch', 'torchvision'):\n"
+        "                raise\n"
+        "        else:\n"
+        "            imported.append(info.name)\n"
+        "from kpbench import evaluate\n"
+        "print(json.dumps({'before': before, 'after': names(), 'imported': imported,\n"
+        "                  'evaluate': [evaluate is kpbench.evaluate, evaluate.__module__]}))\n"
+    )
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["before"] == report["after"] == dict.fromkeys(kpbench._EXPORTS, True)
+    assert {"kpbench.evaluation.cocoeval", "kpbench.cli.evaluate", "kpbench.engine.runner", "kpbench.cli.run"} <= set(
+        report["imported"]
+    )
+    assert report["evaluate"] == [True, "kpbench.evaluation.cocoeval"]

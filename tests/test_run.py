@@ -367,15 +367,15 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_pa
         return err[len("error: ") : -1]
 
     assert error() == ("no COCO root given: pass --coco-root DIR or set KPBENCH_COCO_ROOT "
-                       "(`kpbench data download --root DIR` fetches val2017)")
+                       "(`kpbench data download --coco-root DIR` fetches val2017)")
     missing = tmp_path / "nowhere"
-    assert error("--coco-root", missing) == (f"{missing}: COCO root not found (`kpbench data download --root {missing}` "
+    assert error("--coco-root", missing) == (f"{missing}: COCO root not found (`kpbench data download --coco-root {missing}` "
                                              "fetches val2017, or add --download to `kpbench run`)")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert error("--coco-root", empty) == (
         f"{empty}/annotations/person_keypoints_val2017.json: annotation file not found "
-        f"(`kpbench data download --root {empty}` or `kpbench run --download` fetches it)"
+        f"(`kpbench data download --coco-root {empty}` or `kpbench run --download` fetches it)"
     )
     partial = tmp_path / "partial"
     (partial / "val2017").mkdir(parents=True)
@@ -383,7 +383,7 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_pa
     (partial / "val2017" / "000000000139.jpg").symlink_to(synthetic_coco_root / "val2017" / "000000000139.jpg")
     assert error("--coco-root", partial) == (
         f"{partial}/val2017/000000000785.jpg: image file not found and 2 more "
-        f"(`kpbench data download --root {partial}` or `kpbench run --download` extracts the missing images again "
+        f"(`kpbench data download --coco-root {partial}` or `kpbench run --download` extracts the missing images again "
         "from val2017.zip)"
     )
     root = ("--coco-root", synthetic_coco_root)

@@ -14,7 +14,7 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     thresholds,
     visual,
 )
-from kpbench.cli.app import app
+from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message
 from kpbench.core.errors import KpbenchError, KpbenchWarning
 
 
@@ -34,6 +34,12 @@ def main() -> None:
         outcome = app(standalone_mode=False)
     except KpbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:  # a path that needs the torch extra and got past require_torch
+        if (exc.name or "").split(".")[0] not in TORCH_MODULES:
+            raise
+        command = " ".join(arg for arg in sys.argv[1:3] if not arg.startswith("-")) or "this command"
+        print(f"error: {missing_torch_message(f'kpbench {command}')}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:  # end of input at a prompt (Ctrl-C is typer.Exit(130), handled by click)
         print("error: aborted", file=sys.stderr)

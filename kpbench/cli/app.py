@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import typer
 
+from kpbench.cli.parsing import KpbenchGroup
+
 app = typer.Typer(
     name="kpbench",
+    cls=KpbenchGroup,
     help="Evaluate and benchmark COCO keypoint (human pose) models: COCO AP, score thresholds, speed tables.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="COCO data: download what is missing.", no_args_is_help=True)
-config_app = typer.Typer(help="Run configs (TOML): show merged settings.", no_args_is_help=True)
+data_app = typer.Typer(cls=KpbenchGroup, help="COCO data: download what is missing.", no_args_is_help=True)
+config_app = typer.Typer(cls=KpbenchGroup, help="Run configs (TOML): show merged settings.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
@@ -21,6 +24,25 @@ app.add_typer(config_app, name="config")
 def echo_err(message: str) -> None:
     """Print one line on stderr."""
     typer.echo(message, err=True)
+
+
+TORCH_MODULES = ("torch", "torchvision")
+TORCH_HINT = "pip install 'kpbench[torch]'"
+
+
+def missing_torch_message(what: str) -> str:
+    """The one line for a command that runs a model on an install without the torch extra."""
+    return f"{what} runs a model, which needs torch and torchvision (not installed): {TORCH_HINT}"
+
+
+def require_torch(what: str) -> None:
+    """Fail before any work when torch or torchvision is missing (found without importing them)."""
+    from importlib.util import find_spec
+
+    from kpbench.core.errors import KpbenchError
+
+    if any(find_spec(name) is None for name in TORCH_MODULES):
+        raise KpbenchError(missing_torch_message(what))
 
 
 def _print_version(value: bool) -> None:

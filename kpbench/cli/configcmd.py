@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kpbench.cli import options
 from kpbench.cli.app import config_app
 from kpbench.core.errors import KpbenchError
 
@@ -15,7 +16,7 @@ from kpbench.core.errors import KpbenchError
 @config_app.command("show")
 def config_show(
     file: Annotated[Path | None, typer.Argument(help="A TOML config (configs/*.toml); none shows the defaults.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="toml or json.")] = "toml",
+    fmt: Annotated[str, options.format_option("toml or json.")] = "toml",
 ) -> None:
     """Print every setting of [run], [speed] and [thresholds]: the file's values over the defaults."""
     from kpbench.core.config import SECTIONS, load_config, merge_settings, settings_dict, to_toml

@@ -1,4 +1,7 @@
-"""`kpbench evaluate`: score a COCO results file (or a run directory's cache) with COCOeval."""
+"""`kpbench evaluate`: score a COCO results file (or a run directory's cache) with COCOeval.
+
+This is the command whose own cost matters (item 10 of issue 11): it imports the evaluation modules only when it
+runs, and nothing here imports torch, pandas or matplotlib."""
 
 from __future__ import annotations
 
@@ -8,38 +11,29 @@ from typing import Annotated
 
 import typer
 
+from kpbench.cli import options
 from kpbench.cli.app import app, echo_err
 from kpbench.core.errors import KpbenchError
 
 
 @app.command("evaluate")
 def evaluate_command(
-    gt_json: Annotated[Path | None, typer.Argument(help="COCO ground-truth JSON (person_keypoints_val2017.json).")] = None,
-    results_json: Annotated[Path | None, typer.Argument(help="COCO results JSON (a list of detections).")] = None,
-    iou_type: Annotated[
-        str | None,
-        typer.Option(
-            help="keypoints (OKS) or bbox (IoU) [default: keypoints; with --run, both are shown].", show_default=False
-        ),
-    ] = None,
-    backend: Annotated[str, typer.Option(help="pycocotools (reference) or hotcoco (fast, optional: pip install 'kpbench[fast]', which adds msgspec for fast input checks).")] = "pycocotools",
+    source: options.Source = None,
+    results_json: options.Results = None,
+    iou_type: Annotated[str | None, options.iou_type_option(" (a run directory shows both by default)")] = None,
+    backend: options.Backend = "pycocotools",
     fmt: Annotated[
-        str,
-        typer.Option("--format", help="table or markdown (percent), json or csv (fractions at full precision)."),
+        str, options.format_option("table or markdown (percent), json or csv (fractions at full precision).")
     ] = "table",
-    out: Annotated[Path | None, typer.Option(help="Also write metrics.csv, metrics.md and metrics.json here.")] = None,
+    out: Annotated[Path | None, options.out_option("Also write metrics.csv, metrics.md and metrics.json here.")] = None,
     validate: Annotated[
         bool,
         typer.Option(help="Check the inputs first (--no-validate hands the files to the backend unchecked; "
-                          "not with --run, whose inputs are always checked)."),
+                          "not for a run directory, whose inputs are always checked)."),
     ] = True,
-    run: Annotated[
-        Path | None,
-        typer.Option(
-            help="Re-evaluate a run directory from its cached detections (no model needed). Rewrites the run's "
-                 "keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and manifest.json."
-        ),
-    ] = None,
+    run_alias: options.RunAlias = None,
+    gt_alias: options.GtAlias = None,
+    results_alias: options.ResultsAlias = None,
 ) -> None:
     """Evaluate COCO keypoint or box results against ground truth, exactly as pycocotools does.
 
@@ -48,10 +42,10 @@ def evaluate_command(
     keep COCO's fractions at full precision, -1 included.
 
     --format json prints one flat object whose keys are the stat names ({"AP": ..., "AP50": ...}) for one iou
-    type. With --run and no --iou-type it prints both, nested by iou type ({"keypoints": {...}, "bbox": {...}}),
+    type. For a run directory and no --iou-type it prints both, nested by iou type ({"keypoints": {...}, "bbox": {...}}),
     which is the layout of metrics.json (always nested, also for one iou type).
 
-    --run DIR rebuilds the run's results from its detections cache, checks them, and rewrites the run's
+    RUN_DIR (a run directory) rebuilds the run's results from its detections cache, checks them, and rewrites the run's
     keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and the evaluation record in manifest.json
     (each file is listed on stderr as "wrote PATH"). It evaluates both iou types; --iou-type picks the one shown.
     """
@@ -71,13 +65,12 @@ def evaluate_command(
     if iou_type is not None:
         check_iou_type(iou_type)
     check_backend(backend)
-    if run is not None:
-        if gt_json is not None or results_json is not None:
-            raise KpbenchError("--run: give either a run directory or GT_JSON RESULTS_JSON, not both")
-        if not validate:
-            raise KpbenchError("--no-validate: not with --run (a run's results are rebuilt from its cache and always checked)")
-    elif gt_json is None or results_json is None:
-        raise KpbenchError("evaluate needs GT_JSON and RESULTS_JSON (or --run RUN_DIR)")
+    given = options.sources("evaluate", source, results_json, run_alias, gt_alias, results_alias)
+    run = given.run_dir
+    if run is not None and not validate:
+        raise KpbenchError(
+            "--no-validate: not for a run directory (a run's results are rebuilt from its cache and always checked)"
+        )
     if out is not None:
         ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
 
@@ -87,9 +80,9 @@ def evaluate_command(
         results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"))
         shown = results if iou_type is None else {iou_type: results[iou_type]}
     else:
-        assert gt_json is not None and results_json is not None
+        assert given.gt is not None and given.results is not None
         kind = iou_type or "keypoints"
-        results = {kind: evaluate(gt_json, results_json, iou_type=kind, backend=backend, validate=validate)}
+        results = {kind: evaluate(given.gt, given.results, iou_type=kind, backend=backend, validate=validate)}
         shown = results
     for result in shown.values():
         for note in result.notes:

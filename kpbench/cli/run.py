@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli.app import app, echo_err
+from kpbench.cli import options
+from kpbench.cli.app import app, echo_err, require_torch
 
 # Every setting defaults to None ("not given"), so that a --config file can supply it; the real defaults live
 # in kpbench.core.config.RunSettings.
@@ -17,50 +18,36 @@ from kpbench.cli.app import app, echo_err
 @app.command("run")
 def run_command(
     config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="TOML file whose [run] table sets the options below (key = option name with _ for -), except "
-            "--overwrite, --backend, --progress and --analysis; options given on the command line win.",
-        ),
+        Path | None, options.config_option("run", "--overwrite, --backend, --progress and --analysis")
     ] = None,
-    coco_root: Annotated[
-        str | None, typer.Option("--coco-root", help="COCO root: annotations/ and SPLIT/ [default: $KPBENCH_COCO_ROOT].")
-    ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="COCO split [default: val2017].")] = None,
+    coco_root: options.CocoRoot = None,
+    split: options.Split = None,
     images: Annotated[
         str | None, typer.Option("--images", help="all (every image of the annotation file: the protocol) or with-persons [default: all].")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N selected images (by id).")] = None,
-    image_ids: Annotated[str | None, typer.Option("--image-ids", help="Only these image ids: 139,785,...")] = None,
+    image_ids: options.ImageIds = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="Download whatever is missing from the COCO root first.")
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="The pose model: keypointrcnn, FILE.py:Class, package.module:Class or an installed kpbench.models entry point [default: keypointrcnn]."),
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1].")
-    ] = None,
-    min_size: Annotated[int | None, typer.Option("--min-size", help="Resize: short side [default: 800].")] = None,
-    max_size: Annotated[int | None, typer.Option("--max-size", help="Resize: long-side cap [default: 1333].")] = None,
-    box_score_thresh: Annotated[
-        float | None, typer.Option("--box-score-thresh", help="The model's box score threshold [default: 0.05].")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    model: options.Model = None,
+    weights: options.Weights = None,
+    min_size: options.MinSize = None,
+    max_size: options.MaxSize = None,
+    box_score_thresh: options.BoxScoreThresh = None,
+    device: options.Device = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per model call [default: 1].")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [default: 2].")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="fp32, or fp16/bf16 through autocast [default: fp32].")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of random weights (--weights none) [default: 0].")] = None,
+    seed: options.Seed = None,
     out: Annotated[
-        str | None, typer.Option("--out", help="Run directory; an existing one is resumed [default: results/run-<timestamp>].")
+        str | None, options.out_option("Run directory; an existing one is resumed [default: results/run-<timestamp>].")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the run directory again even if it was made with another config.")
     ] = False,
-    backend: Annotated[str, typer.Option("--backend", help="Evaluator: pycocotools (reference) or hotcoco.")] = "pycocotools",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar on stderr.")] = True,
+    backend: options.Backend = "pycocotools",
+    progress: options.Progress = True,
     analysis: Annotated[
         bool,
         typer.Option(
@@ -74,6 +61,7 @@ def run_command(
     Re-running the same command continues an interrupted run. Under `torchrun --nproc_per_node N -m kpbench run
     ...` the images are sharded over the ranks and rank 0 merges and evaluates.
     """
+    require_torch("kpbench run")
     from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
     from kpbench.engine.runner import RunInterrupted, run
 

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli.app import app, echo_err
+from kpbench.cli import options
+from kpbench.cli.app import app, echo_err, require_torch
+from kpbench.core.errors import KpbenchError
+
+# What `kpbench report` without a path is told to give, per --kind.
+REPORT_INPUTS = {
+    "speed": "the speed CSVs of `kpbench speed`, or folders holding them (e.g. kpbench report results/speed)",
+    "run": "run directories, or a folder holding them (e.g. kpbench report --kind run results)",
+    "thresholds": "run directories or person-threshold CSVs, or a folder holding them "
+    "(e.g. kpbench report --kind thresholds results)",
+}
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
 # kpbench.core.config.SpeedSettings.
@@ -15,18 +25,9 @@ from kpbench.cli.app import app, echo_err
 
 @app.command("speed")
 def speed_command(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="TOML file whose [speed] table sets the options below (key = option name with _ for -), except "
-            "--progress; options given on the command line win.",
-        ),
-    ] = None,
-    coco_root: Annotated[
-        str | None, typer.Option("--coco-root", help="COCO root with real images [default: $KPBENCH_COCO_ROOT].")
-    ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="COCO split [default: val2017].")] = None,
+    config: Annotated[Path | None, options.config_option("speed", "--progress")] = None,
+    coco_root: options.CocoRoot = None,
+    split: options.Split = None,
     num_images: Annotated[
         int | None, typer.Option("--num-images", help="Images with people to cycle through, lowest ids first [default: 8].")
     ] = None,
@@ -34,15 +35,13 @@ def speed_command(
         bool | None,
         typer.Option("--synthetic/--no-synthetic", help="Random 480x640 images instead of COCO (flagged in every row)."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="The pose model: keypointrcnn, FILE.py:Class, package.module:Class or an installed kpbench.models entry point [default: keypointrcnn]."),
+    model: options.Model = None,
+    weights: options.Weights = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of random weights and synthetic images [default: 0].", show_default=False),
     ] = None,
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1].")
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of random weights and synthetic images [default: 0].")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    device: options.Device = None,
     sizes: Annotated[
         str | None, typer.Option("--sizes", help="Short sides for the model's transform [default: 320,480,640,800,1024].")
     ] = None,
@@ -59,15 +58,12 @@ def speed_command(
     compile: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="Add torch.compile variants (backbone compiled).")
     ] = None,
-    box_score_thresh: Annotated[
-        float | None,
-        typer.Option("--box-score-thresh", help="The model's box score threshold [default: 0.05; the tutorial used 0.9]."),
-    ] = None,
+    box_score_thresh: options.BoxScoreThresh = None,
     accuracy: Annotated[
         int | None, typer.Option("--accuracy", help="Also evaluate keypoint and box AP on N images per row [default: 0].")
     ] = None,
-    out: Annotated[str | None, typer.Option("--out", help="Output folder [default: results/speed].")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar on stderr.")] = True,
+    out: Annotated[str | None, options.out_option("Output folder [default: results/speed].")] = None,
+    progress: options.Progress = True,
 ) -> None:
     """Time Keypoint R-CNN per input size and variant on this device; write a CSV, a JSON manifest and Markdown.
 
@@ -75,6 +71,7 @@ def speed_command(
     time covers model(images) between two synchronisations: transform and post-processing included,
     decoding and copying to the device excluded (timed separately).
     """
+    require_torch("kpbench speed")
     from kpbench.core.config import SpeedSettings, load_config, merge_settings, parse_list
     from kpbench.engine.speed import SpeedInterrupted, run_speed, terminal_summary
 
@@ -120,12 +117,16 @@ def speed_command(
 def report_command(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Files or folders (searched recursively) [default: results/speed for speed, results otherwise]."),
+        typer.Argument(
+            help="Files or folders (searched recursively): speed CSVs, run directories (--kind run) or threshold "
+            "tables (--kind thresholds).",
+            show_default=False,
+        ),
     ] = None,
     kind: Annotated[str, typer.Option("--kind", help="speed (speed CSVs), run (run directories) or thresholds.")] = "speed",
-    fmt: Annotated[str, typer.Option("--format", help="markdown, csv or json.")] = "markdown",
+    fmt: Annotated[str, options.format_option("markdown, csv or json.")] = "markdown",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write here instead of stdout (csv: the speed pivot goes to <stem>.pivot.csv).")
+        Path | None, options.out_option("Write here instead of stdout (csv: the speed pivot goes to <stem>.pivot.csv).")
     ] = None,
     columns: Annotated[
         str | None,
@@ -142,6 +143,8 @@ def report_command(
     from kpbench.core.io import check_format
     from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, write_report
 
+    if not paths and kind in REPORT_INPUTS:  # (an unknown --kind is build_report's to word)
+        raise KpbenchError(f"report needs PATHS: {REPORT_INPUTS[kind]}")
     check_format(fmt, FORMATS)
     if out is not None:
         check_report_out(out)  # before reading anything

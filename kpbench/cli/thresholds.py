@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kpbench.cli import options
 from kpbench.cli.app import app, echo_err
 from kpbench.core.errors import KpbenchError
 
@@ -16,28 +17,19 @@ from kpbench.core.errors import KpbenchError
 
 @app.command("thresholds")
 def thresholds_command(
-    run_dir: Annotated[
-        Path | None, typer.Argument(metavar="RUN_DIR", help="A run directory made by `kpbench run` (gives both sweeps).")
-    ] = None,
-    gt: Annotated[Path | None, typer.Option("--gt", help="COCO ground-truth JSON (with --results, instead of RUN_DIR).")] = None,
-    results: Annotated[Path | None, typer.Option("--results", help="COCO results JSON (with --gt).")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file whose [thresholds] table sets --iou-type, --thresholds, --kp-thresholds and --person-thresh.")
-    ] = None,
-    iou_type: Annotated[
-        str | None, typer.Option("--iou-type", help="keypoints (OKS) or bbox (IoU) for the person-score rows [default: keypoints].")
-    ] = None,
+    source: options.Source = None,
+    results_json: options.Results = None,
+    config: Annotated[Path | None, options.config_option("thresholds", "--format, --table and --out")] = None,
+    iou_type: Annotated[str | None, options.iou_type_option(" for the person-score rows")] = None,
     thresholds: Annotated[
         str | None, typer.Option("--thresholds", help="Person-score thresholds in [0,1], e.g. 0.5,0.7,0.9 [default: 0,0.05,...,0.95].")
     ] = None,
     kp_thresholds: Annotated[
         str | None, typer.Option("--kp-thresholds", help="Keypoint-score thresholds (logits), e.g. 0,2,4 [default: -1,0,1,2,3,4,5].")
     ] = None,
-    person_thresh: Annotated[
-        float | None, typer.Option("--person-thresh", help="Keypoint rows use persons scored above this [default: 0.9].")
-    ] = None,
+    person_thresh: options.PersonThresh = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="table or markdown (AP/AR in percent), csv (one table) or json (both).")
+        str, options.format_option("table or markdown (AP/AR in percent), csv (one table) or json (both).")
     ] = "table",
     table: Annotated[
         str | None,
@@ -48,8 +40,11 @@ def thresholds_command(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the CSV/Markdown tables and threshold_curves.png here [default: RUN_DIR].")
+        Path | None, options.out_option("Write the CSV/Markdown tables and threshold_curves.png here [default: RUN_DIR].")
     ] = None,
+    run_alias: options.RunAlias = None,
+    gt_alias: options.GtAlias = None,
+    results_alias: options.ResultsAlias = None,
 ) -> None:
     """Compare person-score thresholds (exact COCO AP/AR and TP/FP/FN per threshold) and keypoint-score thresholds
     (per-keypoint precision and recall), from one COCOeval pass instead of one per threshold.
@@ -61,7 +56,8 @@ def thresholds_command(
     --format csv prints one CSV table, the person table unless --table keypoint (which needs a run directory);
     --format json prints both as {"person": [...], "keypoint": [...]}. table and markdown show the COCO stats (AP,
     AR, ...) in percent with one decimal, n/a where COCO gives -1; csv and json keep fractions at full precision.
-    The keypoint-score part needs a run directory.
+    The keypoint-score part needs a run directory (RUN_DIR); GT_JSON RESULTS_JSON give the person-score part.
+    The keypoint rows count the keypoints of persons scored above --person-thresh.
     """
     from kpbench.analysis.thresholds import (
         check_keypoint_thresholds,
@@ -81,14 +77,8 @@ def thresholds_command(
         raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
     if table is not None and fmt == "json":
         raise KpbenchError("--table: not with --format json, which prints both tables")
-    if run_dir is not None and (gt is not None or results is not None):
-        raise KpbenchError("thresholds: give either RUN_DIR or --gt GT --results RESULTS, not both")
-    if run_dir is None and (gt is None or results is None):
-        raise KpbenchError("thresholds needs RUN_DIR, or both --gt GT and --results RESULTS")
-    if run_dir is not None and not run_dir.exists():
-        raise KpbenchError(f"{run_dir}: run directory not found")
-    if run_dir is not None and not run_dir.is_dir():
-        raise KpbenchError(f"{run_dir}: not a directory (for a results file, use --gt GT --results RESULTS)")
+    given = options.sources("thresholds", source, results_json, run_alias, gt_alias, results_alias)
+    run_dir = given.run_dir
     # Check the options here so that the message names the option (merge_settings would say "command line").
     person_list = _parse_thresholds(thresholds, "--thresholds")
     kp_list = _parse_thresholds(kp_thresholds, "--kp-thresholds")
@@ -120,8 +110,8 @@ def thresholds_command(
         report = thresholds_for_run(run_dir, settings)
         out_dir: Path | None = out or run_dir
     else:
-        assert gt is not None and results is not None
-        report = thresholds_for_files(gt, results, settings)
+        assert given.gt is not None and given.results is not None
+        report = thresholds_for_files(given.gt, given.results, settings)
         out_dir = out
     for note in report.notes:
         echo_err(f"note: {note}")

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli.app import app, echo_err
+from kpbench.cli import options
+from kpbench.cli.app import app, echo_err, require_torch
 from kpbench.core.errors import KpbenchError
 
 
@@ -33,56 +34,44 @@ def draw_command(
             show_default=False,
         ),
     ],
-    image_ids: Annotated[str | None, typer.Option(help="Run dir: draw these image ids (comma-separated).")] = None,
+    image_ids: options.ImageIds = None,
     top: Annotated[int, typer.Option(help="Run dir: without --image-ids, draw the N highest-scoring images.")] = 8,
-    score_thresh: Annotated[
-        float, typer.Option(help="Draw persons whose box score is above this (a probability, in [0, 1]).")
-    ] = 0.9,
-    kp_thresh: Annotated[
-        float, typer.Option(help="Draw keypoints whose score (a logit) is above this; a limb needs both ends above it.")
-    ] = 2.0,
+    person_thresh: options.PersonThresh = None,
+    kp_thresh: options.KpThresh = None,
     gt: Annotated[bool, typer.Option("--gt", help="Add a ground-truth panel beside each image.")] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Output folder [default: RUN_DIR/draw, or ./draw for image files].", show_default=False),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="Image files: the pose model: keypointrcnn (default), FILE.py:Class, package.module:Class or an "
-            "installed kpbench.models entry point.",
-            show_default=False,
-        ),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="Image files: COCO_V1 (default), COCO_LEGACY, none or a checkpoint path.", show_default=False
-        ),
-    ] = None,
+    out: Annotated[Path | None, options.out_option("Output folder [default: RUN_DIR/draw, or ./draw for image files].")] = None,
+    model: options.Model = None,
+    weights: options.Weights = None,
     annotations: Annotated[
         Path | None, typer.Option(help="Image files with --gt: a COCO annotation JSON (images matched by file name).")
     ] = None,
-    min_size: Annotated[
-        int | None,
-        typer.Option(help="Image files: the model's input size (short side) [default: 800].", show_default=False),
-    ] = None,
-    max_size: Annotated[
-        int | None,
-        typer.Option(help="Image files: the long-side cap [default: min_size*1333/800].", show_default=False),
-    ] = None,
-    device: Annotated[str, typer.Option(help="Image files: auto, cpu, cuda or cuda:N.")] = "auto",
+    min_size: options.MinSize = None,
+    max_size: options.MaxSize = None,
+    device: options.Device = None,
+    score_thresh_alias: options.ScoreThreshAlias = None,
 ) -> None:
     """Draw keypoints and skeletons as PNG files: a run's cached detections, or a model run on image files.
 
-    A person is drawn when its score is above --score-thresh; a keypoint when its logit is above --kp-thresh;
-    a limb when both its ends are. One colour per person. An image with nobody above --score-thresh is labelled
+    A person is drawn when its score is above --person-thresh; a keypoint when its logit is above --kp-thresh;
+    a limb when both its ends are. One colour per person. An image with nobody above --person-thresh is labelled
     so ("0 persons above 0.9").
-    """
-    from kpbench.core.config import parse_list
-    from kpbench.report.draw import DRAW_DIR, draw_image_files, draw_run_images
 
+    --weights, --min-size, --max-size, --device and --annotations are for image files (a run directory draws its
+    cached detections). There, --min-size alone keeps the model's 800:1333 ratio for the long-side cap.
+    """
+    from kpbench.analysis.thresholds import check_person_thresh
+    from kpbench.core.config import parse_list
+    from kpbench.report.draw import (
+        DEFAULT_SCORE_THRESH,
+        DRAW_DIR,
+        draw_image_files,
+        draw_run_images,
+    )
+
+    person, person_option = options.alias(person_thresh, score_thresh_alias, "--person-thresh", "--score-thresh")
+    score_thresh = DEFAULT_SCORE_THRESH if person is None else float(person)  # type: ignore[arg-type]
+    check_person_thresh(score_thresh, person_option)  # named as given, before any work
+    kp = kp_thresh  # None: the default on the scale of the model's keypoint scores
     run_dir = _one_run_dir(paths, "image file")
     if run_dir is not None:
         for option, value in (
@@ -96,7 +85,7 @@ def draw_command(
                 raise KpbenchError(f"{option}: only for image files (a run directory draws its cached detections)")
         ids = parse_list(image_ids, int, "--image-ids")
         written = draw_run_images(
-            run_dir, image_ids=ids, top_n=top, score_thresh=score_thresh, kp_thresh=kp_thresh, gt=gt, out=out
+            run_dir, image_ids=ids, top_n=top, score_thresh=score_thresh, kp_thresh=kp, gt=gt, out=out
         )
     else:
         if image_ids is not None:
@@ -111,17 +100,18 @@ def draw_command(
         if min_size is not None and max_size is not None and max_size < min_size:
             raise KpbenchError(f"--max-size {max_size} is smaller than --min-size {min_size}: the long-side cap "
                                "must be at least the short side")
+        require_torch("kpbench draw IMAGE")
         written = draw_image_files(
             paths,
             weights=weights,
             model=model,
             score_thresh=score_thresh,
-            kp_thresh=kp_thresh,
+            kp_thresh=kp,
             out=out or Path(DRAW_DIR),
             annotations=annotations,
             min_size=min_size,
             max_size=max_size,
-            device=device,
+            device=device or "auto",
         )
     for path in written:
         echo_err(f"wrote {path}")
@@ -133,10 +123,7 @@ def plot_command(
         list[Path],
         typer.Argument(help="A run directory, or `kpbench speed` CSV files.", show_default=False),
     ],
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Speed CSVs: output folder [default: the first CSV's folder].", show_default=False),
-    ] = None,
+    out: Annotated[Path | None, options.out_option("Speed CSVs: output folder [default: the first CSV's folder].")] = None,
 ) -> None:
     """Write figures: for a run directory, PR curves (keypoints and boxes) and threshold curves; for speed
     CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS."""
@@ -157,12 +144,12 @@ def plot_command(
 @app.command("keypoints")
 def keypoints_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `kpbench run`.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown.")] = "table",
+    fmt: Annotated[str, options.format_option("table, json, csv or markdown.")] = "table",
 ) -> None:
     """Per-keypoint breakdown of the detections matched at OKS >= 0.5: per joint, the number of labelled GT
     keypoints, mean similarity, fractions >= 0.5 and >= 0.75, and the median error / sqrt(GT area).
 
-    Scores the run from its detections cache, like `kpbench evaluate --run` (an incomplete run is an error).
+    Scores the run from its detections cache, like `kpbench evaluate RUN_DIR` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
     from kpbench.analysis.breakdown import COLUMNS, STEM, keypoints_for_run

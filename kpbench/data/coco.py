@@ -26,12 +26,12 @@ def resolve_coco_root(root: str | Path | None) -> Path:
     if value is None:
         raise KpbenchError(
             f"no COCO root given: pass --coco-root DIR or set {COCO_ROOT_ENV} "
-            "(`kpbench data download --root DIR` fetches val2017)"
+            "(`kpbench data download --coco-root DIR` fetches val2017)"
         )
     path = Path(value).expanduser()
     if not path.is_dir():
         raise KpbenchError(
-            f"{path}: COCO root not found (`kpbench data download --root {path}` fetches val2017, "
+            f"{path}: COCO root not found (`kpbench data download --coco-root {path}` fetches val2017, "
             "or add --download to `kpbench run`)"
         )
     return path
@@ -48,7 +48,7 @@ def image_path(root: Path, split: str, file_name: str) -> Path:
 
 
 IMAGE_SETS = ("all", "with-persons")
-_GET_DATA_HINT = "`kpbench data download --root {root}` or `kpbench run --download` fetches it"
+_GET_DATA_HINT = "`kpbench data download --coco-root {root}` or `kpbench run --download` fetches it"
 
 
 def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
@@ -155,7 +155,7 @@ def image_files(root: Path, split: str, gt: dict[str, Any], image_ids: Sequence[
             raise KpbenchError(f"{folder}: image folder not found ({_GET_DATA_HINT.format(root=root)})")
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise KpbenchError(
-            f"{missing[0]}: image file not found{more} (`kpbench data download --root {root}` or `kpbench run "
+            f"{missing[0]}: image file not found{more} (`kpbench data download --coco-root {root}` or `kpbench run "
             f"--download` extracts the missing images again from {split}.zip)"
         )
     return paths

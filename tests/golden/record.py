@@ -2,7 +2,8 @@
 
 `python tests/golden/record.py OUT_DIR > tests/golden/golden.sha256` records them (it was run before the package was
 split into stages, so the layout move is proven not to change a byte); tests/test_golden.py reruns the commands and
-compares. Files that hold times, paths or versions (manifest.json, PNGs with matplotlib's version) are left out.
+compares. The argv use today's spellings (`evaluate RUN_DIR`, `thresholds GT RES`; recorded with the old ones,
+`evaluate --run RUN_DIR` and `thresholds --gt GT --results RES`, which still work). Files that hold times, paths or versions (manifest.json, PNGs with matplotlib's version) are left out.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ def commands(out: Path) -> list[tuple[str, list[str]]]:
                  "--min-size", "320", "--max-size", "533", "--device", "cpu", "--out", str(run_dir)]),
         ("run-keypoints", ["keypoints", str(run_dir), "--format", "csv"]),
         ("run-thresholds", ["thresholds", str(run_dir), "--format", "json", "--out", str(out / "run-thresholds")]),
-        ("run-evaluate", ["evaluate", "--run", str(run_dir), "--format", "json"]),
+        ("run-evaluate", ["evaluate", str(run_dir), "--format", "json"]),
     ]
     for label, gt, res in FIXTURES:
         for backend in ("pycocotools", "hotcoco"):
             listed.append((f"evaluate-{label}-{backend}", ["evaluate", str(gt), str(res), "--backend", backend,
                                                            "--format", "json", "--out", str(out / f"evaluate-{label}-{backend}")]))
-        listed.append((f"thresholds-{label}", ["thresholds", "--gt", str(gt), "--results", str(res), "--format", "json",
+        listed.append((f"thresholds-{label}", ["thresholds", str(gt), str(res), "--format", "json",
                                                "--out", str(out / f"thresholds-{label}")]))
     return listed
 

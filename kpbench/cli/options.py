@@ -1,0 +1,190 @@
+"""The command line's shared vocabulary: one definition per concept, used by every command that has it.
+
+A concept has one option name everywhere (README's "Command-line options" table lists them). Old spellings stay
+as hidden aliases, so that scripts keep working: `data download --root`, `draw --score-thresh`, `evaluate --run`,
+`thresholds --gt/--results`. Settings that a --config file can supply default to None ("not given"); the real
+defaults live in kpbench.core.config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpbench.core.errors import KpbenchError
+
+# --- where the data is ------------------------------------------------------------------------------------------
+CocoRoot = Annotated[
+    str | None,
+    typer.Option("--coco-root", help="COCO root: annotations/ and SPLIT/ [default: $KPBENCH_COCO_ROOT].", show_default=False),
+]
+RootAlias = Annotated[str | None, typer.Option("--root", hidden=True, help="Old name of --coco-root.")]
+Split = Annotated[str | None, typer.Option("--split", help="COCO split [default: val2017].", show_default=False)]
+ImageIds = Annotated[str | None, typer.Option("--image-ids", help="Only these image ids: 139,785,...", show_default=False)]
+
+# --- the model: its weights and its own settings ----------------------------------------------------------------
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The pose model: keypointrcnn, yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), FILE.py:Class, "
+        "package.module:Class or an installed kpbench.models entry point [default: keypointrcnn].",
+        show_default=False,
+    ),
+]
+Weights = Annotated[
+    str | None,
+    typer.Option(
+        "--weights", help="Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH "
+        "[default: COCO_V1]; other models: their weights file, if they take one.",
+        show_default=False,
+    ),
+]
+MinSize = Annotated[
+    int | None, typer.Option("--min-size", help="Input size: the short side [default: 800].", show_default=False)
+]
+MaxSize = Annotated[
+    int | None,
+    typer.Option("--max-size", help="Input size: the long-side cap [default: 1333].", show_default=False),
+]
+BoxScoreThresh = Annotated[
+    float | None,
+    typer.Option(
+        "--box-score-thresh",
+        help="The model's own detection threshold, a model setting (detections below it are never made), not a "
+        "filter on results [default: 0.05, the AP setting].",
+        show_default=False,
+    ),
+]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: auto].", show_default=False)]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed of random weights (--weights none) [default: 0].", show_default=False)]
+
+# --- filters on results -----------------------------------------------------------------------------------------
+PersonThresh = Annotated[
+    float | None,
+    typer.Option(
+        "--person-thresh",
+        help="Person-score threshold: only persons whose score (a probability, in [0, 1]) is above this "
+        "[default: 0.9].",
+        show_default=False,
+    ),
+]
+KpThresh = Annotated[
+    float | None,
+    typer.Option(
+        "--kp-thresh", help="Keypoint-score threshold: only keypoints whose score is above this, on the scale of "
+        "the model's keypoint scores [default: 2 for logits (Keypoint R-CNN), 0.5 for probabilities (YOLO)].",
+        show_default=False,
+    ),
+]
+ScoreThreshAlias = Annotated[float | None, typer.Option("--score-thresh", hidden=True, help="Old name of --person-thresh.")]
+
+# --- evaluation -------------------------------------------------------------------------------------------------
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Evaluator: pycocotools (reference) or hotcoco (fast, optional: pip install 'kpbench[fast]', which adds "
+        "msgspec for fast input checks).",
+    ),
+]
+
+
+def iou_type_option(what: str = "") -> typer.models.OptionInfo:
+    """--iou-type: keypoints or bbox; `what` says what it applies to in this command."""
+    return typer.Option("--iou-type", help=f"keypoints (OKS) or bbox (IoU){what} [default: keypoints].", show_default=False)
+
+
+# --- output -----------------------------------------------------------------------------------------------------
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
+
+
+def out_option(help: str) -> typer.models.OptionInfo:
+    """--out: where a command writes (what goes there differs per command, so the help does)."""
+    return typer.Option("--out", help=help, show_default=False)
+
+
+def format_option(help: str) -> typer.models.OptionInfo:
+    """--format: what stdout holds (the formats differ per command, so the help does)."""
+    return typer.Option("--format", help=help)
+
+
+def config_option(section: str, exceptions: str) -> typer.models.OptionInfo:
+    """--config: a TOML file whose [section] table sets the command's options."""
+    return typer.Option(
+        "--config",
+        help=f"TOML file whose [{section}] table sets the options below (key = option name with _ for -), except "
+        f"{exceptions}; options given on the command line win.",
+        show_default=False,
+    )
+
+
+def alias(value: object, alias_value: object, name: str, alias_name: str) -> tuple[object, str]:
+    """The value of an option given under its name or its old one (not both), and the name it was given under."""
+    if alias_value is None:
+        return value, name
+    if value is not None:
+        raise KpbenchError(f"{alias_name}: the old name of {name}; give one of them")
+    return alias_value, alias_name
+
+
+# --- inputs of evaluate and thresholds: a run directory, or GT_JSON RESULTS_JSON -------------------------------
+# Two optional arguments rather than one list, so that the usage line reads [RUN_DIR|GT_JSON] [RESULTS_JSON].
+Source = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="RUN_DIR|GT_JSON",
+        help="A run directory made by `kpbench run`, or a COCO ground-truth JSON (then RESULTS_JSON too).",
+        show_default=False,
+    ),
+]
+Results = Annotated[
+    Path | None,
+    typer.Argument(metavar="RESULTS_JSON", help="With GT_JSON: a COCO results JSON (a list of detections).", show_default=False),
+]
+RunAlias = Annotated[Path | None, typer.Option("--run", hidden=True, help="Old spelling of RUN_DIR.")]
+GtAlias = Annotated[Path | None, typer.Option("--gt", hidden=True, help="Old spelling of GT_JSON.")]
+ResultsAlias = Annotated[Path | None, typer.Option("--results", hidden=True, help="Old spelling of RESULTS_JSON.")]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What evaluate or thresholds scores: a run directory, or a GT file and a results file."""
+
+    run_dir: Path | None = None
+    gt: Path | None = None
+    results: Path | None = None
+
+
+def sources(
+    command: str, source: Path | None, results_json: Path | None, run: Path | None, gt: Path | None, results: Path | None
+) -> Sources:
+    """The inputs given as `RUN_DIR` or `GT_JSON RESULTS_JSON` (or the old --run / --gt --results), checked."""
+    paths = [p for p in (source, results_json) if p is not None]
+    old = [p for p in (run, gt, results) if p is not None]
+    if paths and old:
+        raise KpbenchError(f"{command}: give either RUN_DIR or GT_JSON RESULTS_JSON, not both")
+    if run is not None and (gt is not None or results is not None):
+        raise KpbenchError(f"{command}: give either RUN_DIR or GT_JSON RESULTS_JSON, not both")
+    if run is not None:
+        paths = [run]
+    elif gt is not None or results is not None:
+        if gt is None or results is None:
+            raise KpbenchError(f"{command}: --gt and --results go together (or give GT_JSON RESULTS_JSON)")
+        paths = [gt, results]
+    if not paths:
+        raise KpbenchError(f"{command} needs RUN_DIR, or GT_JSON RESULTS_JSON")
+    if len(paths) == 1:
+        (path,) = paths
+        if not path.exists():
+            raise KpbenchError(f"{path}: run directory not found")
+        if not path.is_dir():
+            raise KpbenchError(f"{path}: not a directory (for a results file, give GT_JSON RESULTS_JSON)")
+        return Sources(run_dir=path)
+    for path in paths:
+        if path.is_dir():
+            raise KpbenchError(f"{path}: a directory, expected a JSON file (a run directory comes alone: {command} RUN_DIR)")
+    return Sources(gt=paths[0], results=paths[1])
