@@ -434,7 +434,7 @@ def test_fifo_device_and_directory_are_refused_before_reading(
     gt_path.write_text(json.dumps(good[0]))
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
-    for path, kind in ((fifo, "is a FIFO (named pipe), not a regular file"), (Path("/dev/zero"), "is a character device, not a regular file"), (tmp_path, "is a directory")):
+    for path, kind in ((fifo, "is a FIFO (named pipe), not a regular file"), (Path("/dev/zero"), "is a character device, not a regular file"), (tmp_path, "a directory, expected a JSON file (a run directory comes alone: evaluate RUN_DIR)")):
         assert_one_line_error(run_cli("evaluate", gt_path, path, "--backend", backend, validate),
                               f"error: {path}: {kind}")
         assert_one_line_error(run_cli("evaluate", path, gt_path, "--backend", backend, validate),

@@ -14,8 +14,10 @@ size" of this model is its imgsz.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,34 @@ def bundled_weights() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _process_unchanged() -> Iterator[None]:
+    """Undo ultralytics' changes to the process: on import it sets OMP_NUM_THREADS=1 (and more) in os.environ and
+    torch's thread count to 1, and loading a model sets CUBLAS_WORKSPACE_CONFIG. Left in place they would make
+    every later torch model and child process single-threaded, and every CPU timing incomparable."""
+    import torch
+
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        os.environ.update(saved_env)
+        if torch.get_num_threads() != saved_threads:
+            torch.set_num_threads(saved_threads)
+
+
+def _import_yolo() -> Any:
+    """ultralytics' YOLO class, imported without its side effects on the process (`_process_unchanged`)."""
+    with _process_unchanged():
+        try:
+            from ultralytics import YOLO
+        except ImportError:
+            raise KpbenchError(YOLO_MISSING) from None
+    return YOLO
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -61,15 +91,13 @@ class YoloPoseModel:
     input_format = "numpy"
 
     def __init__(self, weights: str | None = None) -> None:
-        try:
-            from ultralytics import YOLO
-        except ImportError:
-            raise KpbenchError(YOLO_MISSING) from None
+        YOLO = _import_yolo()
         path = Path(weights) if weights else bundled_weights()
         if not path.is_file():
             raise KpbenchError(f"{path}: YOLO checkpoint not found")
         try:
-            self._yolo = YOLO(str(path))
+            with _process_unchanged():
+                self._yolo = YOLO(str(path))
         except Exception as exc:  # a file ultralytics cannot read: one line that says which
             raise KpbenchError(f"{path}: not a YOLO checkpoint ({type(exc).__name__}: {exc})") from None
         if getattr(self._yolo, "task", None) != "pose":
@@ -110,7 +138,8 @@ class YoloPoseModel:
         out = []
         for image in images:
             bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # Ultralytics reads arrays as OpenCV's BGR
-            result = self._yolo.predict(bgr, verbose=False, device=self.device, **self.settings)[0]
+            with _process_unchanged():
+                result = self._yolo.predict(bgr, verbose=False, device=self.device, **self.settings)[0]
             kps = result.keypoints.data if result.keypoints is not None else None
             n = len(result.boxes)
             keypoints = np.zeros((n, COCO17.num_keypoints, 3)) if kps is None else kps.detach().cpu().numpy().astype(np.float64)
