@@ -28,7 +28,11 @@ def plot_threshold_file(run_dir: str | Path) -> Path | None:
     if not person_rows:
         return None
     keypoint_rows = read_csv_rows(keypoint_csv) if keypoint_csv.is_file() else None
-    return Path(plot_threshold_curves(person_rows, run_dir / CURVES_FILE, keypoint_rows or None))
+    from kpbench.runs.directory import manifest_path, run_dir_format
+
+    kind = run_dir_format(run_dir).keypoint_score_kind if manifest_path(run_dir).is_file() else "logit"
+    return Path(plot_threshold_curves(person_rows, run_dir / CURVES_FILE, keypoint_rows or None,
+                                      keypoint_score_kind=kind))
 
 
 def plot_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:

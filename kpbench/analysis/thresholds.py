@@ -411,6 +411,7 @@ class ThresholdReport:
     num_gt: int
     num_results: int
     notes: list[str] = field(default_factory=list)
+    keypoint_score_kind: str = "logit"  # the scale of the keypoint-score thresholds
 
     def to_json(self) -> dict[str, list[dict[str, Any]]]:
         """{"person": [...], "keypoint": [...]}; undefined ratios are None (JSON null)."""
@@ -514,7 +515,7 @@ def thresholds_for_run(
     return ThresholdReport(
         iou_type=settings.iou_type, person=person, keypoint=keypoint, settings=settings,
         num_images=result.num_images, num_gt=result.num_gt, num_results=result.num_results,
-        notes=list(dict.fromkeys(notes)),
+        notes=list(dict.fromkeys(notes)), keypoint_score_kind=kind,
     )
 
 
@@ -529,6 +530,7 @@ def write_threshold_files(
     person_rows: Sequence[dict[str, Any]],
     keypoint_rows: Sequence[dict[str, Any]] = (),
     plot: bool = True,
+    keypoint_score_kind: str = "logit",
 ) -> list[Path]:
     """Write thresholds_person.csv/.md, thresholds_keypoint.csv/.md (when there are keypoint rows) and
     threshold_curves.png into out_dir, atomically; returns the paths. The CSV files hold the rows as they are
@@ -542,7 +544,8 @@ def write_threshold_files(
     if plot and person_rows:
         from kpbench.report.figures import plot_threshold_curves
 
-        paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None, KEYPOINT_MATCH_OKS))
+        paths.append(plot_threshold_curves(person_rows, out_dir / CURVES_FILE, keypoint_rows or None, KEYPOINT_MATCH_OKS,
+                                           keypoint_score_kind))
     return paths
 
 

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from kpbench.cli import (  # noqa: F401  (each module registers its commands on `app`)
+    analysis,
     configcmd,
     data,
     evaluate,

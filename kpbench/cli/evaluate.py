@@ -31,6 +31,18 @@ def evaluate_command(
         typer.Option(help="Check the inputs first (--no-validate hands the files to the backend unchecked; "
                           "not for a run directory, whose inputs are always checked)."),
     ] = True,
+    schema_name: options.SchemaName = None,
+    sigmas: options.Sigmas = None,
+    max_dets: options.MaxDets = None,
+    area_ranges: options.AreaRanges = None,
+    iou_thresholds: options.IouThresholds = None,
+    use_cats: options.UseCats = True,
+    drop_zero_keypoints: options.DropZeroKeypoints = False,
+    wholebody: Annotated[
+        bool, typer.Option("--wholebody", help="Score a COCO-WholeBody file by part (body, foot, face, hands, whole body).")
+    ] = False,
+    bootstrap: options.Bootstrap = None,
+    bootstrap_seed: options.BootstrapSeed = 0,
     run_alias: options.RunAlias = None,
     gt_alias: options.GtAlias = None,
     results_alias: options.ResultsAlias = None,
@@ -74,22 +86,56 @@ def evaluate_command(
     if out is not None:
         ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
 
+    settings = options.eval_settings(max_dets, area_ranges, iou_thresholds, use_cats)
+    schema = None
+    if schema_name is not None:
+        from kpbench.core.schema import get_schema
+
+        schema = get_schema(schema_name)
+    sigma_values = None
+    if sigmas is not None:
+        from kpbench.core.schema import parse_sigmas
+
+        sigma_values = parse_sigmas(sigmas)
+    customised = schema is not None or sigma_values is not None or not settings.is_default() or drop_zero_keypoints
+    if bootstrap is not None and bootstrap < 1:
+        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
     if run is not None:
         from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
+        if customised or wholebody:
+            raise KpbenchError("--schema, --sigmas, --wholebody, --drop-zero-keypoints and the COCOeval options are "
+                               "for GT_JSON RESULTS_JSON; a run directory is scored with its own schema")
         results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"))
         shown = results if iou_type is None else {iou_type: results[iou_type]}
+    elif wholebody:
+        from kpbench.evaluation.wholebody import evaluate_wholebody
+
+        assert given.gt is not None and given.results is not None
+        if customised or iou_type not in (None, "keypoints"):
+            raise KpbenchError("--wholebody: scores every part with COCO-WholeBody's own sigmas and COCO's parameters")
+        results = evaluate_wholebody(given.gt, given.results, backend=backend)
+        shown = results
     else:
         assert given.gt is not None and given.results is not None
         kind = iou_type or "keypoints"
-        results = {kind: evaluate(given.gt, given.results, iou_type=kind, backend=backend, validate=validate)}
+        results = {kind: evaluate(given.gt, given.results, iou_type=kind, backend=backend, validate=validate,
+                                  schema=schema, sigmas=sigma_values, settings=settings,
+                                  drop_zero_keypoint_results=drop_zero_keypoints)}
         shown = results
     for result in shown.values():
         for note in result.notes:
             echo_err(f"note: {note}")
+    intervals = None
+    if bootstrap is not None:
+        from kpbench.analysis.bootstrap import bootstrap_intervals
+
+        intervals = {t: bootstrap_intervals(r, bootstrap, bootstrap_seed) for t, r in shown.items()}
     if fmt == "json":
         payload = metrics_json(shown)
-        typer.echo(json.dumps(next(iter(payload.values())) if len(payload) == 1 else payload, indent=2))
+        params = payload.pop("params", None)  # recorded in metrics.json; the flat object holds stats only
+        body = next(iter(payload.values())) if len(payload) == 1 else {**payload, **({"params": params} if params else {})}
+        typer.echo(json.dumps(body if intervals is None else {"stats": body, "intervals": intervals}, indent=2))
     elif fmt == "csv":
         typer.echo(to_csv(metrics_rows(shown)), nl=False)
     elif fmt == "markdown":
@@ -98,6 +144,13 @@ def evaluate_command(
         typer.echo(summarize_run(run, shown), nl=False)
     else:
         typer.echo(format_stats_table(shown), nl=False)
+    if intervals is not None and fmt != "json":
+        from kpbench.core.io import to_markdown, to_text_table
+
+        rows = [{"iou_type": t, **r} for t, rs in intervals.items() for r in rs]
+        render = to_csv if fmt == "csv" else to_markdown if fmt == "markdown" else to_text_table
+        echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile intervals")
+        typer.echo(render(rows, ["iou_type", "stat", "value", "low", "high"]), nl=False)
     if out is not None:
         for path in write_metrics(out, results):
             echo_err(f"wrote {path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -188,3 +188,57 @@ def sources(
         if path.is_dir():
             raise KpbenchError(f"{path}: a directory, expected a JSON file (a run directory comes alone: {command} RUN_DIR)")
     return Sources(gt=paths[0], results=paths[1])
+
+
+# --- evaluation: keypoint schema and COCOeval's parameters -----------------------------------------------------
+SchemaName = Annotated[
+    str | None,
+    typer.Option("--schema", help="A built-in keypoint schema: coco17, crowdpose14 or ap10k17 [default: the one the "
+                 "GT's keypoint category names].", show_default=False),
+]
+Sigmas = Annotated[
+    str | None,
+    typer.Option("--sigmas", help="Per-keypoint OKS sigmas for a keypoint set kpbench has none for: a comma list "
+                 "(0.05,0.08,...) or a JSON file with a list.", show_default=False),
+]
+MaxDets = Annotated[
+    str | None,
+    typer.Option("--max-dets", help="COCOeval's maxDets, e.g. 20 or 1,10,100 [default: 20 for keypoints, 1,10,100 "
+                 "for boxes].", show_default=False),
+]
+AreaRanges = Annotated[
+    str | None,
+    typer.Option("--area-ranges", help="COCOeval's area ranges as LABEL:LO:HI, the first one 'all' [default: COCO's].",
+                 show_default=False),
+]
+IouThresholds = Annotated[
+    str | None,
+    typer.Option("--iou-thresholds", help="IoU/OKS thresholds: 0.5,0.75 or LO:HI:STEP [default: 0.5:0.95:0.05].",
+                 show_default=False),
+]
+UseCats = Annotated[
+    bool, typer.Option("--use-cats/--no-use-cats", help="COCOeval's useCats (--no-use-cats pools categories).")
+]
+DropZeroKeypoints = Annotated[
+    bool,
+    typer.Option("--drop-zero-keypoints", help="xtcocotools' rule: leave out results whose keypoint scores are all "
+                 "0 (pycocotools, the default, counts them)."),
+]
+Bootstrap = Annotated[
+    int | None,
+    typer.Option("--bootstrap", help="Also give a percentile interval on every stat from N image-bootstrap "
+                 "replicates (pycocotools backend).", show_default=False),
+]
+BootstrapSeed = Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap's image draws.")]
+
+
+def eval_settings(max_dets: str | None, area_ranges: str | None, iou_thresholds: str | None, use_cats: bool) -> Any:
+    """The EvalSettings of the COCOeval options (None values: COCO's)."""
+    from kpbench.evaluation.settings import EvalSettings, parse_area_ranges, parse_iou_thresholds, parse_max_dets
+
+    return EvalSettings(
+        max_dets=parse_max_dets(max_dets) if max_dets is not None else None,
+        area_ranges=parse_area_ranges(area_ranges) if area_ranges is not None else None,
+        iou_thresholds=parse_iou_thresholds(iou_thresholds) if iou_thresholds is not None else None,
+        use_cats=use_cats,
+    )

@@ -118,7 +118,8 @@ def thresholds_command(
 
     typer.echo(format_report(report, fmt, table), nl=False)
     if out_dir is not None:
-        for path in write_threshold_files(out_dir, report.person, report.keypoint):
+        for path in write_threshold_files(out_dir, report.person, report.keypoint,
+                                          keypoint_score_kind=report.keypoint_score_kind):
             echo_err(f"wrote {path}")
 
 

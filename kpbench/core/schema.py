@@ -263,6 +263,33 @@ SIGMAS: np.ndarray = COCO17.sigma_array
 PERSON_CATEGORY_ID = COCO17.category_id
 
 
+def parse_sigmas(text: str) -> tuple[float, ...]:
+    """--sigmas: a comma-separated list (0.026,0.025,...), or a JSON file holding a list or {"sigmas": [...]}."""
+    import json
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        from kpbench.core.io import read_json
+
+        data = read_json(path)
+        values = data.get("sigmas") if isinstance(data, dict) else data
+        where = str(path)
+    else:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise KpbenchError(f"--sigmas: not a comma-separated list of numbers or a JSON file: {text!r}") from None
+        where = "--sigmas"
+    if not isinstance(values, list) or not values or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise KpbenchError(f"{where}: expected a non-empty list of numbers (per-keypoint sigmas), e.g. {json.dumps([0.026, 0.025])}")
+    if not all(v > 0 and v == v and v != float("inf") for v in values):
+        raise KpbenchError(f"{where}: sigmas must be positive finite numbers")
+    return tuple(float(v) for v in values)
+
+
 def stat_names(iou_type: str) -> tuple[str, ...]:
     """The summary stat names for an iou type ("keypoints" or "bbox")."""
     return KEYPOINT_STAT_NAMES if iou_type == "keypoints" else BBOX_STAT_NAMES

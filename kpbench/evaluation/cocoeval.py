@@ -7,6 +7,7 @@ file fails with a clear message instead of a crash or a silently wrong AP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,13 @@ def _run_backend(
     schema: KeypointSchema | None,
     drop_zero_keypoints: bool = False,
     settings: EvalSettings | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> _BackendRun:
     """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
     gt_input: dict[str, Any] | Path
     res_input: list[dict[str, Any]] | Path
     if checked:
-        gt_data = load_ground_truth(gt, iou_type, schema)
+        gt_data = load_ground_truth(gt, iou_type, schema, sigmas)
         res = load_results(results, gt_data, iou_type)
         if drop_zero_keypoints and iou_type == "keypoints":
             res = _without_zero_keypoint_results(res)
@@ -218,6 +220,7 @@ def evaluate(
     schema: KeypointSchema | None = None,
     drop_zero_keypoint_results: bool = False,
     settings: EvalSettings | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
@@ -228,6 +231,7 @@ def evaluate(
     Unchecked keypoint files (`validate=False`) are scored with `schema`, or the backend's built-in COCO sigmas.
     `drop_zero_keypoint_results` applies xtcocotools' rule (results whose keypoint scores are all 0 are left out);
     off by default, since pycocotools counts them, and a note says when there are any.
+    `sigmas` (K numbers) score the GT's keypoint category with those sigmas instead of a built-in schema's.
     `settings` (`kpbench.evaluation.settings.EvalSettings`) sets COCOeval's maxDets, area ranges, thresholds and
     useCats; both backends honour them, except useCats=0 for keypoints, which pycocotools' computeOks ignores (every
     keypoint stat would be 0): hotcoco is then used, with a note, or the call is refused when it is not installed.
@@ -257,11 +261,13 @@ def evaluate(
     run = None
     if drop_zero_keypoint_results and not validate:
         raise KpbenchError("drop_zero_keypoint_results needs the input checks (validate=True): it reads every result")
-    if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results:
+    if sigmas is not None and schema is not None:
+        raise KpbenchError("give a schema or sigmas, not both (--schema / --sigmas)")
+    if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results and sigmas is None:
         run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)  # type: ignore[arg-type]
     if run is None:
         run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema,
-                           drop_zero_keypoints=drop_zero_keypoint_results, settings=settings)
+                           drop_zero_keypoints=drop_zero_keypoint_results, settings=settings, sigmas=sigmas)
     ev = run.ev
     p = ev.params
     notes = [*run.notes, *setting_notes]

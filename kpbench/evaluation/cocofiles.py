@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,8 @@ def crowded_images_note(count: int) -> str:
 
 
 def validate_ground_truth(
-    data: Any, source: str, iou_type: str = "keypoints", copy: bool = True, schema: KeypointSchema | None = None
+    data: Any, source: str, iou_type: str = "keypoints", copy: bool = True, schema: KeypointSchema | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> GroundTruth:
     """Check a parsed GT dataset; renumber an annotation id 0 (which pycocotools mis-scores) with a warning.
 
@@ -242,7 +244,7 @@ def validate_ground_truth(
     _require_id_refs(annotations, ("image_id", "category_id"), source, "annotation")
     schema_notes: list[str] = []
     if iou_type == "keypoints":
-        schema, schema_notes = resolve_schema(data["categories"], annotations, source, schema)
+        schema, schema_notes = resolve_schema(data["categories"], annotations, source, schema, sigmas)
     # CrowdPose's GT has no area: its evaluation takes the OKS scale from the box (filled in below).
     box_area = iou_type == "keypoints" and schema.protocol == "crowdpose"  # type: ignore[union-attr]
     needed = ("id", "image_id", "category_id", "bbox", *(() if box_area else ("area",)), "iscrowd")
@@ -292,6 +294,9 @@ def validate_ground_truth(
             "and would score it as a false positive plus a miss"
         )
         warnings.warn(msg, KpbenchWarning, stacklevel=3)
+    if iou_type == "keypoints" and annotations and isinstance(annotations[0], dict) and "foot_kpts" in annotations[0]:
+        notes.append(f"{source}: a COCO-WholeBody ground truth, scored here by its body keypoints only; "
+                            "`kpbench evaluate --wholebody` (evaluate_wholebody) scores every part")
     if iou_type == "keypoints":
         unlabelled = sum(1 for a in annotations if not a["iscrowd"] and a["num_keypoints"] == 0)
         if unlabelled:
@@ -302,7 +307,8 @@ def validate_ground_truth(
 
 
 def load_ground_truth(
-    gt: str | Path | dict[str, Any] | GroundTruth, iou_type: str = "keypoints", schema: KeypointSchema | None = None
+    gt: str | Path | dict[str, Any] | GroundTruth, iou_type: str = "keypoints", schema: KeypointSchema | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> GroundTruth:
     """Load (from a path) or take (a parsed dict) COCO ground truth, validated (see `validate_ground_truth`)."""
     if isinstance(gt, GroundTruth):
@@ -313,8 +319,8 @@ def load_ground_truth(
                                f"not as {schema.name} ({schema.num_keypoints})")
         return gt
     if isinstance(gt, dict):
-        return validate_ground_truth(gt, "ground truth", iou_type, schema=schema)
-    return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False, schema=schema)
+        return validate_ground_truth(gt, "ground truth", iou_type, schema=schema, sigmas=sigmas)
+    return validate_ground_truth(read_json(gt), str(gt), iou_type, copy=False, schema=schema, sigmas=sigmas)
 
 
 def _category_label(cat: dict[str, Any]) -> str:
@@ -327,8 +333,30 @@ SCHEMA_HINT = (
 )
 
 
+def _schema_from_sigmas(
+    category: dict[str, Any] | None, names: tuple[str, ...] | None, lengths: set[int], sigmas: Sequence[float],
+    source: str,
+) -> tuple[KeypointSchema, list[str]]:
+    """The schema of the GT's keypoint category with the given sigmas (--sigmas): its names, or k0, k1, ... ."""
+    count = len(names) if names is not None else (next(iter(lengths)) // 3 if len(lengths) == 1 else len(sigmas))
+    label = _category_label(category) if category is not None else "the keypoint category"
+    if len(sigmas) != count:
+        raise KpbenchError(f"{source}: {label} has {count} keypoints, but {len(sigmas)} sigmas were given")
+    entry = dict(category or {"id": COCO17.category_id, "name": "person"})
+    entry["keypoints"] = list(names) if names is not None else [f"k{i}" for i in range(count)]
+    skeleton = [link for link in entry.get("skeleton") or [] if all(1 <= int(i) <= count for i in link)]
+    notes = []
+    if len(skeleton) != len(entry.get("skeleton") or []):
+        notes.append(f"{source}: {label}'s skeleton links keypoints beyond its {count}; those links are not drawn")
+    entry["skeleton"] = skeleton
+    schema = KeypointSchema.from_category(entry, sigmas, name=f"{entry.get('name', 'custom')}{count}",
+                                          sigmas_source="--sigmas")
+    return schema, notes
+
+
 def resolve_schema(
-    categories: list[dict[str, Any]], annotations: list[Any], source: str, schema: KeypointSchema | None = None
+    categories: list[dict[str, Any]], annotations: list[Any], source: str, schema: KeypointSchema | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> tuple[KeypointSchema, list[str]]:
     """The keypoint schema a GT follows, and the notes that say how it was chosen.
 
@@ -353,6 +381,8 @@ def resolve_schema(
     names = tuple(category["keypoints"]) if category is not None and category.get("keypoints") else None
     lengths = {len(a["keypoints"]) for a in annotations
                if isinstance(a, dict) and isinstance(a.get("keypoints"), list) and a.get("category_id") == category_id}
+    if sigmas is not None and schema is None:
+        return _schema_from_sigmas(category, names, lengths, sigmas, source)
     if schema is not None:
         if names is not None and len(names) != schema.num_keypoints:
             raise KpbenchError(f"{source}: {_category_label(category)} has {len(names)} keypoints, but schema "  # type: ignore[arg-type]

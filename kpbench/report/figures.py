@@ -292,6 +292,7 @@ def threshold_curves_figure(
     rows: Sequence[dict[str, Any]],
     keypoint_rows: Sequence[dict[str, Any]] | None = None,
     match_oks: float = 0.5,
+    keypoint_score_kind: str = "logit",
 ) -> Figure:
     """The figure of `plot_threshold_curves`, on its own Agg canvas (no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -323,7 +324,7 @@ def threshold_curves_figure(
         kx = axes[0][1]
         overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
         kts = values("threshold", overall)
-        kx.set(xlabel="keypoint-score threshold (logit)", ylabel="value", ylim=(0, 1.02),
+        kx.set(xlabel=f"keypoint-score threshold ({keypoint_score_kind})", ylabel="value", ylim=(0, 1.02),
                title="Keypoint-score thresholds (all keypoints)")
         if kts and min(kts) < max(kts):
             kx.set_xlim(min(kts), max(kts))
@@ -345,12 +346,13 @@ def plot_threshold_curves(
     path: str | Path,
     keypoint_rows: Sequence[dict[str, Any]] | None = None,
     match_oks: float = 0.5,
+    keypoint_score_kind: str = "logit",
 ) -> Path:
     """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
     threshold, the best-F1 threshold marked (when there is one); with keypoint rows, a second panel for the "all"
     keypoint row, or the words "no matched persons" when no person was matched."""
     # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
-    fig = threshold_curves_figure(rows, keypoint_rows, match_oks)
+    fig = threshold_curves_figure(rows, keypoint_rows, match_oks, keypoint_score_kind)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=CURVES_DPI)
     path = Path(path)

@@ -123,6 +123,13 @@ def _annotation_path(manifest: dict[str, Any]) -> str:
     return str(annotations.get("path", "")) if isinstance(annotations, dict) else str(annotations or "")
 
 
+def _input_size(protocol: dict[str, Any]) -> str:
+    own = protocol.get("model_protocol")
+    if isinstance(own, dict) and "imgsz" in own:
+        return f"imgsz {own['imgsz']}"
+    return f"{protocol.get('min_size', '')} / {protocol.get('max_size', '')}"
+
+
 def _model_section(run: dict[str, Any]) -> str:
     m = run["manifest"]
     model = m.get("model") if isinstance(m.get("model"), dict) else {}
@@ -132,7 +139,7 @@ def _model_section(run: dict[str, Any]) -> str:
         ("weights", model.get("weights")),
         ("weights sha256", model.get("checkpoint_sha256") or model.get("weights_sha256")),
         ("dataset", f"{_annotation_path(m)} ({m.get('num_images', '?')} images)"),
-        ("input size", f"{protocol.get('min_size', '')} / {protocol.get('max_size', '')}"),
+        ("input size", _input_size(protocol)),
         ("status", m.get("status")),
         ("created", m.get("created_at")),
     ]
@@ -156,7 +163,9 @@ def _metrics_section(run: dict[str, Any]) -> str:
         head = "".join(f"<th>{_e(s)}</th>" for s in stats)
         row = "".join(_metric_cell(v, run["name"], iou_type, s) for s, v in stats.items())
         ref = published.get("kp_AP" if iou_type == "keypoints" else "box_AP") if published else None
-        ref_line = f"<p>Published AP for these weights: {float(ref):.1f}.</p>" if isinstance(ref, (int, float)) else ""
+        source = (run["manifest"].get("protocol") or {}).get("published_protocol") or "torchvision's published AP"
+        ref_line = (f"<p>Published AP for these weights: {float(ref):.1f} ({_e(source)}).</p>"
+                    if isinstance(ref, (int, float)) else "")
         parts.append(f"<h3>{_e(iou_type)}</h3><table><thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody>"
                      f"</table>{ref_line}")
     return "".join(parts) + "<p>AP and AR in percent; n/a where COCO has no ground truth in that range.</p>"
