@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kpdata import COCO_SAMPLE, requires_shared
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import COCO17, KeypointSchema
@@ -109,3 +110,34 @@ def test_run_format_reads_a_plugin_schema_and_refuses_unknown_versions(tmp_path:
             rundir.read_manifest(tmp_path)
     with pytest.raises(KpbenchError, match=r"^manifest: unreadable keypoint schema \(KeyError"):
         rundir.run_format({"kpbench_run_version": 2, "schema": {"name": "x"}})
+
+
+@requires_shared
+def test_results_made_elsewhere_become_a_run_directory(tmp_path: Path, run_cli) -> None:
+    """`run --results`: the run's AP is the file's own, and the later commands work from the directory."""
+    from kpbench.evaluation.cocoeval import evaluate
+
+    gt = COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json"
+    # Results of every sample image: each labelled GT person shifted by 3 px, with per-keypoint scores.
+    data = json.loads(gt.read_text())
+    rows = []
+    for i, ann in enumerate(a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]):
+        kps = [v + 3 if j % 3 != 2 else 1 for j, v in enumerate(ann["keypoints"])]
+        rows.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": kps, "score": round(0.3 + (i % 7) / 10, 2),
+                     "keypoint_scores": [0.9] * 17})
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps(rows))
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("run", "--results", res, "--coco-root", COCO_SAMPLE, "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["keypoints"] == evaluate(gt, res).stats
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["keypoint_score_kind"] == "probability" and manifest["model_spec"]["kind"] == "results"
+    assert "results made elsewhere" in stdout
+    assert run_cli("thresholds", out, "--format", "json")[0] == 0
+    assert run_cli("keypoints", out)[0] == 0
+    assert run_cli("draw", out, "--top", "1", "--out", tmp_path / "d")[0] == 0
+    code, _, err = run_cli("run", "--results", res, "--coco-root", COCO_SAMPLE, "--out", out)
+    assert code == 2 and "already a run directory" in err
+    code, _, err = run_cli("run", "--results", res, "--coco-root", COCO_SAMPLE, "--weights", "none")
+    assert code == 2 and "the model options" in err

@@ -55,12 +55,29 @@ def run_command(
             help="After evaluating, also write the threshold sweep, the per-keypoint breakdown and the plots.",
         ),
     ] = True,
+    results: Annotated[
+        Path | None,
+        typer.Option("--results", help="COCO keypoint results made elsewhere (optionally with per-keypoint "
+                     "`keypoint_scores`): make the run directory from them, without running a model.",
+                     show_default=False),
+    ] = None,
+    keypoint_score_kind: Annotated[
+        str | None,
+        typer.Option("--keypoint-score-kind", help="With --results: probability or logit [default: probability when "
+                     "every keypoint score lies in [0, 1]].", show_default=False),
+    ] = None,
 ) -> None:
-    """Run Keypoint R-CNN over COCO, cache every detection in a run directory, and evaluate keypoint and box AP.
+    """Run a pose model (Keypoint R-CNN by default) over COCO, cache every detection in a run directory, and
+    evaluate keypoint and box AP.
 
     Re-running the same command continues an interrupted run. Under `torchrun --nproc_per_node N -m kpbench run
-    ...` the images are sharded over the ranks and rank 0 merges and evaluates.
+    ...` the images are sharded over the ranks and rank 0 merges and evaluates. With --results FILE.json, the run
+    directory is made from results produced elsewhere (the GT is COCO_ROOT's annotation file) and nothing is run.
     """
+    if results is not None:
+        _run_from_results(results, coco_root, split, out, overwrite, analysis, keypoint_score_kind,
+                          [model, weights, min_size, max_size, box_score_thresh, device, batch_size, dtype])
+        return
     require_torch("kpbench run")
     from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
     from kpbench.engine.runner import RunInterrupted, run
@@ -111,3 +128,29 @@ def run_command(
     if outcome.summary:
         typer.echo(outcome.summary, nl=False)
     typer.echo(f"run directory: {outcome.run_dir}")
+
+
+def _run_from_results(
+    results: Path, coco_root: str | None, split: str | None, out: str | None, overwrite: bool, analysis: bool,
+    kind: str | None, model_options: list[object],
+) -> None:
+    """`kpbench run --results`: the run directory of a results file (kpbench.engine.from_results)."""
+    from kpbench.core.errors import KpbenchError
+    from kpbench.data.coco import annotation_path, resolve_coco_root
+    from kpbench.engine.from_results import run_from_results
+    from kpbench.evaluation.runeval import summarize_run
+    from kpbench.runs.directory import default_run_dir
+
+    if any(v is not None for v in model_options):
+        raise KpbenchError("--results: the results are already made; the model options (--model, --weights, sizes, "
+                           "--device, ...) do not apply")
+    root = resolve_coco_root(coco_root)
+    gt = annotation_path(root, split or "val2017")
+    if not gt.is_file():
+        raise KpbenchError(f"{gt}: annotation file not found (--results scores against COCO_ROOT's annotations)")
+    made = run_from_results(results, gt, out or default_run_dir(), coco_root=root, split=split or "val2017",
+                            keypoint_score_kind=kind, overwrite=overwrite, analysis=analysis)
+    for note in sorted({n for r in made.results.values() for n in r.notes}):
+        echo_err(f"note: {note}")
+    typer.echo(summarize_run(made.run_dir, made.results), nl=False)
+    typer.echo(f"run directory: {made.run_dir}")

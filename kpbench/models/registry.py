@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "kpbench.models"
 DEFAULT_MODEL = "keypointrcnn"
-BUILTIN_MODELS: dict[str, str] = {"keypointrcnn": "kpbench.models.keypointrcnn:KeypointRCNNModel"}
+BUILTIN_MODELS: dict[str, str] = {
+    "keypointrcnn": "kpbench.models.keypointrcnn:KeypointRCNNModel",
+    "mediapipe": "kpbench.models.mediapipe:MediaPipePoseModel",  # BlazePose, kpbench[mediapipe] (numpy < 2)
+}
 MODEL_OPTIONS = ("weights", "min_size", "max_size", "box_score_thresh", "seed")
-_SPEC_FORMS = "keypointrcnn, yolo[:PATH.pt], FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
+_SPEC_FORMS = "keypointrcnn, yolo[:PATH.pt], mediapipe, FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
 
 
 @dataclass(frozen=True)
