@@ -268,7 +268,7 @@ def test_cli_report_run_markdown(tmp_path: Path, run_cli: RunCli) -> None:
     run = write_run(tmp_path / "run-a", "COCO_V1", 800, kp, [], {"kp_AP": 65.0, "box_AP": 54.6})
     code, out, err = run_cli("report", str(run), "--kind", "run")
     assert code == 0, err
-    assert out.startswith("## Runs\n") and f"| run-a | COCO_V1 | {H100} | 800 | 1333 | fp32 | 1 | 0.050 |" in out
+    assert out.startswith("## Runs\n") and f"| run-a | keypointrcnn | COCO_V1 | {H100} | 800 | 1333 | fp32 | 1 | 0.050 |" in out
     # People read AP/AR in percent in Markdown (the published AP, stored 0-1, too); CSV keeps fractions.
     assert "| 65.2 | 86.0 | 71.0 | 71.0 |" in out and "| 65.0 | 54.6 |" in out
     assert "AP and AR in percent" in out

@@ -100,3 +100,38 @@ def test_a_missing_checkpoint_is_one_error(tmp_path: Path) -> None:
 
     with pytest.raises(KpbenchError, match=r"--model yolo:.*nope\.pt: YOLO checkpoint not found"):
         resolve_model(f"yolo:{tmp_path / 'nope.pt'}")
+
+
+@requires_shared
+def test_the_whole_sample_equals_a_bare_ultralytics_loop(tmp_path: Path) -> None:
+    """All 35 real images: kpbench's keypoints_results.json is what a bare Ultralytics loop gives, as COCO results
+    (image-id order, box confidence as the score)."""
+    from kpbench.core.config import RunSettings
+    from kpbench.engine.runner import run
+    from kpbench.models.yolo import PROTOCOL, _import_yolo, bundled_weights
+
+    outcome = run(RunSettings(coco_root=str(COCO_SAMPLE), model="yolo", device="cpu", out=str(tmp_path / "r")),
+                  progress=False)
+    ours = json.loads((outcome.run_dir / "keypoints_results.json").read_text())
+    bare = _import_yolo()(str(bundled_weights()))
+    gt = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
+    expected = []
+    for image in sorted(gt["images"], key=lambda im: im["id"]):
+        r = bare.predict(np.ascontiguousarray(_rgb(image["id"])[..., ::-1]), verbose=False, **PROTOCOL)[0]
+        kps = r.keypoints.data.numpy().astype(np.float64)
+        for box_conf, xy in zip(r.boxes.conf.numpy().astype(np.float64), kps):
+            flat = np.concatenate([xy[:, :2], np.ones((17, 1))], axis=1).reshape(-1).tolist()
+            expected.append({"image_id": image["id"], "category_id": 1, "keypoints": flat, "score": float(box_conf)})
+    assert ours == expected
+    assert outcome.results["keypoints"].stats["AP"] == 0.4719188895477753  # measured on this sample
+
+
+def test_bad_yolo_input_is_one_line(tmp_path: Path, run_cli) -> None:
+    from kpdata import assert_one_line_error
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert_one_line_error(
+        run_cli("draw", COCO_SAMPLE / "val2017" / "000000000785.jpg", "--model", f"yolo:{broken}", "--out", tmp_path),
+        f"error: {broken}: not a YOLO checkpoint",
+    )

@@ -149,7 +149,9 @@ def run_from_results(
             "schema": schema.to_json(),
             "keypoint_score_kind": kind,
             "protocol": {"results_file": str(results_path), "results_sha256": digest, "num_results": len(records)},
-            "deviations": ["results made elsewhere: kpbench did not run the model, so its protocol is unknown"],
+            "deviations": ["results made elsewhere: kpbench did not run the model, so its protocol is unknown",
+                           *([] if any("bbox" in r for r in records) else
+                             ["the results carry no boxes: box AP is scored on their keypoints' extents"])],
             "published": None,
         }
         write_manifest(run_dir, manifest)

@@ -41,7 +41,9 @@ torch, torchvision    versions
 python, kpbench       versions
 cpu, torch_threads    CPU model and torch.get_num_threads()
 os                    platform.platform()
-weights               COCO_V1, COCO_LEGACY, none or a checkpoint path
+model                 the model's name (keypointrcnn_resnet50_fpn, yolo11n-pose, a plugin's)
+weights               COCO_V1, COCO_LEGACY, none or a checkpoint path (other models: their weights file)
+weights_sha256        sha256 of the weights file, when the model loaded one
 size, max_size        the transform's min_size (short side) and max_size
 variant               readable label, e.g. "fp32-bs1", "fp16-bs4-channels_last"
 dtype                 fp32, or fp16 / bf16 through autocast
@@ -110,7 +112,7 @@ ENV_COLUMNS: tuple[str, ...] = (
 STAT_COLUMNS: tuple[str, ...] = ("mean_ms", "std_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")
 SPEED_COLUMNS: tuple[str, ...] = (
     "timestamp", *ENV_COLUMNS,
-    "weights", "size", "max_size", "variant", "dtype", "batch_size", "channels_last", "cudnn_benchmark", "compile",
+    "model", "weights", "weights_sha256", "size", "max_size", "variant", "dtype", "batch_size", "channels_last", "cudnn_benchmark", "compile",
     "synthetic", "num_images", "padded_shapes", "box_score_thresh", "warmup", "iters",
     "cold_ms", *STAT_COLUMNS, "gpu_mean_ms", "gpu_median_ms", "fps", "preprocess_ms", "dets_per_image",
     "peak_mem_allocated_mib", "peak_mem_reserved_mib", "peak_rss_mib", "rss_scope",
@@ -555,9 +557,9 @@ def _base_row(
 ) -> dict[str, Any]:
     """A row with the environment and settings filled in and every measurement empty."""
     row: dict[str, Any] = dict.fromkeys(SPEED_COLUMNS)
-    row.update(timestamp=stamp, **env_cols)
+    row.update(timestamp=stamp, **{k: v for k, v in env_cols.items() if not k.startswith("_")})
     row.update(
-        weights=settings.weights, size=size, max_size=default_max_size(size), variant=variant.label,
+        weights=settings.weights if settings.weights is not None else env_cols.get("_weights"), size=size, max_size=default_max_size(size), variant=variant.label,
         dtype=variant.dtype, batch_size=variant.batch_size, channels_last=variant.channels_last,
         cudnn_benchmark=variant.cudnn_benchmark, compile=variant.compile, synthetic=synthetic,
         num_images=num_images, box_score_thresh=settings.box_score_thresh, warmup=settings.warmup,
@@ -656,6 +658,9 @@ def run_speed(
         box_score_thresh=settings.box_score_thresh, seed=settings.seed,
     )
     info = model_info(model)
+    # Models are a dimension of the table: which model, and exactly which weights file.
+    env_cols = {**env_cols, "model": info.name or spec.spec, "weights_sha256": info.checkpoint_sha256,
+                "_weights": info.weights}
     move = getattr(model, "to", None)
     if move is not None:
         move(device)

@@ -59,9 +59,10 @@ def _process_unchanged() -> Iterator[None]:
     try:
         yield
     finally:
-        for key in set(os.environ) - set(saved_env):
-            del os.environ[key]
-        os.environ.update(saved_env)
+        if dict(os.environ) != saved_env:  # cheap when nothing changed, as on every call after the first
+            for key in set(os.environ) - set(saved_env):
+                del os.environ[key]
+            os.environ.update(saved_env)
         if torch.get_num_threads() != saved_threads:
             torch.set_num_threads(saved_threads)
 

@@ -56,9 +56,9 @@ SPEED_TABLE_COLUMNS = (
     "memory_mib", "memory", "dets_per_image", "kp_AP", "box_AP", "status", "error", "source",
 )  # fmt: skip
 RUN_COLUMNS = (
-    "run", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh", "num_images",
-    "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "published_kp_AP", "published_box_AP", "deviations",
-    "status",
+    "run", "model", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh",
+    "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "model_ms_per_image", "published_kp_AP",
+    "published_box_AP", "deviations", "status",
 )  # fmt: skip
 THRESHOLDS_FILE = "thresholds_person.csv"
 THRESHOLD_DEFAULT_STATS = ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")
@@ -335,10 +335,10 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One row for a run directory: settings, metrics (0-1), published AP (0-1) and deviations."""
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / "manifest.json")
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+    if not isinstance(manifest, dict) or not (isinstance(manifest.get("config"), dict) or "model_spec" in manifest):
         raise KpbenchError(f"{run_dir / 'manifest.json'}: not a `kpbench run` manifest (no 'config' table)")
     where = run_dir / "manifest.json"
-    config = manifest["config"]
+    config = manifest.get("config") or {}  # a run made from results (run --results) has no run settings
     env = _object(manifest.get("environment"), f"{where}: 'environment'")
     published = _object(manifest.get("published"), f"{where}: 'published'")
     for key in ("kp_AP", "box_AP"):
@@ -350,12 +350,19 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     image_ids = manifest.get("image_ids") or []
     if not isinstance(image_ids, list):
         raise KpbenchError(f"{where}: 'image_ids' must be a list")
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    spec = manifest.get("model_spec") if isinstance(manifest.get("model_spec"), dict) else {}
+    own = (manifest.get("protocol") or {}).get("model_protocol") if isinstance(manifest.get("protocol"), dict) else None
+    timings = manifest.get("timings") if isinstance(manifest.get("timings"), dict) else {}
+    per_image = timings.get("model_per_image_s")
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "weights": config.get("weights"),
+        "model": model.get("name") or spec.get("spec") or "keypointrcnn",
+        "model_ms_per_image": 1000 * per_image if _is_number(per_image) else None,
+        "weights": config.get("weights") if config.get("weights") is not None else model.get("weights"),
         "device_name": env.get("device_name"),
-        "size": config.get("min_size"),
-        "max_size": config.get("max_size"),
+        "size": own.get("imgsz") if isinstance(own, dict) and "imgsz" in own else config.get("min_size"),
+        "max_size": None if isinstance(own, dict) and "imgsz" in own else config.get("max_size"),
         "dtype": config.get("dtype"),
         "batch_size": config.get("batch_size"),
         "box_score_thresh": config.get("box_score_thresh"),
