@@ -84,10 +84,12 @@ def test_old_spellings_are_hidden_aliases_only() -> None:
         options = _options(command)
         hidden = {opt for opt, param in options.items() if param.hidden}
         assert hidden == OLD_SPELLINGS.get(name, set()), name
-    # The old names are gone from every command's visible options (draw's --gt flag, a GT panel, is another thing).
+    # The old names are gone from every command's visible options (draw's --gt flag, a GT panel, and run's
+    # --results, results made elsewhere as the model, are other things).
     visible = {(name, opt) for name, command in commands.items() for opt, p in _options(command).items() if not p.hidden}
-    assert {opt for _, opt in visible} & {"--root", "--score-thresh", "--gt", "--results", "--run"} == {"--gt"}
+    assert {opt for _, opt in visible} & {"--root", "--score-thresh", "--gt", "--results", "--run"} == {"--gt", "--results"}
     assert [name for name, opt in visible if opt == "--gt"] == ["draw"]
+    assert [name for name, opt in visible if opt == "--results"] == ["run"]
 
 
 def test_help_shows_the_inputs_the_same_way(run_cli) -> None:
