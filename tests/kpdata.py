@@ -37,8 +37,12 @@ def load(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def pycocotools_eval(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "keypoints") -> Any:
-    """A bare pycocotools COCOeval run on deep copies (pycocotools mutates its inputs)."""
+def pycocotools_eval(
+    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "keypoints", sigmas: Any = None,
+    max_dets: list[int] | None = None,
+) -> Any:
+    """A bare pycocotools COCOeval run on deep copies (pycocotools mutates its inputs), with the given keypoint
+    sigmas and maxDets when given."""
     import copy
 
     from pycocotools.coco import COCO
@@ -50,6 +54,10 @@ def pycocotools_eval(gt: dict[str, Any], results: list[dict[str, Any]], iou_type
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
         ev = COCOeval(coco_gt, coco_dt, iou_type)
+        if sigmas is not None:
+            ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        if max_dets is not None:
+            ev.params.maxDets = max_dets
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -4,11 +4,10 @@ themselves is COCOeval's own numbers, replicates are reproducible from the seed,
 from __future__ import annotations
 
 import copy
-import io
-from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
+from kpdata import pycocotools_eval
 
 from kpbench.analysis.bootstrap import _by_image, _replicate_stats, bootstrap_intervals, compare_results
 from kpbench.core.errors import KpbenchError
@@ -23,18 +22,7 @@ def scene() -> tuple[dict, list]:
 
 
 def _pycocotools_stats(gt: dict, results: list) -> list[float]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(s) for s in ev.stats]
+    return [float(s) for s in pycocotools_eval(gt, results).stats]
 
 
 def test_a_replicate_of_each_image_once_is_cocoeval(scene) -> None:

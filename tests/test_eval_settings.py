@@ -4,13 +4,9 @@ useCats=0 zeroing keypoint stats) are said, not suffered."""
 
 from __future__ import annotations
 
-import copy
-import io
-from contextlib import redirect_stdout
-
 import numpy as np
 import pytest
-from kpdata import jittered_detections
+from kpdata import jittered_detections, pycocotools_eval
 
 from kpbench.core.errors import KpbenchError
 from kpbench.data.synthetic import make_synthetic_coco
@@ -42,20 +38,7 @@ def box_results(scene) -> list[dict]:
 
 
 def _pycocotools(gt: dict, results: list, iou_type: str, max_dets: list[int] | None = None) -> np.ndarray:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
-        if max_dets is not None:
-            ev.params.maxDets = max_dets
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return np.asarray(ev.stats)
+    return np.asarray(pycocotools_eval(gt, results, iou_type, max_dets=max_dets).stats)
 
 
 @pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, requires_shared
+from kpdata import COCO_SAMPLE, pycocotools_eval, requires_shared
 
 from kpbench.core.errors import KpbenchError
 from kpbench.models.mediapipe import BLAZEPOSE_TO_COCO, landmarks_to_predictions
@@ -64,13 +64,6 @@ class Replay:
 
 @requires_shared
 def test_recorded_blazepose_through_a_run_scores_as_bare_pycocotools(tmp_path: Path, run_cli) -> None:
-    import copy
-    import io
-    from contextlib import redirect_stdout
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     adapter = tmp_path / "replay.py"
     adapter.write_text(REPLAY % str(Path(__file__).parent / "fixtures" / "blazepose_landmarks.json"))
     ids = ",".join(str(r["image_id"]) for r in RECORDED["images"])
@@ -81,14 +74,7 @@ def test_recorded_blazepose_through_a_run_scores_as_bare_pycocotools(tmp_path: P
     gt = json.loads((out / "ground_truth.json").read_text())
     results = json.loads((out / "keypoints_results.json").read_text())
     assert len(results) == 2  # one person per image where BlazePose found one
-    with redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = pycocotools_eval(gt, results)
     assert list(json.loads((out / "metrics.json").read_text())["keypoints"].values()) == [float(s) for s in ev.stats]
 
 

@@ -5,13 +5,11 @@ pycocotools given the same sigmas."""
 from __future__ import annotations
 
 import copy
-import io
-from contextlib import redirect_stdout
 from typing import Any
 
 import numpy as np
 import pytest
-from kpdata import SHARED_DATA, load, requires_shared
+from kpdata import SHARED_DATA, load, pycocotools_eval, requires_shared
 
 from kpbench.analysis.breakdown import keypoint_breakdown
 from kpbench.analysis.thresholds import sweep_keypoint_thresholds, sweep_person_thresholds
@@ -65,19 +63,7 @@ def _five_keypoint_scene(seed: int = 0, images: int = 8) -> tuple[dict[str, Any]
 
 
 def _bare_pycocotools(gt: dict, results: list, sigmas: np.ndarray) -> Any:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
-        ev.params.kpt_oks_sigmas = np.asarray(sigmas)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
+    return pycocotools_eval(gt, results, sigmas=sigmas)
 
 
 @pytest.fixture(scope="module")

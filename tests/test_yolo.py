@@ -3,16 +3,13 @@ predictions are bare Ultralytics' value for value, and its run on real images sc
 
 from __future__ import annotations
 
-import copy
 import importlib.util
-import io
 import json
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, load, requires_shared
+from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
 
 # Looked up, not imported: importing ultralytics sets OMP_NUM_THREADS=1 in os.environ, which every later
 # subprocess of the test session would inherit.
@@ -59,9 +56,6 @@ def test_predictions_equal_bare_ultralytics_value_for_value() -> None:
 
 @requires_shared
 def test_run_on_real_images_scores_as_bare_pycocotools(tmp_path: Path, run_cli) -> None:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     out = tmp_path / "yolo"
     ids = ",".join(map(str, IMAGE_IDS))
     code, _, err = run_cli("run", "--model", "yolo", "--coco-root", COCO_SAMPLE, "--image-ids", ids, "--device", "cpu",
@@ -74,14 +68,7 @@ def test_run_on_real_images_scores_as_bare_pycocotools(tmp_path: Path, run_cli) 
     results = load(out / "keypoints_results.json")
     assert results and all("bbox" not in r for r in results)
     gt = load(out / "ground_truth.json")
-    with redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = pycocotools_eval(gt, results)
     assert list(load(out / "metrics.json")["keypoints"].values()) == [float(s) for s in ev.stats]
     assert load(out / "metrics.json")["keypoints"]["AP"] > 0.3  # a trained model, not noise
     # Its keypoint scores are probabilities: the sweep and the drawing use a 0-1 scale.
