@@ -194,6 +194,7 @@ def test_crowdpose_equals_xtcocotools_keypoints_crowd(backend: str) -> None:
     assert result.schema == CROWDPOSE14
     assert list(result.stats) == ["AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard"]
     assert result.stats_list() == expected["stats"]  # all 9, exactly (AP 0.7877215935879303)
+    assert tuple(result.stats) == CROWDPOSE14.stat_names and COCO17.stat_names[:3] == ("AP", "AP50", "AP75")
     assert "10 annotation(s) have no 'area'; the OKS scale is the box's w * h * 0.53" in result.notes[0]
 
 

@@ -112,14 +112,15 @@ def read_file_bytes(path: str | Path, what: str = "file") -> bytes:
         raise KpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing file or bad JSON is a one-line KpbenchError naming the file."""
+def read_json(path: str | Path, invalid: str = "not valid JSON", hint: str = "", what: str = "JSON file") -> Any:
+    """Parse a JSON file, the one JSON reader of kpbench: a missing or irregular file, bad JSON or too little memory
+    is a one-line KpbenchError naming the file (`invalid` words bad JSON, `hint` says what to do about it)."""
     path = Path(path)
-    data = read_file_bytes(path, "JSON file")
+    data = read_file_bytes(path, what)
     try:
         return _parse_json(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KpbenchError(f"{path}: not valid JSON ({exc})") from None
+        raise KpbenchError(f"{path}: {invalid} ({exc}){hint}") from None
     except RecursionError:
         raise KpbenchError(f"{path}: nested too deeply for Python's JSON parser") from None
     except MemoryError:

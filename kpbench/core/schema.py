@@ -101,6 +101,13 @@ class KeypointSchema:
         return tuple((a - 1, b - 1) for a, b in self.skeleton)
 
     @property
+    def stat_names(self) -> tuple[str, ...]:
+        """The keypoint summary stats its protocol reports (COCOeval's ten, or CrowdPose's nine)."""
+        if self.protocol == "crowdpose":
+            return ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+        return KEYPOINT_STAT_NAMES
+
+    @property
     def result_length(self) -> int:
         """The length of a result's flat `keypoints` list: 3K (x, y, v per keypoint)."""
         return 3 * self.num_keypoints

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import check_regular_file, out_of_memory, read_file_bytes
+from kpbench.core.io import out_of_memory, read_file_bytes, read_json
 from kpbench.core.schema import COCO17, is_id_value
 
 if TYPE_CHECKING:
@@ -56,14 +55,8 @@ def load_annotations(root: Path, split: str = "val2017") -> dict[str, Any]:
     path = annotation_path(root, split)
     if not path.exists():
         raise KpbenchError(f"{path}: annotation file not found ({_GET_DATA_HINT.format(root=root)})")
-    size = check_regular_file(path, "annotation file")
-    try:
-        with path.open("rb") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KpbenchError(f"{path}: cannot read the annotation file ({exc}); delete it and download it again") from None
-    except MemoryError:
-        raise out_of_memory(path, size) from None
+    data = read_json(path, invalid="cannot read the annotation file", hint="; delete it and download it again",
+                     what="annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
         data.get("annotations"), list
     ):

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.schema import CROWDPOSE14
 from kpbench.evaluation.cocofiles import GroundTruth, Results
 
-CROWD_STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+CROWD_STAT_NAMES: tuple[str, ...] = CROWDPOSE14.stat_names
 # crowdIndex bounds of the easy / medium / hard split (CrowdPose's evaluation script).
 CROWD_SPLIT = (0.2, 0.8)
 # The stats of COCOeval's 10 keypoint stats that CrowdPose reports (area ranges are not used there).

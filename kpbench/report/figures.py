@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import atomic_write_bytes, ensure_output_dir, read_csv_rows
+from kpbench.core.io import atomic_write_bytes, ensure_output_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -111,22 +111,21 @@ SPEED_REQUIRED = ("device_name", "size", "variant", "fps")
 
 
 def read_speed_rows(csv_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """The plottable rows of `kpbench speed` CSV files: status ok (or none) with a numeric fps and size."""
-    rows: list[dict[str, Any]] = []
+    """The plottable rows of `kpbench speed` CSV files, read by the one speed-CSV reader
+    (`kpbench.report.tables.read_speed_files`): status ok (or none) with a numeric fps and size."""
+    from kpbench.report.tables import read_speed_files
+
     if not csv_paths:
         raise KpbenchError("plot: no speed CSV files given")
-    for path in csv_paths:
-        file_rows = read_csv_rows(path)
-        header = set(file_rows[0]) if file_rows else set()
-        missing = [c for c in SPEED_REQUIRED if c not in header]
-        if file_rows and missing:
-            raise KpbenchError(f"{path}: not a `kpbench speed` CSV (no {', '.join(missing)} column)")
-        for row in file_rows:
-            if row.get("status") not in (None, "ok"):
-                continue
-            if not isinstance(row.get("fps"), (int, float)) or not isinstance(row.get("size"), (int, float)):
-                continue
-            rows.append(row)
+    table = read_speed_files(csv_paths, SPEED_REQUIRED)
+    rows: list[dict[str, Any]] = []
+    for record in table.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        if row.get("status") not in (None, "ok"):
+            continue
+        if not isinstance(row.get("fps"), (int, float)) or not isinstance(row.get("size"), (int, float)):
+            continue
+        rows.append(row)
     if not rows:
         raise KpbenchError(f"{', '.join(map(str, csv_paths))}: no successful speed rows to plot")
     return rows

@@ -204,14 +204,15 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
 # Speed
 
 
-def read_speed_files(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """All rows of the speed CSVs found in `paths`, with a `source` column (the file name)."""
+def read_speed_files(paths: Sequence[str | Path], required: Sequence[str] = SPEED_REQUIRED) -> pd.DataFrame:
+    """All rows of the speed CSVs found in `paths`, with a `source` column (the file name): the one reader of
+    `kpbench speed` tables (report and plot). `required`: the columns a file must have."""
     pd = _pd()
     frames = []
     files = find_speed_files(paths)
     for path, named in files:
         try:
-            df = _read_csv(path, SPEED_REQUIRED)
+            df = _read_csv(path, required)
             sizes = pd.to_numeric(df["size"], errors="coerce")
             bad = sizes.isna() | (sizes <= 0)
             if bad.any():
@@ -310,12 +311,9 @@ def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
 
 
 def _read_json(path: Path) -> Any:
-    from kpbench.core.io import read_file_bytes
+    from kpbench.core.io import read_json
 
-    try:
-        return json.loads(read_file_bytes(path, "JSON file").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise KpbenchError(f"{path}: not readable JSON ({exc})") from None
+    return read_json(path, invalid="not readable JSON")
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

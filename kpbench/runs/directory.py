@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import re
 import time
@@ -118,10 +117,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = manifest_path(run_dir)
     if not path.is_file():
         raise KpbenchError(f"{run_dir}: not a run directory (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KpbenchError(f"{path}: unreadable manifest ({exc})") from None
+    manifest = read_json(path, invalid="unreadable manifest", what="manifest")
     if not isinstance(manifest, dict) or "kpbench_run_version" not in manifest:
         raise KpbenchError(f"{path}: not a kpbench run manifest (no 'kpbench_run_version')")
     version = manifest.get("format_version", manifest["kpbench_run_version"])
