@@ -255,3 +255,48 @@ def test_zero_scored_keypoint_results_get_a_note_and_xtcocotools_rule_on_request
     assert dropped.stats_list() == [float(x) for x in _bare_pycocotools(gt, kept, FIVE.sigma_array).stats]
     assert dropped.num_results == len(kept)
     assert any(n.startswith("3 result(s) with every keypoint score at 0 left out") for n in dropped.notes)
+
+
+def _schema_of(k: int) -> KeypointSchema:
+    names = tuple(f"part_{i}" for i in range(k))
+    sigmas = tuple(0.02 + 0.1 * ((7 * i) % k) / k for i in range(k))  # non-COCO, all different
+    return KeypointSchema(f"k{k}", names, ((1, 2),), sigmas, category_id=5, category_name="thing")
+
+
+@pytest.mark.parametrize("k", [5, 14, 133])
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_custom_sigmas_equal_pycocotools_for_any_keypoint_count(k: int, backend: str) -> None:
+    """Generated data with K keypoints and non-COCO sigmas, given as --sigmas would give them: pycocotools' own
+    numbers with params.kpt_oks_sigmas set."""
+    schema = _schema_of(k)
+    rng = np.random.default_rng(k)
+    gt = {"images": [], "annotations": [], "categories": [{**schema.category(), "skeleton": []}]}
+    results = []
+    for image_id in range(1, 7):
+        gt["images"].append({"id": image_id, "width": 300, "height": 300})
+        for _ in range(2):
+            x, y, w, h = rng.uniform(0, 100), rng.uniform(0, 100), rng.uniform(40, 150), rng.uniform(40, 150)
+            xy = np.stack([rng.uniform(x, x + w, k), rng.uniform(y, y + h, k)], axis=1).round(2)
+            v = np.where(rng.random(k) < 0.8, 2, 0)
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": 5,
+                                      "bbox": [x, y, w, h], "area": w * h * 0.6, "iscrowd": 0,
+                                      "num_keypoints": int((v > 0).sum()),
+                                      "keypoints": np.concatenate([xy, v[:, None]], 1).reshape(-1).tolist()})
+            pred = xy + rng.normal(0, 3, xy.shape)
+            results.append({"image_id": image_id, "category_id": 5, "score": round(float(rng.uniform(0.1, 1)), 2),
+                            "keypoints": np.concatenate([pred, np.ones((k, 1))], 1).reshape(-1).tolist()})
+    result = evaluate(gt, results, backend=backend, sigmas=list(schema.sigmas))
+    assert result.schema.num_keypoints == k and result.schema.sigmas == schema.sigmas
+    assert result.stats_list() == [float(s) for s in pycocotools_eval(gt, results, sigmas=schema.sigma_array).stats]
+
+
+def test_notes_name_the_category_when_it_is_not_a_person(scene) -> None:
+    gt, results = scene
+    result = evaluate(gt, results[:2], schema=FIVE)
+    unlabelled = sum(1 for a in gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] == 0)
+    notes = " | ".join(result.notes)
+    assert "GT person" not in notes
+    assert "GT 'robot' keypoint instance(s) in the uncovered images" in notes
+    if unlabelled:
+        assert f"{unlabelled} GT 'robot' keypoint instance(s) have no labelled keypoints" in notes
+    assert evaluate(gt, [], schema=FIVE).notes[-2].endswith("(-1 where the GT has no 'robot' keypoint instance to find)")

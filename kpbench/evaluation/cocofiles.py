@@ -173,21 +173,28 @@ def _refuse_duplicate_ids(records: list[dict[str, Any]], where: str, kind: str) 
 # The notes checks attach to a validation (shared with kpbench.evaluation.fastcheck, which must word them identically).
 
 
-def unlabelled_note(count: int) -> str:
+def instance_noun(schema: KeypointSchema | None) -> str:
+    """What the notes call a GT instance: "person(s)" for persons (and boxes), else the category's name."""
+    name = schema.category_name if schema is not None else "person"
+    return "person(s)" if name == "person" else f"'{name}' keypoint instance(s)"
+
+
+def unlabelled_note(count: int, instances: str = "person(s)") -> str:
     return (
-        f"{count} GT person(s) have no labelled keypoints: COCOeval ignores them, and a detection "
+        f"{count} GT {instances} have no labelled keypoints: COCOeval ignores them, and a detection "
         "whose OKS to their doubled box region passes a threshold matches one and is ignored too (neither TP nor FP)"
     )
 
 
-def empty_results_note(source: str) -> str:
-    return f"{source}: no detections; AP and AR are 0 (-1 where the GT has no person to find)"
+def empty_results_note(source: str, instances: str = "person(s)") -> str:
+    thing = "person" if instances == "person(s)" else instances.replace("instance(s)", "instance")
+    return f"{source}: no detections; AP and AR are 0 (-1 where the GT has no {thing} to find)"
 
 
-def coverage_note(covered: int, total: int, missed: int) -> str:
+def coverage_note(covered: int, total: int, missed: int, instances: str = "person(s)") -> str:
     return (
         f"results cover {covered} of {total} GT images; COCOeval scores every GT image, so "
-        f"missing images count as misses ({missed} GT person(s) in the uncovered images)"
+        f"missing images count as misses ({missed} GT {instances} in the uncovered images)"
     )
 
 
@@ -300,7 +307,7 @@ def validate_ground_truth(
     if iou_type == "keypoints":
         unlabelled = sum(1 for a in annotations if not a["iscrowd"] and a["num_keypoints"] == 0)
         if unlabelled:
-            notes.append(unlabelled_note(unlabelled))
+            notes.append(unlabelled_note(unlabelled, instance_noun(schema)))
     dataset = dict(data)
     dataset["annotations"] = annotations
     return GroundTruth(dataset=dataset, source=source, notes=notes, schema=schema)
@@ -426,7 +433,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
     results = data
     notes: list[str] = []
     if not results:
-        notes.append(empty_results_note(source))
+        notes.append(empty_results_note(source, instance_noun(gt.schema)))
         return Results(results=results, source=source, notes=notes)
     geometry = "keypoints" if iou_type == "keypoints" else "bbox"
     _require_keys(results, ("image_id", "category_id", "score", geometry), source, "result")
@@ -456,7 +463,7 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
             1 for a in gt.dataset["annotations"]
             if a["image_id"] not in covered and not a["iscrowd"] and (iou_type == "bbox" or a.get("num_keypoints", 0) > 0)
         )
-        notes.append(coverage_note(len(covered), len(image_ids), missed))
+        notes.append(coverage_note(len(covered), len(image_ids), missed, instance_noun(gt.schema)))
     # loadRes picks how to read the whole file from its first record, in this order.
     if "caption" in results[0]:
         raise KpbenchError(f"{source}: result 0 has a 'caption'; pycocotools would read the file as captions")

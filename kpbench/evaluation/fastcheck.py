@@ -41,6 +41,7 @@ from kpbench.evaluation.cocofiles import (
     coverage_note,
     crowded_images_note,
     empty_results_note,
+    instance_noun,
     unlabelled_note,
     zero_keypoint_results_note,
 )
@@ -197,7 +198,7 @@ def _check_ground_truth(
     if not _keypoint_lists_hold(keypoints, schema.result_length):
         return None
     unlabelled = sum(1 for a in annotations if not a.iscrowd and a.num_keypoints == 0)
-    return [unlabelled_note(unlabelled)] if unlabelled else []
+    return [unlabelled_note(unlabelled, instance_noun(schema))] if unlabelled else []
 
 
 def check_files(
@@ -219,7 +220,8 @@ def check_files(
     if not isinstance(results, list):
         return None
     if not results:
-        return CheckedFiles(notes=[*gt_notes, empty_results_note(str(results_path))], result_scores=np.zeros(0),
+        return CheckedFiles(notes=[*gt_notes, empty_results_note(str(results_path), instance_noun(proved))],
+                            result_scores=np.zeros(0),
                             schema=proved)
 
     result_images = list(map(attrgetter("image_id"), results))
@@ -244,7 +246,7 @@ def check_files(
             1 for a in gt.annotations
             if a.image_id not in covered and not a.iscrowd and (iou_type == "bbox" or a.num_keypoints > 0)
         )
-        notes.append(coverage_note(len(covered), len(gt.images), missed))
+        notes.append(coverage_note(len(covered), len(gt.images), missed, instance_noun(proved)))
     if iou_type == "keypoints":
         zero = _count_zero_keypoint_lists(raw_lists)
         if zero:
