@@ -110,3 +110,17 @@ def test_chromium_renders_it_and_its_dom_holds_the_run_numbers(run_dir: Path, tm
                          text=True, timeout=120).stdout
     assert _check_numbers(dom, run_dir) == 22
     assert re.search(r"<h2>Metrics</h2>", dom)
+
+
+def test_comparison_shows_the_compare_intervals_when_compare_has_run(run_dir: Path, tmp_path: Path, run_cli) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    page = build_html([run_dir, other], images=False)
+    assert f"run `kpbench compare {run_dir} {other} --out {run_dir}` to add them" in page
+    code, _, err = run_cli("compare", run_dir, other, "--bootstrap", "10", "--out", run_dir)
+    assert code == 0, err
+    page = build_html([run_dir, other], images=False)
+    assert "ΔAP: other − run (keypoints, paired bootstrap, 95% interval)" in page
+    (run_dir / "compare.json").unlink()

@@ -24,6 +24,7 @@ from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_text, read_csv_rows, read_json
 
 WORST_IMAGES = 6
+COMPARE_FILE = "compare.json"  # written by `kpbench compare A B --out A`
 # Columns of COCO stats in the sweep tables, shown in percent as the metrics are.
 _STAT_COLUMNS = frozenset({"AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "AR50", "AR75", "ARs", "ARm", "ARl",
                            "AR1", "AR10", "AR100"})
@@ -255,8 +256,33 @@ def _comparison_section(runs: Sequence[dict[str, Any]]) -> str:
         metrics = run["metrics"] or {}
         cells = "".join(_metric_cell((metrics.get(t) or {}).get(s), run["name"], t, s) for t, s in stats)
         rows.append(f"<tr><td>{_e(run['name'])}</td>{cells}</tr>")
-    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            + _missing("ΔAP confidence intervals: not computed for these runs (no comparison file in the runs)."))
+    table = f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return table + _intervals_section(runs)
+
+
+def _intervals_section(runs: Sequence[dict[str, Any]]) -> str:
+    """The ΔAP intervals of `kpbench compare A B --out A` (A/compare.json) between the runs shown."""
+    names = {str(r["dir"]) for r in runs} | {r["name"] for r in runs}
+    parts = []
+    for run in runs:
+        path = run["dir"] / COMPARE_FILE
+        if not path.is_file():
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("stats"), list):
+            continue
+        other = str(data.get("run_b", ""))
+        if other not in names and Path(other).name not in names:
+            continue
+        rows = [{k: r.get(k) for k in ("stat", "a", "b", "delta", "low", "high", "significant")}
+                for r in data["stats"] if isinstance(r, dict)]
+        level = next((r.get("level") for r in data["stats"] if isinstance(r, dict) and r.get("level")), None)
+        parts.append(f"<h3>ΔAP: {_e(Path(other).name)} − {_e(run['name'])} ({_e(data.get('iou_type', ''))}, paired "
+                     f"bootstrap{f', {100 * level:.0f}% interval' if level else ''})</h3>" + _table(rows))
+    if not parts:
+        first, second = (runs[0]["dir"], runs[1]["dir"]) if len(runs) > 1 else (runs[0]["dir"], "RUN_B")
+        return _missing(f"ΔAP confidence intervals: run `kpbench compare {first} {second} --out {first}` to add them.")
+    return "".join(parts)
 
 
 def _run_sections(run: dict[str, Any], with_images: bool) -> str:
