@@ -59,7 +59,7 @@ def main() -> None:
             loops.append(float(outcome.manifest["timings"]["loop_s"]))
             return len(json.loads((outcome.run_dir / "keypoints_results.json").read_text()))
 
-    bare()  # warm-up: the first call builds Ultralytics' predictor
+    bare()  # warm-up: the first call builds Ultralytics' predictor (the adapter warms itself up the same way)
     start = time.perf_counter()
     best = best_times_interleaved({"bare": bare, "kpbench": kpbench_run}, args.repeat)
     n = len(files)

@@ -39,6 +39,7 @@ def test_predictions_equal_bare_ultralytics_value_for_value() -> None:
     model = load_model("yolo")
     assert dict(os.environ) == before  # ultralytics' OMP_NUM_THREADS=1 does not leak into the process
     bare = _import_yolo()(str(bundled_weights()))
+    bare.predict(np.zeros((640, 640, 3), np.uint8), verbose=False, **PROTOCOL)  # the adapter's warm-up call
     for image_id in (785, 139):
         image = _rgb(image_id)
         ours = model.predict([image])[0]
@@ -101,6 +102,7 @@ def test_the_whole_sample_equals_a_bare_ultralytics_loop(tmp_path: Path) -> None
                   progress=False)
     ours = json.loads((outcome.run_dir / "keypoints_results.json").read_text())
     bare = _import_yolo()(str(bundled_weights()))
+    bare.predict(np.zeros((640, 640, 3), np.uint8), verbose=False, **PROTOCOL)  # the adapter's warm-up call
     gt = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
     expected = []
     for image in sorted(gt["images"], key=lambda im: im["id"]):
@@ -122,3 +124,34 @@ def test_bad_yolo_input_is_one_line(tmp_path: Path, run_cli) -> None:
         run_cli("draw", COCO_SAMPLE / "val2017" / "000000000785.jpg", "--model", f"yolo:{broken}", "--out", tmp_path),
         f"error: {broken}: not a YOLO checkpoint",
     )
+
+
+@requires_shared
+def test_a_sigkilled_yolo_run_resumes_to_byte_identical_files(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "kpbench", "run", "--model", "yolo", "--coco-root", str(COCO_SAMPLE),
+                "--device", "cpu", "--workers", "0", "--no-progress", "--no-analysis", "--out", str(out)]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True, timeout=300)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cache, deadline = out / "detections.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.is_file() and cache.read_bytes().count(b"\n") >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 3 <= cache.read_bytes().count(b"\n") < 35
+    done = subprocess.run(command(out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resumed:" in done.stderr
+    for name in ("detections.jsonl", "keypoints_results.json", "bbox_results.json", "metrics.json", "ground_truth.json"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name

@@ -105,15 +105,30 @@ class YoloPoseModel:
             raise KpbenchError(f"{path}: a YOLO {self._yolo.task} model, not a pose model")
         shape = getattr(getattr(self._yolo, "model", None), "kpt_shape", None)
         num_keypoints = int(shape[0]) if shape is not None else COCO17.num_keypoints
+        if shape is not None and (len(shape) < 2 or int(shape[1]) != 3):
+            raise KpbenchError(f"{path}: keypoints of shape {list(shape)}; kpbench's YOLO adapter needs x, y and a "
+                               "confidence per keypoint (kpt_shape [17, 3])")
         if num_keypoints != COCO17.num_keypoints:
             raise KpbenchError(f"{path}: {num_keypoints} keypoints per person; kpbench's YOLO adapter expects COCO's 17")
         self.path = path
         self.settings = dict(PROTOCOL)
         self.device: str | None = None
+        self._warm = False
+
+    def _warm_up(self) -> None:
+        """One call on a blank image before the first real one. Ultralytics sets its predictor up on the first call
+        (and fuses the model), and that call's coordinates differ from later calls' in the last digits: without this,
+        a run resumed after a kill would differ from an uninterrupted one at the first image it processes."""
+        if not self._warm:
+            blank = np.zeros((PROTOCOL["imgsz"], PROTOCOL["imgsz"], 3), dtype=np.uint8)
+            with _process_unchanged():
+                self._yolo.predict(blank, verbose=False, device=self.device, **self.settings)
+            self._warm = True
 
     def to(self, device: Any) -> YoloPoseModel:
         """Run on `device` (a torch device or its name)."""
         self.device = str(device)
+        self._warm = False  # a new device gets its own predictor
         return self
 
     def set_input_size(self, min_size: int, max_size: int) -> None:
@@ -136,6 +151,7 @@ class YoloPoseModel:
         )  # fmt: skip
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:
+        self._warm_up()
         out = []
         for image in images:
             bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # Ultralytics reads arrays as OpenCV's BGR
