@@ -59,7 +59,8 @@ def test_box_max_dets_equal_pycocotools_which_reads_them(scene, box_results) -> 
         # pycocotools reads its AP at a hard-coded maxDets 100 (so -1 here), the other stats at maxDets[2].
         assert expected[0] == -1.0 and result.stats["AP"] > 0
         assert result.stats_list()[1:] == expected[1:]
-        assert result.notes[-1].startswith("maxDets [2, 5, 50]: pycocotools' summarize() reads box AP at a hard-coded 100")
+        assert result.notes[-1].startswith("maxDets [2, 5, 50]: pycocotools' summarize() reads box AP at a "
+                                           "hard-coded 100 and would report -1")
 
 
 def test_keypoint_max_dets_other_than_20_are_not_minus_one(scene) -> None:
@@ -69,7 +70,8 @@ def test_keypoint_max_dets_other_than_20_are_not_minus_one(scene) -> None:
     result = evaluate(gt, results, settings=EvalSettings(max_dets=(5,)))
     assert result.stats["AP"] == float(np.mean(result.precision[..., 0, 0][result.precision[..., 0, 0] > -1]))
     assert -1.0 not in (result.stats["AP"], result.stats["AR"])
-    assert result.notes[-1].startswith("maxDets [5]: pycocotools' summarize() hard-codes 20 for keypoints")
+    assert result.notes[-1].startswith("maxDets [5]: pycocotools' summarize() reads every keypoint stat at a "
+                                       "hard-coded 20 and would report -1")
     assert evaluate(gt, results, backend="hotcoco", settings=EvalSettings(max_dets=(5,))).stats == result.stats
     # Spelled-out COCO areas go through kpbench's summary: the same stats as pycocotools'.
     spelled = EvalSettings(area_ranges=parse_area_ranges("all:0:1e10,medium:1024:9216,large:9216:1e10"))

@@ -358,3 +358,19 @@ def test_real_fixtures(gt_file: Path, results: Any, way: str, tmp_path: Path, ch
     detections = jittered_detections(gt) if results == "jittered" else load(results)
     outcome, _ = checker.same_as_full_checks(tmp_path, gt, detections, way)
     assert outcome == "ok"
+
+
+def test_wholebody_and_several_keypoint_categories_go_to_the_full_checks(scene, tmp_path: Path) -> None:
+    """The full checks add a note for a COCO-WholeBody GT and refuse several keypoint sets: the fast path must not
+    decide either alone."""
+    from kpbench.core.schema import COCO17
+
+    gt, results = copy.deepcopy(scene[0]), scene[1]
+    for ann in gt["annotations"]:
+        ann["foot_kpts"] = [0] * 18
+    assert fastcheck.check_files(_write(tmp_path / "wb.json", gt), _write(tmp_path / "r.json", results)) is None
+    two = copy.deepcopy(scene[0])
+    two["categories"].append({**two["categories"][0], "id": 2, "keypoints": [f"k{i}" for i in range(17)]})
+    two["annotations"][0]["category_id"] = 2
+    path = _write(tmp_path / "two.json", two)
+    assert fastcheck.check_files(path, _write(tmp_path / "r2.json", results), schema=COCO17) is None

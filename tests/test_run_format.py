@@ -140,4 +140,4 @@ def test_results_made_elsewhere_become_a_run_directory(tmp_path: Path, run_cli) 
     code, _, err = run_cli("run", "--results", res, "--coco-root", COCO_SAMPLE, "--out", out)
     assert code == 2 and "already a run directory" in err
     code, _, err = run_cli("run", "--results", res, "--coco-root", COCO_SAMPLE, "--weights", "none")
-    assert code == 2 and "the model options" in err
+    assert code == 2 and "--results: --weights do(es) not apply: the results are already made" in err

@@ -300,3 +300,38 @@ def test_notes_name_the_category_when_it_is_not_a_person(scene) -> None:
     if unlabelled:
         assert f"{unlabelled} GT 'robot' keypoint instance(s) have no labelled keypoints" in notes
     assert evaluate(gt, [], schema=FIVE).notes[-2].endswith("(-1 where the GT has no 'robot' keypoint instance to find)")
+
+
+def test_a_checked_gt_object_is_rescored_with_the_schema_or_sigmas_asked_for(scene, tmp_path) -> None:
+    import json
+
+    gt, results = scene
+    checked = load_ground_truth(gt, schema=FIVE)
+    wide = tuple(2 * s for s in FIVE.sigmas)
+    expected = [float(x) for x in pycocotools_eval(gt, results, sigmas=np.asarray(wide)).stats]
+    assert evaluate(checked, results, sigmas=list(wide)).stats_list() == expected
+    # Unchecked files (validate=False) take the sigmas too, as a schema of their count.
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    unchecked = evaluate(tmp_path / "gt.json", tmp_path / "res.json", validate=False, sigmas=list(wide))
+    assert unchecked.stats_list() == expected
+    with pytest.raises(KpbenchError, match="crowdpose14 schema's own protocol needs the input checks"):
+        evaluate(tmp_path / "gt.json", tmp_path / "res.json", validate=False, schema=CROWDPOSE14)
+
+
+@requires_shared
+def test_crowdpose_results_become_a_run_directory(tmp_path) -> None:
+    from kpbench.engine.from_results import run_from_results
+
+    made = run_from_results(CROWDPOSE / "example_crowdpose_preds.json", CROWDPOSE / "example_crowdpose_val.json",
+                            tmp_path / "run", analysis=False)
+    assert made.results["keypoints"].stats_list() == load(CROWDPOSE / "expected_stats.json")["stats"]
+    assert load(tmp_path / "run" / "manifest.json")["status"] == "complete"
+    assert any("w * h * 0.53" in d for d in made.manifest["deviations"])
+    # --overwrite leaves nothing of the old run to be read again (a stale rank shard would override the cache).
+    (tmp_path / "run" / "detections.rank0.jsonl").write_text((tmp_path / "run" / "detections.jsonl").read_text())
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    again = run_from_results(empty, CROWDPOSE / "example_crowdpose_val.json", tmp_path / "run", overwrite=True,
+                             analysis=False)
+    assert again.results["keypoints"].stats["AP"] == 0.0 and not (tmp_path / "run" / "detections.rank0.jsonl").exists()

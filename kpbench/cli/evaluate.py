@@ -98,6 +98,9 @@ def evaluate_command(
 
         sigma_values = parse_sigmas(sigmas)
     customised = schema is not None or sigma_values is not None or not settings.is_default() or drop_zero_keypoints
+    keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
+    if keypoint_only and iou_type == "bbox":
+        raise KpbenchError("--schema, --sigmas, --drop-zero-keypoints and --wholebody are for keypoints, not --iou-type bbox")
     if bootstrap is not None and bootstrap < 1:
         raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
     if run is not None:

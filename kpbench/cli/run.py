@@ -75,8 +75,13 @@ def run_command(
     directory is made from results produced elsewhere (the GT is COCO_ROOT's annotation file) and nothing is run.
     """
     if results is not None:
+        given = {"--model": model, "--weights": weights, "--min-size": min_size, "--max-size": max_size,
+                 "--box-score-thresh": box_score_thresh, "--device": device, "--batch-size": batch_size,
+                 "--dtype": dtype, "--limit": limit, "--image-ids": image_ids, "--images": images,
+                 "--config": config, "--workers": workers, "--seed": seed, "--download": download or None,
+                 "--backend": None if backend == "pycocotools" else backend}
         _run_from_results(results, coco_root, split, out, overwrite, analysis, keypoint_score_kind,
-                          [model, weights, min_size, max_size, box_score_thresh, device, batch_size, dtype])
+                          [name for name, value in given.items() if value is not None])
         return
     require_torch("kpbench run")
     from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
@@ -132,7 +137,7 @@ def run_command(
 
 def _run_from_results(
     results: Path, coco_root: str | None, split: str | None, out: str | None, overwrite: bool, analysis: bool,
-    kind: str | None, model_options: list[object],
+    kind: str | None, ignored: list[str],
 ) -> None:
     """`kpbench run --results`: the run directory of a results file (kpbench.engine.from_results)."""
     from kpbench.core.errors import KpbenchError
@@ -141,9 +146,9 @@ def _run_from_results(
     from kpbench.evaluation.runeval import summarize_run
     from kpbench.runs.directory import default_run_dir
 
-    if any(v is not None for v in model_options):
-        raise KpbenchError("--results: the results are already made; the model options (--model, --weights, sizes, "
-                           "--device, ...) do not apply")
+    if ignored:
+        raise KpbenchError(f"--results: {', '.join(ignored)} do(es) not apply: the results are already made, and "
+                           "every image of COCO_ROOT's annotation file is scored")
     root = resolve_coco_root(coco_root)
     gt = annotation_path(root, split or "val2017")
     if not gt.is_file():

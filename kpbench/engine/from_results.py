@@ -96,6 +96,7 @@ def run_from_results(
     from kpbench.runs.detections import append_detections
     from kpbench.runs.directory import (
         FORMAT_VERSION,
+        clear_run_files,
         detections_path,
         ground_truth_path,
         is_run_dir,
@@ -117,14 +118,26 @@ def run_from_results(
     if is_run_dir(run_dir) and not overwrite:
         raise KpbenchError(f"{run_dir}: already a run directory; use another --out, or pass --overwrite")
     ensure_output_dir(run_dir)
+    if overwrite:
+        clear_run_files(run_dir)  # and rank shards and analysis files: nothing of the old run is read again
     image_ids = sorted(int(img["id"]) for img in gt.dataset["images"])
     detections, kp_scores = _detections_from_results(records, image_ids, schema.num_keypoints, str(results_path))
     kind = keypoint_score_kind or ("probability" if kp_scores.size == 0 or
                                    ((kp_scores >= 0) & (kp_scores <= 1)).all() else "logit")
     digest = hashlib.sha256(results_path.read_bytes()).hexdigest()
     raw_gt = read_json(gt_path)
+    run_gt = restrict_ground_truth(raw_gt, image_ids)
+    box_areas = schema.protocol == "crowdpose" and any("area" not in a for a in run_gt["annotations"])
+    if box_areas:
+        # CrowdPose has no areas: the box evaluation of the run needs them too, so the run's GT gets the scale the
+        # keypoint protocol uses (w * h * 0.53), and the manifest says so.
+        from kpbench.evaluation.cocofiles import CROWDPOSE_BOX_AREA_FACTOR
+
+        for ann in run_gt["annotations"]:
+            if "area" not in ann:
+                ann["area"] = ann["bbox"][2] * ann["bbox"][3] * CROWDPOSE_BOX_AREA_FACTOR
     with lock_run_dir(run_dir):
-        atomic_write_text(ground_truth_path(run_dir), json_text(restrict_ground_truth(raw_gt, image_ids), indent=None))
+        atomic_write_text(ground_truth_path(run_dir), json_text(run_gt, indent=None))
         cache = detections_path(run_dir)
         tmp = cache.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as fh:
@@ -134,7 +147,7 @@ def run_from_results(
         manifest = {
             "kpbench_run_version": FORMAT_VERSION,
             "format_version": FORMAT_VERSION,
-            "status": "complete",
+            "status": "running",
             "command_line": None,
             "coco_root": str(coco_root) if coco_root is not None else None,
             "split": split,
@@ -151,11 +164,20 @@ def run_from_results(
             "protocol": {"results_file": str(results_path), "results_sha256": digest, "num_results": len(records)},
             "deviations": ["results made elsewhere: kpbench did not run the model, so its protocol is unknown",
                            *([] if any("bbox" in r for r in records) else
-                             ["the results carry no boxes: box AP is scored on their keypoints' extents"])],
+                             ["the results carry no boxes: box AP is scored on their keypoints' extents"]),
+                           *(["the GT has no areas: the run's ground_truth.json takes w * h * 0.53 (CrowdPose's OKS "
+                              "scale), which box AP's area ranges then use too"] if box_areas else [])],
             "published": None,
         }
         write_manifest(run_dir, manifest)
-        results = evaluate_run(run_dir)
+        try:
+            results = evaluate_run(run_dir)
+        except BaseException as exc:
+            manifest.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            write_manifest(run_dir, manifest)
+            raise
+        manifest = {**json.loads((run_dir / "manifest.json").read_text()), "status": "complete"}
+        write_manifest(run_dir, manifest)
     if analysis:
         from kpbench.analysis.pipeline import analyse_run
 

@@ -263,6 +263,15 @@ def evaluate(
         raise KpbenchError("drop_zero_keypoint_results needs the input checks (validate=True): it reads every result")
     if sigmas is not None and schema is not None:
         raise KpbenchError("give a schema or sigmas, not both (--schema / --sigmas)")
+    if not validate and schema is not None and schema.protocol != "coco":
+        raise KpbenchError(f"the {schema.name} schema's own protocol needs the input checks (validate=True, without "
+                           "--no-validate)")
+    if not validate and sigmas is not None:
+        from kpbench.core.schema import KeypointSchema as _Schema
+
+        # Unchecked files are not read here, so the sigmas come as a schema of their own count.
+        schema = _Schema("sigmas", tuple(f"k{i}" for i in range(len(sigmas))), (), tuple(float(s) for s in sigmas))
+        sigmas = None
     if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results and sigmas is None:
         run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)  # type: ignore[arg-type]
     if run is None:

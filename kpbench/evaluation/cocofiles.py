@@ -319,11 +319,11 @@ def load_ground_truth(
 ) -> GroundTruth:
     """Load (from a path) or take (a parsed dict) COCO ground truth, validated (see `validate_ground_truth`)."""
     if isinstance(gt, GroundTruth):
-        if iou_type == "keypoints" and gt.schema is None:
-            return validate_ground_truth(gt.dataset, gt.source, iou_type, copy=False, schema=schema)
-        if schema is not None and gt.schema is not None and schema.num_keypoints != gt.schema.num_keypoints:
-            raise KpbenchError(f"{gt.source}: checked as {gt.schema.name} ({gt.schema.num_keypoints} keypoints), "
-                               f"not as {schema.name} ({schema.num_keypoints})")
+        asked_other = sigmas is not None or (schema is not None and gt.schema is not None and
+                                             schema.with_category_id(gt.schema.category_id) != gt.schema)
+        if iou_type == "keypoints" and (gt.schema is None or asked_other):
+            # Checked for boxes only, or with another keypoint set than asked for: check again with the one asked.
+            return validate_ground_truth(gt.dataset, gt.source, iou_type, copy=False, schema=schema, sigmas=sigmas)
         return gt
     if isinstance(gt, dict):
         return validate_ground_truth(gt, "ground truth", iou_type, schema=schema, sigmas=sigmas)

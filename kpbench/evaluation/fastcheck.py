@@ -71,6 +71,7 @@ class _Annotation(Struct, gc=False):
     iscrowd: Finite
     num_keypoints: Finite | UnsetType = UNSET
     keypoints: Raw | UnsetType = UNSET
+    foot_kpts: Raw | UnsetType = UNSET  # a COCO-WholeBody GT: the full checks add their note about it
 
 
 class _GroundTruth(Struct, gc=False):
@@ -158,10 +159,14 @@ def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointS
     """The schema the full checks would choose, when it needs no note: `schema` if every listed keypoint-name
     list has its length, else a built-in whose names one category lists exactly (one keypoint category only)."""
     named = [cat for cat in gt.categories if isinstance(cat.keypoints, list) and cat.keypoints]
+    if any(a.foot_kpts is not UNSET for a in gt.annotations[:1]):
+        return None
     if schema is not None:
-        if schema.protocol != "coco":
+        if schema.protocol != "coco" or len(named) > 1:
+            return None  # several keypoint categories: the full checks decide (and word the error)
+        if not all(len(cat.keypoints) == schema.num_keypoints for cat in named):  # type: ignore[arg-type]
             return None
-        return schema if all(len(cat.keypoints) == schema.num_keypoints for cat in named) else None  # type: ignore[arg-type]
+        return schema.with_category_id(named[0].id) if named else schema
     if len(named) != 1 or not {a.category_id for a in gt.annotations} <= {named[0].id}:
         return None
     try:

@@ -156,12 +156,13 @@ def summarize(
 def settings_notes(settings: EvalSettings, iou_type: str) -> list[str]:
     """What a user should know about non-default settings."""
     notes = []
-    if settings.max_dets is not None and iou_type == "keypoints" and settings.max_dets[-1] != 20:
-        notes.append(f"maxDets {list(settings.max_dets)}: pycocotools' summarize() hard-codes 20 for keypoints and "
-                     f"would report -1; the stats here are computed at maxDets {settings.max_dets[-1]}")
-    if settings.max_dets is not None and iou_type == "bbox" and settings.max_dets[-1] != 100:
-        notes.append(f"maxDets {list(settings.max_dets)}: pycocotools' summarize() reads box AP at a hard-coded 100 "
-                     f"and would report -1; the stats here are computed at maxDets {settings.max_dets[-1]}")
+    hard_coded = 20 if iou_type == "keypoints" else 100
+    if settings.max_dets is not None and settings.max_dets[-1] != hard_coded:
+        what = "every keypoint stat" if iou_type == "keypoints" else "box AP"
+        then = ("would report -1" if hard_coded not in settings.max_dets
+                else f"would report them at {hard_coded}")
+        notes.append(f"maxDets {list(settings.max_dets)}: pycocotools' summarize() reads {what} at a hard-coded "
+                     f"{hard_coded} and {then}; the stats here are computed at the largest, maxDets {settings.max_dets[-1]}")
     if settings.iou_thresholds is not None:
         missing = [t for t in (0.5, 0.75) if t not in settings.iou_thresholds]
         if missing:

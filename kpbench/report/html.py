@@ -190,7 +190,7 @@ def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, i
 
     result = evaluate_run(run_dir, write=False)["keypoints"]
     if result.image_evals is None:
-        return []
+        raise KpbenchError("the run's evaluation exposes no per-image matches (its protocol is not COCOeval's own)")
     t = iou_threshold_index(result, 0.5)
     area_all = result.params.area_labels.index("all")
     losses = []
