@@ -42,6 +42,18 @@ _EXPORTS: dict[str, str] = {
     "RunSettings": "kpbench.core.config",
     "SpeedSettings": "kpbench.core.config",
     "ThresholdSettings": "kpbench.core.config",
+    "KeypointSchema": "kpbench.core.schema",
+    "COCO17": "kpbench.core.schema",
+    "get_schema": "kpbench.core.schema",
+    "EvalSettings": "kpbench.evaluation.settings",
+    "evaluate_wholebody": "kpbench.evaluation.wholebody",
+    "bootstrap_intervals": "kpbench.analysis.bootstrap",
+    "compare_runs": "kpbench.analysis.bootstrap",
+    "write_html": "kpbench.report.html",
+    "run_from_results": "kpbench.engine.from_results",
+    "PoseModel": "kpbench.models.base",
+    "Predictions": "kpbench.models.base",
+    "load_model": "kpbench.models.registry",
 }
 
 
