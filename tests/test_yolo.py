@@ -117,11 +117,14 @@ def test_the_whole_sample_equals_a_bare_ultralytics_loop(tmp_path: Path) -> None
 
 def test_bad_yolo_input_is_one_line(tmp_path: Path, run_cli) -> None:
     from kpdata import assert_one_line_error
+    from PIL import Image
 
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
+    image = tmp_path / "grey.png"
+    Image.new("RGB", (64, 48), (120, 120, 120)).save(image)
     assert_one_line_error(
-        run_cli("draw", COCO_SAMPLE / "val2017" / "000000000785.jpg", "--model", f"yolo:{broken}", "--out", tmp_path),
+        run_cli("draw", image, "--model", f"yolo:{broken}", "--out", tmp_path / "out"),
         f"error: {broken}: not a YOLO checkpoint",
     )
 
