@@ -361,7 +361,7 @@ def test_real_fixtures(gt_file: Path, results: Any, way: str, tmp_path: Path, ch
 
 
 def test_wholebody_and_several_keypoint_categories_go_to_the_full_checks(scene, tmp_path: Path) -> None:
-    """The full checks add a note for a COCO-WholeBody GT and refuse several keypoint sets: the fast path must not
+    """The full checks add a note for a COCO-WholeBody GT and score several keypoint sets per category: the fast path must not
     decide either alone."""
     from kpbench.core.schema import COCO17
 

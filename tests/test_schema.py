@@ -335,3 +335,44 @@ def test_crowdpose_results_become_a_run_directory(tmp_path) -> None:
     again = run_from_results(empty, CROWDPOSE / "example_crowdpose_val.json", tmp_path / "run", overwrite=True,
                              analysis=False)
     assert again.results["keypoints"].stats["AP"] == 0.0 and not (tmp_path / "run" / "detections.rank0.jsonl").exists()
+
+
+def _two_category_scene(second_names: list[str]) -> tuple[dict, list]:
+    from kpbench.data.synthetic import make_synthetic_coco
+
+    gt, results = make_synthetic_coco(num_images=8, seed=21)
+    gt = copy.deepcopy(gt)
+    gt["categories"].append({"id": 2, "name": "person" if len(second_names) == 17 else "animal",
+                             "keypoints": second_names, "skeleton": []})
+    extra = [{**a, "id": 10_000 + a["id"], "category_id": 2} for a in gt["annotations"][::2]]
+    gt["annotations"] += extra
+    results = results + [{**r, "category_id": 2, "keypoints": [v + 2 if i % 3 == 0 else v
+                                                               for i, v in enumerate(r["keypoints"])]}
+                         for r in results[::3]]
+    return gt, results
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+def test_several_keypoint_categories_are_each_scored_with_their_own_schema(backend: str) -> None:
+    # Two categories with COCO's sigmas under other names: the same numbers as one multi-category COCOeval.
+    gt, results = _two_category_scene([f"k{i}" for i in range(17)])
+    combined = evaluate(gt, results, backend=backend)
+    assert combined.params.category_ids == [1, 2] and combined.schema is None
+    assert combined.stats_list() == [float(s) for s in pycocotools_eval(gt, results).stats]
+    assert combined.notes[-1] == ("several keypoint sets, each scored with its own schema (category 1: coco17, "
+                                  "category 2: coco17), summarized together")
+    # Persons and AP-10K animals: each with its own sigmas, so not what COCO's sigmas for both would give.
+    from kpbench.evaluation.settings import summarize
+
+    gt, results = _two_category_scene(list(AP10K17.keypoint_names))
+    mixed = evaluate(gt, results, backend=backend)
+    assert "category 2: ap10k17" in mixed.notes[-1]
+    runs = []
+    for cat, sigmas in ((gt["categories"][0], COCO17.sigma_array), (gt["categories"][1], AP10K17.sigma_array)):
+        sub = {**gt, "categories": [cat], "annotations": [a for a in gt["annotations"] if a["category_id"] == cat["id"]]}
+        runs.append(pycocotools_eval(sub, [r for r in results if r["category_id"] == cat["id"]], sigmas=sigmas))
+    p = runs[0].params
+    expected = summarize(np.concatenate([r.eval["precision"] for r in runs], axis=2),
+                         np.concatenate([r.eval["recall"] for r in runs], axis=1),
+                         list(p.iouThrs), list(p.areaRngLbl), list(p.maxDets), "keypoints")
+    assert mixed.stats == expected

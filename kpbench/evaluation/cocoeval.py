@@ -29,6 +29,7 @@ from kpbench.evaluation.backends import ImageEval, check_backend, get_backend
 from kpbench.evaluation.cocofiles import (
     GroundTruth,
     Results,
+    SeveralKeypointSets,
     check_iou_type,
     load_ground_truth,
     load_results,
@@ -258,7 +259,6 @@ def evaluate(
         if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
             check_regular_file(value, "JSON file")
     two_files = isinstance(gt, (str, Path)) and isinstance(results, (str, Path))
-    run = None
     if drop_zero_keypoint_results and not validate:
         raise KpbenchError("drop_zero_keypoint_results needs the input checks (validate=True): it reads every result")
     if sigmas is not None and schema is not None:
@@ -272,6 +272,25 @@ def evaluate(
         # Unchecked files are not read here, so the sigmas come as a schema of their own count.
         schema = _Schema("sigmas", tuple(f"k{i}" for i in range(len(sigmas))), (), tuple(float(s) for s in sigmas))
         sigmas = None
+    if schema is None and sigmas is None and iou_type == "keypoints" and (validate or not two_files):
+        try:
+            return _evaluate(gt, results, iou_type, backend, validate, schema, drop_zero_keypoint_results, settings,
+                             sigmas, setting_notes, two_files)
+        except SeveralKeypointSets:
+            from kpbench.evaluation.categories import evaluate_per_category
+
+            return evaluate_per_category(gt, results, backend, settings, drop_zero_keypoint_results)
+    return _evaluate(gt, results, iou_type, backend, validate, schema, drop_zero_keypoint_results, settings, sigmas,
+                     setting_notes, two_files)
+
+
+def _evaluate(
+    gt: Any, results: Any, iou_type: str, backend: str, validate: bool, schema: KeypointSchema | None,
+    drop_zero_keypoint_results: bool, settings: EvalSettings, sigmas: Sequence[float] | None,
+    setting_notes: list[str], two_files: bool,
+) -> EvalResult:
+    """`evaluate` after its argument checks (one keypoint set)."""
+    run = None
     if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results and sigmas is None:
         run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)  # type: ignore[arg-type]
     if run is None:

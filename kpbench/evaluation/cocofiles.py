@@ -26,6 +26,10 @@ from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, Keyp
 CROWDPOSE_BOX_AREA_FACTOR = 0.53
 
 
+class SeveralKeypointSets(KpbenchError):
+    """A GT whose keypoint categories list different keypoint sets: `evaluate` scores each with its own schema."""
+
+
 def check_iou_type(iou_type: str, option: str = "--iou-type") -> str:
     """`iou_type` if it is one of IOU_TYPES, else a KpbenchError naming the option."""
     if iou_type not in IOU_TYPES:
@@ -382,7 +386,9 @@ def resolve_schema(
     named = [c for c in keypoint_cats if c.get("keypoints")]
     if len({tuple(c["keypoints"]) for c in named}) > 1:
         labels = ", ".join(f"{_category_label(c)}: {len(c['keypoints'])} keypoints" for c in named)
-        raise KpbenchError(f"{source}: several keypoint sets ({labels}); kpbench scores one keypoint set per evaluation")
+        raise SeveralKeypointSets(f"{source}: several keypoint sets ({labels}); this needs one keypoint set "
+                                  "(evaluate() scores each category with its own schema; the per-keypoint analyses "
+                                  "take one category at a time)")
     category = named[0] if named else (keypoint_cats[0] if keypoint_cats else None)
     category_id = category["id"] if category is not None else COCO17.category_id
     names = tuple(category["keypoints"]) if category is not None and category.get("keypoints") else None
