@@ -171,6 +171,10 @@ def test_summarize_ms_exact() -> None:
     assert s["std_ms"] == pytest.approx(math.sqrt(12.5))  # sample std: sum of squares 50 over n-1 = 4
     assert s["p90_ms"] == pytest.approx(7.6) and s["p99_ms"] == pytest.approx(9.76)  # linear interpolation
     assert summarize_ms([5.0])["std_ms"] == 0.0
+    # IQR of 1, 2, 3, 4, 10 (linear interpolation): p25 = 2, p75 = 4; relative to the median 3.
+    assert (s["n"], s["iqr_ms"], s["iqr_over_median"], s["unstable"]) == (5, 2.0, 2.0 / 3.0, True)
+    steady = summarize_ms([10.0, 10.1, 10.2, 10.3])
+    assert steady["iqr_over_median"] == pytest.approx(0.15 / 10.15) and steady["unstable"] is False
 
 
 def test_variants_grid_and_labels() -> None:

@@ -58,7 +58,11 @@ box_score_thresh      the model's box score threshold
 warmup, iters         untimed and timed calls (the cold call is neither)
 cold_ms               the first call at this size and variant
 mean_ms .. max_ms     mean, std (sample, ddof=1), median, p90, p99 (linear interpolation), min, max of the
-                      timed wall-clock calls
+                      timed wall-clock calls; p90 is the single-stream latency (batch 1) MLPerf reports
+n                     number of timed calls
+iqr_ms                interquartile range (p75 - p25) of the timed calls
+iqr_over_median       iqr_ms / median_ms, the spread relative to the typical call
+unstable              True when iqr_over_median > 0.10 (torch.utils.benchmark's warning threshold)
 gpu_mean_ms           mean CUDA-event time of the timed calls (CUDA only)
 gpu_median_ms         median CUDA-event time (CUDA only)
 fps                   images per second = batch_size * 1000 / mean_ms
@@ -109,7 +113,12 @@ ENV_COLUMNS: tuple[str, ...] = (
     "device", "device_name", "gpu_count", "gpu_memory_gib", "compute_capability", "driver", "cuda", "cudnn",
     "torch", "torchvision", "python", "kpbench", "cpu", "torch_threads", "os",
 )  # fmt: skip
-STAT_COLUMNS: tuple[str, ...] = ("mean_ms", "std_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")
+STAT_COLUMNS: tuple[str, ...] = (
+    "mean_ms", "std_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "n", "iqr_ms", "iqr_over_median",
+    "unstable",
+)  # fmt: skip
+# torch.utils.benchmark's rule of thumb: a spread (IQR) above 10% of the median makes a timing worth a second look.
+UNSTABLE_IQR_RATIO = 0.10
 SPEED_COLUMNS: tuple[str, ...] = (
     "timestamp", *ENV_COLUMNS,
     "model", "weights", "weights_sha256", "size", "max_size", "variant", "dtype", "batch_size", "channels_last", "cudnn_benchmark", "compile",
@@ -201,6 +210,10 @@ def summarize_ms(times_ms: Sequence[float]) -> dict[str, float]:
     a = np.asarray(times_ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no timings")
+    q1, q3 = np.percentile(a, [25, 75])
+    iqr = float(q3 - q1)
+    median = float(np.median(a))
+    ratio = iqr / median if median > 0 else 0.0
     return {
         "mean_ms": float(a.mean()),
         "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
@@ -209,6 +222,10 @@ def summarize_ms(times_ms: Sequence[float]) -> dict[str, float]:
         "p99_ms": float(np.percentile(a, 99)),
         "min_ms": float(a.min()),
         "max_ms": float(a.max()),
+        "n": int(a.size),
+        "iqr_ms": iqr,
+        "iqr_over_median": ratio,
+        "unstable": bool(ratio > UNSTABLE_IQR_RATIO),
     }
 
 
@@ -832,14 +849,20 @@ def terminal_summary(result: SpeedRun) -> str:
     env = result.manifest["environment"]
     settings = result.manifest["settings"]
     cuda = str(env.get("device", "")).startswith("cuda")
-    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "fps", "dets_per_image"]
+    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "iqr_over_median", "fps",
+               "dets_per_image"]
     columns += ["peak_mem_allocated_mib"] if cuda else ["peak_rss_mib"]
     columns += ["kp_AP", "box_AP"] if settings["accuracy"] else []
     columns += ["status"]
     source = "SYNTHETIC images" if settings["synthetic"] else f"{settings['num_images']} COCO images"
     header = (f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings['warmup']}, "
               f"iters {settings['iters']}")
-    return header + "\n" + to_text_table(result.rows, columns, precision=2)
+    text = header + "\n" + to_text_table(result.rows, columns, precision=2)
+    unstable = [f"{r['variant']} {r['size']}" for r in result.rows if r.get("unstable")]
+    if unstable:
+        text += (f"unstable (IQR above {UNSTABLE_IQR_RATIO:.0%} of the median): {', '.join(unstable)}; time more "
+                 "iterations (--iters) or on a quieter machine\n")
+    return text
 
 
 def speed_markdown(result: SpeedRun) -> str:
