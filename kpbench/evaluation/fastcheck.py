@@ -150,9 +150,20 @@ def _decoded(raw: Raw) -> object:
         return None
 
 
+def _last_score_positive(raw: Raw) -> bool:
+    """Whether a raw keypoint list's last value (its last keypoint's score) is a number above 0: then the list is
+    not all-zero, proved without decoding the rest (about 10x cheaper than a full decode per list)."""
+    data = bytes(raw)
+    try:
+        return float(data[data.rindex(b",") + 1 : -1]) > 0
+    except ValueError:  # no comma, or not a plain number: decode the list
+        return False
+
+
 def _count_zero_keypoint_lists(raw_lists: list[Raw]) -> int:
-    """How many raw keypoint lists have every score (third value) <= 0."""
-    return sum(map(_is_zero_scored, map(_decoded, raw_lists)))
+    """How many raw keypoint lists have every score (third value) <= 0 (only the few whose last score is not
+    positive are decoded)."""
+    return sum(_is_zero_scored(_decoded(raw)) for raw in raw_lists if not _last_score_positive(raw))
 
 
 def _proved_schema(gt: _GroundTruth, schema: KeypointSchema | None) -> KeypointSchema | None:
