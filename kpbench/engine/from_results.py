@@ -14,8 +14,6 @@ whose first result has one (pycocotools then takes every area from the boxes) ma
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError, KpbenchWarning
-from kpbench.core.io import atomic_write_text, ensure_output_dir, json_text, read_json
+from kpbench.core.io import atomic_write_text, ensure_output_dir, file_digest, json_text, read_json
 
 KINDS = ("probability", "logit")
 
@@ -124,7 +122,7 @@ def run_from_results(
     detections, kp_scores = _detections_from_results(records, image_ids, schema.num_keypoints, str(results_path))
     kind = keypoint_score_kind or ("probability" if kp_scores.size == 0 or
                                    ((kp_scores >= 0) & (kp_scores <= 1)).all() else "logit")
-    digest = hashlib.sha256(results_path.read_bytes()).hexdigest()
+    digest = file_digest(results_path)
     raw_gt = read_json(gt_path)
     run_gt = restrict_ground_truth(raw_gt, image_ids)
     box_areas = schema.protocol == "crowdpose" and any("area" not in a for a in run_gt["annotations"])
@@ -151,7 +149,7 @@ def run_from_results(
             "command_line": None,
             "coco_root": str(coco_root) if coco_root is not None else None,
             "split": split,
-            "annotation_file": {"path": str(gt_path), "sha256": hashlib.sha256(gt_path.read_bytes()).hexdigest(),
+            "annotation_file": {"path": str(gt_path), "sha256": file_digest(gt_path),
                                 "images": len(image_ids)},
             "num_images": len(image_ids),
             "image_ids": image_ids,
@@ -176,10 +174,10 @@ def run_from_results(
             manifest.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             write_manifest(run_dir, manifest)
             raise
-        manifest = {**json.loads((run_dir / "manifest.json").read_text()), "status": "complete"}
+        manifest = {**read_json(run_dir / "manifest.json"), "status": "complete"}  # with evaluate_run's record
         write_manifest(run_dir, manifest)
     if analysis:
         from kpbench.analysis.pipeline import analyse_run
 
         analyse_run(run_dir, results)
-    return ResultsRun(run_dir=run_dir, results=results, manifest=json.loads(json_text(manifest)))
+    return ResultsRun(run_dir=run_dir, results=results, manifest=manifest)

@@ -180,11 +180,12 @@ def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TY
 def run_schema(run_dir: str | Path) -> KeypointSchema | None:
     """The keypoint schema a run directory's manifest records (format 2), or None: a version-1 run (no schema
     recorded) is COCO persons, which its ground truth's category names."""
-    from kpbench.runs.directory import manifest_path, run_dir_format
+    from kpbench.runs.directory import manifest_path, run_format
 
-    if not manifest_path(run_dir).is_file() or "schema" not in read_manifest(run_dir):
+    if not manifest_path(run_dir).is_file():
         return None
-    return run_dir_format(run_dir).schema
+    manifest = read_manifest(run_dir)  # read once: the schema comes from the same parse
+    return run_format(manifest).schema if "schema" in manifest else None
 
 
 def _cache_file_holding(run_dir: Path, image_id: int) -> Path:

@@ -52,9 +52,10 @@ class Part:
     stop: int
 
 
+_BODY = COCO17.num_keypoints  # WholeBody's body part is COCO's keypoint set, first in its 133
 PARTS: tuple[Part, ...] = (
-    Part("body", "keypoints", "score", 0, 17),
-    Part("foot", "foot_kpts", "foot_score", 17, 23),
+    Part("body", "keypoints", "score", 0, _BODY),
+    Part("foot", "foot_kpts", "foot_score", _BODY, 23),
     Part("face", "face_kpts", "face_score", 23, 91),
     Part("lefthand", "lefthand_kpts", "lefthand_score", 91, 112),
     Part("righthand", "righthand_kpts", "righthand_score", 112, 133),

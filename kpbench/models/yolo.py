@@ -15,7 +15,6 @@ size" of this model is its imgsz.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.io import file_digest
 from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.models.base import ModelInfo, Predictions
 
@@ -77,14 +77,6 @@ def _import_yolo() -> Any:
     return YOLO
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class YoloPoseModel:
     """A YOLO pose checkpoint behind kpbench's model interface (see the module docstring for its protocol)."""
 
@@ -111,6 +103,7 @@ class YoloPoseModel:
         if num_keypoints != COCO17.num_keypoints:
             raise KpbenchError(f"{path}: {num_keypoints} keypoints per person; kpbench's YOLO adapter expects COCO's 17")
         self.path = path
+        self.sha256 = file_digest(path)  # once: info() is asked for more than once per run
         self.settings = dict(PROTOCOL)
         self.device: str | None = None
         self._warm = False
@@ -143,7 +136,7 @@ class YoloPoseModel:
         ]
         return ModelInfo(
             weights=str(self.path), source="ultralytics", checkpoint_path=str(self.path),
-            checkpoint_sha256=_sha256(self.path), name=self.path.stem,
+            checkpoint_sha256=self.sha256, name=self.path.stem,
             published=dict(published) if published else None,
             protocol="Ultralytics COCO-pose validation: imgsz 640, conf 0.001, NMS IoU 0.7, max_det 300 "
                      "(published mAP from Ultralytics' own evaluator)",
