@@ -254,9 +254,9 @@ def test_real_model_rows_shapes_variants_and_files(tmp_path: Path, monkeypatch: 
     )  # fmt: skip
     result = run_speed(settings, progress=False)
 
-    # Each working row made exactly 1 cold + 2 timed backbone calls; the failing compiled backbone never reached
-    # the real one.
-    assert len(backbone_calls) == 2 * 2 * (1 + 2)
+    # Each working row made exactly 1 cold + 2 timed backbone calls, then 2 in the stage pass (min(iters, 10)) and
+    # 1 in the FLOP pass (each image once); the failing compiled backbone never reached the real one.
+    assert len(backbone_calls) == 2 * 2 * (1 + 2 + 2 + 1)
     header, rows = read_csv(result.csv_path)
     assert header == list(SPEED_COLUMNS)
     assert [(r["variant"], r["size"], r["status"]) for r in rows] == [
@@ -322,8 +322,9 @@ def test_accuracy_columns_are_real_ap(tmp_path: Path, monkeypatch: pytest.Monkey
         batch_size=[1, 2], out=str(tmp_path / "speed"),
     )  # fmt: skip
     result = run_speed(settings, progress=False)
-    # Per row: 1 cold + 2 warm-up + 3 timed calls, then the accuracy pass over 2 images in batches.
-    assert oracle.calls == 2 * (6 + 2) + 2 * (6 + 1)
+    # Per row: 1 cold + 2 warm-up + 3 timed calls, the stage pass (3 calls), the FLOP pass (each of the 2 images
+    # once, in batches), then the accuracy pass over 2 images in batches.
+    assert oracle.calls == 2 * (6 + 3 + 2 + 2) + 2 * (6 + 3 + 1 + 1)
     _, rows = read_csv(result.csv_path)
     assert [(r["variant"], r["size"]) for r in rows] == [
         ("fp32-bs1", "64"), ("fp32-bs1", "128"), ("fp32-bs2", "64"), ("fp32-bs2", "128"),
@@ -402,7 +403,7 @@ def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.Monk
 
     root = make_coco_root(tmp_path / "coco")
     use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
-    real_measure = speed._measure_row
+    real_measure = speed._ModelTable.measure
     calls = 0
 
     def interrupt_third(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -412,7 +413,7 @@ def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(speed, "_measure_row", interrupt_third)
+    monkeypatch.setattr(speed._ModelTable, "measure", interrupt_third)
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("speed", "--coco-root", root, "--num-images", "1", "--sizes", "64,96",
                                    "--batch-size", "1,2", "--warmup", "0", "--iters", "1", "--out", out,
@@ -682,6 +683,8 @@ def test_progress_bar_moves_per_model_call(tmp_path: Path, monkeypatch: pytest.M
                              out=str(tmp_path / "speed"))
     run_speed(settings, progress=True)
     (bar,) = bars
-    assert bar["total"] == 2 * (1 + 1 + 2)
+    # Per row: 1 cold + 1 warm-up + 2 timed calls, 2 in the stage pass and 1 in the FLOP pass.
+    assert bar["total"] == 2 * (1 + 1 + 2 + 2 + 1)
     # One step per call, as it is made; at the end of each row, a step of 0 (of what a failed row did not make).
-    assert bar["calls_when_updated"] == [(1, 1), (2, 2), (3, 3), (4, 4), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8), (8, 8)]
+    steps = [(c, c) for c in range(1, 8)]
+    assert bar["calls_when_updated"] == [*steps, (7, 7), *((c + 7, c + 7) for c in range(1, 8)), (14, 14)]

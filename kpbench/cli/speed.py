@@ -35,8 +35,25 @@ def speed_command(
         bool | None,
         typer.Option("--synthetic/--no-synthetic", help="Random 480x640 images instead of COCO (flagged in every row)."),
     ] = None,
-    model: options.Model = None,
-    weights: options.Weights = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="The pose model; repeat it for rows per model (--model keypointrcnn --model yolo): keypointrcnn, "
+            "yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), mediapipe, FILE.py:Class, package.module:Class or "
+            "an installed kpbench.models entry point [default: keypointrcnn].",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weights",
+            help="Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: "
+            "COCO_V1]; other models: their weights file. With several --model, one --weights per model, in order.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Seed of random weights and synthetic images [default: 0].", show_default=False),
@@ -58,6 +75,29 @@ def speed_command(
     compile: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="Add torch.compile variants (backbone compiled).")
     ] = None,
+    fast_postprocess: Annotated[
+        bool | None,
+        typer.Option("--fast-postprocess/--no-fast-postprocess",
+                     help="Add variants with kpbench's exact keypoint post-processing (Keypoint R-CNN: one host copy "
+                     "per image instead of two .item() syncs per detection)."),
+    ] = None,
+    offline: Annotated[
+        bool | None,
+        typer.Option("--offline/--no-offline", help="Add offline-throughput rows: per dtype and size, the largest "
+                     "batch that fits (doubling from 1)."),
+    ] = None,
+    offline_max_batch: Annotated[
+        int | None, typer.Option("--offline-max-batch", help="The largest batch --offline tries [default: 32].")
+    ] = None,
+    stages: Annotated[
+        bool | None,
+        typer.Option("--stages/--no-stages", help="Measure the stage split per row, in a separate pass [default: on]."),
+    ] = None,
+    flops: Annotated[
+        bool | None,
+        typer.Option("--flops/--no-flops", help="Count FLOPs per image and the achieved TFLOP/s, in a separate pass "
+                     "[default: on]."),
+    ] = None,
     box_score_thresh: options.BoxScoreThresh = None,
     accuracy: Annotated[
         int | None, typer.Option("--accuracy", help="Also evaluate keypoint and box AP on N images per row [default: 0].")
@@ -65,11 +105,13 @@ def speed_command(
     out: Annotated[str | None, options.out_option("Output folder [default: results/speed].")] = None,
     progress: options.Progress = True,
 ) -> None:
-    """Time Keypoint R-CNN per input size and variant on this device; write a CSV, a JSON manifest and Markdown.
+    """Time pose models (Keypoint R-CNN by default) per input size and variant on this device; write a CSV, a JSON
+    manifest and Markdown.
 
-    Each size is applied through the model's own transform (min_size=s, max_size=round(s*1333/800)). The model
-    time covers model(images) between two synchronisations: transform and post-processing included,
-    decoding and copying to the device excluded (timed separately).
+    Each size is applied through the model's own transform (Keypoint R-CNN: min_size=s,
+    max_size=round(s*1333/800); YOLO: imgsz=s). The model time covers model(images) between two
+    synchronisations: transform and post-processing included, decoding and copying to the device excluded (timed
+    separately). Each row also gets its stage split and FLOPs, each measured in a pass of its own.
     """
     require_torch("kpbench speed")
     from kpbench.core.config import SpeedSettings, load_config, merge_settings, parse_list
@@ -81,8 +123,8 @@ def speed_command(
         "split": split,
         "num_images": num_images,
         "synthetic": synthetic,
-        "model": model,
-        "weights": weights,
+        "model": model[0] if model and len(model) == 1 else model,
+        "weights": weights[0] if weights and len(weights) == 1 else weights,
         "seed": seed,
         "device": device,
         "sizes": parse_list(sizes, int, "--sizes"),
@@ -93,6 +135,11 @@ def speed_command(
         "channels_last": channels_last,
         "cudnn_benchmark": cudnn_benchmark,
         "compile": compile,
+        "fast_postprocess": fast_postprocess,
+        "offline": offline,
+        "offline_max_batch": offline_max_batch,
+        "stages": stages,
+        "flops": flops,
         "box_score_thresh": box_score_thresh,
         "accuracy": accuracy,
         "out": out,

@@ -75,10 +75,12 @@ class SpeedSettings:
     split: str = _opt("val2017", "COCO split", choices=("val2017", "train2017"))
     num_images: int = _opt(8, "how many images with people to time on (chosen deterministically)", min=1)
     synthetic: bool = _opt(False, "time on random images instead of COCO (flagged in every row)")
-    model: str = _opt("keypointrcnn", "the pose model: keypointrcnn, FILE.py:Class, package.module:Class or an "
-                      "installed kpbench.models entry point")
-    weights: str | None = _opt(None, "the model's weights (keypointrcnn: COCO_V1 when not given, COCO_LEGACY, none "
-                               "(random, seeded) or a checkpoint path)")
+    model: str | list[str] = _opt("keypointrcnn", "the pose model, or a list of them (rows per model): keypointrcnn, "
+                                  "yolo[:PATH.pt], mediapipe, FILE.py:Class, package.module:Class or an installed "
+                                  "kpbench.models entry point")
+    weights: str | list[str] | None = _opt(None, "the model's weights (keypointrcnn: COCO_V1 when not given, "
+                                           "COCO_LEGACY, none (random, seeded) or a checkpoint path); with several "
+                                           "models, one per model")
     seed: int = _opt(0, "seed for random weights and synthetic images", min=0, max=MAX_SEED)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     sizes: list[int] = _opt([320, 480, 640, 800, 1024], "short sides; max_size = round(s*1333/800)", min=1)
@@ -89,6 +91,11 @@ class SpeedSettings:
     channels_last: bool = _opt(False, "add a channels-last variant")
     cudnn_benchmark: bool = _opt(False, "add a cudnn.benchmark variant")
     compile: bool = _opt(False, "add a torch.compile variant")
+    fast_postprocess: bool = _opt(False, "add a variant with kpbench's exact keypoint post-processing (Keypoint R-CNN)")
+    offline: bool = _opt(False, "add offline-throughput rows: the largest batch that fits, per dtype and size")
+    offline_max_batch: int = _opt(32, "the largest batch --offline tries (doubling from 1)", min=1)
+    stages: bool = _opt(True, "measure the stage split in a separate pass per row")
+    flops: bool = _opt(True, "count FLOPs per image (torch.utils.flop_counter) in a separate pass per row")
     box_score_thresh: float = _opt(0.05, "the model's box score threshold (0.9 is the tutorial's)", min=0.0, max=1.0)
     accuracy: int = _opt(0, "also evaluate AP on this many images per size and variant (0: off)", min=0)
     out: str = _opt("results/speed", "folder for <device-slug>-<timestamp>.csv and its manifest")

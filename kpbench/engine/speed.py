@@ -117,20 +117,29 @@ STAT_COLUMNS: tuple[str, ...] = (
     "mean_ms", "std_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "n", "iqr_ms", "iqr_over_median",
     "unstable",
 )  # fmt: skip
+STAGE_COLUMNS: tuple[str, ...] = ("stages", "stage_sum_ms", "stage_call_ms", "stage_coverage", "stages_add_up")
+WORK_COLUMNS: tuple[str, ...] = ("gflops_per_image", "achieved_tflops", "peak_precision", "peak_tflops", "peak_fraction")
+# Calls of the stage pass per row (at most --iters): enough for a mean per stage, few enough to stay cheap.
+STAGE_CALLS = 10
+# The stage times must add up to the stage pass's call time within this fraction.
+STAGE_TOLERANCE = 0.05
 # torch.utils.benchmark's rule of thumb: a spread (IQR) above 10% of the median makes a timing worth a second look.
 UNSTABLE_IQR_RATIO = 0.10
 SPEED_COLUMNS: tuple[str, ...] = (
     "timestamp", *ENV_COLUMNS,
-    "model", "weights", "weights_sha256", "size", "max_size", "variant", "dtype", "batch_size", "channels_last", "cudnn_benchmark", "compile",
+    "model", "weights", "weights_sha256", "size", "max_size", "variant", "scenario", "dtype", "batch_size",
+    "channels_last", "cudnn_benchmark", "compile", "fast_postprocess",
     "synthetic", "num_images", "padded_shapes", "box_score_thresh", "warmup", "iters",
-    "cold_ms", *STAT_COLUMNS, "gpu_mean_ms", "gpu_median_ms", "fps", "preprocess_ms", "dets_per_image",
+    "cold_ms", *STAT_COLUMNS, "gpu_mean_ms", "gpu_median_ms", "fps", "ms_per_image", "preprocess_ms", "decode_ms",
+    "to_device_ms", "dets_per_image", *STAGE_COLUMNS, *WORK_COLUMNS,
     "peak_mem_allocated_mib", "peak_mem_reserved_mib", "peak_rss_mib", "rss_scope",
     "accuracy_images", "kp_AP", "box_AP", "status", "error",
 )  # fmt: skip
 # The columns printed on the terminal and put in the Markdown table.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "variant", "size", "padded_shapes", "cold_ms", "mean_ms", "median_ms", "p90_ms", "gpu_mean_ms", "fps",
-    "dets_per_image", "peak_mem_allocated_mib", "peak_rss_mib", "kp_AP", "box_AP", "status", "error",
+    "model", "variant", "size", "padded_shapes", "cold_ms", "mean_ms", "median_ms", "p90_ms", "gpu_mean_ms", "fps",
+    "dets_per_image", "stages", "stages_add_up", "gflops_per_image", "achieved_tflops", "peak_fraction",
+    "peak_mem_allocated_mib", "peak_rss_mib", "kp_AP", "box_AP", "status", "error",
 )  # fmt: skip
 
 TIMING_DEFINITION = """\
@@ -149,6 +158,22 @@ TIMING_DEFINITION = """\
   in the timed calls (they drive post-processing time, so synthetic images are flagged).
 - **Memory**: CUDA, `max_memory_allocated` / `max_memory_reserved` after `reset_peak_memory_stats()` per row;
   CPU, the process peak RSS (`rss_scope` "row": VmHWM reset per row; "process": lifetime peak ru_maxrss).
+- **Spread**: `n` timed calls, `iqr_ms` (p75 - p25) and `iqr_over_median`; `unstable` when that exceeds 10%
+  (torch.utils.benchmark's warning). `p90_ms` at batch 1 is the single-stream latency (MLPerf's).
+- **Scenarios**: `single-stream` (batch 1), `batch` (a larger --batch-size), `offline` (--offline: the largest
+  batch that fits, found by doubling up to --offline-max-batch; its FPS is the offline throughput).
+- **Stages** (`stages`, ms per call): measured in a separate pass of up to 10 calls after the timed ones, with the
+  device synchronised at every stage boundary, so their syncs do not perturb the headline timing. Keypoint
+  R-CNN: `transform` (resize, normalise, pad, and rescaling the outputs), `backbone` (ResNet-50 + FPN), `rpn`,
+  `box_head` (box branch and NMS), `keypoint_head`, `keypoint_postprocess` (heatmaps to keypoints). YOLO-pose:
+  Ultralytics' own `preprocess`, `inference` and `postprocess`, the rest of its predict call
+  (`ultralytics_other`) and the adapter's conversions (`adapter`). `stage_sum_ms` is their sum,
+  `stage_call_ms` the pass's mean call time, `stage_coverage` their ratio; `stages_add_up` says the stages add
+  up to the model time within 5%. Preprocessing is split into `decode_ms` and `to_device_ms` (per image).
+- **Work**: `gflops_per_image` counted by torch.utils.flop_counter on each image once (the actual inputs and
+  detections; convolutions and matrix products, 2 FLOPs per multiply-add), `achieved_tflops` = FLOPs per image
+  x FPS, and `peak_fraction` of the GPU's dense datasheet peak at `peak_precision` (fp32 rows use the tf32
+  peak when cuDNN may use TF32); blank where the peak is unknown, such as on a CPU.
 """
 
 
@@ -161,13 +186,26 @@ class Variant:
     channels_last: bool = False
     cudnn_benchmark: bool = False
     compile: bool = False
+    fast_postprocess: bool = False
+    offline: bool = False  # the offline-throughput row: batch_size is the largest that fits
 
     @property
     def label(self) -> str:
-        """A readable, stable label: "fp32-bs1", "fp16-bs4-channels_last", ..."""
+        """A readable, stable label: "fp32-bs1", "fp16-bs4-channels_last", "fp32-bs16-offline", ..."""
         parts = [self.dtype, f"bs{self.batch_size}"]
-        parts += [name for name in ("channels_last", "cudnn_benchmark", "compile") if getattr(self, name)]
+        parts += [name for name in (*OPTION_VARIANTS, "offline") if getattr(self, name)]
         return "-".join(parts)
+
+    @property
+    def scenario(self) -> str:
+        """single-stream (batch 1), batch (a larger batch) or offline (the largest batch that fits)."""
+        return "offline" if self.offline else "single-stream" if self.batch_size == 1 else "batch"
+
+
+# The options that each add a copy of the baseline grid, in label order.
+OPTION_VARIANTS = ("channels_last", "cudnn_benchmark", "compile", "fast_postprocess")
+# The ones a model provides through its speed_variant hook.
+MODEL_VARIANTS = ("channels_last", "compile", "fast_postprocess")
 
 
 def build_variants(
@@ -177,12 +215,15 @@ def build_variants(
     channels_last: bool = False,
     cudnn_benchmark: bool = False,
     compile: bool = False,
+    fast_postprocess: bool = False,
 ) -> list[Variant]:
     """The baseline grid dtypes x batch_sizes, plus one copy of it per enabled option (one option at a time)."""
     grid = [Variant(dtype=d, batch_size=b) for d in dict.fromkeys(dtypes) for b in dict.fromkeys(batch_sizes)]
     variants = list(grid)
-    for name, on in (("channels_last", channels_last), ("cudnn_benchmark", cudnn_benchmark), ("compile", compile)):
-        if on:
+    enabled = {"channels_last": channels_last, "cudnn_benchmark": cudnn_benchmark, "compile": compile,
+               "fast_postprocess": fast_postprocess}  # fmt: skip
+    for name in OPTION_VARIANTS:
+        if enabled[name]:
             variants += [dataclasses.replace(v, **{name: True}) for v in grid]
     return variants
 
@@ -387,9 +428,10 @@ def select_person_images(gt: dict[str, Any], n: int, category_id: int = COCO17.c
 
 def load_images(
     root: Path, split: str, records: Sequence[dict[str, Any]], device: torch.device, model: Any
-) -> tuple[list[Any], float]:
+) -> tuple[list[Any], dict[str, float]]:
     """Decode images into `model`'s input format (on `device` for a tensor model); returns them and the mean
-    preprocessing ms per image.
+    preprocessing ms per image: `preprocess_ms`, split into `decode_ms` (read and decode the file) and
+    `to_device_ms` (into the model's input format, on its device).
 
     Each image is loaded twice: the first load (disk cache, decoder set-up) is kept, the second is timed.
     """
@@ -398,22 +440,29 @@ def load_images(
 
     paths = [image_path(root, split, r["file_name"]) for r in records]
     images = [prepare_images(model, [read_image_rgb_uint8(p)], device)[0] for p in paths]
-    times = []
+    decode, to_device = [], []
     for p in paths:
         _sync(device)
         t0 = time.perf_counter()
-        x = prepare_images(model, [read_image_rgb_uint8(p)], device)
+        decoded = read_image_rgb_uint8(p)
+        t1 = time.perf_counter()
+        x = prepare_images(model, [decoded], device)
         _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+        t2 = time.perf_counter()
+        decode.append((t1 - t0) * 1e3)
+        to_device.append((t2 - t1) * 1e3)
         del x
-    return images, sum(times) / len(times)
+    n = len(paths)
+    return images, {"preprocess_ms": (sum(decode) + sum(to_device)) / n, "decode_ms": sum(decode) / n,
+                    "to_device_ms": sum(to_device) / n}  # fmt: skip
 
 
 def synthetic_images(
     n: int, seed: int, device: torch.device, hw: tuple[int, int] = (480, 640), model: Any = None
-) -> tuple[list[Any], float]:
+) -> tuple[list[Any], dict[str, float]]:
     """`n` seeded random RGB images of a typical COCO size in `model`'s input format (float on `device` for a
-    tensor model or without a model; uint8 numpy otherwise); returns them and the mean to-device ms per image."""
+    tensor model or without a model; uint8 numpy otherwise); returns them and the mean to-device ms per image
+    (as `preprocess_ms` and `to_device_ms`; nothing is decoded)."""
     import torch
 
     from kpbench.models.base import input_format
@@ -423,7 +472,7 @@ def synthetic_images(
     if model is not None and input_format(model) == "numpy":
         # The same random images, quantised as a decoded file would be.
         arrays = [(x * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy() for x in host]
-        return arrays, 0.0
+        return arrays, {"preprocess_ms": 0.0, "decode_ms": None, "to_device_ms": 0.0}
     images, times = [], []
     for x in host:
         _sync(device)
@@ -431,7 +480,8 @@ def synthetic_images(
         images.append(x.to(device))
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return images, sum(times) / len(times)
+    mean = sum(times) / len(times)
+    return images, {"preprocess_ms": mean, "decode_ms": None, "to_device_ms": mean}
 
 
 def make_batches(images: Sequence[Any], batch_size: int) -> list[list[Any]]:
@@ -465,7 +515,7 @@ def apply_variant(model: Any, variant: Variant, device: torch.device) -> Iterato
                 if device.type != "cuda":
                     raise VariantSkipped("cudnn.benchmark applies to CUDA devices only")
                 torch.backends.cudnn.benchmark = True
-            for name in ("channels_last", "compile"):
+            for name in MODEL_VARIANTS:
                 if getattr(variant, name):
                     hook = getattr(model, "speed_variant", None)
                     state = hook(name) if hook is not None else None
@@ -576,13 +626,36 @@ def _base_row(
     row: dict[str, Any] = dict.fromkeys(SPEED_COLUMNS)
     row.update(timestamp=stamp, **{k: v for k, v in env_cols.items() if not k.startswith("_")})
     row.update(
-        weights=settings.weights if settings.weights is not None else env_cols.get("_weights"), size=size, max_size=default_max_size(size), variant=variant.label,
-        dtype=variant.dtype, batch_size=variant.batch_size, channels_last=variant.channels_last,
-        cudnn_benchmark=variant.cudnn_benchmark, compile=variant.compile, synthetic=synthetic,
-        num_images=num_images, box_score_thresh=settings.box_score_thresh, warmup=settings.warmup,
-        iters=settings.iters, accuracy_images=0,
+        weights=env_cols.get("_weights"), size=size, max_size=default_max_size(size), variant=variant.label,
+        scenario=variant.scenario, dtype=variant.dtype, batch_size=variant.batch_size,
+        channels_last=variant.channels_last, cudnn_benchmark=variant.cudnn_benchmark, compile=variant.compile,
+        fast_postprocess=variant.fast_postprocess, synthetic=synthetic, num_images=num_images,
+        box_score_thresh=settings.box_score_thresh, warmup=settings.warmup, iters=settings.iters,
+        accuracy_images=0,
     )
     return row
+
+
+def model_options(models: str | Sequence[str] | None, weights: str | Sequence[str] | None) -> list[tuple[Any, str | None]]:
+    """(resolved spec, canonical weights) per `--model`, checked cheaply before anything heavy. `weights` is one
+    value for a single model, or one per model in the same order (None: each model's default)."""
+    from kpbench.models.registry import check_model_options
+
+    specs = [models] if isinstance(models, str) or models is None else list(models)
+    if not specs:
+        raise KpbenchError("--model: give at least one model")
+    if len(dict.fromkeys(specs)) != len(specs):
+        raise KpbenchError(f"--model: {', '.join(specs)}: a model is given twice")
+    if weights is None or isinstance(weights, str):
+        if weights is not None and len(specs) > 1:
+            raise KpbenchError(f"--weights {weights}: with {len(specs)} models, give one --weights per --model (in "
+                               "order), or none for each model's default")
+        per_model: list[str | None] = [weights] * len(specs)
+    else:
+        per_model = list(weights)
+        if len(per_model) != len(specs):
+            raise KpbenchError(f"--weights: {len(per_model)} given for {len(specs)} models; give one per --model")
+    return [check_model_options(m, w) for m, w in zip(specs, per_model)]
 
 
 def run_speed(
@@ -605,13 +678,17 @@ def run_speed(
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.models.base import model_info
     from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
-    from kpbench.models.registry import check_model_options, declared_schema, load_model
+    from kpbench.models.registry import declared_schema, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
-    spec, weights = check_model_options(settings.model, settings.weights)
+    models = model_options(settings.model, settings.weights)
+    spec = models[0][0]
+    single = len(models) == 1
     settings = dataclasses.replace(
         settings, sizes=list(dict.fromkeys(settings.sizes)), dtype=list(dict.fromkeys(settings.dtype)),
-        batch_size=list(dict.fromkeys(settings.batch_size)), model=spec.spec, weights=weights,
+        batch_size=list(dict.fromkeys(settings.batch_size)),
+        model=spec.spec if single else [m.spec for m, _ in models],
+        weights=models[0][1] if single else [w for _, w in models],
     )
     if settings.accuracy and settings.synthetic:
         raise KpbenchError("--accuracy: needs real COCO images and annotations, not --synthetic")
@@ -670,72 +747,56 @@ def run_speed(
 
     env = capture_environment(device)
     env_cols = environment_columns(env)
-    model = load_model(
-        spec, weights=settings.weights, min_size=settings.sizes[0], max_size=default_max_size(settings.sizes[0]),
-        box_score_thresh=settings.box_score_thresh, seed=settings.seed,
-    )
-    info = model_info(model)
-    # Models are a dimension of the table: which model, and exactly which weights file.
-    env_cols = {**env_cols, "model": info.name or spec.spec, "weights_sha256": info.checkpoint_sha256,
-                "_weights": info.weights}
-    move = getattr(model, "to", None)
-    if move is not None:
-        move(device)
-    if settings.synthetic:
-        images, preprocess_ms = synthetic_images(settings.num_images, settings.seed, device, model=model)
-    else:
-        images, preprocess_ms = load_images(root, settings.split, records[: settings.num_images], device, model)
+    # Every model is built before any timing: a model that cannot load fails the command, not its rows.
+    loaded = []
+    for model_spec, model_weights in models:
+        model = load_model(
+            model_spec, weights=model_weights, min_size=settings.sizes[0],
+            max_size=default_max_size(settings.sizes[0]), box_score_thresh=settings.box_score_thresh,
+            seed=settings.seed,
+        )  # fmt: skip
+        loaded.append((model_spec, model, model_info(model)))
     variants = build_variants(
         settings.dtype, settings.batch_size, channels_last=settings.channels_last,
         cudnn_benchmark=settings.cudnn_benchmark, compile=settings.compile,
+        fast_postprocess=settings.fast_postprocess,
     )
     for dtype in settings.dtype:
         warn_slow_dtype(device, dtype)
 
     rows: list[dict[str, Any]] = []
     # The bar counts model calls, so that it moves during a row (a row at size 1024 on a CPU takes minutes).
-    calls_per_row = 1 + settings.warmup + settings.iters
-    bar = tqdm(total=len(variants) * len(settings.sizes) * calls_per_row, disable=not progress, unit="call",
+    rows_per_model = (len(variants) + (len(settings.dtype) if settings.offline else 0)) * len(settings.sizes)
+    planned_calls = sum(row_calls(settings, v.batch_size) for v in variants) + (
+        len(settings.dtype) * row_calls(settings, 1) if settings.offline else 0)
+    bar = tqdm(total=len(loaded) * len(settings.sizes) * planned_calls, disable=not progress, unit="call",
                file=sys.stderr)
     interrupted = False
     try:
-        for variant in variants:
-            batches = make_batches(images, variant.batch_size)
-            try:
-                with apply_variant(model, variant, device):
-                    for size in settings.sizes:
-                        bar.set_postfix_str(f"{variant.label} size {size}")
-                        row = _base_row(stamp, env_cols, settings, size, variant, settings.synthetic, len(images))
-                        row_start = bar.n
-                        try:
-                            row.update(
-                                _measure_row(model, batches, device, settings, variant, size, preprocess_ms,
-                                             on_call=lambda: bar.update(1))
-                            )
-                            if settings.accuracy:
-                                assert gt is not None
-                                row.update(evaluate_accuracy(model, acc_paths, acc_ids, gt, device, variant, progress))
-                                row["accuracy_images"] = len(acc_ids)
-                            row["status"] = "ok"
-                        # Inputs were checked above, so anything raised here (even a KpbenchError from validating
-                        # the model's own results, such as NaN keypoints under fp16) belongs to this row.
-                        except Exception as exc:  # a failing variant must not stop the table
-                            row.update(status="failed", error=_error_text(exc))
-                            if device.type == "cuda":
-                                torch.cuda.empty_cache()
-                        rows.append(row)
-                        bar.update(row_start + calls_per_row - bar.n)  # the calls a failed row did not make
-                        if log and row["status"] != "ok":
-                            log(f"{variant.label} size {size}: {row['status']}: {row['error']}")
-            except VariantSkipped as exc:
-                _fill_unrun(rows, bar, stamp, env_cols, settings, variant, len(images), "skipped", str(exc))
-            except Exception as exc:  # setting the variant up (or restoring) failed
-                _fill_unrun(rows, bar, stamp, env_cols, settings, variant, len(images), "failed", _error_text(exc))
+        for model_spec, model, info in loaded:
+            # Models are a dimension of the table: which model, and exactly which weights file.
+            model_cols = {**env_cols, "model": info.name or model_spec.spec, "weights_sha256": info.checkpoint_sha256,
+                          "_weights": info.weights}  # fmt: skip
+            move = getattr(model, "to", None)
+            if move is not None:
+                move(device)
+            if settings.synthetic:
+                images, preprocess = synthetic_images(settings.num_images, settings.seed, device, model=model)
+            else:
+                images, preprocess = load_images(root, settings.split, records[: settings.num_images], device, model)
+            table = _ModelTable(model, images, preprocess, device, settings, stamp, model_cols, bar, log,
+                                label=f"{model_cols['model']} " if len(loaded) > 1 else "")
+            for variant in variants:
+                table.variant_rows(variant, rows, gt, acc_paths, acc_ids, progress)
+            if settings.offline:
+                for dtype in settings.dtype:
+                    table.offline_rows(dtype, rows)
     except KeyboardInterrupt:  # Ctrl-C: keep the finished rows (written below, marked incomplete)
         interrupted = True
     finally:
         bar.close()
 
+    infos = [info.to_json() for _, _, info in loaded]
     manifest = {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
@@ -744,16 +805,18 @@ def run_speed(
         "config_path": config.path if config else None,
         "config_sha256": config.sha256 if config else None,
         "environment": env,
-        "model": info.to_json(),
+        "model": infos[0],
         "model_spec": spec.to_json(),
-        "schema": model.schema.to_json(),
+        "schema": loaded[0][1].schema.to_json(),
+        # Every model of the table (one entry per --model), in row order.
+        "models": [{"spec": m.to_json(), "info": i, "schema": model.schema.to_json()}
+                   for (m, model, _), i in zip(loaded, infos)],
         "images": images_info,
         "variants": [v.label for v in variants],
         # False when Ctrl-C stopped the table: the rows are those finished before it.
         "complete": not interrupted,
         "rows": len(rows),
-        "rows_planned": len(variants) * len(settings.sizes),
-        "preprocess_ms": preprocess_ms,
+        "rows_planned": len(loaded) * rows_per_model,
         "timing_definition": TIMING_DEFINITION,
         "columns": list(SPEED_COLUMNS),
     }
@@ -792,50 +855,235 @@ class SpeedInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted: {m['rows']} of {m['rows_planned']} rows finished ({where})")
 
 
-def _measure_row(
-    model: Any, batches: list[list[Any]], device: torch.device, settings: SpeedSettings, variant: Variant,
-    size: int, preprocess_ms: float, on_call: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """Time one size of one variant (the model already in the variant's state): the measured columns of its row."""
-    from kpbench.models.base import record_input_shapes, set_input_size
+class _ModelTable:
+    """The rows of one model: every variant and size, and the offline rows, timed on its images."""
 
-    set_input_size(model, size, default_max_size(size))
-    rss_scope = reset_peak_memory(device)
-    with record_input_shapes(model) as shapes:
-        timing = time_model(
-            model.predict, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype,
-            on_call=on_call,
-        )
-    memory = peak_memory(device, rss_scope)
-    stats = timing.stats()
-    out: dict[str, Any] = {
-        "padded_shapes": format_shapes(shapes) if shapes is not None else None,
-        "cold_ms": timing.cold_ms,
-        **stats,
-        "fps": variant.batch_size * 1000.0 / stats["mean_ms"],
-        "preprocess_ms": preprocess_ms,
-        "dets_per_image": timing.detections_timed / timing.images_timed,
-        **memory,
-    }
-    if timing.gpu_times_ms:
-        gpu = summarize_ms(timing.gpu_times_ms)
-        out.update(gpu_mean_ms=gpu["mean_ms"], gpu_median_ms=gpu["median_ms"])
-    return out
+    def __init__(
+        self, model: Any, images: list[Any], preprocess: dict[str, float], device: torch.device,
+        settings: SpeedSettings, stamp: str, model_cols: dict[str, Any], bar: Any,
+        log: Callable[[str], None] | None, label: str = "",
+    ) -> None:
+        self.label = label  # what names the model in a warning, when the table has several
+        self.model, self.images, self.preprocess, self.device = model, images, preprocess, device
+        self.settings, self.stamp, self.model_cols, self.bar, self.log = settings, stamp, model_cols, bar, log
 
+    def _row(self, size: int, variant: Variant) -> dict[str, Any]:
+        return _base_row(self.stamp, self.model_cols, self.settings, size, variant, self.settings.synthetic,
+                         len(self.images))
 
-def _fill_unrun(
-    rows: list[dict[str, Any]], bar: Any, stamp: str, env_cols: dict[str, Any], settings: SpeedSettings,
-    variant: Variant, num_images: int, status: str, error: str,
-) -> None:
-    """Rows for the sizes a variant did not run (all of them when it was skipped or failed to set up)."""
-    done = {r["size"] for r in rows if r["variant"] == variant.label}
-    for size in settings.sizes:
-        if size in done:
-            continue
-        row = _base_row(stamp, env_cols, settings, size, variant, settings.synthetic, num_images)
-        row.update(status=status, error=error)
+    def _measured(
+        self, rows: list[dict[str, Any]], size: int, variant: Variant, measure: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """One row: `measure` fills it in; anything it raises marks the row failed and the table goes on."""
+        import torch
+
+        row = self._row(size, variant)
+        row_start = self.bar.n
+        planned = row_calls(self.settings, 1 if variant.offline else variant.batch_size)
+        try:
+            measure(row)
+            row["status"] = "ok"
+        # Inputs were checked before, so anything raised here (even a KpbenchError from validating the model's own
+        # results, such as NaN keypoints under fp16) belongs to this row.
+        except Exception as exc:  # a failing variant must not stop the table
+            row.update(status="failed", error=_error_text(exc))
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         rows.append(row)
-        bar.update(1 + settings.warmup + settings.iters)
+        self.bar.update(row_start + planned - self.bar.n)  # the calls a failed row did not make
+        if self.log and row["status"] != "ok":
+            self.log(f"{self.label}{variant.label} size {size}: {row['status']}: {row['error']}")
+
+    def variant_rows(
+        self, variant: Variant, rows: list[dict[str, Any]], gt: dict[str, Any] | None, acc_paths: Sequence[Path],
+        acc_ids: Sequence[int], progress: bool,
+    ) -> None:
+        """The rows of one variant, one per size (skipped or failed rows when the variant cannot be set up)."""
+        batches = make_batches(self.images, variant.batch_size)
+
+        def measure(row: dict[str, Any], size: int) -> None:
+            row.update(self.measure(batches, variant, size))
+            if self.settings.accuracy:
+                assert gt is not None
+                row.update(evaluate_accuracy(self.model, acc_paths, acc_ids, gt, self.device, variant, progress))
+                row["accuracy_images"] = len(acc_ids)
+
+        first = len(rows)
+        try:
+            with apply_variant(self.model, variant, self.device):
+                for size in self.settings.sizes:
+                    self.bar.set_postfix_str(f"{self.model_cols['model']} {variant.label} size {size}")
+                    self._measured(rows, size, variant, lambda row, size=size: measure(row, size))
+        except VariantSkipped as exc:
+            self._fill_unrun(rows, first, variant, "skipped", str(exc))
+        except Exception as exc:  # setting the variant up (or restoring) failed
+            self._fill_unrun(rows, first, variant, "failed", _error_text(exc))
+
+    def offline_rows(self, dtype: str, rows: list[dict[str, Any]]) -> None:
+        """The offline-throughput rows of `dtype`: per size, the largest batch that fits (doubling from 1 up to
+        --offline-max-batch, one call each), then timed like any row."""
+        from kpbench.models.base import set_input_size
+
+        for size in self.settings.sizes:
+            self.bar.set_postfix_str(f"{self.model_cols['model']} {dtype} offline size {size}")
+            set_input_size(self.model, size, default_max_size(size))
+            try:
+                batch_size = largest_batch(self.model, self.images, self.device, dtype,
+                                           self.settings.offline_max_batch)  # fmt: skip
+            except Exception as exc:  # not even batch 1 runs: the row says why
+                row = self._row(size, Variant(dtype=dtype, batch_size=1, offline=True))
+                row.update(status="failed", error=_error_text(exc))
+                rows.append(row)
+                self.bar.update(row_calls(self.settings, 1))
+                continue
+            variant = Variant(dtype=dtype, batch_size=batch_size, offline=True)
+            batches = make_batches(self.images, batch_size)
+            self._measured(rows, size, variant,
+                           lambda row, b=batches, v=variant, s=size: row.update(self.measure(b, v, s)))
+
+    def _fill_unrun(self, rows: list[dict[str, Any]], first: int, variant: Variant, status: str, error: str) -> None:
+        """Rows for the sizes a variant did not run (all of them when it was skipped or failed to set up)."""
+        done = {r["size"] for r in rows[first:]}
+        for size in self.settings.sizes:
+            if size in done:
+                continue
+            row = self._row(size, variant)
+            row.update(status=status, error=error)
+            rows.append(row)
+            self.bar.update(row_calls(self.settings, variant.batch_size))
+
+    def measure(self, batches: list[list[Any]], variant: Variant, size: int) -> dict[str, Any]:
+        """Time one size of one variant (the model already in the variant's state): the measured columns of its
+        row; then the stage pass and the FLOP pass, each after the timed calls so that neither perturbs them."""
+        from kpbench.engine.work import work_columns
+        from kpbench.models.base import record_input_shapes, set_input_size
+
+        model, device, settings = self.model, self.device, self.settings
+        set_input_size(model, size, default_max_size(size))
+        rss_scope = reset_peak_memory(device)
+        with record_input_shapes(model) as shapes:
+            timing = time_model(
+                model.predict, batches, device, warmup=settings.warmup, iters=settings.iters, dtype=variant.dtype,
+                on_call=lambda: self.bar.update(1),
+            )
+        memory = peak_memory(device, rss_scope)
+        stats = timing.stats()
+        fps = variant.batch_size * 1000.0 / stats["mean_ms"]
+        out: dict[str, Any] = {
+            "padded_shapes": format_shapes(shapes) if shapes is not None else None,
+            "cold_ms": timing.cold_ms,
+            **stats,
+            "fps": fps,
+            "ms_per_image": stats["mean_ms"] / variant.batch_size,
+            **self.preprocess,
+            "dets_per_image": timing.detections_timed / timing.images_timed,
+            **memory,
+        }
+        if timing.gpu_times_ms:
+            gpu = summarize_ms(timing.gpu_times_ms)
+            out.update(gpu_mean_ms=gpu["mean_ms"], gpu_median_ms=gpu["median_ms"])
+        step = lambda: self.bar.update(1)  # noqa: E731
+        if settings.stages:
+            out.update(stage_pass(model, batches, device, variant.dtype, min(settings.iters, STAGE_CALLS), step))
+        if settings.flops:
+            per_image = flop_pass(model, batches, device, variant.dtype, len(self.images), step)
+            out.update(work_columns(per_image, fps, self.model_cols.get("device_name"), variant.dtype, device.type))
+        return out
+
+
+def row_calls(settings: SpeedSettings, batch_size: int) -> int:
+    """Model calls one row makes: cold, warm-up and timed calls, the stage pass and the FLOP pass."""
+    stage = min(settings.iters, STAGE_CALLS) if settings.stages else 0
+    flop = math.ceil(settings.num_images / batch_size) if settings.flops else 0
+    return 1 + settings.warmup + settings.iters + stage + flop
+
+
+def stage_pass(
+    model: Any, batches: Sequence[list[Any]], device: torch.device, dtype: str, calls: int,
+    on_call: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """The stage split of a model with a `speed_stages` hook, over `calls` calls (its own pass, after the timing):
+    the STAGE_COLUMNS of a row (empty for a model without the hook)."""
+    import torch
+
+    from kpbench.engine.stages import format_stages
+    from kpbench.models.keypointrcnn import autocast
+
+    hook = getattr(model, "speed_stages", None)
+    if hook is None or calls < 1:
+        return {}
+    sums: dict[str, float] = {}
+    call_ms = 0.0
+    with torch.inference_mode(), autocast(device, dtype), hook(device) as clock:
+        clock.take()
+        for i in range(calls):
+            _sync(device)
+            t0 = time.perf_counter()
+            model.predict(batches[i % len(batches)])
+            _sync(device)
+            call_ms += (time.perf_counter() - t0) * 1e3
+            for name, ms in clock.take().items():
+                sums[name] = sums.get(name, 0.0) + ms
+            if on_call is not None:
+                on_call()
+    stages = {name: ms / calls for name, ms in sums.items()}
+    total = sum(stages.values())
+    call = call_ms / calls
+    coverage = total / call if call > 0 else None
+    return {
+        "stages": format_stages(stages), "stage_sum_ms": total, "stage_call_ms": call, "stage_coverage": coverage,
+        "stages_add_up": coverage is not None and abs(coverage - 1.0) <= STAGE_TOLERANCE,
+    }  # fmt: skip
+
+
+def flop_pass(
+    model: Any, batches: Sequence[list[Any]], device: torch.device, dtype: str, num_images: int,
+    on_call: Callable[[], None] | None = None,
+) -> float | None:
+    """FLOPs per image over the batches that hold each image once (kpbench.engine.work.count_flops)."""
+    import torch
+
+    from kpbench.engine.work import count_flops
+    from kpbench.models.keypointrcnn import autocast
+
+    batch_size = len(batches[0])
+    distinct = batches[: max(1, math.ceil(num_images / batch_size))]
+    with torch.inference_mode(), autocast(device, dtype):
+        return count_flops(model.predict, distinct, on_call)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, (RuntimeError, MemoryError)) and "memory" in str(exc).lower()
+    )
+
+
+def largest_batch(model: Any, images: Sequence[Any], device: torch.device, dtype: str, max_batch: int) -> int:
+    """The largest batch size in 1, 2, 4, ... <= max_batch whose call runs without running out of memory (one
+    call each, at the model's current input size). Raises what batch 1 raises."""
+    import torch
+
+    from kpbench.models.keypointrcnn import autocast
+
+    fits = 0
+    batch = 1
+    while batch <= max_batch:
+        try:
+            with torch.inference_mode(), autocast(device, dtype):
+                model.predict(make_batches(images, batch)[0])
+                _sync(device)
+        except Exception as exc:
+            if not _out_of_memory(exc) or fits == 0:
+                raise
+            break
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        fits = batch
+        batch *= 2
+    return fits
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -476,6 +476,11 @@ class KeypointRCNNModel:
     def record_input_shapes(self) -> contextlib.AbstractContextManager[list[tuple[int, ...]]]:
         return record_backbone_shapes(self.module)
 
+    def speed_stages(self, device: Any) -> contextlib.AbstractContextManager[Any]:
+        from kpbench.models.keypointrcnn_stages import keypointrcnn_stages
+
+        return keypointrcnn_stages(self.module, device)
+
     def speed_variant(self, name: str) -> contextlib.AbstractContextManager[None] | None:
         if name == "channels_last":
             return _channels_last(self.module)

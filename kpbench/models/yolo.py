@@ -107,6 +107,7 @@ class YoloPoseModel:
         self.settings = dict(PROTOCOL)
         self.device: str | None = None
         self._warm = False
+        self._stage_clock: Any = None  # set by speed_stages while the speed table measures its stage split
 
     def _warm_up(self) -> None:
         """One call on a blank image before the first real one. Ultralytics sets its predictor up on the first call
@@ -144,13 +145,35 @@ class YoloPoseModel:
             extra={"protocol": dict(self.settings), "deviations": deviations},
         )  # fmt: skip
 
+    @contextlib.contextmanager
+    def speed_stages(self, device: Any) -> Iterator[Any]:
+        """Stages as Ultralytics reports them (its preprocess, inference and postprocess, each synchronised on
+        CUDA by Ultralytics' own profiler), plus ``ultralytics_other`` (the rest of its predict call: setting up
+        the source, building the Results) and ``adapter`` (this adapter's conversions to and from Ultralytics)."""
+        from kpbench.engine.stages import StageClock, device_sync
+
+        self._stage_clock = StageClock(device_sync(device))
+        try:
+            yield self._stage_clock
+        finally:
+            self._stage_clock = None
+
     def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:
         self._warm_up()
+        clock = getattr(self, "_stage_clock", None)
         out = []
         for image in images:
+            if clock is not None:
+                clock.start("adapter")
             bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # Ultralytics reads arrays as OpenCV's BGR
+            if clock is not None:
+                clock.stop("adapter")
+                t0 = clock.now()
             with _process_unchanged():
                 result = self._yolo.predict(bgr, verbose=False, device=self.device, **self.settings)[0]
+            if clock is not None:
+                call_ms = (clock.now() - t0) * 1e3
+                clock.start("adapter")
             kps = result.keypoints.data if result.keypoints is not None else None
             n = len(result.boxes)
             keypoints = np.zeros((n, COCO17.num_keypoints, 3)) if kps is None else kps.detach().cpu().numpy().astype(np.float64)
@@ -161,4 +184,18 @@ class YoloPoseModel:
                 keypoint_scores=keypoints[..., 2].copy(),
                 keypoint_score_kind="probability",
             ))  # fmt: skip
+            if clock is not None:
+                clock.stop("adapter")
+                _add_ultralytics_stages(clock, result, call_ms)
         return out
+
+
+def _add_ultralytics_stages(clock: Any, result: Any, call_ms: float) -> None:
+    """Ultralytics' own per-image stage times (Results.speed, ms), and the rest of its predict call."""
+    speed = dict(getattr(result, "speed", None) or {})
+    reported = 0.0
+    for stage in ("preprocess", "inference", "postprocess"):
+        ms = float(speed.get(stage) or 0.0)
+        clock.add(stage, ms)
+        reported += ms
+    clock.add("ultralytics_other", max(call_ms - reported, 0.0))
