@@ -602,7 +602,6 @@ def analyze_errors(
     mode = ErrorMode(coco_analyze)
     data = _prepare(gt_data, res)
     schema = data.schema
-    sigma_array = schema.sigma_array
     scorer = _Scorer(data, mode.eval_settings)
     notes = [*gt_data.notes, *res.notes]
     with warnings.catch_warnings():
