@@ -49,9 +49,13 @@ keypoints. AP, AP50 and AP75 are reported per area range, and the gain over the 
 - coco-analyze's report corrects cumulatively (miss, swap, inversion, jitter, then score, then background);
   here each correction is also scored alone.
 
-Re-evaluation goes through one internal function, `_Scorer`, which scores arrays of detections against the GT:
-pycocotools (kpbench.evaluate on in-memory results; a GT is made ignored by setting its num_keypoints to 0 on a
-copy, which pycocotools' _prepare turns into ignore without changing any OKS).
+Re-evaluation goes through one internal interface, `_Scorer`, which scores arrays of detections against the GT:
+by default `kpbench.evaluation.vectorized.KeypointEvaluator` (pycocotools' numbers and matches bit for bit, on
+arrays), or pycocotools itself (`evaluator="pycocotools"`, the reference: kpbench.evaluate on in-memory records;
+a GT is made ignored by setting its num_keypoints to 0 on a copy, which pycocotools' _prepare turns into ignore
+without changing any OKS, while it overwrites any 'ignore' key with iscrowd). Detection areas are what
+pycocotools' loadRes sets: the box's w·h when the original results are read as boxes (the first has a 'bbox'),
+else the extent of the corrected keypoints.
 
 Hooks: other analyses add JSON-ready sections to `ErrorAnalysis.extra` (name -> data; a section with a "rows"
 list is also printed by `kpbench analyze`); analyze.json carries them under their names.
@@ -162,6 +166,9 @@ class _Data:
     dt_image: np.ndarray  # (N,)
     dt_keypoints: np.ndarray  # (N, K, 3)
     dt_scores: np.ndarray  # (N,)
+    # Each analysed detection's area as pycocotools' loadRes sets it when it reads the results as boxes (the
+    # first result has a 'bbox'), else None: areas then come from the (corrected) keypoints' extent.
+    box_areas: np.ndarray | None
     num_results: int
     crowded_images: int  # images with more than maxDets detections
 
@@ -177,6 +184,8 @@ def _top_detections(image: np.ndarray, scores: np.ndarray, max_dets: int) -> np.
 
 
 def _prepare(gt: GroundTruth, res: Results) -> _Data:
+    from kpbench.evaluation.cocofiles import loadres_takes_box
+
     schema = gt.schema
     if schema is None:  # load_ground_truth for keypoints always sets one
         raise KpbenchError(f"{gt.source}: no keypoint schema")
@@ -210,6 +219,8 @@ def _prepare(gt: GroundTruth, res: Results) -> _Data:
         dt_image=image[kept],
         dt_keypoints=np.asarray([r["keypoints"] for r in kept_records], dtype=np.float64).reshape(len(kept), k, 3),
         dt_scores=scores[kept],
+        box_areas=(np.asarray([float(r["bbox"][2]) * float(r["bbox"][3]) for r in kept_records], dtype=np.float64)
+                   if records and loadres_takes_box(records[0]) else None),
         num_results=len(records),
         crowded_images=int((counts > KEYPOINT_MAX_DETS).sum()),
     )
@@ -403,22 +414,57 @@ class _Matches:
 
 
 class _Scorer:
-    """Scores arrays of the analysed detections against the GT (the one re-evaluation function of the analysis),
-    with pycocotools through `kpbench.evaluate` on in-memory records."""
+    """Scores arrays of the analysed detections against the GT: the one re-evaluation function of the analysis.
 
-    name = "pycocotools"
+    `score` gives COCOeval's stats and arrays of the detections `keep` with the GTs `gt_ignore` made ignored;
+    `match` gives COCOeval's matching at one OKS threshold. Two implementations: `_VectorizedScorer` (the default,
+    `kpbench.evaluation.vectorized`, bit for bit pycocotools) and `_PycocotoolsScorer` (the reference).
+    """
+
+    name = ""
 
     def __init__(self, data: _Data, settings: EvalSettings) -> None:
         self.data = data
         self.settings = settings
         self.runs = 0
+
+    def score(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None = None,
+              gt_ignore: np.ndarray | None = None) -> _Scored:
+        """COCOeval (the analysis' settings) of the detections `keep` (all by default), `gt_ignore` GTs ignored."""
+        raise NotImplementedError
+
+    def match(self, keypoints: np.ndarray, scores: np.ndarray, oks: float) -> _Matches:
+        """COCOeval's matching at one OKS threshold (area "all" of the analysis' settings)."""
+        raise NotImplementedError
+
+    def _missed(self, gt_matched: np.ndarray) -> np.ndarray:
+        """Counted GTs (not crowd, labelled, within area "all") that no detection matched."""
+        _, lo, hi = next(r for r in (self.settings.area_ranges or COCO_AREAS) if r[0] == "all")
+        areas = self.data.gt_areas
+        return self.data.gt_counted & (areas >= lo) & (areas <= hi) & ~gt_matched
+
+
+class _PycocotoolsScorer(_Scorer):
+    """pycocotools, through `kpbench.evaluate` on in-memory records (the reference)."""
+
+    name = "pycocotools"
+
+    def __init__(self, data: _Data, settings: EvalSettings) -> None:
+        super().__init__(data, settings)
         self._gt_index = {int(g): i for i, g in enumerate(data.gt_ids.tolist())}
 
     def _records(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None) -> list[dict[str, Any]]:
         rows = range(len(scores)) if keep is None else np.flatnonzero(keep).tolist()
         flat = keypoints.reshape(len(keypoints), -1)
-        # The original record (its 'bbox', which pycocotools reads the detection's area from) with new values.
-        return [{**self.data.records[i], "keypoints": flat[i].tolist(), "score": float(scores[i])} for i in rows]
+        out = []
+        for i in rows:
+            # The original record with new values; its 'bbox' (where pycocotools reads the detection's area
+            # from) only when the original results were read that way, whichever record now comes first.
+            record = {**self.data.records[i], "keypoints": flat[i].tolist(), "score": float(scores[i])}
+            if self.data.box_areas is None:
+                record.pop("bbox", None)
+            out.append(record)
+        return out
 
     def _ground_truth(self, gt_ignore: np.ndarray | None) -> GroundTruth:
         from kpbench.evaluation.cocofiles import GroundTruth
@@ -426,6 +472,8 @@ class _Scorer:
         gt = self.data.gt
         if gt_ignore is None or not gt_ignore.any():
             return gt
+        # pycocotools' _prepare overwrites an 'ignore' key with iscrowd, but reads num_keypoints == 0 as ignored;
+        # OKS reads the keypoints' visibility, not num_keypoints, so nothing else changes.
         anns = [({**a, "num_keypoints": 0} if ignored else a)
                 for a, ignored in zip(gt.dataset["annotations"], gt_ignore.tolist())]
         return GroundTruth(dataset={**gt.dataset, "annotations": anns}, source=gt.source, schema=gt.schema)
@@ -441,19 +489,17 @@ class _Scorer:
 
     def score(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None = None,
               gt_ignore: np.ndarray | None = None) -> _Scored:
-        """COCOeval (the analysis' settings) of the detections `keep` (all by default), `gt_ignore` GTs ignored."""
         r = self._evaluate(keypoints, scores, keep, gt_ignore, self.settings)
         return _Scored(stats=dict(r.stats), precision=r.precision[:, :, 0, :, -1], recall=r.recall[:, 0, :, -1])
 
-    def match(self, keypoints: np.ndarray, scores: np.ndarray, oks: float, settings: EvalSettings) -> _Matches:
-        """COCOeval's matching at one OKS threshold (area "all" of `settings`)."""
+    def match(self, keypoints: np.ndarray, scores: np.ndarray, oks: float) -> _Matches:
         import dataclasses
 
-        r = self._evaluate(keypoints, scores, None, None, dataclasses.replace(settings, iou_thresholds=(oks,)))
+        r = self._evaluate(keypoints, scores, None, None, dataclasses.replace(self.settings, iou_thresholds=(oks,)))
         assert r.image_evals is not None  # pycocotools exposes them
         dt_gt = np.full(len(scores), -1, dtype=np.int64)
         dt_ignore = np.zeros(len(scores), dtype=bool)
-        gt_missed = np.zeros(len(self.data.gt_ids), dtype=bool)
+        gt_matched = np.zeros(len(self.data.gt_ids), dtype=bool)
         area_all = r.params.area_labels.index("all")
         for e in r.image_evals:
             if e.area_index != area_all:
@@ -462,9 +508,68 @@ class _Scorer:
             matched = e.dt_matches[0] != 0
             dt_gt[rows[matched]] = [self._gt_index[int(g)] for g in e.dt_matches[0][matched]]
             dt_ignore[rows] = e.dt_ignore[0]
-            missed = (e.gt_matches[0] == 0) & ~e.gt_ignore
-            gt_missed[[self._gt_index[int(g)] for g in e.gt_ids[missed]]] = True
-        return _Matches(dt_gt=dt_gt, dt_ignore=dt_ignore, gt_missed=gt_missed)
+            gt_matched[[self._gt_index[int(g)] for g in e.gt_ids[e.gt_matches[0] != 0]]] = True
+        return _Matches(dt_gt=dt_gt, dt_ignore=dt_ignore, gt_missed=self._missed(gt_matched))
+
+
+class _VectorizedScorer(_Scorer):
+    """`kpbench.evaluation.vectorized.KeypointEvaluator`: pycocotools' numbers and matches, bit for bit, on
+    arrays (no records, no re-parsing)."""
+
+    name = "vectorized"
+
+    def __init__(self, data: _Data, settings: EvalSettings) -> None:
+        super().__init__(data, settings)
+        self._evaluators: dict[tuple[float, ...] | None, Any] = {}
+        self._evaluator = self._for(settings)
+        # The evaluator's GT order (images by id, then file order) against ours (file order).
+        position = {int(g): i for i, g in enumerate(data.gt_ids.tolist())}
+        self._to_ours = np.asarray([position[int(g)] for g in self._evaluator.gt_ann_ids], dtype=np.int64)
+
+    def _for(self, settings: EvalSettings) -> Any:
+        from kpbench.evaluation.vectorized import KeypointEvaluator
+
+        key = settings.iou_thresholds
+        if key not in self._evaluators:
+            self._evaluators[key] = KeypointEvaluator(self.data.gt.dataset, self.data.schema.sigma_array, settings,
+                                                      category_id=self.data.schema.category_id)
+        return self._evaluators[key]
+
+    def _run(self, evaluator: Any, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None,
+             gt_ignore: np.ndarray | None) -> Any:
+        self.runs += 1
+        rows = slice(None) if keep is None else np.flatnonzero(keep)
+        areas = None if self.data.box_areas is None else self.data.box_areas[rows]
+        ignore = None if gt_ignore is None else gt_ignore[self._to_ours]
+        return evaluator.evaluate(self.data.dt_image[rows], keypoints[rows], scores[rows], gt_ignore=ignore,
+                                  areas=areas)
+
+    def score(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None = None,
+              gt_ignore: np.ndarray | None = None) -> _Scored:
+        r = self._run(self._evaluator, keypoints, scores, keep, gt_ignore)
+        return _Scored(stats=dict(r.stats), precision=r.precision[:, :, 0, :, -1], recall=r.recall[:, 0, :, -1])
+
+    def match(self, keypoints: np.ndarray, scores: np.ndarray, oks: float) -> _Matches:
+        import dataclasses
+
+        r = self._run(self._for(dataclasses.replace(self.settings, iou_thresholds=(oks,))), keypoints, scores,
+                      None, None)
+        local = r.dt_matches[0]
+        dt_gt = np.where(local >= 0, self._to_ours[np.maximum(local, 0)], -1)
+        gt_matched = np.zeros(len(self.data.gt_ids), dtype=bool)
+        gt_matched[self._to_ours[r.gt_matches[0] >= 0]] = True
+        return _Matches(dt_gt=dt_gt, dt_ignore=r.dt_ignore[0].copy(), gt_missed=self._missed(gt_matched))
+
+
+EVALUATORS: tuple[str, ...] = ("vectorized", "pycocotools")
+
+
+def _scorer(name: str, data: _Data, settings: EvalSettings) -> _Scorer:
+    if name == "vectorized":
+        return _VectorizedScorer(data, settings)
+    if name == "pycocotools":
+        return _PycocotoolsScorer(data, settings)
+    raise KpbenchError(f"evaluator: must be one of {', '.join(EVALUATORS)}, got {name!r}")
 
 
 def _mean_valid(values: np.ndarray) -> float:
@@ -579,6 +684,7 @@ def analyze_errors(
     coco_analyze: bool = False,
     bootstrap: int | None = None,
     seed: int = 0,
+    evaluator: str = "vectorized",
 ) -> ErrorAnalysis:
     """The error diagnosis of keypoint results (module docstring): counts per error type and keypoint, and the
     AP gained by each correction alone and cumulatively, per area range, with the PR curves after each
@@ -587,7 +693,9 @@ def analyze_errors(
     `gt` and `results` are paths, parsed data or validated objects; `schema`/`sigmas` as for `evaluate`.
     `coco_analyze` reproduces coco-analyze's numbers (its area ranges, strict 0.85 boundary and σ² corrections).
     `bootstrap` replicates (seeded) put percentile intervals on every stat of the plain evaluation
-    (`kpbench.evaluate` with COCO's parameters, pycocotools).
+    (`kpbench.evaluate` with COCO's parameters, pycocotools). `evaluator` re-evaluates the corrected detections:
+    "vectorized" (`kpbench.evaluation.vectorized`, the default) or "pycocotools" (the reference, much slower);
+    both give the same numbers bit for bit.
     """
     import warnings
 
@@ -597,13 +705,19 @@ def analyze_errors(
         raise KpbenchError("give a schema or sigmas, not both (--schema / --sigmas)")
     if bootstrap is not None and bootstrap < 1:
         raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    if evaluator not in EVALUATORS:
+        raise KpbenchError(f"evaluator: must be one of {', '.join(EVALUATORS)}, got {evaluator!r}")
     gt_data = load_ground_truth(gt, "keypoints", schema, sigmas)
     res = load_results(results, gt_data, "keypoints")
     mode = ErrorMode(coco_analyze)
     data = _prepare(gt_data, res)
     schema = data.schema
-    scorer = _Scorer(data, mode.eval_settings)
-    notes = [*gt_data.notes, *res.notes]
+    scorer = _scorer(evaluator, data, mode.eval_settings)
+    # The analysis words the maxDets cut itself (with how many detections it keeps).
+    from kpbench.evaluation.cocofiles import crowded_images_note
+
+    crowded = crowded_images_note(data.crowded_images) if data.crowded_images else None
+    notes = [*gt_data.notes, *(n for n in res.notes if n != crowded)]
     with warnings.catch_warnings():
         # The inputs were checked (and warned about) once above; the re-evaluations see the same records.
         warnings.simplefilter("ignore")
@@ -623,7 +737,7 @@ def _analyze(data: _Data, scorer: _Scorer, mode: ErrorMode, notes: list[str]) ->
     kps0, scores0 = data.dt_keypoints, data.dt_scores
     thresholds = np.asarray(scorer.settings.iou_thresholds or np.linspace(0.5, 0.95, 10), dtype=np.float64)
 
-    matches = scorer.match(kps0, scores0, MATCH_OKS, scorer.settings)
+    matches = scorer.match(kps0, scores0, MATCH_OKS)
     counted = data.gt_counted
     matched = (matches.dt_gt >= 0) & ~matches.dt_ignore  # a match to an ignored GT sets dtIgnore
     pair_dt = np.flatnonzero(matched)
@@ -703,8 +817,10 @@ def _analyze(data: _Data, scorer: _Scorer, mode: ErrorMode, notes: list[str]) ->
     if data.crowded_images:
         notes.append(f"{data.crowded_images} image(s) have more than {KEYPOINT_MAX_DETS} detections: only each "
                      f"image's top {KEYPOINT_MAX_DETS} by score are analysed ({len(scores0)} of {data.num_results})")
-    notes.append(f"optimal rescoring: each detection's score becomes its maximum OKS with the counted GT persons of "
-                 f"its image; {scorer.runs} evaluations with {scorer.name}")
+    notes.append("optimal rescoring: each detection's score becomes its maximum OKS with the counted GT persons (not "
+                 "crowd, with labelled keypoints) of its image")
+    notes.append(f"{scorer.runs} COCOeval passes with the {scorer.name} evaluator (one per distinct correction, and "
+                 f"the matching at OKS {MATCH_OKS})")
     summary = {
         "num_images": len(data.gt.dataset["images"]),
         "num_gt": int(counted.sum()),
@@ -726,7 +842,8 @@ def _analyze(data: _Data, scorer: _Scorer, mode: ErrorMode, notes: list[str]) ->
 
 
 def analyze_run_errors(
-    run_dir: str | Path, coco_analyze: bool = False, bootstrap: int | None = None, seed: int = 0
+    run_dir: str | Path, coco_analyze: bool = False, bootstrap: int | None = None, seed: int = 0,
+    evaluator: str = "vectorized",
 ) -> ErrorAnalysis:
     """`analyze_errors` for a run directory: its results rebuilt from the detections cache (as `kpbench evaluate
     RUN_DIR` does), its ground_truth.json and the schema its manifest records."""
@@ -740,7 +857,8 @@ def analyze_run_errors(
     ordered = finished_run_detections(run_dir, manifest)
     gt = load_run_ground_truth(run_dir, ["keypoints"])
     results = run_results(run_dir, ordered, gt)["keypoints"]
-    return analyze_errors(gt["keypoints"], results, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed)
+    return analyze_errors(gt["keypoints"], results, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed,
+                          evaluator=evaluator)
 
 
 # --- output ---------------------------------------------------------------------------------------------------
