@@ -541,3 +541,50 @@ def test_cli_analyze_errors_are_one_line(tmp_path: Path, run_cli) -> None:
     assert_one_line_error(run_cli("analyze", gt, res, "--sigmas", "0.1,0.2"), "2 sigmas were given")
     code, out, _ = run_cli("analyze", "--help")
     assert code == 0 and "kpbench analyze RUN_DIR" in out and "--coco-analyze" in out
+
+
+# --- edge cases and hooks -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("evaluator", ["vectorized", "pycocotools"])
+def test_no_detections_and_no_persons(evaluator: str) -> None:
+    gt, res = make_synthetic_coco(num_images=5, seed=1)
+    empty = analyze_errors(gt, [], evaluator=evaluator)
+    counted = sum(1 for a in gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0)
+    assert (empty.summary["num_background_fn"], empty.summary["num_matched"]) == (counted, 0)
+    rows = [r for r in empty.ap_gain if r["area"] == "all"]
+    assert {(r["AP"], r["gain_AP"]) for r in rows if r["correction"] != "background_fn"} == {(0.0, 0.0)}
+    # Every person is a background false negative: ignored, they leave no GT (COCO's -1) and no gain to state.
+    assert [(r["AP"], r["gain_AP"]) for r in rows if r["correction"] == "background_fn"] == [(-1.0, None)] * 2
+    assert empty.counts[-1]["n"] == 0 and empty.counts[-1]["frac_good"] is None
+    nobody = analyze_errors({**gt, "annotations": []}, res, evaluator=evaluator)
+    assert nobody.summary["num_background_fp"] == len(res)
+    assert {(r["AP"], r["gain_AP"]) for r in nobody.ap_gain} == {(-1.0, None)}  # COCO's "no GT"
+    assert nobody.pr_curves["curves"]["original"]["OKS 0.50"] == []
+
+
+def test_inputs_it_does_not_analyse() -> None:
+    from kpbench.core.errors import KpbenchError
+
+    gt, res = make_synthetic_coco(num_images=3, seed=1)
+    two = {**gt, "categories": [PERSON_CATEGORY, {**PERSON_CATEGORY, "id": 2, "name": "other"}]}
+    with pytest.raises(KpbenchError, match="2 categories; the error analysis scores one keypoint category"):
+        analyze_errors(two, res)
+    with pytest.raises(KpbenchError, match="evaluator: must be one of vectorized, pycocotools"):
+        analyze_errors(gt, res, evaluator="hotcoco")
+    with pytest.raises(KpbenchError, match="give a schema or sigmas, not both"):
+        analyze_errors(gt, res, schema=COCO17, sigmas=list(SIGMAS))
+
+
+def test_other_analyses_add_sections(tmp_path: Path) -> None:
+    """The hook for other analyses (sensitivity tables, an LRP-optimal threshold): a section in `extra` is
+    written into analyze.json under its name."""
+    from kpbench.analysis.errors import write_error_files
+
+    gt, res = make_synthetic_coco(num_images=5, seed=2)
+    analysis = analyze_errors(gt, res)
+    analysis.extra["sensitivity"] = {"rows": [{"factor": "occlusion", "AP": 0.5}]}
+    write_error_files(tmp_path, analysis, plot=False)
+    payload = json.loads((tmp_path / "analyze.json").read_text())
+    assert payload["sensitivity"] == {"rows": [{"factor": "occlusion", "AP": 0.5}]}
+    assert payload["mode"] == "kpbench" and payload["settings"]["area_ranges"][0] == ["all", 0.0, 1e10]

@@ -455,7 +455,7 @@ class _PycocotoolsScorer(_Scorer):
 
     def _records(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None) -> list[dict[str, Any]]:
         rows = range(len(scores)) if keep is None else np.flatnonzero(keep).tolist()
-        flat = keypoints.reshape(len(keypoints), -1)
+        flat = keypoints.reshape(len(keypoints), self.data.schema.result_length)
         out = []
         for i in rows:
             # The original record with new values; its 'bbox' (where pycocotools reads the detection's area
@@ -555,7 +555,8 @@ class _VectorizedScorer(_Scorer):
         r = self._run(self._for(dataclasses.replace(self.settings, iou_thresholds=(oks,))), keypoints, scores,
                       None, None)
         local = r.dt_matches[0]
-        dt_gt = np.where(local >= 0, self._to_ours[np.maximum(local, 0)], -1)
+        dt_gt = np.full(len(local), -1, dtype=np.int64)
+        dt_gt[local >= 0] = self._to_ours[local[local >= 0]]
         gt_matched = np.zeros(len(self.data.gt_ids), dtype=bool)
         gt_matched[self._to_ours[r.gt_matches[0] >= 0]] = True
         return _Matches(dt_gt=dt_gt, dt_ignore=r.dt_ignore[0].copy(), gt_missed=self._missed(gt_matched))
