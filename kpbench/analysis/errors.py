@@ -119,10 +119,12 @@ class ErrorMode:
 
     @property
     def name(self) -> str:
+        """"kpbench" or "coco-analyze" (what the files and notes call the mode)."""
         return "coco-analyze" if self.coco_analyze else "kpbench"
 
     @property
     def area_ranges(self) -> tuple[tuple[str, float, float], ...]:
+        """(label, lo, hi) of all, medium and large."""
         return COCO_ANALYZE_AREAS if self.coco_analyze else COCO_AREAS
 
     @property
@@ -135,6 +137,7 @@ class ErrorMode:
         return sigmas**2 if self.coco_analyze else (sigmas * 2) ** 2
 
     def to_json(self) -> dict[str, Any]:
+        """The definitions in force, as analyze.json records them."""
         return {
             "mode": self.name,
             "match_oks": MATCH_OKS,
