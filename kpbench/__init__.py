@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "EvalSettings": "kpbench.evaluation.settings",
     "evaluate_wholebody": "kpbench.evaluation.wholebody",
     "bootstrap_intervals": "kpbench.analysis.bootstrap",
+    "analyze_errors": "kpbench.analysis.errors",
+    "analyze_run_errors": "kpbench.analysis.errors",
     "compare_runs": "kpbench.analysis.bootstrap",
     "write_html": "kpbench.report.html",
     "run_from_results": "kpbench.engine.from_results",

@@ -52,8 +52,12 @@ SHARED = {
     "--iou-type": ("evaluate", "thresholds"),
     "--progress": ("run", "speed", "data download"),
     "--config": ("run", "speed", "thresholds"),
-    "--format": ("evaluate", "thresholds", "keypoints", "report", "config show"),
-    "--out": ("run", "speed", "evaluate", "thresholds", "draw", "plot", "report"),
+    "--format": ("evaluate", "thresholds", "keypoints", "report", "config show", "analyze"),
+    "--out": ("run", "speed", "evaluate", "thresholds", "draw", "plot", "report", "analyze"),
+    "--bootstrap": ("evaluate", "analyze"),
+    "--bootstrap-seed": ("evaluate", "compare", "analyze"),
+    "--schema": ("evaluate", "analyze"),
+    "--sigmas": ("evaluate", "analyze"),
 }
 # Options whose help says what this command does with them (where the output goes, which formats).
 PER_COMMAND_HELP = {"--out", "--format", "--config", "--iou-type", "--split", "--coco-root", "--seed"}
@@ -62,6 +66,7 @@ OLD_SPELLINGS = {
     "draw": {"--score-thresh"},
     "evaluate": {"--run", "--gt", "--results"},
     "thresholds": {"--run", "--gt", "--results"},
+    "analyze": {"--gt", "--results"},
 }
 
 
@@ -93,7 +98,7 @@ def test_old_spellings_are_hidden_aliases_only() -> None:
 
 
 def test_help_shows_the_inputs_the_same_way(run_cli) -> None:
-    for command in ("evaluate", "thresholds"):
+    for command in ("evaluate", "thresholds", "analyze"):
         code, out, _ = run_cli(command, "--help")
         usage = " ".join(out.split("\n\n")[0].split())  # unwrapped
         assert code == 0 and usage.endswith(f"kpbench {command} [OPTIONS] [RUN_DIR|GT_JSON] [RESULTS_JSON]"), usage

@@ -7,6 +7,7 @@ import warnings
 
 from kpbench.cli import (  # noqa: F401  (each module registers its commands on `app`)
     analysis,
+    analyze,
     configcmd,
     data,
     evaluate,

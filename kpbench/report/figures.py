@@ -357,3 +357,52 @@ def plot_threshold_curves(
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+# Error diagnosis (kpbench.analysis.errors)
+
+ERROR_STEP_LABELS: dict[str, str] = {
+    "original": "original detections", "miss": "miss fixed", "swap": "+ swap", "inversion": "+ inversion",
+    "jitter": "+ jitter", "score": "+ optimal score", "background_fp": "+ background FP removed",
+    "background_fn": "+ background FN ignored",
+}  # fmt: skip
+
+
+def error_pr_curves_figure(pr_curves: Mapping[str, Any], mode: str = "kpbench") -> Figure:
+    """The figure of `plot_error_pr_curves`: one 500x400 panel per OKS panel (0.50, 0.75, mean 0.50:0.95)."""
+    recall = np.asarray(pr_curves["recall"], dtype=np.float64)
+    panels = list(pr_curves["panels"])
+    fig = new_figure(PR_PANEL_SIZE[0] * len(panels), PR_PANEL_SIZE[1] + 0.6)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    steps = list(pr_curves["curves"])
+    styles = series_styles(steps)
+    for ax, panel in zip(axes, panels):
+        drawn = False
+        for step in steps:
+            precision = np.asarray(pr_curves["curves"][step][panel], dtype=np.float64)
+            if not precision.size:
+                continue
+            drawn = True
+            style = styles[step]
+            ax.plot(recall, precision, color=style["color"], linestyle=style["linestyle"], linewidth=1.6,
+                    label=f"[{100 * float(precision.mean()):.1f}] {ERROR_STEP_LABELS.get(step, step)}")
+        if drawn:
+            ax.legend(loc="lower left", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no GT", transform=ax.transAxes, ha="center", va="center", color="0.35")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"PR curves after each cumulative correction (area all, {mode} mode; [AP] in the legend)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_pr_curves(pr_curves: Mapping[str, Any], path: str | Path, mode: str = "kpbench") -> Path:
+    """PR curves of the error diagnosis ({"recall", "panels", "curves": {step: {panel: precision}}}, as
+    `ErrorAnalysis.pr_curves` holds them); a PNG of 500 x 460 pixels per panel."""
+    return save_figure(error_pr_curves_figure(pr_curves, mode), path)

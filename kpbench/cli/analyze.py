@@ -1,0 +1,136 @@
+"""`kpbench analyze`: why AP is lost (keypoint errors, scoring and background errors, and what each costs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kpbench.cli import options
+from kpbench.cli.app import app, echo_err
+from kpbench.core.errors import KpbenchError
+
+TABLES = ("keypoints", "gain")
+
+
+
+@app.command("analyze")
+def analyze_command(
+    source: options.Source = None,
+    results_json: options.Results = None,
+    gt_alias: options.GtAlias = None,
+    results_alias: options.ResultsAlias = None,
+    coco_analyze: Annotated[
+        bool,
+        typer.Option("--coco-analyze", help="Reproduce coco-analyze's numbers: its area ranges (all = [32², 1e10]), "
+                     "good as ks > 0.85, and its σ² corrections (jitter to ks 0.96, miss to 0.84)."),
+    ] = False,
+    schema_name: options.SchemaName = None,
+    sigmas: options.Sigmas = None,
+    bootstrap: options.Bootstrap = None,
+    bootstrap_seed: options.BootstrapSeed = 0,
+    fmt: Annotated[
+        str, options.format_option("table or markdown (AP in percent), csv (one table, see --table) or json "
+                                   "(everything, as analyze.json).")
+    ] = "table",
+    table: Annotated[
+        str | None,
+        typer.Option("--table", help="keypoints or gain: the table to print [default: gain for csv; both for "
+                     "table and markdown].", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        options.out_option("Write errors_keypoints.*, errors_ap_gain.*, errors_pr_curves.png and analyze.json here "
+                           "[default: RUN_DIR; nothing for GT_JSON RESULTS_JSON].")
+    ] = None,
+) -> None:
+    """Error diagnosis of keypoint results (Ronchi & Perona, ICCV 2017; coco-analyze): why AP is lost.
+
+    Usage: kpbench analyze RUN_DIR, or kpbench analyze GT_JSON RESULTS_JSON. Files go into RUN_DIR (or --out).
+
+    Detections are matched to GT persons by COCOeval at OKS 0.1 (top 20 per image). Each keypoint labelled in the
+    matched GT is good (ks >= 0.85 to its own GT keypoint), jitter (0.5 <= ks < 0.85), inversion (closest to the
+    left/right flip of its person), swap (closest to another person) or miss (no reference at ks >= 0.5).
+
+    Then each error is corrected (jitter moved to ks 0.85, miss to 0.5, inversion and swap onto the GT keypoint;
+    scores replaced by the best OKS; background false positives removed and false negatives ignored), alone and
+    cumulatively, and the AP, AP50 and AP75 gained are reported per area range (all, medium, large).
+
+    --coco-analyze reproduces coco-analyze's own numbers, whose definitions differ (see the README).
+    --bootstrap N adds percentile intervals on every stat of the plain evaluation.
+    """
+    from kpbench.analysis.errors import (
+        GAIN_COLUMNS,
+        analyze_errors,
+        analyze_run_errors,
+        count_columns,
+        count_rows_percent,
+        gain_rows_percent,
+        write_error_files,
+    )
+    from kpbench.core.io import check_format, ensure_output_dir, render
+
+    check_format(fmt)
+    if table is not None and table not in TABLES:
+        raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
+    if table is not None and fmt == "json":
+        raise KpbenchError("--table: not with --format json, which prints everything")
+    if bootstrap is not None and bootstrap < 1:
+        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    given = options.sources("analyze", source, results_json, None, gt_alias, results_alias)
+    schema = None
+    if schema_name is not None:
+        from kpbench.core.schema import get_schema
+
+        schema = get_schema(schema_name)
+    sigma_values = None
+    if sigmas is not None:
+        from kpbench.core.schema import parse_sigmas
+
+        sigma_values = parse_sigmas(sigmas)
+    if out is not None:
+        ensure_output_dir(out)  # before the analysis: a bad --out fails at once
+    if given.run_dir is not None:
+        if schema is not None or sigma_values is not None:
+            raise KpbenchError("--schema and --sigmas are for GT_JSON RESULTS_JSON; a run directory is analysed with "
+                               "its own schema")
+        analysis = analyze_run_errors(given.run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap,
+                                      seed=bootstrap_seed)
+        out_dir: Path | None = out or given.run_dir
+    else:
+        assert given.gt is not None and given.results is not None
+        analysis = analyze_errors(given.gt, given.results, schema=schema, sigmas=sigma_values,
+                                  coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed)
+        out_dir = out
+    for note in analysis.notes:
+        echo_err(f"note: {note}")
+
+    if fmt == "json":
+        typer.echo(json.dumps(analysis.to_json(), indent=2, allow_nan=False))
+    else:
+        shown = table or ("gain" if fmt == "csv" else None)
+        people = fmt in ("table", "markdown")
+        parts = []
+        if shown in (None, "keypoints"):
+            rows = count_rows_percent(analysis.counts) if people else analysis.counts
+            title = f"Keypoint errors ({analysis.mode.name} mode; fractions in percent):\n" if people else ""
+            parts.append(title + render(rows, fmt, count_columns(analysis)))
+        if shown in (None, "gain"):
+            rows = gain_rows_percent(analysis.ap_gain) if people else analysis.ap_gain
+            title = "AP gained by each correction, alone and cumulative (percent; n/a: no GT in the area):\n" if people else ""
+            parts.append(title + render(rows, fmt, list(GAIN_COLUMNS)))
+        if people:
+            if analysis.intervals is not None:
+                echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
+                         "intervals on the plain evaluation (COCO's parameters)")
+                parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt,
+                                                               ["stat", "value", "low", "high"]))
+            for name, section in analysis.extra.items():  # sections other analyses add (see ErrorAnalysis.extra)
+                if isinstance(section, dict) and isinstance(section.get("rows"), list) and section["rows"]:
+                    parts.append(f"{name}:\n" + render(section["rows"], fmt))
+        typer.echo("\n".join(parts), nl=False)
+    if out_dir is not None:
+        for path in write_error_files(out_dir, analysis):
+            echo_err(f"wrote {path}")
