@@ -39,10 +39,10 @@ def load(path: Path) -> Any:
 
 def pycocotools_eval(
     gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "keypoints", sigmas: Any = None,
-    max_dets: list[int] | None = None,
+    max_dets: list[int] | None = None, settings: Any = None,
 ) -> Any:
     """A bare pycocotools COCOeval run on deep copies (pycocotools mutates its inputs), with the given keypoint
-    sigmas and maxDets when given."""
+    sigmas, maxDets and `kpbench.evaluation.settings.EvalSettings` when given."""
     import copy
 
     from pycocotools.coco import COCO
@@ -58,6 +58,8 @@ def pycocotools_eval(
             ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         if max_dets is not None:
             ev.params.maxDets = max_dets
+        if settings is not None:
+            settings.apply(ev.params)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
