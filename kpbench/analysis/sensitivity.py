@@ -7,9 +7,10 @@ persons into benchmarks and score each one separately. Their bins (coco-analyze,
 - visible keypoints, for COCO's 17: 1-5, 6-10, 11-15, 16-17 (a GT's labelled keypoints, v > 0; in COCO files that
   is its `num_keypoints`);
 - overlap: 0, 1-2, 3+ other GT annotations of the same image whose box IoU with the GT exceeds 0.1 (strictly;
-  IoU = intersection / union of the xywh `bbox`es, 0 when the union is 0). As in coco-analyze every annotation of
-  the keypoint category in the image counts as another person, crowd regions and persons without labelled
-  keypoints included: they crowd the image just the same.
+  IoU = intersection / union of the xywh `bbox`es, 0 when the union is 0); 3+ as the paper's figures label it
+  (coco-analyze's last group lists 3 ... 8). As in coco-analyze every annotation of the keypoint category in the
+  image counts as another person, crowd regions and persons without labelled keypoints included: they crowd the
+  image just the same.
 
 A schema with K keypoints other than 17 scales the visible-keypoint bins: the upper ends 5, 10 and 15 become
 round(5K/17), round(10K/17), round(15K/17) (halves rounded up), the last bin ends at K, and bins left empty by the
