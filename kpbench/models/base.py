@@ -31,7 +31,7 @@ the clock stops. N detections of K keypoints:
 - ``record_input_shapes()``: a context manager yielding a list that gets the padded batch shape (N, C, H, W)
   of every call that reaches the network (run's and speed's shape record);
 - ``speed_variant(name)``: a context manager putting the model in a speed variant (``"channels_last"``,
-  ``"compile"``) and back, or None when the model has no such variant.
+  ``"compile"``, ``"fast_postprocess"``) and back, or None when the model has no such variant.
 
 No torch here: the registry and the commands that never run a model import this module.
 """

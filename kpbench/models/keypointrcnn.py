@@ -40,11 +40,14 @@ _COCO_V1_SHA_PREFIX = NAMED_WEIGHTS_SHA_PREFIX["COCO_V1"]
 
 
 MODEL_NAME = "keypointrcnn_resnet50_fpn"
+# The speed variant that post-processes keypoints with kpbench.models.keypointrcnn_postprocess (no host sync per
+# RoI, outputs equal to torchvision's bit for bit).
+FAST_POSTPROCESS = "fast_postprocess"
 PUBLISHED_PROTOCOL_TEXT = (
     "COCO val2017 (5000 images), min_size 800, max_size 1333, box_score_thresh 0.05, batch 1, fp32; "
     "torchvision's reference evaluation"
 )
-__all__ = ["KeypointRCNNModel", "ModelInfo", "build_model"]
+__all__ = ["FAST_POSTPROCESS", "KeypointRCNNModel", "ModelInfo", "build_model"]
 
 
 def published_weights_name(info: ModelInfo | dict[str, Any]) -> str | None:
@@ -386,6 +389,19 @@ def _compiled_backbone(model: torch.nn.Module) -> Iterator[None]:
             torch._dynamo.reset()
 
 
+def _fast_postprocess(model: torch.nn.Module) -> contextlib.AbstractContextManager[None] | None:
+    """torchvision's keypoint post-processing replaced by the fast one while in the context; None for a model
+    whose RoI heads are not torchvision's keypoint RoIHeads, which the patch would not reach."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    from kpbench.models.keypointrcnn_postprocess import patched_keypoint_postprocess
+
+    heads = getattr(model, "roi_heads", None)
+    if not isinstance(heads, RoIHeads) or getattr(heads, "keypoint_predictor", None) is None:
+        return None
+    return patched_keypoint_postprocess()
+
+
 def describe(info: ModelInfo) -> ModelInfo:
     """Keypoint R-CNN's ModelInfo with the model-level facts filled in: name, published AP of named weights (also
     a checkpoint that is one), protocol, default input size and keypoint score kind (heatmap logits)."""
@@ -486,4 +502,6 @@ class KeypointRCNNModel:
             return _channels_last(self.module)
         if name == "compile":
             return _compiled_backbone(self.module)
+        if name == FAST_POSTPROCESS:
+            return _fast_postprocess(self.module)
         return None
