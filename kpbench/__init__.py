@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "bootstrap_intervals": "kpbench.analysis.bootstrap",
     "analyze_errors": "kpbench.analysis.errors",
     "analyze_run_errors": "kpbench.analysis.errors",
+    "diagnose": "kpbench.analysis.diagnose",
+    "diagnose_run": "kpbench.analysis.diagnose",
     "compare_runs": "kpbench.analysis.bootstrap",
     "write_html": "kpbench.report.html",
     "run_from_results": "kpbench.engine.from_results",

@@ -491,13 +491,17 @@ def test_cli_analyze_files(tmp_path: Path, run_cli) -> None:
                              "--bootstrap", "5", "--bootstrap-seed", "3")
     assert code == 0, err
     payload = json.loads(out)
-    analysis = analyze_errors(SAMPLE_GT, FIXTURE, bootstrap=5, seed=3)
+    from kpbench.analysis.diagnose import diagnose
+
+    analysis = diagnose(SAMPLE_GT, FIXTURE, bootstrap=5, seed=3)
     assert payload == json.loads(json.dumps(analysis.to_json()))
     assert payload["intervals"] == bootstrap_intervals(evaluate(SAMPLE_GT, FIXTURE), 5, 3)
     assert json.loads((tmp_path / "analyze.json").read_text()) == payload
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["analyze.json", "errors_ap_gain.csv", "errors_ap_gain.json", "errors_ap_gain.md",
-                       "errors_keypoints.csv", "errors_keypoints.json", "errors_keypoints.md", "errors_pr_curves.png"]
+                       "errors_keypoints.csv", "errors_keypoints.json", "errors_keypoints.md", "errors_pr_curves.png",
+                       "score_threshold.csv", "score_threshold.json", "score_threshold.md", "sensitivity.csv",
+                       "sensitivity.json", "sensitivity.md"]
     assert png_size(tmp_path / "errors_pr_curves.png") == (1500, 460)
     assert f"wrote {tmp_path / 'analyze.json'}" in err
     csv_lines = (tmp_path / "errors_keypoints.csv").read_text().splitlines()
@@ -521,9 +525,9 @@ def test_cli_analyze_run_directory(tmp_path: Path, run_cli) -> None:
     assert "Keypoint errors (kpbench mode; fractions in percent):" in out and "AP gained by each correction" in out
     assert (run / "analyze.json").is_file() and (run / "errors_pr_curves.png").is_file()
     payload = json.loads((run / "analyze.json").read_text())
-    from kpbench.analysis.errors import analyze_run_errors
+    from kpbench.analysis.diagnose import diagnose_run
 
-    assert payload == json.loads(json.dumps(analyze_run_errors(run).to_json()))
+    assert payload == json.loads(json.dumps(diagnose_run(run).to_json()))
     assert payload["baseline"] == evaluate(run / "ground_truth.json", run / "keypoints_results.json").stats
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from kpdata import make_run_dir
 
+from kpbench.analysis.diagnose import diagnose_run
+from kpbench.analysis.errors import write_error_files
 from kpbench.core.errors import KpbenchError
 from kpbench.evaluation.runeval import evaluate_run
 from kpbench.report.html import build_html, percent_text, write_html
@@ -124,3 +126,22 @@ def test_comparison_shows_the_compare_intervals_when_compare_has_run(run_dir: Pa
     page = build_html([run_dir, other], images=False)
     assert "ΔAP: other − run (keypoints, paired bootstrap, 95% interval)" in page
     (run_dir / "compare.json").unlink()
+
+
+def test_error_analysis_section_shows_what_analyze_wrote(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path).path
+    assert f"No error analysis: run `kpbench analyze {run}`." in build_html([run], images=False)
+    analysis = diagnose_run(run)
+    write_error_files(run, analysis)
+    page = build_html([run], images=False)
+    assert "No error analysis" not in page
+    for title in ("AP gained by correcting each error", "Keypoint localisation errors",
+                  "AP by visible keypoints and by overlap", "LRP-optimal and best-F1 person-score thresholds"):
+        assert f"<h3>{title}</h3>" in page
+    assert page.count("data:image/png;base64,") == 1  # the PR curves after each correction
+    assert 'alt="PR curves after each cumulative correction"' in page
+    # A run directory copied without its figure still shows the tables.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "errors_pr_curves.png").unlink()
+    assert build_html([copy], images=False).count("data:image/png;base64,") == 0

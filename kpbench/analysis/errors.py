@@ -57,8 +57,10 @@ without changing any OKS, while it overwrites any 'ignore' key with iscrowd). De
 pycocotools' loadRes sets: the box's w·h when the original results are read as boxes (the first has a 'bbox'),
 else the extent of the corrected keypoints.
 
-Hooks: other analyses add JSON-ready sections to `ErrorAnalysis.extra` (name -> data; a section with a "rows"
-list is also printed by `kpbench analyze`); analyze.json carries them under their names.
+Hooks: other analyses add JSON-ready sections to `ErrorAnalysis.extra` (name -> data); analyze.json carries them
+under their names. A section with a "rows" list (and optional "title", "note", "columns") is a table: it is
+written as NAME.csv/.md/.json and printed by `kpbench analyze` (`kpbench.analysis.diagnose` adds the sensitivity
+and score-threshold tables this way).
 """
 
 from __future__ import annotations
@@ -915,9 +917,31 @@ def count_rows_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             for row in rows]
 
 
+def table_sections(analysis: ErrorAnalysis) -> dict[str, dict[str, Any]]:
+    """The sections of `analysis.extra` that are tables: {"rows": [...]} with optional "title", "note" and
+    "columns" (what other analyses add; see `kpbench.analysis.diagnose`)."""
+    return {name: section for name, section in analysis.extra.items()
+            if isinstance(section, dict) and isinstance(section.get("rows"), list)}
+
+
+def section_files(out: Path, analysis: ErrorAnalysis) -> dict[Path, str]:
+    """NAME.csv, NAME.md and NAME.json for each table section of `analysis.extra`."""
+    from kpbench.core.io import json_text, to_csv, to_markdown
+
+    files: dict[Path, str] = {}
+    for name, section in table_sections(analysis).items():
+        rows, columns = section["rows"], section.get("columns")
+        note = f"{section['note']}\n\n" if section.get("note") else ""
+        files[out / f"{name}.csv"] = to_csv(rows, columns)
+        files[out / f"{name}.md"] = f"## {section.get('title', name)}\n\n{note}{to_markdown(rows, columns)}"
+        files[out / f"{name}.json"] = json_text(section)
+    return files
+
+
 def write_error_files(out_dir: str | Path, analysis: ErrorAnalysis, plot: bool = True) -> list[Path]:
-    """Write errors_keypoints.{csv,md,json}, errors_ap_gain.{csv,md,json}, errors_pr_curves.png and analyze.json
-    into out_dir (atomically, as one set); returns the paths."""
+    """Write errors_keypoints.{csv,md,json}, errors_ap_gain.{csv,md,json}, NAME.{csv,md,json} for each table
+    section of `analysis.extra`, errors_pr_curves.png and analyze.json into out_dir (the tables atomically, as one
+    set); returns the paths."""
     from kpbench.core.io import atomic_write_files, json_text, to_csv, to_markdown
 
     out = Path(out_dir)
@@ -936,6 +960,7 @@ def write_error_files(out_dir: str | Path, analysis: ErrorAnalysis, plot: bool =
                                   + "\nAP in percent; n/a where the area range has no GT.\n"
                                   + (f"\nNotes:\n\n{notes}" if notes else "")),
         out / f"{GAIN_STEM}.json": json_text({"mode": analysis.mode.name, "rows": analysis.ap_gain}),
+        **section_files(out, analysis),
         out / REPORT_FILE: json_text(payload),
     })
     if plot:

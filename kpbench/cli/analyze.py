@@ -12,7 +12,7 @@ from kpbench.cli import options
 from kpbench.cli.app import app, echo_err
 from kpbench.core.errors import KpbenchError
 
-TABLES = ("keypoints", "gain")
+TABLES = ("keypoints", "gain", "sensitivity", "score_threshold")
 
 
 
@@ -37,13 +37,14 @@ def analyze_command(
     ] = "table",
     table: Annotated[
         str | None,
-        typer.Option("--table", help="keypoints or gain: the table to print [default: gain for csv; both for "
-                     "table and markdown].", show_default=False),
+        typer.Option("--table", help="keypoints, gain, sensitivity or score_threshold: the table to print "
+                     "[default: gain for csv; all for table and markdown].", show_default=False),
     ] = None,
     out: Annotated[
         Path | None,
-        options.out_option("Write errors_keypoints.*, errors_ap_gain.*, errors_pr_curves.png and analyze.json here "
-                           "[default: RUN_DIR; nothing for GT_JSON RESULTS_JSON].")
+        options.out_option("Write errors_keypoints.*, errors_ap_gain.*, sensitivity.*, score_threshold.*, "
+                           "errors_pr_curves.png and analyze.json here [default: RUN_DIR; nothing for GT_JSON "
+                           "RESULTS_JSON].")
     ] = None,
 ) -> None:
     """Error diagnosis of keypoint results (Ronchi & Perona, ICCV 2017; coco-analyze): why AP is lost.
@@ -58,16 +59,19 @@ def analyze_command(
     scores replaced by the best OKS; background false positives removed and false negatives ignored), alone and
     cumulatively, and the AP, AP50 and AP75 gained are reported per area range (all, medium, large).
 
+    Also: keypoint AP by visible keypoints and by overlap with other persons (sensitivity), and the LRP-optimal
+    person-score threshold on OKS 0.5 beside the best-F1 one (score_threshold).
+
     --coco-analyze reproduces coco-analyze's own numbers, whose definitions differ (see the README).
     --bootstrap N adds percentile intervals on every stat of the plain evaluation.
     """
+    from kpbench.analysis.diagnose import diagnose, diagnose_run
     from kpbench.analysis.errors import (
         GAIN_COLUMNS,
-        analyze_errors,
-        analyze_run_errors,
         count_columns,
         count_rows_percent,
         gain_rows_percent,
+        table_sections,
         write_error_files,
     )
     from kpbench.core.io import check_format, ensure_output_dir, render
@@ -96,13 +100,13 @@ def analyze_command(
         if schema is not None or sigma_values is not None:
             raise KpbenchError("--schema and --sigmas are for GT_JSON RESULTS_JSON; a run directory is analysed with "
                                "its own schema")
-        analysis = analyze_run_errors(given.run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap,
-                                      seed=bootstrap_seed)
+        analysis = diagnose_run(given.run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap,
+                                seed=bootstrap_seed)
         out_dir: Path | None = out or given.run_dir
     else:
         assert given.gt is not None and given.results is not None
-        analysis = analyze_errors(given.gt, given.results, schema=schema, sigmas=sigma_values,
-                                  coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed)
+        analysis = diagnose(given.gt, given.results, schema=schema, sigmas=sigma_values,
+                             coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed)
         out_dir = out
     for note in analysis.notes:
         echo_err(f"note: {note}")
@@ -121,15 +125,14 @@ def analyze_command(
             rows = gain_rows_percent(analysis.ap_gain) if people else analysis.ap_gain
             title = "AP gained by each correction, alone and cumulative (percent; n/a: no GT in the area):\n" if people else ""
             parts.append(title + render(rows, fmt, list(GAIN_COLUMNS)))
-        if people:
-            if analysis.intervals is not None:
-                echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
-                         "intervals on the plain evaluation (COCO's parameters)")
-                parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt,
-                                                               ["stat", "value", "low", "high"]))
-            for name, section in analysis.extra.items():  # sections other analyses add (see ErrorAnalysis.extra)
-                if isinstance(section, dict) and isinstance(section.get("rows"), list) and section["rows"]:
-                    parts.append(f"{name}:\n" + render(section["rows"], fmt))
+        if people and analysis.intervals is not None:
+            echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
+                     "intervals on the plain evaluation (COCO's parameters)")
+            parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt, ["stat", "value", "low", "high"]))
+        for name, section in table_sections(analysis).items():  # sections other analyses add (ErrorAnalysis.extra)
+            if shown == name or (shown is None and people):
+                title = f"{section.get('title', name)}:\n" if people else ""
+                parts.append(title + render(section["rows"], fmt, section.get("columns")))
         typer.echo("\n".join(parts), nl=False)
     if out_dir is not None:
         for path in write_error_files(out_dir, analysis):

@@ -26,23 +26,19 @@ Split = Annotated[str | None, typer.Option("--split", help="COCO split [default:
 ImageIds = Annotated[str | None, typer.Option("--image-ids", help="Only these image ids: 139,785,...", show_default=False)]
 
 # --- the model: its weights and its own settings ----------------------------------------------------------------
-Model = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="The pose model: keypointrcnn, yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), FILE.py:Class, "
-        "package.module:Class or an installed kpbench.models entry point [default: keypointrcnn].",
-        show_default=False,
-    ),
-]
-Weights = Annotated[
-    str | None,
-    typer.Option(
-        "--weights", help="Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH "
-        "[default: COCO_V1]; other models: their weights file, if they take one.",
-        show_default=False,
-    ),
-]
+MODEL_HELP = ("The pose model: keypointrcnn, yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), mediapipe, "
+              "FILE.py:Class, package.module:Class or an installed kpbench.models entry point "
+              "[default: keypointrcnn].")
+WEIGHTS_HELP = ("Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1]; "
+                "other models: their weights file, if they take one.")
+# What a command that takes several models adds to the two helps above.
+REPEAT_NOTE = " Repeat it for rows per model (--model keypointrcnn --model yolo), one --weights per --model, in order."
+Model = Annotated[str | None, typer.Option("--model", help=MODEL_HELP, show_default=False)]
+Weights = Annotated[str | None, typer.Option("--weights", help=WEIGHTS_HELP, show_default=False)]
+Models = Annotated[list[str] | None, typer.Option("--model", help=MODEL_HELP + REPEAT_NOTE, metavar="<str>",
+                                                 show_default=False)]
+WeightsList = Annotated[list[str] | None, typer.Option("--weights", help=WEIGHTS_HELP + REPEAT_NOTE, metavar="<str>",
+                                                       show_default=False)]
 MinSize = Annotated[
     int | None, typer.Option("--min-size", help="Input size: the short side [default: 800].", show_default=False)
 ]

@@ -35,25 +35,8 @@ def speed_command(
         bool | None,
         typer.Option("--synthetic/--no-synthetic", help="Random 480x640 images instead of COCO (flagged in every row)."),
     ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            help="The pose model; repeat it for rows per model (--model keypointrcnn --model yolo): keypointrcnn, "
-            "yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), mediapipe, FILE.py:Class, package.module:Class or "
-            "an installed kpbench.models entry point [default: keypointrcnn].",
-            show_default=False,
-        ),
-    ] = None,
-    weights: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--weights",
-            help="Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: "
-            "COCO_V1]; other models: their weights file. With several --model, one --weights per model, in order.",
-            show_default=False,
-        ),
-    ] = None,
+    model: options.Models = None,
+    weights: options.WeightsList = None,
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Seed of random weights and synthetic images [default: 0].", show_default=False),

@@ -182,6 +182,25 @@ def _csv_section(run_dir: Path, stem: str, figure: str, caption: str, how: str) 
     return out
 
 
+# What `kpbench analyze RUN_DIR` writes, in the order the page shows it: (CSV stem, heading).
+ANALYSIS_TABLES: tuple[tuple[str, str], ...] = (
+    ("errors_ap_gain", "AP gained by correcting each error"),
+    ("errors_keypoints", "Keypoint localisation errors"),
+    ("sensitivity", "AP by visible keypoints and by overlap"),
+    ("score_threshold", "LRP-optimal and best-F1 person-score thresholds"),
+)
+
+
+def _analysis_section(run_dir: Path) -> str:
+    found = [(stem, title) for stem, title in ANALYSIS_TABLES if (run_dir / f"{stem}.csv").is_file()]
+    if not found:
+        return _missing(f"No error analysis: run `kpbench analyze {run_dir}`.")
+    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'))}" for stem, title in found)
+    if (run_dir / "errors_pr_curves.png").is_file():
+        out += _image(run_dir / "errors_pr_curves.png", "PR curves after each cumulative correction")
+    return out
+
+
 def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, int]]:
     """(image id, missed GT, unmatched confident detections) of the `n` images that lose the most at OKS 0.5:
     GT persons COCOeval left unmatched plus detections scored above 0.5 it matched to nobody (area "all")."""
@@ -298,8 +317,7 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
                                                 f"No breakdown: run `kpbench keypoints {d}`.")),
         ("PR curves", _image(d / "pr_curves.png", "precision-recall curves") if (d / "pr_curves.png").is_file()
          else _missing(f"No PR curves: run `kpbench plot {d}`.")),
-        ("Error analysis", _missing("No error analysis in this run directory (coco-analyze-style analysis is not "
-                                    "computed by this version of kpbench).")),
+        ("Error analysis", _analysis_section(d)),
     ]
     if with_images:
         sections.append(("Worst images", _worst_section(run)))
