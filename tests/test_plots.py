@@ -110,7 +110,7 @@ def test_plot_speed(tmp_path: Path) -> None:
     assert rows[0]["size"] == 320 and rows[0]["kp_AP"] == 0.52 and rows[4]["kp_AP"] is None
     out = tmp_path / "figs"
     written = plot_speed([h100, cpu], out)
-    assert written == [out / "speed_fps.png", out / "speed_ap_fps.png"]
+    assert written == [out / "speed_fps.png", out / "speed_pareto.png"]
     assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
     # Without any measured AP, only the FPS figure; the default folder is the first CSV's.
     assert plot_speed([cpu]) == [tmp_path / "speed_fps.png"]
@@ -171,8 +171,8 @@ def test_speed_plot_keeps_12_series_apart(tmp_path: Path, monkeypatch: pytest.Mo
     ]
     written = plot_speed([write_speed_csv(tmp_path / "many.csv", rows)], tmp_path)
     assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
-    for fig in figures:  # speed_fps.png and speed_ap_fps.png
-        lines = fig.axes[0].get_lines()
+    for fig in figures:  # speed_fps.png and speed_pareto.png
+        lines = [line for line in fig.axes[0].get_lines() if line.get_gid() != "pareto"]
         looks = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines]
         assert len(lines) == 12 and len(set(looks)) == 12
     # The same series has the same look in both figures.
@@ -207,5 +207,53 @@ def test_speed_series_keep_thresholds_and_synthetic_apart() -> None:
         dict(base, size=480, box_score_thresh=0.05, synthetic=False),
     ]
     series = _series(rows)
-    assert sorted(series) == [("H100", "fp32-bs1"), ("H100", "fp32-bs1 synthetic"), ("H100", "fp32-bs1 thr0.9")]
-    assert [r["size"] for r in series["H100", "fp32-bs1"]] == [320, 480]
+    assert sorted(series) == [("H100", "", "fp32-bs1"), ("H100", "", "fp32-bs1 synthetic"),
+                              ("H100", "", "fp32-bs1 thr0.9")]  # no model column: an empty model
+    assert [r["size"] for r in series["H100", "", "fp32-bs1"]] == [320, 480]
+
+
+def test_pareto_front_by_hand() -> None:
+    from kpbench.report.figures import pareto_front
+
+    # (ms, AP): 3 is dominated by 0 (slower, less accurate); 4 ties 1 exactly (the first kept); 2 is the slowest
+    # but the most accurate; 5 is as fast as 0 but less accurate.
+    points = [(10.0, 50.0), (20.0, 60.0), (40.0, 65.0), (30.0, 55.0), (20.0, 60.0), (10.0, 40.0)]
+    assert pareto_front(points) == [0, 1, 2]
+    assert pareto_front([]) == [] and pareto_front([(5.0, 1.0)]) == [0]
+    assert pareto_front([(1.0, 2.0), (2.0, 2.0)]) == [0]  # equal AP, slower: dominated
+
+
+def test_pareto_plot_over_two_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """speed_pareto.png: one series per model (AP against ms per image, read from ms_per_image), and the device's
+    frontier through the points no other model or size beats on both."""
+    import kpbench.report.figures
+
+    columns = ["device_name", "model", "size", "variant", "fps", "ms_per_image", "median_ms", "status", "kp_AP"]
+    rows = [
+        {"device_name": "GPU", "model": "keypointrcnn", "size": s, "variant": "fp32-bs1", "fps": 1000 / ms,
+         "ms_per_image": ms, "median_ms": ms, "status": "ok", "kp_AP": ap}
+        for s, ms, ap in ((320, 20.0, 0.50), (640, 40.0, 0.62))
+    ] + [
+        {"device_name": "GPU", "model": "yolo11n-pose", "size": s, "variant": "fp32-bs1", "fps": 1000 / ms,
+         "ms_per_image": ms, "median_ms": ms, "status": "ok", "kp_AP": ap}
+        for s, ms, ap in ((320, 5.0, 0.40), (640, 8.0, 0.48))
+    ]  # fmt: skip
+    path = tmp_path / "two.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    figures = []
+    save = kpbench.report.figures.save_figure
+    monkeypatch.setattr(kpbench.report.figures, "save_figure", lambda fig, p: (figures.append(fig), save(fig, p))[1])
+    written = plot_speed([path], tmp_path)
+    assert written == [tmp_path / "speed_fps.png", tmp_path / "speed_pareto.png"]
+    assert png_size(written[1]) == (800, 500)
+    lines = {line.get_label(): line for line in figures[1].axes[0].get_lines()}
+    assert set(lines) == {"GPU | keypointrcnn | fp32-bs1", "GPU | yolo11n-pose | fp32-bs1", "Pareto frontier (GPU)"}
+    assert list(lines["GPU | yolo11n-pose | fp32-bs1"].get_xdata()) == [5.0, 8.0]
+    assert list(lines["GPU | keypointrcnn | fp32-bs1"].get_ydata()) == [50.0, 62.0]
+    front = lines["Pareto frontier (GPU)"]
+    # Every point is on the frontier here: each is more accurate than everything faster.
+    assert list(front.get_xdata()) == [5.0, 8.0, 20.0, 40.0] and list(front.get_ydata()) == [40.0, 48.0, 50.0, 62.0]
+    assert figures[0].axes[0].get_title() == "keypointrcnn vs yolo11n-pose throughput by input size"

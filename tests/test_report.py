@@ -162,6 +162,38 @@ def test_other_thresholds_and_synthetic_images_are_not_merged(tmp_path: Path) ->
     ]  # fmt: skip
 
 
+def test_models_are_a_dimension_of_the_table_and_the_pivot(tmp_path: Path) -> None:
+    """Rows of several models (one of them with two weights) pivot into model x size -> FPS, and the table keeps
+    the new columns (ms per image, spread, stages, FLOPs) where rows have them."""
+    work = dict(ms_per_image=25.0, iqr_over_median=0.02, unstable=False, stages="transform=1.0;backbone=20.0",
+                stages_add_up=True, gflops_per_image=140.0, achieved_tflops=5.6, peak_fraction=0.01)
+    rows = [
+        speed_row(H100, 320, "fp32-bs1", 40.0, model="keypointrcnn", weights="COCO_V1", **work),
+        speed_row(H100, 640, "fp32-bs1", 25.0, model="keypointrcnn", weights="COCO_V1", **work),
+        speed_row(H100, 320, "fp32-bs1", 41.0, model="keypointrcnn", weights="COCO_LEGACY"),
+        speed_row(H100, 320, "fp32-bs1", 300.0, model="yolo11n-pose", weights="yolo11n-pose.pt"),
+        speed_row(H100, 640, "fp32-bs1", 200.0, model="yolo11n-pose", weights="yolo11n-pose.pt"),
+    ]
+    tables = speed_report([write_device(tmp_path, H100, rows)])
+    expected = pd.DataFrame({
+        "model": ["keypointrcnn (COCO_LEGACY)", "keypointrcnn (COCO_V1)", "yolo11n-pose"],
+        "device": [H100] * 3, "variant": ["fp32-bs1"] * 3, "box_score_thresh": [0.05] * 3, "synthetic": [False] * 3,
+        "fps@320": [41.0, 40.0, 300.0], "fps@640": [float("nan"), 25.0, 200.0],
+    })  # fmt: skip
+    pd.testing.assert_frame_equal(tables["pivot"], expected)
+    table = tables["table"]
+    assert list(table.columns) == [
+        "model", "device", "size", "variant", "box_score_thresh", "synthetic", "fps", "ms_per_image", "median_ms",
+        "p90_ms", "iqr_over_median", "unstable", "padded_shapes", "stages", "stages_add_up", "gflops_per_image",
+        "achieved_tflops", "peak_fraction", "memory_mib", "memory", "dets_per_image", "status", "source",
+    ]  # fmt: skip
+    assert list(zip(table["model"], table["size"], table["fps"], strict=True)) == [
+        ("keypointrcnn (COCO_LEGACY)", 320, 41.0), ("keypointrcnn (COCO_V1)", 320, 40.0),
+        ("keypointrcnn (COCO_V1)", 640, 25.0), ("yolo11n-pose", 320, 300.0), ("yolo11n-pose", 640, 200.0),
+    ]  # fmt: skip
+    assert table.loc[1, "stages"] == "transform=1.0;backbone=20.0" and table.loc[1, "gflops_per_image"] == 140.0
+
+
 @pytest.mark.parametrize("target", ["file-parent", "directory", "proc"])
 def test_cli_report_unusable_out_is_one_line(
     two_devices: tuple[Path, Path], tmp_path: Path, run_cli: RunCli, target: str

@@ -30,7 +30,7 @@ PR_PANEL_SIZE = (5.0, 4.0)  # inches per panel: 500 x 400 pixels
 SPEED_SIZE = (8.0, 5.0)  # 800 x 500 pixels
 PR_FILE = "pr_curves.png"
 SPEED_FPS_FILE = "speed_fps.png"
-SPEED_AP_FILE = "speed_ap_fps.png"
+SPEED_PARETO_FILE = "speed_pareto.png"
 _MEASURE = {"keypoints": "OKS", "bbox": "IoU"}
 _TITLE = {"keypoints": "keypoints", "bbox": "boxes"}
 CURVES_DPI = 120  # 780 x 540 pixels with one panel, 1560 x 540 with two
@@ -142,11 +142,42 @@ def _variant_label(row: dict[str, Any]) -> str:
     return label
 
 
-def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _model_label(row: dict[str, Any]) -> str:
+    model = row.get("model")
+    return "" if model is None or (isinstance(model, float) and math.isnan(model)) else str(model)
+
+
+def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Rows grouped by (device, model, variant label), each group sorted by size."""
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        out.setdefault((str(row["device_name"]), _variant_label(row)), []).append(row)
+        out.setdefault((str(row["device_name"]), _model_label(row), _variant_label(row)), []).append(row)
     return {key: sorted(group, key=lambda r: r["size"]) for key, group in sorted(out.items())}
+
+
+def _series_label(key: tuple[str, str, str]) -> str:
+    return " | ".join(part for part in key if part)
+
+
+def ms_per_image(row: dict[str, Any]) -> float:
+    """A speed row's model time per image: its `ms_per_image` column, else 1000 / fps (CSVs from before it)."""
+    value = row.get("ms_per_image")
+    if isinstance(value, (int, float)) and not math.isnan(value):
+        return float(value)
+    return 1000.0 / float(row["fps"])
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, value) that no other point dominates (cost <= and value >=, one of them
+    strictly), in ascending cost: the fastest way to each accuracy. Of identical points the first is kept."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front: list[int] = []
+    best = -math.inf
+    for i in order:
+        if points[i][1] > best:  # strictly more accurate than everything cheaper or as cheap
+            front.append(i)
+            best = points[i][1]
+    return front
 
 
 # Line styles for many series: colour i % 10 with marker i % 7 (7 and 10 are coprime, so the pair repeats only
@@ -165,11 +196,12 @@ def series_styles(keys: Sequence[Any]) -> dict[Any, dict[str, str]]:
 
 
 def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
-    """From `kpbench speed` CSVs: speed_fps.png (FPS against input size, one line per device and variant) and,
-    where accuracy was measured, speed_ap_fps.png (keypoint AP against FPS, points labelled by size).
+    """From `kpbench speed` CSVs: speed_fps.png (FPS against input size, one line per device, model and variant)
+    and, where accuracy was measured, speed_pareto.png (keypoint AP against ms per image over models and sizes,
+    points labelled by size, with each device's Pareto frontier: `pareto_front`).
 
     Both are 800 x 500 PNGs in `out_dir` (default: the first CSV's folder). Failed and skipped rows are left out.
-    Each device and variant gets its own colour, marker and line style (`series_styles`), the same in both.
+    Each series gets its own colour, marker and line style (`series_styles`), the same in both.
     """
     rows = read_speed_rows(csv_paths)
     if out_dir is not None:
@@ -178,17 +210,13 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
         out = ensure_output_dir(Path(csv_paths[0]).parent, "output folder")
     series = _series(rows)
     written = []
+    models = sorted({key[1] for key in series if key[1]})
 
     fig = new_figure(*SPEED_SIZE)
     ax = fig.subplots()
     style = series_styles(list(series))  # the same series, the same style in both figures
-    for (device, variant), group in series.items():
-        ax.plot(
-            [r["size"] for r in group],
-            [r["fps"] for r in group],
-            label=f"{device} | {variant}",
-            **style[device, variant],
-        )
+    for key, group in series.items():
+        ax.plot([r["size"] for r in group], [r["fps"] for r in group], label=_series_label(key), **style[key])
     ax.set_xlabel("input size (short side, pixels)")
     ax.set_ylabel("images per second")
     fps = [r["fps"] for r in rows if r["fps"] > 0]
@@ -197,7 +225,7 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
         ax.set_ylabel("images per second (log scale)")
     else:
         ax.set_ylim(bottom=0)
-    ax.set_title("Keypoint R-CNN throughput by input size")
+    ax.set_title(f"{' vs '.join(models) if models else 'Model'} throughput by input size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -208,19 +236,30 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
     if measured:
         fig = new_figure(*SPEED_SIZE)
         ax = fig.subplots()
-        for (device, variant), group in measured.items():
-            fps = [r["fps"] for r in group]
+        for key, group in measured.items():
+            ms = [ms_per_image(r) for r in group]
             ap = [100 * r["kp_AP"] for r in group]  # kpbench stores AP as a fraction; percent reads like COCO's
-            ax.plot(fps, ap, label=f"{device} | {variant}", **style[device, variant])
-            for x, y, r in zip(fps, ap, group):
+            ax.plot(ms, ap, label=_series_label(key), **style[key])
+            for x, y, r in zip(ms, ap, group):
                 ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xlabel("images per second")
+        # One frontier per device: times on different devices are not one trade-off.
+        for device in sorted({key[0] for key in measured}):
+            points = [(ms_per_image(r), 100 * r["kp_AP"]) for key, group in measured.items() if key[0] == device
+                      for r in group]
+            front = [points[i] for i in pareto_front(points)]
+            if len(front) > 1:
+                ax.plot([p[0] for p in front], [p[1] for p in front], color="0.5", linestyle=":", linewidth=2,
+                        alpha=0.7, zorder=0, gid="pareto", label=f"Pareto frontier ({device})")
+        ms_all = [ms_per_image(r) for group in measured.values() for r in group]
+        if min(ms_all) > 0 and max(ms_all) > 10 * min(ms_all):
+            ax.set_xscale("log")
+        ax.set_xlabel("model time per image (ms; lower is faster)")
         ax.set_ylabel("keypoint AP (%)")
-        ax.set_title("Accuracy against speed (points labelled by input size)")
+        ax.set_title("Accuracy against speed over models and sizes (points labelled by input size)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        written.append(save_figure(fig, out / SPEED_AP_FILE))
+        written.append(save_figure(fig, out / SPEED_PARETO_FILE))
     return written
 
 

@@ -3,10 +3,12 @@
 Three kinds:
 
 - ``speed``: speed CSVs written by `kpbench speed` (see `kpbench.engine.speed` for their columns), from any number of
-  machines. `speed_table` gives one row per device x size x variant (and box score threshold and image source,
-  which change the time) with FPS, median and p90 ms, padded shapes, peak memory and AP when measured;
-  `speed_pivot` gives one row per device, variant, threshold and image source and one FPS column per size. The
-  `device` column holds the device's name: the GPU model on CUDA, the CPU model on a CPU.
+  machines. `speed_table` gives one row per model x device x size x variant (and box score threshold and image
+  source, which change the time) with FPS, ms per image, median and p90 ms, the spread, padded shapes, the stage
+  split, FLOPs, peak memory and AP when measured; `speed_pivot` gives one row per model, device, variant,
+  threshold and image source and one FPS column per size (model x size -> FPS). The `device` column holds the
+  device's name: the GPU model on CUDA, the CPU model on a CPU; `model` the model's name, with its weights where
+  one model comes with several.
 - ``run``: run directories written by `kpbench run` (``manifest.json`` + ``metrics.json``): one row each, with
   weights, input size, dtype, keypoint AP/AR, box AP, the published AP of the weights and the deviations from
   the published protocol.
@@ -52,9 +54,16 @@ SPEED_HEADER = ("timestamp", "device", *SPEED_REQUIRED)
 # What tells two speed rows of one device, size and variant apart (besides the file they come from).
 SPEED_IDENTITY = ("box_score_thresh", "synthetic")
 SPEED_TABLE_COLUMNS = (
-    "device", "size", "variant", "box_score_thresh", "synthetic", "fps", "median_ms", "p90_ms", "padded_shapes",
-    "memory_mib", "memory", "dets_per_image", "kp_AP", "box_AP", "status", "error", "source",
+    "model", "device", "size", "variant", "box_score_thresh", "synthetic", "fps", "ms_per_image", "median_ms",
+    "p90_ms", "iqr_over_median", "unstable", "padded_shapes", "stages", "stages_add_up", "gflops_per_image",
+    "achieved_tflops", "peak_fraction", "memory_mib", "memory", "dets_per_image", "kp_AP", "box_AP", "status",
+    "error", "source",
 )  # fmt: skip
+# Shown only where some row has a value (CSVs from older versions, or nothing measured them).
+SPEED_OPTIONAL_COLUMNS = frozenset({
+    "model", "ms_per_image", "iqr_over_median", "unstable", "stages", "stages_add_up", "gflops_per_image",
+    "achieved_tflops", "peak_fraction", "kp_AP", "box_AP", "error",
+})  # fmt: skip
 RUN_COLUMNS = (
     "run", "model", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh",
     "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "model_ms_per_image", "published_kp_AP",
@@ -236,6 +245,7 @@ def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
     raw `device` ("cpu", "cuda:0"), then `device` replaced by the device label (`_device_labels`)."""
     pd = _pd()
     df = df.copy()
+    df["model"] = _model_labels(df)
     df["synthetic"] = df["synthetic"].fillna(False).astype(bool) if "synthetic" in df else False
     if "box_score_thresh" not in df:
         df["box_score_thresh"] = float("nan")
@@ -246,11 +256,23 @@ def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _model_labels(df: pd.DataFrame) -> pd.Series:
+    """The model's name ("" where a CSV names none), with its weights where one name comes with several weights
+    (Keypoint R-CNN with COCO_V1 and with COCO_LEGACY are two models of a table)."""
+    pd = _pd()
+    if "model" not in df:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    name = df["model"].where(df["model"].notna(), "").astype(str)
+    weights = df["weights"].where(df["weights"].notna(), "").astype(str) if "weights" in df else name.map(lambda _: "")
+    several = name.map(weights.groupby(name).nunique()) > 1
+    return name.where(~several, name + " (" + weights + ")")
+
+
 def _device_labels(df: pd.DataFrame) -> pd.Series:
     """The device name (GPU model, or CPU model on a CPU), suffixed with the source file where two files would
     otherwise give the same row (same device, variant, size, box score threshold and image source)."""
     label = df["device_name"].astype(str)
-    keys = [label, df["variant"], df["size"], *(df[c].astype(str) for c in SPEED_IDENTITY)]
+    keys = [label, df["model"], df["variant"], df["size"], *(df[c].astype(str) for c in SPEED_IDENTITY)]
     per_key = df.groupby(keys)["source"].transform("nunique")
     clash = set(label[per_key > 1])
     return label.where(~label.isin(clash), label + " [" + df["source"].astype(str) + "]")
@@ -270,21 +292,25 @@ def speed_table(df: pd.DataFrame) -> pd.DataFrame:
     for col in SPEED_TABLE_COLUMNS:
         if col not in df.columns:
             df[col] = None
-    keep = [c for c in SPEED_TABLE_COLUMNS if c not in ("kp_AP", "box_AP", "error") or df[c].notna().any()]
-    order = ["device", "variant", *SPEED_IDENTITY, "size"]
+    keep = [c for c in SPEED_TABLE_COLUMNS if c not in SPEED_OPTIONAL_COLUMNS or _has_values(df[c])]
+    order = [c for c in ("model", "device", "variant", *SPEED_IDENTITY, "size") if c in keep]
     return df[keep].sort_values(order, kind="stable").reset_index(drop=True)
 
 
+def _has_values(column: pd.Series) -> bool:
+    return bool((column.notna() & (column.astype(str) != "")).any())
+
+
 def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
-    """FPS with one row per device, variant, box score threshold and image source, and one column "fps@<size>"
-    per size.
+    """FPS with one row per model, device, variant, box score threshold and image source, and one column
+    "fps@<size>" per size: model x size -> FPS (no model column for CSVs that name no model).
 
     Failed or skipped rows give empty cells; `box_score_thresh` and `synthetic` keep rows measured with other
     settings apart (fewer detections, or random images, change the time).
     """
     pd = _pd()
     df = _prepare_speed(df)
-    keys = ["device", "variant", *SPEED_IDENTITY]
+    keys = [*(("model",) if _has_values(df["model"]) else ()), "device", "variant", *SPEED_IDENTITY]
     # pivot_table drops rows with a NaN key: a threshold missing from a CSV is -1 here, and empty again below.
     df["box_score_thresh"] = df["box_score_thresh"].astype(float).fillna(-1.0)
     ok = df[df["status"] == "ok"]
