@@ -1097,8 +1097,10 @@ def terminal_summary(result: SpeedRun) -> str:
     env = result.manifest["environment"]
     settings = result.manifest["settings"]
     cuda = str(env.get("device", "")).startswith("cuda")
-    columns = ["variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms", "iqr_over_median", "fps",
-               "dets_per_image"]
+    several = len({r.get("model") for r in result.rows}) > 1
+    columns = [*(("model",) if several else ()), "variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms",
+               "iqr_over_median", "fps", "dets_per_image"]
+    columns += ["stages_add_up", "gflops_per_image"] + (["peak_fraction"] if cuda else [])
     columns += ["peak_mem_allocated_mib"] if cuda else ["peak_rss_mib"]
     columns += ["kp_AP", "box_AP"] if settings["accuracy"] else []
     columns += ["status"]
@@ -1106,7 +1108,8 @@ def terminal_summary(result: SpeedRun) -> str:
     header = (f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings['warmup']}, "
               f"iters {settings['iters']}")
     text = header + "\n" + to_text_table(result.rows, columns, precision=2)
-    unstable = [f"{r['variant']} {r['size']}" for r in result.rows if r.get("unstable")]
+    unstable = [f"{r['model'] + ' ' if several else ''}{r['variant']} {r['size']}" for r in result.rows
+                if r.get("unstable")]
     if unstable:
         text += (f"unstable (IQR above {UNSTABLE_IQR_RATIO:.0%} of the median): {', '.join(unstable)}; time more "
                  "iterations (--iters) or on a quieter machine\n")

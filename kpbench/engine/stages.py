@@ -18,15 +18,16 @@ from typing import Any
 class StageClock:
     """Sums of milliseconds per stage name, in the order the stages first appear."""
 
-    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None, timer: Callable[[], float] = time.perf_counter) -> None:
         self._sync = sync or (lambda: None)
+        self._timer = timer  # seconds; a test passes its own
         self._ms: dict[str, float] = {}
         self._open: dict[str, float] = {}
 
     def now(self) -> float:
         """Synchronise the device, then read the clock (seconds)."""
         self._sync()
-        return time.perf_counter()
+        return self._timer()
 
     def add(self, stage: str, ms: float) -> None:
         """Add `ms` to `stage` (a model's own measurement, such as Ultralytics' per-stage speed)."""

@@ -146,6 +146,24 @@ class YoloPoseModel:
         )  # fmt: skip
 
     @contextlib.contextmanager
+    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
+        """The letterboxed batch tensors (N x C x H x W) that reach the network while in the context: Ultralytics
+        pads each image to a multiple of the stride at imgsz, so the shape depends on the aspect ratio."""
+        shapes: list[tuple[int, ...]] = []
+        network = self._network()
+        handle = network.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+        try:
+            yield shapes
+        finally:
+            handle.remove()
+
+    def _network(self) -> Any:
+        """The torch module Ultralytics' predictor calls (its AutoBackend's model once set up)."""
+        predictor = getattr(self._yolo, "predictor", None)
+        backend = getattr(predictor, "model", None)
+        return getattr(backend, "model", None) or self._yolo.model
+
+    @contextlib.contextmanager
     def speed_stages(self, device: Any) -> Iterator[Any]:
         """Stages as Ultralytics reports them (its preprocess, inference and postprocess, each synchronised on
         CUDA by Ultralytics' own profiler), plus ``ultralytics_other`` (the rest of its predict call: setting up
