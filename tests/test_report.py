@@ -220,7 +220,7 @@ def test_cli_report_speed_formats_and_out(
                                "fps@320": 20.0, "fps@640": None}  # fmt: skip
 
     code, out, err = run_cli("report", str(a), str(b))
-    assert code == 0 and "## Speed: FPS (images/s) per device and size" in out and "## What was timed" in out
+    assert code == 0 and "## Speed: FPS (images/s) per model, device and size" in out and "## What was timed" in out
     assert f"| {H100} | fp32-bs1 | 0.050 | False | 40.000 | 25.000 |" in out
 
     merged = a.parent / "merged.csv"  # written beside a speed file: must not be read back as one

