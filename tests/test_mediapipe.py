@@ -92,3 +92,37 @@ def test_the_real_model_gives_the_recorded_landmarks() -> None:  # pragma: no co
             got = model.predict([np.asarray(im.convert("RGB"))])[0]
         expected = landmarks_to_predictions(record["landmarks"], record["width"], record["height"])
         assert np.allclose(got.keypoints, expected.keypoints, atol=1e-3)
+
+
+class _FakePose:
+    """Stands in for mediapipe's Pose: answers one recorded person and remembers what it was given."""
+
+    def __init__(self, landmarks: list) -> None:
+        self.landmarks, self.given = landmarks, []
+
+    def process(self, rgb: np.ndarray):
+        from types import SimpleNamespace
+
+        self.given.append(rgb.shape)
+        points = [SimpleNamespace(x=x, y=y, z=z, visibility=v) for x, y, z, v in self.landmarks]
+        return SimpleNamespace(pose_landmarks=SimpleNamespace(landmark=points))
+
+
+def test_input_size_resizes_the_image_and_keeps_original_coordinates() -> None:
+    """speed's sizes: the long side handed to BlazePose; the landmarks land on the original image either way."""
+    from kpbench.models.base import record_input_shapes, set_input_size
+    from kpbench.models.mediapipe import MediaPipePoseModel, resize_long_side
+
+    record = next(r for r in RECORDED["images"] if r["landmarks"] is not None)
+    model = MediaPipePoseModel.__new__(MediaPipePoseModel)  # without mediapipe: its Pose replaced below
+    model._pose, model.long_side, model._shapes = _FakePose(record["landmarks"]), None, None
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    plain = model.predict([image])[0]
+    set_input_size(model, 256, 427)
+    with record_input_shapes(model) as shapes:
+        resized = model.predict([image])[0]
+    assert model._pose.given == [(480, 640, 3), (192, 256, 3)] and shapes == [(1, 192, 256, 3)]
+    assert np.array_equal(plain.keypoints, resized.keypoints) and np.array_equal(plain.boxes, resized.boxes)
+    assert np.array_equal(resized.keypoints[0, :, 0], np.asarray(record["landmarks"])[list(BLAZEPOSE_TO_COCO), 0] * 640)
+    assert resize_long_side(image, 640) is image  # already that size: no copy
+    assert resize_long_side(np.zeros((100, 50, 3), np.uint8), 64).shape == (64, 32, 3)

@@ -12,6 +12,12 @@ crowded images one person per image is a ceiling on AP: every other person is a 
   person is tracked; visibility is its estimate that the landmark is in view and unoccluded);
 - box: the extent of all 33 landmarks, clipped to the image.
 
+Input size (`kpbench speed --sizes`, `set_input_size`): BlazePose resizes whatever it is given to its own
+networks' inputs (224 x 224 detector, 256 x 256 landmarks), so a size here is the long side the image is resized to
+(bilinear, aspect kept) before it is handed over; that resize is part of the model time, as Keypoint R-CNN's
+transform is. Landmarks are normalised to the image, so they map back to the original image exactly as without a
+resize. `kpbench run` passes images at their own size (no size set).
+
 mediapipe 0.10.21 pins numpy < 2 (and pulls jax and opencv), so it needs its own environment:
 `python -m venv mp && mp/bin/pip install -e ".[mediapipe]"`. The mapping and the scores are plain numpy
 (`landmarks_to_predictions`), tested on recorded BlazePose outputs without mediapipe installed.
@@ -19,7 +25,8 @@ mediapipe 0.10.21 pins numpy < 2 (and pulls jax and opencv), so it needs its own
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +81,21 @@ class MediaPipePoseModel:
             raise KpbenchError(MEDIAPIPE_MISSING) from None
         self._version = getattr(mp, "__version__", "?")
         self._pose = mp.solutions.pose.Pose(**SETTINGS)
+        self.long_side: int | None = None  # set_input_size: resize images to this long side first
+        self._shapes: list[tuple[int, ...]] | None = None
+
+    def set_input_size(self, min_size: int, max_size: int) -> None:
+        """The speed input size: the long side images are resized to before BlazePose (module docstring)."""
+        self.long_side = int(min_size)
+
+    @contextlib.contextmanager
+    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
+        """The (1 x H x W x 3) arrays handed to BlazePose while in the context."""
+        self._shapes = []
+        try:
+            yield self._shapes
+        finally:
+            self._shapes = None
 
     def info(self) -> ModelInfo:
         return ModelInfo(
@@ -89,7 +111,23 @@ class MediaPipePoseModel:
         out = []
         for image in images:
             rgb = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-            found = self._pose.process(rgb).pose_landmarks
+            given = resize_long_side(rgb, self.long_side) if self.long_side else rgb
+            if self._shapes is not None:
+                self._shapes.append((1, *given.shape))
+            found = self._pose.process(given).pose_landmarks
             marks = None if found is None else [[p.x, p.y, p.z, p.visibility] for p in found.landmark]
+            # Normalised landmarks: the original image's width and height put them back on it.
             out.append(landmarks_to_predictions(marks, rgb.shape[1], rgb.shape[0]))
         return out
+
+
+def resize_long_side(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """An H x W x 3 uint8 image resized (bilinear, PIL) so that its long side is `long_side`, aspect kept."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
