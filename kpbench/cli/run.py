@@ -37,7 +37,7 @@ def run_command(
     box_score_thresh: options.BoxScoreThresh = None,
     device: options.Device = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per model call [default: 1].")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [default: 2].")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [default: 2 on CUDA, 0 on a CPU, where workers would compete with the model for the cores].")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="fp32, or fp16/bf16 through autocast [default: fp32].")] = None,
     seed: options.Seed = None,
     out: Annotated[

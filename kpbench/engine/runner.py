@@ -509,6 +509,17 @@ def _forget_new_run(plan: RunPlan) -> None:
 # --- the loop ------------------------------------------------------------------------------------------------
 
 
+DEFAULT_CUDA_WORKERS = 2
+
+
+def loader_workers(workers: int | None, device: torch.device) -> int:
+    """The DataLoader's worker processes: as given, else 2 on CUDA (decoding overlaps the GPU) and 0 on a CPU
+    (there the workers would take cores from the model itself)."""
+    if workers is not None:
+        return workers
+    return DEFAULT_CUDA_WORKERS if device.type == "cuda" else 0
+
+
 class _CacheWriter:
     """Appends finished images to a cache file from a thread, so JSON encoding and fsync overlap the model."""
 
@@ -593,7 +604,7 @@ def _run_loop(
     dataset = CocoImages(plan.image_ids, [Path(p) for p in plan.paths])
     total = sum(len(b) for b in batches)
     cuda = device.type == "cuda"
-    loader = make_loader(dataset, batches, workers=settings.workers, pin_memory=cuda)
+    loader = make_loader(dataset, batches, workers=loader_workers(settings.workers, device), pin_memory=cuda)
     writer = _CacheWriter(out_path)
     desc = f"rank {dist.rank}/{dist.world_size}" if dist.distributed else "kpbench run"
     bar = tqdm(total=total, unit="img", desc=desc, disable=not (progress and dist.is_main), smoothing=0.05,
