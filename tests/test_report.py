@@ -194,6 +194,23 @@ def test_models_are_a_dimension_of_the_table_and_the_pivot(tmp_path: Path) -> No
     assert table.loc[1, "stages"] == "transform=1.0;backbone=20.0" and table.loc[1, "gflops_per_image"] == 140.0
 
 
+def test_the_same_weights_on_two_machines_are_one_model(tmp_path: Path) -> None:
+    """YOLO's weights column is a path: the same file (same sha256) at two paths is one model; a row without
+    weights does not make a model look like it has several."""
+    a = write_device(tmp_path / "a", H100, [speed_row(H100, 320, "fp32-bs1", 300.0, model="yolo11n-pose",
+                                                      weights="/venv/a/yolo11n-pose.pt", weights_sha256="abc")])
+    b = write_device(tmp_path / "b", A10G, [speed_row(A10G, 320, "fp32-bs1", 150.0, model="yolo11n-pose",
+                                                      weights="/home/b/yolo11n-pose.pt", weights_sha256="abc")])
+    c = write_device(tmp_path / "c", A10G, [speed_row(A10G, 320, "fp32-bs1", 9.0, model="keypointrcnn", weights=None)])
+    pivot = speed_report([a, b, c])["pivot"]
+    assert list(zip(pivot["model"], pivot["device"], pivot["fps@320"], strict=True)) == [
+        ("keypointrcnn", A10G, 9.0), ("yolo11n-pose", A10G, 150.0), ("yolo11n-pose", H100, 300.0),
+    ]  # fmt: skip
+    d = write_device(tmp_path / "d", A10G, [speed_row(A10G, 320, "fp32-bs1", 140.0, model="yolo11n-pose",
+                                                      weights="/x/other.pt", weights_sha256="def")])
+    assert sorted(speed_report([a, d])["pivot"]["model"]) == ["yolo11n-pose (other.pt)", "yolo11n-pose (yolo11n-pose.pt)"]
+
+
 @pytest.mark.parametrize("target", ["file-parent", "directory", "proc"])
 def test_cli_report_unusable_out_is_one_line(
     two_devices: tuple[Path, Path], tmp_path: Path, run_cli: RunCli, target: str

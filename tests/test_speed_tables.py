@@ -148,6 +148,9 @@ def test_peak_table_lookup() -> None:
     assert peak_tflops("NVIDIA L40S", "fp32") == 91.6 and peak_tflops("NVIDIA L4", "fp32") == 30.3
     assert peak_tflops("Tesla T4", "bf16") is None  # no bf16 before Ampere
     assert peak_tflops("AMD EPYC 7R13 48-Core Processor", "fp32") is None and peak_tflops(None, "fp32") is None
+    # Whole words: an L40 is not an L4, an RTX A1000 not an A100, an A10 not an A10G.
+    assert peak_tflops("NVIDIA L40", "fp16") == 181.0 and peak_tflops("NVIDIA RTX A1000", "fp16") is None
+    assert peak_tflops("NVIDIA A10", "fp32") == 31.2 and peak_tflops("Tesla V100-SXM2-16GB", "fp16") == 125.0
     assert peak_precision("fp16", "cuda") == "fp16" and peak_precision("fp32", "cpu") is None
 
 
@@ -181,8 +184,14 @@ def test_stage_clock_and_cells() -> None:
 
 
 def test_model_options_errors() -> None:
-    with pytest.raises(KpbenchError, match="a model is given twice"):
+    with pytest.raises(KpbenchError, match="a model is given twice with the same weights"):
         model_options(["keypointrcnn", "keypointrcnn"], None)
+    with pytest.raises(KpbenchError, match="given twice"):  # the default is COCO_V1: the same weights
+        model_options(["keypointrcnn", "keypointrcnn"], ["default", "COCO_V1"])
+    # One model with two weights is two models of the table; "default" keeps a model's own weights.
+    assert [w for _, w in model_options(["keypointrcnn", "keypointrcnn"], ["COCO_V1", "COCO_LEGACY"])] == [
+        "COCO_V1", "COCO_LEGACY"]
+    assert [w for _, w in model_options(["keypointrcnn", "keypointrcnn"], ["none", "default"])] == ["none", "COCO_V1"]
     with pytest.raises(KpbenchError, match="with 2 models, give one --weights per --model"):
         model_options(["keypointrcnn", "yolo"], "none")
     with pytest.raises(KpbenchError, match="--weights: 1 given for 2 models"):
@@ -210,8 +219,17 @@ def test_largest_batch_doubles_until_out_of_memory() -> None:
     assert largest_batch(model, images, CPU, "fp32", 32) == 4 and model.calls == [1, 2, 4, 8]
     model = _MemoryBound(limit=100)
     assert largest_batch(model, images, CPU, "fp32", 6) == 4 and model.calls == [1, 2, 4]  # capped: 8 > 6
-    # A RuntimeError that names memory is an out-of-memory too (the CPU allocator, older torch).
+    # A RuntimeError that says so is an out-of-memory too (the CPU allocator, older torch).
     assert largest_batch(_MemoryBound(limit=2, error=RuntimeError), images, CPU, "fp32", 32) == 2
+
+    class IllegalAccess(_MemoryBound):
+        def predict(self, images: list[Any]) -> list[Any]:
+            if len(images) > 1:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return []
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # a broken context, not a full one
+        largest_batch(IllegalAccess(limit=0), images, CPU, "fp32", 32)
     with pytest.raises(torch.cuda.OutOfMemoryError):  # not even batch 1 fits: the error itself
         largest_batch(_MemoryBound(limit=0), images, CPU, "fp32", 32)
 
@@ -223,3 +241,31 @@ def test_largest_batch_doubles_until_out_of_memory() -> None:
 
     with pytest.raises(ValueError, match="a bug"):  # only out-of-memory ends the search quietly
         largest_batch(Broken(), images, CPU, "fp32", 32)
+
+
+def test_a_model_without_input_sizes_fails_its_rows_not_the_table(tmp_path: Path) -> None:
+    plugin = tmp_path / "fixed.py"
+    plugin.write_text(
+        "import numpy as np\n"
+        "from kpbench.core.schema import COCO17\n"
+        "from kpbench.models.base import Predictions\n"
+        "class FixedSize:\n"
+        "    schema = COCO17\n"
+        "    input_format = 'numpy'\n"
+        "    def info(self):\n"
+        "        return {'weights': None, 'name': 'fixed-size'}\n"
+        "    def predict(self, images):\n"
+        "        return [Predictions(boxes=np.zeros((0, 4)), scores=np.zeros(0), keypoints=np.zeros((0, 17, 3)),\n"
+        "                            keypoint_scores=np.zeros((0, 17)), keypoint_score_kind='probability')\n"
+        "                for _ in images]\n")
+    settings = SpeedSettings(
+        model=["keypointrcnn", f"{plugin}:FixedSize"], weights=["none", "default"], synthetic=True, num_images=1,
+        sizes=[64], warmup=0, iters=2, device="cpu", offline=True, offline_max_batch=1, stages=False, flops=False,
+        out=str(tmp_path / "s"),
+    )  # fmt: skip
+    rows = read_rows(run_speed(settings, progress=False).csv_path)
+    assert [(r["model"], r["variant"], r["status"]) for r in rows] == [
+        ("keypointrcnn_resnet50_fpn", "fp32-bs1", "ok"), ("keypointrcnn_resnet50_fpn", "fp32-bs1-offline", "ok"),
+        ("fixed-size", "fp32-bs1", "failed"), ("fixed-size", "fp32-bs1-offline", "failed"),
+    ]  # fmt: skip
+    assert rows[3]["error"].startswith("KpbenchError: ") and "set_input_size" in rows[3]["error"]

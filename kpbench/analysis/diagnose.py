@@ -10,7 +10,8 @@ optional bootstrap intervals) and adds two sections to its `extra` hook, each wr
   matching and grid (the highest F1 at OKS 0.5, the lowest threshold among equals). Each row gives both criteria
   at its threshold, so the two operating points can be compared directly.
 
-A section is {"title", "note", "columns", "rows"}: `write_error_files` writes it as NAME.csv, NAME.md and
+A section is {"title", "note", "columns", "rows"} and optionally "percent" (AP columns, printed for people in
+percent as the other tables are): `write_error_files` writes it as NAME.csv, NAME.md and
 NAME.json beside the error tables, and analyze.json carries it under its name.
 """
 
@@ -19,7 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kpbench.analysis.errors import ErrorAnalysis, analyze_errors, analyze_run_errors
+from kpbench.analysis.errors import ErrorAnalysis, analyze_errors, analyze_run_errors, section_rows_percent
+
+__all__ = ["add_sections", "diagnose", "diagnose_run", "score_threshold_rows", "section_rows_percent"]
 
 SENSITIVITY = "sensitivity"
 SCORE_THRESHOLD = "score_threshold"
@@ -59,7 +62,8 @@ def score_threshold_rows(gt: Any, results: Any) -> list[dict[str, Any]]:
     rows = [row("LRP-optimal", at_optimum, optimum.threshold)]  # its lrp is optimum.olrp, the same double
     f1s = [r["f1"] for r in curve if r["f1"] is not None]
     best = max(f1s) if f1s else None
-    best_row = next((r for r in curve if best and r["f1"] == best), None)  # the lowest threshold among equals
+    # The lowest threshold among equals; none when no F1 is above 0, as `best_f1_threshold` gives.
+    best_row = next((r for r in curve if best and r["f1"] == best), None)
     rows.append(row("best F1", best_row, best_row["threshold"] if best_row is not None else None))
     return rows
 
@@ -76,6 +80,7 @@ def add_sections(analysis: ErrorAnalysis) -> ErrorAnalysis:
     analysis.extra[SENSITIVITY] = {
         "title": "Keypoint AP by visible keypoints and by overlap (Ronchi & Perona, ICCV 2017)",
         "note": SENSITIVITY_NOTE, "columns": list(COLUMNS), "rows": sensitivity_tables(gt, results),
+        "percent": ["AP", "AP50", "AP75"],
     }  # fmt: skip
     analysis.extra[SCORE_THRESHOLD] = {
         "title": "A deployable person-score threshold: LRP-optimal and best F1",

@@ -924,6 +924,14 @@ def table_sections(analysis: ErrorAnalysis) -> dict[str, dict[str, Any]]:
             if isinstance(section, dict) and isinstance(section.get("rows"), list)}
 
 
+def section_rows_percent(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """A table section's rows for people: its "percent" columns in percent with one decimal, n/a for COCO's -1."""
+    from kpbench.evaluation.cocoeval import percent
+
+    columns = section.get("percent") or []
+    return [{k: (percent(v) if k in columns and v is not None else v) for k, v in row.items()} for row in section["rows"]]
+
+
 def section_files(out: Path, analysis: ErrorAnalysis) -> dict[Path, str]:
     """NAME.csv, NAME.md and NAME.json for each table section of `analysis.extra`."""
     from kpbench.core.io import json_text, to_csv, to_markdown
@@ -933,7 +941,9 @@ def section_files(out: Path, analysis: ErrorAnalysis) -> dict[Path, str]:
         rows, columns = section["rows"], section.get("columns")
         note = f"{section['note']}\n\n" if section.get("note") else ""
         files[out / f"{name}.csv"] = to_csv(rows, columns)
-        files[out / f"{name}.md"] = f"## {section.get('title', name)}\n\n{note}{to_markdown(rows, columns)}"
+        shown = section_rows_percent(section)
+        unit = "\nAP in percent; n/a where the bin has no GT.\n" if section.get("percent") else ""
+        files[out / f"{name}.md"] = f"## {section.get('title', name)}\n\n{note}{to_markdown(shown, columns)}{unit}"
         files[out / f"{name}.json"] = json_text(section)
     return files
 

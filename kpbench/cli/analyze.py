@@ -65,7 +65,7 @@ def analyze_command(
     --coco-analyze reproduces coco-analyze's own numbers, whose definitions differ (see the README).
     --bootstrap N adds percentile intervals on every stat of the plain evaluation.
     """
-    from kpbench.analysis.diagnose import diagnose, diagnose_run
+    from kpbench.analysis.diagnose import diagnose, diagnose_run, section_rows_percent
     from kpbench.analysis.errors import (
         GAIN_COLUMNS,
         count_columns,
@@ -77,23 +77,11 @@ def analyze_command(
     from kpbench.core.io import check_format, ensure_output_dir, render
 
     check_format(fmt)
-    if table is not None and table not in TABLES:
-        raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
-    if table is not None and fmt == "json":
-        raise KpbenchError("--table: not with --format json, which prints everything")
+    options.check_table(table, TABLES, fmt, "everything")
     if bootstrap is not None and bootstrap < 1:
         raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
     given = options.sources("analyze", source, results_json, None, gt_alias, results_alias)
-    schema = None
-    if schema_name is not None:
-        from kpbench.core.schema import get_schema
-
-        schema = get_schema(schema_name)
-    sigma_values = None
-    if sigmas is not None:
-        from kpbench.core.schema import parse_sigmas
-
-        sigma_values = parse_sigmas(sigmas)
+    schema, sigma_values = options.schema_and_sigmas(schema_name, sigmas)
     if out is not None:
         ensure_output_dir(out)  # before the analysis: a bad --out fails at once
     if given.run_dir is not None:
@@ -132,7 +120,8 @@ def analyze_command(
         for name, section in table_sections(analysis).items():  # sections other analyses add (ErrorAnalysis.extra)
             if shown == name or (shown is None and people):
                 title = f"{section.get('title', name)}:\n" if people else ""
-                parts.append(title + render(section["rows"], fmt, section.get("columns")))
+                rows = section_rows_percent(section) if people else section["rows"]
+                parts.append(title + render(rows, fmt, section.get("columns")))
         typer.echo("\n".join(parts), nl=False)
     if out_dir is not None:
         for path in write_error_files(out_dir, analysis):

@@ -87,16 +87,7 @@ def evaluate_command(
         ensure_output_dir(out)  # before the evaluation: a bad --out fails at once
 
     settings = options.eval_settings(max_dets, area_ranges, iou_thresholds, use_cats)
-    schema = None
-    if schema_name is not None:
-        from kpbench.core.schema import get_schema
-
-        schema = get_schema(schema_name)
-    sigma_values = None
-    if sigmas is not None:
-        from kpbench.core.schema import parse_sigmas
-
-        sigma_values = parse_sigmas(sigmas)
+    schema, sigma_values = options.schema_and_sigmas(schema_name, sigmas)
     customised = schema is not None or sigma_values is not None or not settings.is_default() or drop_zero_keypoints
     keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
     if keypoint_only and iou_type == "bbox":

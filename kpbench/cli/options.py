@@ -32,7 +32,8 @@ MODEL_HELP = ("The pose model: keypointrcnn, yolo or yolo:PATH.pt (pip install '
 WEIGHTS_HELP = ("Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1]; "
                 "other models: their weights file, if they take one.")
 # What a command that takes several models adds to the two helps above.
-REPEAT_NOTE = " Repeat it for rows per model (--model keypointrcnn --model yolo), one --weights per --model, in order."
+REPEAT_NOTE = (" Repeat it for rows per model (--model keypointrcnn --model yolo), one --weights per --model, in "
+               "order (default: the model's own).")
 Model = Annotated[str | None, typer.Option("--model", help=MODEL_HELP, show_default=False)]
 Weights = Annotated[str | None, typer.Option("--weights", help=WEIGHTS_HELP, show_default=False)]
 Models = Annotated[list[str] | None, typer.Option("--model", help=MODEL_HELP + REPEAT_NOTE, metavar="<str>",
@@ -238,3 +239,26 @@ def eval_settings(max_dets: str | None, area_ranges: str | None, iou_thresholds:
         iou_thresholds=parse_iou_thresholds(iou_thresholds) if iou_thresholds is not None else None,
         use_cats=use_cats,
     )
+
+
+def schema_and_sigmas(schema_name: str | None, sigmas: str | None) -> tuple[Any, list[float] | None]:
+    """The --schema (a KeypointSchema) and --sigmas (a list) as given, each None when not."""
+    schema = None
+    if schema_name is not None:
+        from kpbench.core.schema import get_schema
+
+        schema = get_schema(schema_name)
+    sigma_values = None
+    if sigmas is not None:
+        from kpbench.core.schema import parse_sigmas
+
+        sigma_values = parse_sigmas(sigmas)
+    return schema, sigma_values
+
+
+def check_table(table: str | None, tables: tuple[str, ...], fmt: str, json_prints: str) -> None:
+    """--table names one of `tables`, and not with --format json (which prints `json_prints`)."""
+    if table is not None and table not in tables:
+        raise KpbenchError(f"--table: must be one of {', '.join(tables)}, got {table!r}")
+    if table is not None and fmt == "json":
+        raise KpbenchError(f"--table: not with --format json, which prints {json_prints}")

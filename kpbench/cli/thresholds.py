@@ -73,10 +73,7 @@ def thresholds_command(
     from kpbench.evaluation.cocofiles import check_iou_type
 
     check_format(fmt)
-    if table is not None and table not in TABLES:
-        raise KpbenchError(f"--table: must be one of {', '.join(TABLES)}, got {table!r}")
-    if table is not None and fmt == "json":
-        raise KpbenchError("--table: not with --format json, which prints both tables")
+    options.check_table(table, TABLES, fmt, "both tables")
     given = options.sources("thresholds", source, results_json, run_alias, gt_alias, results_alias)
     run_dir = given.run_dir
     # Check the options here so that the message names the option (merge_settings would say "command line").

@@ -635,6 +635,9 @@ def _base_row(
     return row
 
 
+DEFAULT_WEIGHTS_WORDS = ("default", "")
+
+
 def model_options(models: str | Sequence[str] | None, weights: str | Sequence[str] | None) -> list[tuple[Any, str | None]]:
     """(resolved spec, canonical weights) per `--model`, checked cheaply before anything heavy. `weights` is one
     value for a single model, or one per model in the same order (None: each model's default)."""
@@ -643,8 +646,6 @@ def model_options(models: str | Sequence[str] | None, weights: str | Sequence[st
     specs = [models] if isinstance(models, str) or models is None else list(models)
     if not specs:
         raise KpbenchError("--model: give at least one model")
-    if len(dict.fromkeys(specs)) != len(specs):
-        raise KpbenchError(f"--model: {', '.join(specs)}: a model is given twice")
     if weights is None or isinstance(weights, str):
         if weights is not None and len(specs) > 1:
             raise KpbenchError(f"--weights {weights}: with {len(specs)} models, give one --weights per --model (in "
@@ -654,7 +655,13 @@ def model_options(models: str | Sequence[str] | None, weights: str | Sequence[st
         per_model = list(weights)
         if len(per_model) != len(specs):
             raise KpbenchError(f"--weights: {len(per_model)} given for {len(specs)} models; give one per --model")
-    return [check_model_options(m, w) for m, w in zip(specs, per_model)]
+    # "default" (or "") keeps one model's own default weights when the others are named.
+    per_model = [None if w is not None and w.strip().lower() in DEFAULT_WEIGHTS_WORDS else w for w in per_model]
+    checked = [check_model_options(m, w) for m, w in zip(specs, per_model)]
+    keys = [(str(getattr(spec, "spec", spec)), w) for spec, w in checked]
+    if len(set(keys)) != len(keys):
+        raise KpbenchError(f"--model: {', '.join(specs)}: a model is given twice with the same weights")
+    return checked
 
 
 def run_speed(
@@ -926,11 +933,11 @@ class _ModelTable:
 
         for size in self.settings.sizes:
             self.bar.set_postfix_str(f"{self.model_cols['model']} {dtype} offline size {size}")
-            set_input_size(self.model, size, default_max_size(size))
             try:
+                set_input_size(self.model, size, default_max_size(size))
                 batch_size = largest_batch(self.model, self.images, self.device, dtype,
                                            self.settings.offline_max_batch)  # fmt: skip
-            except Exception as exc:  # not even batch 1 runs: the row says why
+            except Exception as exc:  # no input size, or not even batch 1 runs: the row says why
                 row = self._row(size, Variant(dtype=dtype, batch_size=1, offline=True))
                 row.update(status="failed", error=_error_text(exc))
                 rows.append(row)
@@ -1055,8 +1062,10 @@ def flop_pass(
 def _out_of_memory(exc: BaseException) -> bool:
     import torch
 
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, (RuntimeError, MemoryError)) and "memory" in str(exc).lower()
+    # Only running out: CUDA's "an illegal memory access" is a broken context, not a batch too large.
+    text = str(exc).lower()
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
     )
 
 
@@ -1098,7 +1107,9 @@ def terminal_summary(result: SpeedRun) -> str:
     settings = result.manifest["settings"]
     cuda = str(env.get("device", "")).startswith("cuda")
     several = len({r.get("model") for r in result.rows}) > 1
-    columns = [*(("model",) if several else ()), "variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms",
+    # One model with two weights (COCO_V1 and COCO_LEGACY, say): the weights tell its rows apart.
+    weights_differ = len({(r.get("model"), r.get("weights")) for r in result.rows}) > len({r.get("model") for r in result.rows})
+    columns = [*(("model",) if several or weights_differ else ()), *(("weights",) if weights_differ else ()), "variant", "size", "padded_shapes", "cold_ms", "median_ms", "p90_ms",
                "iqr_over_median", "fps", "dets_per_image"]
     columns += ["stages_add_up", "gflops_per_image"] + (["peak_fraction"] if cuda else [])
     columns += ["peak_mem_allocated_mib"] if cuda else ["peak_rss_mib"]

@@ -17,11 +17,12 @@ FLOPs there; otherwise with the fp32 peak. The row's `peak_precision` says which
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 # Dense TFLOP/s per precision, from NVIDIA's product datasheets (boost clock; sparsity figures halved). Names are
-# matched as substrings of torch.cuda.get_device_name(), longest first ("A100" before "A10", "L40S" before "L4").
+# matched as whole words of torch.cuda.get_device_name(), longest first ("H100 PCIe" before "H100").
 GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "H200 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.0, "bf16": 835.0},
     "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
@@ -32,6 +33,7 @@ GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "A10G": {"fp32": 31.2, "tf32": 62.5, "fp16": 125.0, "bf16": 125.0},
     "A10": {"fp32": 31.2, "tf32": 62.5, "fp16": 125.0, "bf16": 125.0},
     "L40S": {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0},
+    "L40": {"fp32": 90.5, "tf32": 90.5, "fp16": 181.0, "bf16": 181.0},
     "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
     "V100": {"fp32": 15.7, "tf32": None, "fp16": 125.0, "bf16": None},
     "T4": {"fp32": 8.1, "tf32": None, "fp16": 65.0, "bf16": None},
@@ -43,7 +45,8 @@ def peak_tflops(device_name: str | None, precision: str) -> float | None:
     if not device_name:
         return None
     for name in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True):
-        if name in device_name:
+        # A whole word of the name: "L40" is not "L4", "RTX A1000" is not "A100".
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", device_name):
             return GPU_PEAK_TFLOPS[name].get(precision)
     return None
 

@@ -177,43 +177,53 @@ class YoloPoseModel:
             self._stage_clock = None
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:
+        """Several images go to Ultralytics as one batch (its predictor letterboxes them to one shape); one image
+        as the array itself, exactly as a bare `YOLO(path).predict(array)` loop calls it."""
         self._warm_up()
         clock = getattr(self, "_stage_clock", None)
-        out = []
-        for image in images:
-            if clock is not None:
-                clock.start("adapter")
-            bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])  # Ultralytics reads arrays as OpenCV's BGR
-            if clock is not None:
-                clock.stop("adapter")
-                t0 = clock.now()
-            with _process_unchanged():
-                result = self._yolo.predict(bgr, verbose=False, device=self.device, **self.settings)[0]
-            if clock is not None:
-                call_ms = (clock.now() - t0) * 1e3
-                clock.start("adapter")
-            kps = result.keypoints.data if result.keypoints is not None else None
-            n = len(result.boxes)
-            keypoints = np.zeros((n, COCO17.num_keypoints, 3)) if kps is None else kps.detach().cpu().numpy().astype(np.float64)
-            out.append(Predictions(
-                boxes=result.boxes.xyxy.detach().cpu().numpy().astype(np.float64),
-                scores=result.boxes.conf.detach().cpu().numpy().astype(np.float64),
-                keypoints=np.concatenate([keypoints[..., :2], np.ones_like(keypoints[..., 2:])], axis=-1),
-                keypoint_scores=keypoints[..., 2].copy(),
-                keypoint_score_kind="probability",
-            ))  # fmt: skip
-            if clock is not None:
-                clock.stop("adapter")
-                _add_ultralytics_stages(clock, result, call_ms)
+        if not images:
+            return []
+        if clock is not None:
+            clock.start("adapter")
+        bgr = [np.ascontiguousarray(np.asarray(image)[..., ::-1]) for image in images]  # Ultralytics reads BGR
+        if clock is not None:
+            clock.stop("adapter")
+            t0 = clock.now()
+        with _process_unchanged():
+            results = self._yolo.predict(bgr if len(bgr) > 1 else bgr[0], verbose=False, device=self.device,
+                                         **self.settings)
+        if clock is not None:
+            call_ms = (clock.now() - t0) * 1e3
+            clock.start("adapter")
+        out = [_predictions(result) for result in results]
+        if clock is not None:
+            clock.stop("adapter")
+            _add_ultralytics_stages(clock, results, call_ms)
         return out
 
 
-def _add_ultralytics_stages(clock: Any, result: Any, call_ms: float) -> None:
-    """Ultralytics' own per-image stage times (Results.speed, ms), and the rest of its predict call."""
-    speed = dict(getattr(result, "speed", None) or {})
+def _predictions(result: Any) -> Predictions:
+    """One Ultralytics Results as kpbench's Predictions (keypoint confidences are probabilities)."""
+    kps = result.keypoints.data if result.keypoints is not None else None
+    n = len(result.boxes)
+    keypoints = np.zeros((n, COCO17.num_keypoints, 3)) if kps is None else kps.detach().cpu().numpy().astype(np.float64)
+    return Predictions(
+        boxes=result.boxes.xyxy.detach().cpu().numpy().astype(np.float64),
+        scores=result.boxes.conf.detach().cpu().numpy().astype(np.float64),
+        keypoints=np.concatenate([keypoints[..., :2], np.ones_like(keypoints[..., 2:])], axis=-1),
+        keypoint_scores=keypoints[..., 2].copy(),
+        keypoint_score_kind="probability",
+    )
+
+
+def _add_ultralytics_stages(clock: Any, results: Sequence[Any], call_ms: float) -> None:
+    """Ultralytics' own stage times (each Results.speed holds its image's share of the batch, ms), and the rest of
+    its predict call."""
     reported = 0.0
-    for stage in ("preprocess", "inference", "postprocess"):
-        ms = float(speed.get(stage) or 0.0)
-        clock.add(stage, ms)
-        reported += ms
+    for result in results:
+        speed = dict(getattr(result, "speed", None) or {})
+        for stage in ("preprocess", "inference", "postprocess"):
+            ms = float(speed.get(stage) or 0.0)
+            clock.add(stage, ms)
+            reported += ms
     clock.add("ultralytics_other", max(call_ms - reported, 0.0))

@@ -217,7 +217,7 @@ def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = Non
     style = series_styles(list(series))  # the same series, the same style in both figures
     for key, group in series.items():
         ax.plot([r["size"] for r in group], [r["fps"] for r in group], label=_series_label(key), **style[key])
-    ax.set_xlabel("input size (short side, pixels)")
+    ax.set_xlabel("input size (pixels: Keypoint R-CNN's short side, YOLO's and MediaPipe's long side)")
     ax.set_ylabel("images per second")
     fps = [r["fps"] for r in rows if r["fps"] > 0]
     if fps and max(fps) > 10 * min(fps):

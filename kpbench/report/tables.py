@@ -258,14 +258,24 @@ def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
 
 def _model_labels(df: pd.DataFrame) -> pd.Series:
     """The model's name ("" where a CSV names none), with its weights where one name comes with several weights
-    (Keypoint R-CNN with COCO_V1 and with COCO_LEGACY are two models of a table)."""
+    (Keypoint R-CNN with COCO_V1 and with COCO_LEGACY are two models of a table). Weights are told apart by their
+    sha256 where rows have it (the same file at two paths on two machines is one model) and shown by name: a
+    named weights as it is, a file by its file name."""
     pd = _pd()
     if "model" not in df:
         return pd.Series([""] * len(df), index=df.index, dtype=object)
-    name = df["model"].where(df["model"].notna(), "").astype(str)
-    weights = df["weights"].where(df["weights"].notna(), "").astype(str) if "weights" in df else name.map(lambda _: "")
-    several = name.map(weights.groupby(name).nunique()) > 1
-    return name.where(~several, name + " (" + weights + ")")
+
+    def text(column: str) -> pd.Series:
+        if column not in df:
+            return pd.Series([""] * len(df), index=df.index, dtype=object)
+        return df[column].where(df[column].notna(), "").astype(str)
+
+    name, weights, sha = text("model"), text("weights"), text("weights_sha256")
+    identity = sha.where(sha != "", weights)  # what makes two weights the same
+    shown = weights.map(lambda w: Path(w).name if ("/" in w or "\\" in w) else w)
+    known = identity != ""
+    several = name.map(identity[known].groupby(name[known]).nunique()).fillna(0) > 1
+    return name.where(~(several & known), name + " (" + shown + ")")
 
 
 def _device_labels(df: pd.DataFrame) -> pd.Series:
