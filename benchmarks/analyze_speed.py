@@ -21,7 +21,6 @@ most 5. Exits 1 above it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import best_times_interleaved
+from _timing import best_times_interleaved, synthetic_workload_files
 
 from kpbench.analysis.diagnose import diagnose
 from kpbench.analysis.errors import analyze_errors
-from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.cocoeval import evaluate
 
 TARGET = 5.0
@@ -46,11 +44,8 @@ def main() -> None:
     parser.add_argument("--pycocotools", action="store_true", help="Also time the pycocotools re-evaluation.")
     args = parser.parse_args()
 
-    gt, results = make_synthetic_coco(num_images=args.images, detections_per_person=4.0, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "results.json"
-        gt_path.write_text(json.dumps(gt))
-        res_path.write_text(json.dumps(results))
+        gt, results, gt_path, res_path = synthetic_workload_files(Path(tmp), args.images)
         print(f"{args.images} images, {len(gt['annotations'])} GT persons, {len(results)} detections")
         cases: dict[str, Callable[[], Any]] = {
             "kpbench.evaluate (pycocotools)": lambda: evaluate(gt_path, res_path),

@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from _timing import best_times_interleaved
+from _timing import best_times_interleaved, synthetic_workload_files
 
-from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.cocoeval import evaluate
 from kpbench.evaluation.cocofiles import load_ground_truth, load_results
 from kpbench.evaluation.fastcheck import check_files
@@ -123,11 +121,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    gt, results = make_synthetic_coco(num_images=args.images, detections_per_person=4.0, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "results.json"
-        gt_path.write_text(json.dumps(gt))
-        res_path.write_text(json.dumps(results))
+        gt, results, gt_path, res_path = synthetic_workload_files(Path(tmp), args.images)
         n_gt, n_kp = len(gt["annotations"]), sum(a["num_keypoints"] > 0 for a in gt["annotations"])
         print(f"{args.images} images, {n_gt} GT persons ({n_kp} with keypoints), {len(results)} detections")
 

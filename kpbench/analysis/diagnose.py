@@ -47,10 +47,9 @@ THRESHOLD_NOTE = (
 def score_threshold_rows(gt: Any, results: Any) -> list[dict[str, Any]]:
     """The LRP-optimal and the best-F1 person-score thresholds, each with LRP, its components and F1 there
     (THRESHOLD_COLUMNS; None where undefined, such as without a GT that counts or without a true positive)."""
-    from kpbench.analysis.lrp import lrp_curve, lrp_optimal
+    from kpbench.analysis.lrp import lrp_analysis
 
-    optimum = lrp_optimal(gt, results)
-    curve = lrp_curve(gt, results)
+    optimum, curve = lrp_analysis(gt, results)  # one matching for both
 
     def row(criterion: str, at: dict[str, Any] | None, threshold: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {"criterion": criterion, "threshold": threshold}

@@ -183,6 +183,43 @@ def _components(n_tp: int, n_fp: int, n_fn: int, loc_sum: float, tau: float
     return None, (None if n_fp else 0.0), (1.0 if n_fn else None)
 
 
+def _curve_rows(m: _Matched, c: _Curve, tau: float) -> list[dict[str, Any]]:
+    rows = []
+    for j, t in enumerate(c.thresholds.tolist()):
+        n_tp, n_fp, n_fn = int(c.n_tp[j]), int(c.n_fp[j]), int(c.n_fn[j])
+        loc, fp, fn = _components(n_tp, n_fp, n_fn, float(c.loc_sum[j]), tau) if m.num_gt else (None, None, None)
+        f1_den = 2 * n_tp + n_fp + n_fn
+        rows.append({"threshold": t, "lrp": None if math.isnan(c.lrp[j]) else float(c.lrp[j]), "loc": loc,
+                     "fp": fp, "fn": fn, "n_tp": n_tp, "n_fp": n_fp, "n_fn": n_fn,
+                     "f1": 2 * n_tp / f1_den if f1_den else None})
+    return rows
+
+
+def _optimum(m: _Matched, c: _Curve, tau: float) -> LRPResult:
+    if m.num_gt == 0:
+        n_fp = int(c.n_fp[0])  # the lowest threshold: every evaluated detection is a false positive
+        return LRPResult(None, None, None, None, None, 0, n_fp, 0, tau, 0)
+    star = len(c.lrp) - 1 - int(np.argmin(c.lrp[::-1]))  # the last (largest) threshold of the minimum
+    n_tp, n_fp, n_fn = int(c.n_tp[star]), int(c.n_fp[star]), int(c.n_fn[star])
+    loc, fp, fn = _components(n_tp, n_fp, n_fn, float(c.loc_sum[star]), tau)
+    threshold = float(c.thresholds[star]) if n_tp > 0 else None
+    return LRPResult(threshold, float(c.lrp[star]), loc, fp, fn, n_tp, n_fp, n_fn, tau, m.num_gt)
+
+
+def lrp_analysis(
+    gt: str | Path | dict[str, Any] | GroundTruth,
+    results: str | Path | list[dict[str, Any]] | Results,
+    schema: KeypointSchema | None = None,
+    tau: float = DEFAULT_TAU,
+    thresholds: Sequence[float] | str | None = None,
+) -> tuple[LRPResult, list[dict[str, Any]]]:
+    """`lrp_optimal` and `lrp_curve` (same arguments) from one matching."""
+    tau = check_tau(tau)
+    m = _match(gt, results, schema, tau)
+    c = _curve(m, _thresholds(thresholds, m.all_scores), tau)
+    return _optimum(m, c, tau), _curve_rows(m, c, tau)
+
+
 def lrp_curve(
     gt: str | Path | dict[str, Any] | GroundTruth,
     results: str | Path | list[dict[str, Any]] | Results,
@@ -195,18 +232,7 @@ def lrp_curve(
     loc/fp/fn are LRP's components at that threshold, f1 = 2 TP / (2 TP + FP + FN) on the same counts (the f1_50
     of `kpbench thresholds` when tau is 0.5); None where undefined. `thresholds`: None for 0.00, 0.01, ..., 1.00,
     "scores" for every distinct detection score, or a list."""
-    tau = check_tau(tau)
-    m = _match(gt, results, schema, tau)
-    c = _curve(m, _thresholds(thresholds, m.all_scores), tau)
-    rows = []
-    for j, t in enumerate(c.thresholds.tolist()):
-        n_tp, n_fp, n_fn = int(c.n_tp[j]), int(c.n_fp[j]), int(c.n_fn[j])
-        loc, fp, fn = _components(n_tp, n_fp, n_fn, float(c.loc_sum[j]), tau) if m.num_gt else (None, None, None)
-        f1_den = 2 * n_tp + n_fp + n_fn
-        rows.append({"threshold": t, "lrp": None if math.isnan(c.lrp[j]) else float(c.lrp[j]), "loc": loc,
-                     "fp": fp, "fn": fn, "n_tp": n_tp, "n_fp": n_fp, "n_fn": n_fn,
-                     "f1": 2 * n_tp / f1_den if f1_den else None})
-    return rows
+    return lrp_analysis(gt, results, schema, tau, thresholds)[1]
 
 
 def lrp_optimal(
@@ -222,17 +248,7 @@ def lrp_optimal(
     one the GT names). `tau`: the OKS a TP needs. `thresholds`: None for vernier's grid 0.00, 0.01, ..., 1.00,
     "scores" for every distinct detection score, or a list of numbers. Ties go to the larger threshold.
     """
-    tau = check_tau(tau)
-    m = _match(gt, results, schema, tau)
-    c = _curve(m, _thresholds(thresholds, m.all_scores), tau)
-    if m.num_gt == 0:
-        n_fp = int(c.n_fp[0])  # the lowest threshold: every evaluated detection is a false positive
-        return LRPResult(None, None, None, None, None, 0, n_fp, 0, tau, 0)
-    star = len(c.lrp) - 1 - int(np.argmin(c.lrp[::-1]))  # the last (largest) threshold of the minimum
-    n_tp, n_fp, n_fn = int(c.n_tp[star]), int(c.n_fp[star]), int(c.n_fn[star])
-    loc, fp, fn = _components(n_tp, n_fp, n_fn, float(c.loc_sum[star]), tau)
-    threshold = float(c.thresholds[star]) if n_tp > 0 else None
-    return LRPResult(threshold, float(c.lrp[star]), loc, fp, fn, n_tp, n_fp, n_fn, tau, m.num_gt)
+    return lrp_analysis(gt, results, schema, tau, thresholds)[0]
 
 
 def best_f1_threshold(

@@ -938,10 +938,8 @@ class _ModelTable:
                 batch_size = largest_batch(self.model, self.images, self.device, dtype,
                                            self.settings.offline_max_batch)  # fmt: skip
             except Exception as exc:  # no input size, or not even batch 1 runs: the row says why
-                row = self._row(size, Variant(dtype=dtype, batch_size=1, offline=True))
-                row.update(status="failed", error=_error_text(exc))
-                rows.append(row)
-                self.bar.update(row_calls(self.settings, 1))
+                self._unrun_row(rows, size, Variant(dtype=dtype, batch_size=1, offline=True), "failed",
+                                _error_text(exc))
                 continue
             variant = Variant(dtype=dtype, batch_size=batch_size, offline=True)
             batches = make_batches(self.images, batch_size)
@@ -952,12 +950,15 @@ class _ModelTable:
         """Rows for the sizes a variant did not run (all of them when it was skipped or failed to set up)."""
         done = {r["size"] for r in rows[first:]}
         for size in self.settings.sizes:
-            if size in done:
-                continue
-            row = self._row(size, variant)
-            row.update(status=status, error=error)
-            rows.append(row)
-            self.bar.update(row_calls(self.settings, variant.batch_size))
+            if size not in done:
+                self._unrun_row(rows, size, variant, status, error)
+
+    def _unrun_row(self, rows: list[dict[str, Any]], size: int, variant: Variant, status: str, error: str) -> None:
+        """A row that made no call (skipped, or failed before its first), with the progress bar moved past it."""
+        row = self._row(size, variant)
+        row.update(status=status, error=error)
+        rows.append(row)
+        self.bar.update(row_calls(self.settings, variant.batch_size))
 
     def measure(self, batches: list[list[Any]], variant: Variant, size: int) -> dict[str, Any]:
         """Time one size of one variant (the model already in the variant's state): the measured columns of its

@@ -62,29 +62,23 @@ def keypointrcnn_stages(module: Any, device: Any) -> Iterator[StageClock]:
         if getattr(heads, "keypoint_roi_pool", None) is not None:
             around(heads.keypoint_roi_pool, "keypoint_head", end=heads.keypoint_predictor)
 
+    def timed(function: Any, stage: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            clock.start(stage)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                clock.stop(stage)
+
+        return call
+
     transform = module.transform
-    postprocess = transform.postprocess  # the bound method; an instance attribute shadows it until deleted
-
-    def timed_postprocess(*args: Any, **kwargs: Any) -> Any:
-        clock.start("transform")
-        try:
-            return postprocess(*args, **kwargs)
-        finally:
-            clock.stop("transform")
-
+    # The bound method, shadowed by an instance attribute until that is deleted.
+    transform.postprocess = timed(transform.postprocess, "transform")
     # RoIHeads.forward calls the module-level name, so the function is swapped there (and put back on exit); the
     # one in place now is wrapped, which may be the fast post-processing of a speed variant.
     inference = roi_heads_module.keypointrcnn_inference
-
-    def timed_inference(*args: Any, **kwargs: Any) -> Any:
-        clock.start("keypoint_postprocess")
-        try:
-            return inference(*args, **kwargs)
-        finally:
-            clock.stop("keypoint_postprocess")
-
-    transform.postprocess = timed_postprocess
-    roi_heads_module.keypointrcnn_inference = timed_inference
+    roi_heads_module.keypointrcnn_inference = timed(inference, "keypoint_postprocess")
     try:
         yield clock
     finally:

@@ -48,7 +48,7 @@ def landmarks_to_predictions(landmarks: Any, width: int, height: int) -> Predict
     (or None when no person was found)."""
     if landmarks is None:
         empty = np.zeros((0, COCO17.num_keypoints))
-        return Predictions(boxes=np.zeros((0, 4)), scores=np.zeros(0), keypoints=np.zeros((0, 17, 3)),
+        return Predictions(boxes=np.zeros((0, 4)), scores=np.zeros(0), keypoints=np.zeros((0, COCO17.num_keypoints, 3)),
                            keypoint_scores=empty, keypoint_score_kind="probability")
     marks = np.asarray(landmarks, dtype=np.float64)
     if marks.shape != (NUM_LANDMARKS, 4):
