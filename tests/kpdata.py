@@ -20,7 +20,8 @@ import pytest
 from kpbench.core.schema import NUM_KEYPOINTS
 from kpbench.data.synthetic import PERSON_CATEGORY
 from kpbench.runs.detections import ImageDetections, append_detections, to_coco_results
-from kpbench.runs.directory import RUN_VERSION
+from kpbench.runs.directory import FORMAT_VERSION
+from kpbench.runs.store import create_store, encode_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"
@@ -166,8 +167,10 @@ class RunDir:
     gt: dict
 
 
-def make_run_dir(root: Path) -> RunDir:
-    """A finished run over 3 generated images (ids 7, 42, 1000), with GT, cache, results and manifest.
+def make_run_dir(root: Path, store: bool = False) -> RunDir:
+    """A finished run over 3 generated images (ids 7, 42, 1000), with GT, cache, results and manifest: a format-2
+    run directory (detections.jsonl, which tests edit to inject damage), or with `store` a format-3 one
+    (detections.bin, as `kpbench run` writes now).
 
     Image 42 (200 x 160 PNG): a person at 0.98 (left and right wrist logits below 2) and one at 0.5 (not drawn).
     Image 7 (240 x 180 JPEG): one person at 0.95, shifted by (100, 20). Image 1000 (180 x 120 PNG): one at 0.3.
@@ -216,14 +219,17 @@ def make_run_dir(root: Path) -> RunDir:
     gt = {"images": sorted(records, key=lambda r: r["id"]), "annotations": annotations, "categories": [PERSON_CATEGORY]}
     (run / "ground_truth.json").write_text(json.dumps(gt))
     ids = sorted(specs)
-    with (run / "detections.jsonl").open("w") as fh:
-        for image_id in ids:
-            append_detections(fh, dets[image_id])
+    if store:
+        create_store(run / "detections.bin", (encode_image(dets[image_id]) for image_id in ids))
+    else:
+        with (run / "detections.jsonl").open("w") as fh:
+            for image_id in ids:
+                append_detections(fh, dets[image_id])
     keypoint_results, bbox_results = to_coco_results(dets[i] for i in ids)
     (run / "keypoints_results.json").write_text(json.dumps(keypoint_results))
     (run / "bbox_results.json").write_text(json.dumps(bbox_results))
     manifest = {
-        "kpbench_run_version": RUN_VERSION,
+        "kpbench_run_version": FORMAT_VERSION if store else 2,
         "coco_root": str(coco_root),
         "split": split,
         "image_ids": ids,
@@ -231,3 +237,19 @@ def make_run_dir(root: Path) -> RunDir:
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return RunDir(run, images, dets, gt)
+
+
+def cache_lines(run_dir: Path) -> list[dict[str, Any]]:
+    """A run directory's cached detections (any format) as the JSON lines of format 2, parsed: one dict per image,
+    in id order (`kpbench export --to jsonl`)."""
+    from kpbench.runs.arrays import read_run_arrays
+    from kpbench.runs.results import encode_jsonl
+
+    return [json.loads(line) for line in b"".join(encode_jsonl(read_run_arrays(run_dir))).splitlines()]
+
+
+def stored_images(run_dir: Path) -> int:
+    """Images with a complete record in a run directory's detections files (safe to call while a run writes)."""
+    from kpbench.runs.merge import count_cached_images
+
+    return count_cached_images(run_dir)

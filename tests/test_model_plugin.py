@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kpdata import COCO_SAMPLE, pycocotools_eval, requires_shared
+from kpdata import COCO_SAMPLE, cache_lines, pycocotools_eval, requires_shared, stored_images
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import COCO17, KEYPOINT_STAT_NAMES
@@ -130,7 +130,7 @@ def test_a_model_from_a_file_runs_end_to_end(adapter_env: Path, tmp_path: Path, 
     assert f"run directory: {out}" in stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == manifest["kpbench_run_version"] == 2
+    assert manifest["format_version"] == manifest["kpbench_run_version"] == 3
     assert manifest["model_spec"] == {"spec": spec, "kind": "file", "target": spec}
     assert manifest["schema"] == COCO17.to_json() and manifest["keypoint_score_kind"] == "probability"
     assert manifest["config"]["model"] == spec and manifest["config"]["weights"] is None
@@ -142,7 +142,7 @@ def test_a_model_from_a_file_runs_end_to_end(adapter_env: Path, tmp_path: Path, 
 
     results = json.loads((out / "keypoints_results.json").read_text())
     assert results == _expected_results(image_ids)
-    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    cache = cache_lines(out)
     assert [line["image_id"] for line in cache] == sorted(image_ids)
     assert all("input_shape" not in line for line in cache)
     assert {s for line in cache for row in line["keypoint_scores"] for s in row} <= {KEYPOINT_PROBABILITY}
@@ -216,8 +216,8 @@ def test_package_module_and_entry_point_specs(adapter_env: Path, tmp_path: Path,
         code, _, err = run_cli("run", "--model", spec, *common, "--out", out)
         assert code == 0, err
         assert json.loads((out / "manifest.json").read_text())["model_spec"]["spec"] == spec
-        caches.append((out / "detections.jsonl").read_bytes())
-    assert caches[0] == caches[1] == caches[2] and caches[0].count(b"\n") == 2
+        caches.append((out / "detections.bin").read_bytes())
+    assert caches[0] == caches[1] == caches[2] and stored_images(out) == 2
 
 
 def test_bad_specs_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
@@ -433,7 +433,7 @@ def test_a_model_of_another_keypoint_set_runs_end_to_end(
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema"]["name"] == "robot5" and manifest["schema"]["num_keypoints"] == 5
-    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    cache = cache_lines(out)
     assert [len(line["keypoints"][0]) for line in cache] == [5] * 4 and {line["labels"][0] for line in cache} == {3}
     results = json.loads((out / "keypoints_results.json").read_text())
     assert len(results) == 4 and all(len(r["keypoints"]) == 15 and r["category_id"] == 3 for r in results)

@@ -15,7 +15,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from kpdata import COCO_SAMPLE, assert_one_line_error, load, pycocotools_eval, requires_shared
+from kpdata import (
+    COCO_SAMPLE,
+    assert_one_line_error,
+    cache_lines,
+    load,
+    pycocotools_eval,
+    requires_shared,
+    stored_images,
+)
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
@@ -24,7 +32,7 @@ from kpbench.runs import directory as rundir
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (conftest.py)
 # Small and fast: 160 px short side, and a high box threshold so that few boxes reach the keypoint head.
 FAST = ["--weights", "none", "--min-size", "160", "--max-size", "267", "--box-score-thresh", "0.3", "--no-progress"]
-RESULT_FILES = ("keypoints_results.json", "bbox_results.json", "detections.jsonl", "ground_truth.json", "metrics.json")
+RESULT_FILES = ("keypoints_results.json", "bbox_results.json", "detections.bin", "ground_truth.json", "metrics.json")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count in every process: same floating-point sums
 
 
@@ -52,15 +60,20 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
                             "--image-ids", "802,139", "--out", out, "--no-progress")
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([*rundir.RUN_FILES, *rundir.ANALYSIS_FILES])
+    assert names == sorted([*(set(rundir.RUN_FILES) - {rundir.DETECTIONS}), *rundir.ANALYSIS_FILES])
     person_rows = (out / "thresholds_person.csv").read_text().splitlines()
     assert person_rows[0].startswith("threshold,AP,AP50") and len(person_rows) == 1 + 20
     assert (out / "keypoints.csv").read_text().splitlines()[-1].startswith("all,")
     assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in rundir.ANALYSIS_FILES
                if name.endswith(".png"))
 
-    # The cache: one line per image, in id order, the model's raw output.
-    cache = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    # The store: one record per image, in id order, the model's raw output (float32, as the model gave it).
+    from kpbench.runs.store import scan_store
+
+    index = scan_store(out / "detections.bin")
+    assert index.image_ids.tolist() == [139, 802] and not index.torn and set(index.flags.tolist()) == {4}
+    assert (out / "detections.bin").stat().st_size == 16 + sum(48 + 296 * n for n in index.counts.tolist())
+    cache = cache_lines(out)
     assert [r["image_id"] for r in cache] == [139, 802]
     n = sum(len(r["scores"]) for r in cache)
     assert n > 0 and all(s >= 0.3 for r in cache for s in r["scores"])
@@ -94,7 +107,7 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
 
     # The manifest.
     m = rundir.read_manifest(out)
-    assert m["status"] == "complete" and m["kpbench_run_version"] == m["format_version"] == 2
+    assert m["status"] == "complete" and m["kpbench_run_version"] == m["format_version"] == 3
     assert m["image_ids"] == [139, 802] and m["num_images"] == 2 and m["split"] == "val2017"
     assert m["coco_root"] == str(COCO_SAMPLE.resolve())
     assert m["config"]["min_size"] == 320 and m["config"]["image_ids"] == [802, 139] and m["config"]["workers"] == 0
@@ -141,7 +154,7 @@ def test_run_directory_on_the_real_sample(tmp_path: Path, monkeypatch: pytest.Mo
                        "--image-ids", "802", "--out", out, "--no-progress", "--overwrite")
     assert code == 0, err
     assert rundir.read_manifest(out)["image_ids"] == [802]
-    assert [json.loads(line)["image_id"] for line in (out / "detections.jsonl").read_text().splitlines()] == [802]
+    assert [line["image_id"] for line in cache_lines(out)] == [802]
 
 
 # --- subprocesses: SIGKILL and resume, torchrun -----------------------------------------------------------------
@@ -176,16 +189,15 @@ def test_sigkill_then_resume_gives_identical_results(
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "1", "--out", out)
     proc = kpbench_proc(*args)
-    cache = out / "detections.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if cache.is_file() and cache.read_bytes().count(b"\n") >= 1:
+        if stored_images(out) >= 1:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    lines = cache.read_bytes().count(b"\n")
+    lines = stored_images(out)
     assert 1 <= lines < 3 and rundir.read_manifest(out)["status"] == "running"
     assert not (out / "keypoints_results.json").exists()
     # The killed run's lock file stays, with its pid; the kernel released the lock itself, so it blocks nothing.
@@ -210,10 +222,9 @@ def test_second_run_on_the_same_out_is_refused_and_sigterm_interrupts(
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
     proc = kpbench_proc(*args)
-    cache = out / "detections.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if cache.is_file() and cache.read_bytes().count(b"\n") >= 1:
+        if stored_images(out) >= 1:
             proc.send_signal(signal.SIGSTOP)  # holds the lock, and stays where it is while the second run tries
             break
         time.sleep(0.01)
@@ -228,7 +239,7 @@ def test_second_run_on_the_same_out_is_refused_and_sigterm_interrupts(
     finally:
         proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
-    lines = cache.read_bytes().count(b"\n")
+    lines = stored_images(out)
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.splitlines()[-1] == f"interrupted: {lines} of 3 images cached in {out}; run the same command again to resume"
     assert rundir.read_manifest(out)["status"] == "interrupted" and not (out / rundir.LOCK).exists()
@@ -245,27 +256,27 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     """Ctrl-C after the first image: one line says how far it got, exit 130, the manifest says "interrupted";
     the same command resumes to the uninterrupted results. (`--weights NONE` is recorded as "none", so the
     resume with "none" matches it.)"""
-    from kpbench.runs.detections import ImageDetections
+    import kpbench.engine.inference
 
-    real = ImageDetections.from_predictions.__func__  # type: ignore[attr-defined]
+    real = kpbench.engine.inference.predictions_to_host
     calls = 0
 
-    def interrupt_second(cls: type, image_id: int, output: object, **kwargs: object) -> ImageDetections:
+    def interrupt_second(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise KeyboardInterrupt
-        return real(cls, image_id, output, **kwargs)
+        return real(*args, **kwargs)
 
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
-    monkeypatch.setattr(ImageDetections, "from_predictions", classmethod(interrupt_second))
+    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", interrupt_second)
     code, stdout, err = run_cli(*args, "--weights", "NONE")
     assert code == 130 and stdout == ""
     assert err == f"interrupted: 1 of 3 images cached in {out}; run the same command again to resume\n"
     m = rundir.read_manifest(out)
     assert m["status"] == "interrupted" and m["config"]["weights"] == "none"
-    assert (out / "detections.jsonl").read_bytes().count(b"\n") == 1
+    assert stored_images(out) == 1
 
     monkeypatch.undo()
     code, _, err = run_cli(*args)
@@ -315,26 +326,99 @@ def test_unreadable_image_in_a_worker_is_one_line(synthetic_coco_root: Path, tmp
     assert (manifest["status"], manifest["error"]) == ("failed", err[len("error: "):].rstrip("\n"))
 
 
-def test_full_disk_during_the_loop_is_one_line_and_resumable(
+def test_full_disk_during_the_loop_marks_the_run_failed_and_is_resumable(
     synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
-    import kpbench.engine.runner
+    """The disk fills while the store is written: one line, and the manifest says "failed" with that line, although
+    the disk is full for the manifest too (its atomic rewrite needs a new file: it is rewritten in place, in the
+    room a running manifest keeps). The same command then resumes."""
+    import kpbench.core.io
+    import kpbench.runs.store
 
-    def no_space(*args: object) -> None:
+    def no_space(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
+    def disk_full(fd: int, data: object) -> None:  # from the first record on, nothing new can be written
+        monkeypatch.setattr(kpbench.core.io.tempfile, "mkstemp", no_space)
+        no_space()
+
     out = tmp_path / "run"
-    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "1", "--workers", "0", "--out", out)
-    monkeypatch.setattr(kpbench.engine.runner, "append_detections", no_space)
+    args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "2", "--workers", "0", "--out", out)
+    monkeypatch.setattr(kpbench.runs.store, "_write_all", disk_full)
     code, _, err = run_cli(*args)
-    assert_one_line_error((code, "", err), "detections.jsonl: cannot write the detections cache (No space left")
+    assert_one_line_error((code, "", err), f"{out / 'detections.bin'}: cannot write the detections store (No space left")
+    with pytest.raises(KpbenchError, match="No space left"):
+        kpbench.core.io.atomic_write_text(out / "x.json", "{}")  # the disk is still full
     manifest = rundir.read_manifest(out)
     assert (manifest["status"], manifest["error"]) == ("failed", err[len("error: "):].rstrip("\n"))
+    text = (out / "manifest.json").read_text()
+    assert text.endswith(" \n") and json.loads(text) == manifest  # rewritten in place, its spaces left over
     monkeypatch.undo()
     code, _, err = run_cli(*args)
     assert code == 0, err
     manifest = rundir.read_manifest(out)
     assert manifest["status"] == "complete" and "error" not in manifest
+
+
+BROKEN_MODEL = """
+import os
+
+import numpy as np
+
+from kpbench.core.schema import COCO17
+from kpbench.models.base import ModelInfo, Predictions
+
+
+class Broken:
+    schema = COCO17
+
+    def __init__(self, **kwargs):
+        self.calls = 0
+
+    def info(self):
+        return ModelInfo(weights=None, source="test", keypoint_score_kind="probability")
+
+    def predict(self, images):
+        self.calls += 1
+        if self.calls == 2 and os.environ.get("KPBENCH_TEST_BREAK") == "1":
+            raise ValueError("boom: no second image today")
+        return [Predictions(np.array([[1.0, 2.0, 30.0, 40.0]]), np.array([0.9]), np.ones((1, 17, 3)),
+                            np.full((1, 17), 0.5), "probability") for _ in images]
+"""
+
+
+def test_a_model_whose_predict_raises_shows_its_traceback_then_one_line(
+    synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    """A user model that raises: its traceback (it points at the model's own code), then one `error:` line naming
+    the model, the image and the run directory, which is marked failed; the images before it are kept and the
+    same command resumes once the model is fixed."""
+    model = tmp_path / "broken.py"
+    model.write_text(BROKEN_MODEL)
+    spec = f"{model}:Broken"
+    out = tmp_path / "run"
+    args = ("run", "--model", spec, "--coco-root", synthetic_coco_root, "--limit", "3", "--workers", "0",
+            "--device", "cpu", "--out", out, "--no-progress", "--no-analysis")
+    monkeypatch.setenv("KPBENCH_TEST_BREAK", "1")
+    code, stdout, err = run_cli(*args)
+    line = (f"error: model {spec}: Broken.predict raised ValueError (boom: no second image today) on image 785; "
+            f"run directory {out} marked failed (1 of 3 images cached are kept: fix the model and run the same "
+            "command to resume)")
+    assert code == 2 and stdout == ""
+    lines = err.splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and lines[-1] == line
+    assert f'  File "{model}", line 22, in predict' in lines
+    assert '    raise ValueError("boom: no second image today")' in lines
+    assert lines[-2] == "ValueError: boom: no second image today" and err.count("error:") == 1
+    manifest = rundir.read_manifest(out)
+    assert (manifest["status"], manifest["error"]) == ("failed", line[len("error: "):])
+    assert stored_images(out) == 1
+
+    monkeypatch.delenv("KPBENCH_TEST_BREAK")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "resumed: 1 images were already cached, 2 run now" in err
+    assert rundir.read_manifest(out)["status"] == "complete" and len(cache_lines(out)) == 3
 
 
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
@@ -346,7 +430,7 @@ def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthe
     assert proc.returncode == 0, err
     assert stdout.count("run directory:") == 1  # only rank 0 reports
     _same_files(reference_run, out)
-    assert not list(out.glob("detections.rank*.jsonl"))
+    assert not list(out.glob("detections.rank*"))
     m = rundir.read_manifest(out)
     assert m["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert m["command_line"].startswith("torchrun --nproc_per_node=2 -m kpbench run --coco-root ")
@@ -605,7 +689,8 @@ def _save(path: Path, obj: object) -> Path:
 def test_input_size_and_device() -> None:
     import torch
 
-    from kpbench.models.keypointrcnn import default_max_size, resolve_device, set_input_size
+    from kpbench.engine.device import resolve_device
+    from kpbench.models.keypointrcnn import default_max_size, set_input_size
 
     assert [default_max_size(s) for s in (800, 320, 512, 160)] == [1333, 533, 853, 267]
     model = SimpleNamespace(transform=SimpleNamespace(min_size=(800,), max_size=1333))

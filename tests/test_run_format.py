@@ -1,6 +1,7 @@
-"""The run-directory format version: new manifests are format 2 (model spec, keypoint schema, keypoint score
-kind); format-1 directories, which have none of these, still read, as coco17 with Keypoint R-CNN and logits,
-and resume into format 2 with the same detections."""
+"""The run-directory format version: new run directories are format 3 (format 2's manifest: model spec, keypoint
+schema, keypoint score kind; the detections in the binary store, detections.bin). Format-2 directories (JSON lines)
+and format-1 ones (neither the model fields nor the store) still read, format 1 as coco17 with Keypoint R-CNN and
+logits, and resume into format 3 with the same detections."""
 
 from __future__ import annotations
 
@@ -31,8 +32,20 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def as_format_2(run_dir: Path, run_cli: RunCli) -> dict:
+    """Turn a format-3 run directory into the format-2 one kpbench wrote before the store: its detections as JSON
+    lines (`kpbench export --to jsonl`), the manifest's versions 2; returns the manifest."""
+    code, _, err = run_cli("export", run_dir, "--to", "jsonl")
+    assert code == 0, err
+    (run_dir / "detections.bin").unlink()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["kpbench_run_version"] = manifest["format_version"] = 2
+    rundir.write_manifest(run_dir, manifest)
+    return manifest
+
+
 def as_format_1(run_dir: Path) -> dict:
-    """Rewrite a run's manifest as kpbench wrote it before format 2; returns it."""
+    """Rewrite a format-2 run's manifest as kpbench wrote it before format 2; returns it."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for key in V2_KEYS:
         del manifest[key]
@@ -44,15 +57,18 @@ def as_format_1(run_dir: Path) -> dict:
     return manifest
 
 
-def test_keypoint_rcnn_runs_are_format_2_and_format_1_still_reads(
+def test_keypoint_rcnn_runs_are_format_3_and_formats_1_and_2_still_read(
     tmp_path: Path, synthetic_coco_root: Path, run_cli: RunCli
 ) -> None:
+    from kpbench.runs.arrays import read_run_arrays
+    from kpbench.runs.detections import ImageDetections
+
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, "--limit", "3", *FAST, "--out", out)
     code, _, err = run_cli(*args)
     assert code == 0, err
     manifest = rundir.read_manifest(out)
-    assert (manifest["format_version"], manifest["kpbench_run_version"]) == (2, 2)
+    assert (manifest["format_version"], manifest["kpbench_run_version"]) == (3, 3)
     assert manifest["model_spec"] == {
         "spec": "keypointrcnn", "kind": "builtin", "target": "kpbench.models.keypointrcnn:KeypointRCNNModel"
     }
@@ -62,9 +78,23 @@ def test_keypoint_rcnn_runs_are_format_2_and_format_1_still_reads(
     assert (model["name"], model["source"], model["published"], model["default_input_size"]) == (
         "keypointrcnn_resnet50_fpn", "random", None, [800, 1333]
     )
-    assert rundir.run_format(manifest) == rundir.RunFormat(2, "keypointrcnn", COCO17, "logit")
-    reference = {name: (out / name).read_bytes() for name in ("detections.jsonl", "keypoints_results.json",
-                                                              "bbox_results.json", "metrics.json")}  # fmt: skip
+    assert rundir.run_format(manifest) == rundir.RunFormat(3, "keypointrcnn", COCO17, "logit")
+    assert [p.name for p in rundir.detection_files(out)] == ["detections.bin"]
+    names = ("detections.bin", "keypoints_results.json", "bbox_results.json", "metrics.json")
+    reference = {name: (out / name).read_bytes() for name in names}
+    stored = read_run_arrays(out)
+
+    # Format 2: the JSON lines `kpbench export` writes are the lines a format-2 run wrote for the same outputs.
+    as_format_2(out, run_cli)
+    lines = (out / "detections.jsonl").read_bytes()
+    assert lines == b"".join(json.dumps(det.to_record(), separators=(",", ":")).encode() + b"\n"
+                             for det in stored.images())
+    assert [ImageDetections.from_record(json.loads(line)).image_id for line in lines.splitlines()] == [139, 785, 2500]
+    legacy = read_run_arrays(out)
+    assert legacy.image_ids.tolist() == stored.image_ids.tolist() and legacy.counts.tolist() == stored.counts.tolist()
+    for name in ("scores", "boxes", "keypoints", "keypoint_scores", "category_ids", "image_ids"):
+        assert (getattr(legacy.detections, name) == getattr(stored.detections, name)).all(), name
+    assert (legacy.input_shapes == stored.input_shapes).all()
 
     # Format 1: read as Keypoint R-CNN, coco17, logits; the commands that read a run still work.
     v1 = as_format_1(out)
@@ -75,24 +105,34 @@ def test_keypoint_rcnn_runs_are_format_2_and_format_1_still_reads(
                     ("draw", out, "--top", "1", "--out", tmp_path / "drawn")):  # fmt: skip
         code, _, err = run_cli(*command)
         assert code == 0, (command, err)
+    assert (out / "keypoints_results.json").read_bytes() == reference["keypoints_results.json"]
 
-    # A finished format-1 run is re-evaluated only (no model built) and upgraded to format 2.
+    # A finished format-1 run is re-evaluated only (no model built) and upgraded to format 3: the JSON lines become
+    # the same store, byte for byte.
     code, _, err = run_cli(*args)
     assert code == 0, err
     upgraded = rundir.read_manifest(out)
     assert {key: upgraded[key] for key in V2_KEYS} == {key: manifest[key] for key in V2_KEYS}
     assert upgraded["timings"]["images"] == 3  # nothing was run again
-
-    # An unfinished format-1 run resumes into format 2 with the detections of the uninterrupted run.
-    as_format_1(out)
-    lines = (out / "detections.jsonl").read_bytes().splitlines(keepends=True)
-    (out / "detections.jsonl").write_bytes(b"".join(lines[:1]))
-    code, _, err = run_cli(*args)
-    assert code == 0, err
-    assert "resumed: 1 images were already cached, 2 run now" in err
-    assert {key: rundir.read_manifest(out)[key] for key in V2_KEYS} == {key: manifest[key] for key in V2_KEYS}
+    assert [p.name for p in rundir.detection_files(out)] == ["detections.bin"]
     for name, data in reference.items():
         assert (out / name).read_bytes() == data, name
+
+    # An unfinished format-2 run, and an unfinished format-1 run, resume into format 3 with the detections of the
+    # uninterrupted run.
+    for older in (2, 1):
+        as_format_2(out, run_cli)
+        if older == 1:
+            as_format_1(out)
+        first = (out / "detections.jsonl").read_bytes().splitlines(keepends=True)[:1]
+        (out / "detections.jsonl").write_bytes(b"".join(first) + b'{"image_id": 785, "bo')  # torn by a kill
+        code, _, err = run_cli(*args)
+        assert code == 0, err
+        assert "resumed: 1 images were already cached, 2 run now" in err
+        assert {key: rundir.read_manifest(out)[key] for key in V2_KEYS} == {key: manifest[key] for key in V2_KEYS}
+        assert not (out / "detections.jsonl").exists()
+        for name, data in reference.items():
+            assert (out / name).read_bytes() == data, (older, name)
 
 
 def test_run_format_reads_a_plugin_schema_and_refuses_unknown_versions(tmp_path: Path) -> None:
@@ -104,9 +144,9 @@ def test_run_format_reads_a_plugin_schema_and_refuses_unknown_versions(tmp_path:
     rundir.write_manifest(tmp_path, manifest)
     assert rundir.run_dir_format(tmp_path) == rundir.RunFormat(2, "my.py:Tri", schema, "probability")
     assert dataclasses.asdict(rundir.run_format({"kpbench_run_version": 1}))["model_spec"] == "keypointrcnn"
-    for version in (3, 0, "2"):
+    for version in (4, 0, "2"):
         rundir.write_manifest(tmp_path, {"kpbench_run_version": 2, "format_version": version})
-        with pytest.raises(KpbenchError, match=rf"run format version {version!r}; this kpbench reads versions 1, 2$"):
+        with pytest.raises(KpbenchError, match=rf"run format version {version!r}; this kpbench reads versions 1, 2, 3$"):
             rundir.read_manifest(tmp_path)
     with pytest.raises(KpbenchError, match=r"^manifest: unreadable keypoint schema \(KeyError"):
         rundir.run_format({"kpbench_run_version": 2, "schema": {"name": "x"}})

@@ -33,7 +33,7 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(KpbenchError, match=r"manifest\.json: unreadable manifest"):
         rundir.read_manifest(tmp_path)
     rundir.write_manifest(tmp_path, {"kpbench_run_version": 99})
-    with pytest.raises(KpbenchError, match="run format version 99; this kpbench reads versions 1, 2"):
+    with pytest.raises(KpbenchError, match="run format version 99; this kpbench reads versions 1, 2, 3"):
         rundir.read_manifest(tmp_path)
     rundir.write_manifest(tmp_path, {"kpbench_run_version": 1, "x": [1.5]})
     assert rundir.read_manifest(tmp_path) == {"kpbench_run_version": 1, "x": [1.5]}
@@ -49,11 +49,23 @@ def test_layout_paths_and_clearing(tmp_path: Path, synthetic_coco_root: Path) ->
         rundir.image_path_for(tmp_path, 785)
     for rank in (10, 2, 0):
         rundir.shard_path(tmp_path, rank).write_text("")
+    (tmp_path / "detections.rank2.jsonl").write_text("")  # a format-2 run's shard: read before the store's
     (tmp_path / "detections.rankX.jsonl").write_text("")
-    assert [p.name for p in rundir.shard_paths(tmp_path)] == [f"detections.rank{r}.jsonl" for r in (0, 2, 10)]
+    assert [p.name for p in rundir.shard_paths(tmp_path)] == [
+        "detections.rank0.bin", "detections.rank2.jsonl", "detections.rank2.bin", "detections.rank10.bin"]
+    # The merged detections file: the store, or the JSON lines of format 1 and 2 where only they exist.
+    assert rundir.detections_path(tmp_path) == tmp_path / "detections.bin"
+    (tmp_path / "detections.jsonl").write_text("")
+    assert rundir.detections_path(tmp_path) == tmp_path / "detections.jsonl"
+    (tmp_path / "detections.bin").write_bytes(b"")
+    assert rundir.detections_path(tmp_path) == tmp_path / "detections.bin"
+    assert [p.name for p in rundir.detection_files(tmp_path)] == [
+        "detections.jsonl", "detections.bin", "detections.rank0.bin", "detections.rank2.jsonl", "detections.rank2.bin",
+        "detections.rank10.bin"]
     (tmp_path / "notes.txt").write_text("mine")
     removed = {p.name for p in rundir.clear_run_files(tmp_path)}
-    assert removed == {"manifest.json", "ground_truth.json", *(f"detections.rank{r}.jsonl" for r in (0, 2, 10))}
+    assert removed == {"manifest.json", "ground_truth.json", "detections.bin", "detections.jsonl",
+                       "detections.rank2.jsonl", *(f"detections.rank{r}.bin" for r in (0, 2, 10))}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["detections.rankX.jsonl", "notes.txt"]
     assert rundir.default_run_dir("results", now=0).name.startswith("run-19")
 
@@ -233,27 +245,35 @@ def test_plan_resumes_only_the_same_config(tmp_path: Path, synthetic_coco_root: 
     assert plan_run(other, "cpu", overwrite=True).state == "overwrite"
 
 
-def test_canonical_cache_merges_shards_in_id_order_and_drops_torn_tails(tmp_path: Path) -> None:
-    """What a resumed or distributed run does before and after its loop: one clean line per image, by id."""
-    from kpbench.engine.runner import write_canonical_cache
-    from kpbench.runs.detections import read_cache
+def test_canonical_store_merges_shards_in_id_order_and_drops_torn_tails(tmp_path: Path) -> None:
+    """What a resumed or distributed run does before and after its loop: one record per selected image, by id,
+    copied byte for byte; the JSON lines of a format-2 directory are folded in; a canonical store is left as it
+    is."""
+    from kpbench.runs.merge import write_canonical_store
+    from kpbench.runs.store import FILE_HEADER, encode_image, scan_store
 
     def dets(image_id: int, score: float) -> ImageDetections:
         return ImageDetections(image_id=image_id, boxes=np.zeros((1, 4)), scores=np.array([score]),
                                labels=np.ones(1, np.int64), keypoints=np.zeros((1, 17, 3)),
                                keypoint_scores=np.zeros((1, 17)))
 
-    with rundir.detections_path(tmp_path).open("w") as fh:
-        for image_id in (30, 10):
-            append_detections(fh, dets(image_id, 0.5))
-        fh.write('{"image_id": 20, "sco')  # killed mid-write
-    with rundir.shard_path(tmp_path, 1).open("w") as fh:
-        append_detections(fh, dets(40, 0.7))
-        append_detections(fh, dets(10, 0.5))  # written twice (a batch redone after a kill): the same detections
-        fh.write('{"image_id": 50')
-    assert len(write_canonical_cache(tmp_path, [50, 40, 30, 20, 10])) == 3
-    lines = rundir.detections_path(tmp_path).read_text().splitlines()
-    assert [json.loads(line)["image_id"] for line in lines] == [10, 30, 40]
-    assert rundir.shard_paths(tmp_path) == [] and set(read_cache(rundir.detections_path(tmp_path))) == {10, 30, 40}
-    before = rundir.detections_path(tmp_path).read_bytes()
-    assert len(write_canonical_cache(tmp_path, [10, 30, 40])) == 3 and rundir.detections_path(tmp_path).read_bytes() == before
+    store, shard = rundir.store_path(tmp_path), rundir.shard_path(tmp_path, 1)
+    store.write_bytes(FILE_HEADER + encode_image(dets(30, 0.5)) + encode_image(dets(10, 0.5))
+                      + encode_image(dets(20, 0.25))[:-9])  # killed mid-write
+    shard.write_bytes(FILE_HEADER + encode_image(dets(40, 0.75))
+                      + encode_image(dets(10, 0.5))  # written twice (a batch redone after a kill): the same bytes
+                      + encode_image(dets(50, 0.125))[:30])
+    with rundir.legacy_detections_path(tmp_path).open("w") as fh:  # a format-2 run's cache, resumed
+        append_detections(fh, dets(60, 0.5))
+        append_detections(fh, dets(30, 0.0))  # the store's record of 30 comes later and wins
+    arrays = write_canonical_store(tmp_path, [60, 50, 40, 30, 20, 10])
+    assert arrays.image_ids.tolist() == [10, 30, 40, 60] and arrays.detections.scores.tolist() == [0.5, 0.5, 0.75, 0.5]
+    assert rundir.detection_files(tmp_path) == [store]  # shards and JSON lines folded in and gone
+    expected = FILE_HEADER + b"".join(encode_image(dets(i, s)) for i, s in ((10, 0.5), (30, 0.5), (40, 0.75), (60, 0.5)))
+    assert store.read_bytes() == expected
+    before = store.stat()
+    again = write_canonical_store(tmp_path, [10, 30, 40, 60])  # already canonical: not rewritten
+    assert (store.stat().st_ino, store.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert again.image_ids.tolist() == [10, 30, 40, 60] and store.read_bytes() == expected
+    assert write_canonical_store(tmp_path, [10, 40]).image_ids.tolist() == [10, 40]  # unselected images dropped
+    assert scan_store(store).image_ids.tolist() == [10, 40]

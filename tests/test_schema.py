@@ -329,12 +329,12 @@ def test_crowdpose_results_become_a_run_directory(tmp_path) -> None:
     assert load(tmp_path / "run" / "manifest.json")["status"] == "complete"
     assert any("w * h * 0.53" in d for d in made.manifest["deviations"])
     # --overwrite leaves nothing of the old run to be read again (a stale rank shard would override the cache).
-    (tmp_path / "run" / "detections.rank0.jsonl").write_text((tmp_path / "run" / "detections.jsonl").read_text())
+    (tmp_path / "run" / "detections.rank0.bin").write_bytes((tmp_path / "run" / "detections.bin").read_bytes())
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     again = run_from_results(empty, CROWDPOSE / "example_crowdpose_val.json", tmp_path / "run", overwrite=True,
                              analysis=False)
-    assert again.results["keypoints"].stats["AP"] == 0.0 and not (tmp_path / "run" / "detections.rank0.jsonl").exists()
+    assert again.results["keypoints"].stats["AP"] == 0.0 and not (tmp_path / "run" / "detections.rank0.bin").exists()
 
 
 def _two_category_scene(second_names: list[str]) -> tuple[dict, list]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared
+from kpdata import COCO_SAMPLE, load, pycocotools_eval, requires_shared, stored_images
 
 # Looked up, not imported: importing ultralytics sets OMP_NUM_THREADS=1 in os.environ, which every later
 # subprocess of the test session would inherit.
@@ -152,17 +152,17 @@ def test_a_sigkilled_yolo_run_resumes_to_byte_identical_files(tmp_path: Path) ->
     subprocess.run(command(reference), check=True, capture_output=True, timeout=300)
     out = tmp_path / "killed"
     proc = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    cache, deadline = out / "detections.jsonl", time.monotonic() + 120
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if cache.is_file() and cache.read_bytes().count(b"\n") >= 3:
+        if stored_images(out) >= 3:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert 3 <= cache.read_bytes().count(b"\n") < 35
+    assert 3 <= stored_images(out) < 35
     done = subprocess.run(command(out), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resumed:" in done.stderr
-    for name in ("detections.jsonl", "keypoints_results.json", "bbox_results.json", "metrics.json", "ground_truth.json"):
+    for name in ("detections.bin", "keypoints_results.json", "bbox_results.json", "metrics.json", "ground_truth.json"):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name

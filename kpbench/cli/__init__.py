@@ -11,6 +11,7 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     configcmd,
     data,
     evaluate,
+    export,
     run,
     speed,
     thresholds,

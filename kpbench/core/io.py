@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +273,28 @@ def read_csv_rows(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise KpbenchError(f"{path}: not a readable CSV file ({exc})") from None
     return rows
+
+
+def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """`atomic_write_bytes` for content made piece by piece (a large results file): each chunk is written to the
+    temporary file as it comes, so the whole never has to be in memory at once."""
+    target = Path(path)
+    tmp: str | None = None
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise KpbenchError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

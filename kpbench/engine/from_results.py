@@ -91,16 +91,16 @@ def run_from_results(
     from kpbench.data.coco import restrict_ground_truth
     from kpbench.evaluation.cocofiles import load_ground_truth, load_results
     from kpbench.evaluation.runeval import evaluate_run
-    from kpbench.runs.detections import append_detections
     from kpbench.runs.directory import (
         FORMAT_VERSION,
         clear_run_files,
-        detections_path,
         ground_truth_path,
         is_run_dir,
         lock_run_dir,
+        store_path,
         write_manifest,
     )
+    from kpbench.runs.store import create_store, encode_image
 
     if keypoint_score_kind is not None and keypoint_score_kind not in KINDS:
         raise KpbenchError(f"--keypoint-score-kind: must be probability or logit, got {keypoint_score_kind!r}")
@@ -136,12 +136,7 @@ def run_from_results(
                 ann["area"] = ann["bbox"][2] * ann["bbox"][3] * CROWDPOSE_BOX_AREA_FACTOR
     with lock_run_dir(run_dir):
         atomic_write_text(ground_truth_path(run_dir), json_text(run_gt, indent=None))
-        cache = detections_path(run_dir)
-        tmp = cache.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for det in detections:
-                append_detections(fh, det)
-        tmp.replace(cache)
+        create_store(store_path(run_dir), (encode_image(det) for det in detections))
         manifest = {
             "kpbench_run_version": FORMAT_VERSION,
             "format_version": FORMAT_VERSION,

@@ -2,39 +2,71 @@
 
 The driver owns everything around the model (as detectron2's `inference_on_dataset` does): converting the
 decoded images to the model's input format, inference mode and autocast, the clock, the record of padded input
-shapes, and turning the model's Predictions into ImageDetections once the clock has stopped. The caller owns
-where the batches come from (a DataLoader, files) and what happens to each finished batch (`on_batch`: the
-cache writer, a list, a drawing).
+shapes, and bringing the model's Predictions to the host once the clock has stopped. The caller owns where the
+batches come from (a DataLoader, files; `background` decodes them ahead in a thread) and what happens to each
+finished call (`on_batch`: the store writer, a list, a drawing).
 
 One model call is timed as ``synchronize -> perf_counter -> predict -> synchronize -> perf_counter`` (the
 synchronisations on CUDA only): the model's own resize and post-processing are included, decoding and the copy
 to the device are not.
+
+**One copy to the host per call.** The call's predictions, whatever their number of images, are packed on their
+device into one float32 tensor (labels carried bit for bit as int64) and copied to the host once
+(`predictions_to_host`): not one copy per array and image, each of which waits for the device. Torch tensors come
+to the host as float32, as torchvision gives them; numpy arrays keep their dtype (float64 where a model computes
+in float64), so nothing is rounded that the model gave more precisely.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.models.base import Predictions, input_format, model_info, model_name, record_input_shapes
-from kpbench.runs.detections import ImageDetections
+from kpbench.runs.detections import BatchDetections, ImageDetections
 
 if TYPE_CHECKING:
     import torch
 
+T = TypeVar("T")
+_COLUMNS = ("boxes", "scores", "keypoints", "keypoint_scores")
+
+
+class ModelCallError(KpbenchError):
+    """A model's predict raised. The message names the model and the images of the call; `cause` is the
+    exception the model raised, whose traceback the command line shows before the one `error:` line."""
+
+    def __init__(self, message: str, cause: BaseException, model: str, image_ids: Sequence[int]) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.model = model
+        self.image_ids = [int(i) for i in image_ids]
+
 
 @dataclass
 class BatchResult:
-    """One model call: the image ids, their detections (in order), the padded input shape (None when the model
-    records none) and the seconds the call took."""
+    """One model call: the image ids, their detections as host columns (`batch`), the padded input shape (None
+    when the model records none) and the seconds the call took. `detections` gives them image by image."""
 
     image_ids: list[int]
-    detections: list[ImageDetections]
+    batch: BatchDetections
     input_shape: tuple[int, ...] | None
     model_s: float
+    _images: list[ImageDetections] | None = field(default=None, repr=False)
+
+    @property
+    def detections(self) -> list[ImageDetections]:
+        """The call's images as ImageDetections (float64), in order."""
+        if self._images is None:
+            self._images = self.batch.images()
+        return self._images
 
 
 @dataclass
@@ -54,8 +86,6 @@ def prepare_images(model: Any, images: Sequence[Any], device: torch.device, non_
         from kpbench.data.coco import to_float_image
 
         return [to_float_image(image.to(device, non_blocking=non_blocking)) for image in images]
-    import numpy as np
-
     return [np.ascontiguousarray(image.permute(1, 2, 0).numpy()) for image in images]
 
 
@@ -76,6 +106,137 @@ def check_predictions(model: Any, predictions: Any, count: int, kind: str) -> li
     return list(predictions)
 
 
+def _shape_of(value: Any) -> tuple[int, ...]:
+    """An array's shape without touching its data (a tensor's shape is host metadata on every device)."""
+    shape = getattr(value, "shape", None)
+    return tuple(int(v) for v in shape) if shape is not None else np.shape(value)
+
+
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "detach") and hasattr(value, "device")
+
+
+def predictions_to_host(
+    image_ids: Sequence[int],
+    predictions: Sequence[Predictions],
+    num_keypoints: int,
+    category_id: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+) -> BatchDetections:
+    """A call's Predictions as host columns, with one device-to-host copy per device (see the module docstring).
+
+    Shapes are checked first, from the arrays' metadata: an array whose size does not fit N detections of K
+    keypoints is a KpbenchError naming the image (any shape of the right size is taken, as reshaping it)."""
+    k = num_keypoints
+    counts = [len(p) for p in predictions]
+    expected = {"boxes": (4,), "scores": (), "keypoints": (k, 3), "keypoint_scores": (k,)}
+    for image_id, p, n in zip(image_ids, predictions, counts):
+        for name in _COLUMNS:
+            shape = _shape_of(getattr(p, name))
+            want = (n, *expected[name])
+            if int(np.prod(shape)) != int(np.prod(want)):
+                raise KpbenchError(f"image {image_id}: predictions {name} has shape {shape}, expected {want} "
+                                   f"({n} detections, {k} keypoints)")
+        if p.labels is not None and int(np.prod(_shape_of(p.labels))) != n:
+            raise KpbenchError(f"image {image_id}: predictions labels has shape {_shape_of(p.labels)}, expected "
+                               f"({n},) ({n} detections, {k} keypoints)")
+    # Every (column, image) value: torch tensors are packed per device and copied once; the rest go through numpy.
+    host: dict[tuple[str, int], np.ndarray] = {}
+    by_device: dict[Any, list[tuple[str, int, Any]]] = {}
+    for i, p in enumerate(predictions):
+        for name in (*_COLUMNS, "labels"):
+            value = getattr(p, name)
+            if value is None:
+                continue
+            if _is_tensor(value):
+                by_device.setdefault(value.device, []).append((name, i, value))
+            elif name == "labels":
+                host[name, i] = np.asarray(value, dtype=np.int64).reshape(-1)
+            else:
+                host[name, i] = np.asarray(value, dtype=np.float64).reshape(-1)
+    for items in by_device.values():
+        _copy_tensors(items, host)
+    n_total = sum(counts)
+
+    def column(name: str, dtype: Any, width: tuple[int, ...]) -> np.ndarray:
+        parts = [host[name, i] for i in range(len(predictions))]
+        if not parts:
+            return np.zeros((0, *width), dtype)
+        wide = any(part.dtype == np.float64 for part in parts)
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return out.astype(np.float64 if wide else dtype, copy=False).reshape(n_total, *width)
+
+    for i, (p, n) in enumerate(zip(predictions, counts)):
+        if p.labels is None:
+            host["labels", i] = np.full(n, category_id, dtype=np.int64)
+    labels_parts = [host["labels", i] for i in range(len(predictions))]
+    return BatchDetections(
+        image_ids=np.asarray(image_ids, dtype=np.int64).reshape(-1),
+        counts=np.asarray(counts, dtype=np.int64).reshape(-1),
+        boxes=column("boxes", np.float32, (4,)),
+        scores=column("scores", np.float32, ()),
+        labels=(np.concatenate(labels_parts) if labels_parts else np.zeros(0, np.int64)).astype(np.int64, copy=False),
+        keypoints=column("keypoints", np.float32, (k, 3)),
+        keypoint_scores=column("keypoint_scores", np.float32, (k,)),
+        input_shape=tuple(int(v) for v in input_shape) if input_shape is not None else None,
+    )
+
+
+def _copy_tensors(items: list[tuple[str, int, Any]], host: dict[tuple[str, int], np.ndarray]) -> None:
+    """Pack one device's tensors into one flat float32 tensor there (labels as the float32 pairs of their int64
+    bits, first, so that they stay 8-byte aligned), copy it to the host once, and cut it up again."""
+    import torch
+
+    items = sorted(items, key=lambda item: item[0] != "labels")
+    flat = []
+    for name, _, tensor in items:
+        t = tensor.detach().reshape(-1)
+        flat.append(t.to(torch.int64).view(torch.float32) if name == "labels" else t.float())
+    packed = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().numpy()
+    pos = 0
+    for (name, i, _), t in zip(items, flat):
+        size = int(t.numel())
+        piece = packed[pos : pos + size]
+        host[name, i] = piece.view(np.int64) if name == "labels" else piece
+        pos += size
+
+
+def background(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """`batches` produced by a thread, up to `depth` ahead: decoding (which releases the GIL in torchvision's
+    decoders) overlaps the model. An exception in the thread is raised here, where the batch would have come."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            items.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="kpbench-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def inference_on_dataset(
     model: Any,
     batches: Iterable[tuple[Sequence[int], Sequence[Any]]],
@@ -87,13 +248,15 @@ def inference_on_dataset(
 ) -> InferenceStats:
     """Run `model` (a PoseModel) over `batches` of (image ids, decoded RGB uint8 (3, H, W) tensors) and hand
     each finished call to `on_batch`. In inference mode, under autocast for fp16/bf16 (a model that is not a
-    torch model simply ignores both)."""
+    torch model simply ignores both). An exception from the model's predict is a `ModelCallError` naming the
+    model and the images, with the model's own exception as its cause."""
     import torch
 
-    from kpbench.models.keypointrcnn import autocast
+    from kpbench.engine.device import autocast
 
     schema = model.schema
     kind = model_info(model).keypoint_score_kind
+    name = model_name(model)
     cuda = device.type == "cuda"
     stats = InferenceStats()
     with torch.inference_mode(), record_input_shapes(model) as shapes:
@@ -103,24 +266,27 @@ def inference_on_dataset(
             if cuda:
                 torch.cuda.synchronize(device)  # the copies above are not model time
             t0 = time.perf_counter()
-            with autocast(device, dtype):
-                predictions = model.predict(inputs)
-            if cuda:
-                torch.cuda.synchronize(device)
+            try:
+                with autocast(device, dtype):
+                    predictions = model.predict(inputs)
+                if cuda:
+                    torch.cuda.synchronize(device)
+            except (KpbenchError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # the model's own failure: keep its traceback, name the images
+                which = f"image {ids[0]}" if len(ids) == 1 else f"images {', '.join(str(int(i)) for i in ids)}"
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise ModelCallError(f"{name}.predict raised {type(exc).__name__}"
+                                     f"{f' ({first})' if first else ''} on {which}", exc, name, ids) from exc
             model_s = time.perf_counter() - t0
             predictions = check_predictions(model, predictions, len(inputs), kind)
             # This call's padded batch, as the model's recorder saw it (none when nothing was recorded).
             shape = shapes[-1] if shapes is not None and len(shapes) > recorded else None
-            detections = [
-                ImageDetections.from_predictions(
-                    image_id, p, input_shape=shape, num_keypoints=schema.num_keypoints, category_id=schema.category_id
-                )
-                for image_id, p in zip(ids, predictions)
-            ]
+            host = predictions_to_host(ids, predictions, schema.num_keypoints, schema.category_id, shape)
             stats.images += len(inputs)
             stats.calls += 1
             stats.model_s += model_s
-            on_batch(BatchResult([int(i) for i in ids], detections, shape, model_s))
+            on_batch(BatchResult([int(i) for i in ids], host, host.input_shape, model_s))
     if shapes is not None:
         stats.shapes = [tuple(int(v) for v in s) for s in shapes]
     return stats

@@ -303,7 +303,7 @@ def time_model(
     """
     import torch
 
-    from kpbench.models.keypointrcnn import autocast
+    from kpbench.engine.device import autocast
 
     if not batches:
         raise ValueError("no batches to time")
@@ -682,8 +682,8 @@ def run_speed(
     from kpbench.core.environment import capture_environment
     from kpbench.core.io import ensure_output_dir
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
+    from kpbench.engine.device import resolve_device, warn_slow_dtype
     from kpbench.models.base import model_info
-    from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
     from kpbench.models.registry import declared_schema, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
@@ -1014,8 +1014,8 @@ def stage_pass(
     the STAGE_COLUMNS of a row (empty for a model without the hook)."""
     import torch
 
+    from kpbench.engine.device import autocast
     from kpbench.engine.stages import format_stages
-    from kpbench.models.keypointrcnn import autocast
 
     hook = getattr(model, "speed_stages", None)
     if hook is None or calls < 1:
@@ -1051,8 +1051,8 @@ def flop_pass(
     """FLOPs per image over the batches that hold each image once (kpbench.engine.work.count_flops)."""
     import torch
 
+    from kpbench.engine.device import autocast
     from kpbench.engine.work import count_flops
-    from kpbench.models.keypointrcnn import autocast
 
     batch_size = len(batches[0])
     distinct = batches[: max(1, math.ceil(num_images / batch_size))]
@@ -1075,7 +1075,7 @@ def largest_batch(model: Any, images: Sequence[Any], device: torch.device, dtype
     call each, at the model's current input size). Raises what batch 1 raises."""
     import torch
 
-    from kpbench.models.keypointrcnn import autocast
+    from kpbench.engine.device import autocast
 
     fits = 0
     batch = 1

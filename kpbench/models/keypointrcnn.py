@@ -1,6 +1,6 @@
 """torchvision's Keypoint R-CNN as a kpbench pose model: `KeypointRCNNModel`, the one adapter (the only code
 that knows torchvision's output keys, its transform and its backbone), and what builds it: named weights,
-checkpoints, random weights, input size, device, dtype.
+checkpoints, random weights, input size (the device and dtype helpers are `kpbench.engine.device`).
 
 torch and torchvision are imported inside the functions, so that importing this module stays cheap.
 """
@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.core.errors import KpbenchError, KpbenchWarning
+from kpbench.core.errors import KpbenchError
 from kpbench.core.io import file_digest
 from kpbench.core.schema import COCO17
 from kpbench.models.base import ModelInfo, Predictions
@@ -277,65 +277,6 @@ def set_input_size(model: torch.nn.Module, min_size: int, max_size: int | None =
     model.transform.max_size = int(max_size)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" picks cuda when available; "cuda" without a GPU is a clear error.
-
-    A CUDA device always comes back with its index ("cuda" is the current device, usually cuda:0), so that
-    synchronisation, CUDA events and memory statistics all name the same GPU.
-    """
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise KpbenchError(f"--device: unknown device {device!r} (auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise KpbenchError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise KpbenchError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    elif dev.type != "cpu":
-        raise KpbenchError(f"--device: unsupported device {device!r} (auto, cpu, cuda or cuda:N)")
-    return dev
-
-
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast context for "fp16"/"bf16"; a no-op for "fp32"."""
-    import torch
-
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    return torch.autocast(device_type=device.type, dtype=torch_dtype)
-
-
-def check_dtype(device: torch.device, dtype: str) -> None:
-    """Fail early, as a user error, where the device cannot autocast to `dtype` (bf16 on a GPU without it); warn
-    where it can but is very slow (`warn_slow_dtype`)."""
-    try:
-        autocast(device, dtype)
-    except RuntimeError as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise KpbenchError(f"--dtype {dtype}: not available on {device} ({reason})") from None
-    warn_slow_dtype(device, dtype)
-
-
-def warn_slow_dtype(device: torch.device, dtype: str) -> None:
-    """A warning for fp16 on a CPU: autocast accepts it, but CPUs have few float16 kernels, so Keypoint R-CNN runs
-    hundreds of times slower than in fp32 there, with no other sign of why."""
-    if dtype == "fp16" and device.type == "cpu":
-        warnings.warn(
-            "--dtype fp16 on a CPU: float16 autocast is very slow there (hundreds of times slower than fp32); "
-            "use fp32, or bf16 on a CPU that supports it",
-            KpbenchWarning,
-            stacklevel=2,
-        )
-
-
 @contextlib.contextmanager
 def record_backbone_shapes(model: torch.nn.Module) -> Iterator[list[tuple[int, ...]]]:
     """Collect the padded batch tensor shape (N, C, H, W) of every call that reaches the backbone."""
@@ -505,3 +446,16 @@ class KeypointRCNNModel:
         if name == FAST_POSTPROCESS:
             return _fast_postprocess(self.module)
         return None
+
+
+# The device helpers moved to kpbench.engine.device (they are not Keypoint R-CNN's); these names stay importable
+# from here for one release, resolved lazily so that this adapter does not import the engine.
+_MOVED_TO_ENGINE = ("resolve_device", "autocast", "check_dtype", "warn_slow_dtype")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ENGINE:
+        import kpbench.engine.device
+
+        return getattr(kpbench.engine.device, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

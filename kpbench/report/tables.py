@@ -417,29 +417,27 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     return {c: row.get(c) for c in RUN_COLUMNS}
 
 
-def _count_lines(path: Path) -> int:
-    count = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            count += chunk.count(b"\n")
-    return count
-
-
 def run_status(run_dir: Path, manifest: dict[str, Any], num_images: int | None) -> str:
     """"ok" for a finished, evaluated run whose cache is all there; otherwise "incomplete (why)" or
     "not evaluated (no metrics.json)"."""
+    from kpbench.runs.directory import detections_path, legacy_detections_path
+    from kpbench.runs.merge import count_cached_images
+
     status = manifest.get("status", "unfinished")
-    cache = run_dir / "detections.jsonl"
+    cache = detections_path(run_dir)  # detections.bin (format 3), or detections.jsonl (format 1 and 2)
+    version = manifest.get("format_version", manifest.get("kpbench_run_version", 1))
+    if not cache.is_file() and not (type(version) is int and version >= 3):
+        cache = legacy_detections_path(run_dir)
     if status != "complete":
-        cached = _count_lines(cache) if cache.is_file() else 0
+        cached = count_cached_images(run_dir)
         of = f" of {num_images}" if num_images else ""
         if status == "failed":  # the run stopped on an error, recorded in the manifest
             return f"failed ({manifest.get('error') or 'no reason recorded'}; {cached}{of} images cached)"
         return f"incomplete ({status}: {cached}{of} images cached)"
     if not cache.is_file():
-        return "incomplete (detections.jsonl missing)"
-    if num_images and (cached := _count_lines(cache)) != num_images:
-        return f"incomplete (detections.jsonl has {cached} of {num_images} images)"
+        return f"incomplete ({cache.name} missing)"
+    if num_images and (cached := count_cached_images(run_dir)) != num_images:
+        return f"incomplete ({cache.name} has {cached} of {num_images} images)"
     if not (run_dir / "metrics.json").is_file():
         return "not evaluated (no metrics.json)"
     return "ok"

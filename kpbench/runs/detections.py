@@ -1,7 +1,12 @@
-"""The detections cache of a run directory, and its conversion to COCO results files.
+"""Detections per image and per model call, and the JSON-lines cache of format-1 and format-2 run directories.
 
-The cache is JSON Lines, one line per finished image, appended and flushed as each image finishes, so a crash
-loses at most the images in flight. A line looks like::
+`ImageDetections` is one image's detections (float64 arrays); `BatchDetections` is one model call's, as columns on
+the host in the model's own precision (what the run loop hands the store writer, `kpbench.runs.store`).
+
+Run directories of format 1 and 2 cached detections as JSON Lines (`detections.jsonl`), one line per finished
+image, appended and flushed as each image finished. Format 3 writes the binary store instead
+(`kpbench.runs.store`); the JSON lines stay readable (`iter_cache` reads either), and `kpbench export --to jsonl`
+writes them from any run. A line looks like::
 
     {"image_id": 139, "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...],
      "keypoints": [[[x, y, v] * 17], ...], "keypoint_scores": [[17 logits], ...], "input_shape": [1, 3, 800, 1216]}
@@ -10,7 +15,7 @@ Boxes are xyxy in original image pixels; keypoints are the model's (x, y, visibi
 the model's own (Keypoint R-CNN's are heatmap logits, not probabilities; the manifest's keypoint_score_kind
 says which). `input_shape` is the padded batch tensor (N, C, H, W) that reached the network with this image
 (models without a shape recorder leave it out): kept per image, so that the run's record of shapes survives a crash (caches written
-before kpbench recorded it have none). A torn last line (a crash mid-write) is ignored and cut off on resume.
+before kpbench recorded it have none). A torn last line (a crash mid-write) is ignored.
 """
 
 from __future__ import annotations
@@ -117,6 +122,44 @@ class ImageDetections:
         )
 
 
+@dataclass
+class BatchDetections:
+    """One model call's detections on the host, as columns: B images, N detections in all, image i's rows being
+    ``starts[i]:starts[i + 1]``. Float columns keep the model's precision (float32 from torch tensors; float64
+    from numpy arrays), so the store records float32 when nothing would be lost."""
+
+    image_ids: np.ndarray  # (B,) int64
+    counts: np.ndarray  # (B,) int64, detections per image
+    boxes: np.ndarray  # (N, 4) xyxy
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) int64
+    keypoints: np.ndarray  # (N, K, 3)
+    keypoint_scores: np.ndarray  # (N, K)
+    input_shape: tuple[int, ...] | None = None  # the padded batch (B, C, H, W) that reached the network
+
+    @property
+    def starts(self) -> np.ndarray:
+        """(B + 1,) row offsets of the images."""
+        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.image_ids.shape[0])
+
+    def image(self, i: int) -> ImageDetections:
+        """Image i of the call as an ImageDetections (float64 arrays, as the JSON-lines cache held them)."""
+        a, b = (int(v) for v in self.starts[i : i + 2])
+        return ImageDetections(
+            image_id=int(self.image_ids[i]), boxes=self.boxes[a:b].astype(np.float64),
+            scores=self.scores[a:b].astype(np.float64), labels=self.labels[a:b].astype(np.int64),
+            keypoints=self.keypoints[a:b].astype(np.float64),
+            keypoint_scores=self.keypoint_scores[a:b].astype(np.float64), input_shape=self.input_shape,
+        )
+
+    def images(self) -> list[ImageDetections]:
+        """Every image of the call, in order."""
+        return [self.image(i) for i in range(len(self))]
+
+
 def _host(value: Any, dtype: Any, integer: bool = False) -> np.ndarray:
     """A prediction array on the host: torch tensors go through float32 (or stay integer), as torchvision's
     outputs always have, so that the cache lines are what they were when kpbench read torchvision directly."""
@@ -162,15 +205,21 @@ def append_detections(fh: IO[str], dets: ImageDetections) -> None:
 
 
 def iter_cache(path: str | Path, num_keypoints: int | None = None) -> Iterator[ImageDetections]:
-    """Read a cache file; a torn final line is skipped, a torn line elsewhere is an error. Detections have
-    `num_keypoints` keypoints; by default, those of the schema in the manifest of the run directory that holds
+    """Read a detections file, image by image: a format-3 store (`kpbench.runs.store`, whose torn tail is
+    skipped) or a JSON-lines cache (a torn final line is skipped, a torn line elsewhere is an error). JSON lines
+    have `num_keypoints` keypoints; by default, those of the schema in the manifest of the run directory that holds
     the file (17 for a format-1 run, or a cache outside a run directory)."""
     path = Path(path)
-    k = num_keypoints if num_keypoints is not None else _run_keypoint_count(path.parent)
     if path.is_dir():
         raise KpbenchError(f"{path}: is a directory, expected the detections cache (a JSON-lines file)")
     if not path.is_file():
         raise KpbenchError(f"{path}: detections cache not found (is this a run directory made by `kpbench run`?)")
+    from kpbench.runs.store import is_store_file, iter_store
+
+    if is_store_file(path):
+        yield from iter_store(path)
+        return
+    k = num_keypoints if num_keypoints is not None else _run_keypoint_count(path.parent)
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):  # line by line: val2017's cache can be hundreds of MB
             if not line.endswith(b"\n"):

@@ -4,8 +4,10 @@ A run directory is self-describing: every later command (evaluate, thresholds, d
 
     manifest.json            what made the run (format version, model, keypoint schema, config, environment,
                              protocol, timings, image ids)
-    detections.jsonl         the detections cache, one line per finished image (see kpbench.runs.detections)
-    detections.rank<R>.jsonl a rank's shard during a distributed run (merged into detections.jsonl)
+    detections.bin           the detections store, one binary record per finished image (kpbench.runs.store);
+                             format 1 and 2 have detections.jsonl, one JSON line per image, instead
+    detections.rank<R>.bin   a rank's shard during a distributed run (merged into detections.bin; format 1 and 2:
+                             detections.rank<R>.jsonl)
     ground_truth.json        the annotation file restricted to the evaluated images
     keypoints_results.json   COCO results, keypoints (box score, no bbox), in image-id order
     bbox_results.json        COCO results, boxes (xywh), in image-id order
@@ -16,9 +18,12 @@ Format versions (the manifest's `format_version`, and `kpbench_run_version`, whi
 
 1. no model fields: every run was torchvision's Keypoint R-CNN, COCO's 17 person keypoints, logit scores;
 2. adds `model_spec` ({"spec", "kind", "target"} of --model), `schema` (`KeypointSchema.to_json()`) and
-   `keypoint_score_kind` ("logit" or "probability"). The detections cache is unchanged.
+   `keypoint_score_kind` ("logit" or "probability"). The detections cache is unchanged;
+3. the detections are a binary store (detections.bin, kpbench.runs.store) instead of JSON lines; the manifest is
+   format 2's. Resuming (or re-running) a format-1 or format-2 directory converts its JSON lines into the store.
 
-`run_format(manifest)` reads either as a `RunFormat`.
+`run_format(manifest)` reads any of them as a `RunFormat`; `read_run_arrays` (kpbench.runs.arrays) reads the
+detections of any of them.
 
 No torch here: this module is imported by commands that never run a model.
 """
@@ -36,29 +41,32 @@ from pathlib import Path
 from typing import Any
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import read_json, write_json
+from kpbench.core.io import atomic_write_text, json_text, read_json
 from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.data.coco import image_path
 
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 RUN_VERSION = FORMAT_VERSION  # the name format 1 had
 # What a format-1 run directory was made by.
 V1_MODEL_SPEC = "keypointrcnn"
 V1_KEYPOINT_SCORE_KIND = "logit"
 MANIFEST = "manifest.json"
-DETECTIONS = "detections.jsonl"
+STORE = "detections.bin"
+DETECTIONS = "detections.jsonl"  # the JSON-lines cache of format 1 and 2
 KEYPOINT_RESULTS = "keypoints_results.json"
 BBOX_RESULTS = "bbox_results.json"
 GROUND_TRUTH = "ground_truth.json"
 METRICS_STEM = "metrics"
-SHARD_GLOB = "detections.rank*.jsonl"
+SHARD_GLOB = "detections.rank*"
+# Spaces at the end of a "running" manifest: room to record "failed" or "interrupted" in place on a full disk.
+MANIFEST_RESERVE = 4096
 # Held (flock) by the `kpbench run` that is using the directory, with its pid inside; deleted when it ends.
 LOCK = ".kpbench-run.lock"
-_SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
+_SHARD_RE = re.compile(r"detections\.rank(\d+)\.(bin|jsonl)")
 METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
 # Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
-RUN_FILES = (MANIFEST, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
+RUN_FILES = (MANIFEST, STORE, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
 # What the analysis after a run adds (kpbench.analysis.thresholds, kpbench.analysis.breakdown, kpbench.report.figures name them).
 ANALYSIS_FILES = (
     "thresholds_person.csv", "thresholds_person.md", "thresholds_keypoint.csv", "thresholds_keypoint.md",
@@ -71,24 +79,45 @@ def manifest_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / MANIFEST
 
 
-def detections_path(run_dir: str | Path) -> Path:
-    """RUN_DIR/detections.jsonl, the merged detections cache."""
+def store_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/detections.bin, the merged detections store (format 3)."""
+    return Path(run_dir) / STORE
+
+
+def legacy_detections_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/detections.jsonl, the JSON-lines cache of a format-1 or format-2 run directory."""
     return Path(run_dir) / DETECTIONS
 
 
+def detections_path(run_dir: str | Path) -> Path:
+    """The run directory's merged detections file: detections.bin (format 3, and where a new run writes), or
+    detections.jsonl where only that exists (format 1 and 2)."""
+    store = store_path(run_dir)
+    legacy = legacy_detections_path(run_dir)
+    return legacy if legacy.is_file() and not store.is_file() else store
+
+
 def shard_path(run_dir: str | Path, rank: int) -> Path:
-    """RUN_DIR/detections.rank<R>.jsonl, one rank's cache during a distributed run."""
-    return Path(run_dir) / f"detections.rank{rank}.jsonl"
+    """RUN_DIR/detections.rank<R>.bin, one rank's store during a distributed run."""
+    return Path(run_dir) / f"detections.rank{rank}.bin"
 
 
 def shard_paths(run_dir: str | Path) -> list[Path]:
-    """The rank shards present, by rank."""
+    """The rank shards present, by rank: stores (detections.rank<R>.bin) and, left by a distributed run of format
+    1 or 2, JSON lines (detections.rank<R>.jsonl; for a rank, the JSON lines first)."""
     found = []
     for path in Path(run_dir).glob(SHARD_GLOB):
         match = _SHARD_RE.fullmatch(path.name)
         if match:
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+            found.append((int(match.group(1)), match.group(2) == "bin", path))
+    return [path for *_, path in sorted(found)]
+
+
+def detection_files(run_dir: str | Path) -> list[Path]:
+    """Every detections file present, in the order readers apply them (a later file's record of an image wins):
+    the JSON-lines cache, the store, then the rank shards."""
+    candidates = [legacy_detections_path(run_dir), store_path(run_dir), *shard_paths(run_dir)]
+    return [p for p in candidates if p.is_file()]
 
 
 def ground_truth_path(run_dir: str | Path) -> Path:
@@ -164,10 +193,65 @@ def run_dir_format(run_dir: str | Path) -> RunFormat:
 
 
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write RUN_DIR/manifest.json atomically (readers see the old or the new one, never half)."""
+    """Write RUN_DIR/manifest.json atomically (readers see the old or the new one, never half).
+
+    A manifest whose status is "running" ends with `MANIFEST_RESERVE` spaces (JSON allows trailing whitespace):
+    the room in which `update_manifest_status` can still record how the run ended when the disk is full."""
     path = manifest_path(run_dir)
-    write_json(path, manifest)
+    text = json_text(manifest)
+    if manifest.get("status") == "running":
+        text += " " * MANIFEST_RESERVE + "\n"
+    atomic_write_text(path, text)
     return path
+
+
+def update_manifest_status(run_dir: str | Path, status: str, **fields: Any) -> bool:
+    """Record how a run ended (status "failed", "interrupted", with `fields` such as error and updated_at) in
+    RUN_DIR/manifest.json, even on a full disk; returns whether it was recorded.
+
+    The manifest is rewritten atomically when it can be. When that fails (a full disk: the temporary file cannot
+    be written), it is rewritten in place, within the bytes the file already has, which a full disk still allows
+    on file systems that overwrite in place (ext4, xfs, tmpfs; not copy-on-write ones such as btrfs or zfs): a
+    "running" manifest keeps `MANIFEST_RESERVE` spaces of room for this, and an error too long for the room is
+    shortened. A missing or unreadable manifest is left alone."""
+    try:
+        manifest = read_manifest(run_dir)
+    except (KpbenchError, OSError):
+        return False
+    manifest.update(status=status, **fields)
+    try:
+        write_manifest(run_dir, manifest)
+        return True
+    except (KpbenchError, OSError):
+        pass
+    return _rewrite_in_place(manifest_path(run_dir), manifest)
+
+
+def _rewrite_in_place(path: Path, manifest: dict[str, Any]) -> bool:
+    """Overwrite a manifest within its current size (trailing spaces fill the rest); False if it cannot fit."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        text = json_text(manifest).encode("utf-8")
+        error = manifest.get("error")
+        while len(text) > size and isinstance(error, str) and len(error) > 40:
+            error = error[: max(40, len(error) - (len(text) - size) - 3)] + "..."
+            text = json_text({**manifest, "error": error}).encode("utf-8")
+        if len(text) > size:
+            return False
+        data = text[:-1] + b" " * (size - len(text)) + b"\n"
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], written)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @functools.lru_cache(maxsize=8)
