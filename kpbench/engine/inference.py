@@ -19,6 +19,7 @@ in float64), so nothing is rounded that the model gave more precisely.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -109,7 +110,7 @@ def check_predictions(model: Any, predictions: Any, count: int, kind: str) -> li
 def _shape_of(value: Any) -> tuple[int, ...]:
     """An array's shape without touching its data (a tensor's shape is host metadata on every device)."""
     shape = getattr(value, "shape", None)
-    return tuple(int(v) for v in shape) if shape is not None else np.shape(value)
+    return tuple(shape) if shape is not None else np.shape(value)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -134,10 +135,10 @@ def predictions_to_host(
         for name in _COLUMNS:
             shape = _shape_of(getattr(p, name))
             want = (n, *expected[name])
-            if int(np.prod(shape)) != int(np.prod(want)):
+            if math.prod(shape) != math.prod(want):
                 raise KpbenchError(f"image {image_id}: predictions {name} has shape {shape}, expected {want} "
                                    f"({n} detections, {k} keypoints)")
-        if p.labels is not None and int(np.prod(_shape_of(p.labels))) != n:
+        if p.labels is not None and math.prod(_shape_of(p.labels)) != n:
             raise KpbenchError(f"image {image_id}: predictions labels has shape {_shape_of(p.labels)}, expected "
                                f"({n},) ({n} detections, {k} keypoints)")
     # Every (column, image) value: torch tensors are packed per device and copied once; the rest go through numpy.
@@ -150,10 +151,10 @@ def predictions_to_host(
                 continue
             if _is_tensor(value):
                 by_device.setdefault(value.device, []).append((name, i, value))
-            elif name == "labels":
-                host[name, i] = np.asarray(value, dtype=np.int64).reshape(-1)
+            elif name == "labels":  # copies (np.array): the model may reuse its arrays for its next call
+                host[name, i] = np.array(value, dtype=np.int64).reshape(-1)
             else:
-                host[name, i] = np.asarray(value, dtype=np.float64).reshape(-1)
+                host[name, i] = np.array(value, dtype=np.float64).reshape(-1)
     for items in by_device.values():
         _copy_tensors(items, host)
     n_total = sum(counts)
@@ -190,9 +191,15 @@ def _copy_tensors(items: list[tuple[str, int, Any]], host: dict[tuple[str, int],
     items = sorted(items, key=lambda item: item[0] != "labels")
     flat = []
     for name, _, tensor in items:
-        t = tensor.detach().reshape(-1)
-        flat.append(t.to(torch.int64).view(torch.float32) if name == "labels" else t.float())
-    packed = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().numpy()
+        t = (tensor.detach() if tensor.requires_grad else tensor).reshape(-1)
+        if name == "labels":
+            t = (t if t.dtype == torch.int64 else t.to(torch.int64)).view(torch.float32)
+        elif t.dtype != torch.float32:
+            t = t.float()
+        flat.append(t)
+    # A CPU tensor's .cpu() is itself: copy one that is not new, so that the writer thread never reads memory the
+    # model may reuse for its next call.
+    packed = (torch.cat(flat) if len(flat) > 1 else flat[0].clone()).cpu().numpy()
     pos = 0
     for (name, i, _), t in zip(items, flat):
         size = int(t.numel())

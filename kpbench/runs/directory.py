@@ -237,9 +237,12 @@ def _rewrite_in_place(path: Path, manifest: dict[str, Any]) -> bool:
         size = os.fstat(fd).st_size
         text = json_text(manifest).encode("utf-8")
         error = manifest.get("error")
-        while len(text) > size and isinstance(error, str) and len(error) > 40:
-            error = error[: max(40, len(error) - (len(text) - size) - 3)] + "..."
-            text = json_text({**manifest, "error": error}).encode("utf-8")
+        if len(text) > size and isinstance(error, str) and len(error) > 43:
+            # Shorten the reason to fit (JSON escapes make its bytes and characters differ: try shorter until it does).
+            keep = len(error) - (len(text) - size) - 3
+            while len(text) > size and keep >= 40:
+                text = json_text({**manifest, "error": error[:keep] + "..."}).encode("utf-8")
+                keep -= max(1, len(text) - size)
         if len(text) > size:
             return False
         data = text[:-1] + b" " * (size - len(text)) + b"\n"

@@ -19,6 +19,7 @@ any run directory.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,7 +100,7 @@ def encode_coco_results(detections: DetectionArrays, iou_type: str, use_orjson: 
     if values is None:
         raise KpbenchError(f"no {'keypoints' if iou_type == 'keypoints' else 'boxes'} to write {iou_type} results of")
     n = len(detections)
-    values = values.reshape(n, -1)
+    values = values.reshape(n, math.prod(values.shape[1:]))
     key = b'"keypoints": [' if iou_type == "keypoints" else b'"bbox": ['
     middle = b'], "score": '
     prefixes: dict[tuple[int, int], bytes] = {}
