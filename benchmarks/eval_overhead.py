@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from kpbench.core.config import RunSettings
     from kpbench.core.environment import capture_environment
     from kpbench.data.coco import image_files, load_annotations, read_image_rgb, resolve_coco_root, select_image_ids
+    from kpbench.engine.device import autocast, resolve_device
     from kpbench.engine.runner import run
-    from kpbench.models.keypointrcnn import autocast, build_model, default_max_size, resolve_device
+    from kpbench.models.keypointrcnn import build_model, default_max_size
 
     max_size = args.max_size or default_max_size(args.min_size)
     device = resolve_device(args.device)

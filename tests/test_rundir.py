@@ -277,3 +277,9 @@ def test_canonical_store_merges_shards_in_id_order_and_drops_torn_tails(tmp_path
     assert again.image_ids.tolist() == [10, 30, 40, 60] and store.read_bytes() == expected
     assert write_canonical_store(tmp_path, [10, 40]).image_ids.tolist() == [10, 40]  # unselected images dropped
     assert scan_store(store).image_ids.tolist() == [10, 40]
+    canonical = store.read_bytes()
+    with store.open("ab") as fh:  # only a torn tail: cut off in place
+        fh.write(encode_image(dets(50, 0.5))[:20])
+    inode = store.stat().st_ino
+    assert write_canonical_store(tmp_path, [10, 40]).image_ids.tolist() == [10, 40]
+    assert store.stat().st_ino == inode and store.read_bytes() == canonical

@@ -211,7 +211,7 @@ def iter_cache(path: str | Path, num_keypoints: int | None = None) -> Iterator[I
     the file (17 for a format-1 run, or a cache outside a run directory)."""
     path = Path(path)
     if path.is_dir():
-        raise KpbenchError(f"{path}: is a directory, expected the detections cache (a JSON-lines file)")
+        raise KpbenchError(f"{path}: is a directory, expected the run's detections file")
     if not path.is_file():
         raise KpbenchError(f"{path}: detections cache not found (is this a run directory made by `kpbench run`?)")
     from kpbench.runs.store import is_store_file, iter_store
@@ -246,17 +246,6 @@ def _run_keypoint_count(run_dir: Path) -> int:
         return run_format(read_manifest(run_dir)).schema.num_keypoints
     except KpbenchError:  # a damaged manifest is reported by the code that reads it for what it says
         return NUM_KEYPOINTS
-
-
-def truncate_torn_tail(path: str | Path) -> None:
-    """Cut an incomplete last line off the cache so appending continues on a clean line."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def to_coco_results(images: Iterable[ImageDetections]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -94,7 +94,7 @@ def detections_path(run_dir: str | Path) -> Path:
     detections.jsonl where only that exists (format 1 and 2)."""
     store = store_path(run_dir)
     legacy = legacy_detections_path(run_dir)
-    return legacy if legacy.is_file() and not store.is_file() else store
+    return legacy if legacy.exists() and not store.exists() else store
 
 
 def shard_path(run_dir: str | Path, rank: int) -> Path:
@@ -117,7 +117,7 @@ def detection_files(run_dir: str | Path) -> list[Path]:
     """Every detections file present, in the order readers apply them (a later file's record of an image wins):
     the JSON-lines cache, the store, then the rank shards."""
     candidates = [legacy_detections_path(run_dir), store_path(run_dir), *shard_paths(run_dir)]
-    return [p for p in candidates if p.is_file()]
+    return [p for p in candidates if p.exists()]  # a folder in a file's place is read, and refused by name
 
 
 def ground_truth_path(run_dir: str | Path) -> Path:

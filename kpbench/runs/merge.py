@@ -17,7 +17,7 @@ import numpy as np
 
 from kpbench.runs.arrays import RunArrays, assemble, gather_records, remember, run_keypoint_count
 from kpbench.runs.directory import detection_files, store_path
-from kpbench.runs.store import FILE_HEADER, create_store, encode_image, is_store_file, scan_store
+from kpbench.runs.store import FILE_HEADER, create_store, encode_image, is_store_file, scan_store, truncate_torn_tail
 
 
 def write_canonical_store(run_dir: str | Path, image_ids: Sequence[int]) -> RunArrays:
@@ -30,7 +30,10 @@ def write_canonical_store(run_dir: str | Path, image_ids: Sequence[int]) -> RunA
     k = run_keypoint_count(run_dir)
     gathered = gather_records(files, k)
     keep = np.isin(gathered.image_ids, np.asarray(list(image_ids), dtype=np.int64))
-    if not _is_canonical(gathered, files, store, keep):
+    if _is_canonical(gathered, files, store, keep) and gathered.torn:
+        truncate_torn_tail(store)  # only a torn tail: cut it off in place (its records stay where they are)
+        gathered = gather_records([store], k)
+    if not _is_canonical(gathered, files, store, keep) or gathered.torn:
         chosen = np.flatnonzero(keep)
         create_store(store, _records(gathered, chosen))
         for path in files:
@@ -46,9 +49,9 @@ def write_canonical_store(run_dir: str | Path, image_ids: Sequence[int]) -> RunA
 
 
 def _is_canonical(gathered, files: list[Path], store: Path, keep: np.ndarray) -> bool:  # type: ignore[no-untyped-def]
-    """Whether the store alone already is the canonical file: the only file, no torn tail, every record a
-    selected image, ids strictly ascending."""
-    if files != [store] or gathered.torn or not keep.all():
+    """Whether the store alone already is the canonical file (but for a torn tail, which `gathered.torn` says):
+    the only file, every record a selected image, ids strictly ascending."""
+    if files != [store] or not keep.all():
         return False
     index = gathered.sources[0]
     return bool(len(index) == len(gathered.image_ids) and (np.diff(index.image_ids) > 0).all())
