@@ -75,7 +75,7 @@ def test_crop_and_inverse_are_exact_to_1e_9_px() -> None:
 
 
 def test_a_degenerate_box_cannot_be_cropped() -> None:
-    with pytest.raises(KpbenchError, match="person box 1: .* has no area"):
+    with pytest.raises(KpbenchError, match=r"person box 1: .* has no area"):
         crop_affines(crop_regions(np.array([[0, 0, 10, 10], [5, 5, 5, 5]], float), (192, 256)), (192, 256))
 
 
@@ -331,7 +331,7 @@ def test_postprocess_per_label_and_refuses_logits() -> None:
         def predict(self, images):
             return []
 
-    with pytest.raises(KpbenchError, match="--rescore keypoint-mean: .* logit keypoint scores"):
+    with pytest.raises(KpbenchError, match=r"--rescore keypoint-mean: .* logit keypoint scores"):
         PostProcessedModel(Logits(), PostProcessSettings(rescore="keypoint-mean"), "logits")
     with pytest.raises(KpbenchError, match="--nms: must be one of"):
         PostProcessSettings(nms="iou")
@@ -409,7 +409,7 @@ def test_top_down_refuses_what_it_cannot_do() -> None:
                                 sigmas=tuple(COCO17.sigma_array))
     oracle = Oracle(gt)
     oracle.schema = no_flips
-    with pytest.raises(KpbenchError, match="--flip-test: the keypoint set 'pairs-free' .* has no flip pairs"):
+    with pytest.raises(KpbenchError, match=r"--flip-test: the keypoint set 'pairs-free' .* has no flip pairs"):
         TopDownModel(oracle, GroundTruthBoxes(gt), flip_test=True)
     bad = Oracle(gt)
     bad.crop_size = (48.0, 64)
