@@ -154,6 +154,13 @@ def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Pat
     assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
     assert manifest["person_boxes"]["num_boxes"] == 70
     assert "top-down on GT boxes: person boxes gt" in stdout and f"box AP {100 * ev.stats[0]:.1f}" in stdout
+    # The run table and the HTML page say which protocol and boxes the numbers come from.
+    from kpbench.report.html import _protocol_text
+    from kpbench.report.tables import run_row
+
+    row = run_row(out)
+    assert row["protocol"] == "top-down, GT boxes" and row["person_box_AP"] == float(ev.stats[0])
+    assert _protocol_text(manifest).startswith("top-down on GT boxes: person boxes gt (score >= 0, all per image)")
 
 
 @requires_shared
@@ -208,6 +215,9 @@ def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_co
     source = manifest["model"]["extra"]["protocol"]["top_down"]["person_boxes"]
     assert source["kind"] == "model" and source["model"]["name"] == "centre-detector"
     assert "top-down on detector boxes" in stdout
+    from kpbench.report.tables import run_row
+
+    assert run_row(out)["protocol"] == f"top-down, detector boxes ({plugin}:Detector)"
     # The template's keypoints come back through each crop's inverse affine, in its box's region.
     for det in (json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()):
         kps = np.array(det["keypoints"])[0]

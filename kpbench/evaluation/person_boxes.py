@@ -108,3 +108,16 @@ def person_box_line(manifest: dict[str, Any]) -> str | None:
     if stats:
         line += f"\n  person boxes' own box AP {100 * stats['AP']:.1f} (AP50 {100 * stats['AP50']:.1f})"
     return line
+
+
+def protocol_label(manifest: dict[str, Any]) -> str:
+    """Which protocol a run's numbers come from, in a few words: "whole image", "top-down, GT boxes" or "top-down,
+    detector boxes (SPEC)" (tables and the HTML page show it beside the numbers)."""
+    facts = top_down_facts(manifest)
+    if facts is None:
+        return "whole image"
+    source = facts.get("person_boxes") or {}
+    if source.get("kind") == "gt":
+        return "top-down, GT boxes"
+    spec = str(source.get("spec", "?"))
+    return f"top-down, {source.get('protocol', 'detector boxes')} ({Path(spec).name if source.get('kind') == 'file' else spec})"
