@@ -92,6 +92,7 @@ and score-threshold tables this way).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -503,52 +504,70 @@ def soft_nms_scores(
     order as COCOeval holds them). Repeatedly the list is stably sorted by descending current score, its first
     detection M is taken out, and every detection d left has its score multiplied by exp(-OKS(M, d)² / 0.5), with
     OKS the mean over all K keypoints of exp(-|d - M|² / ((2σ)² · 2 · (mean of the two keypoint-extent areas +
-    eps))). `scores` are the starting scores (the best OKS with a GT); returns the final ones.
+    eps))). `scores` are the starting scores (the best OKS with a GT), (N,) or several sets (S, N) on the same
+    keypoints; returns the final ones, in the same shape.
     """
     n = len(dt_image)
-    out = np.array(scores, dtype=np.float64, copy=True)
+    start = np.asarray(scores, dtype=np.float64)
+    out = np.array(start.reshape(-1, n), copy=True)
     if n == 0:
-        return out
-    variances = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
-    k = len(variances)
+        return out.reshape(start.shape)
     order = np.lexsort((np.arange(n), -np.asarray(list_scores, dtype=np.float64), dt_image))
     image_sorted = dt_image[order]
-    first = np.searchsorted(image_sorted, image_sorted, side="left")
-    position = np.arange(n) - first
+    position = np.arange(n) - np.searchsorted(image_sorted, image_sorted, side="left")
     _, image_row = np.unique(image_sorted, return_inverse=True)
     rows, width = int(image_row.max()) + 1, int(position.max()) + 1
     member = np.full((rows, width), -1, dtype=np.int64)
     member[image_row, position] = order
-    alive = member >= 0
-    safe = np.where(alive, member, 0)
-    xs = np.where(alive[..., None], dt_keypoints[safe, :, 0], 0.0)  # (I, D, K)
-    ys = np.where(alive[..., None], dt_keypoints[safe, :, 1], 0.0)
-    area = (xs.max(axis=2) - xs.min(axis=2)) * (ys.max(axis=2) - ys.min(axis=2))
-    score = np.where(alive, out[safe], 0.0)
-    key = np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width)).copy()  # the list order
+    valid = member >= 0
+    factor = _soft_nms_factors(member, valid, dt_keypoints, sigmas)  # (I, D, D), symmetric
     everything = np.arange(rows)
-    for _ in range(width):
-        busy = alive.any(axis=1)
-        if not busy.any():
-            break
-        # The stable sort by descending score: equal scores keep the list order; the taken-out go last.
-        ranked = np.lexsort((key, np.where(alive, -score, np.inf)), axis=1)
-        key[everything[:, None], ranked] = np.arange(width, dtype=np.float64)[None, :]
-        m = ranked[:, 0]
-        alive[everything, m] &= ~busy
-        dx = xs - xs[everything, m][:, None, :]
-        dy = ys - ys[everything, m][:, None, :]
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean_area = (0.5 * (area[everything, m][:, None] + area)) + np.spacing(1)
+    for s in range(len(out)):
+        alive = valid.copy()
+        score = np.where(valid, out[s][np.where(valid, member, 0)], 0.0)
+        key = np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width)).copy()  # the list order
+        for _ in range(width):
+            busy = alive.any(axis=1)
+            if not busy.any():
+                break
+            # The stable sort by descending score: equal scores keep the list order; the taken-out go last.
+            ranked = np.lexsort((key, np.where(alive, -score, np.inf)), axis=1)
+            key[everything[:, None], ranked] = np.arange(width, dtype=np.float64)[None, :]
+            m = ranked[:, 0]
+            alive[everything, m] &= ~busy
+            update = alive & busy[:, None]
+            score = np.where(update, score * factor[everything, m], score)
+        out[s][member[valid]] = score[valid]
+    return out.reshape(start.shape)
+
+
+def _soft_nms_factors(member: np.ndarray, valid: np.ndarray, dt_keypoints: np.ndarray, sigmas: np.ndarray,
+                      chunk: int = 256) -> np.ndarray:
+    """exp(-OKS(a, b)² / 0.5) for every two detections a, b of an image (I, D, D), in coco-analyze's operations:
+    OKS is a numpy sum of the K terms over K, and its square a numpy scalar's, which numpy takes from the C
+    library's pow (not always x · x, numpy's square of arrays): math.pow is that pow. The same floats either way
+    round: (d - m)² = (m - d)², and the mean of the two areas adds them either way."""
+    variances = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
+    k = len(variances)
+    rows, width = member.shape
+    safe = np.where(valid, member, 0)
+    xs, ys = dt_keypoints[safe, :, 0], dt_keypoints[safe, :, 1]  # (I, D, K)
+    area = (xs.max(axis=2) - xs.min(axis=2)) * (ys.max(axis=2) - ys.min(axis=2))
+    oks = np.zeros((rows, width, width))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for lo in range(0, rows, chunk):
+            part = slice(lo, lo + chunk)
+            dx = xs[part, None, :, :] - xs[part, :, None, :]  # [i, m, d] = d - m
+            dy = ys[part, None, :, :] - ys[part, :, None, :]
+            mean_area = (0.5 * (area[part, :, None] + area[part, None, :])) + np.spacing(1)
             e = (dx**2 + dy**2) / variances / mean_area[..., None] / 2
-            oks = np.sum(np.ascontiguousarray(np.exp(-e)), axis=2) / k
-        update = alive & busy[:, None]
-        # coco-analyze squares a numpy scalar, which numpy computes with the C library's pow (not always x * x,
-        # numpy's square for arrays): math.pow is that pow.
-        squared = np.fromiter((math.pow(v, 2) for v in oks[update].tolist()), dtype=np.float64, count=int(update.sum()))
-        score[update] = score[update] * np.exp(-(squared / SOFT_NMS_SIGMA))
-    out[member[member >= 0]] = score[member >= 0]
-    return out
+            oks[part] = np.sum(np.ascontiguousarray(np.exp(-e)), axis=3) / k
+    pairs = valid[:, :, None] & valid[:, None, :]
+    i, a, b = np.nonzero(pairs & (np.arange(width)[:, None] < np.arange(width)[None, :]))
+    squared = np.fromiter((math.pow(v, 2) for v in oks[i, a, b].tolist()), dtype=np.float64, count=len(i))
+    factor = np.ones((rows, width, width))
+    factor[i, a, b] = factor[i, b, a] = np.exp(-(squared / SOFT_NMS_SIGMA))
+    return factor
 
 
 # --- re-evaluation ----------------------------------------------------------------------------------------------
@@ -609,9 +628,9 @@ class _Scorer:
         """COCOeval's matching at every threshold of `settings`, in its first area range."""
         raise NotImplementedError
 
-    def max_oks(self, keypoints: np.ndarray, counted: np.ndarray) -> np.ndarray:
-        """Each detection's best OKS (pycocotools' computeOks values, bit for bit) with the `counted` GTs (G,) of
-        its image; 0 where its image has none."""
+    def max_oks(self, keypoints: np.ndarray, counted: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """For each mask of `counted` ((G,) each), each detection's best OKS (pycocotools' computeOks values, bit
+        for bit) with those GTs of its image; 0 where its image has none."""
         from kpbench.evaluation.vectorized import KeypointEvaluator
 
         if self._oks is None:
@@ -619,16 +638,20 @@ class _Scorer:
                                           category_id=self.data.schema.category_id)
             self._oks = (evaluator, _gt_positions(self.data, evaluator.gt_ann_ids))
         evaluator, to_ours = self._oks
-        best = np.zeros(len(keypoints))
+        best = [np.zeros(len(keypoints)) for _ in counted]
         image = self.data.dt_image
         order = np.argsort(image, kind="stable")
         bounds = np.flatnonzero(np.diff(image[order])) + 1
         for rows in np.split(order, bounds) if len(order) else []:
             image_id = image[rows[0]]
             columns = to_ours[evaluator.image_gt_indices(image_id)]
-            use = counted[columns]
-            if use.any():
-                best[rows] = evaluator.oks(image_id, keypoints[rows])[:, use].max(axis=1)
+            uses = [mask[columns] for mask in counted]
+            if not any(use.any() for use in uses):
+                continue
+            oks = evaluator.oks(image_id, keypoints[rows])
+            for out, use in zip(best, uses):
+                if use.any():
+                    out[rows] = oks[:, use].max(axis=1)
         return best
 
 
@@ -1201,25 +1224,20 @@ def _analyze_coco_analyze(data: _Data, scorer: _Scorer, flip: np.ndarray | None)
                                          labels.ks_best)
         return out
 
-    def present(label: str, done: Sequence[str]) -> tuple[str, ...]:
-        codes = located[label][2].labels
-        return tuple(f for f in done if (codes == _LABEL_OF[f]).any())
-
     def counted_in(area: tuple[str, float, float]) -> np.ndarray:
         return data.gt_counted & (data.gt_areas >= area[1]) & (data.gt_areas <= area[2])
 
-    base = scorer.score(kps0, scores0)  # every range at once, as its _summarize_baseline
-    cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
-    for a, area in enumerate(areas):
-        cache[area[0], (), "original"] = (base.precision[:, :, a], base.recall[:, a])
+    # An area range's COCOeval numbers do not depend on the other ranges evaluated with it: one evaluation of
+    # every range serves each range whose detections (keypoints and scores) are these.
+    cache: dict[tuple[bytes, bytes], _Scored] = {}
 
-    def evaluated(area: tuple[str, float, float], fixes_key: tuple[str, ...], scores_key: str,
-                  keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = (area[0], fixes_key, scores_key)
+    def evaluated(area: tuple[str, float, float], keypoints: np.ndarray, scores: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        key = (hashlib.sha1(keypoints.tobytes()).digest(), hashlib.sha1(scores.tobytes()).digest())
         if key not in cache:
-            r = scorer.score(keypoints, scores, settings=_single_area(area, COCO_ANALYZE_OKS))
-            cache[key] = (r.precision[:, :, 0], r.recall[:, 0])
-        return cache[key]
+            cache[key] = scorer.score(keypoints, scores)
+        a = [label for label, _, _ in areas].index(area[0])
+        return cache[key].precision[:, :, a], cache[key].recall[:, a]
 
     def step(how: str, name: str, per_area: list[tuple[np.ndarray, np.ndarray]],
              reference: _Step | None = None) -> _Step:
@@ -1228,9 +1246,15 @@ def _analyze_coco_analyze(data: _Data, scorer: _Scorer, flip: np.ndarray | None)
         return _Step(how, name, scored, thresholds, reference)
 
     def rescored(keypoints_by_area: dict[str, np.ndarray], nms_keypoints: np.ndarray) -> dict[str, np.ndarray]:
-        return {area[0]: soft_nms_scores(data.dt_image, scores0, scorer.max_oks(keypoints_by_area[area[0]],
-                                                                                  counted_in(area)),
-                                         nms_keypoints, sigmas) for area in areas}
+        best: dict[str, np.ndarray] = {}
+        for area in areas:  # ranges with the same keypoints share the OKS
+            same = [a for a in areas if a[0] not in best
+                    and np.array_equal(keypoints_by_area[a[0]], keypoints_by_area[area[0]])]
+            if same:
+                best.update(zip([a[0] for a in same],
+                                scorer.max_oks(keypoints_by_area[area[0]], [counted_in(a) for a in same])))
+        final = soft_nms_scores(data.dt_image, scores0, np.stack([best[a[0]] for a in areas]), nms_keypoints, sigmas)
+        return {area[0]: final[a] for a, area in enumerate(areas)}
 
     def background(area: tuple[str, float, float], keypoints: np.ndarray, scores: np.ndarray
                    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
@@ -1244,16 +1268,14 @@ def _analyze_coco_analyze(data: _Data, scorer: _Scorer, flip: np.ndarray | None)
         both = _accumulate_flagged(matches, scores, data.dt_image, ignored, fp, np.logical_or.accumulate(fn, axis=0))
         return removed, both, fp, fn
 
-    baseline = _Step("baseline", "none", base, thresholds)
-    steps = [baseline]
+    base = scorer.score(kps0, scores0)  # every range at once, as its _summarize_baseline
+    cache[hashlib.sha1(kps0.tobytes()).digest(), hashlib.sha1(scores0.tobytes()).digest()] = base
+    steps = [_Step("baseline", "none", base, thresholds)]
     # errorsAPImpact.py: each correction alone.
     for f in fixes:
-        steps.append(step("alone", f, [evaluated(area, present(area[0], [f]), "original", corrected(area[0], [f]),
-                                                 scores0) for area in areas]))
-    original = dict.fromkeys(AREA_LABELS, kps0)
-    scores_alone = rescored(original, kps0)
-    steps.append(step("alone", "score", [evaluated(area, (), "score", kps0, scores_alone[area[0]])
-                                         for area in areas]))
+        steps.append(step("alone", f, [evaluated(area, corrected(area[0], [f]), scores0) for area in areas]))
+    scores_alone = rescored(dict.fromkeys(AREA_LABELS, kps0), kps0)
+    steps.append(step("alone", "score", [evaluated(area, kps0, scores_alone[area[0]]) for area in areas]))
     results = [background(area, kps0, scores0) for area in areas]
     fp_alone = step("alone", "background_fp", [r[0] for r in results])
     steps += [fp_alone, step("alone", "background_fn", [r[1] for r in results], reference=fp_alone)]
@@ -1262,13 +1284,12 @@ def _analyze_coco_analyze(data: _Data, scorer: _Scorer, flip: np.ndarray | None)
     done: list[str] = []
     for f in fixes:
         done.append(f)
-        steps.append(step("cumulative", f, [evaluated(area, present(area[0], done), "original",
-                                                      corrected(area[0], done), scores0) for area in areas]))
+        steps.append(step("cumulative", f, [evaluated(area, corrected(area[0], done), scores0) for area in areas]))
     kps_all = {area[0]: corrected(area[0], done) for area in areas}
     # Its soft-NMS reads the keypoints its loop over the ranges left corrected: the last range's.
     scores_all = rescored(kps_all, kps_all[areas[-1][0]])
-    steps.append(step("cumulative", "score", [evaluated(area, present(area[0], done), "score:cumulative",
-                                                        kps_all[area[0]], scores_all[area[0]]) for area in areas]))
+    steps.append(step("cumulative", "score", [evaluated(area, kps_all[area[0]], scores_all[area[0]])
+                                              for area in areas]))
     results = [background(area, kps_all[area[0]], scores_all[area[0]]) for area in areas]
     steps += [step("cumulative", "background_fp", [r[0] for r in results]),
               step("cumulative", "background_fn", [r[1] for r in results])]
