@@ -1076,9 +1076,6 @@ def _analyze(data: _Data, scorer: _Scorer, mode: ErrorMode, notes: list[str]) ->
                          "boundaries): counted as unclassified and left uncorrected")
         notes.append("background counts in the summary: area 'all' at OKS 0.5 on the uncorrected detections "
                      "(analyze.json's background: every range, threshold and step)")
-    else:
-        notes.append("optimal rescoring: each detection's score becomes its maximum OKS with the counted GT persons "
-                     "(not crowd, with labelled keypoints) of its image")
     if flip is None:
         notes.append(f"the {schema.name} schema has no flip pairs: inversions are not measured (no inversion "
                      "column or correction)")
@@ -1086,8 +1083,13 @@ def _analyze(data: _Data, scorer: _Scorer, mode: ErrorMode, notes: list[str]) ->
         notes.append(f"{data.crowded_images} image(s) have more than {KEYPOINT_MAX_DETS} detections: only each "
                      f"image's top {KEYPOINT_MAX_DETS} by score are analysed ({len(data.dt_scores)} of "
                      f"{data.num_results})")
-    notes.append(f"{scorer.runs} COCOeval passes with the {scorer.name} evaluator (one per distinct correction, and "
-                 f"the matching at OKS {MATCH_OKS})")
+    if not mode.coco_analyze:
+        notes.append("optimal rescoring: each detection's score becomes its maximum OKS with the counted GT persons "
+                     "(not crowd, with labelled keypoints) of its image")
+    what = ("one per distinct set of corrected detections, the matchings at OKS 0.1 and those of the background "
+            "steps, per area range" if mode.coco_analyze else f"one per distinct correction, and the matching at OKS "
+            f"{MATCH_OKS}")
+    notes.append(f"{scorer.runs} COCOeval passes with the {scorer.name} evaluator ({what})")
     analysis.mode = mode
     analysis.notes = list(dict.fromkeys(notes))
     analysis.counts = _count_rows(labels.labels, schema, analysis.error_types, mode.coco_analyze)
