@@ -74,6 +74,14 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
         fp["image_ids"] = sorted(set(ids))  # repeats do not matter
     fp["coco_root"] = str(coco_root)
     fp["device"] = device_type
+    # Top-down and post-processing settings at their defaults are left out, so that a run directory made before
+    # they existed (its config lacks them) resumes.
+    from kpbench.engine.topdown import TopDownRequest
+
+    defaults = TopDownRequest().to_json()
+    for key, default in defaults.items():
+        if fp.get(key, default) == default:
+            fp.pop(key, None)
     # Format-1 configs have no model: they were all made by Keypoint R-CNN.
     fp["model"] = fp.get("model") or "keypointrcnn"
     return fp

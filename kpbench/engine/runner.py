@@ -75,6 +75,7 @@ from kpbench.engine.runmanifest import (
     timings,
 )
 from kpbench.evaluation.cocoeval import check_backend
+from kpbench.evaluation.person_boxes import record_person_box_stats
 from kpbench.evaluation.runeval import evaluate_run, summary_text
 from kpbench.runs.directory import (
     clear_run_files,
@@ -178,7 +179,7 @@ def _prepare(
     then rank 0's writes before the loop; every rank fails if one does."""
     from kpbench.core.environment import capture_environment
     from kpbench.models.base import model_info as checked_info
-    from kpbench.models.registry import load_model, resolve_model
+    from kpbench.models.registry import resolve_model
 
     model: PoseModel | None = None
     info: dict[str, Any] | None = None
@@ -187,9 +188,14 @@ def _prepare(
     if batches and error is None:
 
         def build() -> tuple[PoseModel, dict[str, Any]]:
-            built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
-                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
-                               seed=settings.seed)
+            from kpbench.engine.topdown import TopDownRequest, build_run_model
+
+            request = TopDownRequest.from_settings(settings)
+            gt = load_annotations(Path(plan.coco_root), plan.split) if request.person_boxes == "gt" else None
+            built = build_run_model(spec, dict(weights=settings.weights, min_size=settings.min_size,
+                                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
+                                               seed=settings.seed),
+                                    request, gt=gt, run_dir=plan.run_dir if request.top_down else None, device=device)
             return built, checked_info(built).to_json()
 
         result, error = attempt(build)
@@ -311,6 +317,9 @@ def run(
     # Cheap checks first (no torch yet for Keypoint R-CNN): sizes, the model spec, the weights' name or file,
     # the backend.
     check_settings(settings)
+    from kpbench.engine.topdown import TopDownRequest
+
+    TopDownRequest.from_settings(settings).check()  # top-down and post-processing options, together
     spec, weights = check_model_options(settings.model, settings.weights)
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
@@ -438,6 +447,7 @@ def _loop_merge_and_evaluate(
         try:
             # `arrays` stays referenced meanwhile, so an evaluation that reads the run's arrays gets these ones.
             outcome.results = evaluate_run(run_dir, backend=backend)
+            record_person_box_stats(run_dir, backend=backend)  # a top-down run's person boxes, scored alone
         except KeyboardInterrupt:
             n = len(plan.image_ids)
             raise RunInterrupted(run_dir, n, n, f"interrupted while evaluating: all {n} images are cached in "
