@@ -61,6 +61,8 @@ def generate(run_dir: Path, images: int, detections: int) -> None:
         records.append(encode_image(det))
         lines.append(json.dumps(det.to_record(), separators=(",", ":")) + "\n")
     create_store(run_dir / "detections.bin", records)
+    for rank in (0, 1):  # a 2-process run's shards: rank r ran every other image, as the runner shards batches
+        create_store(run_dir / f"detections.rank{rank}.bin", records[rank::2])
     (run_dir / "detections.jsonl.format2").write_text("".join(lines))
     manifest = {"kpbench_run_version": 3, "format_version": 3, "image_ids": ids, "schema": COCO17.to_json(),
                 "status": "complete"}
@@ -83,17 +85,8 @@ def child(case: str, source: Path, work: Path) -> None:
         manifest["kpbench_run_version"] = manifest["format_version"] = 2
         (work / "manifest.json").write_text(json.dumps(manifest))
     elif case == "shards":
-        from kpbench.runs.store import FILE_HEADER, scan_store
-
-        index = scan_store(source / "detections.bin")
-        data = (source / "detections.bin").read_bytes()
-        ends = [*index.offsets[1:].tolist(), index.valid_end]
-        parts: list[list[bytes]] = [[FILE_HEADER], [FILE_HEADER]]
-        for r, (start, end) in enumerate(zip(index.offsets.tolist(), ends)):
-            parts[r % 2].append(data[start:end])  # rank r % 2 ran image r, as a 2-process run shards batches
-        for rank, chunks in enumerate(parts):
-            (work / f"detections.rank{rank}.bin").write_bytes(b"".join(chunks))
-        del data
+        for rank in (0, 1):
+            shutil.copy(source / f"detections.rank{rank}.bin", work / f"detections.rank{rank}.bin")
     else:
         shutil.copy(source / "detections.bin", work / "detections.bin")
     os.sync()
@@ -125,16 +118,15 @@ def child(case: str, source: Path, work: Path) -> None:
         write_coco_results(work / "keypoints_results.json", arrays.detections, "keypoints")
         write_coco_results(work / "bbox_results.json", arrays.detections, "bbox")
     end = time.perf_counter()
-    digest = ""
-    if case != "read":
-        import hashlib
-
-        digest = hashlib.sha256((work / "keypoints_results.json").read_bytes()
-                                + (work / "bbox_results.json").read_bytes()).hexdigest()
-    # VmHWM, this process's own peak (ru_maxrss would carry the parent's peak across exec).
+    # VmHWM, this process's own peak (ru_maxrss would carry the parent's peak across exec), before the check below.
     status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
     hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
     rss = int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    digest = ""
+    if case != "read":
+        from kpbench.core.io import file_digest
+
+        digest = file_digest(work / "keypoints_results.json") + file_digest(work / "bbox_results.json")
     print(json.dumps({"merge_s": merged - start, "results_s": end - merged, "total_s": end - start, "rss_mb": rss,
                       "digest": digest}))
 

@@ -102,24 +102,29 @@ def encode_coco_results(detections: DetectionArrays, iou_type: str, use_orjson: 
     n = len(detections)
     values = values.reshape(n, math.prod(values.shape[1:]))
     key = b'"keypoints": [' if iou_type == "keypoints" else b'"bbox": ['
-    middle = b'], "score": '
+    # Each chunk is built with "," alone and widened to json.dumps' ", " in one pass at the end: no number holds a
+    # comma, so every comma of the text is a separator. The pieces are interleaved by slice assignment (C loops).
+    middle, end = b'],"score": ', b"},"
     prefixes: dict[tuple[int, int], bytes] = {}
     yield b"["
     for start in range(0, n, _CHUNK_ROWS):
         stop = min(n, start + _CHUNK_ROWS)
-        rows = float_rows(values[start:stop], b", ", use_orjson)
-        scores = float_rows(detections.scores[start:stop], b", ", use_orjson)
-        records = []
-        for image_id, category, row, score in zip(detections.image_ids[start:stop].tolist(),
-                                                  detections.category_ids[start:stop].tolist(), rows, scores):
-            prefix = prefixes.get((image_id, category))
-            if prefix is None:
+        rows = float_rows(values[start:stop], b",", use_orjson)
+        scores = float_rows(detections.scores[start:stop], b",", use_orjson)
+        heads = []
+        for pair in zip(detections.image_ids[start:stop].tolist(), detections.category_ids[start:stop].tolist()):
+            head = prefixes.get(pair)
+            if head is None:
                 if len(prefixes) > 4096:
                     prefixes.clear()
-                prefix = b'{"image_id": %d, "category_id": %d, %s' % (image_id, category, key)
-                prefixes[(image_id, category)] = prefix
-            records.append(prefix + row + middle + score + b"}")
-        yield (b", " if start else b"") + b", ".join(records)
+                head = prefixes[pair] = b'{"image_id": %d,"category_id": %d,%s' % (*pair, key)
+            heads.append(head)
+        m = stop - start
+        pieces: list[bytes] = [b""] * (5 * m)
+        pieces[0::5], pieces[1::5], pieces[3::5] = heads, rows, scores
+        pieces[2::5], pieces[4::5] = [middle] * m, [end] * m
+        text = b"".join(pieces)
+        yield text[:-1].replace(b",", b", ") + (b", " if stop < n else b"")
     yield b"]\n"
 
 
