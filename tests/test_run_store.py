@@ -421,3 +421,18 @@ def test_background_decoding_keeps_order_and_raises_where_the_batch_would_come()
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+def test_the_run_table_counts_the_images_of_a_store(tmp_path: Path) -> None:
+    """`kpbench report --kind run` says whether a run's detections are all there, for the store as for JSON lines."""
+    from kpbench.report.tables import run_status
+
+    run = make_run_dir(tmp_path, store=True).path
+    manifest = {"format_version": 3, "status": "complete"}
+    assert run_status(run, manifest, 3) == "not evaluated (no metrics.json)"  # every image is there
+    data = (run / "detections.bin").read_bytes()
+    (run / "detections.bin").write_bytes(data[:-10])  # the last record torn
+    assert run_status(run, manifest, 3) == "incomplete (detections.bin has 2 of 3 images)"
+    (run / "detections.bin").unlink()
+    assert run_status(run, manifest, 3) == "incomplete (detections.bin missing)"
+    assert run_status(run, {"status": "running"}, 3) == "incomplete (running: 0 of 3 images cached)"
