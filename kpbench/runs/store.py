@@ -25,8 +25,9 @@ every checksum and copies the columns straight into float64 arrays (`read_store`
 
 **What is stored.** Values a model gives as float32 (torch tensors, which every adapter gives or widens from) are
 stored as float32: nothing is lost. A record is float64 when its image's values are not all exactly float32,
-which today is MediaPipe's adapter (landmarks scaled to pixels and the mean visibility in float64) and any plugin
-that computes in float64. Labels are int32 unless one does not fit.
+which today is MediaPipe's adapter (landmarks scaled to pixels and the mean visibility in float64), rescoring
+(`--rescore keypoint-mean`: a product in float64) and any plugin that computes in float64. Labels are int32 unless
+one does not fit.
 
 **Durability.** A writer thread (`StoreWriter`) encodes each finished image and appends it with one `write`, so
 once it returns the record is in the kernel's page cache: killing kpbench (SIGKILL, Ctrl-C, a crash) loses only
