@@ -696,7 +696,7 @@ def _prepare(
     from kpbench.core.environment import capture_environment
     from kpbench.models.base import model_info as checked_info
     from kpbench.models.keypointrcnn import file_sha256
-    from kpbench.models.registry import load_model, resolve_model
+    from kpbench.models.registry import given_model_options, load_model, resolve_model
 
     model: PoseModel | None = None
     info: dict[str, Any] | None = None
@@ -705,9 +705,8 @@ def _prepare(
     if batches and error is None:
 
         def build() -> tuple[PoseModel, dict[str, Any]]:
-            built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
-                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
-                               seed=settings.seed)
+            # Only the options the user gave: the model's own defaults apply to the rest.
+            built = load_model(spec, weights=settings.weights, **given_model_options(settings))
             return built, checked_info(built).to_json()
 
         result, error = _attempt(build)
@@ -848,14 +847,15 @@ def run(
     directory, resuming where it stopped, then evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the
     images are sharded over the ranks."""
     from kpbench.models.keypointrcnn import check_dtype, resolve_device
-    from kpbench.models.registry import check_model_options
+    from kpbench.models.registry import check_model_options, given_model_options
 
     session_start = time.perf_counter()
     started_at = _now()
     # Cheap checks first (no torch yet for Keypoint R-CNN): sizes, the model spec, the weights' name or file,
     # the backend.
     check_settings(settings)
-    spec, weights = check_model_options(settings.model, settings.weights)
+    spec, weights = check_model_options(settings.model, settings.weights, given_model_options(settings),
+                                        settings.sources)  # an option the model does not honour is refused here
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)  # fail before the run, not after hours of it

@@ -24,6 +24,17 @@ the clock stops. N detections of K keypoints:
 - ``keypoint_scores`` (N, K), marked by ``keypoint_score_kind`` as ``"logit"`` or ``"probability"``;
 - ``labels`` (N,) category ids, optional (None: the schema's category for every detection).
 
+**Run options.** `kpbench run` (and `draw IMAGE`, `speed`) can hand a model the options in `RUN_OPTIONS`
+(``--weights``, ``--min-size``, ``--max-size``, ``--box-score-thresh``, ``--seed``) when the user gives them. A model
+class declares which it honours and how with a class attribute ``run_options``: {run option: the keyword of its
+constructor that receives it}. The keyword is the option's own name when the model takes it as is (Keypoint R-CNN's
+``min_size``) or the model's own setting it maps to (YOLO: ``{"min_size": "imgsz", "box_score_thresh": "conf"}``).
+Without ``run_options`` the constructor's keyword arguments are the declaration: each of its keywords named like a
+run option takes that option as is (every option with ``**kwargs``). An option the user gives that the model does
+not honour is refused in one line before the model is built (`kpbench.models.registry.check_model_options`); one it
+does not give is not passed, so the model's own default applies. What a model made of a mapped option belongs in
+its `info()` (YOLO lists ``imgsz 512`` among its deviations from Ultralytics' validation settings).
+
 **Optional hooks**, found with getattr (a model without one simply does not offer that feature):
 
 - ``to(device)``: move to the torch device chosen by ``--device`` (called once, after building);
@@ -39,7 +50,7 @@ No torch here: the registry and the commands that never run a model import this 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -49,6 +60,9 @@ if TYPE_CHECKING:
     from kpbench.core.schema import KeypointSchema
 
 KEYPOINT_SCORE_KINDS = ("logit", "probability")
+# The options a command can hand a model's constructor (settings key: command-line name), see "Run options" above.
+RUN_OPTIONS: dict[str, str] = {"weights": "--weights", "min_size": "--min-size", "max_size": "--max-size",
+                               "box_score_thresh": "--box-score-thresh", "seed": "--seed"}
 INPUT_FORMATS = ("numpy", "tensor")
 SPEED_VARIANTS = ("channels_last", "compile")
 
@@ -136,6 +150,51 @@ def model_info(model: Any) -> ModelInfo:
             f"{model_name(model)}.info(): keypoint_score_kind {info.keypoint_score_kind!r}; expected logit or probability"
         )
     return info
+
+
+def honoured_options(factory: Any) -> dict[str, str]:
+    """The run options a model class (or factory) honours: {run option: the constructor keyword that receives it},
+    from its `run_options` declaration, else from its constructor's keyword arguments (module docstring). A
+    declaration that names an unknown option or a keyword the constructor does not take is a KpbenchError for
+    the model's author."""
+    import functools
+    import inspect
+
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    bound = set(factory.keywords) if isinstance(factory, functools.partial) else set()
+    name = getattr(target, "__name__", type(target).__name__)
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: it takes nothing kpbench can see
+        params = []
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    keywords = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                     inspect.Parameter.KEYWORD_ONLY)}
+    declared = getattr(target, "run_options", None)
+    if declared is None:
+        honoured = {option: option for option in RUN_OPTIONS if takes_any or option in keywords}
+    else:
+        if not isinstance(declared, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in declared.items()):
+            raise KpbenchError(f"{name}.run_options: expected a dict {{run option: constructor keyword}}, got "
+                               f"{declared!r}")
+        unknown = sorted(set(declared) - set(RUN_OPTIONS))
+        if unknown:
+            raise KpbenchError(f"{name}.run_options: unknown run option(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(RUN_OPTIONS)}")
+        untaken = sorted(v for v in declared.values() if not takes_any and v not in keywords and v not in bound)
+        if untaken:
+            raise KpbenchError(f"{name}.run_options: its constructor takes no {', '.join(untaken)}")
+        honoured = dict(declared)
+    # A keyword already bound by the spec (yolo:PATH.pt binds the checkpoint) is not the user's to give again.
+    return {option: keyword for option, keyword in honoured.items() if keyword not in bound}
+
+
+def describe_honoured(honoured: dict[str, str]) -> str:
+    """The run options a model honours, for messages: "--weights, --min-size (as imgsz), --box-score-thresh (as
+    conf)", or "none of them"."""
+    parts = [RUN_OPTIONS[o] + ("" if honoured[o] == o else f" as {honoured[o]}") for o in RUN_OPTIONS if o in honoured]
+    return ", ".join(parts) or "none of them"
 
 
 def record_input_shapes(model: Any) -> contextlib.AbstractContextManager[list[tuple[int, ...]] | None]:

@@ -482,17 +482,21 @@ def draw_image_files(
         for path in files:
             if path.name not in by_file:
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
-    spec, weights = check_model_options(model, weights)
+    # The input size is the user's to give, and refused for a model that does not honour it.
+    spec, weights = check_model_options(model, weights, {"min_size": min_size, "max_size": max_size})
+    honoured = spec.honoured()
+    options: dict[str, Any] = {"min_size": min_size, "max_size": max_size}
+    if "box_score_thresh" in honoured:
+        # Persons at or below the drawing threshold are never drawn: letting the model drop them (Keypoint R-CNN keeps
+        # scores > box_score_thresh, Ultralytics conf > conf: the same strict rule) skips their keypoint-head work.
+        options["box_score_thresh"] = score_thresh
+    if "seed" in honoured:
+        options["seed"] = seed
     created = first_missing_parent(Path(out))
     out_dir = ensure_output_dir(out, "--out")  # before building the model: a bad folder fails at once
     try:
         dev = resolve_device(device)
-        pose_model = load_model(
-            spec, weights=weights, min_size=min_size, max_size=max_size,
-            # Persons at or below the drawing threshold are never drawn: letting the model drop them (Keypoint
-            # R-CNN keeps scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
-            box_score_thresh=score_thresh, seed=seed,
-        )  # fmt: skip
+        pose_model = load_model(spec, weights=weights, **options)
         move = getattr(pose_model, "to", None)
         if move is not None:
             move(dev)
