@@ -24,10 +24,11 @@ def compare_command(
 ) -> None:
     """Compare two runs on the same ground truth: each stat's difference (B - A) with a paired bootstrap interval
     (the same resampled images for both runs), and the images where they differ most at OKS 0.5."""
-    from kpbench.analysis.bootstrap import compare_runs
+    from kpbench.analysis.bootstrap import check_bootstrap, compare_runs
     from kpbench.core.io import check_format, ensure_output_dir, render, write_json
     from kpbench.evaluation.cocofiles import check_iou_type
 
+    check_bootstrap(replicates, seed)  # bounds, before the runs are scored; memory once the images are known
     check_format(fmt)
     check_iou_type(iou_type)
     if out is not None:

@@ -78,8 +78,9 @@ def analyze_command(
 
     check_format(fmt)
     options.check_table(table, TABLES, fmt, "everything")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the analysis; memory once the images are known
     given = options.sources("analyze", source, results_json, None, gt_alias, results_alias)
     schema, sigma_values = options.schema_and_sigmas(schema_name, sigmas)
     if out is not None:

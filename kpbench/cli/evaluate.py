@@ -92,8 +92,9 @@ def evaluate_command(
     keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
     if keypoint_only and iou_type == "bbox":
         raise KpbenchError("--schema, --sigmas, --drop-zero-keypoints and --wholebody are for keypoints, not --iou-type bbox")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the evaluation; memory once the images are known
     if run is not None:
         from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
