@@ -145,3 +145,26 @@ def test_error_analysis_section_shows_what_analyze_wrote(tmp_path: Path) -> None
     shutil.copytree(run, copy)
     (copy / "errors_pr_curves.png").unlink()
     assert build_html([copy], images=False).count("data:image/png;base64,") == 0
+
+
+def test_speed_glob_with_several_csvs_is_read_as_speed_files(run_dir: Path, tmp_path: Path, run_cli) -> None:
+    """README's `kpbench html RUN --speed results/speed/*.csv`: the shell gives `--speed a.csv b.csv`, and b.csv
+    arrived as a run directory ("run directory not found")."""
+    from test_report import speed_row, write_device
+
+    a = write_device(tmp_path / "speed", "NVIDIA H100 80GB HBM3", [speed_row("NVIDIA H100 80GB HBM3", 640, "fp32-bs1", 40.0)])
+    b = write_device(tmp_path / "speed", "NVIDIA A10G", [speed_row("NVIDIA A10G", 640, "fp32-bs1", 16.0)])
+    page = tmp_path / "page.html"
+    code, _, err = run_cli("html", run_dir, "--speed", a, b, "--out", page, "--no-images")
+    assert code == 0, err
+    speed = page.read_text().split("<h2>Speed</h2>", 1)[1]
+    assert "NVIDIA H100 80GB HBM3" in speed and "NVIDIA A10G" in speed
+    assert '<td data-value="40.0">40.000</td>' in speed and '<td data-value="16.0">16.000</td>' in speed
+    # Any other file is still an error that says what html takes.
+    from kpdata import assert_one_line_error
+
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    assert_one_line_error(run_cli("html", run_dir, other, "--out", page),
+                          f"error: {other}: a file, not a run directory (html takes run directories, and speed CSVs "
+                          "after --speed)")

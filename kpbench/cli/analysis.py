@@ -55,7 +55,9 @@ def html_command(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="One or more run directories.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     speed: Annotated[
-        list[Path] | None, typer.Option("--speed", help="`kpbench speed` CSV files to show (repeat the option).")
+        list[Path] | None,
+        typer.Option("--speed", help="`kpbench speed` CSV files to show: --speed results/speed/*.csv (a .csv given "
+                     "as an argument is a speed CSV too, so the shell's glob works), or repeat the option."),
     ] = None,
     images: Annotated[bool, typer.Option("--images/--no-images", help="Draw the worst images (needs the run's image files).")] = True,
 ) -> None:

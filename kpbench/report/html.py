@@ -106,6 +106,24 @@ def _missing(text: str) -> str:
     return f'<p class="missing">{_e(text)}</p>'
 
 
+def split_inputs(paths: Sequence[str | Path], speed_csvs: Sequence[str | Path] = ()) -> tuple[list[Path], list[Path]]:
+    """(run directories, speed CSVs) of `kpbench html`'s arguments: a .csv file among `paths` is a speed CSV. The
+    shell expands `--speed results/speed/*.csv` to `--speed a.csv b.csv`, and every CSV after the first arrives as
+    an argument of its own, so that a CSV is a speed table wherever it is given; any other file is an error that
+    says what the command takes."""
+    runs: list[Path] = []
+    speeds = [Path(p) for p in speed_csvs]
+    for path in map(Path, paths):
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            speeds.append(path)
+        elif path.is_file():
+            raise KpbenchError(f"{path}: a file, not a run directory (html takes run directories, and speed CSVs "
+                               "after --speed)")
+        else:
+            runs.append(path)
+    return runs, list(dict.fromkeys(speeds))
+
+
 def _read_run(run_dir: Path) -> dict[str, Any]:
     from kpbench.runs.directory import read_manifest
 
@@ -325,10 +343,12 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
 
 
 def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] = (), images: bool = True) -> str:
-    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string."""
+    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string. A .csv among
+    `run_dirs` is taken as a speed CSV (`split_inputs`)."""
+    run_dirs, speed_csvs = split_inputs(run_dirs, speed_csvs)
     if not run_dirs:
         raise KpbenchError("html: give at least one run directory (made by `kpbench run`)")
-    runs = [_read_run(Path(d)) for d in run_dirs]
+    runs = [_read_run(d) for d in run_dirs]
     title = f"kpbench: {runs[0]['name']}" if len(runs) == 1 else f"kpbench: {len(runs)} runs compared"
     parts = [f"<h1>{_e(title)}</h1>"]
     if len(runs) > 1:
@@ -337,7 +357,7 @@ def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] 
         if len(runs) > 1:
             parts.append(f"<h1>{_e(run['name'])}</h1>")
         parts.append(_run_sections(run, images))
-    parts.append(f"<section><h2>Speed</h2>{_speed_section([Path(p) for p in speed_csvs])}</section>")
+    parts.append(f"<section><h2>Speed</h2>{_speed_section(speed_csvs)}</section>")
     from kpbench import __version__
 
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -350,7 +370,7 @@ def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] 
 def write_html(
     run_dirs: Sequence[str | Path], out: str | Path, speed_csvs: Sequence[str | Path] = (), images: bool = True
 ) -> Path:
-    """Write the report page atomically; returns its path."""
+    """Write the report page (`build_html`) atomically; returns its path."""
     out = Path(out)
     if out.is_dir():
         raise KpbenchError(f"{out}: is a folder; --out takes the HTML file to write")
