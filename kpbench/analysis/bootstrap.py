@@ -247,3 +247,36 @@ def compare_runs(
     if gt_a.read_bytes() != gt_b.read_bytes():
         raise KpbenchError(f"{run_a} / {run_b}: the runs have different ground truth (ground_truth.json differs)")
     return {t: compare_results(ea[t], eb[t], replicates, seed, level) for t in iou_types}
+
+
+# --- for people: one scale per kind of output (README): tables for people show AP and AR in percent with one
+# decimal and n/a for COCO's -1; differences in signed percent points; JSON and CSV keep the fractions.
+
+
+def _signed_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}"
+
+
+def interval_rows_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`bootstrap_intervals` rows for people: value, low and high in percent (n/a for COCO's -1)."""
+    from kpbench.evaluation.cocoeval import percent
+
+    return [{**row, **{k: percent(row[k]) for k in ("value", "low", "high") if row.get(k) is not None}} for row in rows]
+
+
+def comparison_rows_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`Comparison.rows` for people: a and b in percent (n/a for COCO's -1), the difference B - A and its interval in
+    signed percent points (n/a where undefined)."""
+    from kpbench.evaluation.cocoeval import percent
+
+    out = []
+    for row in rows:
+        shown = dict(row)
+        for key in ("a", "b"):
+            if row.get(key) is not None:
+                shown[key] = percent(row[key])
+        for key in ("delta", "low", "high"):
+            shown[key] = _signed_percent(row.get(key))
+        out.append(shown)
+    return out
+

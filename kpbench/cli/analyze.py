@@ -115,9 +115,12 @@ def analyze_command(
             title = "AP gained by each correction, alone and cumulative (percent; n/a: no GT in the area):\n" if people else ""
             parts.append(title + render(rows, fmt, list(GAIN_COLUMNS)))
         if people and analysis.intervals is not None:
+            from kpbench.analysis.bootstrap import interval_rows_percent
+
             echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
                      "intervals on the plain evaluation (COCO's parameters)")
-            parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt, ["stat", "value", "low", "high"]))
+            parts.append("Bootstrap intervals (percent):\n" + render(interval_rows_percent(analysis.intervals), fmt,
+                                                                      ["stat", "value", "low", "high"]))
         for name, section in table_sections(analysis).items():  # sections other analyses add (ErrorAnalysis.extra)
             if shown == name or (shown is None and people):
                 title = f"{section.get('title', name)}:\n" if people else ""

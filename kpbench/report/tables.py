@@ -565,7 +565,7 @@ TITLES = {
 }
 
 
-def _is_ap_column(column: str) -> bool:
+def is_ap_column(column: str) -> bool:
     """An AP/AR stat column: "AP", "kp_AP50", "published_box_AP", "run-1:ARl" (not "precision_50")."""
     stat = column.rsplit(":", 1)[-1].rsplit("_", 1)[-1]
     return stat in KEYPOINT_STAT_NAMES or stat in BBOX_STAT_NAMES
@@ -573,7 +573,7 @@ def _is_ap_column(column: str) -> bool:
 
 def _percent_cell(column: str, value: Any) -> Any:
     """Tables for people show AP/AR in percent with one decimal, and n/a for COCOeval's -1 (CSV/JSON keep 0-1)."""
-    if not _is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
         return value
     return "n/a" if value < 0 else f"{100 * value:.1f}"
 
@@ -594,7 +594,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
     for name, df in tables.items():
         records = [{k: _percent_cell(k, v) for k, v in row.items()} for row in _records(df)]
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
-    if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
+    if any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
     if kind == "speed":
         from kpbench.engine.speed import TIMING_DEFINITION
