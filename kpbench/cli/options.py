@@ -69,7 +69,7 @@ PersonThresh = Annotated[
     typer.Option(
         "--person-thresh",
         help="Person-score threshold: only persons whose score (a probability, in [0, 1]) is above this "
-        "[default: 0.9].",
+        "[default: thresholds 0.9; draw: one that suits the model, said on stderr].",
         show_default=False,
     ),
 ]

@@ -35,6 +35,11 @@ not honour is refused in one line before the model is built (`kpbench.models.reg
 does not give is not passed, so the model's own default applies. What a model made of a mapped option belongs in
 its `info()` (YOLO lists ``imgsz 512`` among its deviations from Ultralytics' validation settings).
 
+**Drawing threshold.** A model may declare ``draw_person_thresh``, the person score above which `kpbench draw` shows
+its detections when the user gives no ``--person-thresh`` and the run knows no better one (its best-F1 or LRP-optimal
+threshold): Keypoint R-CNN 0.9 (the tutorial's), YOLO 0.25 (Ultralytics' own predict default), MediaPipe 0.5. It is
+recorded in the manifest's model info.
+
 **Optional hooks**, found with getattr (a model without one simply does not offer that feature):
 
 - ``to(device)``: move to the torch device chosen by ``--device`` (called once, after building);
@@ -101,6 +106,9 @@ class ModelInfo:
     default_input_size: list[int] | None = None  # [min_size, max_size] the model resizes to by default
     keypoint_score_kind: str = "logit"  # what its keypoint scores are: "logit" or "probability"
     extra: dict[str, Any] = field(default_factory=dict)
+    # The person-score threshold `kpbench draw` shows this model's detections at when nothing better is known (the
+    # model's `draw_person_thresh` attribute, filled in by `model_info`); None: by its keypoint score kind.
+    draw_person_thresh: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the manifest's "model")."""
@@ -149,7 +157,24 @@ def model_info(model: Any) -> ModelInfo:
         raise KpbenchError(
             f"{model_name(model)}.info(): keypoint_score_kind {info.keypoint_score_kind!r}; expected logit or probability"
         )
+    if info.draw_person_thresh is None:
+        info.draw_person_thresh = declared_draw_person_thresh(model)
     return info
+
+
+def declared_draw_person_thresh(model: Any) -> float | None:
+    """The person-score threshold a model (or its class) declares for drawing, `draw_person_thresh`, checked to be a
+    probability in [0, 1]; None when it declares none."""
+    import functools
+
+    target = model.func if isinstance(model, functools.partial) else model  # yolo:PATH.pt binds its checkpoint
+    value = getattr(target, "draw_person_thresh", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise KpbenchError(f"{getattr(model, '__name__', model_name(model))}.draw_person_thresh: expected a person "
+                           f"score in [0, 1], got {value!r}")
+    return float(value)
 
 
 def honoured_options(factory: Any) -> dict[str, str]:

@@ -78,6 +78,8 @@ class MediaPipePoseModel:
     input_format = "numpy"
     # kpbench's run options it honours: --min-size is the long side images are resized to (set_input_size).
     run_options: ClassVar[dict[str, str]] = {"min_size": "long_side"}
+    # kpbench draw's default person threshold: the middle of its visibility scale (it finds one person an image).
+    draw_person_thresh = 0.5
 
     def __init__(self, long_side: int | None = None) -> None:
         if long_side is not None and int(long_side) < 1:

@@ -91,6 +91,8 @@ class YoloPoseModel:
     input_format = "numpy"
     # kpbench's run options it honours, and the Ultralytics setting (constructor keyword) each becomes.
     run_options: ClassVar[dict[str, str]] = {"weights": "weights", "min_size": "imgsz", "box_score_thresh": "conf"}
+    # kpbench draw's default person threshold: Ultralytics' own predict default (conf 0.25), what `yolo predict` shows.
+    draw_person_thresh = 0.25
 
     def __init__(self, weights: str | None = None, imgsz: int | None = None, conf: float | None = None) -> None:
         if imgsz is not None and int(imgsz) < 1:
