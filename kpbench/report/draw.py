@@ -259,6 +259,19 @@ def _open_rgb(path: Path) -> Image.Image:
         raise KpbenchError(f"{path}: cannot decode image ({exc})") from None
 
 
+def _check_image_header(path: Path) -> None:
+    """A one-line KpbenchError for a file PIL cannot identify as an image (its header only: nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError) as exc:
+        kind = "a JSON file" if path.suffix.lower() == ".json" else "not an image"
+        raise KpbenchError(f"{path}: {kind}, not an image file PIL can read ({type(exc).__name__}); draw takes a run "
+                           "directory, or image files") from None
+
+
 def nobody_label(score_thresh: float) -> str:
     """The label of a panel where no person's score is above the threshold (so nothing is drawn on it)."""
     return f"0 persons above {score_thresh:g}"
@@ -566,6 +579,7 @@ def draw_image_files(
         raise KpbenchError("draw: no image files given")
     for path in files:
         check_regular_file(path, "image file")
+        _check_image_header(path)  # a GT or results JSON given by mistake fails here, not after the model is built
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
         for path in files:
