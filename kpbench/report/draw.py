@@ -267,9 +267,9 @@ def _check_image_header(path: Path) -> None:
         with Image.open(path):
             pass
     except (UnidentifiedImageError, OSError) as exc:
-        kind = "a JSON file" if path.suffix.lower() == ".json" else "not an image"
-        raise KpbenchError(f"{path}: {kind}, not an image file PIL can read ({type(exc).__name__}); draw takes a run "
-                           "directory, or image files") from None
+        if path.suffix.lower() == ".json":
+            raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files") from None
+        raise KpbenchError(f"{path}: cannot decode image ({type(exc).__name__}: not an image PIL can identify)") from None
 
 
 def nobody_label(score_thresh: float) -> str:
@@ -578,7 +578,8 @@ def draw_image_files(
     if not files:
         raise KpbenchError("draw: no image files given")
     for path in files:
-        check_regular_file(path, "image file")
+        if check_regular_file(path, "image file") == 0:
+            raise KpbenchError(f"{path}: cannot decode image (empty file)")  # the decoder's words, before the model
         _check_image_header(path)  # a GT or results JSON given by mistake fails here, not after the model is built
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
