@@ -260,13 +260,18 @@ def _open_rgb(path: Path) -> Image.Image:
 
 
 def _check_image_header(path: Path) -> None:
-    """A one-line KpbenchError for a file PIL cannot identify as an image (its header only: nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
+    """A one-line KpbenchError for an empty file, or one PIL cannot identify as an image (its header only: nothing
+    is decoded), in the decoder's words."""
+    from PIL import Image
 
+    if path.stat().st_size == 0:
+        raise KpbenchError(f"{path}: cannot decode image (empty file)")
     try:
         with Image.open(path):
             pass
-    except (UnidentifiedImageError, OSError) as exc:
+    # Whatever opening raises (UnidentifiedImageError; a plugin's own error where a library such as ultralytics
+    # has patched Image.open) means the same to the user: not an image.
+    except Exception as exc:
         if path.suffix.lower() == ".json":
             raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files") from None
         raise KpbenchError(f"{path}: cannot decode image ({type(exc).__name__}: not an image PIL can identify)") from None
@@ -578,9 +583,7 @@ def draw_image_files(
     if not files:
         raise KpbenchError("draw: no image files given")
     for path in files:
-        if check_regular_file(path, "image file") == 0:
-            raise KpbenchError(f"{path}: cannot decode image (empty file)")  # the decoder's words, before the model
-        _check_image_header(path)  # a GT or results JSON given by mistake fails here, not after the model is built
+        check_regular_file(path, "image file")
     by_file = _annotations_by_file(annotations) if annotations is not None else None
     if by_file is not None:
         for path in files:
@@ -588,6 +591,8 @@ def draw_image_files(
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
     # The input size is the user's to give, and refused for a model that does not honour it.
     spec, weights = check_model_options(model, weights, {"min_size": min_size, "max_size": max_size})
+    for path in files:  # a GT or results JSON given by mistake fails here, not after the model is built
+        _check_image_header(path)
     honoured = spec.honoured()
     options: dict[str, Any] = {"min_size": min_size, "max_size": max_size}
     from kpbench.models.base import declared_draw_person_thresh
