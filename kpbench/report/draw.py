@@ -260,20 +260,22 @@ def _open_rgb(path: Path) -> Image.Image:
 
 
 def _check_image_header(path: Path) -> None:
-    """A one-line KpbenchError for an empty file, or one PIL cannot identify as an image (its header only: nothing
-    is decoded), in the decoder's words."""
+    """A one-line KpbenchError for an empty file, a JSON file, or one PIL cannot identify as an image (its header
+    only: nothing is decoded), in the decoder's words."""
     from PIL import Image
 
-    if path.stat().st_size == 0:
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if not head:
         raise KpbenchError(f"{path}: cannot decode image (empty file)")
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files")
+    if getattr(Image.open, "__module__", None) != Image.__name__:
+        return  # Image.open patched by a library (ultralytics tries to pip-install a plugin): the decoder will say
     try:
         with Image.open(path):
             pass
-    # Whatever opening raises (UnidentifiedImageError; a plugin's own error where a library such as ultralytics
-    # has patched Image.open) means the same to the user: not an image.
     except Exception as exc:
-        if path.suffix.lower() == ".json":
-            raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files") from None
         raise KpbenchError(f"{path}: cannot decode image ({type(exc).__name__}: not an image PIL can identify)") from None
 
 
