@@ -342,7 +342,10 @@ def _checked_settings(where: str, kind: str, table: dict[str, Any]) -> dict[str,
         raise KpbenchError(f"{where}: 'download' cannot be true in a sweep (many jobs would download into one COCO "
                            "root at once): run `kpbench data download --coco-root ROOT` once before")
     clean = validate_table(where, kind, table)
-    merge_settings(SETTINGS[kind], LoadedConfig(path=where, sha256=None, tables={kind: clean}))
+    try:  # the checks across settings (max_size >= min_size), as `kpbench run --config` makes them
+        merge_settings(SETTINGS[kind], LoadedConfig(path="this block", sha256=None, tables={kind: clean}))
+    except KpbenchError as exc:
+        raise KpbenchError(f"{where}: {exc}") from None
     return clean
 
 

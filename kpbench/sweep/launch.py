@@ -163,25 +163,33 @@ def run_local(folder: Path, sweep_name: str, shapes: Sequence[tuple[Resources, S
 
 def run_debug(folder: Path, jobs: Sequence[CellJob], on_start: Callable[[Launched], None],
               on_end: Callable[[Launched], None]) -> list[Launched]:
-    """Run cells one after the other with submitit's debug executor, in this process's turn. The failure of one
-    cell is recorded and the next one runs (submitit's own `result()` would open a debugger on it)."""
+    """Run cells one after the other with submitit's debug executor, in this process's turn (the command itself is
+    a process of its own). Its output goes to FOLDER/<job>_0_log.out and .err, as a Slurm job's does; job ids are
+    debug-<time>-<n>. The failure of one cell is recorded and the next one runs (submitit's own `result()` would
+    open a debugger on it)."""
+    import contextlib
     import socket
 
     submitit = import_submitit()
     executor = submitit.AutoExecutor(folder=folder, cluster="debug")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
     done = []
-    for job in jobs:
-        submitted = executor.submit(_command_function(submitit, job, verbose=False))
-        launched = Launched(name=job.name, job_id=str(submitted.job_id))
+    for number, job in enumerate(jobs):
+        submitted = executor.submit(_command_function(submitit, job, verbose=True))
+        launched = Launched(name=job.name, job_id=f"debug-{stamp}-{number}")
         on_start(launched)
         started = time.time()
         outcome: dict[str, Any] = {"started": started, "node": socket.gethostname()}
-        try:
-            outcome["text"] = str(submitted.submission().result())
-            outcome["result"] = "success"
-        except Exception as exc:  # submitit's FailedJobError carries the command's stderr
-            outcome["text"] = str(exc)
-            outcome["result"] = "error"
+        with (folder / f"{launched.job_id}_0_log.out").open("w") as out, \
+                (folder / f"{launched.job_id}_0_log.err").open("w") as err, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                outcome["text"] = str(submitted.submission().result())
+                outcome["result"] = "success"
+            except Exception as exc:  # submitit's FailedJobError carries the command's stderr
+                outcome["text"] = str(exc)
+                outcome["result"] = "error"
         outcome["ended"] = time.time()
         launched.outcome = outcome
         done.append(launched)

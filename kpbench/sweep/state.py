@@ -315,6 +315,7 @@ def read_job_files(sweep_dir: str | Path, job_id: str) -> JobFiles:
     return found
 
 
+_KPBENCH_ERROR = re.compile(r"(?:^|Error: )(error: .+)$")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt): ")
 
 
@@ -322,9 +323,10 @@ def error_line(text: str) -> str | None:
     """The line that says why a cell failed: kpbench's last `error:` line, else the last exception line of a
     traceback (`ValueError: ...`), else the last line of the text."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("error: "):
-            return line
+    for line in reversed(lines):  # (submitit puts the command's stderr after "FailedJobError: ")
+        match = _KPBENCH_ERROR.search(line)
+        if match:
+            return match.group(1)
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line
@@ -492,7 +494,8 @@ def resolve_cell(sweep_dir: str | Path, cell: dict[str, Any], view: SchedulerVie
         files = JobFiles(outcome=recorded.get("result"), text=recorded.get("text", ""), node=recorded.get("node"),
                          started=recorded.get("started"), ended=recorded.get("ended"))
     info = view.jobs.get(job_id) if view is not None and job_id else None
-    status.node = (info.node if info else None) or files.node or last.get("node")
+    # The scheduler's node name while it knows the job; else the one recorded when it did; else the log's host.
+    status.node = (info.node if info else None) or cell.get("node") or files.node or last.get("node")
     if info is not None and info.elapsed_s is not None:
         status.elapsed_s = info.elapsed_s
     elif files.started is not None:

@@ -185,7 +185,8 @@ def _cell_entry(sweep_dir: Path, spec: CellSpec, grid: Grid, python: str, old: d
     return entry
 
 
-def _config_text(spec: CellSpec, output: Path) -> str:
+def cell_config_text(spec: CellSpec, output: Path) -> str:
+    """The cell's config file: its settings as a [run] or [speed] table, with `out` its output folder."""
     header = (f"# kpbench sweep cell {spec.name} ({spec.block}); written by kpbench sweep, do not edit: a changed "
               "setting makes another cell\n")
     return header + to_toml({spec.kind: {**spec.settings, "out": str(output)}})
@@ -268,7 +269,7 @@ def submit_sweep(request: SweepRequest, log: Log = _quiet) -> SweepOutcome:
         by_name = {c["name"]: c for c in manifest["cells"]}
         for name in to_submit:
             spec = next(s for s in grid.cells if s.name == name)
-            atomic_write_text(Path(by_name[name]["config"]), _config_text(spec, Path(by_name[name]["output"])))
+            atomic_write_text(Path(by_name[name]["config"]), cell_config_text(spec, Path(by_name[name]["output"])))
         write_sweep_manifest(sweep_dir, manifest)
         if to_submit:
             _launch(sweep_dir, grid, manifest, [by_name[n] for n in to_submit], request.launcher, max_parallel,
@@ -339,6 +340,8 @@ def _launch(sweep_dir: Path, grid: Grid, manifest: dict[str, Any], cells: list[d
             "resources": by_name[job.name]["resources"],
         })  # fmt: skip
         actions[job.name].job_id = job.job_id
+        for key in ("state", "node", "gpu", "elapsed_s", "error", "progress"):  # the last attempt's, no longer true
+            by_name[job.name].pop(key, None)
         write_sweep_manifest(sweep_dir, manifest)
 
     def ended(job: Launched) -> None:
