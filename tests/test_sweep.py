@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -279,9 +280,12 @@ def test_without_accounting_states_come_from_the_files(tmp_path: Path) -> None:
     (sweep_dir / "jobs" / "13_0_log.out").write_text(
         "submitit INFO (2026-01-01 09:00:00,000) - Starting with JobEnvironment(job_id=13, hostname=node1, "
         "local_rank=0(1), node=0(1), global_rank=0(1))\n")
+    ended = datetime(2026, 1, 1, 10, 0, 0).timestamp()  # the logs' last write: an hour after the job started
+    for log in ("13_0_log.out", "13_0_log.err"):
+        os.utime(sweep_dir / "jobs" / log, (ended, ended))
     slow = resolve_cell(sweep_dir, _cell("slow", job_id="13"), forgotten)
-    assert (slow.state, slow.source, slow.error, slow.node, slow.progress) == ("TIMEOUT", "job log", line, "node1",
-                                                                                "3/4 images")
+    assert (slow.state, slow.source, slow.error, slow.node, slow.progress, slow.elapsed_s) == (
+        "TIMEOUT", "job log", line, "node1", "3/4 images", 3600.0)
     # A requeue ends an attempt, not the job: the line before it does not count.
     (sweep_dir / "jobs" / "14_0_log.err").write_text(
         "slurmstepd: error: *** JOB 14 ON node1 CANCELLED AT 2026-01-01T10:00:00 DUE TO JOB REQUEUE ***\n")
@@ -584,6 +588,8 @@ def test_local_launcher_caps_how_many_cells_run_at_once(tmp_path: Path, monkeypa
     code, out, err = run_cli("sweep", grid, "--out", tmp_path / "s", "--launcher", "local", "--format", "json")
     assert code == 1, err  # one cell failed
     assert "1 of 4 cells did not complete" in err and "running 4 cell(s) here, at most 2 at once" in err
+    assert ("note: [resources.here]: no 'gpus': its cells see no GPU (CUDA_VISIBLE_DEVICES is empty), as on Slurm"
+            in err.splitlines())
     events = [line.split() for line in log.read_text().splitlines()]
     spans = {size: [float(t) for kind, s, t in events if s == size] for size in ("11", "12", "13", "14")}
     assert all(len(span) == 2 for span in spans.values())  # every cell ran once
@@ -641,6 +647,8 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     first = {r["kind"]: r for r in json.loads(stdout)}
     assert first["run"]["state"] == "FAILED" and first["speed"]["state"] == "COMPLETED"
     assert first["run"]["error"].startswith("error: ") and "annotation" in first["run"]["error"], first["run"]["error"]
+    assert ("note: [resources.here]: the debug launcher runs cells one by one in the foreground; their time limit, "
+            "GPUs and setup lines are not applied") in err.splitlines()
     # The data arrives; the same command submits the failed cell again, and skips the finished one.
     shutil.copytree(synthetic_coco_root, coco, dirs_exist_ok=True)
     code, stdout, err = run_cli("sweep", grid, "--out", out, "--launcher", "debug", "--format", "json")

@@ -85,7 +85,11 @@ def _submit(grid: Path, out: Path | None, launcher: str, max_parallel: int | Non
     from kpbench.sweep import SweepRequest, submit_sweep
 
     request = SweepRequest(grid=grid, out=out, launcher=launcher, max_parallel=max_parallel, dry_run=dry_run)
-    outcome = submit_sweep(request, log=echo_err)
+    try:
+        outcome = submit_sweep(request, log=echo_err)
+    except KeyboardInterrupt:  # local/debug: the running cells were stopped; their run directories resume
+        echo_err(f"interrupted: the running cells were stopped; kpbench sweep {grid} --out {out} goes on from here")
+        raise typer.Exit(130) from None
     for note in outcome.notes:
         echo_err(f"note: {note}")
     if dry_run or launcher == "slurm":

@@ -81,10 +81,33 @@ def executor_parameters(launcher: str, sweep_name: str, resources: Resources, ma
     return params
 
 
+SLURM_ONLY = ("partition", "constraint", "cpus", "mem_gb", "account", "qos", "sbatch")
+
+
+def ignored_resources(launcher: str, resources: Resources) -> list[str]:
+    """What a launcher does not honour of a resource shape, in words (said to the user, never silently dropped)."""
+    if launcher == "slurm":
+        return []
+    if launcher == "debug":
+        return [f"[resources.{resources.name}]: the debug launcher runs cells one by one in the foreground; their "
+                "time limit, GPUs and setup lines are not applied"]
+    ignored = [key for key in SLURM_ONLY if getattr(resources, key) not in (None, {}, ())]
+    notes = []
+    if ignored:
+        notes.append(f"[resources.{resources.name}]: {', '.join(ignored)} apply on Slurm only; the local launcher "
+                     "runs on this machine as it is")
+    if resources.gpus is None:
+        notes.append(f"[resources.{resources.name}]: no 'gpus': its cells see no GPU (CUDA_VISIBLE_DEVICES is "
+                     "empty), as on Slurm")
+    return notes
+
+
 def _executor(submitit: Any, launcher: str, folder: Path, python: str | None) -> Any:
+    import shlex
+
     kwargs: dict[str, Any] = {}
     if python is not None and launcher in ("slurm", "local"):
-        kwargs[f"{launcher}_python"] = python
+        kwargs[f"{launcher}_python"] = shlex.quote(python)  # submitit puts it into a shell line as it is
     try:
         return submitit.AutoExecutor(folder=folder, cluster=launcher, **kwargs)
     except RuntimeError as exc:  # "Could not detect srun, are you indeed on a slurm cluster?"

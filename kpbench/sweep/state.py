@@ -272,6 +272,7 @@ class JobFiles:
     ended: float | None = None
     slurm_state: str | None = None
     slurm_line: str | None = None
+    last_write: float | None = None  # the newest of its logs' modification times
 
 
 def _tail(path: Path, size: int = 1 << 16) -> str:
@@ -297,6 +298,8 @@ def read_job_files(sweep_dir: str | Path, job_id: str) -> JobFiles:
             found.outcome, found.text = "error", f"unreadable job result {result.name} ({type(exc).__name__})"
         found.ended = result.stat().st_mtime
     log = folder / f"{job_id}_0_log.out"
+    writes = [p.stat().st_mtime for p in (log, folder / f"{job_id}_0_log.err") if p.is_file()]
+    found.last_write = max(writes) if writes else None
     starts = list(_LOG_START.finditer(_tail(log)))
     if starts:  # the last start: a requeued job appends to the same log
         last = starts[-1]
@@ -498,10 +501,10 @@ def resolve_cell(sweep_dir: str | Path, cell: dict[str, Any], view: SchedulerVie
     status.node = (info.node if info else None) or cell.get("node") or files.node or last.get("node")
     if info is not None and info.elapsed_s is not None:
         status.elapsed_s = info.elapsed_s
-    elif files.started is not None:
+    elif files.started is not None:  # from the job's log: its start, to its result, its last log line, or now
         live = info is not None and info.state in ACTIVE
-        status.elapsed_s = max(0.0, (files.ended or (now if live or files.outcome is None else files.started))
-                               - files.started)
+        end = files.ended or (now if live else files.last_write) or now
+        status.elapsed_s = max(0.0, end - files.started)
 
     if output.state == COMPLETED:
         status.state, status.source = COMPLETED, "output"

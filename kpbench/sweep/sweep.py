@@ -331,6 +331,8 @@ def _launch(sweep_dir: Path, grid: Grid, manifest: dict[str, Any], cells: list[d
     shapes: dict[str, list[CellJob]] = {}
     for cell in cells:
         shapes.setdefault(cell["resource"], []).append(CellJob(cell["name"], cell["command"], cwd))
+    for resource in shapes:
+        outcome.notes += launch.ignored_resources(launcher, grid.resources[resource])
     by_name = {c["name"]: c for c in manifest["cells"]}
     actions = {a.name: a for a in outcome.actions}
 
