@@ -719,3 +719,33 @@ def test_watch_prints_until_nothing_is_queued_or_running(tmp_path: Path, fake_sl
                        lambda status: seen.append([c.state for c in status.cells]), sleep=sleep)
     assert seen == [["RUNNING", "PENDING"], ["RUNNING", "RUNNING"], ["FAILED", "TIMEOUT"]]
     assert sleeps == [5.0, 5.0] and last.counts() == {"FAILED": 1, "TIMEOUT": 1}
+
+
+def test_a_changed_grid_retires_cells_and_one_submission_at_a_time(tmp_path: Path, fake_slurm: Path, run_cli) -> None:
+    from kpbench.sweep.layout import lock_sweep_dir
+
+    text = "[resources.cpu]\ntime_min = 5\n[[speed]]\nsynthetic = true\nvary = {{ sizes = [{}] }}\n"
+    first = _grid(tmp_path, text.format("[320], [480]"), "a.toml")
+    out = tmp_path / "s"
+    (fake_slurm / "squeue.out").write_text("77_0|RUNNING|n1|0:10|None\n77_1|RUNNING|n1|0:10|None\n")
+    assert run_cli("sweep", first, "--out", out)[0] == 0
+    kept, dropped = read_sweep_manifest(out)["cells"]
+    # While one submission holds the folder, a second one refuses; --status still reads it.
+    with lock_sweep_dir(out):
+        assert_one_line_error(run_cli("sweep", first, "--out", out),
+                              f"{out.absolute()}: another `kpbench sweep` (pid {os.getpid()}) is submitting")
+        code, stdout, _ = run_cli("sweep", out, "--status", "--format", "json")
+        assert code == 0 and [r["state"] for r in json.loads(stdout)] == ["RUNNING", "RUNNING"]
+    # The grid changes: 480 goes, 640 comes. The running cell is left alone, the new one submitted.
+    second = _grid(tmp_path, text.format("[320], [640]"), "b.toml")
+    code, stdout, err = run_cli("sweep", second, "--out", out, "--format", "json")
+    assert code == 0, err
+    assert [(a["action"], a["reason"], a["job"]) for a in json.loads(stdout)] == [
+        ("left", "running", "77_0"), ("submitted", "new", "78")]
+    assert "note: 1 cell(s) of an earlier grid are not in this one: kept on disk" in err
+    assert "0 cell(s) completed (skipped), 1 queued, running or unknown (left alone), 1 to submit" in err
+    manifest = read_sweep_manifest(out)
+    assert [c["name"] for c in manifest["retired"]] == [dropped["name"]]
+    assert manifest["cells"][0]["name"] == kept["name"] and manifest["cells"][1]["settings"] == {
+        "synthetic": True, "sizes": [640]}
+    assert manifest["grid"]["path"] == str(second.absolute()) and (out / "grid.toml").read_text() == second.read_text()

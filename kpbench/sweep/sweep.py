@@ -318,6 +318,13 @@ def _plan(sweep_dir: Path, grid: Grid, manifest: dict[str, Any], python: str, ou
         if request.dry_run:
             log(f"would {'submit' if action.action.endswith('submitted') else 'leave'} {cell['name']} "
                 f"({action.reason}): {' '.join(cell['command'])}")
+    if not request.dry_run:
+        counts: dict[str, int] = {}
+        for action in outcome.actions:
+            counts[action.action] = counts.get(action.action, 0) + 1
+        if counts.get("skipped") or counts.get("left"):
+            log(f"{counts.get('skipped', 0)} cell(s) completed (skipped), {counts.get('left', 0)} queued, running or "
+                f"unknown (left alone), {len(to_submit)} to submit")
     return to_submit
 
 
