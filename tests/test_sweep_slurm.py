@@ -140,6 +140,12 @@ flops = false
             return status if not any(c.state in ACTIVE for c in status.cells) else None
 
         status = _wait(finished, 900, "the job array to finish", step=2)
+        # A cell is COMPLETED as soon as its output is; its job still prints its last lines and exits.
+        def exited() -> bool:
+            states = _slurm("squeue", "--states=all", "--array", "--noheader", f"--jobs={array}", "--format=%T")
+            return states.stdout.split() == ["COMPLETED"] * 3
+
+        _wait(exited, 120, "the jobs to exit", step=0.5)
     except BaseException:
         _slurm("scancel", array)  # leave nothing running behind a failed test
         raise
