@@ -749,3 +749,11 @@ def test_a_changed_grid_retires_cells_and_one_submission_at_a_time(tmp_path: Pat
     assert manifest["cells"][0]["name"] == kept["name"] and manifest["cells"][1]["settings"] == {
         "synthetic": True, "sizes": [640]}
     assert manifest["grid"]["path"] == str(second.absolute()) and (out / "grid.toml").read_text() == second.read_text()
+    # Back to the first grid: the retired cell returns with its history (its job), the other one retires.
+    (fake_slurm / "squeue.out").write_text("77_0|RUNNING|n1|0:10|None\n77_1|RUNNING|n1|0:10|None\n"
+                                           "78|RUNNING|n1|0:10|None\n")
+    code, stdout, err = run_cli("sweep", first, "--out", out, "--format", "json")
+    assert [(a["action"], a["job"]) for a in json.loads(stdout)] == [("left", "77_0"), ("left", "77_1")]
+    manifest = read_sweep_manifest(out)
+    assert [c["name"] for c in manifest["cells"]] == [kept["name"], dropped["name"]]
+    assert [c["settings"]["sizes"] for c in manifest["retired"]] == [[640]]

@@ -288,12 +288,14 @@ def _plan(sweep_dir: Path, grid: Grid, manifest: dict[str, Any], python: str, ou
           request: SweepRequest, log: Log) -> list[str]:
     """Put the grid's cells into the manifest (retiring those it no longer has), find each one's state, and say
     what to do with it; returns the names to submit."""
-    old = {c["name"]: c for c in manifest.get("cells", [])}
+    # A cell that comes back into the grid gets its history back from the retired ones.
+    old = {c["name"]: c for c in [*manifest.get("retired", []), *manifest.get("cells", [])]}
+    current = {c["name"] for c in manifest.get("cells", [])}
     manifest["cells"] = [_cell_entry(sweep_dir, spec, grid, python, old.get(spec.name)) for spec in grid.cells]
     names = {spec.name for spec in grid.cells}
-    retired = [c for name, c in old.items() if name not in names]
+    retired = [c for name, c in old.items() if name not in names and name in current]
+    manifest["retired"] = [c for c in manifest.get("retired", []) if c["name"] not in names] + retired
     if retired:
-        manifest.setdefault("retired", []).extend(retired)
         outcome.notes.append(f"{len(retired)} cell(s) of an earlier grid are not in this one: kept on disk, listed "
                              "under 'retired' in sweep.json, left out of the status and the report")
     known = [c for c in manifest["cells"] if c.get("attempts")]
