@@ -757,3 +757,20 @@ def test_a_changed_grid_retires_cells_and_one_submission_at_a_time(tmp_path: Pat
     manifest = read_sweep_manifest(out)
     assert [c["name"] for c in manifest["cells"]] == [kept["name"], dropped["name"]]
     assert [c["settings"]["sizes"] for c in manifest["retired"]] == [[640]]
+
+
+def test_status_reads_a_folder_it_cannot_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep folder this user may only read (a colleague's): --status works, and records nothing."""
+    import kpbench.sweep.layout as layout
+    from kpbench.sweep import sweep_status
+
+    sweep_dir = _sweep(tmp_path, [_cell("a", job_id=None)])
+    _run_output(sweep_dir, "a", "complete", images=4)
+    before = (sweep_dir / "sweep.json").read_bytes()
+
+    def refuse(path: Path) -> None:
+        raise KpbenchError(f"{path / layout.LOCK}: cannot create the sweep's lock (Permission denied)")
+
+    monkeypatch.setattr(layout, "_acquire", refuse)
+    assert [c.state for c in sweep_status(StatusRequest(sweep_dir)).cells] == ["COMPLETED"]
+    assert (sweep_dir / "sweep.json").read_bytes() == before
