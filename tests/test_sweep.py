@@ -676,8 +676,9 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     # Nothing left to do: a fourth call submits nothing.
     code, stdout, err = run_cli("sweep", grid, "--out", out, "--launcher", "debug", "--format", "json")
-    assert code == 0 and "running" not in err and [len(c["attempts"]) for c in
-                                                   read_sweep_manifest(out)["cells"]] == [3, 1]
+    assert code == 0 and "one after the other" not in err
+    assert "2 cell(s) completed (skipped), 0 queued, running or unknown (left alone), 0 to submit" in err
+    assert [len(c["attempts"]) for c in read_sweep_manifest(out)["cells"]] == [3, 1]
     # The report merges both: the speed row carries the run's AP (same model, weights, size and dtype).
     code, stdout, err = run_cli("report", out, "--format", "json")
     assert code == 0, err
