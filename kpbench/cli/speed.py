@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli import options
+from kpbench.cli import options, topdown_options
 from kpbench.cli.app import app, echo_err, require_torch
 from kpbench.core.errors import KpbenchError
 
@@ -86,6 +86,13 @@ def speed_command(
     accuracy: Annotated[
         int | None, typer.Option("--accuracy", help="Also evaluate keypoint and box AP on N images per row [default: 0].")
     ] = None,
+    person_boxes: topdown_options.PersonBoxes = None,
+    person_box_thresh: topdown_options.PersonBoxThresh = None,
+    person_box_max: topdown_options.PersonBoxMax = None,
+    person_box_weights: topdown_options.PersonBoxWeights = None,
+    flip_test: topdown_options.FlipTest = None,
+    crop_batch_size: topdown_options.CropBatchSizes = None,
+    persons: topdown_options.Persons = None,
     out: Annotated[str | None, options.out_option("Output folder [default: results/speed].")] = None,
     progress: options.Progress = True,
 ) -> None:
@@ -127,8 +134,23 @@ def speed_command(
         "box_score_thresh": box_score_thresh,
         "accuracy": accuracy,
         "out": out,
+        "person_boxes": person_boxes,
+        "person_box_thresh": person_box_thresh,
+        "person_box_max": person_box_max,
+        "person_box_weights": person_box_weights,
+        "flip_test": flip_test,
+        "crop_batch_size": parse_list(crop_batch_size, int, "--crop-batch-size"),
+        "persons": parse_list(persons, int, "--persons"),
     }
     settings = merge_settings(SpeedSettings, loaded, overrides)
+    if settings.person_boxes is not None:  # a top-down model: per crop, per person, growth with persons
+        from kpbench.engine.topdown_speed import run_topdown_speed, terminal_table
+
+        timed = run_topdown_speed(settings, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
+        typer.echo(terminal_table(timed), nl=False)
+        for path in (timed.csv_path, timed.manifest_path, timed.markdown_path):
+            echo_err(f"wrote {path}")
+        return
     try:
         result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
     except SpeedInterrupted as exc:  # Ctrl-C: the finished rows were written, marked incomplete

@@ -66,8 +66,8 @@ SPEED_OPTIONAL_COLUMNS = frozenset({
 })  # fmt: skip
 RUN_COLUMNS = (
     "run", "model", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh",
-    "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "model_ms_per_image", "published_kp_AP",
-    "published_box_AP", "deviations", "status",
+    "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "person_box_AP", "model_ms_per_image", "published_kp_AP",
+    "published_box_AP", "protocol", "deviations", "status",
 )  # fmt: skip
 THRESHOLDS_FILE = "thresholds_person.csv"
 THRESHOLD_DEFAULT_STATS = ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")
@@ -367,6 +367,8 @@ def _is_number(value: Any) -> bool:
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One row for a run directory: settings, metrics (0-1), published AP (0-1) and deviations."""
+    from kpbench.evaluation.person_boxes import protocol_label
+
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / "manifest.json")
     if not isinstance(manifest, dict) or not (isinstance(manifest.get("config"), dict) or "model_spec" in manifest):
@@ -405,6 +407,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "published_kp_AP": published.get("kp_AP") / 100 if published.get("kp_AP") is not None else None,
         "published_box_AP": published.get("box_AP") / 100 if published.get("box_AP") is not None else None,
         "deviations": "; ".join(deviations) if deviations else "none",
+        # Whole image or top-down, and then which person boxes (and their own box AP).
+        "protocol": protocol_label(manifest),
+        "person_box_AP": ((manifest.get("person_boxes") or {}).get("stats") or {}).get("AP"),
     }
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
