@@ -44,9 +44,9 @@ from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-KINDS = ("speed", "run", "thresholds")
+KINDS = ("speed", "run", "thresholds", "sweep")
 FORMATS = ("markdown", "csv", "json")
-DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results"}
+DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results", "sweep": "results"}
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps", "median_ms", "p90_ms", "status")
 # A CSV in a searched folder without a manifest beside it counts as a speed CSV when its header has these.
@@ -555,6 +555,10 @@ def build_report(
     if stats is not None and kind != "thresholds":
         raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
+    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.sweep.report)
+        from kpbench.sweep.report import sweep_report
+
+        return sweep_report(paths)
     if kind == "speed":
         return speed_report(paths)
     if kind == "run":
@@ -562,7 +566,21 @@ def build_report(
     return {"table": thresholds_table(paths, stats)}
 
 
+def report_kind(kind: str | None, paths: Sequence[str | Path] | None) -> str:
+    """--kind as given, or when it is not: "sweep" if a path is a `kpbench sweep` folder, else "speed"."""
+    if kind is not None:
+        return kind
+    from kpbench.sweep.layout import is_sweep_dir
+
+    return "sweep" if any(is_sweep_dir(p) for p in paths or ()) else "speed"
+
+
 TITLES = {
+    ("sweep", "table"): "Sweep: every run and speed row, AP beside speed",
+    ("sweep", "cells"): "Sweep: cells",
+    ("sweep", "speed"): "Speed: model x device x size x variant",
+    ("sweep", "pivot"): "Speed: FPS (images/s) per model, device and size",
+    ("sweep", "runs"): "Runs",
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
     ("run", "table"): "Runs",
@@ -601,7 +619,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
     if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
-    if kind == "speed":
+    if kind == "speed" or (kind == "sweep" and "speed" in tables):
         from kpbench.engine.speed import TIMING_DEFINITION
 
         parts += ["## What was timed", "", TIMING_DEFINITION]
