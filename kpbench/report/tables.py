@@ -45,9 +45,9 @@ from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-KINDS = ("speed", "run", "thresholds")
+KINDS = ("speed", "run", "thresholds", "sweep")
 FORMATS = ("markdown", "csv", "json")
-DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results"}
+DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results", "sweep": "results"}
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps", "median_ms", "p90_ms", "status")
 # A CSV in a searched folder without a manifest beside it counts as a speed CSV when its header has these.
@@ -368,9 +368,26 @@ def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     `attrs["size_definitions"]` holds what a size means for each model ({model name: text}, `size_definitions`)."""
     df, files = _read_speed(paths)
     table = speed_table(df)
-    models = sorted({str(m) for m in df["model"].dropna()}) if "model" in df else []
-    table.attrs["size_definitions"] = {**dict.fromkeys(models), **size_definitions(files)}
+    table.attrs["size_definitions"] = model_size_definitions(df, files)
     return {"table": table, "pivot": speed_pivot(df)}
+
+
+def model_size_definitions(df: pd.DataFrame, csv_files: Sequence[Path]) -> dict[str, str | None]:
+    """{model name: what a size means for it, or None where not recorded} for every model of the speed rows `df`
+    read from `csv_files` (`size_definitions`)."""
+    models = sorted({str(m) for m in df["model"].dropna()}) if "model" in df else []
+    recorded = size_definitions(csv_files)
+    return {name: recorded.get(name) for name in models}
+
+
+def table_size_definitions(table: pd.DataFrame | None) -> dict[str, str | None]:
+    """The size definitions a speed table carries (`attrs["size_definitions"]`), else its models, each unrecorded."""
+    if table is None:
+        return {}
+    if table.attrs.get("size_definitions") is not None:
+        return dict(table.attrs["size_definitions"])
+    models = sorted({str(m) for m in table["model"].dropna() if str(m)}) if "model" in table else []
+    return dict.fromkeys(models)
 
 
 def size_definitions(csv_files: Sequence[Path]) -> dict[str, str]:
@@ -632,6 +649,10 @@ def build_report(
     if stats is not None and kind != "thresholds":
         raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
+    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.sweep.report)
+        from kpbench.sweep.report import sweep_report
+
+        return sweep_report(paths)
     if kind == "speed":
         return speed_report(paths)
     if kind == "run":
@@ -639,7 +660,21 @@ def build_report(
     return {"table": thresholds_table(paths, stats)}
 
 
+def report_kind(kind: str | None, paths: Sequence[str | Path] | None) -> str:
+    """--kind as given, or when it is not: "sweep" if a path is a `kpbench sweep` folder, else "speed"."""
+    if kind is not None:
+        return kind
+    from kpbench.sweep.layout import is_sweep_dir
+
+    return "sweep" if any(is_sweep_dir(p) for p in paths or ()) else "speed"
+
+
 TITLES = {
+    ("sweep", "table"): "Sweep: every run and speed row, AP beside speed",
+    ("sweep", "cells"): "Sweep: cells",
+    ("sweep", "speed"): "Speed: model x device x size x variant",
+    ("sweep", "pivot"): "Speed: FPS (images/s) per model, device and size",
+    ("sweep", "runs"): "Runs",
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
     ("run", "table"): "Runs",
@@ -678,10 +713,9 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
     if any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
-    if kind == "speed":
-        table = tables.get("table")
-        definitions = dict(table.attrs.get("size_definitions") or {}) if table is not None else {}
-        parts += ["## What was timed", "", timing_definition(definitions)]
+    if kind == "speed" or (kind == "sweep" and "speed" in tables):
+        table = tables.get("table" if kind == "speed" else "speed")
+        parts += ["## What was timed", "", timing_definition(table_size_definitions(table))]
     return {"report": "\n".join(parts)}
 
 
