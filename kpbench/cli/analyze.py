@@ -79,8 +79,9 @@ def analyze_command(
 
     check_format(fmt)
     options.check_table(table, TABLES, fmt, "everything")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the analysis; memory once the images are known
     given = options.sources("analyze", source, results_json, None, gt_alias, results_alias)
     schema, sigma_values = options.schema_and_sigmas(schema_name, sigmas)
     if out is not None:
@@ -115,9 +116,12 @@ def analyze_command(
             title = "AP gained by each correction, alone and cumulative (percent; n/a: no GT in the area):\n" if people else ""
             parts.append(title + render(rows, fmt, list(GAIN_COLUMNS)))
         if people and analysis.intervals is not None:
+            from kpbench.analysis.bootstrap import interval_rows_percent
+
             echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
                      "intervals on the plain evaluation (COCO's parameters)")
-            parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt, ["stat", "value", "low", "high"]))
+            parts.append("Bootstrap intervals (percent):\n" + render(interval_rows_percent(analysis.intervals), fmt,
+                                                                      ["stat", "value", "low", "high"]))
         for name, section in table_sections(analysis).items():  # sections other analyses add (ErrorAnalysis.extra)
             if shown == name or (shown is None and people):
                 title = f"{section.get('title', name)}:\n" if people else ""

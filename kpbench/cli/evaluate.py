@@ -92,8 +92,9 @@ def evaluate_command(
     keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
     if keypoint_only and iou_type == "bbox":
         raise KpbenchError("--schema, --sigmas, --drop-zero-keypoints and --wholebody are for keypoints, not --iou-type bbox")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the evaluation; memory once the images are known
     if run is not None:
         from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
@@ -139,11 +140,14 @@ def evaluate_command(
     else:
         typer.echo(format_stats_table(shown), nl=False)
     if intervals is not None and fmt != "json":
+        from kpbench.analysis.bootstrap import interval_rows_percent
         from kpbench.core.io import to_markdown, to_text_table
 
         rows = [{"iou_type": t, **r} for t, rs in intervals.items() for r in rs]
+        rows = rows if fmt == "csv" else interval_rows_percent(rows)  # percent beside the percent stats
         render = to_csv if fmt == "csv" else to_markdown if fmt == "markdown" else to_text_table
-        echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile intervals")
+        echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile intervals"
+                 f"{'' if fmt == 'csv' else ' (percent)'}")
         typer.echo(render(rows, ["iou_type", "stat", "value", "low", "high"]), nl=False)
     if out is not None:
         for path in write_metrics(out, results):
