@@ -73,9 +73,11 @@ class PartAP:
     recall: np.ndarray  # (T, K, A, M)
 
     def row(self) -> dict[str, Any]:
-        """The part as a JSON-ready row: kind, name, num_keypoints, num_gt, every stat, keypoints (comma-joined)."""
+        """The part as a JSON-ready row: kind, name, num_keypoints, num_gt, every stat, keypoints (a group's names
+        comma-joined; "all" for the whole set)."""
+        members = ALL_KEYPOINTS if self.kind == "all" else ",".join(self.keypoints)
         return {"kind": self.kind, "name": self.name, "num_keypoints": len(self.indices), "num_gt": self.num_gt,
-                **self.stats, "keypoints": ",".join(self.keypoints)}
+                **self.stats, "keypoints": members}
 
 
 @dataclass
@@ -365,8 +367,6 @@ def table_text(result: KeypointAP, fmt: str) -> str:
     for row in shown:
         if row["kind"] == "keypoint":
             row["keypoints"] = ""
-        elif row["kind"] == "all":
-            row["keypoints"] = f"all {row['num_keypoints']}"
     title = f"{TITLE} ({result.schema.name}; percent, n/a: no GT):\n"
     if fmt == "markdown":
         return f"### {title}\n{to_markdown(shown, columns)}"
