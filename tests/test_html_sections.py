@@ -73,9 +73,11 @@ def test_credits_come_from_the_ground_truth(run_dir: Path, tmp_path: Path) -> No
         body = section(build_html([run_dir], images=False), "Images: credits and licences")
     finally:
         gt_path.write_text(original)
-    assert [int(r) for r in re.findall(r"<tr><td>(\d+)</td>", body)] == [7, 42, 1000]
-    assert "http://farm.example/42.jpg" in body and "Attribution-ShareAlike License" in body
-    assert "http://creativecommons.org/licenses/by/2.0/" in body and "CC BY 4.0" in body
+    items = re.findall(r"<li>(.*?)</li>", body)
+    assert [int(i.split()[1]) for i in items] == [7, 42, 1000]
+    assert items[1] == ("COCO 42 (000000000042.png): http://farm.example/42.jpg &mdash; Attribution-ShareAlike "
+                        "License http://creativecommons.org/licenses/by-sa/2.0/")
+    assert "CC BY 4.0" in body
 
 
 def test_random_weights_are_said_on_the_page(run_dir: Path) -> None:

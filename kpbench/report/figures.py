@@ -596,8 +596,9 @@ def keypoint_ap_figure(rows: Sequence[dict[str, Any]], title: str | None = None)
 
     ap = [percent(r, "AP") for r in parts]
     ax.barh(y, [0 if math.isnan(v) else v for v in ap], color=colors, height=0.7, gid="AP")
-    ax.plot([percent(r, "AP50") for r in parts], y, "k|", ms=9, mew=2, label="AP50", gid="AP50")
-    ax.plot([percent(r, "AP75") for r in parts], y, "kx", ms=5, label="AP75", gid="AP75")
+    # Not clipped: a marker at 100 stays whole on the axis' edge.
+    ax.plot([percent(r, "AP50") for r in parts], y, "k|", ms=9, mew=2, label="AP50", gid="AP50", clip_on=False)
+    ax.plot([percent(r, "AP75") for r in parts], y, "kx", ms=5, label="AP75", gid="AP75", clip_on=False)
     for i, value in enumerate(ap):  # the value inside its bar (after it when the bar is too short to hold it)
         inside = not math.isnan(value) and value >= 8
         ax.text(1 if inside or math.isnan(value) else value + 1, i, "no GT" if math.isnan(value) else f"{value:.1f}",

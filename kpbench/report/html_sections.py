@@ -121,9 +121,9 @@ def image_credit(run_dir: Path, image_id: int) -> str:
 
 
 def image_credits_section(run_dir: Path) -> str:
-    """The images' credits from the run's ground_truth.json: per image its COCO id, Flickr URL and licence (name
-    and URL), when the run has at most MAX_CREDITS_LISTED images; else a count per licence. "" when the GT
-    records no licences (images that are not COCO's)."""
+    """The images' credits from the run's ground_truth.json: a list item per image (its COCO id, file, Flickr URL
+    and licence name and URL) when the run has at most MAX_CREDITS_LISTED images; else a table of the licences
+    and their image counts. "" when the GT records no licences (images that are not COCO's)."""
     from kpbench.report.html import _e, _table
 
     gt = _read_ground_truth(run_dir)
@@ -137,12 +137,14 @@ def image_credits_section(run_dir: Path) -> str:
              "Flickr page names them). Drawings over an image are adaptations of it, under the same licence. The "
              "annotations are the COCO Consortium's, under CC BY 4.0 (Lin et al., ECCV 2014).</p>")
     if len(credited) <= MAX_CREDITS_LISTED:
-        rows = []
+        # A list, not a table: two URLs per image are too wide for table cells, and a list item wraps at spaces.
+        items = []
         for img in sorted(credited, key=lambda i: i["id"]):
             lic = licenses.get(img.get("license"), {})
-            rows.append({"image": img["id"], "file": img.get("file_name", ""), "flickr_url": img.get("flickr_url", ""),
-                         "licence": lic.get("name", img.get("license", "")), "licence_url": lic.get("url", "")})
-        return intro + _table(rows)
+            name = lic.get("name", f"licence {img.get('license', '?')}")
+            items.append(f"<li>COCO {_e(img['id'])} ({_e(img.get('file_name', ''))}): {_e(img.get('flickr_url', ''))} "
+                         f"&mdash; {_e(name)}{(' ' + _e(lic['url'])) if lic.get('url') else ''}</li>")
+        return intro + f'<ul class="dev credits">{"".join(items)}</ul>'
     counts: dict[Any, int] = {}
     for img in credited:
         counts[img.get("license")] = counts.get(img.get("license"), 0) + 1
