@@ -201,6 +201,11 @@ def test_keypoint_heatmap_cells_are_the_sweep() -> None:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["-1", "0", "2", "5"]
     assert [t.get_text() for t in plots[0].get_yticklabels()] == ["nose", "left eye", "all"]  # shared by both
     assert "above person score 0.9" in fig.get_suptitle()
+    assert not [t for ax in fig.axes for t in ax.texts if t.get_gid() == "empty"]
+    # Nobody matched: every cell undefined, and the panels say so.
+    empty = keypoint_threshold_heatmap_figure([dict(r, precision=None, recall=None) for r in rows])
+    said = [t.get_text() for ax in empty.axes for t in ax.texts if t.get_gid() == "empty"]
+    assert len(said) == 2 and all(t.startswith("no matched persons") for t in said)
 
 
 # --- PR curves, the error diagnosis, the breakdown, AP per keypoint --------------------------------------------

@@ -562,6 +562,10 @@ def keypoint_threshold_heatmap_figure(
         ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
         if "all" in names:
             ax.axhline(len(names) - 1.5, color="white", linewidth=2)
+        if np.isnan(grid).all():  # say why every cell is grey rather than leave a blank grid
+            ax.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(nothing labelled among matched persons)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="0.2", gid="empty",
+                    bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"})
         ax.set_xlabel(f"keypoint-score threshold ({keypoint_score_kind}): shown when the score is above it")
         ax.set_title({"recall": "recall: shown and correct / labelled (%)",
                       "precision": "precision: correct / shown (%)"}[metric], fontsize=10)
