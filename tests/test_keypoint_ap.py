@@ -321,6 +321,18 @@ def test_detection_arrays_in_give_the_records_numbers() -> None:
     assert [p.stats for p in keypoint_ap(gt, arrays).parts] == [p.stats for p in keypoint_ap(gt, results).parts]
 
 
+@pytest.mark.parametrize("evaluator", ["vectorized", "pycocotools"])
+def test_no_gt_person_or_no_detection(evaluator: str) -> None:
+    """An image without persons (a run of COCO image 802 alone), and results without detections: COCOeval's -1
+    and 0, never a crash (the slices of nothing used to fail to reshape)."""
+    gt, results = generated_scene(0, COCO17)
+    nobody = {**gt, "annotations": []}
+    result = keypoint_ap(nobody, results, evaluator=evaluator)
+    assert [p.stats["AP"] for p in result.parts] == [-1.0] * 22 and [p.num_gt for p in result.parts] == [0] * 22
+    result = keypoint_ap(gt, [], evaluator=evaluator)
+    assert [p.stats["AP"] for p in result.parts] == [0.0] * 22
+
+
 def test_empty_results_and_bad_calls() -> None:
     gt, _ = generated_scene(0, COCO17)
     result = keypoint_ap(gt, [])

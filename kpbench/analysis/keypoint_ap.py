@@ -206,7 +206,7 @@ def _part_gt(gt: GroundTruth, anns: list[dict[str, Any]], keypoints: np.ndarray,
     """The GT dataset cut down to `indices`: each annotation's keypoints sliced and num_keypoints recounted."""
     sliced = keypoints[:, list(indices), :]
     counts = np.count_nonzero(sliced[:, :, 2] > 0, axis=1)
-    flat = sliced.reshape(len(anns), -1).tolist()
+    flat = sliced.reshape(len(anns), 3 * len(indices)).tolist()  # (0, 3n) too: no annotation at all
     kept = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
     annotations = [{**{key: a[key] for key in kept}, "keypoints": flat[i], "num_keypoints": int(counts[i])}
                    for i, a in enumerate(anns)]
@@ -321,7 +321,7 @@ def _records(inputs: _Inputs, indices: tuple[int, ...]) -> list[dict[str, Any]]:
         x, y = keypoints[:, :, 0], keypoints[:, :, 1]
         x0, y0 = x.min(axis=1), y.min(axis=1)
         boxes = np.stack([x0, y0, x.max(axis=1) - x0, y.max(axis=1) - y0], axis=1) if len(dets) else np.zeros((0, 4))
-    sliced = keypoints[:, list(indices), :].reshape(len(dets), -1).tolist()
+    sliced = keypoints[:, list(indices), :].reshape(len(dets), 3 * len(indices)).tolist()
     return [{"image_id": int(i), "category_id": int(c), "keypoints": kps, "score": float(s), "bbox": box}
             for i, c, kps, s, box in zip(dets.image_ids.tolist(), dets.category_ids.tolist(), sliced,
                                          dets.scores.tolist(), boxes.tolist())]
