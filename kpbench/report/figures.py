@@ -5,8 +5,8 @@ rows and arrays, and imports nothing from the stages.
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas: no pyplot, no global backend switch (a
 notebook's backend stays as it is), and nothing opens a window. Every figure has a fixed width in pixels and a
 height set by what it shows (a figsize at `DPI`, saved without "tight" cropping): the same data give the same
-size, so files are comparable between runs. Legends sit outside the plotting area (below it, in a space of their
-own), so they never hide a curve, a marker or a label. Each figure has a `*_figure` function that returns the
+size, so files are comparable between runs. Legends sit outside the plotting area (below it in a space of their
+own; above the bars of the per-keypoint breakdown), so they never hide a curve, a marker or a label. Each figure has a `*_figure` function that returns the
 Figure, so that tests can read what it draws. Writes are atomic. matplotlib is imported inside the functions;
 importing this module is cheap.
 """
