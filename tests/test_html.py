@@ -138,13 +138,14 @@ def test_error_analysis_section_shows_what_analyze_wrote(tmp_path: Path) -> None
     for title in ("AP gained by correcting each error", "Keypoint localisation errors",
                   "AP by visible keypoints and by overlap", "LRP-optimal and best-F1 person-score thresholds"):
         assert f"<h3>{title}</h3>" in page
-    assert page.count("data:image/png;base64,") == 1  # the PR curves after each correction
+    # The PR curves after each correction, and the AP-per-keypoint bars (analyze writes keypoint_ap.*).
+    assert page.count("data:image/png;base64,") == 2
     assert 'alt="PR curves after each cumulative correction"' in page
     # A run directory copied without its figure still shows the tables.
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     (copy / "errors_pr_curves.png").unlink()
-    assert build_html([copy], images=False).count("data:image/png;base64,") == 0
+    assert build_html([copy], images=False).count("data:image/png;base64,") == 1
 
 
 def test_speed_glob_with_several_csvs_is_read_as_speed_files(run_dir: Path, tmp_path: Path, run_cli) -> None:

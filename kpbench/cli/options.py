@@ -231,6 +231,21 @@ Bootstrap = Annotated[
                  "replicates (pycocotools backend).", show_default=False),
 ]
 BootstrapSeed = Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap's image draws.")]
+Groups = Annotated[
+    str | None,
+    typer.Option("--groups", help="Keypoint groups for AP per group, instead of the schema's (coco17: head, arms, "
+                 "torso, legs): NAME:KP,KP,...;NAME:KP,... with keypoint names or 0-based indices, or a JSON file "
+                 "{\"NAME\": [keypoints]}.", show_default=False),
+]
+
+
+def groups_spec(groups: str | None) -> Any:
+    """--groups parsed (names not yet checked against a schema), or None for the schema's own groups."""
+    if groups is None:
+        return None
+    from kpbench.core.schema import parse_groups
+
+    return parse_groups(groups)
 
 
 def eval_settings(max_dets: str | None, area_ranges: str | None, iou_thresholds: str | None, use_cats: bool) -> Any:

@@ -41,6 +41,7 @@ td:first-child,th:first-child{text-align:left}.missing{color:#86868b;font-style:
 border:1px solid #eee}figure{margin:.5rem 0 1rem}figcaption{color:#555;font-size:.9rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.8rem}
 .wide{overflow-x:auto}ul.dev{margin:.2rem 0 .8rem 1.2rem;padding:0}code{font-size:.9em}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4rem .7rem}details summary{cursor:pointer;color:#555}
 @media print{body{max-width:none;padding:0;font-size:11pt}th{cursor:auto}h2{break-after:avoid}
 figure,table{break-inside:avoid}}
 """
@@ -198,7 +199,9 @@ def _model_section(run: dict[str, Any]) -> str:
     dev = ("<h3>Deviations from the published protocol</h3><ul class=\"dev\">"
            + "".join(f"<li>{_e(d)}</li>" for d in deviations) + "</ul>") if deviations else \
         "<p>The published protocol, without deviations.</p>"
-    return f'<table class="kv"><tbody>{body}</tbody></table>{dev}'
+    from kpbench.report.html_sections import random_weights_note
+
+    return f'<table class="kv"><tbody>{body}</tbody></table>{random_weights_note(m)}{dev}'
 
 
 def _metrics_section(run: dict[str, Any]) -> str:
@@ -292,6 +295,7 @@ def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, i
 
 def _worst_section(run: dict[str, Any]) -> str:
     from kpbench.report.draw import draw_run_images
+    from kpbench.report.html_sections import image_credit
 
     run_dir = run["dir"]
     try:
@@ -314,9 +318,10 @@ def _worst_section(run: dict[str, Any]) -> str:
             with Image.open(path) as im:
                 im.thumbnail((900, 900))
                 data = base64.b64encode(_png_bytes(im)).decode("ascii")
+            credit = image_credit(run_dir, image_id)
             figures.append(f'<figure><img alt="image {image_id}" src="data:image/png;base64,{data}"><figcaption>'
-                           f"image {image_id}: {missed} missed, {spurious} false positive(s) above 0.5</figcaption>"
-                           "</figure>")
+                           f"image {image_id}: {missed} missed, {spurious} false positive(s) above 0.5"
+                           f"{'<br>' + _e(credit) if credit else ''}</figcaption></figure>")
     return ("<p>Detections scored above 0.5 (left) beside the ground truth (right), for the images that lose most "
             "at OKS 0.5.</p>" + '<div class="grid">' + "".join(figures) + "</div>")
 
@@ -373,14 +378,17 @@ def _intervals_section(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def _run_sections(run: dict[str, Any], with_images: bool) -> str:
+    from kpbench.report import html_sections
+
     d = run["dir"]
+    kind = str(run["manifest"].get("keypoint_score_kind") or "logit")
     sections = [
         ("Model, data and protocol", _model_section(run)),
         ("Metrics", _metrics_section(run)),
+        ("AP per keypoint and per keypoint group", html_sections.keypoint_ap_section(d)),
         ("Person-score thresholds", _csv_section(d, "thresholds_person", "threshold_curves.png", "threshold curves",
                                                  f"No threshold sweep: run `kpbench thresholds {d}`.")),
-        ("Keypoint-score thresholds", _csv_section(d, "thresholds_keypoint", "", "",
-                                                   f"No keypoint-score sweep: run `kpbench thresholds {d}`.")),
+        ("Keypoint-score thresholds", html_sections.keypoint_threshold_section(d, kind)),
         ("Per-keypoint breakdown", _csv_section(d, "keypoints", "keypoints.png", "per-keypoint accuracy",
                                                 f"No breakdown: run `kpbench keypoints {d}`.")),
         ("PR curves", _image(d / "pr_curves.png", "precision-recall curves") if (d / "pr_curves.png").is_file()
@@ -389,6 +397,9 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
     ]
     if with_images:
         sections.append(("Worst images", _worst_section(run)))
+    credits = html_sections.image_credits_section(d)
+    if credits:
+        sections.append(("Images: credits and licences", credits))
     return "".join(f"<section><h2>{_e(title)}</h2>{body}</section>" for title, body in sections)
 
 
