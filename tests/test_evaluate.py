@@ -423,7 +423,8 @@ def test_check_backend() -> None:
     from kpbench.evaluation.cocoeval import check_backend
 
     assert check_backend("pycocotools") == "pycocotools"
-    with pytest.raises(KpbenchError, match=r"^--backend: must be one of pycocotools, hotcoco, got 'coco'$"):
+    assert check_backend("vectorized") == "vectorized"
+    with pytest.raises(KpbenchError, match=r"^--backend: must be one of vectorized, pycocotools, hotcoco, got 'coco'$"):
         check_backend("coco")
     mp = pytest.MonkeyPatch()
     try:
@@ -456,8 +457,8 @@ def test_file_inputs_record_scores_and_boxes_before_pycocotools_adds_keys(tmp_pa
     gt, results = make_synthetic_coco(num_images=6, seed=4)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps(results))
-    from_files = evaluate(tmp_path / "gt.json", tmp_path / "res.json")
-    from_lists = evaluate(gt, results)
+    from_files = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend="pycocotools")
+    from_lists = evaluate(gt, results, backend="pycocotools")
     assert from_files.result_has_bbox is not None and not from_files.result_has_bbox.any()
     assert from_files.result_scores.tolist() == [r["score"] for r in results]
     assert from_files.stats == from_lists.stats

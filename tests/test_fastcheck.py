@@ -41,8 +41,9 @@ def _write(path: Path, content: Any) -> Path:
 
 
 def _comparable(result: EvalResult) -> dict[str, Any]:
-    """Every field of an EvalResult as plain data (arrays as lists), for exact comparison."""
-    plain = dataclasses.asdict(result)
+    """Every field of an EvalResult as plain data (arrays as lists), for exact comparison; not the inputs it kept,
+    which are files on one way and parsed data on the other."""
+    plain = dataclasses.asdict(dataclasses.replace(result, inputs=None))
     return json.loads(json.dumps(plain, default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a)))
 
 
