@@ -106,7 +106,9 @@ def evaluate_command(
         from kpbench.evaluation.wholebody import evaluate_wholebody
 
         assert given.gt is not None and given.results is not None
-        if customised or iou_type not in (None, "keypoints"):
+        # --drop-zero-keypoints is what --wholebody does anyway (xtcocotools' rule, per part): accepted.
+        if schema is not None or sigma_values is not None or not settings.is_default() \
+                or iou_type not in (None, "keypoints"):
             raise KpbenchError("--wholebody: scores every part with COCO-WholeBody's own sigmas and COCO's parameters")
         results = evaluate_wholebody(given.gt, given.results, backend=backend)
         shown = results

@@ -279,7 +279,7 @@ def validate_ground_truth(
         areas = _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
         _refuse_negative(boxes[:, 2:].min(axis=1), source, "annotation", "bbox", "has a negative width or height "
                          "(expected x, y, w, h)")
-        _refuse_negative(areas, source, "annotation", "area", "is negative")
+        _refuse_negative(areas, source, "annotation", "area", "is negative", [a["area"] for a in annotations])
         # pycocotools tests these for truth ("0" would make a crowd) and calls int() on iscrowd.
         _finite_array([a["iscrowd"] for a in annotations], None, source, "iscrowd", "annotation")
         if iou_type == "keypoints":
@@ -483,13 +483,14 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
     return Results(results=results, source=source, notes=notes)
 
 
-def _refuse_negative(values: np.ndarray, source: str, kind: str, name: str, problem: str) -> None:
-    """A KpbenchError naming the first record whose `values` entry is below 0 (zero is valid: pycocotools scores an
-    empty box or an area of 0 as any other)."""
+def _refuse_negative(values: np.ndarray, source: str, kind: str, name: str, problem: str,
+                     raw: Sequence[Any] | None = None) -> None:
+    """A KpbenchError naming the first record whose `values` entry is below 0, and its value as given (`raw`);
+    zero is valid: pycocotools scores an empty box or an area of 0 as any other."""
     negative = values < 0
     if negative.any():
         i = int(np.argmax(negative))
-        detail = "" if name == "bbox" else f" ({values[i]!r})"
+        detail = "" if raw is None else f" ({shown(raw[i])})"
         raise KpbenchError(f"{source}: {kind} {i}: '{name}' {problem}{detail}")
 
 
