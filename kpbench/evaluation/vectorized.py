@@ -277,6 +277,8 @@ class CocoEvaluator:
             labelled = self.gt_keypoints[:, :, 2] > 0
             self._gt_labelled_count = labelled.sum(axis=1)
             self._gt_term_columns = np.argsort(~labelled, axis=1, kind="stable")
+            self._gt_x = np.ascontiguousarray(self.gt_keypoints[:, :, 0])
+            self._gt_y = np.ascontiguousarray(self.gt_keypoints[:, :, 1])
             self._gt_denominator = self.gt_areas + _EPS
             x, y, w, h = self.gt_boxes.T
             # GTs without labelled keypoints: the box enlarged by its size on every side (pycocotools' bounds).
@@ -309,39 +311,40 @@ class CocoEvaluator:
     def _pair_oks(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """OKS of the pairs (dt_keypoints[det[p]], GT gt[p]), pycocotools' operations in its order.
 
-        Pairs are grouped by the GT's number n of OKS terms and each group's terms gathered into a contiguous
-        (M, n) array, so that np.sum adds exactly the terms pycocotools adds, in the same pairwise order.
+        Each term is computed over all K keypoints, as computeOks does, and pairs are grouped by the GT's number n
+        of OKS terms: each group's labelled terms are gathered into a contiguous (M, n) array, so that np.sum adds
+        exactly the terms pycocotools adds, in the same pairwise order.
         """
         out = np.empty(len(det), dtype=np.float64)
         if len(det) == 0:
             return out
+        k = self.num_keypoints
+        dt_x = np.ascontiguousarray(dt_keypoints[:, :, 0])
+        dt_y = np.ascontiguousarray(dt_keypoints[:, :, 1])
         terms = self._gt_labelled_count[gt]  # 0: the box distance over all K
         order = np.argsort(terms, kind="stable")
-        bounds = np.searchsorted(terms[order], np.arange(self.num_keypoints + 2))
+        bounds = np.searchsorted(terms[order], np.arange(k + 2))
         # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            for n in range(self.num_keypoints + 1):
+            for n in range(k + 1):
                 sel = order[bounds[n]:bounds[n + 1]]
                 if len(sel) == 0:
                     continue
                 d, g = det[sel], gt[sel]
+                xd, yd = dt_x[d], dt_y[d]
                 if n > 0:
-                    cols = self._gt_term_columns[g, :n]  # (M, n)
-                    dx = dt_keypoints[d[:, None], cols, 0] - self.gt_keypoints[g[:, None], cols, 0]
-                    dy = dt_keypoints[d[:, None], cols, 1] - self.gt_keypoints[g[:, None], cols, 1]
-                    variances = self.variances[cols]
-                    count = n
+                    dx = xd - self._gt_x[g]
+                    dy = yd - self._gt_y[g]
                 else:
-                    xd, yd = dt_keypoints[d, :, 0], dt_keypoints[d, :, 1]
                     x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
                     zero = np.zeros(())
                     dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
                     dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-                    variances = self.variances
-                    count = self.num_keypoints
-                e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
-                similarity = np.ascontiguousarray(np.exp(-e))
-                out[sel] = np.sum(similarity, axis=1) / count
+                e = (dx**2 + dy**2) / self.variances / self._gt_denominator[g][:, None] / 2
+                similarity = np.exp(-e)
+                if 0 < n < k:  # the labelled terms only, contiguous
+                    similarity = np.take_along_axis(similarity, self._gt_term_columns[g, :n], axis=1)
+                out[sel] = np.sum(similarity, axis=1) / (n or k)
         return out
 
     # --- evaluation ------------------------------------------------------------------------------------------
