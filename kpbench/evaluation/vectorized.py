@@ -667,15 +667,21 @@ def _match_padded(
     dtm = np.full((n, combos, dmax), -1, dtype=np.int64)
     dtig = np.zeros((n, combos, dmax), dtype=bool)
     gtm = np.full((n, combos, size), -1, dtype=np.int64)
+    # A detection with no GT at the lowest threshold matches nothing at any: only the others are scanned.
+    candidate = (sim >= thresholds.min()).any(axis=2) if combos else np.zeros((n, dmax), dtype=bool)  # (n, D)
     for r in range(dmax):
         k = int(np.searchsorted(-dt_count, -r, side="left"))  # dt_count > r for the first k units
-        o = sim[:k, r][:, None, :]  # (k, 1, S)
-        qualifies = (o >= thresholds[None, :, None]) & free[:k]
-        preferred = qualifies & counted_gt[:k]
+        units = np.flatnonzero(candidate[:k, r])
+        if len(units) == 0:
+            continue
+        o = sim[units, r][:, None, :]  # (u, 1, S)
+        qualifies = (o >= thresholds[None, :, None]) & free[units]
+        preferred = qualifies & counted_gt[units]
         has_preferred = preferred.any(axis=2, keepdims=True)
         pool = np.where(has_preferred, preferred, qualifies)
-        p, c = np.nonzero(pool.any(axis=2))
-        value = np.where(pool[p, c], sim[p, r], -np.inf)  # (found, S)
+        q, c = np.nonzero(pool.any(axis=2))
+        p = units[q]
+        value = np.where(pool[q, c], sim[p, r], -np.inf)  # (found, S)
         s = size - 1 - np.argmax(value[:, ::-1], axis=1)  # the last slot of largest similarity
         free[p, c, s] = crowd[p, s]  # crowd regions stay free
         dtm[p, c, r] = s
