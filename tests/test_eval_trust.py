@@ -232,3 +232,18 @@ def test_negative_area_moved_the_sample_ap(tmp_path: Path) -> None:
     assert round(100 * pycocotools_eval(gt, results).stats[0], 1) != 47.2
     with pytest.raises(KpbenchError, match=rf"^ground truth: annotation {index}: 'area' is negative"):
         evaluate(gt, results)
+
+
+def test_threshold_sweep_of_a_box_evaluation_with_one_max_det(box_scene) -> None:
+    """The sweep read maxDets[0..2] for boxes too: with --max-dets 1 each row is now the evaluation of the
+    filtered results, stat for stat (kpbench's summary, as the evaluation's own)."""
+    from kpbench.analysis.thresholds import sweep_person_thresholds
+
+    gt, boxes = box_scene
+    settings = EvalSettings(max_dets=(1,))
+    rows = sweep_person_thresholds(evaluate(gt, boxes, iou_type="bbox", settings=settings), [0.0, 0.5, 0.8])
+    for row in rows:
+        kept = [b for b in boxes if b["score"] >= row["threshold"]]
+        expected = evaluate(gt, kept, iou_type="bbox", settings=settings).stats
+        assert {name: row[name] for name in expected} == expected
+    assert "AR1" in rows[0] and "AR100" not in rows[0]

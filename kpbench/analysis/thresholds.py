@@ -41,6 +41,7 @@ from kpbench.evaluation.cocoeval import (
 )
 from kpbench.evaluation.cocofiles import GroundTruth, Results, check_iou_type, load_ground_truth
 from kpbench.evaluation.oks import paired_keypoint_similarity
+from kpbench.evaluation.settings import same_as_coco, summarize
 
 if TYPE_CHECKING:
     from kpbench.core.arrays import DetectionArrays
@@ -60,11 +61,12 @@ NEEDS_RUN_DIR = (
 )
 
 
-def person_columns(iou_type: str) -> list[str]:
-    """Column order of the person-score rows."""
+def person_columns(iou_type: str, names: Sequence[str] | None = None) -> list[str]:
+    """Column order of the person-score rows (`names`: the evaluation's stat names, COCO's by default)."""
     ops = [f"{name}_{suffix}" for suffix, _ in OPERATING_POINTS
            for name in ("tp", "fp", "fn", "precision", "recall", "f1")]
-    return ["threshold", *stat_names(iou_type), "kept", "kept_per_image", *ops, "best_f1"]
+    return ["threshold", *(stat_names(iou_type) if names is None else names), "kept", "kept_per_image", *ops,
+            "best_f1"]
 
 
 KEYPOINT_COLUMNS = ["threshold", "keypoint", "visible", "shown", "correct", "precision", "recall"]
@@ -236,8 +238,11 @@ def _stat_specs(result: EvalResult) -> list[tuple[bool, float | None, str, int]]
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray, result: EvalResult) -> list[float]:
-    """COCOeval's summary stats from the arrays: the mean over the cells that are not -1 (same selection order)."""
+    """COCOeval's summary stats from the arrays: the mean over the cells that are not -1 (same selection order).
+    With other COCOeval parameters than COCO's, kpbench's own summary of them (`kpbench.evaluation.settings`)."""
     p = result.params
+    if not same_as_coco(result.settings, result.iou_type):
+        return list(summarize(precision, recall, p.iou_thresholds, p.area_labels, p.max_dets, result.iou_type).values())
     stats = []
     for is_ap, iou, area, max_det in _stat_specs(result):
         aind = [i for i, label in enumerate(p.area_labels) if label == area]
@@ -310,7 +315,8 @@ def sweep_person_thresholds(
     slices = _build_slices(result)
     _warn_box_areas(result, thresholds)
     p = result.params
-    names = stat_names(result.iou_type)
+    names = list(result.stats) if result.schema is None or result.schema.protocol == "coco" \
+        else stat_names(result.iou_type)
     area = _area_all(result)
     last_m = len(p.max_dets) - 1
     op_slices = [s for s in slices if s.a == area and s.m == last_m]
@@ -343,7 +349,7 @@ def sweep_person_thresholds(
         r["best_f1"] = False
     if best:  # no row is "best" when every F1 is 0 (nothing matched) or undefined
         rows[f1s.index(best)]["best_f1"] = True
-    columns = person_columns(result.iou_type)
+    columns = person_columns(result.iou_type, names)
     return [{c: r[c] for c in columns} for r in rows]
 
 
