@@ -426,9 +426,10 @@ class CocoEvaluator:
         gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
         thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
         threshold_c = np.tile(thresholds, area_count)
-        kept_match = np.full((combos, len(kept)), -1, dtype=np.int64)  # GT position
+        # int32: positions and results indices (below 2**31); half the memory traffic of the (C, D) state.
+        kept_match = np.full((combos, len(kept)), -1, dtype=np.int32)  # GT position
         kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
-        gt_match = np.full((combos, num_gt), -1, dtype=np.int64)  # results index
+        gt_match = np.full((combos, num_gt), -1, dtype=np.int32)  # results index
         active = np.flatnonzero((dt_count > 0) & (self._gt_count > 0))
         grids = []
         for size, members in _bucket_by_size(self._gt_count[active]):
@@ -545,8 +546,8 @@ class CocoEvaluator:
                 sorted_scores = scores[idx]
                 not_ignored = ~dt_ignore[:, idx]
                 hit = counted[:, idx]
-                tp_sum = np.cumsum(hit & not_ignored, axis=1).astype(float)
-                fp_sum = np.cumsum(~hit & not_ignored, axis=1).astype(float)
+                tp_sum = np.cumsum(hit & not_ignored, axis=1, dtype=np.int32).astype(float)
+                fp_sum = np.cumsum(~hit & not_ignored, axis=1, dtype=np.int32).astype(float)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     rc = tp_sum / npig_rows
                 pr = tp_sum / (fp_sum + tp_sum + _EPS)
@@ -664,9 +665,9 @@ def _match_padded(
     combos = len(thresholds)
     free = np.broadcast_to(slot_valid[:, None, :], (n, combos, size)).copy()
     counted_gt = ~ign
-    dtm = np.full((n, combos, dmax), -1, dtype=np.int64)
+    dtm = np.full((n, combos, dmax), -1, dtype=np.int32)
     dtig = np.zeros((n, combos, dmax), dtype=bool)
-    gtm = np.full((n, combos, size), -1, dtype=np.int64)
+    gtm = np.full((n, combos, size), -1, dtype=np.int32)
     # A detection with no GT at the lowest threshold matches nothing at any: only the others are scanned.
     candidate = (sim >= thresholds.min()).any(axis=2) if combos else np.zeros((n, dmax), dtype=bool)  # (n, D)
     for r in range(dmax):
