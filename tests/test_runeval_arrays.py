@@ -87,3 +87,21 @@ def test_published_ap_comes_from_the_manifest_not_the_adapter() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('kpbench.models', 'torch'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout.replace("'", '"')) == []
+
+
+def test_results_files_written_in_chunks_are_the_same_bytes(tmp_path: Path) -> None:
+    from kpbench.core.arrays import DetectionArrays
+    from kpbench.evaluation._runstore import write_coco_results
+    from kpbench.evaluation.arrays import records_from_detections
+
+    rng = np.random.default_rng(0)
+    n = 53
+    detections = DetectionArrays(image_ids=rng.integers(0, 5, n), category_ids=np.ones(n, np.int64),
+                                 scores=rng.random(n), boxes=rng.random((n, 4)) * 100, keypoints=rng.random((n, 17, 3)))
+    path = tmp_path / "results.json"
+    for iou_type in ("keypoints", "bbox"):
+        write_coco_results(path, detections, iou_type, chunk=10)
+        assert path.read_text() == json_text(records_from_detections(detections, iou_type), indent=None)
+        write_coco_results(path, detections.take(np.zeros(n, dtype=bool)), iou_type, chunk=10)
+        assert path.read_text() == "[]\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left

@@ -3,6 +3,9 @@ with the same signatures, over the JSON-lines detections cache. The run store's 
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +70,37 @@ def read_run_arrays(run_dir: str | Path) -> RunArrays:
     return arrays_of([found[i] for i in sorted(found)], _run_keypoint_count(Path(run_dir)))
 
 
-def write_coco_results(path: str | Path, detections: DetectionArrays, iou_type: str) -> None:
+def write_coco_results(path: str | Path, detections: DetectionArrays, iou_type: str, chunk: int = 20_000) -> None:
     """Write COCO keypoint or box results of the detections (kpbench's results files: keypoint results with the
-    person score and no 'bbox', box results xywh), atomically."""
+    person score and no 'bbox', box results xywh), atomically: the bytes `write_json(path, records, indent=None)`
+    writes, made `chunk` records at a time so that no more dicts than that exist at once."""
+    from kpbench.core.errors import KpbenchError
     from kpbench.evaluation.arrays import records_from_detections
 
-    write_json(path, records_from_detections(detections, iou_type), indent=None)
+    path = Path(path)
+    if len(detections) <= chunk:
+        write_json(path, records_from_detections(detections, iou_type), indent=None)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            fh.write("[")
+            for start in range(0, len(detections), chunk):
+                part = records_from_detections(detections.take(np.arange(start, min(start + chunk, len(detections)))),
+                                               iou_type)
+                fh.write((", " if start else "") + json.dumps(part, allow_nan=False)[1:-1])
+            fh.write("]\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise KpbenchError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
