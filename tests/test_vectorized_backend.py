@@ -316,3 +316,36 @@ def test_pycocotools_run_for_reference_is_silent() -> None:
     with redirect_stdout(buffer):
         both(gt, results)
     assert buffer.getvalue() == ""
+
+
+@pytest.mark.parametrize("npig", [1, 3, 7, 10, 49, 100, 101, 333, 1000, 4999])
+def test_precision_at_recalls_from_true_positives_is_cocoeval_accumulate(npig: int) -> None:
+    """The accumulation reads only the true positives: equal to pycocotools' full-length arrays (its accumulate,
+    written out) for random TP/FP/ignored sequences, including every recall threshold that x * npig lands on."""
+    from kpbench.evaluation.vectorized import _RECALL_THRESHOLDS, _precision_at_recalls
+
+    rng = np.random.default_rng(npig)
+    for trial in range(20):
+        nd = int(rng.integers(0, 3 * npig + 5))
+        kind = rng.choice(3, nd, p=[0.3, 0.5, 0.2])  # 0 TP, 1 FP, 2 ignored
+        if trial % 5 == 0:
+            kind[:] = 1  # no TP at all
+        tps = kind[: nd] == 0
+        tps[np.flatnonzero(tps)[npig:]] = False  # at most npig true positives
+        fps = kind == 1
+        scores = np.sort(rng.random(nd))[::-1]
+        tp_sum, fp_sum = np.cumsum(tps).astype(float), np.cumsum(fps).astype(float)
+        rc, pr = tp_sum / npig, tp_sum / (fp_sum + tp_sum + np.spacing(1))
+        q, ss = np.zeros(101), np.zeros(101)
+        pr = pr.tolist()
+        for i in range(nd - 1, 0, -1):
+            if pr[i] > pr[i - 1]:
+                pr[i - 1] = pr[i]
+        inds = np.searchsorted(rc, _RECALL_THRESHOLDS, side="left")
+        for ri, pi in enumerate(inds):
+            if pi >= nd:
+                break
+            q[ri], ss[ri] = pr[pi], scores[pi]
+        ours = _precision_at_recalls(np.flatnonzero(tps), np.cumsum(tps | fps), npig, nd, scores, _RECALL_THRESHOLDS)
+        assert np.array_equal(ours[0], q) and np.array_equal(ours[1], ss)
+        assert ours[2] == (rc[-1] if nd else 0)

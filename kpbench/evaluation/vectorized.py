@@ -538,29 +538,21 @@ class CocoEvaluator:
         rows_npig = np.repeat(np.arange(area_count), thr_count)
         for k in np.flatnonzero((npig > 0).any(axis=1)).tolist():
             segment = order[bounds[k]:bounds[k + 1]]
-            npig_rows = npig[k, rows_npig].astype(float)[:, None]  # (C, 1)
-            live = npig[k, rows_npig] > 0
+            live = np.flatnonzero(npig[k, rows_npig] > 0).tolist()
             for m, max_det in enumerate(self.max_dets):
                 idx = segment[rank[segment] < max_det]
                 nd = len(idx)
                 sorted_scores = scores[idx]
                 not_ignored = ~dt_ignore[:, idx]
-                hit = counted[:, idx]
-                tp_sum = np.cumsum(hit & not_ignored, axis=1, dtype=np.int32).astype(float)
-                fp_sum = np.cumsum(~hit & not_ignored, axis=1, dtype=np.int32).astype(float)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rc = tp_sum / npig_rows
-                pr = tp_sum / (fp_sum + tp_sum + _EPS)
-                envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # non-increasing from the right
-                for c in np.flatnonzero(live).tolist():
+                tp_mask = counted[:, idx] & not_ignored
+                counted_so_far = np.cumsum(not_ignored, axis=1, dtype=np.int32)  # TP + FP up to each detection
+                for c in live:
                     a, t = divmod(c, thr_count)
-                    recall[t, k, a, m] = rc[c, -1] if nd else 0
-                    inds = np.searchsorted(rc[c], self.recall_thresholds, side="left")
-                    inside = inds < nd
-                    q = np.zeros(rec_count)
-                    ss = np.zeros(rec_count)
-                    q[inside] = envelope[c, inds[inside]]
-                    ss[inside] = sorted_scores[inds[inside]]
+                    q, ss, rc_last = _precision_at_recalls(
+                        np.flatnonzero(tp_mask[c]), counted_so_far[c], int(npig[k, a]), nd, sorted_scores,
+                        self.recall_thresholds,
+                    )
+                    recall[t, k, a, m] = rc_last
                     precision[t, :, k, a, m] = q
                     score_at[t, :, k, a, m] = ss
         return precision, recall, score_at
@@ -625,6 +617,50 @@ class KeypointEvaluator(CocoEvaluator):
             in_file_order[self._gt_rows] = extra
             gt_ignore = in_file_order
         return super().evaluate(image_ids, None, scores, keypoints, areas=areas, gt_ignore=gt_ignore)
+
+
+def _precision_at_recalls(
+    tp_positions: np.ndarray, counted_so_far: np.ndarray, npig: int, nd: int, sorted_scores: np.ndarray,
+    recall_thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One row of COCOeval.accumulate from its true positives alone: the precision and the score at each recall
+    threshold, and the final recall; the same doubles as pycocotools' full-length arrays.
+
+    pycocotools forms, over the nd detections in score order, tp and fp cumulative counts (floats), recall
+    rc = tp / npig and precision pr = tp / (fp + tp + eps), makes pr non-increasing from the right, and reads it at
+    i = searchsorted(rc, x, 'left') for each recall threshold x (0 past the end). Here, with T the TP positions and
+    n(i) the detections not ignored up to i (`counted_so_far`):
+    - at the j-th TP (j = 1, 2, ...), tp = j and fp = n(T[j-1]) - j, so rc and pr there are computed exactly as
+      pycocotools computes them;
+    - rc rises only at a TP, so the first i with rc[i] >= x is T[c-1] for the smallest count c whose c / npig
+      (the same division) is >= x, or 0 when c = 0;
+    - pr falls at a false positive (a larger denominator) and stays at an ignored detection, so its maximum over
+      the detections from a TP on is its maximum over the TPs from there on; from detection 0 with c = 0 it is
+      that maximum over every TP (0 without one).
+    """
+    rec_count = len(recall_thresholds)
+    q = np.zeros(rec_count)
+    ss = np.zeros(rec_count)
+    if nd == 0:
+        return q, ss, 0.0
+    ntp = len(tp_positions)
+    tp = np.arange(1, ntp + 1, dtype=np.float64)
+    fp = (counted_so_far[tp_positions] - np.arange(1, ntp + 1)).astype(np.float64)
+    pr = tp / (fp + tp + _EPS)
+    best_from = np.maximum.accumulate(pr[::-1])[::-1] if ntp else pr  # suffix maxima over the TPs
+    # The smallest count c with c / npig >= x: within a few of ceil(x * npig), found by the division itself.
+    base = np.ceil(recall_thresholds * npig).astype(np.int64)
+    candidates = base[:, None] + np.arange(-2, 2)
+    reaches = (candidates >= 0) & (candidates.astype(np.float64) / npig >= recall_thresholds[:, None])
+    counts = candidates[np.arange(rec_count), np.argmax(reaches, axis=1)]
+    inside = counts <= ntp
+    at_tp = inside & (counts > 0)
+    q[at_tp] = best_from[counts[at_tp] - 1]
+    ss[at_tp] = sorted_scores[tp_positions[counts[at_tp] - 1]]
+    at_start = inside & (counts == 0)
+    q[at_start] = best_from[0] if ntp else 0.0
+    ss[at_start] = sorted_scores[0]
+    return q, ss, float(ntp) / npig if ntp else 0.0
 
 
 # --- matching --------------------------------------------------------------------------------------------------
