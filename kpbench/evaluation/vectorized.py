@@ -539,12 +539,18 @@ class CocoEvaluator:
         for k in np.flatnonzero((npig > 0).any(axis=1)).tolist():
             segment = order[bounds[k]:bounds[k + 1]]
             live = np.flatnonzero(npig[k, rows_npig] > 0).tolist()
+            # The category's detections in accumulation order, gathered once for every maxDet.
+            segment_rank = rank[segment]
+            segment_not_ignored = ~dt_ignore[:, segment]
+            segment_tp = counted[:, segment] & segment_not_ignored
             for m, max_det in enumerate(self.max_dets):
-                idx = segment[rank[segment] < max_det]
+                if len(segment_rank) == 0 or segment_rank.max() < max_det:
+                    idx, not_ignored, tp_mask = segment, segment_not_ignored, segment_tp
+                else:
+                    within = np.flatnonzero(segment_rank < max_det)
+                    idx, not_ignored, tp_mask = segment[within], segment_not_ignored[:, within], segment_tp[:, within]
                 nd = len(idx)
                 sorted_scores = scores[idx]
-                not_ignored = ~dt_ignore[:, idx]
-                tp_mask = counted[:, idx] & not_ignored
                 counted_so_far = np.cumsum(not_ignored, axis=1, dtype=np.int32)  # TP + FP up to each detection
                 for c in live:
                     a, t = divmod(c, thr_count)
