@@ -99,7 +99,7 @@ def test_records_hold_the_values_exactly_in_296_bytes_per_detection(tmp_path: Pa
     assert (d.image_ids[rows] == 7).all() and np.array_equal(arrays.boxes_xyxy[rows], images[0].boxes)
     x1, y1, x2, y2 = images[0].boxes.T
     assert np.array_equal(d.boxes[rows], np.stack([x1, y1, x2 - x1, y2 - y1], 1))  # xywh as the results file has it
-    assert arrays.input_shapes.tolist() == [[0] * 4, [0] * 4, [1, 3, 800, 1216], [0] * 4]
+    assert arrays.input_shapes == [None, None, (1, 3, 800, 1216), None]
     assert arrays.file_of(5) == path and rows == slice(3, 103)
     table = arrays.to_pandas(keypoint_names=[f"k{i}" for i in range(17)])
     assert len(table) == 105 and list(table.columns[:7]) == ["image_id", "category_id", "score", "x1", "y1", "x2", "y2"]
@@ -265,7 +265,7 @@ def test_read_run_arrays_reads_every_format_and_the_last_record_wins(tmp_path: P
     assert a.files == (run.path / "detections.jsonl",) and b.files == (stored.path / "detections.bin",)
     for name in ("image_ids", "category_ids", "scores", "boxes", "keypoints", "keypoint_scores"):
         assert np.array_equal(getattr(a.detections, name), getattr(b.detections, name)), name
-    assert a.input_shapes is None and b.input_shapes is None
+    assert a.input_shapes == b.input_shapes == [None, None, None]
     assert read_run_arrays(stored.path) is b  # unchanged files, arrays still held: read once
     # A shard left by a distributed run, and a store beside the JSON lines: later files win, image by image.
     newer = image(42, 1)

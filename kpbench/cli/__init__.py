@@ -10,10 +10,12 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     analyze,
     configcmd,
     data,
+    demo,
     evaluate,
     export,
     run,
     speed,
+    sweep,
     thresholds,
     visual,
 )

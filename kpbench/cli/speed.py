@@ -17,6 +17,7 @@ REPORT_INPUTS = {
     "run": "run directories, or a folder holding them (e.g. kpbench report --kind run results)",
     "thresholds": "run directories or person-threshold CSVs, or a folder holding them "
     "(e.g. kpbench report --kind thresholds results)",
+    "sweep": "sweep folders written by `kpbench sweep` (e.g. kpbench report results/zoo)",
 }
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
@@ -175,7 +176,12 @@ def report_command(
             show_default=False,
         ),
     ] = None,
-    kind: Annotated[str, typer.Option("--kind", help="speed (speed CSVs), run (run directories) or thresholds.")] = "speed",
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="speed (speed CSVs), run (run directories), thresholds, or sweep (`kpbench sweep` "
+                     "folders: every run and speed table merged) [default: sweep for sweep folders, else speed].",
+                     show_default=False),
+    ] = None,
     fmt: Annotated[str, options.format_option("markdown, csv or json.")] = "markdown",
     out: Annotated[
         Path | None, options.out_option("Write here instead of stdout (csv: the speed pivot goes to <stem>.pivot.csv).")
@@ -193,8 +199,9 @@ def report_command(
     """
     from kpbench.core.config import parse_list
     from kpbench.core.io import check_format
-    from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, write_report
+    from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, report_kind, write_report
 
+    kind = report_kind(kind, paths)
     if not paths and kind in REPORT_INPUTS:  # (an unknown --kind is build_report's to word)
         raise KpbenchError(f"report needs PATHS: {REPORT_INPUTS[kind]}")
     check_format(fmt, FORMATS)

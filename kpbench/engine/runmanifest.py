@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from kpbench.core.config import LoadedConfig, RunSettings, settings_dict
 from kpbench.core.errors import KpbenchError
 from kpbench.engine.distributed import DistInfo
@@ -47,12 +45,12 @@ def cached_backbone_shapes(arrays: RunArrays) -> dict[str, Any] | None:
 
     A call of a batch of N images leaves N records with its shape, so a shape's calls are its records / N (a batch
     cut short by a crash is run whole on resume, and only its missing images are appended: still N records)."""
-    shapes = arrays.input_shapes
-    if shapes is None or not shapes.any(axis=1).all():
-        return None
-    distinct, records = np.unique(shapes, axis=0, return_counts=True)
-    return backbone_shapes({tuple(int(v) for v in shape): int(n) // int(shape[0])
-                            for shape, n in zip(distinct, records)})
+    records: dict[tuple[int, ...], int] = {}
+    for shape in arrays.input_shapes:
+        if shape is None:
+            return None
+        records[shape] = records.get(shape, 0) + 1
+    return backbone_shapes({shape: n // shape[0] for shape, n in records.items()})
 
 
 def model_facts(model: PoseModel | None, plan: RunPlan, spec: dict[str, Any]) -> dict[str, Any]:

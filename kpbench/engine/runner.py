@@ -74,6 +74,7 @@ from kpbench.engine.runmanifest import (
     now,
     timings,
 )
+from kpbench.evaluation.backends import DEFAULT_BACKEND
 from kpbench.evaluation.cocoeval import check_backend
 from kpbench.evaluation.person_boxes import record_person_box_stats
 from kpbench.evaluation.runeval import evaluate_run, summary_text
@@ -179,7 +180,7 @@ def _prepare(
     then rank 0's writes before the loop; every rank fails if one does."""
     from kpbench.core.environment import capture_environment
     from kpbench.models.base import model_info as checked_info
-    from kpbench.models.registry import resolve_model
+    from kpbench.models.registry import given_model_options, resolve_model
 
     model: PoseModel | None = None
     info: dict[str, Any] | None = None
@@ -192,9 +193,8 @@ def _prepare(
 
             request = TopDownRequest.from_settings(settings)
             gt = load_annotations(Path(plan.coco_root), plan.split) if request.person_boxes == "gt" else None
-            built = build_run_model(spec, dict(weights=settings.weights, min_size=settings.min_size,
-                                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
-                                               seed=settings.seed),
+            # Only the options the user gave: the model's own defaults apply to the rest.
+            built = build_run_model(spec, dict(weights=settings.weights, **given_model_options(settings)),
                                     request, gt=gt, run_dir=plan.run_dir if request.top_down else None, device=device)
             return built, checked_info(built).to_json()
 
@@ -304,13 +304,13 @@ def run(
     command_line: Sequence[str] | None = None,
     progress: bool = True,
     evaluate: bool = True,
-    backend: str = "pycocotools",
+    backend: str = DEFAULT_BACKEND,
 ) -> RunOutcome:
     """Run the model of settings.model (Keypoint R-CNN by default) over the selected COCO images into a run
     directory, resuming where it stopped, then evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the
     images are sharded over the ranks."""
     from kpbench.engine.device import check_dtype, resolve_device
-    from kpbench.models.registry import check_model_options
+    from kpbench.models.registry import check_model_options, given_model_options
 
     session_start = time.perf_counter()
     started_at = now()
@@ -320,7 +320,8 @@ def run(
     from kpbench.engine.topdown import TopDownRequest
 
     TopDownRequest.from_settings(settings).check()  # top-down and post-processing options, together
-    spec, weights = check_model_options(settings.model, settings.weights)
+    spec, weights = check_model_options(settings.model, settings.weights, given_model_options(settings),
+                                        settings.sources)  # an option the model does not honour is refused here
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)  # fail before the run, not after hours of it
@@ -445,8 +446,7 @@ def _loop_merge_and_evaluate(
     outcome = RunOutcome(run_dir=run_dir, is_main=True, processed=session["images"], resumed_from=len(done))
     if evaluate:
         try:
-            # `arrays` stays referenced meanwhile, so an evaluation that reads the run's arrays gets these ones.
-            outcome.results = evaluate_run(run_dir, backend=backend)
+            outcome.results = evaluate_run(run_dir, backend=backend, arrays=arrays)  # the merge's: no second read
             record_person_box_stats(run_dir, backend=backend)  # a top-down run's person boxes, scored alone
         except KeyboardInterrupt:
             n = len(plan.image_ids)
@@ -458,5 +458,4 @@ def _loop_merge_and_evaluate(
         write_manifest(run_dir, manifest)
         outcome.summary = summary_text(manifest, outcome.results, run_dir)
     outcome.manifest = manifest
-    del arrays
     return outcome

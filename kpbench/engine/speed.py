@@ -684,7 +684,7 @@ def run_speed(
     from kpbench.data.coco import annotation_path, image_path, load_annotations, resolve_coco_root
     from kpbench.engine.device import resolve_device, warn_slow_dtype
     from kpbench.models.base import model_info
-    from kpbench.models.registry import declared_schema, load_model
+    from kpbench.models.registry import declared_schema, given_model_options, load_model
 
     # A size or variant given twice would give two rows with the same key; "coco_v1" is COCO_V1.
     models = model_options(settings.model, settings.weights)
@@ -757,11 +757,12 @@ def run_speed(
     # Every model is built before any timing: a model that cannot load fails the command, not its rows.
     loaded = []
     for model_spec, model_weights in models:
-        model = load_model(
-            model_spec, weights=model_weights, min_size=settings.sizes[0],
-            max_size=default_max_size(settings.sizes[0]), box_score_thresh=settings.box_score_thresh,
-            seed=settings.seed,
-        )  # fmt: skip
+        # Sizes are set per row (set_input_size); of the other run options, only those the user gave are passed
+        # (the model's own defaults apply to the rest), and one the model does not honour is refused.
+        options = given_model_options(settings)
+        if "seed" not in model_spec.honoured():
+            options.pop("seed", None)  # it seeds the synthetic images too: not a model option alone
+        model = load_model(model_spec, weights=model_weights, **options)
         loaded.append((model_spec, model, model_info(model)))
     variants = build_variants(
         settings.dtype, settings.batch_size, channels_last=settings.channels_last,

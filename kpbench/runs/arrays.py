@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,20 +40,26 @@ class RunArrays:
       y2 - y1]``, category ids from the model's labels, the person score, keypoints (N, K, 3) and keypoint scores
       (N, K), all float64: the model's float32 widened exactly);
     - ``boxes_xyxy`` (N, 4) float64, the boxes as the model gave them;
-    - ``input_shapes`` (M, 4) int64, the padded batch (N, C, H, W) each image went through (zeros for an image
-      without one), or None when no image has one;
-    - ``files`` and ``file_index`` (M,): which file each image's record was read from.
+    - ``input_shapes`` (M,): the padded batch (N, C, H, W) each image went through, a tuple, or None for an image
+      without one (a model without a shape recorder, a cache begun by an older kpbench);
+    - ``num_keypoints`` K (by default the detections');
+    - ``files`` and ``file_index`` (M,): which file each image's record was read from (empty when the arrays were
+      made otherwise).
     """
 
     image_ids: np.ndarray
     counts: np.ndarray
     detections: DetectionArrays
     boxes_xyxy: np.ndarray
-    input_shapes: np.ndarray | None
-    num_keypoints: int
+    input_shapes: list[tuple[int, ...] | None]
+    num_keypoints: int | None = None
     files: tuple[Path, ...] = ()
-    file_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    file_index: np.ndarray | None = None
     torn_files: tuple[Path, ...] = ()  # files whose torn tail was left out
+
+    def __post_init__(self) -> None:
+        if self.num_keypoints is None:
+            object.__setattr__(self, "num_keypoints", self.detections.num_keypoints)
 
     @property
     def starts(self) -> np.ndarray:
@@ -78,8 +84,11 @@ class RunArrays:
         return slice(int(starts[j]), int(starts[j + 1]))
 
     def file_of(self, image_id: int) -> Path:
-        """The file whose record of the image was read."""
-        return self.files[int(self.file_index[self.position(image_id)])]
+        """The file whose record of the image was read (a KeyError when the arrays do not say)."""
+        j = self.position(image_id)
+        if self.file_index is None or not self.files:
+            raise KeyError(image_id)
+        return self.files[int(self.file_index[j])]
 
     def image(self, image_id: int) -> ImageDetections:
         """One image's detections as an ImageDetections (float64 arrays, xyxy boxes)."""
@@ -88,10 +97,8 @@ class RunArrays:
         j = self.position(image_id)
         a, b = (int(v) for v in self.starts[j : j + 2])
         d = self.detections
-        shape = None
-        if self.input_shapes is not None and self.input_shapes[j].any():
-            shape = tuple(int(v) for v in self.input_shapes[j])
-        k = self.num_keypoints
+        shape = self.input_shapes[j]
+        k = int(self.num_keypoints or 0)
         return ImageDetections(
             image_id=int(image_id), boxes=self.boxes_xyxy[a:b].copy(), scores=d.scores[a:b].copy(),
             labels=d.category_ids[a:b].copy(),
@@ -117,8 +124,8 @@ class RunArrays:
         return RunArrays(
             image_ids=self.image_ids[keep], counts=self.counts[keep], detections=self.detections.take(rows),
             boxes_xyxy=self.boxes_xyxy[rows], num_keypoints=self.num_keypoints,
-            input_shapes=None if self.input_shapes is None else self.input_shapes[keep],
-            files=self.files, file_index=self.file_index[keep], torn_files=self.torn_files,
+            input_shapes=[s for s, k in zip(self.input_shapes, keep.tolist()) if k], files=self.files,
+            file_index=None if self.file_index is None else self.file_index[keep], torn_files=self.torn_files,
         )
 
     def to_pandas(self, keypoint_names: Sequence[str] | None = None) -> pd.DataFrame:
@@ -127,7 +134,7 @@ class RunArrays:
         import pandas as pd
 
         d = self.detections
-        k = self.num_keypoints
+        k = int(self.num_keypoints or 0)
         names = list(keypoint_names) if keypoint_names is not None else [f"kp{i}" for i in range(k)]
         if len(names) != k:
             raise KpbenchError(f"to_pandas: {len(names)} keypoint names for {k} keypoints")
@@ -266,8 +273,7 @@ def assemble(gathered: _Gathered, keep: np.ndarray | None = None) -> RunArrays:
     keypoints = np.empty((n, k, 3))
     keypoint_scores = np.empty((n, k))
     labels = np.empty(n, np.int64)
-    shapes = np.zeros((m, 4), np.int64)
-    any_shape = False
+    shapes: list[tuple[int, ...] | None] = [None] * m
     for out, j in enumerate(positions.tolist()):
         a, b = int(starts[out]), int(starts[out + 1])
         source = gathered.sources[int(gathered.file_index[j])]
@@ -275,14 +281,11 @@ def assemble(gathered: _Gathered, keep: np.ndarray | None = None) -> RunArrays:
         if isinstance(source, list):
             det = source[r]
             columns = (det.boxes, det.scores, det.keypoints, det.keypoint_scores, det.labels)
-            if det.input_shape is not None:
-                shapes[out] = det.input_shape
-                any_shape = True
+            shapes[out] = det.input_shape
         else:
             columns = record_columns(source, r)
             if source.flags[r] & F_SHAPE:
-                shapes[out] = source.input_shapes[r]
-                any_shape = True
+                shapes[out] = tuple(int(v) for v in source.input_shapes[r])
         if b > a:
             xyxy[a:b], scores[a:b], keypoints[a:b], keypoint_scores[a:b], labels[a:b] = columns
     xywh = xyxy.copy()
@@ -294,7 +297,7 @@ def assemble(gathered: _Gathered, keep: np.ndarray | None = None) -> RunArrays:
     )
     return RunArrays(
         image_ids=image_ids, counts=counts, detections=detections, boxes_xyxy=xyxy,
-        input_shapes=shapes if any_shape else None, num_keypoints=k, files=gathered.files,
+        input_shapes=shapes, num_keypoints=k, files=gathered.files,
         file_index=gathered.file_index[positions], torn_files=gathered.torn,
     )
 
@@ -313,3 +316,10 @@ def remember(run_dir: str | Path, arrays: RunArrays, num_keypoints: int | None =
     k = num_keypoints if num_keypoints is not None else run_keypoint_count(run_dir)
     with contextlib.suppress(OSError):
         _RECENT[_fingerprint(run_dir, detection_files(run_dir), k)] = arrays
+
+
+def read_run_detections(run_dir: str | Path) -> dict[int, ImageDetections]:
+    """Every cached image of a run directory by id, as ImageDetections (float64 arrays): `read_run_arrays` image by
+    image, for code that works one image at a time (drawing)."""
+    arrays = read_run_arrays(run_dir)
+    return {det.image_id: det for det in arrays.images()}

@@ -91,9 +91,11 @@ def _int_texts(values: np.ndarray) -> list[bytes]:
     return [str(v).encode() for v in values.tolist()]
 
 
-def encode_coco_results(detections: DetectionArrays, iou_type: str, use_orjson: bool | None = None) -> Iterator[bytes]:
-    """The bytes of a COCO results file of `detections` (in their row order), in pieces; see the module
-    docstring. A ValueError for NaN or infinity (json.dumps(allow_nan=False) refuses them too)."""
+def encode_coco_results(
+    detections: DetectionArrays, iou_type: str, use_orjson: bool | None = None, chunk_rows: int = _CHUNK_ROWS
+) -> Iterator[bytes]:
+    """The bytes of a COCO results file of `detections` (in their row order), in pieces of `chunk_rows` results;
+    see the module docstring. A ValueError for NaN or infinity (json.dumps(allow_nan=False) refuses them too)."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     values = detections.keypoints if iou_type == "keypoints" else detections.boxes
@@ -107,8 +109,8 @@ def encode_coco_results(detections: DetectionArrays, iou_type: str, use_orjson: 
     middle, end = b'],"score": ', b"},"
     prefixes: dict[tuple[int, int], bytes] = {}
     yield b"["
-    for start in range(0, n, _CHUNK_ROWS):
-        stop = min(n, start + _CHUNK_ROWS)
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
         rows = float_rows(values[start:stop], b",", use_orjson)
         scores = float_rows(detections.scores[start:stop], b",", use_orjson)
         heads = []
@@ -128,19 +130,24 @@ def encode_coco_results(detections: DetectionArrays, iou_type: str, use_orjson: 
     yield b"]\n"
 
 
-def coco_results_bytes(detections: DetectionArrays, iou_type: str, use_orjson: bool | None = None) -> bytes:
+def coco_results_bytes(
+    detections: DetectionArrays, iou_type: str, use_orjson: bool | None = None, chunk_rows: int = _CHUNK_ROWS
+) -> bytes:
     """`encode_coco_results` as one bytes object."""
-    return b"".join(encode_coco_results(detections, iou_type, use_orjson))
+    return b"".join(encode_coco_results(detections, iou_type, use_orjson, chunk_rows))
 
 
-def write_coco_results(path: str | Path, detections: DetectionArrays, iou_type: str) -> Path:
+def write_coco_results(
+    path: str | Path, detections: DetectionArrays, iou_type: str, chunk_rows: int = _CHUNK_ROWS
+) -> Path:
     """Write keypoints_results.json ("keypoints") or bbox_results.json ("bbox") of `detections` atomically, byte
-    for byte the file `json.dumps` of `to_coco_results`' records gives (see the module docstring)."""
+    for byte the file `json.dumps` of `to_coco_results`' records gives (see the module docstring), `chunk_rows`
+    results at a time."""
     from kpbench.core.io import atomic_write_chunks
 
     path = Path(path)
     try:
-        atomic_write_chunks(path, encode_coco_results(detections, iou_type))
+        atomic_write_chunks(path, encode_coco_results(detections, iou_type, chunk_rows=chunk_rows))
     except ValueError as exc:
         raise KpbenchError(f"{path}: cannot write the {iou_type} results ({exc})") from None
     return path
@@ -158,7 +165,7 @@ def encode_jsonl(arrays: RunArrays, use_orjson: bool | None = None) -> Iterator[
     order: byte for byte the lines of a format-2 cache of the same model outputs."""
     d = arrays.detections
     starts = arrays.starts
-    k = arrays.num_keypoints
+    k = int(arrays.num_keypoints or 0)
     keypoints = d.keypoints if d.keypoints is not None else np.zeros((len(d), k, 3))
     keypoint_scores = d.keypoint_scores if d.keypoint_scores is not None else np.zeros((len(d), k))
     step = max(1, _CHUNK_ROWS // 64)
@@ -179,7 +186,7 @@ def encode_jsonl(arrays: RunArrays, use_orjson: bool | None = None) -> Iterator[
                     b",".join(_nested(points[s * k : e * k], k, b",")) if k else b",".join(b"[]" for _ in range(e - s)),
                     b'],"keypoint_scores":[', b",".join(b"[" + r + b"]" for r in point_scores[s:e]) if k else
                     b",".join(b"[]" for _ in range(e - s)), b"]"]
-            if arrays.input_shapes is not None and arrays.input_shapes[j].any():
+            if arrays.input_shapes[j] is not None:
                 line.append(b',"input_shape":' + json.dumps([int(v) for v in arrays.input_shapes[j]],
                                                             separators=(",", ":")).encode())
             line.append(b"}\n")
