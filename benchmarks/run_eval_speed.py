@@ -35,8 +35,9 @@ import numpy as np
 def build_run_dir(run: Path, images: int, per_image: int, seed: int = 0) -> int:
     """A finished run directory; returns the number of detections."""
     from kpbench.data.synthetic import make_synthetic_coco
-    from kpbench.runs.detections import ImageDetections, append_detections
+    from kpbench.runs.detections import ImageDetections
     from kpbench.runs.directory import RUN_VERSION
+    from kpbench.runs.store import create_store, encode_image
 
     rng = np.random.default_rng(seed)
     gt, _ = make_synthetic_coco(num_images=images, seed=seed)
@@ -46,30 +47,31 @@ def build_run_dir(run: Path, images: int, per_image: int, seed: int = 0) -> int:
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
     total = 0
-    with (run / "detections.jsonl").open("w") as fh:
-        for image in gt["images"]:
-            persons = by_image.get(image["id"], [])
-            kps = np.empty((per_image, 17, 3), dtype=np.float32)
-            boxes = np.empty((per_image, 4), dtype=np.float32)
-            for j in range(per_image):
-                if j < 2 * len(persons):
-                    ann = persons[j % len(persons)]
-                    x, y, w, h = ann["bbox"]
-                    base = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)[:, :2]
-                    base = np.where(base > 0, base, [x + w / 2, y + h / 2])
-                    pts = base + rng.normal(0, 0.05 * max(w, h), (17, 2))
-                else:
-                    x, y, w, h = *rng.uniform(0, 500, 2), *rng.uniform(10, 120, 2)
-                    pts = rng.uniform([x, y], [x + w, y + h], (17, 2))
-                kps[j, :, :2] = pts
-                kps[j, :, 2] = 1.0
-                boxes[j] = [pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()]
-            scores = np.sort(rng.uniform(0.05, 1.0, per_image).astype(np.float32))[::-1]
-            det = ImageDetections(image_id=image["id"], boxes=boxes.astype(np.float64), scores=scores.astype(np.float64),
-                                  labels=np.ones(per_image, dtype=np.int64), keypoints=kps.astype(np.float64),
-                                  keypoint_scores=rng.normal(2, 2, (per_image, 17)).astype(np.float32).astype(np.float64))
-            append_detections(fh, det)
-            total += per_image
+    records = []  # one record per image, as the run's store writer encodes them
+    for image in gt["images"]:
+        persons = by_image.get(image["id"], [])
+        kps = np.empty((per_image, 17, 3), dtype=np.float32)
+        boxes = np.empty((per_image, 4), dtype=np.float32)
+        for j in range(per_image):
+            if j < 2 * len(persons):
+                ann = persons[j % len(persons)]
+                x, y, w, h = ann["bbox"]
+                base = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)[:, :2]
+                base = np.where(base > 0, base, [x + w / 2, y + h / 2])
+                pts = base + rng.normal(0, 0.05 * max(w, h), (17, 2))
+            else:
+                x, y, w, h = *rng.uniform(0, 500, 2), *rng.uniform(10, 120, 2)
+                pts = rng.uniform([x, y], [x + w, y + h], (17, 2))
+            kps[j, :, :2] = pts
+            kps[j, :, 2] = 1.0
+            boxes[j] = [pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()]
+        scores = np.sort(rng.uniform(0.05, 1.0, per_image).astype(np.float32))[::-1]
+        det = ImageDetections(image_id=image["id"], boxes=boxes.astype(np.float64), scores=scores.astype(np.float64),
+                              labels=np.ones(per_image, dtype=np.int64), keypoints=kps.astype(np.float64),
+                              keypoint_scores=rng.normal(2, 2, (per_image, 17)).astype(np.float32).astype(np.float64))
+        records.append(encode_image(det))
+        total += per_image
+    create_store(run / "detections.bin", records)
     manifest = {"kpbench_run_version": RUN_VERSION, "format_version": RUN_VERSION, "split": "val2017",
                 "image_ids": [img["id"] for img in gt["images"]], "config": {"weights": "none"}}
     (run / "manifest.json").write_text(json.dumps(manifest))
