@@ -101,8 +101,8 @@ def test_help_lists_the_commands_by_job_in_the_order_of_the_work(run_cli) -> Non
     sections = [line.rstrip(":") for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
     assert sections == ["Options", "Data and settings", "Run models", "Score results", "Analyse", "Report"]
     names = [line.split()[0] for line in out.split("Data and settings:", 1)[1].splitlines() if line.startswith("  ")]
-    assert names == ["data", "demo", "config", "run", "speed", "sweep", "evaluate", "thresholds", "keypoints", "analyze",
-                     "compare", "report", "html", "plot", "draw"]
+    assert names == ["data", "demo", "config", "run", "speed", "sweep", "export", "evaluate", "thresholds", "keypoints",
+                     "analyze", "compare", "report", "html", "plot", "draw"]
     # Every command's help line starts in the same column, across groups.
     starts = {line.index(line.split()[1]) for line in out.split("Data and settings:", 1)[1].splitlines()
               if line.startswith("  ")}
