@@ -708,6 +708,12 @@ def _prepare(
             built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
                                max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
                                seed=settings.seed)
+            if settings.runtime != "eager":  # the model on its runtime (kpbench.runtimes), recorded in its info
+                from kpbench.runtimes import on_runtime
+
+                getattr(built, "to", lambda device: None)(device)
+                built = on_runtime(built, settings.runtime, device, size=settings.min_size, max_size=settings.max_size,
+                                   batch_size=settings.batch_size, dtype=settings.dtype)
             return built, checked_info(built).to_json()
 
         result, error = _attempt(build)

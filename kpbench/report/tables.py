@@ -337,9 +337,16 @@ def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
-    """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`."""
+    """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`, and "runtimes" (the runtime x
+    size table, kpbench.report.runtimes) when some row ran on a runtime other than eager."""
+    from kpbench.report.runtimes import runtime_table
+
     df = read_speed_files(paths)
-    return {"table": speed_table(df), "pivot": speed_pivot(df)}
+    tables = {"table": speed_table(df), "pivot": speed_pivot(df)}
+    runtimes = runtime_table(df)
+    if runtimes is not None:
+        tables["runtimes"] = runtimes
+    return tables
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -560,6 +567,7 @@ def build_report(
 TITLES = {
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
+    ("speed", "runtimes"): "Runtimes: FPS, AP and ΔAP against eager [95% paired bootstrap interval, points] per size",
     ("run", "table"): "Runs",
     ("thresholds", "table"): "Person-score thresholds",
 }

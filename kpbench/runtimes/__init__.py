@@ -10,11 +10,12 @@ from kpbench.runtimes.base import (
     RuntimeSpec,
     RuntimeUnavailable,
     get_runtime,
+    on_runtime,
     parse_runtime,
     parse_runtimes,
 )
 
 __all__ = [
     "BuildCache", "BuildRecord", "ExportRequest", "Runtime", "RuntimeModel", "RuntimeSpec", "RuntimeUnavailable",
-    "get_runtime", "parse_runtime", "parse_runtimes",
+    "get_runtime", "on_runtime", "parse_runtime", "parse_runtimes",
 ]  # fmt: skip

@@ -355,6 +355,8 @@ class BuildCache:
         found = self._read(final, key)
         if found is not None:
             return found
+        if final.exists():  # folders appear whole, so one that is not a complete build was damaged: make it again
+            shutil.rmtree(final, ignore_errors=True)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.root))
@@ -410,3 +412,31 @@ def versions(*modules: str) -> dict[str, str | None]:
             continue
         out[name] = None
     return out
+
+
+def on_runtime(
+    model: Any, runtime: str, device: Any, *, size: int, max_size: int, batch_size: int = 1, dtype: str = "fp32",
+    opset: int = DEFAULT_OPSET, dynamic: bool = True, cache: BuildCache | None = None,
+) -> Any:
+    """`model` (a built PoseModel, already on `device`) running on `runtime` for one input size: what `kpbench run
+    --runtime` feeds its unchanged loop. Eager returns the model itself; any other runtime is built (or taken from
+    the cache) and loaded, and the result's ``info().extra["runtime"]`` records the runtime, its provider, the
+    build's seconds and cache key, for the run manifest. A runtime that cannot run here, or cannot honour the
+    request, is a KpbenchError naming it."""
+    spec = parse_runtime(runtime).for_device(getattr(device, "type", str(device)))
+    if spec.name == "eager":
+        return model
+    impl = get_runtime(spec)
+    request = ExportRequest(size=size, max_size=max_size, batch_size=batch_size, precision=dtype, opset=opset,
+                            dynamic=dynamic)
+    try:
+        impl.check(model, device)
+        reason = impl.refuses(model, request, device)
+        if reason:
+            raise RuntimeUnavailable(reason)
+        record = impl.build(model, request, cache or BuildCache())
+        placed = impl.load(model, record, device)
+    except RuntimeUnavailable as exc:
+        raise KpbenchError(f"--runtime {spec.label}: {exc}") from None
+    placed.mark_built()
+    return placed
