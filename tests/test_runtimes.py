@@ -222,7 +222,7 @@ def test_memory_guard_refuses_what_cannot_fit(tmp_path: Path, monkeypatch: pytes
 def test_yolo_at_size_100000_fails_fast_with_exit_2(tmp_path: Path, run_cli: Any) -> None:
     """It was OOM-killed at 23.5 GB (exit 137, no message): now one failed row, exit 2, without the memory."""
     t0 = time.perf_counter()
-    code, _, stderr = run_cli("speed", "--coco-root", COCO_SAMPLE, "--model", "yolo", "--sizes", "100000",
+    code, _, stderr = run_cli("speed", "--runtime-cache", tmp_path / "cache", "--coco-root", COCO_SAMPLE, "--model", "yolo", "--sizes", "100000",
                               "--num-images", "1", "--warmup", "0", "--iters", "1", "--out", tmp_path, "--no-progress")
     assert code == 2 and "error: no row succeeded" in stderr and "refused before allocating" in stderr
     assert "network input 3x66592x100000" in stderr  # the letterboxed 640x427 image at imgsz 100000
@@ -316,9 +316,12 @@ def test_keypointrcnn_on_onnxruntime_matches_eager(tmp_path: Path) -> None:
 @requires_ort
 @requires_yolo
 @requires_shared
-def test_run_on_onnxruntime_records_the_runtime_and_matches_eager(tmp_path: Path, run_cli: Any) -> None:
+def test_run_on_onnxruntime_records_the_runtime_and_matches_eager(
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`kpbench run --runtime onnxruntime:cpu`: the same loop over the model on ONNX Runtime; the manifest records
     the runtime and its build; keypoints within 0.01 px of an eager run's on the same images."""
+    monkeypatch.setenv("KPBENCH_CACHE", str(tmp_path / "cache"))
     runs = {}
     for runtime in ("eager", "onnxruntime:cpu"):
         out = tmp_path / runtime.replace(":", "-")

@@ -7,7 +7,8 @@ instead (the row is skipped with the reason). Nodes the provider has no kernel f
 ONNX Runtime assigns them; the session's providers are recorded.
 
 On the CPU the session uses torch's thread count (intra-op), so that eager and ONNX Runtime rows compete for the
-same cores. The TensorRT provider builds its engine at the first call and again whenever an input shape falls
+same cores, and its threads do not spin-wait between runs (ONNX Runtime's default), which took the cores from the
+eager calls timed after them. The TensorRT provider builds its engine at the first call and again whenever an input shape falls
 outside the range it has seen per dimension (no explicit profile is given, as in a plain deployment): the first
 call is timed as the build and every later engine build is a counted rebuild (`kpbench.runtimes.base.ShapeLog`,
 rule "range"). Its engines are also cached by the provider itself next to the ONNX file (trt_engine_cache_*).
@@ -103,6 +104,9 @@ class OnnxRuntime:
         session_options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise
         if spec.provider == "cpu":
             session_options.intra_op_num_threads = torch.get_num_threads()
+            # Its threads would otherwise spin-wait after each run, taking the cores from whatever runs next (the
+            # next eager row, the loop's own work).
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session, seconds = timed(lambda: ort.InferenceSession(
             str(record.path("onnx")), session_options, providers=[(provider, options)] + (["CPUExecutionProvider"] if spec.provider != "cpu" else [])))
         used = session.get_providers()
