@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_table.sh --dry-run   # anywhere, on CPU: the same path at a tiny size, into a temp folder
 #
 # Options: --dry-run; --out DIR (default results/speed, or a new temporary folder for --dry-run); --python PY
-# (default: $PYTHON or python3); --budget SECONDS (default 450, 120 for --dry-run: the table is interrupted with
+# (default: $PYTHON or python3); --budget SECONDS (default 450, 240 for --dry-run: the table is interrupted with
 # SIGINT then, which keeps every finished row, so one call stays under 8 minutes).
 #
 # GPU machines here have no network, and their python3 has torch, torchvision, pandas and typer but not
@@ -112,7 +112,7 @@ fi
 
 if [[ $dry_run -eq 1 ]]; then
     table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
-    budget="${budget:-120}"
+    budget="${budget:-240}"
 else
     table=(--device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
            --offline-max-batch 8)
