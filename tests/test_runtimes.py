@@ -371,3 +371,28 @@ def test_report_runtime_table(tmp_path: Path) -> None:
     eager_only = [row("eager", fps=10.0)]
     (tmp_path / "t.csv").write_text(to_csv(eager_only, SPEED_COLUMNS))
     assert "runtimes" not in build_report("speed", [tmp_path / "t.csv"])
+
+
+def test_a_runtime_row_without_an_eager_row_is_compared_with_eager_run_untimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--runtime compile --accuracy 2` alone: eager's pass is run (untimed) before the compiled backbone is
+    swapped in, and the compile row is compared with it: an oracle model (AP 1) gives ΔAP 0 [0, 0], no
+    deviation, the same preprocessing. The build is the first call (timed), and the compiled backbone (here
+    torch.compile's stand-in, the module itself) is restored after the row."""
+    from test_speed import make_coco_root, use_oracle
+
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    settings = SpeedSettings(coco_root=str(root), num_images=1, sizes=[64], warmup=0, iters=1, accuracy=2,
+                             runtime=["compile"], bootstrap=20, stages=False, flops=False, out=str(tmp_path / "s"))
+    (row,) = read_rows(run_speed(settings, progress=False).csv_path)
+    assert (row["runtime"], row["variant"], row["status"], row["compile"]) == ("compile", "fp32-bs1-compile", "ok", "True")
+    assert float(row["kp_AP"]) == 1.0 and float(row["delta_kp_AP"]) == 0.0
+    assert (float(row["delta_kp_AP_low"]), float(row["delta_kp_AP_high"])) == (0.0, 0.0)
+    assert float(row["max_keypoint_dev_px"]) == 0.0 and row["unpaired_detections"] == "0"
+    assert row["preprocessing"] == SAME_PREPROCESSING and row["accuracy_reference"] == "eager fp32-bs1 size 64"
+    assert float(row["build_s"]) > 0 and row["export_s"] == "0.0" and row["rebuilds"] == "0"
+    assert compiled == [oracle.backbone] and isinstance(oracle.backbone, torch.nn.Identity)
