@@ -16,6 +16,7 @@ from kpdata import COCO_SAMPLE, assert_one_line_error, make_run_dir, png_size, p
 from kpbench.analysis.bootstrap import bootstrap_intervals
 from kpbench.analysis.errors import (
     COCO_ANALYZE_AREAS,
+    COCO_ANALYZE_OKS,
     GOOD,
     INVERSION,
     JITTER,
@@ -27,7 +28,9 @@ from kpbench.analysis.errors import (
     analyze_errors,
     classify_keypoints,
     correct_keypoints,
+    soft_nms_scores,
 )
+from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import COCO17
 from kpbench.data.synthetic import PERSON_CATEGORY, make_synthetic_coco
 from kpbench.evaluation.cocoeval import evaluate
@@ -246,8 +249,7 @@ def test_exact_085_in_the_whole_analysis() -> None:
 TOLERANCE = 1e-12
 
 
-@pytest.mark.parametrize("coco_analyze", [False, True])
-def test_corrections_land_on_their_targets(coco_analyze: bool) -> None:
+def test_corrections_land_on_their_targets() -> None:
     dt_xy = hand_built_detection()
     dt = np.concatenate([dt_xy, np.linspace(0.1, 0.9, K)[:, None]], axis=1)[None]
     gt = np.concatenate([PERSON_A, np.full((K, 1), 2.0)], axis=1)[None]
@@ -255,12 +257,11 @@ def test_corrections_land_on_their_targets(coco_analyze: bool) -> None:
     flip = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
     labels = classify_keypoints(dt, np.array([0]), np.concatenate([gt, neighbour]), np.zeros((2, 4)),
                                 np.array([AREA, AREA]), np.array([1, 1]), SIGMAS, flip).labels
-    mode = ErrorMode(coco_analyze)
+    mode = ErrorMode()
     fixed = correct_keypoints(dt, labels, gt, np.array([AREA]), SIGMAS, ["miss", "swap", "inversion", "jitter"], mode)
     ks = similarity(fixed[0, :, :2], PERSON_A)
-    jitter_target, miss_target = (0.85**0.25, 0.5**0.25) if coco_analyze else (0.85, 0.5)
-    assert ks[J["left_eye"]] == pytest.approx(jitter_target, rel=TOLERANCE)
-    assert ks[J["left_ankle"]] == pytest.approx(miss_target, rel=TOLERANCE)
+    assert ks[J["left_eye"]] == pytest.approx(0.85, rel=TOLERANCE)
+    assert ks[J["left_ankle"]] == pytest.approx(0.5, rel=TOLERANCE)
     # Inversions and swaps move onto the GT keypoint exactly: ks 1.
     assert ks[[J["left_wrist"], J["right_wrist"], J["left_knee"]]].tolist() == [1.0, 1.0, 1.0]
     # Along the line towards the GT keypoint: the eye and the ankle only moved up, in y.
@@ -274,8 +275,6 @@ def test_corrections_land_on_their_targets(coco_analyze: bool) -> None:
 
 
 def test_an_unknown_correction_is_refused() -> None:
-    from kpbench.core.errors import KpbenchError
-
     with pytest.raises(KpbenchError, match="unknown keypoint correction"):
         correct_keypoints(np.zeros((1, K, 3)), np.zeros((1, K), np.int8), np.zeros((1, K, 3)), np.ones(1), SIGMAS,
                           ["score"])
@@ -325,7 +324,8 @@ def assert_uncorrected_is_pycocotools(gt: Any, res: Any) -> None:
     curves = analysis.pr_curves["curves"]["original"]
     assert np.mean(curves["mean OKS 0.50:0.95"]) == pytest.approx(stats["AP"], rel=1e-12)
     coco = analyze_errors(gt, res, coco_analyze=True)
-    assert coco.baseline == evaluate(gt, res, settings=EvalSettings(area_ranges=COCO_ANALYZE_AREAS)).stats
+    settings = EvalSettings(area_ranges=COCO_ANALYZE_AREAS, iou_thresholds=COCO_ANALYZE_OKS)
+    assert coco.baseline == evaluate(gt, res, settings=settings).stats
 
 
 @requires_shared
@@ -388,6 +388,189 @@ def test_correcting_everything_gives_the_upper_bound() -> None:
                                   np.concatenate([gt_xy, np.full((K, 1), 2.0)], 1)[None], np.array([AREA]), SIGMAS,
                                   ["miss", "swap", "inversion", "jitter"])
         assert (similarity(fixed[0, :, :2], gt_xy) >= 0.85 * (1 - TOLERANCE)).all()
+
+
+# --- coco-analyze mode: each of its rules on hand-built persons ------------------------------------------------
+
+# coco-analyze's Params.sigmas, as it writes them.
+COCO_ANALYZE_SIGMAS = np.array([.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087,
+                                .087, .089, .089])
+FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+
+
+# COCOeval's precision after one true positive and no false one: tp / (tp + fp + eps).
+ONE_TP = 1 / (1 + np.spacing(1))
+
+
+def mean_of(*runs: tuple[float, int]) -> float:
+    """np.mean of `count` copies of each value, as COCOeval averages its interpolated precisions."""
+    return float(np.mean(np.concatenate([np.full(count, value) for value, count in runs])))
+
+
+def by_oks(analysis: Any, how: str, correction: str, area: str) -> list[float]:
+    """The AP at each OKS threshold of one step and area range."""
+    return next(r["AP"] for r in analysis.ap_by_oks["rows"]
+                if (r["how"], r["correction"], r["area"]) == (how, correction, area))
+
+
+def gain_row(analysis: Any, how: str, correction: str, area: str) -> dict[str, Any]:
+    return next(r for r in analysis.ap_gain if (r["how"], r["correction"], r["area"]) == (how, correction, area))
+
+
+def test_coco_analyze_sigmas_are_its_literals() -> None:
+    """ks, the corrections and soft-NMS use coco-analyze's .026, .025, ...; pycocotools' .26/10 differs in 5."""
+    assert ErrorMode(coco_analyze=True).analysis_sigmas(SIGMAS).tolist() == COCO_ANALYZE_SIGMAS.tolist()
+    assert int((SIGMAS != COCO_ANALYZE_SIGMAS).sum()) == 5
+    assert ErrorMode().analysis_sigmas(SIGMAS).tolist() == SIGMAS.tolist()
+
+
+def test_coco_analyze_breaks_a_flip_and_other_person_tie_as_a_swap() -> None:
+    """The detection's left wrist lies on the matched person's right wrist and, exactly there too, on the
+    neighbour's left wrist (ks 1 both). kpbench gives the tie to the flip (an inversion); coco-analyze's argmax
+    meets the other persons unflipped before the matched person flipped (a swap)."""
+    neighbour = NEIGHBOUR.copy()
+    neighbour[J["left_wrist"]] = PERSON_A[J["right_wrist"]]
+    dt = PERSON_A.copy()
+    dt[J["left_wrist"]] = PERSON_A[J["right_wrist"]]
+    gt, res = dataset([gt_person(1, 1, PERSON_A), gt_person(2, 1, neighbour)]), [detection(1, dt, 0.9)]
+    assert analyze_errors(gt, res).labels.labels[0, J["left_wrist"]] == INVERSION
+    coco = analyze_errors(gt, res, coco_analyze=True)
+    assert coco.labels.labels[0, J["left_wrist"]] == SWAP and coco.counts[J["left_wrist"]]["swap"] == 1
+
+
+def test_coco_analyze_corrections_move_right_of_the_gt_keypoint() -> None:
+    """coco-analyze moves a corrected keypoint to (g_x + r, g_y), r = sqrt(-ln(k) · 2 · area · σ²): ks lands at
+    k^(1/4), k = 0.85 (jitter), 0.5 (miss), or the ks of a swap or inversion with its wrong reference (here
+    0.7 with the neighbour's knee; 1 for the swapped wrists, nudged to 1 - eps: r is tiny but not 0)."""
+    dt_xy = hand_built_detection()
+    dt_xy[J["left_knee"], 1] += distance_for(0.7, J["left_knee"])  # ks 0.7 from the neighbour's knee
+    dt = np.concatenate([dt_xy, np.full((K, 1), 0.5)], axis=1)[None]
+    gt = np.concatenate([PERSON_A, np.full((K, 1), 2.0)], axis=1)[None]
+    neighbour = np.concatenate([NEIGHBOUR, np.full((K, 1), 2.0)], axis=1)[None]
+    labels = classify_keypoints(dt, np.array([0]), np.concatenate([gt, neighbour]), np.zeros((2, 4)),
+                                np.array([AREA, AREA]), np.array([1, 1]), COCO_ANALYZE_SIGMAS, FLIP,
+                                strict_good=True, others_before_flip=True)
+    assert labels.labels[0, J["left_knee"]] == SWAP and labels.ks_best[0, J["left_knee"]] == pytest.approx(0.7)
+    fixed = correct_keypoints(dt, labels.labels, gt, np.array([AREA]), COCO_ANALYZE_SIGMAS,
+                              ["miss", "swap", "inversion", "jitter"], ErrorMode(coco_analyze=True), labels.ks_best)
+    ks = similarity(fixed[0, :, :2], PERSON_A)
+    assert ks[J["left_eye"]] == pytest.approx(0.85**0.25, rel=TOLERANCE)
+    assert ks[J["left_ankle"]] == pytest.approx(0.5**0.25, rel=TOLERANCE)
+    assert ks[J["left_knee"]] == pytest.approx(0.7**0.25, rel=TOLERANCE)
+    assert ks[[J["left_wrist"], J["right_wrist"]]] == pytest.approx([1.0, 1.0], abs=TOLERANCE)
+    moved = [J[n] for n in ("left_eye", "left_ankle", "left_knee", "left_wrist", "right_wrist")]
+    assert fixed[0, moved, 1].tolist() == PERSON_A[moved, 1].tolist()  # on the GT keypoint's row ...
+    assert (fixed[0, moved, 0] > PERSON_A[moved, 0]).all()  # ... to its right
+    good = labels.labels[0] == GOOD
+    assert np.array_equal(fixed[0, good], dt[0, good]) and np.array_equal(fixed[..., 2], dt[..., 2])
+    with pytest.raises(KpbenchError, match="need each keypoint's best ks"):
+        correct_keypoints(dt, labels.labels, gt, np.array([AREA]), COCO_ANALYZE_SIGMAS, ["swap"],
+                          ErrorMode(coco_analyze=True))
+
+
+def test_coco_analyze_analyses_a_match_to_a_person_its_range_ignores() -> None:
+    """A small person (area 900 < 32²) is ignored in coco-analyze's "all", but a detection matched to it at OKS
+    0.1 is analysed (its matches include those to ignored persons)."""
+    small = TEMPLATE * 0.15 + np.array([100, 100])
+    gt, res = dataset([gt_person(1, 1, small, area=900.0)]), [detection(1, small, 0.9)]
+    coco = analyze_errors(gt, res, coco_analyze=True)
+    assert coco.pairs.tolist() == [[0, 0]] and coco.counts[-1]["n"] == 17 and coco.counts[-1]["good"] == 17
+
+
+def test_coco_analyze_matches_each_area_range_on_its_own() -> None:
+    """A medium person M (area 5000) and over it a large annotation L (area 20000) whose keypoints lie halfway
+    between M's and the detection's, each of which is at ks 0.72 from M's. In "all" the detection matches L
+    (OKS 0.72^(1/16) = 0.98: good keypoints, nothing to correct); in "medium" L is ignored and it matches M, its
+    keypoints are swaps to L, corrected to ks 0.98^(1/4) from M: medium AP goes from 0.5 (matched at OKS 0.5 to
+    0.7) to 1 (in COCOeval's precision of one true positive)."""
+    medium_area, large_area = 5000.0, 20000.0
+    m = TEMPLATE * 0.5 + np.array([100, 100])
+    offset = np.array([[0.0, distance_for(0.72, j, medium_area)] for j in range(K)])
+    gt = dataset([gt_person(1, 1, m, area=medium_area), gt_person(2, 1, m + offset / 2, area=large_area)])
+    coco = analyze_errors(gt, [detection(1, m + offset, 0.9)], coco_analyze=True)
+    assert coco.pairs.tolist() == [[0, 1]] and coco.counts[-1]["good"] == 17  # area "all": L
+    assert gain_row(coco, "baseline", "none", "medium")["AP"] == mean_of((ONE_TP, 505), (0.0, 505))
+    assert by_oks(coco, "baseline", "none", "medium") == [mean_of((ONE_TP, 101))] * 5 + [0.0] * 5
+    assert gain_row(coco, "alone", "swap", "medium")["AP"] == mean_of((ONE_TP, 1010))
+    assert gain_row(coco, "cumulative", "jitter", "medium")["AP"] == mean_of((ONE_TP, 1010))
+    assert gain_row(coco, "alone", "swap", "large")["gain_AP"] == 0.0  # nothing corrected against L
+
+
+def test_coco_analyze_rescores_with_the_range_s_persons_then_soft_nms() -> None:
+    """Image 1: a large person G, detected exactly (score 0.8) and with every keypoint at ks 0.9 (score 0.9).
+    Image 2: a small person S (area 900), detected exactly. The optimal score of area "all" is the best OKS with
+    the persons the range counts (S is not one: 0), then soft-NMS: the exact detection (1.0) is kept first and
+    the other's 0.9 is multiplied by exp(-OKS² / 0.5), OKS between the two detections (all 17 keypoints, (2σ)²
+    with coco-analyze's sigmas, the mean of their keypoint-extent areas)."""
+    g = PERSON_A
+    small = TEMPLATE * 0.15 + np.array([500, 100])
+    shifted = g + np.array([[0.0, distance_for(0.9, j)] for j in range(K)])
+    gt = dataset([gt_person(1, 1, g), gt_person(2, 2, small, area=900.0)], image_ids=(1, 2))
+    res = [detection(1, g, 0.8), detection(1, shifted, 0.9), detection(2, small, 0.7)]
+    coco = analyze_errors(gt, res, coco_analyze=True)
+    assert coco.detections.tolist() == [1, 0, 2]  # coco-analyze's order: by image, by descending score
+    extent = [float(np.ptp(xy[:, 0]) * np.ptp(xy[:, 1])) for xy in (g, shifted)]
+    e = ((shifted - g) ** 2).sum(axis=1) / (COCO_ANALYZE_SIGMAS * 2) ** 2 / (0.5 * (extent[0] + extent[1])
+                                                                            + np.spacing(1)) / 2
+    pair_oks = float(np.mean(np.exp(-e)))
+    expected = [0.9 * math.exp(-pair_oks**2 / 0.5), 1.0, 0.0]
+    assert coco.optimal_scores["alone", "all"].tolist() == pytest.approx(expected, rel=1e-12)
+    assert coco.optimal_scores["alone", "medium"].tolist() == [0.0, 0.0, 0.0]  # G is large, S small
+    # kpbench's rule: the best OKS with every counted person of the image, no suppression.
+    assert analyze_errors(gt, res).optimal_scores["alone", "all"].tolist() == pytest.approx([1.0, 0.9, 1.0],
+                                                                                            rel=1e-12)
+
+
+def test_soft_nms_keeps_the_list_order_between_equal_scores() -> None:
+    """Two identical detections with equal starting scores: the first in the image's list (ordered by the
+    original score) is kept, the other multiplied by exp(-1 / 0.5); a detection far away is not touched."""
+    xy = np.concatenate([PERSON_A, np.ones((K, 1))], axis=1)
+    far = np.concatenate([PERSON_A + 5000, np.ones((K, 1))], axis=1)
+    kept = soft_nms_scores(np.array([1, 1, 1]), np.array([0.2, 0.6, 0.4]), np.array([0.5, 0.5, 0.5]),
+                           np.stack([xy, xy, far]), COCO_ANALYZE_SIGMAS)
+    assert kept.tolist() == [0.5 * math.exp(-1 / 0.5), 0.5, 0.5]
+
+
+def test_coco_analyze_background_is_per_oks_threshold() -> None:
+    """Persons g1 and g2; d1 on g1 exactly (score 0.5), d2 with every keypoint at ks 0.62 from g2's (score 0.9),
+    d3 on nobody (0.95). A background false positive at OKS t is a detection unmatched at t: d3 everywhere, d2
+    above 0.6. Removed, precision is 1 at every threshold: AP 1 up to 0.6 (both persons found), 51/101 above
+    (half of them; one true positive's precision is 1/(1 + eps) in COCOeval). On top of that the persons missed
+    at t (g2 above 0.6) are ignored: AP 1 everywhere, and the gain is measured from the background_fp step."""
+    g1, g2 = PERSON_A, PERSON_A + np.array([0.0, 300.0])
+    d2 = g2 + np.array([[0.0, distance_for(0.62, j)] for j in range(K)])
+    gt = dataset([gt_person(1, 1, g1), gt_person(2, 1, g2)])
+    res = [detection(1, g1, 0.5), detection(1, d2, 0.9), detection(1, TEMPLATE * 0.3 + [800, 600], 0.95)]
+    coco = analyze_errors(gt, res, coco_analyze=True)
+    assert coco.detections.tolist() == [2, 1, 0]
+    fp, fn = coco.background_sets["alone", "all"]
+    assert fp.tolist() == [[True, False, False]] * 3 + [[True, True, False]] * 7
+    assert fn.tolist() == [[False, False]] * 3 + [[False, True]] * 7
+    half = mean_of((ONE_TP, 51), (0.0, 50))
+    assert by_oks(coco, "alone", "background_fp", "all") == [1.0] * 3 + [half] * 7
+    fp_row, fn_row = gain_row(coco, "alone", "background_fp", "all"), gain_row(coco, "alone", "background_fn", "all")
+    assert fp_row["AP"] == mean_of((1.0, 303), (ONE_TP, 357), (0.0, 350))
+    assert by_oks(coco, "alone", "background_fn", "all") == [1.0] * 3 + [mean_of((ONE_TP, 101))] * 7
+    assert fn_row["AP"] == mean_of((1.0, 303), (ONE_TP, 707)) and fn_row["gain_AP"] == fn_row["AP"] - fp_row["AP"]
+    assert [r for r in coco.background if r["how"] == "alone" and r["area"] == "all"][3] == {
+        "how": "alone", "area": "all", "oks": 0.65, "fp": 2, "fn": 1}
+
+
+def test_coco_analyze_keeps_the_original_detection_areas() -> None:
+    """pycocotools' loadRes sets a detection's area once, from the original keypoints. d1 (score 0.9) has
+    jittered keypoints (ks 0.6) and a missed ankle 200 px off, so a keypoint extent in "large"; corrected alone,
+    the miss lands near the ankle and the extent would be 'medium', but it keeps its large area. Unmatched
+    above OKS 0.6, it is then a false positive of "large" ranked above d2 (exact on g2, score 0.8), not an
+    ignored detection: AP 25.5/101 at those thresholds, not 51/101."""
+    g1 = TEMPLATE * 0.7 + np.array([100, 100])
+    g2 = g1 + np.array([400.0, 0.0])
+    d1 = g1 + np.array([[0.0, distance_for(0.6, j)] for j in range(K)])
+    d1[J["left_ankle"], 1] += 200.0
+    gt = dataset([gt_person(1, 1, g1), gt_person(2, 1, g2)])
+    coco = analyze_errors(gt, [detection(1, d1, 0.9), detection(1, g2, 0.8)], coco_analyze=True)
+    assert coco.labels.labels[0, J["left_ankle"]] == MISS
+    corrected = by_oks(coco, "alone", "miss", "large")
+    assert corrected[:3] == [1.0] * 3 and corrected[3:] == [mean_of((0.5, 51), (0.0, 50))] * 7
 
 
 # --- the real fixture: counts against a slow reference -----------------------------------------------------------
