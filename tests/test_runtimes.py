@@ -368,6 +368,11 @@ def test_report_runtime_table(tmp_path: Path) -> None:
     text = render_report("speed", tables, "markdown")["report"]
     assert "## Runtimes: FPS, AP and ΔAP against eager" in text
     assert "| m | CPU X | onnxruntime:cpu | fp32 | 1 | 640 | 20.000 | 50.000 | 49.0 | -1.00 [-2.50, +0.40] |" in text
+    from kpbench.report.html import _speed_section  # the HTML page's speed section shows the same table
+
+    page = _speed_section([tmp_path / "t.csv"])
+    assert "<h3>Runtimes: ΔAP against eager, 95% paired bootstrap interval in points</h3>" in page
+    assert "-1.00 [-2.50, +0.40]" in page and "skipped: TensorRT is not installed" in page
     eager_only = [row("eager", fps=10.0)]
     (tmp_path / "t.csv").write_text(to_csv(eager_only, SPEED_COLUMNS))
     assert "runtimes" not in build_report("speed", [tmp_path / "t.csv"])
