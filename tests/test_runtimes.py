@@ -401,3 +401,14 @@ def test_a_runtime_row_without_an_eager_row_is_compared_with_eager_run_untimed(
     assert row["preprocessing"] == SAME_PREPROCESSING and row["accuracy_reference"] == "eager fp32-bs1 size 64"
     assert float(row["build_s"]) > 0 and row["export_s"] == "0.0" and row["rebuilds"] == "0"
     assert compiled == [oracle.backbone] and isinstance(oracle.backbone, torch.nn.Identity)
+
+
+@requires_shared
+def test_run_refuses_sizes_that_cannot_fit(tmp_path: Path, run_cli: Any) -> None:
+    """`kpbench run --min-size 100000 --max-size 200000` would resize every image to 100000 x 150000 floats: one
+    error line before the loop, exit 2, instead of the machine's memory."""
+    code, _, stderr = run_cli("run", "--coco-root", COCO_SAMPLE, "--weights", "none", "--min-size", "100000",
+                              "--max-size", "200000", "--limit", "1", "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: --min-size 100000 --max-size 200000: its input buffers alone need ")
+    assert "network input 3x100000x200000" in stderr and stderr.endswith("refused before allocating\n")

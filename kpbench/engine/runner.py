@@ -709,6 +709,11 @@ def _prepare(
             built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
                                max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
                                seed=settings.seed)
+            # The largest input --min-size/--max-size allow must fit before anything is allocated (issue 23 item 7).
+            from kpbench.engine.memory import check_fits
+
+            check_fits(built, [(settings.min_size, settings.max_size)], settings.batch_size, device,
+                       f"--min-size {settings.min_size} --max-size {settings.max_size}")
             if settings.runtime != "eager":  # the model on its runtime (kpbench.runtimes), recorded in its info
                 from kpbench.runtimes import on_runtime
 
