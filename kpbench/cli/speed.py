@@ -194,7 +194,9 @@ def report_command(
     """Merge result files from many machines or runs into one table.
 
     speed: one row per device x size x variant (FPS, median and p90 ms, padded shape, memory, AP when measured;
-    other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
+    other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS, and
+    where rows ran on other runtimes than eager, a runtime x size table (FPS, AP, ΔAP [interval], build seconds,
+    status). run: one row per run directory (weights, size, dtype, AP/AR, box AP,
     deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
     """
     from kpbench.core.config import parse_list
