@@ -179,6 +179,45 @@ def _select_images(settings: SpeedSettings, root: Path | None, spec: Any) -> _Im
     return _Images(info, records, accuracy, hws)
 
 
+def _manifest(
+    settings: SpeedSettings, config: LoadedConfig | None, stamp: str, env: dict[str, Any], spec: Any,
+    loaded: Sequence[tuple[Any, Any, Any]], images_info: dict[str, Any], variants: Sequence[Variant],
+    builds: list[dict[str, Any]], cache: Any, rows: list[dict[str, Any]], rows_planned: int, interrupted: bool,
+) -> dict[str, Any]:
+    """The JSON manifest beside the table: settings, config, environment, models, images, variants, runtimes and
+    every build, and whether the table is complete."""
+    from kpbench.core.config import settings_dict
+
+    infos = [info.to_json() for _, _, info in loaded]
+    return {
+        "kind": MANIFEST_KIND,
+        "version": MANIFEST_VERSION,
+        "created": stamp,
+        "settings": settings_dict(settings),
+        "config_path": config.path if config else None,
+        "config_sha256": config.sha256 if config else None,
+        "environment": env,
+        "model": infos[0],
+        "model_spec": spec.to_json(),
+        "schema": loaded[0][1].schema.to_json(),
+        # Every model of the table (one entry per --model), in row order.
+        "models": [{"spec": m.to_json(), "info": i, "schema": model.schema.to_json()}
+                   for (m, model, _), i in zip(loaded, infos)],
+        "images": images_info,
+        "variants": [v.label for v in variants],
+        "runtimes": list(settings.runtime),
+        # Every export and engine build of the table: runtime, cache key and its fields, files, timings, facts.
+        "builds": builds,
+        "runtime_cache": str(cache.root),
+        # False when Ctrl-C stopped the table: the rows are those finished before it.
+        "complete": not interrupted,
+        "rows": len(rows),
+        "rows_planned": rows_planned,
+        "timing_definition": TIMING_DEFINITION,
+        "columns": list(SPEED_COLUMNS),
+    }
+
+
 def run_speed(
     settings: SpeedSettings,
     *,
@@ -195,7 +234,6 @@ def run_speed(
     gives rows with status "failed" or "skipped" instead of stopping. When no row succeeded, the files are still
     written and `NoRowSucceeded` (a KpbenchError) is raised.
     """
-    from kpbench.core.config import settings_dict
     from kpbench.core.environment import capture_environment
     from kpbench.core.io import ensure_output_dir
     from kpbench.data.coco import resolve_coco_root
@@ -283,34 +321,8 @@ def run_speed(
         bar.close()
         cache.close()
 
-    infos = [info.to_json() for _, _, info in loaded]
-    manifest = {
-        "kind": MANIFEST_KIND,
-        "version": MANIFEST_VERSION,
-        "created": stamp,
-        "settings": settings_dict(settings),
-        "config_path": config.path if config else None,
-        "config_sha256": config.sha256 if config else None,
-        "environment": env,
-        "model": infos[0],
-        "model_spec": spec.to_json(),
-        "schema": loaded[0][1].schema.to_json(),
-        # Every model of the table (one entry per --model), in row order.
-        "models": [{"spec": m.to_json(), "info": i, "schema": model.schema.to_json()}
-                   for (m, model, _), i in zip(loaded, infos)],
-        "images": images.info,
-        "variants": [v.label for v in variants],
-        "runtimes": list(settings.runtime),
-        # Every export and engine build of the table: runtime, cache key and its fields, files, timings, facts.
-        "builds": builds,
-        "runtime_cache": str(cache.root),
-        # False when Ctrl-C stopped the table: the rows are those finished before it.
-        "complete": not interrupted,
-        "rows": len(rows),
-        "rows_planned": len(loaded) * rows_per_model,
-        "timing_definition": TIMING_DEFINITION,
-        "columns": list(SPEED_COLUMNS),
-    }
+    manifest = _manifest(settings, config, stamp, env, spec, loaded, images.info, variants, builds, cache, rows,
+                         len(loaded) * rows_per_model, interrupted)
     result = SpeedRun(rows=rows, manifest=manifest)
     if write and (rows or not interrupted):
         write_speed_files(settings.out, result, device_name=str(env.get("device_name") or device.type), started=started)
