@@ -52,7 +52,8 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame | None:
 
     if "runtime" not in df.columns:
         return None
-    runtimes = df["runtime"].fillna("eager").astype(str)
+    column = df["runtime"].astype(object)  # an all-empty column reads as float64 NaN, which takes no text
+    runtimes = column.where(column.notna(), "eager").astype(str)
     if not (runtimes != "eager").any():
         return None
     rows = []
