@@ -13,6 +13,7 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     evaluate,
     run,
     speed,
+    sweep,
     thresholds,
     visual,
 )

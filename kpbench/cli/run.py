@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli import options
+from kpbench.cli import options, topdown_options
 from kpbench.cli.app import app, echo_err, require_torch
 
 # Every setting defaults to None ("not given"), so that a --config file can supply it; the real defaults live
@@ -45,6 +45,19 @@ def run_command(
         typer.Option("--runtime", help="eager, compile, onnxruntime[:cpu|cuda|tensorrt] or tensorrt: the model's "
                      "network runs there (exported, built and cached first; recorded in the manifest) [default: eager]."),
     ] = None,
+    person_boxes: topdown_options.PersonBoxes = None,
+    person_box_thresh: topdown_options.PersonBoxThresh = None,
+    person_box_max: topdown_options.PersonBoxMax = None,
+    person_box_weights: topdown_options.PersonBoxWeights = None,
+    flip_test: topdown_options.FlipTest = None,
+    flip_space: topdown_options.FlipSpace = None,
+    box_padding: topdown_options.BoxPadding = None,
+    crop_batch_size: topdown_options.CropBatchSize = None,
+    rescore: topdown_options.Rescore = None,
+    rescore_thresh: topdown_options.RescoreThresh = None,
+    nms: topdown_options.Nms = None,
+    nms_thresh: topdown_options.NmsThresh = None,
+    nms_sigma: topdown_options.NmsSigma = None,
     out: Annotated[
         str | None, options.out_option("Run directory; an existing one is resumed [default: results/run-<timestamp>].")
     ] = None,
@@ -79,6 +92,10 @@ def run_command(
     ...` the images are sharded over the ranks and rank 0 merges and evaluates. With --results FILE.json, the run
     directory is made from results produced elsewhere (the GT is COCO_ROOT's annotation file) and nothing is run.
     """
+    top_down = {"person_boxes": person_boxes, "person_box_thresh": person_box_thresh, "person_box_max": person_box_max,
+                "person_box_weights": person_box_weights, "flip_test": flip_test, "flip_space": flip_space,
+                "box_padding": box_padding, "crop_batch_size": crop_batch_size, "rescore": rescore,
+                "rescore_thresh": rescore_thresh, "nms": nms, "nms_thresh": nms_thresh, "nms_sigma": nms_sigma}
     if results is not None:
         given = {"--model": model, "--weights": weights, "--min-size": min_size, "--max-size": max_size,
                  "--box-score-thresh": box_score_thresh, "--device": device, "--batch-size": batch_size,
@@ -86,7 +103,8 @@ def run_command(
                  "--config": config, "--workers": workers, "--seed": seed, "--download": download or None,
                  "--backend": None if backend == "pycocotools" else backend}
         _run_from_results(results, coco_root, split, out, overwrite, analysis, keypoint_score_kind,
-                          [name for name, value in given.items() if value is not None])
+                          [name for name, value in given.items() if value is not None]
+                          + topdown_options.given_options(top_down))
         return
     require_torch("kpbench run")
     from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
@@ -112,6 +130,7 @@ def run_command(
         "seed": seed,
         "runtime": runtime,
         "out": out,
+        **top_down,
     }
     settings = merge_settings(RunSettings, loaded, overrides)
     try:

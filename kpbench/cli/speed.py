@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kpbench.cli import options
+from kpbench.cli import options, topdown_options
 from kpbench.cli.app import app, echo_err, require_torch
 from kpbench.core.errors import KpbenchError
 
@@ -17,6 +17,7 @@ REPORT_INPUTS = {
     "run": "run directories, or a folder holding them (e.g. kpbench report --kind run results)",
     "thresholds": "run directories or person-threshold CSVs, or a folder holding them "
     "(e.g. kpbench report --kind thresholds results)",
+    "sweep": "sweep folders written by `kpbench sweep` (e.g. kpbench report results/zoo)",
 }
 
 # Settings default to None ("not given") so that a --config file can supply them; the real defaults live in
@@ -108,6 +109,13 @@ def speed_command(
     accuracy: Annotated[
         int | None, typer.Option("--accuracy", help="Also evaluate keypoint and box AP on N images per row [default: 0].")
     ] = None,
+    person_boxes: topdown_options.PersonBoxes = None,
+    person_box_thresh: topdown_options.PersonBoxThresh = None,
+    person_box_max: topdown_options.PersonBoxMax = None,
+    person_box_weights: topdown_options.PersonBoxWeights = None,
+    flip_test: topdown_options.FlipTest = None,
+    crop_batch_size: topdown_options.CropBatchSizes = None,
+    persons: topdown_options.Persons = None,
     out: Annotated[str | None, options.out_option("Output folder [default: results/speed].")] = None,
     progress: options.Progress = True,
 ) -> None:
@@ -154,8 +162,23 @@ def speed_command(
         "box_score_thresh": box_score_thresh,
         "accuracy": accuracy,
         "out": out,
+        "person_boxes": person_boxes,
+        "person_box_thresh": person_box_thresh,
+        "person_box_max": person_box_max,
+        "person_box_weights": person_box_weights,
+        "flip_test": flip_test,
+        "crop_batch_size": parse_list(crop_batch_size, int, "--crop-batch-size"),
+        "persons": parse_list(persons, int, "--persons"),
     }
     settings = merge_settings(SpeedSettings, loaded, overrides)
+    if settings.person_boxes is not None:  # a top-down model: per crop, per person, growth with persons
+        from kpbench.engine.topdown_speed import run_topdown_speed, terminal_table
+
+        timed = run_topdown_speed(settings, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
+        typer.echo(terminal_table(timed), nl=False)
+        for path in (timed.csv_path, timed.manifest_path, timed.markdown_path):
+            echo_err(f"wrote {path}")
+        return
     try:
         result = run_speed(settings, config=loaded, progress=progress, log=lambda line: echo_err(f"warning: {line}"))
     except SpeedInterrupted as exc:  # Ctrl-C: the finished rows were written, marked incomplete
@@ -181,7 +204,12 @@ def report_command(
             show_default=False,
         ),
     ] = None,
-    kind: Annotated[str, typer.Option("--kind", help="speed (speed CSVs), run (run directories) or thresholds.")] = "speed",
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="speed (speed CSVs), run (run directories), thresholds, or sweep (`kpbench sweep` "
+                     "folders: every run and speed table merged) [default: sweep for sweep folders, else speed].",
+                     show_default=False),
+    ] = None,
     fmt: Annotated[str, options.format_option("markdown, csv or json.")] = "markdown",
     out: Annotated[
         Path | None, options.out_option("Write here instead of stdout (csv: the speed pivot goes to <stem>.pivot.csv).")
@@ -201,8 +229,9 @@ def report_command(
     """
     from kpbench.core.config import parse_list
     from kpbench.core.io import check_format
-    from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, write_report
+    from kpbench.report.tables import FORMATS, build_report, check_report_out, render_report, report_kind, write_report
 
+    kind = report_kind(kind, paths)
     if not paths and kind in REPORT_INPUTS:  # (an unknown --kind is build_report's to word)
         raise KpbenchError(f"report needs PATHS: {REPORT_INPUTS[kind]}")
     check_format(fmt, FORMATS)

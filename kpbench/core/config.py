@@ -68,6 +68,25 @@ class RunSettings:
     seed: int = _opt(0, "seed for random weights (--weights none)", min=0, max=MAX_SEED)
     runtime: str = _opt("eager", "the runtime: eager, compile, onnxruntime[:cpu|cuda|tensorrt] or tensorrt")
     out: str | None = _opt(None, "run directory (default results/run-<timestamp>)")
+    # Top-down models and post-processing (kpbench.engine.topdown checks them together).
+    person_boxes: str | None = _opt(None, "person boxes for a top-down (crop) model: gt, a COCO detections FILE.json, or "
+                                    "a model spec whose boxes are used")
+    person_box_thresh: float = _opt(0.0, "the person-box source's own score threshold", min=0.0, max=1.0)
+    person_box_max: int | None = _opt(None, "at most this many person boxes per image (the highest scoring)", min=1)
+    person_box_weights: str | None = _opt(None, "the weights of a detector model given as --person-boxes")
+    flip_test: bool = _opt(False, "top-down: also run each crop mirrored and average (the schema's flip pairs)")
+    flip_space: str = _opt("auto", "where the flip test averages: auto (heatmaps when the model returns them), "
+                           "keypoints or heatmaps", choices=("auto", "keypoints", "heatmaps"))
+    box_padding: float = _opt(1.25, "top-down: the crop is the box (fixed to the crop's aspect ratio) times this",
+                              min=0.01)
+    crop_batch_size: int = _opt(64, "top-down: crops per crop-model call, across the images of a call", min=1)
+    rescore: str = _opt("none", "person rescoring: none, or keypoint-mean (box score x mean keypoint score above "
+                        "--rescore-thresh)", choices=("none", "keypoint-mean"))
+    rescore_thresh: float = _opt(0.2, "keypoint-mean rescoring's keypoint score threshold", min=0.0, max=1.0)
+    nms: str = _opt("none", "NMS of each image's persons: none, oks, soft-oks-gaussian or soft-oks-linear",
+                    choices=("none", "oks", "soft-oks-gaussian", "soft-oks-linear"))
+    nms_thresh: float = _opt(0.9, "OKS-NMS threshold (oks; soft-oks-linear: where the decay starts)", min=0.0, max=1.0)
+    nms_sigma: float = _opt(0.5, "soft-oks-gaussian's sigma: scores decay by exp(-OKS^2 / sigma)", min=1e-6)
 
 
 @dataclass
@@ -109,6 +128,15 @@ class SpeedSettings:
     box_score_thresh: float = _opt(0.05, "the model's box score threshold (0.9 is the tutorial's)", min=0.0, max=1.0)
     accuracy: int = _opt(0, "also evaluate AP on this many images per size and variant (0: off)", min=0)
     out: str = _opt("results/speed", "folder for <device-slug>-<timestamp>.csv and its manifest")
+    # Top-down rows (kpbench.engine.topdown_speed): a crop model on person boxes.
+    person_boxes: str | None = _opt(None, "time a top-down (crop) model on these person boxes: gt, a COCO detections "
+                                    "FILE.json, or a detector model spec")
+    person_box_thresh: float = _opt(0.0, "the person-box source's own score threshold", min=0.0, max=1.0)
+    person_box_max: int | None = _opt(None, "at most this many person boxes per image", min=1)
+    person_box_weights: str | None = _opt(None, "the weights of a detector model given as --person-boxes")
+    flip_test: bool = _opt(False, "top-down: also run each crop mirrored")
+    crop_batch_size: list[int] = _opt([1, 8, 32], "top-down: crops per crop-model call, one row each", min=1)
+    persons: list[int] = _opt([1, 2, 4, 8, 16], "top-down: persons per image for the cost-growth rows", min=1)
 
 
 @dataclass

@@ -104,7 +104,9 @@ def inference_on_dataset(
                 torch.cuda.synchronize(device)  # the copies above are not model time
             t0 = time.perf_counter()
             with autocast(device, dtype):
-                predictions = model.predict(inputs)
+                # A model that looks its inputs up by image id (a top-down model's GT or file boxes) asks for them.
+                predictions = (model.predict(inputs, image_ids=[int(i) for i in ids])
+                               if getattr(model, "wants_image_ids", False) else model.predict(inputs))
             if cuda:
                 torch.cuda.synchronize(device)
             model_s = time.perf_counter() - t0

@@ -63,6 +63,7 @@ from kpbench.data.coco import (
 from kpbench.data.download import first_missing_parent, remove_empty_dirs
 from kpbench.evaluation.cocoeval import check_backend
 from kpbench.evaluation.cocofiles import validate_ground_truth
+from kpbench.evaluation.person_boxes import record_person_box_stats
 from kpbench.evaluation.runeval import describe_protocol, evaluate_run, read_run_detections, summary_text
 from kpbench.runs.detections import ImageDetections, append_detections, truncate_torn_tail
 from kpbench.runs.directory import (
@@ -267,6 +268,14 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
         fp["image_ids"] = sorted(set(ids))  # repeats do not matter
     fp["coco_root"] = str(coco_root)
     fp["device"] = device_type
+    # Top-down and post-processing settings at their defaults are left out, so that a run directory made before
+    # they existed (its config lacks them) resumes.
+    from kpbench.engine.topdown import TopDownRequest
+
+    defaults = TopDownRequest().to_json()
+    for key, default in defaults.items():
+        if fp.get(key, default) == default:
+            fp.pop(key, None)
     # Format-1 configs have no model: they were all made by Keypoint R-CNN.
     fp["model"] = fp.get("model") or "keypointrcnn"
     fp["runtime"] = fp.get("runtime") or "eager"  # run directories made before --runtime ran eager
@@ -697,7 +706,7 @@ def _prepare(
     from kpbench.core.environment import capture_environment
     from kpbench.models.base import model_info as checked_info
     from kpbench.models.keypointrcnn import file_sha256
-    from kpbench.models.registry import load_model, resolve_model
+    from kpbench.models.registry import resolve_model
 
     model: PoseModel | None = None
     info: dict[str, Any] | None = None
@@ -706,9 +715,14 @@ def _prepare(
     if batches and error is None:
 
         def build() -> tuple[PoseModel, dict[str, Any]]:
-            built = load_model(spec, weights=settings.weights, min_size=settings.min_size,
-                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
-                               seed=settings.seed)
+            from kpbench.engine.topdown import TopDownRequest, build_run_model
+
+            request = TopDownRequest.from_settings(settings)
+            gt = load_annotations(Path(plan.coco_root), plan.split) if request.person_boxes == "gt" else None
+            built = build_run_model(spec, dict(weights=settings.weights, min_size=settings.min_size,
+                                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
+                                               seed=settings.seed),
+                                    request, gt=gt, run_dir=plan.run_dir if request.top_down else None, device=device)
             # The largest input --min-size/--max-size allow must fit before anything is allocated (issue 23 item 7).
             from kpbench.engine.memory import check_fits
 
@@ -867,6 +881,9 @@ def run(
     # Cheap checks first (no torch yet for Keypoint R-CNN): sizes, the model spec, the weights' name or file,
     # the backend.
     check_settings(settings)
+    from kpbench.engine.topdown import TopDownRequest
+
+    TopDownRequest.from_settings(settings).check()  # top-down and post-processing options, together
     spec, weights = check_model_options(settings.model, settings.weights)
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
@@ -986,6 +1003,7 @@ def _loop_merge_and_evaluate(
     if evaluate:
         try:
             outcome.results = evaluate_run(run_dir, backend=backend)
+            record_person_box_stats(run_dir, backend=backend)  # a top-down run's person boxes, scored alone
         except KeyboardInterrupt:
             n = len(plan.image_ids)
             raise RunInterrupted(run_dir, n, n, f"interrupted while evaluating: all {n} images are cached in "

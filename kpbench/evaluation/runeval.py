@@ -121,6 +121,8 @@ def describe_protocol(
             deviations.append(f"{label} {config[key]} (published: {PUBLISHED_PROTOCOL[key]})")
     if config["dtype"] != "fp32":
         deviations.append(f"dtype {config['dtype']} through autocast (published: fp32)")
+    # Deviations the model states itself (post-processing added to a model, kpbench.engine.postprocess).
+    deviations += [str(d) for d in (model.get("extra") or {}).get("deviations") or []]
     if model.get("source") == "random":
         deviations.append(f"no weights: random initialisation (--weights none, seed {model.get('seed')})")
     elif published_name is None:
@@ -307,6 +309,11 @@ def summary_text(manifest: dict[str, Any], results: dict[str, EvalResult], run_d
         stats_table(results).rstrip("\n"),
         "",
     ]
+    from kpbench.evaluation.person_boxes import person_box_line
+
+    top_down = person_box_line(manifest)  # which protocol and person boxes the numbers come from
+    if top_down:
+        lines[1:1] = [top_down]
     kp_ap = results["keypoints"].stats["AP"] if "keypoints" in results else None
     box_ap = results["bbox"].stats["AP"] if "bbox" in results else None
     if published and not deviations:

@@ -39,6 +39,7 @@ DEFAULT_MODEL = "keypointrcnn"
 BUILTIN_MODELS: dict[str, str] = {
     "keypointrcnn": "kpbench.models.keypointrcnn:KeypointRCNNModel",
     "mediapipe": "kpbench.models.mediapipe:MediaPipePoseModel",  # BlazePose, kpbench[mediapipe] (numpy < 2)
+    "mediapipe-crops": "kpbench.models.mediapipe_crops:MediaPipeCropModel",  # BlazePose on person crops (top-down)
 }
 MODEL_OPTIONS = ("weights", "min_size", "max_size", "box_score_thresh", "seed")
 _SPEC_FORMS = "keypointrcnn, yolo[:PATH.pt], mediapipe, FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
@@ -212,7 +213,9 @@ def _check_factory(obj: Any, spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise KpbenchError(f"--model {spec}: {obj!r} is not a class")
     if inspect.isclass(obj):
-        missing = [name for name in ("predict", "info") if not callable(getattr(obj, name, None))]
+        # A top-down crop model (kpbench.models.topdown) has predict_crops instead of predict.
+        whole = "predict_crops" if callable(getattr(obj, "predict_crops", None)) else "predict"
+        missing = [name for name in (whole, "info") if not callable(getattr(obj, name, None))]
         if missing:
             raise KpbenchError(f"--model {spec}: {obj.__name__} is not a kpbench PoseModel (it has no "
                                f"{', '.join(m + '()' for m in missing)}; see kpbench.models.base)")

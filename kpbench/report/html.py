@@ -131,6 +131,13 @@ def _input_size(protocol: dict[str, Any]) -> str:
     return f"{protocol.get('min_size', '')} / {protocol.get('max_size', '')}"
 
 
+def _protocol_text(manifest: dict[str, Any]) -> str:
+    """Whole image, or top-down with its person boxes, their own box AP and post-processing."""
+    from kpbench.evaluation.person_boxes import person_box_line
+
+    return person_box_line(manifest) or "whole image (the model finds the persons itself)"
+
+
 def _model_section(run: dict[str, Any]) -> str:
     m = run["manifest"]
     model = m.get("model") if isinstance(m.get("model"), dict) else {}
@@ -141,6 +148,7 @@ def _model_section(run: dict[str, Any]) -> str:
         ("weights sha256", model.get("checkpoint_sha256") or model.get("weights_sha256")),
         ("dataset", f"{_annotation_path(m)} ({m.get('num_images', '?')} images)"),
         ("input size", _input_size(protocol)),
+        ("protocol", _protocol_text(m)),
         ("status", m.get("status")),
         ("created", m.get("created_at")),
     ]

@@ -44,9 +44,9 @@ from kpbench.core.schema import BBOX_STAT_NAMES, KEYPOINT_STAT_NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-KINDS = ("speed", "run", "thresholds")
+KINDS = ("speed", "run", "thresholds", "sweep")
 FORMATS = ("markdown", "csv", "json")
-DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results"}
+DEFAULT_PATHS = {"speed": "results/speed", "run": "results", "thresholds": "results", "sweep": "results"}
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps", "median_ms", "p90_ms", "status")
 # A CSV in a searched folder without a manifest beside it counts as a speed CSV when its header has these.
@@ -66,8 +66,8 @@ SPEED_OPTIONAL_COLUMNS = frozenset({
 })  # fmt: skip
 RUN_COLUMNS = (
     "run", "model", "weights", "device_name", "size", "max_size", "dtype", "batch_size", "box_score_thresh",
-    "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "model_ms_per_image", "published_kp_AP",
-    "published_box_AP", "deviations", "status",
+    "num_images", "kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "box_AP", "person_box_AP", "model_ms_per_image", "published_kp_AP",
+    "published_box_AP", "protocol", "deviations", "status",
 )  # fmt: skip
 THRESHOLDS_FILE = "thresholds_person.csv"
 THRESHOLD_DEFAULT_STATS = ("AP", "AR", "precision_50", "recall_50", "f1_50", "kept")
@@ -374,6 +374,8 @@ def _is_number(value: Any) -> bool:
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One row for a run directory: settings, metrics (0-1), published AP (0-1) and deviations."""
+    from kpbench.evaluation.person_boxes import protocol_label
+
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / "manifest.json")
     if not isinstance(manifest, dict) or not (isinstance(manifest.get("config"), dict) or "model_spec" in manifest):
@@ -412,6 +414,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "published_kp_AP": published.get("kp_AP") / 100 if published.get("kp_AP") is not None else None,
         "published_box_AP": published.get("box_AP") / 100 if published.get("box_AP") is not None else None,
         "deviations": "; ".join(deviations) if deviations else "none",
+        # Whole image or top-down, and then which person boxes (and their own box AP).
+        "protocol": protocol_label(manifest),
+        "person_box_AP": ((manifest.get("person_boxes") or {}).get("stats") or {}).get("AP"),
     }
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
@@ -557,6 +562,10 @@ def build_report(
     if stats is not None and kind != "thresholds":
         raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
+    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.sweep.report)
+        from kpbench.sweep.report import sweep_report
+
+        return sweep_report(paths)
     if kind == "speed":
         return speed_report(paths)
     if kind == "run":
@@ -564,7 +573,21 @@ def build_report(
     return {"table": thresholds_table(paths, stats)}
 
 
+def report_kind(kind: str | None, paths: Sequence[str | Path] | None) -> str:
+    """--kind as given, or when it is not: "sweep" if a path is a `kpbench sweep` folder, else "speed"."""
+    if kind is not None:
+        return kind
+    from kpbench.sweep.layout import is_sweep_dir
+
+    return "sweep" if any(is_sweep_dir(p) for p in paths or ()) else "speed"
+
+
 TITLES = {
+    ("sweep", "table"): "Sweep: every run and speed row, AP beside speed",
+    ("sweep", "cells"): "Sweep: cells",
+    ("sweep", "speed"): "Speed: model x device x size x variant",
+    ("sweep", "pivot"): "Speed: FPS (images/s) per model, device and size",
+    ("sweep", "runs"): "Runs",
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
     ("speed", "runtimes"): "Runtimes: FPS, AP and ΔAP against eager [95% paired bootstrap interval, points] per size",
@@ -604,7 +627,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
     if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
-    if kind == "speed":
+    if kind == "speed" or (kind == "sweep" and "speed" in tables):
         from kpbench.engine.speed import TIMING_DEFINITION
 
         parts += ["## What was timed", "", TIMING_DEFINITION]

@@ -1,0 +1,377 @@
+"""Top-down runs end to end: `kpbench run --person-boxes gt|FILE.json|MODEL` with crop models written as plugins, the
+person boxes' own box AP against bare pycocotools, post-processing of a whole-image model recorded and applied
+before the store, one-line errors for what cannot be honoured, `kpbench speed --person-boxes`, and MediaPipe's crop
+adapter with a stand-in for mediapipe's Pose."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kpdata import COCO_SAMPLE, assert_one_line_error, pycocotools_eval, requires_shared
+
+pytest.importorskip("torch")
+
+ORACLE = '''
+import json
+import numpy as np
+from kpbench.core.schema import COCO17
+from kpbench.models.crops import apply_affines, flip_permutation
+from kpbench.models.topdown import CropOutput
+
+FLIP = flip_permutation(17, COCO17.flip_pairs)
+GT = %r
+
+
+class Oracle:
+    """Answers each crop with its GT person's keypoints (found by box), in crop pixels."""
+    schema = COCO17
+    crop_size = (48, 64)
+
+    def __init__(self):
+        self.by_box = {}
+        for a in json.load(open(GT))["annotations"]:
+            x, y, w, h = a["bbox"]
+            self.by_box[(a["image_id"], x, y, x + w, y + h)] = np.array(a["keypoints"], float).reshape(17, 3)
+
+    def info(self):
+        return {"weights": None, "name": "oracle", "keypoint_score_kind": "probability"}
+
+    def predict_crops(self, batch):
+        kps = np.stack([self.by_box[(int(i), *map(float, b))] for i, b in zip(batch.image_ids, batch.boxes)])
+        crop, scores = apply_affines(batch.affines, kps[..., :2]), (kps[..., 2] > 0) * 0.9
+        if batch.flipped:
+            crop, scores = crop[:, FLIP], scores[:, FLIP]
+            crop[..., 0] = self.crop_size[0] - crop[..., 0]
+        return CropOutput(keypoints=crop, keypoint_scores=scores)
+
+
+class Template:
+    """A fixed pose in the middle of every crop (for boxes that are not the GT's)."""
+    schema = COCO17
+    crop_size = (48, 64)
+
+    def info(self):
+        return {"weights": None, "name": "template", "keypoint_score_kind": "probability"}
+
+    def predict_crops(self, batch):
+        m = len(batch)
+        grid = np.stack([np.linspace(14, 34, 17), np.linspace(8, 56, 17)], axis=1)
+        return CropOutput(keypoints=np.broadcast_to(grid, (m, 17, 2)).copy(),
+                          keypoint_scores=np.tile(np.linspace(0.1, 0.9, 17), (m, 1)))
+
+
+class Detector:
+    """A whole-image model used for its boxes: a centred box (person) and a corner box of another category."""
+    schema = COCO17
+
+    def info(self):
+        return {"weights": None, "name": "centre-detector", "keypoint_score_kind": "probability"}
+
+    def predict(self, images):
+        from kpbench.models.base import Predictions
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            out.append(Predictions(boxes=np.array([[w * 0.25, h * 0.2, w * 0.75, h * 0.9], [0, 0, 8, 8]]),
+                                   scores=np.array([0.7, 0.95]), keypoints=np.zeros((2, 17, 3)),
+                                   keypoint_scores=np.zeros((2, 17)), keypoint_score_kind="probability",
+                                   labels=np.array([1, 5])))
+        return out
+
+
+class Duplicates:
+    """A bottom-up model giving each image two near-identical persons and one far away (for NMS)."""
+    schema = COCO17
+
+    def info(self):
+        return {"weights": None, "name": "duplicates", "keypoint_score_kind": "probability"}
+
+    def predict(self, images):
+        from kpbench.models.base import Predictions
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            base = np.stack([np.linspace(0.3 * w, 0.6 * w, 17), np.linspace(0.2 * h, 0.8 * h, 17)], axis=1)
+            kps = np.stack([base, base + 0.5, base * 0.2])
+            kps = np.concatenate([kps, np.ones((3, 17, 1))], axis=2)
+            out.append(Predictions(boxes=np.array([[0.3 * w, 0.2 * h, 0.6 * w, 0.8 * h]] * 3),
+                                   scores=np.array([0.6, 0.8, 0.7]), keypoints=kps,
+                                   keypoint_scores=np.tile([[0.1], [0.5], [0.9]], (1, 17)),
+                                   keypoint_score_kind="probability"))
+        return out
+'''
+
+
+@pytest.fixture()
+def plugin(tmp_path: Path) -> Path:
+    """The adapters above, in a file, reading the sample's GT."""
+    path = tmp_path / "adapters.py"
+    path.write_text(ORACLE % str(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json"))
+    return path
+
+
+def _read(path: Path):
+    return json.loads(path.read_text())
+
+
+def _box_results(run: Path) -> list[dict]:
+    """person_boxes.jsonl as COCO bbox results, by hand."""
+    out = []
+    for line in (run / "person_boxes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for (x1, y1, x2, y2), s in zip(record["boxes"], record["scores"]):
+            out.append({"image_id": record["image_id"], "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+    return out
+
+
+@requires_shared
+def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Path, run_cli) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("run", "--model", f"{plugin}:Oracle", "--person-boxes", "gt", "--flip-test",
+                                "--rescore", "keypoint-mean", "--nms", "oks", "--coco-root", COCO_SAMPLE, "--out", out,
+                                "--no-progress", "--device", "cpu", "--no-analysis")
+    assert code == 0, err
+    metrics = _read(out / "metrics.json")
+    assert metrics["keypoints"]["AP"] == 1.0 and metrics["keypoints"]["AR"] == 1.0
+    manifest = _read(out / "manifest.json")
+    top_down = manifest["model"]["extra"]["protocol"]["top_down"]
+    assert top_down["person_boxes"]["kind"] == "gt" and top_down["flip_test"] is True
+    assert top_down["crop_size"] == [48, 64] and top_down["padding"] == 1.25
+    assert manifest["model"]["extra"]["postprocess"] == {"rescore": "keypoint-mean", "rescore_thresh": 0.2, "nms": "oks",
+                                                         "nms_thresh": 0.9}
+    assert manifest["config"]["person_boxes"] == "gt" and manifest["config"]["nms"] == "oks"
+    assert any("GT-box protocol" in d for d in manifest["deviations"])
+    assert not any("OKS-NMS" in d or "rescoring" in d for d in manifest["deviations"])  # the standard post-processing
+    # 70 labelled persons, each scored box score 1 x mean keypoint score 0.9, and the boxes' own AP equals pycocotools'.
+    results = _read(out / "keypoints_results.json")
+    assert len(results) == 70 and all(r["score"] == pytest.approx(0.9, rel=1e-15) for r in results)
+    gt = _read(out / "ground_truth.json")
+    ev = pycocotools_eval(gt, _box_results(out), iou_type="bbox")
+    assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
+    assert manifest["person_boxes"]["num_boxes"] == 70
+    assert "top-down on GT boxes: person boxes gt" in stdout and f"box AP {100 * ev.stats[0]:.1f}" in stdout
+    # The run table and the HTML page say which protocol and boxes the numbers come from.
+    from kpbench.report.html import _protocol_text
+    from kpbench.report.tables import run_row
+
+    row = run_row(out)
+    assert row["protocol"] == "top-down, GT boxes" and row["person_box_AP"] == float(ev.stats[0])
+    assert _protocol_text(manifest).startswith("top-down on GT boxes: person boxes gt (score >= 0, all per image)")
+
+
+@requires_shared
+def test_a_detections_file_with_its_threshold_and_maximum(tmp_path: Path, plugin: Path, run_cli) -> None:
+    ids = [34417, 126107, 785]
+    rng = np.random.default_rng(0)
+    dets = []
+    for ann in _read(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")["annotations"]:
+        if ann["image_id"] in ids:
+            box = (np.array(ann["bbox"]) + rng.normal(0, 2, 4)).clip(1).round(2).tolist()
+            dets.append({"image_id": ann["image_id"], "category_id": 1, "bbox": box, "score": round(float(rng.uniform()), 3)})
+    dets.append({"image_id": 785, "category_id": 2, "bbox": [1, 1, 50, 50], "score": 1.0})  # not a person
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    out = tmp_path / "run"
+    code, _, err = run_cli("run", "--model", f"{plugin}:Template", "--person-boxes", path, "--person-box-thresh", "0.3",
+                           "--person-box-max", "2", "--coco-root", COCO_SAMPLE, "--image-ids", ",".join(map(str, ids)),
+                           "--out", out, "--no-progress", "--device", "cpu", "--no-analysis")
+    assert code == 0, err
+    # By hand: per image, the person records scoring >= 0.3, the two highest.
+    kept = []
+    for image_id in sorted(ids):  # the run goes in image-id order
+        mine = sorted((d for d in dets if d["image_id"] == image_id and d["category_id"] == 1 and d["score"] >= 0.3),
+                      key=lambda d: -d["score"])[:2]
+        kept += mine
+    recorded = _box_results(out)
+    assert [(r["image_id"], r["score"]) for r in recorded] == [(d["image_id"], d["score"]) for d in kept]
+    assert np.allclose([r["bbox"] for r in recorded], [d["bbox"] for d in kept], atol=1e-9)
+    assert len(_read(out / "keypoints_results.json")) == len(kept)
+    manifest = _read(out / "manifest.json")
+    ev = pycocotools_eval(_read(out / "ground_truth.json"), kept, iou_type="bbox")
+    assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
+    source = manifest["model"]["extra"]["protocol"]["top_down"]["person_boxes"]
+    assert source["kind"] == "file" and source["records"] == len(dets) and len(source["sha256"]) == 64
+    assert manifest["model"]["extra"]["protocol"]["top_down"]["selection"] == {"score_threshold": 0.3, "max_per_image": 2}
+
+
+def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_coco_root: Path, run_cli) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("run", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector",
+                                "--coco-root", synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu",
+                                "--no-analysis", "--batch-size", "2")
+    assert code == 0, err
+    gt = _read(out / "ground_truth.json")
+    sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
+    records = [json.loads(line) for line in (out / "person_boxes.jsonl").read_text().splitlines()]
+    assert sorted(r["image_id"] for r in records) == sorted(sizes)
+    for r in records:  # the person box only (the other category is left out), with the detector's score
+        w, h = sizes[r["image_id"]]
+        assert r["boxes"] == [[w * 0.25, h * 0.2, w * 0.75, h * 0.9]] and r["scores"] == [0.7]
+    manifest = _read(out / "manifest.json")
+    source = manifest["model"]["extra"]["protocol"]["top_down"]["person_boxes"]
+    assert source["kind"] == "model" and source["model"]["name"] == "centre-detector"
+    assert "top-down on detector boxes" in stdout
+    from kpbench.report.tables import run_row
+
+    assert run_row(out)["protocol"] == f"top-down, detector boxes ({plugin}:Detector)"
+    # The template's keypoints come back through each crop's inverse affine, in its box's region.
+    for det in (json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()):
+        kps = np.array(det["keypoints"])[0]
+        (x1, _, x2, _), = det["boxes"]
+        assert (kps[:, 0] > x1 - (x2 - x1)).all() and (kps[:, 0] < x2 + (x2 - x1)).all()
+
+
+def test_post_processing_of_a_whole_image_model_before_the_store(tmp_path: Path, plugin: Path,
+                                                                 synthetic_coco_root: Path, run_cli) -> None:
+    from kpbench.core.schema import COCO17
+    from kpbench.engine.postprocess import PostProcessSettings, postprocess_predictions
+    from kpbench.models.base import Predictions
+
+    raw_dir, nms_dir = tmp_path / "raw", tmp_path / "nms"
+    common = ("--model", f"{plugin}:Duplicates", "--coco-root", synthetic_coco_root, "--no-progress", "--device", "cpu",
+              "--no-analysis")
+    assert run_cli("run", *common, "--out", raw_dir)[0] == 0
+    code, _, err = run_cli("run", *common, "--out", nms_dir, "--rescore", "keypoint-mean", "--nms", "oks")
+    assert code == 0, err
+    settings = PostProcessSettings(rescore="keypoint-mean", nms="oks")
+    raw = [json.loads(line) for line in (raw_dir / "detections.jsonl").read_text().splitlines()]
+    done = [json.loads(line) for line in (nms_dir / "detections.jsonl").read_text().splitlines()]
+    for before, after in zip(raw, done):
+        expected = postprocess_predictions(
+            Predictions(np.array(before["boxes"]), np.array(before["scores"]), np.array(before["keypoints"]),
+                        np.array(before["keypoint_scores"]), "probability"), COCO17.sigma_array, settings)
+        assert after["scores"] == expected.scores.tolist() and after["keypoints"] == expected.keypoints.tolist()
+        # The near-duplicate pair is one person: the better-scored survives (0.5 x 0.5 = 0.25 vs 0.6 x 0 = 0).
+        assert len(after["scores"]) == 2 and after["scores"] == [0.7 * 0.9, 0.8 * 0.5]
+    manifest = _read(nms_dir / "manifest.json")
+    assert manifest["model"]["extra"]["postprocess"]["nms"] == "oks"
+    assert any("post-processing: rescore keypoint-mean (0.2), OKS-NMS 0.9" in d for d in manifest["deviations"])
+    assert not any("post-processing" in d for d in _read(raw_dir / "manifest.json")["deviations"])
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (("--flip-test",), ("--flip-test: only with --person-boxes",)),
+    (("--person-box-max", "3"), ("--person-box-max: only with --person-boxes",)),
+    (("--person-boxes", "missing.json"), ("--person-boxes missing.json: file not found",)),
+    (("--nms", "oks", "--nms-sigma", "0.3"), ("--nms-sigma: only with --nms soft-oks-gaussian",)),
+    (("--nms", "iou"), ("--nms: must be one of none, oks, soft-oks-gaussian, soft-oks-linear",)),
+    (("--rescore-thresh", "0.5"), ("--rescore-thresh: only with --rescore keypoint-mean",)),
+    (("--person-boxes", "gt", "--flip-space", "heatmaps"), ("--flip-space: only with --flip-test",)),
+    (("--person-boxes", "gt", "--person-box-weights", "x.pt"), ("--person-box-weights: only with a detector model",)),
+])
+def test_option_errors_are_one_line(args: tuple, fragments: tuple, synthetic_coco_root: Path, tmp_path: Path,
+                                    run_cli) -> None:
+    result = run_cli("run", "--coco-root", synthetic_coco_root, "--out", tmp_path / "run", "--device", "cpu", *args)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_models_that_cannot_do_it_are_one_line_errors(synthetic_coco_root: Path, tmp_path: Path, plugin: Path,
+                                                      run_cli) -> None:
+    base = ("run", "--coco-root", synthetic_coco_root, "--device", "cpu", "--no-progress")
+    assert_one_line_error(run_cli(*base, "--out", tmp_path / "a", "--model", f"{plugin}:Duplicates", "--person-boxes",
+                                  "gt"), "is a whole-image model", "a top-down run needs a crop model")
+    assert_one_line_error(run_cli(*base, "--out", tmp_path / "b", "--weights", "none", "--rescore", "keypoint-mean"),
+                          "--rescore keypoint-mean: keypointrcnn gives logit keypoint scores")
+    assert_one_line_error(run_cli("run", "--coco-root", synthetic_coco_root, "--out", tmp_path / "c", "--results",
+                                  tmp_path / "r.json", "--person-boxes", "gt", "--nms", "oks"),
+                          "--results: --person-boxes, --nms do(es) not apply")
+    assert not any((tmp_path / name).exists() for name in "ab")
+
+
+def test_old_run_directories_resume_without_the_new_settings() -> None:
+    from kpbench.core.config import RunSettings, settings_dict
+    from kpbench.engine.runner import resume_fingerprint
+
+    now = settings_dict(RunSettings())
+    before = {k: v for k, v in now.items() if k not in ("person_boxes", "flip_test", "nms", "rescore", "crop_batch_size")}
+    assert resume_fingerprint(before, "/c", "cpu") == resume_fingerprint(now, "/c", "cpu")
+    assert resume_fingerprint({**now, "nms": "oks"}, "/c", "cpu") != resume_fingerprint(now, "/c", "cpu")
+
+
+def test_speed_per_crop_per_person_and_growth(tmp_path: Path, synthetic_coco_root: Path, run_cli) -> None:
+    adapter = tmp_path / "small.py"
+    adapter.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('ha', {str(Path(__file__).parents[1] / 'examples' / 'heatmap_adapter.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "class Small(m.HeatmapCropModel):\n    crop_size = (32, 48)\n")
+    out = tmp_path / "speed"
+    code, stdout, err = run_cli("speed", "--model", f"{adapter}:Small", "--person-boxes", "gt", "--coco-root",
+                                synthetic_coco_root, "--num-images", "3", "--warmup", "0", "--iters", "2",
+                                "--crop-batch-size", "1,4", "--persons", "1,3", "--out", out, "--device", "cpu",
+                                "--no-progress")
+    assert code == 0, err
+    (path,) = out.glob("*-topdown.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["kind"], r["crop_batch_size"], r["persons_per_image"]) for r in rows] == [
+        ("crop", "1", ""), ("crop", "4", ""), ("image", "", str(4 / 3)), ("growth", "4", "1"), ("growth", "4", "3")]
+    assert all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        mean = float(r["mean_ms"])
+        if r["kind"] == "crop":
+            assert float(r["ms_per_crop"]) == mean / int(r["crop_batch_size"])
+        else:
+            assert float(r["ms_per_person"]) == mean / float(r["persons_per_image"])
+    manifest = _read(path.with_suffix(".json"))
+    assert manifest["top_down"]["person_boxes"]["kind"] == "gt" and manifest["images"]["persons"] == [1, 2, 1]
+    assert "growth" in stdout and path.with_suffix(".md").read_text().startswith("# Top-down speed: tiny-hrnet on gt")
+
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "blazepose_landmarks.json").read_text())
+
+
+class _FakePose:
+    """Stands in for mediapipe's Pose: the recorded landmarks for every crop but those it is told to miss."""
+
+    def __init__(self, landmarks: list, miss: set[int]) -> None:
+        self.landmarks, self.miss, self.calls = landmarks, miss, 0
+
+    def process(self, rgb: np.ndarray):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        assert rgb.dtype == np.uint8 and rgb.shape == (256, 256, 3)
+        if self.calls in self.miss:
+            return SimpleNamespace(pose_landmarks=None)
+        points = [SimpleNamespace(x=x, y=y, z=z, visibility=v) for x, y, z, v in self.landmarks]
+        return SimpleNamespace(pose_landmarks=SimpleNamespace(landmark=points))
+
+
+def test_mediapipe_on_crops_with_a_stand_in() -> None:
+    import torch
+
+    from kpbench.models.mediapipe import BLAZEPOSE_TO_COCO
+    from kpbench.models.mediapipe_crops import MediaPipeCropModel
+    from kpbench.models.person_boxes import PersonBoxes
+    from kpbench.models.topdown import TopDownModel
+
+    record = next(r for r in RECORDED["images"] if r["landmarks"] is not None)
+    marks = np.asarray(record["landmarks"])
+    model = MediaPipeCropModel.__new__(MediaPipeCropModel)  # without mediapipe: its Pose replaced
+    model._pose = _FakePose(record["landmarks"], miss={2})
+
+    class Boxes:
+        needs_images = False
+
+        def boxes(self, ids, images):
+            return [PersonBoxes(np.array([[10.0, 20, 60, 120], [100, 10, 150, 90]]), np.array([0.9, 0.8]))]
+
+        def describe(self):
+            return {"kind": "test", "spec": "test", "protocol": "test boxes"}
+
+    composite = TopDownModel(model, Boxes())
+    (pred,) = composite.predict([torch.rand(3, 200, 300)], image_ids=[1])
+    assert len(pred) == 1 and pred.scores.tolist() == [0.9]  # BlazePose found nobody in the second crop
+    # The landmarks, normalised to the 256 x 256 crop, land in the box's crop region of the image.
+    (cx, cy, w, h), = __import__("kpbench.models.crops", fromlist=["crop_regions"]).crop_regions(
+        np.array([[10.0, 20, 60, 120]]), (256, 256))
+    expected = np.stack([cx - w / 2 + marks[list(BLAZEPOSE_TO_COCO), 0] * w,
+                         cy - h / 2 + marks[list(BLAZEPOSE_TO_COCO), 1] * h], axis=1)
+    assert np.abs(pred.keypoints[0, :, :2] - expected).max() < 1e-9
+    assert np.array_equal(pred.keypoint_scores[0], marks[list(BLAZEPOSE_TO_COCO), 3])
+    assert composite.info().keypoint_score_kind == "probability" and MediaPipeCropModel.crop_size == (256, 256)
