@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "PoseModel": "kpbench.models.base",
     "Predictions": "kpbench.models.base",
     "load_model": "kpbench.models.registry",
+    "keypoint_ap": "kpbench.analysis.keypoint_ap",
+    "run_demo": "kpbench.demo",
 }
 
 

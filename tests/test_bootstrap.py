@@ -4,6 +4,7 @@ themselves is COCOeval's own numbers, replicates are reproducible from the seed,
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,89 @@ def test_bootstrap_refuses_what_it_cannot_resample(scene) -> None:
         bootstrap_intervals(evaluate(gt, results, settings=EvalSettings(max_dets=(5,))), replicates=2)
     with pytest.raises(KpbenchError, match="per-image matches"):
         bootstrap_intervals(evaluate(gt, results, backend="hotcoco"), replicates=2)
+
+
+# --- issue 23, item 8: bad bootstrap requests are one line, and memory is estimated before it is allocated --------
+
+
+def test_a_request_checks_its_bounds() -> None:
+    from kpbench.analysis.bootstrap import BootstrapRequest, check_bootstrap
+
+    for kwargs, message in (
+        ({"seed": -1}, "--bootstrap-seed: must be between 0 and 2**63 - 1, got -1"),
+        ({"seed": 2**63}, f"--bootstrap-seed: must be between 0 and 2**63 - 1, got {2**63}"),
+        ({"replicates": 0}, "--bootstrap: needs at least 1 replicate, got 0"),
+        ({"replicates": True}, "--bootstrap: must be a whole number, got True"),
+        ({"replicates": 2.5}, "--bootstrap: must be a whole number, got 2.5"),
+        ({"level": 1.0}, "--level: must be in (0, 1), got 1.0"),
+    ):
+        with pytest.raises(KpbenchError) as info:
+            BootstrapRequest(**kwargs)
+        assert str(info.value) == message
+    assert BootstrapRequest(10, 2**63 - 1).seed == 2**63 - 1
+    assert check_bootstrap(None, 0) is None  # no bootstrap asked for
+    with pytest.raises(KpbenchError, match="--bootstrap-seed"):
+        check_bootstrap(None, -1)  # a seed is checked even so
+
+
+def test_memory_is_estimated_and_refused_before_anything_is_allocated(scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.analysis.bootstrap as bootstrap
+
+    request = bootstrap.BootstrapRequest(1_000_000_000)
+    # The draws (replicates x images, int64) and the stats of each evaluation (float64), plus 64 bytes a replicate.
+    assert request.memory_bytes(35, 10) == 1_000_000_000 * (8 * 35 + 8 * 10 + 64)
+    assert request.memory_bytes(35, 10, evaluations=2) == 1_000_000_000 * (8 * 35 + 16 * 10 + 64)
+    with pytest.raises(KpbenchError) as info:
+        request.check_memory(35, 10, available=16 * 2**30)
+    assert str(info.value).startswith("--bootstrap 1000000000: 1,000,000,000 replicates of 35 images need about 395 "
+                                      "GiB of memory, more than this machine has available (16 GiB); use fewer")
+    bootstrap.BootstrapRequest(1000).check_memory(5000, 10, available=16 * 2**30)  # 43 MiB: fine
+    with monkeypatch.context() as patch:
+        patch.setattr(bootstrap, "available_memory", lambda: None)
+        bootstrap.BootstrapRequest(10**30).check_memory(1, 1)  # the system does not say: no check
+
+    gt, results = scene
+    result = evaluate(gt, results)
+
+    def never(*args: object) -> None:
+        raise AssertionError("the draws were allocated")
+
+    monkeypatch.setattr(bootstrap, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(bootstrap, "draw_images", never)
+    for call in (lambda: bootstrap.bootstrap_intervals(result, replicates=10**8),
+                 lambda: bootstrap.compare_results(result, result, replicates=10**8)):
+        with pytest.raises(KpbenchError, match=r"^--bootstrap 100000000: 100,000,000 replicates of 30 images need "):
+            call()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--bootstrap", "5", "--bootstrap-seed", "-1"), "error: --bootstrap-seed: must be between 0 and 2**63 - 1, got -1"),
+    (("--bootstrap", "99999999999999999999999"),
+     "error: --bootstrap 99999999999999999999999: 99,999,999,999,999,999,999,999 replicates of 35 images need about "),
+    (("--bootstrap", "1000000000"), "error: --bootstrap 1000000000: 1,000,000,000 replicates of 35 images need about "
+                                    "395 GiB of memory, more than this machine has available (64 GiB)"),
+])
+def test_evaluate_bootstrap_mistakes_are_one_line(args, message, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a numpy traceback each (a negative seed, a dimension too large), or a 261 GiB allocation."""
+    from kpdata import COCO_SAMPLE, assert_one_line_error, requires_shared
+
+    if not COCO_SAMPLE.is_dir():
+        pytest.skip(requires_shared.kwargs["reason"])
+    import kpbench.analysis.bootstrap as bootstrap
+
+    monkeypatch.setattr(bootstrap, "available_memory", lambda: 64 * 2**30)  # the same answer on any machine
+    gt = COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json"
+    results = Path(__file__).parent / "fixtures" / "yolo11n_pose_coco_sample_results.json"
+    assert_one_line_error(run_cli("evaluate", gt, results, *args), message)
+
+
+def test_compare_and_analyze_bootstrap_mistakes_are_one_line(run_cli, tmp_path: Path) -> None:
+    from kpdata import assert_one_line_error
+
+    run = tmp_path / "not-scored"  # the bounds are checked before any run is read
+    assert_one_line_error(run_cli("compare", run, run, "--bootstrap-seed", "-1"),
+                          "error: --bootstrap-seed: must be between 0 and 2**63 - 1, got -1")
+    assert_one_line_error(run_cli("compare", run, run, "--bootstrap", "0"),
+                          "error: --bootstrap: needs at least 1 replicate, got 0")
+    assert_one_line_error(run_cli("analyze", run, "--bootstrap", "3", "--bootstrap-seed", "-5"),
+                          "error: --bootstrap-seed: must be between 0 and 2**63 - 1, got -5")

@@ -54,3 +54,80 @@ def test_compare_and_html_from_run_directories(tmp_path: Path, run_cli) -> None:
     assert code == 0 and err.strip() == f"wrote {tmp_path / 'page.html'}"
     assert "<h2>Metrics</h2>" in (tmp_path / "page.html").read_text()
     assert_one_line_error(run_cli("html", tmp_path / "nope"), f"error: {tmp_path / 'nope'}: run directory not found")
+
+
+# --- issue 23, item 10: one scale per kind of output (tables for people in percent, CSV and JSON in fractions) -----
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """A whitespace-aligned table as {first cell: the other cells}."""
+    lines = [line.split() for line in text.strip().splitlines()]
+    return {cells[0]: cells[1:] for cells in lines[1:]}
+
+
+@requires_shared
+def test_evaluate_bootstrap_intervals_are_in_percent_beside_the_percent_stats(run_cli) -> None:
+    """Before: the stats in percent, then the intervals in fractions (0.634 under 63.4)."""
+    from kpbench.evaluation.cocoeval import percent
+
+    rows = bootstrap_intervals(evaluate(GT, RES), 20, 2)
+    code, out, err = run_cli("evaluate", GT, RES, "--bootstrap", "20", "--bootstrap-seed", "2")
+    assert code == 0 and "95% percentile intervals (percent)" in err
+    shown = [line.split() for line in out.splitlines() if line.startswith("keypoints ") and "(" not in line]
+    assert shown == [["keypoints", r["stat"], percent(r["value"]), percent(r["low"]), percent(r["high"])] for r in rows]
+    code, out, _ = run_cli("evaluate", GT, RES, "--bootstrap", "20", "--bootstrap-seed", "2", "--format", "markdown")
+    assert f"| keypoints | AP | {percent(rows[0]['value'])} | {percent(rows[0]['low'])} | {percent(rows[0]['high'])} |" in out
+    code, out, _ = run_cli("evaluate", GT, RES, "--bootstrap", "20", "--bootstrap-seed", "2", "--format", "csv")
+    assert f"keypoints,AP,{rows[0]['value']!r},{rows[0]['low']!r},{rows[0]['high']!r}" in out  # CSV: fractions
+
+
+def test_compare_prints_percent_and_percent_points_for_people(tmp_path: Path, run_cli) -> None:
+    """Before: table and markdown printed fractions (0.472) where every other table for people shows 47.2."""
+    import shutil
+
+    from kpbench.analysis.bootstrap import compare_runs
+    from kpbench.evaluation.cocoeval import percent
+
+    run = make_run_dir(tmp_path / "a").path
+    other = tmp_path / "b"
+    shutil.copytree(run, other)
+    cache = [json.loads(line) for line in (other / "detections.jsonl").read_text().splitlines()]
+    for record in cache:
+        record["scores"] = [0.5 * s for s in record["scores"]][::-1]  # b: scores halved and reversed
+    (other / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cache))
+    rows = compare_runs(run, other, replicates=30, seed=1)["keypoints"].rows
+    code, out, err = run_cli("compare", run, other, "--bootstrap", "30", "--bootstrap-seed", "1")
+    assert code == 0, err
+    assert "compare: B - A in percent points" in err
+    table = _table_rows(out.split("\n\n")[0])
+
+    def signed(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:+.1f}"
+
+    for r in rows:
+        assert table[r["stat"]][:5] == [percent(r["a"]), percent(r["b"]), signed(r["delta"]), signed(r["low"]),
+                                        signed(r["high"])]
+    assert any(r["delta"] for r in rows)  # the two runs differ
+    code, out, _ = run_cli("compare", run, other, "--bootstrap", "30", "--bootstrap-seed", "1", "--format", "markdown")
+    ap = rows[0]
+    assert out.startswith("| stat | a | b | delta | low | high | significant |\n|---|---|---|---|---|---|---|\n"
+                          f"| AP | {percent(ap['a'])} | {percent(ap['b'])} | {signed(ap['delta'])} | {signed(ap['low'])} "
+                          f"| {signed(ap['high'])} | {ap['significant']} |")
+    code, out, _ = run_cli("compare", run, other, "--bootstrap", "30", "--bootstrap-seed", "1", "--format", "csv")
+    assert out.splitlines()[1].startswith(f"AP,{ap['a']!r},{ap['b']!r},{ap['delta']!r},")  # CSV: fractions
+
+
+def test_analyze_bootstrap_intervals_are_in_percent(tmp_path: Path, run_cli) -> None:
+    from kpbench.analysis.errors import analyze_errors
+    from kpbench.evaluation.cocoeval import percent
+
+    run = make_run_dir(tmp_path).path
+    code, out, err = run_cli("analyze", run, "--bootstrap", "10", "--bootstrap-seed", "4")
+    assert code == 0, err
+    gt = json.loads((run / "ground_truth.json").read_text())
+    results = json.loads((run / "keypoints_results.json").read_text())
+    intervals = analyze_errors(gt, results, bootstrap=10, seed=4).intervals
+    block = out.split("Bootstrap intervals (percent):\n", 1)[1].split("\n\n", 1)[0]
+    table = _table_rows(block)
+    for r in intervals:
+        assert table[r["stat"]] == [percent(r["value"]), percent(r["low"]), percent(r["high"])]

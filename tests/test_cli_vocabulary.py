@@ -48,17 +48,18 @@ SHARED = {
     "--box-score-thresh": ("run", "speed"),
     "--person-thresh": ("thresholds", "draw"),
     "--kp-thresh": ("draw",),
-    "--device": ("run", "speed", "draw"),
+    "--device": ("run", "speed", "draw", "demo"),
     "--backend": ("run", "evaluate"),
     "--iou-type": ("evaluate", "thresholds"),
-    "--progress": ("run", "speed", "data download"),
+    "--progress": ("run", "speed", "data download", "demo"),
     "--config": ("run", "speed", "thresholds"),
     "--format": ("evaluate", "thresholds", "keypoints", "report", "config show", "analyze"),
-    "--out": ("run", "speed", "evaluate", "thresholds", "draw", "plot", "report", "analyze"),
+    "--out": ("run", "speed", "evaluate", "thresholds", "draw", "plot", "report", "analyze", "demo"),
     "--bootstrap": ("evaluate", "analyze"),
     "--bootstrap-seed": ("evaluate", "compare", "analyze"),
     "--schema": ("evaluate", "analyze"),
     "--sigmas": ("evaluate", "analyze"),
+    "--groups": ("evaluate", "analyze"),
 }
 # Options whose help says what this command does with them (where the output goes, which formats).
 PER_COMMAND_HELP = {"--out", "--format", "--config", "--iou-type", "--split", "--coco-root", "--seed"}

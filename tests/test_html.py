@@ -138,10 +138,101 @@ def test_error_analysis_section_shows_what_analyze_wrote(tmp_path: Path) -> None
     for title in ("AP gained by correcting each error", "Keypoint localisation errors",
                   "AP by visible keypoints and by overlap", "LRP-optimal and best-F1 person-score thresholds"):
         assert f"<h3>{title}</h3>" in page
-    assert page.count("data:image/png;base64,") == 1  # the PR curves after each correction
+    # The PR curves after each correction, and the AP-per-keypoint bars (analyze writes keypoint_ap.*).
+    assert page.count("data:image/png;base64,") == 2
     assert 'alt="PR curves after each cumulative correction"' in page
     # A run directory copied without its figure still shows the tables.
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     (copy / "errors_pr_curves.png").unlink()
-    assert build_html([copy], images=False).count("data:image/png;base64,") == 0
+    assert build_html([copy], images=False).count("data:image/png;base64,") == 1
+
+
+def test_speed_glob_with_several_csvs_is_read_as_speed_files(run_dir: Path, tmp_path: Path, run_cli) -> None:
+    """README's `kpbench html RUN --speed results/speed/*.csv`: the shell gives `--speed a.csv b.csv`, and b.csv
+    arrived as a run directory ("run directory not found")."""
+    from test_report import speed_row, write_device
+
+    a = write_device(tmp_path / "speed", "NVIDIA H100 80GB HBM3", [speed_row("NVIDIA H100 80GB HBM3", 640, "fp32-bs1", 40.0)])
+    b = write_device(tmp_path / "speed", "NVIDIA A10G", [speed_row("NVIDIA A10G", 640, "fp32-bs1", 16.0)])
+    page = tmp_path / "page.html"
+    code, _, err = run_cli("html", run_dir, "--speed", a, b, "--out", page, "--no-images")
+    assert code == 0, err
+    speed = page.read_text().split("<h2>Speed</h2>", 1)[1]
+    assert "NVIDIA H100 80GB HBM3" in speed and "NVIDIA A10G" in speed
+    assert '<td data-value="40.0">40.000</td>' in speed and '<td data-value="16.0">16.000</td>' in speed
+    # Any other file is still an error that says what html takes.
+    from kpdata import assert_one_line_error
+
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    assert_one_line_error(run_cli("html", run_dir, other, "--out", page),
+                          f"error: {other}: a file, not a run directory (html takes run directories, and speed CSVs "
+                          "after --speed)")
+
+
+class _Tables(HTMLParser):
+    """Every table of a page after an <h3>: (heading, header names, rows of (data-value or None, text) cells)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, list[str], list[list[tuple[str | None, str]]]]] = []
+        self._heading, self._in, self._cell = "", "", None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "h3":
+            self._in, self._heading = "h3", ""
+        elif tag == "table":
+            self.tables.append((self._heading, [], []))
+        elif tag == "tr" and self.tables:
+            self.tables[-1][2].append([])
+        elif tag in ("th", "td"):
+            self._in, self._cell = tag, (a.get("data-value"), "")
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "h3":
+            self._heading += data
+        elif self._in in ("th", "td") and self._cell is not None:
+            self._cell = (self._cell[0], self._cell[1] + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h3":
+            self._in = ""
+        elif tag in ("th", "td") and self._cell is not None:
+            _, header, rows = self.tables[-1]
+            if tag == "th":
+                header.append(self._cell[1])
+            else:
+                rows[-1].append(self._cell)
+            self._in, self._cell = "", None
+
+
+def _columns(page: str, heading: str) -> dict[str, list[tuple[str | None, str]]]:
+    parser = _Tables()
+    parser.feed(page)
+    _, header, rows = next(t for t in parser.tables if t[0].startswith(heading))  # the first run's
+    return {name: [row[i] for row in rows if row] for i, name in enumerate(header)}
+
+
+def test_one_scale_per_table_ap_gains_and_fractions_in_percent(tmp_path: Path, run_cli) -> None:
+    """Issue 23, item 10: the "AP gained" table mixed percent AP with fractional gains, the error table showed
+    frac_* as fractions, and the ΔAP table showed fractions beside percent metrics."""
+    run = make_run_dir(tmp_path).path
+    write_error_files(run, diagnose_run(run))
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    assert run_cli("compare", run, other, "--bootstrap", "10", "--out", run)[0] == 0
+    page = build_html([run, other], images=False)
+    gain = _columns(page, "AP gained by correcting each error")
+    for column in ("AP", "AP50", "AP75"):
+        assert all(text == percent_text(float(value)) for value, text in gain[column])
+        gains = [(value, text) for value, text in gain[f"gain_{column}"] if value is not None]
+        assert gains and all(text == f"{100 * float(value):+.1f}" for value, text in gains)
+    errors = _columns(page, "Keypoint localisation errors")
+    assert all(text == f"{100 * float(value):.1f}" for value, text in errors["frac_good"]) and errors["frac_good"]
+    assert "frac_* in percent of them" in page
+    delta = _columns(page, "ΔAP: other − run")
+    assert [text for _, text in delta["delta"]][:3] == ["+0.0", "+0.0", "+0.0"]
+    stats = json.loads((run / "compare.json").read_text())["stats"]
+    assert [(float(value), text) for value, text in delta["a"]] == [(r["a"], percent_text(r["a"])) for r in stats]

@@ -266,7 +266,11 @@ def test_bad_specs_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
         load_model(f"{file}:NoSchema")
     with pytest.raises(KpbenchError, match=rf"^--weights: model {file}:Fine takes no weights"):
         check_model_options(f"{file}:Fine", "w.pth")
-    fine = load_model(f"{file}:Fine", min_size=320, weights=None)  # options it does not declare are not passed
+    # An option it does not declare is refused, never dropped in silence (issue 23, item 5); None is "not given".
+    with pytest.raises(KpbenchError, match=rf"^--min-size 320: model {file}:Fine does not honour it \(it honours "
+                                           r"none of them\); leave it out$"):
+        load_model(f"{file}:Fine", min_size=320)
+    fine = load_model(f"{file}:Fine", min_size=None, weights=None)
     assert type(fine).__name__ == "Fine"
     assert check_model_options("KeypointRCNN", None)[0].spec == "keypointrcnn"
     assert check_model_options("keypointrcnn", "coco_v1")[1] == "COCO_V1"

@@ -37,13 +37,13 @@ def test_pr_curves_png_sizes(synthetic, tmp_path: Path) -> None:
     kp = evaluate(gt, results)
     boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.8} for a in gt["annotations"]]
     bbox = evaluate(gt, boxes, iou_type="bbox")
-    assert png_size(plot_pr_curves(kp, tmp_path / "one.png")) == (500, 400)
-    assert png_size(plot_pr_curves({"keypoints": kp, "bbox": bbox}, tmp_path / "two.png")) == (1000, 400)
+    assert png_size(plot_pr_curves(kp, tmp_path / "one.png")) == (500, 465)  # the legend below the panel
+    assert png_size(plot_pr_curves({"keypoints": kp, "bbox": bbox}, tmp_path / "two.png")) == (1000, 465)
     assert list(pr_curves(bbox)) == ["IoU 0.50", "IoU 0.75", "mean IoU 0.50:0.95"]
     # No GT at all: empty curves, still a valid file.
     empty = evaluate({**gt, "annotations": []}, results)
     assert all(p.size == 0 for _, p in pr_curves(empty).values())
-    assert png_size(plot_pr_curves(empty, tmp_path / "empty.png")) == (500, 400)
+    assert png_size(plot_pr_curves(empty, tmp_path / "empty.png")) == (500, 465)
 
 
 def test_plot_run_and_threshold_curves(tmp_path: Path) -> None:
@@ -52,14 +52,13 @@ def test_plot_run_and_threshold_curves(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path).path
     written = plot_run(run)
     assert written == [run / "pr_curves.png"]
-    assert png_size(written[0]) == (1000, 400)
+    assert png_size(written[0]) == (1000, 465)
     # With a threshold sweep in the run, its curves are redrawn from the CSV files.
     report = thresholds_for_run(run)
     write_threshold_files(run, report.person, report.keypoint, plot=False)
     written = plot_run(run)
     assert written == [run / "pr_curves.png", run / CURVES_FILE]
-    width, height = png_size(written[1])
-    assert width > 0 and height > 0
+    assert png_size(written[1]) == (1560, 600)
 
 
 def write_speed_csv(path: Path, rows: list[dict]) -> Path:
@@ -111,7 +110,9 @@ def test_plot_speed(tmp_path: Path) -> None:
     out = tmp_path / "figs"
     written = plot_speed([h100, cpu], out)
     assert written == [out / "speed_fps.png", out / "speed_pareto.png"]
-    assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
+    # 800 wide; 510 tall plus 19 per legend row: 3 lines in 2 rows, then 1 line and no frontier (1 AP point per
+    # size on one device is its own frontier only with 2+ points: here 4, so a frontier line too) in 1 row.
+    assert [png_size(p) for p in written] == [(800, 548), (800, 529)]
     # Without any measured AP, only the FPS figure; the default folder is the first CSV's.
     assert plot_speed([cpu]) == [tmp_path / "speed_fps.png"]
     with pytest.raises(KpbenchError, match=r"missing column\(s\) device_name, size, variant, fps"):
@@ -129,11 +130,11 @@ def test_cli_plot(tmp_path: Path, run_cli) -> None:
     run = make_run_dir(tmp_path).path
     code, _, err = run_cli("plot", run)
     assert code == 0, err
-    assert png_size(run / "pr_curves.png") == (1000, 400)
+    assert png_size(run / "pr_curves.png") == (1000, 465)
     csv_path = write_speed_csv(tmp_path / "s.csv", speed_rows("GPU", "fp32-bs1", [4.0, 3.0, 2.0, 1.0]))
     code, _, err = run_cli("plot", csv_path, "--out", tmp_path / "o")
     assert code == 0, err
-    assert png_size(tmp_path / "o" / "speed_fps.png") == (800, 500)
+    assert png_size(tmp_path / "o" / "speed_fps.png") == (800, 529)
     assert_one_line_error(run_cli("plot", tmp_path / "missing"), "missing", "no such run directory")
     assert_one_line_error(run_cli("plot", run, "--out", tmp_path), "--out")
 
@@ -170,7 +171,7 @@ def test_speed_plot_keeps_12_series_apart(tmp_path: Path, monkeypatch: pytest.Mo
         for r in speed_rows(f"GPU {i:02d}", "fp32-bs1", [40.0 + i, 30.0 + i, 20.0 + i, 10.0 + i], ap=[0.5] * 4)
     ]
     written = plot_speed([write_speed_csv(tmp_path / "many.csv", rows)], tmp_path)
-    assert [png_size(p) for p in written] == [(800, 500), (800, 500)]
+    assert [png_size(p) for p in written] == [(800, 624), (800, 624)]  # 12 legend entries: 6 rows
     for fig in figures:  # speed_fps.png and speed_pareto.png
         lines = [line for line in fig.axes[0].get_lines() if line.get_gid() != "pareto"]
         looks = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines]
@@ -207,9 +208,9 @@ def test_speed_series_keep_thresholds_and_synthetic_apart() -> None:
         dict(base, size=480, box_score_thresh=0.05, synthetic=False),
     ]
     series = _series(rows)
-    assert sorted(series) == [("H100", "", "fp32-bs1"), ("H100", "", "fp32-bs1 synthetic"),
-                              ("H100", "", "fp32-bs1 thr0.9")]  # no model column: an empty model
-    assert [r["size"] for r in series["H100", "", "fp32-bs1"]] == [320, 480]
+    assert sorted(series) == [("H100", "", "fp32-bs1", ""), ("H100", "", "fp32-bs1 synthetic", ""),
+                              ("H100", "", "fp32-bs1 thr0.9", "")]  # no model column, no CSV: empty
+    assert [r["size"] for r in series["H100", "", "fp32-bs1", ""]] == [320, 480]
 
 
 def test_pareto_front_by_hand() -> None:
@@ -248,7 +249,7 @@ def test_pareto_plot_over_two_models(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(kpbench.report.figures, "save_figure", lambda fig, p: (figures.append(fig), save(fig, p))[1])
     written = plot_speed([path], tmp_path)
     assert written == [tmp_path / "speed_fps.png", tmp_path / "speed_pareto.png"]
-    assert png_size(written[1]) == (800, 500)
+    assert png_size(written[1]) == (800, 548)  # 2 models and a frontier: 2 legend rows
     lines = {line.get_label(): line for line in figures[1].axes[0].get_lines()}
     assert set(lines) == {"GPU | keypointrcnn | fp32-bs1", "GPU | yolo11n-pose | fp32-bs1", "Pareto frontier (GPU)"}
     assert list(lines["GPU | yolo11n-pose | fp32-bs1"].get_xdata()) == [5.0, 8.0, 25.0]

@@ -384,7 +384,7 @@ def test_bare_results_file_says_keypoints_need_run_dir(tmp_path: Path) -> None:
     assert report.keypoint == [] and any("need a run directory" in n for n in report.notes)
     paths = write_threshold_files(tmp_path, report.person, report.keypoint)
     assert sorted(p.name for p in paths) == ["threshold_curves.png", "thresholds_person.csv", "thresholds_person.md"]
-    assert png_size(tmp_path / "threshold_curves.png") == (780, 540)  # one panel at 120 dpi
+    assert png_size(tmp_path / "threshold_curves.png") == (780, 600)  # one panel at 120 dpi, its legend below
 
 
 def test_curves_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
@@ -404,7 +404,7 @@ def test_curves_leave_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["svg", "False"]
-    assert png_size(tmp_path / "curves.png") == (1560, 540)  # two panels
+    assert png_size(tmp_path / "curves.png") == (1560, 600)  # two panels
 
 
 def test_incomplete_run_is_refused(tmp_path: Path) -> None:
@@ -600,7 +600,7 @@ def test_keypoint_panel_says_no_matched_persons(tmp_path: Path) -> None:
     assert any(NO_MATCHED_PERSONS in t for t in texts) and not fig.axes[1].get_lines()
     assert fig.axes[1].get_xlim() == (-1.0, 5.0)  # the thresholds, not matplotlib's +-0.04 around nothing
     write_threshold_files(tmp_path / "out", report.person, report.keypoint)
-    assert png_size(tmp_path / "out" / "threshold_curves.png") == (1560, 540)
+    assert png_size(tmp_path / "out" / "threshold_curves.png") == (1560, 600)
     # With matched persons the panel has its curves and no such text.
     fig = threshold_curves_figure(report.person, thresholds_for_run(run).keypoint)
     assert len(fig.axes[1].get_lines()) == 2 and not fig.axes[1].texts

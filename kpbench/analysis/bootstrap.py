@@ -6,6 +6,12 @@ multiset of images, computed exactly from the evaluation's per-image matches (a 
 GT count once per copy, in COCOeval's order), so no model or matching is rerun. The interval is the percentile
 interval of the replicates. `compare_runs` resamples the same images for both runs (a paired bootstrap), so the
 interval on ΔAP reflects the difference, not the spread of each AP on its own.
+
+A request is checked before any work (`BootstrapRequest`): at least one replicate, a seed in [0, 2**63 - 1] and a
+level in (0, 1). Its memory is estimated before anything is allocated (`memory_bytes`: the draws, replicates x
+images 8-byte indices, and the replicate stats), and a request that would not fit in the memory available is
+refused in one line: the draws are made in one call of the seeded generator, so that an interval does not depend
+on how it was computed, and are therefore held whole rather than made in chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +29,78 @@ from kpbench.evaluation.cocoeval import EvalResult, ImageEval, iou_threshold_ind
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95
+MAX_SEED = 2**63 - 1  # numpy takes larger seeds, but the command line's other seeds stop here (kpbench.core.config)
+# The share of the available memory a bootstrap may plan to take: the rest is the process's and the machine's.
+MEMORY_SHARE = 0.8
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation without swapping (Linux's MemAvailable; else the free
+    physical pages), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class BootstrapRequest:
+    """An image bootstrap, checked when made: `replicates` >= 1, `seed` in [0, MAX_SEED], `level` in (0, 1). The
+    messages name the command-line options (--bootstrap, --bootstrap-seed, --level)."""
+
+    replicates: int = DEFAULT_REPLICATES
+    seed: int = 0
+    level: float = DEFAULT_LEVEL
+
+    def __post_init__(self) -> None:
+        for option, value in (("--bootstrap", self.replicates), ("--bootstrap-seed", self.seed)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise KpbenchError(f"{option}: must be a whole number, got {value!r}")
+        if self.replicates < 1:
+            raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {self.replicates}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise KpbenchError(f"--bootstrap-seed: must be between 0 and 2**63 - 1, got {self.seed}")
+        if not isinstance(self.level, (int, float)) or not 0 < self.level < 1:
+            raise KpbenchError(f"--level: must be in (0, 1), got {self.level}")
+
+    def memory_bytes(self, num_images: int, num_stats: int, evaluations: int = 1) -> int:
+        """What the bootstrap of `evaluations` evaluations (2 for a comparison) of `num_images` images and
+        `num_stats` stats holds at its peak: the image draws (int64), each evaluation's replicate stats (float64)
+        and a few replicate-long columns to take intervals from."""
+        return int(self.replicates) * (8 * max(num_images, 1) + 8 * num_stats * evaluations + 64)
+
+    def check_memory(self, num_images: int, num_stats: int, evaluations: int = 1,
+                     available: int | None = None) -> None:
+        """Refuse, before anything is allocated, a bootstrap that would not fit in MEMORY_SHARE of the memory
+        available (`available_memory()` unless given; no check where the system does not say)."""
+        available = available_memory() if available is None else available
+        need = self.memory_bytes(num_images, num_stats, evaluations)
+        if available is not None and need > MEMORY_SHARE * available:
+            raise KpbenchError(
+                f"--bootstrap {self.replicates}: {self.replicates:,} replicates of {num_images:,} images need about "
+                f"{_gib(need)} of memory, more than this machine has available ({_gib(available)}); use fewer "
+                "replicates (1000 to 10000 are usual: the intervals' Monte Carlo error shrinks as one over the "
+                "square root of their number)"
+            )
+
+
+def check_bootstrap(replicates: int | None, seed: int = 0, level: float = DEFAULT_LEVEL) -> BootstrapRequest | None:
+    """The checked request of the command-line options (None without --bootstrap; the seed is checked anyway)."""
+    BootstrapRequest(1, seed, level)
+    return None if replicates is None else BootstrapRequest(replicates, seed, level)
 
 
 def _by_image(result: EvalResult, purpose: str) -> dict[int, list[ImageEval]]:
@@ -52,14 +130,18 @@ def bootstrap_samples(
     result: EvalResult, replicates: int = DEFAULT_REPLICATES, seed: int = 0, image_draws: np.ndarray | None = None
 ) -> np.ndarray:
     """(replicates, stats) of COCOeval's stats over images resampled with replacement (seeded)."""
+    request = BootstrapRequest(replicates, seed)
     _check_default_parameters(result)
-    if replicates < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {replicates}")
     by_image = _by_image(result, "the bootstrap")
     ids = np.asarray(result.params.image_ids, dtype=np.int64)
-    draws = image_draws if image_draws is not None else draw_images(len(ids), replicates, seed)
-    # Sorting each replicate's draws keeps a repeated image's copies together, in COCOeval's image order.
-    return np.asarray([_replicate_stats(result, by_image, ids[np.sort(d)]) for d in draws])
+    if image_draws is None:
+        request.check_memory(len(ids), len(result.stats))
+        image_draws = draw_images(len(ids), replicates, seed)
+    samples = np.empty((len(image_draws), len(result.stats)), dtype=np.float64)
+    for row, draw in enumerate(image_draws):
+        # Sorting each replicate's draws keeps a repeated image's copies together, in COCOeval's image order.
+        samples[row] = _replicate_stats(result, by_image, ids[np.sort(draw)])
+    return samples
 
 
 def draw_images(num_images: int, replicates: int, seed: int) -> np.ndarray:
@@ -80,8 +162,7 @@ def bootstrap_intervals(
     result: EvalResult, replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL
 ) -> list[dict[str, Any]]:
     """One row per stat: its value, and the percentile interval of `replicates` image-bootstrap replicates."""
-    if not 0 < level < 1:
-        raise KpbenchError(f"--level: must be in (0, 1), got {level}")
+    BootstrapRequest(replicates, seed, level)
     samples = bootstrap_samples(result, replicates, seed)
     rows = []
     for j, (name, value) in enumerate(result.stats.items()):
@@ -124,6 +205,10 @@ def compare_results(
         raise KpbenchError(f"compare: one evaluation is {a.iou_type}, the other {b.iou_type}")
     if a.params.image_ids != b.params.image_ids:
         raise KpbenchError("compare: the two evaluations cover different images; compare runs on the same GT")
+    request = BootstrapRequest(replicates, seed, level)
+    for result in (a, b):
+        _check_default_parameters(result)
+    request.check_memory(len(a.params.image_ids), len(a.stats), evaluations=2)
     draws = draw_images(len(a.params.image_ids), replicates, seed)
     sa, sb = bootstrap_samples(a, replicates, seed, draws), bootstrap_samples(b, replicates, seed, draws)
     rows = []
@@ -155,8 +240,43 @@ def compare_runs(
     """`compare_results` for two run directories on the same GT, per iou type, from their caches."""
     from kpbench.evaluation.runeval import evaluate_run
 
+    BootstrapRequest(replicates, seed, level)  # before the runs are scored
+
     ea, eb = evaluate_run(run_a, write=False), evaluate_run(run_b, write=False)
     gt_a, gt_b = Path(run_a) / "ground_truth.json", Path(run_b) / "ground_truth.json"
     if gt_a.read_bytes() != gt_b.read_bytes():
         raise KpbenchError(f"{run_a} / {run_b}: the runs have different ground truth (ground_truth.json differs)")
     return {t: compare_results(ea[t], eb[t], replicates, seed, level) for t in iou_types}
+
+
+# --- for people: one scale per kind of output (README): tables for people show AP and AR in percent with one
+# decimal and n/a for COCO's -1; differences in signed percent points; JSON and CSV keep the fractions.
+
+
+def _signed_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}"
+
+
+def interval_rows_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`bootstrap_intervals` rows for people: value, low and high in percent (n/a for COCO's -1)."""
+    from kpbench.evaluation.cocoeval import percent
+
+    return [{**row, **{k: percent(row[k]) for k in ("value", "low", "high") if row.get(k) is not None}} for row in rows]
+
+
+def comparison_rows_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`Comparison.rows` for people: a and b in percent (n/a for COCO's -1), the difference B - A and its interval in
+    signed percent points (n/a where undefined)."""
+    from kpbench.evaluation.cocoeval import percent
+
+    out = []
+    for row in rows:
+        shown = dict(row)
+        for key in ("a", "b"):
+            if row.get(key) is not None:
+                shown[key] = percent(row[key])
+        for key in ("delta", "low", "high"):
+            shown[key] = _signed_percent(row.get(key))
+        out.append(shown)
+    return out
+

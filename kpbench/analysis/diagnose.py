@@ -8,7 +8,9 @@ optional bootstrap intervals) and adds two sections to its `extra` hook, each wr
 - ``score_threshold``: the LRP-optimal person-score threshold on OKS 0.5 (`kpbench.analysis.lrp`, vernier's
   definition, grid 0.00 .. 1.00) and, beside it, the best-F1 threshold of `kpbench thresholds` read on the same
   matching and grid (the highest F1 at OKS 0.5, the lowest threshold among equals). Each row gives both criteria
-  at its threshold, so the two operating points can be compared directly.
+  at its threshold, so the two operating points can be compared directly;
+- ``keypoint_ap``: AP per keypoint and per keypoint group (`kpbench.analysis.keypoint_ap`; the schema's groups
+  or the caller's).
 
 A section is {"title", "note", "columns", "rows"} and optionally "percent" (AP columns, printed for people in
 percent as the other tables are): `write_error_files` writes it as NAME.csv, NAME.md and
@@ -67,9 +69,11 @@ def score_threshold_rows(gt: Any, results: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def add_sections(analysis: ErrorAnalysis) -> ErrorAnalysis:
-    """Add the sensitivity and score-threshold sections to an analysis made by `analyze_errors` (its validated
-    inputs are reused); returns the same analysis."""
+def add_sections(analysis: ErrorAnalysis, groups: Any = None) -> ErrorAnalysis:
+    """Add the sensitivity, score-threshold and keypoint-AP sections to an analysis made by `analyze_errors` (its
+    validated inputs are reused; `groups` replaces the schema's keypoint groups); returns the same analysis."""
+    from kpbench.analysis.keypoint_ap import SECTION as KEYPOINT_AP
+    from kpbench.analysis.keypoint_ap import keypoint_ap
     from kpbench.analysis.sensitivity import COLUMNS, sensitivity_tables
     from kpbench.core.errors import KpbenchError
 
@@ -85,23 +89,24 @@ def add_sections(analysis: ErrorAnalysis) -> ErrorAnalysis:
         "title": "A deployable person-score threshold: LRP-optimal and best F1",
         "note": THRESHOLD_NOTE, "columns": list(THRESHOLD_COLUMNS), "rows": score_threshold_rows(gt, results),
     }  # fmt: skip
+    analysis.extra[KEYPOINT_AP] = keypoint_ap(gt, results, groups=groups).section()
     return analysis
 
 
 def diagnose(
     gt: Any, results: Any, schema: Any = None, sigmas: Any = None, coco_analyze: bool = False,
-    bootstrap: int | None = None, seed: int = 0, evaluator: str = "vectorized",
+    bootstrap: int | None = None, seed: int = 0, evaluator: str = "vectorized", groups: Any = None,
 ) -> ErrorAnalysis:
-    """Everything `kpbench analyze GT RESULTS` computes: `analyze_errors` (same arguments) with the sensitivity
-    and score-threshold sections (module docstring)."""
+    """Everything `kpbench analyze GT RESULTS` computes: `analyze_errors` (same arguments) with the sensitivity,
+    score-threshold and keypoint-AP sections (module docstring; `groups` as `keypoint_ap`'s)."""
     return add_sections(analyze_errors(gt, results, schema=schema, sigmas=sigmas, coco_analyze=coco_analyze,
-                                       bootstrap=bootstrap, seed=seed, evaluator=evaluator))
+                                       bootstrap=bootstrap, seed=seed, evaluator=evaluator), groups)
 
 
 def diagnose_run(
     run_dir: str | Path, coco_analyze: bool = False, bootstrap: int | None = None, seed: int = 0,
-    evaluator: str = "vectorized",
+    evaluator: str = "vectorized", groups: Any = None,
 ) -> ErrorAnalysis:
     """Everything `kpbench analyze RUN_DIR` computes, from the run directory alone (no model is run)."""
     return add_sections(analyze_run_errors(run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed,
-                                           evaluator=evaluator))
+                                           evaluator=evaluator), groups)

@@ -57,9 +57,11 @@ def plot_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = Non
 
 def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = None) -> list[Path]:
     """Everything `kpbench run` writes after its metrics, from the run directory alone: the threshold sweep
-    (thresholds_*.csv/.md, threshold_curves.png), the per-keypoint breakdown (keypoints.csv/.md/.png) and the
-    PR curves (pr_curves.png). `results` is the run's evaluation, to save evaluating again."""
+    (thresholds_*.csv/.md, threshold_curves.png), the per-keypoint breakdown (keypoints.csv/.md/.png), AP per
+    keypoint and per keypoint group (keypoint_ap.csv/.md/.json) and the PR curves (pr_curves.png). `results` is
+    the run's evaluation, to save evaluating again."""
     from kpbench.analysis.breakdown import keypoints_for_run
+    from kpbench.analysis.keypoint_ap import keypoint_ap_for_run, write_keypoint_ap_files
     from kpbench.analysis.thresholds import thresholds_for_run, write_threshold_files
 
     run_dir = Path(run_dir)
@@ -67,4 +69,5 @@ def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = 
     written = write_threshold_files(run_dir, report.person, report.keypoint, plot=False)
     keypoints_for_run(run_dir, results.get("keypoints") if results else None)
     written += [run_dir / f"keypoints.{ext}" for ext in ("csv", "md", "png")]
+    written += write_keypoint_ap_files(run_dir, keypoint_ap_for_run(run_dir))
     return written + plot_run(run_dir, results)

@@ -10,6 +10,7 @@ from kpbench.cli import (  # noqa: F401  (each module registers its commands on 
     analyze,
     configcmd,
     data,
+    demo,
     evaluate,
     run,
     speed,

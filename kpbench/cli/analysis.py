@@ -24,10 +24,11 @@ def compare_command(
 ) -> None:
     """Compare two runs on the same ground truth: each stat's difference (B - A) with a paired bootstrap interval
     (the same resampled images for both runs), and the images where they differ most at OKS 0.5."""
-    from kpbench.analysis.bootstrap import compare_runs
+    from kpbench.analysis.bootstrap import check_bootstrap, compare_runs, comparison_rows_percent
     from kpbench.core.io import check_format, ensure_output_dir, render, write_json
     from kpbench.evaluation.cocofiles import check_iou_type
 
+    check_bootstrap(replicates, seed)  # bounds, before the runs are scored; memory once the images are known
     check_format(fmt)
     check_iou_type(iou_type)
     if out is not None:
@@ -39,7 +40,12 @@ def compare_command(
         typer.echo(json.dumps(payload, indent=2))
     else:
         columns = ["stat", "a", "b", "delta", "low", "high", "significant"]
-        typer.echo(render(comparison.rows, fmt, columns), nl=False)
+        people = fmt in ("table", "markdown")  # percent for people; csv keeps the fractions, as json does
+        if people:
+            echo_err(f"compare: B - A in percent points (a and b in percent, n/a: no GT in that range); paired "
+                     f"bootstrap of {replicates} replicates over images, seed {seed}, 95% percentile intervals")
+        typer.echo(render(comparison_rows_percent(comparison.rows) if people else comparison.rows, fmt, columns),
+                   nl=False)
         if comparison.images and fmt != "csv":
             typer.echo("\nImages that differ most (true and false positives above 0.5 at OKS 0.5):")
             typer.echo(render(comparison.images, fmt), nl=False)
@@ -54,7 +60,9 @@ def html_command(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="One or more run directories.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     speed: Annotated[
-        list[Path] | None, typer.Option("--speed", help="`kpbench speed` CSV files to show (repeat the option).")
+        list[Path] | None,
+        typer.Option("--speed", help="`kpbench speed` CSV files to show: --speed results/speed/*.csv (a .csv given "
+                     "as an argument is a speed CSV too, so the shell's glob works), or repeat the option."),
     ] = None,
     images: Annotated[bool, typer.Option("--images/--no-images", help="Draw the worst images (needs the run's image files).")] = True,
 ) -> None:

@@ -12,7 +12,7 @@ from kpbench.cli import options
 from kpbench.cli.app import app, echo_err
 from kpbench.core.errors import KpbenchError
 
-TABLES = ("keypoints", "gain", "sensitivity", "score_threshold")
+TABLES = ("keypoints", "gain", "sensitivity", "score_threshold", "keypoint_ap")
 
 
 
@@ -32,18 +32,19 @@ def analyze_command(
     sigmas: options.Sigmas = None,
     bootstrap: options.Bootstrap = None,
     bootstrap_seed: options.BootstrapSeed = 0,
+    groups: options.Groups = None,
     fmt: Annotated[
         str, options.format_option("table or markdown (AP in percent), csv (one table, see --table) or json "
                                    "(everything, as analyze.json).")
     ] = "table",
     table: Annotated[
         str | None,
-        typer.Option("--table", help="keypoints, gain, sensitivity or score_threshold: the table to print "
+        typer.Option("--table", help="keypoints, gain, sensitivity, score_threshold or keypoint_ap: the table to print "
                      "[default: gain for csv; all for table and markdown].", show_default=False),
     ] = None,
     out: Annotated[
         Path | None,
-        options.out_option("Write errors_keypoints.*, errors_ap_gain.*, sensitivity.*, score_threshold.*, "
+        options.out_option("Write errors_keypoints.*, errors_ap_gain.*, sensitivity.*, score_threshold.*, keypoint_ap.*, "
                            "errors_pr_curves.png and analyze.json here [default: RUN_DIR; nothing for GT_JSON "
                            "RESULTS_JSON].")
     ] = None,
@@ -61,7 +62,8 @@ def analyze_command(
     cumulatively, and the AP, AP50 and AP75 gained are reported per area range (all, medium, large).
 
     Also: keypoint AP by visible keypoints and by overlap with other persons (sensitivity), and the LRP-optimal
-    person-score threshold on OKS 0.5 beside the best-F1 one (score_threshold).
+    person-score threshold on OKS 0.5 beside the best-F1 one (score_threshold), and AP per keypoint and per
+    keypoint group (keypoint_ap; the schema's groups, or --groups).
 
     --coco-analyze reproduces coco-analyze's own numbers, whose definitions differ (see the README).
     --bootstrap N adds percentile intervals on every stat of the plain evaluation.
@@ -79,10 +81,12 @@ def analyze_command(
 
     check_format(fmt)
     options.check_table(table, TABLES, fmt, "everything")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the analysis; memory once the images are known
     given = options.sources("analyze", source, results_json, None, gt_alias, results_alias)
     schema, sigma_values = options.schema_and_sigmas(schema_name, sigmas)
+    group_spec = options.groups_spec(groups)
     if out is not None:
         ensure_output_dir(out)  # before the analysis: a bad --out fails at once
     if given.run_dir is not None:
@@ -90,12 +94,12 @@ def analyze_command(
             raise KpbenchError("--schema and --sigmas are for GT_JSON RESULTS_JSON; a run directory is analysed with "
                                "its own schema")
         analysis = diagnose_run(given.run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap,
-                                seed=bootstrap_seed)
+                                seed=bootstrap_seed, groups=group_spec)
         out_dir: Path | None = out or given.run_dir
     else:
         assert given.gt is not None and given.results is not None
         analysis = diagnose(given.gt, given.results, schema=schema, sigmas=sigma_values,
-                             coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed)
+                             coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed, groups=group_spec)
         out_dir = out
     for note in analysis.notes:
         echo_err(f"note: {note}")
@@ -115,9 +119,12 @@ def analyze_command(
             title = "AP gained by each correction, alone and cumulative (percent; n/a: no GT in the area):\n" if people else ""
             parts.append(title + render(rows, fmt, list(GAIN_COLUMNS)))
         if people and analysis.intervals is not None:
+            from kpbench.analysis.bootstrap import interval_rows_percent
+
             echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile "
                      "intervals on the plain evaluation (COCO's parameters)")
-            parts.append("Bootstrap intervals:\n" + render(analysis.intervals, fmt, ["stat", "value", "low", "high"]))
+            parts.append("Bootstrap intervals (percent):\n" + render(interval_rows_percent(analysis.intervals), fmt,
+                                                                      ["stat", "value", "low", "high"]))
         for name, section in table_sections(analysis).items():  # sections other analyses add (ErrorAnalysis.extra)
             if shown == name or (shown is None and people):
                 title = f"{section.get('title', name)}:\n" if people else ""

@@ -27,12 +27,14 @@ def echo_err(message: str) -> None:
 
 
 TORCH_MODULES = ("torch", "torchvision")
-TORCH_HINT = "pip install 'kpbench[torch]'"
 
 
 def missing_torch_message(what: str) -> str:
-    """The one line for a command that runs a model on an install without the torch extra."""
-    return f"{what} runs a model, which needs torch and torchvision (not installed): {TORCH_HINT}"
+    """The one line for a command that runs a model on an install without the torch extra, with an install command
+    that works for this install (`kpbench.core.install`: 'kpbench[torch]' is on no index a source checkout has)."""
+    from kpbench.core.install import install_hint
+
+    return f"{what} runs a model, which needs torch and torchvision (not installed): {install_hint('torch')}"
 
 
 def require_torch(what: str) -> None:

@@ -43,6 +43,14 @@ def evaluate_command(
     ] = False,
     bootstrap: options.Bootstrap = None,
     bootstrap_seed: options.BootstrapSeed = 0,
+    per_keypoint: Annotated[
+        bool,
+        typer.Option("--per-keypoint", help="Also AP per keypoint and per keypoint group: COCOeval on each group's "
+                     "keypoints and sigmas, num_keypoints recounted (see the README). Printed after the stats "
+                     "(--format csv prints this table alone; its 'all' row holds the stats), written as "
+                     "keypoint_ap.csv/.md/.json with --out or into RUN_DIR."),
+    ] = False,
+    groups: options.Groups = None,
     run_alias: options.RunAlias = None,
     gt_alias: options.GtAlias = None,
     results_alias: options.ResultsAlias = None,
@@ -52,6 +60,9 @@ def evaluate_command(
     Prints the summary stats. table and markdown (meant for people) show them in percent with one decimal, n/a
     where COCO gives -1 (no GT in that area range); --format markdown prints what metrics.md holds. json and csv
     keep COCO's fractions at full precision, -1 included.
+
+    --per-keypoint adds AP per keypoint and per keypoint group (the schema's groups, or --groups, which implies
+    it); --format json then prints {"stats": {...}, "keypoint_ap": [rows]}.
 
     --format json prints one flat object whose keys are the stat names ({"AP": ..., "AP50": ...}) for one iou
     type. For a run directory and no --iou-type it prints both, nested by iou type ({"keypoints": {...}, "bbox": {...}}),
@@ -92,8 +103,14 @@ def evaluate_command(
     keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
     if keypoint_only and iou_type == "bbox":
         raise KpbenchError("--schema, --sigmas, --drop-zero-keypoints and --wholebody are for keypoints, not --iou-type bbox")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
+    from kpbench.analysis.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the evaluation; memory once the images are known
+    group_spec = options.groups_spec(groups)
+    per_keypoint = per_keypoint or group_spec is not None  # --groups asks for AP per group
+    if per_keypoint and (iou_type == "bbox" or wholebody):
+        raise KpbenchError("--per-keypoint and --groups are for keypoints, not --iou-type bbox or --wholebody "
+                           "(which already scores each part)")
     if run is not None:
         from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
@@ -120,6 +137,17 @@ def evaluate_command(
     for result in shown.values():
         for note in result.notes:
             echo_err(f"note: {note}")
+    part_ap = None
+    if per_keypoint:
+        from kpbench.analysis.keypoint_ap import keypoint_ap, keypoint_ap_for_run, write_keypoint_ap_files
+
+        if run is not None:
+            part_ap = keypoint_ap_for_run(run, groups=group_spec)
+            for path in write_keypoint_ap_files(run, part_ap):
+                echo_err(f"wrote {path}")
+        else:
+            part_ap = keypoint_ap(given.gt, given.results, schema=schema, sigmas=sigma_values, groups=group_spec,  # type: ignore[arg-type]
+                                  settings=settings, drop_zero_keypoint_results=drop_zero_keypoints)
     intervals = None
     if bootstrap is not None:
         from kpbench.analysis.bootstrap import bootstrap_intervals
@@ -129,7 +157,16 @@ def evaluate_command(
         payload = metrics_json(shown)
         params = payload.pop("params", None)  # recorded in metrics.json; the flat object holds stats only
         body = next(iter(payload.values())) if len(payload) == 1 else {**payload, **({"params": params} if params else {})}
-        typer.echo(json.dumps(body if intervals is None else {"stats": body, "intervals": intervals}, indent=2))
+        extra: dict[str, object] = {}
+        if intervals is not None:
+            extra["intervals"] = intervals
+        if part_ap is not None:
+            extra["keypoint_ap"] = part_ap.rows()
+        typer.echo(json.dumps({"stats": body, **extra} if extra else body, indent=2))
+    elif fmt == "csv" and part_ap is not None:
+        from kpbench.analysis.keypoint_ap import table_text
+
+        typer.echo(table_text(part_ap, "csv"), nl=False)
     elif fmt == "csv":
         typer.echo(to_csv(metrics_rows(shown)), nl=False)
     elif fmt == "markdown":
@@ -138,13 +175,28 @@ def evaluate_command(
         typer.echo(summarize_run(run, shown), nl=False)
     else:
         typer.echo(format_stats_table(shown), nl=False)
+    if part_ap is not None and fmt in ("table", "markdown"):
+        from kpbench.analysis.keypoint_ap import table_text
+
+        for note in part_ap.notes:
+            if not any(note == n for r in shown.values() for n in r.notes):
+                echo_err(f"note: {note}")
+        typer.echo("\n" + table_text(part_ap, fmt), nl=False)
     if intervals is not None and fmt != "json":
+        from kpbench.analysis.bootstrap import interval_rows_percent
         from kpbench.core.io import to_markdown, to_text_table
 
         rows = [{"iou_type": t, **r} for t, rs in intervals.items() for r in rs]
+        rows = rows if fmt == "csv" else interval_rows_percent(rows)  # percent beside the percent stats
         render = to_csv if fmt == "csv" else to_markdown if fmt == "markdown" else to_text_table
-        echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile intervals")
+        echo_err(f"bootstrap: {bootstrap} replicates over images, seed {bootstrap_seed}, 95% percentile intervals"
+                 f"{'' if fmt == 'csv' else ' (percent)'}")
         typer.echo(render(rows, ["iou_type", "stat", "value", "low", "high"]), nl=False)
     if out is not None:
         for path in write_metrics(out, results):
             echo_err(f"wrote {path}")
+        if part_ap is not None:
+            from kpbench.analysis.keypoint_ap import write_keypoint_ap_files
+
+            for path in write_keypoint_ap_files(out, part_ap):
+                echo_err(f"wrote {path}")

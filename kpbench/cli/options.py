@@ -41,18 +41,22 @@ Models = Annotated[list[str] | None, typer.Option("--model", help=MODEL_HELP + R
 WeightsList = Annotated[list[str] | None, typer.Option("--weights", help=WEIGHTS_HELP + REPEAT_NOTE, metavar="<str>",
                                                        show_default=False)]
 MinSize = Annotated[
-    int | None, typer.Option("--min-size", help="Input size: the short side [default: 800].", show_default=False)
+    int | None,
+    typer.Option("--min-size", help="Input size: the short side (Keypoint R-CNN); YOLO's imgsz and MediaPipe's resize "
+                 "(the long side) [default: the model's own, 800 for Keypoint R-CNN].", show_default=False),
 ]
 MaxSize = Annotated[
     int | None,
-    typer.Option("--max-size", help="Input size: the long-side cap [default: 1333].", show_default=False),
+    typer.Option("--max-size", help="Input size: the long-side cap (Keypoint R-CNN; refused by models without one) "
+                 "[default: 1333].", show_default=False),
 ]
 BoxScoreThresh = Annotated[
     float | None,
     typer.Option(
         "--box-score-thresh",
         help="The model's own detection threshold, a model setting (detections below it are never made), not a "
-        "filter on results [default: 0.05, the AP setting].",
+        "filter on results; YOLO's conf; refused by models without one [default: the model's own, 0.05 for "
+        "Keypoint R-CNN (the AP setting), 0.001 for YOLO].",
         show_default=False,
     ),
 ]
@@ -65,7 +69,7 @@ PersonThresh = Annotated[
     typer.Option(
         "--person-thresh",
         help="Person-score threshold: only persons whose score (a probability, in [0, 1]) is above this "
-        "[default: 0.9].",
+        "[default: thresholds 0.9; draw: one that suits the model, said on stderr].",
         show_default=False,
     ),
 ]
@@ -227,6 +231,21 @@ Bootstrap = Annotated[
                  "replicates (pycocotools backend).", show_default=False),
 ]
 BootstrapSeed = Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap's image draws.")]
+Groups = Annotated[
+    str | None,
+    typer.Option("--groups", help="Keypoint groups for AP per group, instead of the schema's (coco17: head, arms, "
+                 "torso, legs): NAME:KP,KP,...;NAME:KP,... with keypoint names or 0-based indices, or a JSON file "
+                 "{\"NAME\": [keypoints]}.", show_default=False),
+]
+
+
+def groups_spec(groups: str | None) -> Any:
+    """--groups parsed (names not yet checked against a schema), or None for the schema's own groups."""
+    if groups is None:
+        return None
+    from kpbench.core.schema import parse_groups
+
+    return parse_groups(groups)
 
 
 def eval_settings(max_dets: str | None, area_ranges: str | None, iou_thresholds: str | None, use_cats: bool) -> Any:

@@ -94,9 +94,48 @@ def install_plain_coercion(params: list[Any]) -> None:
             param._runtime_param = _PlainRuntimeParam(descriptor)
 
 
+# `kpbench --help` lists the commands by job, in the order of the work: data, run, score, analyse, report. A command
+# may name its group itself (typer's `rich_help_panel`, which kpbench shows without rich); one in no group is listed
+# last, under "Other commands", so that a new command is never hidden.
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Data and settings", ("data", "demo", "config")),
+    ("Run models", ("run", "speed", "sweep", "export")),
+    ("Score results", ("evaluate", "thresholds", "keypoints")),
+    ("Analyse", ("analyze", "compare")),
+    ("Report", ("report", "html", "plot", "draw")),
+)
+OTHER_COMMANDS = "Other commands"
+
+
+def command_group(name: str, command: Any) -> str:
+    """The --help group of a command: its own `rich_help_panel`, else COMMAND_GROUPS', else OTHER_COMMANDS."""
+    panel = getattr(command, "rich_help_panel", None)
+    if isinstance(panel, str) and panel:
+        return panel
+    return next((group for group, names in COMMAND_GROUPS if name in names), OTHER_COMMANDS)
+
+
 class KpbenchGroup(TyperGroup):
     """A typer group whose own options, and its commands once resolved (to run or for --help), get the plain
-    coercion."""
+    coercion, and whose --help lists its commands by job (`COMMAND_GROUPS`)."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        commands = [(name, cmd) for name, cmd in commands if cmd is not None and not cmd.hidden]
+        groups: dict[str, list[tuple[str, Any]]] = {}
+        for name, cmd in commands:
+            groups.setdefault(command_group(name, cmd), []).append((name, cmd))
+        if set(groups) <= {OTHER_COMMANDS}:  # a sub-group (data, config): click's own single list
+            return super().format_commands(ctx, formatter)
+        order = {group: i for i, (group, _) in enumerate(COMMAND_GROUPS)}
+        rank = {name: i for _, names in COMMAND_GROUPS for i, name in enumerate(names)}
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        for group in sorted(groups, key=lambda g: (g == OTHER_COMMANDS, order.get(g, len(order)))):
+            rows = sorted(groups[group], key=lambda item: rank.get(item[0], len(rank)))
+            with formatter.section(group):
+                # Names padded to the longest of all, so that every group's column starts at the same place.
+                width = max(len(name) for name, _ in commands)
+                formatter.write_dl([(name.ljust(width), cmd.get_short_help_str(limit)) for name, cmd in rows])
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         install_plain_coercion(self.get_params(ctx))

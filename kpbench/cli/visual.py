@@ -52,25 +52,26 @@ def draw_command(
 ) -> None:
     """Draw keypoints and skeletons as PNG files: a run's cached detections, or a model run on image files.
 
-    A person is drawn when its score is above --person-thresh; a keypoint when its logit is above --kp-thresh;
+    A person is drawn when its score is above --person-thresh; a keypoint when its score is above --kp-thresh;
     a limb when both its ends are. One colour per person. An image with nobody above --person-thresh is labelled
     so ("0 persons above 0.9").
+
+    Without --person-thresh the threshold suits the model's scores, and a line on stderr says which and where it
+    came from: the run's LRP-optimal threshold (after `kpbench analyze`), else its best-F1 threshold (`kpbench
+    thresholds`, which `kpbench run` writes), else the model's own (Keypoint R-CNN 0.9, YOLO 0.25, MediaPipe 0.5).
 
     --weights, --min-size, --max-size, --device and --annotations are for image files (a run directory draws its
     cached detections). There, --min-size alone keeps the model's 800:1333 ratio for the long-side cap.
     """
     from kpbench.analysis.thresholds import check_person_thresh
     from kpbench.core.config import parse_list
-    from kpbench.report.draw import (
-        DEFAULT_SCORE_THRESH,
-        DRAW_DIR,
-        draw_image_files,
-        draw_run_images,
-    )
+    from kpbench.report.draw import DRAW_DIR, draw_image_files, draw_run_images
 
     person, person_option = options.alias(person_thresh, score_thresh_alias, "--person-thresh", "--score-thresh")
-    score_thresh = DEFAULT_SCORE_THRESH if person is None else float(person)  # type: ignore[arg-type]
-    check_person_thresh(score_thresh, person_option)  # named as given, before any work
+    # None: one that suits the model's scores, chosen by the library and said on stderr.
+    score_thresh = None if person is None else float(person)  # type: ignore[arg-type]
+    if score_thresh is not None:
+        check_person_thresh(score_thresh, person_option)  # named as given, before any work
     kp = kp_thresh  # None: the default on the scale of the model's keypoint scores
     run_dir = _one_run_dir(paths, "image file")
     if run_dir is not None:
@@ -85,7 +86,7 @@ def draw_command(
                 raise KpbenchError(f"{option}: only for image files (a run directory draws its cached detections)")
         ids = parse_list(image_ids, int, "--image-ids")
         written = draw_run_images(
-            run_dir, image_ids=ids, top_n=top, score_thresh=score_thresh, kp_thresh=kp, gt=gt, out=out
+            run_dir, image_ids=ids, top_n=top, score_thresh=score_thresh, kp_thresh=kp, gt=gt, out=out, log=echo_err
         )
     else:
         if image_ids is not None:
@@ -112,6 +113,7 @@ def draw_command(
             min_size=min_size,
             max_size=max_size,
             device=device or "auto",
+            log=echo_err,
         )
     for path in written:
         echo_err(f"wrote {path}")
@@ -156,6 +158,10 @@ def keypoints_command(
     from kpbench.core.io import check_format, render
 
     check_format(fmt)
+    if run_dir.is_file():
+        raise KpbenchError(f"{run_dir}: a file, not a run directory; `kpbench keypoints` breaks down a run made by "
+                           "`kpbench run` (for a results file: kpbench run --results RESULTS_JSON --coco-root ROOT, "
+                           "then kpbench keypoints on that run)")
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
     rows = keypoints_for_run(run_dir)

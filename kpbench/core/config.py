@@ -7,6 +7,7 @@ below, the config file, then options given on the command line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -40,6 +41,14 @@ def _opt(default: Any, help: str, **checks: Any) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **checks})
     return field(default=default, metadata={"help": help, **checks})
+
+
+def _sources_field() -> Any:
+    """The `sources` field every settings class ends with: where each value that is not a default came from
+    ({key: COMMAND_LINE or the config file's path}), filled by `merge_settings`; None for settings built in Python,
+    where a value that differs from its default counts as given (`given_settings`). Not a setting: no config key,
+    not in `settings_dict` (so not in manifests, resume checks or `config show`)."""
+    return field(default=None, repr=False, compare=False, metadata={"internal": True})
 
 
 @dataclass
@@ -87,6 +96,7 @@ class RunSettings:
                     choices=("none", "oks", "soft-oks-gaussian", "soft-oks-linear"))
     nms_thresh: float = _opt(0.9, "OKS-NMS threshold (oks; soft-oks-linear: where the decay starts)", min=0.0, max=1.0)
     nms_sigma: float = _opt(0.5, "soft-oks-gaussian's sigma: scores decay by exp(-OKS^2 / sigma)", min=1e-6)
+    sources: dict[str, str] | None = _sources_field()
 
 
 @dataclass
@@ -137,6 +147,7 @@ class SpeedSettings:
     flip_test: bool = _opt(False, "top-down: also run each crop mirrored")
     crop_batch_size: list[int] = _opt([1, 8, 32], "top-down: crops per crop-model call, one row each", min=1)
     persons: list[int] = _opt([1, 2, 4, 8, 16], "top-down: persons per image for the cost-growth rows", min=1)
+    sources: dict[str, str] | None = _sources_field()
 
 
 @dataclass
@@ -149,6 +160,7 @@ class ThresholdSettings:
     )
     kp_thresholds: list[float] = _opt([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "keypoint-score thresholds (logits)")
     person_thresh: float = _opt(0.9, "person score above which keypoints are analysed", min=0.0, max=1.0)
+    sources: dict[str, str] | None = _sources_field()
 
 
 SECTIONS: dict[str, type] = {"run": RunSettings, "speed": SpeedSettings, "thresholds": ThresholdSettings}
@@ -228,7 +240,7 @@ def validate_table(where: str, section: str, table: dict[str, Any]) -> dict[str,
     """
     cls = SECTIONS[section]
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in setting_fields(cls)}
     cli = where == COMMAND_LINE
     clean: dict[str, Any] = {}
     for key, value in table.items():
@@ -316,14 +328,52 @@ def merge_settings(cls: type[T], config: LoadedConfig | None = None, overrides: 
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     values.update(validate_table(COMMAND_LINE, section, given))
     sources.update(dict.fromkeys(given, COMMAND_LINE))
-    settings = cls(**values)
+    settings = cls(**values, sources=sources)
     check_settings(settings, sources)
     return settings
 
 
+def setting_fields(cls: Any) -> list[dataclasses.Field[Any]]:
+    """The fields of a settings class that are settings (not its internal `sources`)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
 def settings_dict(settings: Any) -> dict[str, Any]:
-    """A plain dict of a settings dataclass, for manifests and `config show`."""
-    return dataclasses.asdict(settings)
+    """A plain dict of a settings dataclass, for manifests and `config show` (its settings only)."""
+    return {f.name: copy.deepcopy(getattr(settings, f.name)) for f in setting_fields(settings)}
+
+
+def given_settings(settings: Any, keys: typing.Iterable[str]) -> dict[str, Any]:
+    """The values among `keys` that the user gave (on the command line or in a config file), by key: a default
+    the user did not give is left out. Settings built in Python (no `sources`) count a value as given when it
+    differs from its default."""
+    sources = getattr(settings, "sources", None)
+    fields = {f.name: f for f in setting_fields(settings)}
+    given: dict[str, Any] = {}
+    for key in keys:
+        value = getattr(settings, key)
+        if sources is not None:
+            if key in sources:
+                given[key] = value
+            continue
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value != default:
+            given[key] = value
+    return given
+
+
+def setting_source(settings: Any, key: str) -> str:
+    """Where a setting's value came from, for messages: "--min-size 512", "--min-size 512 ('min_size' in
+    quick.toml)" or "--min-size 800 (the default)"."""
+    value = getattr(settings, key)
+    sources = getattr(settings, "sources", None)
+    where = COMMAND_LINE if sources is None else sources.get(key, "")
+    if where == COMMAND_LINE:
+        return f"{option_name(key)} {value}"
+    if where:
+        return f"{option_name(key)} {value} ('{key}' in {where})"
+    return f"{option_name(key)} {value} (the default)"
 
 
 def parse_list(text: str | None, item_type: type, option: str) -> list[Any] | None:

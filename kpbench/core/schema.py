@@ -1,4 +1,5 @@
-"""Keypoint schemas: a keypoint set described as data (names, skeleton, flip pairs, OKS sigmas, category).
+"""Keypoint schemas: a keypoint set described as data (names, skeleton, flip pairs, OKS sigmas, category, and
+named groups of keypoints such as head, arms, torso and legs).
 
 A `KeypointSchema` is frozen and hashable. `COCO17` (COCO's 17 person keypoints) is built in; `get_schema(name)`
 looks a built-in up, and `KeypointSchema.from_category(category, sigmas)` reads one from a GT file's `categories`
@@ -23,6 +24,8 @@ BBOX_STAT_NAMES: tuple[str, ...] = (
 
 # COCO keypoint evaluation keeps the top 20 detections per image (hard-coded in pycocotools' summarize()).
 KEYPOINT_MAX_DETS = 20
+# The name of the whole keypoint set where groups are listed (no group may take it).
+ALL_KEYPOINTS = "all"
 BBOX_MAX_DETS: tuple[int, ...] = (1, 10, 100)
 
 
@@ -65,6 +68,9 @@ class KeypointSchema:
     # How the keypoint set is scored: "coco" (COCOeval's keypoints), or "crowdpose" (CrowdPose's protocol:
     # AP easy/medium/hard by each image's crowdIndex, the OKS scale from the box when the GT has no area).
     protocol: str = "coco"
+    # Named groups of keypoints, (name, 0-based indices), for AP per group (kpbench.analysis.keypoint_ap). They
+    # change no score of the whole set, so two schemas that differ only in their groups compare equal.
+    groups: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), compare=False)
     _sigma_array: np.ndarray = field(default=None, init=False, repr=False, compare=False, hash=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -79,6 +85,7 @@ class KeypointSchema:
         for a, b in self.flip_pairs:
             if not (0 <= a < k and 0 <= b < k):
                 raise KpbenchError(f"keypoint schema {self.name!r}: flip pair {(a, b)} is outside 0..{k - 1}")
+        object.__setattr__(self, "groups", _checked_groups(self.name, self.groups, k))
         sigmas = np.asarray(self.sigmas, dtype=np.float64)
         if not (np.isfinite(sigmas).all() and (sigmas > 0).all()):
             raise KpbenchError(f"keypoint schema {self.name!r}: sigmas must be positive finite numbers")
@@ -112,6 +119,15 @@ class KeypointSchema:
         """The length of a result's flat `keypoints` list: 3K (x, y, v per keypoint)."""
         return 3 * self.num_keypoints
 
+    def group_names(self) -> dict[str, tuple[str, ...]]:
+        """{group: its keypoint names}, in the schema's group order."""
+        return {name: tuple(self.keypoint_names[i] for i in indices) for name, indices in self.groups}
+
+    def with_groups(self, groups: Sequence[tuple[str, Sequence[int | str]]]) -> KeypointSchema:
+        """The same keypoint set with other groups: (name, keypoints) pairs, keypoints as names or 0-based
+        indices (see `resolve_groups`)."""
+        return _replace(self, groups=resolve_groups(groups, self))
+
     def category(self) -> dict[str, Any]:
         """The schema as a COCO `categories` entry."""
         return {
@@ -126,6 +142,7 @@ class KeypointSchema:
             "skeleton": [list(s) for s in self.skeleton], "flip_pairs": [list(p) for p in self.flip_pairs],
             "sigmas": [float(s) for s in self.sigma_array], "sigmas_source": self.sigmas_source,
             "category_id": self.category_id, "category_name": self.category_name, "protocol": self.protocol,
+            "groups": {name: list(names) for name, names in self.group_names().items()},
         }  # fmt: skip
 
     @classmethod
@@ -142,6 +159,8 @@ class KeypointSchema:
             sigmas_source=str(data.get("sigmas_source", "")),
             protocol=str(data.get("protocol", "coco")),
         )
+        if isinstance(data.get("groups"), Mapping):
+            schema = schema.with_groups(list(data["groups"].items()))
         builtin = BUILTIN_SCHEMAS.get(schema.name)
         return builtin if builtin is not None and _same_content(builtin, schema) else schema
 
@@ -181,6 +200,95 @@ def _replace(schema: KeypointSchema, **changes: Any) -> KeypointSchema:
     return dataclasses.replace(schema, **changes)
 
 
+def _checked_groups(
+    schema_name: str, groups: Sequence[Any], num_keypoints: int
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Groups as (name, indices) tuples, checked: named, non-empty, indices in 0..K-1 without repeats."""
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for group in groups:
+        if not (isinstance(group, (tuple, list)) and len(group) == 2 and isinstance(group[0], str)):
+            raise KpbenchError(f"keypoint schema {schema_name!r}: a group is (name, keypoint indices), got {group!r}")
+        name, indices = group[0].strip(), group[1]
+        if not name or name == ALL_KEYPOINTS:
+            raise KpbenchError(f"keypoint schema {schema_name!r}: a group needs a name other than {ALL_KEYPOINTS!r} "
+                               f"(the whole keypoint set), got {group[0]!r}")
+        if any(name == seen for seen, _ in out):
+            raise KpbenchError(f"keypoint schema {schema_name!r}: two groups are named {name!r}")
+        if not indices or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in indices):
+            raise KpbenchError(f"keypoint schema {schema_name!r}: group {name!r} needs keypoint indices, got {indices!r}")
+        if not all(0 <= i < num_keypoints for i in indices):
+            raise KpbenchError(f"keypoint schema {schema_name!r}: group {name!r} has a keypoint outside 0..{num_keypoints - 1}")
+        if len(set(indices)) != len(indices):
+            raise KpbenchError(f"keypoint schema {schema_name!r}: group {name!r} lists a keypoint twice")
+        out.append((name, tuple(int(i) for i in indices)))
+    return tuple(out)
+
+
+def resolve_groups(
+    groups: Sequence[tuple[str, Sequence[int | str]]], schema: KeypointSchema
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, keypoints) pairs with keypoints given by name (as the schema names them) or by 0-based index,
+    as (name, indices); an unknown name is an error that lists the schema's names."""
+    index = {name: i for i, name in enumerate(schema.keypoint_names)}
+    out = []
+    for group in groups:
+        if not (isinstance(group, (tuple, list)) and len(group) == 2 and isinstance(group[0], str)):
+            raise KpbenchError(f"keypoint groups: each group is (name, keypoints), got {group!r}")
+        name, members = group
+        if isinstance(members, str) or not isinstance(members, Sequence):
+            raise KpbenchError(f"keypoint groups: group {name!r} needs a list of keypoints, got {members!r}")
+        indices = []
+        for member in members:
+            if isinstance(member, str) and member.strip() in index:
+                indices.append(index[member.strip()])
+            elif isinstance(member, str) and member.strip().isdigit():
+                indices.append(int(member.strip()))
+            elif isinstance(member, (int, np.integer)) and not isinstance(member, bool):
+                indices.append(int(member))
+            else:
+                raise KpbenchError(f"keypoint groups: group {name!r}: {member!r} is not a keypoint of the "
+                                   f"{schema.name} schema ({', '.join(schema.keypoint_names)}; or 0-based indices)")
+        out.append((name, tuple(indices)))
+    return _checked_groups(schema.name, out, schema.num_keypoints)
+
+
+def parse_groups(text: str) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
+    """--groups: "head:nose,left_eye,right_eye;legs:13,14,15,16" (groups split by ";", name and keypoints by
+    ":", keypoints by ","; names as the schema's or 0-based indices), or a JSON file holding {name: [keypoints]}.
+    Syntax only: `resolve_groups` checks the keypoints against a schema."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        from kpbench.core.io import read_json
+
+        data = read_json(path)
+        if not isinstance(data, dict) or not data or not all(
+            isinstance(v, list) and all(isinstance(m, (str, int)) and not isinstance(m, bool) for m in v)
+            for v in data.values()
+        ):
+            raise KpbenchError(f"{path}: expected a JSON object of groups, {{\"head\": [\"nose\", \"left_eye\"], ...}}")
+        return tuple((str(name), tuple(members)) for name, members in data.items())
+    groups: list[tuple[str, tuple[int | str, ...]]] = []
+    for item in text.split(";"):
+        if not item.strip():
+            continue
+        name, sep, members = item.partition(":")
+        keypoints = tuple(m.strip() for m in members.split(",") if m.strip())
+        if not sep or not name.strip() or not keypoints:
+            raise KpbenchError(f"--groups: {item.strip()!r} is not NAME:KEYPOINT,KEYPOINT,... "
+                               "(e.g. head:nose,left_eye,right_eye;legs:13,14,15,16, or a JSON file)")
+        groups.append((name.strip(), tuple(int(k) if k.isdigit() else k for k in keypoints)))
+    if not groups:
+        raise KpbenchError(f"--groups: no group in {text!r} (e.g. head:nose,left_eye,right_eye;legs:13,14,15,16)")
+    return tuple(groups)
+
+
+def _named_groups(names: Sequence[str], groups: Mapping[str, Sequence[str]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    index = {name: i for i, name in enumerate(names)}
+    return tuple((group, tuple(index[m] for m in members)) for group, members in groups.items())
+
+
 def _same_content(a: KeypointSchema, b: KeypointSchema) -> bool:
     return (a.keypoint_names, a.skeleton, a.category_id) == (b.keypoint_names, b.skeleton, b.category_id) and bool(
         np.array_equal(a.sigma_array, b.sigma_array)
@@ -211,6 +319,13 @@ COCO17 = KeypointSchema(
     category_id=1,
     category_name="person",
     sigmas_source="pycocotools COCOeval.computeOks (Ronchi & Perona, ICCV 2017)",
+    # A partition of the 17: the face, the limbs' far joints, the four joints of the trunk, the legs below the hip.
+    groups=_named_groups(_COCO_NAMES, {
+        "head": ("nose", "left_eye", "right_eye", "left_ear", "right_ear"),
+        "arms": ("left_elbow", "right_elbow", "left_wrist", "right_wrist"),
+        "torso": ("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+        "legs": ("left_knee", "right_knee", "left_ankle", "right_ankle"),
+    }),
 )
 
 # CrowdPose (Li et al., CVPR 2019): COCO's 12 body joints, then head and neck; the sigmas as CrowdPose's and
@@ -229,6 +344,12 @@ CROWDPOSE14 = KeypointSchema(
     flip_pairs=_flip_pairs(_CROWDPOSE_NAMES),
     sigmas_source="CrowdPose / xtcocotools keypoints_crowd ([.79, .79, .72, ..., .79, .79] / 10)",
     protocol="crowdpose",
+    groups=_named_groups(_CROWDPOSE_NAMES, {
+        "head": ("head", "neck"),
+        "arms": ("left_elbow", "right_elbow", "left_wrist", "right_wrist"),
+        "torso": ("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+        "legs": ("left_knee", "right_knee", "left_ankle", "right_ankle"),
+    }),
 )
 
 # AP-10K (Yu et al., NeurIPS 2021 Datasets and Benchmarks): 17 animal keypoints, its 54 species as categories;
@@ -248,6 +369,12 @@ AP10K17 = KeypointSchema(
     flip_pairs=_flip_pairs(_AP10K_NAMES),
     category_name="animal",
     sigmas_source="mmpose configs/_base_/datasets/ap10k.py",
+    groups=_named_groups(_AP10K_NAMES, {
+        "head": ("left_eye", "right_eye", "nose"),
+        "front legs": ("left_elbow", "left_front_paw", "right_elbow", "right_front_paw"),
+        "torso": ("neck", "root_of_tail", "left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+        "back legs": ("left_knee", "left_back_paw", "right_knee", "right_back_paw"),
+    }),
 )
 
 BUILTIN_SCHEMAS: dict[str, KeypointSchema] = {s.name: s for s in (COCO17, CROWDPOSE14, AP10K17)}

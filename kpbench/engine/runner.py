@@ -706,7 +706,7 @@ def _prepare(
     from kpbench.core.environment import capture_environment
     from kpbench.models.base import model_info as checked_info
     from kpbench.models.keypointrcnn import file_sha256
-    from kpbench.models.registry import resolve_model
+    from kpbench.models.registry import given_model_options, resolve_model
 
     model: PoseModel | None = None
     info: dict[str, Any] | None = None
@@ -719,9 +719,8 @@ def _prepare(
 
             request = TopDownRequest.from_settings(settings)
             gt = load_annotations(Path(plan.coco_root), plan.split) if request.person_boxes == "gt" else None
-            built = build_run_model(spec, dict(weights=settings.weights, min_size=settings.min_size,
-                                               max_size=settings.max_size, box_score_thresh=settings.box_score_thresh,
-                                               seed=settings.seed),
+            # Only the options the user gave: the model's own defaults apply to the rest.
+            built = build_run_model(spec, dict(weights=settings.weights, **given_model_options(settings)),
                                     request, gt=gt, run_dir=plan.run_dir if request.top_down else None, device=device)
             # The largest input --min-size/--max-size allow must fit before anything is allocated (issue 23 item 7).
             from kpbench.engine.memory import check_fits
@@ -874,7 +873,7 @@ def run(
     directory, resuming where it stopped, then evaluate it (on rank 0). Under torchrun (WORLD_SIZE > 1) the
     images are sharded over the ranks."""
     from kpbench.models.keypointrcnn import check_dtype, resolve_device
-    from kpbench.models.registry import check_model_options
+    from kpbench.models.registry import check_model_options, given_model_options
 
     session_start = time.perf_counter()
     started_at = _now()
@@ -884,7 +883,8 @@ def run(
     from kpbench.engine.topdown import TopDownRequest
 
     TopDownRequest.from_settings(settings).check()  # top-down and post-processing options, together
-    spec, weights = check_model_options(settings.model, settings.weights)
+    spec, weights = check_model_options(settings.model, settings.weights, given_model_options(settings),
+                                        settings.sources)  # an option the model does not honour is refused here
     settings = dataclasses.replace(settings, model=spec.spec, weights=weights)  # "coco_v1" is COCO_V1
     if evaluate:
         check_backend(backend)  # fail before the run, not after hours of it

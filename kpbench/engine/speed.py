@@ -239,7 +239,7 @@ def run_speed(
     from kpbench.data.coco import resolve_coco_root
     from kpbench.models.base import model_info
     from kpbench.models.keypointrcnn import resolve_device, warn_slow_dtype
-    from kpbench.models.registry import load_model
+    from kpbench.models.registry import given_model_options, load_model
     from kpbench.runtimes.base import BuildCache
 
     models = model_options(settings.model, settings.weights)
@@ -268,11 +268,12 @@ def run_speed(
     # Every model is built before any timing: a model that cannot load fails the command, not its rows.
     loaded = []
     for model_spec, model_weights in models:
-        model = load_model(
-            model_spec, weights=model_weights, min_size=settings.sizes[0],
-            max_size=default_max_size(settings.sizes[0]), box_score_thresh=settings.box_score_thresh,
-            seed=settings.seed,
-        )  # fmt: skip
+        # Sizes are set per row (set_input_size); of the other run options, only those the user gave are passed
+        # (the model's own defaults apply to the rest), and one the model does not honour is refused.
+        options = given_model_options(settings)
+        if "seed" not in model_spec.honoured():
+            options.pop("seed", None)  # it seeds the synthetic images too: not a model option alone
+        model = load_model(model_spec, weights=model_weights, **options)
         loaded.append((model_spec, model, model_info(model)))
     variants = build_variants(
         settings.dtype, settings.batch_size, runtimes=settings.runtime, channels_last=settings.channels_last,

@@ -113,7 +113,8 @@ def build_crop_model(spec: Any, options: dict[str, Any]) -> Any:
     given = {k: v for k, v in options.items() if v is not None and spec.accepts(k)}
     if options.get("weights") is not None and "weights" not in given:
         raise KpbenchError(f"--weights: model {spec.spec} takes no weights (its constructor has no `weights`)")
-    return check_crop_model(factory(**given), spec.spec)
+    honoured = spec.honoured()  # each option under the keyword the model declares for it (its run_options)
+    return check_crop_model(factory(**{honoured[k]: v for k, v in given.items()}), spec.spec)
 
 
 def build_source(request: TopDownRequest, category_id: int, gt: dict[str, Any] | None, device: Any = None) -> Any:

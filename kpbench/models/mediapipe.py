@@ -16,7 +16,10 @@ Input size (`kpbench speed --sizes`, `set_input_size`): BlazePose resizes whatev
 networks' inputs (224 x 224 detector, 256 x 256 landmarks), so a size here is the long side the image is resized to
 (bilinear, aspect kept) before it is handed over; that resize is part of the model time, as Keypoint R-CNN's
 transform is. Landmarks are normalised to the image, so they map back to the original image exactly as without a
-resize. `kpbench run` passes images at their own size (no size set).
+resize. `kpbench run` passes images at their own size unless ``--min-size N`` is given, which sets that long side
+(the same size as `speed --sizes`; recorded among the run's deviations). Its other run options are refused:
+``--max-size`` has no counterpart, BlazePose's person score is no box score for ``--box-score-thresh`` to threshold
+(its ``min_detection_confidence`` gates its own detector, and stays 0.5), and it has no weights or seed to choose.
 
 mediapipe 0.10.21 pins numpy < 2 (and pulls jax and opencv), so it needs its own environment:
 `python -m venv mp && mp/bin/pip install -e ".[mediapipe]"`. The mapping and the scores are plain numpy
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,20 +76,31 @@ class MediaPipePoseModel:
 
     schema: KeypointSchema = COCO17
     input_format = "numpy"
+    # kpbench's run options it honours: --min-size is the long side images are resized to (set_input_size).
+    run_options: ClassVar[dict[str, str]] = {"min_size": "long_side"}
+    # kpbench draw's default person threshold: the middle of its visibility scale (it finds one person an image).
+    draw_person_thresh = 0.5
+    input_size_definition = ("the long side the image is resized to (bilinear, aspect kept) before BlazePose, which "
+                             "resizes to its own 224 x 224 and 256 x 256 inputs; the resize is model time")
 
-    def __init__(self) -> None:
+    def __init__(self, long_side: int | None = None) -> None:
+        if long_side is not None and int(long_side) < 1:
+            raise KpbenchError(f"--min-size (the long side before BlazePose): must be >= 1, got {long_side}")
         try:
             import mediapipe as mp
         except ImportError:
             raise KpbenchError(MEDIAPIPE_MISSING) from None
         self._version = getattr(mp, "__version__", "?")
         self._pose = mp.solutions.pose.Pose(**SETTINGS)
-        self.long_side: int | None = None  # set_input_size: resize images to this long side first
+        # --min-size or set_input_size: resize images to this long side first (None: as they are).
+        self.long_side: int | None = int(long_side) if long_side is not None else None
+        self._long_side_option = long_side is not None  # given as a run option: a deviation of the run
         self._shapes: list[tuple[int, ...]] | None = None
 
     def set_input_size(self, min_size: int, max_size: int) -> None:
         """The speed input size: the long side images are resized to before BlazePose (module docstring)."""
         self.long_side = int(min_size)
+        self._long_side_option = False
 
     @contextlib.contextmanager
     def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
@@ -98,13 +112,17 @@ class MediaPipePoseModel:
             self._shapes = None
 
     def info(self) -> ModelInfo:
+        deviations = ["one person per image (BlazePose): every other person is a miss, an AP ceiling on crowded "
+                      "images"]
+        if self._long_side_option:
+            deviations.append(f"images resized to long side {self.long_side} before BlazePose (from --min-size; "
+                              "MediaPipe's own: as they are)")
+        protocol = {**SETTINGS, **({"long_side": self.long_side} if self.long_side is not None else {})}
         return ModelInfo(
             weights="pose_landmark_full.tflite", source="mediapipe", name="blazepose-full",
             protocol="MediaPipe Pose (BlazePose full), static images, one person per image",
             keypoint_score_kind="probability",
-            extra={"protocol": dict(SETTINGS), "mediapipe": self._version,
-                   "deviations": ["one person per image (BlazePose): every other person is a miss, an AP ceiling "
-                                  "on crowded images"]},
+            extra={"protocol": protocol, "mediapipe": self._version, "deviations": deviations},
         )  # fmt: skip
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:

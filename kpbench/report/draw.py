@@ -2,8 +2,12 @@
 
 Rules (those of the Keypoint R-CNN tutorial this project started from):
 
-- a person is drawn when its box score is above `score_thresh` (default 0.9; a probability, so in [0, 1]); an
-  output panel where nobody is above it is labelled "0 persons above 0.9";
+- a person is drawn when its box score is above `score_thresh` (a probability, so in [0, 1]); an output panel
+  where nobody is above it is labelled "0 persons above 0.9". Its default suits the model's scores
+  (`run_person_threshold`, `model_person_threshold`): the run's LRP-optimal threshold where `kpbench analyze` found
+  one, else its best-F1 threshold from `kpbench thresholds` (which `kpbench run` writes), else the model's own
+  `draw_person_thresh` (Keypoint R-CNN 0.9, YOLO 0.25, MediaPipe 0.5), else 0.9 for a model whose keypoint scores
+  are logits and 0.5 for one whose are probabilities;
 - a keypoint is drawn when its score, a heatmap *logit* (not a probability), is above `kp_thresh` (default 2);
 - a limb (a COCO skeleton link) is drawn only when both its ends pass: its score is the lower of the two.
 
@@ -16,7 +20,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_SCORE_THRESH = 0.9
+# The person threshold of a model that declares no `draw_person_thresh`, by its keypoint score kind: Keypoint R-CNN's
+# family (heatmap logits) the tutorial's 0.9; a model of probabilities the middle of the scale.
+PERSON_THRESH_BY_KIND = {"logit": DEFAULT_SCORE_THRESH, "probability": 0.5}
 DEFAULT_KP_THRESH = 2.0
 DEFAULT_TOP_N = 8
 DRAW_DIR = "draw"
@@ -251,6 +259,26 @@ def _open_rgb(path: Path) -> Image.Image:
         raise KpbenchError(f"{path}: cannot decode image ({exc})") from None
 
 
+def _check_image_header(path: Path) -> None:
+    """A one-line KpbenchError for an empty file, a JSON file, or one PIL cannot identify as an image (its header
+    only: nothing is decoded), in the decoder's words."""
+    from PIL import Image
+
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise KpbenchError(f"{path}: cannot decode image (empty file)")
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files")
+    if getattr(Image.open, "__module__", None) != Image.__name__:
+        return  # Image.open patched by a library (ultralytics tries to pip-install a plugin): the decoder will say
+    try:
+        with Image.open(path):
+            pass
+    except Exception as exc:
+        raise KpbenchError(f"{path}: cannot decode image ({type(exc).__name__}: not an image PIL can identify)") from None
+
+
 def nobody_label(score_thresh: float) -> str:
     """The label of a panel where no person's score is above the threshold (so nothing is drawn on it)."""
     return f"0 persons above {score_thresh:g}"
@@ -299,6 +327,76 @@ def _check_thresholds(score_thresh: float, kp_thresh: float) -> None:
         raise KpbenchError(f"--kp-thresh: must be a finite number (a logit), got {kp_thresh}")
 
 
+@dataclass(frozen=True)
+class PersonThreshold:
+    """The person-score threshold a drawing uses, and where it came from (said on stderr by `kpbench draw`)."""
+
+    value: float
+    source: str  # "given", "lrp", "best_f1", "model" or "kind"
+    origin: str  # for people: "the run's LRP-optimal threshold (RUN/score_threshold.csv)"
+
+    def line(self) -> str:
+        """The line `kpbench draw` prints."""
+        hint = "" if self.source == "given" else "; --person-thresh to choose another"
+        return f"person threshold {self.value:g}: {self.origin}{hint}"
+
+
+def _given(score_thresh: float) -> PersonThreshold:
+    return PersonThreshold(float(score_thresh), "given", "given")
+
+
+def _by_model(info: Any, kind: str, who: str) -> PersonThreshold:
+    """The model's own drawing threshold (its info's `draw_person_thresh`), else the default of its score kind."""
+    declared = info.get("draw_person_thresh") if isinstance(info, dict) else getattr(info, "draw_person_thresh", None)
+    if isinstance(declared, (int, float)) and not isinstance(declared, bool) and 0.0 <= declared <= 1.0:
+        return PersonThreshold(float(declared), "model", f"{who}'s own default for drawing")
+    value = PERSON_THRESH_BY_KIND.get(kind, DEFAULT_SCORE_THRESH)
+    scores = "logits" if kind == "logit" else "probabilities"
+    return PersonThreshold(value, "kind", f"the default for a model whose keypoint scores are {scores}")
+
+
+def run_person_threshold(run_dir: str | Path, score_thresh: float | None = None) -> PersonThreshold:
+    """The person threshold for drawing a run: `score_thresh` when given; else the run's LRP-optimal threshold
+    (score_threshold.csv, written by `kpbench analyze`), else its best-F1 threshold (thresholds_person.csv, written
+    by `kpbench thresholds` and `kpbench run`), else the model's own (`_by_model`). The run's thresholds keep
+    detections scoring at or above them and drawing those above them, which differ only on a score exactly equal."""
+    from kpbench.core.io import read_csv_rows
+    from kpbench.runs.directory import read_manifest, run_format
+
+    if score_thresh is not None:
+        return _given(score_thresh)
+    run_dir = Path(run_dir)
+    lrp_file, f1_file = run_dir / "score_threshold.csv", run_dir / "thresholds_person.csv"
+    if lrp_file.is_file():
+        for row in read_csv_rows(lrp_file):
+            if row.get("criterion") == "LRP-optimal" and _is_probability(row.get("threshold")):
+                return PersonThreshold(float(row["threshold"]), "lrp", f"the run's LRP-optimal threshold ({lrp_file})")
+    if f1_file.is_file():
+        for row in read_csv_rows(f1_file):
+            if row.get("best_f1") is True and _is_probability(row.get("threshold")):
+                return PersonThreshold(float(row["threshold"]), "best_f1", f"the run's best-F1 threshold ({f1_file})")
+    manifest = read_manifest(run_dir)
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    spec = manifest.get("model_spec") if isinstance(manifest.get("model_spec"), dict) else {}
+    who = str(model.get("name") or spec.get("spec") or "the model")
+    return _by_model(model, run_format(manifest).keypoint_score_kind, who)
+
+
+def model_person_threshold(model: Any, score_thresh: float | None = None) -> PersonThreshold:
+    """The person threshold for drawing what a built model finds on image files: `score_thresh` when given, else
+    the model's own (`draw_person_thresh` in its info), else the default of its keypoint score kind."""
+    from kpbench.models.base import model_info, model_name
+
+    if score_thresh is not None:
+        return _given(score_thresh)
+    info = model_info(model)
+    return _by_model(info, info.keypoint_score_kind, info.name or model_name(model))
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 def top_images(detections: dict[int, ImageDetections], n: int, score_thresh: float = DEFAULT_SCORE_THRESH) -> list[int]:
     """The `n` image ids whose best person score is highest (more persons above `score_thresh`, then the
     lower id, break ties)."""
@@ -315,17 +413,19 @@ def draw_run_images(
     run_dir: str | Path,
     image_ids: Sequence[int] | None = None,
     top_n: int = DEFAULT_TOP_N,
-    score_thresh: float = DEFAULT_SCORE_THRESH,
+    score_thresh: float | None = None,
     kp_thresh: float | None = None,
     gt: bool = False,
     out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Draw a run's cached detections on its images; writes `<image_id>.png` files and returns their paths.
 
     `image_ids` picks the images (each must be in the run), else the `top_n` highest-scoring ones. With `gt`,
     each file shows the detections and, beside them, the ground truth from the run's ground_truth.json. `out`
-    defaults to RUN_DIR/draw. `kp_thresh` is on the scale of the run's keypoint scores (`keypoint_threshold`).
-    Reads only the run directory and its images; no model, no torch.
+    defaults to RUN_DIR/draw. `score_thresh` None: the run's own (`run_person_threshold`), whose line goes to
+    `log`. `kp_thresh` is on the scale of the run's keypoint scores (`keypoint_threshold`). Reads only the run
+    directory and its images; no model, no torch.
     """
     from kpbench.evaluation.runeval import read_run_detections, run_schema
     from kpbench.runs.directory import image_paths, read_manifest, run_format
@@ -335,7 +435,13 @@ def draw_run_images(
         raise KpbenchError(f"{run_dir}: run directory not found")
     manifest = read_manifest(run_dir)
     kp_thresh = keypoint_threshold(kp_thresh, run_format(manifest).keypoint_score_kind)
+    if score_thresh is not None:
+        _check_thresholds(score_thresh, kp_thresh)  # a bad value before anything is read
+    chosen = run_person_threshold(run_dir, score_thresh)
+    score_thresh = chosen.value
     _check_thresholds(score_thresh, kp_thresh)
+    if log is not None and chosen.source != "given":
+        log(chosen.line())
     run_ids = [int(i) for i in manifest.get("image_ids", [])]
     cached = _finite_only(run_dir, read_run_detections(run_dir))
     schema = run_schema(run_dir) or COCO17  # a version-1 run is COCO persons
@@ -448,7 +554,7 @@ def _unique_png_names(paths: Sequence[Path]) -> list[str]:
 def draw_image_files(
     paths: Sequence[str | Path],
     weights: str | None = None,
-    score_thresh: float = DEFAULT_SCORE_THRESH,
+    score_thresh: float | None = None,
     kp_thresh: float | None = None,
     out: str | Path = DRAW_DIR,
     annotations: str | Path | None = None,
@@ -457,13 +563,15 @@ def draw_image_files(
     device: str = "auto",
     seed: int = 0,
     model: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Run a pose model (`model`: a --model spec, Keypoint R-CNN by default) on image files through the inference
     loop and draw its persons; writes `<stem>.png` files into `out`.
 
     `weights`: the model's weights (Keypoint R-CNN: COCO_V1 when not given, COCO_LEGACY, none (random, seeded)
-    or a checkpoint path). With `annotations` (a COCO annotation JSON), each file also gets a ground-truth
-    panel, matched to its image record by file name.
+    or a checkpoint path). `score_thresh` None: the model's own (`model_person_threshold`), whose line goes to
+    `log`. With `annotations` (a COCO annotation JSON), each file also gets a ground-truth panel, matched to its
+    image record by file name.
     """
     from kpbench.data.coco import read_image_rgb_uint8
     from kpbench.data.download import first_missing_parent, remove_empty_dirs
@@ -471,7 +579,8 @@ def draw_image_files(
     from kpbench.models.keypointrcnn import resolve_device
     from kpbench.models.registry import check_model_options, load_model
 
-    _check_thresholds(score_thresh, DEFAULT_KP_THRESH if kp_thresh is None else kp_thresh)
+    if score_thresh is not None:
+        _check_thresholds(score_thresh, DEFAULT_KP_THRESH if kp_thresh is None else kp_thresh)
     files = [Path(p) for p in paths]
     if not files:
         raise KpbenchError("draw: no image files given")
@@ -482,23 +591,38 @@ def draw_image_files(
         for path in files:
             if path.name not in by_file:
                 raise KpbenchError(f"{path}: no image named {path.name!r} in {annotations} (needed by --gt)")
-    spec, weights = check_model_options(model, weights)
+    # The input size is the user's to give, and refused for a model that does not honour it.
+    spec, weights = check_model_options(model, weights, {"min_size": min_size, "max_size": max_size})
+    for path in files:  # a GT or results JSON given by mistake fails here, not after the model is built
+        _check_image_header(path)
+    honoured = spec.honoured()
+    options: dict[str, Any] = {"min_size": min_size, "max_size": max_size}
+    from kpbench.models.base import declared_draw_person_thresh
+
+    # The threshold is known before the model is built when given or declared by the model's class.
+    known = score_thresh if score_thresh is not None else declared_draw_person_thresh(spec.factory)
+    if "box_score_thresh" in honoured and known is not None:
+        # Persons at or below the drawing threshold are never drawn: letting the model drop them (Keypoint R-CNN keeps
+        # scores > box_score_thresh, Ultralytics conf > conf: the same strict rule) skips their keypoint-head work.
+        options["box_score_thresh"] = known
+    if "seed" in honoured:
+        options["seed"] = seed
     created = first_missing_parent(Path(out))
     out_dir = ensure_output_dir(out, "--out")  # before building the model: a bad folder fails at once
     try:
         dev = resolve_device(device)
-        pose_model = load_model(
-            spec, weights=weights, min_size=min_size, max_size=max_size,
-            # Persons at or below the drawing threshold are never drawn: letting the model drop them (Keypoint
-            # R-CNN keeps scores > box_score_thresh, the same strict rule) skips their keypoint-head work.
-            box_score_thresh=score_thresh, seed=seed,
-        )  # fmt: skip
+        pose_model = load_model(spec, weights=weights, **options)
         move = getattr(pose_model, "to", None)
         if move is not None:
             move(dev)
         from kpbench.models.base import model_info
 
         kp_thresh = keypoint_threshold(kp_thresh, model_info(pose_model).keypoint_score_kind)
+        chosen = model_person_threshold(pose_model, score_thresh)
+        score_thresh = chosen.value
+        _check_thresholds(score_thresh, kp_thresh)
+        if log is not None and chosen.source != "given":
+            log(chosen.line())
     except BaseException:
         remove_empty_dirs(out_dir, created)  # a folder made for nothing (no model, a bad --device) goes again
         raise

@@ -1,16 +1,21 @@
-"""Every matplotlib figure kpbench draws: PR curves, threshold curves, the per-keypoint breakdown, and speed
-against size and accuracy. A leaf module: it takes rows and arrays, and imports nothing from the stages.
+"""Every matplotlib figure kpbench draws: PR curves, threshold curves, the keypoint-threshold heatmap, the
+per-keypoint breakdown, AP per keypoint and group, and speed against size and accuracy. A leaf module: it takes
+rows and arrays, and imports nothing from the stages.
 
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas: no pyplot, no global backend switch (a
-notebook's backend stays as it is), and nothing opens a window. Every figure has a fixed size in pixels (a fixed
-figsize at `DPI`, saved without "tight" cropping), so files are comparable between runs. Writes are atomic.
-matplotlib is imported inside the functions; importing this module is cheap.
+notebook's backend stays as it is), and nothing opens a window. Every figure has a fixed width in pixels and a
+height set by what it shows (a figsize at `DPI`, saved without "tight" cropping): the same data give the same
+size, so files are comparable between runs. Legends sit outside the plotting area (below it in a space of their
+own; above the bars of the per-keypoint breakdown), so they never hide a curve, a marker or a label. Each figure has a `*_figure` function that returns the
+Figure, so that tests can read what it draws. Writes are atomic. matplotlib is imported inside the functions;
+importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,14 +42,34 @@ CURVES_DPI = 120  # 780 x 540 pixels with one panel, 1560 x 540 with two
 NO_MATCHED_PERSONS = "no matched persons"
 
 
-def new_figure(width_in: float, height_in: float) -> Figure:
-    """A Figure with an Agg canvas attached, `width_in * DPI` x `height_in * DPI` pixels."""
+def new_figure(width_in: float, height_in: float, dpi: int = DPI, constrained: bool = False) -> Figure:
+    """A Figure with an Agg canvas attached, `width_in * dpi` x `height_in * dpi` pixels (`constrained`: matplotlib's
+    constrained layout, which makes room for legends and labels outside the axes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+LEGEND_ROW_IN = 0.19  # inches per legend row at font size 7-8
+
+
+def legend_rows(entries: int, columns: int) -> int:
+    """Rows a legend of `entries` takes in `columns` columns."""
+    return max(1, -(-entries // columns))
+
+
+def legend_below(ax: Any, legend_ax: Any, columns: int, fontsize: float = 7) -> Any:
+    """`ax`'s legend drawn in `legend_ax`, an axes of its own below it (its frame and ticks hidden): the legend
+    covers nothing of `ax`. Returns the legend (None when `ax` has no labelled artist)."""
+    legend_ax.axis("off")
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    return legend_ax.legend(handles, labels, loc="upper center", ncols=columns, fontsize=fontsize, frameon=False,
+                            borderaxespad=0.0)
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -82,15 +107,20 @@ def pr_curves(result: EvalResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return curves
 
 
-def plot_pr_curves(results: EvalResult | Mapping[str, EvalResult], path: str | Path) -> Path:
-    """PR curves (one panel per evaluation: keypoints, boxes) with each curve's AP in the legend; a PNG of
-    500 x 400 pixels per panel."""
+PR_LEGEND_IN = 0.65  # the three-entry legend below each PR panel
+
+
+def pr_curves_figure(results: EvalResult | Mapping[str, EvalResult]) -> Figure:
+    """The figure of `plot_pr_curves`: one 500 x 465 pixel panel per evaluation, each curve's AP in the legend
+    below its panel."""
     evals = {results.iou_type: results} if not isinstance(results, Mapping) else dict(results)
     if not evals:
         raise KpbenchError("plot_pr_curves: no evaluation given")
-    fig = new_figure(PR_PANEL_SIZE[0] * len(evals), PR_PANEL_SIZE[1])
-    axes = np.atleast_1d(fig.subplots(1, len(evals)))
-    for ax, (iou_type, result) in zip(axes, evals.items()):
+    fig = new_figure(PR_PANEL_SIZE[0] * len(evals), PR_PANEL_SIZE[1] + PR_LEGEND_IN, constrained=True)
+    grid = fig.subplots(2, len(evals), squeeze=False,
+                        gridspec_kw={"height_ratios": [PR_PANEL_SIZE[1] - 0.4, PR_LEGEND_IN]})
+    for column, (iou_type, result) in enumerate(evals.items()):
+        ax = grid[0][column]
         for (label, (recall, precision)), style in zip(pr_curves(result).items(), ("-", "--", ":")):
             ap = float(precision.mean()) if precision.size else math.nan
             ax.plot(recall, precision, style, linewidth=2, label=f"{label}: AP {100 * ap:.1f}")
@@ -102,9 +132,14 @@ def plot_pr_curves(results: EvalResult | Mapping[str, EvalResult], path: str | P
             f"{_TITLE.get(iou_type, iou_type)} ({result.num_gt} GT, {result.num_results} detections)", fontsize=10
         )
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        legend_below(ax, grid[1][column], columns=1, fontsize=8)
+    return fig
+
+
+def plot_pr_curves(results: EvalResult | Mapping[str, EvalResult], path: str | Path) -> Path:
+    """PR curves (one panel per evaluation: keypoints, boxes) with each curve's AP in the legend below its
+    panel; a PNG of 500 x 465 pixels per panel."""
+    return save_figure(pr_curves_figure(results), path)
 
 
 SPEED_REQUIRED = ("device_name", "size", "variant", "fps")
@@ -131,9 +166,15 @@ def read_speed_rows(csv_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+_BATCH = re.compile(r"-bs\d+")
+
+
 def _variant_label(row: dict[str, Any]) -> str:
-    """The variant, plus what else changes the timing: a non-default box threshold, synthetic images."""
+    """The variant, plus what else changes the timing: a non-default box threshold, synthetic images. An offline
+    row's batch is the largest that fit at its size, so it leaves the label ("fp32-offline") and marks the point."""
     label = str(row["variant"])
+    if row.get("scenario") == "offline" or label.endswith("-offline"):
+        label = _BATCH.sub("", label)
     threshold = row.get("box_score_thresh")
     if isinstance(threshold, (int, float)) and threshold != 0.05:
         label += f" thr{threshold:g}"
@@ -142,21 +183,55 @@ def _variant_label(row: dict[str, Any]) -> str:
     return label
 
 
-def _model_label(row: dict[str, Any]) -> str:
-    model = row.get("model")
-    return "" if model is None or (isinstance(model, float) and math.isnan(model)) else str(model)
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-    """Rows grouped by (device, model, variant label), each group sorted by size."""
-    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+def _model_labels(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each row's model name, with its weights where one name comes with several weights (told apart by sha256
+    where rows have it, shown by name: a file by its file name): those are two models, never one line."""
+    def identity(row: dict[str, Any]) -> str:
+        return _text(row.get("weights_sha256")) or _text(row.get("weights"))
+
+    weights_of: dict[str, set[str]] = {}
     for row in rows:
-        out.setdefault((str(row["device_name"]), _model_label(row), _variant_label(row)), []).append(row)
-    return {key: sorted(group, key=lambda r: r["size"]) for key, group in sorted(out.items())}
+        weights_of.setdefault(_text(row.get("model")), set()).add(identity(row))
+    labels = []
+    for row in rows:
+        name = _text(row.get("model"))
+        if len(weights_of[name]) > 1:
+            shown = _text(row.get("weights"))
+            shown = Path(shown).name if ("/" in shown or "\\" in shown) else shown
+            name = f"{name} ({shown or identity(row)[:12]})"
+        labels.append(name)
+    return labels
 
 
-def _series_label(key: tuple[str, str, str]) -> str:
-    return " | ".join(part for part in key if part)
+SeriesKey = tuple[str, str, str, str]  # (device, model, variant label, source CSV)
+
+
+def _series(rows: Sequence[dict[str, Any]]) -> dict[SeriesKey, list[dict[str, Any]]]:
+    """Rows grouped into lines: one per (device, model, variant label) and source CSV, each sorted by size. Rows
+    of different CSVs are never one line (two runs of one setting are two measurements, not a trend); a size that
+    repeats within one CSV starts another line ("#2") rather than a vertical segment."""
+    groups: dict[SeriesKey, list[dict[str, Any]]] = {}
+    for row, model in zip(rows, _model_labels(rows)):
+        key = (str(row["device_name"]), model, _variant_label(row), _text(row.get("source")))
+        lines = [k for k in groups if k[:3] == key[:3] and k[3].split(" #")[0] == key[3]]
+        for line in lines:  # the first line of this setting without this size
+            if all(r["size"] != row["size"] for r in groups[line]):
+                groups[line].append(row)
+                break
+        else:
+            groups[key if not lines else (*key[:3], f"{key[3]} #{len(lines) + 1}")] = [row]
+    return {key: sorted(group, key=lambda r: r["size"]) for key, group in sorted(groups.items())}
+
+
+def _series_labels(keys: Sequence[SeriesKey]) -> dict[SeriesKey, str]:
+    """"device | model | variant", with the CSV named where two lines would otherwise read the same."""
+    plain = [" | ".join(part for part in key[:3] if part) for key in keys]
+    return {key: label + (f" | {key[3]}" if plain.count(label) > 1 and key[3] else "")
+            for key, label in zip(keys, plain)}
 
 
 def ms_per_image(row: dict[str, Any]) -> float:
@@ -195,72 +270,112 @@ def series_styles(keys: Sequence[Any]) -> dict[Any, dict[str, str]]:
     }
 
 
-def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
-    """From `kpbench speed` CSVs: speed_fps.png (FPS against input size, one line per device, model and variant)
-    and, where accuracy was measured, speed_pareto.png (keypoint AP against ms per image over models and sizes,
-    points labelled by size, with each device's Pareto frontier: `pareto_front`).
+def _plain_log_ticks(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (30, 300) rather than 3 × 10^1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    Both are 800 x 500 PNGs in `out_dir` (default: the first CSV's folder). Failed and skipped rows are left out.
-    Each series gets its own colour, marker and line style (`series_styles`), the same in both.
-    """
-    rows = read_speed_rows(csv_paths)
-    if out_dir is not None:
-        out = ensure_output_dir(out_dir, "--out")
-    else:
-        out = ensure_output_dir(Path(csv_paths[0]).parent, "output folder")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _batch_marks(ax: Any, xs: Sequence[float], ys: Sequence[float], group: Sequence[dict[str, Any]]) -> None:
+    """Mark each point of an offline line with its batch size (it changes along the line)."""
+    for x, y, r in zip(xs, ys, group):
+        if r.get("scenario") == "offline" or str(r.get("variant", "")).endswith("-offline"):
+            ax.annotate(f"bs{_text(r.get('batch_size')) or '?'}", (x, y), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+
+
+def _speed_layout(entries: int) -> tuple[Figure, Any, Any, int]:
+    """An 800-pixel-wide figure, 510 pixels plus 19 per legend row (two columns) tall: the legend below the plot."""
+    columns = 2
+    rows = legend_rows(entries, columns)
+    legend_in = rows * LEGEND_ROW_IN + 0.1
+    fig = new_figure(SPEED_SIZE[0], SPEED_SIZE[1] + legend_in, constrained=True)
+    ax, legend_ax = fig.subplots(2, 1, gridspec_kw={"height_ratios": [SPEED_SIZE[1] - 0.4, legend_in]})
+    return fig, ax, legend_ax, columns
+
+
+def speed_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Figure]:
+    """The figures of `plot_speed` from plottable speed rows (`read_speed_rows`): {SPEED_FPS_FILE: ...} and, where
+    some row has a keypoint AP, {SPEED_PARETO_FILE: ...}."""
     series = _series(rows)
-    written = []
+    labels = _series_labels(list(series))
     models = sorted({key[1] for key in series if key[1]})
-
-    fig = new_figure(*SPEED_SIZE)
-    ax = fig.subplots()
     style = series_styles(list(series))  # the same series, the same style in both figures
+    figures: dict[str, Figure] = {}
+
+    fig, ax, legend_ax, columns = _speed_layout(len(series))
     for key, group in series.items():
-        ax.plot([r["size"] for r in group], [r["fps"] for r in group], label=_series_label(key), **style[key])
+        xs, ys = [r["size"] for r in group], [r["fps"] for r in group]
+        ax.plot(xs, ys, label=labels[key], **style[key])
+        _batch_marks(ax, xs, ys, group)
     ax.set_xlabel("input size (pixels: Keypoint R-CNN's short side, YOLO's and MediaPipe's long side)")
     ax.set_ylabel("images per second")
     fps = [r["fps"] for r in rows if r["fps"] > 0]
     if fps and max(fps) > 10 * min(fps):
         ax.set_yscale("log")  # a CPU and a GPU in one figure: on a linear axis the CPU line would lie flat at 0
         ax.set_ylabel("images per second (log scale)")
+        _plain_log_ticks(ax.yaxis)
     else:
         ax.set_ylim(bottom=0)
     ax.set_title(f"{' vs '.join(models) if models else 'Model'} throughput by input size")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    written.append(save_figure(fig, out / SPEED_FPS_FILE))
+    legend_below(ax, legend_ax, columns)
+    figures[SPEED_FPS_FILE] = fig
 
     measured = {key: [r for r in group if isinstance(r.get("kp_AP"), (int, float))] for key, group in series.items()}
     measured = {key: group for key, group in measured.items() if group}
     if measured:
-        fig = new_figure(*SPEED_SIZE)
-        ax = fig.subplots()
-        for key, group in measured.items():
-            ms = [ms_per_image(r) for r in group]
-            ap = [100 * r["kp_AP"] for r in group]  # kpbench stores AP as a fraction; percent reads like COCO's
-            ax.plot(ms, ap, label=_series_label(key), **style[key])
-            for x, y, r in zip(ms, ap, group):
-                ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         # One frontier per device: times on different devices are not one trade-off.
+        fronts = {}
         for device in sorted({key[0] for key in measured}):
             points = [(ms_per_image(r), 100 * r["kp_AP"]) for key, group in measured.items() if key[0] == device
                       for r in group]
             front = [points[i] for i in pareto_front(points)]
             if len(front) > 1:
-                ax.plot([p[0] for p in front], [p[1] for p in front], color="0.5", linestyle=":", linewidth=2,
-                        alpha=0.7, zorder=0, gid="pareto", label=f"Pareto frontier ({device})")
+                fronts[device] = front
+        fig, ax, legend_ax, columns = _speed_layout(len(measured) + len(fronts))
+        for key, group in measured.items():
+            ms = [ms_per_image(r) for r in group]
+            ap = [100 * r["kp_AP"] for r in group]  # kpbench stores AP as a fraction; percent reads like COCO's
+            ax.plot(ms, ap, label=labels[key], **style[key])
+            for x, y, r in zip(ms, ap, group):
+                ax.annotate(str(r["size"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for device, front in fronts.items():
+            ax.plot([p[0] for p in front], [p[1] for p in front], color="0.5", linestyle=":", linewidth=2,
+                    alpha=0.7, zorder=0, gid="pareto", label=f"Pareto frontier ({device})")
         ms_all = [ms_per_image(r) for group in measured.values() for r in group]
         if min(ms_all) > 0 and max(ms_all) > 10 * min(ms_all):
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
         ax.set_xlabel("model time per image (ms; lower is faster)")
         ax.set_ylabel("keypoint AP (%)")
         ax.set_title("Accuracy against speed over models and sizes (points labelled by input size)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        written.append(save_figure(fig, out / SPEED_PARETO_FILE))
-    return written
+        legend_below(ax, legend_ax, columns)
+        figures[SPEED_PARETO_FILE] = fig
+    return figures
+
+
+def plot_speed(csv_paths: Sequence[str | Path], out_dir: str | Path | None = None) -> list[Path]:
+    """From `kpbench speed` CSVs: speed_fps.png (FPS against input size, one line per device, model, variant and
+    CSV) and, where accuracy was measured, speed_pareto.png (keypoint AP against ms per image over models and
+    sizes, points labelled by size, with each device's Pareto frontier: `pareto_front`).
+
+    Both are 800 pixels wide and 510 pixels plus 19 per legend row tall (the plot above a legend of two columns;
+    `speed_figures`), in
+    `out_dir` (default: the first CSV's folder). Failed and skipped rows are left out. Each series gets its own
+    colour, marker and line style (`series_styles`), the same in both. Rows of different CSVs are never joined
+    into one line; an offline line's points carry their batch size.
+    """
+    rows = read_speed_rows(csv_paths)
+    if out_dir is not None:
+        out = ensure_output_dir(out_dir, "--out")
+    else:
+        out = ensure_output_dir(Path(csv_paths[0]).parent, "output folder")
+    return [save_figure(fig, out / name) for name, fig in speed_figures(rows).items()]
 
 
 # Per-keypoint breakdown
@@ -332,18 +447,17 @@ def threshold_curves_figure(
     match_oks: float = 0.5,
     keypoint_score_kind: str = "logit",
 ) -> Figure:
-    """The figure of `plot_threshold_curves`, on its own Agg canvas (no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """The figure of `plot_threshold_curves` (780 x 600 pixels per panel at `CURVES_DPI`), its legends below the
+    panels."""
 
     def values(key: str, source: Sequence[dict[str, Any]]) -> list[float]:
         return [math.nan if r[key] is None else float(r[key]) for r in source]
 
     panels = 2 if keypoint_rows else 1
-    fig = Figure(figsize=(6.5 * panels, 4.5), dpi=CURVES_DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False)
-    ax = axes[0][0]
+    legend_in = 0.5  # the person panel's 7 entries in 4 columns: two rows
+    fig = new_figure(6.5 * panels, 4.5 + legend_in, dpi=CURVES_DPI, constrained=True)
+    grid = fig.subplots(2, panels, squeeze=False, gridspec_kw={"height_ratios": [4.1, legend_in]})
+    ax = grid[0][0]
     ts = values("threshold", rows)
     ap = values("AP", rows)
     ax.plot(ts, [math.nan if v < 0 else v for v in ap], "k-o", ms=3, label="AP")
@@ -353,13 +467,15 @@ def threshold_curves_figure(
     best = [r for r in rows if r.get("best_f1")]
     if best:
         ax.axvline(best[0]["threshold"], color="tab:green", lw=0.8, alpha=0.6)
-        ax.annotate(f"best F1 @ {best[0]['threshold']:g}", (best[0]["threshold"], 0.02), fontsize=8, rotation=90,
-                    ha="right", va="bottom")
+        # At the top of the marker line, inside the axes; the legend is below the panel, so nothing covers it.
+        ax.annotate(f"best F1 @ {best[0]['threshold']:g}", (best[0]["threshold"], 1.0), xytext=(3, -3),
+                    textcoords="offset points", fontsize=8, ha="left", va="top", gid="best_f1",
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     ax.set(xlabel="person-score threshold", ylabel="value", ylim=(0, 1.02), title="Person-score thresholds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    legend_below(ax, grid[1][0], columns=4)
     if keypoint_rows:
-        kx = axes[0][1]
+        kx = grid[0][1]
         overall = [r for r in keypoint_rows if r["keypoint"] == "all"]
         kts = values("threshold", overall)
         kx.set(xlabel=f"keypoint-score threshold ({keypoint_score_kind})", ylabel="value", ylim=(0, 1.02),
@@ -371,11 +487,12 @@ def threshold_curves_figure(
             # No person matched at OKS >= 0.5 above the person threshold: say so instead of an empty axis.
             kx.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(at OKS >= {match_oks} with a score above --person-thresh)",
                     transform=kx.transAxes, ha="center", va="center", fontsize=11, color="0.35")
+            grid[1][1].axis("off")
         else:
-            kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=3, label="precision")
-            kx.plot(kts, values("recall", overall), "-o", color="tab:orange", ms=3, label="recall")
-            kx.legend(fontsize=8)
-    fig.tight_layout()
+            # Solid circles under dashed squares: where the two curves coincide, both stay visible.
+            kx.plot(kts, values("precision", overall), "-o", color="tab:blue", ms=5, lw=2.5, label="precision")
+            kx.plot(kts, values("recall", overall), "--s", color="tab:orange", ms=3, lw=1.2, label="recall")
+            legend_below(kx, grid[1][1], columns=2, fontsize=8)
     return fig
 
 
@@ -387,8 +504,9 @@ def plot_threshold_curves(
     keypoint_score_kind: str = "logit",
 ) -> Path:
     """threshold_curves.png: AP, precision, recall and F1 (at OKS/IoU 0.50, dashed at 0.75) against the person-score
-    threshold, the best-F1 threshold marked (when there is one); with keypoint rows, a second panel for the "all"
-    keypoint row, or the words "no matched persons" when no person was matched."""
+    threshold, the best-F1 threshold marked and labelled (when there is one); with keypoint rows, a second panel
+    for the "all" keypoint row, or the words "no matched persons" when no person was matched. 780 x 600 pixels per
+    panel, the legends below the panels."""
     # A Figure on its own Agg canvas: no pyplot, so the caller's matplotlib backend and figures are left alone.
     fig = threshold_curves_figure(rows, keypoint_rows, match_oks, keypoint_score_kind)
     buf = io.BytesIO()
@@ -396,6 +514,117 @@ def plot_threshold_curves(
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+HEATMAP_METRICS = ("recall", "precision")
+
+
+def keypoint_threshold_grid(
+    keypoint_rows: Sequence[dict[str, Any]], metric: str
+) -> tuple[list[str], list[float], np.ndarray]:
+    """(keypoints in row order, thresholds ascending, values (K, T) with NaN where undefined) of one metric of the
+    keypoint-score sweep (`kpbench thresholds`' keypoint rows; "all" last)."""
+    names = list(dict.fromkeys(r["keypoint"] for r in keypoint_rows))
+    names = [n for n in names if n != "all"] + (["all"] if "all" in names else [])
+    thresholds = sorted({float(r["threshold"]) for r in keypoint_rows})
+    grid = np.full((len(names), len(thresholds)), np.nan)
+    row_of, column_of = {n: i for i, n in enumerate(names)}, {t: j for j, t in enumerate(thresholds)}
+    for r in keypoint_rows:
+        value = r.get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            grid[row_of[r["keypoint"]], column_of[float(r["threshold"])]] = float(value)
+    return names, thresholds, grid
+
+
+def keypoint_threshold_heatmap_figure(
+    keypoint_rows: Sequence[dict[str, Any]], keypoint_score_kind: str = "logit", person_thresh: float | None = None,
+) -> Figure:
+    """Keypoint-score thresholds as two keypoint × threshold heatmaps, recall (shown and correct / labelled) and
+    precision (correct / shown), each cell holding its value in percent; grey where undefined (0/0). 1300 pixels
+    wide, 0.3 inch per keypoint tall (at `CURVES_DPI`)."""
+    from matplotlib.colors import Normalize
+
+    names = keypoint_threshold_grid(keypoint_rows, "recall")[0]
+    fig = new_figure(13.0, 1.6 + 0.3 * len(names), dpi=CURVES_DPI, constrained=True)
+    axes = fig.subplots(1, len(HEATMAP_METRICS), sharey=True)
+    norm = Normalize(0.0, 1.0)
+    image = None
+    for ax, metric in zip(axes, HEATMAP_METRICS):
+        names, thresholds, grid = keypoint_threshold_grid(keypoint_rows, metric)
+        masked = np.ma.masked_invalid(grid)
+        cmap = _heatmap_cmap()
+        image = ax.imshow(masked, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest", gid=metric)
+        for (i, j), value in np.ndenumerate(grid):
+            text = "–" if math.isnan(value) else f"{100 * value:.0f}"
+            dark = not math.isnan(value) and value < 0.6
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        ax.set_xticks(range(len(thresholds)), [f"{t:g}" for t in thresholds], fontsize=8)
+        ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+        if "all" in names:
+            ax.axhline(len(names) - 1.5, color="white", linewidth=2)
+        if np.isnan(grid).all():  # say why every cell is grey rather than leave a blank grid
+            ax.text(0.5, 0.5, f"{NO_MATCHED_PERSONS}\n(nothing labelled among matched persons)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="0.2", gid="empty",
+                    bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"})
+        ax.set_xlabel(f"keypoint-score threshold ({keypoint_score_kind}): shown when the score is above it")
+        ax.set_title({"recall": "recall: shown and correct / labelled (%)",
+                      "precision": "precision: correct / shown (%)"}[metric], fontsize=10)
+    assert image is not None
+    fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.01, label="fraction (grey: undefined)")
+    who = f" above person score {person_thresh:g}" if person_thresh is not None else ""
+    fig.suptitle(f"Keypoint-score thresholds per keypoint (persons matched at OKS >= 0.5{who}; correct: "
+                 "keypoint similarity >= 0.5)", fontsize=10)
+    return fig
+
+
+def _heatmap_cmap() -> Any:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"].with_extremes(bad="0.85")
+
+
+def keypoint_ap_figure(rows: Sequence[dict[str, Any]], title: str | None = None) -> Figure:
+    """AP per keypoint group and per keypoint (`kpbench.analysis.keypoint_ap` rows): horizontal bars of AP with
+    AP50 and AP75 as markers, groups first, the whole set's AP as a dashed line; 1000 pixels wide, 0.28 inch per
+    bar tall. A part without GT (COCO's -1) has no bar and says "no GT"."""
+    parts = [r for r in rows if r["kind"] != "all"]
+    whole = next((r for r in rows if r["kind"] == "all"), None)
+    fig = new_figure(10.0, 1.4 + 0.28 * max(len(parts), 1) + 2 * LEGEND_ROW_IN, constrained=True)
+    ax = fig.subplots()
+    y = np.arange(len(parts))
+    colors = ["tab:purple" if r["kind"] == "group" else "tab:blue" for r in parts]
+
+    def percent(row: dict[str, Any], key: str) -> float:
+        value = _num(row.get(key))
+        return math.nan if math.isnan(value) or value < 0 else 100 * value
+
+    ap = [percent(r, "AP") for r in parts]
+    ax.barh(y, [0 if math.isnan(v) else v for v in ap], color=colors, height=0.7, gid="AP")
+    # Not clipped: a marker at 100 stays whole on the axis' edge.
+    ax.plot([percent(r, "AP50") for r in parts], y, "k|", ms=9, mew=2, label="AP50", gid="AP50", clip_on=False)
+    ax.plot([percent(r, "AP75") for r in parts], y, "kx", ms=5, label="AP75", gid="AP75", clip_on=False)
+    for i, value in enumerate(ap):  # the value inside its bar (after it when the bar is too short to hold it)
+        inside = not math.isnan(value) and value >= 8
+        ax.text(1 if inside or math.isnan(value) else value + 1, i, "no GT" if math.isnan(value) else f"{value:.1f}",
+                va="center", ha="left", fontsize=7, color="white" if inside else "0.2", gid="ap_value")
+    if whole is not None and not math.isnan(percent(whole, "AP")):
+        ax.axvline(percent(whole, "AP"), color="black", linestyle="--", linewidth=1,
+                   label=f"all keypoints: AP {percent(whole, 'AP'):.1f}")
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Patch(color="tab:purple"), Patch(color="tab:blue")]
+    labels += ["AP of a group", "AP of a keypoint"]
+    names = [f"{r['name']} ({len(str(r.get('keypoints', '')).split(','))})" if r["kind"] == "group" else r["name"]
+             for r in parts]
+    ax.set_yticks(y, [n.replace("_", " ") for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("keypoint AP (%; OKS .50:.95 over the part's keypoints)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or "AP per keypoint group (with its number of keypoints) and per keypoint", fontsize=10)
+    fig.legend(handles, labels, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    return fig
 
 
 # Error diagnosis (kpbench.analysis.errors)
@@ -408,14 +637,18 @@ ERROR_STEP_LABELS: dict[str, str] = {
 
 
 def error_pr_curves_figure(pr_curves: Mapping[str, Any], mode: str = "kpbench") -> Figure:
-    """The figure of `plot_error_pr_curves`: one 500x400 panel per OKS panel (0.50, 0.75, mean 0.50:0.95)."""
+    """The figure of `plot_error_pr_curves`: one 500-pixel-wide panel per OKS panel (0.50, 0.75, mean
+    0.50:0.95), its legend (two columns, each step's AP in brackets) below it: 516 pixels tall with 8 steps."""
     recall = np.asarray(pr_curves["recall"], dtype=np.float64)
     panels = list(pr_curves["panels"])
-    fig = new_figure(PR_PANEL_SIZE[0] * len(panels), PR_PANEL_SIZE[1] + 0.6)
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     steps = list(pr_curves["curves"])
+    legend_in = legend_rows(len(steps), 2) * LEGEND_ROW_IN + 0.1
+    fig = new_figure(PR_PANEL_SIZE[0] * len(panels), PR_PANEL_SIZE[1] + 0.3 + legend_in, constrained=True)
+    grid = fig.subplots(2, len(panels), squeeze=False,
+                        gridspec_kw={"height_ratios": [PR_PANEL_SIZE[1] - 0.1, legend_in]})
     styles = series_styles(steps)
-    for ax, panel in zip(axes, panels):
+    for column, panel in enumerate(panels):
+        ax = grid[0][column]
         drawn = False
         for step in steps:
             precision = np.asarray(pr_curves["curves"][step][panel], dtype=np.float64)
@@ -425,23 +658,21 @@ def error_pr_curves_figure(pr_curves: Mapping[str, Any], mode: str = "kpbench") 
             style = styles[step]
             ax.plot(recall, precision, color=style["color"], linestyle=style["linestyle"], linewidth=1.6,
                     label=f"[{100 * float(precision.mean()):.1f}] {ERROR_STEP_LABELS.get(step, step)}")
-        if drawn:
-            ax.legend(loc="lower left", fontsize=7)
-        else:
+        if not drawn:
             ax.text(0.5, 0.5, "no GT", transform=ax.transAxes, ha="center", va="center", color="0.35")
+        legend_below(ax, grid[1][column], columns=2)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"PR curves after each cumulative correction (area all, {mode} mode; [AP] in the legend)",
+    fig.suptitle(f"PR curves after each cumulative correction (area all, {mode} mode; [AP] in the legends)",
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def plot_error_pr_curves(pr_curves: Mapping[str, Any], path: str | Path, mode: str = "kpbench") -> Path:
     """PR curves of the error diagnosis ({"recall", "panels", "curves": {step: {panel: precision}}}, as
-    `ErrorAnalysis.pr_curves` holds them); a PNG of 500 x 460 pixels per panel."""
+    `ErrorAnalysis.pr_curves` holds them); a PNG of 500 x 516 pixels per panel with its 8 steps."""
     return save_figure(error_pr_curves_figure(pr_curves, mode), path)

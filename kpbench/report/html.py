@@ -25,9 +25,10 @@ from kpbench.core.io import atomic_write_text, read_csv_rows, read_json
 
 WORST_IMAGES = 6
 COMPARE_FILE = "compare.json"  # written by `kpbench compare A B --out A`
-# Columns of COCO stats in the sweep tables, shown in percent as the metrics are.
-_STAT_COLUMNS = frozenset({"AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "AR50", "AR75", "ARs", "ARm", "ARl",
-                           "AR1", "AR10", "AR100"})
+# What the tables below show in percent: PERCENT (one decimal, n/a for COCO's -1) or SIGNED (a difference, in signed
+# percent points); every other number as it is. `_scale` picks it from the column's name.
+PERCENT, SIGNED = "percent", "signed"
+COMPARE_SCALES = {"a": PERCENT, "b": PERCENT, "delta": SIGNED, "low": SIGNED, "high": SIGNED}  # compare.json's rows
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
 padding:1.5rem;color:#1d1d1f;background:#fff}
@@ -40,6 +41,7 @@ td:first-child,th:first-child{text-align:left}.missing{color:#86868b;font-style:
 border:1px solid #eee}figure{margin:.5rem 0 1rem}figcaption{color:#555;font-size:.9rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.8rem}
 .wide{overflow-x:auto}ul.dev{margin:.2rem 0 .8rem 1.2rem;padding:0}code{font-size:.9em}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4rem .7rem}details summary{cursor:pointer;color:#555}
 @media print{body{max-width:none;padding:0;font-size:11pt}th{cursor:auto}h2{break-after:avoid}
 figure,table{break-inside:avoid}}
 """
@@ -69,9 +71,28 @@ def _metric_cell(value: Any, run: str, iou_type: str, stat: str) -> str:
             f'data-value="{value!r}">{percent_text(float(value))}</td>')
 
 
-def _plain_cell(value: Any, column: str = "") -> str:
-    if column in _STAT_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
+def _scale(column: str) -> str | None:
+    """How a column is shown: AP/AR stats (AP, kp_AP50, published_box_AP, ...) and fractions (frac_*) in percent,
+    AP gains (gain_*) in signed percent points; None: as it is."""
+    from kpbench.report.tables import is_ap_column
+
+    if column.startswith("gain_"):
+        return SIGNED
+    if is_ap_column(column) or column.startswith("frac_"):
+        return PERCENT
+    return None
+
+
+def _plain_cell(value: Any, column: str = "", scale: str | None = None) -> str:
+    """A table cell; numbers shown on `scale` (else the column's own, `_scale`) keep the full value in data-value."""
+    scale = scale or _scale(column)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if scale == PERCENT and number:
         return f'<td data-value="{value!r}">{percent_text(float(value))}</td>'
+    if scale == SIGNED and number:
+        return f'<td data-value="{value!r}">{100 * float(value):+.1f}</td>'
+    if scale is not None and value is None:
+        return "<td>n/a</td>"
     if isinstance(value, float):
         shown = "" if math.isnan(value) else f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
         return f'<td data-value="{value!r}">{shown}</td>'
@@ -80,12 +101,15 @@ def _plain_cell(value: Any, column: str = "") -> str:
     return f"<td>{_e(value)}</td>"
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+           scales: dict[str, str] | None = None) -> str:
+    """A sortable table; `scales` overrides the scale of columns whose names do not say it (`_scale`)."""
     if not rows:
         return ""
     columns = list(columns or rows[0])
+    scales = scales or {}
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_plain_cell(r.get(c), c) for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_plain_cell(r.get(c), c, scales.get(c)) for c in columns) + "</tr>" for r in rows)
     return (f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
             "</table></div>")
 
@@ -104,6 +128,24 @@ def _png_bytes(image: Any) -> bytes:
 
 def _missing(text: str) -> str:
     return f'<p class="missing">{_e(text)}</p>'
+
+
+def split_inputs(paths: Sequence[str | Path], speed_csvs: Sequence[str | Path] = ()) -> tuple[list[Path], list[Path]]:
+    """(run directories, speed CSVs) of `kpbench html`'s arguments: a .csv file among `paths` is a speed CSV. The
+    shell expands `--speed results/speed/*.csv` to `--speed a.csv b.csv`, and every CSV after the first arrives as
+    an argument of its own, so that a CSV is a speed table wherever it is given; any other file is an error that
+    says what the command takes."""
+    runs: list[Path] = []
+    speeds = [Path(p) for p in speed_csvs]
+    for path in map(Path, paths):
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            speeds.append(path)
+        elif path.is_file():
+            raise KpbenchError(f"{path}: a file, not a run directory (html takes run directories, and speed CSVs "
+                               "after --speed)")
+        else:
+            runs.append(path)
+    return runs, list(dict.fromkeys(speeds))
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
@@ -157,7 +199,9 @@ def _model_section(run: dict[str, Any]) -> str:
     dev = ("<h3>Deviations from the published protocol</h3><ul class=\"dev\">"
            + "".join(f"<li>{_e(d)}</li>" for d in deviations) + "</ul>") if deviations else \
         "<p>The published protocol, without deviations.</p>"
-    return f'<table class="kv"><tbody>{body}</tbody></table>{dev}'
+    from kpbench.report.html_sections import random_weights_note
+
+    return f'<table class="kv"><tbody>{body}</tbody></table>{random_weights_note(m)}{dev}'
 
 
 def _metrics_section(run: dict[str, Any]) -> str:
@@ -177,14 +221,30 @@ def _metrics_section(run: dict[str, Any]) -> str:
                     if isinstance(ref, (int, float)) else "")
         parts.append(f"<h3>{_e(iou_type)}</h3><table><thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody>"
                      f"</table>{ref_line}")
-    return "".join(parts) + "<p>AP and AR in percent; n/a where COCO has no ground truth in that range.</p>"
+    return "".join(parts) + f"<p>{_e(PERCENT_NOTE)}</p>"
+
+
+# What the numbers of each table are, under it, where the column names do not say it all.
+PERCENT_NOTE = "AP and AR in percent; n/a where COCO has no ground truth in that range."
+TABLE_NOTES = {
+    "thresholds_person": "AP and AR in percent (n/a: no ground truth in that range); precision, recall and F1 as "
+                         "fractions, as `kpbench thresholds` prints them.",
+    "keypoints": "frac_* in percent; mean similarity in [0, 1]; median error divided by sqrt(GT area).",
+    "errors_ap_gain": "AP in percent; gain_* in percent points over the uncorrected detections.",
+    "errors_keypoints": "Counts of labelled keypoints; frac_* in percent of them.",
+    "sensitivity": PERCENT_NOTE,
+}
+
+
+def _note(stem: str) -> str:
+    return f"<p>{_e(TABLE_NOTES[stem])}</p>" if stem in TABLE_NOTES else ""
 
 
 def _csv_section(run_dir: Path, stem: str, figure: str, caption: str, how: str) -> str:
     path = run_dir / f"{stem}.csv"
     if not path.is_file():
         return _missing(how)
-    out = _table(read_csv_rows(path))
+    out = _table(read_csv_rows(path)) + _note(stem)
     if (run_dir / figure).is_file():
         out += _image(run_dir / figure, caption)
     return out
@@ -203,7 +263,8 @@ def _analysis_section(run_dir: Path) -> str:
     found = [(stem, title) for stem, title in ANALYSIS_TABLES if (run_dir / f"{stem}.csv").is_file()]
     if not found:
         return _missing(f"No error analysis: run `kpbench analyze {run_dir}`.")
-    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'))}" for stem, title in found)
+    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'))}{_note(stem)}"
+                  for stem, title in found)
     if (run_dir / "errors_pr_curves.png").is_file():
         out += _image(run_dir / "errors_pr_curves.png", "PR curves after each cumulative correction")
     return out
@@ -234,6 +295,7 @@ def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, i
 
 def _worst_section(run: dict[str, Any]) -> str:
     from kpbench.report.draw import draw_run_images
+    from kpbench.report.html_sections import image_credit
 
     run_dir = run["dir"]
     try:
@@ -256,9 +318,10 @@ def _worst_section(run: dict[str, Any]) -> str:
             with Image.open(path) as im:
                 im.thumbnail((900, 900))
                 data = base64.b64encode(_png_bytes(im)).decode("ascii")
+            credit = image_credit(run_dir, image_id)
             figures.append(f'<figure><img alt="image {image_id}" src="data:image/png;base64,{data}"><figcaption>'
-                           f"image {image_id}: {missed} missed, {spurious} false positive(s) above 0.5</figcaption>"
-                           "</figure>")
+                           f"image {image_id}: {missed} missed, {spurious} false positive(s) above 0.5"
+                           f"{'<br>' + _e(credit) if credit else ''}</figcaption></figure>")
     return ("<p>Detections scored above 0.5 (left) beside the ground truth (right), for the images that lose most "
             "at OKS 0.5.</p>" + '<div class="grid">' + "".join(figures) + "</div>")
 
@@ -308,7 +371,9 @@ def _intervals_section(runs: Sequence[dict[str, Any]]) -> str:
                 for r in data["stats"] if isinstance(r, dict)]
         level = next((r.get("level") for r in data["stats"] if isinstance(r, dict) and r.get("level")), None)
         parts.append(f"<h3>ΔAP: {_e(Path(other).name)} − {_e(run['name'])} ({_e(data.get('iou_type', ''))}, paired "
-                     f"bootstrap{f', {100 * level:.0f}% interval' if level else ''})</h3>" + _table(rows))
+                     f"bootstrap{f', {100 * level:.0f}% interval' if level else ''})</h3>"
+                     + _table(rows, scales=COMPARE_SCALES)
+                     + "<p>a and b in percent; delta, low and high in percent points.</p>")
     if not parts:
         first, second = (runs[0]["dir"], runs[1]["dir"]) if len(runs) > 1 else (runs[0]["dir"], "RUN_B")
         return _missing(f"ΔAP confidence intervals: run `kpbench compare {first} {second} --out {first}` to add them.")
@@ -316,14 +381,17 @@ def _intervals_section(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def _run_sections(run: dict[str, Any], with_images: bool) -> str:
+    from kpbench.report import html_sections
+
     d = run["dir"]
+    kind = str(run["manifest"].get("keypoint_score_kind") or "logit")
     sections = [
         ("Model, data and protocol", _model_section(run)),
         ("Metrics", _metrics_section(run)),
+        ("AP per keypoint and per keypoint group", html_sections.keypoint_ap_section(d)),
         ("Person-score thresholds", _csv_section(d, "thresholds_person", "threshold_curves.png", "threshold curves",
                                                  f"No threshold sweep: run `kpbench thresholds {d}`.")),
-        ("Keypoint-score thresholds", _csv_section(d, "thresholds_keypoint", "", "",
-                                                   f"No keypoint-score sweep: run `kpbench thresholds {d}`.")),
+        ("Keypoint-score thresholds", html_sections.keypoint_threshold_section(d, kind)),
         ("Per-keypoint breakdown", _csv_section(d, "keypoints", "keypoints.png", "per-keypoint accuracy",
                                                 f"No breakdown: run `kpbench keypoints {d}`.")),
         ("PR curves", _image(d / "pr_curves.png", "precision-recall curves") if (d / "pr_curves.png").is_file()
@@ -332,14 +400,19 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
     ]
     if with_images:
         sections.append(("Worst images", _worst_section(run)))
+    credits = html_sections.image_credits_section(d)
+    if credits:
+        sections.append(("Images: credits and licences", credits))
     return "".join(f"<section><h2>{_e(title)}</h2>{body}</section>" for title, body in sections)
 
 
 def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] = (), images: bool = True) -> str:
-    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string."""
+    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string. A .csv among
+    `run_dirs` is taken as a speed CSV (`split_inputs`)."""
+    run_dirs, speed_csvs = split_inputs(run_dirs, speed_csvs)
     if not run_dirs:
         raise KpbenchError("html: give at least one run directory (made by `kpbench run`)")
-    runs = [_read_run(Path(d)) for d in run_dirs]
+    runs = [_read_run(d) for d in run_dirs]
     title = f"kpbench: {runs[0]['name']}" if len(runs) == 1 else f"kpbench: {len(runs)} runs compared"
     parts = [f"<h1>{_e(title)}</h1>"]
     if len(runs) > 1:
@@ -348,7 +421,7 @@ def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] 
         if len(runs) > 1:
             parts.append(f"<h1>{_e(run['name'])}</h1>")
         parts.append(_run_sections(run, images))
-    parts.append(f"<section><h2>Speed</h2>{_speed_section([Path(p) for p in speed_csvs])}</section>")
+    parts.append(f"<section><h2>Speed</h2>{_speed_section(speed_csvs)}</section>")
     from kpbench import __version__
 
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -361,7 +434,7 @@ def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] 
 def write_html(
     run_dirs: Sequence[str | Path], out: str | Path, speed_csvs: Sequence[str | Path] = (), images: bool = True
 ) -> Path:
-    """Write the report page atomically; returns its path."""
+    """Write the report page (`build_html`) atomically; returns its path."""
     out = Path(out)
     if out.is_dir():
         raise KpbenchError(f"{out}: is a folder; --out takes the HTML file to write")

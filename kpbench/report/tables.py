@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,9 +179,28 @@ def find_threshold_files(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]
     return list(dict.fromkeys(found))
 
 
+def _refuse_json(path: Path, text: str) -> None:
+    """A KpbenchError for a JSON file given where a CSV belongs (it would read as a CSV of broken rows): a speed
+    CSV's manifest (the .json beside it), a results or GT file."""
+    head = text.lstrip()[:1]
+    if head not in ("{", "["):
+        return
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return  # not JSON after all: the CSV checks say what is wrong with it
+    hint = ""
+    if isinstance(data, dict) and data.get("kind") == "kpbench-speed":
+        table = path.with_suffix(".csv")
+        hint = f": the manifest of a speed table; give {table}" if table.is_file() else ": the manifest of a speed table; give its .csv"
+    raise KpbenchError(f"{path}: a JSON file, not a CSV{hint}")
+
+
 def _check_rows(path: Path, text: str) -> None:
     """A KpbenchError naming the first half-written row: one with another number of fields than the header, or a
-    last row without its end of line (kpbench writes every row whole, so that means the file was cut short)."""
+    last row without its end of line (kpbench writes every row whole, so that means the file was cut short). A JSON
+    file is said to be one."""
+    _refuse_json(path, text)
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         raise KpbenchError(f"{path}: empty file, not a CSV")
@@ -216,8 +236,14 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
 def read_speed_files(paths: Sequence[str | Path], required: Sequence[str] = SPEED_REQUIRED) -> pd.DataFrame:
     """All rows of the speed CSVs found in `paths`, with a `source` column (the file name): the one reader of
     `kpbench speed` tables (report and plot). `required`: the columns a file must have."""
+    return _read_speed(paths, required)[0]
+
+
+def _read_speed(paths: Sequence[str | Path], required: Sequence[str] = SPEED_REQUIRED) -> tuple[pd.DataFrame, list[Path]]:
+    """`read_speed_files`, and the files whose rows it holds."""
     pd = _pd()
     frames = []
+    read: list[Path] = []
     files = find_speed_files(paths)
     for path, named in files:
         try:
@@ -235,9 +261,10 @@ def read_speed_files(paths: Sequence[str | Path], required: Sequence[str] = SPEE
         df["size"] = sizes
         df["source"] = path.name
         frames.append(df)
+        read.append(path)
     if not frames:
         raise _no_readable(paths, "speed CSV", len(files))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), read
 
 
 def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
@@ -338,15 +365,82 @@ def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
 
 def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`, and "runtimes" (the runtime x
-    size table, kpbench.report.runtimes) when some row ran on a runtime other than eager."""
+    size table, kpbench.report.runtimes) when some row ran on a runtime other than eager. The table's
+    `attrs["size_definitions"]` holds what a size means for each model ({model name: text}, `size_definitions`)."""
     from kpbench.report.runtimes import runtime_table
 
-    df = read_speed_files(paths)
-    tables = {"table": speed_table(df), "pivot": speed_pivot(df)}
+    df, files = _read_speed(paths)
+    table = speed_table(df)
+    table.attrs["size_definitions"] = model_size_definitions(df, files)
+    tables = {"table": table, "pivot": speed_pivot(df)}
     runtimes = runtime_table(df)
     if runtimes is not None:
         tables["runtimes"] = runtimes
     return tables
+
+
+def model_size_definitions(df: pd.DataFrame, csv_files: Sequence[Path]) -> dict[str, str | None]:
+    """{model name: what a size means for it, or None where not recorded} for every model of the speed rows `df`
+    read from `csv_files` (`size_definitions`)."""
+    models = sorted({str(m) for m in df["model"].dropna()}) if "model" in df else []
+    recorded = size_definitions(csv_files)
+    return {name: recorded.get(name) for name in models}
+
+
+def table_size_definitions(table: pd.DataFrame | None) -> dict[str, str | None]:
+    """The size definitions a speed table carries (`attrs["size_definitions"]`), else its models, each unrecorded."""
+    if table is None:
+        return {}
+    if table.attrs.get("size_definitions") is not None:
+        return dict(table.attrs["size_definitions"])
+    models = sorted({str(m) for m in table["model"].dropna() if str(m)}) if "model" in table else []
+    return dict.fromkeys(models)
+
+
+def size_definitions(csv_files: Sequence[Path]) -> dict[str, str]:
+    """What an input size means for each model of these speed CSVs, {model name: text}, from the model records of
+    the JSON manifests beside them (ModelInfo.input_size_definition); models without one are left out."""
+    found: dict[str, str] = {}
+    for path in csv_files:
+        try:
+            manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # no manifest (or a broken one, said when the table was read): nothing recorded
+        entries = manifest.get("models") if isinstance(manifest, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            info = entry.get("info") if isinstance(entry, dict) else None
+            spec = entry.get("spec") if isinstance(entry, dict) else None
+            if not isinstance(info, dict) or not isinstance(info.get("input_size_definition"), str):
+                continue
+            name = info.get("name") or (spec.get("spec") if isinstance(spec, dict) else None)
+            if isinstance(name, str):
+                found.setdefault(name, info["input_size_definition"])
+    return found
+
+
+# The size bullet when a model's manifest does not say (CSVs without one, or from a kpbench before models said).
+SIZE_UNRECORDED = ("not recorded with this table; for the built-in models: Keypoint R-CNN's short side (max_size = "
+                   "round(s*1333/800)), YOLO's imgsz (the long side), MediaPipe's long side before BlazePose")
+
+
+def size_bullet(definitions: dict[str, str | None]) -> str:
+    """The "Size" bullet of "What was timed": what a size means for each model of the table."""
+    if not definitions:
+        return f"- **Size** = the model's input size, set through its `set_input_size` hook: {SIZE_UNRECORDED}."
+    lines = ["- **Size** = each model's own input size (its `set_input_size` hook); images are not resized "
+             "beforehand, and `padded_shapes` are the tensors that reached the network:"]
+    lines += [f"  - `{name}`: {text or SIZE_UNRECORDED}." for name, text in definitions.items()]
+    return "\n".join(lines)
+
+
+def timing_definition(definitions: dict[str, str | None]) -> str:
+    """speed's definition of what was timed, with the size defined for every model of the table (speed's own text
+    defines Keypoint R-CNN's)."""
+    from kpbench.engine.speed import TIMING_DEFINITION
+
+    bullets = re.split(r"\n(?=- )", TIMING_DEFINITION.strip())
+    kept = [b for b in bullets if not b.startswith("- **Size**")]
+    return "\n".join([size_bullet(definitions), *kept]) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -596,7 +690,7 @@ TITLES = {
 }
 
 
-def _is_ap_column(column: str) -> bool:
+def is_ap_column(column: str) -> bool:
     """An AP/AR stat column: "AP", "kp_AP50", "published_box_AP", "run-1:ARl" (not "precision_50")."""
     stat = column.rsplit(":", 1)[-1].rsplit("_", 1)[-1]
     return stat in KEYPOINT_STAT_NAMES or stat in BBOX_STAT_NAMES
@@ -604,7 +698,7 @@ def _is_ap_column(column: str) -> bool:
 
 def _percent_cell(column: str, value: Any) -> Any:
     """Tables for people show AP/AR in percent with one decimal, and n/a for COCOeval's -1 (CSV/JSON keep 0-1)."""
-    if not _is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
         return value
     return "n/a" if value < 0 else f"{100 * value:.1f}"
 
@@ -625,12 +719,11 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
     for name, df in tables.items():
         records = [{k: _percent_cell(k, v) for k, v in row.items()} for row in _records(df)]
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
-    if any(_is_ap_column(str(c)) for df in tables.values() for c in df.columns):
+    if any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
     if kind == "speed" or (kind == "sweep" and "speed" in tables):
-        from kpbench.engine.speed import TIMING_DEFINITION
-
-        parts += ["## What was timed", "", TIMING_DEFINITION]
+        table = tables.get("table" if kind == "speed" else "speed")
+        parts += ["## What was timed", "", timing_definition(table_size_definitions(table))]
     return {"report": "\n".join(parts)}
 
 

@@ -59,10 +59,12 @@ _SHARD_RE = re.compile(r"detections\.rank(\d+)\.jsonl")
 METRICS_FILES = tuple(f"{METRICS_STEM}.{ext}" for ext in ("csv", "md", "json"))
 # Everything `kpbench run` writes; --overwrite deletes exactly these (never anything else in the folder).
 RUN_FILES = (MANIFEST, DETECTIONS, GROUND_TRUTH, KEYPOINT_RESULTS, BBOX_RESULTS, *METRICS_FILES)
-# What the analysis after a run adds (kpbench.analysis.thresholds, kpbench.analysis.breakdown, kpbench.report.figures name them).
+# What the analysis after a run adds (kpbench.analysis.thresholds, kpbench.analysis.breakdown,
+# kpbench.analysis.keypoint_ap, kpbench.report.figures name them).
 ANALYSIS_FILES = (
     "thresholds_person.csv", "thresholds_person.md", "thresholds_keypoint.csv", "thresholds_keypoint.md",
     "threshold_curves.png", "keypoints.csv", "keypoints.md", "keypoints.png", "pr_curves.png",
+    "keypoint_ap.csv", "keypoint_ap.md", "keypoint_ap.json",
 )
 
 

@@ -39,6 +39,7 @@ from kpbench.core.config import (
     SpeedSettings,
     _suggest,
     merge_settings,
+    setting_fields,
     settings_dict,
     tomllib,
     validate_table,
@@ -253,7 +254,7 @@ def _resources(path: Path, tables: Any) -> dict[str, Resources]:
 
 
 def _check_defaults_used(path: Path, defaults: dict[str, Any]) -> None:
-    fields = {f.name for cls in SETTINGS.values() for f in dataclasses.fields(cls)}
+    fields = {f.name for cls in SETTINGS.values() for f in setting_fields(cls)}  # not their `sources`
     for key in defaults:
         if key in SWEEP_OWNED:
             raise KpbenchError(f"{path}: [defaults]: '{key}' cannot be set: {SWEEP_OWNED[key]}")
@@ -270,7 +271,7 @@ def _block_cells(
     label = f"[[{kind}]] {number}"
     where = f"{path}: {label}"
     cls = SETTINGS[kind]
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in setting_fields(cls)}  # settings only, not `sources`
     for key in block:
         if key in SWEEP_OWNED:
             raise KpbenchError(f"{where}: '{key}' cannot be set: {SWEEP_OWNED[key]}")

@@ -99,11 +99,11 @@ def sweep_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     speed cell wrote a table, runs only when some run cell made a run directory)."""
     import pandas as pd
 
-    from kpbench.report.tables import read_speed_files, run_row, speed_pivot, speed_table
+    from kpbench.report.tables import model_size_definitions, read_speed_files, run_row, speed_pivot, speed_table
 
     sweep_dirs = find_sweep_dirs(paths)
     run_rows: list[dict[str, Any]] = []
-    speed_frames = []
+    speed_frames, speed_files = [], []
     for sweep_dir in sweep_dirs:
         runs, speeds = sweep_outputs(sweep_dir)
         for cell, run_dir in runs:
@@ -112,12 +112,14 @@ def sweep_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
             frame = read_speed_files([csv_path])
             frame["cell"] = cell
             speed_frames.append(frame)
+            speed_files.append(csv_path)
     tables: dict[str, pd.DataFrame] = {}
     speed = pd.concat(speed_frames, ignore_index=True) if speed_frames else None
     tables["table"] = _merged(speed, run_rows)
     tables["cells"] = cell_table(sweep_dirs)
     if speed is not None:
         tables["speed"] = speed_table(speed.drop(columns=["cell"]))
+        tables["speed"].attrs["size_definitions"] = model_size_definitions(speed, speed_files)  # "What was timed"
         tables["pivot"] = speed_pivot(speed.drop(columns=["cell"]))
     if run_rows:
         from kpbench.report.tables import RUN_COLUMNS
