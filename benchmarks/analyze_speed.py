@@ -48,7 +48,7 @@ def main() -> None:
         gt, results, gt_path, res_path = synthetic_workload_files(Path(tmp), args.images)
         print(f"{args.images} images, {len(gt['annotations'])} GT persons, {len(results)} detections")
         cases: dict[str, Callable[[], Any]] = {
-            "kpbench.evaluate (pycocotools)": lambda: evaluate(gt_path, res_path),
+            "kpbench.evaluate (pycocotools)": lambda: evaluate(gt_path, res_path, backend="pycocotools"),
             "analyze_errors (vectorized)": lambda: analyze_errors(gt_path, res_path),
             "diagnose (kpbench analyze)": lambda: diagnose(gt_path, res_path),
         }

@@ -3,7 +3,7 @@
 Generates 5000 images with `kpbench.data.synthetic` (~11,000 GT persons and ~37,000 keypoint detections with the
 default generator settings), then times, best of --repeat interleaved runs, all in this process:
 
-- one evaluation: `kpbench.evaluation.cocoeval.evaluate(gt, results)` (pycocotools backend: validation, evaluate,
+- one evaluation: `kpbench.evaluation.cocoeval.evaluate(gt, results)` (the default backend: validation, evaluate,
   accumulate, summarize);
 - the sweep: `kpbench.analysis.thresholds.thresholds_for_files(gt, results)` with the 20 default thresholds 0, 0.05, ...,
   0.95 (the same evaluation once, then re-accumulation per threshold).
@@ -63,7 +63,7 @@ def main() -> None:
         for row in picks:
             kept = [r for r in results if r["score"] >= row["threshold"]]
             start = time.perf_counter()
-            full = evaluate(gt, kept)
+            full = evaluate(gt, kept, backend="pycocotools")
             naive += time.perf_counter() - start
             same = [row[k] for k in full.stats] == full.stats_list()
             print(f"check t={row['threshold']:.2f}: full evaluation of {len(kept)} detections "

@@ -46,7 +46,7 @@ def test_out_dir_files_and_formats(files, tmp_path: Path) -> None:
     assert set(metrics) == set(KEYPOINT_STAT_NAMES)
     md = kpbench("evaluate", gt_path, res_path, "--format", "markdown")
     assert md.stdout == (out / "metrics.md").read_text()  # --format markdown prints metrics.md
-    assert md.stdout.startswith("### keypoints (pycocotools)\n\n| AP | AP50 |")
+    assert md.stdout.startswith("### keypoints (vectorized)\n\n| AP | AP50 |")
     table = kpbench("evaluate", gt_path, res_path)
     assert "AP50" in table.stdout and table.returncode == 0
 
@@ -71,7 +71,7 @@ def test_bbox_iou_type(tmp_path: Path) -> None:
     assert stats["AP"] == 1.0  # perfect boxes (crowd regions are ignored)
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 def test_no_validate_gives_the_same_numbers(files, backend: str) -> None:
     from kpbench.evaluation.cocoeval import evaluate
 
@@ -87,6 +87,8 @@ def test_no_validate_bad_file_is_one_line(files, tmp_path: Path) -> None:
     res_path = tmp_path / "dict.json"
     res_path.write_text(json.dumps({"image_id": 1}))
     proc = kpbench("evaluate", gt_path, res_path, "--no-validate")
+    assert_one_line_error(proc, "dict.json", "vectorized failed on the unchecked input", "without --no-validate")
+    proc = kpbench("evaluate", gt_path, res_path, "--no-validate", "--backend", "pycocotools")
     assert_one_line_error(proc, "dict.json", "pycocotools failed on the unchecked input", "without --no-validate")
 
 

@@ -53,7 +53,7 @@ def test_evaluate_groups_option_and_people_tables(files, run_cli) -> None:
     assert row.split()[-1] == "nose,left_eye,right_eye"
     assert "AP per keypoint and per keypoint group (coco17; percent, n/a: no GT):" in out
     code, out, _ = run_cli("evaluate", gt, res, "--per-keypoint", "--format", "markdown")
-    assert code == 0 and "| keypoint | left_ankle |" in out and out.startswith("### keypoints (pycocotools)")
+    assert code == 0 and "| keypoint | left_ankle |" in out and out.startswith("### keypoints (vectorized)")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -78,11 +78,19 @@ def test_keypoint_max_dets_other_than_20_are_not_minus_one(scene) -> None:
     assert evaluate(gt, results, settings=spelled).stats_list() == _pycocotools(gt, results, "keypoints").tolist()
 
 
-def test_use_cats_0_for_keypoints_is_evaluated_by_hotcoco_and_said(scene) -> None:
+def test_use_cats_0_for_keypoints_is_honoured_and_said(scene) -> None:
+    """pycocotools' computeOks ignores useCats=0 (every keypoint stat 0): the default backend honours it, as hotcoco
+    does (arrays equal), and asking for pycocotools gets the vectorized backend, each time with a note."""
     gt, results = scene
     result = evaluate(gt, results, settings=EvalSettings(use_cats=False))
-    assert result.backend == "hotcoco"
-    assert any("pycocotools' computeOks ignores it and would score every keypoint stat 0" in n for n in result.notes)
+    assert result.backend == "vectorized"
+    assert any("pycocotools' computeOks ignores it and would score every keypoint stat 0; the vectorized backend "
+               "honours it (as hotcoco does)" in n for n in result.notes)
+    asked = evaluate(gt, results, backend="pycocotools", settings=EvalSettings(use_cats=False))
+    assert asked.backend == "vectorized" and asked.stats == result.stats
+    assert any("evaluated with the vectorized backend, which honours it" in n for n in asked.notes)
+    hotcoco = evaluate(gt, results, backend="hotcoco", settings=EvalSettings(use_cats=False))
+    assert np.array_equal(hotcoco.precision, result.precision) and hotcoco.stats == result.stats
     # One keypoint category: useCats changes nothing.
     assert result.stats_list() == _pycocotools(gt, results, "keypoints").tolist()
     assert metrics_json({"keypoints": result})["params"] == {"keypoints": {

@@ -49,7 +49,7 @@ def varied_scene(seed: int, iou_type: str = "keypoints") -> tuple[dict[str, Any]
     return gt, results
 
 
-def assert_parity(gt: dict, results: list, iou_type: str = "keypoints", backend: str = "pycocotools") -> None:
+def assert_parity(gt: dict, results: list, iou_type: str = "keypoints", backend: str = "vectorized") -> None:
     reference = pycocotools_eval(gt, results, iou_type)
     ours = evaluate(copy.deepcopy(gt), copy.deepcopy(results), iou_type=iou_type, backend=backend)
     assert ours.stats_list() == [float(s) for s in reference.stats]  # exact float equality
@@ -73,14 +73,14 @@ def test_fce_published_stats() -> None:
 
 
 @requires_shared
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 def test_parity_fce(backend: str) -> None:
     with pytest.warns(UserWarning):
         assert_parity(load(FCE / "gt_dataset.json"), load(FCE / "dt_dataset.json"), backend=backend)
 
 
 @requires_shared
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 @pytest.mark.parametrize(
     ("gt_file", "dt_file", "expected_at"),
     [
@@ -100,7 +100,7 @@ def test_parity_measured_fixtures(gt_file, dt_file, expected_at: tuple[str, str]
 
 
 @requires_shared
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 def test_parity_real_val2017_sample(backend: str) -> None:
     gt = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
     results = jittered_detections(gt)
@@ -123,14 +123,14 @@ def test_parity_real_sample_bbox() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 def test_parity_generated(seed: int, backend: str) -> None:
     gt, results = make_synthetic_coco(num_images=60, seed=seed)
     assert_parity(gt, results, backend=backend)
 
 
 @pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])
-@pytest.mark.parametrize("backend", ["pycocotools", "hotcoco"])
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
 def test_parity_varied_scene(iou_type: str, backend: str) -> None:
     gt, results = varied_scene(seed=4, iou_type=iou_type)
     assert_parity(gt, results, iou_type=iou_type, backend=backend)
@@ -423,7 +423,8 @@ def test_check_backend() -> None:
     from kpbench.evaluation.cocoeval import check_backend
 
     assert check_backend("pycocotools") == "pycocotools"
-    with pytest.raises(KpbenchError, match=r"^--backend: must be one of pycocotools, hotcoco, got 'coco'$"):
+    assert check_backend("vectorized") == "vectorized"
+    with pytest.raises(KpbenchError, match=r"^--backend: must be one of vectorized, pycocotools, hotcoco, got 'coco'$"):
         check_backend("coco")
     mp = pytest.MonkeyPatch()
     try:
@@ -456,8 +457,8 @@ def test_file_inputs_record_scores_and_boxes_before_pycocotools_adds_keys(tmp_pa
     gt, results = make_synthetic_coco(num_images=6, seed=4)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps(results))
-    from_files = evaluate(tmp_path / "gt.json", tmp_path / "res.json")
-    from_lists = evaluate(gt, results)
+    from_files = evaluate(tmp_path / "gt.json", tmp_path / "res.json", backend="pycocotools")
+    from_lists = evaluate(gt, results, backend="pycocotools")
     assert from_files.result_has_bbox is not None and not from_files.result_has_bbox.any()
     assert from_files.result_scores.tolist() == [r["score"] for r in results]
     assert from_files.stats == from_lists.stats

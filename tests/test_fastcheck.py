@@ -1,4 +1,5 @@
-"""kpbench.evaluation.fastcheck, hotcoco's dict-free input checks: the same verdict, notes and numbers as the full checks.
+"""kpbench.evaluation.fastcheck, hotcoco's dict-free input checks, and kpbench.evaluation.fastparse, the default
+backend's parse straight into arrays: the same verdict, messages, notes and numbers as the full checks.
 
 Every case runs `evaluate(gt_path, results_path, backend="hotcoco")` twice, with the fast path and with it switched
 off, and requires the same outcome: the same one-line error, or the same stats, notes, warnings and scores. Each
@@ -41,8 +42,10 @@ def _write(path: Path, content: Any) -> Path:
 
 
 def _comparable(result: EvalResult) -> dict[str, Any]:
-    """Every field of an EvalResult as plain data (arrays as lists), for exact comparison."""
-    plain = dataclasses.asdict(result)
+    """Every field of an EvalResult as plain data (arrays as lists), for exact comparison; not the inputs it kept,
+    which are files on one way and parsed data on the other."""
+    evals = None if result.image_evals is None else list(result.image_evals)  # built, if the backend keeps arrays
+    plain = dataclasses.asdict(dataclasses.replace(result, inputs=None, image_evals=evals))
     return json.loads(json.dumps(plain, default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a)))
 
 
@@ -100,6 +103,68 @@ class Checker:
 @pytest.fixture()
 def checker(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Checker:
     return Checker(monkeypatch, capfd)
+
+
+class ArrayChecker:
+    """The same comparison for the default backend: `evaluate(gt_path, results_path)` with the files parsed straight
+    into arrays (kpbench.evaluation.fastparse) and with that switched off (the full checks on dicts, then arrays
+    made from them). Its ways are "fast" (parsed into arrays) and "full"."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+        from kpbench.evaluation import fastparse
+
+        self.capfd, self.parsed = capfd, None
+        real_parse = fastparse.parse_files
+
+        def parse_files(*args: Any, **kwargs: Any) -> Any:
+            self.parsed = real_parse(*args, **kwargs)
+            return self.parsed
+
+        monkeypatch.setattr(fastparse, "parse_files", parse_files)
+
+    def outcome(self, gt: str | Path, results: str | Path, iou_type: str) -> tuple[str, Any, str]:
+        self.capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = evaluate(gt, results, iou_type=iou_type)
+            except KpbenchError as exc:
+                return "error", str(exc), self.capfd.readouterr().err
+        assert result.backend == "vectorized"
+        detail = {**_comparable(result), "warnings": [str(w.message) for w in caught],
+                  "detections": _comparable_arrays(result)}
+        return "ok", detail, self.capfd.readouterr().err
+
+    def way(self) -> str:
+        return "full" if self.parsed is None else "fast"
+
+    def same_as_full_checks(
+        self, tmp_path: Path, gt: Any, results: Any, way: str, iou_type: str = "keypoints"
+    ) -> tuple[str, Any]:
+        gt_path, res_path = _write(tmp_path / "gt.json", gt), _write(tmp_path / "res.json", results)
+        self.parsed = None
+        fast = self.outcome(gt_path, res_path, iou_type)
+        assert self.way() == way
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(evaluate_module, "_vectorized_on_checked_files", lambda *args: None)
+            full = self.outcome(gt_path, res_path, iou_type)
+        assert fast == full
+        return fast[0], fast[1]
+
+
+def _comparable_arrays(result: EvalResult) -> dict[str, Any]:
+    """The evaluated GT and detections as plain data (the same doubles either way)."""
+    gt, det = result.ground_truth_arrays(), result.detection_arrays()
+    return {name: None if value is None else np.asarray(value).tolist() for name, value in (
+        ("gt_ids", gt.ann_ids), ("gt_boxes", gt.boxes), ("gt_areas", gt.areas), ("gt_keypoints", gt.keypoints),
+        ("gt_crowd", gt.crowd), ("gt_iscrowd", gt.iscrowd), ("gt_no_keypoints", gt.no_keypoints),
+        ("image_ids", det.image_ids), ("category_ids", det.category_ids), ("scores", det.scores),
+        ("keypoints", det.keypoints), ("boxes", det.boxes))}
+
+
+@pytest.fixture()
+def array_checker(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> ArrayChecker:
+    return ArrayChecker(monkeypatch, capfd)
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +324,43 @@ def test_same_outcome_as_the_full_checks(name: str, scene, tmp_path: Path, check
         assert any(fragment in text for text in texts), detail
     else:
         assert outcome == "error" and expected in detail
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_arrays_same_outcome_as_the_full_checks(name: str, scene, tmp_path: Path, array_checker: ArrayChecker) -> None:
+    """Every case again through the default backend's parse into arrays: the same error message (old checks and
+    new on the same bad input), or the same stats, notes, warnings and input arrays."""
+    make, way, expected = CASES[name]
+    gt, results = make(*scene)
+    outcome, detail = array_checker.same_as_full_checks(tmp_path, gt, results, "fast" if way == "fast" else "full")
+    if expected is None:
+        assert outcome == "ok"
+    elif expected.startswith(("WARNING ", "NOTE ")):
+        kind, fragment = expected.split(" ", 1)
+        assert outcome == "ok"
+        texts = detail["warnings"] if kind == "WARNING" else detail["notes"]
+        assert any(fragment in text for text in texts), detail
+    else:
+        assert outcome == "error" and expected in detail
+
+
+def test_arrays_bbox_results_and_real_fixtures(scene, tmp_path: Path, array_checker: ArrayChecker) -> None:
+    gt, _ = scene
+    boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9} for a in gt["annotations"]]
+    _, detail = array_checker.same_as_full_checks(tmp_path, gt, boxes, "fast", iou_type="bbox")
+    assert detail["stats"]["AP"] == 1.0
+    _, detail = array_checker.same_as_full_checks(tmp_path, gt, boxes[2:], "fast", iou_type="bbox")
+    assert any(n.startswith("results cover") for n in detail["notes"])
+    boxes[1]["bbox"] = [1, 2, -3, 4]
+    outcome, message = array_checker.same_as_full_checks(tmp_path, gt, boxes, "full", iou_type="bbox")
+    assert outcome == "error" and "result 1: 'bbox' has a negative width or height" in message
+    if COCO_SAMPLE.is_dir():
+        sample = load(COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json")
+        array_checker.same_as_full_checks(tmp_path, sample, jittered_detections(sample), "fast")
+        array_checker.same_as_full_checks(tmp_path, load(XTCOCO / "example_coco_val.json"),
+                                          load(XTCOCO / "example_coco_preds.json"), "fast")
+        array_checker.same_as_full_checks(tmp_path, load(FCE / "gt_dataset.json"), load(FCE / "dt_dataset.json"),
+                                          "full")  # its results carry a bbox: a warning
 
 
 def test_clean_notes_are_worded_by_the_full_checks(scene, tmp_path: Path, checker: Checker) -> None:

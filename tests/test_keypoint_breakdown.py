@@ -147,10 +147,10 @@ def test_no_match_gives_nan_rows(case) -> None:
     assert all(r["n"] == 0 and math.isnan(r["mean_similarity"]) for r in rows)
 
 
-def test_needs_pycocotools_matching(case) -> None:
+def test_needs_per_image_matching(case) -> None:
     gt, results, _ = case
     result = dataclasses.replace(evaluate(gt, results), image_evals=None, backend="hotcoco")
-    with pytest.raises(KpbenchError, match="--backend pycocotools"):
+    with pytest.raises(KpbenchError, match="--backend vectorized"):
         keypoint_breakdown(result, gt, results)
     with pytest.raises(KpbenchError, match="not the same file"):
         keypoint_breakdown(evaluate(gt, results), gt, results[:3])
@@ -175,7 +175,7 @@ def test_run_dir_files_and_cli(tmp_path: Path) -> None:
     assert "sqrt(area)" in md and "| left_wrist |" in md
     assert png_size(run.path / "keypoints.png") == (1000, 600)
 
-    # An evaluation without matching (hotcoco's) is redone with pycocotools rather than refused.
+    # An evaluation without matching (hotcoco's) is redone on the default backend rather than refused.
     no_matches = dataclasses.replace(
         evaluate(run.gt, json.loads((run.path / "keypoints_results.json").read_text())), image_evals=None
     )

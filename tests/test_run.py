@@ -394,7 +394,7 @@ def test_error_messages(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, tmp_pa
         "--max-size 256 is smaller than --min-size 512: the long-side cap must be at least the short side"
     )
     assert error(*root, "--device", "tpu") == "--device: unknown device 'tpu' (auto, cpu, cuda or cuda:N)"
-    assert error(*root, "--backend", "coco") == "--backend: must be one of pycocotools, hotcoco, got 'coco'"
+    assert error(*root, "--backend", "coco") == "--backend: must be one of vectorized, pycocotools, hotcoco, got 'coco'"
     assert error(*root, "--weights", tmp_path / "w.pth") == (
         f"{tmp_path / 'w.pth'}: checkpoint file not found (--weights takes COCO_V1, COCO_LEGACY, none or a path)"
     )

@@ -93,35 +93,46 @@ def _stats(name: str, similarity: np.ndarray, error: np.ndarray) -> dict[str, An
 
 def keypoint_breakdown(
     eval_result: EvalResult,
-    gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    gt: str | Path | dict[str, Any] | GroundTruth | None = None,
+    results: str | Path | list[dict[str, Any]] | Results | None = None,
 ) -> list[dict[str, Any]]:
     """The per-keypoint table (one row per keypoint of the evaluation's schema, in its order, then "all") for one
     keypoints evaluation, with the schema's sigmas.
 
-    `gt` and `results` must be what `eval_result` was computed from (paths, parsed data or validated objects).
+    `gt` and `results` must be what `eval_result` was computed from (paths, parsed data or validated objects);
+    None reads the inputs the evaluation kept (as every evaluation by `kpbench.evaluate` does).
     """
+    from kpbench.evaluation.arrays import detections_from_records, ground_truth_arrays
     from kpbench.evaluation.cocofiles import load_ground_truth, load_results
 
-    with warnings.catch_warnings():
-        # evaluate() has already warned about these inputs (e.g. a renumbered id 0); loading them again
-        # renumbers the same way, so the matched ids still agree.
-        warnings.simplefilter("ignore")
-        gt_data = load_ground_truth(gt, "keypoints", eval_result.schema)
-        res = load_results(results, gt_data, "keypoints").results
-    schema = gt_data.schema
-    assert schema is not None  # a keypoints GroundTruth always has one
-    if len(res) != eval_result.num_results:
+    if gt is None or results is None:
+        gt_arrays, detections = eval_result.ground_truth_arrays(), eval_result.detection_arrays()
+        schema = eval_result.schema
+    else:
+        with warnings.catch_warnings():
+            # evaluate() has already warned about these inputs (e.g. a renumbered id 0); loading them again
+            # renumbers the same way, so the matched ids still agree.
+            warnings.simplefilter("ignore")
+            gt_data = load_ground_truth(gt, "keypoints", eval_result.schema)
+            res = load_results(results, gt_data, "keypoints").results
+        schema = gt_data.schema
+        assert schema is not None  # a keypoints GroundTruth always has one
+        gt_arrays = ground_truth_arrays(gt_data.dataset, gt_data.source, schema.num_keypoints)
+        detections = detections_from_records(res, "keypoints", schema.num_keypoints)
+    assert schema is not None
+    if len(detections) != eval_result.num_results:
         raise KpbenchError(
-            f"results: {len(res)} detections, but the evaluation saw {eval_result.num_results} (not the same file?)"
+            f"results: {len(detections)} detections, but the evaluation saw {eval_result.num_results} (not the same "
+            "file?)"
         )
-    anns = {a["id"]: a for a in gt_data.dataset["annotations"]}
     pairs = matched_pairs(eval_result)
-    gts = [anns[g] for _, g in pairs]
-    gt_kps = np.array([g["keypoints"] for g in gts], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
-    dt_kps = np.array([res[d - 1]["keypoints"] for d, _ in pairs], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
-    areas = np.array([g["area"] for g in gts], dtype=np.float64)
-    boxes = np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4)
+    dt_index = np.asarray([d for d, _ in pairs], dtype=np.int64) - 1  # pycocotools numbers results from 1
+    gt_order = np.argsort(gt_arrays.ann_ids, kind="stable")
+    gts = gt_order[np.searchsorted(gt_arrays.ann_ids[gt_order], np.asarray([g for _, g in pairs], dtype=np.int64))]
+    gt_kps = gt_arrays.keypoints[gts].reshape(-1, schema.num_keypoints, 3)  # type: ignore[index]
+    dt_kps = detections.keypoints[dt_index].reshape(-1, schema.num_keypoints, 3)  # type: ignore[index]
+    areas = gt_arrays.areas[gts]
+    boxes = gt_arrays.boxes[gts].reshape(-1, 4)
     similarity, _ = paired_keypoint_similarity(gt_kps, boxes, areas, dt_kps, schema.sigma_array)
     with np.errstate(over="ignore"):  # keypoints far out (1e308): an infinite error, rightly
         distance = np.hypot(*(dt_kps[..., :2] - gt_kps[..., :2]).transpose(2, 0, 1))
@@ -154,34 +165,29 @@ def keypoints_for_run(
 ) -> list[dict[str, Any]]:
     """The breakdown of a run directory, written as RUN_DIR/keypoints.csv/.md/.png (unless `write` is False).
 
-    Like `kpbench evaluate --run` and `kpbench thresholds`, it scores the run from its detections cache (every
+    Like `kpbench evaluate RUN_DIR` and `kpbench thresholds`, it scores the run from its detections store (every
     image the manifest lists must be cached: an incomplete run is an error, never a stale keypoints_results.json)
-    and its ground_truth.json. `eval_result`, when given, must be the keypoints evaluation of those results (saves
-    evaluating again, as `kpbench run` does); without one, or with one from a backend that exposes no matching
-    (hotcoco), the run is evaluated here with pycocotools.
+    and its ground_truth.json. `eval_result`, when given, must be the run's keypoints evaluation (as `kpbench run`
+    hands over: then nothing is read again); one without per-image matches (hotcoco) is redone on the default
+    backend, with a warning.
     """
-    from kpbench.evaluation.cocoeval import evaluate
-    from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
+    from kpbench.evaluation.cocoeval import with_matches
     from kpbench.runs.directory import read_manifest
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    manifest = read_manifest(run_dir)  # a clear error for a folder that is not a run
-    ordered = finished_run_detections(run_dir, manifest)
-    gt = load_run_ground_truth(run_dir, ["keypoints"])
-    results = run_results(run_dir, ordered, gt)["keypoints"]
-    if eval_result is not None and eval_result.image_evals is None:
-        # Only pycocotools exposes the per-image matching used here: say so rather than switch in silence.
-        from kpbench.core.errors import KpbenchWarning
-        from kpbench.evaluation.cocoeval import pycocotools_for_matches_note
-
-        warnings.warn(pycocotools_for_matches_note("the per-keypoint breakdown", eval_result.backend), KpbenchWarning,
-                      stacklevel=2)
-        eval_result = None
+    read_manifest(run_dir)  # a clear error for a folder that is not a run
     if eval_result is None:
-        eval_result = evaluate(gt["keypoints"], results, iou_type="keypoints")
-    rows = keypoint_breakdown(eval_result, gt["keypoints"], results)
+        from kpbench.evaluation.runeval import evaluate_run
+
+        eval_result = evaluate_run(run_dir, write=False)["keypoints"]
+    eval_result, notes = with_matches(eval_result, "the per-keypoint breakdown")
+    for note in notes:  # say so rather than switch in silence
+        from kpbench.core.errors import KpbenchWarning
+
+        warnings.warn(note, KpbenchWarning, stacklevel=2)
+    rows = keypoint_breakdown(eval_result)
     if write:
         write_keypoint_breakdown(run_dir, rows)
     return rows

@@ -716,7 +716,7 @@ class _PycocotoolsScorer(_Scorer):
 
         self.runs += 1
         results = Results(self._records(keypoints, scores, keep), source="corrected detections")
-        return evaluate(self._ground_truth(gt_ignore), results, settings=settings)
+        return evaluate(self._ground_truth(gt_ignore), results, settings=settings, backend="pycocotools")
 
     def score(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None = None,
               gt_ignore: np.ndarray | None = None, settings: EvalSettings | None = None) -> _Scored:

@@ -256,7 +256,7 @@ def best_f1_threshold(
 ) -> dict[str, Any] | None:
     """The best-F1 person-score threshold of `kpbench thresholds`: the row of
     `kpbench.analysis.thresholds.sweep_person_thresholds` marked best_f1 (highest f1_50, the lowest threshold among
-    equals), or None when no F1 is above 0. `result`: a pycocotools evaluation (it needs the per-image matches).
+    equals), or None when no F1 is above 0. `result`: an evaluation with per-image matches (the default backend's).
     `thresholds`: by default LRP's grid 0.00, 0.01, ..., 1.00, so that the two thresholds are read on the same
     candidates; `ThresholdSettings().thresholds` gives `kpbench thresholds`' own list.
 

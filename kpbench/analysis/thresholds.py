@@ -36,14 +36,15 @@ from kpbench.evaluation.cocoeval import (
     evaluate,
     iou_threshold_index,
     matched_pairs,
-    pycocotools_for_matches_note,
     require_image_evals,
+    with_matches,
 )
-from kpbench.evaluation.cocofiles import IOU_TYPES, GroundTruth, Results, check_iou_type, load_ground_truth
+from kpbench.evaluation.cocofiles import GroundTruth, Results, check_iou_type, load_ground_truth
 from kpbench.evaluation.oks import paired_keypoint_similarity
+from kpbench.evaluation.settings import same_as_coco, summarize
 
 if TYPE_CHECKING:
-    pass
+    from kpbench.core.arrays import DetectionArrays
 
 PERSON_STEM = "thresholds_person"
 KEYPOINT_STEM = "thresholds_keypoint"
@@ -60,11 +61,12 @@ NEEDS_RUN_DIR = (
 )
 
 
-def person_columns(iou_type: str) -> list[str]:
-    """Column order of the person-score rows."""
+def person_columns(iou_type: str, names: Sequence[str] | None = None) -> list[str]:
+    """Column order of the person-score rows (`names`: the evaluation's stat names, COCO's by default)."""
     ops = [f"{name}_{suffix}" for suffix, _ in OPERATING_POINTS
            for name in ("tp", "fp", "fn", "precision", "recall", "f1")]
-    return ["threshold", *stat_names(iou_type), "kept", "kept_per_image", *ops, "best_f1"]
+    return ["threshold", *(stat_names(iou_type) if names is None else names), "kept", "kept_per_image", *ops,
+            "best_f1"]
 
 
 KEYPOINT_COLUMNS = ["threshold", "keypoint", "visible", "shown", "correct", "precision", "recall"]
@@ -139,15 +141,50 @@ class _Slice:
         return int(np.searchsorted(self.neg_scores, -threshold, side="right"))
 
 
+def _slice(k: int, a: int, m: int, scores: np.ndarray, matched: np.ndarray, ignored: np.ndarray, npig: int,
+           recall_thresholds: np.ndarray) -> _Slice:
+    """One cell from its detections in evalImgs order: scores (N,), matched and ignored (T, N)."""
+    order = np.argsort(-scores, kind="mergesort")
+    matched, ignored = matched[:, order], ignored[:, order]
+    tps = np.logical_and(matched, np.logical_not(ignored))
+    fps = np.logical_and(np.logical_not(matched), np.logical_not(ignored))
+    tp_count = np.cumsum(tps, axis=1)
+    fp_count = np.cumsum(fps, axis=1)
+    # Same dtype and operation order as COCOeval, so that every value is the same double.
+    tp_sum = tp_count.astype(dtype=float)
+    fp_sum = fp_count.astype(dtype=float)
+    rc = tp_sum / npig
+    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+    recall_index = np.stack([np.searchsorted(row, recall_thresholds, side="left") for row in rc])
+    return _Slice(k, a, m, -scores[order], tp_count, fp_count, rc, pr, recall_index, npig)
+
+
 def _build_slices(result: EvalResult) -> list[_Slice]:
-    """Merge the per-image matches once per (category, area, maxDet), as COCOeval's accumulate does."""
-    image_evals = require_image_evals(result, SWEEP)
+    """Merge the per-image matches once per (category, area, maxDet), as COCOeval's accumulate does: from the
+    vectorized backend's match arrays when the result has them, else from its evalImgs entries."""
     p = result.params
-    recall_thresholds = p.recall_thresholds
+    table = result.table_matches()
+    slices = []
+    if table is not None:
+        counted = table.counted()
+        num_images = max(len(table.image_ids), 1)
+        dt_cat, gt_cat = table.dt_unit // num_images, table.gt_unit // num_images
+        for k in range(len(table.category_ids)):
+            dets = np.flatnonzero(dt_cat == k)  # evalImgs order: image, then rank
+            gts = gt_cat == k
+            for a in range(len(p.area_labels)):
+                npig = int(np.count_nonzero(~table.gt_ignore[a, gts]))
+                if npig == 0:
+                    continue  # COCOeval leaves -1 here, at every threshold
+                for m, max_det in enumerate(p.max_dets):
+                    sel = dets[table.dt_rank[dets] < max_det]
+                    slices.append(_slice(k, a, m, table.dt_scores[sel], counted[a][:, sel], table.dt_ignore[a][:, sel],
+                                         npig, p.recall_thresholds))
+        return slices
+    image_evals = require_image_evals(result, SWEEP)
     groups: dict[tuple[int, int], list[ImageEval]] = {}
     for e in image_evals:  # evalImgs order: category, area, image; keeping it keeps COCOeval's tie order
         groups.setdefault((e.category_id, e.area_index), []).append(e)
-    slices = []
     for (category_id, a), evals in groups.items():
         k = p.category_ids.index(category_id)
         gt_ignore = np.concatenate([e.gt_ignore for e in evals])
@@ -156,20 +193,9 @@ def _build_slices(result: EvalResult) -> list[_Slice]:
             continue  # COCOeval leaves -1 here, at every threshold
         for m, max_det in enumerate(p.max_dets):
             scores = np.concatenate([e.dt_scores[:max_det] for e in evals])
-            order = np.argsort(-scores, kind="mergesort")
-            matched = np.concatenate([e.dt_matches[:, :max_det] for e in evals], axis=1)[:, order]
-            ignored = np.concatenate([e.dt_ignore[:, :max_det] for e in evals], axis=1)[:, order]
-            tps = np.logical_and(matched, np.logical_not(ignored))
-            fps = np.logical_and(np.logical_not(matched), np.logical_not(ignored))
-            tp_count = np.cumsum(tps, axis=1)
-            fp_count = np.cumsum(fps, axis=1)
-            # Same dtype and operation order as COCOeval, so that every value is the same double.
-            tp_sum = tp_count.astype(dtype=float)
-            fp_sum = fp_count.astype(dtype=float)
-            rc = tp_sum / npig
-            pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-            recall_index = np.stack([np.searchsorted(row, recall_thresholds, side="left") for row in rc])
-            slices.append(_Slice(k, a, m, -scores[order], tp_count, fp_count, rc, pr, recall_index, npig))
+            matched = np.concatenate([e.dt_matches[:, :max_det] for e in evals], axis=1) != 0
+            ignored = np.concatenate([e.dt_ignore[:, :max_det] for e in evals], axis=1)
+            slices.append(_slice(k, a, m, scores, matched, ignored, npig, p.recall_thresholds))
     return slices
 
 
@@ -212,8 +238,11 @@ def _stat_specs(result: EvalResult) -> list[tuple[bool, float | None, str, int]]
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray, result: EvalResult) -> list[float]:
-    """COCOeval's summary stats from the arrays: the mean over the cells that are not -1 (same selection order)."""
+    """COCOeval's summary stats from the arrays: the mean over the cells that are not -1 (same selection order).
+    With other COCOeval parameters than COCO's, kpbench's own summary of them (`kpbench.evaluation.settings`)."""
     p = result.params
+    if not same_as_coco(result.settings, result.iou_type):
+        return list(summarize(precision, recall, p.iou_thresholds, p.area_labels, p.max_dets, result.iou_type).values())
     stats = []
     for is_ap, iou, area, max_det in _stat_specs(result):
         aind = [i for i, label in enumerate(p.area_labels) if label == area]
@@ -269,7 +298,7 @@ def sweep_person_thresholds(
     """One row per person-score threshold t (ascending): the COCO stats exactly as if every detection with
     score < t had been removed before COCOeval, and operating points at OKS/IoU 0.50 and 0.75.
 
-    `result` must come from the pycocotools backend (it needs the per-image matches). `scores` are every
+    `result` must carry the per-image matches (the vectorized and pycocotools backends do). `scores` are every
     result's score, for the `kept` count; by default `result.result_scores`.
 
     Columns (see `person_columns`): threshold; the stat names; `kept` (detections with score >= t, before COCO's
@@ -286,7 +315,8 @@ def sweep_person_thresholds(
     slices = _build_slices(result)
     _warn_box_areas(result, thresholds)
     p = result.params
-    names = stat_names(result.iou_type)
+    names = list(result.stats) if result.schema is None or result.schema.protocol == "coco" \
+        else stat_names(result.iou_type)
     area = _area_all(result)
     last_m = len(p.max_dets) - 1
     op_slices = [s for s in slices if s.a == area and s.m == last_m]
@@ -319,7 +349,7 @@ def sweep_person_thresholds(
         r["best_f1"] = False
     if best:  # no row is "best" when every F1 is 0 (nothing matched) or undefined
         rows[f1s.index(best)]["best_f1"] = True
-    columns = person_columns(result.iou_type)
+    columns = person_columns(result.iou_type, names)
     return [{c: r[c] for c in columns} for r in rows]
 
 
@@ -329,9 +359,9 @@ def sweep_person_thresholds(
 
 def sweep_keypoint_thresholds(
     result: EvalResult,
-    gt: GroundTruth | dict[str, Any] | str | Path,
-    results: Results | list[dict[str, Any]],
-    keypoint_scores: np.ndarray | Sequence[Sequence[float]],
+    gt: GroundTruth | dict[str, Any] | str | Path | None = None,
+    results: Results | list[dict[str, Any]] | DetectionArrays | None = None,
+    keypoint_scores: np.ndarray | Sequence[Sequence[float]] | None = None,
     thresholds: Sequence[float] | None = None,
     person_thresh: float = 0.9,
 ) -> list[dict[str, Any]]:
@@ -339,34 +369,53 @@ def sweep_keypoint_thresholds(
     for each keypoint of the evaluation's schema and "all".
 
     Persons: the detections of the keypoints evaluation `result` matched at OKS >= 0.5 to a non-ignored GT
-    (area "all", within COCO's top 20 per image) whose person score is > `person_thresh`. `results` is the
-    results list that was evaluated and `keypoint_scores` (N, K) its keypoint logits, row i for result i.
+    (area "all", within COCO's top 20 per image) whose person score is > `person_thresh`. `gt` and `results` are
+    what was evaluated (None: the inputs `result` kept) and `keypoint_scores` (N, K) the results' keypoint logits,
+    row i for result i (None: the keypoint scores of the detections `result` kept, as a run's evaluation has them).
     Per keypoint of those persons: visible = GT labelled (v > 0); shown = visible and logit > t; correct = shown
     and similarity >= 0.5; precision = correct / shown; recall = correct / visible (None where 0/0). Keypoints
     the GT did not label cannot be judged and are left out of every column.
     """
+    from kpbench.evaluation.arrays import detections_from_records, ground_truth_arrays
+
     if result.iou_type != "keypoints":
         raise KpbenchError("sweep_keypoint_thresholds: needs the keypoints (OKS) evaluation, not bbox")
     thresholds = check_keypoint_thresholds(ThresholdSettings().kp_thresholds if thresholds is None else thresholds)
     person_thresh = check_person_thresh(person_thresh)
-    gt_data = load_ground_truth(gt, "keypoints", result.schema)
-    schema = gt_data.schema
-    assert schema is not None  # a keypoints GroundTruth always has one
-    records = results.results if isinstance(results, Results) else results
+    if gt is None:
+        gt_arrays = result.ground_truth_arrays()
+        schema = result.schema
+    else:
+        gt_data = load_ground_truth(gt, "keypoints", result.schema)
+        schema = gt_data.schema
+        gt_arrays = ground_truth_arrays(gt_data.dataset, gt_data.source, schema.num_keypoints)  # type: ignore[union-attr]
+    assert schema is not None  # a keypoints evaluation always has one
+    if results is None:
+        detections = result.detection_arrays()
+    elif isinstance(results, (Results, list)):
+        records = results.results if isinstance(results, Results) else results
+        detections = detections_from_records(records, "keypoints", schema.num_keypoints)
+    else:
+        detections = results
+    if keypoint_scores is None:
+        if detections.keypoint_scores is None:
+            raise KpbenchError(NEEDS_RUN_DIR)
+        keypoint_scores = detections.keypoint_scores
     kp_scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1, schema.num_keypoints)
-    if len(kp_scores) != len(records):
+    if len(kp_scores) != len(detections):
         raise KpbenchError(
-            f"keypoint scores: {len(kp_scores)} rows for {len(records)} results; they must be aligned one to one"
+            f"keypoint scores: {len(kp_scores)} rows for {len(detections)} results; they must be aligned one to one"
         )
     pairs = _keypoint_persons(result, person_thresh)
-    annotations = {a["id"]: a for a in gt_data.dataset["annotations"]}
-    gts = [annotations[g] for g in pairs.gt_ids.tolist()]
+    gt_order = np.argsort(gt_arrays.ann_ids, kind="stable")
+    gts = gt_order[np.searchsorted(gt_arrays.ann_ids[gt_order], pairs.gt_ids)]
     dt_index = pairs.dt_ids - 1  # pycocotools numbers results from 1 in list order
+    gt_kps = gt_arrays.keypoints[gts]  # type: ignore[index]
     similarity, _ = paired_keypoint_similarity(
-        [g["keypoints"] for g in gts], [g["bbox"] for g in gts], [g["area"] for g in gts],
-        [records[i]["keypoints"] for i in dt_index], schema.sigma_array,
+        gt_kps, gt_arrays.boxes[gts], gt_arrays.areas[gts], detections.keypoints[dt_index],  # type: ignore[index]
+        schema.sigma_array,
     )
-    labelled = np.asarray([g["keypoints"][2::3] for g in gts], dtype=np.float64).reshape(-1, schema.num_keypoints) > 0
+    labelled = gt_kps[:, :, 2].reshape(-1, schema.num_keypoints) > 0
     logits = kp_scores[dt_index]
     close = similarity >= KEYPOINT_CORRECT_SIMILARITY
     visible = labelled.sum(axis=0)
@@ -432,10 +481,10 @@ def thresholds_for_files(
     results: str | Path | list[dict[str, Any]] | Results,
     settings: ThresholdSettings | None = None,
 ) -> ThresholdReport:
-    """Person-score sweep of a GT file and a results file (one pycocotools pass). The keypoint-score sweep needs a
-    run directory, so its rows are empty and a note says so."""
+    """Person-score sweep of a GT file and a results file (one evaluation, with the default backend's per-image
+    matches). The keypoint-score sweep needs a run directory, so its rows are empty and a note says so."""
     settings = _settings(settings)
-    result = evaluate(gt, results, iou_type=settings.iou_type, backend="pycocotools")
+    result = evaluate(gt, results, iou_type=settings.iou_type)
     person = sweep_person_thresholds(result, settings.thresholds)
     return ThresholdReport(
         iou_type=settings.iou_type, person=person, keypoint=[], settings=settings, num_images=result.num_images,
@@ -469,15 +518,14 @@ def _thresholds_for_kind(settings: ThresholdSettings, kind: str) -> tuple[Thresh
 def thresholds_for_run(
     run_dir: str | Path, settings: ThresholdSettings | None = None, results: Mapping[str, EvalResult] | None = None
 ) -> ThresholdReport:
-    """Both sweeps for a run directory, from its detections cache and ground_truth.json (no model needed).
+    """Both sweeps for a run directory, from its detections store and ground_truth.json (no model needed).
 
-    The results are rebuilt from the cache in the order `kpbench run` writes them, so that result i is cache
-    detection i and its keypoint logits are known. The keypoint-score sweep always uses the keypoints (OKS)
-    evaluation; with iou_type "bbox" that is a second evaluation pass. `results` ({iou_type: EvalResult}, as
-    `evaluate_run` returns), when given, must be the run's own evaluations: those with pycocotools' matches are
-    used instead of evaluating again (as `kpbench run` does); the others are evaluated here with pycocotools.
+    The run is evaluated as `kpbench evaluate RUN_DIR` evaluates it (results in the order `kpbench run` writes
+    them, so that result i is store detection i and its keypoint logits are known), unless `results`
+    ({iou_type: EvalResult}, as `evaluate_run` returns) hands over the run's own evaluations: then nothing is read
+    again. An evaluation without per-image matches (hotcoco) is redone on the default backend, with a note. The
+    keypoint-score sweep always uses the keypoints (OKS) evaluation.
     """
-    from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
     from kpbench.runs.directory import run_dir_format
 
     settings = _settings(settings)
@@ -486,29 +534,22 @@ def thresholds_for_run(
         raise KpbenchError(f"{run_dir}: run directory not found")
     kind = run_dir_format(run_dir).keypoint_score_kind
     settings, kind_notes = _thresholds_for_kind(settings, kind)
-    ordered = finished_run_detections(run_dir)
-    gt = load_run_ground_truth(run_dir, ["keypoints"] if settings.iou_type == "keypoints" else IOU_TYPES)
-    checked = run_results(run_dir, ordered, gt)
-    num_keypoints = gt["keypoints"].schema.num_keypoints  # type: ignore[union-attr]
-    kp_scores = np.concatenate([d.keypoint_scores for d in ordered]) if ordered else np.zeros((0, num_keypoints))
-    kp_res = checked["keypoints"]
+    if results is None or any(t not in results for t in ("keypoints", settings.iou_type)):
+        from kpbench.evaluation.runeval import evaluate_run
 
+        results = evaluate_run(run_dir, write=False)
     switched: list[str] = []
 
     def evaluation(iou_type: str) -> EvalResult:
-        given = (results or {}).get(iou_type)
-        if given is not None and given.image_evals is not None:
-            return given
-        if given is not None:  # hotcoco exposes no matches: evaluate again, and say so
-            switched.append(pycocotools_for_matches_note("the threshold sweep", given.backend))
-        return evaluate(gt[iou_type], checked[iou_type], iou_type=iou_type, backend="pycocotools")
+        given, notes = with_matches(results[iou_type], "the threshold sweep")  # type: ignore[index]
+        switched.extend(notes)
+        return given
 
     kp_result = evaluation("keypoints")
     result = kp_result if settings.iou_type == "keypoints" else evaluation("bbox")
     person = sweep_person_thresholds(result, settings.thresholds)
-    keypoint = sweep_keypoint_thresholds(
-        kp_result, gt["keypoints"], kp_res, kp_scores, settings.kp_thresholds, settings.person_thresh
-    )
+    keypoint = sweep_keypoint_thresholds(kp_result, thresholds=settings.kp_thresholds,
+                                         person_thresh=settings.person_thresh)
     persons = count_keypoint_persons(kp_result, settings.person_thresh)
     notes = [*result.notes, *switched, *kind_notes, f"keypoint-score rows: {persons} persons matched at OKS >= {KEYPOINT_MATCH_OKS} "
              f"with person score > {settings.person_thresh}"]

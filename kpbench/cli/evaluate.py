@@ -21,7 +21,7 @@ def evaluate_command(
     source: options.Source = None,
     results_json: options.Results = None,
     iou_type: Annotated[str | None, options.iou_type_option(" (a run directory shows both by default)")] = None,
-    backend: options.Backend = "pycocotools",
+    backend: options.Backend = "vectorized",
     fmt: Annotated[
         str, options.format_option("table or markdown (percent), json or csv (fractions at full precision).")
     ] = "table",
@@ -55,7 +55,7 @@ def evaluate_command(
     gt_alias: options.GtAlias = None,
     results_alias: options.ResultsAlias = None,
 ) -> None:
-    """Evaluate COCO keypoint or box results against ground truth, exactly as pycocotools does.
+    """Evaluate COCO keypoint or box results against ground truth: pycocotools' numbers, bit for bit.
 
     Prints the summary stats. table and markdown (meant for people) show them in percent with one decimal, n/a
     where COCO gives -1 (no GT in that area range); --format markdown prints what metrics.md holds. json and csv
@@ -123,7 +123,9 @@ def evaluate_command(
         from kpbench.evaluation.wholebody import evaluate_wholebody
 
         assert given.gt is not None and given.results is not None
-        if customised or iou_type not in (None, "keypoints"):
+        # --drop-zero-keypoints is what --wholebody does anyway (xtcocotools' rule, per part): accepted.
+        if schema is not None or sigma_values is not None or not settings.is_default() \
+                or iou_type not in (None, "keypoints"):
             raise KpbenchError("--wholebody: scores every part with COCO-WholeBody's own sigmas and COCO's parameters")
         results = evaluate_wholebody(given.gt, given.results, backend=backend)
         shown = results

@@ -88,8 +88,8 @@ Backend = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="Evaluator: pycocotools (reference) or hotcoco (fast, optional: pip install 'kpbench[fast]', which adds "
-        "msgspec for fast input checks).",
+        help="Evaluator: vectorized (the default: pycocotools' numbers and per-image matches bit for bit, on arrays), "
+        "pycocotools (the reference) or hotcoco (optional: pip install 'kpbench[fast]').",
     ),
 ]
 

@@ -64,7 +64,7 @@ def run_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the run directory again even if it was made with another config.")
     ] = False,
-    backend: options.Backend = "pycocotools",
+    backend: options.Backend = "vectorized",
     progress: options.Progress = True,
     analysis: Annotated[
         bool,
@@ -101,7 +101,7 @@ def run_command(
                  "--box-score-thresh": box_score_thresh, "--device": device, "--batch-size": batch_size,
                  "--dtype": dtype, "--runtime": runtime, "--limit": limit, "--image-ids": image_ids, "--images": images,
                  "--config": config, "--workers": workers, "--seed": seed, "--download": download or None,
-                 "--backend": None if backend == "pycocotools" else backend}
+                 "--backend": None if backend == "vectorized" else backend}
         _run_from_results(results, coco_root, split, out, overwrite, analysis, keypoint_score_kind,
                           [name for name, value in given.items() if value is not None]
                           + topdown_options.given_options(top_down))

@@ -1,19 +1,25 @@
-"""COCO evaluation as data: stats, precision/recall arrays and per-image matches, from pycocotools or hotcoco.
+"""COCO evaluation as data: stats, precision/recall arrays and per-image matches, from one of three backends.
 
-pycocotools is the reference and the default; its numbers are returned unchanged (its printing is silenced by
-redirecting stdout, not by patching its code). Inputs are validated first (see `kpbench.evaluation.cocofiles`), so a bad
-file fails with a clear message instead of a crash or a silently wrong AP.
+The default backend is `vectorized` (`kpbench.evaluation.vectorized`): COCOeval on arrays, pycocotools' numbers
+and per-image matches bit for bit (`==` on every stat and array, tested on every fixture and on generated data),
+many times faster. `pycocotools` is the reference (its numbers are returned unchanged, its printing silenced by
+redirecting stdout, not by patching its code); `hotcoco` is a Rust port. Inputs are validated first (see
+`kpbench.evaluation.cocofiles`), so a bad file fails with a clear message instead of a crash or a silently wrong
+AP; with the vectorized backend two files are parsed straight into arrays (`kpbench.evaluation.fastparse`) with the
+same verdicts, messages and notes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kpbench.core.arrays import DetectionArrays
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import (
     atomic_write_files,
@@ -25,8 +31,17 @@ from kpbench.core.io import (
     to_text_table,
 )
 from kpbench.core.schema import COCO17, KeypointSchema, stat_names
-from kpbench.evaluation.backends import ImageEval, check_backend, get_backend
+from kpbench.evaluation.backends import (
+    DEFAULT_BACKEND,
+    BackendOutput,
+    EvalInputs,
+    EvalParams,
+    ImageEval,
+    check_backend,
+    get_backend,
+)
 from kpbench.evaluation.cocofiles import (
+    CheckedDetections,
     GroundTruth,
     Results,
     SeveralKeypointSets,
@@ -34,22 +49,15 @@ from kpbench.evaluation.cocofiles import (
     load_ground_truth,
     load_results,
     loadres_takes_box,
+    validate_detection_arrays,
 )
 from kpbench.evaluation.settings import DEFAULT_SETTINGS, EvalSettings, same_as_coco, settings_notes, summarize
+from kpbench.evaluation.vectorized import LazyImageEvals, MatchTable
 
+if TYPE_CHECKING:
+    from kpbench.evaluation.arrays import GroundTruthArrays
 
-@dataclass
-class EvalParams:
-    """The COCOeval parameters the arrays are indexed by."""
-
-    iou_type: str
-    iou_thresholds: np.ndarray  # (T,)
-    recall_thresholds: np.ndarray  # (R,)
-    area_ranges: list[list[float]]  # (A,) [lo, hi]
-    area_labels: list[str]  # (A,)
-    max_dets: list[int]  # (M,)
-    image_ids: list[int]
-    category_ids: list[int]
+__all__ = ["DEFAULT_BACKEND", "EvalParams", "EvalResult", "ImageEval", "check_backend", "evaluate"]
 
 
 @dataclass
@@ -63,7 +71,9 @@ class EvalResult:
     recall: np.ndarray  # (T, K, A, M)
     scores: np.ndarray  # (T, R, K, A, M)
     params: EvalParams
-    image_evals: list[ImageEval] | None  # None for backends that do not expose pycocotools' matching
+    # COCOeval's per-image matches (evalImgs), in its order; None for backends that do not expose them (hotcoco).
+    # The vectorized backend builds them from `matches` on first use.
+    image_evals: Sequence[ImageEval] | None
     num_images: int
     num_gt: int
     num_results: int
@@ -76,10 +86,34 @@ class EvalResult:
     # The keypoint set scored, whose sigmas the backend used (None for boxes).
     schema: KeypointSchema | None = None
     settings: EvalSettings = DEFAULT_SETTINGS  # the COCOeval parameters used
+    # The vectorized backend's matches as arrays (every category, area range and threshold); None otherwise.
+    matches: MatchTable | None = None
+    # What was evaluated (the checked GT and results; other forms made on demand), None where not kept.
+    inputs: EvalInputs | None = field(default=None, repr=False)
 
     def stats_list(self) -> list[float]:
         """The stats in their summary order (COCO's, or the schema's own protocol's, such as CrowdPose's)."""
         return list(self.stats.values())
+
+    def detection_arrays(self) -> DetectionArrays:
+        """The evaluated results as DetectionArrays (row i is result i)."""
+        if self.inputs is None:
+            raise KpbenchError("this evaluation kept no inputs")
+        return self.inputs.detection_arrays()
+
+    def ground_truth_arrays(self) -> GroundTruthArrays:
+        """The evaluated ground truth as arrays."""
+        if self.inputs is None:
+            raise KpbenchError("this evaluation kept no inputs")
+        return self.inputs.ground_truth_arrays()
+
+    def table_matches(self) -> MatchTable | None:
+        """`matches` when they are this result's own per-image matches (the vectorized backend's, with
+        `image_evals` not replaced, as a bootstrap replicate replaces them), else None."""
+        if self.matches is not None and isinstance(self.image_evals, LazyImageEvals) \
+                and self.image_evals.table is self.matches:
+            return self.matches
+        return None
 
 
 UNCHECKED_NOTE = "input checks skipped (validate=False)"
@@ -89,20 +123,21 @@ UNCHECKED_NOTE = "input checks skipped (validate=False)"
 class _BackendRun:
     """One backend's COCOeval after it ran, with what kpbench read from the inputs on the way."""
 
-    ev: Any
-    image_evals: list[ImageEval] | None
+    output: BackendOutput
     notes: list[str]
     result_scores: np.ndarray | None
     result_has_bbox: np.ndarray | None
     schema: KeypointSchema | None = None
     protocol_stats: dict[str, float] | None = None  # a schema's own protocol's stats (CrowdPose), else COCOeval's
+    inputs: EvalInputs | None = None
 
 
 def _hotcoco_on_checked_files(
     gt: str | Path, results: str | Path, iou_type: str, schema: KeypointSchema | None,
     settings: EvalSettings | None = None,
 ) -> _BackendRun | None:
-    """hotcoco on two files it parses itself, checked by `kpbench.evaluation.fastcheck` (msgspec) rather than as Python dicts.
+    """hotcoco on two files it parses itself, checked by `kpbench.evaluation.fastcheck` (msgspec) rather than as
+    Python dicts.
 
     None when msgspec is not installed, the files are not proven clean, or hotcoco's parser refuses them; the
     caller then runs the full checks, which word the error (or the warning) and evaluate the parsed data.
@@ -118,14 +153,37 @@ def _hotcoco_on_checked_files(
     if checked is None:
         return None
     sigmas = checked.schema.sigma_array if checked.schema is not None else None
+    num_keypoints = checked.schema.num_keypoints if checked.schema is not None else 0
+    inputs = EvalInputs(iou_type, num_keypoints, gt_path=Path(gt), gt_source=str(gt), results_path=Path(results))
     try:
-        ev, _ = get_backend("hotcoco").run(Path(gt), Path(results), iou_type, sigmas, settings=settings)
+        output = get_backend("hotcoco").run(inputs, sigmas, settings)
     except KpbenchError:
         raise
     except Exception:  # hotcoco refused the files (a non-number in a keypoint list, a duplicate field, ...)
         return None
     has_bbox = np.zeros(len(checked.result_scores), dtype=bool) if iou_type == "keypoints" else None
-    return _BackendRun(ev, None, checked.notes, checked.result_scores, has_bbox, checked.schema)
+    return _BackendRun(output, checked.notes, checked.result_scores, has_bbox, checked.schema, inputs=inputs)
+
+
+def _vectorized_on_checked_files(
+    gt: str | Path, results: str | Path, iou_type: str, schema: KeypointSchema | None,
+    settings: EvalSettings | None = None,
+) -> _BackendRun | None:
+    """The vectorized backend on two files parsed straight into arrays and checked there
+    (`kpbench.evaluation.fastparse`); None when the files are not proven clean that way (the caller then runs the
+    full checks, which word the error or the warning)."""
+    from kpbench.evaluation import fastparse
+
+    parsed = fastparse.parse_files(gt, results, iou_type, schema)
+    if parsed is None:
+        return None
+    sigmas = parsed.schema.sigma_array if parsed.schema is not None else None
+    num_keypoints = parsed.schema.num_keypoints if parsed.schema is not None else 0
+    inputs = EvalInputs(iou_type, num_keypoints, gt_path=Path(gt), gt_arrays=parsed.ground_truth,
+                        gt_source=str(gt), results_path=Path(results), detections=parsed.detections)
+    output = get_backend("vectorized").run(inputs, sigmas, settings)
+    has_bbox = np.zeros(len(parsed.detections), dtype=bool) if iou_type == "keypoints" else None
+    return _BackendRun(output, parsed.notes, parsed.detections.scores, has_bbox, parsed.schema, inputs=inputs)
 
 
 def _input_name(value: object, kind: str) -> str:
@@ -133,6 +191,12 @@ def _input_name(value: object, kind: str) -> str:
     if isinstance(value, (str, Path)):
         return str(value)
     return str(getattr(value, "source", kind))
+
+
+def zero_keypoint_dropped_note(dropped: int) -> str:
+    """What a result list says when xtcocotools' all-zero rule left results out."""
+    return (f"{dropped} result(s) with every keypoint score at 0 left out, as xtcocotools does "
+            "(drop_zero_keypoint_results=True)")
 
 
 def _without_zero_keypoint_results(res: Results) -> Results:
@@ -143,14 +207,25 @@ def _without_zero_keypoint_results(res: Results) -> Results:
     dropped = len(res.results) - len(kept)
     notes = [n for n in res.notes if "every keypoint score at 0" not in n]
     if dropped:
-        notes.append(f"{dropped} result(s) with every keypoint score at 0 left out, as xtcocotools does "
-                     "(drop_zero_keypoint_results=True)")
+        notes.append(zero_keypoint_dropped_note(dropped))
     return Results(results=kept, source=res.source, notes=notes)
+
+
+def _without_zero_keypoint_arrays(detections: DetectionArrays, notes: list[str]) -> tuple[DetectionArrays, list[str]]:
+    """`_without_zero_keypoint_results` on arrays."""
+    assert detections.keypoints is not None
+    keep = (detections.keypoints[:, :, 2] > 0).any(axis=1)
+    dropped = int(np.count_nonzero(~keep))
+    notes = [n for n in notes if "every keypoint score at 0" not in n]
+    if dropped:
+        notes.append(zero_keypoint_dropped_note(dropped))
+        detections = detections.take(keep)
+    return detections, notes
 
 
 def _run_backend(
     gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    results: str | Path | list[dict[str, Any]] | Results | DetectionArrays | CheckedDetections,
     iou_type: str,
     backend: str,
     checked: bool,
@@ -160,41 +235,76 @@ def _run_backend(
     sigmas: Sequence[float] | None = None,
 ) -> _BackendRun:
     """Validate (when `checked`) and evaluate parsed data; unchecked files go to the backend as they are."""
-    gt_input: dict[str, Any] | Path
-    res_input: list[dict[str, Any]] | Path
+    gt_data: GroundTruth | None = None
     if checked:
         gt_data = load_ground_truth(gt, iou_type, schema, sigmas)
-        res = load_results(results, gt_data, iou_type)
-        if drop_zero_keypoints and iou_type == "keypoints":
-            res = _without_zero_keypoint_results(res)
-        gt_input, res_input, notes = gt_data.dataset, res.results, [*gt_data.notes, *res.notes]
         schema = gt_data.schema
-    elif backend == "hotcoco":
-        gt_input, res_input, notes = Path(gt), Path(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
+        num_keypoints = schema.num_keypoints if schema is not None and iou_type == "keypoints" else 0
+        if isinstance(results, (DetectionArrays, CheckedDetections)):
+            checked_dets = (results if isinstance(results, CheckedDetections)
+                            else validate_detection_arrays(results, gt_data, iou_type))
+            detections, notes = checked_dets.detections, list(checked_dets.notes)
+            if drop_zero_keypoints and iou_type == "keypoints":
+                detections, notes = _without_zero_keypoint_arrays(detections, notes)
+            inputs = EvalInputs(iou_type, num_keypoints, gt_dataset=gt_data.dataset, gt_source=gt_data.source,
+                                detections=detections)
+            notes = [*gt_data.notes, *notes]
+        else:
+            res = load_results(results, gt_data, iou_type)
+            if drop_zero_keypoints and iou_type == "keypoints":
+                res = _without_zero_keypoint_results(res)
+            from kpbench.evaluation.arrays import loadres_areas
+
+            inputs = EvalInputs(
+                iou_type, num_keypoints, gt_dataset=gt_data.dataset, gt_source=gt_data.source, records=res.results,
+                # Records parsed here from a results file are ours alone, so the backend may add its keys to them.
+                owned_records=isinstance(results, (str, Path)),
+                detection_areas=loadres_areas(res.results) if iou_type == "keypoints" else None,
+            )
+            notes = [*gt_data.notes, *res.notes]
     else:
-        gt_input, res_input, notes = read_json(gt), read_json(results), [UNCHECKED_NOTE]  # type: ignore[arg-type]
-    records = res_input if isinstance(res_input, list) else None
+        num_keypoints = schema.num_keypoints if schema is not None and iou_type == "keypoints" else COCO17.num_keypoints
+        if backend == "hotcoco":
+            inputs = EvalInputs(iou_type, num_keypoints, gt_path=Path(gt), gt_source=str(gt),  # type: ignore[arg-type]
+                                results_path=Path(results))  # type: ignore[arg-type]
+        else:
+            records = read_json(results)  # type: ignore[arg-type]
+            from kpbench.evaluation.arrays import loadres_areas
+
+            inputs = EvalInputs(iou_type, num_keypoints, gt_dataset=read_json(gt), gt_source=str(gt),  # type: ignore[arg-type]
+                                records=records, owned_records=True)
+            if backend == "vectorized" and iou_type == "keypoints" and isinstance(records, list):
+                with contextlib.suppress(KpbenchError):  # the backend's own failure is worded below
+                    inputs.detection_areas = loadres_areas(records)
+        notes = [UNCHECKED_NOTE]
     try:
         # What the threshold sweeps need besides the matches, read before pycocotools adds its keys (a `bbox`).
-        result_scores = None if records is None else np.asarray([r["score"] for r in records], dtype=np.float64)
-        has_bbox = (
-            np.fromiter((loadres_takes_box(r) for r in records), dtype=bool, count=len(records))
-            if records is not None and iou_type == "keypoints" else None
-        )
-        # Records parsed here from a results file are ours alone, so the backend may add its keys to them.
-        owned = isinstance(results, (str, Path))
-        sigmas = schema.sigma_array if schema is not None and iou_type == "keypoints" else None
+        result_scores = has_bbox = None
+        if isinstance(inputs.records, list):
+            records = inputs.records
+            result_scores = np.asarray([r["score"] for r in records], dtype=np.float64)
+            if iou_type == "keypoints":
+                has_bbox = np.fromiter((loadres_takes_box(r) for r in records), dtype=bool, count=len(records))
+        elif inputs.detections is not None:
+            result_scores = inputs.detections.scores
+            has_bbox = np.zeros(len(inputs.detections), dtype=bool) if iou_type == "keypoints" else None
+        sigma_array = schema.sigma_array if schema is not None and iou_type == "keypoints" else None
         if checked and iou_type == "keypoints" and schema is not None and schema.protocol == "crowdpose":
             from kpbench.evaluation.crowdpose import crowd_stats
 
             if settings is not None and not settings.is_default():
-                raise KpbenchError(f"{gt_data.source}: CrowdPose's protocol has fixed COCOeval parameters; "
+                raise KpbenchError(f"{gt_data.source}: CrowdPose's protocol has fixed COCOeval parameters; "  # type: ignore[union-attr]
                                    "evaluate it without --max-dets/--area-ranges/--iou-thresholds/--use-cats")
-            protocol_stats, ev, crowd_notes = crowd_stats(gt_data, res, backend)
-            return _BackendRun(ev, None, [*notes, *crowd_notes], result_scores, has_bbox, schema, protocol_stats)
-        ev, image_evals = get_backend(backend).run(gt_input, res_input, iou_type, sigmas, copy_records=not owned,
-                                                   settings=settings)
-    except KpbenchError:
+            protocol_stats, output, crowd_notes = crowd_stats(gt_data, inputs, backend)  # type: ignore[arg-type]
+            return _BackendRun(output, [*notes, *crowd_notes], result_scores, has_bbox, schema, protocol_stats,
+                               inputs)
+        output = get_backend(backend).run(inputs, sigma_array, settings)
+    except KpbenchError as exc:
+        if not checked:
+            raise KpbenchError(
+                f"{gt} / {results}: {backend} failed on the unchecked input ({exc}); evaluate with input checks on "
+                "(without --no-validate) for a clear message"
+            ) from None
         raise
     except Exception as exc:
         if checked and backend == "hotcoco":
@@ -204,19 +314,24 @@ def _run_backend(
                 f"pycocotools accepts ({type(exc).__name__}: {exc}); evaluate with --backend pycocotools"
             ) from None
         if checked:
-            raise  # a checked input that pycocotools fails on is a bug, worth its traceback
+            raise  # a checked input that the backend fails on is a bug, worth its traceback
         raise KpbenchError(
             f"{gt} / {results}: {backend} failed on the unchecked input ({type(exc).__name__}: {exc}); "
             "evaluate with input checks on (without --no-validate) for a clear message"
         ) from None
-    return _BackendRun(ev, image_evals, notes, result_scores, has_bbox, schema)
+    return _BackendRun(output, notes, result_scores, has_bbox, schema, inputs=inputs)
+
+
+USE_CATS_KEYPOINT_NOTE = (
+    "useCats=0 with keypoints: pycocotools' computeOks ignores it and would score every keypoint stat 0"
+)
 
 
 def evaluate(
     gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    results: str | Path | list[dict[str, Any]] | Results | DetectionArrays | CheckedDetections,
     iou_type: str = "keypoints",
-    backend: str = "pycocotools",
+    backend: str = DEFAULT_BACKEND,
     validate: bool = True,
     schema: KeypointSchema | None = None,
     drop_zero_keypoint_results: bool = False,
@@ -225,7 +340,12 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate COCO results against ground truth; returns stats, arrays and matches as data.
 
-    `gt` is a path or a parsed GT dict; `results` a path or a list of result dicts. Both are validated first.
+    `gt` is a path, a parsed GT dict or a checked `GroundTruth`; `results` a path, a list of result dicts, a
+    checked `Results`, or `kpbench.core.arrays.DetectionArrays` (row i is result i of the COCO results file they
+    stand for: keypoint results without a 'bbox', box results xywh; `CheckedDetections` once checked). Both are
+    validated first.
+    `backend`: "vectorized" (the default: pycocotools' numbers and matches bit for bit, on arrays), "pycocotools"
+    (the reference) or "hotcoco".
     Keypoint evaluation uses `schema`'s sigmas, set on the backend; without one, the schema the GT's keypoint
     category names (coco17 for COCO persons; see `kpbench.evaluation.cocofiles.resolve_schema`). maxDets is 20
     for keypoints, 1/10/100 for boxes.
@@ -234,10 +354,11 @@ def evaluate(
     off by default, since pycocotools counts them, and a note says when there are any.
     `sigmas` (K numbers) score the GT's keypoint category with those sigmas instead of a built-in schema's.
     `settings` (`kpbench.evaluation.settings.EvalSettings`) sets COCOeval's maxDets, area ranges, thresholds and
-    useCats; both backends honour them, except useCats=0 for keypoints, which pycocotools' computeOks ignores (every
-    keypoint stat would be 0): hotcoco is then used, with a note, or the call is refused when it is not installed.
-    With hotcoco and two paths, the checks run without Python dicts when msgspec is installed (see
-    `kpbench.evaluation.fastcheck`), and hotcoco parses the files itself; the verdict and the notes are the same.
+    useCats; every backend honours them, except useCats=0 for keypoints, which pycocotools' computeOks ignores
+    (every keypoint stat would be 0): the vectorized backend is then used, with a note.
+    With two paths and the vectorized backend, the files are parsed straight into arrays and checked there; with
+    hotcoco and msgspec installed, the checks run without Python dicts and hotcoco parses the files itself (see
+    `kpbench.evaluation.fastcheck`). The verdict and the notes are those of the full checks either way.
     `validate=False` (with two paths; parsed data is always checked) hands the files to the backend unchecked:
     a file pycocotools mis-scores is then scored as it does (e.g. GT id 0), and one it cannot read fails with the
     backend's own message.
@@ -246,15 +367,14 @@ def evaluate(
     check_iou_type(iou_type)
     settings = settings or DEFAULT_SETTINGS
     setting_notes = settings_notes(settings, iou_type)
-    if not settings.use_cats and iou_type == "keypoints" and backend == "pycocotools":
+    if not settings.use_cats and iou_type == "keypoints":
         # pycocotools' computeOks reads the per-category dicts even with useCats=0 and finds them empty.
-        if get_backend("hotcoco").available():
-            backend = "hotcoco"
-            setting_notes.append("useCats=0 with keypoints: pycocotools' computeOks ignores it and would score every "
-                                 "keypoint stat 0; evaluated with hotcoco, which honours it")
-        else:
-            raise KpbenchError("--use-cats 0 with keypoints: pycocotools' computeOks ignores useCats and would score "
-                               "every keypoint stat 0; install hotcoco (pip install 'kpbench[fast]'), which honours it")
+        if backend == "pycocotools":
+            backend = DEFAULT_BACKEND
+            setting_notes.append(f"{USE_CATS_KEYPOINT_NOTE}; evaluated with the vectorized backend, which honours it "
+                                 "(as hotcoco does)")
+        elif backend == "vectorized":
+            setting_notes.append(f"{USE_CATS_KEYPOINT_NOTE}; the vectorized backend honours it (as hotcoco does)")
     for value in (gt, results):
         if isinstance(value, (str, Path)):  # before any backend opens it (a FIFO would block hotcoco too)
             check_regular_file(value, "JSON file")
@@ -291,54 +411,48 @@ def _evaluate(
 ) -> EvalResult:
     """`evaluate` after its argument checks (one keypoint set)."""
     run = None
-    if backend == "hotcoco" and validate and two_files and not drop_zero_keypoint_results and sigmas is None:
-        run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)  # type: ignore[arg-type]
+    fast = validate and two_files and not drop_zero_keypoint_results and sigmas is None
+    if fast and backend == "hotcoco":
+        run = _hotcoco_on_checked_files(gt, results, iou_type, schema, settings)
+    elif fast and backend == "vectorized":
+        run = _vectorized_on_checked_files(gt, results, iou_type, schema, settings)
     if run is None:
         run = _run_backend(gt, results, iou_type, backend, checked=validate or not two_files, schema=schema,
                            drop_zero_keypoints=drop_zero_keypoint_results, settings=settings, sigmas=sigmas)
-    ev = run.ev
-    p = ev.params
+    out = run.output
+    p = out.params
     notes = [*run.notes, *setting_notes]
     if iou_type == "keypoints" and run.schema is not None and run.schema.name != COCO17.name:
         notes.append(f"OKS uses the {run.schema.name} schema's {run.schema.num_keypoints} sigmas, not COCO's person ones")
     if run.protocol_stats is not None:
         stat_dict = run.protocol_stats
-    elif not same_as_coco(settings, iou_type):
+    elif not same_as_coco(settings, iou_type) or out.stats is None:
         # summarize() hard-codes COCO's parameters; computed here from the arrays, as it averages them.
-        stat_dict = summarize(np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
-                              [float(t) for t in p.iouThrs], list(p.areaRngLbl), [int(m) for m in p.maxDets], iou_type)
+        stat_dict = summarize(out.precision, out.recall, list(p.iou_thresholds), p.area_labels, p.max_dets, iou_type)
     else:
         names = stat_names(iou_type)
-        stats = [float(s) for s in ev.stats]
-        if len(stats) != len(names):
-            raise RuntimeError(f"{backend} returned {len(stats)} stats for {iou_type}, expected {len(names)}")
-        stat_dict = dict(zip(names, stats))
+        if len(out.stats) != len(names):
+            raise RuntimeError(f"{backend} returned {len(out.stats)} stats for {iou_type}, expected {len(names)}")
+        stat_dict = dict(zip(names, out.stats))
     return EvalResult(
         iou_type=iou_type,
         backend=backend,
         stats=stat_dict,
-        precision=np.asarray(ev.eval["precision"]),
-        recall=np.asarray(ev.eval["recall"]),
-        scores=np.asarray(ev.eval["scores"]),
-        params=EvalParams(
-            iou_type=iou_type,
-            iou_thresholds=np.asarray(p.iouThrs, dtype=np.float64),
-            recall_thresholds=np.asarray(p.recThrs, dtype=np.float64),
-            area_ranges=[list(map(float, r)) for r in p.areaRng],
-            area_labels=list(p.areaRngLbl),
-            max_dets=[int(m) for m in p.maxDets],
-            image_ids=[int(i) for i in p.imgIds],
-            category_ids=[int(c) for c in p.catIds],
-        ),
-        image_evals=run.image_evals,
-        num_images=len(p.imgIds),
-        num_gt=len(ev.cocoGt.getAnnIds()),
-        num_results=len(ev.cocoDt.getAnnIds()),
+        precision=out.precision,
+        recall=out.recall,
+        scores=out.scores,
+        params=p,
+        image_evals=out.image_evals,
+        num_images=len(p.image_ids),
+        num_gt=out.num_gt,
+        num_results=out.num_results,
         notes=notes,
         result_scores=run.result_scores,
         result_has_bbox=run.result_has_bbox,
         schema=run.schema if iou_type == "keypoints" else None,
         settings=settings,
+        matches=out.matches,
+        inputs=run.inputs,
     )
 
 
@@ -346,20 +460,38 @@ def _evaluate(
 # COCOeval's matching, for the analyses built on it (threshold sweeps, per-keypoint breakdown)
 
 
-def pycocotools_for_matches_note(purpose: str, backend: str) -> str:
-    """What a command that needs per-image matches says when it evaluates with pycocotools instead of `backend`."""
+def matches_note(purpose: str, backend: str) -> str:
+    """What a command that needs per-image matches says when it evaluates again because `backend` exposes none."""
     return (f"{purpose} needs COCOeval's per-image matches, which {backend} does not expose: "
-            "evaluated again with pycocotools for it")
+            f"evaluated again with the {DEFAULT_BACKEND} backend for it (pycocotools' numbers and matches)")
 
 
-def require_image_evals(result: EvalResult, purpose: str) -> list[ImageEval]:
+def require_image_evals(result: EvalResult, purpose: str) -> Sequence[ImageEval]:
     """The per-image matches of `result`; a KpbenchError saying why `purpose` needs them when the backend kept none."""
     if result.image_evals is None:
         raise KpbenchError(
             f"{purpose} needs COCOeval's per-image matches, which the {result.backend} backend does not expose; "
-            "use --backend pycocotools (backend='pycocotools')"
+            f"use --backend {DEFAULT_BACKEND} (the default) or pycocotools"
         )
     return result.image_evals
+
+
+def with_matches(result: EvalResult, purpose: str) -> tuple[EvalResult, list[str]]:
+    """`result` if it carries per-image matches, else the same evaluation again on the default backend (from the
+    inputs it kept), with the note that says so."""
+    if result.image_evals is not None:
+        return result, []
+    if result.inputs is None:
+        require_image_evals(result, purpose)
+    inputs = result.inputs
+    assert inputs is not None
+    sigmas = result.schema.sigma_array if result.schema is not None and result.iou_type == "keypoints" else None
+    output = get_backend(DEFAULT_BACKEND).run(inputs, sigmas, result.settings)
+    import dataclasses
+
+    again = dataclasses.replace(result, backend=DEFAULT_BACKEND, image_evals=output.image_evals,
+                                matches=output.matches)
+    return again, [matches_note(purpose, result.backend)]
 
 
 def iou_threshold_index(result: EvalResult, value: float) -> int:
@@ -384,14 +516,20 @@ class MatchedPairs:
 
 def matched_pairs(result: EvalResult, iou_threshold: float, purpose: str) -> MatchedPairs:
     """Every (detection, GT) pair COCOeval's own matching made at `iou_threshold` (see MatchedPairs)."""
-    image_evals = require_image_evals(result, purpose)
     t = iou_threshold_index(result, iou_threshold)
     area_all = result.params.area_labels.index("all")
+    table = result.table_matches()
+    if table is not None:
+        # A match to an ignored GT sets dtIgnore, so "matched and not ignored" is a match to a counted GT; the
+        # table lists the evaluated detections in evalImgs order (category, image, rank) already.
+        take = table.counted()[area_all, t] & ~table.dt_ignore[area_all, t]
+        return MatchedPairs(table.dt_index[take] + 1, table.gt_ids[table.dt_gt[area_all, t][take]],
+                            table.dt_scores[take])
+    image_evals = require_image_evals(result, purpose)
     dt_ids, gt_ids, scores = [], [], []
     for e in image_evals:
         if e.area_index != area_all:
             continue
-        # A match to an ignored GT sets dtIgnore, so "matched and not ignored" is a match to a counted GT.
         take = (e.dt_matches[t] != 0) & ~e.dt_ignore[t]
         if take.any():
             dt_ids.append(e.dt_ids[take])

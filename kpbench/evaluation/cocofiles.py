@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from kpbench.core.arrays import DetectionArrays
 from kpbench.core.config import IOU_TYPES
 from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import read_json
 from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, KeypointSchema, is_id_value
+from kpbench.evaluation.arrays import loadres_takes_box
 
 # CrowdPose's evaluation scales OKS by the box area times this (xtcocotools' keypoints_crowd with use_area=False).
 CROWDPOSE_BOX_AREA_FACTOR = 0.53
@@ -263,7 +265,7 @@ def validate_ground_truth(
         needed += ("keypoints", "num_keypoints")
     _require_keys(annotations, needed, source, "annotation")
     if annotations:
-        _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
+        boxes = _finite_array([a["bbox"] for a in annotations], 4, source, "bbox", "annotation")
         if box_area:
             missing = [a for a in annotations if "area" not in a]
             for ann in missing:
@@ -274,7 +276,10 @@ def validate_ground_truth(
                     f"{source}: {len(missing)} annotation(s) have no 'area'; the OKS scale is the box's "
                     f"w * h * {CROWDPOSE_BOX_AREA_FACTOR}, as CrowdPose's evaluation takes it (xtcocotools use_area=False)"
                 )
-        _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
+        areas = _finite_array([a["area"] for a in annotations], None, source, "area", "annotation")
+        _refuse_negative(boxes[:, 2:].min(axis=1), source, "annotation", "bbox", "has a negative width or height "
+                         "(expected x, y, w, h)")
+        _refuse_negative(areas, source, "annotation", "area", "is negative", [a["area"] for a in annotations])
         # pycocotools tests these for truth ("0" would make a crowd) and calls int() on iscrowd.
         _finite_array([a["iscrowd"] for a in annotations], None, source, "iscrowd", "annotation")
         if iou_type == "keypoints":
@@ -422,12 +427,6 @@ def resolve_schema(
     )
 
 
-def loadres_takes_box(record: dict[str, Any]) -> bool:
-    """Whether pycocotools' loadRes, given `record` first, reads the file as box results: it then takes every
-    detection's area from its 'bbox' (its exact test: a 'bbox' key whose value is not [])."""
-    return "bbox" in record and record["bbox"] != []
-
-
 def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "keypoints") -> Results:
     """Check a parsed results list against its ground truth. The records are the caller's, unchanged (kpbench
     hands pycocotools copies, since its loadRes adds keys to them)."""
@@ -484,13 +483,22 @@ def validate_results(data: Any, source: str, gt: GroundTruth, iou_type: str = "k
     return Results(results=results, source=source, notes=notes)
 
 
+def _refuse_negative(values: np.ndarray, source: str, kind: str, name: str, problem: str,
+                     raw: Sequence[Any] | None = None) -> None:
+    """A KpbenchError naming the first record whose `values` entry is below 0, and its value as given (`raw`);
+    zero is valid: pycocotools scores an empty box or an area of 0 as any other."""
+    negative = values < 0
+    if negative.any():
+        i = int(np.argmax(negative))
+        detail = "" if raw is None else f" ({shown(raw[i])})"
+        raise KpbenchError(f"{source}: {kind} {i}: '{name}' {problem}{detail}")
+
+
 def _check_boxes(results: list[dict[str, Any]], source: str) -> None:
     """Every result's 'bbox' is 4 finite numbers, x, y, w, h with w, h >= 0."""
     boxes = _finite_array([r["bbox"] for r in results], 4, source, "bbox", "result")
-    negative = (boxes[:, 2:] < 0).any(axis=1)
-    if negative.any():
-        i = int(np.argmax(negative))
-        raise KpbenchError(f"{source}: result {i}: 'bbox' has a negative width or height (expected x, y, w, h)")
+    _refuse_negative(boxes[:, 2:].min(axis=1), source, "result", "bbox", "has a negative width or height "
+                     "(expected x, y, w, h)")
 
 
 def _check_keypoint_result_boxes(results: list[dict[str, Any]], source: str) -> list[str]:
@@ -535,3 +543,71 @@ def load_results(
     if isinstance(results, list):
         return validate_results(results, "results", gt, iou_type)
     return validate_results(read_json(results), str(results), gt, iou_type)
+
+
+@dataclass
+class CheckedDetections:
+    """Validated results as arrays (row i is result i), where they came from, and the notes of their checks."""
+
+    detections: DetectionArrays
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def validate_detection_arrays(
+    detections: DetectionArrays, gt: GroundTruth, iou_type: str = "keypoints", source: str = "results"
+) -> CheckedDetections:
+    """`validate_results` for detections given as arrays (row i is result i of the COCO results file they stand
+    for: keypoint results without a 'bbox'): the same verdicts, messages and notes."""
+    check_iou_type(iou_type)
+    if not isinstance(detections, DetectionArrays):
+        raise KpbenchError(f"{source}: expected DetectionArrays, got {type(detections).__name__}")
+    n = len(detections)
+    if n == 0:
+        return CheckedDetections(detections, source, [empty_results_note(source, instance_noun(gt.schema))])
+    bad = ~np.isfinite(detections.scores)
+    if bad.any():
+        raise KpbenchError(f"{source}: result {int(np.argmax(bad))}: 'score' holds NaN or infinity")
+    if iou_type == "keypoints":
+        width = (gt.schema or COCO17).result_length
+        if detections.keypoints is None or detections.keypoints.shape[1] * 3 != width:
+            have = 0 if detections.keypoints is None else detections.keypoints.shape[1] * 3
+            raise KpbenchError(f"{source}: result 0: 'keypoints' has {have} values, expected {width} "
+                               f"(3 x {width // 3} keypoints)")
+        bad = ~np.isfinite(detections.keypoints.reshape(n, -1)).all(axis=1)
+        if bad.any():
+            raise KpbenchError(f"{source}: result {int(np.argmax(bad))}: 'keypoints' holds NaN or infinity")
+    else:
+        if detections.boxes is None:
+            raise KpbenchError(f"{source}: result 0 has no 'bbox'")
+        bad = ~np.isfinite(detections.boxes).all(axis=1)
+        if bad.any():
+            raise KpbenchError(f"{source}: result {int(np.argmax(bad))}: 'bbox' holds NaN or infinity")
+        _refuse_negative(detections.boxes[:, 2:].min(axis=1), source, "result", "bbox",
+                         "has a negative width or height (expected x, y, w, h)")
+    image_ids = np.unique(np.asarray([img["id"] for img in gt.dataset["images"]], dtype=np.int64))
+    category_ids = np.unique(np.asarray([cat["id"] for cat in gt.dataset["categories"]], dtype=np.int64))
+    for field_name, values, known in (("image_id", detections.image_ids, image_ids),
+                                      ("category_id", detections.category_ids, category_ids)):
+        unknown = ~np.isin(values, known)
+        if unknown.any():
+            i = int(np.argmax(unknown))
+            raise KpbenchError(f"{source}: result {i}: {field_name} {int(values[i])!r} is not in the ground truth "
+                               f"({gt.source})")
+    notes: list[str] = []
+    covered = set(np.unique(detections.image_ids).tolist())
+    if len(covered) < len(image_ids):
+        missed = sum(
+            1 for a in gt.dataset["annotations"]
+            if a["image_id"] not in covered and not a["iscrowd"] and (iou_type == "bbox" or a.get("num_keypoints", 0) > 0)
+        )
+        notes.append(coverage_note(len(covered), len(image_ids), missed, instance_noun(gt.schema)))
+    if iou_type == "keypoints":
+        zero = int(np.count_nonzero(~(detections.keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
+        if zero:
+            notes.append(zero_keypoint_results_note(zero))
+        _, counts = np.unique(detections.image_ids, return_counts=True)
+        crowded = int(np.count_nonzero(counts > KEYPOINT_MAX_DETS))
+        if crowded:
+            notes.append(crowded_images_note(crowded))
+    return CheckedDetections(detections, source, notes)

@@ -12,13 +12,12 @@ Benchmark", CVPR 2019), as xtcocotools' iouType "keypoints_crowd" computes it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import CROWDPOSE14
-from kpbench.evaluation.cocofiles import GroundTruth, Results
+from kpbench.evaluation.backends import BackendOutput, EvalInputs
+from kpbench.evaluation.cocofiles import GroundTruth
 
 CROWD_STAT_NAMES: tuple[str, ...] = CROWDPOSE14.stat_names
 # crowdIndex bounds of the easy / medium / hard split (CrowdPose's evaluation script).
@@ -42,19 +41,30 @@ def crowd_levels(gt: GroundTruth) -> dict[str, list[int]]:
     return levels
 
 
-def _subset(gt: GroundTruth, results: list[dict[str, Any]], image_ids: list[int]) -> tuple[dict[str, Any], list]:
+def _subset(inputs: EvalInputs, image_ids: list[int]) -> EvalInputs:
+    """The inputs restricted to some images (the GT's images and annotations, and the results on them)."""
     wanted = set(image_ids)
-    dataset = {
-        **gt.dataset,
-        "images": [im for im in gt.dataset["images"] if im["id"] in wanted],
-        "annotations": [dict(a) for a in gt.dataset["annotations"] if a["image_id"] in wanted],
+    if inputs.gt_arrays is not None or inputs.detections is not None:
+        gt = inputs.ground_truth_arrays().only_images(image_ids)
+        detections = inputs.detection_arrays()
+        keep = np.isin(detections.image_ids, np.asarray(image_ids, dtype=np.int64))
+        areas = None if inputs.detection_areas is None else inputs.detection_areas[keep]
+        return EvalInputs(inputs.iou_type, inputs.num_keypoints, gt_arrays=gt, gt_source=inputs.gt_source,
+                          detections=detections.take(keep), detection_areas=areas)
+    dataset = inputs.dataset()
+    subset = {
+        **dataset,
+        "images": [im for im in dataset["images"] if im["id"] in wanted],
+        "annotations": [dict(a) for a in dataset["annotations"] if a["image_id"] in wanted],
     }
-    return dataset, [r for r in results if r["image_id"] in wanted]
+    records = [r for r in inputs.result_records() if r["image_id"] in wanted]
+    return EvalInputs(inputs.iou_type, inputs.num_keypoints, gt_dataset=subset, gt_source=inputs.gt_source,
+                      records=records)
 
 
 def crowd_stats(
-    gt: GroundTruth, results: Results, backend_name: str = "pycocotools"
-) -> tuple[dict[str, float], Any, list[str]]:
+    gt: GroundTruth, inputs: EvalInputs, backend_name: str = "vectorized"
+) -> tuple[dict[str, float], BackendOutput, list[str]]:
     """The 9 CrowdPose stats, the backend's COCOeval over all images, and notes."""
     from kpbench.evaluation.backends import get_backend
 
@@ -63,16 +73,17 @@ def crowd_stats(
         raise KpbenchError(f"{gt.source}: CrowdPose evaluation needs the keypoint schema")
     backend = get_backend(backend_name)
     levels = crowd_levels(gt)
-    records = results.results
-    ev, _ = backend.run(gt.dataset, records, "keypoints", schema.sigma_array)
-    stats = {name: float(ev.stats[i]) for name, i in zip(CROWD_STAT_NAMES, _COCO_STAT_INDEX)}
+    if backend_name == "vectorized":
+        inputs.ground_truth_arrays()  # prepared once, shared by the subsets
+    output = backend.run(inputs, schema.sigma_array)
+    assert output.stats is not None  # COCO's parameters: the backend's summarize() ran
+    stats = {name: float(output.stats[i]) for name, i in zip(CROWD_STAT_NAMES, _COCO_STAT_INDEX)}
     for level, ids in levels.items():
         if not ids:
             stats[f"AP_{level}"] = -1.0
             continue
-        dataset, kept = _subset(gt, records, ids)
-        sub, _ = backend.run(dataset, kept, "keypoints", schema.sigma_array)
-        stats[f"AP_{level}"] = round(float(np.mean(np.asarray(sub.eval["precision"])[:, :, :, 0, :])), 4)
+        sub = backend.run(_subset(inputs, ids), schema.sigma_array)
+        stats[f"AP_{level}"] = round(float(np.mean(sub.precision[:, :, :, 0, :])), 4)
     notes = [f"CrowdPose protocol: AP easy/medium/hard over {len(levels['easy'])}/{len(levels['medium'])}/"
              f"{len(levels['hard'])} images by crowdIndex (< {CROWD_SPLIT[0]}, < {CROWD_SPLIT[1]}, the rest)"]
-    return {name: stats[name] for name in CROWD_STAT_NAMES}, ev, notes
+    return {name: stats[name] for name in CROWD_STAT_NAMES}, output, notes

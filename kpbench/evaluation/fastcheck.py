@@ -66,8 +66,9 @@ class _Annotation(Struct, gc=False):
     id: CocoId
     image_id: int
     category_id: int
-    bbox: tuple[Finite, Finite, Finite, Finite]
-    area: Finite
+    # A negative width, height or area is refused by the full checks, which word it (zero is valid).
+    bbox: tuple[Finite, Finite, NonNegative, NonNegative]
+    area: NonNegative
     iscrowd: Finite
     num_keypoints: Finite | UnsetType = UNSET
     keypoints: Raw | UnsetType = UNSET

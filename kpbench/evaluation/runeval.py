@@ -1,9 +1,16 @@
-"""Evaluating a run directory from its detections cache, without the model (and without importing torch).
+"""Evaluating a run directory from its detections store, without the model (and without importing torch).
 
-cache -> keypoints_results.json + bbox_results.json (image-id order) -> COCOeval (keypoints and bbox) ->
-metrics.csv/.md/.json -> a summary that compares with the published AP when the protocol matches it.
+store -> DetectionArrays (image-id order) -> checks on arrays -> COCOeval on arrays (keypoints and bbox) ->
+keypoints_results.json + bbox_results.json (image-id order) and metrics.csv/.md/.json -> a summary that compares
+with the published AP when the protocol matches it.
 
-The protocol and its deviations are also described here, so that the summary and the manifest agree.
+The store is read once, as arrays; no per-detection dicts are made until the COCO results files are written. The
+evaluations keep what they evaluated (`EvalResult.inputs`), so the analysis after a run (threshold sweeps, the
+per-keypoint breakdown) reads neither the store nor the ground truth again.
+
+The protocol and its deviations are also described here, so that the summary and the manifest agree. The
+published AP comes from the model's info recorded in the manifest (format-1 run directories, which predate that
+record, look their torchvision weights up in `kpbench.core.published`).
 """
 
 from __future__ import annotations
@@ -16,10 +23,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.io import to_text_table, write_json
+from kpbench.core.io import to_text_table
+from kpbench.core.published import (
+    KEYPOINTRCNN_MAX_SIZE,
+    KEYPOINTRCNN_MIN_SIZE,
+    KEYPOINTRCNN_PUBLISHED_AP,
+    keypointrcnn_weights_name,
+)
+from kpbench.evaluation._runstore import RunArrays, read_run_arrays, read_run_detections, write_coco_results
+from kpbench.evaluation.backends import DEFAULT_BACKEND
 from kpbench.evaluation.cocofiles import IOU_TYPES
-from kpbench.models.keypointrcnn import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, PUBLISHED_AP, published_weights_name
-from kpbench.runs.detections import ImageDetections, iter_cache, to_coco_results
+from kpbench.runs.detections import ImageDetections
 from kpbench.runs.directory import (
     bbox_results_path,
     detections_path,
@@ -34,7 +48,10 @@ from kpbench.runs.directory import (
 if TYPE_CHECKING:
     from kpbench.core.schema import KeypointSchema
     from kpbench.evaluation.cocoeval import EvalResult
-    from kpbench.evaluation.cocofiles import GroundTruth, Results
+    from kpbench.evaluation.cocofiles import CheckedDetections, GroundTruth, Results
+
+__all__ = ["RunArrays", "describe_protocol", "evaluate_run", "finished_run_arrays", "read_run_detections",
+           "summary_text"]
 
 VAL2017_IMAGES = 5000
 # The protocol torchvision's published AP was measured with (its detection reference scripts, batch 1 per GPU).
@@ -42,8 +59,8 @@ PUBLISHED_PROTOCOL: dict[str, Any] = {
     "split": "val2017",
     "images": "all",
     "num_images": VAL2017_IMAGES,
-    "min_size": DEFAULT_MIN_SIZE,
-    "max_size": DEFAULT_MAX_SIZE,
+    "min_size": KEYPOINTRCNN_MIN_SIZE,
+    "max_size": KEYPOINTRCNN_MAX_SIZE,
     "box_score_thresh": 0.05,
     "batch_size": 1,
     "dtype": "fp32",
@@ -56,6 +73,16 @@ def _own_protocol(model: dict[str, Any]) -> bool:
     return isinstance(extra, dict) and isinstance(extra.get("protocol"), dict)
 
 
+def published_numbers(model: dict[str, Any]) -> dict[str, float] | None:
+    """The published numbers of a manifest's model record: the model's own (`ModelInfo.published`), else, for a
+    format-1 record, torchvision's for the Keypoint R-CNN weights it names (`kpbench.core.published`)."""
+    published = model.get("published")
+    if isinstance(published, dict):
+        return dict(published)
+    name = keypointrcnn_weights_name(model)
+    return dict(KEYPOINTRCNN_PUBLISHED_AP[name]) if name is not None and "published" not in model else None
+
+
 def describe_protocol(
     config: dict[str, Any], model: dict[str, Any], num_images: int, file_images: int
 ) -> tuple[dict[str, Any], list[str], dict[str, float] | None]:
@@ -64,9 +91,10 @@ def describe_protocol(
     `config` is the run's settings dict, `model` its ModelInfo as a dict, `num_images` the evaluated images and
     `file_images` the images listed in the annotation file. Deviations are short strings; none means the run's
     AP is comparable with the published AP. An image selection (--images, --image-ids, --limit) is a deviation
-    only when it leaves out images of the annotation file.
+    only when it leaves out images of the annotation file. The published AP is the model's own record
+    (`published_numbers`).
     """
-    published_name = published_weights_name(model)
+    published_name = keypointrcnn_weights_name(model)
     protocol: dict[str, Any] = {
         "split": config["split"],
         "images": config["images"],
@@ -127,27 +155,18 @@ def describe_protocol(
         deviations.append(f"no weights: random initialisation (--weights none, seed {model.get('seed')})")
     elif published_name is None:
         deviations.append(f"weights {model.get('weights')}: not a published torchvision file, no published AP")
-    published = dict(PUBLISHED_AP[published_name]) if published_name else None
-    return protocol, deviations, published
+    return protocol, deviations, published_numbers(model)
 
 
-def read_run_detections(run_dir: str | Path) -> dict[int, ImageDetections]:
-    """Every cached image of a run by id: the merged cache, then any rank shards left by an interrupted
-    distributed run (a torn last line is skipped)."""
-    run_dir = Path(run_dir)
-    found: dict[int, ImageDetections] = {}
-    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.exists()]
-    for path in paths:
-        for det in iter_cache(path):
-            found[det.image_id] = det
-    return found
+def finished_run_arrays(
+    run_dir: str | Path, manifest: dict[str, Any] | None = None, arrays: RunArrays | None = None
+) -> RunArrays:
+    """The detections of every image the run's manifest lists, as arrays in image-id order: the order `kpbench run`
+    writes its results files in, so that result i of each file is row i of `.detections`. `arrays` (the store as
+    read already) saves reading it.
 
-
-def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[ImageDetections]:
-    """The cached detections of every image the run's manifest lists, in image-id order: the order `kpbench run`
-    writes its results files in, so that result i of `to_coco_results` is detection i of this list.
-
-    A manifest without image ids, or an image without cached detections, is a KpbenchError.
+    A manifest without image ids, or an image without cached detections, is a KpbenchError; so is a non-finite
+    score, box or keypoint (named by its store file and image).
     """
     run_dir = Path(run_dir)
     if manifest is None:
@@ -155,15 +174,38 @@ def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None
     listed = manifest.get("image_ids")
     if not isinstance(listed, list) or not all(type(i) is int for i in listed):
         raise KpbenchError(f"{run_dir}: the manifest lists no 'image_ids' (was the run started by `kpbench run`?)")
-    image_ids = sorted(listed)
-    cached = read_run_detections(run_dir)
-    missing = [i for i in image_ids if i not in cached]
-    if missing:
+    wanted = np.unique(np.asarray(listed, dtype=np.int64))
+    found = read_run_arrays(run_dir) if arrays is None else arrays
+    cached = np.isin(wanted, found.image_ids)
+    if not cached.all():
         raise KpbenchError(
-            f"{run_dir}: run incomplete, {len(image_ids) - len(missing)} of {len(image_ids)} images have detections "
+            f"{run_dir}: run incomplete, {int(cached.sum())} of {len(wanted)} images have detections "
             "(re-run the same `kpbench run` command to finish it)"
         )
-    return [cached[i] for i in image_ids]
+    if len(found.image_ids) != len(wanted) or not np.array_equal(found.image_ids, wanted):
+        keep_images = np.isin(found.image_ids, wanted)
+        rows = np.repeat(keep_images, found.counts)
+        found = RunArrays(found.image_ids[keep_images], found.counts[keep_images], found.detections.take(rows),
+                          found.boxes_xyxy[rows], [s for s, k in zip(found.input_shapes, keep_images.tolist()) if k])
+    check_finite_run_arrays(run_dir, found)
+    return found
+
+
+def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[ImageDetections]:
+    """`finished_run_arrays` as one ImageDetections per image (image-id order), for code that reads a run image by
+    image (drawing, the error analysis)."""
+    ra = finished_run_arrays(run_dir, manifest)
+    det = ra.detections
+    starts = np.concatenate([[0], np.cumsum(ra.counts)]).astype(np.int64)
+    out = []
+    for i, image_id in enumerate(ra.image_ids.tolist()):
+        rows = slice(int(starts[i]), int(starts[i + 1]))
+        out.append(ImageDetections(
+            image_id=int(image_id), boxes=ra.boxes_xyxy[rows], scores=det.scores[rows], labels=det.category_ids[rows],
+            keypoints=det.keypoints[rows], keypoint_scores=det.keypoint_scores[rows],  # type: ignore[index]
+            input_shape=ra.input_shapes[i],
+        ))
+    return out
 
 
 def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TYPES) -> dict[str, GroundTruth]:
@@ -191,88 +233,118 @@ def run_schema(run_dir: str | Path) -> KeypointSchema | None:
 
 
 def _cache_file_holding(run_dir: Path, image_id: int) -> Path:
-    """The cache file whose line for `image_id` read_run_detections kept (the last file that has it)."""
-    paths = [p for p in (detections_path(run_dir), *shard_paths(run_dir)) if p.is_file()]
-    for path in reversed(paths):
+    """The store file whose record for `image_id` was read (the last file that has it)."""
+    shards = [p for p in shard_paths(run_dir) if p.is_file()]
+    if not shards:
+        return detections_path(run_dir)
+    from kpbench.runs.detections import iter_cache
+
+    for path in reversed([p for p in (detections_path(run_dir), *shards) if p.is_file()]):
         if any(det.image_id == image_id for det in iter_cache(path)):
             return path
     return detections_path(run_dir)
 
 
-def check_finite_detections(run_dir: str | Path, detections: Sequence[ImageDetections]) -> None:
+def check_finite_run_arrays(run_dir: str | Path, arrays: RunArrays) -> None:
     """Every score, box and keypoint that goes into the results files is finite; otherwise a KpbenchError naming
-    the cache file, the image id, the detection and its position in the rebuilt results (JSON has no NaN, and
+    the store file, the image id, the detection and its position in the rebuilt results (JSON has no NaN, and
     COCOeval would score it silently wrong)."""
-    position = 0
-    for det in detections:
-        if not len(det):
+    det = arrays.detections
+    n = len(det)
+    if n == 0:
+        return
+    bad = np.zeros(n, dtype=bool)
+    first: dict[str, np.ndarray] = {}
+    for name, values in (("keypoints", det.keypoints), ("score", det.scores), ("bbox", arrays.boxes_xyxy)):
+        if values is None:
             continue
-        for name, values in (("keypoints", det.keypoints), ("score", det.scores), ("bbox", det.boxes)):
-            finite = np.isfinite(np.asarray(values, dtype=np.float64).reshape(len(det), -1)).all(axis=1)
-            if not finite.all():
-                j = int(np.argmin(finite))
-                cache = _cache_file_holding(Path(run_dir), det.image_id)
-                raise KpbenchError(
-                    f"{cache}: image {det.image_id}, detection {j} (result {position + j} of the rebuilt results): "
-                    f"'{name}' holds NaN or infinity; the cache is damaged or the model gave non-finite outputs "
-                    "(redo the run with `kpbench run ... --overwrite`)"
-                )
-        position += len(det)
+        not_finite = ~np.isfinite(np.asarray(values, dtype=np.float64).reshape(n, -1)).all(axis=1)
+        first[name] = not_finite
+        bad |= not_finite
+    if not bad.any():
+        return
+    position = int(np.argmax(bad))
+    image = int(np.searchsorted(np.cumsum(arrays.counts), position, side="right"))
+    image_id = int(arrays.image_ids[image])
+    j = position - int(np.sum(arrays.counts[:image]))
+    name = next(name for name, flags in first.items() if flags[position])
+    cache = _cache_file_holding(Path(run_dir), image_id)
+    raise KpbenchError(
+        f"{cache}: image {image_id}, detection {j} (result {position} of the rebuilt results): "
+        f"'{name}' holds NaN or infinity; the cache is damaged or the model gave non-finite outputs "
+        "(redo the run with `kpbench run ... --overwrite`)"
+    )
+
+
+def rebuilt_source(run_dir: str | Path) -> str:
+    """How the checks name results rebuilt from a run's store."""
+    return f"results rebuilt from {detections_path(run_dir)}"
+
+
+def run_checked_detections(
+    run_dir: str | Path, arrays: RunArrays, gt: dict[str, GroundTruth]
+) -> dict[str, CheckedDetections]:
+    """The run's detections checked as any results file is, for each iou type of `gt` ({iou_type: GroundTruth},
+    from load_run_ground_truth): result i is row i of `arrays.detections`."""
+    from kpbench.evaluation.cocofiles import validate_detection_arrays
+
+    source = rebuilt_source(run_dir)
+    return {t: validate_detection_arrays(arrays.detections, g, t, source) for t, g in gt.items()}
 
 
 def run_results(
     run_dir: str | Path, detections: Sequence[ImageDetections], gt: dict[str, GroundTruth]
 ) -> dict[str, Results]:
-    """The run's COCO results rebuilt from its cache (image-id order: result i is detection i of `detections`),
-    checked as any results file is, for each iou type of `gt` ({iou_type: GroundTruth}, from load_run_ground_truth).
-
-    `kpbench evaluate --run`, `kpbench thresholds` and `kpbench keypoints` all score a run through this function.
-    """
+    """The run's COCO results as checked dicts (image-id order: result i is detection i of `detections`), for each
+    iou type of `gt`: for code that reads results records (the error analysis). The evaluation itself works on
+    arrays (`run_checked_detections`)."""
     from kpbench.evaluation.cocofiles import validate_results
+    from kpbench.runs.detections import to_coco_results
 
-    check_finite_detections(run_dir, detections)
     keypoint_results, bbox_results = to_coco_results(detections)
-    source = f"results rebuilt from {detections_path(run_dir)}"
     by_type = {"keypoints": keypoint_results, "bbox": bbox_results}
-    return {iou_type: validate_results(by_type[iou_type], source, g, iou_type) for iou_type, g in gt.items()}
+    return {t: validate_results(by_type[t], rebuilt_source(run_dir), g, t) for t, g in gt.items()}
 
 
 def evaluate_run(
     run_dir: str | Path,
-    backend: str = "pycocotools",
+    backend: str = DEFAULT_BACKEND,
     write: bool = True,
     on_write: Callable[[Path], None] | None = None,
+    arrays: RunArrays | None = None,
 ) -> dict[str, EvalResult]:
-    """Evaluate a finished run from its cache; returns {"keypoints": EvalResult, "bbox": EvalResult}.
+    """Evaluate a finished run from its store; returns {"keypoints": EvalResult, "bbox": EvalResult}.
 
-    The results are rebuilt from the cache, checked and evaluated before anything is written. With `write` (the
-    default) it then rewrites the run's keypoints_results.json, bbox_results.json and metrics.csv/.md/.json, and records the
-    stats in the manifest; `on_write` is called with each path written. Reads only the run directory (manifest,
-    cache, ground_truth.json); the model is not needed.
+    The store is read once as arrays (or `arrays`, as the run holds them already), checked and evaluated before
+    anything is written. With `write` (the default) it then rewrites the run's keypoints_results.json,
+    bbox_results.json and metrics.csv/.md/.json, and records the stats in the manifest; `on_write` is called with
+    each path written. Reads only the run directory (manifest, store, ground_truth.json); the model is not needed.
+    Each result keeps its inputs (`EvalResult.inputs`: the GT and the detections, keypoint scores included).
     """
     from kpbench.evaluation.cocoeval import check_backend, evaluate, metrics_json, write_metrics
 
     run_dir = Path(run_dir)
     check_backend(backend)
     started = time.perf_counter()
-    ordered = finished_run_detections(run_dir)
+    manifest = read_manifest(run_dir)
+    ra = finished_run_arrays(run_dir, manifest, arrays)
     gt = load_run_ground_truth(run_dir)
-    checked = run_results(run_dir, ordered, gt)
+    checked = run_checked_detections(run_dir, ra, gt)
     results = {
         iou_type: evaluate(gt[iou_type], checked[iou_type], iou_type=iou_type, backend=backend)
         for iou_type in IOU_TYPES
     }
     written: list[Path] = []
     if write:
-        write_json(keypoint_results_path(run_dir), checked["keypoints"].results, indent=None)
-        write_json(bbox_results_path(run_dir), checked["bbox"].results, indent=None)
+        write_coco_results(keypoint_results_path(run_dir), ra.detections, "keypoints")
+        write_coco_results(bbox_results_path(run_dir), ra.detections, "bbox")
         written += [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
         written += write_metrics(run_dir, results)
         manifest = read_manifest(run_dir)
         manifest["evaluation"] = {
             "backend": backend,
             "seconds": round(time.perf_counter() - started, 3),
-            "num_detections": len(checked["bbox"].results),
+            "num_detections": len(ra.detections),
             "stats": metrics_json(results),
             "notes": sorted({note for r in results.values() for note in r.notes}),
         }

@@ -1,148 +1,602 @@
-"""A vectorised, in-memory keypoint COCOeval that gives pycocotools' numbers bit for bit, many times faster.
+"""A vectorised, in-memory COCOeval for keypoints and boxes that gives pycocotools' numbers bit for bit.
 
-The algorithm is COCOeval's for iouType 'keypoints' (Lin et al., "Microsoft COCO: Common Objects in Context",
-ECCV 2014; the evaluation protocol of cocodataset.org/#keypoints-eval), restated over arrays:
+The algorithm is COCOeval's (Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014; the evaluation
+protocol of cocodataset.org/#keypoints-eval and #detection-eval), restated over arrays. An evaluation unit is one
+(category, image) pair, or one image with useCats=0 (every category pooled, GTs and detections in category order):
 
-1. Per image, detections are ordered by descending score (a stable sort: equal scores keep results order) and
-   the first maxDets[-1] kept; OKS (Ronchi & Perona, ICCV 2017) is computed between those and the image's GTs.
-2. Per area range, a GT is ignored when it is a crowd region, has no labelled keypoint (num_keypoints == 0),
-   lies outside the range, or the caller marks it. Per threshold t, detections in score order each take, among
-   the GTs still free (crowd regions never stop being free) with OKS >= min(t, 1 - 1e-10), the one of largest
-   OKS, ties going to the later GT in the order "non-ignored first"; an ignored GT is taken only when no
-   non-ignored one qualifies. A detection matched to an ignored GT is ignored, and so is an unmatched one whose
-   area (of its keypoints' extent, or its `bbox` when pycocotools' loadRes would read one) is outside the range.
-3. Per area range and maxDet, the images' first maxDet detections are pooled and stably sorted by descending
-   score; cumulative TP/FP counts give recall and precision, precision is made non-increasing from the right,
-   and both are read at the 101 recall thresholds (np.searchsorted, side 'left'); -1 where no GT counts.
+1. Per unit, detections are ordered by descending score (a stable sort: equal scores keep category, then results
+   order) and the first maxDets[-1] kept; their similarity with the unit's GTs is computed: OKS (Ronchi & Perona,
+   ICCV 2017) for keypoints, IoU for boxes, where a crowd GT's IoU is the intersection over the detection's area
+   (pycocotools' maskUtils.iou with iscrowd, `bbIou` in its maskApi.c).
+2. Per area range, a GT is ignored when it is a crowd region (iscrowd read for truth), has no labelled keypoint
+   (num_keypoints == 0, keypoints only), lies outside the range (its `area`), or the caller marks it. Per
+   threshold t, detections in score order each take, among the GTs still free (crowd regions, int(iscrowd) != 0,
+   never stop being free) with similarity >= min(t, 1 - 1e-10), the one of largest similarity, ties going to the
+   later GT in the order "non-ignored first"; an ignored GT is taken only when no non-ignored one qualifies. A
+   detection matched to an ignored GT is ignored, and so is an unmatched one whose area (a box result's w * h, a
+   keypoint result's keypoint extent, or its `bbox` when pycocotools' loadRes reads one) is outside the range.
+3. Per category, area range and maxDet, the images' first maxDet detections are pooled and stably sorted by
+   descending score; cumulative TP/FP counts give recall and precision, precision is made non-increasing from the
+   right, and both are read at the 101 recall thresholds (np.searchsorted, side 'left'); -1 where no GT counts.
 
-Step 2 runs for all images, area ranges and thresholds at once: images are bucketed by their GT count (padded to
-a power of two) and the greedy matching advances one detection rank at a time. The floating-point operations
-are pycocotools' own, in its order, so the OKS values are identical, not merely close: in particular numpy's
-np.sum adds 8 or more terms pairwise (8 accumulators), so each OKS is summed over exactly its labelled terms, as
-a contiguous row of that length (a zero-padded row would round differently). A pycocotools quirk is kept on
+Step 2 runs for all units, area ranges and thresholds at once: units are bucketed by their GT count (padded to a
+power of two) and the greedy matching advances one detection rank at a time. The floating-point operations are
+pycocotools' own, in its order, so the similarities are identical, not merely close: in particular numpy's np.sum
+adds 8 or more terms pairwise (8 accumulators), so each OKS is summed over exactly its labelled terms, as a
+contiguous row of that length (a zero-padded row would round differently). A pycocotools quirk is kept on
 purpose: a match to a GT whose annotation id is 0 counts as no match in the accumulation (its id is falsy).
+
+The per-image matches come out as arrays (`MatchTable`, every category, area range and threshold), from which
+`MatchTable.image_evals()` builds pycocotools' evalImgs entries (`ImageEval`) on demand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
+from kpbench.evaluation.arrays import (
+    GroundTruthArrays,
+    box_areas,
+    ground_truth_arrays,
+    keypoint_extent_areas,
+    loadres_areas,
+)
 from kpbench.evaluation.settings import EvalSettings, summarize
 
-# COCOeval's keypoint defaults (pycocotools' Params.setKpParams), built the way it builds them.
+__all__ = [
+    "CocoEvaluator", "ImageEval", "KeypointEvaluator", "MatchTable", "VectorizedResult", "coco_parameters",
+    "loadres_areas", "results_to_arrays",
+]
+
+# COCOeval's defaults (pycocotools' Params.setDetParams / setKpParams), built the way it builds them.
 _DEFAULT_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 _RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
-_DEFAULT_AREAS = (("all", 0.0**2, 1e5**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e5**2))
-_DEFAULT_MAX_DETS = (20,)
+_KEYPOINT_AREAS = (("all", 0.0**2, 1e5**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e5**2))
+_BOX_AREAS = (("all", 0.0**2, 1e5**2), ("small", 0.0**2, 32.0**2), ("medium", 32.0**2, 96.0**2),
+              ("large", 96.0**2, 1e5**2))
+_KEYPOINT_MAX_DETS = (20,)
+_BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
 
 
 @dataclass
-class VectorizedResult:
-    """One evaluation: COCOeval's accumulated arrays (one category) and the area-"all" matches, by index."""
+class ImageEval:
+    """COCOeval's matching for one (category, area range, image): one entry of pycocotools' evalImgs.
 
-    stats: dict[str, float]  # the names and values of kpbench's evaluate() for keypoints
-    precision: np.ndarray  # (T, R, 1, A, M), COCOeval.eval['precision']
-    recall: np.ndarray  # (T, 1, A, M)
-    scores: np.ndarray  # (T, R, 1, A, M)
-    # Area range "all" (the label "all", else the first range), at maxDets[-1]:
-    dt_matches: np.ndarray  # (T, N) index into gt_ann_ids of each detection's GT, -1 for none or cut by maxDets
-    dt_ignore: np.ndarray  # (T, N) COCOeval's dtIgnore; True for detections cut by maxDets (they never count)
-    gt_matches: np.ndarray  # (T, G) results index of the (last) detection matched to each GT, -1 for none
-    dt_kept: np.ndarray  # (N,) within the first maxDets[-1] of its image by score (evaluated at all)
+    Detections are sorted by descending score (stable) and cut to the largest maxDet, as COCOeval does.
+    `dt_ids` are the results' 1-based positions in the results list (pycocotools' loadRes numbering).
+    `dt_matches[t, d]` is the GT annotation id detection d matched at IoU/OKS threshold t (0: none). GTs are in
+    COCOeval's order for the area range: not ignored first, each group in annotation order.
+    """
+
+    image_id: int
+    category_id: int
+    area_index: int
+    dt_ids: np.ndarray  # (D,)
+    dt_scores: np.ndarray  # (D,)
+    dt_matches: np.ndarray  # (T, D) matched GT id, 0 for none
+    dt_ignore: np.ndarray  # (T, D) bool
+    gt_ids: np.ndarray  # (G,)
+    gt_matches: np.ndarray  # (T, G) matched detection id, 0 for none
+    gt_ignore: np.ndarray  # (G,) bool
+
+
+def coco_parameters(
+    iou_type: str, settings: EvalSettings | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[tuple[str, float, float], ...], tuple[int, ...]]:
+    """COCOeval's (iouThrs, recThrs, area ranges (label, lo, hi), maxDets) for `iou_type` with `settings` applied."""
+    settings = settings or EvalSettings()
+    thresholds = (np.asarray(settings.iou_thresholds, dtype=np.float64) if settings.iou_thresholds is not None
+                  else _DEFAULT_IOU_THRESHOLDS.copy())
+    keypoints = iou_type == "keypoints"
+    areas = settings.area_ranges if settings.area_ranges is not None else (_KEYPOINT_AREAS if keypoints else _BOX_AREAS)
+    max_dets = tuple(int(m) for m in settings.max_dets) if settings.max_dets is not None else (
+        _KEYPOINT_MAX_DETS if keypoints else _BOX_MAX_DETS)
+    return thresholds, _RECALL_THRESHOLDS.copy(), tuple(areas), max_dets
+
+
+@dataclass
+class MatchTable:
+    """COCOeval's per-image matching as arrays, for every category, area range and threshold (what evalImgs holds).
+
+    Units are (category, image) pairs, category-major, in pycocotools' order (p.catIds, then p.imgIds), or images
+    with useCats=0 (`category_ids` is then [-1], as in evalImgs). Evaluated detections (E of them: each unit's first
+    maxDets[-1] by score) are listed unit by unit, by rank; GTs unit by unit, in annotation order (category order
+    first with useCats=0).
+    """
+
+    num_results: int
+    image_ids: np.ndarray  # (I,) p.imgIds
+    category_ids: np.ndarray  # (K,) evalImgs' category ids
+    area_labels: tuple[str, ...]  # (A,)
+    iou_thresholds: np.ndarray  # (T,)
+    dt_index: np.ndarray  # (E,) results index
+    dt_unit: np.ndarray  # (E,)
+    dt_rank: np.ndarray  # (E,)
+    dt_scores: np.ndarray  # (E,)
+    dt_gt: np.ndarray  # (A, T, E) position (into the gt_* arrays) of the GT matched, -1 for none
+    dt_ignore: np.ndarray  # (A, T, E) COCOeval's dtIgnore
+    gt_ids: np.ndarray  # (H,) annotation ids
+    gt_unit: np.ndarray  # (H,)
+    gt_ignore: np.ndarray  # (A, H) COCOeval's gtIgnore for each area range
+    gt_dt: np.ndarray  # (A, T, H) results index of the (last) detection matched, -1 for none
+
+    @property
+    def num_units(self) -> int:
+        return len(self.category_ids) * len(self.image_ids)
+
+    def counted(self) -> np.ndarray:
+        """(A, T, E) matched to a GT whose id is not 0 (COCOeval's dtMatches test: a match to GT id 0 reads as none)."""
+        ids = np.append(self.gt_ids, 0)
+        return ids[self.dt_gt] != 0
+
+    def unit_slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(dt_start, dt_count, gt_start, gt_count) per unit."""
+        units = self.num_units
+        dt_count = np.bincount(self.dt_unit, minlength=units)
+        gt_count = np.bincount(self.gt_unit, minlength=units)
+        return _starts(dt_count), dt_count, _starts(gt_count), gt_count
+
+    def iter_image_evals(self) -> Iterator[ImageEval]:
+        """pycocotools' evalImgs entries that are not None, in its order: category, area range, image."""
+        dt_start, dt_count, gt_start, gt_count = self.unit_slices()
+        num_images = len(self.image_ids)
+        present = np.flatnonzero((dt_count > 0) | (gt_count > 0))
+        dt_ids = self.dt_index + 1
+        gt_id_ext = np.append(self.gt_ids, 0)
+        for k, category_id in enumerate(self.category_ids.tolist()):
+            units = present[(present >= k * num_images) & (present < (k + 1) * num_images)]
+            for a in range(len(self.area_labels)):
+                for u in units.tolist():
+                    ds, dn, gs, gn = int(dt_start[u]), int(dt_count[u]), int(gt_start[u]), int(gt_count[u])
+                    dts, gts = slice(ds, ds + dn), np.arange(gs, gs + gn)
+                    ignore = self.gt_ignore[a, gts]
+                    gts = gts[np.argsort(ignore, kind="stable")]  # evaluateImg: not ignored first
+                    yield ImageEval(
+                        image_id=int(self.image_ids[u - k * num_images]), category_id=int(category_id), area_index=a,
+                        dt_ids=dt_ids[dts], dt_scores=self.dt_scores[dts],
+                        dt_matches=gt_id_ext[self.dt_gt[a, :, dts]], dt_ignore=self.dt_ignore[a, :, dts],
+                        gt_ids=self.gt_ids[gts], gt_matches=self.gt_dt[a][:, gts] + 1,
+                        gt_ignore=self.gt_ignore[a, gts],
+                    )
+
+    def image_evals(self) -> list[ImageEval]:
+        """Every evalImgs entry (see `iter_image_evals`)."""
+        return list(self.iter_image_evals())
+
+
+class LazyImageEvals(Sequence[ImageEval]):
+    """A MatchTable's evalImgs entries, built on first use (a sweep reads the table itself, never these)."""
+
+    def __init__(self, table: MatchTable) -> None:
+        self.table = table
+        self._items: list[ImageEval] | None = None
+
+    def _built(self) -> list[ImageEval]:
+        if self._items is None:
+            self._items = self.table.image_evals()
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[ImageEval]:
+        return iter(self._built())
+
+
+@dataclass
+class VectorizedResult:
+    """One evaluation: COCOeval's accumulated arrays, its stats, and the matches (every unit, area and threshold;
+    and, for one keypoint category, the area-"all" matches by results index, as `KeypointEvaluator` gives them)."""
+
+    stats: dict[str, float]  # summarize() of the arrays (pycocotools' names and values with COCO's parameters)
+    precision: np.ndarray  # (T, R, K, A, M), COCOeval.eval['precision']
+    recall: np.ndarray  # (T, K, A, M)
+    scores: np.ndarray  # (T, R, K, A, M)
+    matches: MatchTable
     iou_thresholds: np.ndarray  # (T,)
     area_labels: tuple[str, ...]  # (A,)
     max_dets: tuple[int, ...]  # (M,)
+    # Area range "all" (the label "all", else the first range), at maxDets[-1], by results index:
+    dt_matches: np.ndarray  # (T, N) index (into the evaluator's GT order) of each detection's GT, -1 for none or cut
+    dt_ignore: np.ndarray  # (T, N) COCOeval's dtIgnore; True for detections cut by maxDets (they never count)
+    gt_matches: np.ndarray  # (T, G) results index of the (last) detection matched to each GT, -1 for none
+    dt_kept: np.ndarray  # (N,) within the first maxDets[-1] of its unit by score (evaluated at all)
 
 
-class KeypointEvaluator:
-    """Prepared GT of one keypoint category; evaluates detection arrays exactly as pycocotools' COCOeval.
+class CocoEvaluator:
+    """A COCO ground truth prepared once for one iou type; evaluates detection arrays exactly as COCOeval.
 
-    `gt` is a parsed COCO GT dict (images, annotations, categories). Its keypoint category is the only category,
-    the only one with a 'keypoints' list, or `category_id`. `sigmas` are the K keypoint sigmas of OKS. `settings`
-    (kpbench.evaluation.settings.EvalSettings; None for COCO's keypoint defaults: OKS .50:.05:.95, areas all,
-    medium, large, maxDets 20) sets thresholds, area ranges and maxDets; useCats=0 is not supported.
+    `gt` is a `GroundTruthArrays` (keypoints needed for "keypoints"). `sigmas` are the K keypoint sigmas of OKS
+    (keypoints only). `settings` (EvalSettings; None for COCO's defaults of the iou type) sets thresholds, area
+    ranges, maxDets and useCats.
 
-    GT index order (`gt_ann_ids` and every gt_* array): images by ascending id, and within an image the
-    annotations in file order (pycocotools' own order within an image).
+    GT order (`gt_ann_ids` and every gt_* array): units in pycocotools' order (category, then image by id; images
+    only with useCats=0), and within a unit annotation order (by category first with useCats=0).
     """
 
     def __init__(
-        self, gt: dict[str, Any], sigmas: np.ndarray | Sequence[float], settings: EvalSettings | None = None,
-        category_id: int | None = None,
+        self, gt: GroundTruthArrays, iou_type: str = "keypoints", sigmas: np.ndarray | Sequence[float] | None = None,
+        settings: EvalSettings | None = None,
+    ) -> None:
+        if iou_type not in ("keypoints", "bbox"):
+            raise KpbenchError(f"iou type: must be keypoints or bbox, got {iou_type!r}")
+        settings = settings or EvalSettings()
+        self.ground_truth = gt
+        self.iou_type = iou_type
+        self.use_cats = settings.use_cats
+        (self.iou_thresholds, self.recall_thresholds, areas, self.max_dets) = coco_parameters(iou_type, settings)
+        self.area_labels = tuple(label for label, _, _ in areas)
+        self.area_ranges = np.array([[lo, hi] for _, lo, hi in areas], dtype=np.float64).reshape(-1, 2)
+        self.area_all = self.area_labels.index("all") if "all" in self.area_labels else 0
+        self.image_ids = gt.image_ids
+        self.category_ids = gt.category_ids if self.use_cats else np.asarray([-1], dtype=np.int64)
+        self._num_images = len(gt.image_ids)
+        self._num_units = len(self.category_ids) * self._num_images
+
+        unit = gt.ann_category * self._num_images + gt.ann_image if self.use_cats else gt.ann_image
+        order = np.lexsort((np.arange(len(gt)), gt.ann_category, unit))
+        self._gt_rows = order  # GT file-order row of each position
+        self.gt_ann_ids = gt.ann_ids[order]
+        self.gt_unit = unit[order]
+        self.gt_image_index = gt.ann_image[order]
+        self.gt_category_index = gt.ann_category[order]
+        self.gt_boxes = gt.boxes[order]
+        self.gt_areas = gt.areas[order]
+        self.gt_iscrowd = gt.iscrowd[order]
+        self._gt_crowd = gt.crowd[order]
+        self.gt_ignore = self.gt_iscrowd.copy()  # pycocotools' _prepare
+        if iou_type == "keypoints":
+            if gt.keypoints is None:
+                raise KpbenchError(f"{gt.source}: keypoint evaluation needs the annotations' keypoints")
+            self.gt_ignore |= gt.no_keypoints[order]
+        self._gt_id_zero = self.gt_ann_ids == 0
+        self._gt_count = np.bincount(self.gt_unit, minlength=self._num_units)
+        self._gt_start = _starts(self._gt_count)
+        lo, hi = self.area_ranges[:, :1], self.area_ranges[:, 1:]
+        self._gt_out_of_range = (self.gt_areas[None] < lo) | (self.gt_areas[None] > hi)  # (A, G), as evaluateImg
+
+        if iou_type == "keypoints":
+            if sigmas is None:
+                raise KpbenchError("keypoint evaluation needs the keypoint sigmas")
+            self.sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+            self.num_keypoints = k = len(self.sigmas)
+            if gt.keypoints is not None and gt.keypoints.shape[1] != k:  # type: ignore[union-attr]
+                raise KpbenchError(f"{gt.source}: every annotation needs {3 * k} keypoint values ({k} sigmas)")
+            self.variances = (self.sigmas * 2) ** 2
+            self.gt_keypoints = gt.keypoints[order]  # type: ignore[index]
+            # OKS terms per GT: the labelled keypoints' columns first (in order), how many terms OKS averages over.
+            labelled = self.gt_keypoints[:, :, 2] > 0
+            self._gt_labelled_count = labelled.sum(axis=1)
+            self._gt_term_columns = np.argsort(~labelled, axis=1, kind="stable")
+            self._gt_x = np.ascontiguousarray(self.gt_keypoints[:, :, 0])
+            self._gt_y = np.ascontiguousarray(self.gt_keypoints[:, :, 1])
+            self._gt_denominator = self.gt_areas + _EPS
+            x, y, w, h = self.gt_boxes.T
+            # GTs without labelled keypoints: the box enlarged by its size on every side (pycocotools' bounds).
+            self._gt_bounds = np.stack([x - w, x + w * 2, y - h, y + h * 2], axis=1)
+        else:
+            self.sigmas = None
+            self.num_keypoints = 0
+
+    # --- similarity ------------------------------------------------------------------------------------------
+
+    def _pair_similarity(self, dt_geometry: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """OKS (keypoints) or IoU (boxes) of the pairs (dt_geometry[det[p]], GT gt[p])."""
+        if self.iou_type == "keypoints":
+            return self._pair_oks(dt_geometry, det, gt)
+        return self._pair_iou(dt_geometry, det, gt)
+
+    def _pair_iou(self, dt_boxes: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """pycocotools' bbIou (maskApi.c) per pair, its double operations in its order: w = min(dx + dw, gx + gw)
+        - max(dx, gx) and h alike, 0 unless both are > 0; i = w * h over u = da (a crowd GT) or da + ga - i."""
+        d, g = dt_boxes[det], self.gt_boxes[gt]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
+            h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
+            inter = w * h
+            da = d[:, 2] * d[:, 3]
+            ga = g[:, 2] * g[:, 3]
+            union = np.where(self._gt_crowd[gt], da, da + ga - inter)
+            return np.where((w > 0) & (h > 0), inter / union, 0.0)
+
+    def _pair_oks(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """OKS of the pairs (dt_keypoints[det[p]], GT gt[p]), pycocotools' operations in its order.
+
+        Each term is computed over all K keypoints, as computeOks does, and pairs are grouped by the GT's number n
+        of OKS terms: each group's labelled terms are gathered into a contiguous (M, n) array, so that np.sum adds
+        exactly the terms pycocotools adds, in the same pairwise order.
+        """
+        out = np.empty(len(det), dtype=np.float64)
+        if len(det) == 0:
+            return out
+        k = self.num_keypoints
+        dt_x = np.ascontiguousarray(dt_keypoints[:, :, 0])
+        dt_y = np.ascontiguousarray(dt_keypoints[:, :, 1])
+        terms = self._gt_labelled_count[gt]  # 0: the box distance over all K
+        order = np.argsort(terms, kind="stable")
+        bounds = np.searchsorted(terms[order], np.arange(k + 2))
+        # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            for n in range(k + 1):
+                sel = order[bounds[n]:bounds[n + 1]]
+                if len(sel) == 0:
+                    continue
+                d, g = det[sel], gt[sel]
+                xd, yd = dt_x[d], dt_y[d]
+                if n > 0:
+                    dx = xd - self._gt_x[g]
+                    dy = yd - self._gt_y[g]
+                else:
+                    x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
+                    zero = np.zeros(())
+                    dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
+                    dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
+                e = (dx**2 + dy**2) / self.variances / self._gt_denominator[g][:, None] / 2
+                similarity = np.exp(-e)
+                if 0 < n < k:  # the labelled terms only, contiguous
+                    similarity = np.take_along_axis(similarity, self._gt_term_columns[g, :n], axis=1)
+                out[sel] = np.sum(similarity, axis=1) / (n or k)
+        return out
+
+    # --- evaluation ------------------------------------------------------------------------------------------
+
+    def evaluate(
+        self, image_ids: np.ndarray, category_ids: np.ndarray | None, scores: np.ndarray,
+        geometry: np.ndarray, areas: np.ndarray | None = None, gt_ignore: np.ndarray | None = None,
+    ) -> VectorizedResult:
+        """Evaluate N detections given in results order: image_ids (N,), category_ids (N,) (None: every detection of
+        the GT's only category), scores (N,), and keypoints (N, K, 3) in COCO's result layout or boxes (N, 4)
+        xywh. `areas` (N,) overrides the detections' areas, which otherwise are a box's w * h or the keypoints'
+        extent, as pycocotools' loadRes sets them (see `loadres_areas` for keypoint results it reads as boxes).
+        `gt_ignore` (G, in the GT's file order) marks more GTs ignored (OR-ed into COCOeval's flag: they no longer
+        count as missed, and a detection matched to one is ignored; in pycocotools the same is num_keypoints 0 on
+        those keypoint GTs). Detections of a category the GT does not list are not evaluated, as in COCOeval."""
+        image_ids = np.asarray(image_ids).reshape(-1)
+        num = len(image_ids)
+        geometry = np.asarray(geometry, dtype=np.float64)
+        shape = (num, self.num_keypoints, 3) if self.iou_type == "keypoints" else (num, 4)
+        if geometry.size == 0 and num == 0:
+            geometry = geometry.reshape(shape)
+        if geometry.shape != shape:
+            what = "keypoints" if self.iou_type == "keypoints" else "boxes"
+            raise KpbenchError(f"{what}: expected shape {shape}, got {geometry.shape}")
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if scores.shape != (num,):
+            raise KpbenchError(f"scores: expected {num} values, got {scores.shape[0]}")
+        if np.isnan(scores).any():
+            raise KpbenchError("scores: NaN cannot be ranked")
+        if areas is None:
+            dt_areas = keypoint_extent_areas(geometry) if self.iou_type == "keypoints" else box_areas(geometry)
+        else:
+            dt_areas = np.asarray(areas, dtype=np.float64).reshape(-1)
+            if dt_areas.shape != (num,):
+                raise KpbenchError(f"areas: expected {num} values, got {dt_areas.shape[0]}")
+        ignore = self.gt_ignore
+        if gt_ignore is not None:
+            extra = np.asarray(gt_ignore, dtype=bool).reshape(-1)
+            if extra.shape != (len(self.gt_ann_ids),):
+                raise KpbenchError(f"gt_ignore: expected {len(self.gt_ann_ids)} flags (one per GT annotation), "
+                                   f"got {extra.shape[0]}")
+            ignore = ignore | extra[self._gt_rows]
+        img = self.ground_truth.image_index(image_ids)
+        if category_ids is None:
+            if len(self.ground_truth.category_ids) != 1:
+                raise KpbenchError("detections need their category ids: the ground truth has several categories")
+            cat = np.zeros(num, dtype=np.int64)
+        else:
+            cat = self.ground_truth.category_index(np.asarray(category_ids).reshape(-1))
+            if len(cat) != num:
+                raise KpbenchError(f"category ids: expected {num} values, got {len(cat)}")
+        listed = cat >= 0
+        unit = cat * self._num_images + img if self.use_cats else img
+        return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore)
+
+    def _evaluate(
+        self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray, geometry: np.ndarray,
+        dt_areas: np.ndarray, ignore: np.ndarray,
+    ) -> VectorizedResult:
+        num = len(unit)
+        num_units = self._num_units
+        area_count, thr_count = len(self.area_ranges), len(self.iou_thresholds)
+        combos = area_count * thr_count  # matching state is indexed by c = area * T + threshold
+        max_det = self.max_dets[-1]
+
+        # 1. Per unit by descending score (stable: category, then results order), the first maxDets[-1] kept.
+        candidates = np.flatnonzero(listed)
+        order = candidates[np.lexsort((candidates, cat[candidates], -scores[candidates], unit[candidates]))]
+        dt_count_all = np.bincount(unit[order], minlength=num_units)
+        rank_sorted = np.arange(len(order)) - _starts(dt_count_all)[unit[order]]
+        keep = rank_sorted < max_det
+        kept = order[keep]  # results indices, unit by unit, by rank
+        kept_unit, kept_rank = unit[kept], rank_sorted[keep]
+        dt_count = np.minimum(dt_count_all, max_det)
+        dt_start = _starts(dt_count)
+        num_gt = len(self.gt_ann_ids)
+
+        # 2. Matching, per bucket of units with the same padded GT count, all areas and thresholds at once.
+        gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
+        thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
+        threshold_c = np.tile(thresholds, area_count)
+        # int32: positions and results indices (below 2**31); half the memory traffic of the (C, D) state.
+        kept_match = np.full((combos, len(kept)), -1, dtype=np.int32)  # GT position
+        kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
+        gt_match = np.full((combos, num_gt), -1, dtype=np.int32)  # results index
+        active = np.flatnonzero((dt_count > 0) & (self._gt_count > 0))
+        grids = []
+        for size, members in _bucket_by_size(self._gt_count[active]):
+            units = active[members]
+            units = units[np.argsort(-dt_count[units], kind="stable")]  # most detections first
+            dmax = int(dt_count[units[0]])
+            ranks = np.arange(dmax)
+            slots = np.arange(size)
+            valid = ((ranks[None, :, None] < dt_count[units][:, None, None])
+                     & (slots[None, None, :] < self._gt_count[units][:, None, None]))
+            p, r, s = np.nonzero(valid)
+            grids.append((size, units, valid, dt_start[units][p] + r, self._gt_start[units][p] + s))
+        pair_det = np.concatenate([g[3] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
+        pair_gt = np.concatenate([g[4] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
+        pair_sim = self._pair_similarity(geometry[kept], pair_det, pair_gt)
+        offset = 0
+        for size, units, valid, det_pos, _ in grids:
+            sim = np.full(valid.shape, -np.inf)
+            sim[valid] = pair_sim[offset:offset + len(det_pos)]
+            offset += len(det_pos)
+            gt_slots = self._gt_start[units][:, None] + np.arange(size)[None]  # (n, size), may run past G
+            slot_valid = np.arange(size)[None] < self._gt_count[units][:, None]
+            gt_slots = np.where(slot_valid, gt_slots, 0)
+            ign = np.repeat(gt_ignored[:, gt_slots].transpose(1, 0, 2), thr_count, axis=1)  # (n, C, size)
+            crowd = self._gt_crowd[gt_slots] & slot_valid
+            nan_units = np.isnan(sim).any(axis=(1, 2))
+            if nan_units.any():  # NaN passes pycocotools' `<` test: its exact scan, unit by unit
+                dtm, dtig, gtm = _match_sequential(sim[nan_units], dt_count[units][nan_units],
+                                                   self._gt_count[units][nan_units], ign[nan_units],
+                                                   crowd[nan_units], threshold_c)
+                rest = ~nan_units
+                dtm2, dtig2, gtm2 = _match_padded(sim[rest], dt_count[units][rest], slot_valid[rest], ign[rest],
+                                                  crowd[rest], threshold_c)
+                dtm = _merge(nan_units, dtm, dtm2)
+                dtig = _merge(nan_units, dtig, dtig2)
+                gtm = _merge(nan_units, gtm, gtm2)
+            else:
+                dtm, dtig, gtm = _match_padded(sim, dt_count[units], slot_valid, ign, crowd, threshold_c)
+            # Back to kept-detection and GT positions.
+            p, r = np.nonzero(valid.any(axis=2))
+            pos = dt_start[units][p] + r
+            local = dtm[p, :, r]  # (pairs, C)
+            kept_match[:, pos] = np.where(local >= 0, self._gt_start[units][p][:, None] + local, -1).T
+            kept_dt_ignore[:, pos] = dtig[p, :, r].T
+            p, s = np.nonzero(slot_valid)
+            rank = gtm[p, :, s]  # (slots, C)
+            det_of = kept[np.clip(dt_start[units][p][:, None] + rank, 0, max(len(kept) - 1, 0))]
+            gt_match[:, self._gt_start[units][p] + s] = np.where(rank >= 0, det_of, -1).T
+
+        # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
+        counted = kept_match >= 0
+        counted[counted] = ~self._gt_id_zero[kept_match[counted]]
+        kept_areas = dt_areas[kept]
+        dt_out = (kept_areas[None] < self.area_ranges[:, :1]) | (kept_areas[None] > self.area_ranges[:, 1:])
+        kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
+
+        # 3. Accumulation.
+        kept_image = kept_unit % self._num_images if self._num_images else kept_unit
+        kept_cat = kept_unit // self._num_images if self._num_images else kept_unit
+        gt_cat = self.gt_unit // self._num_images if self._num_images else self.gt_unit
+        precision, recall, score_at = self._accumulate(
+            scores[kept], kept_cat, kept_image, kept_rank, counted, kept_dt_ignore, gt_ignored, gt_cat,
+        )
+        stats = summarize(precision, recall, self.iou_thresholds, self.area_labels, self.max_dets, self.iou_type)
+
+        table = MatchTable(
+            num_results=num, image_ids=self.image_ids, category_ids=self.category_ids, area_labels=self.area_labels,
+            iou_thresholds=self.iou_thresholds, dt_index=kept, dt_unit=kept_unit, dt_rank=kept_rank,
+            dt_scores=scores[kept], dt_gt=kept_match.reshape(area_count, thr_count, -1),
+            dt_ignore=kept_dt_ignore.reshape(area_count, thr_count, -1), gt_ids=self.gt_ann_ids,
+            gt_unit=self.gt_unit, gt_ignore=gt_ignored, gt_dt=gt_match.reshape(area_count, thr_count, -1),
+        )
+        rows = slice(self.area_all * thr_count, (self.area_all + 1) * thr_count)
+        dt_matches = np.full((thr_count, num), -1, dtype=np.int64)
+        dt_matches[:, kept] = kept_match[rows]
+        dt_ignore = np.ones((thr_count, num), dtype=bool)
+        dt_ignore[:, kept] = kept_dt_ignore[rows]
+        dt_kept = np.zeros(num, dtype=bool)
+        dt_kept[kept] = True
+        return VectorizedResult(
+            stats=stats, precision=precision, recall=recall, scores=score_at, matches=table,
+            iou_thresholds=self.iou_thresholds.copy(), area_labels=self.area_labels, max_dets=self.max_dets,
+            dt_matches=dt_matches, dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
+        )
+
+    def _accumulate(
+        self, scores: np.ndarray, cat: np.ndarray, image: np.ndarray, rank: np.ndarray, counted: np.ndarray,
+        dt_ignore: np.ndarray, gt_ignored: np.ndarray, gt_cat: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """COCOeval.accumulate over the kept detections (scores (D,), their category, image and rank, matches and
+        ignore flags (C, D)), with the GT ignore flags per area range (A, G) and the GTs' categories (G,)."""
+        thr_count, rec_count = len(self.iou_thresholds), len(self.recall_thresholds)
+        area_count, m_count = len(self.area_ranges), len(self.max_dets)
+        cat_count = len(self.category_ids)
+        precision = -np.ones((thr_count, rec_count, cat_count, area_count, m_count))
+        recall = -np.ones((thr_count, cat_count, area_count, m_count))
+        score_at = -np.ones((thr_count, rec_count, cat_count, area_count, m_count))
+        # Per category, images in id order, each by rank, then a stable sort by descending score: the order is
+        # (category, score, image, rank), and every maxDet's subset keeps it.
+        order = np.lexsort((rank, image, -scores, cat))
+        bounds = np.searchsorted(cat[order], np.arange(cat_count + 1))
+        # COCOeval's npig per (category, area range): the GTs it counts.
+        npig = np.zeros((cat_count, area_count), dtype=np.int64)
+        for a in range(area_count):
+            npig[:, a] = np.bincount(gt_cat[~gt_ignored[a]], minlength=cat_count)
+        rows_npig = np.repeat(np.arange(area_count), thr_count)
+        for k in np.flatnonzero((npig > 0).any(axis=1)).tolist():
+            segment = order[bounds[k]:bounds[k + 1]]
+            live = np.flatnonzero(npig[k, rows_npig] > 0).tolist()
+            # The category's detections in accumulation order, gathered once for every maxDet.
+            segment_rank = rank[segment]
+            segment_not_ignored = ~dt_ignore[:, segment]
+            segment_tp = counted[:, segment] & segment_not_ignored
+            for m, max_det in enumerate(self.max_dets):
+                if len(segment_rank) == 0 or segment_rank.max() < max_det:
+                    idx, not_ignored, tp_mask = segment, segment_not_ignored, segment_tp
+                else:
+                    within = np.flatnonzero(segment_rank < max_det)
+                    idx, not_ignored, tp_mask = segment[within], segment_not_ignored[:, within], segment_tp[:, within]
+                nd = len(idx)
+                sorted_scores = scores[idx]
+                counted_so_far = np.cumsum(not_ignored, axis=1, dtype=np.int32)  # TP + FP up to each detection
+                for c in live:
+                    a, t = divmod(c, thr_count)
+                    q, ss, rc_last = _precision_at_recalls(
+                        np.flatnonzero(tp_mask[c]), counted_so_far[c], int(npig[k, a]), nd, sorted_scores,
+                        self.recall_thresholds,
+                    )
+                    recall[t, k, a, m] = rc_last
+                    precision[t, :, k, a, m] = q
+                    score_at[t, :, k, a, m] = ss
+        return precision, recall, score_at
+
+
+class KeypointEvaluator(CocoEvaluator):
+    """One keypoint category of a parsed COCO GT dict, prepared for `evaluate(image_ids, keypoints, scores)`.
+
+    `gt` is a parsed COCO GT dict (images, annotations, categories). Its keypoint category is the only category,
+    the only one with a 'keypoints' list, or `category_id`. `sigmas` are the K keypoint sigmas of OKS. `settings`
+    (None for COCO's keypoint defaults) sets thresholds, area ranges and maxDets; useCats=0 is not supported (one
+    category). GT order (`gt_ann_ids`): images by ascending id, and within an image the annotations in file order.
+    """
+
+    def __init__(
+        self, gt: dict[str, Any] | GroundTruthArrays, sigmas: np.ndarray | Sequence[float],
+        settings: EvalSettings | None = None, category_id: int | None = None,
     ) -> None:
         settings = settings or EvalSettings()
         if not settings.use_cats:
             raise KpbenchError("the vectorized keypoint evaluator scores one category: useCats=0 is not supported")
-        self.sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-        self.num_keypoints = k = len(self.sigmas)
-        self.variances = (self.sigmas * 2) ** 2
-        self.iou_thresholds = (np.asarray(settings.iou_thresholds, dtype=np.float64)
-                               if settings.iou_thresholds is not None else _DEFAULT_IOU_THRESHOLDS.copy())
-        self.recall_thresholds = _RECALL_THRESHOLDS.copy()
-        areas = settings.area_ranges if settings.area_ranges is not None else _DEFAULT_AREAS
-        self.area_labels = tuple(label for label, _, _ in areas)
-        self.area_ranges = np.array([[lo, hi] for _, lo, hi in areas], dtype=np.float64).reshape(-1, 2)
-        self.max_dets = tuple(sorted(int(m) for m in (settings.max_dets or _DEFAULT_MAX_DETS)))
-        self.area_all = self.area_labels.index("all") if "all" in self.area_labels else 0
-        self.category_id = _keypoint_category(gt, category_id)
-
-        try:
-            self.image_ids = np.unique(np.asarray([img["id"] for img in gt["images"]]))
-            known = set(self.image_ids.tolist())
-            anns = [a for a in gt["annotations"] if a["category_id"] == self.category_id and a["image_id"] in known]
-        except (KeyError, TypeError) as exc:
-            raise KpbenchError(f"ground truth: not a COCO GT dict (images, annotations, categories): {exc!r}") from None
-        ann_image = np.searchsorted(self.image_ids, np.asarray([a["image_id"] for a in anns]).reshape(-1))
-        order = np.argsort(ann_image, kind="stable")  # grouped by image, file order kept within an image
-        anns = [anns[i] for i in order]
-        num_gt = len(anns)
-        try:
-            self.gt_ann_ids = np.asarray([a["id"] for a in anns]).reshape(-1)
-            keypoints = [a["keypoints"] for a in anns]
-            if any(len(kps) != 3 * k for kps in keypoints):
-                raise KpbenchError(f"ground truth: every annotation needs {3 * k} keypoint values ({k} sigmas)")
-            self.gt_keypoints = np.asarray(keypoints, dtype=np.float64).reshape(num_gt, k, 3)
-            self.gt_boxes = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(num_gt, 4)
-            self.gt_areas = np.asarray([a["area"] for a in anns], dtype=np.float64).reshape(num_gt)
-            # pycocotools reads iscrowd twice: truthy for the ignore flag, int() for repeated matching.
-            self.gt_iscrowd = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool).reshape(num_gt)
-            self._gt_crowd = np.asarray([int(a["iscrowd"]) != 0 for a in anns], dtype=bool).reshape(num_gt)
-            no_keypoints = np.asarray([a["num_keypoints"] == 0 for a in anns], dtype=bool).reshape(num_gt)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KpbenchError(f"ground truth: a keypoint annotation lacks a usable field: {exc!r}") from None
-        if len(np.unique(self.gt_ann_ids)) != num_gt:
-            raise KpbenchError("ground truth: annotation ids must be unique (pycocotools indexes annotations by id)")
-        self.gt_image_index = ann_image[order].astype(np.int64)
-        self.gt_ignore = self.gt_iscrowd | no_keypoints  # pycocotools' _prepare: crowd, or no labelled keypoint
-        self._gt_id_zero = self.gt_ann_ids == 0
-        num_images = len(self.image_ids)
-        self._gt_count = np.bincount(self.gt_image_index, minlength=num_images)
-        self._gt_start = np.concatenate([[0], np.cumsum(self._gt_count)[:-1]]).astype(np.int64)
-        # Area range tests of the GTs (A, G), as evaluateImg writes them.
-        lo, hi = self.area_ranges[:, :1], self.area_ranges[:, 1:]
-        self._gt_out_of_range = (self.gt_areas[None] < lo) | (self.gt_areas[None] > hi)
-
-        # OKS terms per GT: the labelled keypoints' columns first (in order), how many terms OKS averages over.
-        labelled = self.gt_keypoints[:, :, 2] > 0
-        self._gt_labelled_count = labelled.sum(axis=1)
-        self._gt_term_count = np.where(self._gt_labelled_count > 0, self._gt_labelled_count, k)
-        self._gt_term_columns = np.argsort(~labelled, axis=1, kind="stable")
-        self._gt_denominator = self.gt_areas + _EPS
-        x, y, w, h = self.gt_boxes.T
-        # GTs without labelled keypoints: the box enlarged by its size on every side (pycocotools' bounds).
-        self._gt_bounds = np.stack([x - w, x + w * 2, y - h, y + h * 2], axis=1)
-
-    # --- OKS -------------------------------------------------------------------------------------------------
+        k = len(np.asarray(sigmas).reshape(-1))
+        if isinstance(gt, GroundTruthArrays):
+            arrays = gt
+            if category_id is None:
+                if len(arrays.category_ids) != 1:
+                    raise KpbenchError(f"the ground truth has {len(arrays.category_ids)} categories: name the keypoint "
+                                       "category (category_id)")
+                category_id = int(arrays.category_ids[0])
+            self.category_id = category_id
+        else:
+            self.category_id = _keypoint_category(gt, category_id)
+            arrays = ground_truth_arrays(gt, "ground truth", k)
+        super().__init__(arrays.only_categories([self.category_id]), "keypoints", sigmas, settings)
 
     def image_gt_indices(self, image_id: Any) -> np.ndarray:
         """The GT indices (into gt_ann_ids) of one image, in its annotation order."""
-        i = self._image_index(np.asarray([image_id]))[0]
+        i = int(self.ground_truth.image_index(np.asarray([image_id]))[0])
         return np.arange(self._gt_start[i], self._gt_start[i] + self._gt_count[i])
 
     def oks(self, image_id: Any, keypoints: np.ndarray) -> np.ndarray:
@@ -153,241 +607,77 @@ class KeypointEvaluator:
         det, gt = np.repeat(np.arange(len(kps)), len(gts)), np.tile(gts, len(kps))
         return self._pair_oks(kps, det, gt).reshape(len(kps), len(gts))
 
-    def _pair_oks(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        """OKS of the pairs (dt_keypoints[det[p]], GT gt[p]), pycocotools' operations in its order.
-
-        Pairs are grouped by the GT's number n of OKS terms and each group's terms gathered into a contiguous
-        (M, n) array, so that np.sum adds exactly the terms pycocotools adds, in the same pairwise order.
-        """
-        out = np.empty(len(det), dtype=np.float64)
-        if len(det) == 0:
-            return out
-        labelled = self._gt_labelled_count[gt] > 0
-        terms = np.where(labelled, self._gt_labelled_count[gt], 0)  # 0: the box distance over all K
-        order = np.argsort(terms, kind="stable")
-        bounds = np.searchsorted(terms[order], np.arange(self.num_keypoints + 2))
-        # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            for n in range(self.num_keypoints + 1):
-                sel = order[bounds[n]:bounds[n + 1]]
-                if len(sel) == 0:
-                    continue
-                d, g = det[sel], gt[sel]
-                if n > 0:
-                    cols = self._gt_term_columns[g, :n]  # (M, n)
-                    dx = dt_keypoints[d[:, None], cols, 0] - self.gt_keypoints[g[:, None], cols, 0]
-                    dy = dt_keypoints[d[:, None], cols, 1] - self.gt_keypoints[g[:, None], cols, 1]
-                    variances = self.variances[cols]
-                    count = n
-                else:
-                    xd, yd = dt_keypoints[d, :, 0], dt_keypoints[d, :, 1]
-                    x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
-                    zero = np.zeros(())
-                    dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
-                    dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-                    variances = self.variances
-                    count = self.num_keypoints
-                e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
-                similarity = np.ascontiguousarray(np.exp(-e))
-                out[sel] = np.sum(similarity, axis=1) / count
-        return out
-
-    # --- evaluation ------------------------------------------------------------------------------------------
-
-    def _image_index(self, image_ids: np.ndarray) -> np.ndarray:
-        if len(self.image_ids) == 0:
-            if len(image_ids):
-                raise KpbenchError("detections refer to images, but the ground truth has none")
-            return np.zeros(0, dtype=np.int64)
-        index = np.searchsorted(self.image_ids, image_ids).clip(0, len(self.image_ids) - 1)
-        unknown = self.image_ids[index] != image_ids
-        if unknown.any():
-            raise KpbenchError(f"detection image id {image_ids[unknown][0]!r} is not an image of the ground truth "
-                               "(pycocotools' loadRes refuses such results)")
-        return index.astype(np.int64)
-
-    def evaluate(
+    def evaluate(  # type: ignore[override]
         self, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, gt_ignore: np.ndarray | None = None,
         areas: np.ndarray | None = None,
     ) -> VectorizedResult:
-        """Evaluate N detections given in results order: image_ids (N,), keypoints (N, K, 3) in COCO's result
-        layout (x, y, score), scores (N,). `gt_ignore` (G,) marks more GTs ignored (OR-ed into COCOeval's flag:
-        they no longer count as missed, and a detection matched to one is ignored; in pycocotools, whose _prepare
-        overwrites an 'ignore' key, the same is num_keypoints 0 on those GTs). `areas` (N,) overrides the
-        detections' areas, which otherwise are their keypoints' extent, as pycocotools' loadRes sets them for
-        keypoint results without a `bbox` (see `loadres_areas` for results with one)."""
-        image_ids = np.asarray(image_ids).reshape(-1)
-        num = len(image_ids)
-        kps = np.asarray(keypoints, dtype=np.float64)
-        if kps.size == 0 and num == 0:
-            kps = kps.reshape(0, self.num_keypoints, 3)
-        if kps.shape != (num, self.num_keypoints, 3):
-            raise KpbenchError(f"keypoints: expected shape ({num}, {self.num_keypoints}, 3), got {kps.shape}")
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if scores.shape != (num,):
-            raise KpbenchError(f"scores: expected {num} values, got {scores.shape[0]}")
-        if np.isnan(scores).any():
-            raise KpbenchError("scores: NaN cannot be ranked")
-        num_gt = len(self.gt_ann_ids)
-        ignore = self.gt_ignore
+        """Evaluate N detections of this category in results order: image_ids (N,), keypoints (N, K, 3) in COCO's
+        result layout (x, y, score), scores (N,). `gt_ignore` (G,) in the evaluator's GT order (`gt_ann_ids`) marks
+        more GTs ignored; `areas` (N,) overrides the keypoint-extent areas (see `CocoEvaluator.evaluate`)."""
         if gt_ignore is not None:
             extra = np.asarray(gt_ignore, dtype=bool).reshape(-1)
-            if extra.shape != (num_gt,):
-                raise KpbenchError(f"gt_ignore: expected {num_gt} flags (one per GT annotation), got {extra.shape[0]}")
-            ignore = ignore | extra
-        if areas is None:
-            with np.errstate(invalid="ignore"):
-                dt_areas = ((kps[:, :, 0].max(axis=1) - kps[:, :, 0].min(axis=1))
-                            * (kps[:, :, 1].max(axis=1) - kps[:, :, 1].min(axis=1))) if num else np.zeros(0)
-        else:
-            dt_areas = np.asarray(areas, dtype=np.float64).reshape(-1)
-            if dt_areas.shape != (num,):
-                raise KpbenchError(f"areas: expected {num} values, got {dt_areas.shape[0]}")
-        img = self._image_index(image_ids)
-        num_images = len(self.image_ids)
-        area_count, thr_count = len(self.area_ranges), len(self.iou_thresholds)
-        combos = area_count * thr_count  # matching state is indexed by c = area * T + threshold
+            if extra.shape != (len(self.gt_ann_ids),):
+                raise KpbenchError(f"gt_ignore: expected {len(self.gt_ann_ids)} flags (one per GT annotation), "
+                                   f"got {extra.shape[0]}")
+            in_file_order = np.empty_like(extra)
+            in_file_order[self._gt_rows] = extra
+            gt_ignore = in_file_order
+        return super().evaluate(image_ids, None, scores, keypoints, areas=areas, gt_ignore=gt_ignore)
 
-        # 1. Per image by descending score (stable), the first maxDets[-1] kept.
-        by_image = np.lexsort((np.arange(num), -scores, img))
-        dt_count_all = np.bincount(img, minlength=num_images)
-        start_all = np.concatenate([[0], np.cumsum(dt_count_all)[:-1]]).astype(np.int64)
-        rank_sorted = np.arange(num) - start_all[img[by_image]]
-        keep = rank_sorted < self.max_dets[-1]
-        kept = by_image[keep]  # results indices, grouped by image, by rank
-        kept_img, kept_rank = img[kept], rank_sorted[keep]
-        dt_count = np.minimum(dt_count_all, self.max_dets[-1])
-        dt_start = np.concatenate([[0], np.cumsum(dt_count)[:-1]]).astype(np.int64)
 
-        # 2. Matching, per bucket of images with the same padded GT count, all areas and thresholds at once.
-        gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
-        thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
-        threshold_c = np.tile(thresholds, area_count)
-        kept_match = np.full((combos, len(kept)), -1, dtype=np.int64)  # GT index
-        kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
-        gt_match = np.full((combos, num_gt), -1, dtype=np.int64)  # results index
-        active = np.flatnonzero((dt_count > 0) & (self._gt_count > 0))
-        buckets = _bucket_by_size(self._gt_count[active])
-        grids = []
-        for size, members in buckets:
-            images = active[members]
-            images = images[np.argsort(-dt_count[images], kind="stable")]  # most detections first
-            dmax = int(dt_count[images[0]])
-            ranks = np.arange(dmax)
-            slots = np.arange(size)
-            valid = ((ranks[None, :, None] < dt_count[images][:, None, None])
-                     & (slots[None, None, :] < self._gt_count[images][:, None, None]))
-            p, r, s = np.nonzero(valid)
-            grids.append((size, images, valid, dt_start[images][p] + r, self._gt_start[images][p] + s))
-        pair_det = np.concatenate([g[3] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
-        pair_gt = np.concatenate([g[4] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
-        pair_oks = self._pair_oks(kps[kept], pair_det, pair_gt)
-        offset = 0
-        for size, images, valid, det_pos, _ in grids:
-            oks = np.full(valid.shape, -np.inf)
-            oks[valid] = pair_oks[offset:offset + len(det_pos)]
-            offset += len(det_pos)
-            gt_slots = self._gt_start[images][:, None] + np.arange(size)[None]  # (n, size), may run past G
-            slot_valid = np.arange(size)[None] < self._gt_count[images][:, None]
-            gt_slots = np.where(slot_valid, gt_slots, 0)
-            ign = np.repeat(gt_ignored[:, gt_slots].transpose(1, 0, 2), thr_count, axis=1)  # (n, C, size)
-            crowd = self._gt_crowd[gt_slots] & slot_valid
-            nan_images = np.isnan(oks).any(axis=(1, 2))
-            if nan_images.any():  # NaN OKS passes pycocotools' `<` test: its exact scan, image by image
-                dtm, dtig, gtm = _match_sequential(oks[nan_images], dt_count[images][nan_images],
-                                                   self._gt_count[images][nan_images], ign[nan_images],
-                                                   crowd[nan_images], threshold_c)
-                rest = ~nan_images
-                dtm2, dtig2, gtm2 = _match_padded(oks[rest], dt_count[images][rest], slot_valid[rest], ign[rest],
-                                                  crowd[rest], threshold_c)
-                dtm = _merge(nan_images, dtm, dtm2)
-                dtig = _merge(nan_images, dtig, dtig2)
-                gtm = _merge(nan_images, gtm, gtm2)
-            else:
-                dtm, dtig, gtm = _match_padded(oks, dt_count[images], slot_valid, ign, crowd, threshold_c)
-            # Back to kept-detection and GT indices.
-            p, r = np.nonzero(valid.any(axis=2))
-            pos = dt_start[images][p] + r
-            local = dtm[p, :, r]  # (pairs, C)
-            kept_match[:, pos] = np.where(local >= 0, self._gt_start[images][p][:, None] + local, -1).T
-            kept_dt_ignore[:, pos] = dtig[p, :, r].T
-            p, s = np.nonzero(slot_valid)
-            rank = gtm[p, :, s]  # (slots, C)
-            det_of = kept[np.clip(dt_start[images][p][:, None] + rank, 0, max(len(kept) - 1, 0))]
-            gt_match[:, self._gt_start[images][p] + s] = np.where(rank >= 0, det_of, -1).T
+def _precision_at_recalls(
+    tp_positions: np.ndarray, counted_so_far: np.ndarray, npig: int, nd: int, sorted_scores: np.ndarray,
+    recall_thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One row of COCOeval.accumulate from its true positives alone: the precision and the score at each recall
+    threshold, and the final recall; the same doubles as pycocotools' full-length arrays.
 
-        # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
-        counted = kept_match >= 0
-        counted[counted] = ~self._gt_id_zero[kept_match[counted]]
-        dt_out = (dt_areas[kept][None] < self.area_ranges[:, :1]) | (dt_areas[kept][None] > self.area_ranges[:, 1:])
-        kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
-
-        # 3. Accumulation.
-        precision, recall, score_at = self._accumulate(
-            scores[kept], kept_img, kept_rank, counted, kept_dt_ignore, gt_ignored,
-            has_input=bool(num_gt or num),
-        )
-        stats = summarize(precision, recall, self.iou_thresholds, self.area_labels, self.max_dets, "keypoints")
-
-        rows = slice(self.area_all * thr_count, (self.area_all + 1) * thr_count)
-        dt_matches = np.full((thr_count, num), -1, dtype=np.int64)
-        dt_matches[:, kept] = kept_match[rows]
-        dt_ignore = np.ones((thr_count, num), dtype=bool)
-        dt_ignore[:, kept] = kept_dt_ignore[rows]
-        dt_kept = np.zeros(num, dtype=bool)
-        dt_kept[kept] = True
-        return VectorizedResult(
-            stats=stats, precision=precision, recall=recall, scores=score_at, dt_matches=dt_matches,
-            dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
-            iou_thresholds=self.iou_thresholds.copy(), area_labels=self.area_labels, max_dets=self.max_dets,
-        )
-
-    def _accumulate(
-        self, scores: np.ndarray, image: np.ndarray, rank: np.ndarray, counted: np.ndarray, dt_ignore: np.ndarray,
-        gt_ignored: np.ndarray, has_input: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """COCOeval.accumulate over the kept detections (scores (D,), their image index and rank, matches and
-        ignore flags (C, D)), with the GT ignore flags per area range (A, G)."""
-        thr_count, rec_count = len(self.iou_thresholds), len(self.recall_thresholds)
-        area_count, m_count = len(self.area_ranges), len(self.max_dets)
-        precision = -np.ones((thr_count, rec_count, 1, area_count, m_count))
-        recall = -np.ones((thr_count, 1, area_count, m_count))
-        score_at = -np.ones((thr_count, rec_count, 1, area_count, m_count))
-        if not has_input:  # every evalImgs entry is None
-            return precision, recall, score_at
-        # Images in id order, each by rank, then a stable sort by descending score: the order is (score, image,
-        # rank), and every maxDet's subset keeps it.
-        order = np.lexsort((rank, image, -scores))
-        npig = np.count_nonzero(~gt_ignored, axis=1)  # (A,)
-        for m, max_det in enumerate(self.max_dets):
-            idx = order[rank[order] < max_det]
-            nd = len(idx)
-            sorted_scores = scores[idx]
-            not_ignored = ~dt_ignore[:, idx]
-            hit = counted[:, idx]
-            tp_sum = np.cumsum(hit & not_ignored, axis=1).astype(float)
-            fp_sum = np.cumsum(~hit & not_ignored, axis=1).astype(float)
-            for a in range(area_count):
-                if npig[a] == 0:
-                    continue
-                for t in range(thr_count):
-                    tp, fp = tp_sum[a * thr_count + t], fp_sum[a * thr_count + t]
-                    rc = tp / npig[a]
-                    pr = tp / (fp + tp + _EPS)
-                    recall[t, 0, a, m] = rc[-1] if nd else 0
-                    envelope = np.maximum.accumulate(pr[::-1])[::-1]  # non-increasing from the right
-                    inds = np.searchsorted(rc, self.recall_thresholds, side="left")
-                    inside = inds < nd
-                    q = np.zeros(rec_count)
-                    ss = np.zeros(rec_count)
-                    q[inside] = envelope[inds[inside]]
-                    ss[inside] = sorted_scores[inds[inside]]
-                    precision[t, :, 0, a, m] = q
-                    score_at[t, :, 0, a, m] = ss
-        return precision, recall, score_at
+    pycocotools forms, over the nd detections in score order, tp and fp cumulative counts (floats), recall
+    rc = tp / npig and precision pr = tp / (fp + tp + eps), makes pr non-increasing from the right, and reads it at
+    i = searchsorted(rc, x, 'left') for each recall threshold x (0 past the end). Here, with T the TP positions and
+    n(i) the detections not ignored up to i (`counted_so_far`):
+    - at the j-th TP (j = 1, 2, ...), tp = j and fp = n(T[j-1]) - j, so rc and pr there are computed exactly as
+      pycocotools computes them;
+    - rc rises only at a TP, so the first i with rc[i] >= x is T[c-1] for the smallest count c whose c / npig
+      (the same division) is >= x, or 0 when c = 0;
+    - pr falls at a false positive (a larger denominator) and stays at an ignored detection, so its maximum over
+      the detections from a TP on is its maximum over the TPs from there on; from detection 0 with c = 0 it is
+      that maximum over every TP (0 without one).
+    """
+    rec_count = len(recall_thresholds)
+    q = np.zeros(rec_count)
+    ss = np.zeros(rec_count)
+    if nd == 0:
+        return q, ss, 0.0
+    ntp = len(tp_positions)
+    tp = np.arange(1, ntp + 1, dtype=np.float64)
+    fp = (counted_so_far[tp_positions] - np.arange(1, ntp + 1)).astype(np.float64)
+    pr = tp / (fp + tp + _EPS)
+    best_from = np.maximum.accumulate(pr[::-1])[::-1] if ntp else pr  # suffix maxima over the TPs
+    # The smallest count c with c / npig >= x: within a few of ceil(x * npig), found by the division itself.
+    base = np.ceil(recall_thresholds * npig).astype(np.int64)
+    candidates = base[:, None] + np.arange(-2, 2)
+    reaches = (candidates >= 0) & (candidates.astype(np.float64) / npig >= recall_thresholds[:, None])
+    counts = candidates[np.arange(rec_count), np.argmax(reaches, axis=1)]
+    inside = counts <= ntp
+    at_tp = inside & (counts > 0)
+    q[at_tp] = best_from[counts[at_tp] - 1]
+    ss[at_tp] = sorted_scores[tp_positions[counts[at_tp] - 1]]
+    at_start = inside & (counts == 0)
+    q[at_start] = best_from[0] if ntp else 0.0
+    ss[at_start] = sorted_scores[0]
+    return q, ss, float(ntp) / npig if ntp else 0.0
 
 
 # --- matching --------------------------------------------------------------------------------------------------
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Start offsets of consecutive groups of the given sizes."""
+    out = np.zeros(len(counts), dtype=np.int64)
+    if len(counts) > 1:
+        np.cumsum(counts[:-1], out=out[1:])
+    return out
 
 
 def _bucket_by_size(gt_counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -399,37 +689,43 @@ def _bucket_by_size(gt_counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 
 def _match_padded(
-    oks: np.ndarray, dt_count: np.ndarray, slot_valid: np.ndarray, ign: np.ndarray, crowd: np.ndarray,
+    sim: np.ndarray, dt_count: np.ndarray, slot_valid: np.ndarray, ign: np.ndarray, crowd: np.ndarray,
     thresholds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """COCOeval's greedy matching of n images at once (no NaN OKS), images sorted by descending detection count.
+    """COCOeval's greedy matching of n units at once (no NaN similarity), units sorted by descending detection count.
 
-    oks (n, D, S) detection rank x GT slot; slot_valid (n, S); ign (n, C, S) GT ignore per combination c of area
+    sim (n, D, S) detection rank x GT slot; slot_valid (n, S); ign (n, C, S) GT ignore per combination c of area
     range and threshold; crowd (n, S); thresholds (C,). Returns the matched slot per detection (n, C, D) or -1,
     its dtIgnore (n, C, D), and the rank of the last detection matched per slot (n, C, S) or -1.
 
-    pycocotools scans the GTs with ignored ones last and keeps a running best, taking a GT whose OKS is not
-    below it; so it ends on the LAST GT of largest OKS among the qualifying non-ignored ones, and looks at ignored
-    ones only when no non-ignored one qualifies (its `break`). Order among non-ignored (and among ignored) GTs is
-    file order, so the slots need no reordering: the last slot of largest OKS is the one.
+    pycocotools scans the GTs with ignored ones last and keeps a running best, taking a GT whose similarity is not
+    below it; so it ends on the LAST GT of largest similarity among the qualifying non-ignored ones, and looks at
+    ignored ones only when no non-ignored one qualifies (its `break`). Order among non-ignored (and among ignored)
+    GTs is annotation order, so the slots need no reordering: the last slot of largest similarity is the one.
     """
-    n, dmax, size = oks.shape
+    n, dmax, size = sim.shape
     combos = len(thresholds)
     free = np.broadcast_to(slot_valid[:, None, :], (n, combos, size)).copy()
     counted_gt = ~ign
-    dtm = np.full((n, combos, dmax), -1, dtype=np.int64)
+    dtm = np.full((n, combos, dmax), -1, dtype=np.int32)
     dtig = np.zeros((n, combos, dmax), dtype=bool)
-    gtm = np.full((n, combos, size), -1, dtype=np.int64)
+    gtm = np.full((n, combos, size), -1, dtype=np.int32)
+    # A detection with no GT at the lowest threshold matches nothing at any: only the others are scanned.
+    candidate = (sim >= thresholds.min()).any(axis=2) if combos else np.zeros((n, dmax), dtype=bool)  # (n, D)
     for r in range(dmax):
-        k = int(np.searchsorted(-dt_count, -r, side="left"))  # dt_count > r for the first k images
-        o = oks[:k, r][:, None, :]  # (k, 1, S)
-        qualifies = (o >= thresholds[None, :, None]) & free[:k]
-        preferred = qualifies & counted_gt[:k]
+        k = int(np.searchsorted(-dt_count, -r, side="left"))  # dt_count > r for the first k units
+        units = np.flatnonzero(candidate[:k, r])
+        if len(units) == 0:
+            continue
+        o = sim[units, r][:, None, :]  # (u, 1, S)
+        qualifies = (o >= thresholds[None, :, None]) & free[units]
+        preferred = qualifies & counted_gt[units]
         has_preferred = preferred.any(axis=2, keepdims=True)
         pool = np.where(has_preferred, preferred, qualifies)
-        p, c = np.nonzero(pool.any(axis=2))
-        value = np.where(pool[p, c], oks[p, r], -np.inf)  # (found, S)
-        s = size - 1 - np.argmax(value[:, ::-1], axis=1)  # the last slot of largest OKS
+        q, c = np.nonzero(pool.any(axis=2))
+        p = units[q]
+        value = np.where(pool[q, c], sim[p, r], -np.inf)  # (found, S)
+        s = size - 1 - np.argmax(value[:, ::-1], axis=1)  # the last slot of largest similarity
         free[p, c, s] = crowd[p, s]  # crowd regions stay free
         dtm[p, c, r] = s
         dtig[p, c, r] = ign[p, c, s]
@@ -438,12 +734,12 @@ def _match_padded(
 
 
 def _match_sequential(
-    oks: np.ndarray, dt_count: np.ndarray, gt_count: np.ndarray, ign: np.ndarray, crowd: np.ndarray,
+    sim: np.ndarray, dt_count: np.ndarray, gt_count: np.ndarray, ign: np.ndarray, crowd: np.ndarray,
     thresholds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_match_padded`'s contract by COCOeval's scan itself, for the rare images whose OKS holds NaN (which
+    """`_match_padded`'s contract by COCOeval's scan itself, for the rare units whose similarity holds NaN (which
     passes pycocotools' `ious < iou` test and then lets every later GT replace it)."""
-    n, dmax, size = oks.shape
+    n, dmax, size = sim.shape
     combos = len(thresholds)
     dtm = np.full((n, combos, dmax), -1, dtype=np.int64)
     dtig = np.zeros((n, combos, dmax), dtype=bool)
@@ -461,9 +757,9 @@ def _match_sequential(
                         continue
                     if m > -1 and not flags[m] and flags[s]:
                         break
-                    if oks[i, r, s] < best:
+                    if sim[i, r, s] < best:
                         continue
-                    best, m = oks[i, r, s], s
+                    best, m = sim[i, r, s], s
                 if m == -1:
                     continue
                 taken[m] = True
@@ -515,16 +811,3 @@ def results_to_arrays(
     except (KeyError, TypeError, ValueError) as exc:
         raise KpbenchError(f"results: not COCO keypoint results (image_id, keypoints, score): {exc!r}") from None
     return image_ids, keypoints, scores
-
-
-def loadres_areas(results: list[dict[str, Any]]) -> np.ndarray | None:
-    """The detection areas pycocotools' loadRes assigns when it reads keypoint results as box results (its first
-    record has a non-empty 'bbox': every area is then bbox w * h), else None (areas from the keypoints' extent,
-    `KeypointEvaluator.evaluate`'s default). Pass it as `evaluate(..., areas=...)`."""
-    if not results or "bbox" not in results[0] or results[0]["bbox"] == []:
-        return None
-    try:
-        return np.asarray([float(r["bbox"][2]) * float(r["bbox"][3]) for r in results], dtype=np.float64)
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise KpbenchError(f"results: the first result has a 'bbox', so every one needs one (as loadRes reads them): "
-                           f"{exc!r}") from None

@@ -9,7 +9,11 @@ A WholeBody GT annotation holds its body `keypoints` (COCO's 17) and `foot_kpts`
   `num_keypoints`); the OKS scale is the GT's `area` (use_area=True);
 - results ranked by the part's score field (`foot_score`, ..., `wholebody_score`) when present, else `score`;
 - a result's area (which decides, for unmatched results, the medium and large ranges) is the extent of its body
-  keypoints, as loadRes computes it from `keypoints` whatever the part.
+  keypoints, as loadRes computes it from `keypoints` whatever the part;
+- a result whose keypoint scores in the part are all 0 (none above 0) is left out of that part's evaluation:
+  xtcocotools' COCOeval `_prepare` skips such detections for every keypoint iouType (`if k == 0: continue`), and
+  xtcocotools is COCO-WholeBody's reference evaluation. A model that gives no hands, say, as zeros is then not
+  scored with false positives for them. Each part's notes say how many results the rule left out.
 
 "wholebody" concatenates the five parts in that order (133 keypoints).
 """
@@ -114,9 +118,11 @@ def _body_extent(keypoints: list[Any]) -> list[float]:
 
 
 def part_inputs(
-    gt: dict[str, Any], results: list[dict[str, Any]], part: Part, source: tuple[str, str]
+    gt: dict[str, Any], results: list[dict[str, Any]], part: Part, source: tuple[str, str],
+    drop_zero: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The GT and results of one part, as a plain COCO keypoint evaluation takes them."""
+    """The GT and results of one part, as a plain COCO keypoint evaluation takes them; with `drop_zero`, without
+    the results whose part keypoint scores are all <= 0 (xtcocotools' rule, see the module docstring)."""
     annotations = []
     for i, ann in enumerate(gt["annotations"]):
         values = _part_values(ann, part, f"{source[0]}: annotation {i}")
@@ -137,17 +143,34 @@ def part_inputs(
         if isinstance(body, list) and body:
             # The area pycocotools' loadRes takes from the body keypoints, given as the box it would derive.
             record["bbox"] = _body_extent(body)
+        if drop_zero and _all_scores_zero(values):
+            continue
         records.append(record)
     return {**gt, "annotations": annotations, "categories": categories}, records
+
+
+def _all_scores_zero(values: list[Any]) -> bool:
+    """xtcocotools' test: no keypoint score (every third value) above 0. Non-numbers are left to the checks."""
+    scores = values[2::3]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores) and not any(v > 0 for v in scores)
+
+
+def zero_part_note(part: str, dropped: int) -> str:
+    """What a part's evaluation says about xtcocotools' all-zero rule."""
+    return (f"{part}: {dropped} result(s) with every {part} keypoint score at 0 left out of this part, as "
+            "xtcocotools' COCOeval leaves them out (COCO-WholeBody's reference evaluation)")
 
 
 def evaluate_wholebody(
     gt: str | Path | dict[str, Any],
     results: str | Path | Sequence[dict[str, Any]],
-    backend: str = "pycocotools",
+    backend: str = "vectorized",
     parts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """{"keypoints_body": EvalResult, ..., "keypoints_wholebody": EvalResult} for one WholeBody results file."""
+    """{"keypoints_body": EvalResult, ..., "keypoints_wholebody": EvalResult} for one WholeBody results file.
+
+    Each part follows xtcocotools' rules (module docstring), its all-zero rule included: a result whose keypoint
+    scores in the part are all 0 is left out of that part, and the part's notes say how many."""
     import warnings
 
     from kpbench.core.errors import KpbenchWarning
@@ -164,14 +187,16 @@ def evaluate_wholebody(
     wanted = [*PARTS, WHOLEBODY] if parts is None else [p for p in (*PARTS, WHOLEBODY) if p.name in parts]
     out = {}
     for part in wanted:
-        part_gt, part_res = part_inputs(gt_data, res_data, part, sources)
+        part_gt, part_res = part_inputs(gt_data, res_data, part, sources, drop_zero=True)
         with warnings.catch_warnings():
             # Each result carries the box loadRes would derive from its body keypoints (see the module docs);
             # kpbench's warning about keypoint results with a 'bbox' does not apply.
             warnings.filterwarnings("ignore", message=".*keypoint results carry a 'bbox'", category=KpbenchWarning)
             result = evaluate(part_gt, part_res, backend=backend, schema=part_schema(part))
         scored_by = part.score_field if part_res and all(part.score_field in r for r in res_data) else "score"
-        result.notes = [n for n in result.notes if "carry a 'bbox'" not in n]
+        # The all-zero results are left out here, so pycocotools' note about counting them does not apply.
+        result.notes = [n for n in result.notes if "carry a 'bbox'" not in n and "every keypoint score at 0" not in n]
         result.notes.append(f"{part.name}: {part.stop - part.start} keypoints, ranked by '{scored_by}'")
+        result.notes.append(zero_part_note(part.name, len(res_data) - len(part_res)))
         out[f"keypoints_{part.name}"] = result
     return out

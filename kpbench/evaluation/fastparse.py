@@ -1,0 +1,294 @@
+"""Two COCO files parsed straight into arrays, with the verdict of the full checks: the default backend's input path.
+
+The full checks (`kpbench.evaluation.cocofiles`) parse both files into Python dicts with the json module and check
+them there; at val2017 scale that alone costs several times the vectorized evaluation. This module decodes each
+file once with msgspec into typed records (C code: ids must be JSON integers below 2**53, references JSON
+integers, scores, boxes and areas finite numbers in their bounds, keypoints lists of numbers, the required fields
+present) and moves them into arrays (`GroundTruthArrays`, `kpbench.core.arrays.DetectionArrays`), where the rest
+of the checks run: lengths, finiteness, known ids, duplicates, and the notes.
+
+As `kpbench.evaluation.fastcheck` does for hotcoco, `parse_files` returns None whenever it cannot prove that the
+full checks would pass silently: any error, but also every case they warn about or repair (an annotation id 0,
+keypoint results that carry a bbox, a COCO-WholeBody GT) or accept in a form msgspec's strict types refuse (an id
+written as 1.0, a file in UTF-16). The caller then runs the full checks, which word the message. The wording lives
+in one place, and the verdict, the messages and the notes are the full checks' for every input (tested case by
+case against them); the numbers are the same doubles, since msgspec and the json module both round each decimal
+correctly.
+
+msgspec is optional (`kpbench[fast]`): without it `parse_files` returns None and the full checks run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+
+from kpbench.core.arrays import DetectionArrays
+from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
+from kpbench.evaluation.arrays import GroundTruthArrays
+from kpbench.evaluation.cocofiles import (
+    MAX_COCO_ID,
+    check_iou_type,
+    coverage_note,
+    crowded_images_note,
+    empty_results_note,
+    instance_noun,
+    unlabelled_note,
+    zero_keypoint_results_note,
+)
+
+try:
+    import msgspec
+    from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+except ImportError:  # kpbench[fast] not installed: the full checks run
+    msgspec = None  # type: ignore[assignment]
+
+__all__ = ["ParsedFiles", "parse_files"]
+
+
+@dataclass
+class ParsedFiles:
+    """Two files the full checks would pass silently, as arrays, with the notes those checks would attach."""
+
+    ground_truth: GroundTruthArrays
+    detections: DetectionArrays
+    notes: list[str]
+    schema: KeypointSchema | None = None  # the keypoint set proved (None for boxes)
+
+
+if msgspec is not None:
+    Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+    NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
+    CocoId = Annotated[int, Meta(gt=-MAX_COCO_ID, lt=MAX_COCO_ID)]
+
+    # gc=False: no record can be part of a reference cycle, and untracked objects decode faster.
+
+    class _Image(Struct, gc=False):
+        id: CocoId
+
+    class _Category(Struct, gc=False):
+        id: CocoId
+        keypoints: list[Raw] | UnsetType | None = UNSET
+
+    class _BoxAnnotation(Struct, gc=False):
+        id: CocoId
+        image_id: int
+        category_id: int
+        bbox: tuple[Finite, Finite, NonNegative, NonNegative]
+        area: NonNegative
+        iscrowd: Finite
+
+    class _KeypointAnnotation(Struct, gc=False):
+        id: CocoId
+        image_id: int
+        category_id: int
+        bbox: tuple[Finite, Finite, NonNegative, NonNegative]
+        area: NonNegative
+        iscrowd: Finite
+        num_keypoints: Finite
+        keypoints: list[float]
+        foot_kpts: Raw | UnsetType = UNSET
+
+    class _BoxGroundTruth(Struct, gc=False):
+        images: list[_Image]
+        annotations: list[_BoxAnnotation]
+        categories: list[_Category]
+
+    class _KeypointGroundTruth(Struct, gc=False):
+        images: list[_Image]
+        annotations: list[_KeypointAnnotation]
+        categories: list[_Category]
+
+    class _KeypointResult(Struct, gc=False):
+        image_id: int
+        category_id: int
+        score: Finite
+        keypoints: list[float]
+        # Present at all: the full checks decide (pycocotools reads a whole file by its first record's fields).
+        bbox: Raw | UnsetType = UNSET
+        segmentation: Raw | UnsetType = UNSET
+        caption: Raw | UnsetType = UNSET
+
+    class _BoxResult(Struct, gc=False):
+        image_id: int
+        category_id: int
+        score: Finite
+        bbox: tuple[Finite, Finite, NonNegative, NonNegative]
+        caption: Raw | UnsetType = UNSET
+
+    _GT_DECODERS = {"keypoints": msgspec.json.Decoder(_KeypointGroundTruth),
+                    "bbox": msgspec.json.Decoder(_BoxGroundTruth)}
+    _RESULT_DECODERS = {"keypoints": msgspec.json.Decoder(list[_KeypointResult]),
+                        "bbox": msgspec.json.Decoder(list[_BoxResult])}
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: decoding allocates a list per keypoint record (lists are tracked), and
+    each allocation burst would start a collection that walks every record made so far (a third of the decode
+    time at val2017 scale), and re-enabling it with the records alive would walk them once more. Nothing made
+    here forms a cycle, and the records are freed (by reference counting) before the collector is back."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
+    try:
+        data = path.read_bytes()
+        if not data.isascii():
+            # msgspec skips the bytes of fields it does not read; Python's json module refuses a file with invalid
+            # UTF-8 anywhere.
+            data.decode("utf-8")
+        return decoder.decode(data)
+    # ValidationError is a DecodeError; MemoryError is worded by the full checks, which name the file's size.
+    except (OSError, UnicodeDecodeError, RecursionError, MemoryError, msgspec.DecodeError):
+        return None
+
+
+def _ids(records: list, name: str) -> np.ndarray:
+    return np.fromiter(map(attrgetter(name), records), dtype=np.int64, count=len(records))
+
+
+def _numbers(records: list, name: str) -> np.ndarray:
+    return np.fromiter(map(attrgetter(name), records), dtype=np.float64, count=len(records))
+
+
+def _flat_lists(lists: list[list[float]], width: int) -> np.ndarray | None:
+    """(N, width) float64 of N lists that each hold `width` finite numbers, else None."""
+    if set(map(len, lists)) - {width}:
+        return None
+    flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.float64, count=len(lists) * width)
+    if not np.isfinite(flat).all():
+        return None
+    return flat.reshape(len(lists), width)
+
+
+def _ground_truth(
+    gt: object, iou_type: str, schema: KeypointSchema | None, source: str
+) -> tuple[GroundTruthArrays, list[str], KeypointSchema | None] | None:
+    """The GT's arrays, its notes and its keypoint schema, or None when the full checks must decide."""
+    from kpbench.evaluation.fastcheck import _proved_schema
+
+    images, annotations, categories = gt.images, gt.annotations, gt.categories  # type: ignore[attr-defined]
+    image_ids = _ids(images, "id")
+    unique_images = np.unique(image_ids)
+    if len(unique_images) != len(images):
+        return None
+    ann_ids = _ids(annotations, "id")
+    if len(np.unique(ann_ids)) != len(annotations) or (ann_ids == 0).any():  # id 0 is renumbered, with a warning
+        return None
+    ann_images, ann_cats = _ids(annotations, "image_id"), _ids(annotations, "category_id")
+    category_ids = np.unique(_ids(categories, "id"))
+    if not np.isin(ann_images, unique_images).all() or not np.isin(ann_cats, category_ids).all():
+        return None
+    proved: KeypointSchema | None = None
+    keypoints = None
+    g = len(annotations)
+    no_keypoints = np.zeros(g, dtype=bool)
+    notes: list[str] = []
+    if iou_type == "keypoints":
+        if any(a.foot_kpts is not UNSET for a in annotations[:1]):
+            return None  # a COCO-WholeBody GT: the full checks add their note about it
+        proved = _proved_schema(gt, schema)  # type: ignore[arg-type]
+        if proved is None:
+            return None
+        keypoints = _flat_lists([a.keypoints for a in annotations], proved.result_length)
+        if keypoints is None:
+            return None
+        keypoints = keypoints.reshape(g, proved.num_keypoints, 3)
+        num_keypoints = _numbers(annotations, "num_keypoints")
+        no_keypoints = num_keypoints == 0
+        iscrowd = _numbers(annotations, "iscrowd")
+        unlabelled = int(np.count_nonzero((iscrowd == 0) & no_keypoints))
+        if unlabelled:
+            notes.append(unlabelled_note(unlabelled, instance_noun(proved)))
+    iscrowd = _numbers(annotations, "iscrowd")
+    boxes = np.asarray([a.bbox for a in annotations], dtype=np.float64).reshape(g, 4)
+    arrays = GroundTruthArrays(
+        source=source, image_ids=unique_images, category_ids=category_ids, ann_ids=ann_ids,
+        ann_image=np.searchsorted(unique_images, ann_images).astype(np.int64),
+        ann_category=np.searchsorted(category_ids, ann_cats).astype(np.int64), boxes=boxes,
+        areas=_numbers(annotations, "area"), iscrowd=iscrowd != 0,
+        crowd=np.trunc(iscrowd) != 0,  # int(iscrowd) != 0, as pycocotools' matching reads it
+        no_keypoints=no_keypoints, keypoints=keypoints, num_annotations=g,
+    )
+    return arrays, notes, proved
+
+
+def parse_files(
+    gt_path: str | Path, results_path: str | Path, iou_type: str = "keypoints", schema: KeypointSchema | None = None
+) -> ParsedFiles | None:
+    """Both files as arrays with the notes `kpbench.evaluation.cocofiles` would attach, or None when this cannot
+    prove that its checks pass silently (the caller then runs them). The notes name the files as given."""
+    check_iou_type(iou_type)
+    if msgspec is None:
+        return None
+    # The decoded records are made and freed inside: the collector never needs to walk them.
+    with _without_cyclic_gc():
+        return _parse(Path(gt_path), Path(results_path), iou_type, schema)
+
+
+def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSchema | None) -> ParsedFiles | None:
+    gt = _decode(gt_path, _GT_DECODERS[iou_type])
+    if gt is None:
+        return None
+    prepared = _ground_truth(gt, iou_type, schema, str(gt_path))
+    if prepared is None:
+        return None
+    ground_truth, notes, proved = prepared
+    results = _decode(results_path, _RESULT_DECODERS[iou_type])
+    if not isinstance(results, list):
+        return None
+    k = proved.num_keypoints if proved is not None else 0
+    n = len(results)
+    if not results:
+        return ParsedFiles(ground_truth, DetectionArrays.empty(k, boxes=iou_type == "bbox"),
+                           [*notes, empty_results_note(str(results_path), instance_noun(proved))], proved)
+    image_ids, category_ids = _ids(results, "image_id"), _ids(results, "category_id")
+    if not np.isin(image_ids, ground_truth.image_ids).all() or not np.isin(category_ids, ground_truth.category_ids).all():
+        return None
+    if results[0].caption is not UNSET:
+        return None
+    keypoints = boxes = None
+    if iou_type == "keypoints":
+        # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
+        if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
+            return None
+        flat = _flat_lists([r.keypoints for r in results], proved.result_length)  # type: ignore[union-attr]
+        if flat is None:
+            return None
+        keypoints = flat.reshape(n, k, 3)
+    else:
+        boxes = np.asarray([r.bbox for r in results], dtype=np.float64).reshape(n, 4)
+    detections = DetectionArrays(image_ids=image_ids, category_ids=category_ids, scores=_numbers(results, "score"),
+                                 boxes=boxes, keypoints=keypoints)
+
+    covered = np.unique(image_ids)
+    if len(covered) < len(ground_truth.image_ids):
+        counted = ~ground_truth.iscrowd & (~ground_truth.no_keypoints if iou_type == "keypoints" else True)
+        uncovered = ~np.isin(ground_truth.ann_image, np.searchsorted(ground_truth.image_ids, covered))
+        missed = int(np.count_nonzero(uncovered & counted))
+        notes.append(coverage_note(len(covered), len(ground_truth.image_ids), missed, instance_noun(proved)))
+    if iou_type == "keypoints":
+        zero = int(np.count_nonzero(~(keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
+        if zero:
+            notes.append(zero_keypoint_results_note(zero))
+        crowded = sum(1 for c in Counter(image_ids.tolist()).values() if c > KEYPOINT_MAX_DETS)
+        if crowded:
+            notes.append(crowded_images_note(crowded))
+    return ParsedFiles(ground_truth, detections, notes, proved)
