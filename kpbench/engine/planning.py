@@ -84,6 +84,7 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
             fp.pop(key, None)
     # Format-1 configs have no model: they were all made by Keypoint R-CNN.
     fp["model"] = fp.get("model") or "keypointrcnn"
+    fp["runtime"] = fp.get("runtime") or "eager"  # run directories made before --runtime ran eager
     return fp
 
 
