@@ -76,6 +76,7 @@ def add_sections(analysis: ErrorAnalysis, groups: Any = None) -> ErrorAnalysis:
     from kpbench.analysis.keypoint_ap import keypoint_ap
     from kpbench.analysis.sensitivity import COLUMNS, sensitivity_tables
     from kpbench.core.errors import KpbenchError
+    from kpbench.evaluation.cocofiles import CheckedDetections
 
     if analysis.inputs is None:
         raise KpbenchError("add_sections: the analysis carries no inputs (make it with analyze_errors)")
@@ -89,7 +90,9 @@ def add_sections(analysis: ErrorAnalysis, groups: Any = None) -> ErrorAnalysis:
         "title": "A deployable person-score threshold: LRP-optimal and best F1",
         "note": THRESHOLD_NOTE, "columns": list(THRESHOLD_COLUMNS), "rows": score_threshold_rows(gt, results),
     }  # fmt: skip
-    analysis.extra[KEYPOINT_AP] = keypoint_ap(gt, results, groups=groups).section()
+    # A run's detections stay arrays (CheckedDetections); keypoint_ap takes the checked arrays themselves.
+    arrays = results.detections if isinstance(results, CheckedDetections) else results
+    analysis.extra[KEYPOINT_AP] = keypoint_ap(gt, arrays, groups=groups).section()
     return analysis
 
 

@@ -17,12 +17,13 @@ from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
 
 if TYPE_CHECKING:
-    from kpbench.evaluation.cocofiles import GroundTruth, Results
+    from kpbench.core.arrays import DetectionArrays
+    from kpbench.evaluation.cocofiles import CheckedDetections, GroundTruth, Results
 
 
 def analyze_errors(
     gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    results: str | Path | list[dict[str, Any]] | Results | DetectionArrays | CheckedDetections,
     schema: KeypointSchema | None = None,
     sigmas: Sequence[float] | None = None,
     coco_analyze: bool = False,
@@ -34,7 +35,8 @@ def analyze_errors(
     AP gained by each correction alone and cumulatively, per area range, with the PR curves after each
     cumulative step.
 
-    `gt` and `results` are paths, parsed data or validated objects; `schema`/`sigmas` as for `evaluate`.
+    `gt` and `results` are paths, parsed data or validated objects, `results` also `DetectionArrays` (row i is
+    result i; keypoint results without a 'bbox'), as for `kpbench.evaluate`; `schema`/`sigmas` as for `evaluate`.
     `coco_analyze` reproduces coco-analyze's numbers (its area ranges, strict 0.85 boundary and σ² corrections).
     `bootstrap` replicates (seeded) put percentile intervals on every stat of the plain evaluation
     (`kpbench.evaluate` with COCO's parameters, pycocotools). `evaluator` re-evaluates the corrected detections:
@@ -43,7 +45,7 @@ def analyze_errors(
     """
     import warnings
 
-    from kpbench.evaluation.cocofiles import load_ground_truth, load_results
+    from kpbench.evaluation.cocofiles import load_ground_truth
 
     if sigmas is not None and schema is not None:
         raise KpbenchError("give a schema or sigmas, not both (--schema / --sigmas)")
@@ -52,7 +54,7 @@ def analyze_errors(
     if evaluator not in EVALUATORS:
         raise KpbenchError(f"evaluator: must be one of {', '.join(EVALUATORS)}, got {evaluator!r}")
     gt_data = load_ground_truth(gt, "keypoints", schema, sigmas)
-    res = load_results(results, gt_data, "keypoints")
+    res = _checked_results(results, gt_data)
     mode = ErrorMode(coco_analyze)
     data = prepare_inputs(gt_data, res, coco_analyze_order=coco_analyze)
     schema = data.schema
@@ -74,6 +76,18 @@ def analyze_errors(
             analysis.intervals = bootstrap_intervals(evaluate(gt_data, res), bootstrap, seed)
     analysis.inputs = (gt_data, res)
     return analysis
+
+
+def _checked_results(results: Any, gt: GroundTruth) -> Results | CheckedDetections:
+    """The results checked against the GT: records as `Results`, arrays as `CheckedDetections` (never made dicts)."""
+    from kpbench.core.arrays import DetectionArrays
+    from kpbench.evaluation.cocofiles import CheckedDetections, load_results, validate_detection_arrays
+
+    if isinstance(results, CheckedDetections):
+        return results
+    if isinstance(results, DetectionArrays):
+        return validate_detection_arrays(results, gt, "keypoints")
+    return load_results(results, gt, "keypoints")
 
 
 def _analyze(data: ErrorInputs, scorer: Scorer, mode: ErrorMode, notes: list[str]) -> ErrorAnalysis:
@@ -127,17 +141,17 @@ def analyze_run_errors(
     run_dir: str | Path, coco_analyze: bool = False, bootstrap: int | None = None, seed: int = 0,
     evaluator: str = "vectorized",
 ) -> ErrorAnalysis:
-    """`analyze_errors` for a run directory: its results rebuilt from the detections cache (as `kpbench evaluate
-    RUN_DIR` does), its ground_truth.json and the schema its manifest records."""
-    from kpbench.evaluation.runeval import finished_run_detections, load_run_ground_truth, run_results
+    """`analyze_errors` for a run directory: its detections store read once, as arrays (as `kpbench evaluate
+    RUN_DIR` reads it, and checked the same way), its ground_truth.json and the schema its manifest records. No
+    results records are made (pycocotools, as `evaluator`, gets its own)."""
+    from kpbench.evaluation.runeval import finished_run_arrays, load_run_ground_truth, run_checked_detections
     from kpbench.runs.directory import read_manifest
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    manifest = read_manifest(run_dir)
-    ordered = finished_run_detections(run_dir, manifest)
+    arrays = finished_run_arrays(run_dir, read_manifest(run_dir))
     gt = load_run_ground_truth(run_dir, ["keypoints"])
-    results = run_results(run_dir, ordered, gt)["keypoints"]
-    return analyze_errors(gt["keypoints"], results, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed,
+    checked = run_checked_detections(run_dir, arrays, gt)["keypoints"]
+    return analyze_errors(gt["keypoints"], checked, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed,
                           evaluator=evaluator)

@@ -5,7 +5,7 @@ indexed for loops over them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,7 +13,8 @@ from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
 
 if TYPE_CHECKING:
-    from kpbench.evaluation.cocofiles import GroundTruth, Results
+    from kpbench.core.arrays import DetectionArrays
+    from kpbench.evaluation.cocofiles import CheckedDetections, GroundTruth, Results
 
 
 @dataclass
@@ -29,12 +30,14 @@ class ErrorInputs:
     gt_areas: np.ndarray  # (G,)
     gt_counted: np.ndarray  # (G,) not crowd and num_keypoints > 0: what COCOeval does not ignore by itself
     gt_labelled: np.ndarray  # (G,) num_keypoints != 0 (coco-analyze analyses a match only to such a person)
-    records: list[dict[str, Any]]  # (N,) the analysed result records (`prepare_inputs`'s order)
-    dt_image: np.ndarray  # (N,)
+    dt_image: np.ndarray  # (N,) the analysed detections, in `prepare_inputs`' order
+    dt_category: np.ndarray  # (N,)
     dt_keypoints: np.ndarray  # (N, K, 3)
     dt_scores: np.ndarray  # (N,)
-    # Each analysed detection's area as pycocotools' loadRes sets it when it reads the results as boxes (the
-    # first result has a 'bbox'), else None: areas then come from the (corrected) keypoints' extent.
+    # Each analysed detection's 'bbox' (N, 4) and its area (N,) as pycocotools' loadRes reads them when it reads
+    # the results as boxes (the first result has a 'bbox'), else None: areas then come from the (corrected)
+    # keypoints' extent.
+    dt_boxes: np.ndarray | None
     box_areas: np.ndarray | None
     dt_result: np.ndarray  # (N,) each analysed detection's position in the results
     num_results: int
@@ -55,13 +58,30 @@ def top_detections(image: np.ndarray, scores: np.ndarray, max_dets: int) -> np.n
     return np.sort(order[rank < max_dets])
 
 
-def prepare_inputs(gt: GroundTruth, res: Results, coco_analyze_order: bool = False) -> ErrorInputs:
+def result_arrays(results: Results | CheckedDetections, num_keypoints: int) -> tuple[DetectionArrays, np.ndarray]:
+    """Checked keypoint results as arrays (row i is result i) and (N, 4) the 'bbox' of each result that carries
+    one pycocotools' loadRes would read (NaN rows for the others). Results records are converted here, at the edge;
+    DetectionArrays (a run's detections) are keypoint results without a 'bbox'."""
+    from kpbench.evaluation.arrays import detections_from_records, loadres_takes_box
+    from kpbench.evaluation.cocofiles import CheckedDetections
+
+    if isinstance(results, CheckedDetections):
+        detections = results.detections
+        return detections, np.full((len(detections), 4), np.nan)
+    records = results.results
+    boxes = np.full((len(records), 4), np.nan)
+    for i, record in enumerate(records):
+        if loadres_takes_box(record) and isinstance(record["bbox"], list) and len(record["bbox"]) == 4:
+            boxes[i] = np.asarray(record["bbox"], dtype=np.float64)
+    return detections_from_records(records, "keypoints", num_keypoints), boxes
+
+
+def prepare_inputs(gt: GroundTruth, results: Results | CheckedDetections, coco_analyze_order: bool = False
+                   ) -> ErrorInputs:
     """The inputs as arrays, each image's top 20 detections in results order, or with `coco_analyze_order` in
     the order coco-analyze's run_analysis.py hands them to loadRes: images by first appearance, each image's
     detections by descending score (stable). The order within an image breaks ties between equal corrected
-    scores; the first record decides whether loadRes reads the results as boxes."""
-    from kpbench.evaluation.cocofiles import loadres_takes_box
-
+    scores; the first result decides whether loadRes reads the results as boxes."""
     schema = gt.schema
     if schema is None:  # load_ground_truth for keypoints always sets one
         raise KpbenchError(f"{gt.source}: no keypoint schema")
@@ -75,16 +95,25 @@ def prepare_inputs(gt: GroundTruth, res: Results, coco_analyze_order: bool = Fal
     k = schema.num_keypoints
     anns = gt.dataset["annotations"]
     gt_keypoints = np.asarray([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), k, 3)
-    records = res.results
-    scores = np.asarray([r["score"] for r in records], dtype=np.float64)
-    image = np.asarray([r["image_id"] for r in records], dtype=np.int64)
+    detections, boxes = result_arrays(results, k)
+    scores, image = detections.scores, detections.image_ids
     kept = top_detections(image, scores, KEYPOINT_MAX_DETS)
     counts = np.bincount(np.unique(image, return_inverse=True)[1]) if len(image) else np.zeros(0, np.int64)
     if coco_analyze_order and len(kept):
         images, first_seen = np.unique(image, return_index=True)
         first = first_seen[np.searchsorted(images, image[kept])]
         kept = kept[np.lexsort((kept, -scores[kept], first))]
-    kept_records = [records[i] for i in kept.tolist()]
+    # loadRes reads every result as a box when the first it is given carries a 'bbox': each then needs one.
+    first_result = (kept[0] if coco_analyze_order else 0) if len(kept) else None
+    dt_boxes = None
+    if first_result is not None and not np.isnan(boxes[first_result]).any():
+        dt_boxes = boxes[kept]
+        missing = np.isnan(dt_boxes).any(axis=1)
+        if missing.any():
+            raise KpbenchError(f"{results.source}: result {int(kept[np.argmax(missing)])} has no 'bbox' but the "
+                               f"first result given to pycocotools' loadRes (result {int(first_result)}) has one; "
+                               "it would crash (give every result a 'bbox', or none)")
+    assert detections.keypoints is not None  # keypoint results
     return ErrorInputs(
         gt=gt,
         schema=schema,
@@ -96,14 +125,14 @@ def prepare_inputs(gt: GroundTruth, res: Results, coco_analyze_order: bool = Fal
         # pycocotools' _prepare: ignore = iscrowd, then for keypoints num_keypoints == 0 or ignore.
         gt_counted=np.asarray([not a["iscrowd"] and a["num_keypoints"] != 0 for a in anns], dtype=bool),
         gt_labelled=np.asarray([a["num_keypoints"] != 0 for a in anns], dtype=bool),
-        records=kept_records,
         dt_image=image[kept],
-        dt_keypoints=np.asarray([r["keypoints"] for r in kept_records], dtype=np.float64).reshape(len(kept), k, 3),
+        dt_category=detections.category_ids[kept],
+        dt_keypoints=detections.keypoints[kept].reshape(len(kept), k, 3),
         dt_scores=scores[kept],
-        box_areas=(np.asarray([float(r["bbox"][2]) * float(r["bbox"][3]) for r in kept_records], dtype=np.float64)
-                   if records and loadres_takes_box((kept_records if coco_analyze_order else records)[0]) else None),
+        dt_boxes=dt_boxes,
+        box_areas=None if dt_boxes is None else dt_boxes[:, 2] * dt_boxes[:, 3],
         dt_result=kept,
-        num_results=len(records),
+        num_results=len(detections),
         crowded_images=int((counts > KEYPOINT_MAX_DETS).sum()),
     )
 

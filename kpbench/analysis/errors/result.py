@@ -29,7 +29,7 @@ from kpbench.analysis.errors.scoring import Scored
 from kpbench.core.schema import KeypointSchema
 
 if TYPE_CHECKING:
-    from kpbench.evaluation.cocofiles import GroundTruth, Results
+    from kpbench.evaluation.cocofiles import CheckedDetections, GroundTruth, Results
 
 
 
@@ -61,7 +61,7 @@ class ErrorAnalysis:
     # Hooks for other analyses (sensitivity tables, the LRP-optimal threshold, ...): JSON-ready sections.
     extra: dict[str, Any] = field(default_factory=dict)
     # The validated inputs, for analyses that add sections.
-    inputs: tuple[GroundTruth, Results] | None = field(default=None, repr=False)
+    inputs: tuple[GroundTruth, Results | CheckedDetections] | None = field(default=None, repr=False)
 
     @property
     def error_types(self) -> tuple[str, ...]:

@@ -126,23 +126,23 @@ class _PycocotoolsScorer(Scorer):
     def __init__(self, data: ErrorInputs, settings: EvalSettings, dt_areas: np.ndarray | None = None) -> None:
         super().__init__(data, settings, dt_areas)
         self._gt_index = {int(g): i for i, g in enumerate(data.gt_ids.tolist())}
-        # Fixed areas without boxes in the results: each record gets its original keypoints' box, whose w·h
-        # pycocotools' loadRes then reads as the area (the same product as the keypoints' extent).
-        self._boxes = (keypoint_boxes(data.dt_keypoints) if dt_areas is not None and data.box_areas is None
-                       else None)
+        # The 'bbox' each record carries, where pycocotools' loadRes reads the detection's area from: the original
+        # one when the original results were read that way (whichever record now comes first); with fixed areas
+        # and no boxes in the results, the original keypoints' box, whose w·h is the keypoints' extent; else none.
+        self._boxes = (data.dt_boxes if data.dt_boxes is not None
+                       else keypoint_boxes(data.dt_keypoints) if dt_areas is not None else None)
 
     def _records(self, keypoints: np.ndarray, scores: np.ndarray, keep: np.ndarray | None) -> list[dict[str, Any]]:
+        """The detections `keep` as COCO keypoint results (made here only: pycocotools reads dicts)."""
         rows = range(len(scores)) if keep is None else np.flatnonzero(keep).tolist()
         flat = keypoints.reshape(len(keypoints), self.data.schema.result_length)
+        image, category = self.data.dt_image.tolist(), self.data.dt_category.tolist()
         out = []
         for i in rows:
-            # The original record with new values; its 'bbox' (where pycocotools reads the detection's area
-            # from) only when the original results were read that way, whichever record now comes first.
-            record = {**self.data.records[i], "keypoints": flat[i].tolist(), "score": float(scores[i])}
+            record = {"image_id": image[i], "category_id": category[i], "keypoints": flat[i].tolist(),
+                      "score": float(scores[i])}
             if self._boxes is not None:
                 record["bbox"] = self._boxes[i].tolist()
-            elif self.data.box_areas is None:
-                record.pop("bbox", None)
             out.append(record)
         return out
 
