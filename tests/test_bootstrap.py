@@ -172,3 +172,31 @@ def test_compare_and_analyze_bootstrap_mistakes_are_one_line(run_cli, tmp_path: 
                           "error: --bootstrap: needs at least 1 replicate, got 0")
     assert_one_line_error(run_cli("analyze", run, "--bootstrap", "3", "--bootstrap-seed", "-5"),
                           "error: --bootstrap-seed: must be between 0 and 2**63 - 1, got -5")
+
+
+def test_analyze_refuses_an_impossible_bootstrap_before_any_analysis(tmp_path: Path, run_cli,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: `kpbench analyze --bootstrap N` ran the whole error analysis, then found that N replicates could not
+    fit. Now the request is checked as soon as the GT gives the number of images: before the results are read, and
+    for a run directory before its store is read."""
+    from kpdata import assert_one_line_error, make_run_dir
+
+    import kpbench.analysis.bootstrap as bootstrap
+    import kpbench.analysis.errors.analyze as analyze
+    import kpbench.evaluation.runeval as runeval
+
+    def reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the analysis started")
+
+    run = make_run_dir(tmp_path).path
+    monkeypatch.setattr(bootstrap, "available_memory", lambda: 64 * 2**30)  # the same answer on any machine
+    monkeypatch.setattr(analyze, "_checked_results", reached)
+    monkeypatch.setattr(analyze, "_analyze", reached)
+    monkeypatch.setattr(runeval, "finished_run_arrays", reached)
+    message = ("error: --bootstrap 1000000000: 1,000,000,000 replicates of 3 images need about 156 GiB of memory, "
+               "more than this machine has available (64 GiB)")
+    assert_one_line_error(run_cli("analyze", run, "--bootstrap", "1000000000"), message)
+    assert_one_line_error(run_cli("analyze", run / "ground_truth.json", run / "keypoints_results.json",
+                                  "--bootstrap", "1000000000"), message)
+    with pytest.raises(KpbenchError, match=r"^--bootstrap 1000000000: 1,000,000,000 replicates of 3 images"):
+        analyze.analyze_run_errors(run, bootstrap=10**9)

@@ -14,7 +14,7 @@ from kpbench.analysis.errors.kpbench_mode import analyze_kpbench
 from kpbench.analysis.errors.result import ErrorAnalysis, count_rows
 from kpbench.analysis.errors.scoring import EVALUATORS, Scorer, make_scorer
 from kpbench.core.errors import KpbenchError
-from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
+from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema, stat_names
 
 if TYPE_CHECKING:
     from kpbench.core.arrays import DetectionArrays
@@ -49,11 +49,10 @@ def analyze_errors(
 
     if sigmas is not None and schema is not None:
         raise KpbenchError("give a schema or sigmas, not both (--schema / --sigmas)")
-    if bootstrap is not None and bootstrap < 1:
-        raise KpbenchError(f"--bootstrap: needs at least 1 replicate, got {bootstrap}")
     if evaluator not in EVALUATORS:
         raise KpbenchError(f"evaluator: must be one of {', '.join(EVALUATORS)}, got {evaluator!r}")
     gt_data = load_ground_truth(gt, "keypoints", schema, sigmas)
+    check_bootstrap_memory(bootstrap, seed, gt_data)  # before any work: the GT gives the number of images
     res = _checked_results(results, gt_data)
     mode = ErrorMode(coco_analyze)
     data = prepare_inputs(gt_data, res, coco_analyze_order=coco_analyze)
@@ -76,6 +75,16 @@ def analyze_errors(
             analysis.intervals = bootstrap_intervals(evaluate(gt_data, res), bootstrap, seed)
     analysis.inputs = (gt_data, res)
     return analysis
+
+
+def check_bootstrap_memory(bootstrap: int | None, seed: int, gt: GroundTruth) -> None:
+    """Refuse a bootstrap request (`kpbench.analysis.bootstrap.BootstrapRequest`: its bounds, and its memory for the
+    GT's images and COCO's keypoint stats) before the analysis; nothing without one."""
+    if bootstrap is None:
+        return
+    from kpbench.analysis.bootstrap import BootstrapRequest
+
+    BootstrapRequest(bootstrap, seed).check_memory(len(gt.dataset["images"]), len(stat_names("keypoints")))
 
 
 def _checked_results(results: Any, gt: GroundTruth) -> Results | CheckedDetections:
@@ -150,8 +159,10 @@ def analyze_run_errors(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KpbenchError(f"{run_dir}: run directory not found")
-    arrays = finished_run_arrays(run_dir, read_manifest(run_dir))
+    manifest = read_manifest(run_dir)
     gt = load_run_ground_truth(run_dir, ["keypoints"])
+    check_bootstrap_memory(bootstrap, seed, gt["keypoints"])  # before the store is read
+    arrays = finished_run_arrays(run_dir, manifest)
     checked = run_checked_detections(run_dir, arrays, gt)["keypoints"]
     return analyze_errors(gt["keypoints"], checked, coco_analyze=coco_analyze, bootstrap=bootstrap, seed=seed,
                           evaluator=evaluator)
