@@ -72,13 +72,13 @@ def _metric_cell(value: Any, run: str, iou_type: str, stat: str) -> str:
 
 
 def _scale(column: str) -> str | None:
-    """How a column is shown: AP/AR stats (AP, kp_AP50, published_box_AP, ...) and fractions (frac_*) in percent,
-    AP gains (gain_*) in signed percent points; None: as it is."""
-    from kpbench.report.tables import is_ap_column
+    """How a column is shown: AP/AR stats (AP, kp_AP50, published_box_AP, ...), fractions (frac_*) and rates
+    (precision, recall, F1) in percent, AP gains (gain_*) in signed percent points; None: as it is."""
+    from kpbench.report.tables import is_ap_column, is_rate_column
 
     if column.startswith("gain_"):
         return SIGNED
-    if is_ap_column(column) or column.startswith("frac_"):
+    if is_ap_column(column) or is_rate_column(column) or column.startswith("frac_"):
         return PERCENT
     return None
 
@@ -227,13 +227,16 @@ def _metrics_section(run: dict[str, Any]) -> str:
 # What the numbers of each table are, under it, where the column names do not say it all.
 PERCENT_NOTE = "AP and AR in percent; n/a where COCO has no ground truth in that range."
 TABLE_NOTES = {
-    "thresholds_person": "AP and AR in percent (n/a: no ground truth in that range); precision, recall and F1 as "
-                         "fractions, as `kpbench thresholds` prints them.",
+    "thresholds_person": "AP, AR, precision, recall and F1 in percent (n/a: no ground truth in that range, or a "
+                         "ratio of 0/0), as `kpbench thresholds` prints them.",
     "keypoints": "frac_* in percent; mean similarity in [0, 1]; median error divided by sqrt(GT area).",
     "errors_ap_gain": "AP in percent; gain_* in percent points over the uncorrected detections.",
     "errors_keypoints": "Counts of labelled keypoints; frac_* in percent of them.",
     "sensitivity": PERCENT_NOTE,
+    "score_threshold": "LRP, loc, fp, fn and F1 in percent; the thresholds are person scores.",
 }
+# Columns whose names do not say their scale, per table: score_threshold's LRP components are ratios in [0, 1].
+TABLE_SCALES = {"score_threshold": {"lrp": PERCENT, "loc": PERCENT, "fp": PERCENT, "fn": PERCENT}}
 
 
 def _note(stem: str) -> str:
@@ -263,8 +266,8 @@ def _analysis_section(run_dir: Path) -> str:
     found = [(stem, title) for stem, title in ANALYSIS_TABLES if (run_dir / f"{stem}.csv").is_file()]
     if not found:
         return _missing(f"No error analysis: run `kpbench analyze {run_dir}`.")
-    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'))}{_note(stem)}"
-                  for stem, title in found)
+    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'), scales=TABLE_SCALES.get(stem))}"
+                  f"{_note(stem)}" for stem, title in found)
     if (run_dir / "errors_pr_curves.png").is_file():
         out += _image(run_dir / "errors_pr_curves.png", "PR curves after each cumulative correction")
     return out

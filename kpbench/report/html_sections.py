@@ -81,7 +81,8 @@ def keypoint_threshold_section(run_dir: Path, keypoint_score_kind: str, person_t
         return _missing(f"{path} holds no rows.")
     fig = keypoint_threshold_heatmap_figure(rows, keypoint_score_kind, person_thresh)
     return (_figure_html(_png(fig, CURVES_DPI), "keypoint-score thresholds: recall and precision per keypoint")
-            + f'<details><summary>The table ({len(rows)} rows)</summary>{_table(rows)}</details>')
+            + f'<details><summary>The table ({len(rows)} rows)</summary>{_table(rows)}'
+            "<p>Precision and recall in percent; n/a where a ratio is 0/0.</p></details>")
 
 
 def _credits(gt: dict[str, Any]) -> tuple[dict[int, dict[str, Any]], dict[Any, dict[str, Any]]]:

@@ -106,7 +106,8 @@ def section_files(out: Path, analysis: ErrorAnalysis) -> dict[Path, str]:
         note = f"{section['note']}\n\n" if section.get("note") else ""
         files[out / f"{name}.csv"] = to_csv(rows, columns)
         shown = section_rows_percent(section)
-        unit = "\nAP in percent; n/a where the bin has no GT.\n" if section.get("percent") else ""
+        unit = (f"\n{section.get('unit') or 'AP in percent; n/a where the bin has no GT.'}\n" if section.get("percent")
+                else "")
         files[out / f"{name}.md"] = f"## {section.get('title', name)}\n\n{note}{to_markdown(shown, columns)}{unit}"
         files[out / f"{name}.json"] = json_text(section)
     return files
