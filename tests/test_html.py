@@ -260,3 +260,27 @@ def test_precision_recall_f1_and_lrp_in_percent_on_the_page(tmp_path: Path, run_
             checked += 1
     assert checked == 7
     assert "AP, AR, precision, recall and F1 in percent" in build_html([run], images=False)
+
+
+def test_worst_images_read_the_match_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the page built an ImageEval for every image and area range to find the worst images; now it reads
+    the evaluator's match arrays. On the real sample with YOLO11n-pose: the GT persons missed and the confident
+    (score > 0.5) unmatched detections at OKS 0.5, per image."""
+    from kpdata import COCO_SAMPLE, requires_shared
+
+    from kpbench.engine.from_results import run_from_results
+    from kpbench.evaluation.vectorized import MatchTable
+    from kpbench.report.html import worst_images
+
+    if not COCO_SAMPLE.is_dir():
+        pytest.skip(requires_shared.kwargs["reason"])
+    results = Path(__file__).parent / "fixtures" / "yolo11n_pose_coco_sample_results.json"
+    run = run_from_results(results, COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json", tmp_path / "run",
+                           analysis=False).run_dir
+
+    def no_image_evals(self: object) -> None:
+        raise AssertionError("ImageEval entries were built")
+
+    monkeypatch.setattr(MatchTable, "iter_image_evals", no_image_evals)
+    assert worst_images(run) == [(217285, 6, 0), (183709, 2, 2), (350679, 2, 1), (151938, 1, 1), (536038, 1, 1),
+                                 (229358, 1, 0)]

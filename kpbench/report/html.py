@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_text, read_csv_rows, read_json
 
@@ -280,18 +282,17 @@ def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, i
     from kpbench.evaluation.runeval import evaluate_run
 
     result = evaluate_run(run_dir, write=False)["keypoints"]
-    if result.image_evals is None:
+    table = result.table_matches()  # the default backend's match arrays, read as they are (no ImageEval is built)
+    if table is None:
         raise KpbenchError("the run's evaluation exposes no per-image matches (its protocol is not COCOeval's own)")
     t = iou_threshold_index(result, 0.5)
-    area_all = result.params.area_labels.index("all")
-    losses = []
-    for e in result.image_evals:
-        if e.area_index != area_all:
-            continue
-        missed = int(((e.gt_matches[t] == 0) & ~e.gt_ignore).sum())
-        spurious = int(((e.dt_matches[t] == 0) & ~e.dt_ignore[t] & (e.dt_scores > 0.5)).sum())
-        if missed + spurious:
-            losses.append((e.image_id, missed, spurious))
+    a = result.params.area_labels.index("all")
+    images = len(table.image_ids)
+    missed = np.bincount(table.gt_unit[(table.gt_dt[a, t] < 0) & ~table.gt_ignore[a]] % images, minlength=images)
+    spurious_rows = ~table.counted()[a, t] & ~table.dt_ignore[a, t] & (table.dt_scores > 0.5)
+    spurious = np.bincount(table.dt_unit[spurious_rows] % images, minlength=images)
+    losses = [(int(table.image_ids[i]), int(missed[i]), int(spurious[i]))
+              for i in np.flatnonzero(missed + spurious).tolist()]
     losses.sort(key=lambda x: (-(x[1] + x[2]), x[0]))
     return losses[:n]
 
