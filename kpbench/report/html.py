@@ -310,7 +310,7 @@ def _worst_section(run: dict[str, Any]) -> str:
         return _missing("No image loses a person or has a confident false positive at OKS 0.5.")
     import tempfile
 
-    from PIL import Image
+    from kpbench.data.images import read_image_pil  # not PIL.Image.open, which ultralytics patches
 
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -319,7 +319,7 @@ def _worst_section(run: dict[str, Any]) -> str:
         except KpbenchError as exc:
             return _missing(f"Worst images left out: {exc}")
         for (image_id, missed, spurious), path in zip(worst, paths):
-            with Image.open(path) as im:
+            with read_image_pil(path) as im:
                 im.thumbnail((900, 900))
                 data = base64.b64encode(_png_bytes(im)).decode("ascii")
             credit = image_credit(run_dir, image_id)
