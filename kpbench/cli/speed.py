@@ -57,7 +57,30 @@ def speed_command(
         bool | None, typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="Add cudnn.benchmark variants (CUDA).")
     ] = None,
     compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="Add torch.compile variants (backbone compiled).")
+        bool | None, typer.Option("--compile/--no-compile", help="Add the compile runtime (torch.compile of the "
+                                  "backbone); the same as adding compile to --runtime.")
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", help="Runtimes to time, each with its own rows: eager, compile, "
+                     "onnxruntime[:cpu|cuda|tensorrt], tensorrt, comma-separated (e.g. eager,onnxruntime:cpu) "
+                     "[default: eager]. Exports and engines are built once per size, timed, and cached."),
+    ] = None,
+    export_shapes: Annotated[
+        str | None,
+        typer.Option("--export-shapes", help="ONNX exports with dynamic image shapes (as eager), or static squares "
+                     "of each size (preprocessing then differs, and the rows say so) [default: dynamic]."),
+    ] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset of the exports [default: 17].")] = None,
+    runtime_cache: Annotated[
+        str | None,
+        typer.Option("--runtime-cache", help="Folder of cached exports and engines [default: "
+                     "$KPBENCH_CACHE/runtimes or ~/.cache/kpbench/runtimes]."),
+    ] = None,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option("--bootstrap", help="Paired bootstrap replicates of each runtime row's ΔAP interval against "
+                     "eager, with --accuracy (0: no interval) [default: 1000]."),
     ] = None,
     fast_postprocess: Annotated[
         bool | None,
@@ -126,6 +149,11 @@ def speed_command(
         "channels_last": channels_last,
         "cudnn_benchmark": cudnn_benchmark,
         "compile": compile,
+        "runtime": parse_list(runtime, str, "--runtime"),
+        "export_shapes": export_shapes,
+        "opset": opset,
+        "runtime_cache": runtime_cache,
+        "bootstrap": bootstrap,
         "fast_postprocess": fast_postprocess,
         "offline": offline,
         "offline_max_batch": offline_max_batch,
@@ -194,7 +222,9 @@ def report_command(
     """Merge result files from many machines or runs into one table.
 
     speed: one row per device x size x variant (FPS, median and p90 ms, padded shape, memory, AP when measured;
-    other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS. run: one row per run directory (weights, size, dtype, AP/AR, box AP,
+    other box score thresholds and synthetic images get their own rows), plus a pivot of device x size -> FPS, and
+    where rows ran on other runtimes than eager, a runtime x size table (FPS, AP, ΔAP [interval], build seconds,
+    status). run: one row per run directory (weights, size, dtype, AP/AR, box AP,
     deviations from the published protocol). thresholds: the person-threshold tables of several runs side by side.
     """
     from kpbench.core.config import parse_list

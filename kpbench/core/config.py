@@ -75,6 +75,7 @@ class RunSettings:
     workers: int | None = _opt(None, "DataLoader worker processes (default: 2 on CUDA, 0 on a CPU)", min=0)
     dtype: str = _opt("fp32", "fp32, or fp16/bf16 through autocast", choices=DTYPES)
     seed: int = _opt(0, "seed for random weights (--weights none)", min=0, max=MAX_SEED)
+    runtime: str = _opt("eager", "the runtime: eager, compile, onnxruntime[:cpu|cuda|tensorrt] or tensorrt")
     out: str | None = _opt(None, "run directory (default results/run-<timestamp>)")
     # Top-down models and post-processing (kpbench.engine.topdown checks them together).
     person_boxes: str | None = _opt(None, "person boxes for a top-down (crop) model: gt, a COCO detections FILE.json, or "
@@ -121,7 +122,14 @@ class SpeedSettings:
     batch_size: list[int] = _opt([1], "batch-size variants", min=1)
     channels_last: bool = _opt(False, "add a channels-last variant")
     cudnn_benchmark: bool = _opt(False, "add a cudnn.benchmark variant")
-    compile: bool = _opt(False, "add a torch.compile variant")
+    compile: bool = _opt(False, "add the compile runtime (torch.compile), as runtime = [..., \"compile\"] does")
+    runtime: list[str] = _opt(["eager"], "runtimes to time: eager, compile, onnxruntime[:cpu|cuda|tensorrt], tensorrt")
+    export_shapes: str = _opt("dynamic", "ONNX exports with dynamic image shapes, or static squares of each size",
+                              choices=("dynamic", "static"))
+    opset: int = _opt(17, "ONNX opset of the exports", min=11)
+    runtime_cache: str | None = _opt(None, "folder of cached exports and engines (default ~/.cache/kpbench/runtimes)")
+    bootstrap: int = _opt(1000, "paired bootstrap replicates of each runtime row's ΔAP interval (0: no interval)",
+                          min=0)
     fast_postprocess: bool = _opt(False, "add a variant with kpbench's exact keypoint post-processing (Keypoint R-CNN)")
     offline: bool = _opt(False, "add offline-throughput rows: the largest batch that fits, per dtype and size")
     offline_max_batch: int = _opt(32, "the largest batch --offline tries (doubling from 1)", min=1)

@@ -278,6 +278,7 @@ def resume_fingerprint(config: dict[str, Any], coco_root: str, device_type: str)
             fp.pop(key, None)
     # Format-1 configs have no model: they were all made by Keypoint R-CNN.
     fp["model"] = fp.get("model") or "keypointrcnn"
+    fp["runtime"] = fp.get("runtime") or "eager"  # run directories made before --runtime ran eager
     return fp
 
 
@@ -721,6 +722,17 @@ def _prepare(
             # Only the options the user gave: the model's own defaults apply to the rest.
             built = build_run_model(spec, dict(weights=settings.weights, **given_model_options(settings)),
                                     request, gt=gt, run_dir=plan.run_dir if request.top_down else None, device=device)
+            # The largest input --min-size/--max-size allow must fit before anything is allocated (issue 23 item 7).
+            from kpbench.engine.memory import check_fits
+
+            check_fits(built, [(settings.min_size, settings.max_size)], settings.batch_size, device,
+                       f"--min-size {settings.min_size} --max-size {settings.max_size}")
+            if settings.runtime != "eager":  # the model on its runtime (kpbench.runtimes), recorded in its info
+                from kpbench.runtimes import on_runtime
+
+                getattr(built, "to", lambda device: None)(device)
+                built = on_runtime(built, settings.runtime, device, size=settings.min_size, max_size=settings.max_size,
+                                   batch_size=settings.batch_size, dtype=settings.dtype)
             return built, checked_info(built).to_json()
 
         result, error = _attempt(build)

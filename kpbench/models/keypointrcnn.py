@@ -82,6 +82,17 @@ def default_max_size(min_size: int) -> int:
     return round(min_size * DEFAULT_MAX_SIZE / DEFAULT_MIN_SIZE)
 
 
+def transform_footprint(height: int, width: int, min_size: int, max_size: int) -> tuple[tuple[int, int, int], int]:
+    """The padded tensor (3, H, W) torchvision's transform makes of a height x width image (scale
+    min(min_size / short side, max_size / long side), each side floored, then padded to a multiple of 32), and a
+    lower bound of the bytes one call holds for it: the float input, the resized image, the padded batch and the
+    ResNet stem's 64-channel stride-2 output and its normalised copy (float32)."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    h, w = (-(-int(height * scale) // 32) * 32, -(-int(width * scale) // 32) * 32)
+    per_pixel = 3 * 4 + 3 * 4 + 2 * 64 * 4 / 4
+    return (3, h, w), int(3 * 4 * height * width + h * w * per_pixel)
+
+
 def _build_named(name: str, **kwargs: Any) -> torch.nn.Module:
     """torchvision's builder with named weights (its cache, hash check and COCO_V1 eps); offline is a clear error."""
     from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, keypointrcnn_resnet50_fpn
@@ -500,6 +511,40 @@ class KeypointRCNNModel:
 
         return keypointrcnn_stages(self.module, device)
 
+    def input_footprint(self, height: int, width: int) -> tuple[tuple[int, int, int], int]:
+        """The padded tensor (3, H, W) the backbone gets for an image at the current size, and the bytes held at
+        once for it (kpbench.engine.memory's guard, a lower bound): `transform_footprint`."""
+        return transform_footprint(height, width, self.module.transform.min_size[-1], self.module.transform.max_size)
+
+    # Runtime hooks (kpbench.runtimes): an ONNX export of the whole model, and this adapter over an ONNX session.
+
+    def weights_digest(self) -> str:
+        """sha256 of the weights file, or of the state dict's tensors (named or random weights)."""
+        if self._info.checkpoint_sha256:
+            return str(self._info.checkpoint_sha256)
+        if getattr(self, "_state_digest", None) is None:
+            self._state_digest = state_digest(self.module)
+        return str(self._state_digest)
+
+    def onnx_export_key(self, request: Any) -> dict[str, Any]:
+        """What the ONNX file depends on: the transform's sizes and the box threshold are in the graph."""
+        return {"image": [3, "height", "width"], "min_size": request.size, "max_size": request.max_size,
+                "box_score_thresh": float(self.module.roi_heads.score_thresh)}
+
+    def onnx_refuses(self, request: Any) -> str | None:
+        """The export takes one image per call."""
+        if request.batch_size != 1:
+            return "Keypoint R-CNN's ONNX export takes one image per call (batch 1)"
+        return None
+
+    def export_onnx(self, path: Path, request: Any) -> dict[str, Any]:
+        """torch.onnx export of the whole model (transform, backbone, heads, post-processing) at the request's size."""
+        return export_keypointrcnn_onnx(self.module, Path(path), request)
+
+    def onnx_model(self, session: Any, facts: dict[str, Any]) -> KeypointRCNNOnnxModel:
+        """This model run through an ONNX session."""
+        return KeypointRCNNOnnxModel(session, self._info, facts)
+
     def speed_variant(self, name: str) -> contextlib.AbstractContextManager[None] | None:
         if name == "channels_last":
             return _channels_last(self.module)
@@ -508,3 +553,134 @@ class KeypointRCNNModel:
         if name == FAST_POSTPROCESS:
             return _fast_postprocess(self.module)
         return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ONNX export and the model over an ONNX session (kpbench.runtimes)
+
+ONNX_OUTPUTS = ("boxes", "labels", "scores", "keypoints", "keypoints_scores", "padded_shape")
+# The largest image (height and width) a TensorRT engine's profile takes.
+ONNX_PROFILE_MAX_SIDE = 2048
+EXPORTER_TEXT = (
+    "torch.onnx TorchScript exporter (dynamo=False, as torchvision's ONNX tests use; the dynamo exporter stops at "
+    "the RPN's data-dependent proposal count: GuardOnDataDependentSymNode)"
+)
+
+
+def state_digest(module: Any) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in order)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _export_forward(module: Any) -> Any:
+    """A module whose forward is Keypoint R-CNN's on one image (3, H, W) in [0, 1], returning its outputs as a
+    tuple, plus the padded batch shape that reached the backbone (so an ONNX row records padded shapes too)."""
+    import torch
+    from torch.onnx import operators
+
+    class ExportForward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            m = self.model
+            original = [(image.shape[-2], image.shape[-1])]
+            images, _ = m.transform([image])
+            features = m.backbone(images.tensors)
+            proposals, _ = m.rpn(images, features)
+            detections, _ = m.roi_heads(features, proposals, images.image_sizes)
+            d = m.transform.postprocess(detections, images.image_sizes, original)[0]
+            shape = operators.shape_as_tensor(images.tensors)
+            return d["boxes"], d["labels"], d["scores"], d["keypoints"], d["keypoints_scores"], shape
+
+    return ExportForward().eval()  # export restores the mode it found, which must stay eval for the module
+
+
+def export_keypointrcnn_onnx(module: Any, path: Path, request: Any) -> dict[str, Any]:
+    """Export `module` (transform at the request's size) to `path` with torch.onnx's TorchScript exporter: one image
+    of any height and width per call; the facts kpbench.runtimes records."""
+    import torch
+
+    if request.batch_size != 1:
+        raise KpbenchError("Keypoint R-CNN's ONNX export takes one image per call (batch 1)")
+    old = (module.transform.min_size, module.transform.max_size)
+    set_input_size(module, request.size, request.max_size)
+    device = next(module.parameters()).device
+    dummy = torch.rand(3, request.size, round(request.size * 4 / 3), generator=torch.Generator().manual_seed(0))
+    dynamic = {"image": [1, 2], **{name: [0] for name in ONNX_OUTPUTS[:-1]}}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's warnings about Python values in torchvision's code
+            torch.onnx.export(
+                _export_forward(module), (dummy.to(device),), str(path), opset_version=request.opset,
+                input_names=["image"], output_names=list(ONNX_OUTPUTS), dynamic_axes=dynamic, dynamo=False,
+            )
+    except Exception as exc:
+        raise KpbenchError(f"Keypoint R-CNN's ONNX export failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        module.transform.min_size, module.transform.max_size = old
+    side = ONNX_PROFILE_MAX_SIDE
+    return {
+        "exporter": f"{EXPORTER_TEXT}, opset {request.opset}", "input_shapes": {"image": [3, "height", "width"]},
+        "batch_sizes": [1], "preprocessing": None, "min_size": request.size, "max_size": request.max_size,
+        "profile": {"image": [[3, 32, 32], [3, request.size, request.max_size], [3, side, side]]},
+    }  # fmt: skip
+
+
+class KeypointRCNNOnnxModel:
+    """Keypoint R-CNN's ONNX export run through a runtime's session: the same PoseModel interface (tensor input,
+    logits as keypoint scores), one image per session call, at the size the export was made for."""
+
+    schema = COCO17
+    input_format = "tensor"
+
+    def __init__(self, session: Any, info: ModelInfo, facts: dict[str, Any]) -> None:
+        self.session = session
+        self._info = info
+        self.size = (int(facts["min_size"]), int(facts["max_size"]))
+        self._input = session.get_inputs()[0].name
+        self._shapes: list[tuple[int, ...]] | None = None
+
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def input_footprint(self, height: int, width: int) -> tuple[tuple[int, int, int], int]:
+        """As the eager model's, at the export's size."""
+        return transform_footprint(height, width, *self.size)
+
+    def set_input_size(self, min_size: int, max_size: int | None = None) -> None:
+        """The size is part of the export: another one needs another export (kpbench.runtimes builds one per size)."""
+        wanted = (int(min_size), int(max_size if max_size is not None else default_max_size(min_size)))
+        if wanted != self.size:
+            raise KpbenchError(f"this ONNX export of Keypoint R-CNN is for min_size {self.size[0]}, max_size "
+                               f"{self.size[1]}, not {wanted[0]}, {wanted[1]}")
+
+    @contextlib.contextmanager
+    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
+        """The padded batch shapes the exported graph reports (its last output)."""
+        self._shapes = []
+        try:
+            yield self._shapes
+        finally:
+            self._shapes = None
+
+    def predict(self, images: Sequence[Any]) -> list[Predictions]:
+        out = []
+        for image in images:
+            array = image.detach().to("cpu", copy=False).numpy() if hasattr(image, "detach") else image
+            boxes, labels, scores, keypoints, keypoint_scores, shape = self.session.run(None, {self._input: array})
+            if self._shapes is not None:
+                self._shapes.append(tuple(int(d) for d in shape))
+            out.append(Predictions(boxes=boxes, scores=scores, keypoints=keypoints, keypoint_scores=keypoint_scores,
+                                   keypoint_score_kind="logit", labels=labels))
+        return out

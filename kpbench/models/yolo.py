@@ -208,6 +208,41 @@ class YoloPoseModel:
         finally:
             self._stage_clock = None
 
+    def input_footprint(self, height: int, width: int) -> tuple[tuple[int, int, int], int]:
+        """The letterboxed input (3, H, W) Ultralytics makes of an image at the current imgsz, and the bytes that
+        holds at once for it: the BGR copy, the letterboxed uint8 image, its float32 tensor and the first
+        convolution's output (kpbench.engine.memory's guard; a lower bound of a call's memory)."""
+        side = _stride_multiple(self.settings["imgsz"])
+        r = side / max(height, width)
+        h, w = _stride_multiple(round(height * r)), _stride_multiple(round(width * r))
+        channels, stride = _first_conv(self._yolo)
+        per_pixel = 3 + 3 * 4 + channels * 4 / stride**2
+        return (3, h, w), int(3 * height * width + h * w * per_pixel)
+
+    # Runtime hooks (kpbench.runtimes): Ultralytics' own ONNX export, and this adapter over an ONNX session.
+
+    def onnx_export_key(self, request: Any) -> dict[str, Any]:
+        """What the ONNX file depends on: a dynamic export takes any batch and image shape (its trace size does not
+        matter), a static one is a batch x 3 x size x size square."""
+        if request.dynamic:
+            return {"images": ["batch", 3, "height", "width"]}
+        side = _stride_multiple(request.size)
+        return {"images": [request.batch_size, 3, side, side]}
+
+    def onnx_refuses(self, request: Any) -> str | None:
+        """Ultralytics exports fp32 here (its fp16 export needs a GPU at export time)."""
+        return None
+
+    def export_onnx(self, path: Path, request: Any) -> dict[str, Any]:
+        """Ultralytics' own ONNX export of the checkpoint (dynamic batch and image shape unless request.dynamic is
+        False: then a static square of the request's size and batch), simplified with onnxslim when installed."""
+        return export_yolo_onnx(self.path, Path(path), request)
+
+    def onnx_model(self, session: Any, facts: dict[str, Any]) -> YoloPoseModel:
+        """This model with Ultralytics running the ONNX file through `session` (its pre- and post-processing
+        unchanged: letterbox, NMS)."""
+        return YoloOnnxModel(self, session, facts)
+
     def predict(self, images: Sequence[np.ndarray]) -> list[Predictions]:
         """Several images go to Ultralytics as one batch (its predictor letterboxes them to one shape); one image
         as the array itself, exactly as a bare `YOLO(path).predict(array)` loop calls it."""
@@ -259,3 +294,151 @@ def _add_ultralytics_stages(clock: Any, results: Sequence[Any], call_ms: float) 
             clock.add(stage, ms)
             reported += ms
     clock.add("ultralytics_other", max(call_ms - reported, 0.0))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ONNX export and the model over an ONNX session (kpbench.runtimes)
+
+STRIDE = 32  # YOLO's largest stride: Ultralytics rounds imgsz up to a multiple of it
+
+
+def _stride_multiple(size: int) -> int:
+    return -(-int(size) // STRIDE) * STRIDE
+
+
+def _first_conv(yolo: Any) -> tuple[int, int]:
+    """Output channels and stride of the network's first convolution (yolo11n-pose: 16 at stride 2)."""
+    try:
+        conv = yolo.model.model[0].conv
+        return int(conv.out_channels), int(conv.stride[0])
+    except (AttributeError, IndexError, TypeError):  # an ONNX file: no torch module; use yolo11's first layer
+        return 16, 2
+
+
+def export_yolo_onnx(checkpoint: Path, path: Path, request: Any) -> dict[str, Any]:
+    """Export `checkpoint` with Ultralytics' exporter into `path`; the facts kpbench.runtimes records (exporter,
+    input shapes, batches, preprocessing, TensorRT profile)."""
+    import importlib.util
+    import shutil
+    import tempfile
+
+    YOLO = _import_yolo()
+    slim = importlib.util.find_spec("onnxslim") is not None
+    side = _stride_multiple(request.size)
+    with tempfile.TemporaryDirectory(prefix="kpbench-yolo-export-") as tmp:
+        local = Path(tmp) / "model.pt"  # Ultralytics writes the export beside the checkpoint
+        shutil.copyfile(checkpoint, local)
+        try:
+            with _process_unchanged(), _quiet_ultralytics():
+                written = YOLO(str(local)).export(
+                    format="onnx", imgsz=PROTOCOL["imgsz"] if request.dynamic else side, dynamic=request.dynamic,
+                    batch=1 if request.dynamic else request.batch_size, opset=request.opset, simplify=slim,
+                    device="cpu", verbose=False,
+                )
+        except Exception as exc:
+            raise KpbenchError(f"{checkpoint}: Ultralytics' ONNX export failed ({type(exc).__name__}: {exc})") from None
+        shutil.move(str(written), str(path))
+    import ultralytics
+
+    if request.dynamic:
+        shapes: dict[str, list[Any]] = {"images": ["batch", 3, "height", "width"]}
+        profile = {"images": [[1, 3, STRIDE, STRIDE], [request.batch_size, 3, side, side],
+                              [request.batch_size, 3, side, side]]}
+        preprocessing = None
+    else:
+        shapes = {"images": [request.batch_size, 3, side, side]}
+        profile = {"images": [shapes["images"]] * 3}
+        preprocessing = (f"letterboxed to a {side}x{side} square (static export), where eager letterboxes to a "
+                         "rectangle of the image's aspect ratio")
+    return {
+        "exporter": f"ultralytics {ultralytics.__version__} export (torch.onnx, opset {request.opset}"
+                    f"{', onnxslim' if slim else ''})",
+        "input_shapes": shapes, "batch_sizes": None if request.dynamic else [request.batch_size],
+        "preprocessing": preprocessing, "profile": profile,
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_ultralytics() -> Iterator[None]:
+    """Ultralytics' info lines (export progress, which backend loads a file) kept off the terminal: kpbench prints
+    its own summary, and the facts are recorded."""
+    import logging
+
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class YoloOnnxModel(YoloPoseModel):
+    """A YOLO pose model whose network is an ONNX file run through a kpbench runtime's session: Ultralytics loads the
+    file (its metadata: task, stride, names, whether shapes are dynamic) and keeps its own pre- and post-processing;
+    kpbench replaces the session Ultralytics made with the runtime's, after Ultralytics has set its predictor up."""
+
+    def __init__(self, base: YoloPoseModel, session: Any, facts: dict[str, Any]) -> None:
+        YOLO = _import_yolo()
+        onnx_path = facts["onnx_path"]
+        try:
+            with _process_unchanged(), _quiet_ultralytics():
+                self._yolo = YOLO(str(onnx_path), task="pose")
+        except Exception as exc:
+            raise KpbenchError(f"{onnx_path}: Ultralytics cannot load this ONNX file ({type(exc).__name__}: {exc})") from None
+        self.path, self.sha256 = base.path, base.sha256  # the weights are the checkpoint's
+        self.settings = dict(base.settings)
+        self.device = base.device
+        self._session = session
+        self._shapes: list[tuple[int, ...]] | None = None
+        self._warm = False
+        self._stage_clock = None
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Ultralytics' own first call (which sets its predictor up with a session of its own), then the runtime's
+        session in its place."""
+        if self._warm:
+            return
+        with _quiet_ultralytics():  # "Loading model.onnx for ONNX Runtime inference..." on every set-up
+            super()._warm_up()
+        backend = getattr(self._yolo.predictor.model, "backend", self._yolo.predictor.model)
+        backend.session = _ShapeRecorder(self._session, self)
+        backend.output_names = [o.name for o in self._session.get_outputs()]
+        backend.use_io_binding = False  # the runtime's session takes host arrays (as for dynamic shapes)
+
+    def to(self, device: Any) -> YoloOnnxModel:
+        """Images stay on the host for Ultralytics; the runtime's session is on its own device."""
+        self.device = str(device)
+        return self
+
+    @contextlib.contextmanager
+    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
+        """The letterboxed batches that reach the session (N x C x H x W)."""
+        self._shapes = []
+        try:
+            yield self._shapes
+        finally:
+            self._shapes = None
+
+    def info(self) -> ModelInfo:
+        from dataclasses import replace
+
+        info = super().info()
+        return replace(info, extra={**info.extra, "onnx": True})
+
+
+class _ShapeRecorder:
+    """The runtime's session as Ultralytics' backend calls it, noting each input batch's shape for the model."""
+
+    def __init__(self, session: Any, model: YoloOnnxModel) -> None:
+        self._session, self._model = session, model
+
+    def run(self, output_names: Any, feed: dict[str, Any]) -> Any:
+        shapes = self._model._shapes
+        if shapes is not None and feed:
+            shapes.append(tuple(int(d) for d in next(iter(feed.values())).shape))
+        return self._session.run(output_names, feed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)

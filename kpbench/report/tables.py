@@ -364,12 +364,19 @@ def speed_pivot(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
-    """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`. The table's
+    """{"table": speed_table, "pivot": speed_pivot} of the speed files in `paths`, and "runtimes" (the runtime x
+    size table, kpbench.report.runtimes) when some row ran on a runtime other than eager. The table's
     `attrs["size_definitions"]` holds what a size means for each model ({model name: text}, `size_definitions`)."""
+    from kpbench.report.runtimes import runtime_table
+
     df, files = _read_speed(paths)
     table = speed_table(df)
     table.attrs["size_definitions"] = model_size_definitions(df, files)
-    return {"table": table, "pivot": speed_pivot(df)}
+    tables = {"table": table, "pivot": speed_pivot(df)}
+    runtimes = runtime_table(df)
+    if runtimes is not None:
+        tables["runtimes"] = runtimes
+    return tables
 
 
 def model_size_definitions(df: pd.DataFrame, csv_files: Sequence[Path]) -> dict[str, str | None]:
@@ -677,6 +684,7 @@ TITLES = {
     ("sweep", "runs"): "Runs",
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
+    ("speed", "runtimes"): "Runtimes: FPS, AP and ΔAP against eager [95% paired bootstrap interval, points] per size",
     ("run", "table"): "Runs",
     ("thresholds", "table"): "Person-score thresholds",
 }

