@@ -89,7 +89,9 @@ def test_the_model_it_picks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     with pytest.raises(KpbenchError, match=r"--model yolo: the yolo extra is not installed"):
         choose_model("yolo")
     hide("torch")
-    with pytest.raises(KpbenchError, match=r"needs torch: pip install 'kpbench\[yolo\]'"):
+    from kpbench.core.install import install_hint
+
+    with pytest.raises(KpbenchError, match=f"needs torch: {re.escape(install_hint('yolo'))} "):
         choose_model("auto")
     monkeypatch.setattr(kpbench.demo, "find_spec", real)
     with pytest.raises(KpbenchError, match="--model: the demo runs auto, yolo, keypointrcnn, got 'mediapipe'"):
