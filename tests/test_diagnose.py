@@ -103,3 +103,29 @@ def test_cli_prints_and_writes_the_sections(tmp_path: Path, run_cli) -> None:
     code, out, _ = run_cli("analyze", run)
     assert code == 0
     assert "Keypoint AP by visible keypoints and by overlap" in out and "LRP-optimal" in out and "best F1" in out
+
+
+@requires_shared
+def test_score_threshold_table_in_percent_for_people(tmp_path: Path, run_cli) -> None:
+    """The score-threshold table printed LRP, its components and F1 as fractions (0.589) beside tables in percent;
+    now `kpbench analyze` and score_threshold.md show them in percent, and the CSV and JSON keep the fractions."""
+    from kpbench.evaluation.cocoeval import percent
+
+    code, out, err = run_cli("analyze", SAMPLE_GT, FIXTURE, "--out", tmp_path)
+    assert code == 0, err
+    lrp_row, f1_row = diagnose(SAMPLE_GT, FIXTURE).extra[SCORE_THRESHOLD]["rows"]
+    assert round(lrp_row["lrp"], 3) == 0.589 and round(f1_row["f1"], 3) == 0.764
+
+    def cells(row: dict) -> list[str]:
+        return [row["criterion"], f"{row['threshold']:.3f}", *(percent(row[c]) for c in ("lrp", "loc", "fp", "fn", "f1")),
+                *(str(row[c]) for c in ("n_tp", "n_fp", "n_fn"))]
+
+    md = (tmp_path / "score_threshold.md").read_text()
+    assert "| " + " | ".join(cells(lrp_row)) + " |" in md and "| LRP-optimal | 0.460 | 58.9 |" in md
+    assert md.rstrip().endswith("LRP, loc, fp, fn and F1 in percent; the thresholds are person scores.")
+    block = out.split("A deployable person-score threshold: LRP-optimal and best F1:\n", 1)[1]
+    lines = block.splitlines()
+    assert lines[1].split() == ["LRP-optimal", *cells(lrp_row)[1:]] and lines[2].split()[:2] == ["best", "F1"]
+    assert lines[3] == "LRP, loc, fp, fn and F1 in percent; the thresholds are person scores."
+    first = next(csv.DictReader(io.StringIO((tmp_path / "score_threshold.csv").read_text())))
+    assert float(first["lrp"]) == lrp_row["lrp"]  # CSV: fractions

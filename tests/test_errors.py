@@ -775,3 +775,53 @@ def test_other_analyses_add_sections(tmp_path: Path) -> None:
     payload = json.loads((tmp_path / "analyze.json").read_text())
     assert payload["sensitivity"] == {"rows": [{"factor": "occlusion", "AP": 0.5}]}
     assert payload["mode"] == "kpbench" and payload["settings"]["area_ranges"][0] == ["all", 0.0, 1e10]
+
+
+# --- a run directory is analysed on arrays: its store read once, no results records made ----------------------
+
+
+@requires_shared
+@pytest.mark.parametrize("coco_analyze", [False, True])
+def test_a_run_directory_is_analysed_on_arrays_with_the_numbers_of_its_results_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, coco_analyze: bool
+) -> None:
+    """Before: analyze_run_errors rebuilt the run's results as dicts (to_coco_results, validate_results). Now the
+    store's arrays are checked and analysed as they are, with every number of the results file's analysis."""
+    import kpbench.evaluation.arrays as arrays_module
+    import kpbench.evaluation.cocofiles as cocofiles
+    import kpbench.runs.detections as store
+    from kpbench.analysis.diagnose import diagnose, diagnose_run
+    from kpbench.engine.from_results import run_from_results
+
+    run = run_from_results(FIXTURE, SAMPLE_GT, tmp_path / "run", analysis=False).run_dir
+    from_file = diagnose(run / "ground_truth.json", run / "keypoints_results.json", coco_analyze=coco_analyze)
+
+    def no_dicts(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run's detections were made into results records")
+
+    monkeypatch.setattr(store, "to_coco_results", no_dicts)
+    monkeypatch.setattr(cocofiles, "validate_results", no_dicts)
+    monkeypatch.setattr(arrays_module, "records_from_detections", no_dicts)
+    from_run = diagnose_run(run, coco_analyze=coco_analyze)
+    assert isinstance(from_run.inputs[1], cocofiles.CheckedDetections)
+    source = f"results rebuilt from {run / 'detections.jsonl'}"
+    ours, theirs = from_run.to_json(), from_file.to_json()
+    assert ours["notes"] == [n.replace(str(run / "keypoints_results.json"), source) for n in theirs["notes"]]
+    assert {k: v for k, v in ours.items() if k != "notes"} == {k: v for k, v in theirs.items() if k != "notes"}
+    assert (from_run.summary["num_results"], from_run.summary["num_analysed"]) == (639, 499)
+    assert np.array_equal(from_run.pairs, from_file.pairs)
+
+
+def test_detection_arrays_are_analysed_as_their_records_by_both_evaluators() -> None:
+    """DetectionArrays (keypoint results without a 'bbox') give the numbers of the records they stand for, with the
+    vectorized evaluator and with pycocotools (which alone gets records, made from the arrays)."""
+    from kpbench.evaluation.arrays import detections_from_records
+
+    gt, res = make_synthetic_coco(num_images=12, seed=5)
+    res = [{k: v for k, v in r.items() if k != "bbox"} for r in res]
+    expected = analyze_errors(gt, res).to_json()
+    arrays = detections_from_records(res, "keypoints", K)
+    for evaluator in ("vectorized", "pycocotools"):
+        got = analyze_errors(gt, arrays, evaluator=evaluator).to_json()
+        assert {k: v for k, v in got.items() if k not in ("notes", "summary")} == \
+            {k: v for k, v in expected.items() if k not in ("notes", "summary")}

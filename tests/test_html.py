@@ -236,3 +236,51 @@ def test_one_scale_per_table_ap_gains_and_fractions_in_percent(tmp_path: Path, r
     assert [text for _, text in delta["delta"]][:3] == ["+0.0", "+0.0", "+0.0"]
     stats = json.loads((run / "compare.json").read_text())["stats"]
     assert [(float(value), text) for value, text in delta["a"]] == [(r["a"], percent_text(r["a"])) for r in stats]
+
+
+def test_precision_recall_f1_and_lrp_in_percent_on_the_page(tmp_path: Path, run_cli) -> None:
+    """Rates are shown as AP and AR are: the person-score threshold table showed precision, recall and F1 as
+    fractions beside AP in percent, and the score-threshold table LRP, its components and F1; now percent, each
+    cell's fraction in its data-value."""
+    run = make_run_dir(tmp_path).path
+    assert run_cli("thresholds", run)[0] == 0
+    write_error_files(run, diagnose_run(run))
+    parser = _Tables()
+    parser.feed(build_html([run], images=False))
+    checked = 0
+    for _, header, rows in parser.tables:
+        for column in ("precision_50", "recall_50", "f1_50", "f1_75", "lrp", "loc", "f1"):
+            if column not in header:
+                continue
+            cells = [row[header.index(column)] for row in rows if row]
+            numbers = [(value, text) for value, text in cells if value not in (None, "None")]
+            assert numbers, column
+            assert all(text == percent_text(float(value)) for value, text in numbers), (column, numbers)
+            assert all(text == "n/a" for value, text in cells if value is None)
+            checked += 1
+    assert checked == 7
+    assert "AP, AR, precision, recall and F1 in percent" in build_html([run], images=False)
+
+
+def test_worst_images_read_the_match_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the page built an ImageEval for every image and area range to find the worst images; now it reads
+    the evaluator's match arrays. On the real sample with YOLO11n-pose: the GT persons missed and the confident
+    (score > 0.5) unmatched detections at OKS 0.5, per image."""
+    from kpdata import COCO_SAMPLE, requires_shared
+
+    from kpbench.engine.from_results import run_from_results
+    from kpbench.evaluation.vectorized import MatchTable
+    from kpbench.report.html import worst_images
+
+    if not COCO_SAMPLE.is_dir():
+        pytest.skip(requires_shared.kwargs["reason"])
+    results = Path(__file__).parent / "fixtures" / "yolo11n_pose_coco_sample_results.json"
+    run = run_from_results(results, COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json", tmp_path / "run",
+                           analysis=False).run_dir
+
+    def no_image_evals(self: object) -> None:
+        raise AssertionError("ImageEval entries were built")
+
+    monkeypatch.setattr(MatchTable, "iter_image_evals", no_image_evals)
+    assert worst_images(run) == [(217285, 6, 0), (183709, 2, 2), (350679, 2, 1), (151938, 1, 1), (536038, 1, 1),
+                                 (229358, 1, 0)]

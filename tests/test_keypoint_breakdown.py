@@ -258,3 +258,30 @@ def test_gt_of_area_zero_has_no_scaled_error(case) -> None:
     assert rows[-1]["n"] == 50 and rows[-1]["frac_ks_75"] > a_f[-1]["frac_ks_75"]  # B counts, at similarity 1
     assert rows[-1]["median_error"] == pytest.approx(a_f[-1]["median_error"], rel=1e-12)
     assert all(math.isfinite(r["median_error"]) for r in rows)
+
+
+def test_frac_ks_in_percent_for_people_fractions_in_csv_and_json(tmp_path: Path, run_cli) -> None:
+    """One scale per kind of output: `kpbench keypoints` (table, markdown) and keypoints.md showed frac_ks_* as
+    fractions (0.853) while the HTML page showed them in percent; now every table for people shows percent with one
+    decimal, and CSV and JSON keep the fractions."""
+    run = make_run_dir(tmp_path)
+    code, out, err = run_cli("keypoints", run.path, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    last = rows[-1]
+    assert 0 < last["frac_ks_75"] <= last["frac_ks_50"] <= 1  # fractions in JSON
+
+    def shown(row: dict) -> str:
+        return (f"{row['keypoint']}  {row['n']}  {row['mean_similarity']:.3f}  {100 * row['frac_ks_50']:.1f}  "
+                f"{100 * row['frac_ks_75']:.1f}  {row['median_error']:.3f}")
+
+    code, out, _ = run_cli("keypoints", run.path)
+    lines = out.splitlines()
+    assert " ".join(lines[-2].split()) == " ".join(shown(last).split())  # the `all` row, in percent
+    assert lines[-1] == "frac_ks_* in percent; mean_similarity in [0, 1]; median_error in units of sqrt(GT area)."
+    code, md, _ = run_cli("keypoints", run.path, "--format", "markdown")
+    assert md == (run.path / "keypoints.md").read_text()
+    assert (f"| all | {last['n']} | {last['mean_similarity']:.3f} | {100 * last['frac_ks_50']:.1f} | "
+            f"{100 * last['frac_ks_75']:.1f} | {last['median_error']:.3f} |") in md
+    code, out, _ = run_cli("keypoints", run.path, "--format", "csv")
+    assert out.splitlines()[-1].split(",")[3:5] == [repr(last["frac_ks_50"]), repr(last["frac_ks_75"])]

@@ -537,3 +537,17 @@ def test_a_half_written_threshold_table_in_a_folder_is_a_warning(tmp_path: Path,
 def assert_one_line(result: tuple[int, str, str], start: str) -> None:
     code, _, err = result
     assert code == 2 and err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_thresholds_side_by_side_show_rates_in_percent_for_people(tmp_path: Path, run_cli: RunCli) -> None:
+    """The markdown report showed AP in percent and precision, recall and F1 as fractions in the same row; now both
+    in percent, and CSV keeps the fractions."""
+    write_thresholds(tmp_path / "run-a", [0.0, 0.5], [0.65, 0.60])
+    code, out, err = run_cli("report", str(tmp_path), "--kind", "thresholds", "--format", "markdown")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2] == "| threshold | run-a:AP | run-a:AR | run-a:precision_50 | run-a:recall_50 | run-a:f1_50 | run-a:kept |"
+    assert lines[4] == "| 0.000 | 65.0 | 75.0 | 50.0 | 50.0 | 32.5 | 1000 |"
+    assert "AP, AR, precision, recall and F1 in percent (n/a: no ground truth in that range)." in lines
+    code, out, _ = run_cli("report", str(tmp_path), "--kind", "thresholds", "--format", "csv")
+    assert out.splitlines()[1] == "0.0,0.65,0.75,0.5,0.5,0.325,1000"

@@ -690,7 +690,11 @@ def test_ap_in_percent_in_tables_for_people_fractions_in_csv_and_json(tmp_path: 
     md = run_cli(*args, "--format", "markdown", "--out", tmp_path / "out")[1]
     row = next(line for line in md.splitlines() if line.startswith("| 0.000 |"))
     assert row.startswith(f"| 0.000 | {100 * ap:.1f} |") and "| n/a |" in row
-    assert "| 0.500 |" in row  # precision_50 stays a fraction
+    # precision, recall and F1 at 0.50 (0.5, 2/3, 4/7) in percent too: one scale per kind of output.
+    assert "| 1 | 50.0 | 66.7 | 57.1 | 1 |" in row and "| 0.500 |" not in row
+    assert "precision, recall and F1 in percent" in md and "precision, recall and F1 in percent" in table
+    assert csv_lines[0].split(",").index("precision_50") == 16 and csv_lines[1].split(",")[16:19] == \
+        ["0.5", repr(2 / 3), repr(4 / 7)]  # CSV: fractions
     assert (tmp_path / "out" / "thresholds_person.md").read_text() == md.split("\n", 2)[2]
 
 
@@ -737,3 +741,25 @@ def test_keypoints_at_1e308_leak_no_numpy_warning(tmp_path: Path, run_cli) -> No
             assert code == 0 and "Warning" not in err, (command, err)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["keypoints"]["AP"] == 0.0
+
+
+def test_keypoint_table_in_percent_for_people_fractions_in_csv(tmp_path: Path, run_cli) -> None:
+    """The keypoint-score table printed precision and recall as fractions (0.67) beside a person table in percent;
+    now the terminal pivot, the markdown and thresholds_keypoint.md show percent, and the CSV keeps fractions."""
+    gt, results, logits = keypoint_case()
+    run = make_run_dir(tmp_path / "run", gt, results, logits)
+    args = ("thresholds", run, "--kp-thresholds", "2,1,-3", "--thresholds", "0.5")
+    code, out, err = run_cli(*args, "--table", "keypoint")
+    assert code == 0, err
+    header, *lines = out.splitlines()[1:]
+    assert header.split() == ["keypoint", "visible", "R>-3", "P>-3", "R>1", "P>1", "R>2", "P>2"]
+    # "all" at 2: 4 correct of 6 shown, of 12 visible; at 1: 8 of 10 of 12; at -3: 8 of 12 of 12.
+    assert next(line for line in lines if line.split()[0] == "all").split() == [
+        "all", "12", "66.7", "66.7", "66.7", "80.0", "33.3", "66.7"]
+    md = (run / "thresholds_keypoint.md").read_text()
+    assert md.startswith("Precision and recall in percent; n/a where a ratio is 0/0")
+    assert "| 2.000 | all | 12 | 6 | 4 | 66.7 | 33.3 |" in md
+    assert "| 2.000 | all | 12 | 6 | 4 | 0.667 | 0.333 |" not in md
+    assert md in run_cli(*args, "--table", "keypoint", "--format", "markdown")[1]
+    rows = run_cli(*args, "--table", "keypoint", "--format", "csv")[1].splitlines()
+    assert f"2.0,all,12,6,4,{4 / 6!r},{4 / 12!r}" in rows

@@ -16,16 +16,18 @@ on how it was computed, and are therefore held whole rather than made in chunks.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.evaluation.cocoeval import EvalResult, ImageEval, iou_threshold_index, require_image_evals
+
+if TYPE_CHECKING:
+    from kpbench.evaluation.vectorized import MatchTable
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95
@@ -103,22 +105,113 @@ def check_bootstrap(replicates: int | None, seed: int = 0, level: float = DEFAUL
     return None if replicates is None else BootstrapRequest(replicates, seed, level)
 
 
-def _by_image(result: EvalResult, purpose: str) -> dict[int, list[ImageEval]]:
-    by_image: dict[int, list[ImageEval]] = {}
-    for e in require_image_evals(result, purpose):
-        by_image.setdefault(e.image_id, []).append(e)
-    return by_image
+@dataclass
+class _CellMatches:
+    """COCOeval's matches of one (category, area range), image by image in COCOeval's image order (p.imgIds): the
+    evaluated detections of image i are rows dt_start[i] : dt_start[i] + dt_count[i], by rank. A replicate
+    concatenates the rows of each drawn copy of an image, as COCOeval's accumulate concatenates evalImgs."""
+
+    k: int  # category index
+    a: int  # area range index
+    dt_start: np.ndarray  # (I,)
+    dt_count: np.ndarray  # (I,)
+    scores: np.ndarray  # (D,)
+    rank: np.ndarray  # (D,) within its image, by descending score
+    matched: np.ndarray  # (T, D) matched to a GT whose id is not 0 (COCOeval's dtMatches test)
+    ignored: np.ndarray  # (T, D) dtIgnore
+    image: np.ndarray  # (D,) image index
+    num_gt: np.ndarray  # (I,) GTs COCOeval does not ignore (its npig, per image)
 
 
-def _replicate_stats(result: EvalResult, by_image: dict[int, list[ImageEval]], image_ids: np.ndarray) -> list[float]:
-    """COCOeval's stats over the multiset `image_ids` (evalImgs order: category, area, then image)."""
-    from kpbench.analysis.thresholds import _accumulate, _build_slices, _summarize
+def _cells_from_table(table: MatchTable) -> list[_CellMatches]:
+    """The cells of the vectorized evaluator's match arrays, read as they are (no ImageEval is built)."""
+    images = len(table.image_ids)
+    counted = table.counted()
+    dt_start, dt_count, _, _ = table.unit_slices()
+    cells = []
+    for k in range(len(table.category_ids)):
+        units = slice(k * images, (k + 1) * images)
+        first = int(dt_start[k * images]) if images else 0
+        rows = np.arange(first, first + int(dt_count[units].sum()))  # a category's units are contiguous
+        gts = np.flatnonzero(table.gt_unit // max(images, 1) == k)
+        for a in range(table.dt_ignore.shape[0]):
+            kept = gts[~table.gt_ignore[a, gts]]
+            cells.append(_CellMatches(
+                k, a, dt_start[units] - first, dt_count[units], table.dt_scores[rows], table.dt_rank[rows],
+                counted[a][:, rows], table.dt_ignore[a][:, rows], table.dt_unit[rows] - k * images,
+                np.bincount(table.gt_unit[kept] - k * images, minlength=images),
+            ))
+    return cells
 
-    evals = [e for i in image_ids.tolist() for e in by_image.get(i, ())]
-    evals.sort(key=lambda e: (e.category_id, e.area_index))  # stable: images keep their resampled order
-    resampled = dataclasses.replace(result, image_evals=evals)
-    precision, recall = _accumulate(_build_slices(resampled), resampled, -np.inf)
-    return _summarize(precision, recall, resampled)
+
+def _joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts, axis=-1) if parts else empty
+
+
+def _cells_from_image_evals(result: EvalResult, evals: Sequence[ImageEval]) -> list[_CellMatches]:
+    """The same cells from pycocotools' evalImgs entries (the reference backend's matches)."""
+    p = result.params
+    position = {int(i): n for n, i in enumerate(p.image_ids)}
+    images = len(position)
+    groups: dict[tuple[int, int], list[ImageEval]] = {}
+    for e in evals:  # evalImgs order: category, area, image
+        groups.setdefault((e.category_id, e.area_index), []).append(e)
+    thresholds = len(p.iou_thresholds)
+    cells = []
+    for (category_id, a), group in groups.items():
+        index = np.asarray([position[e.image_id] for e in group], dtype=np.int64)
+        counts = np.zeros(images, dtype=np.int64)
+        counts[index] = [len(e.dt_scores) for e in group]
+        num_gt = np.zeros(images, dtype=np.int64)
+        num_gt[index] = [int(np.count_nonzero(e.gt_ignore == 0)) for e in group]
+        starts = np.zeros(images, dtype=np.int64)
+        starts[index] = np.concatenate([[0], np.cumsum(counts[index])[:-1]])
+        cells.append(_CellMatches(
+            p.category_ids.index(category_id), a, starts, counts,
+            _joined([e.dt_scores for e in group], np.zeros(0)),
+            _joined([np.arange(len(e.dt_scores)) for e in group], np.zeros(0, np.int64)),
+            _joined([e.dt_matches != 0 for e in group], np.zeros((thresholds, 0), bool)),
+            _joined([np.asarray(e.dt_ignore, dtype=bool) for e in group], np.zeros((thresholds, 0), bool)),
+            np.repeat(index, counts[index]), num_gt,
+        ))
+    return cells
+
+
+def _by_image(result: EvalResult, purpose: str) -> list[_CellMatches]:
+    """COCOeval's per-image matches of `result` as cells: the match arrays of the vectorized backend read directly,
+    else its evalImgs entries (a KpbenchError saying why `purpose` needs them when the backend kept none)."""
+    table = result.table_matches()
+    if table is not None:
+        return _cells_from_table(table)
+    return _cells_from_image_evals(result, require_image_evals(result, purpose))
+
+
+def _replicate(result: EvalResult, cells: Sequence[_CellMatches], image_index: np.ndarray) -> list[float]:
+    """COCOeval's stats over the multiset of images `image_index` (positions in p.imgIds, in the order given: a
+    repeated image's copies count once each), from the cells alone."""
+    from kpbench.analysis.thresholds import _accumulate, _slice, _summarize
+
+    p = result.params
+    slices = []
+    for c in cells:
+        num_gt = int(c.num_gt[image_index].sum())
+        if num_gt == 0:
+            continue  # COCOeval leaves -1 here, at every threshold
+        counts, starts = c.dt_count[image_index], c.dt_start[image_index]
+        offsets = np.cumsum(counts) - counts
+        rows = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
+        for m, max_det in enumerate(p.max_dets):
+            sel = rows[c.rank[rows] < max_det]
+            slices.append(_slice(c.k, c.a, m, c.scores[sel], c.matched[:, sel], c.ignored[:, sel], num_gt,
+                                 p.recall_thresholds))
+    precision, recall = _accumulate(slices, result, -np.inf)
+    return _summarize(precision, recall, result)
+
+
+def _replicate_stats(result: EvalResult, cells: Sequence[_CellMatches], image_ids: np.ndarray) -> list[float]:
+    """COCOeval's stats over the multiset `image_ids` (image ids, in evalImgs' image order)."""
+    position = {int(i): n for n, i in enumerate(result.params.image_ids)}
+    return _replicate(result, cells, np.asarray([position[int(i)] for i in image_ids.tolist()], dtype=np.int64))
 
 
 def _check_default_parameters(result: EvalResult) -> None:
@@ -132,15 +225,15 @@ def bootstrap_samples(
     """(replicates, stats) of COCOeval's stats over images resampled with replacement (seeded)."""
     request = BootstrapRequest(replicates, seed)
     _check_default_parameters(result)
-    by_image = _by_image(result, "the bootstrap")
-    ids = np.asarray(result.params.image_ids, dtype=np.int64)
+    cells = _by_image(result, "the bootstrap")
+    num_images = len(result.params.image_ids)
     if image_draws is None:
-        request.check_memory(len(ids), len(result.stats))
-        image_draws = draw_images(len(ids), replicates, seed)
+        request.check_memory(num_images, len(result.stats))
+        image_draws = draw_images(num_images, replicates, seed)
     samples = np.empty((len(image_draws), len(result.stats)), dtype=np.float64)
     for row, draw in enumerate(image_draws):
         # Sorting each replicate's draws keeps a repeated image's copies together, in COCOeval's image order.
-        samples[row] = _replicate_stats(result, by_image, ids[np.sort(draw)])
+        samples[row] = _replicate(result, cells, np.sort(draw))
     return samples
 
 
@@ -180,20 +273,21 @@ class Comparison:
     images: list[dict[str, Any]]
 
 
-def _per_image_counts(result: EvalResult, score_thresh: float) -> dict[int, tuple[int, int]]:
-    """(true positives, false positives) per image at OKS/IoU 0.5, area "all", detections scored above the threshold."""
+def _per_image_counts(result: EvalResult, score_thresh: float,
+                      cells: Sequence[_CellMatches] | None = None) -> dict[int, tuple[int, int]]:
+    """(true positives, false positives) per image at OKS/IoU 0.5, area "all", detections scored above the threshold
+    (every image of the evaluation; `cells` as `_by_image` gives them, to save reading the matches again)."""
     t = iou_threshold_index(result, 0.5)
     area_all = result.params.area_labels.index("all")
-    counts: dict[int, tuple[int, int]] = {}
-    for e in require_image_evals(result, "compare"):
-        if e.area_index != area_all:
+    images = len(result.params.image_ids)
+    tp, fp = np.zeros(images, dtype=np.int64), np.zeros(images, dtype=np.int64)
+    for c in cells if cells is not None else _by_image(result, "compare"):
+        if c.a != area_all:
             continue
-        confident = e.dt_scores > score_thresh
-        matched = (e.dt_matches[t] != 0) & ~e.dt_ignore[t] & confident
-        spurious = (e.dt_matches[t] == 0) & ~e.dt_ignore[t] & confident
-        tp, fp = counts.get(e.image_id, (0, 0))
-        counts[e.image_id] = (tp + int(matched.sum()), fp + int(spurious.sum()))
-    return counts
+        counts = ~c.ignored[t] & (c.scores > score_thresh)
+        tp += np.bincount(c.image[counts & c.matched[t]], minlength=images)
+        fp += np.bincount(c.image[counts & ~c.matched[t]], minlength=images)
+    return {int(i): (int(a), int(b)) for i, a, b in zip(result.params.image_ids, tp.tolist(), fp.tolist())}
 
 
 def compare_results(

@@ -48,11 +48,15 @@ unlabelled GT excluded); per keypoint type, over the GT keypoints labelled in CO
 - `n`: number of such GT keypoints;
 - `mean_similarity`: mean keypoint similarity exp(-d² / (2 area k²)), the per-keypoint term of OKS
   (d: pixel distance between prediction and GT, area: the GT person's area, k = 2 sigma);
-- `frac_ks_50`, `frac_ks_75`: fraction with similarity >= 0.50 and >= 0.75;
+- `frac_ks_50`, `frac_ks_75`: fraction with similarity >= 0.50 and >= 0.75, in percent here (keypoints.csv keeps
+  the fractions);
 - `median_error`: median of d / sqrt(area), the error in units of the person's scale.
 
 The `all` row pools all keypoints of all matched pairs.
 """
+# The columns tables for people show in percent (one decimal); CSV and JSON keep the fractions.
+PERCENT_COLUMNS: tuple[str, ...] = ("frac_ks_50", "frac_ks_75")
+PERCENT_NOTE = "frac_ks_* in percent; mean_similarity in [0, 1]; median_error in units of sqrt(GT area)."
 
 
 def matched_pairs(eval_result: EvalResult, oks: float = MATCH_OKS) -> list[tuple[int, int]]:
@@ -146,12 +150,28 @@ def keypoint_breakdown(
     return rows
 
 
+def rows_in_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The breakdown as tables for people show it: frac_ks_* in percent with one decimal ("n/a" for an empty
+    row's NaN); the other columns unchanged. CSV and JSON keep the rows as they are."""
+    def shown(value: Any) -> Any:
+        return "n/a" if isinstance(value, float) and math.isnan(value) else f"{100 * value:.1f}"
+
+    return [{k: (shown(v) if k in PERCENT_COLUMNS else v) for k, v in row.items()} for row in rows]
+
+
+def breakdown_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """keypoints.md (and `kpbench keypoints --format markdown`): the table for people, with its definitions."""
+    return ("## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows_in_percent(rows), COLUMNS)
+            + f"\n{PERCENT_NOTE}\n")
+
+
 def write_keypoint_breakdown(out_dir: str | Path, rows: Sequence[dict[str, Any]], plot: bool = True) -> list[Path]:
-    """Write keypoints.csv, keypoints.md (the table and its definitions) and keypoints.png into out_dir."""
+    """Write keypoints.csv (fractions), keypoints.md (the table in percent and its definitions) and keypoints.png
+    into out_dir."""
     out = Path(out_dir)
     paths = atomic_write_files({
         out / f"{STEM}.csv": to_csv(rows, COLUMNS),
-        out / f"{STEM}.md": "## Per-keypoint breakdown\n\n" + MARKDOWN_NOTE + "\n" + to_markdown(rows, COLUMNS),
+        out / f"{STEM}.md": breakdown_markdown(rows),
     })
     if plot:
         from kpbench.report.figures import plot_keypoint_breakdown

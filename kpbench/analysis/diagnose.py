@@ -12,9 +12,10 @@ optional bootstrap intervals) and adds two sections to its `extra` hook, each wr
 - ``keypoint_ap``: AP per keypoint and per keypoint group (`kpbench.analysis.keypoint_ap`; the schema's groups
   or the caller's).
 
-A section is {"title", "note", "columns", "rows"} and optionally "percent" (AP columns, printed for people in
-percent as the other tables are): `write_error_files` writes it as NAME.csv, NAME.md and
-NAME.json beside the error tables, and analyze.json carries it under its name.
+A section is {"title", "note", "columns", "rows"} and optionally "percent" (AP columns and rates, printed for people
+in percent as the other tables are) and "unit" (the line under its table that says so; AP's by default):
+`write_error_files` writes it as NAME.csv, NAME.md and NAME.json beside the error tables, and analyze.json carries
+it under its name.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SENSITIVITY = "sensitivity"
 SCORE_THRESHOLD = "score_threshold"
 THRESHOLD_COLUMNS: tuple[str, ...] = ("criterion", "threshold", "lrp", "loc", "fp", "fn", "f1", "n_tp", "n_fp",
                                       "n_fn")
+# LRP, its components and F1 are ratios in [0, 1]: tables for people show them in percent (the threshold is a score).
+THRESHOLD_PERCENT: tuple[str, ...] = ("lrp", "loc", "fp", "fn", "f1")
+THRESHOLD_UNIT = "LRP, loc, fp, fn and F1 in percent; the thresholds are person scores."
 
 SENSITIVITY_NOTE = (
     "Keypoint AP (OKS .50:.95, AP50, AP75; area all, maxDets 20) of the persons in each bin, the others ignored as "
@@ -76,6 +80,7 @@ def add_sections(analysis: ErrorAnalysis, groups: Any = None) -> ErrorAnalysis:
     from kpbench.analysis.keypoint_ap import keypoint_ap
     from kpbench.analysis.sensitivity import COLUMNS, sensitivity_tables
     from kpbench.core.errors import KpbenchError
+    from kpbench.evaluation.cocofiles import CheckedDetections
 
     if analysis.inputs is None:
         raise KpbenchError("add_sections: the analysis carries no inputs (make it with analyze_errors)")
@@ -88,8 +93,11 @@ def add_sections(analysis: ErrorAnalysis, groups: Any = None) -> ErrorAnalysis:
     analysis.extra[SCORE_THRESHOLD] = {
         "title": "A deployable person-score threshold: LRP-optimal and best F1",
         "note": THRESHOLD_NOTE, "columns": list(THRESHOLD_COLUMNS), "rows": score_threshold_rows(gt, results),
+        "percent": list(THRESHOLD_PERCENT), "unit": THRESHOLD_UNIT,
     }  # fmt: skip
-    analysis.extra[KEYPOINT_AP] = keypoint_ap(gt, results, groups=groups).section()
+    # A run's detections stay arrays (CheckedDetections); keypoint_ap takes the checked arrays themselves.
+    arrays = results.detections if isinstance(results, CheckedDetections) else results
+    analysis.extra[KEYPOINT_AP] = keypoint_ap(gt, arrays, groups=groups).section()
     return analysis
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from kpbench.core.arrays import DetectionArrays
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import ALL_KEYPOINTS, KeypointSchema, resolve_groups
+from kpbench.evaluation.cocoeval import without_zero_keypoint_arrays, without_zero_keypoint_results, zero_keypoint_rule
 from kpbench.evaluation.cocofiles import GroundTruth, Results, SeveralKeypointSets, load_ground_truth, load_results
 from kpbench.evaluation.settings import EvalSettings
 
@@ -148,21 +149,23 @@ def _prepare(
     assert schema is not None  # a keypoint GroundTruth always has one
     notes = list(gt_data.notes)
     boxes = None
+    # xtcocotools' all-zero rule, as kpbench.evaluate applies it: asked for, or the protocol's own (CrowdPose's).
+    zero_rule = zero_keypoint_rule(schema, "keypoints", drop_zero_keypoint_results)
     if isinstance(results, DetectionArrays):
         if results.keypoints is None:
             raise KpbenchError("AP per keypoint: the detections have no keypoints")
         if results.num_keypoints != schema.num_keypoints:
             raise KpbenchError(f"AP per keypoint: the detections have {results.num_keypoints} keypoints, the "
                                f"{schema.name} schema {schema.num_keypoints}")
+        if zero_rule is not None:
+            results, notes = without_zero_keypoint_arrays(results, notes, zero_rule)
         dets = results.take(results.category_ids == schema.category_id)
         areas = _keypoint_extent_areas(dets.keypoints)  # type: ignore[arg-type]
     else:
         res = load_results(results, gt_data, "keypoints")
+        if zero_rule is not None:
+            res = without_zero_keypoint_results(res, zero_rule)
         records = res.results
-        if drop_zero_keypoint_results:
-            from kpbench.evaluation.cocofiles import is_zero_keypoint_result
-
-            records = [r for r in records if not is_zero_keypoint_result(r["keypoints"])]
         notes += res.notes
         from kpbench.evaluation.cocofiles import loadres_takes_box
 

@@ -39,9 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from kpbench.core.arrays import DetectionArrays
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import KeypointSchema
-from kpbench.evaluation.cocofiles import GroundTruth, Results, load_ground_truth, load_results
+from kpbench.evaluation.cocofiles import (
+    CheckedDetections,
+    GroundTruth,
+    Results,
+    load_ground_truth,
+    load_results,
+    validate_detection_arrays,
+)
 from kpbench.evaluation.settings import EvalSettings
 from kpbench.evaluation.vectorized import KeypointEvaluator, loadres_areas, results_to_arrays
 
@@ -146,16 +154,24 @@ def _detections(records: list[dict[str, Any]], num_keypoints: int, category_id: 
 
 def prepared_inputs(
     gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    results: str | Path | list[dict[str, Any]] | Results | DetectionArrays | CheckedDetections,
     schema: KeypointSchema | None = None,
     settings: EvalSettings | None = None,
 ) -> tuple[KeypointEvaluator, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """Checked inputs as a `KeypointEvaluator` and the detection arrays (image_ids, keypoints, scores, areas)."""
+    """Checked inputs as a `KeypointEvaluator` and the detection arrays (image_ids, keypoints, scores, areas).
+    `results` may be arrays (`DetectionArrays`, checked here, or `CheckedDetections`: keypoint results without a
+    'bbox', so their areas are the keypoints' extent), which are never made dicts."""
     gt_data = load_ground_truth(gt, "keypoints", schema)
-    res = load_results(results, gt_data, "keypoints")
     schema = gt_data.schema
     assert schema is not None  # a keypoints GroundTruth always has one
     evaluator = KeypointEvaluator(gt_data.dataset, schema.sigma_array, settings, category_id=schema.category_id)
+    if isinstance(results, (DetectionArrays, CheckedDetections)):
+        checked = (results if isinstance(results, CheckedDetections)
+                   else validate_detection_arrays(results, gt_data, "keypoints"))
+        dets = checked.detections.take(checked.detections.category_ids == evaluator.category_id)
+        assert dets.keypoints is not None  # checked keypoint results
+        return evaluator, (dets.image_ids, dets.keypoints, dets.scores, None)
+    res = load_results(results, gt_data, "keypoints")
     return evaluator, _detections(res.results, schema.num_keypoints, evaluator.category_id)
 
 
@@ -182,7 +198,7 @@ def bin_masks(
 
 def sensitivity_tables(
     gt: str | Path | dict[str, Any] | GroundTruth,
-    results: str | Path | list[dict[str, Any]] | Results,
+    results: str | Path | list[dict[str, Any]] | Results | DetectionArrays | CheckedDetections,
     schema: KeypointSchema | None = None,
     settings: EvalSettings | None = None,
     kp_bins: Sequence[tuple[int, int | None]] | None = None,

@@ -575,12 +575,13 @@ def write_threshold_files(
 ) -> list[Path]:
     """Write thresholds_person.csv/.md, thresholds_keypoint.csv/.md (when there are keypoint rows) and
     threshold_curves.png into out_dir, atomically; returns the paths. The CSV files hold the rows as they are
-    (fractions at full precision); thresholds_person.md shows the COCO stats in percent (see `person_markdown`)."""
+    (fractions at full precision); the .md files show the COCO stats, precision, recall and F1 in percent (see
+    `person_markdown`, `keypoint_markdown`)."""
     out_dir = Path(out_dir)
     files = {out_dir / f"{PERSON_STEM}.csv": to_csv(person_rows), out_dir / f"{PERSON_STEM}.md": person_markdown(person_rows)}
     if keypoint_rows:
         files[out_dir / f"{KEYPOINT_STEM}.csv"] = to_csv(keypoint_rows, KEYPOINT_COLUMNS)
-        files[out_dir / f"{KEYPOINT_STEM}.md"] = to_markdown(keypoint_rows, KEYPOINT_COLUMNS)
+        files[out_dir / f"{KEYPOINT_STEM}.md"] = keypoint_markdown(keypoint_rows)
     paths = atomic_write_files(files)
     if plot and person_rows:
         from kpbench.report.figures import plot_threshold_curves
@@ -591,8 +592,16 @@ def write_threshold_files(
 
 
 PERSON_TABLE_NOTE = (
-    "COCO stats (AP ... AR) in percent, n/a where COCO gives -1; precision, recall and F1 as fractions"
+    "COCO stats (AP ... AR), precision, recall and F1 in percent; n/a where COCO gives -1 or a ratio is 0/0"
 )
+KEYPOINT_TABLE_NOTE = "Precision and recall in percent; n/a where a ratio is 0/0 (nothing shown, or nothing visible)."
+# The rates of the threshold rows, which tables for people show in percent as they show AP and AR (AR50 is a recall
+# too); CSV and JSON keep the fractions.
+RATE_PREFIXES: tuple[str, ...] = ("precision", "recall", "f1")
+
+
+def _rate_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def stat_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -603,11 +612,18 @@ def stat_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def person_rows_in_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Person-score rows as tables for people show them: the COCO stats as percent strings with one decimal
-    ("n/a" for COCO's -1); counts, precision, recall and F1 unchanged. CSV and JSON keep the rows as they are."""
+    ("n/a" for COCO's -1), and precision, recall and F1 too ("n/a" where 0/0); thresholds and counts unchanged.
+    CSV and JSON keep the rows as they are."""
     from kpbench.evaluation.cocoeval import percent
 
     columns = stat_columns(rows)
-    return [{**r, **{c: percent(r[c]) for c in columns}} for r in rows]
+    rates = [c for c in (rows[0] if rows else ()) if c.startswith(RATE_PREFIXES)]
+    return [{**r, **{c: percent(r[c]) for c in columns}, **{c: _rate_percent(r[c]) for c in rates}} for r in rows]
+
+
+def keypoint_rows_in_percent(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keypoint-score rows for people: precision and recall in percent with one decimal ("n/a" where 0/0)."""
+    return [{**r, "precision": _rate_percent(r["precision"]), "recall": _rate_percent(r["recall"])} for r in rows]
 
 
 def person_markdown(rows: Sequence[dict[str, Any]], heading: str | None = None) -> str:
@@ -616,15 +632,22 @@ def person_markdown(rows: Sequence[dict[str, Any]], heading: str | None = None) 
     return text + f"{PERSON_TABLE_NOTE}.\n\n" + to_markdown(person_rows_in_percent(rows))
 
 
+def keypoint_markdown(rows: Sequence[dict[str, Any]], heading: str | None = None) -> str:
+    """thresholds_keypoint.md (and the keypoint table of `kpbench thresholds --format markdown`): the rows with
+    precision and recall in percent, with a note."""
+    text = f"### {heading}\n\n" if heading else ""
+    return text + f"{KEYPOINT_TABLE_NOTE}\n\n" + to_markdown(keypoint_rows_in_percent(rows), KEYPOINT_COLUMNS)
+
+
 def keypoint_pivot(keypoint_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A compact view for the terminal: one row per keypoint, recall and precision per threshold as columns."""
+    """A compact view for the terminal: one row per keypoint, recall and precision per threshold as columns, in
+    percent ("-" where the ratio is undefined: nothing visible, or nothing shown)."""
     out: dict[str, dict[str, Any]] = {}
     for r in keypoint_rows:
         row = out.setdefault(r["keypoint"], {"keypoint": r["keypoint"], "visible": r["visible"]})
         t = f"{r['threshold']:g}"
-        # "-" where the ratio is undefined (nothing visible, or nothing shown).
-        row[f"R>{t}"] = "-" if r["recall"] is None else r["recall"]
-        row[f"P>{t}"] = "-" if r["precision"] is None else r["precision"]
+        row[f"R>{t}"] = "-" if r["recall"] is None else _rate_percent(r["recall"])
+        row[f"P>{t}"] = "-" if r["precision"] is None else _rate_percent(r["precision"])
     return list(out.values())
 
 
@@ -662,7 +685,7 @@ def _text_report(report: ThresholdReport, table: str | None = None) -> str:
     if report.keypoint and table in (None, "keypoint"):
         parts += [
             f"Keypoint-score thresholds (persons matched at OKS >= 0.5 with score > {report.settings.person_thresh}; "
-            "R = recall over GT-labelled, P = precision where GT is labelled)",
+            "R = recall over GT-labelled, P = precision where GT is labelled; in percent)",
             to_text_table(keypoint_pivot(report.keypoint), precision=2),
         ]
     return "\n".join(parts)
@@ -679,5 +702,5 @@ def _markdown_report(report: ThresholdReport, table: str | None) -> str:
     if table in (None, "person"):
         parts.append(person_markdown(report.person, f"Person-score thresholds ({report.iou_type})"))
     if report.keypoint and table in (None, "keypoint"):
-        parts.append("### Keypoint-score thresholds\n\n" + to_markdown(report.keypoint, KEYPOINT_COLUMNS))
+        parts.append(keypoint_markdown(report.keypoint, "Keypoint-score thresholds"))
     return "\n".join(parts)

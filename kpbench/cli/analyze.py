@@ -129,7 +129,8 @@ def analyze_command(
             if shown == name or (shown is None and people):
                 title = f"{section.get('title', name)}:\n" if people else ""
                 rows = section_rows_percent(section) if people else section["rows"]
-                parts.append(title + render(rows, fmt, section.get("columns")))
+                unit = f"{section['unit']}\n" if people and section.get("unit") else ""
+                parts.append(title + render(rows, fmt, section.get("columns")) + unit)
         typer.echo("\n".join(parts), nl=False)
     if out_dir is not None:
         for path in write_error_files(out_dir, analysis):

@@ -34,7 +34,7 @@ def demo_command(
     write one HTML page.
 
     Nothing is downloaded and no --coco-root is needed. The images are CC BY 2.0 or CC BY-SA 2.0 (their credits
-    are in OUT/ATTRIBUTION.md and on the page). With the yolo extra (pip install 'kpbench[yolo]') the model is
+    are in OUT/ATTRIBUTION.md and on the page). With the yolo extra installed the model is
     YOLO11n-pose with its real weights; otherwise Keypoint R-CNN with random weights, which shows the pipeline and
     measures nothing. Running it again continues the run directory.
     """

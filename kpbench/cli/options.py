@@ -26,7 +26,7 @@ Split = Annotated[str | None, typer.Option("--split", help="COCO split [default:
 ImageIds = Annotated[str | None, typer.Option("--image-ids", help="Only these image ids: 139,785,...", show_default=False)]
 
 # --- the model: its weights and its own settings ----------------------------------------------------------------
-MODEL_HELP = ("The pose model: keypointrcnn, yolo or yolo:PATH.pt (pip install 'kpbench[yolo]'), mediapipe, "
+MODEL_HELP = ("The pose model: keypointrcnn, yolo or yolo:PATH.pt (the yolo extra), mediapipe, "
               "FILE.py:Class, package.module:Class or an installed kpbench.models entry point "
               "[default: keypointrcnn].")
 WEIGHTS_HELP = ("Keypoint R-CNN: COCO_V1, COCO_LEGACY, none (random, seeded) or a checkpoint PATH [default: COCO_V1]; "
@@ -89,7 +89,7 @@ Backend = Annotated[
     typer.Option(
         "--backend",
         help="Evaluator: vectorized (the default: pycocotools' numbers and per-image matches bit for bit, on arrays), "
-        "pycocotools (the reference) or hotcoco (optional: pip install 'kpbench[fast]').",
+        "pycocotools (the reference) or hotcoco (optional: the fast extra).",
     ),
 ]
 

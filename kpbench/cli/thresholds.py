@@ -29,7 +29,7 @@ def thresholds_command(
     ] = None,
     person_thresh: options.PersonThresh = None,
     fmt: Annotated[
-        str, options.format_option("table or markdown (AP/AR in percent), csv (one table) or json (both).")
+        str, options.format_option("table or markdown (AP/AR, precision, recall, F1 in percent), csv (one table) or json (both).")
     ] = "table",
     table: Annotated[
         str | None,
@@ -55,7 +55,8 @@ def thresholds_command(
 
     --format csv prints one CSV table, the person table unless --table keypoint (which needs a run directory);
     --format json prints both as {"person": [...], "keypoint": [...]}. table and markdown show the COCO stats (AP,
-    AR, ...) in percent with one decimal, n/a where COCO gives -1; csv and json keep fractions at full precision.
+    AR, ...), precision, recall and F1 in percent with one decimal (n/a where COCO gives -1 or a ratio is 0/0);
+    csv and json keep fractions at full precision.
     The keypoint-score part needs a run directory (RUN_DIR); GT_JSON RESULTS_JSON give the person-score part.
     The keypoint rows count the keypoints of persons scored above --person-thresh.
     """

@@ -149,12 +149,20 @@ def keypoints_command(
     fmt: Annotated[str, options.format_option("table, json, csv or markdown.")] = "table",
 ) -> None:
     """Per-keypoint breakdown of the detections matched at OKS >= 0.5: per joint, the number of labelled GT
-    keypoints, mean similarity, fractions >= 0.5 and >= 0.75, and the median error / sqrt(GT area).
+    keypoints, mean similarity, the shares with similarity >= 0.5 and >= 0.75 (in percent in the table and
+    markdown, fractions in csv and json), and the median error / sqrt(GT area).
 
     Scores the run from its detections cache, like `kpbench evaluate RUN_DIR` (an incomplete run is an error).
     Prints the table and writes RUN_DIR/keypoints.csv, keypoints.md and keypoints.png.
     """
-    from kpbench.analysis.breakdown import COLUMNS, STEM, keypoints_for_run
+    from kpbench.analysis.breakdown import (
+        COLUMNS,
+        PERCENT_NOTE,
+        STEM,
+        breakdown_markdown,
+        keypoints_for_run,
+        rows_in_percent,
+    )
     from kpbench.core.io import check_format, render
 
     check_format(fmt)
@@ -168,6 +176,12 @@ def keypoints_command(
     if fmt == "json":
         # JSON has no NaN: an empty row's statistics become null.
         rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows]
-    typer.echo(render(rows, fmt, COLUMNS), nl=False)
+    # One scale per kind of output: frac_ks_* in percent for people (table, markdown), fractions in csv and json.
+    if fmt == "markdown":
+        typer.echo(breakdown_markdown(rows), nl=False)
+    elif fmt == "table":
+        typer.echo(render(rows_in_percent(rows), fmt, COLUMNS) + PERCENT_NOTE + "\n", nl=False)
+    else:
+        typer.echo(render(rows, fmt, COLUMNS), nl=False)
     for ext in ("csv", "md", "png"):
         echo_err(f"wrote {run_dir / f'{STEM}.{ext}'}")

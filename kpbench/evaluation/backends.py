@@ -45,7 +45,14 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendOutput", "EvalInputs", "EvalPa
            "ImageEval", "check_backend", "get_backend"]
 
 DEFAULT_BACKEND = "vectorized"
-HOTCOCO_MISSING = "--backend hotcoco: hotcoco is not installed (pip install 'kpbench[fast]' or pip install hotcoco)"
+
+
+def hotcoco_missing() -> str:
+    """--backend hotcoco without hotcoco: the install command of the fast extra that works for this install
+    (`kpbench.core.install`; 'kpbench[fast]' is on no index a source checkout has)."""
+    from kpbench.core.install import install_hint
+
+    return f"--backend hotcoco: hotcoco is not installed ({install_hint('fast')})"
 
 
 @dataclass
@@ -306,13 +313,13 @@ class HotcocoBackend:
         return importlib.util.find_spec("hotcoco") is not None
 
     def missing_message(self) -> str:
-        return HOTCOCO_MISSING
+        return hotcoco_missing()
 
     def run(self, inputs: EvalInputs, sigmas: np.ndarray | None, settings: EvalSettings | None = None) -> BackendOutput:
         try:
             import hotcoco
         except ImportError:  # found, but it does not import (a broken install)
-            raise KpbenchError(HOTCOCO_MISSING) from None
+            raise KpbenchError(hotcoco_missing()) from None
         iou_type = inputs.iou_type
         with contextlib.redirect_stdout(io.StringIO()):
             # Files it parses itself, unless kpbench holds the data already (parsed, or arrays).

@@ -193,13 +193,17 @@ def _input_name(value: object, kind: str) -> str:
     return str(getattr(value, "source", kind))
 
 
-def zero_keypoint_dropped_note(dropped: int) -> str:
-    """What a result list says when xtcocotools' all-zero rule left results out."""
-    return (f"{dropped} result(s) with every keypoint score at 0 left out, as xtcocotools does "
-            "(drop_zero_keypoint_results=True)")
+# Why xtcocotools' all-zero rule applies: asked for (drop_zero_keypoint_results), or the protocol's own (CrowdPose's,
+# `kpbench.evaluation.crowdpose.ZERO_KEYPOINT_RULE`).
+ASKED_ZERO_KEYPOINT_RULE = "as xtcocotools does (drop_zero_keypoint_results=True)"
 
 
-def _without_zero_keypoint_results(res: Results) -> Results:
+def zero_keypoint_dropped_note(dropped: int, why: str = ASKED_ZERO_KEYPOINT_RULE) -> str:
+    """What a result list says when xtcocotools' all-zero rule left results out (`why`: the rule's reason)."""
+    return f"{dropped} result(s) with every keypoint score at 0 left out, {why}"
+
+
+def without_zero_keypoint_results(res: Results, why: str = ASKED_ZERO_KEYPOINT_RULE) -> Results:
     """xtcocotools' rule: results whose keypoint scores are all <= 0 are left out (its COCOeval skips them)."""
     from kpbench.evaluation.cocofiles import is_zero_keypoint_result
 
@@ -207,20 +211,35 @@ def _without_zero_keypoint_results(res: Results) -> Results:
     dropped = len(res.results) - len(kept)
     notes = [n for n in res.notes if "every keypoint score at 0" not in n]
     if dropped:
-        notes.append(zero_keypoint_dropped_note(dropped))
+        notes.append(zero_keypoint_dropped_note(dropped, why))
     return Results(results=kept, source=res.source, notes=notes)
 
 
-def _without_zero_keypoint_arrays(detections: DetectionArrays, notes: list[str]) -> tuple[DetectionArrays, list[str]]:
-    """`_without_zero_keypoint_results` on arrays."""
+def without_zero_keypoint_arrays(detections: DetectionArrays, notes: list[str], why: str = ASKED_ZERO_KEYPOINT_RULE
+                                  ) -> tuple[DetectionArrays, list[str]]:
+    """`without_zero_keypoint_results` on arrays."""
+    from kpbench.evaluation.cocofiles import zero_keypoint_rows
+
     assert detections.keypoints is not None
-    keep = (detections.keypoints[:, :, 2] > 0).any(axis=1)
+    keep = ~zero_keypoint_rows(detections.keypoints)
     dropped = int(np.count_nonzero(~keep))
     notes = [n for n in notes if "every keypoint score at 0" not in n]
     if dropped:
-        notes.append(zero_keypoint_dropped_note(dropped))
+        notes.append(zero_keypoint_dropped_note(dropped, why))
         detections = detections.take(keep)
     return detections, notes
+
+
+def zero_keypoint_rule(schema: KeypointSchema | None, iou_type: str, asked: bool) -> str | None:
+    """Why xtcocotools' all-zero rule applies to this evaluation, or None when it does not: the schema's protocol
+    has it (CrowdPose's reference, xtcocotools' keypoints_crowd, skips such results), or the caller asked."""
+    if iou_type != "keypoints":
+        return None
+    if schema is not None and schema.protocol == "crowdpose":
+        from kpbench.evaluation.crowdpose import ZERO_KEYPOINT_RULE
+
+        return ZERO_KEYPOINT_RULE
+    return ASKED_ZERO_KEYPOINT_RULE if asked else None
 
 
 def _run_backend(
@@ -240,19 +259,20 @@ def _run_backend(
         gt_data = load_ground_truth(gt, iou_type, schema, sigmas)
         schema = gt_data.schema
         num_keypoints = schema.num_keypoints if schema is not None and iou_type == "keypoints" else 0
+        zero_rule = zero_keypoint_rule(schema, iou_type, drop_zero_keypoints)
         if isinstance(results, (DetectionArrays, CheckedDetections)):
             checked_dets = (results if isinstance(results, CheckedDetections)
                             else validate_detection_arrays(results, gt_data, iou_type))
             detections, notes = checked_dets.detections, list(checked_dets.notes)
-            if drop_zero_keypoints and iou_type == "keypoints":
-                detections, notes = _without_zero_keypoint_arrays(detections, notes)
+            if zero_rule is not None:
+                detections, notes = without_zero_keypoint_arrays(detections, notes, zero_rule)
             inputs = EvalInputs(iou_type, num_keypoints, gt_dataset=gt_data.dataset, gt_source=gt_data.source,
                                 detections=detections)
             notes = [*gt_data.notes, *notes]
         else:
             res = load_results(results, gt_data, iou_type)
-            if drop_zero_keypoints and iou_type == "keypoints":
-                res = _without_zero_keypoint_results(res)
+            if zero_rule is not None:
+                res = without_zero_keypoint_results(res, zero_rule)
             from kpbench.evaluation.arrays import loadres_areas
 
             inputs = EvalInputs(

@@ -209,6 +209,12 @@ def is_zero_keypoint_result(keypoints: list[Any]) -> bool:
     return not any(v > 0 for v in keypoints[2::3])
 
 
+def zero_keypoint_rows(keypoints: np.ndarray) -> np.ndarray:
+    """(N,) for keypoint results as arrays (N, K, 3): True where no keypoint score is above 0 (the test of
+    `is_zero_keypoint_result`, xtcocotools' `np.count_nonzero(d[2::3] > 0) == 0`)."""
+    return ~(np.asarray(keypoints)[:, :, 2] > 0).any(axis=1)
+
+
 def count_zero_keypoint_results(keypoint_lists: Any) -> int:
     """How many results have no keypoint with a score above 0."""
     return sum(1 for kps in keypoint_lists if is_zero_keypoint_result(kps))
@@ -603,7 +609,7 @@ def validate_detection_arrays(
         )
         notes.append(coverage_note(len(covered), len(image_ids), missed, instance_noun(gt.schema)))
     if iou_type == "keypoints":
-        zero = int(np.count_nonzero(~(detections.keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
+        zero = int(np.count_nonzero(zero_keypoint_rows(detections.keypoints)))  # type: ignore[arg-type]
         if zero:
             notes.append(zero_keypoint_results_note(zero))
         _, counts = np.unique(detections.image_ids, return_counts=True)

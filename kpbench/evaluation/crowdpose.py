@@ -8,6 +8,10 @@ Benchmark", CVPR 2019), as xtcocotools' iouType "keypoints_crowd" computes it.
   each subset is evaluated on its own. Its number is the mean of COCOeval's whole precision array at area "all"
   (every OKS threshold, recall point and maxDet, COCO's -1 "no GT" entries included, as the reference does),
   rounded to 4 decimals as the reference rounds it. An empty subset gives -1.
+- Results whose keypoint scores are all 0 (none above 0) are left out, before everything above: xtcocotools'
+  COCOeval `_prepare` skips such detections for keypoints_crowd as for its other keypoint iouTypes (`if k == 0:
+  continue`), so they are neither false positives nor among an image's top 20. The rule is the one COCO-WholeBody's
+  parts follow (`kpbench.evaluation.cocofiles.is_zero_keypoint_result`); a note says how many it left out.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ CROWD_STAT_NAMES: tuple[str, ...] = CROWDPOSE14.stat_names
 CROWD_SPLIT = (0.2, 0.8)
 # The stats of COCOeval's 10 keypoint stats that CrowdPose reports (area ranges are not used there).
 _COCO_STAT_INDEX = (0, 1, 2, 5, 6, 7)
+# Why the results with every keypoint score at 0 are left out (the note's reason; module docstring).
+ZERO_KEYPOINT_RULE = "as xtcocotools' keypoints_crowd evaluation (CrowdPose's reference) leaves them out"
 
 
 def crowd_levels(gt: GroundTruth) -> dict[str, list[int]]:

@@ -150,9 +150,12 @@ def part_inputs(
 
 
 def _all_scores_zero(values: list[Any]) -> bool:
-    """xtcocotools' test: no keypoint score (every third value) above 0. Non-numbers are left to the checks."""
-    scores = values[2::3]
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores) and not any(v > 0 for v in scores)
+    """xtcocotools' test (`is_zero_keypoint_result`, the rule CrowdPose's protocol follows too) on a part's values,
+    which are not checked yet: non-numbers are left to the checks."""
+    from kpbench.evaluation.cocofiles import is_zero_keypoint_result
+
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values[2::3])
+    return numbers and is_zero_keypoint_result(values)
 
 
 def zero_part_note(part: str, dropped: int) -> str:

@@ -42,8 +42,16 @@ from kpbench.models.base import ModelInfo, Predictions
 BLAZEPOSE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 NUM_LANDMARKS = 33
 SETTINGS = {"static_image_mode": True, "model_complexity": 1, "min_detection_confidence": 0.5}
-MEDIAPIPE_MISSING = ("--model mediapipe: mediapipe is not installed; it pins numpy < 2, so give it its own "
-                     "environment: python -m venv mp && mp/bin/pip install -e '.[mediapipe]'")
+
+
+def mediapipe_missing() -> str:
+    """--model mediapipe without mediapipe: its own environment, and there the install command of the mediapipe
+    extra that works for this install (`kpbench.core.install`)."""
+    from kpbench.core.install import install_hint
+
+    return ("--model mediapipe: mediapipe is not installed; it pins numpy < 2, so give it its own environment "
+            "(python -m venv mp && . mp/bin/activate) with kpbench and its mediapipe extra: "
+            f"{install_hint('mediapipe')}")
 
 
 def landmarks_to_predictions(landmarks: Any, width: int, height: int) -> Predictions:
@@ -89,7 +97,7 @@ class MediaPipePoseModel:
         try:
             import mediapipe as mp
         except ImportError:
-            raise KpbenchError(MEDIAPIPE_MISSING) from None
+            raise KpbenchError(mediapipe_missing()) from None
         self._version = getattr(mp, "__version__", "?")
         self._pose = mp.solutions.pose.Pose(**SETTINGS)
         # --min-size or set_input_size: resize images to this long side first (None: as they are).

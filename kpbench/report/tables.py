@@ -694,9 +694,19 @@ def is_ap_column(column: str) -> bool:
     return stat in KEYPOINT_STAT_NAMES or stat in BBOX_STAT_NAMES
 
 
+def is_rate_column(column: str) -> bool:
+    """A rate column of a threshold table: "precision_50", "run-1:recall_75", "f1_50" (a ratio of counts, in [0, 1],
+    as AR50 is a recall), which tables for people show in percent as they show AP and AR."""
+    from kpbench.analysis.thresholds import RATE_PREFIXES
+
+    return column.rsplit(":", 1)[-1].startswith(RATE_PREFIXES)
+
+
 def _percent_cell(column: str, value: Any) -> Any:
-    """Tables for people show AP/AR in percent with one decimal, and n/a for COCOeval's -1 (CSV/JSON keep 0-1)."""
-    if not is_ap_column(column) or not isinstance(value, (int, float)) or isinstance(value, bool):
+    """Tables for people show AP/AR and the rates (precision, recall, F1) in percent with one decimal, and n/a for
+    COCOeval's -1 (CSV/JSON keep 0-1)."""
+    if not (is_ap_column(column) or is_rate_column(column)) or not isinstance(value, (int, float)) \
+            or isinstance(value, bool):
         return value
     return "n/a" if value < 0 else f"{100 * value:.1f}"
 
@@ -717,7 +727,9 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
     for name, df in tables.items():
         records = [{k: _percent_cell(k, v) for k, v in row.items()} for row in _records(df)]
         parts += [f"## {TITLES.get((kind, name), name)}", "", to_markdown(records, [str(c) for c in df.columns])]
-    if any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
+    if any(is_rate_column(str(c)) for df in tables.values() for c in df.columns):
+        parts += ["AP, AR, precision, recall and F1 in percent (n/a: no ground truth in that range).", ""]
+    elif any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
     if kind == "speed" or (kind == "sweep" and "speed" in tables):
         table = tables.get("table" if kind == "speed" else "speed")

@@ -33,7 +33,13 @@ from kpbench.runtimes.base import (
 )
 from kpbench.runtimes.onnx_export import build_onnx, check_onnx_hooks, model_refuses
 
-ONNX_MISSING = "onnxruntime is not installed (pip install 'kpbench[onnx]')"
+
+def onnx_missing(package: str) -> str:
+    """onnx or onnxruntime missing: the onnx extra's install command that works for this install
+    (`kpbench.core.install`; 'kpbench[onnx]' is on no index a source checkout has)."""
+    from kpbench.core.install import install_hint
+
+    return f"{package} is not installed ({install_hint('onnx')})"
 
 
 class OnnxRuntime:
@@ -56,11 +62,11 @@ class OnnxRuntime:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RuntimeUnavailable(ONNX_MISSING) from None
+            raise RuntimeUnavailable(onnx_missing("onnxruntime")) from None
         try:
             import onnx  # noqa: F401  (the exporters write through it)
         except ImportError:
-            raise RuntimeUnavailable("onnx is not installed (pip install 'kpbench[onnx]')") from None
+            raise RuntimeUnavailable(onnx_missing("onnx")) from None
         provider = ORT_PROVIDERS[str(spec.provider)]
         if spec.provider != "cpu" and getattr(device, "type", str(device)) != "cuda":
             raise RuntimeUnavailable(f"{spec.label} runs on a CUDA device, not {device}")

@@ -54,7 +54,9 @@ class TensorRTRuntime:
         try:
             import onnx  # noqa: F401
         except ImportError:
-            raise RuntimeUnavailable("onnx is not installed (pip install 'kpbench[onnx]')") from None
+            from kpbench.runtimes.onnxruntime import onnx_missing
+
+            raise RuntimeUnavailable(onnx_missing("onnx")) from None
         import torch
 
         self.device_name = torch.cuda.get_device_name(device)

@@ -26,7 +26,6 @@ from kpbench.sweep.grid import Resources
 from kpbench.sweep.state import error_line
 
 LAUNCHERS = ("slurm", "local", "debug")
-SWEEP_HINT = "pip install 'kpbench[sweep]'"
 
 
 @dataclass
@@ -52,7 +51,10 @@ def import_submitit() -> Any:
     try:
         import submitit
     except ImportError:
-        raise KpbenchError(f"kpbench sweep launches jobs through submitit (not installed): {SWEEP_HINT}") from None
+        from kpbench.core.install import install_hint
+
+        raise KpbenchError("kpbench sweep launches jobs through submitit (not installed): "
+                           f"{install_hint('sweep')}") from None
     return submitit
 
 
