@@ -6,6 +6,8 @@ runs, and nothing here imports torch, pandas or matplotlib."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +16,14 @@ import typer
 from kpbench.cli import options
 from kpbench.cli.app import app, echo_err
 from kpbench.core.errors import KpbenchError
+
+
+def _one_blas_thread() -> None:
+    """OpenBLAS starts with one spinning worker thread per core when numpy loads (about 40 ms of CPU, half a
+    small evaluation's, on a 2-core machine) though evaluation makes no BLAS call: with numpy not yet imported and
+    the user's own setting absent, numpy's OpenBLAS is asked for one thread."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @app.command("evaluate")
@@ -72,6 +82,7 @@ def evaluate_command(
     keypoints_results.json, bbox_results.json, metrics.csv/.md/.json and the evaluation record in manifest.json
     (each file is listed on stderr as "wrote PATH"). It evaluates both iou types; --iou-type picks the one shown.
     """
+    _one_blas_thread()
     from kpbench.core.io import check_format, ensure_output_dir, to_csv
     from kpbench.evaluation.cocoeval import (
         check_backend,

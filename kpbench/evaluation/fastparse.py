@@ -35,7 +35,7 @@ import numpy as np
 
 from kpbench.core.arrays import DetectionArrays
 from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
-from kpbench.evaluation.arrays import GroundTruthArrays
+from kpbench.evaluation.arrays import GroundTruthArrays, in_sorted, sorted_unique
 from kpbench.evaluation.cocofiles import (
     MAX_COCO_ID,
     check_iou_type,
@@ -186,15 +186,15 @@ def _ground_truth(
 
     images, annotations, categories = gt.images, gt.annotations, gt.categories  # type: ignore[attr-defined]
     image_ids = _ids(images, "id")
-    unique_images = np.unique(image_ids)
+    unique_images = sorted_unique(image_ids)
     if len(unique_images) != len(images):
         return None
     ann_ids = _ids(annotations, "id")
-    if len(np.unique(ann_ids)) != len(annotations) or (ann_ids == 0).any():  # id 0 is renumbered, with a warning
+    if len(sorted_unique(ann_ids)) != len(annotations) or (ann_ids == 0).any():  # id 0 is renumbered, with a warning
         return None
     ann_images, ann_cats = _ids(annotations, "image_id"), _ids(annotations, "category_id")
-    category_ids = np.unique(_ids(categories, "id"))
-    if not np.isin(ann_images, unique_images).all() or not np.isin(ann_cats, category_ids).all():
+    category_ids = sorted_unique(_ids(categories, "id"))
+    if not in_sorted(ann_images, unique_images).all() or not in_sorted(ann_cats, category_ids).all():
         return None
     proved: KeypointSchema | None = None
     keypoints = None
@@ -260,7 +260,7 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         return ParsedFiles(ground_truth, DetectionArrays.empty(k, boxes=iou_type == "bbox"),
                            [*notes, empty_results_note(str(results_path), instance_noun(proved))], proved)
     image_ids, category_ids = _ids(results, "image_id"), _ids(results, "category_id")
-    if not np.isin(image_ids, ground_truth.image_ids).all() or not np.isin(category_ids, ground_truth.category_ids).all():
+    if not in_sorted(image_ids, ground_truth.image_ids).all() or not in_sorted(category_ids, ground_truth.category_ids).all():
         return None
     if results[0].caption is not UNSET:
         return None
@@ -278,10 +278,10 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
     detections = DetectionArrays(image_ids=image_ids, category_ids=category_ids, scores=_numbers(results, "score"),
                                  boxes=boxes, keypoints=keypoints)
 
-    covered = np.unique(image_ids)
+    covered = sorted_unique(image_ids)
     if len(covered) < len(ground_truth.image_ids):
         counted = ~ground_truth.iscrowd & (~ground_truth.no_keypoints if iou_type == "keypoints" else True)
-        uncovered = ~np.isin(ground_truth.ann_image, np.searchsorted(ground_truth.image_ids, covered))
+        uncovered = ~in_sorted(ground_truth.ann_image, np.searchsorted(ground_truth.image_ids, covered))
         missed = int(np.count_nonzero(uncovered & counted))
         notes.append(coverage_note(len(covered), len(ground_truth.image_ids), missed, instance_noun(proved)))
     if iou_type == "keypoints":

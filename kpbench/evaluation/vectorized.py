@@ -45,6 +45,7 @@ from kpbench.evaluation.arrays import (
     ground_truth_arrays,
     keypoint_extent_areas,
     loadres_areas,
+    sorted_unique,
 )
 from kpbench.evaluation.settings import EvalSettings, summarize
 
@@ -685,7 +686,7 @@ def _bucket_by_size(gt_counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
     if len(gt_counts) == 0:
         return []
     sizes = 1 << np.ceil(np.log2(np.maximum(gt_counts, 1))).astype(np.int64)
-    return [(int(s), np.flatnonzero(sizes == s)) for s in np.unique(sizes)]
+    return [(int(s), np.flatnonzero(sizes == s)) for s in sorted_unique(sizes).tolist()]
 
 
 def _match_padded(
