@@ -423,7 +423,9 @@ class CocoEvaluator:
         dt_start = _starts(dt_count)
         num_gt = len(self.gt_ann_ids)
 
-        # 2. Matching, per bucket of units with the same padded GT count, all areas and thresholds at once.
+        # 2. Matching. The similarity of every detection-GT pair of each unit; then COCOeval's greedy matching, in
+        # closed form for the units where no detection qualifies for two GTs (`_match_one_candidate`), and for the
+        # others per bucket of units with the same padded GT count, all areas and thresholds at once.
         gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
         thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
         threshold_c = np.tile(thresholds, area_count)
@@ -432,25 +434,28 @@ class CocoEvaluator:
         kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
         gt_match = np.full((combos, num_gt), -1, dtype=np.int32)  # results index
         active = np.flatnonzero((dt_count > 0) & (self._gt_count > 0))
-        grids = []
-        for size, members in _bucket_by_size(self._gt_count[active]):
-            units = active[members]
-            units = units[np.argsort(-dt_count[units], kind="stable")]  # most detections first
-            dmax = int(dt_count[units[0]])
-            ranks = np.arange(dmax)
-            slots = np.arange(size)
-            valid = ((ranks[None, :, None] < dt_count[units][:, None, None])
-                     & (slots[None, None, :] < self._gt_count[units][:, None, None]))
-            p, r, s = np.nonzero(valid)
-            grids.append((size, units, valid, dt_start[units][p] + r, self._gt_start[units][p] + s))
-        pair_det = np.concatenate([g[3] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
-        pair_gt = np.concatenate([g[4] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
+        pair_count = dt_count[active] * self._gt_count[active]
+        pair_start = _starts(pair_count)
+        pair_det, pair_gt = _unit_pairs(dt_start[active], dt_count[active], self._gt_start[active],
+                                        self._gt_count[active], pair_count, pair_start)
         pair_sim = self._pair_similarity(geometry[kept], pair_det, pair_gt)
-        offset = 0
-        for size, units, valid, det_pos, _ in grids:
+        qualifies = pair_sim >= thresholds.min() if thr_count else np.zeros(len(pair_sim), dtype=bool)
+        pair_unit = np.repeat(np.arange(len(active)), pair_count)  # into `active`
+        scanned = _units_to_scan(pair_sim, qualifies, pair_det, pair_unit, len(active), len(kept))
+        one = qualifies & ~scanned[pair_unit]
+        self._match_one_candidate(pair_det[one], pair_gt[one], pair_sim[one], thresholds, kept, gt_ignored,
+                                  kept_match, kept_dt_ignore, gt_match)
+        scanned_active = np.flatnonzero(scanned)
+        for size, members in _bucket_by_size(self._gt_count[active[scanned_active]]):
+            which = scanned_active[members]
+            which = which[np.argsort(-dt_count[active[which]], kind="stable")]  # most detections first
+            units = active[which]
+            dmax = int(dt_count[units[0]])
+            valid = ((np.arange(dmax)[None, :, None] < dt_count[units][:, None, None])
+                     & (np.arange(size)[None, None, :] < self._gt_count[units][:, None, None]))
             sim = np.full(valid.shape, -np.inf)
-            sim[valid] = pair_sim[offset:offset + len(det_pos)]
-            offset += len(det_pos)
+            # Pairs are listed unit by unit, detection-major: the order in which `valid` lists its cells.
+            sim[valid] = pair_sim[_concatenated_ranges(pair_start[which], pair_count[which])]
             gt_slots = self._gt_start[units][:, None] + np.arange(size)[None]  # (n, size), may run past G
             slot_valid = np.arange(size)[None] < self._gt_count[units][:, None]
             gt_slots = np.where(slot_valid, gt_slots, 0)
@@ -482,7 +487,8 @@ class CocoEvaluator:
 
         # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
         counted = kept_match >= 0
-        counted[counted] = ~self._gt_id_zero[kept_match[counted]]
+        if self._gt_id_zero.any():
+            counted[counted] = ~self._gt_id_zero[kept_match[counted]]
         kept_areas = dt_areas[kept]
         dt_out = (kept_areas[None] < self.area_ranges[:, :1]) | (kept_areas[None] > self.area_ranges[:, 1:])
         kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
@@ -516,6 +522,46 @@ class CocoEvaluator:
             dt_matches=dt_matches, dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
         )
 
+    def _match_one_candidate(
+        self, det: np.ndarray, gt: np.ndarray, sim: np.ndarray, thresholds: np.ndarray, kept: np.ndarray,
+        gt_ignored: np.ndarray, kept_match: np.ndarray, kept_dt_ignore: np.ndarray, gt_match: np.ndarray,
+    ) -> None:
+        """COCOeval's greedy matching where each detection qualifies for one GT at most, written into the (C, .)
+        outputs: the qualifying pairs (kept position `det`, GT position `gt`, similarity `sim`, not NaN) of units in
+        which no detection qualifies for two GTs at the lowest of `thresholds` (T,), hence at none.
+
+        A detection's only candidate is then its GT, so the order of preference (non-ignored first, largest
+        similarity) never has a choice to make, and the area range (which only changes what is ignored) changes
+        nothing: at threshold t a GT goes to the first detection, by rank, whose similarity is >= t; a crowd region
+        goes to every such detection and keeps the last one, as pycocotools' scan leaves them.
+        """
+        if len(det) == 0:
+            return
+        order = np.lexsort((det, gt))  # by GT, then by rank (kept positions are in rank order within a unit)
+        det, gt, sim = det[order], gt[order], sim[order]
+        count = len(det)
+        starts = np.flatnonzero(np.concatenate(([True], gt[1:] != gt[:-1])))
+        group_gt = gt[starts]
+        group_crowd = self._gt_crowd[group_gt]
+        passes = sim[None, :] >= thresholds[:, None]  # (T, Q)
+        index = np.arange(count)
+        first = np.minimum.reduceat(np.where(passes, index, count), starts, axis=1)  # (T, groups); count: none
+        last = np.maximum.reduceat(np.where(passes, index, -1), starts, axis=1)
+        found = first < count
+        taken = passes & self._gt_crowd[gt][None]
+        t, g = np.nonzero(found & ~group_crowd[None])
+        taken[t, first[t, g]] = True
+        t_pair, pair = np.nonzero(taken)
+        matched_det, matched_gt = det[pair], gt[pair]
+        final = np.where(group_crowd[None], last, np.where(found, first, -1))  # the (last) pair matched to each GT
+        t_gt, g = np.nonzero(final >= 0)
+        final_gt, final_det = group_gt[g], kept[det[final[t_gt, g]]]
+        thr_count = len(thresholds)
+        for a in range(len(gt_ignored)):
+            kept_match[a * thr_count + t_pair, matched_det] = matched_gt
+            kept_dt_ignore[a * thr_count + t_pair, matched_det] = gt_ignored[a, matched_gt]
+            gt_match[a * thr_count + t_gt, final_gt] = final_det
+
     def _accumulate(
         self, scores: np.ndarray, cat: np.ndarray, image: np.ndarray, rank: np.ndarray, counted: np.ndarray,
         dt_ignore: np.ndarray, gt_ignored: np.ndarray, gt_cat: np.ndarray,
@@ -542,14 +588,18 @@ class CocoEvaluator:
             live = np.flatnonzero(npig[k, rows_npig] > 0).tolist()
             # The category's detections in accumulation order, gathered once for every maxDet.
             segment_rank = rank[segment]
-            segment_not_ignored = ~dt_ignore[:, segment]
-            segment_tp = counted[:, segment] & segment_not_ignored
+            # np.take keeps the (C, D) blocks C-contiguous (`x[:, index]` does not, and cumsum along a strided
+            # axis costs ten times as much).
+            segment_not_ignored = ~np.take(dt_ignore, segment, axis=1)
+            segment_tp = np.take(counted, segment, axis=1) & segment_not_ignored
             for m, max_det in enumerate(self.max_dets):
                 if len(segment_rank) == 0 or segment_rank.max() < max_det:
                     idx, not_ignored, tp_mask = segment, segment_not_ignored, segment_tp
                 else:
                     within = np.flatnonzero(segment_rank < max_det)
-                    idx, not_ignored, tp_mask = segment[within], segment_not_ignored[:, within], segment_tp[:, within]
+                    idx = segment[within]
+                    not_ignored = np.take(segment_not_ignored, within, axis=1)
+                    tp_mask = np.take(segment_tp, within, axis=1)
                 nd = len(idx)
                 sorted_scores = scores[idx]
                 counted_so_far = np.cumsum(not_ignored, axis=1, dtype=np.int32)  # TP + FP up to each detection
@@ -679,6 +729,42 @@ def _starts(counts: np.ndarray) -> np.ndarray:
     if len(counts) > 1:
         np.cumsum(counts[:-1], out=out[1:])
     return out
+
+
+def _units_to_scan(
+    sim: np.ndarray, qualifies: np.ndarray, det: np.ndarray, unit: np.ndarray, num_units: int, num_dets: int,
+) -> np.ndarray:
+    """(U,) the units that need COCOeval's scan: one of their detections qualifies (`qualifies`: similarity at least
+    the lowest threshold) for two GTs, so that the order of preference may choose, or a similarity is NaN (which
+    pycocotools' scan treats apart). The others are matched in closed form (`_match_one_candidate`). Pairs: `sim`,
+    `det` (kept position) and `unit` (index of the unit) of each."""
+    candidates = np.bincount(det[qualifies], minlength=num_dets)
+    scanned = np.zeros(num_units, dtype=bool)
+    scanned[unit[np.isnan(sim) | (candidates[det] >= 2)]] = True
+    return scanned
+
+
+def _concatenated_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]), without the Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total) + np.repeat(starts - _starts(counts), counts)
+
+
+def _unit_pairs(
+    dt_start: np.ndarray, dt_count: np.ndarray, gt_start: np.ndarray, gt_count: np.ndarray, pair_count: np.ndarray,
+    pair_start: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, GT) position pair of each unit (its detections dt_start..+dt_count, its GTs alike), unit by
+    unit, detection-major: pair_count = dt_count * gt_count of them from pair_start."""
+    total = int(pair_count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    within = np.arange(total) - np.repeat(pair_start, pair_count)
+    per_row = np.repeat(gt_count, pair_count)
+    rank, slot = np.divmod(within, per_row)
+    return np.repeat(dt_start, pair_count) + rank, np.repeat(gt_start, pair_count) + slot
 
 
 def _bucket_by_size(gt_counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
