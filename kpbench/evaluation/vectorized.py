@@ -44,6 +44,7 @@ from kpbench.evaluation.arrays import (
     box_areas,
     ground_truth_arrays,
     keypoint_extent_areas,
+    keypoint_extents,
     loadres_areas,
     sorted_unique,
 )
@@ -63,6 +64,7 @@ _BOX_AREAS = (("all", 0.0**2, 1e5**2), ("small", 0.0**2, 32.0**2), ("medium", 32
 _KEYPOINT_MAX_DETS = (20,)
 _BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
+_OKS_BLOCK = 4096  # detection-GT pairs per pass of the OKS arithmetic
 
 
 @dataclass
@@ -277,13 +279,24 @@ class CocoEvaluator:
             # OKS terms per GT: the labelled keypoints' columns first (in order), how many terms OKS averages over.
             labelled = self.gt_keypoints[:, :, 2] > 0
             self._gt_labelled_count = labelled.sum(axis=1)
-            self._gt_term_columns = np.argsort(~labelled, axis=1, kind="stable")
-            self._gt_x = np.ascontiguousarray(self.gt_keypoints[:, :, 0])
-            self._gt_y = np.ascontiguousarray(self.gt_keypoints[:, :, 1])
+            columns = np.argsort(~labelled, axis=1, kind="stable")
+            # Per GT, its OKS terms first: the labelled keypoints' coordinates and variances, in keypoint order, and
+            # their offsets in a detection's flat (K * 3) keypoints.
+            self._gt_term_x = np.take_along_axis(self.gt_keypoints[:, :, 0], columns, axis=1)
+            self._gt_term_y = np.take_along_axis(self.gt_keypoints[:, :, 1], columns, axis=1)
+            self._gt_term_variances = self.variances[columns]
+            self._gt_term_offsets = columns * 3
             self._gt_denominator = self.gt_areas + _EPS
             x, y, w, h = self.gt_boxes.T
             # GTs without labelled keypoints: the box enlarged by its size on every side (pycocotools' bounds).
             self._gt_bounds = np.stack([x - w, x + w * 2, y - h, y + h * 2], axis=1)
+            # Where OKS measures from: the labelled keypoints' extent, or those bounds (x0, x1, y0, y1).
+            with np.errstate(invalid="ignore"):
+                spread = np.stack([np.where(labelled, self.gt_keypoints[:, :, 0], np.inf).min(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 0], -np.inf).max(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 1], np.inf).min(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 1], -np.inf).max(axis=1)], axis=1)
+            self._gt_reach = np.where((self._gt_labelled_count > 0)[:, None], spread, self._gt_bounds)
         else:
             self.sigmas = None
             self.num_keypoints = 0
@@ -312,41 +325,61 @@ class CocoEvaluator:
     def _pair_oks(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """OKS of the pairs (dt_keypoints[det[p]], GT gt[p]), pycocotools' operations in its order.
 
-        Each term is computed over all K keypoints, as computeOks does, and pairs are grouped by the GT's number n
-        of OKS terms: each group's labelled terms are gathered into a contiguous (M, n) array, so that np.sum adds
-        exactly the terms pycocotools adds, in the same pairwise order.
+        Pairs are grouped by the GT's number n of OKS terms, and each term is computed as computeOks computes it,
+        for the labelled keypoints only (its `e[vg > 0]`: the others never reach the sum), gathered into a
+        contiguous (M, n) array, so that np.sum adds exactly the terms pycocotools adds, in the same pairwise
+        order. GTs without labelled keypoints measure all K keypoints from their enlarged box. Blocks of a few
+        thousand pairs keep the temporaries in the CPU's cache.
         """
         out = np.empty(len(det), dtype=np.float64)
         if len(det) == 0:
             return out
         k = self.num_keypoints
-        dt_x = np.ascontiguousarray(dt_keypoints[:, :, 0])
-        dt_y = np.ascontiguousarray(dt_keypoints[:, :, 1])
+        flat = np.ascontiguousarray(dt_keypoints, dtype=np.float64).reshape(-1)
         terms = self._gt_labelled_count[gt]  # 0: the box distance over all K
         order = np.argsort(terms, kind="stable")
         bounds = np.searchsorted(terms[order], np.arange(k + 2))
+        all_offsets = np.arange(k) * 3
+        zero = np.zeros(())
         # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for n in range(k + 1):
-                sel = order[bounds[n]:bounds[n + 1]]
-                if len(sel) == 0:
-                    continue
-                d, g = det[sel], gt[sel]
-                xd, yd = dt_x[d], dt_y[d]
-                if n > 0:
-                    dx = xd - self._gt_x[g]
-                    dy = yd - self._gt_y[g]
-                else:
-                    x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
-                    zero = np.zeros(())
-                    dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
-                    dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-                e = (dx**2 + dy**2) / self.variances / self._gt_denominator[g][:, None] / 2
-                similarity = np.exp(-e)
-                if 0 < n < k:  # the labelled terms only, contiguous
-                    similarity = np.take_along_axis(similarity, self._gt_term_columns[g, :n], axis=1)
-                out[sel] = np.sum(similarity, axis=1) / (n or k)
+                group = order[bounds[n]:bounds[n + 1]]
+                for lo in range(0, len(group), _OKS_BLOCK):
+                    sel = group[lo:lo + _OKS_BLOCK]
+                    d, g = det[sel], gt[sel]
+                    base = (d * (3 * k))[:, None]
+                    if n > 0:
+                        offsets = self._gt_term_offsets[g, :n]
+                        dx = flat[base + offsets] - self._gt_term_x[g, :n]
+                        dy = flat[base + offsets + 1] - self._gt_term_y[g, :n]
+                        variances = self._gt_term_variances[g, :n]
+                    else:
+                        xd, yd = flat[base + all_offsets], flat[base + all_offsets + 1]
+                        x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
+                        dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
+                        dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
+                        variances = self.variances
+                    e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
+                    out[sel] = np.sum(np.exp(-e), axis=1) / (n or k)
         return out
+
+    def _within_reach(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray, lowest: float) -> np.ndarray:
+        """(P,) False for the pairs whose OKS is surely below `lowest` (> 0), so that it need not be computed.
+
+        OKS is a mean of terms exp(-d_i**2 / (2 * var_i * (area + eps))), so reaching `lowest` needs one term at
+        least that large: d_i**2 <= -ln(lowest) * 2 * var_i * (area + eps). Every d_i is at least the gap between
+        the detection's keypoint extent and where the GT measures from (`_gt_reach`); a pair whose gap passes that
+        bound with the largest variance, and a margin of 0.1% (the rounding of the real computation is some 1e-15),
+        cannot reach `lowest`. A NaN anywhere leaves the pair to the computation.
+        """
+        reach = self._gt_reach[gt]
+        extent = keypoint_extents(dt_keypoints)[det]
+        with np.errstate(invalid="ignore", over="ignore"):
+            gap_x = np.maximum(np.maximum(reach[:, 0] - extent[:, 1], extent[:, 0] - reach[:, 1]), 0.0)
+            gap_y = np.maximum(np.maximum(reach[:, 2] - extent[:, 3], extent[:, 2] - reach[:, 3]), 0.0)
+            limit = (-np.log(lowest) * 2.0 * float(self.variances.max()) * 1.001) * self._gt_denominator[gt]
+            return ~(gap_x**2 + gap_y**2 > limit)
 
     # --- evaluation ------------------------------------------------------------------------------------------
 
@@ -438,7 +471,15 @@ class CocoEvaluator:
         pair_start = _starts(pair_count)
         pair_det, pair_gt = _unit_pairs(dt_start[active], dt_count[active], self._gt_start[active],
                                         self._gt_count[active], pair_count, pair_start)
-        pair_sim = self._pair_similarity(geometry[kept], pair_det, pair_gt)
+        kept_geometry = geometry[kept]
+        lowest = float(thresholds.min()) if thr_count else 0.0
+        if self.iou_type == "keypoints" and lowest > 0:
+            # Only pairs that may reach the lowest threshold need their OKS; the others never qualify (0 here).
+            near = self._within_reach(kept_geometry, pair_det, pair_gt, lowest)
+            pair_sim = np.zeros(len(pair_det))
+            pair_sim[near] = self._pair_oks(kept_geometry, pair_det[near], pair_gt[near])
+        else:
+            pair_sim = self._pair_similarity(kept_geometry, pair_det, pair_gt)
         qualifies = pair_sim >= thresholds.min() if thr_count else np.zeros(len(pair_sim), dtype=bool)
         pair_unit = np.repeat(np.arange(len(active)), pair_count)  # into `active`
         scanned = _units_to_scan(pair_sim, qualifies, pair_det, pair_unit, len(active), len(kept))
