@@ -3,6 +3,8 @@
 - Matching: units where no detection qualifies for two GTs are matched in closed form
   (`vectorized._match_one_candidate`); the others by COCOeval's scan. Forcing every unit through the scan must not
   change one array.
+- OKS is computed only for pairs that can reach the lowest threshold (`CocoEvaluator._within_reach`): the pairs
+  it leaves out have OKS below it, and computing every pair changes no array.
 - Parsing: keypoint lists are read from their JSON text (`jsonnumbers.number_lists`) into the doubles json's
   float() gives, bit for bit, on awkward, random and near-halfway numbers, with the same refusals.
 """
@@ -111,6 +113,32 @@ def test_closed_form_matching_is_the_scan_on_the_real_sample(monkeypatch: pytest
     if iou_type == "bbox":
         results = box_results(results)
     assert_same_result(*with_and_without_closed_form(monkeypatch, gt, results, iou_type))
+
+
+# --- OKS only where it can reach the lowest threshold ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lowest", [0.5, 0.05, 0.9, 1 - 1e-10])
+def test_pairs_out_of_reach_have_oks_below_the_lowest_threshold(lowest: float) -> None:
+    gt, results = make_synthetic_coco(num_images=80, crowd_fraction=0.05, detections_per_person=4.0, seed=11)
+    arrays = ground_truth_arrays(gt, "gt", 17)
+    evaluator = CocoEvaluator(arrays, "keypoints", COCO17.sigma_array)
+    keypoints = detections_from_records(results, "keypoints", 17).keypoints
+    det = np.repeat(np.arange(len(keypoints)), len(evaluator.gt_ann_ids))
+    gt_index = np.tile(np.arange(len(evaluator.gt_ann_ids)), len(keypoints))
+    oks = evaluator._pair_oks(keypoints, det, gt_index)
+    near = evaluator._within_reach(keypoints, det, gt_index, lowest)
+    assert (oks[~near] < lowest).all()
+    assert near.mean() < 0.8  # pairs of different images are mostly out of reach
+
+
+@pytest.mark.parametrize("settings", [None, EvalSettings(iou_thresholds=(0.05, 0.5)), EvalSettings(use_cats=False)])
+def test_evaluation_is_the_same_with_every_oks_computed(monkeypatch: pytest.MonkeyPatch,
+                                                        settings: EvalSettings | None) -> None:
+    gt, results = make_synthetic_coco(num_images=60, crowd_fraction=0.08, detections_per_person=5.0, seed=4)
+    fast = evaluate_arrays(gt, results, "keypoints", settings)
+    monkeypatch.setattr(CocoEvaluator, "_within_reach", lambda self, dt, det, *rest: np.ones(len(det), dtype=bool))
+    assert_same_result(fast, evaluate_arrays(gt, results, "keypoints", settings))
 
 
 # --- JSON number lists into arrays ------------------------------------------------------------------------------
