@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kpbench.core.errors import KpbenchError
 from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.arrays import in_sorted, sorted_unique
 
@@ -121,3 +122,30 @@ def test_keep_freed_memory_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
     command._keep_freed_memory()
+
+
+def test_only_the_command_run_is_built() -> None:
+    """typer builds a click command for every registered command on each call; main() gives it the one named."""
+    from kpbench.cli import _app_for, app
+
+    evaluate_app = _app_for(["evaluate", "gt.json", "res.json"])
+    assert [info.name for info in evaluate_app.registered_commands] == ["evaluate"]
+    assert evaluate_app.registered_groups == [] and evaluate_app.registered_callback is app.registered_callback
+    assert len(app.registered_commands) > 1 and app.registered_groups  # the app itself is untouched
+    for args in ([], ["--help"], ["--version"], ["data", "download"], ["evaluat"], ["config", "show"]):
+        assert _app_for(args) is app
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--help"], ["evaluate", "--bogus"], ["evaluate", "--max-dets", "abc", "a.json", "b.json"],
+    ["thresholds", "--help"], ["evaluate"],
+])
+def test_the_command_alone_says_what_the_whole_app_says(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from kpbench.cli import _app_for, app
+
+    whole, alone = CliRunner().invoke(app, args), CliRunner().invoke(_app_for(args), args)
+    assert (alone.exit_code, alone.output, repr(alone.exception)) == (
+        whole.exit_code, whole.output, repr(whole.exception))
+    assert whole.output.strip() or isinstance(whole.exception, KpbenchError)

@@ -30,7 +30,6 @@ import contextlib
 import gc
 import itertools
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -370,7 +369,8 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         zero = int(np.count_nonzero(~(keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
         if zero:
             notes.append(zero_keypoint_results_note(zero))
-        crowded = sum(1 for c in Counter(image_ids.tolist()).values() if c > KEYPOINT_MAX_DETS)
+        per_image = np.bincount(np.searchsorted(ground_truth.image_ids, image_ids), minlength=len(ground_truth.image_ids))
+        crowded = int(np.count_nonzero(per_image > KEYPOINT_MAX_DETS))
         if crowded:
             notes.append(crowded_images_note(crowded))
     return ParsedFiles(ground_truth, detections, notes, proved)

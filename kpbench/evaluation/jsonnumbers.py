@@ -140,33 +140,35 @@ def _chunk(
     left to Python."""
     negative = chars[starts] == 45
     body = ends - starts - negative  # characters after the sign
-    slow |= body > 24
-    digits = np.zeros(len(starts), dtype=np.uint64)  # H: the token's digits, its '.' read as a 0
-    after_dot = np.full(len(starts), _NO_DOT)  # f, the digits after the '.'; _NO_DOT for an integer
-    for w in range((int(min(body.max(), 24)) + 7) // 8):
-        word = words[ends - 8 * (w + 1)] & _KEEP[np.clip(body - 8 * w, 0, 8)]
+    longest = int(body.max())
+    if longest > 24:
+        slow |= body > 24
+    words_needed = (min(longest, 24) + 7) // 8
+    digits = after_dot = None  # H: the token's digits, its '.' read as a 0; f, the digits after the '.'
+    for w in range(words_needed):
+        keep = _KEEP[body if longest <= 8 else np.clip(body - 8 * w, 0, 8)]
+        word = words[ends - 8 * (w + 1)] & keep
         x = word ^ _DOT_BYTES
         dot = ((x - _LOW_BITS) & ~x & _HIGH_BITS) >> _U64(7)  # 0x01 at the '.' byte, if any
         found = dot != 0
-        if found.any():
-            word -= dot * _U64(0x2E)
-            np.copyto(after_dot, ((dot * _BYTE_INDEX) >> _U64(56)).astype(np.int64) + 8 * w, where=found)
+        position = ((dot * _BYTE_INDEX) >> _U64(56)).view(np.int64) + 8 * w  # counted from the token's end
+        after_dot = np.where(found, position, _NO_DOT if after_dot is None else after_dot)
+        word -= dot * _U64(0x2E)
         v = ((word & _U64(0x0F0F0F0F0F0F0F0F)) * _U64(2561)) >> _U64(8)
         v = ((v & _U64(0x00FF00FF00FF00FF)) * _U64(6553601)) >> _U64(16)
         v = ((v & _U64(0x0000FFFF0000FFFF)) * _U64(42949672960001)) >> _U64(32)
         if w == 2:
             slow |= v >= _U64(1800)  # H could pass 2**64: more than 19 significant digits
-        digits += v * _POW10[8 * w] if w else v
-    slow |= after_dot == 23  # 10**23 is no double
+            slow |= after_dot == 23  # 10**23 is no double
+        digits = v if digits is None else digits + v * _POW10[8 * w]
     # H = I * 10**(f + 1) + F, and the mantissa is I * 10**f + F. Below 2**53 every step is exact in doubles
     # (the quotient H / 10**(f + 1) lies within [I, I + 0.1), so its floor is I; where 10**(f + 1) passes
     # 2**53, I is 0); an integer's "f" (_NO_DOT) divides by infinity and by 1.
     h = digits.astype(np.float64)
     scale = _SCALE[after_dot]
     value = (h - 9.0 * np.floor(h / _DIVISOR[after_dot]) * scale) / scale
-    wide = (digits >= _EXACT) & ~slow
-    if wide.any():
-        at = np.flatnonzero(wide)
+    at = np.flatnonzero((digits >= _EXACT) & ~slow) if digits.max() >= _EXACT else ()
+    if len(at):
         h, f = digits[at], after_dot[at]
         decimal = f < _NO_DOT
         # Where f > 18, 10**(f + 1) passes 2**64 > H: the integer part is 0 and the mantissa is H.
