@@ -25,7 +25,7 @@ from test_vectorized_backend import box_results, box_scene
 from kpbench.core.schema import COCO17
 from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation import fastparse, vectorized
-from kpbench.evaluation.arrays import detections_from_records, ground_truth_arrays
+from kpbench.evaluation.arrays import detections_from_records, ground_truth_arrays, keypoint_extents
 from kpbench.evaluation.jsonnumbers import number_lists
 from kpbench.evaluation.settings import EvalSettings
 from kpbench.evaluation.vectorized import CocoEvaluator, VectorizedResult
@@ -127,7 +127,7 @@ def test_pairs_out_of_reach_have_oks_below_the_lowest_threshold(lowest: float) -
     det = np.repeat(np.arange(len(keypoints)), len(evaluator.gt_ann_ids))
     gt_index = np.tile(np.arange(len(evaluator.gt_ann_ids)), len(keypoints))
     oks = evaluator._pair_oks(keypoints, det, gt_index)
-    near = evaluator._within_reach(keypoints, det, gt_index, lowest)
+    near = evaluator._within_reach(keypoint_extents(keypoints), det, gt_index, lowest)
     assert (oks[~near] < lowest).all()
     assert near.mean() < 0.8  # pairs of different images are mostly out of reach
 

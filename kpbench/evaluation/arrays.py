@@ -251,12 +251,12 @@ def keypoint_extents(keypoints: np.ndarray) -> np.ndarray:
     return out
 
 
-def keypoint_extent_areas(keypoints: np.ndarray) -> np.ndarray:
+def keypoint_extent_areas(keypoints: np.ndarray, extents: np.ndarray | None = None) -> np.ndarray:
     """(N,) the area pycocotools' loadRes gives keypoint results without a 'bbox': the extent of all K keypoints
-    (labelled or not), (max x - min x) * (max y - min y)."""
+    (labelled or not), (max x - min x) * (max y - min y). `extents`: keypoint_extents(keypoints), if at hand."""
     if len(keypoints) == 0:
         return np.zeros(0)
-    extents = keypoint_extents(keypoints)
+    extents = keypoint_extents(keypoints) if extents is None else extents
     with np.errstate(invalid="ignore", over="ignore"):
         return (extents[:, 1] - extents[:, 0]) * (extents[:, 3] - extents[:, 2])
 

@@ -340,7 +340,10 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         return ParsedFiles(ground_truth, DetectionArrays.empty(k, boxes=iou_type == "bbox"),
                            [*notes, empty_results_note(str(results_path), instance_noun(proved))], proved)
     image_ids, category_ids = _ids(results, "image_id"), _ids(results, "category_id")
-    if not in_sorted(image_ids, ground_truth.image_ids).all() or not in_sorted(category_ids, ground_truth.category_ids).all():
+    image_index = np.searchsorted(ground_truth.image_ids, image_ids).clip(0, max(len(ground_truth.image_ids) - 1, 0))
+    if len(ground_truth.image_ids) == 0 or (ground_truth.image_ids[image_index] != image_ids).any():
+        return None
+    if not in_sorted(category_ids, ground_truth.category_ids).all():
         return None
     if results[0].caption is not UNSET:
         return None
@@ -359,17 +362,16 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
     detections = DetectionArrays(image_ids=image_ids, category_ids=category_ids, scores=_numbers(results, "score"),
                                  boxes=boxes, keypoints=keypoints)
 
-    covered = sorted_unique(image_ids)
-    if len(covered) < len(ground_truth.image_ids):
+    per_image = np.bincount(image_index, minlength=len(ground_truth.image_ids))
+    covered = int(np.count_nonzero(per_image))
+    if covered < len(ground_truth.image_ids):
         counted = ~ground_truth.iscrowd & (~ground_truth.no_keypoints if iou_type == "keypoints" else True)
-        uncovered = ~in_sorted(ground_truth.ann_image, np.searchsorted(ground_truth.image_ids, covered))
-        missed = int(np.count_nonzero(uncovered & counted))
-        notes.append(coverage_note(len(covered), len(ground_truth.image_ids), missed, instance_noun(proved)))
+        missed = int(np.count_nonzero((per_image[ground_truth.ann_image] == 0) & counted))
+        notes.append(coverage_note(covered, len(ground_truth.image_ids), missed, instance_noun(proved)))
     if iou_type == "keypoints":
         zero = int(np.count_nonzero(~(keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
         if zero:
             notes.append(zero_keypoint_results_note(zero))
-        per_image = np.bincount(np.searchsorted(ground_truth.image_ids, image_ids), minlength=len(ground_truth.image_ids))
         crowded = int(np.count_nonzero(per_image > KEYPOINT_MAX_DETS))
         if crowded:
             notes.append(crowded_images_note(crowded))

@@ -364,7 +364,7 @@ class CocoEvaluator:
                     out[sel] = np.sum(np.exp(-e), axis=1) / (n or k)
         return out
 
-    def _within_reach(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray, lowest: float) -> np.ndarray:
+    def _within_reach(self, dt_extents: np.ndarray, det: np.ndarray, gt: np.ndarray, lowest: float) -> np.ndarray:
         """(P,) False for the pairs whose OKS is surely below `lowest` (> 0), so that it need not be computed.
 
         OKS is a mean of terms exp(-d_i**2 / (2 * var_i * (area + eps))), so reaching `lowest` needs one term at
@@ -374,7 +374,7 @@ class CocoEvaluator:
         cannot reach `lowest`. A NaN anywhere leaves the pair to the computation.
         """
         reach = self._gt_reach[gt]
-        extent = keypoint_extents(dt_keypoints)[det]
+        extent = dt_extents[det]
         with np.errstate(invalid="ignore", over="ignore"):
             gap_x = np.maximum(np.maximum(reach[:, 0] - extent[:, 1], extent[:, 0] - reach[:, 1]), 0.0)
             gap_y = np.maximum(np.maximum(reach[:, 2] - extent[:, 3], extent[:, 2] - reach[:, 3]), 0.0)
@@ -408,8 +408,9 @@ class CocoEvaluator:
             raise KpbenchError(f"scores: expected {num} values, got {scores.shape[0]}")
         if np.isnan(scores).any():
             raise KpbenchError("scores: NaN cannot be ranked")
+        extents = keypoint_extents(geometry) if self.iou_type == "keypoints" else None
         if areas is None:
-            dt_areas = keypoint_extent_areas(geometry) if self.iou_type == "keypoints" else box_areas(geometry)
+            dt_areas = keypoint_extent_areas(geometry, extents) if extents is not None else box_areas(geometry)
         else:
             dt_areas = np.asarray(areas, dtype=np.float64).reshape(-1)
             if dt_areas.shape != (num,):
@@ -432,11 +433,11 @@ class CocoEvaluator:
                 raise KpbenchError(f"category ids: expected {num} values, got {len(cat)}")
         listed = cat >= 0
         unit = cat * self._num_images + img if self.use_cats else img
-        return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore)
+        return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore, extents)
 
     def _evaluate(
         self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray, geometry: np.ndarray,
-        dt_areas: np.ndarray, ignore: np.ndarray,
+        dt_areas: np.ndarray, ignore: np.ndarray, dt_extents: np.ndarray | None = None,
     ) -> VectorizedResult:
         num = len(unit)
         num_units = self._num_units
@@ -473,9 +474,9 @@ class CocoEvaluator:
                                         self._gt_count[active], pair_count, pair_start)
         kept_geometry = geometry[kept]
         lowest = float(thresholds.min()) if thr_count else 0.0
-        if self.iou_type == "keypoints" and lowest > 0:
+        if dt_extents is not None and lowest > 0:
             # Only pairs that may reach the lowest threshold need their OKS; the others never qualify (0 here).
-            near = self._within_reach(kept_geometry, pair_det, pair_gt, lowest)
+            near = self._within_reach(dt_extents[kept], pair_det, pair_gt, lowest)
             pair_sim = np.zeros(len(pair_det))
             pair_sim[near] = self._pair_oks(kept_geometry, pair_det[near], pair_gt[near])
         else:
