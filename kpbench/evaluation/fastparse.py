@@ -3,17 +3,23 @@
 The full checks (`kpbench.evaluation.cocofiles`) parse both files into Python dicts with the json module and check
 them there; at val2017 scale that alone costs several times the vectorized evaluation. This module decodes each
 file once with msgspec into typed records (C code: ids must be JSON integers below 2**53, references JSON
-integers, scores, boxes and areas finite numbers in their bounds, keypoints lists of numbers, the required fields
-present) and moves them into arrays (`GroundTruthArrays`, `kpbench.core.arrays.DetectionArrays`), where the rest
-of the checks run: lengths, finiteness, known ids, duplicates, and the notes.
+integers, scores, boxes and areas finite numbers in their bounds, the required fields present) and moves them into
+arrays (`GroundTruthArrays`, `kpbench.core.arrays.DetectionArrays`), where the rest of the checks run: lengths,
+finiteness, known ids, duplicates, and the notes.
+
+Keypoint lists, most of a file's numbers, are kept as their JSON text and read together into one array by
+`kpbench.evaluation.jsonnumbers.number_lists` (no Python float per number), which refuses anything but lists of
+finite numbers of the right length. Where the first keypoint list of a file has long numbers (a float32's 17
+digits), msgspec decodes them as floats instead, which is faster for those; either way the values are the same
+doubles, and the verdicts the same (tested on every case of the checks' tests, read each way).
 
 As `kpbench.evaluation.fastcheck` does for hotcoco, `parse_files` returns None whenever it cannot prove that the
 full checks would pass silently: any error, but also every case they warn about or repair (an annotation id 0,
 keypoint results that carry a bbox, a COCO-WholeBody GT) or accept in a form msgspec's strict types refuse (an id
 written as 1.0, a file in UTF-16). The caller then runs the full checks, which word the message. The wording lives
 in one place, and the verdict, the messages and the notes are the full checks' for every input (tested case by
-case against them); the numbers are the same doubles, since msgspec and the json module both round each decimal
-correctly.
+case against them); the numbers are the same doubles, since msgspec, `number_lists` and the json module all round
+each decimal correctly.
 
 msgspec is optional (`kpbench[fast]`): without it `parse_files` returns None and the full checks run.
 """
@@ -24,7 +30,6 @@ import contextlib
 import gc
 import itertools
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -35,7 +40,7 @@ import numpy as np
 
 from kpbench.core.arrays import DetectionArrays
 from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
-from kpbench.evaluation.arrays import GroundTruthArrays
+from kpbench.evaluation.arrays import GroundTruthArrays, in_sorted, sorted_unique
 from kpbench.evaluation.cocofiles import (
     MAX_COCO_ID,
     check_iou_type,
@@ -46,6 +51,7 @@ from kpbench.evaluation.cocofiles import (
     unlabelled_note,
     zero_keypoint_results_note,
 )
+from kpbench.evaluation.jsonnumbers import number_lists
 
 try:
     import msgspec
@@ -88,7 +94,7 @@ if msgspec is not None:
         area: NonNegative
         iscrowd: Finite
 
-    class _KeypointAnnotation(Struct, gc=False):
+    class _KeypointAnnotationFields(Struct, gc=False):
         id: CocoId
         image_id: int
         category_id: int
@@ -96,6 +102,14 @@ if msgspec is not None:
         area: NonNegative
         iscrowd: Finite
         num_keypoints: Finite
+
+    # Keypoint lists as their JSON text, read by `number_lists` (short numbers), or as Python floats (long ones).
+
+    class _KeypointAnnotation(_KeypointAnnotationFields, gc=False):
+        keypoints: Raw
+        foot_kpts: Raw | UnsetType = UNSET
+
+    class _KeypointAnnotationFloats(_KeypointAnnotationFields, gc=False):
         keypoints: list[float]
         foot_kpts: Raw | UnsetType = UNSET
 
@@ -109,12 +123,25 @@ if msgspec is not None:
         annotations: list[_KeypointAnnotation]
         categories: list[_Category]
 
-    class _KeypointResult(Struct, gc=False):
+    class _KeypointGroundTruthFloats(Struct, gc=False):
+        images: list[_Image]
+        annotations: list[_KeypointAnnotationFloats]
+        categories: list[_Category]
+
+    class _KeypointResultFields(Struct, gc=False):
         image_id: int
         category_id: int
         score: Finite
-        keypoints: list[float]
+
+    class _KeypointResult(_KeypointResultFields, gc=False):
+        keypoints: Raw
         # Present at all: the full checks decide (pycocotools reads a whole file by its first record's fields).
+        bbox: Raw | UnsetType = UNSET
+        segmentation: Raw | UnsetType = UNSET
+        caption: Raw | UnsetType = UNSET
+
+    class _KeypointResultFloats(_KeypointResultFields, gc=False):
+        keypoints: list[float]
         bbox: Raw | UnsetType = UNSET
         segmentation: Raw | UnsetType = UNSET
         caption: Raw | UnsetType = UNSET
@@ -126,10 +153,19 @@ if msgspec is not None:
         bbox: tuple[Finite, Finite, NonNegative, NonNegative]
         caption: Raw | UnsetType = UNSET
 
-    _GT_DECODERS = {"keypoints": msgspec.json.Decoder(_KeypointGroundTruth),
-                    "bbox": msgspec.json.Decoder(_BoxGroundTruth)}
-    _RESULT_DECODERS = {"keypoints": msgspec.json.Decoder(list[_KeypointResult]),
-                        "bbox": msgspec.json.Decoder(list[_BoxResult])}
+    # By iou type and whether keypoint lists are read as text (see `_short_numbers`).
+    _GT_DECODERS = {("keypoints", True): msgspec.json.Decoder(_KeypointGroundTruth),
+                    ("keypoints", False): msgspec.json.Decoder(_KeypointGroundTruthFloats),
+                    ("bbox", True): msgspec.json.Decoder(_BoxGroundTruth),
+                    ("bbox", False): msgspec.json.Decoder(_BoxGroundTruth)}
+    _RESULT_DECODERS = {("keypoints", True): msgspec.json.Decoder(list[_KeypointResult]),
+                        ("keypoints", False): msgspec.json.Decoder(list[_KeypointResultFloats]),
+                        ("bbox", True): msgspec.json.Decoder(list[_BoxResult]),
+                        ("bbox", False): msgspec.json.Decoder(list[_BoxResult])}
+
+# Keypoint lists whose numbers average at most this many characters (a rounded coordinate, an integer) are read
+# by `number_lists`; longer ones (a float32's 17 digits) are faster as msgspec's floats.
+_SHORT_NUMBER = 10.0
 
 
 @contextlib.contextmanager
@@ -147,17 +183,51 @@ def _without_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _decode(path: Path, decoder: msgspec.json.Decoder) -> object | None:
+def _read(path: Path) -> bytes | None:
     try:
         data = path.read_bytes()
         if not data.isascii():
             # msgspec skips the bytes of fields it does not read; Python's json module refuses a file with invalid
             # UTF-8 anywhere.
             data.decode("utf-8")
+        return data
+    # MemoryError is worded by the full checks, which name the file's size.
+    except (OSError, UnicodeDecodeError, MemoryError):
+        return None
+
+
+def _decode(data: bytes, decoder: msgspec.json.Decoder) -> object | None:
+    try:
         return decoder.decode(data)
     # ValidationError is a DecodeError; MemoryError is worded by the full checks, which name the file's size.
-    except (OSError, UnicodeDecodeError, RecursionError, MemoryError, msgspec.DecodeError):
+    except (RecursionError, MemoryError, msgspec.DecodeError):
         return None
+
+
+def _short_numbers(data: bytes) -> bool:
+    """Whether the first keypoint list of numbers in `data` has short numbers (see _SHORT_NUMBER). Only speed
+    depends on it: both readers give the same values and the same verdicts."""
+    at = 0
+    for _ in range(8):
+        at = data.find(b'"keypoints"', at)
+        if at < 0:
+            break
+        at += 11
+        opening = data.find(b"[", at, at + 64)
+        if opening < 0:
+            continue
+        closing = data.find(b"]", opening, opening + 4096)
+        sample = data[opening + 1:closing if closing > 0 else opening + 4096].strip()
+        if not sample or sample[:1] not in b"-0123456789":
+            continue  # a category's keypoint names
+        return len(sample.translate(None, b" \t\n\r,")) <= _SHORT_NUMBER * (sample.count(b",") + 1)
+    return True
+
+
+def _keypoint_array(records: list, width: int, text: bool) -> np.ndarray | None:
+    """(N, width) of the records' keypoint lists (their JSON text, or floats), else None (the full checks decide)."""
+    lists = [r.keypoints for r in records]
+    return number_lists(lists, width) if text else _flat_lists(lists, width)
 
 
 def _ids(records: list, name: str) -> np.ndarray:
@@ -179,22 +249,22 @@ def _flat_lists(lists: list[list[float]], width: int) -> np.ndarray | None:
 
 
 def _ground_truth(
-    gt: object, iou_type: str, schema: KeypointSchema | None, source: str
+    gt: object, iou_type: str, schema: KeypointSchema | None, source: str, text: bool
 ) -> tuple[GroundTruthArrays, list[str], KeypointSchema | None] | None:
     """The GT's arrays, its notes and its keypoint schema, or None when the full checks must decide."""
     from kpbench.evaluation.fastcheck import _proved_schema
 
     images, annotations, categories = gt.images, gt.annotations, gt.categories  # type: ignore[attr-defined]
     image_ids = _ids(images, "id")
-    unique_images = np.unique(image_ids)
+    unique_images = sorted_unique(image_ids)
     if len(unique_images) != len(images):
         return None
     ann_ids = _ids(annotations, "id")
-    if len(np.unique(ann_ids)) != len(annotations) or (ann_ids == 0).any():  # id 0 is renumbered, with a warning
+    if len(sorted_unique(ann_ids)) != len(annotations) or (ann_ids == 0).any():  # id 0 is renumbered, with a warning
         return None
     ann_images, ann_cats = _ids(annotations, "image_id"), _ids(annotations, "category_id")
-    category_ids = np.unique(_ids(categories, "id"))
-    if not np.isin(ann_images, unique_images).all() or not np.isin(ann_cats, category_ids).all():
+    category_ids = sorted_unique(_ids(categories, "id"))
+    if not in_sorted(ann_images, unique_images).all() or not in_sorted(ann_cats, category_ids).all():
         return None
     proved: KeypointSchema | None = None
     keypoints = None
@@ -207,7 +277,7 @@ def _ground_truth(
         proved = _proved_schema(gt, schema)  # type: ignore[arg-type]
         if proved is None:
             return None
-        keypoints = _flat_lists([a.keypoints for a in annotations], proved.result_length)
+        keypoints = _keypoint_array(annotations, proved.result_length, text)
         if keypoints is None:
             return None
         keypoints = keypoints.reshape(g, proved.num_keypoints, 3)
@@ -218,7 +288,8 @@ def _ground_truth(
         if unlabelled:
             notes.append(unlabelled_note(unlabelled, instance_noun(proved)))
     iscrowd = _numbers(annotations, "iscrowd")
-    boxes = np.asarray([a.bbox for a in annotations], dtype=np.float64).reshape(g, 4)
+    boxes = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), annotations)), dtype=np.float64,
+                        count=4 * g).reshape(g, 4)
     arrays = GroundTruthArrays(
         source=source, image_ids=unique_images, category_ids=category_ids, ann_ids=ann_ids,
         ann_image=np.searchsorted(unique_images, ann_images).astype(np.int64),
@@ -244,14 +315,23 @@ def parse_files(
 
 
 def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSchema | None) -> ParsedFiles | None:
-    gt = _decode(gt_path, _GT_DECODERS[iou_type])
+    data = _read(gt_path)
+    if data is None:
+        return None
+    text = iou_type == "keypoints" and _short_numbers(data)
+    gt = _decode(data, _GT_DECODERS[iou_type, text])
+    del data
     if gt is None:
         return None
-    prepared = _ground_truth(gt, iou_type, schema, str(gt_path))
+    prepared = _ground_truth(gt, iou_type, schema, str(gt_path), text)
     if prepared is None:
         return None
     ground_truth, notes, proved = prepared
-    results = _decode(results_path, _RESULT_DECODERS[iou_type])
+    data = _read(results_path)
+    if data is None:
+        return None
+    text = iou_type == "keypoints" and _short_numbers(data)
+    results = _decode(data, _RESULT_DECODERS[iou_type, text])
     if not isinstance(results, list):
         return None
     k = proved.num_keypoints if proved is not None else 0
@@ -260,7 +340,10 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         return ParsedFiles(ground_truth, DetectionArrays.empty(k, boxes=iou_type == "bbox"),
                            [*notes, empty_results_note(str(results_path), instance_noun(proved))], proved)
     image_ids, category_ids = _ids(results, "image_id"), _ids(results, "category_id")
-    if not np.isin(image_ids, ground_truth.image_ids).all() or not np.isin(category_ids, ground_truth.category_ids).all():
+    image_index = np.searchsorted(ground_truth.image_ids, image_ids).clip(0, max(len(ground_truth.image_ids) - 1, 0))
+    if len(ground_truth.image_ids) == 0 or (ground_truth.image_ids[image_index] != image_ids).any():
+        return None
+    if not in_sorted(category_ids, ground_truth.category_ids).all():
         return None
     if results[0].caption is not UNSET:
         return None
@@ -269,26 +352,27 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
         if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
             return None
-        flat = _flat_lists([r.keypoints for r in results], proved.result_length)  # type: ignore[union-attr]
+        flat = _keypoint_array(results, proved.result_length, text)  # type: ignore[union-attr]
         if flat is None:
             return None
         keypoints = flat.reshape(n, k, 3)
     else:
-        boxes = np.asarray([r.bbox for r in results], dtype=np.float64).reshape(n, 4)
+        boxes = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), results)), dtype=np.float64,
+                            count=4 * n).reshape(n, 4)
     detections = DetectionArrays(image_ids=image_ids, category_ids=category_ids, scores=_numbers(results, "score"),
                                  boxes=boxes, keypoints=keypoints)
 
-    covered = np.unique(image_ids)
-    if len(covered) < len(ground_truth.image_ids):
+    per_image = np.bincount(image_index, minlength=len(ground_truth.image_ids))
+    covered = int(np.count_nonzero(per_image))
+    if covered < len(ground_truth.image_ids):
         counted = ~ground_truth.iscrowd & (~ground_truth.no_keypoints if iou_type == "keypoints" else True)
-        uncovered = ~np.isin(ground_truth.ann_image, np.searchsorted(ground_truth.image_ids, covered))
-        missed = int(np.count_nonzero(uncovered & counted))
-        notes.append(coverage_note(len(covered), len(ground_truth.image_ids), missed, instance_noun(proved)))
+        missed = int(np.count_nonzero((per_image[ground_truth.ann_image] == 0) & counted))
+        notes.append(coverage_note(covered, len(ground_truth.image_ids), missed, instance_noun(proved)))
     if iou_type == "keypoints":
         zero = int(np.count_nonzero(~(keypoints[:, :, 2] > 0).any(axis=1)))  # type: ignore[index]
         if zero:
             notes.append(zero_keypoint_results_note(zero))
-        crowded = sum(1 for c in Counter(image_ids.tolist()).values() if c > KEYPOINT_MAX_DETS)
+        crowded = int(np.count_nonzero(per_image > KEYPOINT_MAX_DETS))
         if crowded:
             notes.append(crowded_images_note(crowded))
     return ParsedFiles(ground_truth, detections, notes, proved)

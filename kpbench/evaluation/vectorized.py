@@ -44,7 +44,9 @@ from kpbench.evaluation.arrays import (
     box_areas,
     ground_truth_arrays,
     keypoint_extent_areas,
+    keypoint_extents,
     loadres_areas,
+    sorted_unique,
 )
 from kpbench.evaluation.settings import EvalSettings, summarize
 
@@ -62,6 +64,7 @@ _BOX_AREAS = (("all", 0.0**2, 1e5**2), ("small", 0.0**2, 32.0**2), ("medium", 32
 _KEYPOINT_MAX_DETS = (20,)
 _BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
+_OKS_BLOCK = 4096  # detection-GT pairs per pass of the OKS arithmetic
 
 
 @dataclass
@@ -276,13 +279,24 @@ class CocoEvaluator:
             # OKS terms per GT: the labelled keypoints' columns first (in order), how many terms OKS averages over.
             labelled = self.gt_keypoints[:, :, 2] > 0
             self._gt_labelled_count = labelled.sum(axis=1)
-            self._gt_term_columns = np.argsort(~labelled, axis=1, kind="stable")
-            self._gt_x = np.ascontiguousarray(self.gt_keypoints[:, :, 0])
-            self._gt_y = np.ascontiguousarray(self.gt_keypoints[:, :, 1])
+            columns = np.argsort(~labelled, axis=1, kind="stable")
+            # Per GT, its OKS terms first: the labelled keypoints' coordinates and variances, in keypoint order, and
+            # their offsets in a detection's flat (K * 3) keypoints.
+            self._gt_term_x = np.take_along_axis(self.gt_keypoints[:, :, 0], columns, axis=1)
+            self._gt_term_y = np.take_along_axis(self.gt_keypoints[:, :, 1], columns, axis=1)
+            self._gt_term_variances = self.variances[columns]
+            self._gt_term_offsets = columns * 3
             self._gt_denominator = self.gt_areas + _EPS
             x, y, w, h = self.gt_boxes.T
             # GTs without labelled keypoints: the box enlarged by its size on every side (pycocotools' bounds).
             self._gt_bounds = np.stack([x - w, x + w * 2, y - h, y + h * 2], axis=1)
+            # Where OKS measures from: the labelled keypoints' extent, or those bounds (x0, x1, y0, y1).
+            with np.errstate(invalid="ignore"):
+                spread = np.stack([np.where(labelled, self.gt_keypoints[:, :, 0], np.inf).min(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 0], -np.inf).max(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 1], np.inf).min(axis=1),
+                                   np.where(labelled, self.gt_keypoints[:, :, 1], -np.inf).max(axis=1)], axis=1)
+            self._gt_reach = np.where((self._gt_labelled_count > 0)[:, None], spread, self._gt_bounds)
         else:
             self.sigmas = None
             self.num_keypoints = 0
@@ -311,41 +325,61 @@ class CocoEvaluator:
     def _pair_oks(self, dt_keypoints: np.ndarray, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """OKS of the pairs (dt_keypoints[det[p]], GT gt[p]), pycocotools' operations in its order.
 
-        Each term is computed over all K keypoints, as computeOks does, and pairs are grouped by the GT's number n
-        of OKS terms: each group's labelled terms are gathered into a contiguous (M, n) array, so that np.sum adds
-        exactly the terms pycocotools adds, in the same pairwise order.
+        Pairs are grouped by the GT's number n of OKS terms, and each term is computed as computeOks computes it,
+        for the labelled keypoints only (its `e[vg > 0]`: the others never reach the sum), gathered into a
+        contiguous (M, n) array, so that np.sum adds exactly the terms pycocotools adds, in the same pairwise
+        order. GTs without labelled keypoints measure all K keypoints from their enlarged box. Blocks of a few
+        thousand pairs keep the temporaries in the CPU's cache.
         """
         out = np.empty(len(det), dtype=np.float64)
         if len(det) == 0:
             return out
         k = self.num_keypoints
-        dt_x = np.ascontiguousarray(dt_keypoints[:, :, 0])
-        dt_y = np.ascontiguousarray(dt_keypoints[:, :, 1])
+        flat = np.ascontiguousarray(dt_keypoints, dtype=np.float64).reshape(-1)
         terms = self._gt_labelled_count[gt]  # 0: the box distance over all K
         order = np.argsort(terms, kind="stable")
         bounds = np.searchsorted(terms[order], np.arange(k + 2))
+        all_offsets = np.arange(k) * 3
+        zero = np.zeros(())
         # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for n in range(k + 1):
-                sel = order[bounds[n]:bounds[n + 1]]
-                if len(sel) == 0:
-                    continue
-                d, g = det[sel], gt[sel]
-                xd, yd = dt_x[d], dt_y[d]
-                if n > 0:
-                    dx = xd - self._gt_x[g]
-                    dy = yd - self._gt_y[g]
-                else:
-                    x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
-                    zero = np.zeros(())
-                    dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
-                    dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-                e = (dx**2 + dy**2) / self.variances / self._gt_denominator[g][:, None] / 2
-                similarity = np.exp(-e)
-                if 0 < n < k:  # the labelled terms only, contiguous
-                    similarity = np.take_along_axis(similarity, self._gt_term_columns[g, :n], axis=1)
-                out[sel] = np.sum(similarity, axis=1) / (n or k)
+                group = order[bounds[n]:bounds[n + 1]]
+                for lo in range(0, len(group), _OKS_BLOCK):
+                    sel = group[lo:lo + _OKS_BLOCK]
+                    d, g = det[sel], gt[sel]
+                    base = (d * (3 * k))[:, None]
+                    if n > 0:
+                        offsets = self._gt_term_offsets[g, :n]
+                        dx = flat[base + offsets] - self._gt_term_x[g, :n]
+                        dy = flat[base + offsets + 1] - self._gt_term_y[g, :n]
+                        variances = self._gt_term_variances[g, :n]
+                    else:
+                        xd, yd = flat[base + all_offsets], flat[base + all_offsets + 1]
+                        x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
+                        dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
+                        dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
+                        variances = self.variances
+                    e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
+                    out[sel] = np.sum(np.exp(-e), axis=1) / (n or k)
         return out
+
+    def _within_reach(self, dt_extents: np.ndarray, det: np.ndarray, gt: np.ndarray, lowest: float) -> np.ndarray:
+        """(P,) False for the pairs whose OKS is surely below `lowest` (> 0), so that it need not be computed.
+
+        OKS is a mean of terms exp(-d_i**2 / (2 * var_i * (area + eps))), so reaching `lowest` needs one term at
+        least that large: d_i**2 <= -ln(lowest) * 2 * var_i * (area + eps). Every d_i is at least the gap between
+        the detection's keypoint extent and where the GT measures from (`_gt_reach`); a pair whose gap passes that
+        bound with the largest variance, and a margin of 0.1% (the rounding of the real computation is some 1e-15),
+        cannot reach `lowest`. A NaN anywhere leaves the pair to the computation.
+        """
+        reach = self._gt_reach[gt]
+        extent = dt_extents[det]
+        with np.errstate(invalid="ignore", over="ignore"):
+            gap_x = np.maximum(np.maximum(reach[:, 0] - extent[:, 1], extent[:, 0] - reach[:, 1]), 0.0)
+            gap_y = np.maximum(np.maximum(reach[:, 2] - extent[:, 3], extent[:, 2] - reach[:, 3]), 0.0)
+            limit = (-np.log(lowest) * 2.0 * float(self.variances.max()) * 1.001) * self._gt_denominator[gt]
+            return ~(gap_x**2 + gap_y**2 > limit)
 
     # --- evaluation ------------------------------------------------------------------------------------------
 
@@ -374,8 +408,9 @@ class CocoEvaluator:
             raise KpbenchError(f"scores: expected {num} values, got {scores.shape[0]}")
         if np.isnan(scores).any():
             raise KpbenchError("scores: NaN cannot be ranked")
+        extents = keypoint_extents(geometry) if self.iou_type == "keypoints" else None
         if areas is None:
-            dt_areas = keypoint_extent_areas(geometry) if self.iou_type == "keypoints" else box_areas(geometry)
+            dt_areas = keypoint_extent_areas(geometry, extents) if extents is not None else box_areas(geometry)
         else:
             dt_areas = np.asarray(areas, dtype=np.float64).reshape(-1)
             if dt_areas.shape != (num,):
@@ -398,11 +433,11 @@ class CocoEvaluator:
                 raise KpbenchError(f"category ids: expected {num} values, got {len(cat)}")
         listed = cat >= 0
         unit = cat * self._num_images + img if self.use_cats else img
-        return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore)
+        return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore, extents)
 
     def _evaluate(
         self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray, geometry: np.ndarray,
-        dt_areas: np.ndarray, ignore: np.ndarray,
+        dt_areas: np.ndarray, ignore: np.ndarray, dt_extents: np.ndarray | None = None,
     ) -> VectorizedResult:
         num = len(unit)
         num_units = self._num_units
@@ -422,7 +457,9 @@ class CocoEvaluator:
         dt_start = _starts(dt_count)
         num_gt = len(self.gt_ann_ids)
 
-        # 2. Matching, per bucket of units with the same padded GT count, all areas and thresholds at once.
+        # 2. Matching. The similarity of every detection-GT pair of each unit; then COCOeval's greedy matching, in
+        # closed form for the units where no detection qualifies for two GTs (`_match_one_candidate`), and for the
+        # others per bucket of units with the same padded GT count, all areas and thresholds at once.
         gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
         thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
         threshold_c = np.tile(thresholds, area_count)
@@ -431,25 +468,36 @@ class CocoEvaluator:
         kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
         gt_match = np.full((combos, num_gt), -1, dtype=np.int32)  # results index
         active = np.flatnonzero((dt_count > 0) & (self._gt_count > 0))
-        grids = []
-        for size, members in _bucket_by_size(self._gt_count[active]):
-            units = active[members]
-            units = units[np.argsort(-dt_count[units], kind="stable")]  # most detections first
+        pair_count = dt_count[active] * self._gt_count[active]
+        pair_start = _starts(pair_count)
+        pair_det, pair_gt = _unit_pairs(dt_start[active], dt_count[active], self._gt_start[active],
+                                        self._gt_count[active], pair_count, pair_start)
+        kept_geometry = geometry[kept]
+        lowest = float(thresholds.min()) if thr_count else 0.0
+        if dt_extents is not None and lowest > 0:
+            # Only pairs that may reach the lowest threshold need their OKS; the others never qualify (0 here).
+            near = self._within_reach(dt_extents[kept], pair_det, pair_gt, lowest)
+            pair_sim = np.zeros(len(pair_det))
+            pair_sim[near] = self._pair_oks(kept_geometry, pair_det[near], pair_gt[near])
+        else:
+            pair_sim = self._pair_similarity(kept_geometry, pair_det, pair_gt)
+        qualifies = pair_sim >= thresholds.min() if thr_count else np.zeros(len(pair_sim), dtype=bool)
+        pair_unit = np.repeat(np.arange(len(active)), pair_count)  # into `active`
+        scanned = _units_to_scan(pair_sim, qualifies, pair_det, pair_unit, len(active), len(kept))
+        one = qualifies & ~scanned[pair_unit]
+        self._match_one_candidate(pair_det[one], pair_gt[one], pair_sim[one], thresholds, kept, gt_ignored,
+                                  kept_match, kept_dt_ignore, gt_match)
+        scanned_active = np.flatnonzero(scanned)
+        for size, members in _bucket_by_size(self._gt_count[active[scanned_active]]):
+            which = scanned_active[members]
+            which = which[np.argsort(-dt_count[active[which]], kind="stable")]  # most detections first
+            units = active[which]
             dmax = int(dt_count[units[0]])
-            ranks = np.arange(dmax)
-            slots = np.arange(size)
-            valid = ((ranks[None, :, None] < dt_count[units][:, None, None])
-                     & (slots[None, None, :] < self._gt_count[units][:, None, None]))
-            p, r, s = np.nonzero(valid)
-            grids.append((size, units, valid, dt_start[units][p] + r, self._gt_start[units][p] + s))
-        pair_det = np.concatenate([g[3] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
-        pair_gt = np.concatenate([g[4] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
-        pair_sim = self._pair_similarity(geometry[kept], pair_det, pair_gt)
-        offset = 0
-        for size, units, valid, det_pos, _ in grids:
+            valid = ((np.arange(dmax)[None, :, None] < dt_count[units][:, None, None])
+                     & (np.arange(size)[None, None, :] < self._gt_count[units][:, None, None]))
             sim = np.full(valid.shape, -np.inf)
-            sim[valid] = pair_sim[offset:offset + len(det_pos)]
-            offset += len(det_pos)
+            # Pairs are listed unit by unit, detection-major: the order in which `valid` lists its cells.
+            sim[valid] = pair_sim[_concatenated_ranges(pair_start[which], pair_count[which])]
             gt_slots = self._gt_start[units][:, None] + np.arange(size)[None]  # (n, size), may run past G
             slot_valid = np.arange(size)[None] < self._gt_count[units][:, None]
             gt_slots = np.where(slot_valid, gt_slots, 0)
@@ -481,7 +529,8 @@ class CocoEvaluator:
 
         # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
         counted = kept_match >= 0
-        counted[counted] = ~self._gt_id_zero[kept_match[counted]]
+        if self._gt_id_zero.any():
+            counted[counted] = ~self._gt_id_zero[kept_match[counted]]
         kept_areas = dt_areas[kept]
         dt_out = (kept_areas[None] < self.area_ranges[:, :1]) | (kept_areas[None] > self.area_ranges[:, 1:])
         kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
@@ -515,6 +564,46 @@ class CocoEvaluator:
             dt_matches=dt_matches, dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
         )
 
+    def _match_one_candidate(
+        self, det: np.ndarray, gt: np.ndarray, sim: np.ndarray, thresholds: np.ndarray, kept: np.ndarray,
+        gt_ignored: np.ndarray, kept_match: np.ndarray, kept_dt_ignore: np.ndarray, gt_match: np.ndarray,
+    ) -> None:
+        """COCOeval's greedy matching where each detection qualifies for one GT at most, written into the (C, .)
+        outputs: the qualifying pairs (kept position `det`, GT position `gt`, similarity `sim`, not NaN) of units in
+        which no detection qualifies for two GTs at the lowest of `thresholds` (T,), hence at none.
+
+        A detection's only candidate is then its GT, so the order of preference (non-ignored first, largest
+        similarity) never has a choice to make, and the area range (which only changes what is ignored) changes
+        nothing: at threshold t a GT goes to the first detection, by rank, whose similarity is >= t; a crowd region
+        goes to every such detection and keeps the last one, as pycocotools' scan leaves them.
+        """
+        if len(det) == 0:
+            return
+        order = np.lexsort((det, gt))  # by GT, then by rank (kept positions are in rank order within a unit)
+        det, gt, sim = det[order], gt[order], sim[order]
+        count = len(det)
+        starts = np.flatnonzero(np.concatenate(([True], gt[1:] != gt[:-1])))
+        group_gt = gt[starts]
+        group_crowd = self._gt_crowd[group_gt]
+        passes = sim[None, :] >= thresholds[:, None]  # (T, Q)
+        index = np.arange(count)
+        first = np.minimum.reduceat(np.where(passes, index, count), starts, axis=1)  # (T, groups); count: none
+        last = np.maximum.reduceat(np.where(passes, index, -1), starts, axis=1)
+        found = first < count
+        taken = passes & self._gt_crowd[gt][None]
+        t, g = np.nonzero(found & ~group_crowd[None])
+        taken[t, first[t, g]] = True
+        t_pair, pair = np.nonzero(taken)
+        matched_det, matched_gt = det[pair], gt[pair]
+        final = np.where(group_crowd[None], last, np.where(found, first, -1))  # the (last) pair matched to each GT
+        t_gt, g = np.nonzero(final >= 0)
+        final_gt, final_det = group_gt[g], kept[det[final[t_gt, g]]]
+        thr_count = len(thresholds)
+        for a in range(len(gt_ignored)):
+            kept_match[a * thr_count + t_pair, matched_det] = matched_gt
+            kept_dt_ignore[a * thr_count + t_pair, matched_det] = gt_ignored[a, matched_gt]
+            gt_match[a * thr_count + t_gt, final_gt] = final_det
+
     def _accumulate(
         self, scores: np.ndarray, cat: np.ndarray, image: np.ndarray, rank: np.ndarray, counted: np.ndarray,
         dt_ignore: np.ndarray, gt_ignored: np.ndarray, gt_cat: np.ndarray,
@@ -541,14 +630,18 @@ class CocoEvaluator:
             live = np.flatnonzero(npig[k, rows_npig] > 0).tolist()
             # The category's detections in accumulation order, gathered once for every maxDet.
             segment_rank = rank[segment]
-            segment_not_ignored = ~dt_ignore[:, segment]
-            segment_tp = counted[:, segment] & segment_not_ignored
+            # np.take keeps the (C, D) blocks C-contiguous (`x[:, index]` does not, and cumsum along a strided
+            # axis costs ten times as much).
+            segment_not_ignored = ~np.take(dt_ignore, segment, axis=1)
+            segment_tp = np.take(counted, segment, axis=1) & segment_not_ignored
             for m, max_det in enumerate(self.max_dets):
                 if len(segment_rank) == 0 or segment_rank.max() < max_det:
                     idx, not_ignored, tp_mask = segment, segment_not_ignored, segment_tp
                 else:
                     within = np.flatnonzero(segment_rank < max_det)
-                    idx, not_ignored, tp_mask = segment[within], segment_not_ignored[:, within], segment_tp[:, within]
+                    idx = segment[within]
+                    not_ignored = np.take(segment_not_ignored, within, axis=1)
+                    tp_mask = np.take(segment_tp, within, axis=1)
                 nd = len(idx)
                 sorted_scores = scores[idx]
                 counted_so_far = np.cumsum(not_ignored, axis=1, dtype=np.int32)  # TP + FP up to each detection
@@ -680,12 +773,48 @@ def _starts(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _units_to_scan(
+    sim: np.ndarray, qualifies: np.ndarray, det: np.ndarray, unit: np.ndarray, num_units: int, num_dets: int,
+) -> np.ndarray:
+    """(U,) the units that need COCOeval's scan: one of their detections qualifies (`qualifies`: similarity at least
+    the lowest threshold) for two GTs, so that the order of preference may choose, or a similarity is NaN (which
+    pycocotools' scan treats apart). The others are matched in closed form (`_match_one_candidate`). Pairs: `sim`,
+    `det` (kept position) and `unit` (index of the unit) of each."""
+    candidates = np.bincount(det[qualifies], minlength=num_dets)
+    scanned = np.zeros(num_units, dtype=bool)
+    scanned[unit[np.isnan(sim) | (candidates[det] >= 2)]] = True
+    return scanned
+
+
+def _concatenated_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)]), without the Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total) + np.repeat(starts - _starts(counts), counts)
+
+
+def _unit_pairs(
+    dt_start: np.ndarray, dt_count: np.ndarray, gt_start: np.ndarray, gt_count: np.ndarray, pair_count: np.ndarray,
+    pair_start: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, GT) position pair of each unit (its detections dt_start..+dt_count, its GTs alike), unit by
+    unit, detection-major: pair_count = dt_count * gt_count of them from pair_start."""
+    total = int(pair_count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    within = np.arange(total) - np.repeat(pair_start, pair_count)
+    per_row = np.repeat(gt_count, pair_count)
+    rank, slot = np.divmod(within, per_row)
+    return np.repeat(dt_start, pair_count) + rank, np.repeat(gt_start, pair_count) + slot
+
+
 def _bucket_by_size(gt_counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Groups of positions by GT count rounded up to a power of two: (padded size, positions)."""
     if len(gt_counts) == 0:
         return []
     sizes = 1 << np.ceil(np.log2(np.maximum(gt_counts, 1))).astype(np.int64)
-    return [(int(s), np.flatnonzero(sizes == s)) for s in np.unique(sizes)]
+    return [(int(s), np.flatnonzero(sizes == s)) for s in sorted_unique(sizes).tolist()]
 
 
 def _match_padded(

@@ -1,0 +1,151 @@
+"""What a `kpbench evaluate GT RES` process loads and sets before it evaluates (issue 24: its whole-process cost),
+and the small array helpers that keep numpy's slower paths off it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kpbench.core.errors import KpbenchError
+from kpbench.data.synthetic import make_synthetic_coco
+from kpbench.evaluation.arrays import in_sorted, sorted_unique
+
+# Run `kpbench evaluate` in a fresh interpreter, then report the modules it loaded and the BLAS thread setting.
+PROBE = (
+    "import json, os, sys\n"
+    "from kpbench.cli import main\n"
+    "sys.argv = ['kpbench', 'evaluate', *sys.argv[1:], '--format', 'json']\n"
+    "try:\n"
+    "    main()\n"
+    "except SystemExit as exc:\n"
+    "    assert exc.code in (0, None), exc.code\n"
+    "heavy = ('numpy.ma', 'pandas', 'matplotlib', 'torch', 'torchvision', 'pydantic')\n"
+    "print(json.dumps({'loaded': sorted(m for m in heavy if m in sys.modules),\n"
+    "                  'blas': os.environ.get('OPENBLAS_NUM_THREADS')}))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    gt, results = make_synthetic_coco(num_images=6, detections_per_person=2.0, seed=3)
+    folder = tmp_path_factory.mktemp("startup")
+    gt_path, kp_path, box_path = folder / "gt.json", folder / "kp.json", folder / "box.json"
+    gt_path.write_text(json.dumps(gt))
+    kp_path.write_text(json.dumps(results))
+    box_path.write_text(json.dumps([{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                                     "bbox": [10.0, 20.0, 30.0 + i, 40.0]} for i, r in enumerate(results)]))
+    return gt_path, kp_path, box_path
+
+
+def probe(*args: str, env: dict[str, str] | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("iou_type", ["keypoints", "bbox"])
+def test_evaluate_loads_nothing_heavy(files: tuple[Path, Path, Path], iou_type: str) -> None:
+    """Neither torch, pandas, matplotlib nor numpy.ma (np.unique loads it: 10+ ms) on the default backend's path."""
+    gt, kp, box = files
+    report = probe(str(gt), str(kp if iou_type == "keypoints" else box), "--iou-type", iou_type)
+    assert report["loaded"] == []
+
+
+def test_evaluate_asks_openblas_for_one_thread(files: tuple[Path, Path, Path]) -> None:
+    gt, kp, _ = files
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert probe(str(gt), str(kp), env=env)["blas"] == "1"
+
+
+def test_evaluate_keeps_the_users_blas_setting(files: tuple[Path, Path, Path]) -> None:
+    gt, kp, _ = files
+    assert probe(str(gt), str(kp), env={**os.environ, "OPENBLAS_NUM_THREADS": "3"})["blas"] == "3"
+
+
+@pytest.mark.parametrize("values", [
+    [], [7], [3, 3], [5, -1, 5, 2, 2**62, -(2**62), 0, 0, 1], list(range(50, 0, -3)) * 2,
+])
+def test_sorted_unique_and_in_sorted_are_numpys(values: list[int]) -> None:
+    array = np.asarray(values, dtype=np.int64)
+    unique = sorted_unique(array)
+    assert unique.dtype == np.int64 and np.array_equal(unique, np.unique(array))
+    probes = np.asarray([-(2**62), -1, 0, 2, 4, 5, 8, 2**62, 2**63 - 1], dtype=np.int64)
+    assert np.array_equal(in_sorted(probes, unique), np.isin(probes, array))
+
+
+def test_sorted_unique_and_in_sorted_random() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        array = rng.integers(-30, 30, size=rng.integers(0, 60))
+        probes = rng.integers(-40, 40, size=25)
+        assert np.array_equal(sorted_unique(array), np.unique(array))
+        assert np.array_equal(in_sorted(probes, sorted_unique(array)), np.isin(probes, array))
+
+
+def test_evaluate_asks_glibc_to_keep_freed_memory(files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+                                                  ) -> None:
+    """Large temporaries reuse freed heap memory instead of fresh pages (a third of the CPU time at val2017 scale
+    went to page faults): the evaluate command sets glibc's mmap and trim thresholds before it reads anything."""
+    import ctypes
+
+    from kpbench.cli import app
+    from kpbench.cli import evaluate as command
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, parameter: int, value: int) -> int:
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    gt, kp, _ = files
+    try:
+        app(["evaluate", str(gt), str(kp), "--format", "json"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert calls == [(-3, 32 << 20), (-1, 2**31 - 1), (-2, 64 << 20)] == list(command._MALLOC_SETTINGS)
+
+
+def test_keep_freed_memory_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C library without mallopt (musl, macOS' libSystem has none by that name) is left alone, silently."""
+    import ctypes
+
+    from kpbench.cli import evaluate as command
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())
+    command._keep_freed_memory()
+
+
+def test_only_the_command_run_is_built() -> None:
+    """typer builds a click command for every registered command on each call; main() gives it the one named."""
+    from kpbench.cli import _app_for, app
+
+    evaluate_app = _app_for(["evaluate", "gt.json", "res.json"])
+    assert [info.name for info in evaluate_app.registered_commands] == ["evaluate"]
+    assert evaluate_app.registered_groups == [] and evaluate_app.registered_callback is app.registered_callback
+    assert len(app.registered_commands) > 1 and app.registered_groups  # the app itself is untouched
+    for args in ([], ["--help"], ["--version"], ["data", "download"], ["evaluat"], ["config", "show"]):
+        assert _app_for(args) is app
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--help"], ["evaluate", "--bogus"], ["evaluate", "--max-dets", "abc", "a.json", "b.json"],
+    ["thresholds", "--help"], ["evaluate"],
+])
+def test_the_command_alone_says_what_the_whole_app_says(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from kpbench.cli import _app_for, app
+
+    whole, alone = CliRunner().invoke(app, args), CliRunner().invoke(_app_for(args), args)
+    assert (alone.exit_code, alone.output, repr(alone.exception)) == (
+        whole.exit_code, whole.output, repr(whole.exception))
+    assert whole.output.strip() or isinstance(whole.exception, KpbenchError)
