@@ -377,3 +377,30 @@ def test_analyze_section_files_are_the_same_bytes(tmp_path: Path) -> None:
 
 def test_get_schema_groups_are_the_builtins() -> None:
     assert get_schema("coco17").groups is COCO17.groups
+
+
+def test_a_runs_keypoint_ap_reads_its_store_not_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's AP per keypoint comes from the store (or the evaluation handed over) as arrays: the same numbers as
+    the results file `kpbench evaluate RUN_DIR` writes, and no results file is parsed on the way."""
+    from kpdata import make_run_dir
+
+    import kpbench.analysis.keypoint_ap as module
+    from kpbench.analysis.keypoint_ap import keypoint_ap_for_run
+    from kpbench.evaluation.runeval import evaluate_run
+
+    run = make_run_dir(tmp_path, store=True).path
+    results = evaluate_run(run)
+    from_file = keypoint_ap(run / "ground_truth.json", run / "keypoints_results.json")
+    (run / "keypoints_results.json").unlink()
+
+    def no_parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a results file was parsed")
+
+    monkeypatch.setattr(module, "load_results", no_parse)
+    for given in (None, results["keypoints"]):
+        from_run = keypoint_ap_for_run(run, result=given)
+        assert [p.name for p in from_run.parts] == [p.name for p in from_file.parts]
+        for mine, theirs in zip(from_run.parts, from_file.parts):
+            assert mine.stats == theirs.stats
+            assert np.array_equal(mine.precision, theirs.precision) and np.array_equal(mine.recall, theirs.recall)
+    assert from_file["all"].stats == results["keypoints"].stats  # the whole set is the run's own evaluation

@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from kpbench.core.schema import ALL_KEYPOINTS, KeypointSchema, resolve_groups
 from kpbench.evaluation.cocoeval import without_zero_keypoint_arrays, without_zero_keypoint_results, zero_keypoint_rule
 from kpbench.evaluation.cocofiles import GroundTruth, Results, SeveralKeypointSets, load_ground_truth, load_results
 from kpbench.evaluation.settings import EvalSettings
+
+if TYPE_CHECKING:
+    from kpbench.evaluation.cocoeval import EvalResult
 
 SECTION = "keypoint_ap"  # the name of its files (keypoint_ap.csv/.md/.json) and of its analyze.json section
 TITLE = "AP per keypoint and per keypoint group"
@@ -332,17 +335,23 @@ def _records(inputs: _Inputs, indices: tuple[int, ...]) -> list[dict[str, Any]]:
 
 def keypoint_ap_for_run(
     run_dir: str | Path, groups: Sequence[tuple[str, Sequence[int | str]]] | None = None,
-    per_keypoint: bool = True, evaluator: str = "vectorized",
+    per_keypoint: bool = True, evaluator: str = "vectorized", result: EvalResult | None = None,
 ) -> KeypointAP:
-    """`keypoint_ap` of a run directory, from its files alone (ground_truth.json, keypoints_results.json)."""
-    from kpbench.runs.directory import ground_truth_path, run_dir_format
+    """`keypoint_ap` of a run directory, on arrays: the detections the run's keypoint evaluation `result` checked
+    (as `evaluate_run` returns it, so nothing is read again) or, without one, the run's store read and checked as
+    `kpbench evaluate RUN_DIR` reads it. No results file is parsed (at 500,000 detections, parsing
+    keypoints_results.json cost three times the 22 evaluations)."""
+    from kpbench.evaluation.runeval import finished_run_arrays, load_run_ground_truth, run_checked_detections
+    from kpbench.runs.directory import run_dir_format
 
     run_dir = Path(run_dir)
-    results = run_dir / "keypoints_results.json"
-    if not results.is_file():
-        raise KpbenchError(f"{results}: not found; score the run first (`kpbench evaluate {run_dir}`)")
     schema = run_dir_format(run_dir).schema
-    return keypoint_ap(ground_truth_path(run_dir), results, schema=schema, groups=groups, per_keypoint=per_keypoint,
+    gt = load_run_ground_truth(run_dir, ("keypoints",))
+    if result is not None and result.inputs is not None:
+        detections = result.detection_arrays()
+    else:
+        detections = run_checked_detections(run_dir, finished_run_arrays(run_dir), gt)["keypoints"].detections
+    return keypoint_ap(gt["keypoints"], detections, schema=schema, groups=groups, per_keypoint=per_keypoint,
                        evaluator=evaluator)
 
 

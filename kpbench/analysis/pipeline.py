@@ -69,5 +69,6 @@ def analyse_run(run_dir: str | Path, results: Mapping[str, EvalResult] | None = 
     written = write_threshold_files(run_dir, report.person, report.keypoint, plot=False)
     keypoints_for_run(run_dir, results.get("keypoints") if results else None)
     written += [run_dir / f"keypoints.{ext}" for ext in ("csv", "md", "png")]
-    written += write_keypoint_ap_files(run_dir, keypoint_ap_for_run(run_dir))
+    kp_result = results.get("keypoints") if results else None
+    written += write_keypoint_ap_files(run_dir, keypoint_ap_for_run(run_dir, result=kp_result))
     return written + plot_run(run_dir, results)

@@ -176,7 +176,7 @@ def evaluate_command(
         from kpbench.analysis.keypoint_ap import keypoint_ap, keypoint_ap_for_run, write_keypoint_ap_files
 
         if run is not None:
-            part_ap = keypoint_ap_for_run(run, groups=group_spec)
+            part_ap = keypoint_ap_for_run(run, groups=group_spec, result=results.get("keypoints"))
             for path in write_keypoint_ap_files(run, part_ap):
                 echo_err(f"wrote {path}")
         else:
