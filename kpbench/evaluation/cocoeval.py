@@ -147,7 +147,7 @@ def _hotcoco_on_checked_files(
     """
     try:
         from kpbench.evaluation import fastcheck
-    except ImportError:  # msgspec is optional (kpbench[fast])
+    except ImportError:  # msgspec missing (a base dependency)
         return None
     checked = fastcheck.check_files(gt, results, iou_type, schema)
     if checked is None:

@@ -21,7 +21,7 @@ in one place, and the verdict, the messages and the notes are the full checks' f
 case against them); the numbers are the same doubles, since msgspec, `number_lists` and the json module all round
 each decimal correctly.
 
-msgspec is optional (`kpbench[fast]`): without it `parse_files` returns None and the full checks run.
+msgspec is a base dependency; should it be missing, `parse_files` returns None and the full checks run.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from kpbench.evaluation.jsonnumbers import number_lists
 try:
     import msgspec
     from msgspec import UNSET, Meta, Raw, Struct, UnsetType
-except ImportError:  # kpbench[fast] not installed: the full checks run
+except ImportError:  # msgspec missing (a base dependency): the full checks run
     msgspec = None  # type: ignore[assignment]
 
 __all__ = ["ParsedFiles", "parse_files"]

@@ -7,7 +7,7 @@ kpbench always wrote): keypoint results ``{"image_id": I, "category_id": C, "key
 "score": S}``, each float as Python's repr of the float64 value (a float32 from the model widened exactly).
 
 The floats are what costs: Python's repr takes about 0.5 µs a number here, and a 5000-image run with 100
-detections per image has 27 million of them. With orjson installed (`kpbench[fast]`) they are formatted by its
+detections per image has 27 million of them. With orjson (a base dependency) they are formatted by its
 numpy serializer, which prints the same shortest round-trip digits as repr (tested on millions of values) and
 differs only in notation outside 1e-4 <= |x| < 1e16; the rows holding any value outside [1e-3, 1e15) (zero aside)
 are formatted by repr instead, so the bytes are repr's everywhere. Without orjson every row goes through repr.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kpbench.core.arrays import DetectionArrays
     from kpbench.runs.arrays import RunArrays
 
-try:  # optional: kpbench[fast]
+try:  # a base dependency; repr formats the same bytes without it
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the install
     _orjson = None
