@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kpbench evaluate RUN_DIR (fresh interpreter): {wall:.2f} s, peak RSS {peak:.0f} MiB "
               "(targets: 5 s, 1 GB)")
 
-        from kpbench.analysis.pipeline import analyse_run
         from kpbench.evaluation import runeval
         from kpbench.evaluation.cocoeval import evaluate, metrics_json, write_metrics
+        from kpbench.report.run_outputs import analyse_run
         from kpbench.runs.directory import bbox_results_path, keypoint_results_path
 
         rows: list[tuple[str, float]] = []

@@ -139,8 +139,8 @@ def run_demo(
     from kpbench.analysis.diagnose import diagnose_run
     from kpbench.analysis.errors import write_error_files
     from kpbench.analysis.keypoint_ap import keypoint_ap_for_run
-    from kpbench.analysis.pipeline import analyse_run
     from kpbench.report.html import write_html
+    from kpbench.report.run_outputs import analyse_run
 
     written = analyse_run(run_dir, outcome.results)
     written += write_error_files(run_dir, diagnose_run(run_dir))

@@ -793,7 +793,7 @@ def test_a_run_directory_is_analysed_on_arrays_with_the_numbers_of_its_results_f
     from kpbench.analysis.diagnose import diagnose, diagnose_run
     from kpbench.engine.from_results import run_from_results
 
-    run = run_from_results(FIXTURE, SAMPLE_GT, tmp_path / "run", analysis=False).run_dir
+    run = run_from_results(FIXTURE, SAMPLE_GT, tmp_path / "run").run_dir
     from_file = diagnose(run / "ground_truth.json", run / "keypoints_results.json", coco_analyze=coco_analyze)
 
     def no_dicts(*args: object, **kwargs: object) -> None:

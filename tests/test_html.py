@@ -275,8 +275,8 @@ def test_worst_images_read_the_match_arrays(tmp_path: Path, monkeypatch: pytest.
     if not COCO_SAMPLE.is_dir():
         pytest.skip(requires_shared.kwargs["reason"])
     results = Path(__file__).parent / "fixtures" / "yolo11n_pose_coco_sample_results.json"
-    run = run_from_results(results, COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json", tmp_path / "run",
-                           analysis=False).run_dir
+    gt = COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json"
+    run = run_from_results(results, gt, tmp_path / "run").run_dir
 
     def no_image_evals(self: object) -> None:
         raise AssertionError("ImageEval entries were built")

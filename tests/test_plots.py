@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from kpdata import assert_one_line_error, make_run_dir, png_size
 
-from kpbench.analysis.pipeline import plot_run
 from kpbench.core.errors import KpbenchError
 from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.cocoeval import evaluate
 from kpbench.report.figures import plot_pr_curves, plot_speed, pr_curves, read_speed_rows
+from kpbench.report.run_outputs import plot_run
 
 
 @pytest.fixture(scope="module")

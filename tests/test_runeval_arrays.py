@@ -83,7 +83,7 @@ def test_published_ap_comes_from_the_manifest_not_the_adapter() -> None:
     random = {"weights": "none", "source": "random", "seed": 0, "published": None}
     _, deviations, published = runeval.describe_protocol(config, random, 5000, 5000)
     assert published is None and any("random initialisation" in d for d in deviations)
-    code = ("import sys, kpbench.evaluation.runeval, kpbench.analysis.pipeline; "
+    code = ("import sys, kpbench.evaluation.runeval, kpbench.report.run_outputs; "
             "print(sorted(m for m in sys.modules if m.startswith(('kpbench.models', 'torch'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout.replace("'", '"')) == []

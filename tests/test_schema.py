@@ -325,7 +325,7 @@ def test_crowdpose_results_become_a_run_directory(tmp_path) -> None:
     from kpbench.engine.from_results import run_from_results
 
     made = run_from_results(CROWDPOSE / "example_crowdpose_preds.json", CROWDPOSE / "example_crowdpose_val.json",
-                            tmp_path / "run", analysis=False)
+                            tmp_path / "run")
     assert made.results["keypoints"].stats_list() == load(CROWDPOSE / "expected_stats.json")["stats"]
     assert load(tmp_path / "run" / "manifest.json")["status"] == "complete"
     assert any("w * h * 0.53" in d for d in made.manifest["deviations"])
@@ -333,8 +333,7 @@ def test_crowdpose_results_become_a_run_directory(tmp_path) -> None:
     (tmp_path / "run" / "detections.rank0.bin").write_bytes((tmp_path / "run" / "detections.bin").read_bytes())
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
-    again = run_from_results(empty, CROWDPOSE / "example_crowdpose_val.json", tmp_path / "run", overwrite=True,
-                             analysis=False)
+    again = run_from_results(empty, CROWDPOSE / "example_crowdpose_val.json", tmp_path / "run", overwrite=True)
     assert again.results["keypoints"].stats["AP"] == 0.0 and not (tmp_path / "run" / "detections.rank0.bin").exists()
 
 

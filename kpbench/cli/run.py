@@ -157,7 +157,7 @@ def run_command(
         for note in sorted({n for r in outcome.results.values() for n in r.notes}):
             echo_err(f"note: {note}")
     if outcome.results is not None and analysis:
-        from kpbench.analysis.pipeline import analyse_run
+        from kpbench.report.run_outputs import analyse_run
 
         analyse_run(outcome.run_dir, outcome.results)
     if outcome.summary:
@@ -184,7 +184,11 @@ def _run_from_results(
     if not gt.is_file():
         raise KpbenchError(f"{gt}: annotation file not found (--results scores against COCO_ROOT's annotations)")
     made = run_from_results(results, gt, out or default_run_dir(), coco_root=root, split=split or "val2017",
-                            keypoint_score_kind=kind, overwrite=overwrite, analysis=analysis)
+                            keypoint_score_kind=kind, overwrite=overwrite)
+    if analysis:
+        from kpbench.report.run_outputs import analyse_run
+
+        analyse_run(made.run_dir, made.results)
     for note in sorted({n for r in made.results.values() for n in r.notes}):
         echo_err(f"note: {note}")
     typer.echo(summarize_run(made.run_dir, made.results), nl=False)

@@ -129,8 +129,8 @@ def plot_command(
 ) -> None:
     """Write figures: for a run directory, PR curves (keypoints and boxes) and threshold curves; for speed
     CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS."""
-    from kpbench.analysis.pipeline import plot_run
     from kpbench.report.figures import plot_speed
+    from kpbench.report.run_outputs import plot_run
 
     run_dir = _one_run_dir(paths, "speed CSV")
     if run_dir is not None:

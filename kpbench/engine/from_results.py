@@ -84,10 +84,9 @@ def run_from_results(
     split: str = "val2017",
     keypoint_score_kind: str | None = None,
     overwrite: bool = False,
-    analysis: bool = True,
 ) -> ResultsRun:
-    """Make a run directory from a COCO keypoint results file and its GT, then evaluate it (and, with `analysis`,
-    write the threshold sweep, the breakdown and the plots, as `kpbench run` does)."""
+    """Make a run directory from a COCO keypoint results file and its GT, then evaluate it. The analysis files
+    `kpbench run` writes after (threshold sweeps, breakdown, plots) are `kpbench.analyse_run(run_dir, results)`."""
     from kpbench.data.coco import restrict_ground_truth
     from kpbench.evaluation.cocofiles import load_ground_truth, load_results
     from kpbench.evaluation.runeval import evaluate_run
@@ -171,8 +170,4 @@ def run_from_results(
             raise
         manifest = {**read_json(run_dir / "manifest.json"), "status": "complete"}  # with evaluate_run's record
         write_manifest(run_dir, manifest)
-    if analysis:
-        from kpbench.analysis.pipeline import analyse_run
-
-        analyse_run(run_dir, results)
     return ResultsRun(run_dir=run_dir, results=results, manifest=manifest)

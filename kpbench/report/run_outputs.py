@@ -1,5 +1,8 @@
-"""The analysis of a run directory, from its files alone: threshold sweeps, the per-keypoint breakdown and the
-figures (what `kpbench run` writes after its metrics, and what `kpbench plot RUN` redraws)."""
+"""What `kpbench run` writes after its metrics, from the run directory alone: the analyses' files (threshold sweeps,
+the per-keypoint breakdown, AP per keypoint and group) and the figures, and what `kpbench plot RUN` redraws.
+
+A report stage: it calls the analyses and draws; the engine, which makes the run, never imports it (the CLI, the
+demo and Python users call `analyse_run` after a run)."""
 
 from __future__ import annotations
 
