@@ -118,13 +118,19 @@ def _read(path: Path):
     return json.loads(path.read_text())
 
 
+def _box_records(run: Path) -> list[tuple[int, list, list]]:
+    """person_boxes.bin's records (image id, boxes xyxy, scores), by hand from the documented layout."""
+    from test_person_boxes_store import parse_by_hand
+
+    return [(i, b.tolist(), s.tolist()) for i, b, s in parse_by_hand(run / "person_boxes.bin")]
+
+
 def _box_results(run: Path) -> list[dict]:
-    """person_boxes.jsonl as COCO bbox results, by hand."""
+    """person_boxes.bin as COCO bbox results, by hand."""
     out = []
-    for line in (run / "person_boxes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        for (x1, y1, x2, y2), s in zip(record["boxes"], record["scores"]):
-            out.append({"image_id": record["image_id"], "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+    for image_id, boxes, scores in _box_records(run):
+        for (x1, y1, x2, y2), s in zip(boxes, scores):
+            out.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
     return out
 
 
@@ -206,11 +212,11 @@ def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_co
     assert code == 0, err
     gt = _read(out / "ground_truth.json")
     sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
-    records = [json.loads(line) for line in (out / "person_boxes.jsonl").read_text().splitlines()]
-    assert sorted(r["image_id"] for r in records) == sorted(sizes)
-    for r in records:  # the person box only (the other category is left out), with the detector's score
-        w, h = sizes[r["image_id"]]
-        assert r["boxes"] == [[w * 0.25, h * 0.2, w * 0.75, h * 0.9]] and r["scores"] == [0.7]
+    records = _box_records(out)
+    assert sorted(r[0] for r in records) == sorted(sizes)
+    for image_id, boxes, scores in records:  # the person box only (the other category is left out), its score
+        w, h = sizes[image_id]
+        assert boxes == [[w * 0.25, h * 0.2, w * 0.75, h * 0.9]] and scores == [0.7]
     manifest = _read(out / "manifest.json")
     source = manifest["model"]["extra"]["protocol"]["top_down"]["person_boxes"]
     assert source["kind"] == "model" and source["model"]["name"] == "centre-detector"
@@ -223,6 +229,26 @@ def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_co
         kps = np.array(det["keypoints"])[0]
         (x1, _, x2, _), = det["boxes"]
         assert (kps[:, 0] > x1 - (x2 - x1)).all() and (kps[:, 0] < x2 + (x2 - x1)).all()
+
+
+def test_overwrite_forgets_the_old_runs_person_boxes(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
+                                                    run_cli) -> None:
+    out = tmp_path / "run"
+    common = ("--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector", "--coco-root",
+              synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu", "--no-analysis")
+    assert run_cli("run", *common)[0] == 0
+    ids = sorted(r[0] for r in _box_records(out))
+    assert len(ids) == 4 and all(len(r[2]) == 1 for r in _box_records(out))
+    # Again with a threshold above the detector's 0.7: the record holds this run's (empty) selections only.
+    code, _, err = run_cli("run", *common, "--person-box-thresh", "0.8", "--overwrite")
+    assert code == 0, err
+    assert _box_records(out) == [(i, [], []) for i in ids]
+    assert _read(out / "manifest.json")["person_boxes"]["num_boxes"] == 0
+    # A whole-image run written over it leaves no person-box file behind.
+    code, _, err = run_cli("run", "--model", f"{plugin}:Duplicates", "--coco-root", synthetic_coco_root, "--out", out,
+                           "--no-progress", "--device", "cpu", "--no-analysis", "--overwrite")
+    assert code == 0, err
+    assert not list(out.glob("person_boxes*"))
 
 
 def test_post_processing_of_a_whole_image_model_before_the_store(tmp_path: Path, plugin: Path,

@@ -3,14 +3,13 @@ drives once they are applied (`build_run_model`): a whole-image model, or a `Top
 + crop model), either one wrapped in the post-processing stage when it has any.
 
 A run with person boxes also keeps the boxes each image was cropped from, after the source's threshold and maximum,
-in ``person_boxes.jsonl`` in the run directory (one line per image and call: ``{"image_id", "boxes" (xyxy),
-"scores"}``; a rank of a distributed run writes ``person_boxes.rank<R>.jsonl``), so that the source's own box AP can
-be scored at the end (`kpbench.evaluation.person_boxes`), for a detector source too.
+in ``person_boxes.bin`` in the run directory (arrays in the detections store's framing, one record per image and
+call; a rank of a distributed run writes ``person_boxes.rank<R>.bin``: `kpbench.runs.person_boxes`), so that the
+source's own box AP can be scored at the end (`kpbench.evaluation.person_boxes`), for a detector source too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -22,8 +21,6 @@ from kpbench.engine.postprocess import PostProcessedModel, PostProcessSettings
 from kpbench.models.crops import DEFAULT_PADDING
 from kpbench.models.person_boxes import BoxSelection, PersonBoxes, check_source_spec
 from kpbench.models.topdown import DEFAULT_CROP_BATCH, FLIP_SPACES, TopDownModel, check_crop_model, is_crop_model
-
-PERSON_BOXES_RECORD = "person_boxes.jsonl"
 
 
 @dataclass(frozen=True)
@@ -142,24 +139,18 @@ def build_source(request: TopDownRequest, category_id: int, gt: dict[str, Any] |
 
 
 class BoxRecord:
-    """Appends each call's selected person boxes to the run directory's record (`PERSON_BOXES_RECORD`)."""
+    """Appends each call's selected person boxes to the run directory's person-box record (this rank's
+    `kpbench.runs.person_boxes.person_boxes_path`)."""
 
     def __init__(self, run_dir: str | Path) -> None:
+        from kpbench.runs.person_boxes import PersonBoxWriter, person_boxes_path
+
         rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
-        name = PERSON_BOXES_RECORD if world <= 1 else f"person_boxes.rank{rank}.jsonl"
-        self.path = Path(run_dir) / name
+        self.path = person_boxes_path(run_dir, rank, world)
+        self._writer = PersonBoxWriter(self.path)
 
     def __call__(self, image_ids: Sequence[int], selected: list[PersonBoxes]) -> None:
-        lines = "".join(
-            json.dumps({"image_id": int(i), "boxes": p.boxes.tolist(), "scores": p.scores.tolist()},
-                       separators=(",", ":")) + "\n"
-            for i, p in zip(image_ids, selected)
-        )
-        try:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(lines)
-        except OSError as exc:
-            raise KpbenchError(f"{self.path}: cannot record the person boxes ({exc.strerror or exc})") from None
+        self._writer.append(image_ids, [p.boxes for p in selected], [p.scores for p in selected])
 
 
 def build_run_model(
