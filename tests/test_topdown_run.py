@@ -347,6 +347,48 @@ def test_speed_per_crop_per_person_and_growth(tmp_path: Path, synthetic_coco_roo
     assert "growth" in stdout and path.with_suffix(".md").read_text().startswith("# Top-down speed: tiny-hrnet on gt")
 
 
+def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Path, synthetic_coco_root: Path,
+                                                                    run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.engine.postprocess as postprocess
+
+    calls = []
+    real = postprocess.postprocess_predictions
+    monkeypatch.setattr(postprocess, "postprocess_predictions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "speed"
+    code, _, err = run_cli("speed", "--model", f"{Path(__file__).parents[1] / 'examples' / 'heatmap_adapter.py'}:"
+                           "HeatmapCropModel", "--person-boxes", "gt", "--coco-root", synthetic_coco_root,
+                           "--num-images", "3", "--warmup", "0", "--iters", "2", "--crop-batch-size", "2",
+                           "--persons", "1,3", "--flip-test", "--flip-space", "keypoints", "--box-padding", "1.5",
+                           "--rescore", "keypoint-mean", "--nms", "oks", "--nms-thresh", "0.8", "--out", out,
+                           "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    # image and growth rows (3 rows) x (1 cold + 0 warm-up + 2 timed calls) x one image per call; crop rows: none.
+    assert len(calls) == 9
+    (path,) = out.glob("*-topdown.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [r["kind"] for r in rows] == ["crop", "image", "growth", "growth"] and all(r["status"] == "ok" for r in rows)
+    assert {(r["flip_space"], r["box_padding"], r["postprocess"]) for r in rows} == {
+        ("keypoints", "1.5", "rescore keypoint-mean (0.2), OKS-NMS 0.8")}
+    manifest = _read(path.with_suffix(".json"))
+    assert manifest["postprocess"] == {"rescore": "keypoint-mean", "rescore_thresh": 0.2, "nms": "oks", "nms_thresh": 0.8}
+    assert manifest["top_down"]["padding"] == 1.5 and manifest["top_down"]["flip_space"] == "keypoints"
+    assert "padding 1.5, flip test on (keypoints), post-processing rescore keypoint-mean (0.2), OKS-NMS 0.8" in \
+        path.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--nms", "oks"), "--nms: kpbench speed uses these only in its top-down rows, with --person-boxes"),
+    (("--flip-test", "--box-padding", "1.5"), "--flip-test, --box-padding: kpbench speed uses these only in its"),
+    (("--person-boxes", "gt", "--nms-sigma", "0.3"), "--nms-sigma: only with --nms soft-oks-gaussian"),
+])
+def test_speed_refuses_top_down_options_it_would_ignore(args: tuple, fragment: str, synthetic_coco_root: Path,
+                                                        tmp_path: Path, run_cli) -> None:
+    result = run_cli("speed", "--coco-root", synthetic_coco_root, "--out", tmp_path / "speed", "--device", "cpu",
+                     "--num-images", "1", *args)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "speed").exists()
+
+
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "blazepose_landmarks.json").read_text())
 
 

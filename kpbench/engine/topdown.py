@@ -99,6 +99,32 @@ class TopDownRequest:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# The options of `kpbench speed` that only its top-down rows use (kpbench.engine.topdown_speed).
+SPEED_TOP_DOWN_OPTIONS = ("person_box_thresh", "person_box_max", "person_box_weights", "flip_test", "flip_space",
+                          "box_padding", "crop_batch_size", "persons", "rescore", "rescore_thresh", "nms", "nms_thresh",
+                          "nms_sigma")
+
+
+def check_speed_request(settings: Any) -> TopDownRequest | None:
+    """The top-down request of a SpeedSettings, checked (`TopDownRequest.check`), or None without --person-boxes,
+    after refusing any top-down or post-processing option given without it (speed's whole-image rows would ignore
+    it)."""
+    from kpbench.core.config import SpeedSettings
+
+    if settings.person_boxes is None:
+        defaults = SpeedSettings()
+        given = [name for name in SPEED_TOP_DOWN_OPTIONS
+                 if hasattr(settings, name) and getattr(settings, name) != getattr(defaults, name)]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise KpbenchError(f"{options}: kpbench speed uses these only in its top-down rows, with --person-boxes "
+                               "gt|FILE.json|MODEL (post-processing a whole-image model's detections: kpbench run)")
+        return None
+    request = TopDownRequest.from_settings(settings)
+    request.check()
+    return request
+
+
 def build_crop_model(spec: Any, options: dict[str, Any]) -> Any:
     """The crop model of a resolved --model spec, built with the options its factory takes; a whole-image model is
     refused in one line."""
