@@ -376,6 +376,26 @@ def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Pat
         path.with_suffix(".md").read_text()
 
 
+def test_speed_on_a_detectors_boxes_times_the_detector_alone(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
+                                                              run_cli) -> None:
+    out = tmp_path / "speed"
+    code, _, err = run_cli("speed", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector",
+                           "--coco-root", synthetic_coco_root, "--num-images", "3", "--warmup", "0", "--iters", "1",
+                           "--crop-batch-size", "2", "--persons", "2", "--out", out, "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    (path,) = out.glob("*-topdown.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["kind"], r["persons_per_image"]) for r in rows] == [("crop", ""), ("detector", ""), ("image", "1.0"),
+                                                                   ("growth", "2")]
+    detector = rows[1]
+    assert detector["status"] == "ok" and float(detector["ms_per_image"]) == float(detector["mean_ms"])
+    # The detector's one person box per image (its other category left out) is what the image row crops.
+    manifest = _read(path.with_suffix(".json"))
+    assert manifest["images"]["persons"] == [1, 1, 1]
+    assert manifest["top_down"]["person_boxes"]["kind"] == "model"
+    assert manifest["top_down"]["person_boxes"]["model"]["name"] == "centre-detector"
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--nms", "oks"), "--nms: kpbench speed uses these only in its top-down rows, with --person-boxes"),
     (("--flip-test", "--box-padding", "1.5"), "--flip-test, --box-padding: kpbench speed uses these only in its"),
