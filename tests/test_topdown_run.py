@@ -160,6 +160,11 @@ def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Pat
     assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
     assert manifest["person_boxes"]["num_boxes"] == 70
     assert "top-down on GT boxes: person boxes gt" in stdout and f"box AP {100 * ev.stats[0]:.1f}" in stdout
+    # By hand: the 70 GT boxes (score 1) are 70 true positives among the sample's 121 non-crowd persons, so precision
+    # is 1 up to recall 70/121 = 0.579 at every IoU threshold: 58 of COCOeval's 101 recall points (0.00 to 0.57).
+    assert sum(1 for a in gt["annotations"] if not a["iscrowd"]) == 121
+    assert manifest["person_boxes"]["stats"]["AP"] == 58 / 101
+    assert "  person boxes' own box AP 57.4 (AP50 57.4)\n" in stdout
     # The run table and the HTML page say which protocol and boxes the numbers come from.
     from kpbench.report.html import _protocol_text
     from kpbench.report.tables import run_row
