@@ -360,7 +360,7 @@ def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Pat
     real = postprocess.postprocess_predictions
     monkeypatch.setattr(postprocess, "postprocess_predictions", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = tmp_path / "speed"
-    code, _, err = run_cli("speed", "--model", f"{Path(__file__).parents[1] / 'examples' / 'heatmap_adapter.py'}:"
+    code, stdout, err = run_cli("speed", "--model", f"{Path(__file__).parents[1] / 'examples' / 'heatmap_adapter.py'}:"
                            "HeatmapCropModel", "--person-boxes", "gt", "--coco-root", synthetic_coco_root,
                            "--num-images", "3", "--warmup", "0", "--iters", "2", "--crop-batch-size", "2",
                            "--persons", "1,3", "--flip-test", "--flip-space", "keypoints", "--box-padding", "1.5",
@@ -377,8 +377,9 @@ def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Pat
     manifest = _read(path.with_suffix(".json"))
     assert manifest["postprocess"] == {"rescore": "keypoint-mean", "rescore_thresh": 0.2, "nms": "oks", "nms_thresh": 0.8}
     assert manifest["top_down"]["padding"] == 1.5 and manifest["top_down"]["flip_space"] == "keypoints"
-    assert "padding 1.5, flip test on (keypoints), post-processing rescore keypoint-mean (0.2), OKS-NMS 0.8" in \
-        path.with_suffix(".md").read_text()
+    line = ("top-down on GT boxes (gt), crops 192x256, padding 1.5, flip test on (keypoints), post-processing rescore "
+            "keypoint-mean (0.2), OKS-NMS 0.8 (in the image and growth rows)")
+    assert f"; {line}.\n" in path.with_suffix(".md").read_text() and stdout.startswith(line + "\n")
 
 
 def test_speed_on_a_detectors_boxes_times_the_detector_alone(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,

@@ -226,23 +226,33 @@ def _write(out_dir: str | Path, result: TopDownSpeed, device_name: str) -> None:
     })
 
 
-def topdown_markdown(result: TopDownSpeed) -> str:
-    """The definition, what was timed and the table."""
-    from kpbench.core.io import to_markdown
+def settings_line(result: TopDownSpeed) -> str:
+    """Which protocol and box source the rows come from, and how they were cropped and post-processed, in one line:
+    "top-down on GT boxes (gt), crops 48x64, padding 1.25, flip test off, post-processing none"."""
     from kpbench.engine.postprocess import PostProcessSettings
 
     m = result.manifest
     td = m["top_down"]
-    head = (f"# Top-down speed: {m['model'].get('name')} on {td['person_boxes'].get('spec')} boxes\n\n"
-            f"Device {m['environment'].get('device_name')}, crops {td['crop_size'][0]}x{td['crop_size'][1]}, padding "
-            f"{td['padding']:g}, flip test {'on (' + str(td['flip_space']) + ')' if td['flip_test'] else 'off'}, "
-            f"post-processing {PostProcessSettings(**m.get('postprocess', {})).describe()} (in the image and "
-            "growth rows).\n\n")
+    source = td["person_boxes"]
+    return (f"top-down on {source.get('protocol', '?')} ({source.get('spec', '?')}), crops {td['crop_size'][0]}x"
+            f"{td['crop_size'][1]}, padding {td['padding']:g}, flip test "
+            f"{'on (' + str(td['flip_space']) + ')' if td['flip_test'] else 'off'}, post-processing "
+            f"{PostProcessSettings(**m.get('postprocess', {})).describe()} (in the image and growth rows)")
+
+
+def topdown_markdown(result: TopDownSpeed) -> str:
+    """The definition, what was timed and the table."""
+    from kpbench.core.io import to_markdown
+
+    m = result.manifest
+    head = (f"# Top-down speed: {m['model'].get('name')} on {m['top_down']['person_boxes'].get('spec')} boxes\n\n"
+            f"Device {m['environment'].get('device_name')}; {settings_line(result)}.\n\n")
     return head + to_markdown(result.rows, SUMMARY) + "\n\n## Definition\n\n" + (__doc__ or "")
 
 
 def terminal_table(result: TopDownSpeed) -> str:
-    """The summary columns as a plain-text table."""
+    """The settings line (protocol, box source, crops, post-processing), then the summary columns as a plain-text
+    table."""
     from kpbench.core.io import to_text_table
 
-    return to_text_table(result.rows, SUMMARY)
+    return settings_line(result) + "\n" + to_text_table(result.rows, SUMMARY)
