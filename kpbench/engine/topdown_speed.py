@@ -1,7 +1,7 @@
 """`kpbench speed --person-boxes ...`: what a top-down model costs, per crop and per person, and how that cost grows
 with the number of persons per image (the comparison with one-stage models that users ask for).
 
-Rows (``kind``), each timed with speed's own clock (`kpbench.engine.speed.time_model`: synchronise, perf_counter,
+Rows (``kind``), each timed with speed's own clock (`kpbench.engine.timing.time_model`: synchronise, perf_counter,
 the call, synchronise; one cold call, ``warmup`` untimed calls, ``iters`` timed ones):
 
 - ``crop``: the crop model alone on a batch of B crops (``--crop-batch-size`` 1,8,32; crops cut once, beforehand,
@@ -91,7 +91,9 @@ def run_topdown_speed(
     from kpbench.data.coco import load_annotations, resolve_coco_root
     from kpbench.engine.device import resolve_device
     from kpbench.engine.postprocess import PostProcessedModel
-    from kpbench.engine.speed import environment_columns, load_images, select_person_images, time_model
+    from kpbench.engine.speed_inputs import load_images, select_person_images
+    from kpbench.engine.speed_table import environment_columns
+    from kpbench.engine.timing import time_model
     from kpbench.engine.topdown import build_crop_model, build_source, check_speed_request
     from kpbench.models.base import model_info
     from kpbench.models.registry import check_model_options
