@@ -11,9 +11,10 @@ the call, synchronise; one cold call, ``warmup`` untimed calls, ``iters`` timed 
 - ``image``: the whole top-down model on one image with the source's own boxes (detector + crops + crop model +
   mapping back + the post-processing given, ``--rescore`` and ``--nms``, as a run applies it): ms per image, the
   mean persons per image, and ``ms_per_person`` = ms / persons;
-- ``growth``: the whole model (post-processing included) on one image with exactly N person boxes (``--persons`` 1,2,4,8,16: the source's boxes,
-  repeated in turn when it has fewer): ``ms_per_image`` and ``ms_per_person`` at each N. A one-stage model's cost per
-  image is flat in N; a top-down model's grows about linearly, from the detector's cost at N = 0.
+- ``growth``: the whole model (post-processing included) on one image with exactly N person boxes (``--persons``
+  1,2,4,8,16: the source's boxes, repeated in turn when it has fewer): ``ms_per_image`` and ``ms_per_person`` at each
+  N. A one-stage model's cost per image is flat in N; a top-down model's grows about linearly, from the detector's
+  cost at N = 0.
 
 Written beside the regular speed files: ``<out>/<device-slug>-<timestamp>-topdown.csv``, ``.json`` (settings,
 environment, the model and the source) and ``.md`` (this definition and the table).
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 
 TOPDOWN_COLUMNS: tuple[str, ...] = (
     "timestamp", "device", "device_name", "torch", "cpu", "torch_threads", "model", "weights", "person_boxes",
-    "person_box_thresh", "person_box_max", "flip_test", "flip_space", "box_padding", "postprocess", "kind", "crop_size", "crop_batch_size", "persons_per_image",
+    "person_box_thresh", "person_box_max", "flip_test", "flip_space", "box_padding", "postprocess", "kind",
+    "crop_size", "crop_batch_size", "persons_per_image",
     "num_images", "warmup", "iters", "cold_ms", "mean_ms", "std_ms", "median_ms", "p90_ms", "min_ms", "max_ms",
     "ms_per_crop", "crops_per_s", "ms_per_image", "ms_per_person", "status", "error",
 )  # fmt: skip
@@ -140,7 +142,8 @@ def run_topdown_speed(
             "model": info.name or spec.spec, "weights": info.weights, "person_boxes": request.person_boxes,
             "person_box_thresh": request.person_box_thresh, "person_box_max": request.person_box_max,
             "flip_test": request.flip_test, "flip_space": request.flip_space if request.flip_test else None,
-            "box_padding": request.box_padding, "postprocess": post.describe(), "crop_size": f"{composite.crop_size[0]}x{composite.crop_size[1]}",
+            "box_padding": request.box_padding, "postprocess": post.describe(),
+            "crop_size": f"{composite.crop_size[0]}x{composite.crop_size[1]}",
             "num_images": len(images), "warmup": settings.warmup, "iters": settings.iters}
     rows: list[dict[str, Any]] = []
     plans = len(settings.crop_batch_size) + (1 if source.needs_images else 0) + 1 + len(settings.persons)

@@ -47,8 +47,9 @@ def person_box_arrays(run_dir: str | Path, image_ids: list[int], category_id: in
     xyxy = chosen.boxes
     xywh = np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], axis=1)
     n = len(chosen.scores)
-    return DetectionArrays(image_ids=np.repeat(chosen.image_ids, counts), category_ids=np.full(n, category_id, np.int64),
-                           scores=chosen.scores.copy(), boxes=xywh.reshape(n, 4))
+    return DetectionArrays(image_ids=np.repeat(chosen.image_ids, counts),
+                           category_ids=np.full(n, category_id, dtype=np.int64), scores=chosen.scores.copy(),
+                           boxes=xywh.reshape(n, 4))
 
 
 def evaluate_person_boxes(run_dir: str | Path, backend: str = "pycocotools") -> tuple[EvalResult, int] | None:
