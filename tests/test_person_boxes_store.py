@@ -92,3 +92,33 @@ def test_overwrite_clears_every_person_box_file_and_nothing_else(tmp_path: Path)
     removed = clear_run_files(tmp_path)
     assert sorted(p.name for p in removed) == sorted(names)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("old_format", [True, False])
+def test_a_run_directorys_person_boxes_scored_as_bare_pycocotools(tmp_path: Path, old_format: bool) -> None:
+    """A top-down run directory (its manifest's protocol names the source), with person_boxes.jsonl as run directories
+    had it before, or person_boxes.bin: the boxes' own box AP equals pycocotools' on the same boxes, recorded in the
+    manifest."""
+    from kpdata import make_run_dir, pycocotools_eval
+
+    from kpbench.evaluation.person_boxes import record_person_box_stats
+
+    run = make_run_dir(tmp_path, store=True)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    manifest["model"] = {"extra": {"protocol": {"top_down": {"person_boxes": {"kind": "file", "spec": "d.json"},
+                                                             "selection": {"score_threshold": 0.0}}}}}
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    records = {i: (d.boxes + np.array([0.5, -0.25, 1.0, 0.0]), d.scores) for i, d in run.dets.items()}
+    if old_format:
+        lines = [json.dumps({"image_id": i, "boxes": b.tolist(), "scores": s.tolist()}) for i, (b, s) in records.items()]
+        (run.path / "person_boxes.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        ids = list(records)
+        PersonBoxWriter(person_boxes_path(run.path)).append(ids, [records[i][0] for i in ids], [records[i][1] for i in ids])
+    record = record_person_box_stats(run.path)
+    by_hand = [{"image_id": i, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
+               for i in sorted(records) for (x1, y1, x2, y2), s in zip(records[i][0].tolist(), records[i][1].tolist())]
+    ev = pycocotools_eval(run.gt, by_hand, iou_type="bbox")
+    assert record is not None and record["num_boxes"] == len(by_hand) == 4
+    assert list(record["stats"].values()) == [float(s) for s in ev.stats] and ev.stats[0] > 0.5
+    assert json.loads((run.path / "manifest.json").read_text())["person_boxes"]["stats"] == record["stats"]
