@@ -226,6 +226,27 @@ def test_model_source_uses_the_detectors_person_boxes() -> None:
     assert source.describe()["model"]["name"] == "fixed-detector"
 
 
+@pytest.mark.slow
+def test_keypoint_rcnn_as_the_source_gives_its_person_boxes() -> None:
+    from kpbench.engine.topdown import TopDownRequest, build_source
+
+    source = build_source(TopDownRequest(person_boxes="keypointrcnn", person_box_weights="none"), 1, None)
+    source.model.set_input_size(160)  # small, for the CPU
+    calls = []
+    predict = source.model.predict
+    source.model.predict = lambda images: calls.append(predict(images)) or calls[-1]
+    image = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        (found,) = source.boxes([1], [image])
+    ((expected,),) = calls
+    keep = expected.labels.cpu().numpy() == 1
+    assert len(found) == int(keep.sum()) and len(found) > 0  # random weights: boxes, all of the person class
+    assert np.array_equal(found.boxes, expected.boxes.cpu().numpy().astype(np.float64)[keep])
+    assert np.array_equal(found.scores, expected.scores.cpu().numpy().astype(np.float64)[keep])
+    described = source.describe()
+    assert described["kind"] == "model" and described["spec"] == "keypointrcnn" and described["model"]["weights"] == "none"
+
+
 # --- post-processing -----------------------------------------------------------------------------------------
 
 

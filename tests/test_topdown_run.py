@@ -118,13 +118,19 @@ def _read(path: Path):
     return json.loads(path.read_text())
 
 
+def _box_records(run: Path) -> list[tuple[int, list, list]]:
+    """person_boxes.bin's records (image id, boxes xyxy, scores), by hand from the documented layout."""
+    from test_person_boxes_store import parse_by_hand
+
+    return [(i, b.tolist(), s.tolist()) for i, b, s in parse_by_hand(run / "person_boxes.bin")]
+
+
 def _box_results(run: Path) -> list[dict]:
-    """person_boxes.jsonl as COCO bbox results, by hand."""
+    """person_boxes.bin as COCO bbox results, by hand."""
     out = []
-    for line in (run / "person_boxes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        for (x1, y1, x2, y2), s in zip(record["boxes"], record["scores"]):
-            out.append({"image_id": record["image_id"], "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+    for image_id, boxes, scores in _box_records(run):
+        for (x1, y1, x2, y2), s in zip(boxes, scores):
+            out.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
     return out
 
 
@@ -154,6 +160,11 @@ def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Pat
     assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
     assert manifest["person_boxes"]["num_boxes"] == 70
     assert "top-down on GT boxes: person boxes gt" in stdout and f"box AP {100 * ev.stats[0]:.1f}" in stdout
+    # By hand: the 70 GT boxes (score 1) are 70 true positives among the sample's 121 non-crowd persons, so precision
+    # is 1 up to recall 70/121 = 0.579 at every IoU threshold: 58 of COCOeval's 101 recall points (0.00 to 0.57).
+    assert sum(1 for a in gt["annotations"] if not a["iscrowd"]) == 121
+    assert manifest["person_boxes"]["stats"]["AP"] == 58 / 101
+    assert "  person boxes' own box AP 57.4 (AP50 57.4)\n" in stdout
     # The run table and the HTML page say which protocol and boxes the numbers come from.
     from kpbench.report.html import _protocol_text
     from kpbench.report.tables import run_row
@@ -206,11 +217,11 @@ def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_co
     assert code == 0, err
     gt = _read(out / "ground_truth.json")
     sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
-    records = [json.loads(line) for line in (out / "person_boxes.jsonl").read_text().splitlines()]
-    assert sorted(r["image_id"] for r in records) == sorted(sizes)
-    for r in records:  # the person box only (the other category is left out), with the detector's score
-        w, h = sizes[r["image_id"]]
-        assert r["boxes"] == [[w * 0.25, h * 0.2, w * 0.75, h * 0.9]] and r["scores"] == [0.7]
+    records = _box_records(out)
+    assert sorted(r[0] for r in records) == sorted(sizes)
+    for image_id, boxes, scores in records:  # the person box only (the other category is left out), its score
+        w, h = sizes[image_id]
+        assert boxes == [[w * 0.25, h * 0.2, w * 0.75, h * 0.9]] and scores == [0.7]
     manifest = _read(out / "manifest.json")
     source = manifest["model"]["extra"]["protocol"]["top_down"]["person_boxes"]
     assert source["kind"] == "model" and source["model"]["name"] == "centre-detector"
@@ -223,6 +234,26 @@ def test_a_models_boxes_as_the_source(tmp_path: Path, plugin: Path, synthetic_co
         kps = np.array(det["keypoints"])[0]
         (x1, _, x2, _), = det["boxes"]
         assert (kps[:, 0] > x1 - (x2 - x1)).all() and (kps[:, 0] < x2 + (x2 - x1)).all()
+
+
+def test_overwrite_forgets_the_old_runs_person_boxes(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
+                                                    run_cli) -> None:
+    out = tmp_path / "run"
+    common = ("--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector", "--coco-root",
+              synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu", "--no-analysis")
+    assert run_cli("run", *common)[0] == 0
+    ids = sorted(r[0] for r in _box_records(out))
+    assert len(ids) == 4 and all(len(r[2]) == 1 for r in _box_records(out))
+    # Again with a threshold above the detector's 0.7: the record holds this run's (empty) selections only.
+    code, _, err = run_cli("run", *common, "--person-box-thresh", "0.8", "--overwrite")
+    assert code == 0, err
+    assert _box_records(out) == [(i, [], []) for i in ids]
+    assert _read(out / "manifest.json")["person_boxes"]["num_boxes"] == 0
+    # A whole-image run written over it leaves no person-box file behind.
+    code, _, err = run_cli("run", "--model", f"{plugin}:Duplicates", "--coco-root", synthetic_coco_root, "--out", out,
+                           "--no-progress", "--device", "cpu", "--no-analysis", "--overwrite")
+    assert code == 0, err
+    assert not list(out.glob("person_boxes*"))
 
 
 def test_post_processing_of_a_whole_image_model_before_the_store(tmp_path: Path, plugin: Path,
@@ -319,6 +350,69 @@ def test_speed_per_crop_per_person_and_growth(tmp_path: Path, synthetic_coco_roo
     manifest = _read(path.with_suffix(".json"))
     assert manifest["top_down"]["person_boxes"]["kind"] == "gt" and manifest["images"]["persons"] == [1, 2, 1]
     assert "growth" in stdout and path.with_suffix(".md").read_text().startswith("# Top-down speed: tiny-hrnet on gt")
+
+
+def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Path, synthetic_coco_root: Path,
+                                                                    run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.engine.postprocess as postprocess
+
+    calls = []
+    real = postprocess.postprocess_predictions
+    monkeypatch.setattr(postprocess, "postprocess_predictions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "speed"
+    code, stdout, err = run_cli("speed", "--model", f"{Path(__file__).parents[1] / 'examples' / 'heatmap_adapter.py'}:"
+                           "HeatmapCropModel", "--person-boxes", "gt", "--coco-root", synthetic_coco_root,
+                           "--num-images", "3", "--warmup", "0", "--iters", "2", "--crop-batch-size", "2",
+                           "--persons", "1,3", "--flip-test", "--flip-space", "keypoints", "--box-padding", "1.5",
+                           "--rescore", "keypoint-mean", "--nms", "oks", "--nms-thresh", "0.8", "--out", out,
+                           "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    # image and growth rows (3 rows) x (1 cold + 0 warm-up + 2 timed calls) x one image per call; crop rows: none.
+    assert len(calls) == 9
+    (path,) = out.glob("*-topdown.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [r["kind"] for r in rows] == ["crop", "image", "growth", "growth"] and all(r["status"] == "ok" for r in rows)
+    assert {(r["flip_space"], r["box_padding"], r["postprocess"]) for r in rows} == {
+        ("keypoints", "1.5", "rescore keypoint-mean (0.2), OKS-NMS 0.8")}
+    manifest = _read(path.with_suffix(".json"))
+    assert manifest["postprocess"] == {"rescore": "keypoint-mean", "rescore_thresh": 0.2, "nms": "oks", "nms_thresh": 0.8}
+    assert manifest["top_down"]["padding"] == 1.5 and manifest["top_down"]["flip_space"] == "keypoints"
+    line = ("top-down on GT boxes (gt), crops 192x256, padding 1.5, flip test on (keypoints), post-processing rescore "
+            "keypoint-mean (0.2), OKS-NMS 0.8 (in the image and growth rows)")
+    assert f"; {line}.\n" in path.with_suffix(".md").read_text() and stdout.startswith(line + "\n")
+
+
+def test_speed_on_a_detectors_boxes_times_the_detector_alone(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
+                                                              run_cli) -> None:
+    out = tmp_path / "speed"
+    code, _, err = run_cli("speed", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector",
+                           "--coco-root", synthetic_coco_root, "--num-images", "3", "--warmup", "0", "--iters", "1",
+                           "--crop-batch-size", "2", "--persons", "2", "--out", out, "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    (path,) = out.glob("*-topdown.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["kind"], r["persons_per_image"]) for r in rows] == [("crop", ""), ("detector", ""), ("image", "1.0"),
+                                                                   ("growth", "2")]
+    detector = rows[1]
+    assert detector["status"] == "ok" and float(detector["ms_per_image"]) == float(detector["mean_ms"])
+    # The detector's one person box per image (its other category left out) is what the image row crops.
+    manifest = _read(path.with_suffix(".json"))
+    assert manifest["images"]["persons"] == [1, 1, 1]
+    assert manifest["top_down"]["person_boxes"]["kind"] == "model"
+    assert manifest["top_down"]["person_boxes"]["model"]["name"] == "centre-detector"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--nms", "oks"), "--nms: kpbench speed uses these only in its top-down rows, with --person-boxes"),
+    (("--flip-test", "--box-padding", "1.5"), "--flip-test, --box-padding: kpbench speed uses these only in its"),
+    (("--person-boxes", "gt", "--nms-sigma", "0.3"), "--nms-sigma: only with --nms soft-oks-gaussian"),
+])
+def test_speed_refuses_top_down_options_it_would_ignore(args: tuple, fragment: str, synthetic_coco_root: Path,
+                                                        tmp_path: Path, run_cli) -> None:
+    result = run_cli("speed", "--coco-root", synthetic_coco_root, "--out", tmp_path / "speed", "--device", "cpu",
+                     "--num-images", "1", *args)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "speed").exists()
 
 
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "blazepose_landmarks.json").read_text())

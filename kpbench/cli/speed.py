@@ -114,8 +114,15 @@ def speed_command(
     person_box_max: topdown_options.PersonBoxMax = None,
     person_box_weights: topdown_options.PersonBoxWeights = None,
     flip_test: topdown_options.FlipTest = None,
+    flip_space: topdown_options.FlipSpace = None,
+    box_padding: topdown_options.BoxPadding = None,
     crop_batch_size: topdown_options.CropBatchSizes = None,
     persons: topdown_options.Persons = None,
+    rescore: topdown_options.SpeedRescore = None,
+    rescore_thresh: topdown_options.RescoreThresh = None,
+    nms: topdown_options.SpeedNms = None,
+    nms_thresh: topdown_options.NmsThresh = None,
+    nms_sigma: topdown_options.NmsSigma = None,
     out: Annotated[str | None, options.out_option("Output folder [default: results/speed].")] = None,
     progress: options.Progress = True,
 ) -> None:
@@ -167,8 +174,15 @@ def speed_command(
         "person_box_max": person_box_max,
         "person_box_weights": person_box_weights,
         "flip_test": flip_test,
+        "flip_space": flip_space,
+        "box_padding": box_padding,
         "crop_batch_size": parse_list(crop_batch_size, int, "--crop-batch-size"),
         "persons": parse_list(persons, int, "--persons"),
+        "rescore": rescore,
+        "rescore_thresh": rescore_thresh,
+        "nms": nms,
+        "nms_thresh": nms_thresh,
+        "nms_sigma": nms_sigma,
     }
     settings = merge_settings(SpeedSettings, loaded, overrides)
     if settings.person_boxes is not None:  # a top-down model: per crop, per person, growth with persons

@@ -63,6 +63,16 @@ Rescore = Annotated[
     typer.Option("--rescore", help="Person rescoring, any model: none, or keypoint-mean (box score x the mean of the "
                  "keypoint scores above --rescore-thresh; the top-down protocol) [default: none].", show_default=False),
 ]
+SpeedRescore = Annotated[
+    str | None,
+    typer.Option("--rescore", help="Top-down rows (with --person-boxes): person rescoring, none or keypoint-mean, "
+                 "timed in the image and growth rows as a run applies it [default: none].", show_default=False),
+]
+SpeedNms = Annotated[
+    str | None,
+    typer.Option("--nms", help="Top-down rows (with --person-boxes): none, oks, soft-oks-gaussian or soft-oks-linear, "
+                 "timed in the image and growth rows as a run applies it [default: none].", show_default=False),
+]
 RescoreThresh = Annotated[
     float | None,
     typer.Option("--rescore-thresh", help="keypoint-mean's keypoint score threshold [default: 0.2].", show_default=False),

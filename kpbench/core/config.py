@@ -145,8 +145,20 @@ class SpeedSettings:
     person_box_max: int | None = _opt(None, "at most this many person boxes per image", min=1)
     person_box_weights: str | None = _opt(None, "the weights of a detector model given as --person-boxes")
     flip_test: bool = _opt(False, "top-down: also run each crop mirrored")
+    flip_space: str = _opt("auto", "where the flip test averages: auto (heatmaps when the model returns them), "
+                           "keypoints or heatmaps", choices=("auto", "keypoints", "heatmaps"))
+    box_padding: float = _opt(1.25, "top-down: the crop is the box (fixed to the crop's aspect ratio) times this",
+                              min=0.01)
     crop_batch_size: list[int] = _opt([1, 8, 32], "top-down: crops per crop-model call, one row each", min=1)
     persons: list[int] = _opt([1, 2, 4, 8, 16], "top-down: persons per image for the cost-growth rows", min=1)
+    rescore: str = _opt("none", "top-down rows: person rescoring, none or keypoint-mean (timed in the image rows)",
+                        choices=("none", "keypoint-mean"))
+    rescore_thresh: float = _opt(0.2, "keypoint-mean rescoring's keypoint score threshold", min=0.0, max=1.0)
+    nms: str = _opt("none", "top-down rows: NMS of each image's persons, none, oks, soft-oks-gaussian or "
+                    "soft-oks-linear (timed in the image rows)",
+                    choices=("none", "oks", "soft-oks-gaussian", "soft-oks-linear"))
+    nms_thresh: float = _opt(0.9, "OKS-NMS threshold (oks; soft-oks-linear: where the decay starts)", min=0.0, max=1.0)
+    nms_sigma: float = _opt(0.5, "soft-oks-gaussian's sigma: scores decay by exp(-OKS^2 / sigma)", min=1e-6)
     sources: dict[str, str] | None = _sources_field()
 
 

@@ -238,10 +238,13 @@ def run_speed(
     from kpbench.core.io import ensure_output_dir
     from kpbench.data.coco import resolve_coco_root
     from kpbench.engine.device import resolve_device, warn_slow_dtype
+    from kpbench.engine.topdown import check_speed_request
     from kpbench.models.base import model_info
     from kpbench.models.registry import given_model_options, load_model
     from kpbench.runtimes.base import BuildCache
 
+    if check_speed_request(settings) is not None:  # top-down rows: kpbench.engine.topdown_speed (their own table)
+        raise KpbenchError("--person-boxes: time a top-down model with kpbench.engine.topdown_speed.run_topdown_speed")
     models = model_options(settings.model, settings.weights)
     settings = _normalized(settings, models)
     spec = models[0][0]

@@ -3,14 +3,13 @@ drives once they are applied (`build_run_model`): a whole-image model, or a `Top
 + crop model), either one wrapped in the post-processing stage when it has any.
 
 A run with person boxes also keeps the boxes each image was cropped from, after the source's threshold and maximum,
-in ``person_boxes.jsonl`` in the run directory (one line per image and call: ``{"image_id", "boxes" (xyxy),
-"scores"}``; a rank of a distributed run writes ``person_boxes.rank<R>.jsonl``), so that the source's own box AP can
-be scored at the end (`kpbench.evaluation.person_boxes`), for a detector source too.
+in ``person_boxes.bin`` in the run directory (arrays in the detections store's framing, one record per image and
+call; a rank of a distributed run writes ``person_boxes.rank<R>.bin``: `kpbench.runs.person_boxes`), so that the
+source's own box AP can be scored at the end (`kpbench.evaluation.person_boxes`), for a detector source too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -22,8 +21,6 @@ from kpbench.engine.postprocess import PostProcessedModel, PostProcessSettings
 from kpbench.models.crops import DEFAULT_PADDING
 from kpbench.models.person_boxes import BoxSelection, PersonBoxes, check_source_spec
 from kpbench.models.topdown import DEFAULT_CROP_BATCH, FLIP_SPACES, TopDownModel, check_crop_model, is_crop_model
-
-PERSON_BOXES_RECORD = "person_boxes.jsonl"
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,32 @@ class TopDownRequest:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# The options of `kpbench speed` that only its top-down rows use (kpbench.engine.topdown_speed).
+SPEED_TOP_DOWN_OPTIONS = ("person_box_thresh", "person_box_max", "person_box_weights", "flip_test", "flip_space",
+                          "box_padding", "crop_batch_size", "persons", "rescore", "rescore_thresh", "nms", "nms_thresh",
+                          "nms_sigma")
+
+
+def check_speed_request(settings: Any) -> TopDownRequest | None:
+    """The top-down request of a SpeedSettings, checked (`TopDownRequest.check`), or None without --person-boxes,
+    after refusing any top-down or post-processing option given without it (speed's whole-image rows would ignore
+    it)."""
+    from kpbench.core.config import SpeedSettings
+
+    if settings.person_boxes is None:
+        defaults = SpeedSettings()
+        given = [name for name in SPEED_TOP_DOWN_OPTIONS
+                 if hasattr(settings, name) and getattr(settings, name) != getattr(defaults, name)]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise KpbenchError(f"{options}: kpbench speed uses these only in its top-down rows, with --person-boxes "
+                               "gt|FILE.json|MODEL (post-processing a whole-image model's detections: kpbench run)")
+        return None
+    request = TopDownRequest.from_settings(settings)
+    request.check()
+    return request
+
+
 def build_crop_model(spec: Any, options: dict[str, Any]) -> Any:
     """The crop model of a resolved --model spec, built with the options its factory takes; a whole-image model is
     refused in one line."""
@@ -142,24 +165,18 @@ def build_source(request: TopDownRequest, category_id: int, gt: dict[str, Any] |
 
 
 class BoxRecord:
-    """Appends each call's selected person boxes to the run directory's record (`PERSON_BOXES_RECORD`)."""
+    """Appends each call's selected person boxes to the run directory's person-box record (this rank's
+    `kpbench.runs.person_boxes.person_boxes_path`)."""
 
     def __init__(self, run_dir: str | Path) -> None:
+        from kpbench.runs.person_boxes import PersonBoxWriter, person_boxes_path
+
         rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
-        name = PERSON_BOXES_RECORD if world <= 1 else f"person_boxes.rank{rank}.jsonl"
-        self.path = Path(run_dir) / name
+        self.path = person_boxes_path(run_dir, rank, world)
+        self._writer = PersonBoxWriter(self.path)
 
     def __call__(self, image_ids: Sequence[int], selected: list[PersonBoxes]) -> None:
-        lines = "".join(
-            json.dumps({"image_id": int(i), "boxes": p.boxes.tolist(), "scores": p.scores.tolist()},
-                       separators=(",", ":")) + "\n"
-            for i, p in zip(image_ids, selected)
-        )
-        try:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(lines)
-        except OSError as exc:
-            raise KpbenchError(f"{self.path}: cannot record the person boxes ({exc.strerror or exc})") from None
+        self._writer.append(image_ids, [p.boxes for p in selected], [p.scores for p in selected])
 
 
 def build_run_model(

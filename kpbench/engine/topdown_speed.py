@@ -1,7 +1,7 @@
 """`kpbench speed --person-boxes ...`: what a top-down model costs, per crop and per person, and how that cost grows
 with the number of persons per image (the comparison with one-stage models that users ask for).
 
-Rows (``kind``), each timed with speed's own clock (`kpbench.engine.speed.time_model`: synchronise, perf_counter,
+Rows (``kind``), each timed with speed's own clock (`kpbench.engine.timing.time_model`: synchronise, perf_counter,
 the call, synchronise; one cold call, ``warmup`` untimed calls, ``iters`` timed ones):
 
 - ``crop``: the crop model alone on a batch of B crops (``--crop-batch-size`` 1,8,32; crops cut once, beforehand,
@@ -9,10 +9,12 @@ the call, synchronise; one cold call, ``warmup`` untimed calls, ``iters`` timed 
   ``ms_per_crop`` = ms / B;
 - ``detector`` (a MODEL source only): the detector alone on one image: its ms per image;
 - ``image``: the whole top-down model on one image with the source's own boxes (detector + crops + crop model +
-  mapping back): ms per image, the mean persons per image, and ``ms_per_person`` = ms / persons;
-- ``growth``: the whole model on one image with exactly N person boxes (``--persons`` 1,2,4,8,16: the source's boxes,
-  repeated in turn when it has fewer): ``ms_per_image`` and ``ms_per_person`` at each N. A one-stage model's cost per
-  image is flat in N; a top-down model's grows about linearly, from the detector's cost at N = 0.
+  mapping back + the post-processing given, ``--rescore`` and ``--nms``, as a run applies it): ms per image, the
+  mean persons per image, and ``ms_per_person`` = ms / persons;
+- ``growth``: the whole model (post-processing included) on one image with exactly N person boxes (``--persons``
+  1,2,4,8,16: the source's boxes, repeated in turn when it has fewer): ``ms_per_image`` and ``ms_per_person`` at each
+  N. A one-stage model's cost per image is flat in N; a top-down model's grows about linearly, from the detector's
+  cost at N = 0.
 
 Written beside the regular speed files: ``<out>/<device-slug>-<timestamp>-topdown.csv``, ``.json`` (settings,
 environment, the model and the source) and ``.md`` (this definition and the table).
@@ -30,14 +32,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.models.person_boxes import PersonBoxes
+from kpbench.models.person_boxes import BoxSelection, PersonBoxes
 
 if TYPE_CHECKING:
     from kpbench.core.config import SpeedSettings
 
 TOPDOWN_COLUMNS: tuple[str, ...] = (
     "timestamp", "device", "device_name", "torch", "cpu", "torch_threads", "model", "weights", "person_boxes",
-    "person_box_thresh", "person_box_max", "flip_test", "kind", "crop_size", "crop_batch_size", "persons_per_image",
+    "person_box_thresh", "person_box_max", "flip_test", "flip_space", "box_padding", "postprocess", "kind",
+    "crop_size", "crop_batch_size", "persons_per_image",
     "num_images", "warmup", "iters", "cold_ms", "mean_ms", "std_ms", "median_ms", "p90_ms", "min_ms", "max_ms",
     "ms_per_crop", "crops_per_s", "ms_per_image", "ms_per_person", "status", "error",
 )  # fmt: skip
@@ -89,8 +92,11 @@ def run_topdown_speed(
     from kpbench.core.progress import progress_bar
     from kpbench.data.coco import load_annotations, resolve_coco_root
     from kpbench.engine.device import resolve_device
-    from kpbench.engine.speed import environment_columns, load_images, select_person_images, time_model
-    from kpbench.engine.topdown import TopDownRequest, build_crop_model, build_source
+    from kpbench.engine.postprocess import PostProcessedModel
+    from kpbench.engine.speed_inputs import load_images, select_person_images
+    from kpbench.engine.speed_table import environment_columns
+    from kpbench.engine.timing import time_model
+    from kpbench.engine.topdown import build_crop_model, build_source, check_speed_request
     from kpbench.models.base import model_info
     from kpbench.models.registry import check_model_options
     from kpbench.models.topdown import TopDownModel
@@ -99,8 +105,9 @@ def run_topdown_speed(
         raise KpbenchError("--person-boxes: time one crop model at a time (give one --model)")
     if settings.synthetic:
         raise KpbenchError("--person-boxes: needs real COCO images (their ids find GT or file boxes), not --synthetic")
-    request = TopDownRequest.from_settings(settings)
-    request.check()
+    request = check_speed_request(settings)
+    if request is None:
+        raise KpbenchError("top-down speed: needs --person-boxes gt|FILE.json|MODEL")
     spec, weights = check_model_options(settings.model, settings.weights if isinstance(settings.weights, str) else None)
     root = resolve_coco_root(settings.coco_root)
     device = resolve_device(settings.device)
@@ -113,8 +120,17 @@ def run_topdown_speed(
     if len(records) < settings.num_images:
         raise KpbenchError(f"--num-images {settings.num_images}: only {len(records)} images with a person")
     source = build_source(request, schema.category_id, gt, device)
+    # One crop-model call per crop row: the largest crop batch is the composite's.
     composite = TopDownModel(crop_model, source, request.selection, flip_test=request.flip_test,
-                             flip_space=request.flip_space, padding=request.box_padding, spec=spec.spec)
+                             flip_space=request.flip_space, padding=request.box_padding,
+                             crop_batch_size=max(settings.crop_batch_size), spec=spec.spec)
+    post = request.postprocess
+
+    def whole(model: TopDownModel) -> Any:
+        """The model an image row times: the top-down model, then its post-processing (rescoring, NMS) if any."""
+        return PostProcessedModel(model, post, spec.spec) if post.active else model
+
+    whole(composite)  # refuses what the crop model cannot honour (rescoring logits) before anything is timed
     composite.to(device)
     images, _ = load_images(root, settings.split, records, device, composite)
     ids = [int(r["id"]) for r in records]
@@ -125,7 +141,9 @@ def run_topdown_speed(
     base = {"timestamp": stamp, **{k: env_cols.get(k) for k in ("device", "device_name", "torch", "cpu", "torch_threads")},
             "model": info.name or spec.spec, "weights": info.weights, "person_boxes": request.person_boxes,
             "person_box_thresh": request.person_box_thresh, "person_box_max": request.person_box_max,
-            "flip_test": request.flip_test, "crop_size": f"{composite.crop_size[0]}x{composite.crop_size[1]}",
+            "flip_test": request.flip_test, "flip_space": request.flip_space if request.flip_test else None,
+            "box_padding": request.box_padding, "postprocess": post.describe(),
+            "crop_size": f"{composite.crop_size[0]}x{composite.crop_size[1]}",
             "num_images": len(images), "warmup": settings.warmup, "iters": settings.iters}
     rows: list[dict[str, Any]] = []
     plans = len(settings.crop_batch_size) + (1 if source.needs_images else 0) + 1 + len(settings.persons)
@@ -152,30 +170,30 @@ def run_topdown_speed(
     # Crops, cut once from the timed images' own boxes.
     with torch.inference_mode():
         found = [request.selection.apply(f) for f in source.boxes(ids, images if source.needs_images else None)]
-        crops = composite._make_crops(images, ids, found)
+        crops = composite.make_crops(images, ids, found)
     persons = [len(f) for f in found]
     try:
-        if not len(crops.image_index):
+        if not len(crops):
             raise KpbenchError("--person-boxes: no person box on the timed images (lower --person-box-thresh?)")
         for batch_size in settings.crop_batch_size:
-            index = np.arange(batch_size) % len(crops.image_index)
-            sub = type(crops)(crops.images[torch.as_tensor(index, device=crops.images.device)], np.zeros(batch_size, np.int64),
-                              crops.image_ids[index], crops.boxes[index], crops.affines[index])
+            sub = crops.take(np.arange(batch_size) % len(crops))
             passes = 2 if request.flip_test else 1
             timed({**base, "kind": "crop", "crop_batch_size": batch_size},
-                  lambda _batch, sub=sub: composite._keypoints(sub), [[None]], {"ms_per_crop": batch_size})
+                  lambda _batch, sub=sub: composite.crop_keypoints(sub), [[None]], {"ms_per_crop": batch_size})
             rows[-1]["ms_per_crop_pass"] = None if rows[-1].get("ms_per_crop") is None else rows[-1]["ms_per_crop"] / passes
         if source.needs_images:
             timed({**base, "kind": "detector"}, lambda batch: source.boxes([0] * len(batch), batch),
                   [[im] for im in images], {"ms_per_image": 1})
         mean_persons = float(np.mean(persons))
+        image_model = whole(composite)
         timed({**base, "kind": "image", "persons_per_image": mean_persons},
-              lambda batch: composite.predict(batch[0][1], image_ids=batch[0][0]),
+              lambda batch: image_model.predict(batch[0][1], image_ids=batch[0][0]),
               [[([i], [im])] for i, im in zip(ids, images)], {"ms_per_image": 1, "ms_per_person": mean_persons})
         for count in settings.persons:
-            grown = TopDownModel(crop_model, _RepeatedBoxes(source, count), request.selection.__class__(0.0, None),
-                                 flip_test=request.flip_test, flip_space=request.flip_space, padding=request.box_padding,
-                                 crop_batch_size=max(settings.crop_batch_size), spec=spec.spec)
+            grown = whole(TopDownModel(crop_model, _RepeatedBoxes(source, count), BoxSelection(),
+                                       flip_test=request.flip_test, flip_space=request.flip_space,
+                                       padding=request.box_padding, crop_batch_size=max(settings.crop_batch_size),
+                                       spec=spec.spec))
             with_boxes = [(i, im) for i, im, n in zip(ids, images, persons) if n]
             timed({**base, "kind": "growth", "persons_per_image": count, "crop_batch_size": max(settings.crop_batch_size)},
                   lambda batch, grown=grown: grown.predict(batch[0][1], image_ids=batch[0][0]),
@@ -187,6 +205,7 @@ def run_topdown_speed(
         bar.close()
     manifest = {"kind": "kpbench-speed-topdown", "version": 1, "created": stamp, "settings": settings_dict(settings),
                 "environment": env, "model": info.to_json(), "top_down": composite.describe(),
+                "postprocess": post.to_json(),
                 "images": {"image_ids": ids, "persons": persons}, "definition": __doc__, "columns": list(TOPDOWN_COLUMNS)}
     result = TopDownSpeed(rows=rows, manifest=manifest)
     if write:
@@ -212,20 +231,33 @@ def _write(out_dir: str | Path, result: TopDownSpeed, device_name: str) -> None:
     })
 
 
+def settings_line(result: TopDownSpeed) -> str:
+    """Which protocol and box source the rows come from, and how they were cropped and post-processed, in one line:
+    "top-down on GT boxes (gt), crops 48x64, padding 1.25, flip test off, post-processing none"."""
+    from kpbench.engine.postprocess import PostProcessSettings
+
+    m = result.manifest
+    td = m["top_down"]
+    source = td["person_boxes"]
+    return (f"top-down on {source.get('protocol', '?')} ({source.get('spec', '?')}), crops {td['crop_size'][0]}x"
+            f"{td['crop_size'][1]}, padding {td['padding']:g}, flip test "
+            f"{'on (' + str(td['flip_space']) + ')' if td['flip_test'] else 'off'}, post-processing "
+            f"{PostProcessSettings(**m.get('postprocess', {})).describe()} (in the image and growth rows)")
+
+
 def topdown_markdown(result: TopDownSpeed) -> str:
     """The definition, what was timed and the table."""
     from kpbench.core.io import to_markdown
 
     m = result.manifest
-    td = m["top_down"]
-    head = (f"# Top-down speed: {m['model'].get('name')} on {td['person_boxes'].get('spec')} boxes\n\n"
-            f"Device {m['environment'].get('device_name')}, crops {td['crop_size'][0]}x{td['crop_size'][1]}, flip test "
-            f"{'on' if td['flip_test'] else 'off'}.\n\n")
+    head = (f"# Top-down speed: {m['model'].get('name')} on {m['top_down']['person_boxes'].get('spec')} boxes\n\n"
+            f"Device {m['environment'].get('device_name')}; {settings_line(result)}.\n\n")
     return head + to_markdown(result.rows, SUMMARY) + "\n\n## Definition\n\n" + (__doc__ or "")
 
 
 def terminal_table(result: TopDownSpeed) -> str:
-    """The summary columns as a plain-text table."""
+    """The settings line (protocol, box source, crops, post-processing), then the summary columns as a plain-text
+    table."""
     from kpbench.core.io import to_text_table
 
-    return to_text_table(result.rows, SUMMARY)
+    return settings_line(result) + "\n" + to_text_table(result.rows, SUMMARY)

@@ -1,6 +1,7 @@
 """The person-box source's own box AP in a top-down run: the boxes each image was cropped from (the run directory's
-``person_boxes.jsonl``, after the source's threshold and maximum, with the source's scores), scored by COCOeval
-(bbox) against the run's ground truth, and recorded in the manifest under ``"person_boxes"`` beside the keypoint AP.
+person-box record, ``person_boxes.bin``, read as arrays by `kpbench.runs.person_boxes`; after the source's threshold
+and maximum, with the source's scores), scored by COCOeval (bbox) against the run's ground truth, and recorded in the
+manifest under ``"person_boxes"`` beside the keypoint AP.
 
 The run's own box AP (`metrics.json`'s "bbox") scores the boxes of the final detections, whose scores are the
 rescored ones and which NMS may have removed; this one scores the detector (or file) itself, the number a
@@ -9,7 +10,6 @@ top-down paper quotes beside its keypoint AP (e.g. 56.4 for `COCO_val2017_detect
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from kpbench.core.errors import KpbenchError
 from kpbench.runs.directory import ground_truth_path, read_manifest, write_manifest
 
 if TYPE_CHECKING:
+    from kpbench.core.arrays import DetectionArrays
     from kpbench.evaluation.cocoeval import EvalResult
 
 
@@ -26,35 +27,29 @@ def top_down_facts(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return protocol.get("top_down") if isinstance(protocol, dict) else None
 
 
-def read_box_record(run_dir: str | Path) -> dict[int, tuple[list[list[float]], list[float]]]:
-    """Every image's recorded person boxes (xyxy) and scores; the last line of an image wins (a resumed run repeats
-    the images of a partly cached batch). A torn last line is skipped."""
-    found: dict[int, tuple[list[list[float]], list[float]]] = {}
-    for path in sorted(Path(run_dir).glob("person_boxes*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            found[int(record["image_id"])] = (record["boxes"], record["scores"])
-    return found
+def person_box_arrays(run_dir: str | Path, image_ids: list[int], category_id: int) -> DetectionArrays:
+    """The recorded boxes of `image_ids` as COCO box results in arrays (xywh, computed as the run's bbox results are:
+    ``[x1, y1, x2 - x1, y2 - y1]`` in float64), ascending image-id order; a KpbenchError when an image has no
+    record."""
+    import numpy as np
 
+    from kpbench.core.arrays import DetectionArrays
+    from kpbench.runs.person_boxes import read_person_boxes
 
-def person_box_results(run_dir: str | Path, image_ids: list[int], category_id: int) -> list[dict[str, Any]]:
-    """The recorded boxes of `image_ids` as COCO detection results (xywh), image-id order; a KpbenchError when an
-    image has no record."""
-    record = read_box_record(run_dir)
-    missing = [i for i in image_ids if i not in record]
-    if missing:
-        raise KpbenchError(f"{run_dir}: person_boxes.jsonl has no boxes for {len(missing)} of {len(image_ids)} images "
-                           f"(first: {missing[0]}); re-run with --overwrite to record them")
-    results = []
-    for image_id in sorted(image_ids):
-        boxes, scores = record[image_id]
-        for (x1, y1, x2, y2), score in zip(boxes, scores):
-            results.append({"image_id": image_id, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": score})
-    return results
+    record = read_person_boxes(run_dir)
+    wanted = np.unique(np.asarray(image_ids, dtype=np.int64))
+    missing = wanted[~np.isin(wanted, record.image_ids)]
+    if len(missing):
+        raise KpbenchError(f"{run_dir}: the person-box record (person_boxes.bin) has no boxes for {len(missing)} of "
+                           f"{len(wanted)} images (first: {int(missing[0])}); re-run with --overwrite to record them")
+    chosen = record.select(wanted.tolist())
+    counts = np.diff(chosen.starts)
+    xyxy = chosen.boxes
+    xywh = np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], axis=1)
+    n = len(chosen.scores)
+    return DetectionArrays(image_ids=np.repeat(chosen.image_ids, counts),
+                           category_ids=np.full(n, category_id, dtype=np.int64), scores=chosen.scores.copy(),
+                           boxes=xywh.reshape(n, 4))
 
 
 def evaluate_person_boxes(run_dir: str | Path, backend: str = "pycocotools") -> tuple[EvalResult, int] | None:
@@ -65,8 +60,8 @@ def evaluate_person_boxes(run_dir: str | Path, backend: str = "pycocotools") -> 
     if top_down_facts(manifest) is None:
         return None
     category = int((manifest.get("schema") or {}).get("category_id", 1))
-    results = person_box_results(run_dir, [int(i) for i in manifest.get("image_ids", [])], category)
-    return evaluate(str(ground_truth_path(run_dir)), results, iou_type="bbox", backend=backend), len(results)
+    boxes = person_box_arrays(run_dir, [int(i) for i in manifest.get("image_ids", [])], category)
+    return evaluate(str(ground_truth_path(run_dir)), boxes, iou_type="bbox", backend=backend), len(boxes)
 
 
 def record_person_box_stats(run_dir: str | Path, backend: str = "pycocotools") -> dict[str, Any] | None:

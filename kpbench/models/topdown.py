@@ -131,14 +131,26 @@ def _host(value: Any) -> np.ndarray:
 
 
 @dataclass
-class _Crops:
-    """The crops of one call, across its images: the pixels and each crop's image index, box and affine."""
+class Crops:
+    """The crops of one call, across its images (`TopDownModel.make_crops`): the pixels ((M, 3, H, W) float tensor,
+    None when M = 0) and each crop's image index in the call, image id, person box (xyxy) and affine."""
 
     images: Any
     image_index: np.ndarray
     image_ids: np.ndarray
     boxes: np.ndarray
     affines: np.ndarray = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.image_index.shape[0])
+
+    def take(self, index: np.ndarray) -> Crops:
+        """The crops at positions `index` (an int array; repeats allowed), in that order."""
+        import torch
+
+        index = np.asarray(index, dtype=np.int64)
+        pixels = None if self.images is None else self.images[torch.as_tensor(index, device=self.images.device)]
+        return Crops(pixels, self.image_index[index], self.image_ids[index], self.boxes[index], self.affines[index])
 
 
 class TopDownModel:
@@ -239,12 +251,14 @@ class TopDownModel:
         selected = [self.selection.apply(f) for f in found]
         if self.on_boxes is not None:
             self.on_boxes(list(image_ids), selected)
-        crops = self._make_crops(images, image_ids, selected)
+        crops = self.make_crops(images, image_ids, selected)
         self.last_crop_count = len(crops.image_index)
-        keypoints, scores, found = self._keypoints(crops)
+        keypoints, scores, found = self.crop_keypoints(crops)
         return self._predictions(selected, crops, keypoints, scores, found)
 
-    def _make_crops(self, images: Sequence[torch.Tensor], image_ids: Sequence[int], selected: list[PersonBoxes]) -> _Crops:
+    def make_crops(self, images: Sequence[torch.Tensor], image_ids: Sequence[int], selected: list[PersonBoxes]) -> Crops:
+        """The crops of `selected` (each image's person boxes, in order) cut from `images` (float (3, H, W) tensors
+        in [0, 1]) with this model's crop size and padding; speed times the crop model on them alone."""
         import torch
 
         pixels, index, boxes, affines = [], [], [], []
@@ -258,10 +272,10 @@ class TopDownModel:
             affines.append(a)
         if not pixels:
             empty = np.zeros(0, dtype=np.int64)
-            return _Crops(None, empty, empty, np.zeros((0, 4)), np.zeros((0, 2, 3)))
+            return Crops(None, empty, empty, np.zeros((0, 4)), np.zeros((0, 2, 3)))
         image_index = np.concatenate(index)
         ids = np.asarray([int(image_ids[i]) for i in image_index], dtype=np.int64)
-        return _Crops(torch.cat(pixels), image_index, ids, np.concatenate(boxes), np.concatenate(affines))
+        return Crops(torch.cat(pixels), image_index, ids, np.concatenate(boxes), np.concatenate(affines))
 
     def _as_input(self, pixels: torch.Tensor) -> Any:
         """Crops in the crop model's input format: the float tensor, or uint8 (H, W, 3) arrays."""
@@ -306,9 +320,9 @@ class TopDownModel:
                                f"({len(scores)},)")
         return keypoints, scores, found
 
-    def _keypoints(self, crops: _Crops) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def crop_keypoints(self, crops: Crops) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Keypoints (M, K, 2) in crop pixels, scores (M, K) and found (M,) of every crop, in chunks of
-        crop_batch_size."""
+        crop_batch_size, with the flip test when it is on (the crop model's whole cost, without the mapping back)."""
         import torch
 
         m, k = len(crops.image_index), self.schema.num_keypoints
@@ -341,7 +355,7 @@ class TopDownModel:
         return keypoints, scores, found
 
     def _predictions(
-        self, selected: list[PersonBoxes], crops: _Crops, keypoints: np.ndarray, scores: np.ndarray, found: np.ndarray
+        self, selected: list[PersonBoxes], crops: Crops, keypoints: np.ndarray, scores: np.ndarray, found: np.ndarray
     ) -> list[Predictions]:
         k = self.schema.num_keypoints
         in_image = apply_affines(invert_affines(crops.affines), keypoints) if len(keypoints) else keypoints

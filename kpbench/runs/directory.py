@@ -44,6 +44,7 @@ from kpbench.core.errors import KpbenchError
 from kpbench.core.io import atomic_write_text, json_text, read_json
 from kpbench.core.schema import COCO17, KeypointSchema
 from kpbench.data.coco import image_path
+from kpbench.runs.person_boxes import person_box_files
 
 FORMAT_VERSION = 3
 READ_VERSIONS = (1, 2, 3)
@@ -294,10 +295,12 @@ def default_run_dir(base: str | Path = "results", now: float | None = None) -> P
 
 
 def clear_run_files(run_dir: str | Path) -> list[Path]:
-    """Delete what `kpbench run` wrote in RUN_DIR (for --overwrite); other files are left alone."""
+    """Delete what `kpbench run` wrote in RUN_DIR (for --overwrite), a top-down run's person boxes included (a new
+    run must never read an old run's); other files are left alone."""
     run_dir = Path(run_dir)
     removed = []
-    for path in [*(run_dir / name for name in (*RUN_FILES, *ANALYSIS_FILES)), *shard_paths(run_dir)]:
+    for path in [*(run_dir / name for name in (*RUN_FILES, *ANALYSIS_FILES)), *shard_paths(run_dir),
+                 *person_box_files(run_dir)]:
         if path.is_file():
             path.unlink()
             removed.append(path)
