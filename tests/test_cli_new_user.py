@@ -247,3 +247,27 @@ def test_analyze_checks_groups_before_the_analysis(tmp_path: Path, run_cli, monk
     for args in (("analyze", tmp_path / "gt.json", tmp_path / "res.json"), ("analyze", run), ("evaluate", run)):
         assert run_cli(*args, "--groups", "legs:13,17") == (2, "", line), args
     assert not (run / "keypoint_ap.json").exists()
+
+
+def test_a_config_key_above_every_table_says_where_it_goes(tmp_path: Path, run_cli) -> None:
+    """Before: `model = "yolo"` at the top of a config was "unknown table [model]", about a key."""
+    config = tmp_path / "c.toml"
+    for text, where in (('model = "yolo"\n', "[run] or [speed]"), ("min_size = 3\n", "[run]"),
+                        ("zzz = 1\n", "[run], [speed] or [thresholds]")):
+        config.write_text(text)
+        key = text.split(" ")[0]
+        line = f"error: {config}: '{key}' is outside any table; settings go under a table: {where}\n"
+        assert run_cli("config", "show", config) == (2, "", line)
+    config.write_text("[runn]\n")  # a table kpbench does not know is still named as one
+    assert run_cli("config", "show", config)[2].startswith(f"error: {config}: unknown table [runn] (did you mean")
+
+
+def test_draw_top_0_and_an_unknown_schema_are_one_line_naming_the_option(tmp_path: Path, run_cli) -> None:
+    """Before: draw printed its person-threshold line, then refused --top 0; --schema nope named no option."""
+    run = make_run_dir(tmp_path / "r").path
+    assert run_cli("draw", run, "--top", "0") == (2, "", "error: --top: must be >= 1, got 0\n")
+    assert not (run / "draw").exists()
+    gt, res = run / "ground_truth.json", run / "keypoints_results.json"
+    line = "error: --schema: unknown keypoint schema 'nope'; built in: ap10k17, coco17, crowdpose14\n"
+    for command in ("evaluate", "analyze"):
+        assert run_cli(command, gt, res, "--schema", "nope") == (2, "", line), command

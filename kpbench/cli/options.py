@@ -284,7 +284,10 @@ def schema_and_sigmas(schema_name: str | None, sigmas: str | None) -> tuple[Any,
     if schema_name is not None:
         from kpbench.core.schema import get_schema
 
-        schema = get_schema(schema_name)
+        try:
+            schema = get_schema(schema_name)
+        except KpbenchError as exc:
+            raise KpbenchError(f"--schema: {exc}") from None
     sigma_values = None
     if sigmas is not None:
         from kpbench.core.schema import parse_sigmas
