@@ -224,11 +224,16 @@ def _checked_groups(
     return tuple(out)
 
 
-class ParsedGroups(tuple):  # type: ignore[type-arg]
+class ParsedGroups(tuple[tuple[str, tuple[int | str, ...]], ...]):
     """`parse_groups`' result: the (name, keypoints) pairs, and where the user gave them (`source`: "--groups" or
-    the JSON file), which `resolve_groups`' errors name instead of the library's "keypoint groups"."""
+    the JSON file), which `resolve_groups`' errors name instead of the library's "keypoint groups". It is a tuple
+    (equal to the plain pairs); `source` survives copies and pickling."""
 
-    def __new__(cls, groups: Sequence[tuple[str, tuple[int | str, ...]]] = (), source: str = "keypoint groups"):
+    source: str
+
+    def __new__(
+        cls, groups: Sequence[tuple[str, tuple[int | str, ...]]] = (), source: str = "keypoint groups"
+    ) -> ParsedGroups:
         made = super().__new__(cls, groups)
         made.source = source
         return made
