@@ -35,7 +35,7 @@ def test_evaluate_options_reach_the_library(run_cli) -> None:
 @requires_shared
 @pytest.mark.parametrize(("args", "message"), [
     (("--sigmas", "0.1,0.2"), f"{GT}: category 1 has 17 keypoints, but 2 sigmas were given"),
-    (("--schema", "hands"), "unknown keypoint schema 'hands'; built in: ap10k17, coco17, crowdpose14"),
+    (("--schema", "hands"), "--schema: unknown keypoint schema 'hands'; built in: ap10k17, coco17, crowdpose14"),
     (("--max-dets", "20,5"), "--max-dets: positive integers in ascending order"),
     (("--bootstrap", "0"), "--bootstrap: needs at least 1 replicate, got 0"),
 ])

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from kpdata import assert_one_line_error, make_run_dir
+from kpdata import COCO_SAMPLE, assert_one_line_error, make_run_dir, requires_shared
 from test_report import speed_row, write_device
 
 from kpbench.core import install
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RESULTS = ROOT / "tests" / "fixtures" / "yolo11n_pose_coco_sample_results.json"
 
 
 def test_keypoints_given_a_json_file_says_it_needs_a_run_directory(tmp_path: Path, run_cli) -> None:
@@ -182,3 +183,91 @@ def test_draw_given_a_json_file_stops_before_building_the_model(tmp_path: Path, 
     assert_one_line_error(run_cli("draw", gt, "--weights", "none", "--out", tmp_path / "out"),
                           f"error: {gt}: a JSON file, not an image; draw takes a run directory, or image files")
     assert not (tmp_path / "out").exists()
+
+
+# --- README's commands walked with bad --groups: one line naming --groups (or its file), before any work -----------
+
+COCO17_NAMES = ("nose, left_eye, right_eye, left_ear, right_ear, left_shoulder, right_shoulder, left_elbow, right_elbow, "
+                "left_wrist, right_wrist, left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle")
+
+
+@requires_shared
+@pytest.mark.parametrize(("groups", "line"), [
+    ("face:nose,foo", f"error: --groups: group 'face': 'foo' is not a keypoint of the coco17 schema ({COCO17_NAMES}; "
+                      "or 0-based indices)"),
+    ("face:99", "error: --groups: group 'face' has a keypoint outside 0..16"),
+    ("face:0;face:1", "error: --groups: two groups are named 'face'"),
+])  # fmt: skip
+def test_evaluate_with_groups_the_schema_lacks_is_one_line_naming_groups(groups: str, line: str, run_cli) -> None:
+    """Before: the sample's notes were printed, then "error: keypoint groups: ..." (or "keypoint schema 'coco17':
+    ..."), which named no option."""
+    code, out, err = run_cli("evaluate", COCO_SAMPLE / "annotations" / "person_keypoints_val2017.json", SAMPLE_RESULTS,
+                             "--groups", groups)
+    assert (code, out, err) == (2, "", line + "\n")
+
+
+def test_a_groups_file_is_named_and_a_library_caller_keeps_its_message(tmp_path: Path, run_cli) -> None:
+    from kpbench.core.errors import KpbenchError
+    from kpbench.core.schema import COCO17, parse_groups, resolve_groups
+    from kpbench.data.synthetic import make_synthetic_coco
+
+    gt, results = make_synthetic_coco(num_images=4, seed=2)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"face": ["nose", "beak"]}))
+    code, out, err = run_cli("evaluate", tmp_path / "gt.json", tmp_path / "res.json", "--groups", path)
+    assert (code, out) == (2, "")
+    assert err == f"error: {path}: group 'face': 'beak' is not a keypoint of the coco17 schema ({COCO17_NAMES}; or " \
+                  "0-based indices)\n"
+    assert parse_groups(str(path)).source == str(path) and parse_groups("a:1").source == "--groups"
+    with pytest.raises(KpbenchError, match=r"^keypoint groups: group 'face': 'beak' is not a keypoint"):
+        resolve_groups([("face", ["beak"])], COCO17)  # plain pairs from Python: the library's own words
+    with pytest.raises(KpbenchError, match=r"^keypoint schema 'coco17': group 'face' has a keypoint outside 0\.\.16$"):
+        resolve_groups([("face", [17])], COCO17)
+
+
+def test_analyze_checks_groups_before_the_analysis(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the whole error analysis ran (minutes on val2017), then --groups was refused."""
+    import kpbench.analysis.diagnose
+    import kpbench.evaluation.runeval
+    from kpbench.data.synthetic import make_synthetic_coco
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("analysed or evaluated before --groups was checked")
+
+    monkeypatch.setattr(kpbench.analysis.diagnose, "analyze_errors", never)
+    monkeypatch.setattr(kpbench.analysis.diagnose, "analyze_run_errors", never)
+    monkeypatch.setattr(kpbench.evaluation.runeval, "evaluate_run", never)
+    gt, results = make_synthetic_coco(num_images=4, seed=2)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    run = make_run_dir(tmp_path / "r").path
+    line = "error: --groups: group 'legs' has a keypoint outside 0..16\n"
+    for args in (("analyze", tmp_path / "gt.json", tmp_path / "res.json"), ("analyze", run), ("evaluate", run)):
+        assert run_cli(*args, "--groups", "legs:13,17") == (2, "", line), args
+    assert not (run / "keypoint_ap.json").exists()
+
+
+def test_a_config_key_above_every_table_says_where_it_goes(tmp_path: Path, run_cli) -> None:
+    """Before: `model = "yolo"` at the top of a config was "unknown table [model]", about a key."""
+    config = tmp_path / "c.toml"
+    for text, where in (('model = "yolo"\n', "[run] or [speed]"), ("min_size = 3\n", "[run]"),
+                        ("zzz = 1\n", "[run], [speed] or [thresholds]")):
+        config.write_text(text)
+        key = text.split(" ")[0]
+        line = f"error: {config}: '{key}' is outside any table; settings go under a table: {where}\n"
+        assert run_cli("config", "show", config) == (2, "", line)
+    config.write_text("[runn]\n")  # a table kpbench does not know is still named as one
+    assert run_cli("config", "show", config)[2].startswith(f"error: {config}: unknown table [runn] (did you mean")
+
+
+def test_draw_top_0_and_an_unknown_schema_are_one_line_naming_the_option(tmp_path: Path, run_cli) -> None:
+    """Before: draw printed its person-threshold line, then refused --top 0; --schema nope named no option."""
+    run = make_run_dir(tmp_path / "r").path
+    assert run_cli("draw", run, "--top", "0") == (2, "", "error: --top: must be >= 1, got 0\n")
+    assert not (run / "draw").exists()
+    gt, res = run / "ground_truth.json", run / "keypoints_results.json"
+    line = "error: --schema: unknown keypoint schema 'nope'; built in: ap10k17, coco17, crowdpose14\n"
+    for command in ("evaluate", "analyze"):
+        assert run_cli(command, gt, res, "--schema", "nope") == (2, "", line), command

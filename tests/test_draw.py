@@ -381,3 +381,30 @@ def test_draw_image_with_yolo_uses_yolos_own_threshold(tmp_path: Path, run_cli) 
                                    "choose another")
     drawn = rgb(tmp_path / "d" / "000000000785.png") != rgb(image)
     assert drawn.any(axis=2)[60:].any()
+
+
+# --- issue 23, item 13 for draw: a user model whose predict raises, on image files --------------------------------
+
+
+def test_draw_with_a_model_whose_predict_raises_names_the_model_and_the_file(tmp_path: Path, run_cli,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: "error: Broken.predict raised ValueError (...) on image 1", an index, without the model's traceback
+    or which file. Now: the traceback, then one line naming the model as given, the file, and what was drawn."""
+    from PIL import Image
+    from test_run import BROKEN_MODEL
+
+    model = tmp_path / "broken.py"
+    model.write_text(BROKEN_MODEL)
+    files = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for path in files:
+        Image.new("RGB", (64, 48), (120, 90, 60)).save(path)
+    out = tmp_path / "drawn"
+    monkeypatch.setenv("KPBENCH_TEST_BREAK", "1")  # its second call raises
+    code, stdout, err = run_cli("draw", *files, "--model", f"{model}:Broken", "--device", "cpu", "--out", out)
+    lines = err.splitlines()
+    assert (code, stdout) == (2, "")
+    assert lines[-1] == (f"error: model {model}:Broken: Broken.predict raised ValueError (boom: no second image today) "
+                         f"on {files[1]} (1 of 2 image(s) drawn into {out} before it)")
+    assert "Traceback (most recent call last):" in lines and lines[-2] == "ValueError: boom: no second image today"
+    assert f'  File "{model}", line 22, in predict' in lines and err.count("error:") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,27 @@ def test_wholebody_leaves_out_zero_scored_parts_as_xtcocotools(backend: str) -> 
     assert counted.stats["AP"] < 1.0 == parts["keypoints_lefthand"].stats["AP"]
 
 
+def zero_some_parts(results: list[dict]) -> list[dict]:
+    """The real example predictions with parts a model did not find: every score of the part 0 (and its
+    coordinates 0, or kept, as models do either), for a fixed pattern of persons; one person with nothing found at
+    all, and one hand with a single non-zero score (kept: the rule needs every score at 0)."""
+    out = copy.deepcopy(results)
+    for i, record in enumerate(out):
+        zeroed = [field for field, (step, rest) in (("lefthand_kpts", (3, 0)), ("face_kpts", (4, 1)),
+                                                    ("foot_kpts", (5, 2)), ("righthand_kpts", (6, 4)))
+                  if i % step == rest]
+        if i == 7:
+            zeroed = list(PART_FIELDS)
+        for field in zeroed:
+            record[field] = [0.0] * len(record[field])
+        if i % 7 == 5:  # scores 0, coordinates kept
+            record["lefthand_kpts"][2::3] = [0.0] * (len(record["lefthand_kpts"]) // 3)
+        if i == 10:
+            record["righthand_kpts"][2::3] = [0.0] * (len(record["righthand_kpts"]) // 3)
+            record["righthand_kpts"][2] = 0.01
+    return out
+
+
 def _part_values(record: dict, name: str) -> list:
     part = name.removeprefix("keypoints_")
     if part == "wholebody":
@@ -94,6 +116,64 @@ def test_wholebody_with_drop_zero_keypoints_is_not_refused(tmp_path: Path) -> No
     assert json.loads(flagged.stdout) == json.loads(plain.stdout)
     assert json.loads(plain.stdout)["keypoints_lefthand"]["AP"] == 1.0
     assert "left out of this part, as xtcocotools' COCOeval leaves them out" in plain.stderr
+
+
+XTCOCOTOOLS_RECORDED = Path(__file__).resolve().parent / "fixtures" / "xtcocotools_wholebody_zero_parts.json"
+XTCOCOTOOLS_PYTHON = os.environ.get("KPBENCH_XTCOCOTOOLS_PYTHON", "")
+
+
+def _zero_parts_case(tmp_path: Path) -> tuple[Path, Path]:
+    preds = zero_some_parts(load(WHOLEBODY / "example_wholebody_preds.json"))
+    path = tmp_path / "zero_parts_preds.json"
+    path.write_text(json.dumps(preds))
+    return WHOLEBODY / "example_wholebody_val.json", path
+
+
+@requires_shared
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wholebody_with_parts_not_found_equals_xtcocotools_recorded(backend: str, tmp_path: Path) -> None:
+    """Real predictions, some persons' hands, faces or feet all-zero: all 6 parts x 10 stats == xtcocotools'
+    (recorded from xtcocotools itself, tests/fixtures/README.md). Counting those detections, as pycocotools'
+    rule does, gives other numbers (the left hand's AP 0.248 here)."""
+    from kpbench.evaluation.wholebody import PARTS, evaluate_wholebody, part_inputs, part_schema
+
+    gt, preds = _zero_parts_case(tmp_path)
+    recorded = json.loads(XTCOCOTOOLS_RECORDED.read_text())
+    assert recorded["evaluator"] == "xtcocotools 1.14.3, numpy 1.26.4"
+    parts = evaluate_wholebody(gt, preds, backend=backend)
+    assert {name: result.stats_list() for name, result in parts.items()} == recorded["stats"]
+    records = load(preds)
+    for name, result in parts.items():
+        left_out = sum(1 for r in records if not any(v > 0 for v in _part_values(r, name)[2::3]))
+        assert result.notes[-1].startswith(f"{name.removeprefix('keypoints_')}: {left_out} result(s) with every ")
+    assert "lefthand: 12 result(s)" in parts["keypoints_lefthand"].notes[-1]
+    assert "wholebody: 1 result(s)" in parts["keypoints_wholebody"].notes[-1]  # the person with nothing found
+    hand = next(p for p in PARTS if p.name == "lefthand")
+    part_gt, part_res = part_inputs(load(gt), records, hand, ("gt", "results"))
+    with pytest.warns(UserWarning):
+        counted = evaluate(part_gt, part_res, backend=backend, schema=part_schema(hand))
+    assert counted.stats["AP"] != recorded["stats"]["keypoints_lefthand"][0] == 0.24752475247524752
+
+
+@requires_shared
+@pytest.mark.skipif(not XTCOCOTOOLS_PYTHON, reason="xtcocotools is not installed here: set KPBENCH_XTCOCOTOOLS_PYTHON "
+                    "to the python of a venv with xtcocotools and numpy 1.26.4 (tests/fixtures/README.md)")
+def test_wholebody_with_parts_not_found_equals_xtcocotools_live(tmp_path: Path) -> None:
+    import subprocess
+
+    from kpbench.evaluation.wholebody import WHOLEBODY_SIGMAS, evaluate_wholebody
+
+    gt, preds = _zero_parts_case(tmp_path)
+    driver = Path(__file__).resolve().parent / "xtcocotools_reference.py"
+    for results in (preds, WHOLEBODY / "example_wholebody_preds.json"):
+        done = subprocess.run([XTCOCOTOOLS_PYTHON, str(driver), str(gt), str(results), json.dumps(list(WHOLEBODY_SIGMAS))],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        reference = json.loads(done.stdout)["stats"]
+        assert {n: r.stats_list() for n, r in evaluate_wholebody(gt, results).items()} == reference
+    assert reference == load(WHOLEBODY / "expected_stats.json")["stats"]
+    assert json.loads(XTCOCOTOOLS_RECORDED.read_text())["stats"] == {
+        n: r.stats_list() for n, r in evaluate_wholebody(gt, preds).items()}
 
 
 # --- item 2: box evaluation with fewer than three maxDets --------------------------------------------------------

@@ -98,6 +98,15 @@ def test_each_builtin_declares_what_it_honours_and_how() -> None:
                                            r"mediapipe does not honour it \(it honours --min-size as long_side\)"):
         check_model_options("mediapipe", None, {"box_score_thresh": 0.5}, {"box_score_thresh": "quick.toml"})
     assert check_model_options("yolo", None, {"min_size": 512, "box_score_thresh": 0.5, "max_size": None})[1] is None
+    # The top-down MediaPipe adapter (crops of person boxes) takes no run option: each is refused, named.
+    assert resolve_model("mediapipe-crops").honoured() == {}
+    for option, flag in (("min_size", "--min-size 256"), ("box_score_thresh", "--box-score-thresh 256"),
+                         ("max_size", "--max-size 256"), ("seed", "--seed 256")):
+        with pytest.raises(KpbenchError, match=rf"^{flag}: model mediapipe-crops does not honour it \(it honours none "
+                                               r"of them\); leave it out$"):
+            check_model_options("mediapipe-crops", None, {option: 256})
+    with pytest.raises(KpbenchError, match=r"^--weights: model mediapipe-crops takes no weights"):
+        check_model_options("mediapipe-crops", "w.pt")
 
 
 def test_yolo_with_a_checkpoint_in_its_spec_refuses_other_weights(tmp_path: Path) -> None:

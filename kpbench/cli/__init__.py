@@ -54,6 +54,11 @@ def main() -> None:
         # Not standalone, so that click's own errors come here to be worded.
         outcome = _app_for(sys.argv[1:])(standalone_mode=False)
     except KpbenchError as exc:
+        cause = getattr(exc, "cause", None)  # a user model that raised (ModelCallError): its traceback helps its
+        if isinstance(cause, BaseException):  # author; the one error line ends it, whichever command ran the model
+            import traceback
+
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as exc:  # a path that needs the torch extra and got past require_torch

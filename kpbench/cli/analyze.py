@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -93,12 +93,19 @@ def analyze_command(
         if schema is not None or sigma_values is not None:
             raise KpbenchError("--schema and --sigmas are for GT_JSON RESULTS_JSON; a run directory is analysed with "
                                "its own schema")
+        options.checked_groups(group_spec, options.run_schema(given.run_dir))  # before the analysis
         analysis = diagnose_run(given.run_dir, coco_analyze=coco_analyze, bootstrap=bootstrap,
                                 seed=bootstrap_seed, groups=group_spec)
         out_dir: Path | None = out or given.run_dir
     else:
         assert given.gt is not None and given.results is not None
-        analysis = diagnose(given.gt, given.results, schema=schema, sigmas=sigma_values,
+        gt: Any = given.gt
+        if group_spec is not None:  # checked against the GT's keypoint set before the analysis (read once)
+            from kpbench.evaluation.cocofiles import load_ground_truth
+
+            gt = load_ground_truth(gt, "keypoints", schema, sigma_values)
+            options.checked_groups(group_spec, gt.schema)
+        analysis = diagnose(gt, given.results, schema=schema, sigmas=sigma_values,
                              coco_analyze=coco_analyze, bootstrap=bootstrap, seed=bootstrap_seed, groups=group_spec)
         out_dir = out
     for note in analysis.notes:

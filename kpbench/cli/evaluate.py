@@ -143,6 +143,9 @@ def evaluate_command(
     if per_keypoint and (iou_type == "bbox" or wholebody):
         raise KpbenchError("--per-keypoint and --groups are for keypoints, not --iou-type bbox or --wholebody "
                            "(which already scores each part)")
+    # --groups against the keypoint set before any evaluation where it is known (a run's, --schema's), else
+    # against the GT's once it is read, before anything is printed.
+    options.checked_groups(group_spec, options.run_schema(run) if run is not None else schema)
     if run is not None:
         from kpbench.evaluation.runeval import evaluate_run, summarize_run
 
@@ -168,6 +171,8 @@ def evaluate_command(
                                   schema=schema, sigmas=sigma_values, settings=settings,
                                   drop_zero_keypoint_results=drop_zero_keypoints)}
         shown = results
+        if per_keypoint:
+            options.checked_groups(group_spec, results[kind].schema)
     for result in shown.values():
         for note in result.notes:
             echo_err(f"note: {note}")

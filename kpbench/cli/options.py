@@ -248,6 +248,24 @@ def groups_spec(groups: str | None) -> Any:
     return parse_groups(groups)
 
 
+def checked_groups(group_spec: Any, schema: Any) -> Any:
+    """--groups resolved against the keypoint set `schema` (a KeypointSchema), so that a keypoint it does not have
+    stops the command before the evaluation or analysis, in one line naming --groups or its JSON file; None when
+    --groups was not given."""
+    if group_spec is None or schema is None:
+        return group_spec
+    from kpbench.core.schema import resolve_groups
+
+    return resolve_groups(group_spec, schema)
+
+
+def run_schema(run_dir: Path) -> Any:
+    """The keypoint schema a run directory records (its manifest alone: nothing is evaluated)."""
+    from kpbench.runs.directory import run_dir_format
+
+    return run_dir_format(run_dir).schema
+
+
 def eval_settings(max_dets: str | None, area_ranges: str | None, iou_thresholds: str | None, use_cats: bool) -> Any:
     """The EvalSettings of the COCOeval options (None values: COCO's)."""
     from kpbench.evaluation.settings import EvalSettings, parse_area_ranges, parse_iou_thresholds, parse_max_dets
@@ -266,7 +284,10 @@ def schema_and_sigmas(schema_name: str | None, sigmas: str | None) -> tuple[Any,
     if schema_name is not None:
         from kpbench.core.schema import get_schema
 
-        schema = get_schema(schema_name)
+        try:
+            schema = get_schema(schema_name)
+        except KpbenchError as exc:
+            raise KpbenchError(f"--schema: {exc}") from None
     sigma_values = None
     if sigmas is not None:
         from kpbench.core.schema import parse_sigmas

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -109,7 +108,6 @@ def run_command(
         return
     require_torch("kpbench run")
     from kpbench.core.config import RunSettings, load_config, merge_settings, parse_list
-    from kpbench.engine.inference import ModelCallError
     from kpbench.engine.runner import RunInterrupted, run
 
     loaded = load_config(config)
@@ -146,9 +144,6 @@ def run_command(
     except KeyboardInterrupt:  # before the run directory was set up (typer would exit 130 silently)
         echo_err("interrupted before the run started")
         raise typer.Exit(130) from None
-    except ModelCallError as exc:  # the model's own traceback helps its author; the error line ends it
-        traceback.print_exception(type(exc.cause), exc.cause, exc.cause.__traceback__, file=sys.stderr)
-        raise
     if not outcome.is_main:
         return  # other ranks of a distributed run stay quiet; rank 0 reports
     if outcome.resumed_from:

@@ -72,6 +72,8 @@ def draw_command(
     score_thresh = None if person is None else float(person)  # type: ignore[arg-type]
     if score_thresh is not None:
         check_person_thresh(score_thresh, person_option)  # named as given, before any work
+    if top < 1:  # before the threshold the library chooses (and says) for a run directory
+        raise KpbenchError(f"--top: must be >= 1, got {top}")
     kp = kp_thresh  # None: the default on the scale of the model's keypoint scores
     run_dir = _one_run_dir(paths, "image file")
     if run_dir is not None:

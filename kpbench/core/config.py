@@ -316,6 +316,11 @@ def load_config(path: str | Path | None) -> LoadedConfig:
         raise KpbenchError(f"{p}: not valid TOML ({exc})") from None
     tables: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section not in SECTIONS and not isinstance(table, dict):  # a key above every table
+            homes = [name for name, cls in SECTIONS.items() if section in {f.name for f in setting_fields(cls)}]
+            tables = [f"[{name}]" for name in homes or SECTIONS]
+            where = " or ".join([", ".join(tables[:-1]), tables[-1]] if len(tables) > 1 else tables)
+            raise KpbenchError(f"{p}: '{section}' is outside any table; settings go under a table: {where}")
         if section not in SECTIONS:
             raise KpbenchError(
                 f"{p}: unknown table [{section}]{_suggest(section, SECTIONS)}; "

@@ -224,11 +224,40 @@ def _checked_groups(
     return tuple(out)
 
 
+class ParsedGroups(tuple[tuple[str, tuple[int | str, ...]], ...]):
+    """`parse_groups`' result: the (name, keypoints) pairs, and where the user gave them (`source`: "--groups" or
+    the JSON file), which `resolve_groups`' errors name instead of the library's "keypoint groups". It is a tuple
+    (equal to the plain pairs); `source` survives copies and pickling."""
+
+    source: str
+
+    def __new__(
+        cls, groups: Sequence[tuple[str, tuple[int | str, ...]]] = (), source: str = "keypoint groups"
+    ) -> ParsedGroups:
+        made = super().__new__(cls, groups)
+        made.source = source
+        return made
+
+
 def resolve_groups(
     groups: Sequence[tuple[str, Sequence[int | str]]], schema: KeypointSchema
 ) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(name, keypoints) pairs with keypoints given by name (as the schema names them) or by 0-based index,
-    as (name, indices); an unknown name is an error that lists the schema's names."""
+    as (name, indices); an unknown name is an error that lists the schema's names. Errors begin with where the
+    groups came from (`ParsedGroups.source`: --groups or its JSON file), else "keypoint groups"."""
+    source = getattr(groups, "source", "keypoint groups")
+    try:
+        return _resolved_groups(groups, schema)
+    except KpbenchError as exc:
+        if source == "keypoint groups":
+            raise
+        message = str(exc).removeprefix("keypoint groups: ").removeprefix(f"keypoint schema {schema.name!r}: ")
+        raise KpbenchError(f"{source}: {message}") from None
+
+
+def _resolved_groups(
+    groups: Sequence[tuple[str, Sequence[int | str]]], schema: KeypointSchema
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
     index = {name: i for i, name in enumerate(schema.keypoint_names)}
     out = []
     for group in groups:
@@ -252,7 +281,7 @@ def resolve_groups(
     return _checked_groups(schema.name, out, schema.num_keypoints)
 
 
-def parse_groups(text: str) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
+def parse_groups(text: str) -> ParsedGroups:
     """--groups: "head:nose,left_eye,right_eye;legs:13,14,15,16" (groups split by ";", name and keypoints by
     ":", keypoints by ","; names as the schema's or 0-based indices), or a JSON file holding {name: [keypoints]}.
     Syntax only: `resolve_groups` checks the keypoints against a schema."""
@@ -268,7 +297,7 @@ def parse_groups(text: str) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
             for v in data.values()
         ):
             raise KpbenchError(f"{path}: expected a JSON object of groups, {{\"head\": [\"nose\", \"left_eye\"], ...}}")
-        return tuple((str(name), tuple(members)) for name, members in data.items())
+        return ParsedGroups([(str(name), tuple(members)) for name, members in data.items()], str(path))
     groups: list[tuple[str, tuple[int | str, ...]]] = []
     for item in text.split(";"):
         if not item.strip():
@@ -281,7 +310,7 @@ def parse_groups(text: str) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
         groups.append((name.strip(), tuple(int(k) if k.isdigit() else k for k in keypoints)))
     if not groups:
         raise KpbenchError(f"--groups: no group in {text!r} (e.g. head:nose,left_eye,right_eye;legs:13,14,15,16)")
-    return tuple(groups)
+    return ParsedGroups(groups, "--groups")
 
 
 def _named_groups(names: Sequence[str], groups: Mapping[str, Sequence[str]]) -> tuple[tuple[str, tuple[int, ...]], ...]:

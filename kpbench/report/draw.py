@@ -565,7 +565,7 @@ def draw_image_files(
     """
     from kpbench.data.coco import read_image_rgb_uint8
     from kpbench.data.download import first_missing_parent, remove_empty_dirs
-    from kpbench.engine.inference import BatchResult, inference_on_dataset
+    from kpbench.engine.inference import BatchResult, ModelCallError, inference_on_dataset
     from kpbench.models.keypointrcnn import resolve_device
     from kpbench.models.registry import check_model_options, load_model
 
@@ -633,5 +633,11 @@ def draw_image_files(
         drawn = _render(pil, batch.detections[0], gt_anns, score_thresh, kp_thresh, pose_model.schema)
         written.append(_save_png(drawn, out_dir / names[index]))
 
-    inference_on_dataset(pose_model, batches(), dev, render)
+    try:
+        inference_on_dataset(pose_model, batches(), dev, render)
+    except ModelCallError as exc:  # its ids are indices into `files`: name the file, and the model as given
+        path = files[exc.image_ids[0]]
+        what = str(exc).removesuffix(f" on image {exc.image_ids[0]}")
+        raise ModelCallError(f"model {spec.spec}: {what} on {path} ({len(written)} of {len(files)} image(s) drawn "
+                             f"into {out_dir} before it)", exc.cause, exc.model, exc.image_ids) from exc.cause
     return written
