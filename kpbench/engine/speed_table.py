@@ -92,8 +92,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.analysis.runtime_accuracy import RUNTIME_ACCURACY_COLUMNS
 from kpbench.engine.memory import check_fits, peak_memory, reset_peak_memory
+from kpbench.engine.speed_accuracy import RUNTIME_ACCURACY_COLUMNS, SAME_PREPROCESSING
 from kpbench.engine.speed_inputs import make_batches
 from kpbench.engine.speed_variants import EAGER, Variant, VariantSkipped, apply_variant
 from kpbench.engine.timing import (
@@ -450,8 +450,6 @@ class ModelTable:
     def _shape_note(rows: Sequence[dict[str, Any]], row: dict[str, Any], export_note: str | None) -> str | None:
         """The export's own note, and whether the timed images' padded shapes differ from the eager row's of the
         same model, size, dtype and batch ("same as eager" when they match and the export has no note)."""
-        from kpbench.analysis.runtime_accuracy import SAME_PREPROCESSING
-
         eager = next((r for r in rows if r.get("runtime") == EAGER and r.get("model") == row.get("model")
                       and r.get("weights") == row.get("weights") and r.get("size") == row["size"]
                       and r.get("variant") == Variant(dtype=row["dtype"], batch_size=row["batch_size"]).label
