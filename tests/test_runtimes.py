@@ -157,23 +157,56 @@ def test_runtimes_that_cannot_run_give_skipped_rows(tmp_path: Path) -> None:
     plugin.write_text(PLAIN_MODEL)
     settings = SpeedSettings(
         model=f"{plugin}:Plain", synthetic=True, num_images=1, sizes=[64], warmup=0, iters=1, device="cpu",
-        runtime=["eager", "onnxruntime:cuda", "tensorrt", "onnxruntime:cpu", "compile"], stages=False, flops=False,
+        runtime=["eager", "onnxruntime:cpu", "compile"], stages=False, flops=False,
         out=str(tmp_path / "s"), runtime_cache=str(tmp_path / "cache"),
     )  # fmt: skip
     rows = read_rows(run_speed(settings, progress=False).csv_path)
     assert [(r["variant"], r["runtime"], r["status"]) for r in rows] == [
-        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cuda", "onnxruntime:cuda", "skipped"),
-        ("fp32-bs1-tensorrt", "tensorrt", "skipped"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "skipped"),
+        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "skipped"),
         ("fp32-bs1-compile", "compile", "skipped"),
     ]  # fmt: skip
     errors = [r["error"] for r in rows[1:]]
-    assert errors[0] == "onnxruntime:cuda runs on a CUDA device, not cpu" or "not installed" in errors[0]
-    if importlib.util.find_spec("tensorrt") is None:
-        assert errors[1] == "TensorRT is not installed (pip install tensorrt, on a machine with CUDA)"
     if HAS_ORT:
-        assert errors[2] == "Plain has no export_onnx / onnx_model hook, so it cannot run on onnxruntime:cpu"
-    assert errors[3] == "Plain has no compile variant (no speed_variant hook)"
+        assert errors[0] == "Plain has no export_onnx / onnx_model hook, so it cannot run on onnxruntime:cpu"
+    else:
+        assert errors[0].startswith("onnxruntime is not installed (")
+    assert errors[1] == "Plain has no compile variant (no speed_variant hook)"
     assert rows[0]["memory_estimate_mib"] == str(4 * 3 * 64 * 64 / 2**20)
+    # Where they are installed but no CUDA device is given, the CUDA runtimes' own checks say so (a row skipped
+    # with this reason when the device is CUDA but, say, onnxruntime-gpu lacks the provider).
+    from kpbench.runtimes import get_runtime
+    from kpbench.runtimes.base import RuntimeUnavailable
+
+    if HAS_ORT:
+        with pytest.raises(RuntimeUnavailable, match=r"^onnxruntime:cuda runs on a CUDA device, not cpu$"):
+            get_runtime("onnxruntime:cuda").check(object(), CPU)
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(RuntimeUnavailable, match=r"^TensorRT is not installed \(pip install tensorrt, on a "):
+            get_runtime("tensorrt").check(object(), CPU)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt"])
+def test_a_cuda_runtime_on_a_cpu_is_refused_with_one_line(tmp_path: Path, run_cli: Any, runtime: str) -> None:
+    """`kpbench speed --device cpu --runtime tensorrt` (or with eager beside it): the options contradict each other,
+    so the command stops before any image or model with one error line, exit 2, and writes nothing."""
+    plugin = tmp_path / "plain.py"
+    plugin.write_text(PLAIN_MODEL)
+    expected = (f"error: --runtime {runtime}: runs on a CUDA device only, and the device is cpu (on a CPU: eager, "
+                "compile or onnxruntime:cpu)\n")
+    code, out, stderr = run_cli("speed", "--model", f"{plugin}:Plain", "--synthetic", "--device", "cpu", "--runtime",
+                                f"eager,{runtime}", "--sizes", "64", "--out", tmp_path / "s", "--no-progress")
+    assert (code, out, stderr) == (2, "", expected)
+    assert not (tmp_path / "s").exists()
+    # The library call and `on_runtime` (what `kpbench run --runtime` calls) say the same, before anything is built.
+    with pytest.raises(KpbenchError) as caught:
+        run_speed(SpeedSettings(model=f"{plugin}:Plain", synthetic=True, device="cpu", runtime=[runtime],
+                                out=str(tmp_path / "s")), progress=False)
+    assert f"error: {caught.value}\n" == expected
+    from kpbench.runtimes import on_runtime
+
+    with pytest.raises(KpbenchError) as caught:
+        on_runtime(object(), runtime, CPU, size=64, max_size=107)
+    assert f"error: {caught.value}\n" == expected
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -401,6 +434,15 @@ def test_a_runtime_row_without_an_eager_row_is_compared_with_eager_run_untimed(
     assert row["preprocessing"] == SAME_PREPROCESSING and row["accuracy_reference"] == "eager fp32-bs1 size 64"
     assert float(row["build_s"]) > 0 and row["export_s"] == "0.0" and row["rebuilds"] == "0"
     assert compiled == [oracle.backbone] and isinstance(oracle.backbone, torch.nn.Identity)
+
+
+@requires_shared
+def test_run_with_a_cuda_runtime_on_a_cpu_is_one_line(tmp_path: Path, run_cli: Any) -> None:
+    code, _, stderr = run_cli("run", "--coco-root", COCO_SAMPLE, "--weights", "none", "--runtime", "tensorrt",
+                              "--device", "cpu", "--limit", "1", "--out", tmp_path / "run", "--no-progress")
+    assert (code, stderr) == (2, "error: --runtime tensorrt: runs on a CUDA device only, and the device is cpu (on a "
+                                 "CPU: eager, compile or onnxruntime:cpu)\n")
+    assert not (tmp_path / "run").exists()
 
 
 @requires_shared

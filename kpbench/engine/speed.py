@@ -240,7 +240,7 @@ def run_speed(
     from kpbench.engine.device import resolve_device, warn_slow_dtype
     from kpbench.models.base import model_info
     from kpbench.models.registry import given_model_options, load_model
-    from kpbench.runtimes.base import BuildCache
+    from kpbench.runtimes.base import BuildCache, check_device
 
     models = model_options(settings.model, settings.weights)
     settings = _normalized(settings, models)
@@ -255,6 +255,7 @@ def run_speed(
     started = datetime.now(timezone.utc)
     stamp = started.isoformat(timespec="seconds").replace("+00:00", "Z")
     device = resolve_device(settings.device)
+    check_device(settings.runtime, device.type)  # tensorrt on a CPU: one error line, before images and models
     if device.type == "cuda":
         torch.cuda.set_device(device)  # empty_cache and anything else that uses the current device
 
