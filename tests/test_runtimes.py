@@ -454,3 +454,128 @@ def test_run_refuses_sizes_that_cannot_fit(tmp_path: Path, run_cli: Any) -> None
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert stderr.startswith("error: --min-size 100000 --max-size 200000: its input buffers alone need ")
     assert "network input 3x100000x200000" in stderr and stderr.endswith("refused before allocating\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A user's adapter with the export hooks, whose export loses a detection (as Keypoint R-CNN's did on image 785)
+
+
+EXPORTABLE_MODEL = '''\
+import json
+
+import numpy as np
+import torch
+
+from kpbench.core.schema import COCO17
+from kpbench.models.base import Predictions
+
+GT = json.loads(open(GT_PATH).read())
+
+
+class Identity(torch.nn.Module):
+    """The "network": the keypoints go through it (exported to ONNX, run by the session on the runtime)."""
+
+    def forward(self, keypoints):
+        return keypoints * 1.0
+
+
+def answers(height, width):
+    """The GT persons with keypoints of the image of this size (boxes xyxy, scores 1.0, keypoints)."""
+    ids = [i["id"] for i in GT["images"] if (i["height"], i["width"]) == (height, width)]
+    anns = [a for a in GT["annotations"] if a["image_id"] in ids and a["num_keypoints"] > 0 and not a["iscrowd"]]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32).reshape(-1, 4)
+    keypoints = np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3)
+    return boxes, np.ones(len(anns), np.float32), keypoints
+
+
+class Exportable:
+    schema = COCO17
+    input_format = "numpy"
+
+    def __init__(self, session=None):
+        self.session = session
+
+    def info(self):
+        return {"weights": None, "name": "exportable", "keypoint_score_kind": "probability"}
+
+    def weights_digest(self):
+        return "exportable-v1"
+
+    def set_input_size(self, min_size, max_size):
+        self.size = min_size
+
+    def predict(self, images):
+        out = []
+        for image in images:
+            boxes, scores, keypoints = answers(*image.shape[:2])
+            if self.session is not None and image.shape[:2] == (60, 80):  # the export loses its top detection
+                boxes, scores, keypoints = boxes[1:], scores[1:], keypoints[1:]
+            keypoints = self.network(keypoints) if len(scores) else keypoints
+            out.append(Predictions(boxes=boxes, scores=scores, keypoints=keypoints,
+                                   keypoint_scores=np.ones(keypoints.shape[:2], np.float32),
+                                   keypoint_score_kind="probability"))
+        return out
+
+    def network(self, keypoints):
+        if self.session is None:
+            with torch.no_grad():
+                return Identity()(torch.as_tensor(keypoints)).numpy()
+        feed = {self.session.get_inputs()[0].name: keypoints}
+        return self.session.run(None, feed)[0]
+
+    def export_onnx(self, path, request):
+        torch.onnx.export(Identity(), (torch.zeros(2, 17, 3),), str(path), input_names=["keypoints"],
+                          output_names=["out"], dynamic_axes={"keypoints": {0: "n"}}, opset_version=request.opset,
+                          dynamo=False)
+        return {"exporter": "a user's torch.onnx export", "input_shapes": {"keypoints": ["n", 17, 3]},
+                "batch_sizes": None, "preprocessing": None}
+
+    def onnx_model(self, session, facts):
+        return Exportable(session)
+'''
+
+
+@requires_ort
+def test_a_user_adapter_on_onnxruntime_and_a_lost_detection_in_the_report(tmp_path: Path) -> None:
+    """An adapter of the user's own with `export_onnx` / `onnx_model` runs on ONNX Runtime through the same table:
+    its export is built, timed, cached and recorded. Its export loses the top (only) detection of image 30, as
+    Keypoint R-CNN's ONNX export lost image 785's top one: the row says 1 detection paired and 1 unpaired, ΔAP
+    is the exact loss (keypoint AP 51/101 of eager's 1: recall 1/2 over the 101 recall points), and the report's
+    runtime table shows the same counts beside the deviation, which was measured on the paired detection alone."""
+    from test_speed import make_coco_root
+
+    from kpbench.report.tables import build_report, render_report
+
+    root = make_coco_root(tmp_path / "coco")
+    plugin = tmp_path / "exportable.py"
+    plugin.write_text(EXPORTABLE_MODEL.replace("GT_PATH", repr(str(root / "annotations" / "person_keypoints_val2017.json"))))
+    settings = SpeedSettings(
+        model=f"{plugin}:Exportable", coco_root=str(root), num_images=1, sizes=[64], warmup=0, iters=1, accuracy=2,
+        bootstrap=50, runtime=["eager", "onnxruntime:cpu"], stages=False, flops=False, device="cpu",
+        out=str(tmp_path / "s"), runtime_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    result = run_speed(settings, progress=False)
+    eager, ort = read_rows(result.csv_path)
+    assert (eager["status"], ort["status"], ort["runtime_providers"]) == ("ok", "ok", "CPUExecutionProvider")
+    assert float(eager["kp_AP"]) == 1.0 and float(ort["kp_AP"]) == pytest.approx(51 / 101, abs=1e-12)
+    assert float(ort["delta_kp_AP"]) == pytest.approx(51 / 101 - 1, abs=1e-12)
+    assert (ort["paired_detections"], ort["unpaired_detections"]) == ("1", "1")
+    assert float(ort["max_keypoint_dev_px"]) == 0.0 and ort["preprocessing"] == SAME_PREPROCESSING
+    low, high = float(ort["delta_kp_AP_low"]), float(ort["delta_kp_AP_high"])
+    # Draws of image 10 alone lose nothing (0); draws of both lose what the whole set does; draws of image 30 alone
+    # leave the runtime no detection, where COCOeval's AP is -1 (undefined), so the paired bootstrap drops them.
+    assert low == pytest.approx(51 / 101 - 1, abs=1e-12) and high == 0.0
+    (build,) = result.manifest["builds"]
+    assert build["facts"]["exporter"] == "a user's torch.onnx export" and build["key"]["weights"] == "exportable-v1"
+    assert build["key"]["opset"] == 17 and Path(build["directory"], "model.onnx").is_file()
+
+    tables = build_report("speed", [result.csv_path])
+    table = tables["runtimes"]
+    assert list(table["runtime"]) == ["eager", "onnxruntime:cpu"]
+    assert table.loc[1, "kp_ΔAP_points"] == "-49.50 [-49.50, +0.00]"
+    assert (table.loc[1, "paired"], table.loc[1, "unpaired"]) == (1, 1)
+    assert table.loc[0, "paired"] is None and table.loc[0, "unpaired"] is None  # eager is the reference
+    text = render_report("speed", tables, "markdown")["report"]
+    header = next(line for line in text.splitlines() if line.startswith("| model | device | runtime |"))
+    assert "| max_keypoint_dev_px | paired | unpaired |" in header
+    assert "| -49.50 [-49.50, +0.00] | 0.000 | 1 | 1 |" in text

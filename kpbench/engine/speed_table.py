@@ -142,7 +142,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "variant", "size", "padded_shapes", "cold_ms", "mean_ms", "median_ms", "p90_ms", "gpu_mean_ms", "fps",
     "dets_per_image", "stages", "stages_add_up", "gflops_per_image", "achieved_tflops", "peak_fraction",
     "peak_mem_allocated_mib", "peak_rss_mib", "build_s", "rebuilds", "kp_AP", "box_AP", "delta_kp_AP",
-    "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px", "preprocessing", "status", "error",
+    "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px", "unpaired_detections", "preprocessing", "status",
+    "error",
 )  # fmt: skip
 # Keypoint R-CNN's 800:1333 ratio: the long-side cap of a size (the table's definition of max_size).
 DEFAULT_MIN_SIZE, DEFAULT_MAX_SIZE = 800, 1333
