@@ -5,7 +5,12 @@ speed table ends (its accuracy pass and the comparison with eager, lazily, in on
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import kpbench
 
@@ -59,3 +64,33 @@ def test_the_table_s_columns_are_the_engine_s() -> None:
 
     assert runtime_accuracy.RUNTIME_ACCURACY_COLUMNS is speed_accuracy.RUNTIME_ACCURACY_COLUMNS
     assert set(speed_accuracy.RUNTIME_ACCURACY_COLUMNS) <= set(speed_table.SPEED_COLUMNS)
+
+
+def test_the_runtimes_import_none_of_their_libraries_until_used() -> None:
+    """Importing the speed code and every runtime (and parsing runtimes) imports no torch, onnx, onnxruntime,
+    tensorrt or ultralytics: they are optional extras, imported by the runtime that uses them."""
+    code = (
+        "import sys, json\n"
+        "import kpbench.engine.speed, kpbench.runtimes.onnxruntime, kpbench.runtimes.tensorrt\n"
+        "import kpbench.runtimes.compile, kpbench.runtimes.eager, kpbench.report.runtimes\n"
+        "from kpbench.runtimes import get_runtime, parse_runtimes\n"
+        "[get_runtime(s) for s in parse_runtimes(['eager', 'compile', 'onnxruntime:cuda', 'tensorrt'])]\n"
+        "heavy = ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'ultralytics', 'pandas')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+@pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
+def test_onnxruntime_missing_skips_with_the_install_command(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Without onnxruntime (or onnx), its runtime says so with the command that installs the onnx extra."""
+    from kpbench.core.install import install_hint
+    from kpbench.runtimes import get_runtime
+    from kpbench.runtimes.base import RuntimeUnavailable
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(RuntimeUnavailable) as caught:
+        get_runtime("onnxruntime:cpu").check(object(), "cpu")
+    assert str(caught.value) == f"{module} is not installed ({install_hint('onnx')})"
