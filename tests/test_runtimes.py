@@ -579,3 +579,35 @@ def test_a_user_adapter_on_onnxruntime_and_a_lost_detection_in_the_report(tmp_pa
     header = next(line for line in text.splitlines() if line.startswith("| model | device | runtime |"))
     assert "| max_keypoint_dev_px | paired | unpaired |" in header
     assert "| -49.50 [-49.50, +0.00] | 0.000 | 1 | 1 |" in text
+
+
+def test_export_key_holds_weights_opset_shapes_and_versions() -> None:
+    """The ONNX build's cache key: the weights digest, the model, the export's shapes (the adapter's own
+    `onnx_export_key` when it has one: what its export bakes in), the opset, fp32 (exports are fp32; an engine's
+    precision is in the engine's key) and the exporters' versions. No digest: no key (built, not cached)."""
+    from kpbench.runtimes.base import BuildCache
+    from kpbench.runtimes.onnx_export import export_key
+
+    class Stub:
+        def info(self) -> dict[str, Any]:
+            return {"weights": None, "name": "stub"}
+
+        def weights_digest(self) -> str:
+            return "w1"
+
+    request = ExportRequest(size=320, max_size=533)
+    key = export_key(Stub(), request)
+    assert key is not None and {k: key[k] for k in ("format", "weights", "model", "export", "opset", "precision")} == {
+        "format": "onnx", "weights": "w1", "model": "stub", "export": request.to_json(), "opset": 17,
+        "precision": "fp32"}  # fmt: skip
+    assert set(key["versions"]) == {"torch", "torchvision", "ultralytics", "onnx", "onnxslim"}
+    digests = {BuildCache.key(export_key(Stub(), r)) for r in (  # type: ignore[arg-type]
+        request, ExportRequest(320, 533, opset=18), ExportRequest(640, 1067), ExportRequest(320, 533, dynamic=False))}
+    assert len(digests) == 4
+
+    class Dynamic(Stub):
+        def onnx_export_key(self, request: ExportRequest) -> dict[str, Any]:
+            return {"images": ["batch", 3, "height", "width"]}  # any size: one export
+
+    assert export_key(Dynamic(), request)["export"] == export_key(Dynamic(), ExportRequest(640, 1067))["export"]  # type: ignore[index]
+    assert export_key(type("NoDigest", (), {"info": lambda self: {"weights": None}})(), request) is None
