@@ -569,6 +569,12 @@ def test_a_user_adapter_on_onnxruntime_and_a_lost_detection_in_the_report(tmp_pa
     assert build["facts"]["exporter"] == "a user's torch.onnx export" and build["key"]["weights"] == "exportable-v1"
     assert build["key"]["opset"] == 17 and Path(build["directory"], "model.onnx").is_file()
 
+    from kpbench.engine.speed_files import terminal_summary
+
+    header, eager_line, ort_line = terminal_summary(result).splitlines()[1:4]
+    assert header.split()[-4:] == ["max_keypoint_dev_px", "paired_detections", "unpaired_detections", "status"]
+    assert ort_line.split()[-4:] == ["0.00", "1", "1", "ok"] and eager_line.endswith(" ok")
+
     tables = build_report("speed", [result.csv_path])
     table = tables["runtimes"]
     assert list(table["runtime"]) == ["eager", "onnxruntime:cpu"]
