@@ -617,3 +617,41 @@ def test_export_key_holds_weights_opset_shapes_and_versions() -> None:
 
     assert export_key(Dynamic(), request)["export"] == export_key(Dynamic(), ExportRequest(640, 1067))["export"]  # type: ignore[index]
     assert export_key(type("NoDigest", (), {"info": lambda self: {"weights": None}})(), request) is None
+
+
+@requires_ort
+@pytest.mark.parametrize(("runtime", "provider"), [("onnxruntime:cuda", "CUDAExecutionProvider"),
+                                                   ("onnxruntime:tensorrt", "TensorrtExecutionProvider")])
+def test_onnxruntime_s_silent_fallback_to_the_cpu_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, provider: str
+) -> None:
+    """ONNX Runtime given a provider it cannot create runs on the CPU with a warning; kpbench refuses that session
+    (a row on onnxruntime:cuda would time the CPU). Here a CPU-only onnxruntime is made to list the provider, and
+    the device says CUDA: the check passes, the export is built, and loading the session is refused by name. (The
+    provider options of the CUDA and TensorRT providers are passed on the way; no GPU is touched.)"""
+    import onnxruntime as ort
+
+    from kpbench.models.registry import load_model
+    from kpbench.runtimes import get_runtime
+    from kpbench.runtimes.base import RuntimeUnavailable
+
+    (tmp_path / "gt.json").write_text('{"images": [], "annotations": []}')
+    plugin = tmp_path / "exportable.py"
+    plugin.write_text(EXPORTABLE_MODEL.replace("GT_PATH", repr(str(tmp_path / "gt.json"))))
+    model = load_model(f"{plugin}:Exportable")
+
+    class CudaDevice:  # what the runtime reads of a torch.device("cuda:0")
+        type, index = "cuda", 0
+
+        def __str__(self) -> str:
+            return "cuda:0"
+
+    listed = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [provider, *listed])
+    impl = get_runtime(runtime)
+    impl.check(model, CudaDevice())
+    record = impl.build(model, ExportRequest(size=64, max_size=107), BuildCache(tmp_path / "cache"))
+    assert record.runtime == runtime and record.path("onnx").is_file()
+    with pytest.raises(RuntimeUnavailable, match=rf"^onnxruntime could not create {provider} \(the session has "
+                                                 r"CPUExecutionProvider\)$"):
+        impl.load(model, record, CudaDevice())
