@@ -70,6 +70,33 @@ def test_rebuild_rules() -> None:
     assert len(logs["none"].shapes) == 5
 
 
+def test_a_recording_session_counts_the_rebuilds_its_inputs_cause() -> None:
+    """The session wrapper logs the first input's shape of every run and passes the call through, so a model on
+    ONNX Runtime's TensorRT provider (rule "range") reports the engine builds new shapes cause: 448 rows after 480
+    rows is outside the range seen (a rebuild), 464 rows is inside [448, 480] (none), 512 rows outside (another)."""
+    from kpbench.runtimes.base import RecordingSession, RuntimeModel
+
+    class Session:
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, list[str]]] = []
+
+        def run(self, output_names: Any, feed: dict[str, Any]) -> list[Any]:
+            self.calls.append((output_names, list(feed)))
+            return [next(iter(feed.values())).sum()]
+
+        def get_inputs(self) -> list[str]:
+            return ["images"]
+
+    log = ShapeLog("range")
+    inner = Session()
+    session = RecordingSession(inner, log)
+    for h, w in ((480, 640), (448, 640), (464, 640), (512, 640)):
+        assert session.run(None, {"images": np.ones((1, 3, h, w)), "scale": np.ones(2)}) == [3 * h * w]
+    assert session.get_inputs() == ["images"] and inner.calls[0] == (None, ["images", "scale"])
+    model = RuntimeModel(type("Inner", (), {"schema": None})(), "onnxruntime:tensorrt", BuildRecord("x"), log)
+    assert model.rebuilds == 2 and [s[2] for s in log.shapes] == [480, 448, 464, 512]
+
+
 def test_build_cache_reuses_a_build_and_keeps_its_seconds(tmp_path: Path) -> None:
     cache = BuildCache(tmp_path / "cache")
     made: list[Path] = []
