@@ -674,6 +674,8 @@ def test_onnxruntime_s_silent_fallback_to_the_cpu_is_refused(
             return "cuda:0"
 
     listed = ort.get_available_providers()
+    if provider in listed:
+        pytest.skip(f"this onnxruntime has {provider}: its fallback cannot be shown here")
     monkeypatch.setattr(ort, "get_available_providers", lambda: [provider, *listed])
     impl = get_runtime(runtime)
     impl.check(model, CudaDevice())
