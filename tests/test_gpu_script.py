@@ -94,7 +94,14 @@ def test_dry_run_adds_the_runtime_table_where_onnxruntime_is(tmp_path: Path) -> 
     assert [(r["variant"], r["runtime"], r["status"]) for r in rows] == [
         ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "ok")]
     assert rows[1]["export_s"] and rows[1]["build_key"] and rows[1]["padded_shapes"] == rows[0]["padded_shapes"]
-    assert rows[1]["preprocessing"] == "same as eager"
+    # Real images (the 8 shipped with kpbench), so every row is scored and the runtime row compared with eager.
+    manifest = json.loads(tables[1].with_suffix(".json").read_text())
+    assert manifest["images"]["coco_root"].endswith("kpbench/data/demo") and manifest["settings"]["synthetic"] is False
+    assert [r["accuracy_images"] for r in rows] == ["2", "2"] and rows[0]["kp_AP"] and rows[1]["kp_AP"]
+    assert rows[1]["accuracy_reference"] == "eager fp32-bs1 size 64" and rows[1]["bootstrap_replicates"] == "100"
+    assert rows[1]["delta_kp_AP"] and rows[1]["paired_detections"] and rows[1]["unpaired_detections"]
+    # The first table stays on synthetic images.
+    assert json.loads(tables[0].with_suffix(".json").read_text())["settings"]["synthetic"] is True
     assert "## Runtimes: FPS, AP and ΔAP against eager" in done.stdout
 
 
@@ -125,3 +132,6 @@ def test_a_missing_required_package_is_one_error_line(tmp_path: Path) -> None:
 def test_help() -> None:
     done = run_script("--help")
     assert done.returncode == 0 and "--dry-run" in done.stdout and "results/speed" in done.stdout
+    lines = done.stdout.splitlines()  # the header comment, whole, and nothing after it
+    assert lines[0].startswith("The default kpbench speed table in one call") and "set -euo pipefail" not in lines
+    assert lines[-1].endswith("--dry-run: onnxruntime:cpu where onnxruntime is installed, 2 images scored.")

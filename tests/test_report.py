@@ -162,6 +162,22 @@ def test_other_thresholds_and_synthetic_images_are_not_merged(tmp_path: Path) ->
     ]  # fmt: skip
 
 
+def test_synthetic_flags_of_old_and_mixed_csvs(tmp_path: Path) -> None:
+    """A CSV whose `synthetic` cells are empty (older tables) is real images; "False" is False, "True" True, also
+    when the merged column mixes text, booleans and empty cells (no pandas fill-value deprecation on the way: the
+    test suite makes those errors for kpbench.report)."""
+    rows = [speed_row(H100, 320, "fp32-bs1", 40.0, synthetic=None)]
+    a = write_device(tmp_path / "a", H100, rows)
+    b = write_device(tmp_path / "b", A10G, [speed_row(A10G, 320, "fp32-bs1", 20.0, synthetic=True),
+                                            speed_row(A10G, 640, "fp32-bs1", 10.0, synthetic=False)])
+    c = tmp_path / "c.csv"  # hand-edited: text where pandas would read booleans
+    c.write_text(a.read_text().replace("NVIDIA H100 80GB HBM3", "CPU X").replace(",,8,", ",False,8,", 1))
+    table = speed_report([a, b, c])["table"]
+    assert list(zip(table["device"], table["size"], table["synthetic"], strict=True)) == [
+        ("CPU X", 320, False), (A10G, 640, False), (A10G, 320, True), (H100, 320, False)]  # synthetic after real
+    assert table["synthetic"].dtype == bool
+
+
 def test_models_are_a_dimension_of_the_table_and_the_pivot(tmp_path: Path) -> None:
     """Rows of several models (one of them with two weights) pivot into model x size -> FPS, and the table keeps
     the new columns (ms per image, spread, stages, FLOPs) where rows have them."""

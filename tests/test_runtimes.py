@@ -70,6 +70,33 @@ def test_rebuild_rules() -> None:
     assert len(logs["none"].shapes) == 5
 
 
+def test_a_recording_session_counts_the_rebuilds_its_inputs_cause() -> None:
+    """The session wrapper logs the first input's shape of every run and passes the call through, so a model on
+    ONNX Runtime's TensorRT provider (rule "range") reports the engine builds new shapes cause: 448 rows after 480
+    rows is outside the range seen (a rebuild), 464 rows is inside [448, 480] (none), 512 rows outside (another)."""
+    from kpbench.runtimes.base import RecordingSession, RuntimeModel
+
+    class Session:
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, list[str]]] = []
+
+        def run(self, output_names: Any, feed: dict[str, Any]) -> list[Any]:
+            self.calls.append((output_names, list(feed)))
+            return [next(iter(feed.values())).sum()]
+
+        def get_inputs(self) -> list[str]:
+            return ["images"]
+
+    log = ShapeLog("range")
+    inner = Session()
+    session = RecordingSession(inner, log)
+    for h, w in ((480, 640), (448, 640), (464, 640), (512, 640)):
+        assert session.run(None, {"images": np.ones((1, 3, h, w)), "scale": np.ones(2)}) == [3 * h * w]
+    assert session.get_inputs() == ["images"] and inner.calls[0] == (None, ["images", "scale"])
+    model = RuntimeModel(type("Inner", (), {"schema": None})(), "onnxruntime:tensorrt", BuildRecord("x"), log)
+    assert model.rebuilds == 2 and [s[2] for s in log.shapes] == [480, 448, 464, 512]
+
+
 def test_build_cache_reuses_a_build_and_keeps_its_seconds(tmp_path: Path) -> None:
     cache = BuildCache(tmp_path / "cache")
     made: list[Path] = []
@@ -157,23 +184,56 @@ def test_runtimes_that_cannot_run_give_skipped_rows(tmp_path: Path) -> None:
     plugin.write_text(PLAIN_MODEL)
     settings = SpeedSettings(
         model=f"{plugin}:Plain", synthetic=True, num_images=1, sizes=[64], warmup=0, iters=1, device="cpu",
-        runtime=["eager", "onnxruntime:cuda", "tensorrt", "onnxruntime:cpu", "compile"], stages=False, flops=False,
+        runtime=["eager", "onnxruntime:cpu", "compile"], stages=False, flops=False,
         out=str(tmp_path / "s"), runtime_cache=str(tmp_path / "cache"),
     )  # fmt: skip
     rows = read_rows(run_speed(settings, progress=False).csv_path)
     assert [(r["variant"], r["runtime"], r["status"]) for r in rows] == [
-        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cuda", "onnxruntime:cuda", "skipped"),
-        ("fp32-bs1-tensorrt", "tensorrt", "skipped"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "skipped"),
+        ("fp32-bs1", "eager", "ok"), ("fp32-bs1-onnxruntime:cpu", "onnxruntime:cpu", "skipped"),
         ("fp32-bs1-compile", "compile", "skipped"),
     ]  # fmt: skip
     errors = [r["error"] for r in rows[1:]]
-    assert errors[0] == "onnxruntime:cuda runs on a CUDA device, not cpu" or "not installed" in errors[0]
-    if importlib.util.find_spec("tensorrt") is None:
-        assert errors[1] == "TensorRT is not installed (pip install tensorrt, on a machine with CUDA)"
     if HAS_ORT:
-        assert errors[2] == "Plain has no export_onnx / onnx_model hook, so it cannot run on onnxruntime:cpu"
-    assert errors[3] == "Plain has no compile variant (no speed_variant hook)"
+        assert errors[0] == "Plain has no export_onnx / onnx_model hook, so it cannot run on onnxruntime:cpu"
+    else:
+        assert errors[0].startswith("onnxruntime is not installed (")
+    assert errors[1] == "Plain has no compile variant (no speed_variant hook)"
     assert rows[0]["memory_estimate_mib"] == str(4 * 3 * 64 * 64 / 2**20)
+    # Where they are installed but no CUDA device is given, the CUDA runtimes' own checks say so (a row skipped
+    # with this reason when the device is CUDA but, say, onnxruntime-gpu lacks the provider).
+    from kpbench.runtimes import get_runtime
+    from kpbench.runtimes.base import RuntimeUnavailable
+
+    if HAS_ORT:
+        with pytest.raises(RuntimeUnavailable, match=r"^onnxruntime:cuda runs on a CUDA device, not cpu$"):
+            get_runtime("onnxruntime:cuda").check(object(), CPU)
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(RuntimeUnavailable, match=r"^TensorRT is not installed \(pip install tensorrt, on a "):
+            get_runtime("tensorrt").check(object(), CPU)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt"])
+def test_a_cuda_runtime_on_a_cpu_is_refused_with_one_line(tmp_path: Path, run_cli: Any, runtime: str) -> None:
+    """`kpbench speed --device cpu --runtime tensorrt` (or with eager beside it): the options contradict each other,
+    so the command stops before any image or model with one error line, exit 2, and writes nothing."""
+    plugin = tmp_path / "plain.py"
+    plugin.write_text(PLAIN_MODEL)
+    expected = (f"error: --runtime {runtime}: runs on a CUDA device only, and the device is cpu (on a CPU: eager, "
+                "compile or onnxruntime:cpu)\n")
+    code, out, stderr = run_cli("speed", "--model", f"{plugin}:Plain", "--synthetic", "--device", "cpu", "--runtime",
+                                f"eager,{runtime}", "--sizes", "64", "--out", tmp_path / "s", "--no-progress")
+    assert (code, out, stderr) == (2, "", expected)
+    assert not (tmp_path / "s").exists()
+    # The library call and `on_runtime` (what `kpbench run --runtime` calls) say the same, before anything is built.
+    with pytest.raises(KpbenchError) as caught:
+        run_speed(SpeedSettings(model=f"{plugin}:Plain", synthetic=True, device="cpu", runtime=[runtime],
+                                out=str(tmp_path / "s")), progress=False)
+    assert f"error: {caught.value}\n" == expected
+    from kpbench.runtimes import on_runtime
+
+    with pytest.raises(KpbenchError) as caught:
+        on_runtime(object(), runtime, CPU, size=64, max_size=107)
+    assert f"error: {caught.value}\n" == expected
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -404,6 +464,15 @@ def test_a_runtime_row_without_an_eager_row_is_compared_with_eager_run_untimed(
 
 
 @requires_shared
+def test_run_with_a_cuda_runtime_on_a_cpu_is_one_line(tmp_path: Path, run_cli: Any) -> None:
+    code, _, stderr = run_cli("run", "--coco-root", COCO_SAMPLE, "--weights", "none", "--runtime", "tensorrt",
+                              "--device", "cpu", "--limit", "1", "--out", tmp_path / "run", "--no-progress")
+    assert (code, stderr) == (2, "error: --runtime tensorrt: runs on a CUDA device only, and the device is cpu (on a "
+                                 "CPU: eager, compile or onnxruntime:cpu)\n")
+    assert not (tmp_path / "run").exists()
+
+
+@requires_shared
 def test_run_refuses_sizes_that_cannot_fit(tmp_path: Path, run_cli: Any) -> None:
     """`kpbench run --min-size 100000 --max-size 200000` would resize every image to 100000 x 150000 floats: one
     error line before the loop, exit 2, instead of the machine's memory."""
@@ -412,3 +481,206 @@ def test_run_refuses_sizes_that_cannot_fit(tmp_path: Path, run_cli: Any) -> None
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert stderr.startswith("error: --min-size 100000 --max-size 200000: its input buffers alone need ")
     assert "network input 3x100000x200000" in stderr and stderr.endswith("refused before allocating\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A user's adapter with the export hooks, whose export loses a detection (as Keypoint R-CNN's did on image 785)
+
+
+EXPORTABLE_MODEL = '''\
+import json
+
+import numpy as np
+import torch
+
+from kpbench.core.schema import COCO17
+from kpbench.models.base import Predictions
+
+GT = json.loads(open(GT_PATH).read())
+
+
+class Identity(torch.nn.Module):
+    """The "network": the keypoints go through it (exported to ONNX, run by the session on the runtime)."""
+
+    def forward(self, keypoints):
+        return keypoints * 1.0
+
+
+def answers(height, width):
+    """The GT persons with keypoints of the image of this size (boxes xyxy, scores 1.0, keypoints)."""
+    ids = [i["id"] for i in GT["images"] if (i["height"], i["width"]) == (height, width)]
+    anns = [a for a in GT["annotations"] if a["image_id"] in ids and a["num_keypoints"] > 0 and not a["iscrowd"]]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32).reshape(-1, 4)
+    keypoints = np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3)
+    return boxes, np.ones(len(anns), np.float32), keypoints
+
+
+class Exportable:
+    schema = COCO17
+    input_format = "numpy"
+
+    def __init__(self, session=None):
+        self.session = session
+
+    def info(self):
+        return {"weights": None, "name": "exportable", "keypoint_score_kind": "probability"}
+
+    def weights_digest(self):
+        return "exportable-v1"
+
+    def set_input_size(self, min_size, max_size):
+        self.size = min_size
+
+    def predict(self, images):
+        out = []
+        for image in images:
+            boxes, scores, keypoints = answers(*image.shape[:2])
+            if self.session is not None and image.shape[:2] == (60, 80):  # the export loses its top detection
+                boxes, scores, keypoints = boxes[1:], scores[1:], keypoints[1:]
+            keypoints = self.network(keypoints) if len(scores) else keypoints
+            out.append(Predictions(boxes=boxes, scores=scores, keypoints=keypoints,
+                                   keypoint_scores=np.ones(keypoints.shape[:2], np.float32),
+                                   keypoint_score_kind="probability"))
+        return out
+
+    def network(self, keypoints):
+        if self.session is None:
+            with torch.no_grad():
+                return Identity()(torch.as_tensor(keypoints)).numpy()
+        feed = {self.session.get_inputs()[0].name: keypoints}
+        return self.session.run(None, feed)[0]
+
+    def export_onnx(self, path, request):
+        torch.onnx.export(Identity(), (torch.zeros(2, 17, 3),), str(path), input_names=["keypoints"],
+                          output_names=["out"], dynamic_axes={"keypoints": {0: "n"}}, opset_version=request.opset,
+                          dynamo=False)
+        return {"exporter": "a user's torch.onnx export", "input_shapes": {"keypoints": ["n", 17, 3]},
+                "batch_sizes": None, "preprocessing": None}
+
+    def onnx_model(self, session, facts):
+        return Exportable(session)
+'''
+
+
+@requires_ort
+def test_a_user_adapter_on_onnxruntime_and_a_lost_detection_in_the_report(tmp_path: Path) -> None:
+    """An adapter of the user's own with `export_onnx` / `onnx_model` runs on ONNX Runtime through the same table:
+    its export is built, timed, cached and recorded. Its export loses the top (only) detection of image 30, as
+    Keypoint R-CNN's ONNX export lost image 785's top one: the row says 1 detection paired and 1 unpaired, ΔAP
+    is the exact loss (keypoint AP 51/101 of eager's 1: recall 1/2 over the 101 recall points), and the report's
+    runtime table shows the same counts beside the deviation, which was measured on the paired detection alone."""
+    from test_speed import make_coco_root
+
+    from kpbench.report.tables import build_report, render_report
+
+    root = make_coco_root(tmp_path / "coco")
+    plugin = tmp_path / "exportable.py"
+    plugin.write_text(EXPORTABLE_MODEL.replace("GT_PATH", repr(str(root / "annotations" / "person_keypoints_val2017.json"))))
+    settings = SpeedSettings(
+        model=f"{plugin}:Exportable", coco_root=str(root), num_images=1, sizes=[64], warmup=0, iters=1, accuracy=2,
+        bootstrap=50, runtime=["eager", "onnxruntime:cpu"], stages=False, flops=False, device="cpu",
+        out=str(tmp_path / "s"), runtime_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    result = run_speed(settings, progress=False)
+    eager, ort = read_rows(result.csv_path)
+    assert (eager["status"], ort["status"], ort["runtime_providers"]) == ("ok", "ok", "CPUExecutionProvider")
+    assert float(eager["kp_AP"]) == 1.0 and float(ort["kp_AP"]) == pytest.approx(51 / 101, abs=1e-12)
+    assert float(ort["delta_kp_AP"]) == pytest.approx(51 / 101 - 1, abs=1e-12)
+    assert (ort["paired_detections"], ort["unpaired_detections"]) == ("1", "1")
+    assert float(ort["max_keypoint_dev_px"]) == 0.0 and ort["preprocessing"] == SAME_PREPROCESSING
+    low, high = float(ort["delta_kp_AP_low"]), float(ort["delta_kp_AP_high"])
+    # Draws of image 10 alone lose nothing (0); draws of both lose what the whole set does; draws of image 30 alone
+    # leave the runtime no detection, where COCOeval's AP is -1 (undefined), so the paired bootstrap drops them.
+    assert low == pytest.approx(51 / 101 - 1, abs=1e-12) and high == 0.0
+    (build,) = result.manifest["builds"]
+    assert build["facts"]["exporter"] == "a user's torch.onnx export" and build["key"]["weights"] == "exportable-v1"
+    assert build["key"]["opset"] == 17 and Path(build["directory"], "model.onnx").is_file()
+
+    from kpbench.engine.speed_files import terminal_summary
+
+    header, eager_line, ort_line = terminal_summary(result).splitlines()[1:4]
+    assert header.split()[-4:] == ["max_keypoint_dev_px", "paired_detections", "unpaired_detections", "status"]
+    assert ort_line.split()[-4:] == ["0.00", "1", "1", "ok"] and eager_line.endswith(" ok")
+
+    tables = build_report("speed", [result.csv_path])
+    table = tables["runtimes"]
+    assert list(table["runtime"]) == ["eager", "onnxruntime:cpu"]
+    assert table.loc[1, "kp_ΔAP_points"] == "-49.50 [-49.50, +0.00]"
+    assert (table.loc[1, "paired"], table.loc[1, "unpaired"]) == (1, 1)
+    assert table.loc[0, "paired"] is None and table.loc[0, "unpaired"] is None  # eager is the reference
+    text = render_report("speed", tables, "markdown")["report"]
+    header = next(line for line in text.splitlines() if line.startswith("| model | device | runtime |"))
+    assert "| max_keypoint_dev_px | paired | unpaired |" in header
+    assert "| -49.50 [-49.50, +0.00] | 0.000 | 1 | 1 |" in text
+
+
+def test_export_key_holds_weights_opset_shapes_and_versions() -> None:
+    """The ONNX build's cache key: the weights digest, the model, the export's shapes (the adapter's own
+    `onnx_export_key` when it has one: what its export bakes in), the opset, fp32 (exports are fp32; an engine's
+    precision is in the engine's key) and the exporters' versions. No digest: no key (built, not cached)."""
+    from kpbench.runtimes.base import BuildCache
+    from kpbench.runtimes.onnx_export import export_key
+
+    class Stub:
+        def info(self) -> dict[str, Any]:
+            return {"weights": None, "name": "stub"}
+
+        def weights_digest(self) -> str:
+            return "w1"
+
+    request = ExportRequest(size=320, max_size=533)
+    key = export_key(Stub(), request)
+    assert key is not None and {k: key[k] for k in ("format", "weights", "model", "export", "opset", "precision")} == {
+        "format": "onnx", "weights": "w1", "model": "stub", "export": request.to_json(), "opset": 17,
+        "precision": "fp32"}  # fmt: skip
+    assert set(key["versions"]) == {"torch", "torchvision", "ultralytics", "onnx", "onnxslim"}
+    digests = {BuildCache.key(export_key(Stub(), r)) for r in (  # type: ignore[arg-type]
+        request, ExportRequest(320, 533, opset=18), ExportRequest(640, 1067), ExportRequest(320, 533, dynamic=False))}
+    assert len(digests) == 4
+
+    class Dynamic(Stub):
+        def onnx_export_key(self, request: ExportRequest) -> dict[str, Any]:
+            return {"images": ["batch", 3, "height", "width"]}  # any size: one export
+
+    assert export_key(Dynamic(), request)["export"] == export_key(Dynamic(), ExportRequest(640, 1067))["export"]  # type: ignore[index]
+    assert export_key(type("NoDigest", (), {"info": lambda self: {"weights": None}})(), request) is None
+
+
+@requires_ort
+@pytest.mark.parametrize(("runtime", "provider"), [("onnxruntime:cuda", "CUDAExecutionProvider"),
+                                                   ("onnxruntime:tensorrt", "TensorrtExecutionProvider")])
+def test_onnxruntime_s_silent_fallback_to_the_cpu_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, provider: str
+) -> None:
+    """ONNX Runtime given a provider it cannot create runs on the CPU with a warning; kpbench refuses that session
+    (a row on onnxruntime:cuda would time the CPU). Here a CPU-only onnxruntime is made to list the provider, and
+    the device says CUDA: the check passes, the export is built, and loading the session is refused by name. (The
+    provider options of the CUDA and TensorRT providers are passed on the way; no GPU is touched.)"""
+    import onnxruntime as ort
+
+    from kpbench.models.registry import load_model
+    from kpbench.runtimes import get_runtime
+    from kpbench.runtimes.base import RuntimeUnavailable
+
+    (tmp_path / "gt.json").write_text('{"images": [], "annotations": []}')
+    plugin = tmp_path / "exportable.py"
+    plugin.write_text(EXPORTABLE_MODEL.replace("GT_PATH", repr(str(tmp_path / "gt.json"))))
+    model = load_model(f"{plugin}:Exportable")
+
+    class CudaDevice:  # what the runtime reads of a torch.device("cuda:0")
+        type, index = "cuda", 0
+
+        def __str__(self) -> str:
+            return "cuda:0"
+
+    listed = ort.get_available_providers()
+    if provider in listed:
+        pytest.skip(f"this onnxruntime has {provider}: its fallback cannot be shown here")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [provider, *listed])
+    impl = get_runtime(runtime)
+    impl.check(model, CudaDevice())
+    record = impl.build(model, ExportRequest(size=64, max_size=107), BuildCache(tmp_path / "cache"))
+    assert record.runtime == runtime and record.path("onnx").is_file()
+    with pytest.raises(RuntimeUnavailable, match=rf"^onnxruntime could not create {provider} \(the session has "
+                                                 r"CPUExecutionProvider\)$"):
+        impl.load(model, record, CudaDevice())

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kpbench.engine.speed_accuracy import RUNTIME_ACCURACY_COLUMNS, SAME_PREPROCESSING
+
 if TYPE_CHECKING:
     from kpbench.evaluation.cocoeval import EvalResult
     from kpbench.runs.detections import ImageDetections
 
 PAIR_IOU = 0.5
-RUNTIME_ACCURACY_COLUMNS: tuple[str, ...] = (
-    "accuracy_reference", "delta_kp_AP", "delta_kp_AP_low", "delta_kp_AP_high", "delta_box_AP", "delta_box_AP_low",
-    "delta_box_AP_high", "bootstrap_replicates", "max_keypoint_dev_px", "max_box_dev_px", "max_score_dev",
-    "paired_detections", "unpaired_detections", "preprocessing",
-)  # fmt: skip
-SAME_PREPROCESSING = "same as eager"
+__all__ = [
+    "PAIR_IOU", "RUNTIME_ACCURACY_COLUMNS", "SAME_PREPROCESSING", "delta_ap", "deviations", "pair_detections",
+    "preprocessing_note", "runtime_accuracy_columns",
+]  # fmt: skip
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -218,6 +218,52 @@ def _manifest(
     }
 
 
+def _load_models(models: Sequence[tuple[Any, str | None]], settings: SpeedSettings) -> list[tuple[Any, Any, Any]]:
+    """(spec, model, info) of every model, each built before any timing: a model that cannot load fails the
+    command, not its rows. Sizes are set per row (set_input_size); of the other run options, only those the user
+    gave are passed (the model's own defaults apply to the rest), and one the model does not honour is refused."""
+    from kpbench.models.base import model_info
+    from kpbench.models.registry import given_model_options, load_model
+
+    loaded = []
+    for model_spec, model_weights in models:
+        options = given_model_options(settings)
+        if "seed" not in model_spec.honoured():
+            options.pop("seed", None)  # it seeds the synthetic images too: not a model option alone
+        model = load_model(model_spec, weights=model_weights, **options)
+        loaded.append((model_spec, model, model_info(model)))
+    return loaded
+
+
+def _planned(settings: SpeedSettings, variants: Sequence[Variant]) -> tuple[int, int]:
+    """(rows, model calls) of one model's table: every variant and, with --offline, each dtype's offline row, at
+    every size."""
+    offline = len(settings.dtype) if settings.offline else 0
+    calls = sum(row_calls(settings, v.batch_size) for v in variants) + offline * row_calls(settings, 1)
+    return (len(variants) + offline) * len(settings.sizes), calls * len(settings.sizes)
+
+
+def _model_table(
+    model_spec: Any, model: Any, info: Any, settings: SpeedSettings, root: Path | None, images: _Images,
+    device: Any, env_cols: dict[str, Any], stamp: str, bar: Any, log: Callable[[str], None] | None, cache: Any,
+    progress: bool, *, several: bool,
+) -> ModelTable:
+    """The table of one model: its columns (which model, and exactly which weights file: models are a dimension
+    of the table), the model on the device, and its images decoded into its input format."""
+    model_cols = {**env_cols, "model": info.name or model_spec.spec, "weights_sha256": info.checkpoint_sha256,
+                  "_weights": info.weights}  # fmt: skip
+    move = getattr(model, "to", None)
+    if move is not None:
+        move(device)
+    if settings.synthetic:
+        timed, preprocess = synthetic_images(settings.num_images, settings.seed, device, model=model)
+    else:
+        timed, preprocess = load_images(root, settings.split, images.records[: settings.num_images], device, model)
+    return ModelTable(model, timed, preprocess, device, settings, stamp, model_cols, bar, log,
+                      label=f"{model_cols['model']} " if several else "", accuracy=images.accuracy,
+                      image_hws=images.hws, cache=cache, progress=progress)  # fmt: skip
+
+
 def run_speed(
     settings: SpeedSettings,
     *,
@@ -239,9 +285,7 @@ def run_speed(
     from kpbench.data.coco import resolve_coco_root
     from kpbench.engine.device import resolve_device, warn_slow_dtype
     from kpbench.engine.topdown import check_speed_request
-    from kpbench.models.base import model_info
-    from kpbench.models.registry import given_model_options, load_model
-    from kpbench.runtimes.base import BuildCache
+    from kpbench.runtimes.base import BuildCache, check_device
 
     if check_speed_request(settings) is not None:  # top-down rows: kpbench.engine.topdown_speed (their own table)
         raise KpbenchError("--person-boxes: time a top-down model with kpbench.engine.topdown_speed.run_topdown_speed")
@@ -258,6 +302,7 @@ def run_speed(
     started = datetime.now(timezone.utc)
     stamp = started.isoformat(timespec="seconds").replace("+00:00", "Z")
     device = resolve_device(settings.device)
+    check_device(settings.runtime, device.type)  # tensorrt on a CPU: one error line, before images and models
     if device.type == "cuda":
         torch.cuda.set_device(device)  # empty_cache and anything else that uses the current device
 
@@ -268,16 +313,7 @@ def run_speed(
 
     env = capture_environment(device)
     env_cols = environment_columns(env)
-    # Every model is built before any timing: a model that cannot load fails the command, not its rows.
-    loaded = []
-    for model_spec, model_weights in models:
-        # Sizes are set per row (set_input_size); of the other run options, only those the user gave are passed
-        # (the model's own defaults apply to the rest), and one the model does not honour is refused.
-        options = given_model_options(settings)
-        if "seed" not in model_spec.honoured():
-            options.pop("seed", None)  # it seeds the synthetic images too: not a model option alone
-        model = load_model(model_spec, weights=model_weights, **options)
-        loaded.append((model_spec, model, model_info(model)))
+    loaded = _load_models(models, settings)
     variants = build_variants(
         settings.dtype, settings.batch_size, runtimes=settings.runtime, channels_last=settings.channels_last,
         cudnn_benchmark=settings.cudnn_benchmark, fast_postprocess=settings.fast_postprocess,
@@ -287,30 +323,15 @@ def run_speed(
 
     rows: list[dict[str, Any]] = []
     builds: list[dict[str, Any]] = []
+    rows_per_model, calls_per_model = _planned(settings, variants)
     # The bar counts model calls, so that it moves during a row (a row at size 1024 on a CPU takes minutes).
-    rows_per_model = (len(variants) + (len(settings.dtype) if settings.offline else 0)) * len(settings.sizes)
-    planned_calls = sum(row_calls(settings, v.batch_size) for v in variants) + (
-        len(settings.dtype) * row_calls(settings, 1) if settings.offline else 0)
-    bar = progress_bar(total=len(loaded) * len(settings.sizes) * planned_calls, disable=not progress, unit="call",
-                       file=sys.stderr)
+    bar = progress_bar(total=len(loaded) * calls_per_model, disable=not progress, unit="call", file=sys.stderr)
     cache = BuildCache(settings.runtime_cache)
     interrupted = False
     try:
         for model_spec, model, info in loaded:
-            # Models are a dimension of the table: which model, and exactly which weights file.
-            model_cols = {**env_cols, "model": info.name or model_spec.spec, "weights_sha256": info.checkpoint_sha256,
-                          "_weights": info.weights}  # fmt: skip
-            move = getattr(model, "to", None)
-            if move is not None:
-                move(device)
-            if settings.synthetic:
-                timed, preprocess = synthetic_images(settings.num_images, settings.seed, device, model=model)
-            else:
-                timed, preprocess = load_images(root, settings.split, images.records[: settings.num_images], device,
-                                                model)  # fmt: skip
-            table = ModelTable(model, timed, preprocess, device, settings, stamp, model_cols, bar, log,
-                               label=f"{model_cols['model']} " if len(loaded) > 1 else "", accuracy=images.accuracy,
-                               image_hws=images.hws, cache=cache, progress=progress)  # fmt: skip
+            table = _model_table(model_spec, model, info, settings, root, images, device, env_cols, stamp, bar, log,
+                                 cache, progress, several=len(loaded) > 1)  # fmt: skip
             try:
                 for variant in variants:
                     table.variant_rows(variant, rows)

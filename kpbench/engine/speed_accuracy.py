@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 
     from kpbench.engine.speed_variants import Variant
 
+# The columns a runtime row gets from its comparison with eager (kpbench.analysis.runtime_accuracy fills them):
+# defined here, with the table that carries them, so that the engine needs nothing from the analysis stage to
+# name its columns.
+RUNTIME_ACCURACY_COLUMNS: tuple[str, ...] = (
+    "accuracy_reference", "delta_kp_AP", "delta_kp_AP_low", "delta_kp_AP_high", "delta_box_AP", "delta_box_AP_low",
+    "delta_box_AP_high", "bootstrap_replicates", "max_keypoint_dev_px", "max_box_dev_px", "max_score_dev",
+    "paired_detections", "unpaired_detections", "preprocessing",
+)  # fmt: skip
+# The `preprocessing` cell of a runtime row whose inputs reached the network exactly as eager's did.
+SAME_PREPROCESSING = "same as eager"
+
 
 def accuracy_pass(
     model: Any,

@@ -32,7 +32,8 @@ def terminal_summary(result: SpeedRun) -> str:
     columns += ["kp_AP", "box_AP"] if settings["accuracy"] else []
     if any(r.get("runtime") not in (None, "eager") for r in result.rows):  # the runtime dimension's own columns
         columns += ["export_s", "build_s", "rebuilds"]
-        columns += ["delta_kp_AP", "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px"] if settings["accuracy"] else []
+        columns += ["delta_kp_AP", "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px", "paired_detections",
+                    "unpaired_detections"] if settings["accuracy"] else []
     columns += ["status"]
     source = "SYNTHETIC images" if settings["synthetic"] else f"{settings['num_images']} COCO images"
     header = (f"{env.get('device_name')} ({env.get('device')}), {source}, warmup {settings['warmup']}, "

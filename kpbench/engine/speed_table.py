@@ -92,8 +92,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kpbench.analysis.runtime_accuracy import RUNTIME_ACCURACY_COLUMNS
 from kpbench.engine.memory import check_fits, peak_memory, reset_peak_memory
+from kpbench.engine.speed_accuracy import RUNTIME_ACCURACY_COLUMNS, SAME_PREPROCESSING
 from kpbench.engine.speed_inputs import make_batches
 from kpbench.engine.speed_variants import EAGER, Variant, VariantSkipped, apply_variant
 from kpbench.engine.timing import (
@@ -142,7 +142,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "variant", "size", "padded_shapes", "cold_ms", "mean_ms", "median_ms", "p90_ms", "gpu_mean_ms", "fps",
     "dets_per_image", "stages", "stages_add_up", "gflops_per_image", "achieved_tflops", "peak_fraction",
     "peak_mem_allocated_mib", "peak_rss_mib", "build_s", "rebuilds", "kp_AP", "box_AP", "delta_kp_AP",
-    "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px", "preprocessing", "status", "error",
+    "delta_kp_AP_low", "delta_kp_AP_high", "max_keypoint_dev_px", "unpaired_detections", "preprocessing", "status",
+    "error",
 )  # fmt: skip
 # Keypoint R-CNN's 800:1333 ratio: the long-side cap of a size (the table's definition of max_size).
 DEFAULT_MIN_SIZE, DEFAULT_MAX_SIZE = 800, 1333
@@ -450,8 +451,6 @@ class ModelTable:
     def _shape_note(rows: Sequence[dict[str, Any]], row: dict[str, Any], export_note: str | None) -> str | None:
         """The export's own note, and whether the timed images' padded shapes differ from the eager row's of the
         same model, size, dtype and batch ("same as eager" when they match and the export has no note)."""
-        from kpbench.analysis.runtime_accuracy import SAME_PREPROCESSING
-
         eager = next((r for r in rows if r.get("runtime") == EAGER and r.get("model") == row.get("model")
                       and r.get("weights") == row.get("weights") and r.get("size") == row["size"]
                       and r.get("variant") == Variant(dtype=row["dtype"], batch_size=row["batch_size"]).label

@@ -1,7 +1,9 @@
 """The runtime x size table of `kpbench report --kind speed` and the HTML page: one row per model, device, runtime,
 dtype and batch, and size, with FPS, ms per image, keypoint AP, ΔAP against eager with its paired bootstrap
-interval, the build seconds (export + engine build, and whether it came from the cache), the rebuilds, the
-preprocessing note and the status with its reason. Only speed CSVs with a runtime other than eager give one.
+interval, the largest keypoint deviation from eager and how many detections it was measured on (`paired`: paired
+with one of eager's by box IoU; `unpaired`: given by one side only, which ΔAP reflects but no deviation measures),
+the build seconds (export + engine build, and whether it came from the cache), the rebuilds, the preprocessing
+note and the status with its reason. Only speed CSVs with a runtime other than eager give one.
 
 AP stays on the 0-1 scale in the frame (the renderers show it in percent); ΔAP and its interval are text in
 percentage points, "-0.10 [-0.52, +0.40]" (eager's own row has none).
@@ -17,8 +19,11 @@ if TYPE_CHECKING:
 
 RUNTIME_TABLE_COLUMNS = (
     "model", "device", "runtime", "dtype", "batch_size", "size", "fps", "ms_per_image", "kp_AP", "kp_ΔAP_points",
-    "max_keypoint_dev_px", "build_s", "build_cached", "rebuilds", "preprocessing", "status",
+    "max_keypoint_dev_px", "paired", "unpaired", "build_s", "build_cached", "rebuilds", "preprocessing", "status",
 )  # fmt: skip
+
+
+COUNT_COLUMNS = ("batch_size", "size", "paired", "unpaired", "rebuilds")
 
 
 def _number(value: Any) -> float | None:
@@ -27,6 +32,11 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(number) else number
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
 
 
 def delta_text(delta: Any, low: Any, high: Any) -> str | None:
@@ -71,7 +81,9 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame | None:
             "fps": _number(row.get("fps")), "ms_per_image": _number(row.get("ms_per_image")),
             "kp_AP": _number(row.get("kp_AP")),
             "kp_ΔAP_points": delta_text(row.get("delta_kp_AP"), row.get("delta_kp_AP_low"), row.get("delta_kp_AP_high")),
-            "max_keypoint_dev_px": _number(row.get("max_keypoint_dev_px")), "build_s": seconds,
+            "max_keypoint_dev_px": _number(row.get("max_keypoint_dev_px")),
+            "paired": _count(row.get("paired_detections")), "unpaired": _count(row.get("unpaired_detections")),
+            "build_s": seconds,
             "build_cached": row.get("build_cached") if row["runtime"] != "eager" else None,
             "rebuilds": row.get("rebuilds"), "preprocessing": row.get("preprocessing"), "status": _status(row),
         })  # fmt: skip
@@ -80,4 +92,8 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame | None:
     table = table.assign(_order=table["runtime"].map(order))
     keys = ["model", "device", "dtype", "batch_size", "size", "_order"]
     table = table.sort_values(keys, kind="stable").drop(columns="_order").reset_index(drop=True)
-    return table.astype(object).where(table.notna(), None)
+    table = table.astype(object).where(table.notna(), None)
+    for column in COUNT_COLUMNS:  # counts stay integers (a column with empty cells would read them as floats)
+        table[column] = pd.Series([None if v is None else int(v) for v in table[column]], index=table.index,
+                                  dtype=object)
+    return table

@@ -273,7 +273,7 @@ def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
     pd = _pd()
     df = df.copy()
     df["model"] = _model_labels(df)
-    df["synthetic"] = df["synthetic"].fillna(False).astype(bool) if "synthetic" in df else False
+    df["synthetic"] = _flags(df["synthetic"]) if "synthetic" in df else False
     if "box_score_thresh" not in df:
         df["box_score_thresh"] = float("nan")
     mem = [_memory(r) for r in df.to_dict("records")]
@@ -281,6 +281,20 @@ def _prepare_speed(df: pd.DataFrame) -> pd.DataFrame:
     df["memory"] = [m[1] if not pd.isna(m[0]) else None for m in mem]
     df["device"] = _device_labels(df)
     return df
+
+
+def _flag(value: Any) -> bool:
+    """One cell of a True/False CSV column: True, 1.0 (pandas' merge of booleans with an empty column) or the
+    text "True"; empty (NaN, None) and anything else is False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return bool(value) and value == value  # NaN == NaN is False
+
+
+def _flags(column: pd.Series) -> pd.Series:
+    """A True/False CSV column as bools (see `_flag`). Filling its empty cells with False instead is deprecated in
+    pandas for a float or object column, and `astype(bool)` would make the text "False" True."""
+    return column.map(_flag).astype(bool)
 
 
 def _model_labels(df: pd.DataFrame) -> pd.Series:

@@ -9,6 +9,7 @@ from kpbench.runtimes.base import (
     RuntimeModel,
     RuntimeSpec,
     RuntimeUnavailable,
+    check_device,
     get_runtime,
     on_runtime,
     parse_runtime,
@@ -17,5 +18,5 @@ from kpbench.runtimes.base import (
 
 __all__ = [
     "BuildCache", "BuildRecord", "ExportRequest", "Runtime", "RuntimeModel", "RuntimeSpec", "RuntimeUnavailable",
-    "get_runtime", "on_runtime", "parse_runtime", "parse_runtimes",
+    "check_device", "get_runtime", "on_runtime", "parse_runtime", "parse_runtimes",
 ]  # fmt: skip

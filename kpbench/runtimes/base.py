@@ -76,6 +76,11 @@ class RuntimeSpec:
         """"eager", "onnxruntime:cpu", ...: the `runtime` column of a row."""
         return f"{self.name}:{self.provider}" if self.provider else self.name
 
+    @property
+    def needs_cuda(self) -> bool:
+        """TensorRT, and ONNX Runtime's CUDA and TensorRT providers, run on a CUDA device only."""
+        return self.name == "tensorrt" or self.provider in ("cuda", "tensorrt")
+
     def for_device(self, device_type: str) -> RuntimeSpec:
         """The spec with ONNX Runtime's provider filled in from the device ("onnxruntime" on CUDA is cuda)."""
         if self.name == "onnxruntime" and self.provider is None:
@@ -95,6 +100,16 @@ def parse_runtime(text: str) -> RuntimeSpec:
         raise KpbenchError(f"--runtime {text}: unknown ONNX Runtime provider {provider!r}; choose "
                            f"{', '.join(ORT_PROVIDERS)}")
     return RuntimeSpec(name, provider or None)
+
+
+def check_device(specs: Sequence[RuntimeSpec | str], device_type: str) -> None:
+    """A KpbenchError when a runtime that runs on CUDA only is asked for on another device: the options contradict
+    each other, which is the user's to settle, before any model is built (not rows skipped one by one)."""
+    for spec in specs:
+        spec = parse_runtime(spec) if isinstance(spec, str) else spec
+        if spec.needs_cuda and device_type != "cuda":
+            raise KpbenchError(f"--runtime {spec.label}: runs on a CUDA device only, and the device is {device_type} "
+                               "(on a CPU: eager, compile or onnxruntime:cpu)")
 
 
 def parse_runtimes(texts: str | Sequence[str] | None) -> list[RuntimeSpec]:
@@ -424,6 +439,7 @@ def on_runtime(
     build's seconds and cache key, for the run manifest. A runtime that cannot run here, or cannot honour the
     request, is a KpbenchError naming it."""
     spec = parse_runtime(runtime).for_device(getattr(device, "type", str(device)))
+    check_device([spec], getattr(device, "type", str(device)))
     if spec.name == "eager":
         return model
     impl = get_runtime(spec)
