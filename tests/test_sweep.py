@@ -1,6 +1,6 @@
 """kpbench sweep without a cluster: the grid file, the cells' states from every source, rate-limited polling, job
 arrays as sbatch gets them (a stand-in sbatch), submitit's local executor capped, and a real grid through the
-debug launcher (Keypoint R-CNN with random weights and a speed table), resumed and merged by `kpbench report`."""
+debug launcher (a run and a speed table of a zero-cost model), resumed and merged by `kpbench report`."""
 
 from __future__ import annotations
 
@@ -613,12 +613,56 @@ def test_local_launcher_caps_how_many_cells_run_at_once(tmp_path: Path, monkeypa
 
 
 # ----------------------------------------------------------------------------------------------------------
-# A real grid: Keypoint R-CNN with random weights, a run and a speed table, through the debug launcher
+# A real grid through the debug launcher: a run and a speed table of a model that costs nothing (the point is the
+# orchestration: real `kpbench run` and `kpbench speed` processes, failure, resume, merge; the Slurm test runs real
+# models), resumed and merged.
+
+# A pose model (`--model FILE.py:Oracle`) that answers with the ground truth of the synthetic root, found by image
+# size (each of its images has its own), person score 0.9 and keypoint probability 0.8: AP 1.0, at no cost.
+ORACLE = """
+import json, os
+import numpy as np
+from kpbench.core.schema import COCO17
+from kpbench.models.base import ModelInfo, Predictions
 
 
-def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root: Path, run_cli) -> None:
+class Oracle:
+    schema = COCO17
+    input_format = "numpy"
+
+    def __init__(self, min_size=None):  # takes --min-size, as a real model would, and ignores it
+        gt = json.load(open(os.environ["ORACLE_GT"]))
+        shape = {r["id"]: (r["height"], r["width"]) for r in gt["images"]}
+        self.people = {}
+        for a in gt["annotations"]:
+            self.people.setdefault(shape[a["image_id"]], []).append(a)
+
+    def info(self):
+        return ModelInfo(weights=None, source="test", name="oracle", keypoint_score_kind="probability")
+
+    def set_input_size(self, min_size, max_size):
+        pass
+
+    def predict(self, images):
+        out = []
+        for image in images:
+            people = self.people.get(tuple(image.shape[:2]), [])
+            n = len(people)
+            boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)]).reshape(n, 4)
+            keypoints = np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(n, 17, 3)
+            out.append(Predictions(boxes=boxes, scores=np.full(n, 0.9), keypoints=keypoints,
+                                   keypoint_scores=np.full((n, 17), 0.8), keypoint_score_kind="probability"))
+        return out
+"""
+
+
+def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root: Path, run_cli,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     coco = tmp_path / "coco"
     coco.mkdir()  # empty at first: the run cell fails, and is submitted again once the data is there
+    oracle = tmp_path / "oracle.py"
+    oracle.write_text(ORACLE)
+    monkeypatch.setenv("ORACLE_GT", str(synthetic_coco_root / "annotations" / "person_keypoints_val2017.json"))
     grid = _grid(tmp_path, f"""
         [sweep]
         name = "tiny"
@@ -626,15 +670,13 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
         time_min = 20
         [defaults]
         device = "cpu"
+        model = "{oracle}:Oracle"
         [[run]]
         coco_root = "{coco}"
-        weights = "none"
         min_size = 64
-        max_size = 107
         analysis = false
         [[speed]]
         synthetic = true
-        weights = "none"
         sizes = [64]
         warmup = 0
         iters = 2
@@ -663,6 +705,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     store = run_dir / "detections.bin"
     detections = store.read_bytes()
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["keypoints"]["AP"] == metrics["bbox"]["AP"] == 1.0  # the oracle's answers are the ground truth
     index = scan_store(store)
     assert len(index) == 4  # every image of the root
     # Killed after two images (as SIGKILL leaves it): the cell is submitted again and `kpbench run` resumes.
@@ -672,7 +715,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     (run_dir / "metrics.json").unlink()
     code, stdout, err = run_cli("sweep", grid, "--out", out, "--launcher", "debug", "--format", "json")
     assert code == 0, err
-    assert "completed: run-keypointrcnn-none-here-" in err
+    assert "completed: run-oracle-here-" in err
     job = read_sweep_manifest(out)["cells"][0]["attempts"][-1]["job_id"]
     assert "resumed: 2 images were already cached, 2 run now" in (out / "jobs" / f"{job}_0_log.err").read_text()
     assert store.read_bytes() == detections  # byte-identical, through kpbench's resume
@@ -691,7 +734,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     speed_csv = next((Path(speed_cell["output"])).glob("*.csv"))
     (csv_row,) = list(csv.DictReader(speed_csv.open()))
     assert speed_row == {
-        "cell": speed_cell["name"], "kind": "speed", "model": "keypointrcnn_resnet50_fpn", "weights": "none",
+        "cell": speed_cell["name"], "kind": "speed", "model": "oracle", "weights": "",
         "device": csv_row["device_name"], "size": 64, "dtype": "fp32", "variant": "fp32-bs1",
         "fps": float(csv_row["fps"]), "ms_per_image": float(csv_row["ms_per_image"]),
         "median_ms": float(csv_row["median_ms"]), "p90_ms": float(csv_row["p90_ms"]),
