@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -745,6 +746,26 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
                                                                  (speed_cell["name"], "COMPLETED")]
     assert report["runs"][0]["run"] == run_cell["name"] and report["runs"][0]["kp_AP"] == metrics["keypoints"]["AP"]
     assert report["pivot"][0]["fps@64"] == float(csv_row["fps"])
+    # `kpbench html SWEEP_DIR`: one page with the merged table, the cells, the run (named by its cell) and the speed
+    # rows of the sweep's tables.
+    from test_html import _columns
+
+    page = tmp_path / "sweep.html"
+    code, _, err = run_cli("html", out, "--out", page, "--no-images")
+    assert code == 0, err
+    text = page.read_text()
+    assert "<title>kpbench: sweep s</title>" in text and f"<h1>{run_cell['name']}</h1>" in text
+    merged = _columns(text, "Every run and speed row")
+    assert merged["cell"] == [(None, speed_cell["name"])] and merged["ap_from"] == [(None, run_cell["name"])]
+    assert [value for value, _ in merged["fps"]] == [repr(float(csv_row["fps"]))]  # the CSV's full value
+    assert merged["kp_AP"] == merged["box_AP"] == [("1.0", "100.0")]  # the run's AP, in percent
+    cells = _columns(text, "Cells")
+    assert [text for _, text in cells["cell"]] == [run_cell["name"], speed_cell["name"]]
+    assert [text for _, text in cells["state"]] == ["COMPLETED", "COMPLETED"]
+    metrics_cells = re.findall(r'data-run="([^"]+)" data-iou-type="keypoints" data-stat="AP" data-value="([^"]+)"', text)
+    assert metrics_cells == [(run_cell["name"], "1.0")]
+    speed_part = text.split("<h2>Speed</h2>", 1)[1]
+    assert f'<td data-value="{float(csv_row["fps"])!r}">' in speed_part and "oracle" in speed_part
 
 
 def test_watch_prints_until_nothing_is_queued_or_running(tmp_path: Path, fake_slurm: Path) -> None:
