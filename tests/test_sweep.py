@@ -202,6 +202,27 @@ def test_grid_mistakes_are_one_line_naming_file_block_and_key(tmp_path: Path, te
     assert message.startswith(str(path)) and fragment in message and "\n" not in message, message
 
 
+def test_runtimes_are_a_setting_like_any_other(tmp_path: Path) -> None:
+    """Issue 27, item 1: runtimes where they exist. A run block varies its runtime (a cell each, named by it); a
+    speed block's list of runtimes stays inside one table; a runtime that does not exist is one line."""
+    grid = load_grid(_grid(tmp_path, BASE + """
+[[run]]
+model = "yolo"
+vary = { runtime = ["eager", "onnxruntime:cpu"] }
+[[speed]]
+synthetic = true
+runtime = ["eager", "compile", "onnxruntime"]
+"""), environ={})
+    runs, (speed,) = grid.cells[:2], grid.cells[2:]
+    assert [(c.settings["runtime"], c.name.rsplit("-", 1)[0]) for c in runs] == [
+        ("eager", "run-yolo-eager-cpu"), ("onnxruntime:cpu", "run-yolo-onnxruntime_cpu-cpu")]
+    assert speed.settings == {"coco_root": "/data/coco", "synthetic": True, "runtime": ["eager", "compile", "onnxruntime"]}
+    with pytest.raises(KpbenchError, match=r"\[\[run\]\] 1 with runtime = \"tflite\": --runtime tflite: unknown runtime; choose eager, .* \('runtime' in this block\)$"):
+        load_grid(_grid(tmp_path, BASE + '[[run]]\nvary = { runtime = ["tflite"] }\n', "bad.toml"), environ={})
+    with pytest.raises(KpbenchError, match=r"\[\[speed\]\] 1: --runtime eager:cuda: only onnxruntime takes"):
+        load_grid(_grid(tmp_path, BASE + '[[speed]]\nruntime = ["eager:cuda"]\n', "bad2.toml"), environ={})
+
+
 def test_speed_on_synthetic_images_needs_no_coco_root(tmp_path: Path) -> None:
     grid = load_grid(_grid(tmp_path, "[resources.cpu]\ntime_min = 5\n[[speed]]\nsynthetic = true\n"), environ={})
     assert [c.settings for c in grid.cells] == [{"synthetic": True}]
@@ -484,6 +505,30 @@ def test_resubmission_skips_finished_leaves_running_and_submits_failed_as_one_ar
     again = read_sweep_manifest(out)
     assert [len(c["attempts"]) for c in again["cells"]] == [1, 1, 2]
     assert again["cells"][2]["command"] == manifest["cells"][2]["command"]
+
+
+@pytest.mark.parametrize(("state", "action", "reason"), [
+    ("CANCELLED", "resubmitted", "was CANCELLED"), ("TIMEOUT", "resubmitted", "was TIMEOUT"),
+    ("OUT_OF_MEMORY", "resubmitted", "was OUT_OF_MEMORY"), ("PREEMPTED", "resubmitted", "was PREEMPTED"),
+    ("NODE_FAIL", "resubmitted", "was NODE_FAIL"), ("PENDING", "left", "pending"), ("RUNNING", "left", "running"),
+    ("REQUEUED", "left", "requeued"),
+])
+def test_which_scheduler_states_are_submitted_again(tmp_path: Path, fake_slurm: Path, run_cli, state: str,
+                                                    action: str, reason: str) -> None:
+    """Issue 27, item 3: failed, cancelled and timed-out cells (and the other ends Slurm gives) go out again with
+    the same command; queued, running and requeued ones are left alone (submitting them again would run them
+    twice)."""
+    grid = _grid(tmp_path, "[resources.cpu]\ntime_min = 5\n[[speed]]\nsynthetic = true\n")
+    out = tmp_path / "s"
+    assert run_cli("sweep", grid, "--out", out)[0] == 0
+    (fake_slurm / "squeue.out").write_text(f"77|{state}|n1|0:30|None\n")
+    code, stdout, err = run_cli("sweep", grid, "--out", out, "--format", "json")
+    assert code == 0, err
+    job = "78" if action == "resubmitted" else "77"
+    assert [(a["action"], a["reason"], a["job"]) for a in json.loads(stdout)] == [(action, reason, job)]
+    (cell,) = read_sweep_manifest(out)["cells"]
+    assert [a["job_id"] for a in cell["attempts"]] == ["77", "78"][: 2 if action == "resubmitted" else 1]
+    assert len(_calls(fake_slurm, "sbatch")) == (2 if action == "resubmitted" else 1)
 
 
 def test_sbatch_refusal_is_one_line(tmp_path: Path, fake_slurm: Path, run_cli) -> None:
