@@ -247,6 +247,9 @@ def test_breakdown_bars_are_the_rows() -> None:
     assert [b.get_width() for b in right.containers[0]] == [0.01, 0.02]
     assert [t.get_text() for t in left.get_yticklabels()] == ["nose", "left eye"]
     assert "8 GT keypoints" in fig.get_suptitle()
+    assert [line.get_xdata()[0] for line in left.get_lines()] == [0.15, 0.5, 0.25]  # the "all" row, dashed
+    assert right.get_lines()[0].get_xdata()[0] == 0.015
+    assert_no_legend_over_a_plot(fig)
 
 
 def test_keypoint_ap_bars_are_the_rows() -> None:
