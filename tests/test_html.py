@@ -317,6 +317,11 @@ def test_a_sweep_folder_stands_for_its_runs_and_speed_tables(tmp_path: Path, run
     page = build_html([speed_only], images=False)
     assert "<title>kpbench: sweep zoo</title>" in page
     merged = _columns(page, "Every run and speed row")
+    # What was measured first, the cell names last; columns empty in every row (no AP, no error) left out.
+    assert list(merged) == ["weights", "device", "size", "dtype", "variant", "fps", "median_ms", "p90_ms", "status",
+                            "kind", "cell"]
+    assert list(_columns(page, "Cells")) == ["cell", "kind", "resource", "state", "elapsed", "node", "gpu", "job",
+                                             "error"]  # one sweep: no sweep column
     assert merged["cell"] == [(None, "speed-a"), (None, "speed-b")]
     assert [value for value, _ in merged["fps"]] == ["40.0", "16.0"]
     assert [text for _, text in _columns(page, "Cells")["state"]] == ["COMPLETED", "COMPLETED"]

@@ -32,6 +32,12 @@ COMPARE_FILE = "compare.json"  # written by `kpbench compare A B --out A`
 # What the tables below show in percent: PERCENT (one decimal, n/a for COCO's -1) or SIGNED (a difference, in signed
 # percent points); every other number as it is. `_scale` picks it from the column's name.
 PERCENT, SIGNED = "percent", "signed"
+# The sweep's merged table (kpbench.sweep.report) as the page shows it: what was measured first, AP beside speed,
+# the long cell names last.
+SWEEP_PAGE_COLUMNS = (
+    "model", "weights", "device", "size", "dtype", "variant", "fps", "kp_AP", "box_AP", "ms_per_image", "median_ms",
+    "p90_ms", "status", "error", "kind", "cell", "ap_from",
+)  # fmt: skip
 COMPARE_SCALES = {"a": PERCENT, "b": PERCENT, "delta": SIGNED, "low": SIGNED, "high": SIGNED}  # compare.json's rows
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
@@ -446,13 +452,21 @@ def _sweep_section(sweeps: Sequence[Path]) -> str:
     from kpbench.sweep.report import sweep_report
 
     tables = sweep_report(list(sweeps))
-    merged = tables["table"].astype(object).where(tables["table"].notna(), None)
-    cells = tables["cells"].astype(object).where(tables["cells"].notna(), None)
-    merged_html = (_table(merged.to_dict("records")) if not merged.empty
+    merged = _records(tables["table"])
+    columns = [c for c in SWEEP_PAGE_COLUMNS if any(r.get(c) not in (None, "") for r in merged)]
+    cells = _records(tables["cells"])
+    cell_columns = [c for c in tables["cells"].columns if c != "sweep" or len(sweeps) > 1]
+    merged_html = (_table(merged, columns) if merged
                    else _missing("No cell has a result yet: `kpbench sweep SWEEP_DIR --status` says where they are."))
     return ("<h3>Every run and speed row, AP beside speed</h3><p>A speed row that measured no AP itself carries the "
             "AP of the sweep's run of the same model, weights, size and dtype (<code>ap_from</code>); AP in "
-            "percent.</p>" + merged_html + "<h3>Cells</h3>" + _table(cells.to_dict("records")))
+            "percent; columns empty in every row are left out.</p>" + merged_html + "<h3>Cells</h3>"
+            + _table(cells, cell_columns))
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts, with None where pandas has NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] = (), images: bool = True) -> str:
