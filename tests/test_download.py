@@ -510,7 +510,8 @@ def test_offline_error_says_how_to_go_on(tmp_path: Path, run_cli, monkeypatch: p
     url = f"{base}/annotations/annotations_trainval2017.zip"
     hint = ("; pass --base-url URL (or set $KPBENCH_COCO_BASE_URL) for a mirror, or place the files by hand: "
             f"{root / 'annotations_trainval2017.zip'} (its size and md5 are checked, then it is extracted), or the "
-            f"extracted {root}/annotations/person_keypoints_*.json\n")
+            f"extracted {root}/annotations/person_keypoints_*.json; meanwhile `kpbench demo` runs offline on the COCO "
+            "images shipped with kpbench\n")
     code, _, err = run_cli("data", "download", "--root", root, "--base-url", base, "--no-progress")
     assert code == 2 and err.endswith(hint) and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith(f"error: {url}: cannot connect (") and err.count("error:") == 1

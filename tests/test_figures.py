@@ -19,6 +19,8 @@ from kpbench.report.figures import (
     keypoint_breakdown_figure,
     keypoint_threshold_grid,
     keypoint_threshold_heatmap_figure,
+    log_tick_above,
+    log_tick_below,
     pr_curves,
     pr_curves_figure,
     read_speed_rows,
@@ -131,6 +133,23 @@ def test_speed_log_axis_reads_plain_numbers(tmp_path: Path) -> None:
     assert ax.get_yscale() == "log"
     shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert "100" in shown and "2" in shown and not any("times" in t or "^" in t for t in shown), shown
+    # Every point lies between two labelled ticks, none on the frame; the x ticks are the sizes measured.
+    low, high = ax.get_ylim()
+    inside = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert (low, high) == (1.0, 500.0) and inside == ["1", "2", "5", "10", "20", "50", "100", "200", "500"]
+    assert list(ax.get_xticks()) == [480, 640] and [t.get_text() for t in ax.get_xticklabels()] == ["480", "640"]
+    assert [log_tick_below(v) for v in (1.0, 1.5, 2.0, 38.0, 0.03)] == [0.5, 1.0, 1.0, 20.0, 0.02]
+    assert [log_tick_above(v) for v in (1.0, 38.0, 50.0, 400.0, 0.03)] == [2.0, 50.0, 100.0, 500.0, 0.05]
+
+
+def test_speed_x_ticks_are_the_measured_sizes_up_to_a_dozen(tmp_path: Path) -> None:
+    """One size measured: one tick at it (before: ticks 92, 94, ... 100 around a size of 96); many sizes: the
+    default ticks."""
+    one = speed_figures(read_speed_rows([speed_csv(tmp_path / "a.csv", [speed_row(96, 1.0)])]))["speed_fps.png"]
+    assert [t.get_text() for t in one.axes[0].get_xticklabels()] == ["96"]
+    many = [speed_row(100 + 50 * i, 100.0 - i) for i in range(13)]
+    fig = speed_figures(read_speed_rows([speed_csv(tmp_path / "b.csv", many)]))["speed_fps.png"]
+    assert len(fig.axes[0].get_xticks()) < 13
 
 
 # --- threshold curves and the keypoint heatmap ------------------------------------------------------------------
@@ -247,6 +266,9 @@ def test_breakdown_bars_are_the_rows() -> None:
     assert [b.get_width() for b in right.containers[0]] == [0.01, 0.02]
     assert [t.get_text() for t in left.get_yticklabels()] == ["nose", "left eye"]
     assert "8 GT keypoints" in fig.get_suptitle()
+    assert [line.get_xdata()[0] for line in left.get_lines()] == [0.15, 0.5, 0.25]  # the "all" row, dashed
+    assert right.get_lines()[0].get_xdata()[0] == 0.015
+    assert_no_legend_over_a_plot(fig)
 
 
 def test_keypoint_ap_bars_are_the_rows() -> None:

@@ -167,8 +167,8 @@ def test_speed_glob_with_several_csvs_is_read_as_speed_files(run_dir: Path, tmp_
     other = tmp_path / "notes.txt"
     other.write_text("x")
     assert_one_line_error(run_cli("html", run_dir, other, "--out", page),
-                          f"error: {other}: a file, not a run directory (html takes run directories, and speed CSVs "
-                          "after --speed)")
+                          f"error: {other}: a file, not a run directory (html takes run directories, sweep folders, "
+                          "and speed CSVs after --speed)")
 
 
 class _Tables(HTMLParser):
@@ -284,3 +284,52 @@ def test_worst_images_read_the_match_arrays(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(MatchTable, "iter_image_evals", no_image_evals)
     assert worst_images(run) == [(217285, 6, 0), (183709, 2, 2), (350679, 2, 1), (151938, 1, 1), (536038, 1, 1),
                                  (229358, 1, 0)]
+
+
+def _speed_sweep(root: Path, name: str, cells: list[tuple[str, str, float | None]]) -> Path:
+    """A sweep folder by hand: per cell (name, kind, fps) a speed table (speed) or an empty run directory (run)."""
+    from test_report import speed_row, write_device
+
+    from kpbench.sweep.layout import cell_output, write_sweep_manifest
+
+    sweep = root / name
+    for cell, kind, fps in cells:
+        out = cell_output(sweep, cell, kind)
+        if kind == "speed":
+            table = write_device(out, "NVIDIA H100 80GB HBM3", [speed_row("NVIDIA H100 80GB HBM3", 640, "fp32-bs1", fps)])
+            manifest = json.loads(table.with_suffix(".json").read_text())  # a finished table says so
+            table.with_suffix(".json").write_text(json.dumps({**manifest, "complete": True, "rows_planned": 1}))
+        else:
+            out.mkdir(parents=True)
+            (out / "manifest.json").write_text("{}")
+    write_sweep_manifest(sweep, {"kind": "kpbench-sweep", "format_version": 1, "name": name,
+                                 "cells": [{"name": c, "kind": k, "resource": "h100", "attempts": []}
+                                           for c, k, _ in cells]})
+    return sweep
+
+
+def test_a_sweep_folder_stands_for_its_runs_and_speed_tables(tmp_path: Path, run_dir: Path) -> None:
+    """`kpbench html SWEEP_DIR`: a sweep of speed cells only makes a page (the merged table, the cells, the speed
+    rows); run cells are named by their cell, with the sweep's name first where two sweeps share a cell name."""
+    from kpbench.report.html import split_inputs
+
+    speed_only = _speed_sweep(tmp_path, "zoo", [("speed-a", "speed", 40.0), ("speed-b", "speed", 16.0)])
+    page = build_html([speed_only], images=False)
+    assert "<title>kpbench: sweep zoo</title>" in page
+    merged = _columns(page, "Every run and speed row")
+    # What was measured first, the cell names last; columns empty in every row (no AP, no error) left out.
+    assert list(merged) == ["weights", "device", "size", "dtype", "variant", "fps", "median_ms", "p90_ms", "status",
+                            "kind", "cell"]
+    assert list(_columns(page, "Cells")) == ["cell", "kind", "resource", "state", "elapsed", "node", "gpu", "job",
+                                             "error"]  # one sweep: no sweep column
+    assert merged["cell"] == [(None, "speed-a"), (None, "speed-b")]
+    assert [value for value, _ in merged["fps"]] == ["40.0", "16.0"]
+    assert [text for _, text in _columns(page, "Cells")["state"]] == ["COMPLETED", "COMPLETED"]
+    speed = page.split("<h2>Speed</h2>", 1)[1]
+    assert '<td data-value="40.0">40.000</td>' in speed and '<td data-value="16.0">16.000</td>' in speed
+    one = _speed_sweep(tmp_path, "one", [("run-x", "run", None), ("run-y", "run", None)])
+    two = _speed_sweep(tmp_path, "two", [("run-x", "run", None)])
+    inputs = split_inputs([run_dir, one, two, speed_only])
+    assert inputs.runs == [(run_dir, "run"), (one / "cells/run-x/run", "one/run-x"), (one / "cells/run-y/run", "run-y"),
+                           (two / "cells/run-x/run", "two/run-x")]
+    assert inputs.sweeps == [one, two, speed_only] and len(inputs.speed_csvs) == 2

@@ -1,6 +1,6 @@
 """kpbench sweep without a cluster: the grid file, the cells' states from every source, rate-limited polling, job
 arrays as sbatch gets them (a stand-in sbatch), submitit's local executor capped, and a real grid through the
-debug launcher (Keypoint R-CNN with random weights and a speed table), resumed and merged by `kpbench report`."""
+debug launcher (a run and a speed table of a zero-cost model), resumed and merged by `kpbench report`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,27 @@ def test_grid_mistakes_are_one_line_naming_file_block_and_key(tmp_path: Path, te
         load_grid(path, environ={})
     message = str(info.value)
     assert message.startswith(str(path)) and fragment in message and "\n" not in message, message
+
+
+def test_runtimes_are_a_setting_like_any_other(tmp_path: Path) -> None:
+    """Issue 27, item 1: runtimes where they exist. A run block varies its runtime (a cell each, named by it); a
+    speed block's list of runtimes stays inside one table; a runtime that does not exist is one line."""
+    grid = load_grid(_grid(tmp_path, BASE + """
+[[run]]
+model = "yolo"
+vary = { runtime = ["eager", "onnxruntime:cpu"] }
+[[speed]]
+synthetic = true
+runtime = ["eager", "compile", "onnxruntime"]
+"""), environ={})
+    runs, (speed,) = grid.cells[:2], grid.cells[2:]
+    assert [(c.settings["runtime"], c.name.rsplit("-", 1)[0]) for c in runs] == [
+        ("eager", "run-yolo-eager-cpu"), ("onnxruntime:cpu", "run-yolo-onnxruntime_cpu-cpu")]
+    assert speed.settings == {"coco_root": "/data/coco", "synthetic": True, "runtime": ["eager", "compile", "onnxruntime"]}
+    with pytest.raises(KpbenchError, match=r"\[\[run\]\] 1 with runtime = \"tflite\": --runtime tflite: unknown runtime; choose eager, .* \('runtime' in this block\)$"):
+        load_grid(_grid(tmp_path, BASE + '[[run]]\nvary = { runtime = ["tflite"] }\n', "bad.toml"), environ={})
+    with pytest.raises(KpbenchError, match=r"\[\[speed\]\] 1: --runtime eager:cuda: only onnxruntime takes"):
+        load_grid(_grid(tmp_path, BASE + '[[speed]]\nruntime = ["eager:cuda"]\n', "bad2.toml"), environ={})
 
 
 def test_speed_on_synthetic_images_needs_no_coco_root(tmp_path: Path) -> None:
@@ -485,6 +507,30 @@ def test_resubmission_skips_finished_leaves_running_and_submits_failed_as_one_ar
     assert again["cells"][2]["command"] == manifest["cells"][2]["command"]
 
 
+@pytest.mark.parametrize(("state", "action", "reason"), [
+    ("CANCELLED", "resubmitted", "was CANCELLED"), ("TIMEOUT", "resubmitted", "was TIMEOUT"),
+    ("OUT_OF_MEMORY", "resubmitted", "was OUT_OF_MEMORY"), ("PREEMPTED", "resubmitted", "was PREEMPTED"),
+    ("NODE_FAIL", "resubmitted", "was NODE_FAIL"), ("PENDING", "left", "pending"), ("RUNNING", "left", "running"),
+    ("REQUEUED", "left", "requeued"),
+])
+def test_which_scheduler_states_are_submitted_again(tmp_path: Path, fake_slurm: Path, run_cli, state: str,
+                                                    action: str, reason: str) -> None:
+    """Issue 27, item 3: failed, cancelled and timed-out cells (and the other ends Slurm gives) go out again with
+    the same command; queued, running and requeued ones are left alone (submitting them again would run them
+    twice)."""
+    grid = _grid(tmp_path, "[resources.cpu]\ntime_min = 5\n[[speed]]\nsynthetic = true\n")
+    out = tmp_path / "s"
+    assert run_cli("sweep", grid, "--out", out)[0] == 0
+    (fake_slurm / "squeue.out").write_text(f"77|{state}|n1|0:30|None\n")
+    code, stdout, err = run_cli("sweep", grid, "--out", out, "--format", "json")
+    assert code == 0, err
+    job = "78" if action == "resubmitted" else "77"
+    assert [(a["action"], a["reason"], a["job"]) for a in json.loads(stdout)] == [(action, reason, job)]
+    (cell,) = read_sweep_manifest(out)["cells"]
+    assert [a["job_id"] for a in cell["attempts"]] == ["77", "78"][: 2 if action == "resubmitted" else 1]
+    assert len(_calls(fake_slurm, "sbatch")) == (2 if action == "resubmitted" else 1)
+
+
 def test_sbatch_refusal_is_one_line(tmp_path: Path, fake_slurm: Path, run_cli) -> None:
     (tmp_path / "bin" / "sbatch").write_text('#!/bin/sh\necho "sbatch: error: invalid partition specified: h200" >&2'
                                              "\nexit 1\n")
@@ -613,12 +659,56 @@ def test_local_launcher_caps_how_many_cells_run_at_once(tmp_path: Path, monkeypa
 
 
 # ----------------------------------------------------------------------------------------------------------
-# A real grid: Keypoint R-CNN with random weights, a run and a speed table, through the debug launcher
+# A real grid through the debug launcher: a run and a speed table of a model that costs nothing (the point is the
+# orchestration: real `kpbench run` and `kpbench speed` processes, failure, resume, merge; the Slurm test runs real
+# models), resumed and merged.
+
+# A pose model (`--model FILE.py:Oracle`) that answers with the ground truth of the synthetic root, found by image
+# size (each of its images has its own), person score 0.9 and keypoint probability 0.8: AP 1.0, at no cost.
+ORACLE = """
+import json, os
+import numpy as np
+from kpbench.core.schema import COCO17
+from kpbench.models.base import ModelInfo, Predictions
 
 
-def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root: Path, run_cli) -> None:
+class Oracle:
+    schema = COCO17
+    input_format = "numpy"
+
+    def __init__(self, min_size=None):  # takes --min-size, as a real model would, and ignores it
+        gt = json.load(open(os.environ["ORACLE_GT"]))
+        shape = {r["id"]: (r["height"], r["width"]) for r in gt["images"]}
+        self.people = {}
+        for a in gt["annotations"]:
+            self.people.setdefault(shape[a["image_id"]], []).append(a)
+
+    def info(self):
+        return ModelInfo(weights=None, source="test", name="oracle", keypoint_score_kind="probability")
+
+    def set_input_size(self, min_size, max_size):
+        pass
+
+    def predict(self, images):
+        out = []
+        for image in images:
+            people = self.people.get(tuple(image.shape[:2]), [])
+            n = len(people)
+            boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in people)]).reshape(n, 4)
+            keypoints = np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(n, 17, 3)
+            out.append(Predictions(boxes=boxes, scores=np.full(n, 0.9), keypoints=keypoints,
+                                   keypoint_scores=np.full((n, 17), 0.8), keypoint_score_kind="probability"))
+        return out
+"""
+
+
+def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root: Path, run_cli,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     coco = tmp_path / "coco"
     coco.mkdir()  # empty at first: the run cell fails, and is submitted again once the data is there
+    oracle = tmp_path / "oracle.py"
+    oracle.write_text(ORACLE)
+    monkeypatch.setenv("ORACLE_GT", str(synthetic_coco_root / "annotations" / "person_keypoints_val2017.json"))
     grid = _grid(tmp_path, f"""
         [sweep]
         name = "tiny"
@@ -626,15 +716,13 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
         time_min = 20
         [defaults]
         device = "cpu"
+        model = "{oracle}:Oracle"
         [[run]]
         coco_root = "{coco}"
-        weights = "none"
         min_size = 64
-        max_size = 107
         analysis = false
         [[speed]]
         synthetic = true
-        weights = "none"
         sizes = [64]
         warmup = 0
         iters = 2
@@ -663,6 +751,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     store = run_dir / "detections.bin"
     detections = store.read_bytes()
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["keypoints"]["AP"] == metrics["bbox"]["AP"] == 1.0  # the oracle's answers are the ground truth
     index = scan_store(store)
     assert len(index) == 4  # every image of the root
     # Killed after two images (as SIGKILL leaves it): the cell is submitted again and `kpbench run` resumes.
@@ -672,7 +761,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     (run_dir / "metrics.json").unlink()
     code, stdout, err = run_cli("sweep", grid, "--out", out, "--launcher", "debug", "--format", "json")
     assert code == 0, err
-    assert "completed: run-keypointrcnn-none-here-" in err
+    assert "completed: run-oracle-here-" in err
     job = read_sweep_manifest(out)["cells"][0]["attempts"][-1]["job_id"]
     assert "resumed: 2 images were already cached, 2 run now" in (out / "jobs" / f"{job}_0_log.err").read_text()
     assert store.read_bytes() == detections  # byte-identical, through kpbench's resume
@@ -691,7 +780,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     speed_csv = next((Path(speed_cell["output"])).glob("*.csv"))
     (csv_row,) = list(csv.DictReader(speed_csv.open()))
     assert speed_row == {
-        "cell": speed_cell["name"], "kind": "speed", "model": "keypointrcnn_resnet50_fpn", "weights": "none",
+        "cell": speed_cell["name"], "kind": "speed", "model": "oracle", "weights": "",
         "device": csv_row["device_name"], "size": 64, "dtype": "fp32", "variant": "fp32-bs1",
         "fps": float(csv_row["fps"]), "ms_per_image": float(csv_row["ms_per_image"]),
         "median_ms": float(csv_row["median_ms"]), "p90_ms": float(csv_row["p90_ms"]),
@@ -702,6 +791,26 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
                                                                  (speed_cell["name"], "COMPLETED")]
     assert report["runs"][0]["run"] == run_cell["name"] and report["runs"][0]["kp_AP"] == metrics["keypoints"]["AP"]
     assert report["pivot"][0]["fps@64"] == float(csv_row["fps"])
+    # `kpbench html SWEEP_DIR`: one page with the merged table, the cells, the run (named by its cell) and the speed
+    # rows of the sweep's tables.
+    from test_html import _columns
+
+    page = tmp_path / "sweep.html"
+    code, _, err = run_cli("html", out, "--out", page, "--no-images")
+    assert code == 0, err
+    text = page.read_text()
+    assert "<title>kpbench: sweep s</title>" in text and f"<h1>{run_cell['name']}</h1>" in text
+    merged = _columns(text, "Every run and speed row")
+    assert merged["cell"] == [(None, speed_cell["name"])] and merged["ap_from"] == [(None, run_cell["name"])]
+    assert [value for value, _ in merged["fps"]] == [repr(float(csv_row["fps"]))]  # the CSV's full value
+    assert merged["kp_AP"] == merged["box_AP"] == [("1.0", "100.0")]  # the run's AP, in percent
+    cells = _columns(text, "Cells")
+    assert [text for _, text in cells["cell"]] == [run_cell["name"], speed_cell["name"]]
+    assert [text for _, text in cells["state"]] == ["COMPLETED", "COMPLETED"]
+    metrics_cells = re.findall(r'data-run="([^"]+)" data-iou-type="keypoints" data-stat="AP" data-value="([^"]+)"', text)
+    assert metrics_cells == [(run_cell["name"], "1.0")]
+    speed_part = text.split("<h2>Speed</h2>", 1)[1]
+    assert f'<td data-value="{float(csv_row["fps"])!r}">' in speed_part and "oracle" in speed_part
 
 
 def test_watch_prints_until_nothing_is_queued_or_running(tmp_path: Path, fake_slurm: Path) -> None:

@@ -188,6 +188,20 @@ flops = false
     assert [(c["state"], c["node"]) for c in report["cells"]] == [("COMPLETED", "localhost")] * 3
     assert {r["run"] for r in report["runs"]} == {krcnn["name"], yolo["name"]}
 
+    # `kpbench html SWEEP_DIR`: the same merged table on one page, then both runs, named by their cells.
+    from test_html import _columns
+
+    page = tmp_path / "sweep.html"
+    code, _, err = run_cli("html", out, "--out", page, "--no-images")
+    assert code == 0, err
+    text = page.read_text()
+    assert f"<h1>{krcnn['name']}</h1>" in text and f"<h1>{yolo['name']}</h1>" in text
+    merged = _columns(text, "Every run and speed row")
+    assert [cell for _, cell in merged["cell"]] == [r["cell"] for r in report["table"]]
+    assert [value for value, _ in merged["kp_AP"]] == [None if r["kp_AP"] is None else repr(r["kp_AP"])
+                                                       for r in report["table"]]
+    assert [state for _, state in _columns(text, "Cells")["state"]] == ["COMPLETED"] * 3
+
     # Again: everything finished, nothing is submitted.
     code, stdout, err = run_cli("sweep", grid, "--out", out, "--format", "json")
     assert code == 0, err

@@ -57,7 +57,7 @@ def compare_command(
 
 @app.command("html")
 def html_command(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="One or more run directories.", show_default=False)],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="One or more run directories or `kpbench sweep` folders (a sweep folder: its runs, speed tables, merged table and cells).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     speed: Annotated[
         list[Path] | None,

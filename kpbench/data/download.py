@@ -531,7 +531,8 @@ def _fetch_archive(
                      else f"{name.removesuffix('.zip')}/*.jpg")
         raise KpbenchError(
             f"{exc}; pass --base-url URL (or set $KPBENCH_COCO_BASE_URL) for a mirror, or place the files by hand: "
-            f"{archive} (its size and md5 are checked, then it is extracted), or the extracted {root}/{extracted}"
+            f"{archive} (its size and md5 are checked, then it is extracted), or the extracted {root}/{extracted}; "
+            "meanwhile `kpbench demo` runs offline on the COCO images shipped with kpbench"
         ) from None
     say(f"extracting {archive}")
     return archive

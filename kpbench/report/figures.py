@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 DPI = 100
 PR_PANEL_SIZE = (5.0, 4.0)  # inches per panel: 500 x 400 pixels
 SPEED_SIZE = (8.0, 5.0)  # 800 x 500 pixels
+MAX_SIZE_TICKS = 12  # up to this many measured input sizes, the speed figure's x ticks are exactly those sizes
 PR_FILE = "pr_curves.png"
 SPEED_FPS_FILE = "speed_fps.png"
 SPEED_PARETO_FILE = "speed_pareto.png"
@@ -279,6 +280,22 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
+def _log_ticks_near(value: float) -> list[float]:
+    exponent = math.floor(math.log10(value))
+    return [m * 10.0**k for k in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 5)]
+
+
+def log_tick_below(value: float) -> float:
+    """The largest tick of `_plain_log_ticks` (1, 2 or 5 times a power of ten) strictly below a positive value, so
+    that a point is never drawn on the frame."""
+    return max(t for t in _log_ticks_near(value) if t < value)
+
+
+def log_tick_above(value: float) -> float:
+    """The smallest tick of `_plain_log_ticks` (1, 2 or 5 times a power of ten) strictly above a positive value."""
+    return min(t for t in _log_ticks_near(value) if t > value)
+
+
 def _batch_marks(ax: Any, xs: Sequence[float], ys: Sequence[float], group: Sequence[dict[str, Any]]) -> None:
     """Mark each point of an offline line with its batch size (it changes along the line)."""
     for x, y, r in zip(xs, ys, group):
@@ -313,11 +330,18 @@ def speed_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Figure]:
         _batch_marks(ax, xs, ys, group)
     ax.set_xlabel("input size (pixels: Keypoint R-CNN's short side, YOLO's and MediaPipe's long side)")
     ax.set_ylabel("images per second")
+    from matplotlib.ticker import NullLocator
+
+    sizes = sorted({r["size"] for r in rows})
+    if len(sizes) <= MAX_SIZE_TICKS:  # the sizes measured, not a range of in-between numbers nobody timed
+        ax.set_xticks(sizes, [f"{size:g}" for size in sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
     fps = [r["fps"] for r in rows if r["fps"] > 0]
     if fps and max(fps) > 10 * min(fps):
         ax.set_yscale("log")  # a CPU and a GPU in one figure: on a linear axis the CPU line would lie flat at 0
         ax.set_ylabel("images per second (log scale)")
         _plain_log_ticks(ax.yaxis)
+        ax.set_ylim(log_tick_below(min(fps)), log_tick_above(max(fps)))  # every point between two labelled ticks
     else:
         ax.set_ylim(bottom=0)
     ax.set_title(f"{' vs '.join(models) if models else 'Model'} throughput by input size")

@@ -1,4 +1,5 @@
-"""One self-contained HTML page per run, or per comparison of runs: `kpbench html RUN [RUN ...] --out report.html`.
+"""One self-contained HTML page per run, or per comparison of runs: `kpbench html RUN [RUN ...] --out report.html`;
+a `kpbench sweep` folder stands for its runs and speed tables, with its merged table and cell states.
 
 Everything is inline: CSS, the figures (PNG as data: URIs) and a few lines of plain JavaScript that sort a table
 when its header is clicked; the page reads the same without them, and fetches nothing from the network. It is
@@ -17,6 +18,7 @@ import html
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,12 @@ COMPARE_FILE = "compare.json"  # written by `kpbench compare A B --out A`
 # What the tables below show in percent: PERCENT (one decimal, n/a for COCO's -1) or SIGNED (a difference, in signed
 # percent points); every other number as it is. `_scale` picks it from the column's name.
 PERCENT, SIGNED = "percent", "signed"
+# The sweep's merged table (kpbench.sweep.report) as the page shows it: what was measured first, AP beside speed,
+# the long cell names last.
+SWEEP_PAGE_COLUMNS = (
+    "model", "weights", "device", "size", "dtype", "variant", "fps", "kp_AP", "box_AP", "ms_per_image", "median_ms",
+    "p90_ms", "status", "error", "kind", "cell", "ap_from",
+)  # fmt: skip
 COMPARE_SCALES = {"a": PERCENT, "b": PERCENT, "delta": SIGNED, "low": SIGNED, "high": SIGNED}  # compare.json's rows
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
@@ -132,25 +140,53 @@ def _missing(text: str) -> str:
     return f'<p class="missing">{_e(text)}</p>'
 
 
-def split_inputs(paths: Sequence[str | Path], speed_csvs: Sequence[str | Path] = ()) -> tuple[list[Path], list[Path]]:
-    """(run directories, speed CSVs) of `kpbench html`'s arguments: a .csv file among `paths` is a speed CSV. The
-    shell expands `--speed results/speed/*.csv` to `--speed a.csv b.csv`, and every CSV after the first arrives as
-    an argument of its own, so that a CSV is a speed table wherever it is given; any other file is an error that
-    says what the command takes."""
-    runs: list[Path] = []
-    speeds = [Path(p) for p in speed_csvs]
+@dataclass
+class PageInputs:
+    """What one page shows: run directories with the name the page gives each, speed CSVs, and sweep folders."""
+
+    runs: list[tuple[Path, str]] = field(default_factory=list)
+    speed_csvs: list[Path] = field(default_factory=list)
+    sweeps: list[Path] = field(default_factory=list)
+
+
+def split_inputs(paths: Sequence[str | Path], speed_csvs: Sequence[str | Path] = ()) -> PageInputs:
+    """The run directories, speed CSVs and sweep folders among `kpbench html`'s arguments.
+
+    - A .csv file is a speed CSV: the shell expands `--speed results/speed/*.csv` to `--speed a.csv b.csv`, and
+      every CSV after the first arrives as an argument of its own.
+    - A `kpbench sweep` folder (sweep.json) gives every run cell that made a run directory (named by its cell) and
+      every speed cell's newest table, and the page gets the sweep's merged table and cell states.
+    - Any other folder is a run directory; any other file is an error that says what the command takes.
+    """
+    from kpbench.sweep.layout import is_sweep_dir
+
+    inputs = PageInputs(speed_csvs=[Path(p) for p in speed_csvs])
+    sweep_runs: list[tuple[Path, str, Path]] = []  # (run directory, cell, sweep folder)
     for path in map(Path, paths):
         if path.suffix.lower() == ".csv" and not path.is_dir():
-            speeds.append(path)
+            inputs.speed_csvs.append(path)
         elif path.is_file():
-            raise KpbenchError(f"{path}: a file, not a run directory (html takes run directories, and speed CSVs "
-                               "after --speed)")
+            raise KpbenchError(f"{path}: a file, not a run directory (html takes run directories, sweep folders, "
+                               "and speed CSVs after --speed)")
+        elif path.is_dir() and is_sweep_dir(path):
+            from kpbench.sweep.report import sweep_outputs
+
+            runs, speeds = sweep_outputs(path)
+            sweep_runs += [(run_dir, cell, path) for cell, run_dir in runs]
+            inputs.speed_csvs += [csv_path for _, csv_path in speeds]
+            inputs.sweeps.append(path)
         else:
-            runs.append(path)
-    return runs, list(dict.fromkeys(speeds))
+            inputs.runs.append((path, path.name))
+    # A cell's name says what it is; two sweeps may hold cells of one name: then the sweep folder's name goes first.
+    cells = [cell for _, cell, _ in sweep_runs]
+    inputs.runs += [(run_dir, cell if cells.count(cell) == 1 else f"{sweep.name}/{cell}")
+                    for run_dir, cell, sweep in sweep_runs]
+    inputs.speed_csvs = list(dict.fromkeys(inputs.speed_csvs))
+    inputs.sweeps = list(dict.fromkeys(inputs.sweeps))
+    return inputs
 
 
-def _read_run(run_dir: Path) -> dict[str, Any]:
+def _read_run(run_dir: Path, name: str | None = None) -> dict[str, Any]:
     from kpbench.runs.directory import read_manifest
 
     if not run_dir.is_dir():
@@ -160,7 +196,7 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     metrics = read_json(metrics_path) if metrics_path.is_file() else None
     if metrics is not None and not isinstance(metrics, dict):
         raise KpbenchError(f"{metrics_path}: expected a JSON object of metrics by iou type")
-    return {"dir": run_dir, "name": run_dir.name, "manifest": manifest, "metrics": metrics}
+    return {"dir": run_dir, "name": name or run_dir.name, "manifest": manifest, "metrics": metrics}
 
 
 def _annotation_path(manifest: dict[str, Any]) -> str:
@@ -410,22 +446,53 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
     return "".join(f"<section><h2>{_e(title)}</h2>{body}</section>" for title, body in sections)
 
 
+def _sweep_section(sweeps: Sequence[Path]) -> str:
+    """The sweeps' merged table (every speed row and run cell, AP beside speed: `kpbench report SWEEP_DIR`) and
+    their cells' states."""
+    from kpbench.sweep.report import sweep_report
+
+    tables = sweep_report(list(sweeps))
+    merged = _records(tables["table"])
+    columns = [c for c in SWEEP_PAGE_COLUMNS if any(r.get(c) not in (None, "") for r in merged)]
+    cells = _records(tables["cells"])
+    cell_columns = [c for c in tables["cells"].columns if c != "sweep" or len(sweeps) > 1]
+    merged_html = (_table(merged, columns) if merged
+                   else _missing("No cell has a result yet: `kpbench sweep SWEEP_DIR --status` says where they are."))
+    return ("<h3>Every run and speed row, AP beside speed</h3><p>A speed row that measured no AP itself carries the "
+            "AP of the sweep's run of the same model, weights, size and dtype (<code>ap_from</code>); AP in "
+            "percent; columns empty in every row are left out.</p>" + merged_html + "<h3>Cells</h3>"
+            + _table(cells, cell_columns))
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts, with None where pandas has NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def build_html(run_dirs: Sequence[str | Path], speed_csvs: Sequence[str | Path] = (), images: bool = True) -> str:
-    """The report page for one or more run directories (and `kpbench speed` CSVs), as one HTML string. A .csv among
-    `run_dirs` is taken as a speed CSV (`split_inputs`)."""
-    run_dirs, speed_csvs = split_inputs(run_dirs, speed_csvs)
-    if not run_dirs:
-        raise KpbenchError("html: give at least one run directory (made by `kpbench run`)")
-    runs = [_read_run(d) for d in run_dirs]
-    title = f"kpbench: {runs[0]['name']}" if len(runs) == 1 else f"kpbench: {len(runs)} runs compared"
+    """The report page for one or more run directories, `kpbench sweep` folders and `kpbench speed` CSVs, as one
+    HTML string. A .csv among `run_dirs` is taken as a speed CSV, a sweep folder as its runs, speed tables, merged
+    table and cell states (`split_inputs`)."""
+    inputs = split_inputs(run_dirs, speed_csvs)
+    if not inputs.runs and not inputs.sweeps:
+        raise KpbenchError("html: give at least one run directory (made by `kpbench run`) or sweep folder (made by "
+                           "`kpbench sweep`)")
+    runs = [_read_run(d, name) for d, name in inputs.runs]
+    if inputs.sweeps:
+        names = ", ".join(sweep.name for sweep in inputs.sweeps)
+        title = f"kpbench: sweep{'s' if len(inputs.sweeps) > 1 else ''} {names}"
+    else:
+        title = f"kpbench: {runs[0]['name']}" if len(runs) == 1 else f"kpbench: {len(runs)} runs compared"
     parts = [f"<h1>{_e(title)}</h1>"]
+    if inputs.sweeps:
+        parts.append(f"<section><h2>Sweep</h2>{_sweep_section(inputs.sweeps)}</section>")
     if len(runs) > 1:
         parts.append(f"<section><h2>Comparison</h2>{_comparison_section(runs)}</section>")
     for run in runs:
-        if len(runs) > 1:
+        if len(runs) > 1 or inputs.sweeps:
             parts.append(f"<h1>{_e(run['name'])}</h1>")
         parts.append(_run_sections(run, images))
-    parts.append(f"<section><h2>Speed</h2>{_speed_section(speed_csvs)}</section>")
+    parts.append(f"<section><h2>Speed</h2>{_speed_section(inputs.speed_csvs)}</section>")
     from kpbench import __version__
 
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

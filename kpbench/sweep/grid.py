@@ -347,6 +347,13 @@ def _checked_settings(where: str, kind: str, table: dict[str, Any]) -> dict[str,
         merge_settings(SETTINGS[kind], LoadedConfig(path="this block", sha256=None, tables={kind: clean}))
     except KpbenchError as exc:
         raise KpbenchError(f"{where}: {exc}") from None
+    if "runtime" in clean:  # a runtime that does not exist would fail in every job: say so now
+        from kpbench.runtimes.base import parse_runtimes
+
+        try:
+            parse_runtimes(clean["runtime"])
+        except KpbenchError as exc:
+            raise KpbenchError(f"{where}: {exc} ('runtime' in this block)") from None
     return clean
 
 
