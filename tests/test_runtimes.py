@@ -684,3 +684,31 @@ def test_onnxruntime_s_silent_fallback_to_the_cpu_is_refused(
     with pytest.raises(RuntimeUnavailable, match=rf"^onnxruntime could not create {provider} \(the session has "
                                                  r"CPUExecutionProvider\)$"):
         impl.load(model, record, CudaDevice())
+
+
+@pytest.mark.parametrize(("runtime", "message"), [
+    ("tensorrt", "--runtime tensorrt: runs on a CUDA device only, and the device is cpu"),
+    ("tflite", "--runtime tflite: unknown runtime; choose "),
+])
+def test_run_refuses_a_runtime_before_any_weights_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           runtime: str, message: str) -> None:
+    """An unknown runtime, or one this device cannot run, is refused before the model (and COCO_V1's weights, which
+    would be downloaded) is touched; nothing is written."""
+    import kpbench.engine.topdown as topdown
+    import kpbench.models.registry as registry
+    from kpbench.core.config import RunSettings
+    from kpbench.core.errors import KpbenchError
+    from kpbench.engine.runner import run
+
+    def not_now(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(topdown, "build_run_model", not_now)
+    monkeypatch.setattr(registry, "load_model", not_now)
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    settings = RunSettings(coco_root=str(tmp_path / "coco"), weights="coco_v1", runtime=runtime, device="cpu",
+                           out=str(tmp_path / "run"))
+    with pytest.raises(KpbenchError) as caught:
+        run(settings, progress=False)
+    assert str(caught.value).startswith(message)
+    assert not (tmp_path / "run").exists()

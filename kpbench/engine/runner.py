@@ -329,6 +329,9 @@ def run(
     # the backend.
     check_settings(settings)
     from kpbench.engine.topdown import TopDownRequest
+    from kpbench.runtimes.base import check_device, parse_runtime
+
+    runtime = parse_runtime(settings.runtime)  # an unknown runtime is refused before any weights are read
 
     TopDownRequest.from_settings(settings).check()  # top-down and post-processing options, together
     spec, weights = check_model_options(settings.model, settings.weights, given_model_options(settings),
@@ -342,6 +345,7 @@ def run(
         dist, device = init_distributed(resolve_device(settings.device))
         try:
             check_dtype(device, settings.dtype)
+            check_device([runtime], device.type)  # tensorrt on a CPU: one line, before the model is built
             with contextlib.ExitStack() as held:  # rank 0's lock on the run directory, for the whole session
                 return _run(settings, dist, device, overwrite, config, command_line, progress, evaluate, backend,
                             session_start, started_at, held)
