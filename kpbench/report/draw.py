@@ -565,8 +565,8 @@ def draw_image_files(
     """
     from kpbench.data.coco import read_image_rgb_uint8
     from kpbench.data.download import first_missing_parent, remove_empty_dirs
-    from kpbench.engine.inference import BatchResult, ModelCallError, inference_on_dataset
     from kpbench.engine.device import resolve_device
+    from kpbench.engine.inference import BatchResult, ModelCallError, inference_on_dataset
     from kpbench.models.registry import check_model_options, load_model
 
     if score_thresh is not None:
