@@ -105,3 +105,42 @@ def test_results_files_written_in_chunks_are_the_same_bytes(tmp_path: Path) -> N
         write_coco_results(path, detections.take(np.zeros(n, dtype=bool)), iou_type, chunk_rows=10)
         assert path.read_text() == "[]\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
+
+
+def test_up_to_date_results_files_are_kept_and_any_change_rewrites_them(tmp_path: Path, monkeypatch) -> None:
+    """`evaluate_run` writes the COCO results files only when they are not the ones written from the store as it is
+    now; kept or rewritten, their bytes are the store's, and the stats are the same."""
+    import os
+
+    import kpbench.evaluation.runeval as module
+
+    run = make_run_dir(tmp_path, store=True).path
+    kp_file, box_file = run / "keypoints_results.json", run / "bbox_results.json"
+    first = runeval.evaluate_run(run)
+    expected = {p: p.read_bytes() for p in (kp_file, box_file)}
+    record = json.loads((run / "manifest.json").read_text())["results_files"]
+    assert [r[0] for r in record["results"]] == ["keypoints_results.json", "bbox_results.json"]
+    assert [r[0] for r in record["detections"]] == ["detections.bin"] and record["images"][0] == 3
+
+    calls: list[str] = []
+    real = module.write_coco_results
+    monkeypatch.setattr(module, "write_coco_results", lambda path, *a, **k: (calls.append(path.name), real(path, *a,
+                                                                                                        **k))[1])
+    kept: list[Path] = []
+    again = runeval.evaluate_run(run, on_keep=kept.append)
+    assert calls == [] and kept == [kp_file, box_file]
+    assert again["keypoints"].stats == first["keypoints"].stats and again["bbox"].stats == first["bbox"].stats
+
+    def rewritten_after(change) -> list[str]:
+        calls.clear()
+        change()
+        runeval.evaluate_run(run)
+        assert {p: p.read_bytes() for p in (kp_file, box_file)} == expected
+        return calls
+
+    assert rewritten_after(lambda: kp_file.write_bytes(b"[]\n")) == ["keypoints_results.json", "bbox_results.json"]
+    assert rewritten_after(lambda: box_file.unlink()) == ["keypoints_results.json", "bbox_results.json"]
+    store = run / "detections.bin"
+    assert rewritten_after(lambda: os.utime(store, ns=(store.stat().st_atime_ns, store.stat().st_mtime_ns + 1))) \
+        == ["keypoints_results.json", "bbox_results.json"]
+    assert rewritten_after(lambda: None) == []

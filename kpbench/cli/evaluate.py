@@ -152,7 +152,8 @@ def evaluate_command(
         if customised or wholebody:
             raise KpbenchError("--schema, --sigmas, --wholebody, --drop-zero-keypoints and the COCOeval options are "
                                "for GT_JSON RESULTS_JSON; a run directory is scored with its own schema")
-        results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"))
+        results = evaluate_run(run, backend=backend, on_write=lambda path: echo_err(f"wrote {path}"),
+                               on_keep=lambda path: echo_err(f"kept {path} (up to date with the run's detections)"))
         shown = results if iou_type is None else {iou_type: results[iou_type]}
     elif wholebody:
         from kpbench.evaluation.wholebody import evaluate_wholebody

@@ -307,20 +307,55 @@ def run_results(
     return {t: validate_results(by_type[t], rebuilt_source(run_dir), g, t) for t, g in gt.items()}
 
 
+def results_files_record(run_dir: str | Path, image_ids: np.ndarray) -> dict[str, Any]:
+    """What the COCO results files were written from, and what they were: the images written (count and CRC-32 of
+    their ids) and [name, size, mtime_ns] of each detections file (the store and any shards) and of each results
+    file, for `results_files_current`."""
+    import zlib
+
+    from kpbench.runs.directory import detection_files
+
+    def stamp(path: Path) -> list[Any]:
+        st = path.stat()
+        return [path.name, st.st_size, st.st_mtime_ns]
+
+    ids = np.ascontiguousarray(image_ids, dtype=np.int64)
+    return {"images": [len(ids), zlib.crc32(ids.tobytes())],
+            "detections": [stamp(p) for p in detection_files(run_dir)],
+            "results": [stamp(keypoint_results_path(run_dir)), stamp(bbox_results_path(run_dir))]}
+
+
+def results_files_current(run_dir: str | Path, manifest: dict[str, Any], image_ids: np.ndarray) -> bool:
+    """Whether the run's COCO results files are the ones written from its store as it is now: the manifest's
+    `results_files` record (written with them) equals the images and the files' size and modification time, so
+    neither the store (a resumed or merged run rewrites it) nor a results file (edited, deleted) has changed since.
+    Then evaluating the run again need not rewrite them: they would get the same bytes (the encoder is
+    deterministic), and at 500,000 detections writing them is half of `kpbench evaluate RUN_DIR`."""
+    record = manifest.get("results_files")
+    if not isinstance(record, dict):
+        return False
+    try:
+        return record == results_files_record(run_dir, image_ids)
+    except OSError:  # a results file is missing
+        return False
+
+
 def evaluate_run(
     run_dir: str | Path,
     backend: str = DEFAULT_BACKEND,
     write: bool = True,
     on_write: Callable[[Path], None] | None = None,
     arrays: RunArrays | None = None,
+    on_keep: Callable[[Path], None] | None = None,
 ) -> dict[str, EvalResult]:
     """Evaluate a finished run from its store; returns {"keypoints": EvalResult, "bbox": EvalResult}.
 
     The store is read once as arrays (or `arrays`, as the run holds them already), checked and evaluated before
-    anything is written. With `write` (the default) it then rewrites the run's keypoints_results.json,
-    bbox_results.json and metrics.csv/.md/.json, and records the stats in the manifest; `on_write` is called with
-    each path written. Reads only the run directory (manifest, store, ground_truth.json); the model is not needed.
-    Each result keeps its inputs (`EvalResult.inputs`: the GT and the detections, keypoint scores included).
+    anything is written. With `write` (the default) it then writes the run's keypoints_results.json and
+    bbox_results.json (unless they are up to date: `results_files_current`; `on_keep` is called with each one
+    kept), metrics.csv/.md/.json, and records the stats in the manifest; `on_write` is called with each path
+    written. Reads only the run directory (manifest, store, ground_truth.json); the model is not needed. Each result
+    keeps its inputs (`EvalResult.inputs`: the GT and the detections, keypoint scores included).
     """
     from kpbench.evaluation.cocoeval import check_backend, evaluate, metrics_json, write_metrics
 
@@ -337,11 +372,20 @@ def evaluate_run(
     }
     written: list[Path] = []
     if write:
-        write_coco_results(keypoint_results_path(run_dir), ra.detections, "keypoints")
-        write_coco_results(bbox_results_path(run_dir), ra.detections, "bbox")
-        written += [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
+        files = [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
+        if results_files_current(run_dir, manifest, ra.image_ids):
+            for path in files:
+                if on_keep is not None:
+                    on_keep(path)
+            record = manifest["results_files"]
+        else:
+            write_coco_results(files[0], ra.detections, "keypoints")
+            write_coco_results(files[1], ra.detections, "bbox")
+            written += files
+            record = results_files_record(run_dir, ra.image_ids)
         written += write_metrics(run_dir, results)
         manifest = read_manifest(run_dir)
+        manifest["results_files"] = record
         manifest["evaluation"] = {
             "backend": backend,
             "seconds": round(time.perf_counter() - started, 3),
