@@ -239,14 +239,16 @@ def keypoint_ap(
     settings: EvalSettings | None = None,
     evaluator: str = "vectorized",
     drop_zero_keypoint_results: bool = False,
+    whole: EvalResult | None = None,
 ) -> KeypointAP:
     """AP of the whole keypoint set, of each keypoint group and (with `per_keypoint`) of each keypoint.
 
     `gt`, `results`, `schema`, `sigmas`, `settings` and `drop_zero_keypoint_results` as `kpbench.evaluate`'s;
     `results` may also be `DetectionArrays` (checked arrays: nothing is parsed). `groups` replaces the schema's
     groups: (name, keypoints) pairs, keypoints by name or 0-based index (`kpbench.core.schema.parse_groups`
-    reads `--groups`). `evaluator`: "vectorized" (the default) or "pycocotools" (the reference). The definitions
-    are in the module docstring.
+    reads `--groups`). `evaluator`: "vectorized" (the default) or "pycocotools" (the reference). `whole`: the
+    evaluation of the whole set on these same inputs and settings, already made (a run's own), whose stats and
+    arrays the "all" row takes instead of evaluating it again. The definitions are in the module docstring.
     """
     if evaluator not in EVALUATORS:
         raise KpbenchError(f"evaluator: must be one of {', '.join(EVALUATORS)}, got {evaluator!r}")
@@ -269,7 +271,10 @@ def keypoint_ap(
             names = [schema.keypoint_names[i] for i in indices]
             part_category = {**category, "keypoints": names, "skeleton": []}
             dataset = _part_gt(inputs.gt, anns, gt_keypoints, indices, part_category)
-        stats, precision, recall = scorer(dataset, part_category, inputs, indices, settings)
+        if kind == "all" and whole is not None:
+            stats, precision, recall = whole.stats, whole.precision, whole.recall
+        else:
+            stats, precision, recall = scorer(dataset, part_category, inputs, indices, settings)
         out.append(PartAP(kind, name, indices, tuple(schema.keypoint_names[i] for i in indices),
                           _counted(dataset, schema.category_id, settings), stats, precision, recall))
     notes = list(inputs.notes)
@@ -347,12 +352,19 @@ def keypoint_ap_for_run(
     run_dir = Path(run_dir)
     schema = run_dir_format(run_dir).schema
     gt = load_run_ground_truth(run_dir, ("keypoints",))
+    whole = None
     if result is not None and result.inputs is not None:
         detections = result.detection_arrays()
+        # The run's own evaluation is the "all" row when it is the one keypoint_ap would make: COCO's protocol and
+        # parameters, and an evaluator that gives pycocotools' arrays (all but hotcoco). A CrowdPose run's own
+        # evaluation is its protocol's, not COCOeval's over every image.
+        if (result.settings.is_default() and result.backend in EVALUATORS and result.schema is not None
+                and result.schema.protocol == "coco"):
+            whole = result
     else:
         detections = run_checked_detections(run_dir, finished_run_arrays(run_dir), gt)["keypoints"].detections
     return keypoint_ap(gt["keypoints"], detections, schema=schema, groups=groups, per_keypoint=per_keypoint,
-                       evaluator=evaluator)
+                       evaluator=evaluator, whole=whole)
 
 
 # --- output --------------------------------------------------------------------------------------------------
