@@ -406,3 +406,71 @@ def test_a_runs_keypoint_ap_reads_its_store_not_its_results_file(tmp_path: Path,
         # Handed the run's evaluation, the "all" row is that evaluation (not made again); it is the same numbers.
         assert (from_run["all"].precision is results["keypoints"].precision) == (given is not None)
     assert from_file["all"].stats == results["keypoints"].stats
+
+
+def crowded_scene(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`generated_scene` with each detection repeated 5 times, jittered, scores rounded to tenths: images hold
+    up to some 50 detections, more than maxDets (20), with ties in score at the cut."""
+    gt, results = generated_scene(seed, COCO17, images=8)
+    rng = np.random.default_rng(seed + 100)
+    crowded = []
+    for r in results:
+        for _ in range(5):
+            kps = np.asarray(r["keypoints"]).reshape(17, 3)
+            kps[:, :2] = (kps[:, :2] + rng.normal(0, 4, (17, 2))).round(2)
+            crowded.append({**r, "keypoints": kps.reshape(-1).tolist(), "score": round(float(rng.uniform(0, 1)), 1)})
+    return gt, crowded
+
+
+def test_more_detections_than_max_dets_with_ties_at_the_cut_equal_pycocotools() -> None:
+    """The parts evaluate only the detections COCOeval keeps (each image's top 20 by score, chosen once): the
+    numbers stay pycocotools' where images hold more than 20 detections and equal scores straddle the cut."""
+    gt, results = crowded_scene(11)
+    per_image = np.bincount([r["image_id"] for r in results])
+    assert per_image.max() > 20  # the cut is exercised
+    result = keypoint_ap(gt, results)
+    assert_equal_to_pycocotools(result, gt, results)
+
+
+def test_evaluated_detections_are_each_images_top_max_dets_in_results_order() -> None:
+    from kpbench.evaluation.vectorized import evaluated_detections
+
+    image_ids = np.array([3, 1, 3, 3, 1, 3, 2])
+    scores = np.array([0.5, 0.9, 0.7, 0.5, 0.9, 0.2, 0.1])
+    # image 3: 0.7 (2), then the tie 0.5 (0 before 3 in results order); image 1: the tie 0.9 keeps 1 before 4.
+    assert evaluated_detections(image_ids, scores, 2).tolist() == [0, 1, 2, 4, 6]
+    assert evaluated_detections(image_ids, scores, 1).tolist() == [1, 2, 6]
+    assert evaluated_detections(image_ids, scores, 10).tolist() == list(range(7))
+    assert evaluated_detections(np.zeros(0, dtype=np.int64), np.zeros(0), 20).tolist() == []
+    with pytest.raises(KpbenchError, match="NaN cannot be ranked"):
+        evaluated_detections(image_ids, np.where(image_ids == 2, np.nan, scores), 2)
+
+
+def test_part_evaluator_equals_one_evaluator_per_part_on_every_detection() -> None:
+    """KeypointPartEvaluator's part (the GT cut as arrays, only the kept detections) gives the arrays and the
+    area-"all" matches of a KeypointEvaluator built on the sliced GT dict and run on every detection."""
+    from kpbench.evaluation.arrays import keypoint_extent_areas
+    from kpbench.evaluation.vectorized import KeypointEvaluator, KeypointPartEvaluator, evaluated_detections
+
+    gt, results = crowded_scene(12)
+    n = len(results)
+    image_ids = np.array([r["image_id"] for r in results])
+    scores = np.array([r["score"] for r in results])
+    keypoints = np.array([r["keypoints"] for r in results]).reshape(n, 17, 3)
+    parts = KeypointPartEvaluator(gt, COCO17.sigma_array, None, None, image_ids, keypoints, scores)
+    kept = evaluated_detections(image_ids, scores, 20)
+    assert len(kept) < n
+    for indices in [(0, 1, 2, 3, 4), (9,), (5, 11, 16)]:
+        part_gt, _ = sliced(gt, results, indices)
+        plain = KeypointEvaluator(part_gt, COCO17.sigma_array[list(indices)]).evaluate(
+            image_ids, keypoints[:, list(indices)], scores, areas=keypoint_extent_areas(keypoints))
+        part = parts.evaluate_part(indices)
+        assert part.stats == plain.stats
+        assert np.array_equal(part.precision, plain.precision) and np.array_equal(part.recall, plain.recall)
+        assert np.array_equal(part.dt_matches, plain.dt_matches[:, kept])
+        by_kept = np.where(plain.gt_matches >= 0, np.searchsorted(kept, plain.gt_matches), -1)
+        assert np.array_equal(part.gt_matches, by_kept)
+        assert parts.num_counted(indices) == sum(
+            1 for a in part_gt["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0)
+    assert parts.evaluate_part(None).stats == KeypointEvaluator(gt, COCO17.sigma_array).evaluate(
+        image_ids, keypoints, scores).stats

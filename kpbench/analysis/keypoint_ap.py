@@ -260,9 +260,10 @@ def keypoint_ap(
     inputs = _prepare(gt, results, schema, sigmas, drop_zero_keypoint_results)
     schema = inputs.schema
     parts = _parts(schema, groups, per_keypoint)
+    if evaluator == "vectorized":
+        return _keypoint_ap_vectorized(inputs, parts, settings, whole)
     anns, gt_keypoints = _sliced_annotations(inputs.gt, schema)
     category = next(c for c in inputs.gt.dataset["categories"] if c["id"] == schema.category_id)
-    scorer = _vectorized if evaluator == "vectorized" else _pycocotools
     out = []
     for kind, name, indices in parts:
         if kind == "all":  # the plain evaluation, the GT's own num_keypoints
@@ -274,27 +275,47 @@ def keypoint_ap(
         if kind == "all" and whole is not None:
             stats, precision, recall = whole.stats, whole.precision, whole.recall
         else:
-            stats, precision, recall = scorer(dataset, part_category, inputs, indices, settings)
+            stats, precision, recall = _pycocotools(dataset, part_category, inputs, indices, settings)
         out.append(PartAP(kind, name, indices, tuple(schema.keypoint_names[i] for i in indices),
                           _counted(dataset, schema.category_id, settings), stats, precision, recall))
+    return KeypointAP(schema, out, evaluator, settings, _notes(inputs))
+
+
+def _notes(inputs: _Inputs) -> list[str]:
+    schema = inputs.schema
     notes = list(inputs.notes)
     if schema.protocol != "coco":
         notes.append(f"AP per keypoint is COCOeval's over all images with the {schema.name} sigmas, not the "
                      f"{schema.protocol} protocol's own split")
-    return KeypointAP(schema, out, evaluator, settings, notes)
+    return notes
 
 
-def _vectorized(
-    dataset: dict[str, Any], category: dict[str, Any], inputs: _Inputs, indices: tuple[int, ...],
-    settings: EvalSettings,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    from kpbench.evaluation.vectorized import KeypointEvaluator
+def _keypoint_ap_vectorized(
+    inputs: _Inputs, parts: list[tuple[str, str, tuple[int, ...]]], settings: EvalSettings,
+    whole: EvalResult | None,
+) -> KeypointAP:
+    """Every part on arrays (`kpbench.evaluation.vectorized.KeypointPartEvaluator`): the GT arrays, the detections
+    COCOeval keeps (each image's top maxDets by score, the same for every part) and their pairs with the GTs are
+    prepared once; each part then computes its own OKS, matching and accumulation."""
+    from kpbench.evaluation.vectorized import KeypointPartEvaluator
 
-    sigmas = inputs.schema.sigma_array[list(indices)]
-    evaluator = KeypointEvaluator(dataset, sigmas, settings, category_id=category["id"])
-    keypoints = inputs.dets.keypoints[:, list(indices), :]  # type: ignore[index]
-    result = evaluator.evaluate(inputs.dets.image_ids, keypoints, inputs.dets.scores, areas=inputs.areas)
-    return result.stats, result.precision, result.recall
+    schema = inputs.schema
+    dets = inputs.dets
+    evaluator = KeypointPartEvaluator(inputs.gt.dataset, schema.sigma_array, settings, schema.category_id,
+                                      dets.image_ids, dets.keypoints, dets.scores, inputs.areas)  # type: ignore[arg-type]
+    out = []
+    for kind, name, indices in parts:
+        if kind == "all" and whole is not None:
+            stats, precision, recall = whole.stats, whole.precision, whole.recall
+            num_gt = evaluator.num_counted(None)
+        else:
+            part = None if kind == "all" else indices  # "all": the GT's own num_keypoints
+            result = evaluator.evaluate_part(part)
+            stats, precision, recall = result.stats, result.precision, result.recall
+            num_gt = evaluator.num_counted(part)
+        out.append(PartAP(kind, name, indices, tuple(schema.keypoint_names[i] for i in indices), num_gt, stats,
+                          precision, recall))
+    return KeypointAP(schema, out, "vectorized", settings, _notes(inputs))
 
 
 def _pycocotools(

@@ -33,7 +33,7 @@ The per-image matches come out as arrays (`MatchTable`, every category, area ran
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,8 +51,8 @@ from kpbench.evaluation.arrays import (
 from kpbench.evaluation.settings import EvalSettings, summarize
 
 __all__ = [
-    "CocoEvaluator", "ImageEval", "KeypointEvaluator", "MatchTable", "VectorizedResult", "coco_parameters",
-    "loadres_areas", "results_to_arrays",
+    "CocoEvaluator", "ImageEval", "KeypointEvaluator", "KeypointPartEvaluator", "MatchTable", "VectorizedResult",
+    "coco_parameters", "evaluated_detections", "loadres_areas", "results_to_arrays",
 ]
 
 # COCOeval's defaults (pycocotools' Params.setDetParams / setKpParams), built the way it builds them.
@@ -716,6 +716,94 @@ class KeypointEvaluator(CocoEvaluator):
             in_file_order[self._gt_rows] = extra
             gt_ignore = in_file_order
         return super().evaluate(image_ids, None, scores, keypoints, areas=areas, gt_ignore=gt_ignore)
+
+
+def evaluated_detections(image_ids: np.ndarray, scores: np.ndarray, max_det: int) -> np.ndarray:
+    """The results indices (ascending) of the detections COCOeval evaluates of one category: each image's first
+    `max_det` by descending score, equal scores in results order (its stable sort). The others never count, in any
+    evaluation of these detections with that maxDets[-1], whatever their keypoints: evaluating only these, in
+    results order, gives the same ranks, matches and arrays."""
+    image_ids = np.asarray(image_ids).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.shape != image_ids.shape:
+        raise KpbenchError(f"scores: expected {len(image_ids)} values, got {scores.shape[0]}")
+    if np.isnan(scores).any():
+        raise KpbenchError("scores: NaN cannot be ranked")
+    num = len(image_ids)
+    if num == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(num), -scores, image_ids))
+    sorted_images = image_ids[order]
+    new_image = np.concatenate(([True], sorted_images[1:] != sorted_images[:-1]))
+    starts = np.flatnonzero(new_image)
+    rank = np.arange(num) - np.repeat(starts, np.diff(np.append(starts, num)))
+    return np.sort(order[rank < max_det])
+
+
+class KeypointPartEvaluator:
+    """COCOeval's keypoint evaluation of one set of detections on parts of the keypoints (a group, one keypoint),
+    each as if the GT and the detections held only the part's keypoints, with their sigmas, and each GT's
+    num_keypoints recounted as its labelled (v > 0) keypoints in the part (`kpbench.analysis.keypoint_ap`).
+
+    What every part shares is prepared once: the GT arrays (`gt`: a parsed COCO GT dict or `GroundTruthArrays`;
+    `category_id` its keypoint category), and the detections COCOeval evaluates (`evaluated_detections`: each
+    image's top maxDets by score, the same for every part). `image_ids` (N,), `keypoints` (N, K, 3), `scores` (N,)
+    in results order; `areas` (N,) each detection's area in the whole evaluation (default: its keypoints' extent),
+    which a part keeps (a single keypoint has no extent). `sigmas` (K,) and `settings` as `KeypointEvaluator`'s.
+    """
+
+    def __init__(
+        self, gt: dict[str, Any] | GroundTruthArrays, sigmas: np.ndarray | Sequence[float],
+        settings: EvalSettings | None, category_id: int | None, image_ids: np.ndarray, keypoints: np.ndarray,
+        scores: np.ndarray, areas: np.ndarray | None = None,
+    ) -> None:
+        self.settings = settings or EvalSettings()
+        self.sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+        self.whole = KeypointEvaluator(gt, self.sigmas, self.settings, category_id=category_id)
+        self.category_id = self.whole.category_id
+        k = len(self.sigmas)
+        image_ids = np.asarray(image_ids).reshape(-1)
+        num = len(image_ids)
+        keypoints = np.asarray(keypoints, dtype=np.float64)
+        if keypoints.size == 0 and num == 0:
+            keypoints = keypoints.reshape(0, k, 3)
+        if keypoints.shape != (num, k, 3):
+            raise KpbenchError(f"keypoints: expected shape {(num, k, 3)}, got {keypoints.shape}")
+        if areas is None:
+            areas = keypoint_extent_areas(keypoints, keypoint_extents(keypoints))
+        areas = np.asarray(areas, dtype=np.float64).reshape(-1)
+        if areas.shape != (num,):
+            raise KpbenchError(f"areas: expected {num} values, got {areas.shape[0]}")
+        kept = evaluated_detections(image_ids, scores, self.whole.max_dets[-1])
+        self.image_ids = image_ids[kept]
+        self.keypoints = keypoints[kept]
+        self.scores = np.asarray(scores, dtype=np.float64).reshape(-1)[kept]
+        self.areas = areas[kept]
+        gt_arrays = self.whole.ground_truth
+        assert gt_arrays.keypoints is not None  # a keypoint evaluator's GT has keypoints
+        self._gt_keypoints = gt_arrays.keypoints
+
+    def part_ground_truth(self, indices: Sequence[int]) -> GroundTruthArrays:
+        """The GT arrays cut down to the keypoints `indices`, num_keypoints recounted in them."""
+        sliced = self._gt_keypoints[:, list(indices), :]
+        return replace(self.whole.ground_truth, keypoints=sliced, no_keypoints=~(sliced[:, :, 2] > 0).any(axis=1))
+
+    def num_counted(self, indices: Sequence[int] | None) -> int:
+        """GTs COCOeval counts in the first area range of part `indices` (None: the whole set, the GT's own
+        num_keypoints): not crowd, a labelled keypoint in the part, the area in the range."""
+        gt = self.whole.ground_truth if indices is None else self.part_ground_truth(indices)
+        lo, hi = self.whole.area_ranges[0]
+        return int(np.count_nonzero(~gt.iscrowd & ~gt.no_keypoints & (gt.areas >= lo) & (gt.areas <= hi)))
+
+    def evaluate_part(self, indices: Sequence[int] | None) -> VectorizedResult:
+        """The evaluation of part `indices` (0-based keypoints, in the order given; None: the whole set with the
+        GT's own num_keypoints). Its matches are indexed by the evaluated detections (see `evaluated_detections`)."""
+        if indices is None:
+            return self.whole.evaluate(self.image_ids, self.keypoints, self.scores, areas=self.areas)
+        columns = list(indices)
+        evaluator = KeypointEvaluator(self.part_ground_truth(columns), self.sigmas[columns], self.settings,
+                                      category_id=self.category_id)
+        return evaluator.evaluate(self.image_ids, self.keypoints[:, columns, :], self.scores, areas=self.areas)
 
 
 def _precision_at_recalls(
