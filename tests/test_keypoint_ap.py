@@ -406,6 +406,14 @@ def test_a_runs_keypoint_ap_reads_its_store_not_its_results_file(tmp_path: Path,
         # Handed the run's evaluation, the "all" row is that evaluation (not made again); it is the same numbers.
         assert (from_run["all"].precision is results["keypoints"].precision) == (given is not None)
     assert from_file["all"].stats == results["keypoints"].stats
+    # Handed the evaluation, the ground truth it parsed is checked again, not read again from ground_truth.json.
+    from kpbench.evaluation import runeval
+
+    def no_gt_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ground_truth.json was read again")
+
+    monkeypatch.setattr(runeval, "load_run_ground_truth", no_gt_read)
+    assert keypoint_ap_for_run(run, result=results["keypoints"]).rows() == from_file.rows()
 
 
 def crowded_scene(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

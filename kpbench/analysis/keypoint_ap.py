@@ -126,17 +126,9 @@ class _Inputs:
     gt: GroundTruth
     schema: KeypointSchema
     dets: DetectionArrays  # the keypoint category's detections, results order
-    areas: np.ndarray  # (N,) each detection's area in the whole evaluation
+    areas: np.ndarray | None  # (N,) each detection's area in the whole evaluation; None: its keypoints' extent
     boxes: np.ndarray | None  # (N, 4) the results' own boxes when pycocotools reads them (loadRes), else None
     notes: list[str]
-
-
-def _keypoint_extent_areas(keypoints: np.ndarray) -> np.ndarray:
-    """pycocotools' loadRes area of keypoint results without a box: (max x - min x) * (max y - min y)."""
-    if len(keypoints) == 0:
-        return np.zeros(0)
-    x, y = keypoints[:, :, 0], keypoints[:, :, 1]
-    return (x.max(axis=1) - x.min(axis=1)) * (y.max(axis=1) - y.min(axis=1))
 
 
 def _prepare(
@@ -162,8 +154,9 @@ def _prepare(
                                f"{schema.name} schema {schema.num_keypoints}")
         if zero_rule is not None:
             results, notes = without_zero_keypoint_arrays(results, notes, zero_rule)
-        dets = results.take(results.category_ids == schema.category_id)
-        areas = _keypoint_extent_areas(dets.keypoints)  # type: ignore[arg-type]
+        in_category = results.category_ids == schema.category_id
+        dets = results if in_category.all() else results.take(in_category)  # a run's: no 200 MB copy
+        areas = None  # the keypoints' extent, computed for the detections evaluated only
     else:
         res = load_results(results, gt_data, "keypoints")
         if zero_rule is not None:
@@ -186,7 +179,7 @@ def _prepare(
             boxes = np.asarray([r["bbox"] for r in records], dtype=np.float64).reshape(n, 4)
             areas = boxes[:, 2] * boxes[:, 3]
         else:
-            areas = _keypoint_extent_areas(keypoints)
+            areas = None
     return _Inputs(gt_data, schema, dets, areas, boxes, notes)
 
 
@@ -367,12 +360,19 @@ def keypoint_ap_for_run(
     (as `evaluate_run` returns it, so nothing is read again) or, without one, the run's store read and checked as
     `kpbench evaluate RUN_DIR` reads it. No results file is parsed (at 500,000 detections, parsing
     keypoints_results.json cost three times the 22 evaluations)."""
+    from kpbench.evaluation.cocofiles import validate_ground_truth
     from kpbench.evaluation.runeval import finished_run_arrays, load_run_ground_truth, run_checked_detections
     from kpbench.runs.directory import run_dir_format
 
     run_dir = Path(run_dir)
     schema = run_dir_format(run_dir).schema
-    gt = load_run_ground_truth(run_dir, ("keypoints",))
+    inputs = result.inputs if result is not None else None
+    if inputs is not None and inputs.iou_type == "keypoints" and inputs.gt_dataset is not None:
+        # The evaluation's own parse of ground_truth.json, checked again (a tenth of reading the file again).
+        gt_keypoints = validate_ground_truth(inputs.gt_dataset, inputs.gt_source, "keypoints", copy=False,
+                                           schema=schema)
+    else:
+        gt_keypoints = load_run_ground_truth(run_dir, ("keypoints",))["keypoints"]
     whole = None
     if result is not None and result.inputs is not None:
         detections = result.detection_arrays()
@@ -383,8 +383,9 @@ def keypoint_ap_for_run(
                 and result.schema.protocol == "coco"):
             whole = result
     else:
-        detections = run_checked_detections(run_dir, finished_run_arrays(run_dir), gt)["keypoints"].detections
-    return keypoint_ap(gt["keypoints"], detections, schema=schema, groups=groups, per_keypoint=per_keypoint,
+        checked = run_checked_detections(run_dir, finished_run_arrays(run_dir), {"keypoints": gt_keypoints})
+        detections = checked["keypoints"].detections
+    return keypoint_ap(gt_keypoints, detections, schema=schema, groups=groups, per_keypoint=per_keypoint,
                        evaluator=evaluator, whole=whole)
 
 

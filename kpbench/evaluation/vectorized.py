@@ -769,16 +769,15 @@ class KeypointPartEvaluator:
             keypoints = keypoints.reshape(0, k, 3)
         if keypoints.shape != (num, k, 3):
             raise KpbenchError(f"keypoints: expected shape {(num, k, 3)}, got {keypoints.shape}")
-        if areas is None:
-            areas = keypoint_extent_areas(keypoints, keypoint_extents(keypoints))
-        areas = np.asarray(areas, dtype=np.float64).reshape(-1)
-        if areas.shape != (num,):
-            raise KpbenchError(f"areas: expected {num} values, got {areas.shape[0]}")
+        if areas is not None:
+            areas = np.asarray(areas, dtype=np.float64).reshape(-1)
+            if areas.shape != (num,):
+                raise KpbenchError(f"areas: expected {num} values, got {areas.shape[0]}")
         kept = evaluated_detections(image_ids, scores, self.whole.max_dets[-1])
         self.image_ids = image_ids[kept]
         self.keypoints = keypoints[kept]
         self.scores = np.asarray(scores, dtype=np.float64).reshape(-1)[kept]
-        self.areas = areas[kept]
+        self.areas = keypoint_extent_areas(self.keypoints) if areas is None else areas[kept]
         gt_arrays = self.whole.ground_truth
         assert gt_arrays.keypoints is not None  # a keypoint evaluator's GT has keypoints
         self._gt_keypoints = gt_arrays.keypoints
