@@ -346,6 +346,8 @@ def test_precision_at_recalls_from_true_positives_is_cocoeval_accumulate(npig: i
             if pi >= nd:
                 break
             q[ri], ss[ri] = pr[pi], scores[pi]
-        ours = _precision_at_recalls(np.flatnonzero(tps), np.cumsum(tps | fps), npig, nd, scores, _RECALL_THRESHOLDS)
+        tp_positions = np.flatnonzero(tps)
+        ours = _precision_at_recalls(tp_positions, np.cumsum(tps | fps)[tp_positions], npig, nd, scores,
+                                     _RECALL_THRESHOLDS)
         assert np.array_equal(ours[0], q) and np.array_equal(ours[1], ss)
         assert ours[2] == (rc[-1] if nd else 0)

@@ -402,3 +402,16 @@ def test_real_coco_sample_with_jittered_detections() -> None:
     assert_same_as_pycocotools(gt, results, EvalSettings(
         area_ranges=(("all", 32.0**2, 1e10), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e10)),
         iou_thresholds=(0.1,)))
+
+
+def test_any_over_the_last_axis_read_as_words_is_numpys_any() -> None:
+    """The matching's `any` over a unit's GT slots (1, 2, 4 or 8 flags read as one integer) is numpy's, for every
+    pattern of flags, and falls back to numpy for other widths and non-contiguous arrays."""
+    from kpbench.evaluation.vectorized import _any_last_axis
+
+    for width in (1, 2, 3, 4, 8, 16):
+        patterns = ((np.arange(2**min(width, 10))[:, None] >> np.arange(width)) & 1).astype(bool)  # (P, width)
+        mask = np.broadcast_to(patterns[:, None, :], (len(patterns), 3, width)).copy()
+        assert np.array_equal(_any_last_axis(mask), mask.any(axis=-1)), width
+        strided = np.concatenate([mask, mask], axis=2)[:, :, ::2]
+        assert np.array_equal(_any_last_axis(strided), strided.any(axis=-1)), width
