@@ -215,6 +215,17 @@ class VectorizedResult:
     dt_kept: np.ndarray  # (N,) within the first maxDets[-1] of its unit by score (evaluated at all)
 
 
+@dataclass
+class _DetectionOrder:
+    """What an evaluation makes of the detections' units and scores alone (`CocoEvaluator._detection_order`)."""
+
+    kept: np.ndarray  # (E,) results indices of the detections evaluated, unit by unit, by rank
+    kept_unit: np.ndarray  # (E,)
+    kept_rank: np.ndarray  # (E,)
+    dt_count: np.ndarray  # (U,) detections evaluated per unit
+    accumulation: np.ndarray  # (E,) positions into `kept` in COCOeval.accumulate's order
+
+
 class CocoEvaluator:
     """A COCO ground truth prepared once for one iou type; evaluates detection arrays exactly as COCOeval.
 
@@ -435,25 +446,42 @@ class CocoEvaluator:
         unit = cat * self._num_images + img if self.use_cats else img
         return self._evaluate(unit, np.where(listed, cat, 0), listed, scores, geometry, dt_areas, ignore, extents)
 
-    def _evaluate(
-        self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray, geometry: np.ndarray,
-        dt_areas: np.ndarray, ignore: np.ndarray, dt_extents: np.ndarray | None = None,
-    ) -> VectorizedResult:
-        num = len(unit)
-        num_units = self._num_units
-        area_count, thr_count = len(self.area_ranges), len(self.iou_thresholds)
-        combos = area_count * thr_count  # matching state is indexed by c = area * T + threshold
+    def _detection_order(
+        self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray,
+    ) -> _DetectionOrder:
+        """Step 1 (see the module docstring) and the order of the accumulation: they depend on the detections'
+        units and scores alone, not on their geometry nor the GTs'."""
+        # Per unit by descending score (stable: category, then results order), the first maxDets[-1] kept.
         max_det = self.max_dets[-1]
-
-        # 1. Per unit by descending score (stable: category, then results order), the first maxDets[-1] kept.
         candidates = np.flatnonzero(listed)
         order = candidates[np.lexsort((candidates, cat[candidates], -scores[candidates], unit[candidates]))]
-        dt_count_all = np.bincount(unit[order], minlength=num_units)
+        dt_count_all = np.bincount(unit[order], minlength=self._num_units)
         rank_sorted = np.arange(len(order)) - _starts(dt_count_all)[unit[order]]
         keep = rank_sorted < max_det
         kept = order[keep]  # results indices, unit by unit, by rank
         kept_unit, kept_rank = unit[kept], rank_sorted[keep]
-        dt_count = np.minimum(dt_count_all, max_det)
+        # COCOeval.accumulate's order: per category, images in id order, each by rank, then a stable sort by
+        # descending score: (category, score, image, rank); every maxDet's subset keeps it.
+        kept_image = kept_unit % self._num_images if self._num_images else kept_unit
+        kept_cat = kept_unit // self._num_images if self._num_images else kept_unit
+        accumulation = np.lexsort((kept_rank, kept_image, -scores[kept], kept_cat))
+        return _DetectionOrder(kept, kept_unit, kept_rank, np.minimum(dt_count_all, max_det), accumulation)
+
+    def _evaluate(
+        self, unit: np.ndarray, cat: np.ndarray, listed: np.ndarray, scores: np.ndarray, geometry: np.ndarray,
+        dt_areas: np.ndarray, ignore: np.ndarray, dt_extents: np.ndarray | None = None,
+        order: _DetectionOrder | None = None,
+    ) -> VectorizedResult:
+        """`evaluate` on validated inputs. `order`: `_detection_order` of these units and scores, when an
+        evaluator with the same images, categories and maxDets[-1] made it already (parts of one evaluation)."""
+        num = len(unit)
+        area_count, thr_count = len(self.area_ranges), len(self.iou_thresholds)
+        combos = area_count * thr_count  # matching state is indexed by c = area * T + threshold
+
+        # 1. Per unit by descending score, the first maxDets[-1] kept.
+        if order is None:
+            order = self._detection_order(unit, cat, listed, scores)
+        kept, kept_unit, kept_rank, dt_count = order.kept, order.kept_unit, order.kept_rank, order.dt_count
         dt_start = _starts(dt_count)
         num_gt = len(self.gt_ann_ids)
 
@@ -536,11 +564,10 @@ class CocoEvaluator:
         kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
 
         # 3. Accumulation.
-        kept_image = kept_unit % self._num_images if self._num_images else kept_unit
         kept_cat = kept_unit // self._num_images if self._num_images else kept_unit
         gt_cat = self.gt_unit // self._num_images if self._num_images else self.gt_unit
         precision, recall, score_at = self._accumulate(
-            scores[kept], kept_cat, kept_image, kept_rank, counted, kept_dt_ignore, gt_ignored, gt_cat,
+            scores[kept], kept_cat, kept_rank, counted, kept_dt_ignore, gt_ignored, gt_cat, order.accumulation,
         )
         stats = summarize(precision, recall, self.iou_thresholds, self.area_labels, self.max_dets, self.iou_type)
 
@@ -605,20 +632,18 @@ class CocoEvaluator:
             gt_match[a * thr_count + t_gt, final_gt] = final_det
 
     def _accumulate(
-        self, scores: np.ndarray, cat: np.ndarray, image: np.ndarray, rank: np.ndarray, counted: np.ndarray,
-        dt_ignore: np.ndarray, gt_ignored: np.ndarray, gt_cat: np.ndarray,
+        self, scores: np.ndarray, cat: np.ndarray, rank: np.ndarray, counted: np.ndarray, dt_ignore: np.ndarray,
+        gt_ignored: np.ndarray, gt_cat: np.ndarray, order: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """COCOeval.accumulate over the kept detections (scores (D,), their category, image and rank, matches and
-        ignore flags (C, D)), with the GT ignore flags per area range (A, G) and the GTs' categories (G,)."""
+        """COCOeval.accumulate over the kept detections (scores (D,), their category and rank, matches and ignore
+        flags (C, D)), with the GT ignore flags per area range (A, G) and the GTs' categories (G,); `order` (D,):
+        the detections in accumulation order (`_detection_order`)."""
         thr_count, rec_count = len(self.iou_thresholds), len(self.recall_thresholds)
         area_count, m_count = len(self.area_ranges), len(self.max_dets)
         cat_count = len(self.category_ids)
         precision = -np.ones((thr_count, rec_count, cat_count, area_count, m_count))
         recall = -np.ones((thr_count, cat_count, area_count, m_count))
         score_at = -np.ones((thr_count, rec_count, cat_count, area_count, m_count))
-        # Per category, images in id order, each by rank, then a stable sort by descending score: the order is
-        # (category, score, image, rank), and every maxDet's subset keeps it.
-        order = np.lexsort((rank, image, -scores, cat))
         bounds = np.searchsorted(cat[order], np.arange(cat_count + 1))
         # COCOeval's npig per (category, area range): the GTs it counts.
         npig = np.zeros((cat_count, area_count), dtype=np.int64)
@@ -781,6 +806,11 @@ class KeypointPartEvaluator:
         self.keypoints = keypoints[kept]
         self.scores = np.asarray(scores, dtype=np.float64).reshape(-1)[kept]
         self.areas = keypoint_extent_areas(self.keypoints) if areas is None else areas[kept]
+        # What the evaluation of every part makes of the detections' images and scores: made once.
+        self._unit = self.whole.ground_truth.image_index(self.image_ids)  # one category: a unit is an image
+        self._listed = np.ones(len(kept), dtype=bool)
+        self._order = self.whole._detection_order(self._unit, np.zeros(len(kept), dtype=np.int64), self._listed,
+                                                  self.scores)
         gt_arrays = self.whole.ground_truth
         assert gt_arrays.keypoints is not None  # a keypoint evaluator's GT has keypoints
         self._gt_keypoints = gt_arrays.keypoints
@@ -801,11 +831,15 @@ class KeypointPartEvaluator:
         """The evaluation of part `indices` (0-based keypoints, in the order given; None: the whole set with the
         GT's own num_keypoints). Its matches are indexed by the evaluated detections (see `evaluated_detections`)."""
         if indices is None:
-            return self.whole.evaluate(self.image_ids, self.keypoints, self.scores, areas=self.areas)
-        columns = list(indices)
-        evaluator = KeypointEvaluator(self.part_ground_truth(columns), self.sigmas[columns], self.settings,
-                                      category_id=self.category_id)
-        return evaluator.evaluate(self.image_ids, self.keypoints[:, columns, :], self.scores, areas=self.areas)
+            evaluator, keypoints = self.whole, self.keypoints
+        else:
+            columns = list(indices)
+            evaluator = KeypointEvaluator(self.part_ground_truth(columns), self.sigmas[columns], self.settings,
+                                          category_id=self.category_id)
+            keypoints = np.ascontiguousarray(self.keypoints[:, columns, :])
+        return evaluator._evaluate(self._unit, np.zeros(len(self._unit), dtype=np.int64), self._listed, self.scores,
+                                   keypoints, self.areas, evaluator.gt_ignore, keypoint_extents(keypoints),
+                                   self._order)
 
 
 def _precision_at_recalls(
