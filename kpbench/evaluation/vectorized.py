@@ -65,6 +65,7 @@ _KEYPOINT_MAX_DETS = (20,)
 _BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
 _OKS_BLOCK = 4096  # detection-GT pairs per pass of the OKS arithmetic
+_REACH_BLOCK = 8192  # detection-GT pairs per pass of the OKS bound
 
 
 @dataclass
@@ -384,13 +385,17 @@ class CocoEvaluator:
         bound with the largest variance, and a margin of 0.1% (the rounding of the real computation is some 1e-15),
         cannot reach `lowest`. A NaN anywhere leaves the pair to the computation.
         """
-        reach = self._gt_reach[gt]
-        extent = dt_extents[det]
+        out = np.empty(len(det), dtype=bool)
+        factor = -np.log(lowest) * 2.0 * float(self.variances.max()) * 1.001
+        # Blocks of pairs: temporaries that stay in the cache (whole-length ones cost more in fresh pages).
         with np.errstate(invalid="ignore", over="ignore"):
-            gap_x = np.maximum(np.maximum(reach[:, 0] - extent[:, 1], extent[:, 0] - reach[:, 1]), 0.0)
-            gap_y = np.maximum(np.maximum(reach[:, 2] - extent[:, 3], extent[:, 2] - reach[:, 3]), 0.0)
-            limit = (-np.log(lowest) * 2.0 * float(self.variances.max()) * 1.001) * self._gt_denominator[gt]
-            return ~(gap_x**2 + gap_y**2 > limit)
+            for lo in range(0, len(det), _REACH_BLOCK):
+                g, d = gt[lo:lo + _REACH_BLOCK], det[lo:lo + _REACH_BLOCK]
+                reach, extent = self._gt_reach[g], dt_extents[d]
+                gap_x = np.maximum(np.maximum(reach[:, 0] - extent[:, 1], extent[:, 0] - reach[:, 1]), 0.0)
+                gap_y = np.maximum(np.maximum(reach[:, 2] - extent[:, 3], extent[:, 2] - reach[:, 3]), 0.0)
+                out[lo:lo + _REACH_BLOCK] = ~(gap_x**2 + gap_y**2 > factor * self._gt_denominator[g])
+        return out
 
     # --- evaluation ------------------------------------------------------------------------------------------
 
