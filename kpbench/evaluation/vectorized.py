@@ -549,16 +549,24 @@ class CocoEvaluator:
                 gtm = _merge(nan_units, gtm, gtm2)
             else:
                 dtm, dtig, gtm = _match_padded(sim, dt_count[units], slot_valid, ign, crowd, threshold_c)
-            # Back to kept-detection and GT positions.
+            # Back to kept-detection and GT positions, written in ascending position: each row of the (C, .)
+            # outputs is then written front to back (in bucket order, five times slower at 100,000 detections).
             p, r = np.nonzero(_any_last_axis(valid))
             pos = dt_start[units][p] + r
-            local = dtm[p, :, r]  # (pairs, C)
-            kept_match[:, pos] = np.where(local >= 0, self._gt_start[units][p][:, None] + local, -1).T
+            ascending = np.argsort(pos)
+            p, r, pos = p[ascending], r[ascending], pos[ascending]
+            matched = dtm[p, :, r]  # (pairs, C) slot in the unit, -1 for none: made GT positions in place (int32,
+            # as kept_match: a cast or fresh temporaries at this size cost more than the rest of the scatter)
+            np.add(matched, self._gt_start[units][p].astype(np.int32)[:, None], out=matched, where=matched >= 0)
+            kept_match[:, pos] = matched.T
             kept_dt_ignore[:, pos] = dtig[p, :, r].T
             p, s = np.nonzero(slot_valid)
+            gt_pos = self._gt_start[units][p] + s
+            ascending = np.argsort(gt_pos)
+            p, s, gt_pos = p[ascending], s[ascending], gt_pos[ascending]
             rank = gtm[p, :, s]  # (slots, C)
             det_of = kept[np.clip(dt_start[units][p][:, None] + rank, 0, max(len(kept) - 1, 0))]
-            gt_match[:, self._gt_start[units][p] + s] = np.where(rank >= 0, det_of, -1).T
+            gt_match[:, gt_pos] = np.where(rank >= 0, det_of, -1).T
 
         # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
         counted = kept_match >= 0
