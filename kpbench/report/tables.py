@@ -668,8 +668,8 @@ def build_report(
     if stats is not None and kind != "thresholds":
         raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
-    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.sweep.report)
-        from kpbench.sweep.report import sweep_report
+    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.report.sweeps)
+        from kpbench.report.sweeps import sweep_report
 
         return sweep_report(paths)
     if kind == "speed":
