@@ -372,13 +372,15 @@ def _speed_section(speed_csvs: Sequence[Path]) -> str:
     from kpbench.report.tables import speed_report
 
     tables = speed_report(list(speed_csvs))
-    table = tables.get("table")
-    if table is None or table.empty:
+    table, topdown = tables.get("table"), tables.get("topdown")
+    if (table is None or table.empty) and (topdown is None or topdown.empty):
         return _missing("The speed files hold no rows.")
     runtimes = tables.get("runtimes")  # the runtime x size table (kpbench.report.runtimes), when there is one
     extra = "" if runtimes is None else ("<h3>Runtimes: ΔAP against eager, 95% paired bootstrap interval in points"
                                          "</h3>" + _table(runtimes.to_dict("records")))
-    return _table(table.to_dict("records")) + extra
+    if topdown is not None and not topdown.empty:  # kpbench speed --person-boxes: per crop, image and person
+        extra += "<h3>Top-down: per crop pass, per image and per person</h3>" + _table(topdown.to_dict("records"))
+    return ("" if table is None or table.empty else _table(table.to_dict("records"))) + extra
 
 
 def _comparison_section(runs: Sequence[dict[str, Any]]) -> str:
