@@ -140,6 +140,27 @@ def test_a_torn_tail_is_ignored_and_cut_and_a_damaged_record_is_an_error(tmp_pat
         scan_store(path)
 
 
+def test_an_empty_or_cut_store_is_an_empty_store_to_every_reader_and_the_merge(tmp_path: Path) -> None:
+    """A detections.bin of 0 to 7 bytes (created, then killed or copied short) is an empty store: read as no
+    images, and merged (a resume) into a canonical store holding the JSON lines' images, never parsed as JSON lines."""
+    from kpbench.runs.merge import write_canonical_store
+
+    run = make_run_dir(tmp_path).path  # format 2: detections.jsonl holds images 7, 42 and 1000
+    expected = read_run_arrays(run)
+    lines = (run / "detections.jsonl").read_bytes()
+    for cut in (0, 5, 7):
+        (run / "detections.bin").write_bytes(FILE_HEADER[:cut])
+        (run / "detections.jsonl").write_bytes(lines)
+        assert len(read_detection_files([run / "detections.bin"])) == 0
+        merged = write_canonical_store(run, [7, 42, 1000])
+        assert merged.image_ids.tolist() == [7, 42, 1000]
+        assert np.array_equal(merged.detections.keypoints, expected.detections.keypoints)
+        assert not (run / "detections.jsonl").exists() and (run / "detections.bin").read_bytes()[:8] == b"KPBSTORE"
+    for cut in (0, 5, 7):  # the store alone (a run killed before its first image): nothing cached yet
+        (run / "detections.bin").write_bytes(FILE_HEADER[:cut])
+        assert len(write_canonical_store(run, [7, 42, 1000])) == 0
+
+
 def test_the_writer_appends_in_order_and_groups_its_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each model call's images are appended in order (those already stored skipped); fsync runs at most once per
     sync interval while images arrive, within about one interval of the last write, and at close."""
