@@ -331,11 +331,15 @@ def test_export_writes_coco_results_and_json_lines_from_any_run(tmp_path: Path, 
     assert ((tmp_path / "coco" / "keypoints_results.json").read_bytes(),
             (tmp_path / "coco" / "bbox_results.json").read_bytes()) == expected
     code, out, err = run_cli("export", stored.path, "--to", "jsonl")
-    assert code == 0 and out == f"wrote {stored.path / 'detections.jsonl'}\n", err
-    assert (stored.path / "detections.jsonl").read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
-    code, _, err = run_cli("export", legacy.path, "--to", "jsonl")
-    assert code == 2 and err == (f"error: {legacy.path / 'detections.jsonl'}: exists (the run's own JSON lines); "
-                                 "give --out FILE\n")
+    exported = stored.path / "export" / "detections.jsonl"  # not RUN_DIR/detections.jsonl, which the run would read
+    assert code == 0 and out == f"wrote {exported}\n", err
+    assert exported.read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
+    assert read_run_arrays(stored.path).image_ids.tolist() == [7, 42, 1000]
+    assert [p.name for p in rundir.detection_files(stored.path)] == ["detections.bin"]
+    for own in ("detections.jsonl", "detections.bin", "detections.rank1.jsonl"):  # the run's own inputs: refused
+        code, _, err = run_cli("export", legacy.path, "--to", "jsonl", "--out", legacy.path / own)
+        assert code == 2 and err == (f"error: --out {legacy.path / own}: a run directory reads this file as its "
+                                     "detections (and a resume merges it away); export elsewhere\n")
     code, _, err = run_cli("export", legacy.path, "--to", "jsonl", "--out", tmp_path / "again.jsonl")
     assert code == 0 and (tmp_path / "again.jsonl").read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
     code, _, err = run_cli("export", legacy.path, "--to", "csv")
