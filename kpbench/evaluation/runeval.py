@@ -307,35 +307,44 @@ def run_results(
     return {t: validate_results(by_type[t], rebuilt_source(run_dir), g, t) for t, g in gt.items()}
 
 
-def results_files_record(run_dir: str | Path, image_ids: np.ndarray) -> dict[str, Any]:
-    """What the COCO results files were written from, and what they were: the images written (count and CRC-32 of
-    their ids) and [name, size, mtime_ns] of each detections file (the store and any shards) and of each results
-    file, for `results_files_current`."""
-    import zlib
-
+def detection_stamps(run_dir: str | Path) -> list[list[Any]]:
+    """[name, size, mtime_ns, inode] of each detections file of the run (the store and any shards): taken before
+    the detections are read, so that a store rewritten while they are (a resume) never matches what was read."""
     from kpbench.runs.directory import detection_files
 
-    def stamp(path: Path) -> list[Any]:
-        st = path.stat()
-        return [path.name, st.st_size, st.st_mtime_ns]
+    return [_stamp(p) for p in detection_files(run_dir)]
+
+
+def _stamp(path: Path) -> list[Any]:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def results_files_record(run_dir: str | Path, image_ids: np.ndarray, detections: list[list[Any]]) -> dict[str, Any]:
+    """What the COCO results files were written from, and what they were: the images written (count and CRC-32 of
+    their ids), the `detection_stamps` taken before the detections were read, and [name, size, mtime_ns, inode] of
+    each results file, for `results_files_current`."""
+    import zlib
 
     ids = np.ascontiguousarray(image_ids, dtype=np.int64)
-    return {"images": [len(ids), zlib.crc32(ids.tobytes())],
-            "detections": [stamp(p) for p in detection_files(run_dir)],
-            "results": [stamp(keypoint_results_path(run_dir)), stamp(bbox_results_path(run_dir))]}
+    return {"images": [len(ids), zlib.crc32(ids.tobytes())], "detections": detections,
+            "results": [_stamp(keypoint_results_path(run_dir)), _stamp(bbox_results_path(run_dir))]}
 
 
-def results_files_current(run_dir: str | Path, manifest: dict[str, Any], image_ids: np.ndarray) -> bool:
+def results_files_current(
+    run_dir: str | Path, manifest: dict[str, Any], image_ids: np.ndarray, detections: list[list[Any]]
+) -> bool:
     """Whether the run's COCO results files are the ones written from its store as it is now: the manifest's
-    `results_files` record (written with them) equals the images and the files' size and modification time, so
-    neither the store (a resumed or merged run rewrites it) nor a results file (edited, deleted) has changed since.
+    `results_files` record (written with them) equals the images, the detections files as read (`detections`, the
+    stamps taken before reading them) and the results files' size, modification time and inode, so neither the
+    store (a resumed or merged run rewrites it) nor a results file (edited, replaced, deleted) has changed since.
     Then evaluating the run again need not rewrite them: they would get the same bytes (the encoder is
     deterministic), and at 500,000 detections writing them is half of `kpbench evaluate RUN_DIR`."""
     record = manifest.get("results_files")
     if not isinstance(record, dict):
         return False
     try:
-        return record == results_files_record(run_dir, image_ids)
+        return record == results_files_record(run_dir, image_ids, detections)
     except OSError:  # a results file is missing
         return False
 
@@ -363,6 +372,7 @@ def evaluate_run(
     check_backend(backend)
     started = time.perf_counter()
     manifest = read_manifest(run_dir)
+    stamps = detection_stamps(run_dir)  # before reading (or as the run holds them: just written)
     ra = finished_run_arrays(run_dir, manifest, arrays)
     gt = load_run_ground_truth(run_dir)
     checked = run_checked_detections(run_dir, ra, gt)
@@ -373,7 +383,7 @@ def evaluate_run(
     written: list[Path] = []
     if write:
         files = [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
-        if results_files_current(run_dir, manifest, ra.image_ids):
+        if results_files_current(run_dir, manifest, ra.image_ids, stamps):
             for path in files:
                 if on_keep is not None:
                     on_keep(path)
@@ -382,7 +392,7 @@ def evaluate_run(
             write_coco_results(files[0], ra.detections, "keypoints")
             write_coco_results(files[1], ra.detections, "bbox")
             written += files
-            record = results_files_record(run_dir, ra.image_ids)
+            record = results_files_record(run_dir, ra.image_ids, stamps)
         written += write_metrics(run_dir, results)
         manifest = read_manifest(run_dir)
         manifest["results_files"] = record
