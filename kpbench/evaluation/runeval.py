@@ -41,7 +41,6 @@ from kpbench.runs.directory import (
     keypoint_results_path,
     manifest_path,
     read_manifest,
-    shard_paths,
     write_manifest,
 )
 from kpbench.runs.results import write_coco_results
@@ -183,11 +182,7 @@ def finished_run_arrays(
             f"{run_dir}: run incomplete, {int(cached.sum())} of {len(wanted)} images have detections "
             "(re-run the same `kpbench run` command to finish it)"
         )
-    if len(found.image_ids) != len(wanted) or not np.array_equal(found.image_ids, wanted):
-        keep_images = np.isin(found.image_ids, wanted)
-        rows = np.repeat(keep_images, found.counts)
-        found = RunArrays(found.image_ids[keep_images], found.counts[keep_images], found.detections.take(rows),
-                          found.boxes_xyxy[rows], [s for s, k in zip(found.input_shapes, keep_images.tolist()) if k])
+    found = found.select(wanted)  # the images the manifest lists (the store may hold others: a narrowed rerun)
     check_finite_run_arrays(run_dir, found)
     return found
 
@@ -195,18 +190,7 @@ def finished_run_arrays(
 def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[ImageDetections]:
     """`finished_run_arrays` as one ImageDetections per image (image-id order), for code that reads a run image by
     image (drawing, the error analysis)."""
-    ra = finished_run_arrays(run_dir, manifest)
-    det = ra.detections
-    starts = np.concatenate([[0], np.cumsum(ra.counts)]).astype(np.int64)
-    out = []
-    for i, image_id in enumerate(ra.image_ids.tolist()):
-        rows = slice(int(starts[i]), int(starts[i + 1]))
-        out.append(ImageDetections(
-            image_id=int(image_id), boxes=ra.boxes_xyxy[rows], scores=det.scores[rows], labels=det.category_ids[rows],
-            keypoints=det.keypoints[rows], keypoint_scores=det.keypoint_scores[rows],  # type: ignore[index]
-            input_shape=ra.input_shapes[i],
-        ))
-    return out
+    return list(finished_run_arrays(run_dir, manifest).images())
 
 
 def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TYPES) -> dict[str, GroundTruth]:
@@ -233,19 +217,6 @@ def run_schema(run_dir: str | Path) -> KeypointSchema | None:
     return run_format(manifest).schema if "schema" in manifest else None
 
 
-def _cache_file_holding(run_dir: Path, image_id: int) -> Path:
-    """The store file whose record for `image_id` was read (the last file that has it)."""
-    shards = [p for p in shard_paths(run_dir) if p.is_file()]
-    if not shards:
-        return detections_path(run_dir)
-    from kpbench.runs.detections import iter_cache
-
-    for path in reversed([p for p in (detections_path(run_dir), *shards) if p.is_file()]):
-        if any(det.image_id == image_id for det in iter_cache(path)):
-            return path
-    return detections_path(run_dir)
-
-
 def check_finite_run_arrays(run_dir: str | Path, arrays: RunArrays) -> None:
     """Every score, box and keypoint that goes into the results files is finite; otherwise a KpbenchError naming
     the store file, the image id, the detection and its position in the rebuilt results (JSON has no NaN, and
@@ -269,7 +240,10 @@ def check_finite_run_arrays(run_dir: str | Path, arrays: RunArrays) -> None:
     image_id = int(arrays.image_ids[image])
     j = position - int(np.sum(arrays.counts[:image]))
     name = next(name for name, flags in first.items() if flags[position])
-    cache = _cache_file_holding(Path(run_dir), image_id)
+    try:
+        cache = arrays.file_of(image_id)  # the file whose record was read (a shard's wins over the store's)
+    except KeyError:  # arrays made without their files
+        cache = detections_path(run_dir)
     raise KpbenchError(
         f"{cache}: image {image_id}, detection {j} (result {position} of the rebuilt results): "
         f"'{name}' holds NaN or infinity; the cache is damaged or the model gave non-finite outputs "
