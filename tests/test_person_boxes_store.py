@@ -97,7 +97,7 @@ def test_an_undecodable_line_before_the_last_is_an_error_not_skipped(tmp_path: P
 
 def test_each_append_is_synced_to_disk_before_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The detections store syncs at most once a second: the boxes of a call must be durable before that call's
-    detections can reach it, so each append ends with an fsync of the box file, after its whole record is written."""
+    detections can reach it, so each append ends with an fsync (fdatasync) of the box file, after its whole record is written."""
     import os
 
     path = person_boxes_path(tmp_path)
@@ -110,6 +110,7 @@ def test_each_append_is_synced_to_disk_before_it_returns(tmp_path: Path, monkeyp
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync, raising=False)
     writer = PersonBoxWriter(path)
     writer.append([1, 2], [np.array([[0.0, 0, 10, 10]]), np.zeros((0, 4))], [np.array([0.5]), np.zeros(0)])
     first = path.stat().st_size

@@ -84,7 +84,8 @@ class PersonBoxWriter:
                 data = memoryview(b"".join(records))
                 while data:
                     data = data[os.write(fd, data):]
-                os.fsync(fd)  # durable before the detections store can record these images
+                # Durable before the detections store can record these images (fdatasync: the data and the size).
+                os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
