@@ -29,7 +29,8 @@ the adapter returns heatmaps (``flip_space`` "auto" or "heatmaps"), else in keyp
 averaged). A schema without flip pairs cannot be flip-tested (refused).
 
 **Detections.** One per selected person box: its box and its box score as the person score (post-processing, such
-as rescoring by the keypoint scores and OKS-NMS, is a stage of its own: `kpbench.engine.postprocess`); keypoints
+as rescoring by the keypoint scores and OKS-NMS, is a stage of its own: `kpbench.engine.postprocess`, whose OKS uses
+this model's `nms_areas`, the crop regions' areas); keypoints
 (x, y, 1) in image pixels and the crop model's keypoint scores.
 
 The composite asks the run loop for the image ids of each call (``wants_image_ids``): GT and file sources look
