@@ -187,7 +187,7 @@ TWO = BASE + "[resources.gpu]\ntime_min = 10\ngpus = 1\n"
         (TWO + "[[run]]\n", "'resources' is required when there are several [resources.NAME] tables (cpu, gpu)"),
         (BASE + "[[run]]\n[[run]]\n", "[[run]] 1 and [[run]] 2 give the same cell (run-keypointrcnn-cpu-"),
         (BASE + "[[speed]]\nbackend = 'hotcoco'\n", "[[speed]] 1: unknown key 'backend'"),
-        (BASE + "[[run]]\nbackend = 'cocoeval'\n", "'backend' must be one of pycocotools, hotcoco"),
+        (BASE + "[[run]]\nbackend = 'cocoeval'\n", "'backend' must be one of vectorized, pycocotools, hotcoco"),
         ("[resources.cpu]\ntime_min = 10\n[[run]]\n", "[[run]] 1: no 'coco_root' (and $KPBENCH_COCO_ROOT is not set)"),
         (BASE + "[defaults]\nmin_sise = 1\n", "not valid TOML"),  # a table given twice
         ("[resources.cpu]\ntime_min = 10\n[defaults]\nmin_sise = 1\n[[run]]\ncoco_root = 'x'\n",
@@ -200,6 +200,19 @@ def test_grid_mistakes_are_one_line_naming_file_block_and_key(tmp_path: Path, te
         load_grid(path, environ={})
     message = str(info.value)
     assert message.startswith(str(path)) and fragment in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
+def test_every_evaluation_backend_is_a_run_blocks_backend(tmp_path: Path, backend: str) -> None:
+    """Round 5, item 2: the grid takes the evaluation's own list of backends (the default, vectorized, too), and the
+    cell's command line passes it on."""
+    from kpbench.evaluation.backends import BACKENDS
+    from kpbench.sweep.sweep import cell_command
+
+    assert backend in BACKENDS  # the list this test walks is the evaluation's, not a third copy
+    (cell,) = load_grid(_grid(tmp_path, BASE + f"[[run]]\nbackend = '{backend}'\n"), environ={}).cells
+    assert cell.options == {"backend": backend}
+    assert cell_command("/py", "run", tmp_path / "c.toml", cell.options)[-2:] == ["--backend", backend]
 
 
 def test_runtimes_are_a_setting_like_any_other(tmp_path: Path) -> None:
