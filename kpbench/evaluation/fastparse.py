@@ -226,7 +226,7 @@ def _short_numbers(data: bytes) -> bool:
 
 def _keypoint_array(records: list, width: int, text: bool) -> np.ndarray | None:
     """(N, width) of the records' keypoint lists (their JSON text, or floats), else None (the full checks decide)."""
-    lists = [r.keypoints for r in records]
+    lists = list(map(attrgetter("keypoints"), records))
     return number_lists(lists, width) if text else _flat_lists(lists, width)
 
 
@@ -281,13 +281,12 @@ def _ground_truth(
         if keypoints is None:
             return None
         keypoints = keypoints.reshape(g, proved.num_keypoints, 3)
-        num_keypoints = _numbers(annotations, "num_keypoints")
-        no_keypoints = num_keypoints == 0
-        iscrowd = _numbers(annotations, "iscrowd")
+    iscrowd = _numbers(annotations, "iscrowd")
+    if iou_type == "keypoints":
+        no_keypoints = _numbers(annotations, "num_keypoints") == 0
         unlabelled = int(np.count_nonzero((iscrowd == 0) & no_keypoints))
         if unlabelled:
             notes.append(unlabelled_note(unlabelled, instance_noun(proved)))
-    iscrowd = _numbers(annotations, "iscrowd")
     boxes = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), annotations)), dtype=np.float64,
                         count=4 * g).reshape(g, 4)
     arrays = GroundTruthArrays(
