@@ -15,29 +15,30 @@ import warnings
 # for; nothing made while loading modules is garbage.
 _COLLECTING = gc.isenabled()
 gc.disable()
+try:
+    import typer
 
-import typer  # noqa: E402
+    from kpbench.cli import (  # noqa: F401  (each module registers its commands on `app`)
+        analysis,
+        analyze,
+        configcmd,
+        data,
+        demo,
+        evaluate,
+        export,
+        run,
+        speed,
+        sweep,
+        thresholds,
+        visual,
+    )
+    from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message
+    from kpbench.core.errors import KpbenchError, KpbenchWarning
 
-from kpbench.cli import (  # noqa: E402, F401  (each module registers its commands on `app`)
-    analysis,
-    analyze,
-    configcmd,
-    data,
-    demo,
-    evaluate,
-    export,
-    run,
-    speed,
-    sweep,
-    thresholds,
-    visual,
-)
-from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message  # noqa: E402
-from kpbench.core.errors import KpbenchError, KpbenchWarning  # noqa: E402
-
-gc.freeze()
-if _COLLECTING:
-    gc.enable()
+    gc.freeze()
+finally:  # (a failed import leaves the collector as it was)
+    if _COLLECTING:
+        gc.enable()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
