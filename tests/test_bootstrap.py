@@ -106,7 +106,7 @@ def test_a_request_checks_its_bounds() -> None:
         ({"replicates": 0}, "--bootstrap: needs at least 1 replicate, got 0"),
         ({"replicates": True}, "--bootstrap: must be a whole number, got True"),
         ({"replicates": 2.5}, "--bootstrap: must be a whole number, got 2.5"),
-        ({"level": 1.0}, "--level: must be in (0, 1), got 1.0"),
+        ({"level": 1.0}, "level: must be in (0, 1), got 1.0"),
     ):
         with pytest.raises(KpbenchError) as info:
             BootstrapRequest(**kwargs)

@@ -110,6 +110,14 @@ def test_without_torch_the_command_says_what_to_install(monkeypatch: pytest.Monk
     assert not (tmp_path / "d").exists()
 
 
+def test_an_unusable_out_is_the_only_line(run_cli, tmp_path: Path) -> None:
+    """A --out that cannot be a folder is refused before the demo says what it will run: one line on stderr."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    code, stdout, stderr = run_cli("demo", "--out", taken)
+    assert (code, stdout, stderr) == (2, "", f"error: --out {taken}: exists and is not a directory\n")
+
+
 @pytest.mark.slow
 def test_random_weights_demo_end_to_end(tmp_path: Path, run_cli) -> None:
     """Keypoint R-CNN with random weights (what a user without the yolo extra gets), on 2 of the images at short

@@ -12,8 +12,9 @@ import kpbench
 
 PACKAGE = Path(kpbench.__file__).parent
 # Left to right. `runs` is the run directory's format (layout, store, readers, writers), which the engine writes
-# and the evaluation reads; `runtimes` execute a model's network for the engine.
-ORDER = ("core", "data", "models", "runtimes", "runs", "engine", "evaluation", "analysis", "report", "sweep",
+# and the evaluation reads; `runtimes` execute a model's network for the engine. The sweep launches kpbench
+# commands as jobs and imports only core, runtimes and runs; the report reads its folders (`report.sweeps`).
+ORDER = ("core", "data", "models", "runtimes", "runs", "engine", "evaluation", "analysis", "sweep", "report",
          "demo", "cli", "__main__")
 
 # (importing module, imported module prefix): why it may import to its right.
@@ -40,10 +41,6 @@ KNOWN_RIGHTWARD = {
     ("analysis/breakdown.py", "kpbench.report.figures"): "figure",
     ("analysis/thresholds.py", "kpbench.report.figures"): "figure",
     ("analysis/errors/files.py", "kpbench.report.figures"): "figure",
-    # `kpbench report` and `kpbench html` take sweep folders: they read the sweep's layout and merged table.
-    ("report/tables.py", "kpbench.sweep.report"): "sweep folders",
-    ("report/tables.py", "kpbench.sweep.layout"): "sweep folders",
-    ("report/html.py", "kpbench.sweep"): "sweep folders",
 }
 
 

@@ -476,3 +476,26 @@ def test_heatmap_flip_is_averaged_in_heatmap_space() -> None:
     assert np.allclose(np.concatenate([p.keypoint_scores for p in by_keypoints]), (sc_a + sc_b[:, FLIP]) / 2, rtol=0,
                        atol=1e-15)
     assert not np.allclose(plain[0].keypoints, flipped[0].keypoints)  # the flip test changes the answer
+
+
+@requires_shared
+def test_yolo_pose_as_the_source_gives_its_person_boxes() -> None:
+    """`--person-boxes yolo`: YOLO11n-pose's own boxes and scores (real weights) on a real image, as its predict gives
+    them, every one a person; recorded as a model source."""
+    pytest.importorskip("ultralytics")
+    from kpbench.data.coco import read_image_rgb
+    from kpbench.engine.topdown import TopDownRequest, build_source
+
+    source = build_source(TopDownRequest(person_boxes="yolo"), 1, None)
+    calls = []
+    predict = source.model.predict
+    source.model.predict = lambda images: calls.append(predict(images)) or calls[-1]
+    image = read_image_rgb(COCO_SAMPLE / "val2017" / "000000000785.jpg")
+    with torch.inference_mode():
+        (found,) = source.boxes([785], [image])
+    ((expected,),) = calls
+    boxes, scores = np.asarray(expected.boxes, dtype=np.float64), np.asarray(expected.scores, dtype=np.float64)
+    assert len(found) == len(boxes) >= 1  # the skier
+    assert np.array_equal(found.boxes, boxes) and np.array_equal(found.scores, scores)
+    described = source.describe()
+    assert described["kind"] == "model" and described["spec"] == "yolo"

@@ -350,6 +350,16 @@ def test_speed_per_crop_per_person_and_growth(tmp_path: Path, synthetic_coco_roo
     manifest = _read(path.with_suffix(".json"))
     assert manifest["top_down"]["person_boxes"]["kind"] == "gt" and manifest["images"]["persons"] == [1, 2, 1]
     assert "growth" in stdout and path.with_suffix(".md").read_text().startswith("# Top-down speed: tiny-hrnet on gt")
+    # `kpbench report` of the folder shows the top-down rows (with their box source), as JSON and on the page.
+    code, report, err = run_cli("report", "--kind", "speed", out, "--format", "json")
+    assert code == 0, err
+    shown = json.loads(report)["topdown"]
+    assert [(r["kind"], r["person_boxes"], r["ms_per_crop"], r["ms_per_person"]) for r in shown] == [
+        (r["kind"], r["person_boxes"], float(r["ms_per_crop"]) if r["ms_per_crop"] else None,
+         float(r["ms_per_person"]) if r["ms_per_person"] else None) for r in rows]
+    from kpbench.report.html import _speed_section
+
+    assert _speed_section([path]).count("<tr>") == len(rows) + 1
 
 
 def test_speed_times_the_post_processing_and_records_every_setting(tmp_path: Path, synthetic_coco_root: Path,

@@ -61,7 +61,8 @@ def available_memory() -> int | None:
 @dataclass(frozen=True)
 class BootstrapRequest:
     """An image bootstrap, checked when made: `replicates` >= 1, `seed` in [0, MAX_SEED], `level` in (0, 1). The
-    messages name the command-line options (--bootstrap, --bootstrap-seed, --level)."""
+    messages name the command-line options (--bootstrap, --bootstrap-seed) and the parameter `level`, which no
+    command sets (intervals are 95%)."""
 
     replicates: int = DEFAULT_REPLICATES
     seed: int = 0
@@ -76,7 +77,7 @@ class BootstrapRequest:
         if not 0 <= self.seed <= MAX_SEED:
             raise KpbenchError(f"--bootstrap-seed: must be between 0 and 2**63 - 1, got {self.seed}")
         if not isinstance(self.level, (int, float)) or not 0 < self.level < 1:
-            raise KpbenchError(f"--level: must be in (0, 1), got {self.level}")
+            raise KpbenchError(f"level: must be in (0, 1), got {self.level}")  # Python only: no command sets it
 
     def memory_bytes(self, num_images: int, num_stats: int, evaluations: int = 1) -> int:
         """What the bootstrap of `evaluations` evaluations (2 for a comparison) of `num_images` images and

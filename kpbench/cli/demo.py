@@ -38,10 +38,12 @@ def demo_command(
     YOLO11n-pose with its real weights; otherwise Keypoint R-CNN with random weights, which shows the pipeline and
     measures nothing. Running it again continues the run directory.
     """
+    from kpbench.core.io import ensure_output_dir
     from kpbench.demo import choose_model, demo_report, run_demo
     from kpbench.engine.runner import RunInterrupted
 
     chosen = choose_model(model)
+    ensure_output_dir(out, "--out")  # an unusable --out is the one line printed, before the header
     weights = "its real weights" if chosen.real_weights else "random weights"
     echo_err(f"demo: {chosen.model} with {weights} on the 8 COCO val2017 images shipped with kpbench (no download)")
     try:

@@ -32,7 +32,7 @@ COMPARE_FILE = "compare.json"  # written by `kpbench compare A B --out A`
 # What the tables below show in percent: PERCENT (one decimal, n/a for COCO's -1) or SIGNED (a difference, in signed
 # percent points); every other number as it is. `_scale` picks it from the column's name.
 PERCENT, SIGNED = "percent", "signed"
-# The sweep's merged table (kpbench.sweep.report) as the page shows it: what was measured first, AP beside speed,
+# The sweep's merged table (kpbench.report.sweeps) as the page shows it: what was measured first, AP beside speed,
 # the long cell names last.
 SWEEP_PAGE_COLUMNS = (
     "model", "weights", "device", "size", "dtype", "variant", "fps", "kp_AP", "box_AP", "ms_per_image", "median_ms",
@@ -169,7 +169,7 @@ def split_inputs(paths: Sequence[str | Path], speed_csvs: Sequence[str | Path] =
             raise KpbenchError(f"{path}: a file, not a run directory (html takes run directories, sweep folders, "
                                "and speed CSVs after --speed)")
         elif path.is_dir() and is_sweep_dir(path):
-            from kpbench.sweep.report import sweep_outputs
+            from kpbench.report.sweeps import sweep_outputs
 
             runs, speeds = sweep_outputs(path)
             sweep_runs += [(run_dir, cell, path) for cell, run_dir in runs]
@@ -372,13 +372,15 @@ def _speed_section(speed_csvs: Sequence[Path]) -> str:
     from kpbench.report.tables import speed_report
 
     tables = speed_report(list(speed_csvs))
-    table = tables.get("table")
-    if table is None or table.empty:
+    table, topdown = tables.get("table"), tables.get("topdown")
+    if (table is None or table.empty) and (topdown is None or topdown.empty):
         return _missing("The speed files hold no rows.")
     runtimes = tables.get("runtimes")  # the runtime x size table (kpbench.report.runtimes), when there is one
     extra = "" if runtimes is None else ("<h3>Runtimes: ΔAP against eager, 95% paired bootstrap interval in points"
                                          "</h3>" + _table(runtimes.to_dict("records")))
-    return _table(table.to_dict("records")) + extra
+    if topdown is not None and not topdown.empty:  # kpbench speed --person-boxes: per crop, image and person
+        extra += "<h3>Top-down: per crop pass, per image and per person</h3>" + _table(topdown.to_dict("records"))
+    return ("" if table is None or table.empty else _table(table.to_dict("records"))) + extra
 
 
 def _comparison_section(runs: Sequence[dict[str, Any]]) -> str:
@@ -449,7 +451,7 @@ def _run_sections(run: dict[str, Any], with_images: bool) -> str:
 def _sweep_section(sweeps: Sequence[Path]) -> str:
     """The sweeps' merged table (every speed row and run cell, AP beside speed: `kpbench report SWEEP_DIR`) and
     their cells' states."""
-    from kpbench.sweep.report import sweep_report
+    from kpbench.report.sweeps import sweep_report
 
     tables = sweep_report(list(sweeps))
     merged = _records(tables["table"])

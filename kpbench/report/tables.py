@@ -125,13 +125,57 @@ def _is_speed_csv(path: Path) -> bool:
     return set(SPEED_HEADER) <= set(header)
 
 
+# The columns only a top-down speed table (`kpbench speed --person-boxes`, kpbench.engine.topdown_speed) has.
+TOPDOWN_HEADER = ("person_boxes", "kind", "crop_size", "persons_per_image", "ms_per_crop", "ms_per_person")
+TOPDOWN_SHOWN = ("model", "person_boxes", "device_name", "kind", "crop_size", "crop_batch_size", "persons_per_image",
+                 "flip_test", "postprocess", "median_ms", "ms_per_crop", "crops_per_s", "ms_per_image", "ms_per_person",
+                 "status")
+
+
+def _is_topdown_csv(path: Path) -> bool:
+    """Whether a CSV is a top-down speed table: its manifest says so, or its header has the columns only such a
+    table has (an unreadable file is left to the reader that names it)."""
+    manifest = path.with_suffix(".json")
+    try:
+        if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "kpbench-speed-topdown":
+            return True
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None) or []
+    except (OSError, ValueError, AttributeError, csv.Error):
+        return False
+    return set(TOPDOWN_HEADER) <= set(header)
+
+
+def find_topdown_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Top-down speed CSVs among `paths`: files as given, and those found in directories."""
+    found = []
+    for p in _existing(paths):
+        candidates = sorted(p.rglob("*.csv")) if p.is_dir() else [p]
+        found += [c for c in candidates if c.is_file() and _is_topdown_csv(c)]
+    return list(dict.fromkeys(found))
+
+
+def topdown_table(files: Sequence[Path]) -> pd.DataFrame:
+    """One row per top-down speed row (per crop pass, per image and per person-count rows), the columns people
+    compare first (`TOPDOWN_SHOWN`), with the file it came from."""
+    frames = []
+    for path in files:
+        df = _read_csv(path, ("kind", "ms_per_crop", "status"))
+        df["source"] = path.name
+        frames.append(df)
+    df = _pd().concat(frames, ignore_index=True)
+    return df[[c for c in (*TOPDOWN_SHOWN, "source") if c in df.columns]]
+
+
 def find_speed_files(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
     """Speed CSVs and whether each was named: files as given, directories searched for CSVs that are `kpbench
-    speed` tables (`_is_speed_csv`; a damaged CSV found there is left out with a warning)."""
+    speed` tables (`_is_speed_csv`; a damaged CSV found there is left out with a warning). Top-down speed tables
+    are not among them (`find_topdown_files`)."""
     found: list[tuple[Path, bool]] = []
     for p in _existing(paths):
         if not p.is_dir():
-            found.append((p, True))
+            if not _is_topdown_csv(p):
+                found.append((p, True))
             continue
         for c in sorted(p.rglob("*.csv")):
             try:
@@ -383,13 +427,22 @@ def speed_report(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     `attrs["size_definitions"]` holds what a size means for each model ({model name: text}, `size_definitions`)."""
     from kpbench.report.runtimes import runtime_table
 
-    df, files = _read_speed(paths)
-    table = speed_table(df)
-    table.attrs["size_definitions"] = model_size_definitions(df, files)
-    tables = {"table": table, "pivot": speed_pivot(df)}
-    runtimes = runtime_table(df)
-    if runtimes is not None:
-        tables["runtimes"] = runtimes
+    topdown = find_topdown_files(paths)
+    tables: dict[str, pd.DataFrame] = {}
+    try:
+        df, files = _read_speed(paths)
+    except KpbenchError:
+        if not topdown:
+            raise
+    else:
+        table = speed_table(df)
+        table.attrs["size_definitions"] = model_size_definitions(df, files)
+        tables = {"table": table, "pivot": speed_pivot(df)}
+        runtimes = runtime_table(df)
+        if runtimes is not None:
+            tables["runtimes"] = runtimes
+    if topdown:
+        tables["topdown"] = topdown_table(topdown)
     return tables
 
 
@@ -668,8 +721,8 @@ def build_report(
     if stats is not None and kind != "thresholds":
         raise KpbenchError("--columns: only applies to --kind thresholds")
     paths = list(paths) if paths else [DEFAULT_PATHS[kind]]
-    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.sweep.report)
-        from kpbench.sweep.report import sweep_report
+    if kind == "sweep":  # `kpbench sweep` folders: their runs and speed tables merged (kpbench.report.sweeps)
+        from kpbench.report.sweeps import sweep_report
 
         return sweep_report(paths)
     if kind == "speed":
@@ -697,6 +750,7 @@ TITLES = {
     ("speed", "table"): "Speed: model x device x size x variant",
     ("speed", "pivot"): "Speed: FPS (images/s) per model, device and size",
     ("speed", "runtimes"): "Runtimes: FPS, AP and ΔAP against eager [95% paired bootstrap interval, points] per size",
+    ("speed", "topdown"): "Top-down: per crop pass, per image and per person (person-box source named per row)",
     ("run", "table"): "Runs",
     ("thresholds", "table"): "Person-score thresholds",
 }
@@ -745,7 +799,7 @@ def render_report(kind: str, tables: dict[str, pd.DataFrame], fmt: str) -> dict[
         parts += ["AP, AR, precision, recall and F1 in percent (n/a: no ground truth in that range).", ""]
     elif any(is_ap_column(str(c)) for df in tables.values() for c in df.columns):
         parts += ["AP and AR in percent (n/a: no ground truth in that range).", ""]
-    if kind == "speed" or (kind == "sweep" and "speed" in tables):
+    if (kind == "speed" and "table" in tables) or (kind == "sweep" and "speed" in tables):
         table = tables.get("table" if kind == "speed" else "speed")
         parts += ["## What was timed", "", timing_definition(table_size_definitions(table))]
     return {"report": "\n".join(parts)}
