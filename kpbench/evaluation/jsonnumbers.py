@@ -26,6 +26,10 @@ are parsed together, eight characters at a time, with integer arithmetic on nump
    precision) are read by Python as json reads them: float(token), or float(int(token)) for an integer, so every
    value is float()'s own, bit for bit. A value out of float range rejects the input (the caller's full checks
    then word it).
+
+Where every token of a pass has at most 8 characters after its sign (rounded coordinates, integer flags: the
+common case), steps 2 and 3 take a shorter form (`_one_word`): the '.' is removed from the word instead of read as
+a 0, so the digits are the mantissa itself (times 10), and the value is one division, with a third of the passes.
 """
 
 from __future__ import annotations
