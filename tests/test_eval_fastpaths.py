@@ -330,6 +330,25 @@ def test_both_readers_give_the_same_arrays_on_real_files(monkeypatch: pytest.Mon
         assert_same_parse(floats, text)
 
 
+@pytest.mark.parametrize("short", [0.0, float("inf")], ids=["floats", "text"])
+@pytest.mark.parametrize("field", [{"bbox": None}, {"bbox": [1, 2, 3, 4]}, {"segmentation": [[1, 2, 3, 4, 5, 6]]},
+                                   {"caption": "a person"}, {"caption": None}])
+def test_a_later_keypoint_result_with_a_box_field_goes_to_the_full_checks(
+    field: dict, short: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bbox, segmentation or caption on any keypoint result, whatever its value (null included), fails msgspec's
+    decode (typed UnsetType), so the full checks decide; without one the file is parsed here."""
+    monkeypatch.setattr(fastparse, "_SHORT_NUMBER", short)
+    gt, results = make_synthetic_coco(num_images=6, detections_per_person=2.5, seed=3)
+    gt_path, results_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    results_path.write_text(json.dumps(results))
+    assert fastparse.parse_files(gt_path, results_path) is not None
+    results[3].update(field)
+    results_path.write_text(json.dumps(results))
+    assert fastparse.parse_files(gt_path, results_path) is None
+
+
 @pytest.fixture(scope="module")
 def case_scene() -> tuple[dict, list]:
     return make_synthetic_coco(num_images=6, detections_per_person=2.5, seed=3)  # test_fastcheck's scene

@@ -133,18 +133,21 @@ if msgspec is not None:
         category_id: int
         score: Finite
 
+    # A keypoint result with a bbox, segmentation or caption at all (any value): the full checks decide (pycocotools
+    # reads a whole file by its first record's fields). Typed UnsetType, such a field fails the decode, and
+    # `_parse` returns None, as it does for any record msgspec refuses.
+
     class _KeypointResult(_KeypointResultFields, gc=False):
         keypoints: Raw
-        # Present at all: the full checks decide (pycocotools reads a whole file by its first record's fields).
-        bbox: Raw | UnsetType = UNSET
-        segmentation: Raw | UnsetType = UNSET
-        caption: Raw | UnsetType = UNSET
+        bbox: UnsetType = UNSET
+        segmentation: UnsetType = UNSET
+        caption: UnsetType = UNSET
 
     class _KeypointResultFloats(_KeypointResultFields, gc=False):
         keypoints: list[float]
-        bbox: Raw | UnsetType = UNSET
-        segmentation: Raw | UnsetType = UNSET
-        caption: Raw | UnsetType = UNSET
+        bbox: UnsetType = UNSET
+        segmentation: UnsetType = UNSET
+        caption: UnsetType = UNSET
 
     class _BoxResult(Struct, gc=False):
         image_id: int
@@ -347,10 +350,7 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
     if results[0].caption is not UNSET:
         return None
     keypoints = boxes = None
-    if iou_type == "keypoints":
-        # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
-        if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
-            return None
+    if iou_type == "keypoints":  # (no bbox, segmentation nor caption: see _KeypointResult)
         flat = _keypoint_array(results, proved.result_length, text)  # type: ignore[union-attr]
         if flat is None:
             return None
