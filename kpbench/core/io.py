@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -162,6 +161,8 @@ def _parse_json(data: bytes) -> Any:
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """The hex digest of a file (sha256, md5, ...), read in 1 MiB chunks."""
+    import hashlib  # here: it loads OpenSSL (~3 ms of every `kpbench evaluate`, which hashes nothing)
+
     digest = hashlib.new(algorithm, usedforsecurity=False)
     with Path(path).open("rb") as fh:
         while chunk := fh.read(1 << 20):
