@@ -59,6 +59,10 @@ class HeatmapCropModel:
     schema = COCO17
     crop_size = (192, 256)  # (width, height)
     input_format = "tensor"
+    # How HRNet and mmpose (non-UDP) train: a pixel's index is its coordinate, heatmap pixel j is crop j * 4, and
+    # their decoding rule (kpbench.models.crops). Both are the defaults; said here because a checkpoint needs them.
+    pixel_convention = "index"
+    heatmap_refinement = "hrnet"
 
     def __init__(self, weights: str | None = None, seed: int = 0) -> None:
         torch.manual_seed(seed)

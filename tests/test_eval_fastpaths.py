@@ -218,6 +218,32 @@ def test_number_lists_random_and_near_halfway_numbers() -> None:
     assert_bits_equal(number_lists([t.encode() for t in texts], 17), reference(texts, 17))
 
 
+def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every token has at most 8 characters after its sign (rounded coordinates, visibility flags), the
+    one-word path reads them (the '.' removed, one division): json's values bit for bit, signs of zero included,
+    with exponents among them left to Python."""
+    from kpbench.evaluation import jsonnumbers
+
+    calls = []
+    one_word = jsonnumbers._one_word
+    monkeypatch.setattr(jsonnumbers, "_one_word", lambda *args: calls.append(1) or one_word(*args))
+    rng = np.random.default_rng(8)
+    tokens: list[str] = []
+    while len(tokens) < 60000:
+        places = int(rng.integers(0, 8))
+        value = rng.uniform(-(10.0 ** (8 - max(places, 1))), 10.0 ** (8 - max(places, 1)))
+        token = f"{value:.{places}f}" if places else str(int(value))
+        if len(token.lstrip("-")) <= 8:
+            tokens.append(token)
+    tokens += ["0", "-0", "0.0", "-0.0", "1.0", "-1e5", "1E-5", "2e+3", "-0e0", "99999999", "-9999999", "9.999999",
+               "0.000001", "0.1", "12345678", "123456.5", "-0.000001"] * 17
+    rng.shuffle(tokens)
+    tokens = tokens[: len(tokens) // 17 * 17]
+    texts = lists_of(tokens, 17)
+    assert_bits_equal(number_lists([t.encode() for t in texts], 17), reference(texts, 17))
+    assert calls  # the path under test ran
+
+
 @pytest.mark.parametrize("text", [
     "[1, 2]", "[1, 2, 3, 4]", "[]", "[[1, 2, 3]]", "[1, [2], 3]", '[1, "2", 3]', "[1, null, 3]", "[1, true, 3]",
     "[1, false, 3]", '[1, {"a": 2}, 3]', "5", "null", '"1, 2, 3"', "[1, 2, 1e999]", "[1, 2, -1e999]",
@@ -302,6 +328,25 @@ def test_both_readers_give_the_same_arrays_on_real_files(monkeypatch: pytest.Mon
         floats, text = parsed_both_ways(monkeypatch, gt_path, results_path)
         assert floats is not None and text is not None, results_path
         assert_same_parse(floats, text)
+
+
+@pytest.mark.parametrize("short", [0.0, float("inf")], ids=["floats", "text"])
+@pytest.mark.parametrize("field", [{"bbox": None}, {"bbox": [1, 2, 3, 4]}, {"segmentation": [[1, 2, 3, 4, 5, 6]]},
+                                   {"caption": "a person"}, {"caption": None}])
+def test_a_later_keypoint_result_with_a_box_field_goes_to_the_full_checks(
+    field: dict, short: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bbox, segmentation or caption on any keypoint result, whatever its value (null included), fails msgspec's
+    decode (typed UnsetType), so the full checks decide; without one the file is parsed here."""
+    monkeypatch.setattr(fastparse, "_SHORT_NUMBER", short)
+    gt, results = make_synthetic_coco(num_images=6, detections_per_person=2.5, seed=3)
+    gt_path, results_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    results_path.write_text(json.dumps(results))
+    assert fastparse.parse_files(gt_path, results_path) is not None
+    results[3].update(field)
+    results_path.write_text(json.dumps(results))
+    assert fastparse.parse_files(gt_path, results_path) is None
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,31 @@ def test_public_names_stay_what_they_are_after_every_submodule_import() -> None:
         report["imported"]
     )
     assert report["evaluate"] == [True, "kpbench.evaluation.cocoeval"]
+
+
+def test_atomic_writes_sync_the_folder_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename is durable only once its folder is synced: both atomic writers fsync the file, rename it, then fsync
+    the folder (before a merge deletes the files the new store replaces)."""
+    import os
+    import stat
+
+    from kpbench.core import io
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    def replace(src: str, dst: object) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    monkeypatch.setattr(io.os, "replace", replace)
+    io.atomic_write_chunks(tmp_path / "a.bin", [b"x", b"y"])
+    assert events == ["file", "rename", "dir"] and (tmp_path / "a.bin").read_bytes() == b"xy"
+    events.clear()
+    io.atomic_write_files({tmp_path / "b.txt": "b", tmp_path / "sub" / "c.txt": "c"})
+    assert events == ["file", "file", "rename", "rename", "dir", "dir"]

@@ -83,6 +83,41 @@ def test_old_json_lines_are_read_and_a_binary_record_wins(tmp_path: Path) -> Non
     assert len(read_person_boxes(tmp_path / "absent")) == 0  # no records: empty arrays
 
 
+def test_an_undecodable_line_before_the_last_is_an_error_not_skipped(tmp_path: Path) -> None:
+    from kpbench.core.errors import KpbenchError
+
+    good = json.dumps({"image_id": 5, "boxes": [[1, 2, 3, 4]], "scores": [0.4]})
+    path = tmp_path / "person_boxes.jsonl"
+    path.write_text(good + "\n" + '{"image_id": 6, "bo' + "\n" + json.dumps({"image_id": 7, "boxes": [], "scores": []}) + "\n")
+    with pytest.raises(KpbenchError, match=r"person_boxes.jsonl: line 2 is not a person-box record .*only the last line"):
+        read_person_boxes(tmp_path)
+    path.write_text(good + "\n" + '{"image_id": 6, "bo' + "\n\n")  # the torn line is the last one (blank lines aside)
+    assert read_person_boxes(tmp_path).image_ids.tolist() == [5]
+
+
+def test_each_append_is_synced_to_disk_before_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detections store syncs at most once a second: the boxes of a call must be durable before that call's
+    detections can reach it, so each append ends with an fsync (fdatasync) of the box file, after its whole record is written."""
+    import os
+
+    path = person_boxes_path(tmp_path)
+    synced: list[tuple[int, int]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if path.exists() and os.path.samestat(os.fstat(fd), os.stat(path)):
+            synced.append((os.fstat(fd).st_size, len(read_person_boxes(tmp_path))))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync, raising=False)
+    writer = PersonBoxWriter(path)
+    writer.append([1, 2], [np.array([[0.0, 0, 10, 10]]), np.zeros((0, 4))], [np.array([0.5]), np.zeros(0)])
+    first = path.stat().st_size
+    writer.append([3], [np.array([[1.0, 1, 9, 9]])], [np.array([0.7])])
+    assert synced[-2:] == [(first, 2), (path.stat().st_size, 3)]
+
+
 def test_overwrite_clears_every_person_box_file_and_nothing_else(tmp_path: Path) -> None:
     names = ["person_boxes.bin", "person_boxes.rank1.bin", "person_boxes.jsonl", "person_boxes.rank0.jsonl"]
     for name in names:

@@ -37,6 +37,8 @@ def as_format_2(run_dir: Path, run_cli: RunCli) -> dict:
     lines (`kpbench export --to jsonl`), the manifest's versions 2; returns the manifest."""
     code, _, err = run_cli("export", run_dir, "--to", "jsonl")
     assert code == 0, err
+    (run_dir / "export" / "detections.jsonl").rename(run_dir / "detections.jsonl")
+    (run_dir / "export").rmdir()
     (run_dir / "detections.bin").unlink()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["kpbench_run_version"] = manifest["format_version"] = 2

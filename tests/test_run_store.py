@@ -140,6 +140,27 @@ def test_a_torn_tail_is_ignored_and_cut_and_a_damaged_record_is_an_error(tmp_pat
         scan_store(path)
 
 
+def test_an_empty_or_cut_store_is_an_empty_store_to_every_reader_and_the_merge(tmp_path: Path) -> None:
+    """A detections.bin of 0 to 7 bytes (created, then killed or copied short) is an empty store: read as no
+    images, and merged (a resume) into a canonical store holding the JSON lines' images, never parsed as JSON lines."""
+    from kpbench.runs.merge import write_canonical_store
+
+    run = make_run_dir(tmp_path).path  # format 2: detections.jsonl holds images 7, 42 and 1000
+    expected = read_run_arrays(run)
+    lines = (run / "detections.jsonl").read_bytes()
+    for cut in (0, 5, 7):
+        (run / "detections.bin").write_bytes(FILE_HEADER[:cut])
+        (run / "detections.jsonl").write_bytes(lines)
+        assert len(read_detection_files([run / "detections.bin"])) == 0
+        merged = write_canonical_store(run, [7, 42, 1000])
+        assert merged.image_ids.tolist() == [7, 42, 1000]
+        assert np.array_equal(merged.detections.keypoints, expected.detections.keypoints)
+        assert not (run / "detections.jsonl").exists() and (run / "detections.bin").read_bytes()[:8] == b"KPBSTORE"
+    for cut in (0, 5, 7):  # the store alone (a run killed before its first image): nothing cached yet
+        (run / "detections.bin").write_bytes(FILE_HEADER[:cut])
+        assert len(write_canonical_store(run, [7, 42, 1000])) == 0
+
+
 def test_the_writer_appends_in_order_and_groups_its_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each model call's images are appended in order (those already stored skipped); fsync runs at most once per
     sync interval while images arrive, within about one interval of the last write, and at close."""
@@ -310,11 +331,15 @@ def test_export_writes_coco_results_and_json_lines_from_any_run(tmp_path: Path, 
     assert ((tmp_path / "coco" / "keypoints_results.json").read_bytes(),
             (tmp_path / "coco" / "bbox_results.json").read_bytes()) == expected
     code, out, err = run_cli("export", stored.path, "--to", "jsonl")
-    assert code == 0 and out == f"wrote {stored.path / 'detections.jsonl'}\n", err
-    assert (stored.path / "detections.jsonl").read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
-    code, _, err = run_cli("export", legacy.path, "--to", "jsonl")
-    assert code == 2 and err == (f"error: {legacy.path / 'detections.jsonl'}: exists (the run's own JSON lines); "
-                                 "give --out FILE\n")
+    exported = stored.path / "export" / "detections.jsonl"  # not RUN_DIR/detections.jsonl, which the run would read
+    assert code == 0 and out == f"wrote {exported}\n", err
+    assert exported.read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
+    assert read_run_arrays(stored.path).image_ids.tolist() == [7, 42, 1000]
+    assert [p.name for p in rundir.detection_files(stored.path)] == ["detections.bin"]
+    for own in ("detections.jsonl", "detections.bin", "detections.rank1.jsonl"):  # the run's own inputs: refused
+        code, _, err = run_cli("export", legacy.path, "--to", "jsonl", "--out", legacy.path / own)
+        assert code == 2 and err == (f"error: --out {legacy.path / own}: a run directory reads this file as its "
+                                     "detections (and a resume merges it away); export elsewhere\n")
     code, _, err = run_cli("export", legacy.path, "--to", "jsonl", "--out", tmp_path / "again.jsonl")
     assert code == 0 and (tmp_path / "again.jsonl").read_bytes() == (legacy.path / "detections.jsonl").read_bytes()
     code, _, err = run_cli("export", legacy.path, "--to", "csv")

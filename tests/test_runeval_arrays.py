@@ -144,3 +144,12 @@ def test_up_to_date_results_files_are_kept_and_any_change_rewrites_them(tmp_path
     assert rewritten_after(lambda: os.utime(store, ns=(store.stat().st_atime_ns, store.stat().st_mtime_ns + 1))) \
         == ["keypoints_results.json", "bbox_results.json"]
     assert rewritten_after(lambda: None) == []
+
+    def replaced_keeping_size_and_mtime() -> None:  # as `cp -p` or `rsync -t` of another file would leave it
+        st = kp_file.stat()
+        other = run / "other.json"
+        other.write_bytes(b" " * st.st_size)
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(other, kp_file)
+
+    assert rewritten_after(replaced_keeping_size_and_mtime) == ["keypoints_results.json", "bbox_results.json"]

@@ -187,7 +187,7 @@ TWO = BASE + "[resources.gpu]\ntime_min = 10\ngpus = 1\n"
         (TWO + "[[run]]\n", "'resources' is required when there are several [resources.NAME] tables (cpu, gpu)"),
         (BASE + "[[run]]\n[[run]]\n", "[[run]] 1 and [[run]] 2 give the same cell (run-keypointrcnn-cpu-"),
         (BASE + "[[speed]]\nbackend = 'hotcoco'\n", "[[speed]] 1: unknown key 'backend'"),
-        (BASE + "[[run]]\nbackend = 'cocoeval'\n", "'backend' must be one of pycocotools, hotcoco"),
+        (BASE + "[[run]]\nbackend = 'cocoeval'\n", "'backend' must be one of vectorized, pycocotools, hotcoco"),
         ("[resources.cpu]\ntime_min = 10\n[[run]]\n", "[[run]] 1: no 'coco_root' (and $KPBENCH_COCO_ROOT is not set)"),
         (BASE + "[defaults]\nmin_sise = 1\n", "not valid TOML"),  # a table given twice
         ("[resources.cpu]\ntime_min = 10\n[defaults]\nmin_sise = 1\n[[run]]\ncoco_root = 'x'\n",
@@ -200,6 +200,19 @@ def test_grid_mistakes_are_one_line_naming_file_block_and_key(tmp_path: Path, te
         load_grid(path, environ={})
     message = str(info.value)
     assert message.startswith(str(path)) and fragment in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("backend", ["vectorized", "pycocotools", "hotcoco"])
+def test_every_evaluation_backend_is_a_run_blocks_backend(tmp_path: Path, backend: str) -> None:
+    """Round 5, item 2: the grid takes the evaluation's own list of backends (the default, vectorized, too), and the
+    cell's command line passes it on."""
+    from kpbench.evaluation.backends import BACKENDS
+    from kpbench.sweep.sweep import cell_command
+
+    assert backend in BACKENDS  # the list this test walks is the evaluation's, not a third copy
+    (cell,) = load_grid(_grid(tmp_path, BASE + f"[[run]]\nbackend = '{backend}'\n"), environ={}).cells
+    assert cell.options == {"backend": backend}
+    assert cell_command("/py", "run", tmp_path / "c.toml", cell.options)[-2:] == ["--backend", backend]
 
 
 def test_runtimes_are_a_setting_like_any_other(tmp_path: Path) -> None:
@@ -676,7 +689,7 @@ class Oracle:
     schema = COCO17
     input_format = "numpy"
 
-    def __init__(self, min_size=None):  # takes --min-size, as a real model would, and ignores it
+    def __init__(self, min_size=None, max_size=None):  # takes --min-size, as a real model would, and ignores it
         gt = json.load(open(os.environ["ORACLE_GT"]))
         shape = {r["id"]: (r["height"], r["width"]) for r in gt["images"]}
         self.people = {}
@@ -720,6 +733,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
         [[run]]
         coco_root = "{coco}"
         min_size = 64
+        max_size = 107  # what the speed table times at size 64 (round(64 * 1333 / 800)): the run's AP stands beside it
         analysis = false
         [[speed]]
         synthetic = true
@@ -771,7 +785,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     assert code == 0 and "one after the other" not in err
     assert "2 cell(s) completed (skipped), 0 queued, running or unknown (left alone), 0 to submit" in err
     assert [len(c["attempts"]) for c in read_sweep_manifest(out)["cells"]] == [3, 1]
-    # The report merges both: the speed row carries the run's AP (same model, weights, size and dtype).
+    # The report merges both: the speed row carries the run's AP (it ran what the row timed).
     code, stdout, err = run_cli("report", out, "--format", "json")
     assert code == 0, err
     report = json.loads(stdout)
@@ -785,7 +799,7 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
         "fps": float(csv_row["fps"]), "ms_per_image": float(csv_row["ms_per_image"]),
         "median_ms": float(csv_row["median_ms"]), "p90_ms": float(csv_row["p90_ms"]),
         "kp_AP": metrics["keypoints"]["AP"], "box_AP": metrics["bbox"]["AP"], "ap_from": run_cell["name"],
-        "status": "ok", "error": None,
+        "ap_note": None, "status": "ok", "error": None,
     }  # fmt: skip
     assert [(c["cell"], c["state"]) for c in report["cells"]] == [(run_cell["name"], "COMPLETED"),
                                                                  (speed_cell["name"], "COMPLETED")]

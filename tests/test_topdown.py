@@ -81,14 +81,14 @@ def test_a_degenerate_box_cannot_be_cropped() -> None:
 
 def test_warp_samples_each_crop_pixel_centre_at_its_inverse_image_point() -> None:
     """A linear ramp is reproduced exactly by bilinear sampling, so every crop pixel must equal the ramp at the
-    image point its centre maps to: this pins the continuous-pixel convention (centres at i + 0.5)."""
+    image point its centre maps to: this pins the "centre" convention (centres at i + 0.5)."""
     height, width = 60, 80
     jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     ramp = lambda x, y: 0.3 * x + 0.7 * y + 5.0  # noqa: E731
     image = torch.from_numpy(np.stack([ramp(jj, ii), 2 * ramp(jj, ii), np.ones_like(jj)])).float()
     boxes = np.array([[20.0, 15.0, 50.0, 40.0], [30.0, 10.0, 42.0, 50.0]])
     affines = crop_affines(crop_regions(boxes, (24, 32), 1.1), (24, 32))
-    crops = warp_crops(image, affines, (24, 32)).numpy()
+    crops = warp_crops(image, affines, (24, 32), "centre").numpy()
     assert crops.shape == (2, 3, 32, 24)
     u, v = np.meshgrid(np.arange(24) + 0.5, np.arange(32) + 0.5)
     for m in range(2):
@@ -99,8 +99,41 @@ def test_warp_samples_each_crop_pixel_centre_at_its_inverse_image_point() -> Non
         assert np.abs(crops[m, 0].reshape(-1)[inside] - expected[inside]).max() < 2e-4
         assert np.abs(crops[m, 1].reshape(-1)[inside] - 2 * expected[inside]).max() < 4e-4
     # Outside the image: zeros (the third channel is 1 inside, fading to 0 across the border pixel).
-    far = warp_crops(image, crop_affines(np.array([[500.0, 500.0, 10.0, 10.0]]), (4, 4)), (4, 4))
+    far = warp_crops(image, crop_affines(np.array([[500.0, 500.0, 10.0, 10.0]]), (4, 4)), (4, 4), "centre")
     assert float(far.abs().max()) == 0.0
+
+
+def _bilinear_by_hand(image: np.ndarray, x: float, y: float) -> np.ndarray:
+    """OpenCV's warpAffine sample (INTER_LINEAR, BORDER_CONSTANT 0) at (x, y), pixel (r, c) sitting at (c, r)."""
+    _, height, width = image.shape
+    x0, y0 = math.floor(x), math.floor(y)
+    out = np.zeros(image.shape[0])
+    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            if 0 <= xx < width and 0 <= yy < height:
+                out += wx * wy * image[:, yy, xx]
+    return out
+
+
+def test_warp_in_the_index_convention_is_hrnets_warp_affine() -> None:
+    """The default convention (HRNet's `crop`: cv2.warpAffine with get_affine_transform's matrix, the same affine as
+    kpbench's): crop pixel (i, j) is the image at the inverse affine of (j, i), image pixel (r, c) sitting at
+    (c, r); compared with a hand-written bilinear sampler on a random image, borders included."""
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 1, (3, 30, 40))
+    boxes = np.array([[3.0, 2.0, 30.0, 25.0], [-5.0, 10.0, 20.0, 40.0]])
+    affines = crop_affines(crop_regions(boxes, (12, 16), 1.25), (12, 16))
+    crops = warp_crops(torch.from_numpy(image), affines, (12, 16)).numpy()
+    back = invert_affines(affines)
+    expected = np.zeros_like(crops)
+    for m in range(2):
+        for i in range(16):
+            for j in range(12):
+                x, y = apply_affines(back[m : m + 1], np.array([[[j, i]]], float))[0, 0]
+                expected[m, :, i, j] = _bilinear_by_hand(image, x, y)
+    assert np.abs(crops - expected).max() < 1e-12
+    # Not the "centre" convention's samples (which differ by about half a pixel).
+    assert np.abs(warp_crops(torch.from_numpy(image), affines, (12, 16), "centre").numpy() - expected).max() > 0.05
 
 
 def test_heatmap_decoding_arg_max_quarter_shift_and_pixel_centres() -> None:
@@ -109,10 +142,78 @@ def test_heatmap_decoding_arg_max_quarter_shift_and_pixel_centres() -> None:
     hm[0, 0, 5, 8] = 0.5  # right neighbour higher than the left: +0.25 in x
     hm[0, 0, 4, 7] = 0.2  # upper neighbour higher than the lower: -0.25 in y
     hm[0, 1, 0, 11] = 0.9  # on the border: no shift
-    points, scores = decode_heatmaps(hm, (48, 64))  # stride 4
+    points, scores = decode_heatmaps(hm, (48, 64), "centre")  # stride 4
     assert points[0, 0].tolist() == [(7 + 0.25 + 0.5) * 4, (5 - 0.25 + 0.5) * 4]
     assert points[0, 1].tolist() == [(11 + 0.5) * 4, (0 + 0.5) * 4]
     assert scores[0].tolist() == [1.0, pytest.approx(0.9)]
+    # The default: HRNet's index convention, heatmap pixel j at crop coordinate j * stride.
+    points, _ = decode_heatmaps(hm, (48, 64))
+    assert points[0].tolist() == [[(7 + 0.25) * 4, (5 - 0.25) * 4], [11 * 4, 0]]
+
+
+def _hrnet_decode_by_hand(hm: np.ndarray, stride_x: float, stride_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """HRNet's get_max_preds + get_final_preds (POST_PROCESS on), written out: crop coordinates = heatmap ones x
+    stride (transform_preds with the heatmap as the output size, then the crop's affine)."""
+    m, k, hh, wh = hm.shape
+    points, scores = np.zeros((m, k, 2)), np.zeros((m, k))
+    for n in range(m):
+        for p in range(k):
+            flat = hm[n, p].reshape(-1)
+            idx = int(np.argmax(flat))
+            value = flat[idx]
+            px, py = (idx % wh, idx // wh) if value > 0 else (0, 0)
+            x, y = float(px), float(py)
+            if 1 < px < wh - 1 and 1 < py < hh - 1:
+                x += float(np.sign(hm[n, p, py, px + 1] - hm[n, p, py, px - 1])) * 0.25
+                y += float(np.sign(hm[n, p, py + 1, px] - hm[n, p, py - 1, px])) * 0.25
+            points[n, p], scores[n, p] = (x * stride_x, y * stride_y), value
+    return points, scores
+
+
+def _mmpose_decode_by_hand(hm: np.ndarray, stride_x: float, stride_y: float) -> np.ndarray:
+    """mmpose's get_heatmap_maximum + refine_keypoints + scale_factor, written out (keypoints only)."""
+    m, k, hh, wh = hm.shape
+    points = np.zeros((m, k, 2))
+    for n in range(m):
+        for p in range(k):
+            flat = hm[n, p].reshape(-1)
+            idx = int(np.argmax(flat))
+            px, py = (idx % wh, idx // wh) if flat[idx] > 0 else (-1, -1)
+            dx = hm[n, p, py, px + 1] - hm[n, p, py, px - 1] if (1 < px < wh - 1 and 0 < py < hh) else 0.0
+            dy = hm[n, p, py + 1, px] - hm[n, p, py - 1, px] if (1 < py < hh - 1 and 0 < px < wh) else 0.0
+            points[n, p] = ((px + float(np.sign(dx)) * 0.25) * stride_x, (py + float(np.sign(dy)) * 0.25) * stride_y)
+    return points
+
+
+def _synthetic_heatmaps(seed: int, hh: int = 16, wh: int = 12) -> np.ndarray:
+    """Random maps whose maxima sit everywhere, borders and the pixels next to them included; one map <= 0, one 0,
+    one with equal neighbours (no move)."""
+    rng = np.random.default_rng(seed)
+    cells = [(y, x) for y in (0, 1, 2, hh // 2, hh - 2, hh - 1) for x in (0, 1, 2, wh // 2, wh - 2, wh - 1)]
+    hm = rng.uniform(0.0, 0.5, (len(cells) + 3, 1, hh, wh)).astype(np.float32)
+    for n, (y, x) in enumerate(cells):
+        hm[n, 0, y, x] = 1.0
+    hm[-3] = -rng.uniform(0.1, 1.0, (1, hh, wh))
+    hm[-2] = 0.0
+    hm[-1, 0, 7, 5], hm[-1, 0, 7, 4], hm[-1, 0, 7, 6], hm[-1, 0, 6, 5], hm[-1, 0, 8, 5] = 1.0, 0.6, 0.6, 0.3, 0.7
+    return hm
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_heatmap_decoding_equals_hrnet_and_mmpose_written_out(seed: int) -> None:
+    """Numbers exact: the default decode is HRNet's (both axes moved only when 1 < x < W - 1 and 1 < y < H - 1, a
+    maximum <= 0 at (0, 0), heatmap pixel j at crop j * stride); "mmpose" its rule (per axis, a maximum <= 0 at -1)."""
+    hm = _synthetic_heatmaps(seed)
+    crop = (48, 64)  # stride 4 on a 12 x 16 heatmap
+    points, scores = decode_heatmaps(torch.from_numpy(hm), crop)
+    ref_points, ref_scores = _hrnet_decode_by_hand(hm, 4.0, 4.0)
+    assert points.tolist() == ref_points.tolist() and scores.tolist() == ref_scores.tolist()
+    mm_points, mm_scores = decode_heatmaps(torch.from_numpy(hm), crop, refinement="mmpose")
+    assert mm_points.tolist() == _mmpose_decode_by_hand(hm, 4.0, 4.0).tolist() and mm_scores.tolist() == ref_scores.tolist()
+    assert mm_points.tolist() != points.tolist()  # the rules differ at the borders (and for maxima <= 0)
+    # A maximum <= 0 is not a location: HRNet (0, 0), mmpose (-1, -1) x stride.
+    assert points[-3:-1].tolist() == [[[0.0, 0.0]]] * 2 and mm_points[-3:-1].tolist() == [[[-4.0, -4.0]]] * 2
+    assert points[-1, 0].tolist() == [5 * 4.0, (7 + 0.25) * 4.0]  # equal left/right: x stays
 
 
 def _rendered_heatmaps(points: np.ndarray, crop: tuple[int, int], shape: tuple[int, int], sigma: float = 1.5) -> torch.Tensor:
@@ -136,8 +237,25 @@ def test_mirrored_heatmaps_map_back_onto_the_plain_ones() -> None:
     mirrored_points[..., 0] = crop[0] - mirrored_points[..., 0]
     plain = _rendered_heatmaps(points, crop, (16, 12))
     mirrored = _rendered_heatmaps(mirrored_points, crop, (16, 12))
-    assert torch.allclose(unflip_heatmaps(mirrored, FLIP), plain, atol=1e-12)
-    assert np.abs(unflip_keypoints(mirrored_points, crop[0], FLIP) - points).max() < 1e-12
+    assert torch.allclose(unflip_heatmaps(mirrored, FLIP, "centre"), plain, atol=1e-12)
+    assert np.abs(unflip_keypoints(mirrored_points, crop[0], FLIP, "centre") - points).max() < 1e-12
+
+
+def test_flip_back_in_the_index_convention_is_hrnets() -> None:
+    """HRNet's flip_back (columns reversed, left/right channels swapped) then SHIFT_HEATMAP (output[..., 1:] =
+    output[..., :-1], column 0 kept), written out, equals unflip_heatmaps' default; a mirrored keypoint maps back by
+    x -> W - 1 - x (a pixel's index is its coordinate)."""
+    rng = np.random.default_rng(2)
+    flipped = rng.uniform(0, 1, (3, 17, 16, 12))
+    expected = flipped[:, :, :, ::-1].copy()
+    for a, b in COCO17.flip_pairs:
+        expected[:, [a, b]] = expected[:, [b, a]]
+    expected[:, :, :, 1:] = expected[:, :, :, 0:-1].copy()
+    assert unflip_heatmaps(torch.from_numpy(flipped), FLIP).numpy().tolist() == expected.tolist()
+    points = rng.uniform(0, 47, (3, 17, 2))
+    mirrored = points[:, FLIP].copy()
+    mirrored[..., 0] = 48 - 1 - mirrored[..., 0]
+    assert np.abs(unflip_keypoints(mirrored, 48, FLIP) - points).max() < 1e-12
 
 
 # --- person-box sources --------------------------------------------------------------------------------------
@@ -367,6 +485,7 @@ class Oracle:
     schema = COCO17
     crop_size = (48, 64)
     input_format = "tensor"
+    pixel_convention = "index"
 
     def __init__(self, gt: dict) -> None:
         self.by_box = {}
@@ -385,7 +504,7 @@ class Oracle:
         scores = (kps[..., 2] > 0).astype(float)
         if batch.flipped:  # what a perfect model sees on the mirrored crop
             crop, scores = crop[:, FLIP], scores[:, FLIP]
-            crop[..., 0] = self.crop_size[0] - crop[..., 0]
+            crop[..., 0] = self.crop_size[0] - (1.0 if self.pixel_convention == "index" else 0.0) - crop[..., 0]
         return CropOutput(keypoints=crop, keypoint_scores=scores)
 
 
@@ -402,12 +521,15 @@ def _two_images():
     return gt, images
 
 
+@pytest.mark.parametrize("convention", ["index", "centre"])
 @pytest.mark.parametrize("flip", [False, True])
-def test_oracle_crops_give_back_the_gt_keypoints(flip: bool) -> None:
+def test_oracle_crops_give_back_the_gt_keypoints(flip: bool, convention: str) -> None:
     gt, images = _two_images()
     oracle = Oracle(gt)
+    oracle.pixel_convention = convention
     model = TopDownModel(oracle, GroundTruthBoxes(gt), flip_test=flip, crop_batch_size=2)
     out = model.predict(images, image_ids=[1, 2])
+    assert model.describe()["pixel_convention"] == convention and model.describe()["heatmap_refinement"] == "hrnet"
     # Three crops in batches of at most 2, across the two images (and the mirrored pass with the flip test).
     assert [c[:2] for c in oracle.calls] == ([(2, False), (2, True), (1, False), (1, True)] if flip
                                               else [(2, False), (1, False)])
@@ -499,3 +621,105 @@ def test_yolo_pose_as_the_source_gives_its_person_boxes() -> None:
     assert np.array_equal(found.boxes, boxes) and np.array_equal(found.scores, scores)
     described = source.describe()
     assert described["kind"] == "model" and described["spec"] == "yolo"
+
+
+class _FixedHeatmaps:
+    """A crop model that answers every crop with the same heatmaps (M copies)."""
+
+    schema = COCO17
+    crop_size = (48, 64)
+
+    def __init__(self, heatmaps: np.ndarray) -> None:
+        self.heatmaps = heatmaps
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(weights=None, source="test", name="fixed-heatmaps", keypoint_score_kind="probability")
+
+    def predict_crops(self, batch: CropBatch) -> CropOutput:
+        return CropOutput(heatmaps=torch.from_numpy(np.repeat(self.heatmaps[None], len(batch), axis=0)))
+
+
+def test_heatmap_keypoints_in_the_image_are_hrnets_get_final_preds() -> None:
+    """The whole path, box to image keypoints, against HRNet written out: _box2cs (centre, aspect fix, x 1.25), then
+    get_final_preds, whose transform_preds maps heatmap point p to centre - size / 2 + p * size / heatmap size."""
+    rng = np.random.default_rng(5)
+    heatmaps = rng.uniform(0, 1, (17, 16, 12)).astype(np.float32)
+    gt, images = _two_images()
+    out = TopDownModel(_FixedHeatmaps(heatmaps), GroundTruthBoxes(gt)).predict(images, image_ids=[1, 2])
+    for pred, boxes in zip(out, ([[5, 5, 20, 30], [40, 10, 25, 40]], [[10, 10, 30, 50]])):
+        for row, (x, y, w, h) in enumerate(boxes):
+            centre = np.array([x + w * 0.5, y + h * 0.5])
+            if w > 0.75 * h:
+                h = w / 0.75
+            else:
+                w = h * 0.75
+            size = np.array([w, h]) * 1.25
+            coords, maxvals = _hrnet_decode_by_hand(heatmaps[None], 1.0, 1.0)
+            expected = centre - size / 2 + coords[0] * size / np.array([12, 16])
+            assert np.abs(pred.keypoints[row, :, :2] - expected).max() < 1e-9
+            assert pred.keypoint_scores[row].tolist() == maxvals[0].tolist()
+
+
+def test_a_box_of_no_area_is_refused_naming_the_image_and_the_source() -> None:
+    class Boxes:
+        needs_images = False
+
+        def boxes(self, image_ids, images=None):
+            return [PersonBoxes(np.array([[0.0, 0, 10, 10]]), np.array([0.9])),
+                    PersonBoxes(np.array([[1.0, 2, 30, 40], [7.0, 8, 7, 8]]), np.array([0.8, 0.7]))]
+
+        def describe(self):
+            return {"kind": "file", "spec": "dets.json", "protocol": "detections"}
+
+    gt, images = _two_images()
+    model = TopDownModel(Oracle(gt), Boxes())
+    with pytest.raises(KpbenchError, match=r"^image 2: person box 1 \[7\.0, 8\.0, 7\.0, 8\.0\] \(xyxy\) from the "
+                                           r"person-box source dets\.json has no area"):
+        model.predict(images, image_ids=[1, 2])
+
+
+def test_oks_nms_of_a_top_down_model_uses_the_crop_regions_areas() -> None:
+    """HRNet's validate keeps area = prod(scale * 200), the aspect-fixed, padded region, for oks_nms (mmpose:
+    prod(bbox_scales)). Two tall, thin boxes 3 px apart: their OKS is above 0.9 with the regions' areas (one is
+    removed) and below it with the boxes' (both would stay); the result equals the brute-force NMS on region areas."""
+    from kpbench.engine.postprocess import PostProcessedModel
+
+    boxes = np.array([[10.0, 20, 30, 220], [13.0, 20, 33, 220], [100.0, 30, 160, 90]])
+
+    class Boxes:
+        needs_images = False
+
+        def boxes(self, image_ids, images=None):
+            return [PersonBoxes(boxes, np.array([0.9, 0.8, 0.7]))]
+
+        def describe(self):
+            return {"kind": "test", "spec": "test", "protocol": "test boxes"}
+
+    class Template:
+        schema = COCO17
+        crop_size = (48, 64)
+
+        def info(self):
+            return ModelInfo(weights=None, source="test", name="template", keypoint_score_kind="probability")
+
+        def predict_crops(self, batch):
+            grid = np.stack([np.linspace(14, 34, 17), np.linspace(8, 56, 17)], axis=1)
+            return CropOutput(keypoints=np.broadcast_to(grid, (len(batch), 17, 2)).copy(),
+                              keypoint_scores=np.full((len(batch), 17), 0.9))
+
+    composite = TopDownModel(Template(), Boxes())
+    (raw,) = composite.predict([torch.rand(3, 240, 200)], image_ids=[1])
+    regions = crop_regions(boxes, (48, 64))
+    region_areas = regions[:, 2] * regions[:, 3]
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    kps, sigmas = raw.keypoints, COCO17.sigma_array
+    assert _brute_oks(kps[0], kps[1], *region_areas[:2], sigmas) > 0.9 > _brute_oks(kps[0], kps[1], *(widths * heights)[:2], sigmas)
+    model = PostProcessedModel(composite, PostProcessSettings(nms="oks", nms_thresh=0.9))
+    (out,) = model.predict([torch.rand(3, 240, 200)], image_ids=[1])
+    keep = _brute_nms(raw.scores, kps, region_areas, sigmas, 0.9)
+    assert keep == [0, 2] and out.scores.tolist() == raw.scores[keep].tolist()
+    assert out.boxes.tolist() == boxes[keep].tolist()
+    assert model.info().extra["postprocess"]["nms_area"] == "crop region"
+    assert composite.describe()["nms_area"].startswith("crop region")
+    # A whole-image model's OKS-NMS keeps its boxes' areas, and says so.
+    assert PostProcessedModel(_Detector(), PostProcessSettings(nms="oks")).info().extra["postprocess"]["nms_area"] == "person box"

@@ -45,7 +45,7 @@ class Oracle:
         crop, scores = apply_affines(batch.affines, kps[..., :2]), (kps[..., 2] > 0) * 0.9
         if batch.flipped:
             crop, scores = crop[:, FLIP], scores[:, FLIP]
-            crop[..., 0] = self.crop_size[0] - crop[..., 0]
+            crop[..., 0] = self.crop_size[0] - 1 - crop[..., 0]  # the default "index" pixel convention
         return CropOutput(keypoints=crop, keypoint_scores=scores)
 
 
@@ -148,7 +148,8 @@ def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Pat
     assert top_down["person_boxes"]["kind"] == "gt" and top_down["flip_test"] is True
     assert top_down["crop_size"] == [48, 64] and top_down["padding"] == 1.25
     assert manifest["model"]["extra"]["postprocess"] == {"rescore": "keypoint-mean", "rescore_thresh": 0.2, "nms": "oks",
-                                                         "nms_thresh": 0.9}
+                                                         "nms_thresh": 0.9, "nms_area": "crop region"}
+    assert top_down["pixel_convention"] == "index" and top_down["heatmap_refinement"] == "hrnet"
     assert manifest["config"]["person_boxes"] == "gt" and manifest["config"]["nms"] == "oks"
     assert any("GT-box protocol" in d for d in manifest["deviations"])
     assert not any("OKS-NMS" in d or "rescoring" in d for d in manifest["deviations"])  # the standard post-processing
@@ -159,6 +160,7 @@ def test_gt_boxes_and_an_oracle_crop_model_give_ap_1(tmp_path: Path, plugin: Pat
     ev = pycocotools_eval(gt, _box_results(out), iou_type="bbox")
     assert list(manifest["person_boxes"]["stats"].values()) == [float(s) for s in ev.stats]
     assert manifest["person_boxes"]["num_boxes"] == 70
+    assert "index pixel convention, hrnet heatmap decoding" in stdout
     assert "top-down on GT boxes: person boxes gt" in stdout and f"box AP {100 * ev.stats[0]:.1f}" in stdout
     # By hand: the 70 GT boxes (score 1) are 70 true positives among the sample's 121 non-crowd persons, so precision
     # is 1 up to recall 70/121 = 0.579 at every IoU threshold: 58 of COCOeval's 101 recall points (0.00 to 0.57).

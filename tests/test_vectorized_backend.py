@@ -351,3 +351,22 @@ def test_precision_at_recalls_from_true_positives_is_cocoeval_accumulate(npig: i
                                      _RECALL_THRESHOLDS)
         assert np.array_equal(ours[0], q) and np.array_equal(ours[1], ss)
         assert ours[2] == (rc[-1] if nd else 0)
+
+
+def test_matches_added_to_an_evaluation_without_them_keep_its_backend_and_numbers() -> None:
+    """An evaluation without per-image matches (hotcoco's) gets the default backend's matches for a sweep, with a
+    note; its stats, arrays and backend name stay its own (the matches give the same numbers)."""
+    import dataclasses
+
+    from kpbench.evaluation.cocoeval import with_matches
+
+    gt, results = make_synthetic_coco(num_images=6, seed=3)
+    full = evaluate(gt, results)
+    given = dataclasses.replace(full, backend="hotcoco", image_evals=None, matches=None)
+    again, notes = with_matches(given, "the threshold sweep")
+    assert again.backend == "hotcoco" and again.stats is given.stats and again.precision is given.precision
+    assert again.matches is not None and len(again.image_evals) == len(full.image_evals)
+    for mine, theirs in zip(again.image_evals, full.image_evals, strict=True):
+        assert (mine.image_id, mine.area_index) == (theirs.image_id, theirs.area_index)
+        assert np.array_equal(mine.dt_ids, theirs.dt_ids) and np.array_equal(mine.dt_matches, theirs.dt_matches)
+    assert len(notes) == 1 and "hotcoco" in notes[0]

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import copy
+import gc
 import sys
 import warnings
 
-import typer
+# The cyclic garbage collector paused while the CLI's modules load, then what they made frozen (gc.freeze: kept out
+# of every later collection): typer, click and inspect make tens of thousands of long-lived objects, and the
+# collections they would start (about 20 while loading, each walking every object made so far, then the same
+# objects again in each older-generation collection of the command) cost ~10-20 ms of every command's start-up,
+# more than `kpbench evaluate` spends parsing a small file. This is the start-up pattern gc.freeze is documented
+# for; nothing made while loading modules is garbage.
+_COLLECTING = gc.isenabled()
+gc.disable()
+try:
+    import typer
 
-from kpbench.cli import (  # noqa: F401  (each module registers its commands on `app`)
-    analysis,
-    analyze,
-    configcmd,
-    data,
-    demo,
-    evaluate,
-    export,
-    run,
-    speed,
-    sweep,
-    thresholds,
-    visual,
-)
-from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message
-from kpbench.core.errors import KpbenchError, KpbenchWarning
+    from kpbench.cli import (  # noqa: F401  (each module registers its commands on `app`)
+        analysis,
+        analyze,
+        configcmd,
+        data,
+        demo,
+        evaluate,
+        export,
+        run,
+        speed,
+        sweep,
+        thresholds,
+        visual,
+    )
+    from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message
+    from kpbench.core.errors import KpbenchError, KpbenchWarning
+
+    gc.freeze()
+finally:  # (a failed import leaves the collector as it was)
+    if _COLLECTING:
+        gc.enable()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]

@@ -3,11 +3,15 @@
 This is the command whose own cost matters (item 10 of issue 11): it imports the evaluation modules only when it
 runs, and nothing here imports torch, pandas or matplotlib."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the command's signature on every call, and string
+# annotations cost it ~50 typing.ForwardRef compilations (~1 ms); these are evaluated once, at import.
 
+import contextlib
+import gc
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +48,24 @@ def _keep_freed_memory() -> None:
         return
     for parameter, value in _MALLOC_SETTINGS:
         mallopt(parameter, value)
+
+
+@contextlib.contextmanager
+def _loading_evaluation_modules() -> Iterator[None]:
+    """The cyclic garbage collector paused while the evaluation modules (numpy and msgspec among them) load, and,
+    the first time in a process, what they made frozen (gc.freeze: left out of every later collection). Loading
+    them otherwise starts ~30 collections that walk the same long-lived objects again and again (~10 ms, a tenth of
+    what a `kpbench evaluate` of 5000 images costs beyond a bare hotcoco script); none of those objects is garbage."""
+    first = "kpbench.evaluation.cocoeval" not in sys.modules
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if first:
+            gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 @app.command("evaluate")
@@ -104,17 +126,19 @@ def evaluate_command(
     """
     _one_blas_thread()
     _keep_freed_memory()
-    from kpbench.core.io import check_format, ensure_output_dir, to_csv
-    from kpbench.evaluation.cocoeval import (
-        check_backend,
-        evaluate,
-        format_stats_markdown,
-        format_stats_table,
-        metrics_json,
-        metrics_rows,
-        write_metrics,
-    )
-    from kpbench.evaluation.cocofiles import check_iou_type
+    with _loading_evaluation_modules():
+        from kpbench.core.io import check_format, ensure_output_dir, to_csv
+        from kpbench.evaluation import fastparse  # noqa: F401  (the default backend's parser, loaded here with the rest)
+        from kpbench.evaluation.cocoeval import (
+            check_backend,
+            evaluate,
+            format_stats_markdown,
+            format_stats_table,
+            metrics_json,
+            metrics_rows,
+            write_metrics,
+        )
+        from kpbench.evaluation.cocofiles import check_iou_type
 
     check_format(fmt)
     if iou_type is not None:
@@ -135,9 +159,10 @@ def evaluate_command(
     keypoint_only = schema is not None or sigma_values is not None or drop_zero_keypoints or wholebody
     if keypoint_only and iou_type == "bbox":
         raise KpbenchError("--schema, --sigmas, --drop-zero-keypoints and --wholebody are for keypoints, not --iou-type bbox")
-    from kpbench.analysis.bootstrap import check_bootstrap
+    if bootstrap is not None or bootstrap_seed != 0:  # (the default seed needs no check, nor its module loaded)
+        from kpbench.analysis.bootstrap import check_bootstrap
 
-    check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the evaluation; memory once the images are known
+        check_bootstrap(bootstrap, bootstrap_seed)  # bounds, before the evaluation; memory once the images are known
     group_spec = options.groups_spec(groups)
     per_keypoint = per_keypoint or group_spec is not None  # --groups asks for AP per group
     if per_keypoint and (iou_type == "bbox" or wholebody):

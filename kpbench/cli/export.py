@@ -20,8 +20,8 @@ def export_command(
                                     "format-2 run directories cached them.")] = "coco",
     out: Annotated[
         Path | None,
-        options.out_option("coco: a folder [default: RUN_DIR]; jsonl: a file [default: RUN_DIR/detections.jsonl, "
-                           "when the run has none]."),
+        options.out_option("coco: a folder [default: RUN_DIR]; jsonl: a file [default: "
+                           "RUN_DIR/export/detections.jsonl]."),
     ] = None,
 ) -> None:
     """Write a run's cached detections as COCO results files or JSON lines, for tools that do not read kpbench's

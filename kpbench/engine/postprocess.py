@@ -12,11 +12,14 @@ becomes its box score times the mean of its keypoint scores above `rescore_thres
 Keypoint scores must be probabilities (a threshold of 0.2 on logits means nothing, so logits are refused).
 
 **OKS between two detections** a and b of one image (the one OKS-NMS uses; HRNet's `oks_iou` without its visibility
-filter): with d_k the distance between their keypoints k, sigma_k the schema's sigmas and the areas of their boxes,
+filter): with d_k the distance between their keypoints k, sigma_k the schema's sigmas and their areas,
 
     OKS(a, b) = mean_k exp(-d_k^2 / (2 * (2 sigma_k)^2 * ((area_a + area_b) / 2 + eps)))
 
-(eps = 2.2e-16 keeps boxes of no area finite.)
+(eps = 2.2e-16 keeps boxes of no area finite.) **The areas**: for a top-down model (one with ``nms_areas``), the
+area of each person's crop region, the box fixed to the crop's aspect ratio and padded, as HRNet's `validate`
+(``prod(scale * 200)``) and mmpose's CocoMetric (``prod(bbox_scales)``) use; for a whole-image model, its box's.
+Which one is recorded (``nms_area`` in the model's ``extra["postprocess"]``).
 
 **OKS-NMS** (greedy): take the highest score, drop every remaining detection whose OKS with it is above
 `nms_thresh` (0.9), repeat. **Soft-OKS-NMS** (Bodla et al., "Soft-NMS", ICCV 2017, with OKS for IoU): take the
@@ -167,9 +170,11 @@ def _host(value: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def postprocess_predictions(
-    predictions: Predictions, sigmas: np.ndarray, settings: PostProcessSettings, category_id: int = 1
+    predictions: Predictions, sigmas: np.ndarray, settings: PostProcessSettings, category_id: int = 1,
+    areas: np.ndarray | None = None,
 ) -> Predictions:
-    """One image's detections rescored and NMS-ed (host numpy arrays; labels kept)."""
+    """One image's detections rescored and NMS-ed (host numpy arrays; labels kept). `areas` (N,): the areas OKS
+    uses (a top-down model's crop regions); None: the boxes' areas."""
     boxes = _host(predictions.boxes).reshape(-1, 4)
     scores = _host(predictions.scores).reshape(-1)
     n, k = scores.shape[0], len(sigmas)
@@ -180,7 +185,9 @@ def postprocess_predictions(
     if settings.rescore == "keypoint-mean":
         scores = rescore(scores, kp_scores, settings.rescore_thresh)
     if settings.nms != "none" and n:
-        areas = box_areas(boxes)
+        areas = box_areas(boxes) if areas is None else np.asarray(areas, dtype=np.float64).reshape(-1)
+        if areas.shape != (n,):
+            raise ValueError(f"OKS-NMS areas of shape {areas.shape} for {n} detections")
         picked, new_scores = [], []
         for label in dict.fromkeys(labels.tolist()):  # labels in order of first appearance
             members = np.flatnonzero(labels == label)
@@ -230,6 +237,15 @@ class PostProcessedModel:
         self.input_format = input_format(model)
         self.wants_image_ids = bool(getattr(model, "wants_image_ids", False))
         self._sigmas = self.schema.sigma_array
+        # A top-down model's OKS-NMS uses each person's crop region area (module docstring).
+        self._nms_areas = getattr(model, "nms_areas", None) if getattr(model, "top_down", False) else None
+
+    @property
+    def nms_area(self) -> str | None:
+        """Which area OKS-NMS uses ("crop region" or "person box"), None without NMS."""
+        if self.settings.nms == "none":
+            return None
+        return "crop region" if self._nms_areas is not None else "person box"
 
     def __getattr__(self, name: str) -> Any:  # optional hooks (to, set_input_size, ...) are the wrapped model's
         if name in ("model", "settings"):
@@ -240,13 +256,21 @@ class PostProcessedModel:
         info = self._info
         extra = dict(info.extra)
         top_down = bool(getattr(self.model, "top_down", False))
-        extra["postprocess"] = self.settings.to_json()
+        recorded = self.settings.to_json()
+        if self.nms_area is not None:
+            recorded["nms_area"] = self.nms_area
+        extra["postprocess"] = recorded
         extra["deviations"] = [*(extra.get("deviations") or []), *postprocess_deviations(self.settings, top_down)]
+        if top_down and self.nms_area == "person box":
+            extra["deviations"].append("OKS-NMS on the person boxes' areas (the top-down protocol: the crop regions')")
         if isinstance(extra.get("protocol"), dict):
-            extra["protocol"] = {**extra["protocol"], "postprocess": self.settings.to_json()}
+            extra["protocol"] = {**extra["protocol"], "postprocess": recorded}
         return ModelInfo(**{**asdict(info), "extra": extra})
 
     def predict(self, images: Sequence[Any], image_ids: Sequence[int] | None = None) -> list[Predictions]:
         found = self.model.predict(images, image_ids=image_ids) if self.wants_image_ids else self.model.predict(images)
         category = self.schema.category_id
-        return [postprocess_predictions(p, self._sigmas, self.settings, category) for p in found]
+        if self._nms_areas is None or self.settings.nms == "none":
+            return [postprocess_predictions(p, self._sigmas, self.settings, category) for p in found]
+        return [postprocess_predictions(p, self._sigmas, self.settings, category,
+                                        self._nms_areas(_host(p.boxes).reshape(-1, 4))) for p in found]

@@ -497,8 +497,9 @@ def require_image_evals(result: EvalResult, purpose: str) -> Sequence[ImageEval]
 
 
 def with_matches(result: EvalResult, purpose: str) -> tuple[EvalResult, list[str]]:
-    """`result` if it carries per-image matches, else the same evaluation again on the default backend (from the
-    inputs it kept), with the note that says so."""
+    """`result` if it carries per-image matches, else `result` with the per-image matches of the same evaluation
+    made again on the default backend (from the inputs it kept), and the note that says so. Its stats and arrays,
+    and its `backend`, stay the given backend's: only the matches come from the default one."""
     if result.image_evals is not None:
         return result, []
     if result.inputs is None:
@@ -509,8 +510,7 @@ def with_matches(result: EvalResult, purpose: str) -> tuple[EvalResult, list[str
     output = get_backend(DEFAULT_BACKEND).run(inputs, sigmas, result.settings)
     import dataclasses
 
-    again = dataclasses.replace(result, backend=DEFAULT_BACKEND, image_evals=output.image_evals,
-                                matches=output.matches)
+    again = dataclasses.replace(result, image_evals=output.image_evals, matches=output.matches)
     return again, [matches_note(purpose, result.backend)]
 
 

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.arrays import DetectionArrays
-from kpbench.core.config import IOU_TYPES
 from kpbench.core.errors import KpbenchError, KpbenchWarning, shown
 from kpbench.core.io import read_json
 from kpbench.core.schema import BUILTIN_SCHEMAS, COCO17, KEYPOINT_MAX_DETS, KeypointSchema, is_id_value
 from kpbench.evaluation.arrays import loadres_takes_box
 
+# kpbench.core.config's IOU_TYPES (tested equal), not imported from there: the config module (dataclasses,
+# tomllib) costs `kpbench evaluate` ~5 ms of start-up and nothing else of it is needed here.
+IOU_TYPES = ("keypoints", "bbox")
 # CrowdPose's evaluation scales OKS by the box area times this (xtcocotools' keypoints_crowd with use_area=False).
 CROWDPOSE_BOX_AREA_FACTOR = 0.53
 

@@ -133,18 +133,21 @@ if msgspec is not None:
         category_id: int
         score: Finite
 
+    # A keypoint result with a bbox, segmentation or caption at all (any value): the full checks decide (pycocotools
+    # reads a whole file by its first record's fields). Typed UnsetType, such a field fails the decode, and
+    # `_parse` returns None, as it does for any record msgspec refuses.
+
     class _KeypointResult(_KeypointResultFields, gc=False):
         keypoints: Raw
-        # Present at all: the full checks decide (pycocotools reads a whole file by its first record's fields).
-        bbox: Raw | UnsetType = UNSET
-        segmentation: Raw | UnsetType = UNSET
-        caption: Raw | UnsetType = UNSET
+        bbox: UnsetType = UNSET
+        segmentation: UnsetType = UNSET
+        caption: UnsetType = UNSET
 
     class _KeypointResultFloats(_KeypointResultFields, gc=False):
         keypoints: list[float]
-        bbox: Raw | UnsetType = UNSET
-        segmentation: Raw | UnsetType = UNSET
-        caption: Raw | UnsetType = UNSET
+        bbox: UnsetType = UNSET
+        segmentation: UnsetType = UNSET
+        caption: UnsetType = UNSET
 
     class _BoxResult(Struct, gc=False):
         image_id: int
@@ -226,7 +229,7 @@ def _short_numbers(data: bytes) -> bool:
 
 def _keypoint_array(records: list, width: int, text: bool) -> np.ndarray | None:
     """(N, width) of the records' keypoint lists (their JSON text, or floats), else None (the full checks decide)."""
-    lists = [r.keypoints for r in records]
+    lists = list(map(attrgetter("keypoints"), records))
     return number_lists(lists, width) if text else _flat_lists(lists, width)
 
 
@@ -281,13 +284,12 @@ def _ground_truth(
         if keypoints is None:
             return None
         keypoints = keypoints.reshape(g, proved.num_keypoints, 3)
-        num_keypoints = _numbers(annotations, "num_keypoints")
-        no_keypoints = num_keypoints == 0
-        iscrowd = _numbers(annotations, "iscrowd")
+    iscrowd = _numbers(annotations, "iscrowd")
+    if iou_type == "keypoints":
+        no_keypoints = _numbers(annotations, "num_keypoints") == 0
         unlabelled = int(np.count_nonzero((iscrowd == 0) & no_keypoints))
         if unlabelled:
             notes.append(unlabelled_note(unlabelled, instance_noun(proved)))
-    iscrowd = _numbers(annotations, "iscrowd")
     boxes = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), annotations)), dtype=np.float64,
                         count=4 * g).reshape(g, 4)
     arrays = GroundTruthArrays(
@@ -348,10 +350,7 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
     if results[0].caption is not UNSET:
         return None
     keypoints = boxes = None
-    if iou_type == "keypoints":
-        # UNSET is falsy and raw JSON text never empty: one C-level pass per field.
-        if any(any(map(attrgetter(optional), results)) for optional in ("bbox", "segmentation", "caption")):
-            return None
+    if iou_type == "keypoints":  # (no bbox, segmentation nor caption: see _KeypointResult)
         flat = _keypoint_array(results, proved.result_length, text)  # type: ignore[union-attr]
         if flat is None:
             return None

@@ -99,6 +99,11 @@ def person_box_line(manifest: dict[str, Any]) -> str | None:
             f"{selection.get('score_threshold', 0):g}, {'all' if cap is None else f'at most {cap}'} per image), crops "
             f"{facts.get('crop_size', ['?', '?'])[0]}x{facts.get('crop_size', ['?', '?'])[1]}, padding "
             f"{facts.get('padding')}{flip}, rescore {post.get('rescore', 'none')}, NMS {post.get('nms', 'none')}")
+    if facts.get("pixel_convention"):  # recorded since the crop model's convention became a field
+        line += (f", {facts['pixel_convention']} pixel convention, {facts.get('heatmap_refinement', '?')} heatmap "
+                 "decoding")
+    if post.get("nms_area"):
+        line += f" (OKS areas: {post['nms_area']})"
     stats = (manifest.get("person_boxes") or {}).get("stats")
     if stats:
         line += f"\n  person boxes' own box AP {100 * stats['AP']:.1f} (AP50 {100 * stats['AP50']:.1f})"

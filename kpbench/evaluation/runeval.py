@@ -41,7 +41,6 @@ from kpbench.runs.directory import (
     keypoint_results_path,
     manifest_path,
     read_manifest,
-    shard_paths,
     write_manifest,
 )
 from kpbench.runs.results import write_coco_results
@@ -183,11 +182,7 @@ def finished_run_arrays(
             f"{run_dir}: run incomplete, {int(cached.sum())} of {len(wanted)} images have detections "
             "(re-run the same `kpbench run` command to finish it)"
         )
-    if len(found.image_ids) != len(wanted) or not np.array_equal(found.image_ids, wanted):
-        keep_images = np.isin(found.image_ids, wanted)
-        rows = np.repeat(keep_images, found.counts)
-        found = RunArrays(found.image_ids[keep_images], found.counts[keep_images], found.detections.take(rows),
-                          found.boxes_xyxy[rows], [s for s, k in zip(found.input_shapes, keep_images.tolist()) if k])
+    found = found.select(wanted)  # the images the manifest lists (the store may hold others: a narrowed rerun)
     check_finite_run_arrays(run_dir, found)
     return found
 
@@ -195,18 +190,7 @@ def finished_run_arrays(
 def finished_run_detections(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[ImageDetections]:
     """`finished_run_arrays` as one ImageDetections per image (image-id order), for code that reads a run image by
     image (drawing, the error analysis)."""
-    ra = finished_run_arrays(run_dir, manifest)
-    det = ra.detections
-    starts = np.concatenate([[0], np.cumsum(ra.counts)]).astype(np.int64)
-    out = []
-    for i, image_id in enumerate(ra.image_ids.tolist()):
-        rows = slice(int(starts[i]), int(starts[i + 1]))
-        out.append(ImageDetections(
-            image_id=int(image_id), boxes=ra.boxes_xyxy[rows], scores=det.scores[rows], labels=det.category_ids[rows],
-            keypoints=det.keypoints[rows], keypoint_scores=det.keypoint_scores[rows],  # type: ignore[index]
-            input_shape=ra.input_shapes[i],
-        ))
-    return out
+    return list(finished_run_arrays(run_dir, manifest).images())
 
 
 def load_run_ground_truth(run_dir: str | Path, iou_types: Sequence[str] = IOU_TYPES) -> dict[str, GroundTruth]:
@@ -233,19 +217,6 @@ def run_schema(run_dir: str | Path) -> KeypointSchema | None:
     return run_format(manifest).schema if "schema" in manifest else None
 
 
-def _cache_file_holding(run_dir: Path, image_id: int) -> Path:
-    """The store file whose record for `image_id` was read (the last file that has it)."""
-    shards = [p for p in shard_paths(run_dir) if p.is_file()]
-    if not shards:
-        return detections_path(run_dir)
-    from kpbench.runs.detections import iter_cache
-
-    for path in reversed([p for p in (detections_path(run_dir), *shards) if p.is_file()]):
-        if any(det.image_id == image_id for det in iter_cache(path)):
-            return path
-    return detections_path(run_dir)
-
-
 def check_finite_run_arrays(run_dir: str | Path, arrays: RunArrays) -> None:
     """Every score, box and keypoint that goes into the results files is finite; otherwise a KpbenchError naming
     the store file, the image id, the detection and its position in the rebuilt results (JSON has no NaN, and
@@ -269,7 +240,10 @@ def check_finite_run_arrays(run_dir: str | Path, arrays: RunArrays) -> None:
     image_id = int(arrays.image_ids[image])
     j = position - int(np.sum(arrays.counts[:image]))
     name = next(name for name, flags in first.items() if flags[position])
-    cache = _cache_file_holding(Path(run_dir), image_id)
+    try:
+        cache = arrays.file_of(image_id)  # the file whose record was read (a shard's wins over the store's)
+    except KeyError:  # arrays made without their files
+        cache = detections_path(run_dir)
     raise KpbenchError(
         f"{cache}: image {image_id}, detection {j} (result {position} of the rebuilt results): "
         f"'{name}' holds NaN or infinity; the cache is damaged or the model gave non-finite outputs "
@@ -307,35 +281,44 @@ def run_results(
     return {t: validate_results(by_type[t], rebuilt_source(run_dir), g, t) for t, g in gt.items()}
 
 
-def results_files_record(run_dir: str | Path, image_ids: np.ndarray) -> dict[str, Any]:
-    """What the COCO results files were written from, and what they were: the images written (count and CRC-32 of
-    their ids) and [name, size, mtime_ns] of each detections file (the store and any shards) and of each results
-    file, for `results_files_current`."""
-    import zlib
-
+def detection_stamps(run_dir: str | Path) -> list[list[Any]]:
+    """[name, size, mtime_ns, inode] of each detections file of the run (the store and any shards): taken before
+    the detections are read, so that a store rewritten while they are (a resume) never matches what was read."""
     from kpbench.runs.directory import detection_files
 
-    def stamp(path: Path) -> list[Any]:
-        st = path.stat()
-        return [path.name, st.st_size, st.st_mtime_ns]
+    return [_stamp(p) for p in detection_files(run_dir)]
+
+
+def _stamp(path: Path) -> list[Any]:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def results_files_record(run_dir: str | Path, image_ids: np.ndarray, detections: list[list[Any]]) -> dict[str, Any]:
+    """What the COCO results files were written from, and what they were: the images written (count and CRC-32 of
+    their ids), the `detection_stamps` taken before the detections were read, and [name, size, mtime_ns, inode] of
+    each results file, for `results_files_current`."""
+    import zlib
 
     ids = np.ascontiguousarray(image_ids, dtype=np.int64)
-    return {"images": [len(ids), zlib.crc32(ids.tobytes())],
-            "detections": [stamp(p) for p in detection_files(run_dir)],
-            "results": [stamp(keypoint_results_path(run_dir)), stamp(bbox_results_path(run_dir))]}
+    return {"images": [len(ids), zlib.crc32(ids.tobytes())], "detections": detections,
+            "results": [_stamp(keypoint_results_path(run_dir)), _stamp(bbox_results_path(run_dir))]}
 
 
-def results_files_current(run_dir: str | Path, manifest: dict[str, Any], image_ids: np.ndarray) -> bool:
+def results_files_current(
+    run_dir: str | Path, manifest: dict[str, Any], image_ids: np.ndarray, detections: list[list[Any]]
+) -> bool:
     """Whether the run's COCO results files are the ones written from its store as it is now: the manifest's
-    `results_files` record (written with them) equals the images and the files' size and modification time, so
-    neither the store (a resumed or merged run rewrites it) nor a results file (edited, deleted) has changed since.
+    `results_files` record (written with them) equals the images, the detections files as read (`detections`, the
+    stamps taken before reading them) and the results files' size, modification time and inode, so neither the
+    store (a resumed or merged run rewrites it) nor a results file (edited, replaced, deleted) has changed since.
     Then evaluating the run again need not rewrite them: they would get the same bytes (the encoder is
     deterministic), and at 500,000 detections writing them is half of `kpbench evaluate RUN_DIR`."""
     record = manifest.get("results_files")
     if not isinstance(record, dict):
         return False
     try:
-        return record == results_files_record(run_dir, image_ids)
+        return record == results_files_record(run_dir, image_ids, detections)
     except OSError:  # a results file is missing
         return False
 
@@ -363,6 +346,7 @@ def evaluate_run(
     check_backend(backend)
     started = time.perf_counter()
     manifest = read_manifest(run_dir)
+    stamps = detection_stamps(run_dir)  # before reading (or as the run holds them: just written)
     ra = finished_run_arrays(run_dir, manifest, arrays)
     gt = load_run_ground_truth(run_dir)
     checked = run_checked_detections(run_dir, ra, gt)
@@ -373,7 +357,7 @@ def evaluate_run(
     written: list[Path] = []
     if write:
         files = [keypoint_results_path(run_dir), bbox_results_path(run_dir)]
-        if results_files_current(run_dir, manifest, ra.image_ids):
+        if results_files_current(run_dir, manifest, ra.image_ids, stamps):
             for path in files:
                 if on_keep is not None:
                     on_keep(path)
@@ -382,7 +366,7 @@ def evaluate_run(
             write_coco_results(files[0], ra.detections, "keypoints")
             write_coco_results(files[1], ra.detections, "bbox")
             written += files
-            record = results_files_record(run_dir, ra.image_ids)
+            record = results_files_record(run_dir, ra.image_ids, stamps)
         written += write_metrics(run_dir, results)
         manifest = read_manifest(run_dir)
         manifest["results_files"] = record

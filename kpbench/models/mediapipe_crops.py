@@ -29,6 +29,8 @@ class MediaPipeCropModel:
     schema: KeypointSchema = COCO17
     input_format = "numpy"
     crop_size = CROP_SIZE
+    # Landmarks normalised to the crop's edges, times the crop size: continuous pixels (kpbench.models.crops).
+    pixel_convention = "centre"
 
     def __init__(self) -> None:
         try:

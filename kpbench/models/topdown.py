@@ -8,8 +8,12 @@ and speed drive like any other.
 - ``crop_size``: (width, height) of the crops it takes, e.g. (192, 256);
 - ``predict_crops(batch: CropBatch) -> CropOutput``: for the M crops of `batch`, either ``keypoints`` (M, K, 2) in
   crop pixels with ``keypoint_scores`` (M, K), or ``heatmaps`` (M, K, Hh, Wh), which kpbench decodes
-  (`kpbench.models.crops.decode_heatmaps`: arg-max, quarter-pixel shift, the maximum as the score);
+  (`kpbench.models.crops.decode_heatmaps`: arg-max, quarter-pixel shift, the maximum as the score, as HRNet does);
 - ``info() -> ModelInfo`` (its ``keypoint_score_kind`` says whether the scores are probabilities or logits);
+- optionally ``pixel_convention`` ("index", the default: HRNet's and mmpose's, a pixel's index is its coordinate;
+  or "centre": continuous pixels, e.g. normalised landmarks times the crop size; `kpbench.models.crops`), which
+  sets where the warp samples, how heatmap pixels map to the crop and how a mirrored crop maps back, and
+  ``heatmap_refinement`` ("hrnet", the default, or "mmpose": the reference decoders' border rules);
 - optionally ``input_format`` ("tensor", the default here: ``batch.images`` is a float (M, 3, H, W) tensor in
   [0, 1] on the model's device; or "numpy": a list of M uint8 (H, W, 3) arrays) and ``to(device)``.
 
@@ -18,13 +22,15 @@ affine warp, batched across the images of a call up to ``crop_batch_size`` crops
 keypoints back to the image with the exact inverse of each crop's affine. ``CropBatch`` also carries each crop's
 image id, person box and affine, for adapters that want them (an oracle in the tests does).
 
-**Flip test** (``flip_test``): the crops are also given mirrored; the mirrored answer is mapped back (x -> W - x,
-left and right keypoints swapped by the schema's flip pairs) and averaged with the plain one: in heatmap space where
+**Flip test** (``flip_test``): the crops are also given mirrored; the mirrored answer is mapped back (x -> W - 1 - x under the "index"
+pixel convention, where a mirrored heatmap is also shifted one column as HRNet and mmpose do; x -> W - x under
+"centre"; left and right keypoints swapped by the schema's flip pairs) and averaged with the plain one: in heatmap space where
 the adapter returns heatmaps (``flip_space`` "auto" or "heatmaps"), else in keypoint space (keypoints and scores
 averaged). A schema without flip pairs cannot be flip-tested (refused).
 
 **Detections.** One per selected person box: its box and its box score as the person score (post-processing, such
-as rescoring by the keypoint scores and OKS-NMS, is a stage of its own: `kpbench.engine.postprocess`); keypoints
+as rescoring by the keypoint scores and OKS-NMS, is a stage of its own: `kpbench.engine.postprocess`, whose OKS uses
+this model's `nms_areas`, the crop regions' areas); keypoints
 (x, y, 1) in image pixels and the crop model's keypoint scores.
 
 The composite asks the run loop for the image ids of each call (``wants_image_ids``): GT and file sources look
@@ -42,11 +48,16 @@ import numpy as np
 from kpbench.core.errors import KpbenchError
 from kpbench.models.base import INPUT_FORMATS, ModelInfo, Predictions, model_info, model_name
 from kpbench.models.crops import (
+    DEFAULT_HEATMAP_REFINEMENT,
     DEFAULT_PADDING,
+    DEFAULT_PIXEL_CONVENTION,
+    HEATMAP_REFINEMENTS,
+    PIXEL_CONVENTIONS,
     apply_affines,
     crop_affines,
     crop_regions,
     decode_heatmaps,
+    degenerate_regions,
     flip_crops,
     flip_permutation,
     invert_affines,
@@ -73,8 +84,10 @@ class CropBatch:
       (H, W, 3) arrays ("numpy" models); (H, W) is the model's crop size;
     - ``image_ids`` (M,) int64: the COCO id of each crop's image;
     - ``boxes`` (M, 4) float64: each crop's person box, xyxy in image pixels;
-    - ``affines`` (M, 2, 3) float64: image -> crop coordinates (continuous pixels), before any mirroring;
-    - ``flipped``: whether these are the mirrored crops of the flip test (crop x = W - x of the plain crop).
+    - ``affines`` (M, 2, 3) float64: image -> crop coordinates (in the crop model's pixel convention), before any
+      mirroring;
+    - ``flipped``: whether these are the mirrored crops of the flip test (crop x = W - 1 - x of the plain crop
+      under the "index" convention, W - x under "centre").
     """
 
     images: Any
@@ -118,6 +131,14 @@ def check_crop_model(model: Any, spec: str) -> Any:
     size = model.crop_size
     if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
         raise KpbenchError(f"--model {spec}: crop_size must be (width, height), two positive integers; got {size!r}")
+    convention = getattr(model, "pixel_convention", DEFAULT_PIXEL_CONVENTION)
+    if convention not in PIXEL_CONVENTIONS:
+        raise KpbenchError(f"--model {spec}: pixel_convention {convention!r}; expected one of "
+                           f"{', '.join(PIXEL_CONVENTIONS)}")
+    refinement = getattr(model, "heatmap_refinement", DEFAULT_HEATMAP_REFINEMENT)
+    if refinement not in HEATMAP_REFINEMENTS:
+        raise KpbenchError(f"--model {spec}: heatmap_refinement {refinement!r}; expected one of "
+                           f"{', '.join(HEATMAP_REFINEMENTS)}")
     fmt = getattr(model, "input_format", "tensor")
     if fmt not in INPUT_FORMATS:
         raise KpbenchError(f"--model {spec}: input_format {fmt!r}; expected one of {', '.join(INPUT_FORMATS)}")
@@ -195,6 +216,8 @@ class TopDownModel:
         self._crop_info = model_info(crop_model)
         self._perm = flip_permutation(self.schema.num_keypoints, self.schema.flip_pairs)
         self._crop_format = getattr(crop_model, "input_format", "tensor")
+        self.pixel_convention: str = getattr(crop_model, "pixel_convention", DEFAULT_PIXEL_CONVENTION)
+        self.heatmap_refinement: str = getattr(crop_model, "heatmap_refinement", DEFAULT_HEATMAP_REFINEMENT)
         self.last_crop_count = 0  # crops made by the last call (speed's per-person cost)
 
     # --- PoseModel hooks -------------------------------------------------------------------------------------
@@ -214,7 +237,10 @@ class TopDownModel:
             "crop_size": list(self.crop_size),
             "padding": self.padding,
             "aspect_ratio_fix": "grow the short side to the crop's aspect ratio, then scale by the padding",
-            "warp": "affine, bilinear, zeros outside the image (continuous pixel coordinates)",
+            "warp": "affine (the region's centre to the crop's centre), bilinear, zeros outside the image",
+            "pixel_convention": self.pixel_convention,
+            "heatmap_refinement": self.heatmap_refinement,
+            "nms_area": "crop region (the box fixed to the crop's aspect ratio, times the padding)",
             "flip_test": self.flip_test,
             "flip_space": self.flip_space if self.flip_test else None,
             "crop_batch_size": self.crop_batch_size,
@@ -265,8 +291,17 @@ class TopDownModel:
         for i, (image, persons) in enumerate(zip(images, selected)):
             if not len(persons):
                 continue
-            a = crop_affines(crop_regions(persons.boxes, self.crop_size, self.padding), self.crop_size)
-            pixels.append(warp_crops(image, a, self.crop_size))
+            regions = crop_regions(persons.boxes, self.crop_size, self.padding)
+            bad = np.flatnonzero(degenerate_regions(regions))
+            if len(bad):
+                # Refused, not skipped: a person the source found would silently get no detection.
+                source = self.source.describe()
+                raise KpbenchError(
+                    f"image {int(image_ids[i])}: person box {int(bad[0])} {np.asarray(persons.boxes)[bad[0]].tolist()} "
+                    f"(xyxy) from the person-box source {source.get('spec', source.get('kind'))} has no area, so it "
+                    "cannot be cropped (drop such boxes from the source, or raise --person-box-thresh above its score)")
+            a = crop_affines(regions, self.crop_size)
+            pixels.append(warp_crops(image, a, self.crop_size, self.pixel_convention))
             index.append(np.full(len(persons), i))
             boxes.append(persons.boxes)
             affines.append(a)
@@ -276,6 +311,12 @@ class TopDownModel:
         image_index = np.concatenate(index)
         ids = np.asarray([int(image_ids[i]) for i in image_index], dtype=np.int64)
         return Crops(torch.cat(pixels), image_index, ids, np.concatenate(boxes), np.concatenate(affines))
+
+    def nms_areas(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """The areas OKS-NMS uses for detections of these person boxes: their crop regions' (aspect-fixed and padded,
+        HRNet's ``prod(scale * 200)``, mmpose's ``prod(bbox_scales)``), not the boxes'."""
+        regions = crop_regions(boxes_xyxy, self.crop_size, self.padding)
+        return regions[:, 2] * regions[:, 3]
 
     def _as_input(self, pixels: torch.Tensor) -> Any:
         """Crops in the crop model's input format: the float tensor, or uint8 (H, W, 3) arrays."""
@@ -311,7 +352,8 @@ class TopDownModel:
         if out.heatmaps is not None:
             import torch
 
-            keypoints, scores = decode_heatmaps(torch.as_tensor(out.heatmaps), self.crop_size)
+            keypoints, scores = decode_heatmaps(torch.as_tensor(out.heatmaps), self.crop_size, self.pixel_convention,
+                                                self.heatmap_refinement)
         else:
             keypoints, scores = _host(out.keypoints), _host(out.keypoint_scores)
         found = np.ones(len(scores), dtype=bool) if out.found is None else np.asarray(out.found, dtype=bool).reshape(-1)
@@ -344,9 +386,11 @@ class TopDownModel:
             kp_b, sc_b, found_b = self._decoded(mirrored)
             if heatmap_space:
                 a, b = torch.as_tensor(plain.heatmaps), torch.as_tensor(mirrored.heatmaps)
-                kp, sc = decode_heatmaps((a + unflip_heatmaps(b, self._perm)) * 0.5, self.crop_size)
+                kp, sc = decode_heatmaps((a + unflip_heatmaps(b, self._perm, self.pixel_convention)) * 0.5,
+                                         self.crop_size, self.pixel_convention, self.heatmap_refinement)
             else:
-                kp_b, sc_b = unflip_keypoints(kp_b, self.crop_size[0], self._perm), sc_b[:, self._perm]
+                kp_b = unflip_keypoints(kp_b, self.crop_size[0], self._perm, self.pixel_convention)
+                sc_b = sc_b[:, self._perm]
                 kp, sc = 0.5 * (kp_a + kp_b), 0.5 * (sc_a + sc_b)
                 # A person found in one pass only keeps that pass's answer.
                 kp = np.where((found_a & ~found_b)[:, None, None], kp_a, np.where((found_b & ~found_a)[:, None, None], kp_b, kp))

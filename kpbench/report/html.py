@@ -36,7 +36,7 @@ PERCENT, SIGNED = "percent", "signed"
 # the long cell names last.
 SWEEP_PAGE_COLUMNS = (
     "model", "weights", "device", "size", "dtype", "variant", "fps", "kp_AP", "box_AP", "ms_per_image", "median_ms",
-    "p90_ms", "status", "error", "kind", "cell", "ap_from",
+    "p90_ms", "status", "error", "kind", "cell", "ap_from", "ap_note",
 )  # fmt: skip
 COMPARE_SCALES = {"a": PERCENT, "b": PERCENT, "delta": SIGNED, "low": SIGNED, "high": SIGNED}  # compare.json's rows
 _CSS = """
@@ -461,7 +461,8 @@ def _sweep_section(sweeps: Sequence[Path]) -> str:
     merged_html = (_table(merged, columns) if merged
                    else _missing("No cell has a result yet: `kpbench sweep SWEEP_DIR --status` says where they are."))
     return ("<h3>Every run and speed row, AP beside speed</h3><p>A speed row that measured no AP itself carries the "
-            "AP of the sweep's run of the same model, weights, size and dtype (<code>ap_from</code>); AP in "
+            "AP of the one run of the sweep that ran what it timed (<code>ap_from</code>: same model and weights file, "
+            "and the settings that change AP); <code>ap_note</code> says why a row has none; AP in "
             "percent; columns empty in every row are left out.</p>" + merged_html + "<h3>Cells</h3>"
             + _table(cells, cell_columns))
 

@@ -118,9 +118,7 @@ class RunArrays:
         keep = np.isin(self.image_ids, wanted)
         if keep.all():
             return self
-        starts = self.starts
-        rows = np.concatenate([np.arange(starts[j], starts[j + 1]) for j in np.flatnonzero(keep)] or
-                              [np.zeros(0, np.int64)]).astype(np.int64)
+        rows = np.flatnonzero(np.repeat(keep, self.counts))  # the kept images' detections, in order
         return RunArrays(
             image_ids=self.image_ids[keep], counts=self.counts[keep], detections=self.detections.take(rows),
             boxes_xyxy=self.boxes_xyxy[rows], num_keypoints=self.num_keypoints,

@@ -116,6 +116,14 @@ def shard_paths(run_dir: str | Path) -> list[Path]:
     return [path for *_, path in sorted(found)]
 
 
+def is_detections_input(path: str | Path) -> bool:
+    """Whether a path is one a run directory's readers take as its detections (detections.bin, detections.jsonl
+    or a rank shard, in a run directory): a file no export may write."""
+    path = Path(path)
+    named = path.name in (STORE, DETECTIONS) or _SHARD_RE.fullmatch(path.name) is not None
+    return named and is_run_dir(path.parent)
+
+
 def detection_files(run_dir: str | Path) -> list[Path]:
     """Every detections file present, in the order readers apply them (a later file's record of an image wins):
     the JSON-lines cache, the store, then the rank shards."""

@@ -6,14 +6,16 @@ source's threshold and maximum), with the source's scores, so that the source's 
 the detections store (`kpbench.runs.store`: the ``KPBSTORE`` header, then one checksummed ``KPRD`` record per image
 and model call) with no keypoints (K = 0): each record holds the image's boxes (N, 4) xyxy and scores (N,) (float32
 when every value is exactly a float32, else float64; labels are zeros). It is appended to once per model call with
-one ``write``, before that call's detections reach the detections store, so an image in the store always has its
-boxes; a torn tail (a kill mid-write) is ignored by readers and cut off before a resume appends.
+one ``write`` and made durable (``fsync``) before that call's detections reach the detections store, so an image in
+the store always has its boxes, after a power cut too (the store itself syncs at most once a second); a torn tail
+(a kill mid-write) is ignored by readers and cut off before a resume appends.
 
 **Reading** (`read_person_boxes`): every record of every ``person_boxes*.bin`` file, the last record of an image
 winning (a resumed run repeats the images of a partly cached batch), as arrays in ascending image-id order.
 Run directories written before this format kept the boxes as JSON lines (``person_boxes.jsonl``, one
-``{"image_id", "boxes", "scores"}`` per line); they are still read, and a record in a ``.bin`` file wins over one in
-a ``.jsonl`` file.
+``{"image_id", "boxes", "scores"}`` per line); they are still read (an undecodable last line is a torn tail and
+skipped; an undecodable line before it is an error), and a record in a ``.bin`` file wins over one in a ``.jsonl``
+file.
 
 ``--overwrite`` deletes every one of these files (`person_box_files`), so a new run never reads an old run's boxes.
 
@@ -82,6 +84,8 @@ class PersonBoxWriter:
                 data = memoryview(b"".join(records))
                 while data:
                     data = data[os.write(fd, data):]
+                # Durable before the detections store can record these images (fdatasync: the data and the size).
+                os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -123,19 +127,26 @@ class PersonBoxArrays:
 
 
 def _legacy_records(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The records of a person_boxes.jsonl (a torn last line is skipped)."""
+    """The records of a person_boxes.jsonl (a torn last line is skipped; any other undecodable line is an error)."""
     found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise KpbenchError(f"{path}: cannot read the person boxes ({exc.strerror or exc})") from None
-    for line in lines:
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        found[int(record["image_id"])] = (np.asarray(record["boxes"], dtype=np.float64).reshape(-1, 4),
-                                          np.asarray(record["scores"], dtype=np.float64).reshape(-1))
+            entry = (int(record["image_id"]), np.asarray(record["boxes"], dtype=np.float64).reshape(-1, 4),
+                     np.asarray(record["scores"], dtype=np.float64).reshape(-1))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if number == last and isinstance(exc, json.JSONDecodeError):
+                continue  # a torn last line: the write a kill interrupted
+            raise KpbenchError(f"{path}: line {number + 1} is not a person-box record ({exc}); only the last line may "
+                               "be torn") from None
+        found[entry[0]] = entry[1:]
     return found
 
 

@@ -194,6 +194,9 @@ def encode_jsonl(arrays: RunArrays, use_orjson: bool | None = None) -> Iterator[
         yield b"".join(lines)
 
 
+EXPORT_FOLDER = "export"  # RUN_DIR/export/: where `kpbench export --to jsonl` writes by default
+
+
 def export_run(run_dir: str | Path, to: str, out: str | Path | None = None) -> list[Path]:
     """`kpbench export`: write a run directory's detections (any format) for interchange; returns the paths
     written.
@@ -201,11 +204,12 @@ def export_run(run_dir: str | Path, to: str, out: str | Path | None = None) -> l
     - ``to="coco"``: keypoints_results.json and bbox_results.json (every cached image, id order) into the folder
       `out` (default: the run directory, whose results files they are);
     - ``to="jsonl"``: the JSON lines of format 1 and 2, one per cached image, into the file `out` (default:
-      RUN_DIR/detections.jsonl only when the run has no such file, else it must be given).
+      RUN_DIR/export/detections.jsonl). Never a file a run directory reads as its detections (RUN_DIR's
+      detections.jsonl, detections.bin, a rank shard): that copy would be read, then merged away, by the run.
     """
     from kpbench.core.io import atomic_write_chunks, ensure_output_dir
     from kpbench.runs.arrays import read_run_arrays
-    from kpbench.runs.directory import BBOX_RESULTS, KEYPOINT_RESULTS, is_run_dir, legacy_detections_path
+    from kpbench.runs.directory import BBOX_RESULTS, DETECTIONS, KEYPOINT_RESULTS, is_detections_input, is_run_dir
 
     run_dir = Path(run_dir)
     if to not in EXPORT_FORMATS:
@@ -220,12 +224,13 @@ def export_run(run_dir: str | Path, to: str, out: str | Path | None = None) -> l
         return [write_coco_results(folder / KEYPOINT_RESULTS, arrays.detections, "keypoints"),
                 write_coco_results(folder / BBOX_RESULTS, arrays.detections, "bbox")]
     if out is None:
-        target = legacy_detections_path(run_dir)
-        if target.exists():
-            raise KpbenchError(f"{target}: exists (the run's own JSON lines); give --out FILE")
+        target = ensure_output_dir(run_dir / EXPORT_FOLDER) / DETECTIONS
     else:
         target = Path(out)
         if target.is_dir():
             raise KpbenchError(f"--out {target}: is a directory; --to jsonl writes one file")
+        if is_detections_input(target):
+            raise KpbenchError(f"--out {target}: a run directory reads this file as its detections (and a resume "
+                               "merges it away); export elsewhere")
     atomic_write_chunks(target, encode_jsonl(arrays))
     return [target]

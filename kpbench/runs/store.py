@@ -172,9 +172,14 @@ class StoreIndex:
 
 
 def is_store_file(path: str | Path) -> bool:
-    """Whether a file starts with the store's magic (so is a format-3 store, not JSON lines)."""
+    """Whether a detections file is a format-3 store, not JSON lines: named `*.bin` (the store and its rank shards,
+    whatever they hold: an empty or cut header is an empty store, other bytes an error naming the file, in
+    `scan_store`), or starting with the store's magic."""
+    path = Path(path)
+    if path.suffix == ".bin":
+        return True
     try:
-        with Path(path).open("rb") as fh:
+        with path.open("rb") as fh:
             return fh.read(len(FILE_MAGIC)) == FILE_MAGIC
     except OSError:
         return False

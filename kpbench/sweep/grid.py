@@ -50,7 +50,6 @@ from kpbench.core.io import read_file_bytes
 KINDS = ("run", "speed")
 SETTINGS = {"run": RunSettings, "speed": SpeedSettings}
 TABLES = ("sweep", "resources", "defaults", "run", "speed")
-BACKENDS = ("pycocotools", "hotcoco")
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_POLL_INTERVAL_S = 30.0
 # Keys of a block that are not settings: where it runs, its axes, and run's options outside its settings.
@@ -330,6 +329,9 @@ def _run_options(where: str, block: dict[str, Any]) -> dict[str, Any]:
         _check_key_type(where, "analysis", block["analysis"], bool, "true or false")
         options["analysis"] = block["analysis"]
     if "backend" in block:
+        # The evaluation's own list (imported when a block names a backend: it brings numpy), never a copy of it.
+        from kpbench.evaluation.backends import BACKENDS
+
         if block["backend"] not in BACKENDS:
             raise KpbenchError(f"{where}: 'backend' must be one of {', '.join(BACKENDS)}, got {block['backend']!r}")
         options["backend"] = block["backend"]
