@@ -22,21 +22,18 @@ levels deep; such a file, if its deep part lies in a field kpbench does not read
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated
 
 import msgspec
 import numpy as np
-from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+from msgspec import UNSET, Raw, Struct, UnsetType
 
 from kpbench.core.schema import BUILTIN_SCHEMAS, KEYPOINT_MAX_DETS, KeypointSchema
 from kpbench.evaluation.cocofiles import (
-    MAX_COCO_ID,
     check_iou_type,
     coverage_note,
     crowded_images_note,
@@ -45,21 +42,11 @@ from kpbench.evaluation.cocofiles import (
     unlabelled_note,
     zero_keypoint_results_note,
 )
-
-Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
-NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
-CocoId = Annotated[int, Meta(gt=-MAX_COCO_ID, lt=MAX_COCO_ID)]
+from kpbench.evaluation.cocorecords import CategoryRecord as _Category
+from kpbench.evaluation.cocorecords import CocoId, Finite, NonNegative
+from kpbench.evaluation.cocorecords import ImageRecord as _Image
 
 # gc=False: no record can be part of a reference cycle, and untracked objects decode faster.
-
-
-class _Image(Struct, gc=False):
-    id: CocoId
-
-
-class _Category(Struct, gc=False):
-    id: CocoId
-    keypoints: list[Raw] | UnsetType | None = UNSET
 
 
 class _Annotation(Struct, gc=False):

@@ -29,12 +29,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 
@@ -42,7 +40,6 @@ from kpbench.core.arrays import DetectionArrays
 from kpbench.core.schema import KEYPOINT_MAX_DETS, KeypointSchema
 from kpbench.evaluation.arrays import GroundTruthArrays, in_sorted, sorted_unique
 from kpbench.evaluation.cocofiles import (
-    MAX_COCO_ID,
     check_iou_type,
     coverage_note,
     crowded_images_note,
@@ -55,7 +52,7 @@ from kpbench.evaluation.jsonnumbers import number_lists
 
 try:
     import msgspec
-    from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+    from msgspec import UNSET, Raw, Struct, UnsetType
 except ImportError:  # msgspec missing (a base dependency): the full checks run
     msgspec = None  # type: ignore[assignment]
 
@@ -73,18 +70,11 @@ class ParsedFiles:
 
 
 if msgspec is not None:
-    Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
-    NonNegative = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]
-    CocoId = Annotated[int, Meta(gt=-MAX_COCO_ID, lt=MAX_COCO_ID)]
+    from kpbench.evaluation.cocorecords import CategoryRecord as _Category
+    from kpbench.evaluation.cocorecords import CocoId, Finite, NonNegative
+    from kpbench.evaluation.cocorecords import ImageRecord as _Image
 
     # gc=False: no record can be part of a reference cycle, and untracked objects decode faster.
-
-    class _Image(Struct, gc=False):
-        id: CocoId
-
-    class _Category(Struct, gc=False):
-        id: CocoId
-        keypoints: list[Raw] | UnsetType | None = UNSET
 
     class _BoxAnnotation(Struct, gc=False):
         id: CocoId
