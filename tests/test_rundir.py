@@ -178,7 +178,9 @@ def test_evaluate_run_from_a_cache_of_the_ground_truth(tmp_path: Path) -> None:
             append_detections(fh, _gt_detections(gt, image_id, lambda a: a["num_keypoints"] > 0))
     with pytest.raises(KpbenchError, match=r"run incomplete, 30 of 35 images have detections \(re-run the same"):
         evaluate_run(tmp_path)
-    with rundir.shard_path(tmp_path, 1).open("w") as fh:  # a distributed run's leftover shard counts too
+    # A format-2 distributed run's leftover shard (JSON lines) counts too. (A *.bin shard is a store: JSON lines
+    # under that name are refused as not a store.)
+    with (tmp_path / "detections.rank1.jsonl").open("w") as fh:
         for image_id in ids[:5]:
             append_detections(fh, _gt_detections(gt, image_id, lambda a: a["num_keypoints"] > 0))
     results = evaluate_run(tmp_path)
