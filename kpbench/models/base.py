@@ -57,7 +57,7 @@ No torch here: the registry and the commands that never run a model import this 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -227,6 +227,21 @@ def describe_honoured(honoured: dict[str, str]) -> str:
     conf)", or "none of them"."""
     parts = [RUN_OPTIONS[o] + ("" if honoured[o] == o else f" as {honoured[o]}") for o in RUN_OPTIONS if o in honoured]
     return ", ".join(parts) or "none of them"
+
+
+class InputShapeRecorder:
+    """The `record_input_shapes()` hook for a model that notes its input batches itself: while the context is open,
+    the model appends each batch's shape to `self._shapes` (None outside it), which the context yields."""
+
+    _shapes: list[tuple[int, ...]] | None = None
+
+    @contextlib.contextmanager
+    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
+        self._shapes = []
+        try:
+            yield self._shapes
+        finally:
+            self._shapes = None
 
 
 def record_input_shapes(model: Any) -> contextlib.AbstractContextManager[list[tuple[int, ...]] | None]:

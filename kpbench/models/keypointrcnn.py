@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import file_digest
 from kpbench.core.schema import COCO17
-from kpbench.models.base import ModelInfo, Predictions
+from kpbench.models.base import InputShapeRecorder, ModelInfo, Predictions
 
 if TYPE_CHECKING:
     import torch
@@ -578,7 +578,7 @@ def export_keypointrcnn_onnx(module: Any, path: Path, request: Any) -> dict[str,
     }  # fmt: skip
 
 
-class KeypointRCNNOnnxModel:
+class KeypointRCNNOnnxModel(InputShapeRecorder):  # shapes: the padded batches its graph reports
     """Keypoint R-CNN's ONNX export run through a runtime's session: the same PoseModel interface (tensor input,
     logits as keypoint scores), one image per session call, at the size the export was made for."""
 
@@ -590,7 +590,6 @@ class KeypointRCNNOnnxModel:
         self._info = info
         self.size = (int(facts["min_size"]), int(facts["max_size"]))
         self._input = session.get_inputs()[0].name
-        self._shapes: list[tuple[int, ...]] | None = None
 
     def info(self) -> ModelInfo:
         return self._info
@@ -605,15 +604,6 @@ class KeypointRCNNOnnxModel:
         if wanted != self.size:
             raise KpbenchError(f"this ONNX export of Keypoint R-CNN is for min_size {self.size[0]}, max_size "
                                f"{self.size[1]}, not {wanted[0]}, {wanted[1]}")
-
-    @contextlib.contextmanager
-    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
-        """The padded batch shapes the exported graph reports (its last output)."""
-        self._shapes = []
-        try:
-            yield self._shapes
-        finally:
-            self._shapes = None
 
     def predict(self, images: Sequence[Any]) -> list[Predictions]:
         out = []

@@ -28,15 +28,14 @@ mediapipe 0.10.21 pins numpy < 2 (and pulls jax and opencv), so it needs its own
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
 from kpbench.core.schema import COCO17, KeypointSchema
-from kpbench.models.base import ModelInfo, Predictions
+from kpbench.models.base import InputShapeRecorder, ModelInfo, Predictions
 
 # BlazePose landmark index of each COCO keypoint, in COCO's order.
 BLAZEPOSE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -79,7 +78,7 @@ def landmarks_to_predictions(landmarks: Any, width: int, height: int) -> Predict
     )
 
 
-class MediaPipePoseModel:
+class MediaPipePoseModel(InputShapeRecorder):  # shapes: the (1 x H x W x 3) arrays BlazePose gets
     """BlazePose "full" through mediapipe.solutions.pose, one person per image."""
 
     schema: KeypointSchema = COCO17
@@ -103,21 +102,11 @@ class MediaPipePoseModel:
         # --min-size or set_input_size: resize images to this long side first (None: as they are).
         self.long_side: int | None = int(long_side) if long_side is not None else None
         self._long_side_option = long_side is not None  # given as a run option: a deviation of the run
-        self._shapes: list[tuple[int, ...]] | None = None
 
     def set_input_size(self, min_size: int, max_size: int) -> None:
         """The speed input size: the long side images are resized to before BlazePose (module docstring)."""
         self.long_side = int(min_size)
         self._long_side_option = False
-
-    @contextlib.contextmanager
-    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
-        """The (1 x H x W x 3) arrays handed to BlazePose while in the context."""
-        self._shapes = []
-        try:
-            yield self._shapes
-        finally:
-            self._shapes = None
 
     def info(self) -> ModelInfo:
         deviations = ["one person per image (BlazePose): every other person is a miss, an AP ceiling on crowded "

@@ -32,7 +32,7 @@ import numpy as np
 from kpbench.core.errors import KpbenchError
 from kpbench.core.io import file_digest
 from kpbench.core.schema import COCO17, KeypointSchema
-from kpbench.models.base import ModelInfo, Predictions
+from kpbench.models.base import InputShapeRecorder, ModelInfo, Predictions
 
 # Ultralytics' COCO-pose validation (`yolo val pose`): what its published mAP uses.
 PROTOCOL = {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300}
@@ -373,7 +373,7 @@ def _quiet_ultralytics() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class YoloOnnxModel(YoloPoseModel):
+class YoloOnnxModel(InputShapeRecorder, YoloPoseModel):  # shapes: the letterboxed batches the session gets
     """A YOLO pose model whose network is an ONNX file run through a kpbench runtime's session: Ultralytics loads the
     file (its metadata: task, stride, names, whether shapes are dynamic) and keeps its own pre- and post-processing;
     kpbench replaces the session Ultralytics made with the runtime's, after Ultralytics has set its predictor up."""
@@ -390,7 +390,6 @@ class YoloOnnxModel(YoloPoseModel):
         self.settings = dict(base.settings)
         self.device = base.device
         self._session = session
-        self._shapes: list[tuple[int, ...]] | None = None
         self._warm = False
         self._stage_clock = None
         self._warm_up()
@@ -411,15 +410,6 @@ class YoloOnnxModel(YoloPoseModel):
         """Images stay on the host for Ultralytics; the runtime's session is on its own device."""
         self.device = str(device)
         return self
-
-    @contextlib.contextmanager
-    def record_input_shapes(self) -> Iterator[list[tuple[int, ...]]]:
-        """The letterboxed batches that reach the session (N x C x H x W)."""
-        self._shapes = []
-        try:
-            yield self._shapes
-        finally:
-            self._shapes = None
 
     def info(self) -> ModelInfo:
         from dataclasses import replace
