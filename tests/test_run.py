@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -419,6 +420,40 @@ def test_a_model_whose_predict_raises_shows_its_traceback_then_one_line(
     assert code == 0, err
     assert "resumed: 1 images were already cached, 2 run now" in err
     assert rundir.read_manifest(out)["status"] == "complete" and len(cache_lines(out)) == 3
+
+
+def test_on_a_cpu_without_workers_images_are_decoded_on_the_main_thread(
+    synthetic_coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> None:
+    """On a CPU with --workers 0 the batches are decoded where the model runs (a decode thread only costs the
+    main thread GIL hand-offs there; see kpbench.engine.loop), and the store writer is the one other thread."""
+    import kpbench.data.coco
+    import kpbench.engine.inference
+
+    decoded_on: list[str] = []
+    real_item = kpbench.data.coco.CocoImages.__getitem__
+
+    def recording(self: object, index: int) -> object:
+        decoded_on.append(threading.current_thread().name)
+        return real_item(self, index)  # type: ignore[arg-type]
+
+    threads_seen: set[str] = set()
+    real_host = kpbench.engine.inference.predictions_to_host
+
+    def host(*args: object, **kwargs: object) -> object:
+        threads_seen.update(t.name for t in threading.enumerate())
+        return real_host(*args, **kwargs)
+
+    monkeypatch.setattr(kpbench.data.coco.CocoImages, "__getitem__", recording)
+    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", host)
+    model = tmp_path / "model.py"
+    model.write_text(BROKEN_MODEL)
+    code, _, err = run_cli("run", "--model", f"{model}:Broken", "--coco-root", synthetic_coco_root, "--limit", "3",
+                           "--workers", "0", "--device", "cpu", "--out", tmp_path / "run", "--no-progress",
+                           "--no-analysis")
+    assert code == 0, err
+    assert decoded_on == ["MainThread"] * 3
+    assert "kpbench-decode" not in threads_seen and "kpbench-store-writer" in threads_seen
 
 
 def test_torchrun_two_processes_equal_single_process(reference_run: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:

@@ -200,6 +200,66 @@ def test_the_writer_appends_in_order_and_groups_its_fsyncs(tmp_path: Path, monke
         encode_image(b.image(j)) for b in batches for j in range(2) if int(b.image_ids[j]) != 1)
 
 
+def _one_image_batch(image_id: int) -> BatchDetections:
+    det = image(image_id, 2)
+    return BatchDetections(np.array([image_id]), np.array([2]), det.boxes, det.scores, det.labels, det.keypoints,
+                           det.keypoint_scores)
+
+
+def test_the_writer_wakes_once_per_group_and_within_its_write_interval(tmp_path: Path) -> None:
+    """The writer thread is woken by a full group of images, not by every call: 15 queued images wait for the
+    write interval, the 16th sends the group at once; a lone image reaches the file within the interval, and
+    close() writes whatever is still queued."""
+    path = tmp_path / "detections.bin"
+    writer = StoreWriter(path, group=16, write_interval=3.0)
+    time.sleep(0.05)  # the thread is waiting
+    for image_id in range(15):
+        writer.put(_one_image_batch(image_id))
+    time.sleep(0.3)
+    assert path.stat().st_size == len(FILE_HEADER)  # 15 images: not yet a group, well within the interval
+    writer.put(_one_image_batch(15))
+    deadline = time.monotonic() + 2.5
+    while path.stat().st_size == len(FILE_HEADER) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scan_store(path).image_ids.tolist() == list(range(16))  # the group, long before the 3 s interval
+    writer.put(_one_image_batch(16))
+    writer.close()
+    assert scan_store(path).image_ids.tolist() == list(range(17))
+
+    lone = tmp_path / "lone.bin"
+    writer = StoreWriter(lone, group=16, write_interval=0.2)
+    started = time.monotonic()
+    writer.put(_one_image_batch(7))
+    while len(scan_store(lone)) == 0 and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    waited = time.monotonic() - started
+    writer.close()
+    assert scan_store(lone).image_ids.tolist() == [7] and waited < 1.5
+
+
+def test_a_full_queue_makes_put_wait_for_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """put blocks while max_queued images wait (memory stays bounded when the disk is slower than the model), and
+    every image still arrives, in order."""
+    import kpbench.runs.store
+
+    real = kpbench.runs.store._write_all
+    writes: list[int] = []
+
+    def slow(fd: int, data: bytes) -> None:
+        time.sleep(0.05)
+        writes.append(len(data))
+        real(fd, data)
+
+    monkeypatch.setattr(kpbench.runs.store, "_write_all", slow)
+    path = tmp_path / "detections.bin"
+    writer = StoreWriter(path, group=4, max_queued=8, write_interval=0.01)
+    for image_id in range(40):
+        writer.put(_one_image_batch(image_id))
+        assert writer._pending_images <= 8
+    writer.close()
+    assert scan_store(path).image_ids.tolist() == list(range(40)) and len(writes) >= 5
+
+
 def test_the_writer_reports_a_full_disk_and_keeps_what_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import kpbench.runs.store
 
