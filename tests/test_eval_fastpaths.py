@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, localcontext
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,8 @@ from test_vectorized_backend import box_results, box_scene
 
 from kpbench.core.schema import COCO17
 from kpbench.data.synthetic import make_synthetic_coco
-from kpbench.evaluation import fastparse, vectorized
+from kpbench.evaluation import fastparse, jsonnumbers, vectorized
 from kpbench.evaluation.arrays import detections_from_records, ground_truth_arrays, keypoint_extents
-from kpbench.evaluation.jsonnumbers import number_lists
 from kpbench.evaluation.settings import EvalSettings
 from kpbench.evaluation.vectorized import CocoEvaluator, VectorizedResult
 
@@ -174,14 +174,37 @@ def lists_of(tokens: list[str], width: int, separator: str = ", ") -> list[str]:
     return ["[" + separator.join(tokens[i:i + width]) + "]" for i in range(0, len(tokens), width)]
 
 
+NumberLists = Callable[[list, int], "np.ndarray | None"]
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def number_lists(request: pytest.FixtureRequest) -> NumberLists:
+    """Each of jsonnumbers' two readers: the compiled one (`_numbers.c`, where it was built) and numpy's."""
+    if request.param == "numpy":
+        return jsonnumbers.number_lists_numpy
+    if not jsonnumbers.COMPILED:
+        pytest.skip("kpbench.evaluation._numbers was not built (no C compiler at install)")
+    return jsonnumbers.number_lists
+
+
+def test_the_compiled_reader_is_built_where_a_compiler_is() -> None:
+    """pip install builds the optional extension when a C compiler is on PATH (CI has one): an install that
+    silently fell back to the numpy reader is a failed build, not a pass."""
+    import shutil
+
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler on PATH: the numpy reader is the one in use")
+    assert jsonnumbers.COMPILED, "kpbench.evaluation._numbers is missing: re-run pip install -e ."
+
+
 @pytest.mark.parametrize("width", [1, 3, 51])
-def test_number_lists_awkward_numbers(width: int) -> None:
+def test_number_lists_awkward_numbers(number_lists: NumberLists, width: int) -> None:
     tokens = AWKWARD * width
     texts = lists_of(tokens[: len(tokens) // width * width], width)
     assert_bits_equal(number_lists([t.encode() for t in texts], width), reference(texts, width))
 
 
-def test_number_lists_signs_of_zero_follow_json() -> None:
+def test_number_lists_signs_of_zero_follow_json(number_lists: NumberLists) -> None:
     """json reads "-0" as the int 0 (+0.0) and "-0.0" as the float -0.0."""
     values = number_lists([b"[-0, -0.0, 0, 0.0, -0e0]"], 5)
     assert values is not None
@@ -204,7 +227,7 @@ def _near_halfway(rng: np.random.Generator, count: int) -> list[str]:
     return out
 
 
-def test_number_lists_random_and_near_halfway_numbers() -> None:
+def test_number_lists_random_and_near_halfway_numbers(number_lists: NumberLists) -> None:
     rng = np.random.default_rng(24)
     doubles = np.concatenate([rng.uniform(-700, 700, 3000), rng.random(2000) ** 5,
                               rng.random(1000).astype(np.float32).astype(np.float64) * 640,
@@ -216,6 +239,37 @@ def test_number_lists_random_and_near_halfway_numbers() -> None:
     tokens = tokens[: len(tokens) // 17 * 17]
     texts = lists_of(tokens, 17, separator=",")
     assert_bits_equal(number_lists([t.encode() for t in texts], 17), reference(texts, 17))
+
+
+def test_number_lists_every_json_number_form_and_whitespace(number_lists: NumberLists) -> None:
+    """Exponents of both cases and signs, integers of every size, fractions with leading zeros, json.dumps'
+    own reprs (1e-05, 1e+16), and JSON whitespace anywhere between the tokens: json's values, bit for bit."""
+    rng = np.random.default_rng(66)
+    tokens: list[str] = []
+    for _ in range(6000):
+        kind = int(rng.integers(0, 6))
+        if kind == 0:
+            tokens.append(repr(float(rng.standard_normal() * 10.0 ** int(rng.integers(-30, 30)))))
+        elif kind == 1:
+            mantissa = f"{rng.uniform(-10, 10):.{int(rng.integers(0, 18))}f}"
+            tokens.append(f"{mantissa}{rng.choice(['e', 'E'])}{rng.choice(['', '+', '-'])}{int(rng.integers(0, 330))}")
+        elif kind == 2:
+            tokens.append(str(int(rng.integers(-(2**62), 2**62)) * int(rng.integers(1, 1000))))
+        elif kind == 3:
+            tokens.append(f"{'-' if rng.random() < 0.5 else ''}0.{'0' * int(rng.integers(0, 25))}{int(rng.integers(1, 10**9))}")
+        elif kind == 4:
+            tokens.append(repr(float(np.float32(rng.uniform(-2000, 2000)))))
+        else:
+            tokens.append(str(int(rng.integers(-(10**6), 10**6))))
+    tokens = [t for t in tokens if np.isfinite(float(t))]
+    tokens = tokens[: len(tokens) // 6 * 6]
+    spaces = [" ", "\n", "\t", "\r\n  ", ""]
+    texts = []
+    for i in range(0, len(tokens), 6):
+        pad = [spaces[int(j)] for j in rng.integers(0, len(spaces), 14)]
+        body = ",".join(f"{pad[2 * j]}{t}{pad[2 * j + 1]}" for j, t in enumerate(tokens[i:i + 6]))
+        texts.append(f"[{pad[12]}{body}{pad[13]}]" if rng.random() < 0.5 else f"[{body}]")
+    assert_bits_equal(number_lists([t.encode() for t in texts], 6), reference(texts, 6))
 
 
 def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,7 +294,7 @@ def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.Mon
     rng.shuffle(tokens)
     tokens = tokens[: len(tokens) // 17 * 17]
     texts = lists_of(tokens, 17)
-    assert_bits_equal(number_lists([t.encode() for t in texts], 17), reference(texts, 17))
+    assert_bits_equal(jsonnumbers.number_lists_numpy([t.encode() for t in texts], 17), reference(texts, 17))
     assert calls  # the path under test ran
 
 
@@ -249,7 +303,7 @@ def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.Mon
     "[1, false, 3]", '[1, {"a": 2}, 3]', "5", "null", '"1, 2, 3"', "[1, 2, 1e999]", "[1, 2, -1e999]",
     "[1, 2, " + "9" * 400 + "]",
 ])
-def test_number_lists_refuses_what_the_full_checks_refuse(text: str) -> None:
+def test_number_lists_refuses_what_the_full_checks_refuse(number_lists: NumberLists, text: str) -> None:
     """Another length, nesting, non-numbers, a value out of float range: None (the full checks then word it),
     wherever the bad list stands among good ones."""
     good = "[1.5, -2, 3e2]"
@@ -257,7 +311,7 @@ def test_number_lists_refuses_what_the_full_checks_refuse(text: str) -> None:
         assert number_lists([t.encode() for t in texts], 3) is None
 
 
-def test_number_lists_whitespace_and_raw_texts() -> None:
+def test_number_lists_whitespace_and_raw_texts(number_lists: NumberLists) -> None:
     """msgspec's Raw texts of a file written with indentation, as they come to fastparse."""
     import msgspec
 

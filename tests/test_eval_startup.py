@@ -194,3 +194,48 @@ def test_evaluate_loads_no_module_it_does_not_use(files: tuple[Path, Path, Path]
     proc = subprocess.run([sys.executable, "-c", code, str(gt), str(kp)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["loaded"] == []
+
+
+def test_read_ahead_gives_the_bytes_once_and_only_of_the_same_file(tmp_path: Path) -> None:
+    """`read_ahead` reads on a thread; `take_read_ahead` hands the bytes over once, and only while the file is the
+    one that was read: rewritten (another size or modification time) or replaced, it is read again as usual."""
+    from kpbench.core.io import read_ahead, take_read_ahead
+
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_bytes(b"[1, 2, 3]")
+    b.write_bytes(b"[4]")
+    c.write_bytes(b"[5]")
+    read_ahead(a, b, c, tmp_path / "missing.json", tmp_path)
+    assert take_read_ahead(a) == b"[1, 2, 3]"
+    assert take_read_ahead(a) is None  # once
+    assert take_read_ahead(tmp_path / "never.json") is None
+    assert take_read_ahead(tmp_path / "missing.json") is None and take_read_ahead(tmp_path) is None
+    b.write_bytes(b"[4, 44]")  # rewritten after the read-ahead: another size
+    assert take_read_ahead(b) is None
+    replacement = tmp_path / "new.json"
+    replacement.write_bytes(b"[6]")
+    os.utime(replacement, ns=(1, 1))
+    os.replace(replacement, c)  # the same size, another file (inode, time)
+    assert take_read_ahead(c) is None
+
+
+def test_evaluate_reads_its_two_files_while_its_modules_load(files: tuple[Path, Path, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default route (vectorized, checked, two files) starts reading both files before it imports the
+    evaluation modules, and the parser takes what was read; the other routes read nothing ahead."""
+    import kpbench.core.io as io
+    from kpbench.cli import app
+
+    asked: list[tuple[str, ...]] = []
+    taken: list[bool] = []
+    real_read_ahead, real_take = io.read_ahead, io.take_read_ahead
+    monkeypatch.setattr(io, "read_ahead", lambda *paths: asked.append(tuple(map(str, paths))) or real_read_ahead(*paths))
+    monkeypatch.setattr("kpbench.evaluation.fastparse.take_read_ahead",
+                        lambda path: taken.append(io._READ_AHEAD.get(str(path)) is not None) or real_take(path))
+    gt, kp, _ = files
+    for extra in ([], ["--backend", "pycocotools"], ["--no-validate"]):
+        try:
+            app(["evaluate", str(gt), str(kp), "--format", "json", *extra])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    assert asked == [(str(gt), str(kp))] and taken == [True, True] and not io._READ_AHEAD

@@ -127,6 +127,11 @@ def evaluate_command(
     _one_blas_thread()
     _keep_freed_memory()
     with _loading_evaluation_modules():
+        if (backend == "vectorized" and validate and not wholebody and results_json is not None
+                and source is not None and os.path.isfile(source)):
+            from kpbench.core.io import read_ahead
+
+            read_ahead(source, results_json)  # the two files, read while the modules below load
         from kpbench.core.io import check_format, ensure_output_dir, to_csv
         from kpbench.evaluation import fastparse  # noqa: F401  (the default backend's parser, loaded here with the rest)
         from kpbench.evaluation.cocoeval import (

@@ -2,8 +2,14 @@
 
 A results file at val2017 scale holds 2.5 M keypoint numbers. Decoded the usual way (json, orjson, msgspec), each
 becomes a Python float in a Python list before numpy copies it out, and that costs more than the evaluation.
-Here the lists arrive as their JSON text (msgspec's `Raw`, which msgspec has already checked to be valid JSON) and
-are parsed together, eight characters at a time, with integer arithmetic on numpy arrays:
+Here the lists arrive as their JSON text (msgspec's `Raw`, which msgspec has already checked to be valid JSON).
+
+Where kpbench was installed with a C compiler at hand, `_numbers.c` reads them, one pass over the bytes: a
+decimal of at most 19 significant digits, at most 2**53, with a power of ten within +-22 is one IEEE
+multiplication or division of two exact doubles (Clinger's fast path, below), and any other token goes to
+PyOS_string_to_double, Python's own float(). It reads ~10 ns a number, 3x the numpy reader. Elsewhere (no
+compiler: the extension is optional) the numpy reader below parses them together, eight characters at a time,
+with integer arithmetic on numpy arrays:
 
 1. The texts are joined, whitespace dropped and brackets made commas in one `bytes.translate`; a byte that cannot
    occur in a list of JSON numbers (a quote, a letter other than e/E, a brace) rejects the input. The commas then
@@ -39,7 +45,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["number_lists"]
+try:  # the same reader in C (`_numbers.c`), built at install where a C compiler is found
+    from kpbench.evaluation._numbers import number_lists_into as _compiled
+except ImportError:
+    _compiled = None
+
+__all__ = ["COMPILED", "number_lists", "number_lists_numpy"]
+
+COMPILED = _compiled is not None  # whether `number_lists` reads through the compiled reader
 
 # Bytes of a flat list of JSON numbers: kept; brackets become commas; whitespace is deleted; every other byte
 # becomes 0, which no valid input then holds.
@@ -82,13 +95,29 @@ _EXTENDED = np.finfo(np.longdouble).nmant == 63 and np.dtype(np.longdouble).item
 def number_lists(texts: Sequence[bytes | memoryview], width: int) -> np.ndarray | None:
     """(N, width) float64 of N JSON texts that are each a list of `width` finite numbers, the values json.loads
     gives them (as floats; integers converted as float(int) does), or None when one is not such a list (other
-    values, other lengths, nesting, a number out of float range). Each text must be valid JSON (msgspec's Raw)."""
+    values, other lengths, nesting, a number out of float range). Each text must be valid JSON (msgspec's Raw).
+    Read by the compiled reader where it was built (`COMPILED`), else by numpy word arithmetic: the same values
+    and verdicts (tested on both)."""
     n = len(texts)
     if n == 0:
         return np.zeros((0, width))
     if width <= 0:
         return None
     out = np.empty((n, width))
+    if _compiled is not None:
+        return out if _compiled(texts, width, out) else None
+    return number_lists_numpy(texts, width, out)
+
+
+def number_lists_numpy(texts: Sequence[bytes | memoryview], width: int, out: np.ndarray | None = None
+                       ) -> np.ndarray | None:
+    """`number_lists` by numpy word arithmetic alone (the module docstring), into `out` when given."""
+    n = len(texts)
+    if n == 0:
+        return np.zeros((0, width))
+    if width <= 0:
+        return None
+    out = np.empty((n, width)) if out is None else out
     for lo in range(0, n, _BLOCK):
         if not _block(texts[lo:lo + _BLOCK], width, out[lo:lo + _BLOCK].reshape(-1)):
             return None
