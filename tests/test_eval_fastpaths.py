@@ -272,6 +272,25 @@ def test_number_lists_every_json_number_form_and_whitespace(number_lists: Number
     assert_bits_equal(number_lists([t.encode() for t in texts], 6), reference(texts, 6))
 
 
+def test_the_compiled_reader_reads_in_shares_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several threads the compiled reader parses a share of the lists each, the GIL released (tokens for
+    Python's float() take it back): the same bits as one thread, and a bad list in any share refuses the whole."""
+    if not jsonnumbers.COMPILED:
+        pytest.skip("kpbench.evaluation._numbers was not built (no C compiler at install)")
+    monkeypatch.setenv("KPBENCH_THREADS", "3")
+    monkeypatch.setattr(jsonnumbers, "_MIN_SHARE", 16)
+    shares: list[int] = []
+    real = jsonnumbers._compiled
+    monkeypatch.setattr(jsonnumbers, "_compiled", lambda texts, width, out: shares.append(len(texts)) or real(texts, width, out))
+    tokens = AWKWARD * 6 + [repr(float(np.float32(v))) for v in np.random.default_rng(3).uniform(-900, 900, 3000)]
+    tokens = tokens[: len(tokens) // 6 * 6]
+    texts = lists_of(tokens, 6)
+    assert_bits_equal(jsonnumbers.number_lists([t.encode() for t in texts], 6), reference(texts, 6))
+    assert len(shares) == 3 and sum(shares) == len(texts)
+    assert jsonnumbers.number_lists([t.encode() for t in texts[:-1]] + [b"[1, 2, 3, 4, 5, 1e999]"], 6) is None
+    assert jsonnumbers.number_lists([b"[1, 2, 3, 4, 5, [6]]"] + [t.encode() for t in texts[1:]], 6) is None
+
+
 def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where every token has at most 8 characters after its sign (rounded coordinates, visibility flags), the
     one-word path reads them (the '.' removed, one division): json's values bit for bit, signs of zero included,

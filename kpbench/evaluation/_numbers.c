@@ -26,6 +26,7 @@
 #include <Python.h>
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -55,23 +56,28 @@ static const long double POW10L[28] = {
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* Python's float() of the token [start, end); -1 with an exception set on failure. */
+/* Python's float() of the token [start, end); -1 with an exception set on failure. Called without the GIL (the
+ * parse runs with it released): it takes the GIL for PyOS_string_to_double, which may set an exception. */
 static int slow_value(const char *start, const char *end, double *value) {
     char small[MAX_TOKEN + 1];
     size_t length = (size_t)(end - start);
-    char *text = length <= MAX_TOKEN ? small : PyMem_Malloc(length + 1);
+    char *text = length <= MAX_TOKEN ? small : malloc(length + 1);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int failed = 0;
     if (text == NULL) {
         PyErr_NoMemory();
-        return -1;
+        failed = 1;
+    } else {
+        memcpy(text, start, length);
+        text[length] = '\0';
+        char *stop = NULL;
+        /* overflow_exception NULL: out of range gives +-inf (no exception), which the caller rejects */
+        *value = PyOS_string_to_double(text, &stop, NULL);
+        failed = (*value == -1.0 && PyErr_Occurred()) || stop != text + length;
+        if (failed && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "not a number");
+        if (text != small) free(text);
     }
-    memcpy(text, start, length);
-    text[length] = '\0';
-    char *stop = NULL;
-    /* overflow_exception NULL: out of range gives +-inf (no exception), which the caller rejects */
-    *value = PyOS_string_to_double(text, &stop, NULL);
-    int failed = (*value == -1.0 && PyErr_Occurred()) || stop != text + length;
-    if (text != small) PyMem_Free(text);
-    if (failed && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "not a number");
+    PyGILState_Release(gil);
     return failed ? -1 : 0;
 }
 
@@ -187,21 +193,32 @@ static PyObject *number_lists_into(PyObject *Py_UNUSED(module), PyObject *args) 
         return NULL;
     }
     int result = 1;
+    Py_ssize_t held = 0;
+    Py_buffer *views = NULL;
     if (width < 0 || out.len != (Py_ssize_t)sizeof(double) * count * width) {
         PyErr_SetString(PyExc_ValueError, "out must hold len(texts) * width float64 values");
         result = -1;
+    } else if ((views = PyMem_New(Py_buffer, count > 0 ? count : 1)) == NULL) {
+        PyErr_NoMemory();
+        result = -1;
     }
-    double *values = (double *)out.buf;
-    for (Py_ssize_t i = 0; result == 1 && i < count; i++) {
-        Py_buffer text;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(items, i), &text, PyBUF_SIMPLE) < 0) {
-            result = -1;
-            break;
+    for (; result == 1 && held < count; held++) {  /* the texts' bytes, held while the GIL is released */
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(items, held), &views[held], PyBUF_SIMPLE) < 0) result = -1;
+    }
+    if (result == 1) {
+        double *values = (double *)out.buf;
+        /* The parse needs no Python object: other threads run meanwhile (several parse at once, each its share). */
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; result == 1 && i < count; i++) {
+            const char *start = (const char *)views[i].buf;
+            result = read_list(start, start + views[i].len, width, values + i * width);
         }
-        const char *start = (const char *)text.buf;
-        result = read_list(start, start + text.len, width, values + i * width);
-        PyBuffer_Release(&text);
+        Py_END_ALLOW_THREADS
+    } else if (held > 0) {
+        held--;  /* the view that failed was not taken */
     }
+    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
     PyBuffer_Release(&out);
     Py_DECREF(items);
     if (result < 0) return NULL;

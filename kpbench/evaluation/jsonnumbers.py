@@ -45,6 +45,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kpbench.core.threads import parallel_map, thread_count
+
 try:  # the same reader in C (`_numbers.c`), built at install where a C compiler is found
     from kpbench.evaluation._numbers import number_lists_into as _compiled
 except ImportError:
@@ -53,6 +55,7 @@ except ImportError:
 __all__ = ["COMPILED", "number_lists", "number_lists_numpy"]
 
 COMPILED = _compiled is not None  # whether `number_lists` reads through the compiled reader
+_MIN_SHARE = 4096  # lists per thread at least (below, one thread: starting another costs more than it saves)
 
 # Bytes of a flat list of JSON numbers: kept; brackets become commas; whitespace is deleted; every other byte
 # becomes 0, which no valid input then holds.
@@ -105,7 +108,12 @@ def number_lists(texts: Sequence[bytes | memoryview], width: int) -> np.ndarray 
         return None
     out = np.empty((n, width))
     if _compiled is not None:
-        return out if _compiled(texts, width, out) else None
+        # The C reader parses without the GIL: a few threads take a share of the lists each.
+        shares = min(thread_count(), max(1, n // _MIN_SHARE))
+        bounds = [n * i // shares for i in range(shares + 1)]
+        done = parallel_map(lambda i: _compiled(texts[bounds[i]:bounds[i + 1]], width, out[bounds[i]:bounds[i + 1]]),
+                            range(shares))
+        return out if all(done) else None
     return number_lists_numpy(texts, width, out)
 
 

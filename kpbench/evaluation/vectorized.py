@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
+from kpbench.core.threads import parallel_map
 from kpbench.evaluation.arrays import (
     GroundTruthArrays,
     box_areas,
@@ -353,27 +354,31 @@ class CocoEvaluator:
         bounds = np.searchsorted(terms[order], np.arange(k + 2))
         all_offsets = np.arange(k) * 3
         zero = np.zeros(())
-        # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet.
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            for n in range(k + 1):
-                group = order[bounds[n]:bounds[n + 1]]
-                for lo in range(0, len(group), _OKS_BLOCK):
-                    sel = group[lo:lo + _OKS_BLOCK]
-                    d, g = det[sel], gt[sel]
-                    base = (d * (3 * k))[:, None]
-                    if n > 0:
-                        offsets = self._gt_term_offsets[g, :n]
-                        dx = flat[base + offsets] - self._gt_term_x[g, :n]
-                        dy = flat[base + offsets + 1] - self._gt_term_y[g, :n]
-                        variances = self._gt_term_variances[g, :n]
-                    else:
-                        xd, yd = flat[base + all_offsets], flat[base + all_offsets + 1]
-                        x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
-                        dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
-                        dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
-                        variances = self.variances
-                    e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
-                    out[sel] = np.sum(np.exp(-e), axis=1) / (n or k)
+
+        def block(piece: tuple[int, np.ndarray]) -> None:
+            n, sel = piece
+            d, g = det[sel], gt[sel]
+            base = (d * (3 * k))[:, None]
+            # Far-off keypoints square to inf (similarity 0, as in pycocotools), area -eps divides by zero: quiet
+            # (numpy's error state belongs to each thread, so it is set here).
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                if n > 0:
+                    offsets = self._gt_term_offsets[g, :n]
+                    dx = flat[base + offsets] - self._gt_term_x[g, :n]
+                    dy = flat[base + offsets + 1] - self._gt_term_y[g, :n]
+                    variances = self._gt_term_variances[g, :n]
+                else:
+                    xd, yd = flat[base + all_offsets], flat[base + all_offsets + 1]
+                    x0, x1, y0, y1 = (self._gt_bounds[g, j][:, None] for j in range(4))
+                    dx = np.maximum(zero, x0 - xd) + np.maximum(zero, xd - x1)
+                    dy = np.maximum(zero, y0 - yd) + np.maximum(zero, yd - y1)
+                    variances = self.variances
+                e = (dx**2 + dy**2) / variances / self._gt_denominator[g][:, None] / 2
+                out[sel] = np.sum(np.exp(-e), axis=1) / (n or k)
+
+        # Blocks write disjoint rows of `out`: they run on a few threads (numpy releases the GIL in its loops).
+        parallel_map(block, [(n, order[lo:min(lo + _OKS_BLOCK, bounds[n + 1])])
+                             for n in range(k + 1) for lo in range(bounds[n], bounds[n + 1], _OKS_BLOCK)])
         return out
 
     def _within_reach(self, dt_extents: np.ndarray, det: np.ndarray, gt: np.ndarray, lowest: float) -> np.ndarray:
