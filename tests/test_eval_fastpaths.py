@@ -59,6 +59,7 @@ def with_and_without_closed_form(monkeypatch: pytest.MonkeyPatch, gt: dict, resu
     unit scanned."""
     scan_counts: list[tuple[int, int]] = []
     choose = vectorized._units_to_scan
+    monkeypatch.setattr(vectorized, "_match_units", None)  # numpy's matching (the compiled loop has no closed form)
 
     def counting(*args: Any) -> np.ndarray:
         scanned = choose(*args)
@@ -187,14 +188,15 @@ def number_lists(request: pytest.FixtureRequest) -> NumberLists:
     return jsonnumbers.number_lists
 
 
-def test_the_compiled_reader_is_built_where_a_compiler_is() -> None:
-    """pip install builds the optional extension when a C compiler is on PATH (CI has one): an install that
-    silently fell back to the numpy reader is a failed build, not a pass."""
+def test_the_compiled_modules_are_built_where_a_compiler_is() -> None:
+    """pip install builds the optional extensions when a C compiler is on PATH (CI has one): an install that
+    silently fell back to numpy (the number reader, the matching) is a failed build, not a pass."""
     import shutil
 
     if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler on PATH: the numpy reader is the one in use")
     assert jsonnumbers.COMPILED, "kpbench.evaluation._numbers is missing: re-run pip install -e ."
+    assert vectorized._match_units is not None, "kpbench.evaluation._matching is missing: re-run pip install -e ."
 
 
 @pytest.mark.parametrize("width", [1, 3, 51])
@@ -387,6 +389,40 @@ def test_both_readers_give_the_same_arrays(monkeypatch: pytest.MonkeyPatch, tmp_
     assert_same_parse(floats, text)
     reference = np.asarray([r["keypoints"] for r in json.loads(results_path.read_text())], dtype=np.float64)
     assert np.array_equal(text.detections.keypoints.reshape(len(results), -1).view(np.int64), reference.view(np.int64))
+
+
+@pytest.mark.parametrize("bad", [None, [1, 2, -3, 4], [1, 2, 3, -0.5], [1, 2, 3], [1, 2, 3, 4, 5], [1, "2", 3, 4],
+                                 [1, 2, [3], 4], "box", [1e999, 2, 3, 4]])
+def test_result_boxes_as_text_or_floats_give_the_same_arrays_and_verdicts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bad: Any
+) -> None:
+    """Result boxes are read as text by the compiled reader (a non-negative width and height checked after) or as
+    msgspec's typed floats: the same doubles for a clean file (-0.0, integers and exponents among them), and the
+    same refusal (None: the full checks then word it) for a box either would refuse, wherever it stands."""
+    if not jsonnumbers.COMPILED:
+        pytest.skip("kpbench.evaluation._numbers was not built (no C compiler at install)")
+    gt, results = make_synthetic_coco(num_images=40, detections_per_person=2.0, seed=9)
+    rng = np.random.default_rng(9)
+    boxes = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+              "bbox": [float(v) for v in rng.uniform(0, 300, 4)]} for r in results]
+    boxes[0]["bbox"], boxes[1]["bbox"], boxes[2]["bbox"] = [-0.0, 5, 0, 7], [1e-7, 2e5, 0.0, 3], [1, 2, 3, 4]
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    if bad is not None:
+        boxes[len(boxes) // 2]["bbox"] = bad
+    res_path.write_text(json.dumps(boxes).replace("Infinity", "1e999"))
+    parsed = []
+    for as_text in (True, False):
+        monkeypatch.setattr(fastparse, "_BOXES_AS_TEXT", as_text)
+        parsed.append(fastparse.parse_files(gt_path, res_path, "bbox"))
+    text, floats = parsed
+    if bad is not None:
+        assert text is None and floats is None
+        return
+    assert text is not None and floats is not None
+    reference = np.asarray([b["bbox"] for b in json.loads(res_path.read_text())], dtype=np.float64)
+    for got in (text, floats):
+        assert np.array_equal(got.detections.boxes.view(np.int64), reference.view(np.int64))
 
 
 @requires_shared

@@ -69,6 +69,19 @@ def assert_same_matches(evaluator: KeypointEvaluator, result: Any, ev: Any, num_
 # --- synthetic workloads --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def matching(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each matcher: COCOeval's loop compiled (`_matching.c`, where it was built) and
+    numpy's closed forms and padded buckets."""
+    from kpbench.evaluation import vectorized
+
+    if request.param == "numpy":
+        monkeypatch.setattr(vectorized, "_match_units", None)
+    elif vectorized._match_units is None:
+        pytest.skip("kpbench.evaluation._matching was not built (no C compiler at install)")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_synthetic_equals_pycocotools(seed: int) -> None:
     gt, results = make_synthetic_coco(num_images=60, crowd_fraction=0.08, detections_per_person=4.0,

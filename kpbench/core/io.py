@@ -141,8 +141,11 @@ def read_ahead(*paths: str | Path) -> None:
     """Start reading regular files on a thread, so that the caller's next `take_read_ahead` of each gets its bytes
     without waiting for them: `kpbench evaluate` reads its two files while its evaluation modules load (the reads
     release the GIL; ~15 ms of a 0.35 s command). Anything unusual (not a regular file, an error) is left for the
-    normal read to report."""
+    normal read to report. Files a command read ahead and never took (it stopped first) are dropped by the next
+    `read_ahead`."""
     import threading
+
+    _READ_AHEAD.clear()  # what an earlier command read and never took (it failed first) is dropped
 
     def read(path: str) -> None:
         try:

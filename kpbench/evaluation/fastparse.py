@@ -148,6 +148,13 @@ if msgspec is not None:
         bbox: tuple[Finite, Finite, NonNegative, NonNegative]
         caption: Raw | UnsetType = UNSET
 
+    class _BoxResultText(Struct, gc=False):  # the box as its JSON text, for the compiled reader
+        image_id: int
+        category_id: int
+        score: Finite
+        bbox: Raw
+        caption: Raw | UnsetType = UNSET
+
     # By iou type and whether keypoint lists are read as text (see `_short_numbers`).
     _GT_DECODERS = {("keypoints", True): msgspec.json.Decoder(_KeypointGroundTruth),
                     ("keypoints", False): msgspec.json.Decoder(_KeypointGroundTruthFloats),
@@ -155,13 +162,15 @@ if msgspec is not None:
                     ("bbox", False): msgspec.json.Decoder(_BoxGroundTruth)}
     _RESULT_DECODERS = {("keypoints", True): msgspec.json.Decoder(list[_KeypointResult]),
                         ("keypoints", False): msgspec.json.Decoder(list[_KeypointResultFloats]),
-                        ("bbox", True): msgspec.json.Decoder(list[_BoxResult]),
+                        ("bbox", True): msgspec.json.Decoder(list[_BoxResultText]),
                         ("bbox", False): msgspec.json.Decoder(list[_BoxResult])}
 
 # Keypoint lists whose numbers average at most this many characters (a rounded coordinate, an integer) are read
 # by `number_lists`; longer ones (a float32's 17 digits) are faster as msgspec's floats, unless the compiled reader
 # reads them (then every list is text: a float32 results file of 48,738 results parses in 0.19 s instead of 0.39).
 _SHORT_NUMBER = math.inf if COMPILED else 10.0
+# Result boxes as text for the compiled reader (98,476 boxes: ~40 ms less than msgspec's floats); else as floats.
+_BOXES_AS_TEXT = COMPILED
 
 
 @contextlib.contextmanager
@@ -327,7 +336,7 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
     data = _read(results_path)
     if data is None:
         return None
-    text = iou_type == "keypoints" and _short_numbers(data)
+    text = _short_numbers(data) if iou_type == "keypoints" else _BOXES_AS_TEXT
     results = _decode(data, _RESULT_DECODERS[iou_type, text])
     if not isinstance(results, list):
         return None
@@ -350,6 +359,10 @@ def _parse(gt_path: Path, results_path: Path, iou_type: str, schema: KeypointSch
         if flat is None:
             return None
         keypoints = flat.reshape(n, k, 3)
+    elif text:  # four finite numbers each, width and height not negative (what _BoxResult's types ask)
+        boxes = number_lists(list(map(attrgetter("bbox"), results)), 4)
+        if boxes is None or not (boxes[:, 2:] >= 0).all():
+            return None
     else:
         boxes = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), results)), dtype=np.float64,
                             count=4 * n).reshape(n, 4)

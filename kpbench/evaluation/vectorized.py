@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.threads import parallel_map
+from kpbench.core.threads import parallel_map, thread_count
 from kpbench.evaluation.arrays import (
     GroundTruthArrays,
     box_areas,
@@ -66,6 +66,12 @@ _KEYPOINT_MAX_DETS = (20,)
 _BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
 _OKS_BLOCK = 4096  # detection-GT pairs per pass of the OKS arithmetic
+_MIN_MATCH_SHARE = 2048  # units per thread at least in the compiled matching
+
+try:  # COCOeval's matching loop in C (`_matching.c`), built at install where a C compiler is found
+    from kpbench.evaluation._matching import match_units as _match_units
+except ImportError:
+    _match_units = None
 _REACH_BLOCK = 8192  # detection-GT pairs per pass of the OKS bound
 
 
@@ -495,12 +501,10 @@ class CocoEvaluator:
         dt_start = _starts(dt_count)
         num_gt = len(self.gt_ann_ids)
 
-        # 2. Matching. The similarity of every detection-GT pair of each unit; then COCOeval's greedy matching, in
-        # closed form for the units where no detection qualifies for two GTs (`_match_one_candidate`), and for the
-        # others per bucket of units with the same padded GT count, all areas and thresholds at once.
+        # 2. Matching. The similarity of every detection-GT pair of each unit; then COCOeval's greedy matching: its
+        # own loop compiled (`_match_compiled`), or numpy's closed forms and padded buckets (`_match_arrays`).
         gt_ignored = ignore[None] | self._gt_out_of_range  # (A, G)
         thresholds = np.minimum(self.iou_thresholds, 1 - 1e-10)
-        threshold_c = np.tile(thresholds, area_count)
         # int32: positions and results indices (below 2**31); half the memory traffic of the (C, D) state.
         kept_match = np.full((combos, len(kept)), -1, dtype=np.int32)  # GT position
         kept_dt_ignore = np.zeros((combos, len(kept)), dtype=bool)
@@ -519,6 +523,86 @@ class CocoEvaluator:
             pair_sim[near] = self._pair_oks(kept_geometry, pair_det[near], pair_gt[near])
         else:
             pair_sim = self._pair_similarity(kept_geometry, pair_det, pair_gt)
+        if _match_units is not None:  # pycocotools' own loop, compiled (`_matching.c`)
+            self._match_compiled(pair_sim, pair_start, dt_start[active], dt_count[active], active, gt_ignored,
+                                 thresholds, kept, kept_match, kept_dt_ignore, gt_match)
+        else:
+            self._match_arrays(pair_sim, pair_det, pair_gt, pair_count, pair_start, active, dt_start, dt_count,
+                               gt_ignored, thresholds, kept, kept_match, kept_dt_ignore, gt_match)
+
+        # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
+        counted = kept_match >= 0
+        if self._gt_id_zero.any():
+            counted[counted] = ~self._gt_id_zero[kept_match[counted]]
+        kept_areas = dt_areas[kept]
+        dt_out = (kept_areas[None] < self.area_ranges[:, :1]) | (kept_areas[None] > self.area_ranges[:, 1:])
+        kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
+
+        # 3. Accumulation.
+        kept_cat = kept_unit // self._num_images if self._num_images else kept_unit
+        gt_cat = self.gt_unit // self._num_images if self._num_images else self.gt_unit
+        precision, recall, score_at = self._accumulate(
+            scores[kept], kept_cat, kept_rank, counted, kept_dt_ignore, gt_ignored, gt_cat, order.accumulation,
+        )
+        stats = summarize(precision, recall, self.iou_thresholds, self.area_labels, self.max_dets, self.iou_type)
+
+        table = MatchTable(
+            num_results=num, image_ids=self.image_ids, category_ids=self.category_ids, area_labels=self.area_labels,
+            iou_thresholds=self.iou_thresholds, dt_index=kept, dt_unit=kept_unit, dt_rank=kept_rank,
+            dt_scores=scores[kept], dt_gt=kept_match.reshape(area_count, thr_count, -1),
+            dt_ignore=kept_dt_ignore.reshape(area_count, thr_count, -1), gt_ids=self.gt_ann_ids,
+            gt_unit=self.gt_unit, gt_ignore=gt_ignored, gt_dt=gt_match.reshape(area_count, thr_count, -1),
+        )
+        rows = slice(self.area_all * thr_count, (self.area_all + 1) * thr_count)
+        dt_matches = np.full((thr_count, num), -1, dtype=np.int64)
+        dt_matches[:, kept] = kept_match[rows]
+        dt_ignore = np.ones((thr_count, num), dtype=bool)
+        dt_ignore[:, kept] = kept_dt_ignore[rows]
+        dt_kept = np.zeros(num, dtype=bool)
+        dt_kept[kept] = True
+        return VectorizedResult(
+            stats=stats, precision=precision, recall=recall, scores=score_at, matches=table,
+            iou_thresholds=self.iou_thresholds.copy(), area_labels=self.area_labels, max_dets=self.max_dets,
+            dt_matches=dt_matches, dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
+        )
+
+    def _match_compiled(
+        self, pair_sim: np.ndarray, pair_start: np.ndarray, unit_dt_start: np.ndarray, unit_dt_count: np.ndarray,
+        active: np.ndarray, gt_ignored: np.ndarray, thresholds: np.ndarray, kept: np.ndarray, kept_match: np.ndarray,
+        kept_dt_ignore: np.ndarray, gt_match: np.ndarray,
+    ) -> None:
+        """Step 2's matching by `_matching.match_units` (COCOeval's loop in C, the GIL released), the units in a
+        share per thread."""
+        as_int = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+        pair_sim, pair_start = np.ascontiguousarray(pair_sim, dtype=np.float64), as_int(pair_start)
+        unit_dt_start, unit_dt_count = as_int(unit_dt_start), as_int(unit_dt_count)
+        unit_gt_start, unit_gt_count = as_int(self._gt_start[active]), as_int(self._gt_count[active])
+        ignored = np.ascontiguousarray(gt_ignored, dtype=bool).view(np.uint8)
+        crowd = np.ascontiguousarray(self._gt_crowd, dtype=bool).view(np.uint8)
+        thresholds, kept = np.ascontiguousarray(thresholds, dtype=np.float64), as_int(kept)
+        dt_ignore = kept_dt_ignore.view(np.uint8)
+        units = len(unit_dt_start)
+        shares = min(thread_count(), max(1, units // _MIN_MATCH_SHARE))
+        bounds = [units * i // shares for i in range(shares + 1)]
+
+        def share(i: int) -> None:
+            part = slice(bounds[i], bounds[i + 1])
+            _match_units(pair_sim, pair_start[part], unit_dt_start[part], unit_dt_count[part], unit_gt_start[part],
+                         unit_gt_count[part], ignored, crowd, thresholds, kept, kept_match, dt_ignore, gt_match)
+
+        parallel_map(share, range(shares))
+
+    def _match_arrays(
+        self, pair_sim: np.ndarray, pair_det: np.ndarray, pair_gt: np.ndarray, pair_count: np.ndarray,
+        pair_start: np.ndarray, active: np.ndarray, dt_start: np.ndarray, dt_count: np.ndarray,
+        gt_ignored: np.ndarray, thresholds: np.ndarray, kept: np.ndarray, kept_match: np.ndarray,
+        kept_dt_ignore: np.ndarray, gt_match: np.ndarray,
+    ) -> None:
+        """Step 2's matching with numpy (where `_matching` was not built): in closed form for the units where no
+        detection qualifies for two GTs (`_match_one_candidate`), and for the others per bucket of units with the
+        same padded GT count, all areas and thresholds at once."""
+        area_count, thr_count = len(self.area_ranges), len(self.iou_thresholds)
+        threshold_c = np.tile(thresholds, area_count)
         qualifies = pair_sim >= thresholds.min() if thr_count else np.zeros(len(pair_sim), dtype=bool)
         pair_unit = np.repeat(np.arange(len(active)), pair_count)  # into `active`
         scanned = _units_to_scan(pair_sim, qualifies, pair_det, pair_unit, len(active), len(kept))
@@ -573,42 +657,6 @@ class CocoEvaluator:
             rank = gtm[p, :, s]  # (slots, C)
             det_of = kept[np.clip(dt_start[units][p][:, None] + rank, 0, max(len(kept) - 1, 0))]
             gt_match[:, gt_pos] = np.where(rank >= 0, det_of, -1).T
-
-        # A match to GT id 0 is none for COCOeval (dtMatches holds ids and 0 reads as unmatched).
-        counted = kept_match >= 0
-        if self._gt_id_zero.any():
-            counted[counted] = ~self._gt_id_zero[kept_match[counted]]
-        kept_areas = dt_areas[kept]
-        dt_out = (kept_areas[None] < self.area_ranges[:, :1]) | (kept_areas[None] > self.area_ranges[:, 1:])
-        kept_dt_ignore |= ~counted & np.repeat(dt_out, thr_count, axis=0)
-
-        # 3. Accumulation.
-        kept_cat = kept_unit // self._num_images if self._num_images else kept_unit
-        gt_cat = self.gt_unit // self._num_images if self._num_images else self.gt_unit
-        precision, recall, score_at = self._accumulate(
-            scores[kept], kept_cat, kept_rank, counted, kept_dt_ignore, gt_ignored, gt_cat, order.accumulation,
-        )
-        stats = summarize(precision, recall, self.iou_thresholds, self.area_labels, self.max_dets, self.iou_type)
-
-        table = MatchTable(
-            num_results=num, image_ids=self.image_ids, category_ids=self.category_ids, area_labels=self.area_labels,
-            iou_thresholds=self.iou_thresholds, dt_index=kept, dt_unit=kept_unit, dt_rank=kept_rank,
-            dt_scores=scores[kept], dt_gt=kept_match.reshape(area_count, thr_count, -1),
-            dt_ignore=kept_dt_ignore.reshape(area_count, thr_count, -1), gt_ids=self.gt_ann_ids,
-            gt_unit=self.gt_unit, gt_ignore=gt_ignored, gt_dt=gt_match.reshape(area_count, thr_count, -1),
-        )
-        rows = slice(self.area_all * thr_count, (self.area_all + 1) * thr_count)
-        dt_matches = np.full((thr_count, num), -1, dtype=np.int64)
-        dt_matches[:, kept] = kept_match[rows]
-        dt_ignore = np.ones((thr_count, num), dtype=bool)
-        dt_ignore[:, kept] = kept_dt_ignore[rows]
-        dt_kept = np.zeros(num, dtype=bool)
-        dt_kept[kept] = True
-        return VectorizedResult(
-            stats=stats, precision=precision, recall=recall, scores=score_at, matches=table,
-            iou_thresholds=self.iou_thresholds.copy(), area_labels=self.area_labels, max_dets=self.max_dets,
-            dt_matches=dt_matches, dt_ignore=dt_ignore, gt_matches=gt_match[rows].copy(), dt_kept=dt_kept,
-        )
 
     def _match_one_candidate(
         self, det: np.ndarray, gt: np.ndarray, sim: np.ndarray, thresholds: np.ndarray, kept: np.ndarray,
