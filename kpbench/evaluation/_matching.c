@@ -51,20 +51,21 @@ static void release(Array *arrays, int count) {
 }
 
 PyDoc_STRVAR(match_units_doc,
-"match_units(pair_sim, pair_start, dt_start, dt_count, gt_start, gt_count, gt_ignored, gt_crowd, thresholds,\n"
-"            kept, kept_match, kept_dt_ignore, gt_match) -> None\n\n"
+"match_units(pair_sim, pair_start, dt_start, dt_count, gt_start, gt_count, gt_ignored, areas, gt_crowd,\n"
+"            thresholds, kept, kept_match, kept_dt_ignore, gt_match) -> None\n\n"
 "COCOeval's matching of U units. pair_sim (P,) float64: each unit's similarities from pair_start[u] (int64),\n"
 "detection-major (rank r, GT slot s at r * gt_count[u] + s). dt_start, dt_count (U,) int64: the unit's kept\n"
 "detections (positions into `kept`, by rank); gt_start, gt_count (U,) int64: its GTs (positions into G).\n"
-"gt_ignored (A, G) uint8 per area range; gt_crowd (G,) uint8; thresholds (T,) float64, each already\n"
+"gt_ignored (A, G) uint8 per area range (A = areas); gt_crowd (G,) uint8; thresholds (T,) float64, each already\n"
 "min(t, 1 - 1e-10); kept (K,) int64 results index of each kept detection. Writes, for c = a * T + t: kept_match\n"
 "(C, K) int32 GT position of each matched detection, kept_dt_ignore (C, K) uint8 its GT's ignore flag, gt_match\n"
 "(C, G) int32 results index of the last detection matched to each GT. Entries of unmatched ones are untouched.");
 
 static PyObject *match_units(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *objects[13];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
-                          &objects[5], &objects[6], &objects[7], &objects[8], &objects[9], &objects[10],
+    Py_ssize_t areas;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnOOOOOO", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4],
+                          &objects[5], &objects[6], &areas, &objects[7], &objects[8], &objects[9], &objects[10],
                           &objects[11], &objects[12])) {
         return NULL;
     }
@@ -84,9 +85,8 @@ static PyObject *match_units(PyObject *Py_UNUSED(module), PyObject *args) {
         || get_array(objects[10], &a[10], 4, -1, 1, "kept_match", &match_size) < 0
         || get_array(objects[11], &a[11], 1, match_size, 1, "kept_dt_ignore", NULL) < 0
         || get_array(objects[12], &a[12], 4, -1, 1, "gt_match", &gt_match_size) < 0;
-    Py_ssize_t areas = num_gt > 0 ? ignored_size / num_gt : 0;
     Py_ssize_t combos = areas * num_thresholds;
-    if (!failed && (ignored_size != areas * num_gt || match_size != combos * num_kept
+    if (!failed && (areas < 0 || ignored_size != areas * num_gt || match_size != combos * num_kept
                     || gt_match_size != combos * num_gt)) {
         PyErr_SetString(PyExc_ValueError, "match_units: the shapes of gt_ignored, kept_match and gt_match disagree");
         failed = 1;

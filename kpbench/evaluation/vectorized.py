@@ -588,7 +588,8 @@ class CocoEvaluator:
         def share(i: int) -> None:
             part = slice(bounds[i], bounds[i + 1])
             _match_units(pair_sim, pair_start[part], unit_dt_start[part], unit_dt_count[part], unit_gt_start[part],
-                         unit_gt_count[part], ignored, crowd, thresholds, kept, kept_match, dt_ignore, gt_match)
+                         unit_gt_count[part], ignored, len(gt_ignored), crowd, thresholds, kept, kept_match, dt_ignore,
+                         gt_match)
 
         parallel_map(share, range(shares))
 
