@@ -361,6 +361,23 @@ def test_read_run_arrays_reads_every_format_and_the_last_record_wins(tmp_path: P
     assert len(read_run_arrays(tmp_path)) == 0  # no detections at all: no images
 
 
+def test_cached_images_are_counted_once_across_a_store_and_json_lines(tmp_path: Path) -> None:
+    """The count behind "N of M images cached" messages: an image in the store and in a JSON-lines file (a format-2
+    run resumed into a store) counts once; a JSON line cut short (no newline) is no image."""
+    from kpbench.runs.merge import count_cached_images
+
+    stored = make_run_dir(tmp_path / "bin", store=True)  # the store holds 7, 42 and 1000
+    assert count_cached_images(stored.path) == 3
+    with (stored.path / "detections.jsonl").open("w") as fh:
+        append_detections(fh, image(7, 4))  # also in the store
+        append_detections(fh, image(8, 2))  # only here
+    assert count_cached_images(stored.path) == 4
+    with (stored.path / "detections.jsonl").open("a") as fh:
+        fh.write('{"image_id": 9, "boxes": [[1.0')  # torn: no newline
+    assert count_cached_images(stored.path) == 4
+    assert count_cached_images(make_run_dir(tmp_path / "jsonl").path) == 3  # format 2 alone
+
+
 def test_consumers_of_a_run_give_the_same_output_for_both_formats(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     """evaluate, thresholds, keypoints and draw read format 2 (JSON lines) and format 3 (the store) alike."""
     runs = {fmt: make_run_dir(tmp_path / fmt, store=fmt == "bin").path for fmt in ("jsonl", "bin")}

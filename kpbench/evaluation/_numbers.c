@@ -81,6 +81,25 @@ static int slow_value(const char *start, const char *end, double *value) {
     return failed ? -1 : 0;
 }
 
+/* The digits at *cursor into the decimal significand, *cursor past them: at most 19 significant digits (leading
+ * zeros do not count); a longer significand sets *slow (the token then goes to Python). Returns how many digits
+ * went into the significand (for digits after the '.', the power of ten to take off). */
+static int read_digits(const char **cursor, const char *end, uint64_t *mantissa, int *significant, int *slow) {
+    const char *p = *cursor;
+    int taken = 0;
+    for (; p < end && is_digit(*p); p++) {
+        if (*significant < 19) {
+            *mantissa = *mantissa * 10 + (uint64_t)(*p - '0');
+            if (*mantissa) (*significant)++;
+            taken++;
+        } else {
+            *slow = 1;
+        }
+    }
+    *cursor = p;
+    return taken;
+}
+
 /* One JSON number at *cursor (before `end`): its value into *value, *cursor past it.
  * 1: read; 0: not a number here or out of float range (reject the input); -1: an exception. */
 static int read_number(const char **cursor, const char *end, double *value) {
@@ -94,27 +113,12 @@ static int read_number(const char **cursor, const char *end, double *value) {
         p++;
     }
     if (p >= end || !is_digit(*p)) return 0;
-    for (; p < end && is_digit(*p); p++) {
-        if (significant < 19) {
-            mantissa = mantissa * 10 + (uint64_t)(*p - '0');
-            if (mantissa) significant++;
-        } else {
-            slow = 1;
-        }
-    }
+    read_digits(&p, end, &mantissa, &significant, &slow);
     if (p < end && *p == '.') {
         integer = 0;
         p++;
         if (p >= end || !is_digit(*p)) return 0;
-        for (; p < end && is_digit(*p); p++) {
-            if (significant < 19) {
-                mantissa = mantissa * 10 + (uint64_t)(*p - '0');
-                if (mantissa) significant++;
-                exponent10--;
-            } else {
-                slow = 1;
-            }
-        }
+        exponent10 -= read_digits(&p, end, &mantissa, &significant, &slow);
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         integer = 0;

@@ -10,6 +10,7 @@ rewritten at all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,20 +80,26 @@ def ensure_store(run_dir: str | Path) -> Path:
 
 
 def count_cached_images(run_dir: str | Path) -> int:
-    """Images with a record in the stores of RUN_DIR (valid records only, each image once), plus the complete
-    lines of any JSON-lines file, without decoding the detections."""
+    """Images with a record in any detections file of RUN_DIR, each image once: a store's valid records, and the
+    complete lines of a JSON-lines file, whose image id is read from the line's text without decoding its
+    detections (an image in both, as after a format-2 run resumed into a store, counts once)."""
     ids: set[int] = set()
-    lines = 0
     for path in detection_files(run_dir):
         try:
             if is_store_file(path):
                 ids.update(scan_store(path).image_ids.tolist())
             else:
                 with path.open("rb") as fh:
-                    lines += sum(1 for line in fh if line.endswith(b"\n"))
+                    for line in fh:
+                        found = _IMAGE_ID.search(line) if line.endswith(b"\n") else None
+                        if found:
+                            ids.add(int(found.group(1)))
         except Exception:  # a count for a message, never a reason to fail
             continue
-    return len(ids) + lines
+    return len(ids)
+
+
+_IMAGE_ID = re.compile(rb'"image_id":\s*(-?\d+)')
 
 
 def cached_image_ids(run_dir: str | Path) -> set[int]:
