@@ -258,6 +258,52 @@ def test_overwrite_forgets_the_old_runs_person_boxes(tmp_path: Path, plugin: Pat
     assert not list(out.glob("person_boxes*"))
 
 
+def test_a_resume_with_another_top_down_decoding_is_refused(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+    """The crop model's pixel convention and heatmap refinement, and OKS-NMS's area, are no options (the config
+    does not see them) yet change every keypoint: a run interrupted under one decoding is not resumed under another,
+    nor one made before kpbench recorded them; with the same decoding it resumes."""
+    import kpbench.engine.inference
+    from kpbench.runs import directory as rundir
+
+    real = kpbench.engine.inference.predictions_to_host
+    calls = 0
+
+    def interrupt_second(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    args = ("run", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector", "--coco-root",
+            synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu", "--no-analysis")
+    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", interrupt_second)
+    assert run_cli(*args)[0] == 130
+    monkeypatch.undo()
+    manifest = rundir.read_manifest(out)
+    top_down = manifest["model"]["extra"]["protocol"]["top_down"]
+    assert (top_down["pixel_convention"], top_down["heatmap_refinement"]) == ("index", "hrnet")
+    for key, value in (("pixel_convention", None), ("heatmap_refinement", "mmpose")):
+        changed = json.loads(json.dumps(manifest))
+        if value is None:
+            del changed["model"]["extra"]["protocol"]["top_down"][key]  # a run made before it was recorded
+        else:
+            changed["model"]["extra"]["protocol"]["top_down"][key] = value
+        rundir.write_manifest(out, changed)
+        code, stdout, err = run_cli(*args)
+        was = "'not recorded'" if value is None else repr(value)
+        assert code == 2 and stdout == ""
+        assert err == (f"error: {out}: the top-down decoding changed since this run started ({key}: {was} there, "
+                       f"{top_down[key]!r} now): its images would be read two ways; use another --out, or pass "
+                       "--overwrite\n")
+    rundir.write_manifest(out, manifest)
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "resumed: 1 images were already cached" in err
+
+
 def test_post_processing_of_a_whole_image_model_before_the_store(tmp_path: Path, plugin: Path,
                                                                  synthetic_coco_root: Path, run_cli) -> None:
     from kpbench.core.schema import COCO17

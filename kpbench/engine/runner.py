@@ -219,6 +219,8 @@ def _prepare(
             if plan.state == "resume" and old_sha and old_sha != info.get("checkpoint_sha256"):
                 error = (f"{settings.weights}: the checkpoint changed since this run started (sha256 {old_sha[:12]}... "
                          "there); use another --out, or pass --overwrite")
+            elif plan.state == "resume":
+                error = _changed_top_down_decoding(plan.run_dir, plan.previous, info)
     elif plan.previous and error is None:
         info = plan.previous["model"]
         # Nothing to run, but a checkpoint replaced at the same path must not pass for the one that was run.
@@ -234,6 +236,30 @@ def _prepare(
         _, error = attempt(lambda: _commit(plan, manifest))
     agree(dist, error)
     return model
+
+
+# How a top-down run turns crops into image keypoints (`kpbench.models.topdown.TopDownModel.describe`): fixed by the
+# crop model and by kpbench's version, not by any option, so the resume fingerprint (the config) cannot see a change.
+TOP_DOWN_DECODING = ("crop_size", "padding", "pixel_convention", "heatmap_refinement", "nms_area")
+
+
+def _changed_top_down_decoding(run_dir: Path, previous: dict[str, Any] | None, info: dict[str, Any]) -> str | None:
+    """The error for a top-down run resumed with crops or heatmaps now read differently than when it started (a
+    run made before kpbench recorded its pixel convention counts as changed): its images would be decoded two ways.
+    None when nothing changed, or for a whole-image model."""
+    def top_down(model_info: dict[str, Any] | None) -> dict[str, Any] | None:
+        return (((model_info or {}).get("extra") or {}).get("protocol") or {}).get("top_down")
+
+    now = top_down(info)
+    if not now:
+        return None
+    before = top_down((previous or {}).get("model")) or {}
+    diffs = [f"{key}: {before.get(key, 'not recorded')!r} there, {now.get(key)!r} now" for key in TOP_DOWN_DECODING
+             if before.get(key, "not recorded") != now.get(key)]
+    if not diffs:
+        return None
+    return (f"{run_dir}: the top-down decoding changed since this run started ({'; '.join(diffs)}): its images "
+            "would be read two ways; use another --out, or pass --overwrite")
 
 
 def _loop_and_merge(
