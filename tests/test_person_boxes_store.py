@@ -95,9 +95,10 @@ def test_an_undecodable_line_before_the_last_is_an_error_not_skipped(tmp_path: P
     assert read_person_boxes(tmp_path).image_ids.tolist() == [5]
 
 
-def test_each_append_is_synced_to_disk_before_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The detections store syncs at most once a second: the boxes of a call must be durable before that call's
-    detections can reach it, so each append ends with an fsync (fdatasync) of the box file, after its whole record is written."""
+def test_appends_are_made_durable_by_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append writes its whole record and returns without syncing; `sync` makes everything appended so far
+    durable (one fdatasync of the box file, after the records are in it) and costs nothing when nothing is new.
+    The run's store writer calls it before each group of detections (see the top-down run tests)."""
     import os
 
     path = person_boxes_path(tmp_path)
@@ -113,9 +114,15 @@ def test_each_append_is_synced_to_disk_before_it_returns(tmp_path: Path, monkeyp
     monkeypatch.setattr(os, "fdatasync", fsync, raising=False)
     writer = PersonBoxWriter(path)
     writer.append([1, 2], [np.array([[0.0, 0, 10, 10]]), np.zeros((0, 4))], [np.array([0.5]), np.zeros(0)])
-    first = path.stat().st_size
     writer.append([3], [np.array([[1.0, 1, 9, 9]])], [np.array([0.7])])
-    assert synced[-2:] == [(first, 2), (path.stat().st_size, 3)]
+    before = len(synced)  # (creating the file syncs its header)
+    writer.sync()
+    assert synced[before:] == [(path.stat().st_size, 3)]
+    writer.sync()  # nothing new: no sync
+    assert len(synced) == before + 1
+    writer.append([4], [np.zeros((0, 4))], [np.zeros(0)])
+    writer.sync()
+    assert synced[before:] == [(synced[before][0], 3), (path.stat().st_size, 4)]
 
 
 def test_overwrite_clears_every_person_box_file_and_nothing_else(tmp_path: Path) -> None:

@@ -258,6 +258,54 @@ def test_overwrite_forgets_the_old_runs_person_boxes(tmp_path: Path, plugin: Pat
     assert not list(out.glob("person_boxes*"))
 
 
+def test_person_boxes_are_durable_before_their_detections_are_written(tmp_path: Path, plugin: Path,
+                                                                     synthetic_coco_root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+    """The store writer syncs the person-box record (once per group of images) before it writes detections: at every
+    write to the store, each image written already has its boxes in the synced part of person_boxes.bin."""
+    import os
+    import shutil
+
+    import kpbench.runs.store
+    from kpbench.runs.person_boxes import read_person_boxes
+    from kpbench.runs.store import scan_store
+
+    out = tmp_path / "run"
+    boxes_file = out / "person_boxes.bin"
+    synced_size = [0]
+    real_fsync, real_write = os.fsync, kpbench.runs.store._write_all
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if boxes_file.exists() and os.path.samestat(os.fstat(fd), os.stat(boxes_file)):
+            synced_size[0] = os.fstat(fd).st_size
+
+    checked: list[list[int]] = []
+
+    def write(fd: int, data: bytes) -> None:
+        if data[:4] == b"KPRD":  # records (not the file header): their images' boxes must be synced already
+            copy = tmp_path / "check" / "detections.bin"
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(kpbench.runs.store.FILE_HEADER + bytes(data))
+            written = scan_store(copy).image_ids.tolist()
+            synced = tmp_path / "synced"
+            synced.mkdir(exist_ok=True)
+            (synced / "person_boxes.bin").write_bytes(boxes_file.read_bytes()[:synced_size[0]])
+            assert set(written) <= set(read_person_boxes(synced).image_ids.tolist())
+            checked.append(written)
+            shutil.rmtree(synced)
+        real_write(fd, data)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync, raising=False)
+    monkeypatch.setattr(kpbench.runs.store, "_write_all", write)
+    code, _, err = run_cli("run", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector",
+                           "--coco-root", synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu",
+                           "--no-analysis")
+    assert code == 0, err
+    assert sorted(i for group in checked for i in group) == sorted(read_person_boxes(out).image_ids.tolist())
+
+
 def test_a_resume_with_another_top_down_decoding_is_refused(tmp_path: Path, plugin: Path, synthetic_coco_root: Path,
                                                             monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
     """The crop model's pixel convention and heatmap refinement, and OKS-NMS's area, are no options (the config

@@ -101,7 +101,9 @@ def run_loop(
             raise_unreadable(images)
             yield ids, images
 
-    writer = StoreWriter(out_path)
+    # A model that keeps records beside the store (a top-down model's person boxes) makes them durable before each
+    # group of detections is written (its optional `flush_records`, reached through any wrapper).
+    writer = StoreWriter(out_path, before_write=getattr(model, "flush_records", None))
     desc = f"rank {dist.rank}/{dist.world_size}" if dist.distributed else "kpbench run"
     bar = tqdm(total=total, unit="img", desc=desc, disable=not (progress and dist.is_main), smoothing=0.05,
                dynamic_ncols=True, file=sys.stderr)

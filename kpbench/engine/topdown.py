@@ -178,6 +178,10 @@ class BoxRecord:
     def __call__(self, image_ids: Sequence[int], selected: list[PersonBoxes]) -> None:
         self._writer.append(image_ids, [p.boxes for p in selected], [p.scores for p in selected])
 
+    def sync(self) -> None:
+        """The record made durable (before the store writes the detections of the images it holds)."""
+        self._writer.sync()
+
 
 def build_run_model(
     spec: Any,

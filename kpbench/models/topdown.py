@@ -282,6 +282,14 @@ class TopDownModel:
         keypoints, scores, found = self.crop_keypoints(crops)
         return self._predictions(selected, crops, keypoints, scores, found)
 
+    def flush_records(self) -> None:
+        """What `on_boxes` recorded of the calls so far made durable, if it keeps such a record (its `sync`): the
+        run's store writer calls this before writing detections, which must never reach the disk before their
+        boxes (`kpbench.engine.loop`)."""
+        sync = getattr(self.on_boxes, "sync", None)
+        if sync is not None:
+            sync()
+
     def make_crops(self, images: Sequence[torch.Tensor], image_ids: Sequence[int], selected: list[PersonBoxes]) -> Crops:
         """The crops of `selected` (each image's person boxes, in order) cut from `images` (float (3, H, W) tensors
         in [0, 1]) with this model's crop size and padding; speed times the crop model on them alone."""
