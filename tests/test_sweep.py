@@ -825,6 +825,26 @@ def test_debug_sweep_runs_resumes_and_merges(tmp_path: Path, synthetic_coco_root
     assert metrics_cells == [(run_cell["name"], "1.0")]
     speed_part = text.split("<h2>Speed</h2>", 1)[1]
     assert f'<td data-value="{float(csv_row["fps"])!r}">' in speed_part and "oracle" in speed_part
+    # `kpbench plot SWEEP_DIR`: the run cell's figures in its run directory (what `plot RUN_DIR` writes) and the
+    # speed cells' figures in the sweep folder (what `plot CSV --out SWEEP_DIR` writes), the same bytes.
+    code, _, err = run_cli("plot", out)
+    assert code == 0, err
+    wrote = [Path(line[len("wrote "):]) for line in err.splitlines() if line.startswith("wrote ")]
+    from_sweep = {p: p.read_bytes() for p in wrote}
+    code, _, err_run = run_cli("plot", run_dir)
+    code_csv, _, err_csv = run_cli("plot", speed_csv, "--out", out)
+    assert code == code_csv == 0
+    alone = [Path(line[len("wrote "):]) for line in (err_run + err_csv).splitlines() if line.startswith("wrote ")]
+    assert wrote == alone and {p: p.read_bytes() for p in alone} == from_sweep
+    assert out / "speed_fps.png" in wrote and any(p.parent == run_dir for p in wrote)
+
+
+def test_plot_of_a_sweep_with_nothing_finished_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.report.sweeps
+
+    monkeypatch.setattr(kpbench.report.sweeps, "sweep_outputs", lambda sweep_dir: ([], []))
+    with pytest.raises(KpbenchError, match=r"no cell of this sweep has a run directory or a speed table yet"):
+        kpbench.report.sweeps.plot_sweep(tmp_path)
 
 
 def test_watch_prints_until_nothing_is_queued_or_running(tmp_path: Path, fake_slurm: Path) -> None:

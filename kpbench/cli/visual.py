@@ -125,19 +125,26 @@ def draw_command(
 def plot_command(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="A run directory, or `kpbench speed` CSV files.", show_default=False),
+        typer.Argument(help="A run directory, a `kpbench sweep` folder, or `kpbench speed` CSV files.",
+                       show_default=False),
     ],
-    out: Annotated[Path | None, options.out_option("Speed CSVs: output folder [default: the first CSV's folder].")] = None,
+    out: Annotated[Path | None, options.out_option(
+        "Speed figures' folder [default: the first CSV's folder; for a sweep, the sweep folder].")] = None,
 ) -> None:
     """Write figures: for a run directory, PR curves (keypoints and boxes) and threshold curves; for speed
-    CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS."""
+    CSVs, FPS against input size per device and, where accuracy was measured, AP against FPS; for a sweep folder,
+    each run cell's figures in its run directory and the speed figures of all its speed cells."""
     from kpbench.report.figures import plot_speed
     from kpbench.report.run_outputs import plot_run
+    from kpbench.report.sweeps import plot_sweep
+    from kpbench.sweep.layout import is_sweep_dir
 
     run_dir = _one_run_dir(paths, "speed CSV")
-    if run_dir is not None:
+    if run_dir is not None and is_sweep_dir(run_dir):
+        written = plot_sweep(run_dir, out)
+    elif run_dir is not None:
         if out is not None:
-            raise KpbenchError("--out: only for speed CSVs (a run's figures go into its directory)")
+            raise KpbenchError("--out: only for speed figures (a run's figures go into its directory)")
         written = plot_run(run_dir)
     else:
         written = plot_speed(paths, out)

@@ -78,6 +78,26 @@ def sweep_outputs(sweep_dir: str | Path) -> tuple[list[tuple[str, Path]], list[t
     return runs, speeds
 
 
+def plot_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Every figure of a `kpbench sweep` folder: each run cell's (`kpbench.report.run_outputs.plot_run`, in its run
+    directory) and one set for all its speed cells' newest tables together (`kpbench.report.figures.plot_speed`: FPS
+    against input size, AP against ms per image; in `out_dir`, default the sweep folder). The paths written; an
+    error when no cell has finished anything to plot yet."""
+    from kpbench.report.figures import plot_speed
+    from kpbench.report.run_outputs import plot_run
+
+    runs, speeds = sweep_outputs(sweep_dir)
+    written: list[Path] = []
+    for _, run_dir in runs:
+        written += plot_run(run_dir)
+    if speeds:
+        written += plot_speed([csv_path for _, csv_path in speeds], out_dir if out_dir is not None else sweep_dir)
+    if not written:
+        raise KpbenchError(f"{sweep_dir}: no cell of this sweep has a run directory or a speed table yet: nothing "
+                           "to plot (kpbench sweep --status says where the cells are)")
+    return written
+
+
 def _newest_speed_csv(folder: Path) -> Path | None:
     view = read_speed_output(folder)
     if view.files:
