@@ -227,14 +227,21 @@ def test_the_writer_wakes_once_per_group_and_within_its_write_interval(tmp_path:
     assert scan_store(path).image_ids.tolist() == list(range(17))
 
     lone = tmp_path / "lone.bin"
-    writer = StoreWriter(lone, group=16, write_interval=0.2)
+    writer = StoreWriter(lone, group=16, write_interval=0.2, sync_interval=5.0)
     started = time.monotonic()
     writer.put(_one_image_batch(7))
     while len(scan_store(lone)) == 0 and time.monotonic() - started < 5:
         time.sleep(0.01)
     waited = time.monotonic() - started
+    # A second lone image after a write not yet synced waits the write interval too, not the sync's second.
+    time.sleep(0.3)
+    started = time.monotonic()
+    writer.put(_one_image_batch(8))
+    while len(scan_store(lone)) < 2 and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    waited_again = time.monotonic() - started
     writer.close()
-    assert scan_store(lone).image_ids.tolist() == [7] and waited < 1.5
+    assert scan_store(lone).image_ids.tolist() == [7, 8] and waited < 1.5 and waited_again < 0.6
 
 
 def test_a_full_queue_makes_put_wait_for_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

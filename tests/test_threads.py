@@ -44,7 +44,7 @@ def test_parallel_map_raises_the_first_failing_items_error_after_every_thread_st
 def test_thread_count_reads_kpbench_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KPBENCH_THREADS", "3")
     assert thread_count() == 3
-    for ignored in ("0", "-2", "many", ""):
+    for ignored in ("0", "-2", "many", "", "\u00b2"):
         monkeypatch.setenv("KPBENCH_THREADS", ignored)
         assert 1 <= thread_count() <= MAX_DEFAULT_THREADS
     monkeypatch.setenv("KPBENCH_THREADS", "1")

@@ -271,6 +271,28 @@ def test_nan_oks_follows_pycocotools_scan() -> None:
     assert result.stats["AP"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nan_oks_lets_far_gts_replace_it_with_their_exact_oks() -> None:
+    """After a NaN OKS every later GT replaces the match (pycocotools' `<` passes NaN), so the far GTs' own small
+    OKS values decide which one is kept: GTs too far to reach the lowest threshold, whose OKS is otherwise never
+    computed, get it computed in a unit that holds a NaN."""
+    images = [{"id": 1, "width": 640, "height": 480, "file_name": "1.jpg"}]
+    near = person(100, 100, 80, 160)
+    anns = [gt_ann(1, 1, near, (100, 100, 80, 160))]
+    anns[0]["area"] = float("nan")  # every OKS to it is NaN; the area compares False: never out of range
+    for i, dx in enumerate((190.0, 200.0)):  # two GTs nearby but out of reach of 0.5 (OKS tiny, not 0)
+        kps = near.copy()
+        kps[:, 0] += dx
+        anns.append(gt_ann(2 + i, 1, kps, (100 + dx, 100, 80, 160), area_scale=0.6))
+    gt = {"images": images, "annotations": anns, "categories": [PERSON_CATEGORY]}
+    results = [det(1, near, 0.9, 1.0, 1), det(1, near, 0.8, 1.0, 2)]
+    evaluator = KeypointEvaluator(gt, SIGMAS)
+    oks = evaluator.oks(1, results_to_arrays(results, K)[1])
+    assert np.isnan(oks[:, 0]).all() and (oks[:, 1:] > 0).all() and (oks[:, 1:] < 0.05).all()
+    assert oks[0, 1] != oks[0, 2]  # the matches depend on these values
+    assert_same_as_pycocotools(gt, results)
+
+
 def test_oks_is_computeoks_bit_for_bit() -> None:
     gt, results = edge_case_scene()
     synth_gt, synth_results = make_synthetic_coco(num_images=30, seed=5)

@@ -7,12 +7,13 @@ import gc
 import sys
 import warnings
 
-# The cyclic garbage collector paused while the CLI's modules load, then what they made frozen (gc.freeze: kept out
-# of every later collection): typer, click and inspect make tens of thousands of long-lived objects, and the
-# collections they would start (about 20 while loading, each walking every object made so far, then the same
-# objects again in each older-generation collection of the command) cost ~10-20 ms of every command's start-up,
-# more than `kpbench evaluate` spends parsing a small file. This is the start-up pattern gc.freeze is documented
-# for; nothing made while loading modules is garbage.
+# The cyclic garbage collector paused while the CLI's modules load, and what they made frozen (gc.freeze: kept out
+# of every later collection) when a command starts (`main`): typer, click and inspect make tens of thousands of
+# long-lived objects, and the collections they would start (about 20 while loading, each walking every object made
+# so far, then the same objects again in each older-generation collection of the command) cost ~10-20 ms of every
+# command's start-up, more than `kpbench evaluate` spends parsing a small file. This is the start-up pattern
+# gc.freeze is documented for. Only the console script freezes: a process that merely imports kpbench.cli (a test
+# runner, a notebook) keeps collecting what it had.
 _COLLECTING = gc.isenabled()
 gc.disable()
 try:
@@ -35,7 +36,10 @@ try:
     from kpbench.cli.app import TORCH_MODULES, app, missing_torch_message
     from kpbench.core.errors import KpbenchError, KpbenchWarning
 
+    # Into the oldest generation, with the allocation count reset (which freeze does): no collection starts at once
+    # on what loading counted, and a process that only imports this keeps collecting all of it (in full passes).
     gc.freeze()
+    gc.unfreeze()
 finally:  # (a failed import leaves the collector as it was)
     if _COLLECTING:
         gc.enable()
@@ -64,6 +68,7 @@ def main() -> None:
     number), is one `error:` line on stderr and exit 2."""
     import typer
 
+    gc.freeze()  # the modules loaded so far: out of every collection of this command (see the top of this file)
     warnings.showwarning = _show_warning
     try:
         # Not standalone, so that click's own errors come here to be worded.

@@ -132,7 +132,7 @@ def evaluate_command(
             from kpbench.core.io import read_ahead
 
             read_ahead(source, results_json)  # the two files, read while the modules below load
-        from kpbench.core.io import check_format, ensure_output_dir, to_csv
+        from kpbench.core.io import check_format, discard_read_ahead, ensure_output_dir, to_csv
         from kpbench.evaluation import fastparse  # noqa: F401  (the default backend's parser, loaded here with the rest)
         from kpbench.evaluation.cocoeval import (
             check_backend,
@@ -201,6 +201,7 @@ def evaluate_command(
         results = {kind: evaluate(given.gt, given.results, iou_type=kind, backend=backend, validate=validate,
                                   schema=schema, sigmas=sigma_values, settings=settings,
                                   drop_zero_keypoint_results=drop_zero_keypoints)}
+        discard_read_ahead()  # (what the evaluation did not take: its files are read)
         shown = results
         if per_keypoint:
             options.checked_groups(group_spec, results[kind].schema)

@@ -159,22 +159,33 @@ def read_ahead(*paths: str | Path) -> None:
         if _identity(before) == _identity(after):
             _READ_AHEAD[path] = (data, _identity(after))
 
-    for path in map(str, paths):
+    for path in map(_read_ahead_key, paths):
         thread = threading.Thread(target=read, args=(path,), name="kpbench-read-ahead", daemon=True)
         _READ_AHEAD[path] = thread
         thread.start()
 
 
+def _read_ahead_key(path: str | Path) -> str:
+    """One spelling per file: "./gt.json", "gt.json" and Path("gt.json") are the same entry."""
+    return os.path.abspath(path)
+
+
+def discard_read_ahead() -> None:
+    """Drop whatever was read ahead and not taken (the command is done with its files)."""
+    _READ_AHEAD.clear()
+
+
 def take_read_ahead(path: str | Path) -> bytes | None:
     """The bytes `read_ahead` read for `path` (waiting for them), once, if the file is still the one read (same
     device, inode, size and modification time); None otherwise (read it as usual)."""
-    entry = _READ_AHEAD.get(str(path))
+    key = _read_ahead_key(path)
+    entry = _READ_AHEAD.get(key)
     if entry is None:
         return None
     if not isinstance(entry, tuple):
         entry.join()
-        entry = _READ_AHEAD.get(str(path))
-    _READ_AHEAD.pop(str(path), None)
+        entry = _READ_AHEAD.get(key)
+    _READ_AHEAD.pop(key, None)
     if not isinstance(entry, tuple):
         return None
     data, identity = entry

@@ -24,9 +24,12 @@ MAX_DEFAULT_THREADS = 4
 
 def thread_count() -> int:
     """Threads for array work: KPBENCH_THREADS when it is a positive integer, else the usable CPUs, at most 4."""
-    asked = os.environ.get("KPBENCH_THREADS", "").strip()
-    if asked.isdigit() and int(asked) > 0:
-        return int(asked)
+    try:
+        asked = int(os.environ.get("KPBENCH_THREADS", "").strip())
+    except ValueError:
+        asked = 0
+    if asked > 0:
+        return asked
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # (no affinity API: macOS, Windows)

@@ -30,14 +30,38 @@ typedef struct {
     int held;
 } Array;
 
-/* A C-contiguous buffer of `count` items of `itemsize` bytes (`count` < 0: any count, returned in *count_out). */
-static int get_array(PyObject *object, Array *array, Py_ssize_t itemsize, Py_ssize_t count, int writable,
+/* The kinds of array this takes, by struct format character (after any byte-order prefix). */
+enum Kind { INT64, INT32, FLOAT64, FLAG };
+
+static int format_is(const char *format, enum Kind kind) {
+    if (format == NULL) return kind == FLAG;  /* "B" by default */
+    if (*format == '<' || *format == '=' || *format == '@') format++;
+    char c = *format;
+    if (format[0] == '\0' || format[1] != '\0') return 0;
+    switch (kind) {
+        case INT64: return c == 'q' || c == 'l';  /* numpy's int64 is 'l' where long has 64 bits */
+        case INT32: return c == 'i' || c == 'l';
+        case FLOAT64: return c == 'd';
+        case FLAG: return c == '?' || c == 'B' || c == 'b';
+    }
+    return 0;
+}
+
+/* A C-contiguous array of `count` items of `kind` (`count` < 0: any count, returned in *count_out). */
+static int get_array(PyObject *object, Array *array, enum Kind kind, Py_ssize_t count, int writable,
                      const char *name, Py_ssize_t *count_out) {
+    static const Py_ssize_t sizes[] = {8, 4, 8, 1};
+    Py_ssize_t itemsize = sizes[kind];
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(object, &array->view, flags) < 0) return -1;
     array->held = 1;
-    if (array->view.itemsize != itemsize || (count >= 0 && array->view.len != count * itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes", name, count, itemsize);
+    if (array->view.itemsize != itemsize || !format_is(array->view.format, kind)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %s", name,
+                     kind == INT64 ? "int64" : kind == INT32 ? "int32" : kind == FLOAT64 ? "float64" : "bool or uint8");
+        return -1;
+    }
+    if (count >= 0 && array->view.len != count * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count, array->view.len / itemsize);
         return -1;
     }
     if (count_out != NULL) *count_out = array->view.len / itemsize;
@@ -72,29 +96,45 @@ static PyObject *match_units(PyObject *Py_UNUSED(module), PyObject *args) {
     Array a[13];
     memset(a, 0, sizeof a);
     Py_ssize_t pairs, units, ignored_size, num_gt, num_thresholds, num_kept, match_size, gt_match_size;
-    int failed = get_array(objects[0], &a[0], 8, -1, 0, "pair_sim", &pairs) < 0
-        || get_array(objects[1], &a[1], 8, -1, 0, "pair_start", &units) < 0
-        || get_array(objects[2], &a[2], 8, units, 0, "dt_start", NULL) < 0
-        || get_array(objects[3], &a[3], 8, units, 0, "dt_count", NULL) < 0
-        || get_array(objects[4], &a[4], 8, units, 0, "gt_start", NULL) < 0
-        || get_array(objects[5], &a[5], 8, units, 0, "gt_count", NULL) < 0
-        || get_array(objects[6], &a[6], 1, -1, 0, "gt_ignored", &ignored_size) < 0
-        || get_array(objects[7], &a[7], 1, -1, 0, "gt_crowd", &num_gt) < 0
-        || get_array(objects[8], &a[8], 8, -1, 0, "thresholds", &num_thresholds) < 0
-        || get_array(objects[9], &a[9], 8, -1, 0, "kept", &num_kept) < 0
-        || get_array(objects[10], &a[10], 4, -1, 1, "kept_match", &match_size) < 0
-        || get_array(objects[11], &a[11], 1, match_size, 1, "kept_dt_ignore", NULL) < 0
-        || get_array(objects[12], &a[12], 4, -1, 1, "gt_match", &gt_match_size) < 0;
+    int failed = get_array(objects[0], &a[0], FLOAT64, -1, 0, "pair_sim", &pairs) < 0
+        || get_array(objects[1], &a[1], INT64, -1, 0, "pair_start", &units) < 0
+        || get_array(objects[2], &a[2], INT64, units, 0, "dt_start", NULL) < 0
+        || get_array(objects[3], &a[3], INT64, units, 0, "dt_count", NULL) < 0
+        || get_array(objects[4], &a[4], INT64, units, 0, "gt_start", NULL) < 0
+        || get_array(objects[5], &a[5], INT64, units, 0, "gt_count", NULL) < 0
+        || get_array(objects[6], &a[6], FLAG, -1, 0, "gt_ignored", &ignored_size) < 0
+        || get_array(objects[7], &a[7], FLAG, -1, 0, "gt_crowd", &num_gt) < 0
+        || get_array(objects[8], &a[8], FLOAT64, -1, 0, "thresholds", &num_thresholds) < 0
+        || get_array(objects[9], &a[9], INT64, -1, 0, "kept", &num_kept) < 0
+        || get_array(objects[10], &a[10], INT32, -1, 1, "kept_match", &match_size) < 0
+        || get_array(objects[11], &a[11], FLAG, match_size, 1, "kept_dt_ignore", NULL) < 0
+        || get_array(objects[12], &a[12], INT32, -1, 1, "gt_match", &gt_match_size) < 0;
     Py_ssize_t combos = areas * num_thresholds;
     if (!failed && (areas < 0 || ignored_size != areas * num_gt || match_size != combos * num_kept
                     || gt_match_size != combos * num_gt)) {
         PyErr_SetString(PyExc_ValueError, "match_units: the shapes of gt_ignored, kept_match and gt_match disagree");
         failed = 1;
     }
+    /* Every index in range before the GIL is released (a mistake upstream is an exception, not a stray write). */
     Py_ssize_t most_gts = 0;
     const int64_t *gt_count = failed ? NULL : (const int64_t *)a[5].view.buf;
     for (Py_ssize_t u = 0; !failed && u < units; u++) {
-        if (gt_count[u] > most_gts) most_gts = gt_count[u];
+        int64_t start = ((const int64_t *)a[1].view.buf)[u], d0 = ((const int64_t *)a[2].view.buf)[u];
+        int64_t dets = ((const int64_t *)a[3].view.buf)[u], g0 = ((const int64_t *)a[4].view.buf)[u];
+        int64_t gts = gt_count[u];
+        if (dets < 0 || gts < 0 || start < 0 || d0 < 0 || g0 < 0 || d0 > num_kept - dets || g0 > num_gt - gts
+            || (dets > 0 && gts > (pairs - start) / dets)) {
+            PyErr_Format(PyExc_ValueError, "match_units: unit %zd reaches outside the arrays", u);
+            failed = 1;
+        }
+        if (gts > most_gts) most_gts = gts;
+    }
+    for (Py_ssize_t k = 0; !failed && k < num_kept; k++) {
+        int64_t index = ((const int64_t *)a[9].view.buf)[k];
+        if (index < 0 || index > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "match_units: kept holds an index outside int32");
+            failed = 1;
+        }
     }
     int64_t *order = NULL;
     uint8_t *taken = NULL;

@@ -130,6 +130,7 @@ static int read_number(const char **cursor, const char *end, double *value) {
         for (; p < end && is_digit(*p); p++) {
             if (written < 100000) written = written * 10 + (*p - '0');
         }
+        if (written >= 100000) slow = 1;  /* capped: the token's own value is Python's to read */
         exponent10 += exponent_negative ? -written : written;
     }
     *cursor = p;
@@ -199,7 +200,8 @@ static PyObject *number_lists_into(PyObject *Py_UNUSED(module), PyObject *args) 
     int result = 1;
     Py_ssize_t held = 0;
     Py_buffer *views = NULL;
-    if (width < 0 || out.len != (Py_ssize_t)sizeof(double) * count * width) {
+    if (width < 0 || (width > 0 && count > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double) / width)
+        || out.len != (Py_ssize_t)sizeof(double) * count * width) {
         PyErr_SetString(PyExc_ValueError, "out must hold len(texts) * width float64 values");
         result = -1;
     } else if ((views = PyMem_New(Py_buffer, count > 0 ? count : 1)) == NULL) {

@@ -50,7 +50,7 @@ from kpbench.evaluation.cocofiles import (
     unlabelled_note,
     zero_keypoint_results_note,
 )
-from kpbench.evaluation.jsonnumbers import COMPILED, number_lists
+from kpbench.evaluation.jsonnumbers import COMPILED, COMPILED_LONG_NUMBERS, number_lists
 
 try:
     import msgspec
@@ -167,8 +167,9 @@ if msgspec is not None:
 
 # Keypoint lists whose numbers average at most this many characters (a rounded coordinate, an integer) are read
 # by `number_lists`; longer ones (a float32's 17 digits) are faster as msgspec's floats, unless the compiled reader
-# reads them (then every list is text: a float32 results file of 48,738 results parses in 0.19 s instead of 0.39).
-_SHORT_NUMBER = math.inf if COMPILED else 10.0
+# reads them itself (then every list is text: a float32 results file of 48,738 results parses in 0.19 s instead of
+# 0.39; where it would hand them to Python's float(), msgspec's floats stay faster).
+_SHORT_NUMBER = math.inf if COMPILED_LONG_NUMBERS else 10.0
 # Result boxes as text for the compiled reader (98,476 boxes: ~40 ms less than msgspec's floats); else as floats.
 _BOXES_AS_TEXT = COMPILED
 

@@ -48,13 +48,17 @@ import numpy as np
 from kpbench.core.threads import parallel_map, thread_count
 
 try:  # the same reader in C (`_numbers.c`), built at install where a C compiler is found
+    from kpbench.evaluation._numbers import EXTENDED_PATH as _EXTENDED_PATH
     from kpbench.evaluation._numbers import number_lists_into as _compiled
 except ImportError:
-    _compiled = None
+    _compiled, _EXTENDED_PATH = None, 0
 
-__all__ = ["COMPILED", "number_lists", "number_lists_numpy"]
+__all__ = ["COMPILED", "COMPILED_LONG_NUMBERS", "number_lists", "number_lists_numpy"]
 
 COMPILED = _compiled is not None  # whether `number_lists` reads through the compiled reader
+# Whether it also reads 17-digit decimals (float32 reprs) itself (x87 extended precision); elsewhere those take
+# Python's float(), slower than msgspec's own floats.
+COMPILED_LONG_NUMBERS = COMPILED and bool(_EXTENDED_PATH)
 _MIN_SHARE = 4096  # lists per thread at least (below, one thread: starting another costs more than it saves)
 
 # Bytes of a flat list of JSON numbers: kept; brackets become commas; whitespace is deleted; every other byte

@@ -521,6 +521,15 @@ class CocoEvaluator:
             near = self._within_reach(dt_extents[kept], pair_det, pair_gt, lowest)
             pair_sim = np.zeros(len(pair_det))
             pair_sim[near] = self._pair_oks(kept_geometry, pair_det[near], pair_gt[near])
+            nan = np.isnan(pair_sim)
+            if nan.any():
+                # After a NaN, pycocotools lets every later GT replace the match whatever its OKS (`<` passes NaN),
+                # so in a unit holding one the exact small values decide: the far pairs are computed there too.
+                pair_unit = np.repeat(np.arange(len(active)), pair_count)
+                with_nan = np.zeros(len(active), dtype=bool)
+                with_nan[pair_unit[nan]] = True
+                far = ~near & with_nan[pair_unit]
+                pair_sim[far] = self._pair_oks(kept_geometry, pair_det[far], pair_gt[far])
         else:
             pair_sim = self._pair_similarity(kept_geometry, pair_det, pair_gt)
         if _match_units is not None:  # pycocotools' own loop, compiled (`_matching.c`)

@@ -355,11 +355,11 @@ class StoreWriter:
     that its records depend on (a top-down run's person boxes) are made durable there, once per group. An error it
     raises is reported as a write error is.
 
-    The thread is woken once per `group` queued images, or `write_interval` seconds after it last looked, not once
-    per model call: each wake-up of a second Python thread costs the main thread GIL hand-offs (with a zero-cost
-    model on 2 cores, waking it per image ran the loop at 2,700 images/s, per 16 images at 3,850). So an image
-    reaches the page cache within `write_interval` of its call (plus the encoding), and a kill loses at most the
-    images of that last interval, which a resume runs again.
+    The thread is woken once per `group` queued images, or every `write_interval` seconds, not once per model call:
+    each wake-up of a second Python thread costs the main thread GIL hand-offs (with a zero-cost model on 2 cores,
+    waking it per call ran the loop at 2,650 images/s, per 16 images at 3,850, both decoding on the main thread).
+    So an image reaches the page cache within about `write_interval` of its call (plus the encoding), and a kill
+    loses at most the images of that last interval, which a resume runs again.
     """
 
     def __init__(
@@ -400,10 +400,9 @@ class StoreWriter:
         """Wait for a group of images, the close, or the end of the interval; take what is queued."""
         with self._changed:
             if not self._closing and self._pending_images < self.group:
-                timeout = self.write_interval
-                if self._unsynced and not self._pending:  # sync within about a second of the last write
-                    timeout = max(timeout, self._last_sync + self.sync_interval - time.monotonic())
-                self._changed.wait(timeout)
+                # Every interval, whatever is queued (an image waits at most this long to be written); `_work`
+                # syncs once a second has passed since the last sync.
+                self._changed.wait(self.write_interval)
             items, self._pending, self._pending_images = self._pending, [], 0
             self._changed.notify_all()  # a put waiting for room
             return items, self._closing
@@ -460,7 +459,9 @@ class StoreWriter:
                 self._closing = True
                 self._changed.notify_all()
             self._thread.join()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1  # a second close must not close a number the process has reused
         if self._error is not None:
             raise self._error
