@@ -322,7 +322,7 @@ def test_number_lists_one_word_path_random_short_numbers(monkeypatch: pytest.Mon
 @pytest.mark.parametrize("text", [
     "[1, 2]", "[1, 2, 3, 4]", "[]", "[[1, 2, 3]]", "[1, [2], 3]", '[1, "2", 3]', "[1, null, 3]", "[1, true, 3]",
     "[1, false, 3]", '[1, {"a": 2}, 3]', "5", "null", '"1, 2, 3"', "[1, 2, 1e999]", "[1, 2, -1e999]",
-    "[1, 2, " + "9" * 400 + "]",
+    "[1, 2, " + "9" * 400 + "]", "[1, 2, 0." + "0" * 99999 + "1e1000005]",
 ])
 def test_number_lists_refuses_what_the_full_checks_refuse(number_lists: NumberLists, text: str) -> None:
     """Another length, nesting, non-numbers, a value out of float range: None (the full checks then word it),
