@@ -268,7 +268,7 @@ def _run_output(sweep_dir: Path, name: str, status: str, images: int = 2, metric
     if error:
         manifest["error"] = error
     (run / "manifest.json").write_text(json.dumps(manifest))
-    (run / "detections.jsonl").write_text("{}\n" * images)
+    (run / "detections.jsonl").write_text("".join(f'{{"image_id": {i + 1}}}\n' for i in range(images)))
     if metrics:
         (run / "metrics.json").write_text("{}")
     return run
@@ -624,7 +624,7 @@ os.makedirs(config["out"], exist_ok=True)
 with open(os.path.join(config["out"], "manifest.json"), "w") as fh:
     json.dump({{"status": "complete", "num_images": 1, "environment": {{"device": "cpu"}}}}, fh)
 open(os.path.join(config["out"], "metrics.json"), "w").write("{{}}")
-open(os.path.join(config["out"], "detections.jsonl"), "w").write("{{}}\\n")
+open(os.path.join(config["out"], "detections.jsonl"), "w").write('{{"image_id": 1}}\\n')
 '''
 
 
