@@ -253,3 +253,22 @@ def stored_images(run_dir: Path) -> int:
     from kpbench.runs.merge import count_cached_images
 
     return count_cached_images(run_dir)
+
+
+def interrupt_on_call(monkeypatch: pytest.MonkeyPatch, call: int = 2) -> None:
+    """Ctrl-C in the run loop at its `call`-th model call (after the earlier calls' images are handed to the
+    store): kpbench.engine.inference.predictions_to_host raises KeyboardInterrupt then. Undo with
+    monkeypatch.undo()."""
+    import kpbench.engine.inference
+
+    real = kpbench.engine.inference.predictions_to_host
+    calls = 0
+
+    def interrupting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", interrupting)

@@ -16,16 +16,21 @@ from kpbench.core.errors import KpbenchError
 from kpbench.data.synthetic import make_synthetic_coco
 from kpbench.evaluation.arrays import in_sorted, sorted_unique
 
-# Run `kpbench evaluate` in a fresh interpreter, then report the modules it loaded and the BLAS thread setting.
-PROBE = (
-    "import json, os, sys\n"
+# `kpbench evaluate GT RES --format json` in a fresh interpreter, between a probe's setup and its report line.
+EVALUATE = (
     "from kpbench.cli import main\n"
     "sys.argv = ['kpbench', 'evaluate', *sys.argv[1:], '--format', 'json']\n"
     "try:\n"
     "    main()\n"
     "except SystemExit as exc:\n"
     "    assert exc.code in (0, None), exc.code\n"
-    "heavy = ('numpy.ma', 'pandas', 'matplotlib', 'torch', 'torchvision', 'pydantic')\n"
+)
+
+# The modules it loaded and the BLAS thread setting.
+PROBE = (
+    "import json, os, sys\n"
+    + EVALUATE
+    + "heavy = ('numpy.ma', 'pandas', 'matplotlib', 'torch', 'torchvision', 'pydantic')\n"
     "print(json.dumps({'loaded': sorted(m for m in heavy if m in sys.modules),\n"
     "                  'blas': os.environ.get('OPENBLAS_NUM_THREADS')}))\n"
 )
@@ -155,13 +160,8 @@ GC_PROBE = (
     "import gc, json, sys\n"
     "collections = []\n"
     "gc.callbacks.append(lambda phase, info: collections.append(info['generation']) if phase == 'stop' else None)\n"
-    "from kpbench.cli import main\n"
-    "sys.argv = ['kpbench', 'evaluate', *sys.argv[1:], '--format', 'json']\n"
-    "try:\n"
-    "    main()\n"
-    "except SystemExit as exc:\n"
-    "    assert exc.code in (0, None), exc.code\n"
-    "print(json.dumps({'collections': len(collections), 'frozen': gc.get_freeze_count()}))\n"
+    + EVALUATE
+    + "print(json.dumps({'collections': len(collections), 'frozen': gc.get_freeze_count()}))\n"
 )
 
 

@@ -20,6 +20,7 @@ from kpdata import (
     COCO_SAMPLE,
     assert_one_line_error,
     cache_lines,
+    interrupt_on_call,
     load,
     pycocotools_eval,
     requires_shared,
@@ -257,21 +258,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_resumes(
     """Ctrl-C after the first image: one line says how far it got, exit 130, the manifest says "interrupted";
     the same command resumes to the uninterrupted results. (`--weights NONE` is recorded as "none", so the
     resume with "none" matches it.)"""
-    import kpbench.engine.inference
-
-    real = kpbench.engine.inference.predictions_to_host
-    calls = 0
-
-    def interrupt_second(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "run"
     args = ("run", "--coco-root", synthetic_coco_root, *FAST, "--limit", "3", "--workers", "0", "--out", out)
-    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", interrupt_second)
+    interrupt_on_call(monkeypatch, 2)
     code, stdout, err = run_cli(*args, "--weights", "NONE")
     assert code == 130 and stdout == ""
     assert err == f"interrupted: 1 of 3 images cached in {out}; run the same command again to resume\n"

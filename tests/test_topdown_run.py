@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kpdata import COCO_SAMPLE, assert_one_line_error, cache_lines, pycocotools_eval, requires_shared
+from kpdata import (
+    COCO_SAMPLE,
+    assert_one_line_error,
+    cache_lines,
+    interrupt_on_call,
+    pycocotools_eval,
+    requires_shared,
+)
 
 pytest.importorskip("torch")
 
@@ -311,23 +318,12 @@ def test_a_resume_with_another_top_down_decoding_is_refused(tmp_path: Path, plug
     """The crop model's pixel convention and heatmap refinement, and OKS-NMS's area, are no options (the config
     does not see them) yet change every keypoint: a run interrupted under one decoding is not resumed under another,
     nor one made before kpbench recorded them; with the same decoding it resumes."""
-    import kpbench.engine.inference
     from kpbench.runs import directory as rundir
-
-    real = kpbench.engine.inference.predictions_to_host
-    calls = 0
-
-    def interrupt_second(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
 
     out = tmp_path / "run"
     args = ("run", "--model", f"{plugin}:Template", "--person-boxes", f"{plugin}:Detector", "--coco-root",
             synthetic_coco_root, "--out", out, "--no-progress", "--device", "cpu", "--no-analysis")
-    monkeypatch.setattr(kpbench.engine.inference, "predictions_to_host", interrupt_second)
+    interrupt_on_call(monkeypatch, 2)
     assert run_cli(*args)[0] == 130
     monkeypatch.undo()
     manifest = rundir.read_manifest(out)
