@@ -66,13 +66,13 @@ _KEYPOINT_MAX_DETS = (20,)
 _BOX_MAX_DETS = (1, 10, 100)
 _EPS = np.spacing(1)
 _OKS_BLOCK = 4096  # detection-GT pairs per pass of the OKS arithmetic
+_REACH_BLOCK = 8192  # detection-GT pairs per pass of the OKS bound
 _MIN_MATCH_SHARE = 2048  # units per thread at least in the compiled matching
 
 try:  # COCOeval's matching loop in C (`_matching.c`), built at install where a C compiler is found
     from kpbench.evaluation._matching import match_units as _match_units
 except ImportError:
     _match_units = None
-_REACH_BLOCK = 8192  # detection-GT pairs per pass of the OKS bound
 
 
 @dataclass
