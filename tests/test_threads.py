@@ -73,3 +73,14 @@ def test_oks_on_threads_is_the_oks_of_one_thread(monkeypatch: pytest.MonkeyPatch
     assert got.stats == once.stats and got.stats["AP"] > 0
     for name in ("precision", "recall", "scores", "dt_matches", "gt_matches"):
         assert np.array_equal(getattr(got, name), getattr(once, name)), name
+
+
+def test_shares_cut_contiguous_ranges_of_at_least_the_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpbench.core.threads import shares
+
+    monkeypatch.setenv("KPBENCH_THREADS", "3")
+    assert shares(10, 4) == [slice(0, 5), slice(5, 10)]  # 10 // 4 = 2 shares, below the 3 threads
+    assert shares(9000, 100) == [slice(0, 3000), slice(3000, 6000), slice(6000, 9000)]
+    assert shares(3, 4) == [slice(0, 3)] and shares(0, 4) == [slice(0, 0)]
+    monkeypatch.setenv("KPBENCH_THREADS", "1")
+    assert shares(9000, 100) == [slice(0, 9000)]

@@ -70,3 +70,11 @@ def parallel_map(function: Callable[[T], R], items: Sequence[T], threads: int | 
     if errors:
         raise errors[min(errors)]
     return results  # type: ignore[return-value]
+
+
+def shares(count: int, min_share: int) -> list[slice]:
+    """`count` items cut into contiguous shares, one per thread (`thread_count()`), each of `min_share` items at
+    least (a single share below that: starting a thread would cost more than it saves)."""
+    parts = max(1, min(thread_count(), count // max(1, min_share)))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]

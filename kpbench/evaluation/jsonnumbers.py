@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kpbench.core.threads import parallel_map, thread_count
+from kpbench.core.threads import parallel_map, shares
 
 try:  # the same reader in C (`_numbers.c`), built at install where a C compiler is found
     from kpbench.evaluation._numbers import EXTENDED_PATH as _EXTENDED_PATH
@@ -105,31 +105,27 @@ def number_lists(texts: Sequence[bytes | memoryview], width: int) -> np.ndarray 
     values, other lengths, nesting, a number out of float range). Each text must be valid JSON (msgspec's Raw).
     Read by the compiled reader where it was built (`COMPILED`), else by numpy word arithmetic: the same values
     and verdicts (tested on both)."""
+    if _compiled is None:
+        return number_lists_numpy(texts, width)
     n = len(texts)
     if n == 0:
         return np.zeros((0, width))
     if width <= 0:
         return None
     out = np.empty((n, width))
-    if _compiled is not None:
-        # The C reader parses without the GIL: a few threads take a share of the lists each.
-        shares = min(thread_count(), max(1, n // _MIN_SHARE))
-        bounds = [n * i // shares for i in range(shares + 1)]
-        done = parallel_map(lambda i: _compiled(texts[bounds[i]:bounds[i + 1]], width, out[bounds[i]:bounds[i + 1]]),
-                            range(shares))
-        return out if all(done) else None
-    return number_lists_numpy(texts, width, out)
+    # The C reader parses without the GIL: a few threads take a share of the lists each.
+    done = parallel_map(lambda part: _compiled(texts[part], width, out[part]), shares(n, _MIN_SHARE))
+    return out if all(done) else None
 
 
-def number_lists_numpy(texts: Sequence[bytes | memoryview], width: int, out: np.ndarray | None = None
-                       ) -> np.ndarray | None:
-    """`number_lists` by numpy word arithmetic alone (the module docstring), into `out` when given."""
+def number_lists_numpy(texts: Sequence[bytes | memoryview], width: int) -> np.ndarray | None:
+    """`number_lists` by numpy word arithmetic alone (the module docstring)."""
     n = len(texts)
     if n == 0:
         return np.zeros((0, width))
     if width <= 0:
         return None
-    out = np.empty((n, width)) if out is None else out
+    out = np.empty((n, width))
     for lo in range(0, n, _BLOCK):
         if not _block(texts[lo:lo + _BLOCK], width, out[lo:lo + _BLOCK].reshape(-1)):
             return None

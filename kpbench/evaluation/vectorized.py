@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from kpbench.core.errors import KpbenchError
-from kpbench.core.threads import parallel_map, thread_count
+from kpbench.core.threads import parallel_map, shares
 from kpbench.evaluation.arrays import (
     GroundTruthArrays,
     box_areas,
@@ -590,17 +590,13 @@ class CocoEvaluator:
         crowd = np.ascontiguousarray(self._gt_crowd, dtype=bool).view(np.uint8)
         thresholds, kept = np.ascontiguousarray(thresholds, dtype=np.float64), as_int(kept)
         dt_ignore = kept_dt_ignore.view(np.uint8)
-        units = len(unit_dt_start)
-        shares = min(thread_count(), max(1, units // _MIN_MATCH_SHARE))
-        bounds = [units * i // shares for i in range(shares + 1)]
 
-        def share(i: int) -> None:
-            part = slice(bounds[i], bounds[i + 1])
+        def match(part: slice) -> None:
             _match_units(pair_sim, pair_start[part], unit_dt_start[part], unit_dt_count[part], unit_gt_start[part],
                          unit_gt_count[part], ignored, len(gt_ignored), crowd, thresholds, kept, kept_match, dt_ignore,
                          gt_match)
 
-        parallel_map(share, range(shares))
+        parallel_map(match, shares(len(unit_dt_start), _MIN_MATCH_SHARE))
 
     def _match_arrays(
         self, pair_sim: np.ndarray, pair_det: np.ndarray, pair_gt: np.ndarray, pair_count: np.ndarray,
